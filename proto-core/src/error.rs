@@ -1,0 +1,134 @@
+//! Errors that cross the wire.
+//!
+//! [`ErrorCode`] is the closed set of reasons a peer can give in an
+//! [`Error`](crate::message::Error) or [`FileRejected`](crate::message::FileRejected)
+//! message. The numbers are part of the protocol: a variant is never renumbered,
+//! new ones are appended. A peer that receives a number it does not know
+//! treats the frame as undecodable (`BadFrame`).
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed. Encoded as its number (a one-byte postcard varint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// 0: no batch has this pickup code (or it was deleted).
+    UnknownCode = 0,
+    /// 1: the batch behind this code has expired.
+    Expired = 1,
+    /// 2: too many failed lookups or requests; wait and retry.
+    RateLimited = 2,
+    /// 3: the batch is still being uploaded; the manifest shows progress.
+    NotReady = 3,
+    /// 4: a file or batch is larger than the relay accepts.
+    TooLarge = 4,
+    /// 5: the relay's disk quota would be exceeded.
+    Quota = 5,
+    /// 6: the received bytes do not match the announced SHA-1.
+    HashMismatch = 6,
+    /// 7: a frame could not be decoded (CRC, COBS or body).
+    BadFrame = 7,
+    /// 8: the peer speaks a protocol version this side does not.
+    UnsupportedVersion = 8,
+    /// 9: the relay has no room for another session right now.
+    Busy = 9,
+    /// 10: the relay failed internally (storage error); nothing was lost.
+    Internal = 10,
+    /// 11: the received bytes do not match the announced size.
+    SizeMismatch = 11,
+    /// 12: no upload has this resume token.
+    UnknownToken = 12,
+    /// 13: a file name is empty, too long, not UTF-8 or contains a path
+    /// separator, `..`, or a control character.
+    InvalidName = 13,
+    /// 14: the batch has more files than the relay accepts.
+    TooManyFiles = 14,
+    /// 15: the message kind is unknown to this side (newer peer).
+    UnknownKind = 15,
+    /// 16: the message is valid but not allowed in the current state.
+    UnexpectedMessage = 16,
+    /// 17: a data or read range lies outside the file.
+    OutOfRange = 17,
+    /// 18: the session was idle for too long.
+    IdleTimeout = 18,
+    /// 19: the relay is shutting down.
+    ShuttingDown = 19,
+}
+
+impl ErrorCode {
+    /// Every code, in wire order: for tests and documentation tables.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::UnknownCode,
+        ErrorCode::Expired,
+        ErrorCode::RateLimited,
+        ErrorCode::NotReady,
+        ErrorCode::TooLarge,
+        ErrorCode::Quota,
+        ErrorCode::HashMismatch,
+        ErrorCode::BadFrame,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+        ErrorCode::SizeMismatch,
+        ErrorCode::UnknownToken,
+        ErrorCode::InvalidName,
+        ErrorCode::TooManyFiles,
+        ErrorCode::UnknownKind,
+        ErrorCode::UnexpectedMessage,
+        ErrorCode::OutOfRange,
+        ErrorCode::IdleTimeout,
+        ErrorCode::ShuttingDown,
+    ];
+
+    /// A short human description, for logs and one-line CLI errors.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownCode => "unknown pickup code",
+            ErrorCode::Expired => "pickup code has expired",
+            ErrorCode::RateLimited => "rate limited, try again later",
+            ErrorCode::NotReady => "batch is not ready yet (upload in progress)",
+            ErrorCode::TooLarge => "too large for this relay",
+            ErrorCode::Quota => "relay storage quota exceeded",
+            ErrorCode::HashMismatch => "content does not match its SHA-1",
+            ErrorCode::BadFrame => "malformed frame",
+            ErrorCode::UnsupportedVersion => "unsupported protocol version",
+            ErrorCode::Busy => "relay is busy",
+            ErrorCode::Internal => "relay internal error",
+            ErrorCode::SizeMismatch => "content does not match its announced size",
+            ErrorCode::UnknownToken => "unknown resume token",
+            ErrorCode::InvalidName => "invalid file name",
+            ErrorCode::TooManyFiles => "too many files in one batch",
+            ErrorCode::UnknownKind => "unknown message kind",
+            ErrorCode::UnexpectedMessage => "message not expected in this state",
+            ErrorCode::OutOfRange => "offset or length outside the file",
+            ErrorCode::IdleTimeout => "session idle for too long",
+            ErrorCode::ShuttingDown => "relay is shutting down",
+        }
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ErrorCode {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_numbers_are_the_discriminants() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i);
+            let bytes = postcard::to_allocvec(code).unwrap();
+            assert_eq!(bytes, [i as u8]);
+            assert_eq!(postcard::from_bytes::<ErrorCode>(&bytes).unwrap(), *code);
+        }
+        assert!(postcard::from_bytes::<ErrorCode>(&[ErrorCode::ALL.len() as u8]).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! The Pickup wire protocol.
+//!
+//! ```text
+//!   relay (pickup-relay)          device / CLI (pickup-device)        fuzzers, simulator
+//!          │                                │                                │
+//!          ▼                                ▼                                ▼
+//!  ┌──────────────────────────────────────────────────────────────────────────────┐
+//!  │ upload::Session · download::Session   sans-IO state machines: handle_* in,    │
+//!  │                                       poll_* out, `now` passed as argument    │
+//!  ├──────────────────────────────────────────────────────────────────────────────┤
+//!  │ message::Message   one Rust type per message kind, postcard bodies           │
+//!  ├──────────────────────────────────────────────────────────────────────────────┤
+//!  │ frame              header (version, kind) ‖ body ‖ CRC-32C, COBS, 0x00 ends   │
+//!  └──────────────────────────────────────────────────────────────────────────────┘
+//!            bytes over a UART, a TCP stream, a pipe or a fuzzer's input
+//! ```
+//!
+//! The crate never allocates, never touches the network, a file system or a
+//! clock, and never panics on input: every length and count that arrives from
+//! the wire is checked. Everything a driver needs is here:
+//!
+//! - [`frame`]: [`frame::encode`] a message into a delimited frame and
+//!   [`frame::Decoder`] to take frames back out of a byte stream in any split,
+//!   resynchronising after garbage.
+//! - [`message`]: every message of the exchange, see `PROTOCOL.md` for the
+//!   byte layouts and test vectors.
+//! - [`code`]: the pickup code and its Crockford base32 text form.
+//! - [`hash`]: SHA-1 digests and the proof of ownership used by instant upload.
+//! - [`upload`] and [`download`]: the client state machines.
+//! - [`storage`]: the read-at / write-at traits through which the machines
+//!   reach file bytes, so an MCU can serve them from flash.
+//! - [`time`]: the protocol's own `Instant` and `Duration`.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod code;
+pub mod download;
+pub mod error;
+pub mod frame;
+pub mod fuzzing;
+pub mod hash;
+pub mod message;
+pub mod storage;
+pub mod time;
+pub mod upload;
+
+pub use code::Code;
+pub use error::ErrorCode;
+pub use hash::Sha1Digest;
+pub use message::Message;
+pub use time::{Duration, Instant};
+
+/// The protocol version this crate speaks, carried in every frame header.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The TCP port a relay listens on by default.
+pub const DEFAULT_TCP_PORT: u16 = 7425;

@@ -1,0 +1,284 @@
+use super::*;
+use crate::frame::Decoder;
+use std::vec::Vec;
+
+/// One example of every kind; the fields are chosen to exercise multi-byte
+/// varints. `VECTORS` holds the wire bytes of each, as listed in PROTOCOL.md.
+pub(crate) fn examples() -> Vec<Message<'static>> {
+    let code = Code::parse("7KQ4-M2XD-9RTA").unwrap();
+    let sha1 = Sha1Digest::of(b"abc");
+    let token = ResumeToken([0x5a; 16]);
+    std::vec![
+        Message::Hello(Hello {
+            version: 1,
+            role: Role::Terminal,
+            max_frame: 256,
+            window: 4096,
+            caps: CAP_INSTANT_UPLOAD,
+        }),
+        Message::Welcome(Welcome {
+            version: 1,
+            role: Role::Relay,
+            max_frame: 16384,
+            window: 1 << 20,
+            caps: CAP_INSTANT_UPLOAD,
+        }),
+        Message::Keepalive,
+        Message::Goodbye,
+        Message::Error(Error {
+            code: ErrorCode::RateLimited,
+            kind: Kind::Fetch as u8,
+            retry_after_ms: 1500,
+        }),
+        Message::BatchOpen(BatchOpen {
+            files: 2,
+            total_size: 49153,
+        }),
+        Message::FileAnnounce(FileAnnounce {
+            index: 1,
+            size: 3,
+            sha1,
+            name: "abc.txt",
+        }),
+        Message::Grant(Grant {
+            code,
+            expires_at: 1_790_000_000,
+            token,
+            files: 2,
+        }),
+        Message::FilePlan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 300 },
+        }),
+        Message::FilePlan(FilePlan {
+            index: 1,
+            plan: Plan::Challenge { nonce: [0xc3; 32] },
+        }),
+        Message::FilePlan(FilePlan {
+            index: 1,
+            plan: Plan::Held,
+        }),
+        Message::Proof(Proof {
+            index: 1,
+            proof: sha1,
+        }),
+        Message::Data(Data {
+            file: 0,
+            offset: 300,
+            bytes: b"\x00\x01hello",
+        }),
+        Message::Ack(Ack {
+            file: 0,
+            offset: 65536,
+            window: 4096,
+        }),
+        Message::Rewind(Rewind {
+            file: 1,
+            offset: 128,
+        }),
+        Message::FileVerified(FileVerified { index: 1 }),
+        Message::FileRejected(FileRejected {
+            index: 0,
+            reason: ErrorCode::HashMismatch,
+        }),
+        Message::BatchComplete(BatchComplete { code }),
+        Message::Resume(Resume { token }),
+        Message::Fetch(Fetch { code }),
+        Message::Manifest(Manifest {
+            code,
+            expires_at: 1_790_000_000,
+            files: 2,
+            total_size: 49153,
+            received: 49153,
+            ready: true,
+        }),
+        Message::ManifestEntry(ManifestEntry {
+            index: 0,
+            size: 49152,
+            sha1,
+            received: 49152,
+            name: "fw.bin",
+        }),
+        Message::Read(Read {
+            code,
+            file: 0,
+            offset: 0,
+            len: 4096,
+        }),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> std::string::String {
+    bytes.iter().map(|b| std::format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    let t: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    t.chunks(2)
+        .map(|p| u8::from_str_radix(core::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect()
+}
+
+fn wire(msg: &Message<'_>) -> Vec<u8> {
+    let mut out = [0u8; 512];
+    let n = msg.encode(512, &mut out).unwrap();
+    out[..n].to_vec()
+}
+
+fn decode_one(wire: &[u8]) -> Message<'static> {
+    // Leak the buffer so the decoded message can borrow it for 'static.
+    let buf: &'static mut [u8] = Vec::leak(std::vec![0u8; 512]);
+    let mut dec = Decoder::new(buf);
+    let mut input = wire;
+    let frame = dec.feed(&mut input).unwrap().unwrap();
+    assert!(input.is_empty());
+    let frame: Frame<'static> = Frame {
+        version: frame.version,
+        kind: frame.kind,
+        body: Vec::leak(frame.body.to_vec()),
+    };
+    Message::decode(frame).unwrap()
+}
+
+/// Prints the vectors for PROTOCOL.md: `cargo test -p pickup-proto print_vectors -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn print_vectors() {
+    for m in examples() {
+        std::println!("{:?}\n  {}", m.kind(), hex(&wire(&m)));
+    }
+}
+
+#[test]
+fn every_kind_has_an_example_and_round_trips() {
+    let examples = examples();
+    for kind in Kind::ALL {
+        assert!(examples.iter().any(|m| m.kind() == kind), "{kind:?} has no example");
+        assert_eq!(Kind::from_u8(kind as u8), Some(kind));
+    }
+    for m in &examples {
+        assert_eq!(decode_one(&wire(m)), *m);
+    }
+}
+
+#[test]
+fn test_vectors_match_protocol_md() {
+    let examples = examples();
+    assert_eq!(examples.len(), VECTORS.len());
+    for (m, v) in examples.iter().zip(VECTORS) {
+        assert_eq!(hex(&wire(m)), hex(&unhex(v)), "{:?}", m.kind());
+        assert_eq!(decode_one(&unhex(v)), *m);
+    }
+    // The document carries the same bytes.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
+    for v in VECTORS {
+        assert!(doc.contains(v), "PROTOCOL.md lacks vector {v}");
+    }
+}
+
+#[test]
+fn unknown_kinds_versions_and_trailing_bytes_are_errors() {
+    let f = |version, kind, body| Frame { version, kind, body };
+    assert_eq!(Message::decode(f(1, 0x30, &[])), Err(DecodeError::UnknownKind(0x30)));
+    assert_eq!(Message::decode(f(1, 0xff, &[])), Err(DecodeError::UnknownKind(0xff)));
+    assert_eq!(Message::decode(f(2, 0x03, &[])), Err(DecodeError::UnsupportedVersion(2)));
+    assert_eq!(Message::decode(f(1, 0x03, &[0])), Err(DecodeError::BadBody(0x03)));
+    // A FileVerified with a trailing byte.
+    assert_eq!(Message::decode(f(1, 0x18, &[1, 0])), Err(DecodeError::BadBody(0x18)));
+    // A truncated Ack.
+    assert_eq!(Message::decode(f(1, 0x16, &[0, 0x80])), Err(DecodeError::BadBody(0x16)));
+    // A name that is not UTF-8.
+    let mut body = std::vec![0u8, 3];
+    body.extend_from_slice(&[0u8; 20]);
+    body.extend_from_slice(&[2, 0xff, 0xfe]);
+    assert_eq!(Message::decode(f(1, 0x11, &body)), Err(DecodeError::BadBody(0x11)));
+    // An unknown plan variant and an unknown error code.
+    assert_eq!(Message::decode(f(1, 0x13, &[0, 3])), Err(DecodeError::BadBody(0x13)));
+    assert_eq!(Message::decode(f(1, 0x19, &[0, 99])), Err(DecodeError::BadBody(0x19)));
+    assert_eq!(DecodeError::UnknownKind(0x30).code(), ErrorCode::UnknownKind);
+}
+
+#[test]
+fn data_fills_in_place_and_respects_limits() {
+    let mut out = [0u8; 300];
+    let n = encode_data_with(3, 1 << 40, 100, 256, &mut out, |room| {
+        assert_eq!(room.len(), 100);
+        room.fill(0);
+        Some(100)
+    })
+    .unwrap();
+    let msg = decode_one(&out[..n]);
+    assert_eq!(
+        msg,
+        Message::Data(Data {
+            file: 3,
+            offset: 1 << 40,
+            bytes: &[0; 100]
+        })
+    );
+    // The payload room never exceeds the frame limit.
+    let mut seen = 0;
+    encode_data_with(0, 0, usize::MAX, 128, &mut out, |room| {
+        seen = room.len();
+        Some(room.len())
+    })
+    .unwrap();
+    assert!(seen >= Data::max_payload(128));
+    assert!(seen + crate::frame::OVERHEAD + 2 <= 128);
+    // A filler that claims more than its room is refused.
+    assert!(encode_data_with(0, 0, 10, 128, &mut out, |_| Some(11)).is_err());
+}
+
+#[test]
+fn messages_refuse_frames_larger_than_the_peer_accepts() {
+    let name = "n".repeat(200);
+    let m = Message::FileAnnounce(FileAnnounce {
+        index: 0,
+        size: 1,
+        sha1: Sha1Digest::EMPTY,
+        name: &name,
+    });
+    let mut out = [0u8; 512];
+    assert_eq!(m.encode(128, &mut out), Err(EncodeError::TooLarge));
+    assert!(m.encode(300, &mut out).is_ok());
+}
+
+#[test]
+fn names_are_single_safe_components() {
+    for good in ["a", "report.pdf", "ünïcødé 名前.txt", "...", ".hidden", &"x".repeat(255)] {
+        assert_eq!(validate_name(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "", ".", "..", "a/b", "../etc/passwd", "a\\b", "C:evil", "nul\0byte", "tab\there", "bell\u{7}",
+        "esc\u{1b}[31m", "del\u{7f}", "line\nbreak", "c1\u{85}", &"x".repeat(256),
+    ] {
+        assert_eq!(validate_name(bad), Err(ErrorCode::InvalidName), "{bad:?}");
+    }
+}
+
+/// Filled in from `print_vectors`; PROTOCOL.md lists the same bytes.
+const VECTORS: &[&str] = &[
+    "040101010a80028020019b0ee6b900",
+    "10010201018080018080400118466e1600",
+    "070103511c93f100",
+    "070104ba78592500",
+    "0b01050220dc0b39da6b4f00",
+    "0b011002818003f1b9aa4e00",
+    "2501110103a9993e364706816aba3e25717850c26c9cd0d89d076162632e747874e8d1108500",
+    "2701120ccac6d3d68b94b9e70380f7c4d5065a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a02a3c735a100",
+    "0301130801ac02a29fa76c00",
+    "2901130102c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c39137ff0f00",
+    "0401130105f1c40c1c00",
+    "1c011401a9993e364706816aba3e25717850c26c9cd0d89d80a56d2000",
+    "03011503ac020b0168656c6c6ffc57670e00",
+    "0301160a808004802014650b5500",
+    "0a0117018001eafbee2100",
+    "080118013e809f9500",
+    "0301190606a6d7315e00",
+    "11011a0ccac6d3d68b94b9e703f0dd76bc00",
+    "17011b5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5041078e00",
+    "1101200ccac6d3d68b94b9e703f4e6f6dd00",
+    "1e01210ccac6d3d68b94b9e70380f7c4d50602818003818003018e953bc500",
+    "03012226808003a9993e364706816aba3e25717850c26c9cd0d89d8080030666772e62696e036d6dbe00",
+    "0d01230ccac6d3d68b94b9e70301078020d312f6ba00",
+];
