@@ -243,7 +243,13 @@ mod tests {
     #[test]
     fn parsing_forgives_case_lookalikes_and_hyphens() {
         let canonical = Code::parse("0111-ABCD").unwrap();
-        for text in ["oIlL-abcd", "O1L1ABCD", "0-1-1-1-a-b-c-d", "--0111abcd--", "oiLi-AbCd"] {
+        for text in [
+            "oIlL-abcd",
+            "O1L1ABCD",
+            "0-1-1-1-a-b-c-d",
+            "--0111abcd--",
+            "oiLi-AbCd",
+        ] {
             assert_eq!(Code::parse(text).unwrap(), canonical, "{text}");
         }
     }
@@ -258,8 +264,14 @@ mod tests {
         assert_eq!(Code::parse("AB CD"), Err(ParseCodeError::InvalidChar(' ')));
         assert_eq!(Code::parse("ABCD_"), Err(ParseCodeError::InvalidChar('_')));
         assert_eq!(Code::parse("ABÇD"), Err(ParseCodeError::InvalidChar('Ç')));
-        assert_eq!(Code::parse("AB\u{0}D"), Err(ParseCodeError::InvalidChar('\u{0}')));
-        assert_eq!(Code::parse("ＡＢＣＤ"), Err(ParseCodeError::InvalidChar('Ａ')));
+        assert_eq!(
+            Code::parse("AB\u{0}D"),
+            Err(ParseCodeError::InvalidChar('\u{0}'))
+        );
+        assert_eq!(
+            Code::parse("ＡＢＣＤ"),
+            Err(ParseCodeError::InvalidChar('Ａ'))
+        );
     }
 
     #[test]
@@ -284,7 +296,11 @@ mod tests {
         let bytes = postcard::to_allocvec(&code).unwrap();
         assert_eq!(postcard::from_bytes::<Code>(&bytes).unwrap(), code);
         // A value wider than the stated length is refused.
-        let bad = postcard::to_allocvec(&WireCode { len: 4, value: 1 << 20 }).unwrap();
+        let bad = postcard::to_allocvec(&WireCode {
+            len: 4,
+            value: 1 << 20,
+        })
+        .unwrap();
         assert!(postcard::from_bytes::<Code>(&bad).is_err());
         let bad = postcard::to_allocvec(&WireCode { len: 30, value: 1 }).unwrap();
         assert!(postcard::from_bytes::<Code>(&bad).is_err());

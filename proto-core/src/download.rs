@@ -182,7 +182,9 @@ impl core::fmt::Display for Error {
         match self {
             Error::Relay(code) => write!(f, "relay refused: {code}"),
             Error::HashMismatch { file } => write!(f, "file {file} does not match its SHA-1"),
-            Error::TooManyFiles => f.write_str("the batch has more files than this client can hold"),
+            Error::TooManyFiles => {
+                f.write_str("the batch has more files than this client can hold")
+            }
             Error::ManifestChanged => f.write_str("the batch changed during the download"),
             Error::Sink { file } => write!(f, "file {file} could not be stored"),
         }
@@ -306,7 +308,10 @@ impl<const F: usize> Session<F> {
     /// Bytes written and verified or hashed so far.
     pub fn done_bytes(&self) -> u64 {
         let finished: u64 = self.files.iter().filter(|f| f.done).map(|f| f.size).sum();
-        let current_done = self.files.get(usize::from(self.current)).is_some_and(|f| f.done);
+        let current_done = self
+            .files
+            .get(usize::from(self.current))
+            .is_some_and(|f| f.done);
         finished + if current_done { 0 } else { self.received }
     }
 
@@ -363,7 +368,8 @@ impl<const F: usize> Session<F> {
                     self.fail(Error::Relay(ErrorCode::UnsupportedVersion));
                     return Ok(());
                 }
-                self.peer_max_frame = (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
+                self.peer_max_frame =
+                    (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
                 self.push_event(Event::Connected);
                 self.phase = Phase::AwaitManifest;
                 self.push_control(Control::Fetch);
@@ -397,7 +403,9 @@ impl<const F: usize> Session<F> {
                 });
                 self.retry_at = Some(now + self.config.retransmit_timeout);
             }
-            Message::ManifestEntry(e) if self.phase == Phase::AwaitManifest => self.on_entry(now, e, sink)?,
+            Message::ManifestEntry(e) if self.phase == Phase::AwaitManifest => {
+                self.on_entry(now, e, sink)?
+            }
             Message::Data(d) if self.phase == Phase::Reading => self.on_data(now, d, sink)?,
             Message::Error(e) => self.on_error(now, e),
             Message::Goodbye => self.link_lost(),
@@ -415,21 +423,34 @@ impl<const F: usize> Session<F> {
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
         match e.code {
-            ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Internal | ErrorCode::BadFrame => {
+            ErrorCode::RateLimited
+            | ErrorCode::Busy
+            | ErrorCode::Internal
+            | ErrorCode::BadFrame => {
                 // Transient: retry on the timer, no earlier than the relay asks.
-                let wait = Duration::from_millis(u64::from(e.retry_after_ms)).max(self.config.retransmit_timeout);
+                let wait = Duration::from_millis(u64::from(e.retry_after_ms))
+                    .max(self.config.retransmit_timeout);
                 self.retry_at = Some(now + wait);
             }
-            ErrorCode::NotReady if self.config.wait_until_ready.is_some() && self.phase == Phase::Reading => {
+            ErrorCode::NotReady
+                if self.config.wait_until_ready.is_some() && self.phase == Phase::Reading =>
+            {
                 self.phase = Phase::AwaitManifest;
                 self.retry_at = Some(now + self.config.wait_until_ready.unwrap_or(Duration::ZERO));
             }
-            ErrorCode::UnexpectedMessage | ErrorCode::IdleTimeout | ErrorCode::ShuttingDown => self.link_lost(),
+            ErrorCode::UnexpectedMessage | ErrorCode::IdleTimeout | ErrorCode::ShuttingDown => {
+                self.link_lost()
+            }
             code => self.fail(Error::Relay(code)),
         }
     }
 
-    fn on_entry<S: Sink>(&mut self, now: Instant, e: ManifestEntry<'_>, sink: &mut S) -> Result<(), <S as ReadAt>::Error> {
+    fn on_entry<S: Sink>(
+        &mut self,
+        now: Instant,
+        e: ManifestEntry<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
         let Some(expected) = self.expected_files else {
             return Ok(());
         };
@@ -439,16 +460,14 @@ impl<const F: usize> Session<F> {
         }
         match self.files.get(usize::from(e.index)) {
             Some(f) if f.size != e.size || f.sha1 != e.sha1 => {
-                        self.fail(Error::ManifestChanged);
-                        return Ok(());
-                    }
+                self.fail(Error::ManifestChanged);
+                return Ok(());
+            }
             Some(_) => {}
             None => {
                 if !self.config.manifest_only && message::validate_name(e.name).is_err() {
-                    {
-                        self.fail(Error::Relay(ErrorCode::InvalidName);
-                        return Ok(());
-                    });
+                    self.fail(Error::Relay(ErrorCode::InvalidName));
+                    return Ok(());
                 }
                 let local = sink.open(&e)?.min(e.size);
                 // Entries arrive in index order and `expected <= F`, so this fits.
@@ -486,7 +505,10 @@ impl<const F: usize> Session<F> {
             }
         } else {
             self.phase = Phase::Reading;
-            let resuming = self.files.get(usize::from(self.current)).is_some_and(|f| !f.done)
+            let resuming = self
+                .files
+                .get(usize::from(self.current))
+                .is_some_and(|f| !f.done)
                 && (self.received > 0 || self.prefix_pending);
             if resuming {
                 // Reconnected mid-file: continue where the bytes stopped.
@@ -527,7 +549,12 @@ impl<const F: usize> Session<F> {
         self.retry_at = Some(now + self.config.retransmit_timeout);
     }
 
-    fn on_data<S: Sink>(&mut self, now: Instant, d: message::Data<'_>, sink: &mut S) -> Result<(), <S as ReadAt>::Error> {
+    fn on_data<S: Sink>(
+        &mut self,
+        now: Instant,
+        d: message::Data<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
         if d.file != self.current || self.prefix_pending {
             return Ok(());
         }
@@ -562,7 +589,11 @@ impl<const F: usize> Session<F> {
     }
 
     /// The current file has all its bytes: verify and finish it, or retry.
-    fn complete_file<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Result<(), <S as ReadAt>::Error> {
+    fn complete_file<S: Sink>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
         let i = usize::from(self.current);
         let Some(f) = self.files.get(i).copied() else {
             return Ok(());
@@ -634,7 +665,8 @@ impl<const F: usize> Session<F> {
         if matches!(self.phase, Phase::Idle | Phase::Done | Phase::Failed) {
             return None;
         }
-        let mut t = (self.last_heard + self.config.idle_timeout).min(self.last_sent + self.config.keepalive_interval);
+        let mut t = (self.last_heard + self.config.idle_timeout)
+            .min(self.last_sent + self.config.keepalive_interval);
         if let Some(r) = self.retry_at {
             t = t.min(r);
         }
@@ -647,7 +679,8 @@ impl<const F: usize> Session<F> {
             return;
         }
         // While polling a batch that is not ready, silence is expected.
-        let polling = self.phase == Phase::AwaitManifest && self.entries_seen > 0 && !self.manifest_ready;
+        let polling =
+            self.phase == Phase::AwaitManifest && self.entries_seen > 0 && !self.manifest_ready;
         if !polling && now >= self.last_heard + self.config.idle_timeout {
             return self.link_lost();
         }
@@ -720,7 +753,11 @@ impl<const F: usize> Session<F> {
             Control::Keepalive => Message::Keepalive,
             Control::Goodbye => Message::Goodbye,
         };
-        let limit = if c == Control::Hello { frame::MIN_FRAME_LEN } else { self.peer_max_frame };
+        let limit = if c == Control::Hello {
+            frame::MIN_FRAME_LEN
+        } else {
+            self.peer_max_frame
+        };
         let n = msg.encode(limit, out).ok();
         if n.is_some() {
             self.last_sent = now;
@@ -728,7 +765,12 @@ impl<const F: usize> Session<F> {
         Ok(n)
     }
 
-    fn rehash_prefix<S: Sink>(&mut self, now: Instant, sink: &mut S, buf: &mut [u8]) -> Result<(), <S as ReadAt>::Error> {
+    fn rehash_prefix<S: Sink>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+        buf: &mut [u8],
+    ) -> Result<(), <S as ReadAt>::Error> {
         let i = usize::from(self.current);
         let Some(f) = self.files.get(i).copied() else {
             return Ok(());
@@ -736,7 +778,9 @@ impl<const F: usize> Session<F> {
         let mut hasher = Sha1Hasher::new();
         let mut offset = 0u64;
         while offset < f.local {
-            let want = usize::try_from(f.local - offset).unwrap_or(usize::MAX).min(buf.len());
+            let want = usize::try_from(f.local - offset)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             let n = sink.read_at(self.current, offset, &mut buf[..want])?;
             if n == 0 || n > want {
                 break;

@@ -270,7 +270,8 @@ pub fn encode_with(
     let raw = &mut out[shift..shift + raw_cap];
     raw[0] = version;
     raw[1] = kind;
-    let body_len = write_body(&mut raw[HEADER_LEN..raw_cap - CRC_LEN]).ok_or(EncodeError::TooLarge)?;
+    let body_len =
+        write_body(&mut raw[HEADER_LEN..raw_cap - CRC_LEN]).ok_or(EncodeError::TooLarge)?;
     let raw_len = HEADER_LEN + body_len + CRC_LEN;
     if raw_len > raw_cap {
         return Err(EncodeError::TooLarge);
@@ -281,7 +282,12 @@ pub fn encode_with(
 }
 
 /// Encodes a frame whose body is already serialized.
-pub fn encode_raw(version: u8, kind: u8, body: &[u8], out: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn encode_raw(
+    version: u8,
+    kind: u8,
+    body: &[u8],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     encode_with(version, kind, MAX_FRAME_LEN, out, |space| {
         let dst = space.get_mut(..body.len())?;
         dst.copy_from_slice(body);
@@ -365,7 +371,9 @@ mod tests {
     #[test]
     fn every_length_round_trips_including_cobs_block_edges() {
         for len in 0..1100usize {
-            let body: Vec<u8> = (0..len).map(|i| if i % 7 == 3 { 0 } else { (i % 251) as u8 + 1 }).collect();
+            let body: Vec<u8> = (0..len)
+                .map(|i| if i % 7 == 3 { 0 } else { (i % 251) as u8 + 1 })
+                .collect();
             let wire = encode_vec(0x42, &body);
             assert_eq!(wire.iter().filter(|&&b| b == 0).count(), 1);
             assert!(wire.len() <= max_encoded_len(len + OVERHEAD));
@@ -487,7 +495,10 @@ mod tests {
         for i in 0..bits {
             for j in i + 1..bits {
                 // s_i ^ s_j == s_i or s_j would need a zero syndrome, excluded above.
-                assert!(!set.contains(&(syndromes[i] ^ syndromes[j])), "a 3-bit error passes at {i},{j}");
+                assert!(
+                    !set.contains(&(syndromes[i] ^ syndromes[j])),
+                    "a 3-bit error passes at {i},{j}"
+                );
             }
         }
         // And through the real decoder: flipped bits on the wire never yield
@@ -504,7 +515,10 @@ mod tests {
     #[test]
     fn encode_refuses_what_does_not_fit() {
         let mut out = [0u8; 32];
-        assert_eq!(encode_raw(1, 1, &[1u8; 40], &mut out), Err(EncodeError::TooLarge));
+        assert_eq!(
+            encode_raw(1, 1, &[1u8; 40], &mut out),
+            Err(EncodeError::TooLarge)
+        );
         let mut tiny = [0u8; 4];
         assert_eq!(encode_raw(1, 1, &[], &mut tiny), Err(EncodeError::TooLarge));
         assert_eq!(

@@ -47,7 +47,9 @@ fn read_all<R: ReadAt>(
 ) -> Result<(), ReadError<R::Error>> {
     let mut offset = 0u64;
     while offset < size {
-        let want = usize::try_from(size - offset).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = source
             .read_at(file, offset, &mut buf[..want])
             .map_err(ReadError::Storage)?;
@@ -105,7 +107,9 @@ fn read_slice<T: AsRef<[u8]>>(files: &[T], file: u16, offset: u64, buf: &mut [u8
     let Some(data) = files.get(usize::from(file)).map(AsRef::as_ref) else {
         return 0;
     };
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
     let n = buf.len().min(data.len() - start);
     buf[..n].copy_from_slice(&data[start..start + n]);
     n
@@ -119,13 +123,28 @@ mod tests {
     fn whole_file_helpers() {
         let mut files = [b"hello world".as_slice(), b"".as_slice()];
         let mut buf = [0u8; 3];
-        assert_eq!(sha1_of(&mut files, 0, 11, &mut buf).unwrap(), Sha1Digest::of(b"hello world"));
-        assert_eq!(sha1_of(&mut files, 1, 0, &mut buf).unwrap(), Sha1Digest::EMPTY);
-        assert_eq!(sha1_of(&mut files, 0, 12, &mut buf), Err(ReadError::ShortFile));
-        assert_eq!(sha1_of(&mut files, 5, 1, &mut buf), Err(ReadError::ShortFile));
+        assert_eq!(
+            sha1_of(&mut files, 0, 11, &mut buf).unwrap(),
+            Sha1Digest::of(b"hello world")
+        );
+        assert_eq!(
+            sha1_of(&mut files, 1, 0, &mut buf).unwrap(),
+            Sha1Digest::EMPTY
+        );
+        assert_eq!(
+            sha1_of(&mut files, 0, 12, &mut buf),
+            Err(ReadError::ShortFile)
+        );
+        assert_eq!(
+            sha1_of(&mut files, 5, 1, &mut buf),
+            Err(ReadError::ShortFile)
+        );
         let nonce = [1; 32];
         let mut p = ProofHasher::new(&nonce);
         p.update(b"hello world");
-        assert_eq!(proof_of(&mut files, 0, 11, &nonce, &mut buf).unwrap(), p.finish());
+        assert_eq!(
+            proof_of(&mut files, 0, 11, &nonce, &mut buf).unwrap(),
+            p.finish()
+        );
     }
 }

@@ -225,7 +225,9 @@ enum Phase {
     Idle,
     AwaitWelcome,
     /// Sending `BatchOpen` (`next == None`) then each `FileAnnounce`.
-    Announcing { next: Option<u16> },
+    Announcing {
+        next: Option<u16>,
+    },
     AwaitGrant,
     Transfer,
     Done,
@@ -302,7 +304,11 @@ impl<'n, const F: usize> Session<'n, F> {
 
     /// Continues an earlier upload of the same `files` with its resume token
     /// (after a restart of the terminal). The relay says where each file stands.
-    pub fn resume(config: Config, files: &[FileMeta<'n>], token: ResumeToken) -> Result<Self, Error> {
+    pub fn resume(
+        config: Config,
+        files: &[FileMeta<'n>],
+        token: ResumeToken,
+    ) -> Result<Self, Error> {
         let mut s = Self::new(config, files)?;
         s.token = Some(token);
         Ok(s)
@@ -382,9 +388,11 @@ impl<'n, const F: usize> Session<'n, F> {
                 if w.version != PROTOCOL_VERSION {
                     return self.fail(Error::Relay(ErrorCode::UnsupportedVersion));
                 }
-                self.peer_max_frame = (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
+                self.peer_max_frame =
+                    (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
                 self.peer_window = u64::from(w.window.min(self.config.max_window));
-                self.instant_allowed = self.config.instant_upload && w.caps & CAP_INSTANT_UPLOAD != 0;
+                self.instant_allowed =
+                    self.config.instant_upload && w.caps & CAP_INSTANT_UPLOAD != 0;
                 self.push_event(Event::Connected);
                 if self.token.is_some() {
                     self.push_control(Control::Resume);
@@ -407,14 +415,13 @@ impl<'n, const F: usize> Session<'n, F> {
                     }
                 }
             }
-            Message::FileRejected(r) => {
-                if usize::from(r.index) < self.files.len() {
+            Message::FileRejected(r)
+                if usize::from(r.index) < self.files.len() => {
                     self.fail(Error::Rejected {
                         file: r.index,
                         reason: r.reason,
                     });
                 }
-            }
             Message::BatchComplete(_) => {
                 // Only a confirmation: completion is decided per file above,
                 // so a lost BatchComplete costs nothing.
@@ -432,7 +439,10 @@ impl<'n, const F: usize> Session<'n, F> {
     fn on_error(&mut self, now: Instant, code: ErrorCode) {
         match code {
             // Transient: keep the state, back off through the normal timers.
-            ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Internal | ErrorCode::BadFrame => {
+            ErrorCode::RateLimited
+            | ErrorCode::Busy
+            | ErrorCode::Internal
+            | ErrorCode::BadFrame => {
                 self.waiting_since = Some(now);
             }
             ErrorCode::UnexpectedMessage if self.phase != Phase::Transfer => {
@@ -449,7 +459,10 @@ impl<'n, const F: usize> Session<'n, F> {
     }
 
     fn on_grant(&mut self, now: Instant, g: Grant) {
-        if !matches!(self.phase, Phase::AwaitGrant | Phase::Announcing { .. } | Phase::Transfer) {
+        if !matches!(
+            self.phase,
+            Phase::AwaitGrant | Phase::Announcing { .. } | Phase::Transfer
+        ) {
             return;
         }
         if usize::from(g.files) != self.files.len() {
@@ -500,7 +513,10 @@ impl<'n, const F: usize> Session<'n, F> {
                 f.acked = offset;
                 f.sent = offset;
                 self.progress_dirty = true;
-                (was != FileState::Sending).then_some(Event::Uploading { file: index, offset })
+                (was != FileState::Sending).then_some(Event::Uploading {
+                    file: index,
+                    offset,
+                })
             }
             Plan::Challenge { nonce } => {
                 if self.instant_allowed {
@@ -557,7 +573,10 @@ impl<'n, const F: usize> Session<'n, F> {
                 self.progress_dirty = true;
             }
             f.sent = offset;
-            self.push_event(Event::Retransmit { file: r.file, offset });
+            self.push_event(Event::Retransmit {
+                file: r.file,
+                offset,
+            });
         }
     }
 
@@ -614,7 +633,10 @@ impl<'n, const F: usize> Session<'n, F> {
     }
 
     fn bytes_in_flight(&self) -> u64 {
-        self.files.iter().map(|f| f.sent.saturating_sub(f.acked)).sum()
+        self.files
+            .iter()
+            .map(|f| f.sent.saturating_sub(f.acked))
+            .sum()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
@@ -672,7 +694,9 @@ impl<'n, const F: usize> Session<'n, F> {
                             file: i as u16,
                             offset: f.acked,
                         });
-                    } else if f.state != FileState::Done && !matches!(f.state, FileState::ProofDue(_)) {
+                    } else if f.state != FileState::Done
+                        && !matches!(f.state, FileState::ProofDue(_))
+                    {
                         // Waiting on the relay for a plan, a verdict on a
                         // proof, or a verification of a fully acked file.
                         stalled |= f.state != FileState::Sending || f.acked == f.meta.size;
@@ -704,7 +728,11 @@ impl<'n, const F: usize> Session<'n, F> {
         Ok(n)
     }
 
-    fn next_frame<R: ReadAt>(&mut self, source: &mut R, out: &mut [u8]) -> Result<Option<usize>, R::Error> {
+    fn next_frame<R: ReadAt>(
+        &mut self,
+        source: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, R::Error> {
         let max = self.peer_max_frame;
         if let Some(c) = self.control.pop_front() {
             let msg = match c {
@@ -713,7 +741,11 @@ impl<'n, const F: usize> Session<'n, F> {
                     role: Role::Terminal,
                     max_frame: self.config.max_frame,
                     window: 0,
-                    caps: if self.config.instant_upload { CAP_INSTANT_UPLOAD } else { 0 },
+                    caps: if self.config.instant_upload {
+                        CAP_INSTANT_UPLOAD
+                    } else {
+                        0
+                    },
                 }),
                 Control::Resume => match self.token {
                     Some(token) => Message::Resume(message::Resume { token }),
@@ -723,7 +755,11 @@ impl<'n, const F: usize> Session<'n, F> {
                 Control::Goodbye => Message::Goodbye,
             };
             // Hello must fit the smallest frame any relay accepts.
-            let limit = if c == Control::Hello { frame::MIN_FRAME_LEN } else { max };
+            let limit = if c == Control::Hello {
+                frame::MIN_FRAME_LEN
+            } else {
+                max
+            };
             return Ok(msg.encode(limit, out).ok());
         }
         match self.phase {
@@ -745,7 +781,10 @@ impl<'n, const F: usize> Session<'n, F> {
                     Err(storage::ReadError::ShortFile) => Sha1Digest::default(),
                 };
                 self.files[i].state = FileState::ProofSent;
-                let msg = Message::Proof(Proof { index: i as u16, proof });
+                let msg = Message::Proof(Proof {
+                    index: i as u16,
+                    proof,
+                });
                 return Ok(msg.encode(max, out).ok());
             }
         }
@@ -826,7 +865,9 @@ impl<'n, const F: usize> Session<'n, F> {
                 Some(n)
             }
             Err(EncodeError::TooLarge) => {
-                self.fail(Error::InvalidName { file: next.unwrap_or(0) });
+                self.fail(Error::InvalidName {
+                    file: next.unwrap_or(0),
+                });
                 None
             }
         }

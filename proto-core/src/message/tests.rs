@@ -153,7 +153,10 @@ fn print_vectors() {
 fn every_kind_has_an_example_and_round_trips() {
     let examples = examples();
     for kind in Kind::ALL {
-        assert!(examples.iter().any(|m| m.kind() == kind), "{kind:?} has no example");
+        assert!(
+            examples.iter().any(|m| m.kind() == kind),
+            "{kind:?} has no example"
+        );
         assert_eq!(Kind::from_u8(kind as u8), Some(kind));
     }
     for m in &examples {
@@ -170,7 +173,8 @@ fn test_vectors_match_protocol_md() {
         assert_eq!(decode_one(&unhex(v)), *m);
     }
     // The document carries the same bytes.
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
     for v in VECTORS {
         assert!(doc.contains(v), "PROTOCOL.md lacks vector {v}");
     }
@@ -178,24 +182,58 @@ fn test_vectors_match_protocol_md() {
 
 #[test]
 fn unknown_kinds_versions_and_trailing_bytes_are_errors() {
-    let f = |version, kind, body| Frame { version, kind, body };
-    assert_eq!(Message::decode(f(1, 0x30, &[])), Err(DecodeError::UnknownKind(0x30)));
-    assert_eq!(Message::decode(f(1, 0xff, &[])), Err(DecodeError::UnknownKind(0xff)));
-    assert_eq!(Message::decode(f(2, 0x03, &[])), Err(DecodeError::UnsupportedVersion(2)));
-    assert_eq!(Message::decode(f(1, 0x03, &[0])), Err(DecodeError::BadBody(0x03)));
+    let f = |version, kind, body| Frame {
+        version,
+        kind,
+        body,
+    };
+    assert_eq!(
+        Message::decode(f(1, 0x30, &[])),
+        Err(DecodeError::UnknownKind(0x30))
+    );
+    assert_eq!(
+        Message::decode(f(1, 0xff, &[])),
+        Err(DecodeError::UnknownKind(0xff))
+    );
+    assert_eq!(
+        Message::decode(f(2, 0x03, &[])),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+    assert_eq!(
+        Message::decode(f(1, 0x03, &[0])),
+        Err(DecodeError::BadBody(0x03))
+    );
     // A FileVerified with a trailing byte.
-    assert_eq!(Message::decode(f(1, 0x18, &[1, 0])), Err(DecodeError::BadBody(0x18)));
+    assert_eq!(
+        Message::decode(f(1, 0x18, &[1, 0])),
+        Err(DecodeError::BadBody(0x18))
+    );
     // A truncated Ack.
-    assert_eq!(Message::decode(f(1, 0x16, &[0, 0x80])), Err(DecodeError::BadBody(0x16)));
+    assert_eq!(
+        Message::decode(f(1, 0x16, &[0, 0x80])),
+        Err(DecodeError::BadBody(0x16))
+    );
     // A name that is not UTF-8.
     let mut body = std::vec![0u8, 3];
     body.extend_from_slice(&[0u8; 20]);
     body.extend_from_slice(&[2, 0xff, 0xfe]);
-    assert_eq!(Message::decode(f(1, 0x11, &body)), Err(DecodeError::BadBody(0x11)));
+    assert_eq!(
+        Message::decode(f(1, 0x11, &body)),
+        Err(DecodeError::BadBody(0x11))
+    );
     // An unknown plan variant and an unknown error code.
-    assert_eq!(Message::decode(f(1, 0x13, &[0, 3])), Err(DecodeError::BadBody(0x13)));
-    assert_eq!(Message::decode(f(1, 0x19, &[0, 99])), Err(DecodeError::BadBody(0x19)));
-    assert_eq!(DecodeError::UnknownKind(0x30).code(), ErrorCode::UnknownKind);
+    assert_eq!(
+        Message::decode(f(1, 0x13, &[0, 3])),
+        Err(DecodeError::BadBody(0x13))
+    );
+    assert_eq!(
+        Message::decode(f(1, 0x19, &[0, 99])),
+        Err(DecodeError::BadBody(0x19))
+    );
+    assert_eq!(
+        DecodeError::UnknownKind(0x30).code(),
+        ErrorCode::UnknownKind
+    );
 }
 
 #[test]
@@ -245,12 +283,32 @@ fn messages_refuse_frames_larger_than_the_peer_accepts() {
 
 #[test]
 fn names_are_single_safe_components() {
-    for good in ["a", "report.pdf", "ünïcødé 名前.txt", "...", ".hidden", &"x".repeat(255)] {
+    for good in [
+        "a",
+        "report.pdf",
+        "ünïcødé 名前.txt",
+        "...",
+        ".hidden",
+        &"x".repeat(255),
+    ] {
         assert_eq!(validate_name(good), Ok(()), "{good}");
     }
     for bad in [
-        "", ".", "..", "a/b", "../etc/passwd", "a\\b", "C:evil", "nul\0byte", "tab\there", "bell\u{7}",
-        "esc\u{1b}[31m", "del\u{7f}", "line\nbreak", "c1\u{85}", &"x".repeat(256),
+        "",
+        ".",
+        "..",
+        "a/b",
+        "../etc/passwd",
+        "a\\b",
+        "C:evil",
+        "nul\0byte",
+        "tab\there",
+        "bell\u{7}",
+        "esc\u{1b}[31m",
+        "del\u{7f}",
+        "line\nbreak",
+        "c1\u{85}",
+        &"x".repeat(256),
     ] {
         assert_eq!(validate_name(bad), Err(ErrorCode::InvalidName), "{bad:?}");
     }
