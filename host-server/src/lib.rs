@@ -1,0 +1,1 @@
+//! The Pickup relay (work in progress).

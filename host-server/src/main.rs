@@ -1,0 +1,2 @@
+//! `pickup-relay` binary (work in progress).
+fn main() {}
