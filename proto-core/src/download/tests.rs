@@ -1,1 +1,540 @@
+//! The download machine stepped by hand against a scripted relay: loss,
+//! duplication, reordering, reconnects and resumed local files.
 
+use super::*;
+use crate::message::{Data, Kind, Manifest, Welcome};
+use crate::storage::{ReadAt, WriteAt};
+use std::string::String;
+use std::vec::Vec;
+
+const T0: Instant = Instant::from_millis(5_000);
+
+/// An in-memory sink that records what the machine asked of it.
+#[derive(Default)]
+struct MemSink {
+    files: Vec<Vec<u8>>,
+    names: Vec<String>,
+    /// Bytes present before the download started, by index.
+    preexisting: Vec<Vec<u8>>,
+    finished: Vec<u16>,
+    truncated: Vec<u16>,
+}
+
+impl ReadAt for MemSink {
+    type Error = ();
+    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, ()> {
+        let f = self.files.get(file as usize).ok_or(())?;
+        let start = (offset as usize).min(f.len());
+        let n = buf.len().min(f.len() - start);
+        buf[..n].copy_from_slice(&f[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl WriteAt for MemSink {
+    type Error = ();
+    fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> Result<(), ()> {
+        let f = self.files.get_mut(file as usize).ok_or(())?;
+        let end = offset as usize + data.len();
+        if f.len() < end {
+            f.resize(end, 0);
+        }
+        f[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl Sink for MemSink {
+    fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, ()> {
+        assert_eq!(entry.index as usize, self.files.len());
+        let pre = self.preexisting.get(entry.index as usize).cloned().unwrap_or_default();
+        let len = pre.len() as u64;
+        self.files.push(pre);
+        self.names.push(entry.name.into());
+        Ok(len)
+    }
+    fn truncate(&mut self, file: u16) -> Result<(), ()> {
+        self.truncated.push(file);
+        self.files[file as usize].clear();
+        Ok(())
+    }
+    fn finish(&mut self, file: u16) -> Result<(), ()> {
+        self.finished.push(file);
+        Ok(())
+    }
+}
+
+fn code() -> Code {
+    Code::parse("ABCD-EFGH-JKMN").unwrap()
+}
+
+/// What the scripted relay serves.
+struct Batch {
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl Batch {
+    fn new(files: &[(&str, &[u8])]) -> Self {
+        Batch {
+            files: files.iter().map(|(n, b)| (String::from(*n), b.to_vec())).collect(),
+        }
+    }
+
+    fn manifest(&self, s: &mut Session<4>, now: Instant, sink: &mut MemSink, ready: bool) {
+        let total: u64 = self.files.iter().map(|f| f.1.len() as u64).sum();
+        s.handle_message(
+            now,
+            Message::Manifest(Manifest {
+                code: code(),
+                expires_at: 2_000_000_000,
+                files: self.files.len() as u16,
+                total_size: total,
+                received: total,
+                ready,
+            }),
+            sink,
+        )
+        .unwrap();
+        for (i, (name, bytes)) in self.files.iter().enumerate() {
+            s.handle_message(
+                now,
+                Message::ManifestEntry(ManifestEntry {
+                    index: i as u16,
+                    size: bytes.len() as u64,
+                    sha1: Sha1Digest::of(bytes),
+                    received: bytes.len() as u64,
+                    name,
+                }),
+                sink,
+            )
+            .unwrap();
+        }
+    }
+
+    /// Data frames for `file` from `offset`, `chunk` bytes each, up to `end`.
+    fn data(&self, file: u16, offset: u64, end: u64, chunk: usize) -> Vec<(u16, u64, Vec<u8>)> {
+        let bytes = &self.files[file as usize].1;
+        let end = (end as usize).min(bytes.len());
+        let mut out = Vec::new();
+        let mut at = offset as usize;
+        while at < end {
+            let n = chunk.min(end - at);
+            out.push((file, at as u64, bytes[at..at + n].to_vec()));
+            at += n;
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Out {
+    Hello,
+    Fetch,
+    Read(u16, u64, u32),
+    Ack(u16, u64, u32),
+    Keepalive,
+    Goodbye,
+    Other(Kind),
+}
+
+fn drain(s: &mut Session<4>, now: Instant, sink: &mut MemSink) -> Vec<Out> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 300];
+    for _ in 0..1000 {
+        let Some(n) = s.poll_transmit(now, sink, &mut buf).unwrap() else {
+            break;
+        };
+        let mut dec = crate::frame::Decoder::new([0u8; 300]);
+        let mut input = &buf[..n];
+        let frame = dec.feed(&mut input).unwrap().unwrap();
+        out.push(match Message::decode(frame).unwrap() {
+            Message::Hello(_) => Out::Hello,
+            Message::Fetch(f) => {
+                assert_eq!(f.code, code());
+                Out::Fetch
+            }
+            Message::Read(r) => Out::Read(r.file, r.offset, r.len),
+            Message::Ack(a) => Out::Ack(a.file, a.offset, a.window),
+            Message::Keepalive => Out::Keepalive,
+            Message::Goodbye => Out::Goodbye,
+            m => Out::Other(m.kind()),
+        });
+    }
+    out
+}
+
+fn events(s: &mut Session<4>) -> Vec<Event> {
+    core::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn send(s: &mut Session<4>, now: Instant, sink: &mut MemSink, frames: &[(u16, u64, Vec<u8>)]) {
+    for (file, offset, bytes) in frames {
+        s.handle_message(
+            now,
+            Message::Data(Data {
+                file: *file,
+                offset: *offset,
+                bytes,
+            }),
+            sink,
+        )
+        .unwrap();
+    }
+}
+
+fn config(window: u32) -> Config {
+    Config {
+        window,
+        ..Config::default()
+    }
+}
+
+fn connected(batch: &Batch, window: u32, sink: &mut MemSink) -> Session<4> {
+    let mut s = Session::<4>::new(config(window), code());
+    s.handle_connected(T0);
+    assert_eq!(drain(&mut s, T0, sink), [Out::Hello]);
+    s.handle_message(
+        T0,
+        Message::Welcome(Welcome {
+            version: 1,
+            role: Role::Relay,
+            max_frame: 4096,
+            window: 0,
+            caps: 0,
+        }),
+        sink,
+    )
+    .unwrap();
+    assert_eq!(drain(&mut s, T0, sink), [Out::Fetch]);
+    batch.manifest(&mut s, T0, sink, true);
+    s
+}
+
+#[test]
+fn clean_download_with_an_empty_file_and_credit() {
+    let big: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let batch = Batch::new(&[("a.bin", &big), ("empty", b""), ("c.txt", b"hello")]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 1000, &mut sink);
+    assert_eq!(sink.names, ["a.bin", "empty", "c.txt"]);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 1000)]);
+    // The relay sends the credit; past half of it the terminal extends it.
+    send(&mut s, T0, &mut sink, &batch.data(0, 0, 600, 200));
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Ack(0, 600, 1000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 600, 3000, 200));
+    // File 0 verified, the empty file finished at once, file 2 requested.
+    assert_eq!(sink.finished, [0, 1]);
+    let out = drain(&mut s, T0, &mut sink);
+    assert!(out.contains(&Out::Read(2, 0, 1000)), "{out:?}");
+    send(&mut s, T0, &mut sink, &batch.data(2, 0, 5, 200));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.finished, [0, 1, 2]);
+    assert_eq!(sink.files[0], big);
+    assert_eq!(sink.files[2], b"hello");
+    let ev = events(&mut s);
+    assert!(ev.contains(&Event::Complete));
+    assert!(ev.contains(&Event::Verified { file: 0 }));
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Goodbye]);
+}
+
+#[test]
+fn loss_duplication_and_reordering_of_data() {
+    let body: Vec<u8> = (0..2000u32).map(|i| (i % 253) as u8).collect();
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 100_000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    let frames = batch.data(0, 0, 2000, 100);
+    // Frame 3 is lost: the gap triggers exactly one restart at 300.
+    send(&mut s, T0, &mut sink, &frames[..3]);
+    send(&mut s, T0, &mut sink, &frames[4..8]);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 300, 100_000)]);
+    // Frames from the old stream arrive late, then duplicates, then the restart.
+    send(&mut s, T0, &mut sink, &frames[8..10]);
+    send(&mut s, T0, &mut sink, &frames[0..2]);
+    assert!(drain(&mut s, T0, &mut sink).is_empty());
+    send(&mut s, T0, &mut sink, &frames[3..]);
+    send(&mut s, T0, &mut sink, &frames[5..7]);
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.files[0], body);
+}
+
+#[test]
+fn silence_restarts_the_read_and_then_loses_the_link() {
+    let batch = Batch::new(&[("f", &[1u8; 500])]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 1000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    send(&mut s, T0, &mut sink, &batch.data(0, 0, 100, 100));
+    // Nothing more arrives: the read is repeated from the first missing byte.
+    let t1 = s.poll_timeout().unwrap();
+    s.handle_timeout(t1);
+    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Read(0, 100, 1000)]);
+    let mut now = t1;
+    for _ in 0..100 {
+        let Some(t) = s.poll_timeout() else { break };
+        assert!(t >= now);
+        now = t;
+        s.handle_timeout(now);
+        let _ = drain(&mut s, now, &mut sink);
+    }
+    assert!(events(&mut s).contains(&Event::LinkLost));
+    assert_eq!(now, T0 + Config::default().idle_timeout);
+}
+
+#[test]
+fn reconnect_continues_mid_file_without_reopening() {
+    let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let batch = Batch::new(&[("f", &body), ("g", b"second")]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 10_000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    send(&mut s, T0, &mut sink, &batch.data(0, 0, 400, 100));
+    s.handle_disconnected(T0);
+    let t1 = T0 + Duration::from_secs(3);
+    s.handle_connected(t1);
+    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Hello]);
+    s.handle_message(
+        t1,
+        Message::Welcome(Welcome {
+            version: 1,
+            role: Role::Relay,
+            max_frame: 4096,
+            window: 0,
+            caps: 0,
+        }),
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Fetch]);
+    batch.manifest(&mut s, t1, &mut sink, true);
+    // Files are opened once, and reading continues at 400.
+    assert_eq!(sink.names.len(), 2);
+    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Read(0, 400, 10_000)]);
+    send(&mut s, t1, &mut sink, &batch.data(0, 400, 1000, 100));
+    send(&mut s, t1, &mut sink, &batch.data(1, 0, 6, 100));
+    assert!(s.is_finished());
+    assert_eq!(sink.files[0], body);
+}
+
+#[test]
+fn a_changed_manifest_after_reconnect_is_refused() {
+    let batch = Batch::new(&[("f", b"one")]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 1000, &mut sink);
+    s.handle_disconnected(T0);
+    s.handle_connected(T0);
+    s.handle_message(
+        T0,
+        Message::Welcome(Welcome {
+            version: 1,
+            role: Role::Relay,
+            max_frame: 4096,
+            window: 0,
+            caps: 0,
+        }),
+        &mut sink,
+    )
+    .unwrap();
+    Batch::new(&[("f", b"two")]).manifest(&mut s, T0, &mut sink, true);
+    assert_eq!(s.error(), Some(Error::ManifestChanged));
+}
+
+#[test]
+fn resumed_local_prefix_is_rehashed_and_reused() {
+    let body: Vec<u8> = (0..1000u32).map(|i| (i * 3) as u8).collect();
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink {
+        preexisting: std::vec![body[..700].to_vec()],
+        ..MemSink::default()
+    };
+    let mut s = connected(&batch, 10_000, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 700, 10_000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 700, 1000, 100));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.files[0], body);
+    assert!(events(&mut s).iter().any(|e| matches!(e, Event::Entry { local: 700, .. })));
+}
+
+#[test]
+fn a_corrupt_local_prefix_is_thrown_away_and_refetched() {
+    let body = std::vec![8u8; 500];
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink {
+        preexisting: std::vec![std::vec![9u8; 200]],
+        ..MemSink::default()
+    };
+    let mut s = connected(&batch, 10_000, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 200, 10_000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 200, 500, 100));
+    assert_eq!(sink.truncated, [0]);
+    assert!(!s.is_finished());
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 10_000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 0, 500, 100));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.files[0], body);
+}
+
+#[test]
+fn wrong_bytes_from_the_relay_fail_verification() {
+    let batch = Batch::new(&[("f", b"expected")]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 1000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    send(&mut s, T0, &mut sink, &[(0, 0, b"tampered".to_vec())]);
+    assert_eq!(s.error(), Some(Error::HashMismatch { file: 0 }));
+    assert!(sink.finished.is_empty());
+}
+
+#[test]
+fn relay_errors_fail_or_back_off() {
+    for (code, fatal) in [
+        (ErrorCode::UnknownCode, true),
+        (ErrorCode::Expired, true),
+        (ErrorCode::RateLimited, false),
+        (ErrorCode::Busy, false),
+    ] {
+        let mut sink = MemSink::default();
+        let mut s = Session::<4>::new(config(1000), super::tests::code());
+        s.handle_connected(T0);
+        let _ = drain(&mut s, T0, &mut sink);
+        s.handle_message(
+            T0,
+            Message::Welcome(Welcome {
+                version: 1,
+                role: Role::Relay,
+                max_frame: 4096,
+                window: 0,
+                caps: 0,
+            }),
+            &mut sink,
+        )
+        .unwrap();
+        let _ = drain(&mut s, T0, &mut sink);
+        s.handle_message(
+            T0,
+            Message::Error(message::Error {
+                code,
+                kind: Kind::Fetch as u8,
+                retry_after_ms: 10_000,
+            }),
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!(s.is_finished(), fatal, "{code:?}");
+        if fatal {
+            assert_eq!(s.error(), Some(Error::Relay(code)));
+        } else {
+            // No retry before the relay's retry_after.
+            let t = s.poll_timeout().unwrap();
+            s.handle_timeout(T0 + Duration::from_millis(9_000));
+            assert!(!drain(&mut s, T0 + Duration::from_millis(9_000), &mut sink).contains(&Out::Fetch));
+            assert!(t <= T0 + Duration::from_millis(10_000));
+            s.handle_timeout(T0 + Duration::from_millis(10_000));
+            assert!(drain(&mut s, T0 + Duration::from_millis(10_000), &mut sink).contains(&Out::Fetch));
+        }
+    }
+}
+
+#[test]
+fn not_ready_fails_or_polls_as_configured() {
+    let batch = Batch::new(&[("f", b"x")]);
+    let mut sink = MemSink::default();
+    let mut s = Session::<4>::new(config(1000), code());
+    s.handle_connected(T0);
+    let welcome = Message::Welcome(Welcome {
+        version: 1,
+        role: Role::Relay,
+        max_frame: 4096,
+        window: 0,
+        caps: 0,
+    });
+    s.handle_message(T0, welcome, &mut sink).unwrap();
+    batch.manifest(&mut s, T0, &mut sink, false);
+    assert_eq!(s.error(), Some(Error::Relay(ErrorCode::NotReady)));
+
+    let mut sink = MemSink::default();
+    let wait = Duration::from_secs(30);
+    let mut s = Session::<4>::new(
+        Config {
+            wait_until_ready: Some(wait),
+            ..config(1000)
+        },
+        code(),
+    );
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome, &mut sink).unwrap();
+    let _ = drain(&mut s, T0, &mut sink);
+    batch.manifest(&mut s, T0, &mut sink, false);
+    assert!(!s.is_finished());
+    assert!(events(&mut s).iter().any(|e| matches!(e, Event::NotReady { .. })));
+    // Polling is silent on the relay side for longer than the idle timeout;
+    // that is not a lost link.
+    s.handle_timeout(T0 + wait);
+    assert!(drain(&mut s, T0 + wait, &mut sink).contains(&Out::Fetch));
+    batch.manifest(&mut s, T0 + wait, &mut sink, true);
+    assert_eq!(drain(&mut s, T0 + wait, &mut sink), [Out::Read(0, 0, 1000)]);
+}
+
+#[test]
+fn manifest_only_stops_after_the_entries() {
+    let batch = Batch::new(&[("one", b"1"), ("two", b"22")]);
+    let mut sink = MemSink::default();
+    let mut s = Session::<4>::new(
+        Config {
+            manifest_only: true,
+            ..config(1000)
+        },
+        code(),
+    );
+    s.handle_connected(T0);
+    s.handle_message(
+        T0,
+        Message::Welcome(Welcome {
+            version: 1,
+            role: Role::Relay,
+            max_frame: 4096,
+            window: 0,
+            caps: 0,
+        }),
+        &mut sink,
+    )
+    .unwrap();
+    batch.manifest(&mut s, T0, &mut sink, false);
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.names, ["one", "two"]);
+    assert!(sink.files.iter().all(|f| f.is_empty()));
+}
+
+#[test]
+fn hostile_names_and_oversized_batches_are_refused() {
+    let batch = Batch::new(&[("../../etc/passwd", b"x")]);
+    let mut sink = MemSink::default();
+    let s = connected(&batch, 1000, &mut sink);
+    assert_eq!(s.error(), Some(Error::Relay(ErrorCode::InvalidName)));
+    assert!(sink.names.is_empty());
+
+    let five: Vec<(&str, &[u8])> = std::vec![("a", b"1"); 5];
+    let batch = Batch::new(&five);
+    let mut sink = MemSink::default();
+    let s = connected(&batch, 1000, &mut sink);
+    assert_eq!(s.error(), Some(Error::TooManyFiles));
+}
+
+#[test]
+fn data_outside_the_file_is_ignored() {
+    let batch = Batch::new(&[("f", b"abc")]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 1000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    send(&mut s, T0, &mut sink, &[(0, 0, b"abcdef".to_vec()), (7, 0, b"abc".to_vec())]);
+    assert!(!s.is_finished());
+    send(&mut s, T0, &mut sink, &[(0, 0, b"abc".to_vec())]);
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+}
