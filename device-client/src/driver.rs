@@ -1,0 +1,347 @@
+//! The blocking loop shared by the upload and download drivers.
+//!
+//! One iteration: send everything the machine has, report its events, read
+//! once from the link (a read returns within the link's timeout, see
+//! [`crate::link`]), feed the bytes through the frame decoder into the
+//! machine, fire due timers. A lost link ends the inner loop; the outer loop
+//! asks [`Retransfer`] whether and when to connect again.
+
+use embedded_io::{Error as _, Read, Write};
+use pickup_proto::frame::{Decoder, Frame};
+use pickup_proto::storage::ReadAt;
+use pickup_proto::{download, upload, Instant};
+
+use crate::clock::Clock;
+use crate::link::{is_quiet, Connector, LinkLoss};
+use crate::retransfer::{Decision, LinkEvent, Retransfer, RetransferPolicy};
+
+/// What a driver reports to its observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<E> {
+    /// An event of the protocol session (progress, verdicts, the code…).
+    Session(E),
+    /// A change of the link: lost, reconnecting, reconnected, gave up.
+    Link(LinkEvent),
+}
+
+/// Why a driver's `run` returned without finishing the transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunError<F, S> {
+    /// The session failed for good (a refusal from the relay, a file that
+    /// does not verify…); running again does not help.
+    Session(F),
+    /// Local storage failed; the session is intact and `run` may be called
+    /// again once the cause is fixed.
+    Storage(S),
+    /// The link was lost and the retransfer policy is exhausted (or
+    /// disabled). The relay keeps what it has: `run` again resumes.
+    GaveUp {
+        /// Attempts made in the last outage.
+        attempts: u32,
+        /// The last reason the link was lost.
+        last: LinkLoss,
+    },
+}
+
+impl<F: core::fmt::Display, S: core::fmt::Debug> core::fmt::Display for RunError<F, S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RunError::Session(e) => write!(f, "{e}"),
+            RunError::Storage(e) => write!(f, "local storage failed: {e:?}"),
+            RunError::GaveUp { attempts, last } => {
+                write!(f, "link lost ({last}), gave up after {attempts} reconnect attempts")
+            }
+        }
+    }
+}
+
+/// A protocol machine as the loop drives it; implemented for both sessions.
+pub(crate) trait Machine<Io: ?Sized> {
+    type IoError;
+    type Event: Copy;
+    type Failure: Copy;
+    fn connected(&mut self, now: Instant);
+    fn disconnected(&mut self, now: Instant);
+    fn frame(&mut self, now: Instant, frame: Frame<'_>, io: &mut Io) -> Result<(), Self::IoError>;
+    fn transmit(
+        &mut self,
+        now: Instant,
+        io: &mut Io,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, Self::IoError>;
+    fn event(&mut self) -> Option<Self::Event>;
+    fn deadline(&self) -> Option<Instant>;
+    fn on_timeout(&mut self, now: Instant);
+    fn finished(&self) -> bool;
+    fn failure(&self) -> Option<Self::Failure>;
+    /// Grows whenever the transfer moves forward (see [`Retransfer`]).
+    fn progress(&self) -> u64;
+    fn is_link_lost(event: &Self::Event) -> bool;
+}
+
+impl<const F: usize, R: ReadAt> Machine<R> for upload::Session<'_, F> {
+    type IoError = R::Error;
+    type Event = upload::Event;
+    type Failure = upload::Error;
+    fn connected(&mut self, now: Instant) {
+        self.handle_connected(now)
+    }
+    fn disconnected(&mut self, now: Instant) {
+        self.handle_disconnected(now)
+    }
+    fn frame(&mut self, now: Instant, frame: Frame<'_>, _: &mut R) -> Result<(), R::Error> {
+        self.handle_frame(now, frame);
+        Ok(())
+    }
+    fn transmit(&mut self, now: Instant, io: &mut R, out: &mut [u8]) -> Result<Option<usize>, R::Error> {
+        self.poll_transmit(now, io, out)
+    }
+    fn event(&mut self) -> Option<upload::Event> {
+        self.poll_event()
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+    fn on_timeout(&mut self, now: Instant) {
+        self.handle_timeout(now)
+    }
+    fn finished(&self) -> bool {
+        self.is_finished()
+    }
+    fn failure(&self) -> Option<upload::Error> {
+        self.error()
+    }
+    fn progress(&self) -> u64 {
+        // The grant is progress too: it is what a fresh link first achieves.
+        self.acked()
+            .saturating_mul(2)
+            .saturating_add(u64::from(self.grant().is_some()))
+    }
+    fn is_link_lost(event: &upload::Event) -> bool {
+        matches!(event, upload::Event::LinkLost)
+    }
+}
+
+impl<const F: usize, S: download::Sink> Machine<S> for download::Session<F> {
+    type IoError = <S as ReadAt>::Error;
+    type Event = download::Event;
+    type Failure = download::Error;
+    fn connected(&mut self, now: Instant) {
+        self.handle_connected(now)
+    }
+    fn disconnected(&mut self, now: Instant) {
+        self.handle_disconnected(now)
+    }
+    fn frame(&mut self, now: Instant, frame: Frame<'_>, io: &mut S) -> Result<(), Self::IoError> {
+        self.handle_frame(now, frame, io)
+    }
+    fn transmit(
+        &mut self,
+        now: Instant,
+        io: &mut S,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, Self::IoError> {
+        self.poll_transmit(now, io, out)
+    }
+    fn event(&mut self) -> Option<download::Event> {
+        self.poll_event()
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+    fn on_timeout(&mut self, now: Instant) {
+        self.handle_timeout(now)
+    }
+    fn finished(&self) -> bool {
+        self.is_finished()
+    }
+    fn failure(&self) -> Option<download::Error> {
+        self.error()
+    }
+    fn progress(&self) -> u64 {
+        // The manifest (sizes known) is progress too.
+        self.done_bytes()
+            .saturating_mul(2)
+            .saturating_add(u64::from(self.total_size() > 0))
+    }
+    fn is_link_lost(event: &download::Event) -> bool {
+        matches!(event, download::Event::LinkLost)
+    }
+}
+
+/// The buffers and policy a driver lends to one `run`.
+pub(crate) struct Parts<'a, B> {
+    pub decoder: &'a mut Decoder<B>,
+    /// Encodes outgoing frames and, between them, receives link reads.
+    pub tx: &'a mut [u8],
+    pub policy: RetransferPolicy,
+}
+
+/// Runs `machine` to completion over links from `connector`.
+pub(crate) fn run<M, Io, B, C, K, O>(
+    machine: &mut M,
+    io: &mut Io,
+    parts: Parts<'_, B>,
+    connector: &mut C,
+    clock: &K,
+    observer: &mut O,
+) -> Result<(), RunError<M::Failure, M::IoError>>
+where
+    M: Machine<Io>,
+    Io: ?Sized,
+    B: AsMut<[u8]> + AsRef<[u8]>,
+    C: Connector,
+    K: Clock,
+    O: FnMut(Event<M::Event>),
+{
+    let Parts {
+        decoder,
+        tx,
+        policy,
+    } = parts;
+    let mut retransfer = Retransfer::new(policy);
+    let mut best = machine.progress();
+    // Number of the attempt the next connect makes (0: the first link).
+    let mut attempt = 0u32;
+    loop {
+        if machine.finished() {
+            return match machine.failure() {
+                Some(f) => Err(RunError::Session(f)),
+                None => Ok(()),
+            };
+        }
+        let loss = match connector.connect() {
+            Err(_) => LinkLoss::Connect,
+            Ok(mut link) => {
+                if attempt > 0 {
+                    observer(Event::Link(LinkEvent::Reconnected { attempt }));
+                }
+                decoder.reset();
+                machine.connected(clock.now());
+                let outcome = exchange(
+                    machine,
+                    io,
+                    decoder,
+                    tx,
+                    &mut link,
+                    clock,
+                    &mut retransfer,
+                    &mut best,
+                    observer,
+                );
+                machine.disconnected(clock.now());
+                // Events raised just before the loss (a grant read in the
+                // same batch of frames as the last write failed) still count.
+                drain(machine, &mut retransfer, &mut best, observer);
+                match outcome {
+                    Ok(None) => continue,
+                    Ok(Some(loss)) => loss,
+                    Err(e) => return Err(RunError::Storage(e)),
+                }
+            }
+        };
+        observer(Event::Link(LinkEvent::Lost(loss)));
+        let now = clock.now();
+        match retransfer.on_loss(now) {
+            Decision::GiveUp { attempts } => {
+                observer(Event::Link(LinkEvent::GaveUp {
+                    attempts,
+                    last: loss,
+                }));
+                return Err(RunError::GaveUp {
+                    attempts,
+                    last: loss,
+                });
+            }
+            Decision::Retry { attempt: a, after } => {
+                observer(Event::Link(LinkEvent::Reconnecting { attempt: a, after }));
+                attempt = a;
+                clock.wait_until(now + after);
+            }
+        }
+    }
+}
+
+/// One link's worth of exchange. `Ok(None)`: the machine finished;
+/// `Ok(Some(loss))`: the link is gone.
+#[allow(clippy::too_many_arguments)]
+fn exchange<M, Io, B, L, K, O>(
+    machine: &mut M,
+    io: &mut Io,
+    decoder: &mut Decoder<B>,
+    tx: &mut [u8],
+    link: &mut L,
+    clock: &K,
+    retransfer: &mut Retransfer,
+    best: &mut u64,
+    observer: &mut O,
+) -> Result<Option<LinkLoss>, M::IoError>
+where
+    M: Machine<Io>,
+    Io: ?Sized,
+    B: AsMut<[u8]> + AsRef<[u8]>,
+    L: Read + Write,
+    K: Clock,
+    O: FnMut(Event<M::Event>),
+{
+    loop {
+        let now = clock.now();
+        while let Some(n) = machine.transmit(now, io, tx)? {
+            if let Err(e) = link.write_all(&tx[..n]) {
+                return Ok(Some(LinkLoss::Write(e.kind())));
+            }
+        }
+        if let Err(e) = link.flush() {
+            return Ok(Some(LinkLoss::Write(e.kind())));
+        }
+        let lost = drain(machine, retransfer, best, observer);
+        if machine.finished() {
+            return Ok(None);
+        }
+        if lost {
+            return Ok(Some(LinkLoss::Silent));
+        }
+        // `tx` is free until the next transmit: it doubles as the read buffer.
+        match link.read(tx) {
+            Ok(0) => return Ok(Some(LinkLoss::Eof)),
+            Ok(n) => {
+                let now = clock.now();
+                let mut input = &tx[..n];
+                while let Some(result) = decoder.feed(&mut input) {
+                    // Dropped frames are counted by the decoder; the
+                    // machine's timers recover whatever they carried.
+                    if let Ok(frame) = result {
+                        machine.frame(now, frame, io)?;
+                    }
+                }
+            }
+            Err(e) if is_quiet(e.kind()) => {}
+            Err(e) => return Ok(Some(LinkLoss::Read(e.kind()))),
+        }
+        let now = clock.now();
+        if machine.deadline().is_some_and(|t| now >= t) {
+            machine.on_timeout(now);
+        }
+    }
+}
+
+/// Reports the machine's pending events and notes progress; returns whether
+/// one of them says the link is lost.
+fn drain<M, Io, O>(machine: &mut M, retransfer: &mut Retransfer, best: &mut u64, observer: &mut O) -> bool
+where
+    M: Machine<Io>,
+    Io: ?Sized,
+    O: FnMut(Event<M::Event>),
+{
+    let mut lost = false;
+    while let Some(e) = machine.event() {
+        lost |= M::is_link_lost(&e);
+        observer(Event::Session(e));
+    }
+    let p = machine.progress();
+    if p > *best {
+        *best = p;
+        retransfer.on_progress();
+    }
+    lost
+}

@@ -1,0 +1,509 @@
+//! An in-memory relay and link for the driver tests: enough of the relay's
+//! side of the protocol contract to upload, resume, challenge and download,
+//! with faults on demand (cut the link every N bytes, refuse connections,
+//! fall silent after the welcome).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::vec::Vec;
+
+use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use pickup_proto::frame::{self, Decoder};
+use pickup_proto::hash::ProofHasher;
+use pickup_proto::message::{
+    self, Ack, Data, FilePlan, FileVerified, Grant, Manifest, ManifestEntry, Message, Plan,
+    ResumeToken, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+};
+use pickup_proto::{Code, ErrorCode, Instant, Sha1Digest};
+
+use crate::clock::Clock;
+use crate::link::Connector;
+
+/// A millisecond counter shared by the clock and the link.
+#[derive(Clone, Default)]
+pub struct TestClock(pub Rc<Cell<u64>>);
+
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.0.get())
+    }
+    fn wait_until(&self, deadline: Instant) {
+        self.0.set(self.0.get().max(deadline.as_millis()));
+    }
+}
+
+pub struct File {
+    pub name: String,
+    pub size: u64,
+    pub sha1: Sha1Digest,
+    pub data: Vec<u8>,
+    pub verified: bool,
+}
+
+pub struct Batch {
+    pub code: Code,
+    pub token: ResumeToken,
+    pub files: Vec<File>,
+}
+
+pub struct Relay {
+    pub max_frame: usize,
+    pub window: u32,
+    pub batches: Vec<Batch>,
+    /// Cut each link after this many bytes (both directions counted).
+    pub cut_every: Option<usize>,
+    /// Refuse this many upcoming connection attempts.
+    pub refuse_connects: u32,
+    /// Answer hellos, ignore everything else.
+    pub mute_after_welcome: bool,
+    pub connects: u32,
+    /// Upload payload bytes received, over all links.
+    pub data_bytes_in: u64,
+    // Per link.
+    generation: u32,
+    decoder: Decoder<Vec<u8>>,
+    out: VecDeque<u8>,
+    link_bytes: usize,
+    cut: bool,
+    client_max_frame: usize,
+    announcing: Option<(u16, Vec<File>)>,
+    /// Download stream: (batch, file, next offset, credit end).
+    stream: Option<(usize, u16, u64, u64)>,
+}
+
+impl Relay {
+    pub fn new(max_frame: usize) -> Rc<RefCell<Relay>> {
+        Rc::new(RefCell::new(Relay {
+            max_frame,
+            window: 4096,
+            batches: Vec::new(),
+            cut_every: None,
+            refuse_connects: 0,
+            mute_after_welcome: false,
+            connects: 0,
+            data_bytes_in: 0,
+            generation: 0,
+            decoder: Decoder::new(vec![0; max_frame]),
+            out: VecDeque::new(),
+            link_bytes: 0,
+            cut: false,
+            client_max_frame: frame::MIN_FRAME_LEN,
+            announcing: None,
+            stream: None,
+        }))
+    }
+
+    fn new_link(&mut self) {
+        self.generation += 1;
+        self.connects += 1;
+        self.decoder.reset();
+        self.out.clear();
+        self.link_bytes = 0;
+        self.cut = false;
+        self.client_max_frame = frame::MIN_FRAME_LEN;
+        self.announcing = None;
+        self.stream = None;
+    }
+
+    fn count(&mut self, n: usize) {
+        self.link_bytes += n;
+        if self.cut_every.is_some_and(|c| self.link_bytes >= c) {
+            self.cut = true;
+        }
+    }
+
+    fn send(&mut self, msg: Message<'_>) {
+        let mut buf = vec![0u8; frame::max_encoded_len(frame::MAX_FRAME_LEN)];
+        let n = msg
+            .encode(self.client_max_frame, &mut buf)
+            .expect("relay message fits");
+        self.out.extend(&buf[..n]);
+    }
+
+    fn receive(&mut self, bytes: &[u8]) {
+        let mut input = bytes;
+        let mut frames = Vec::new();
+        while let Some(r) = self.decoder.feed(&mut input) {
+            if let Ok(f) = r {
+                frames.push((f.version, f.kind, f.body.to_vec()));
+            }
+        }
+        for (version, kind, body) in frames {
+            let f = frame::Frame {
+                version,
+                kind,
+                body: &body,
+            };
+            if let Ok(msg) = Message::decode(f) {
+                self.handle(msg);
+            }
+        }
+    }
+
+    fn plans(&mut self, b: usize) {
+        let batch = &self.batches[b];
+        self.send(Message::Grant(Grant {
+            code: batch.code,
+            expires_at: 1_900_000_000,
+            token: batch.token,
+            files: batch.files.len() as u16,
+        }));
+        let mut plans = Vec::new();
+        for (i, f) in self.batches[b].files.iter().enumerate() {
+            let held = self.held(f.size, f.sha1).is_some();
+            let plan = if f.verified {
+                Plan::Held
+            } else if f.size == 0 {
+                Plan::Held
+            } else if held && f.data.is_empty() {
+                Plan::Challenge { nonce: [9; 32] }
+            } else {
+                Plan::Upload {
+                    offset: f.data.len() as u64,
+                }
+            };
+            plans.push(FilePlan {
+                index: i as u16,
+                plan,
+            });
+        }
+        for p in plans {
+            self.send(Message::FilePlan(p));
+        }
+    }
+
+    fn held(&self, size: u64, sha1: Sha1Digest) -> Option<Vec<u8>> {
+        self.batches
+            .iter()
+            .flat_map(|b| b.files.iter())
+            .find(|f| f.verified && f.size == size && f.sha1 == sha1 && size > 0)
+            .map(|f| f.data.clone())
+    }
+
+    fn handle(&mut self, msg: Message<'_>) {
+        if self.mute_after_welcome && !matches!(msg, Message::Hello(_)) {
+            return;
+        }
+        match msg {
+            Message::Hello(h) => {
+                self.client_max_frame = h.max_frame as usize;
+                self.send(Message::Welcome(Welcome {
+                    version: 1,
+                    role: Role::Relay,
+                    max_frame: self.max_frame as u32,
+                    window: self.window,
+                    caps: CAP_INSTANT_UPLOAD,
+                }));
+            }
+            Message::BatchOpen(o) => self.announcing = Some((o.files, Vec::new())),
+            Message::FileAnnounce(a) => {
+                let Some((expected, files)) = self.announcing.as_mut() else {
+                    return;
+                };
+                if usize::from(a.index) != files.len() {
+                    return;
+                }
+                let verified = a.size == 0;
+                files.push(File {
+                    name: a.name.to_string(),
+                    size: a.size,
+                    sha1: a.sha1,
+                    data: Vec::new(),
+                    verified,
+                });
+                if files.len() == usize::from(*expected) {
+                    let Some((_, files)) = self.announcing.take() else {
+                        return;
+                    };
+                    let n = self.batches.len() as u8;
+                    self.batches.push(Batch {
+                        code: Code::from_random([n + 7; 16], 12),
+                        token: ResumeToken([n + 1; 16]),
+                        files,
+                    });
+                    self.plans(self.batches.len() - 1);
+                }
+            }
+            Message::Resume(r) => match self.batches.iter().position(|b| b.token == r.token) {
+                Some(b) => self.plans(b),
+                None => self.error(ErrorCode::UnknownToken),
+            },
+            Message::Proof(p) => {
+                let Some(b) = self.batches.len().checked_sub(1) else {
+                    return;
+                };
+                let Some(f) = self.batches[b].files.get(usize::from(p.index)) else {
+                    return;
+                };
+                let content = self.held(f.size, f.sha1).unwrap_or_default();
+                let mut h = ProofHasher::new(&[9; 32]);
+                h.update(&content);
+                let plan = if h.finish() == p.proof {
+                    let f = &mut self.batches[b].files[usize::from(p.index)];
+                    f.data = content;
+                    f.verified = true;
+                    Plan::Held
+                } else {
+                    Plan::Upload { offset: 0 }
+                };
+                self.send(Message::FilePlan(FilePlan {
+                    index: p.index,
+                    plan,
+                }));
+            }
+            Message::Data(d) => self.on_data(d),
+            Message::Fetch(f) => match self.batches.iter().position(|b| b.code == f.code) {
+                Some(b) => {
+                    let batch = &self.batches[b];
+                    let total: u64 = batch.files.iter().map(|f| f.size).sum();
+                    let received: u64 = batch.files.iter().map(|f| f.data.len() as u64).sum();
+                    let ready = batch.files.iter().all(|f| f.verified);
+                    let entries: Vec<(u64, Sha1Digest, u64, String)> = batch
+                        .files
+                        .iter()
+                        .map(|f| (f.size, f.sha1, f.data.len() as u64, f.name.clone()))
+                        .collect();
+                    self.send(Message::Manifest(Manifest {
+                        code: f.code,
+                        expires_at: 1_900_000_000,
+                        files: entries.len() as u16,
+                        total_size: total,
+                        received,
+                        ready,
+                    }));
+                    for (i, (size, sha1, received, name)) in entries.iter().enumerate() {
+                        self.send(Message::ManifestEntry(ManifestEntry {
+                            index: i as u16,
+                            size: *size,
+                            sha1: *sha1,
+                            received: *received,
+                            name,
+                        }));
+                    }
+                }
+                None => self.error(ErrorCode::UnknownCode),
+            },
+            Message::Read(r) => {
+                if let Some(b) = self.batches.iter().position(|b| b.code == r.code) {
+                    self.stream = Some((b, r.file, r.offset, r.offset + u64::from(r.len)));
+                }
+            }
+            Message::Ack(a) => {
+                if let Some((_, file, _, credit)) = self.stream.as_mut() {
+                    if *file == a.file {
+                        *credit = (*credit).max(a.offset + u64::from(a.window));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn error(&mut self, code: ErrorCode) {
+        self.send(Message::Error(message::Error {
+            code,
+            kind: 0,
+            retry_after_ms: 0,
+        }));
+    }
+
+    fn on_data(&mut self, d: Data<'_>) {
+        let Some(b) = self.batches.len().checked_sub(1) else {
+            return;
+        };
+        let Some(f) = self.batches[b].files.get_mut(usize::from(d.file)) else {
+            return;
+        };
+        if f.verified {
+            return;
+        }
+        let have = f.data.len() as u64;
+        if d.offset > have {
+            self.send(Message::Rewind(Rewind {
+                file: d.file,
+                offset: have,
+            }));
+            return;
+        }
+        let skip = (have - d.offset) as usize;
+        if skip < d.bytes.len() {
+            f.data.extend_from_slice(&d.bytes[skip..]);
+            self.data_bytes_in += (d.bytes.len() - skip) as u64;
+        }
+        let offset = f.data.len() as u64;
+        let done = offset >= f.size;
+        let good = Sha1Digest::of(&f.data) == f.sha1;
+        if done {
+            f.verified = good;
+        }
+        let window = self.window;
+        self.send(Message::Ack(Ack {
+            file: d.file,
+            offset,
+            window,
+        }));
+        if done {
+            assert!(good, "test uploads are never corrupt");
+            self.send(Message::FileVerified(FileVerified { index: d.file }));
+        }
+    }
+
+    /// Next download data frame, if the stream has credit.
+    fn stream_more(&mut self) {
+        let Some((b, file, offset, credit)) = self.stream else {
+            return;
+        };
+        let Some(f) = self.batches[b].files.get(usize::from(file)) else {
+            return;
+        };
+        let end = (f.data.len() as u64).min(credit);
+        if offset >= end {
+            return;
+        }
+        let room = Data::max_payload(self.client_max_frame) as u64;
+        let n = room.min(end - offset) as usize;
+        let start = offset as usize;
+        let bytes = f.data[start..start + n].to_vec();
+        self.send(Message::Data(Data {
+            file,
+            offset,
+            bytes: &bytes,
+        }));
+        self.stream = Some((b, file, offset + n as u64, credit));
+    }
+}
+
+pub struct MemConnector {
+    pub relay: Rc<RefCell<Relay>>,
+    pub clock: TestClock,
+}
+
+pub struct MemLink<'a> {
+    relay: &'a RefCell<Relay>,
+    clock: &'a TestClock,
+    generation: u32,
+}
+
+impl Connector for MemConnector {
+    type IoError = ErrorKind;
+    type Link<'a> = MemLink<'a>;
+    type ConnectError = ();
+    fn connect(&mut self) -> Result<MemLink<'_>, ()> {
+        let mut r = self.relay.borrow_mut();
+        if r.refuse_connects > 0 {
+            r.refuse_connects -= 1;
+            // A failed dial takes time too.
+            self.clock.0.set(self.clock.0.get() + 1);
+            return Err(());
+        }
+        r.new_link();
+        Ok(MemLink {
+            relay: &self.relay,
+            clock: &self.clock,
+            generation: r.generation,
+        })
+    }
+}
+
+impl ErrorType for MemLink<'_> {
+    type Error = ErrorKind;
+}
+
+impl Write for MemLink<'_> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        let mut r = self.relay.borrow_mut();
+        if r.generation != self.generation || r.cut {
+            return Err(ErrorKind::BrokenPipe);
+        }
+        r.count(buf.len());
+        if !r.cut {
+            r.receive(buf);
+        }
+        // Bytes written into a link that is being cut are simply lost.
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
+
+impl Read for MemLink<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        let mut r = self.relay.borrow_mut();
+        if r.generation != self.generation || r.cut {
+            return Ok(0);
+        }
+        if r.out.is_empty() {
+            r.stream_more();
+        }
+        if r.out.is_empty() {
+            // The read timeout of a real link.
+            self.clock.0.set(self.clock.0.get() + 5);
+            return Err(ErrorKind::TimedOut);
+        }
+        let n = buf.len().min(r.out.len());
+        for (slot, byte) in buf.iter_mut().zip(r.out.drain(..n)) {
+            *slot = byte;
+        }
+        r.count(n);
+        Ok(n)
+    }
+}
+
+/// A download sink over memory, with optional bytes left from an earlier attempt.
+#[derive(Default)]
+pub struct MemSink {
+    pub names: Vec<String>,
+    pub files: Vec<Vec<u8>>,
+    pub finished: Vec<bool>,
+    /// Bytes present before the download, by file index.
+    pub leftovers: Vec<Vec<u8>>,
+}
+
+impl pickup_proto::storage::ReadAt for MemSink {
+    type Error = ErrorKind;
+    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        let data = self.files.get(usize::from(file)).ok_or(ErrorKind::NotFound)?;
+        let start = (offset as usize).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl pickup_proto::storage::WriteAt for MemSink {
+    type Error = ErrorKind;
+    fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> Result<(), ErrorKind> {
+        let f = self
+            .files
+            .get_mut(usize::from(file))
+            .ok_or(ErrorKind::NotFound)?;
+        let end = offset as usize + data.len();
+        if f.len() < end {
+            f.resize(end, 0);
+        }
+        f[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl pickup_proto::download::Sink for MemSink {
+    fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, ErrorKind> {
+        let i = usize::from(entry.index);
+        let have = self.leftovers.get(i).cloned().unwrap_or_default();
+        let len = have.len() as u64;
+        self.names.push(entry.name.to_string());
+        self.files.push(have);
+        self.finished.push(false);
+        Ok(len)
+    }
+    fn truncate(&mut self, file: u16) -> Result<(), ErrorKind> {
+        self.files[usize::from(file)].clear();
+        Ok(())
+    }
+    fn finish(&mut self, file: u16) -> Result<(), ErrorKind> {
+        self.finished[usize::from(file)] = true;
+        Ok(())
+    }
+}
