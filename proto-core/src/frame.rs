@@ -23,6 +23,7 @@
 //! Nothing here panics on input or allocates: [`Decoder`] works in a buffer
 //! the caller sizes, and [`encode`] in the caller's output slice.
 
+#[cfg(not(feature = "fast-crc"))]
 use crc::{Crc, CRC_32_ISCSI};
 
 /// Bytes of header: version and kind.
@@ -41,18 +42,21 @@ pub const fn max_encoded_len(raw_len: usize) -> usize {
     raw_len + raw_len / 254 + 2
 }
 
-#[cfg(feature = "fast-crc")]
-type CrcTable = crc::Table<16>;
-#[cfg(not(feature = "fast-crc"))]
-type CrcTable = crc::Table<1>;
-
 /// CRC-32C, the iSCSI polynomial: better error detection than CRC-32 (IEEE)
 /// at the frame sizes used here, and hardware support on many CPUs.
-static CASTAGNOLI: Crc<u32, CrcTable> = Crc::<u32, CrcTable>::new(&CRC_32_ISCSI);
+#[cfg(not(feature = "fast-crc"))]
+static CASTAGNOLI: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 
 /// CRC-32C of `data`.
+#[cfg(not(feature = "fast-crc"))]
 pub fn crc32c(data: &[u8]) -> u32 {
     CASTAGNOLI.checksum(data)
+}
+
+/// CRC-32C of `data`, with the CPU's CRC instructions where it has them.
+#[cfg(feature = "fast-crc")]
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
 }
 
 /// A decoded, CRC-checked frame: a view into the decoder's buffer.
@@ -232,7 +236,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         let room = buf.len().checked_sub(self.len)?;
         let want = usize::from(remaining) - 1;
         let avail = want.min(input.len());
-        let take = input[..avail].iter().position(|&b| b == 0).unwrap_or(avail);
+        let take = memchr::memchr(0, &input[..avail]).unwrap_or(avail);
         if room < take + 1 {
             return None;
         }
@@ -353,7 +357,7 @@ fn cobs_in_place(out: &mut [u8], start: usize, len: usize) -> usize {
     let mut w = 0;
     loop {
         let max = (end - r).min(254);
-        let run = out[r..r + max].iter().position(|&b| b == 0).unwrap_or(max);
+        let run = memchr::memchr(0, &out[r..r + max]).unwrap_or(max);
         out.copy_within(r..r + run, w + 1);
         out[w] = run as u8 + 1;
         w += run + 1;
