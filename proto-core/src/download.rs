@@ -248,7 +248,7 @@ pub struct Session<const F: usize> {
     restart_pending: bool,
     peer_max_frame: usize,
     control: Deque<Control, 6>,
-    events: Deque<Event, 16>,
+    events: Deque<Event, 8>,
     progress_dirty: bool,
     /// When to resend the current request if nothing moves.
     retry_at: Option<Instant>,

@@ -257,7 +257,7 @@ pub struct Session<'n, const F: usize> {
     peer_window: u64,
     instant_allowed: bool,
     control: Deque<Control, 4>,
-    events: Deque<Event, 16>,
+    events: Deque<Event, 8>,
     progress_dirty: bool,
     /// When the current wait (for a reply or for ack progress) started.
     waiting_since: Option<Instant>,
