@@ -1,0 +1,256 @@
+//! The pickup side of the example: what a firmware writes to embed
+//! `pickup-device`. Three things come from the application:
+//!
+//! - a [`Connector`] that lends out the byte link (here UART0, wrapped in
+//!   [`Polled`] so reads return at once when the line is quiet);
+//! - a [`Clock`](pickup_device::Clock) (here [`SysTickClock`]);
+//! - storage: [`ReadAt`] for the files to upload (a slice of byte slices in
+//!   flash implements it already) and a [`Sink`] for downloads (here one
+//!   that hashes the bytes as they arrive and keeps none of them).
+
+use core::convert::Infallible;
+
+use cortex_m_semihosting::hprintln;
+use pickup_device::link::{Connector, Polled, PolledError};
+use pickup_device::{Downloader, Event, LinkEvent, RetransferPolicy, Uploader};
+use pickup_proto::download::{self, Sink};
+use pickup_proto::hash::Sha1Hasher;
+use pickup_proto::message::ManifestEntry;
+use pickup_proto::storage::{ReadAt, WriteAt};
+use pickup_proto::upload::{self, FileMeta};
+use pickup_proto::{frame, Code, Duration, Sha1Digest};
+
+use crate::clock::SysTickClock;
+use crate::data;
+use crate::uart::Pl011;
+
+/// Largest raw frame either way: the decoder buffer, and what the relay is
+/// told it may send.
+const FRAME: usize = 256;
+
+/// The transmit buffer holds one encoded frame of `FRAME` raw bytes.
+const TX: usize = frame::max_encoded_len(FRAME);
+
+/// Files per batch this firmware handles.
+const FILES: usize = 2;
+
+/// The link to the relay is UART0, the same one after every loss: a serial
+/// line has nothing to dial. The session's Hello after a reconnect is what
+/// re-synchronises both ends.
+pub struct UartConnector<'u> {
+    uart: &'u mut Pl011,
+}
+
+impl<'u> UartConnector<'u> {
+    /// Lends `uart` to the pickup drivers.
+    pub fn new(uart: &'u mut Pl011) -> Self {
+        UartConnector { uart }
+    }
+}
+
+impl Connector for UartConnector<'_> {
+    type IoError = PolledError<Infallible>;
+    type Link<'a>
+        = Polled<&'a mut Pl011>
+    where
+        Self: 'a;
+    type ConnectError = Infallible;
+
+    fn connect(&mut self) -> Result<Self::Link<'_>, Infallible> {
+        Ok(Polled(&mut *self.uart))
+    }
+}
+
+/// The files, in index order, as stored in flash.
+fn files() -> [&'static [u8]; FILES] {
+    [&data::PATTERN, &data::ONE_BYTE]
+}
+
+/// Retries for a link that may come up late (the relay opens the serial
+/// port after the device boots): reconnect without limit on attempts, for
+/// at most two minutes per outage.
+fn policy() -> RetransferPolicy {
+    RetransferPolicy {
+        max_attempts: None,
+        ..RetransferPolicy::default()
+    }
+}
+
+/// Reports link trouble; the rest of the events only matter to a display.
+fn log_link<E>(event: Event<E>) {
+    match event {
+        Event::Link(LinkEvent::Lost(_)) => hprintln!("link lost"),
+        Event::Link(LinkEvent::Reconnecting { attempt, after }) => {
+            hprintln!("reconnecting (attempt {}) in {} ms", attempt, after.as_millis())
+        }
+        _ => {}
+    }
+}
+
+/// Uploads the batch; `None` after printing why it failed.
+#[inline(never)] // Its buffers share stack space with `download`'s.
+pub fn upload(link: &mut UartConnector<'_>, clock: &SysTickClock) -> Option<Code> {
+    let mut files = files();
+    let mut meta = [FileMeta {
+        name: "",
+        size: 0,
+        sha1: Sha1Digest::EMPTY,
+    }; FILES];
+    for ((m, name), bytes) in meta.iter_mut().zip(data::NAMES).zip(files) {
+        *m = FileMeta {
+            name,
+            size: bytes.len() as u64,
+            sha1: Sha1Digest::of(bytes),
+        };
+    }
+    let config = upload::Config {
+        max_frame: FRAME as u32,
+        // A serial line is slow: give a lost frame time to be missed.
+        retransmit_timeout: Duration::from_secs(3),
+        max_window: 8 * 1024,
+        ..upload::Config::default()
+    };
+    let mut uploader = match Uploader::<FILES, FRAME, TX>::new(config, &meta, policy()) {
+        Ok(u) => u,
+        Err(e) => {
+            hprintln!("upload refused locally: {}", e);
+            return None;
+        }
+    };
+    match uploader.run(link, clock, &mut files, log_link) {
+        Ok(code) => Some(code),
+        Err(e) => {
+            hprintln!("upload failed: {}", e);
+            None
+        }
+    }
+}
+
+/// Downloads the batch behind `code` and checks it against the files in
+/// flash; `false` after printing what did not match.
+#[inline(never)] // Its buffers share stack space with `upload`'s.
+pub fn download(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) -> bool {
+    let config = download::Config {
+        max_frame: FRAME as u32,
+        // What the relay may send ahead of our acks; the UART's FIFO (and,
+        // under QEMU, the pseudo-terminal) holds what we have not read yet.
+        window: 4 * 1024,
+        retransmit_timeout: Duration::from_secs(3),
+        ..download::Config::default()
+    };
+    let mut downloader = Downloader::<FILES, FRAME, TX>::new(config, code, policy());
+    let mut sink = HashSink::new();
+    if let Err(e) = downloader.run(link, clock, &mut sink, log_link) {
+        hprintln!("download failed: {}", e);
+        return false;
+    }
+    let mut ok = true;
+    for (i, bytes) in files().iter().enumerate() {
+        let got = &sink.files[i];
+        if !got.finished
+            || got.written != bytes.len() as u64
+            || got.hasher.digest() != Sha1Digest::of(bytes)
+        {
+            hprintln!("file {} differs from the uploaded one", i);
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// A download sink that hashes each file's bytes as they arrive and keeps
+/// none of them: how a device checks a download bigger than its RAM, and the
+/// shape of a sink that streams into a flash writer or a decoder.
+struct HashSink {
+    files: [Received; FILES],
+}
+
+#[derive(Clone)]
+struct Received {
+    hasher: Sha1Hasher,
+    /// Bytes written so far; the next write must start here.
+    written: u64,
+    finished: bool,
+}
+
+/// Why the sink refused a step; the session reports it as a storage error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkError {
+    /// A file index beyond [`FILES`].
+    NoSuchFile,
+    /// The manifest names a file differently from what was uploaded.
+    WrongName,
+    /// A write that does not continue the file where it stands.
+    OutOfOrder,
+    /// The sink keeps no bytes, so it has no prefix to read back.
+    NothingStored,
+}
+
+impl HashSink {
+    fn new() -> Self {
+        let fresh = Received {
+            hasher: Sha1Hasher::new(),
+            written: 0,
+            finished: false,
+        };
+        HashSink {
+            files: [fresh.clone(), fresh],
+        }
+    }
+
+    fn file(&mut self, file: u16) -> Result<&mut Received, SinkError> {
+        self.files
+            .get_mut(usize::from(file))
+            .ok_or(SinkError::NoSuchFile)
+    }
+}
+
+impl ReadAt for HashSink {
+    type Error = SinkError;
+    fn read_at(&mut self, _: u16, _: u64, _: &mut [u8]) -> Result<usize, SinkError> {
+        // `open` always reports an empty local file, so the session never
+        // re-hashes a prefix and never reads.
+        Err(SinkError::NothingStored)
+    }
+}
+
+impl WriteAt for HashSink {
+    type Error = SinkError;
+    fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        let f = self.file(file)?;
+        if offset != f.written {
+            return Err(SinkError::OutOfOrder);
+        }
+        f.hasher.update(data);
+        f.written += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl Sink for HashSink {
+    fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, SinkError> {
+        if data::NAMES.get(usize::from(entry.index)) != Some(&entry.name) {
+            return Err(SinkError::WrongName);
+        }
+        // The session opens each file once and resumes it from its own
+        // offset after a reconnect; nothing is kept locally, so report 0.
+        *self.file(entry.index)? = Received {
+            hasher: Sha1Hasher::new(),
+            written: 0,
+            finished: false,
+        };
+        Ok(0)
+    }
+
+    fn truncate(&mut self, file: u16) -> Result<(), SinkError> {
+        let f = self.file(file)?;
+        f.hasher = Sha1Hasher::new();
+        f.written = 0;
+        Ok(())
+    }
+
+    fn finish(&mut self, file: u16) -> Result<(), SinkError> {
+        self.file(file)?.finished = true;
+        Ok(())
+    }
+}
