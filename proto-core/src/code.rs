@@ -53,8 +53,7 @@ impl fmt::Display for ParseCodeError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ParseCodeError {}
+impl core::error::Error for ParseCodeError {}
 
 impl Code {
     /// The shortest code accepted (20 bits); relays choose far longer ones.

@@ -114,8 +114,7 @@ impl core::fmt::Display for ErrorCode {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ErrorCode {}
+impl core::error::Error for ErrorCode {}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,211 @@
+//! A blocking client over any `std::io::{Read, Write}` link with a read
+//! timeout (a `TcpStream`, a pseudo-terminal), running the same
+//! `pickup_proto` upload and download machines as every other driver.
+//!
+//! It keeps the benchmark independent of the CLI's presentation (progress
+//! bars, state files) so the figures measure the protocol, the relay and the
+//! link, and lets one process run a thousand clients on threads.
+
+use std::io::{self, Read, Write};
+use std::time::Instant as StdInstant;
+
+use pickup_proto::download::{self, Sink};
+use pickup_proto::frame::{max_encoded_len, Decoder};
+use pickup_proto::message::ManifestEntry;
+use pickup_proto::storage::{ReadAt, WriteAt};
+use pickup_proto::upload::{self, FileMeta};
+use pickup_proto::{Code, Instant};
+
+/// Converts wall time to protocol time.
+struct Clock(StdInstant);
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.0.elapsed().as_millis() as u64)
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// What an upload produced.
+pub struct Uploaded {
+    /// The pickup code.
+    pub code: Code,
+    /// Whether every file was linked by proof instead of sent.
+    pub all_linked: bool,
+}
+
+/// Uploads `files` (kept in memory) and returns the code once every file is
+/// verified or linked. The link must have a read timeout set.
+pub fn upload<L: Read + Write>(
+    link: &mut L,
+    config: upload::Config,
+    names: &[String],
+    files: &[Vec<u8>],
+    sha1s: &[pickup_proto::Sha1Digest],
+) -> io::Result<Uploaded> {
+    let metas: Vec<FileMeta<'_>> = names
+        .iter()
+        .zip(files)
+        .zip(sha1s)
+        .map(|((name, f), sha1)| FileMeta {
+            name,
+            size: f.len() as u64,
+            sha1: *sha1,
+        })
+        .collect();
+    let mut session = upload::Session::<'_, 16>::new(config, &metas)
+        .map_err(|e| io::Error::other(format!("upload: {e}")))?;
+    let clock = Clock(StdInstant::now());
+    let max_frame = config.max_frame as usize;
+    let mut decoder = Decoder::new(vec![0u8; max_frame].into_boxed_slice());
+    let mut tx = vec![0u8; max_encoded_len(pickup_proto::frame::MAX_FRAME_LEN)];
+    let mut rx = vec![0u8; 256 * 1024];
+    let mut linked = 0usize;
+    session.handle_connected(clock.now());
+    let mut source: &[Vec<u8>] = files;
+    loop {
+        let now = clock.now();
+        while let Some(n) = match session.poll_transmit(now, &mut source, &mut tx) {
+            Ok(n) => n,
+            Err(never) => match never {},
+        } {
+            link.write_all(&tx[..n])?;
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                upload::Event::Linked { .. } => linked += 1,
+                upload::Event::Complete { code } => {
+                    return Ok(Uploaded {
+                        code,
+                        all_linked: linked == files.len(),
+                    })
+                }
+                upload::Event::Failed(e) => {
+                    return Err(io::Error::other(format!("upload failed: {e}")))
+                }
+                upload::Event::LinkLost => return Err(io::Error::other("upload: link lost")),
+                _ => {}
+            }
+        }
+        match link.read(&mut rx) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "relay closed the link",
+                ))
+            }
+            Ok(n) => {
+                let now = clock.now();
+                let mut input = &rx[..n];
+                while let Some(result) = decoder.feed(&mut input) {
+                    if let Ok(frame) = result {
+                        session.handle_frame(now, frame);
+                    }
+                }
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e),
+        }
+        if session.poll_timeout().is_some_and(|t| clock.now() >= t) {
+            session.handle_timeout(clock.now());
+        }
+    }
+}
+
+/// A download sink that checks nothing itself (the session verifies SHA-1)
+/// and keeps no bytes: the benchmark measures transfer, not the disk.
+#[derive(Default)]
+pub struct CountingSink {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files finished (verified by the session).
+    pub finished: usize,
+}
+
+impl ReadAt for CountingSink {
+    type Error = io::Error;
+    fn read_at(&mut self, _file: u16, _offset: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl WriteAt for CountingSink {
+    type Error = io::Error;
+    fn write_at(&mut self, _file: u16, _offset: u64, data: &[u8]) -> io::Result<()> {
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl Sink for CountingSink {
+    fn open(&mut self, _entry: &ManifestEntry<'_>) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn truncate(&mut self, _file: u16) -> io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self, _file: u16) -> io::Result<()> {
+        self.finished += 1;
+        Ok(())
+    }
+}
+
+/// Downloads the batch behind `code`, verifying every file; returns the
+/// number of bytes received.
+pub fn download<L: Read + Write>(
+    link: &mut L,
+    config: download::Config,
+    code: Code,
+) -> io::Result<u64> {
+    let mut session = download::Session::<16>::new(config, code);
+    let mut sink = CountingSink::default();
+    let clock = Clock(StdInstant::now());
+    let mut decoder = Decoder::new(vec![0u8; config.max_frame as usize].into_boxed_slice());
+    let mut tx = vec![0u8; max_encoded_len(pickup_proto::frame::MAX_FRAME_LEN)];
+    let mut rx = vec![0u8; 256 * 1024];
+    session.handle_connected(clock.now());
+    loop {
+        let now = clock.now();
+        while let Some(n) = session.poll_transmit(now, &mut sink, &mut tx)? {
+            link.write_all(&tx[..n])?;
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                download::Event::Complete => return Ok(sink.bytes),
+                download::Event::Failed(e) => {
+                    return Err(io::Error::other(format!("download failed: {e}")))
+                }
+                download::Event::LinkLost => return Err(io::Error::other("download: link lost")),
+                _ => {}
+            }
+        }
+        match link.read(&mut rx) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "relay closed the link",
+                ))
+            }
+            Ok(n) => {
+                let now = clock.now();
+                let mut input = &rx[..n];
+                while let Some(result) = decoder.feed(&mut input) {
+                    if let Ok(frame) = result {
+                        session.handle_frame(now, frame, &mut sink)?;
+                    }
+                }
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e),
+        }
+        if session.poll_timeout().is_some_and(|t| clock.now() >= t) {
+            session.handle_timeout(clock.now());
+        }
+    }
+}

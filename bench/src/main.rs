@@ -1,0 +1,459 @@
+//! `pickup-bench`: where Pickup stands against the physical limits of the
+//! machine and against ZMODEM, every figure measured side by side in one run.
+//!
+//! ```text
+//! cargo run --release -p pickup-bench -- [--quick] [--json PATH]
+//! ```
+//!
+//! 1. TCP loopback: upload and download of fresh random content through the
+//!    real relay (release build, on-disk store), beside a raw TCP copy and the
+//!    single-core SHA-1 rate.
+//! 2. Serial wire efficiency: payload bytes / bytes on the wire over a
+//!    pseudo-terminal pair at the relay's default serial frame size, and the
+//!    same file through lrzsz (`sz`/`rz`) when installed.
+//! 3. Concurrency: many simultaneous two-file uploads of 64 KiB each.
+//! 4. Memory: relay RSS with many idle TCP sessions.
+//! 5. Instant upload: announce to completion for content the relay holds.
+//!
+//! It prints a table and writes a JSON report (default
+//! `target/pickup-bench.json`). Nothing here asserts a target: the figures
+//! are for people to read.
+
+mod client;
+mod relay;
+mod serial;
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pickup_proto::frame::Decoder;
+use pickup_proto::message::{Hello, Message, Role};
+use pickup_proto::{download, upload, Sha1Digest};
+use rand::{RngCore, SeedableRng};
+use serde_json::{json, Value};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Sizes {
+    tcp_bytes: usize,
+    serial_bytes: usize,
+    concurrent: usize,
+    idle_sessions: usize,
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+fn sha1_fast(data: &[u8]) -> Sha1Digest {
+    use sha1::Digest;
+    Sha1Digest(sha1::Sha1::digest(data).into())
+}
+
+fn rate(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / MIB / elapsed.as_secs_f64()
+}
+
+fn tcp_link(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    Ok(s)
+}
+
+fn tcp_upload_config() -> upload::Config {
+    upload::Config {
+        max_frame: pickup_proto::frame::MAX_FRAME_LEN as u32,
+        ..upload::Config::default()
+    }
+}
+
+fn tcp_download_config() -> download::Config {
+    download::Config {
+        max_frame: pickup_proto::frame::MAX_FRAME_LEN as u32,
+        window: 8 * 1024 * 1024,
+        ..download::Config::default()
+    }
+}
+
+/// Single-core SHA-1 rates: the relay's hasher and proto-core's portable one.
+fn sha1_rates(data: &[u8]) -> (f64, f64) {
+    let t = Instant::now();
+    let a = sha1_fast(data);
+    let fast = rate(data.len(), t.elapsed());
+    let t = Instant::now();
+    let b = Sha1Digest::of(data);
+    let smol = rate(data.len(), t.elapsed());
+    assert_eq!(a, b, "the two SHA-1 implementations disagree");
+    (fast, smol)
+}
+
+/// A plain copy through a loopback TCP connection: the transport's ceiling.
+fn raw_tcp(data: &[u8]) -> io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let len = data.len();
+    let reader = std::thread::spawn(move || -> io::Result<usize> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        while total < len {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        Ok(total)
+    });
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(data)?;
+    drop(s);
+    let got = reader
+        .join()
+        .map_err(|_| io::Error::other("reader panicked"))??;
+    let elapsed = t.elapsed();
+    if got != len {
+        return Err(io::Error::other("raw TCP copy lost bytes"));
+    }
+    Ok(rate(len, elapsed))
+}
+
+fn memory(binary: &std::path::Path, sessions: usize) -> io::Result<Value> {
+    let relay = relay::Relay::start(binary, None)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let before = relay.rss()?;
+    let hello = Message::Hello(Hello {
+        version: pickup_proto::PROTOCOL_VERSION,
+        role: Role::Terminal,
+        max_frame: pickup_proto::frame::MAX_FRAME_LEN as u32,
+        window: 0,
+        caps: 0,
+    });
+    let mut frame = [0u8; 128];
+    let n = hello
+        .encode(64, &mut frame)
+        .map_err(|_| io::Error::other("hello does not fit"))?;
+    let mut conns = Vec::with_capacity(sessions);
+    let mut decoder = Decoder::new(vec![0u8; 1024]);
+    let mut buf = [0u8; 1024];
+    for _ in 0..sessions {
+        let mut s = TcpStream::connect(relay.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(&frame[..n])?;
+        // Wait for the welcome, so the session really exists at the relay.
+        let mut welcomed = false;
+        while !welcomed {
+            let got = s.read(&mut buf)?;
+            if got == 0 {
+                return Err(io::Error::other("relay closed an idle session"));
+            }
+            let mut input = &buf[..got];
+            while let Some(r) = decoder.feed(&mut input) {
+                welcomed |= r.is_ok_and(|f| f.kind == pickup_proto::message::Kind::Welcome as u8);
+            }
+        }
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = relay.rss()?;
+    let per = after.saturating_sub(before) as f64 / sessions as f64;
+    drop(conns);
+    Ok(json!({
+        "idle_sessions": sessions,
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+        "bytes_per_idle_session": per.round(),
+    }))
+}
+
+fn concurrency(binary: &std::path::Path, uploads: usize) -> io::Result<Value> {
+    let relay = relay::Relay::start(binary, None)?;
+    let addr = relay.addr;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..uploads)
+        .map(|i| {
+            std::thread::spawn(move || -> io::Result<Duration> {
+                let files = vec![
+                    random_bytes(64 * 1024, 2 * i as u64),
+                    random_bytes(64 * 1024, 2 * i as u64 + 1),
+                ];
+                let sha1s: Vec<_> = files.iter().map(|f| sha1_fast(f)).collect();
+                let names = vec!["one.bin".to_string(), "two.bin".to_string()];
+                let t = Instant::now();
+                let mut link = tcp_link(addr)?;
+                client::upload(&mut link, tcp_upload_config(), &names, &files, &sha1s)?;
+                Ok(t.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0usize;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(d)) => latencies.push(d),
+            _ => failures += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(json!({
+        "uploads": uploads,
+        "failures": failures,
+        "completions_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "wall_secs": elapsed.as_secs_f64(),
+    }))
+}
+
+fn serial(binary: &std::path::Path, len: usize) -> io::Result<Value> {
+    let data = random_bytes(len, 7);
+    let sha1 = sha1_fast(&data);
+    let (master, path) = serial::pty()?;
+    let relay = relay::Relay::start(binary, Some(&path))?;
+    let mut link = serial::Counted {
+        inner: master,
+        written: 0,
+        read: 0,
+    };
+    // Let the relay open its end.
+    std::thread::sleep(Duration::from_millis(500));
+    let config = upload::Config {
+        max_frame: 4096,
+        retransmit_timeout: pickup_proto::Duration::from_secs(5),
+        ..upload::Config::default()
+    };
+    let t = Instant::now();
+    let up = client::upload(
+        &mut link,
+        config,
+        &["serial.bin".into()],
+        std::slice::from_ref(&data),
+        &[sha1],
+    )?;
+    let elapsed = t.elapsed();
+    let wire = link.written + link.read;
+    drop(relay);
+    let mut out = json!({
+        "payload_bytes": len,
+        "pickup_wire_bytes": wire,
+        "pickup_efficiency": len as f64 / wire as f64,
+        "pickup_mib_per_sec": rate(len, elapsed),
+        "code": up.code.to_string(),
+    });
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("zmodem.bin");
+    std::fs::write(&file, &data)?;
+    let recv = dir.path().join("recv");
+    std::fs::create_dir(&recv)?;
+    match serial::zmodem(&file, &recv)? {
+        Some(z) => {
+            let received = std::fs::read(recv.join("zmodem.bin"))?;
+            out["zmodem_ok"] = json!(received == data);
+            out["zmodem_wire_bytes"] = json!(z.wire_bytes);
+            out["zmodem_efficiency"] = json!(len as f64 / z.wire_bytes as f64);
+            out["zmodem_mib_per_sec"] = json!(rate(len, z.elapsed));
+        }
+        None => out["zmodem"] = json!("lrzsz not installed"),
+    }
+    Ok(out)
+}
+
+fn main() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pickup-bench.json")
+        });
+    let sizes = if quick {
+        Sizes {
+            tcp_bytes: 128 << 20,
+            serial_bytes: 2 << 20,
+            concurrent: 100,
+            idle_sessions: 1_000,
+        }
+    } else {
+        Sizes {
+            tcp_bytes: 1 << 30,
+            serial_bytes: 16 << 20,
+            concurrent: 1_000,
+            idle_sessions: 10_000,
+        }
+    };
+    eprintln!("building pickup-relay (release)…");
+    let binary = relay::build()?;
+
+    eprintln!("1/5 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
+    let data = random_bytes(sizes.tcp_bytes, 1);
+    let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
+    let raw = raw_tcp(&data)?;
+    let sha1 = sha1_fast(&data);
+    let relay = relay::Relay::start(&binary, None)?;
+    let t = Instant::now();
+    let mut link = tcp_link(relay.addr)?;
+    let up = client::upload(
+        &mut link,
+        tcp_upload_config(),
+        &["big.bin".into()],
+        std::slice::from_ref(&data),
+        &[sha1],
+    )?;
+    let upload_rate = rate(data.len(), t.elapsed());
+    let upload_secs = t.elapsed().as_secs_f64();
+    drop(link);
+    let t = Instant::now();
+    let mut link = tcp_link(relay.addr)?;
+    let got = client::download(&mut link, tcp_download_config(), up.code)?;
+    let download_rate = rate(data.len(), t.elapsed());
+    assert_eq!(got, data.len() as u64);
+    drop(link);
+
+    eprintln!("5/5 instant upload of the same content…");
+    let t = Instant::now();
+    let mut link = tcp_link(relay.addr)?;
+    let again = client::upload(
+        &mut link,
+        tcp_upload_config(),
+        &["again.bin".into()],
+        std::slice::from_ref(&data),
+        &[sha1],
+    )?;
+    let instant_secs = t.elapsed().as_secs_f64();
+    drop(link);
+    drop(relay);
+    drop(data);
+
+    eprintln!(
+        "2/5 serial wire efficiency with {} MiB…",
+        sizes.serial_bytes >> 20
+    );
+    let serial = serial(&binary, sizes.serial_bytes)?;
+    eprintln!("3/5 {} concurrent two-file uploads…", sizes.concurrent);
+    let concurrency = concurrency(&binary, sizes.concurrent)?;
+    eprintln!(
+        "4/5 relay memory with {} idle sessions…",
+        sizes.idle_sessions
+    );
+    let memory = memory(&binary, sizes.idle_sessions)?;
+
+    let report = json!({
+        "quick": quick,
+        "tcp": {
+            "bytes": sizes.tcp_bytes,
+            "sha1_mib_per_sec": sha1_rate,
+            "sha1_smol_mib_per_sec": sha1_smol_rate,
+            "raw_tcp_mib_per_sec": raw,
+            "upload_mib_per_sec": upload_rate,
+            "download_mib_per_sec": download_rate,
+            "upload_vs_sha1": upload_rate / sha1_rate,
+            "download_vs_sha1": download_rate / sha1_rate,
+            "upload_vs_raw_tcp": upload_rate / raw,
+            "download_vs_raw_tcp": download_rate / raw,
+        },
+        "serial": serial,
+        "concurrency": concurrency,
+        "memory": memory,
+        "instant_upload": {
+            "bytes": sizes.tcp_bytes,
+            "linked": again.all_linked,
+            "announce_to_complete_secs": instant_secs,
+            "upload_secs": upload_secs,
+            "ratio_to_upload": instant_secs / upload_secs,
+        },
+    });
+    print_table(&report);
+    if let Some(parent) = json_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&report).map_err(io::Error::other)?,
+    )?;
+    println!("\nJSON report: {}", json_path.display());
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let t = &r["tcp"];
+    println!("| measure | figure | target |");
+    println!("|---|---:|---|");
+    println!(
+        "| SHA-1, one core (`sha1` crate) | {:.0} MiB/s | |",
+        f(&t["sha1_mib_per_sec"])
+    );
+    println!(
+        "| SHA-1, one core (`sha1_smol`, proto-core) | {:.0} MiB/s | |",
+        f(&t["sha1_smol_mib_per_sec"])
+    );
+    println!(
+        "| raw TCP copy, loopback | {:.0} MiB/s | |",
+        f(&t["raw_tcp_mib_per_sec"])
+    );
+    println!(
+        "| upload through the relay, {} MiB | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
+        t["bytes"].as_u64().unwrap_or(0) >> 20,
+        f(&t["upload_mib_per_sec"]),
+        f(&t["upload_vs_sha1"]),
+        f(&t["upload_vs_raw_tcp"])
+    );
+    println!(
+        "| download through the relay | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
+        f(&t["download_mib_per_sec"]),
+        f(&t["download_vs_sha1"]),
+        f(&t["download_vs_raw_tcp"])
+    );
+    let s = &r["serial"];
+    println!(
+        "| serial (pty), Pickup, {} MiB | {:.2}% efficiency, {:.1} MiB/s | ≥ 99% |",
+        s["payload_bytes"].as_u64().unwrap_or(0) >> 20,
+        100.0 * f(&s["pickup_efficiency"]),
+        f(&s["pickup_mib_per_sec"])
+    );
+    if s.get("zmodem_efficiency").is_some() {
+        println!(
+            "| serial (pty), ZMODEM (lrzsz) | {:.2}% efficiency, {:.1} MiB/s | Pickup faster |",
+            100.0 * f(&s["zmodem_efficiency"]),
+            f(&s["zmodem_mib_per_sec"])
+        );
+    }
+    let c = &r["concurrency"];
+    println!(
+        "| {} concurrent two-file uploads of 64 KiB | {:.0}/s, p50 {:.0} ms, p99 {:.0} ms, {} failures | 0 failures |",
+        c["uploads"],
+        f(&c["completions_per_sec"]),
+        f(&c["p50_ms"]),
+        f(&c["p99_ms"]),
+        c["failures"]
+    );
+    let m = &r["memory"];
+    println!(
+        "| relay RSS, {} idle TCP sessions | {:.1} MiB, {:.0} B/session | ≤ 32 KiB/session |",
+        m["idle_sessions"],
+        f(&m["rss_after_bytes"]) / MIB,
+        f(&m["bytes_per_idle_session"])
+    );
+    let i = &r["instant_upload"];
+    println!(
+        "| instant upload of held content (proof included) | {:.2} s, {:.2}x of uploading it | |",
+        f(&i["announce_to_complete_secs"]),
+        f(&i["ratio_to_upload"])
+    );
+}

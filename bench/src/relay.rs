@@ -1,0 +1,105 @@
+//! The real `pickup-relay` binary, built in release mode and run as a child
+//! process with its on-disk store in a temporary directory.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Builds `pickup-relay` in release mode and returns its path.
+pub fn build() -> io::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "pickup-relay"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other("building pickup-relay failed"));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("pickup-relay"))
+}
+
+/// A running relay; killed on drop.
+pub struct Relay {
+    child: Child,
+    /// Its TCP address.
+    pub addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+/// A free loopback port (bound, then released for the relay to take).
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Relay {
+    /// Starts the relay with limits raised for benchmarking and, optionally,
+    /// a serial port to open.
+    pub fn start(binary: &Path, serial: Option<&str>) -> io::Result<Relay> {
+        let data = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config = data.path().join("relay.toml");
+        let mut f = std::fs::File::create(&config)?;
+        writeln!(
+            f,
+            "[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
+             max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n",
+            big = 64u64 << 30
+        )?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .arg("--tcp")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(data.path().join("store"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(path) = serial {
+            cmd.arg("--serial").arg(path);
+        }
+        let child = cmd.spawn()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let relay = Relay {
+            child,
+            addr,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(
+                    "relay did not start listening within 30 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(relay)
+    }
+
+    /// Resident set size of the relay process, in bytes.
+    pub fn rss(&self) -> io::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| io::Error::other("no VmRSS"))?;
+        Ok(kib * 1024)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

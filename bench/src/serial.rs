@@ -1,0 +1,162 @@
+//! Serial links made of pseudo-terminal pairs, and byte counting on them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serialport::{SerialPort, TTYPort};
+
+/// One end of a fresh pseudo-terminal pair, and the path of the other end
+/// (closed, for another process to open).
+pub fn pty() -> io::Result<(TTYPort, String)> {
+    let (mut master, slave) = TTYPort::pair().map_err(io::Error::other)?;
+    let path = slave
+        .name()
+        .ok_or_else(|| io::Error::other("pty without a name"))?;
+    // The slave is opened exclusively; close it so the relay (or lrzsz) can
+    // open it by path. The master keeps the pair alive.
+    drop(slave);
+    master
+        .set_timeout(Duration::from_millis(20))
+        .map_err(io::Error::other)?;
+    Ok((master, path))
+}
+
+/// A link that counts the bytes that cross it in each direction.
+pub struct Counted<L> {
+    /// The link.
+    pub inner: L,
+    /// Bytes written.
+    pub written: u64,
+    /// Bytes read.
+    pub read: u64,
+}
+
+impl<L: Read> Read for Counted<L> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<L: Write> Write for Counted<L> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The result of one ZMODEM transfer.
+pub struct Zmodem {
+    /// Bytes on the wire, both directions.
+    pub wire_bytes: u64,
+    /// Wall time of the transfer.
+    pub elapsed: Duration,
+}
+
+fn open_tty(path: &str) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Copies `from` to `to` until `stop`, counting bytes.
+fn forward(mut from: TTYPort, mut to: TTYPort, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let mut buf = [0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match from.read(&mut buf) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) => {}
+            // EIO when the other side's process has exited: wait for stop.
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Sends `file` with `sz` to `rz` over two pty pairs joined by a counting
+/// forwarder; `None` when lrzsz is not installed.
+pub fn zmodem(file: &Path, out_dir: &Path) -> io::Result<Option<Zmodem>> {
+    if Command::new("sz").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let (master_a, path_a) = pty()?;
+    let (master_b, path_b) = pty()?;
+    let a = open_tty(&path_a)?;
+    let b = open_tty(&path_b)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ab = Arc::new(AtomicU64::new(0));
+    let ba = Arc::new(AtomicU64::new(0));
+    let fa = {
+        let (from, to) = (
+            master_a.try_clone_native().map_err(io::Error::other)?,
+            master_b.try_clone_native().map_err(io::Error::other)?,
+        );
+        let (count, stop) = (ab.clone(), stop.clone());
+        std::thread::spawn(move || forward(from, to, count, stop))
+    };
+    let fb = {
+        let (count, stop) = (ba.clone(), stop.clone());
+        std::thread::spawn(move || forward(master_b, master_a, count, stop))
+    };
+    let start = Instant::now();
+    let mut rz = Command::new("rz")
+        .args(["-b", "-y", "-q"])
+        .current_dir(out_dir)
+        .stdin(Stdio::from(b.try_clone()?))
+        .stdout(Stdio::from(b))
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut sz = Command::new("sz")
+        .args(["-b", "-q"])
+        .arg(file)
+        .stdin(Stdio::from(a.try_clone()?))
+        .stdout(Stdio::from(a))
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut sz_done = None;
+    let mut rz_done = None;
+    while sz_done.is_none() || rz_done.is_none() {
+        if sz_done.is_none() {
+            sz_done = sz.try_wait()?;
+        }
+        if rz_done.is_none() {
+            rz_done = rz.try_wait()?;
+        }
+        if Instant::now() > deadline {
+            let _ = sz.kill();
+            let _ = rz.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = fa.join();
+    let _ = fb.join();
+    let ok = sz_done.is_some_and(|s| s.success()) && rz_done.is_some_and(|s| s.success());
+    if !ok {
+        return Err(io::Error::other("lrzsz transfer failed or timed out"));
+    }
+    Ok(Some(Zmodem {
+        wire_bytes: ab.load(Ordering::Relaxed) + ba.load(Ordering::Relaxed),
+        elapsed,
+    }))
+}
