@@ -1,0 +1,6 @@
+//! `upload::Session` against a relay whose every message comes from the data.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    pickup_proto::fuzzing::drive_upload(data);
+});

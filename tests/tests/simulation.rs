@@ -1,0 +1,81 @@
+//! Deterministic simulation over many seeds (see `pickup_tests::sim`).
+//!
+//! - `cargo test -p pickup-tests --test simulation` runs 200 seeds;
+//! - `PICKUP_SIM_SEEDS=10000` runs that many (CI does, in release mode);
+//! - `PICKUP_SIM_SEED=1234` replays one seed with a trace on stderr;
+//! - `PICKUP_SIM_FIRST=5000` starts the range elsewhere.
+
+use std::time::Instant as WallClock;
+
+use pickup_tests::sim::{self, Options};
+
+const DEFAULT_SEEDS: u64 = 200;
+
+fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    Some(
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a number")),
+    )
+}
+
+fn replay_command(seed: u64) -> String {
+    format!("PICKUP_SIM_SEED={seed} cargo test -p pickup-tests --test simulation -- --nocapture")
+}
+
+#[test]
+fn simulated_transfers_survive_faults_crashes_and_restarts() {
+    if let Some(seed) = env_u64("PICKUP_SIM_SEED") {
+        let report = sim::run_seed(seed, Options { trace: true });
+        eprintln!("{report:#?}");
+        return;
+    }
+    let seeds = env_u64("PICKUP_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let first = env_u64("PICKUP_SIM_FIRST").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = WallClock::now();
+    // The seeds' own panics are reported below with their replay commands.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let (reports, failures) = sim::run_many(first, seeds, threads);
+    std::panic::set_hook(hook);
+    let elapsed = started.elapsed();
+    let sum = |f: fn(&sim::Report) -> u64| reports.iter().map(f).sum::<u64>();
+    println!(
+        "simulation: {} seeds from {first} in {:.1} s on {threads} threads: {} passed, {} failed; \
+         {} uploads, {} downloads, {} files linked by proof, {} relay crashes, {} link cuts, \
+         {} terminal restarts, {} connections, {} simulated hours, {} steps, \
+         link writes {} (dropped {}, duplicated {}, flipped {}, truncated {})",
+        seeds,
+        elapsed.as_secs_f64(),
+        reports.len(),
+        failures.len(),
+        sum(|r| u64::from(r.uploads)),
+        sum(|r| u64::from(r.downloads)),
+        sum(|r| u64::from(r.linked)),
+        sum(|r| u64::from(r.crashes)),
+        sum(|r| u64::from(r.cuts)),
+        sum(|r| u64::from(r.restarts)),
+        sum(|r| u64::from(r.connections)),
+        sum(|r| r.sim_ms) / 3_600_000,
+        sum(|r| r.steps),
+        sum(|r| r.link.writes),
+        sum(|r| r.link.dropped),
+        sum(|r| r.link.duplicated),
+        sum(|r| r.link.flipped),
+        sum(|r| r.link.truncated),
+    );
+    for (seed, msg) in &failures {
+        println!("seed {seed} failed: {msg}\n  replay: {}", replay_command(*seed));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed; first: seed {:?}",
+        failures.len(),
+        failures.keys().next()
+    );
+    // Every seed ends with its uploads and downloads done, so these count
+    // real work, not skipped seeds.
+    assert!(sum(|r| u64::from(r.downloads)) >= seeds);
+}
