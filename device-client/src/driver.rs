@@ -49,7 +49,10 @@ impl<F: core::fmt::Display, S: core::fmt::Debug> core::fmt::Display for RunError
             RunError::Session(e) => write!(f, "{e}"),
             RunError::Storage(e) => write!(f, "local storage failed: {e:?}"),
             RunError::GaveUp { attempts, last } => {
-                write!(f, "link lost ({last}), gave up after {attempts} reconnect attempts")
+                write!(
+                    f,
+                    "link lost ({last}), gave up after {attempts} reconnect attempts"
+                )
             }
         }
     }
@@ -93,7 +96,12 @@ impl<const F: usize, R: ReadAt> Machine<R> for upload::Session<'_, F> {
         self.handle_frame(now, frame);
         Ok(())
     }
-    fn transmit(&mut self, now: Instant, io: &mut R, out: &mut [u8]) -> Result<Option<usize>, R::Error> {
+    fn transmit(
+        &mut self,
+        now: Instant,
+        io: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, R::Error> {
         self.poll_transmit(now, io, out)
     }
     fn event(&mut self) -> Option<upload::Event> {
@@ -302,6 +310,7 @@ where
             return Ok(Some(LinkLoss::Silent));
         }
         // `tx` is free until the next transmit: it doubles as the read buffer.
+        let mut lost = false;
         match link.read(tx) {
             Ok(0) => return Ok(Some(LinkLoss::Eof)),
             Ok(n) => {
@@ -312,11 +321,20 @@ where
                     // machine's timers recover whatever they carried.
                     if let Ok(frame) = result {
                         machine.frame(now, frame, io)?;
+                        // The machines keep a short event queue: empty it
+                        // after every input so a burst of frames loses none.
+                        lost |= drain(machine, retransfer, best, observer);
                     }
                 }
             }
             Err(e) if is_quiet(e.kind()) => {}
             Err(e) => return Ok(Some(LinkLoss::Read(e.kind()))),
+        }
+        if machine.finished() {
+            continue;
+        }
+        if lost {
+            return Ok(Some(LinkLoss::Silent));
         }
         let now = clock.now();
         if machine.deadline().is_some_and(|t| now >= t) {
@@ -327,7 +345,12 @@ where
 
 /// Reports the machine's pending events and notes progress; returns whether
 /// one of them says the link is lost.
-fn drain<M, Io, O>(machine: &mut M, retransfer: &mut Retransfer, best: &mut u64, observer: &mut O) -> bool
+fn drain<M, Io, O>(
+    machine: &mut M,
+    retransfer: &mut Retransfer,
+    best: &mut u64,
+    observer: &mut O,
+) -> bool
 where
     M: Machine<Io>,
     Io: ?Sized,

@@ -73,8 +73,8 @@
 )]
 
 pub mod clock;
-mod driver;
 pub mod download;
+mod driver;
 pub mod link;
 pub mod retransfer;
 pub mod upload;

@@ -217,8 +217,14 @@ mod tests {
             give_up_after: None,
         });
         for _ in 0..10 {
-            assert!(matches!(r.on_loss(at(0)), Decision::Retry { attempt: 1, .. }));
-            assert!(matches!(r.on_loss(at(0)), Decision::Retry { attempt: 2, .. }));
+            assert!(matches!(
+                r.on_loss(at(0)),
+                Decision::Retry { attempt: 1, .. }
+            ));
+            assert!(matches!(
+                r.on_loss(at(0)),
+                Decision::Retry { attempt: 2, .. }
+            ));
             r.on_progress();
             assert_eq!(r.attempts(), 0);
         }
@@ -236,7 +242,10 @@ mod tests {
             max_backoff: Duration::from_millis(400),
             give_up_after: Some(Duration::from_millis(1000)),
         });
-        assert!(matches!(r.on_loss(at(5_000)), Decision::Retry { attempt: 1, .. }));
+        assert!(matches!(
+            r.on_loss(at(5_000)),
+            Decision::Retry { attempt: 1, .. }
+        ));
         // 900 ms into the outage only 100 ms are left to wait.
         assert_eq!(
             r.on_loss(at(5_900)),
@@ -248,7 +257,10 @@ mod tests {
         assert_eq!(r.on_loss(at(6_000)), Decision::GiveUp { attempts: 2 });
         // A new outage after progress gets the full time again.
         r.on_progress();
-        assert!(matches!(r.on_loss(at(9_000)), Decision::Retry { attempt: 1, .. }));
+        assert!(matches!(
+            r.on_loss(at(9_000)),
+            Decision::Retry { attempt: 1, .. }
+        ));
     }
 
     #[test]

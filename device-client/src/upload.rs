@@ -41,7 +41,10 @@ impl<'n, const F: usize, const RX: usize, const TX: usize> Uploader<'n, F, RX, T
         files: &[FileMeta<'n>],
         policy: RetransferPolicy,
     ) -> Result<Self, upload::Error> {
-        Ok(Self::with_session(Session::new(Self::fit(config), files)?, policy))
+        Ok(Self::with_session(
+            Session::new(Self::fit(config), files)?,
+            policy,
+        ))
     }
 
     /// Continues an earlier upload of the same `files` with its resume token,

@@ -65,7 +65,13 @@ impl Batch {
     }
 }
 
-fn setup(max_frame: usize) -> (std::rc::Rc<std::cell::RefCell<Relay>>, MemConnector, TestClock) {
+fn setup(
+    max_frame: usize,
+) -> (
+    std::rc::Rc<std::cell::RefCell<Relay>>,
+    MemConnector,
+    TestClock,
+) {
     let relay = Relay::new(max_frame);
     let clock = TestClock::default();
     let connector = MemConnector {
@@ -75,12 +81,21 @@ fn setup(max_frame: usize) -> (std::rc::Rc<std::cell::RefCell<Relay>>, MemConnec
     (relay, connector, clock)
 }
 
+type UploadRun = (
+    Result<Code, RunError<upload::Error, core::convert::Infallible>>,
+    Vec<Event<upload::Event>>,
+);
+type DownloadRun = (
+    Result<(), RunError<download::Error, embedded_io::ErrorKind>>,
+    Vec<Event<download::Event>>,
+);
+
 fn upload(
     connector: &mut MemConnector,
     clock: &TestClock,
     batch: &Batch,
     policy: RetransferPolicy,
-) -> (Result<Code, RunError<upload::Error, core::convert::Infallible>>, Vec<Event<upload::Event>>) {
+) -> UploadRun {
     let metas = batch.metas();
     let mut up: Uploader<'_, 4, RX, TX> =
         Uploader::new(upload::Config::default(), &metas, policy).unwrap();
@@ -96,10 +111,7 @@ fn download(
     code: Code,
     sink: &mut MemSink,
     policy: RetransferPolicy,
-) -> (
-    Result<(), RunError<download::Error, embedded_io::ErrorKind>>,
-    Vec<Event<download::Event>>,
-) {
+) -> DownloadRun {
     let config = download::Config {
         window: 1024,
         ..download::Config::default()
@@ -163,14 +175,19 @@ fn upload_completes_over_a_link_cut_every_700_bytes() {
         events[i + 1],
         Event::Link(LinkEvent::Reconnecting { attempt: 1, .. })
     ));
-    assert_eq!(events[i + 2], Event::Link(LinkEvent::Reconnected { attempt: 1 }));
+    assert_eq!(
+        events[i + 2],
+        Event::Link(LinkEvent::Reconnected { attempt: 1 })
+    );
 }
 
 #[test]
 fn download_completes_over_a_link_cut_every_600_bytes() {
     let (relay, mut connector, clock) = setup(128);
     let batch = Batch::new();
-    let code = upload(&mut connector, &clock, &batch, quick_policy()).0.unwrap();
+    let code = upload(&mut connector, &clock, &batch, quick_policy())
+        .0
+        .unwrap();
     relay.borrow_mut().cut_every = Some(600);
     let mut sink = MemSink::default();
     let (result, events) = download(&mut connector, &clock, code, &mut sink, quick_policy());
@@ -185,8 +202,12 @@ fn without_retransfer_each_run_gives_up_and_the_next_resumes() {
     relay.borrow_mut().cut_every = Some(1_500);
     let batch = Batch::new();
     let metas = batch.metas();
-    let mut up: Uploader<'_, 4, RX, TX> =
-        Uploader::new(upload::Config::default(), &metas, RetransferPolicy::DISABLED).unwrap();
+    let mut up: Uploader<'_, 4, RX, TX> = Uploader::new(
+        upload::Config::default(),
+        &metas,
+        RetransferPolicy::DISABLED,
+    )
+    .unwrap();
     let mut source = batch.data.as_slice();
     let mut runs = 0;
     let mut stored = Vec::new();
@@ -225,7 +246,10 @@ fn resume_token_continues_after_a_restart() {
     relay.borrow_mut().cut_every = Some(2_000);
     let batch = Batch::new();
     let (result, events) = upload(&mut connector, &clock, &batch, RetransferPolicy::DISABLED);
-    assert!(matches!(result, Err(RunError::GaveUp { .. })), "{result:?} {events:?}");
+    assert!(
+        matches!(result, Err(RunError::GaveUp { .. })),
+        "{result:?} {events:?}"
+    );
     let (code, token) = events
         .iter()
         .find_map(|e| match e {
@@ -243,7 +267,10 @@ fn resume_token_continues_after_a_restart() {
         Uploader::resume(upload::Config::default(), &metas, token, quick_policy()).unwrap();
     let mut source = batch.data.as_slice();
     let mut events = Vec::new();
-    assert_eq!(up.run(&mut connector, &clock, &mut source, |e| events.push(e)), Ok(code));
+    assert_eq!(
+        up.run(&mut connector, &clock, &mut source, |e| events.push(e)),
+        Ok(code)
+    );
     assert!(events.contains(&Event::Session(upload::Event::Uploading {
         file: 0,
         offset: partial as u64
@@ -256,7 +283,9 @@ fn resume_token_continues_after_a_restart() {
 fn held_content_is_linked_by_proof_without_sending_it() {
     let (relay, mut connector, clock) = setup(128);
     let batch = Batch::new();
-    upload(&mut connector, &clock, &batch, quick_policy()).0.unwrap();
+    upload(&mut connector, &clock, &batch, quick_policy())
+        .0
+        .unwrap();
     let before = relay.borrow().data_bytes_in;
     let again = Batch {
         names: vec!["copy.bin"],
@@ -267,7 +296,9 @@ fn held_content_is_linked_by_proof_without_sending_it() {
     assert!(events.contains(&Event::Session(upload::Event::Linked { file: 0 })));
     assert_eq!(relay.borrow().data_bytes_in, before, "no data was sent");
     let mut sink = MemSink::default();
-    download(&mut connector, &clock, code, &mut sink, quick_policy()).0.unwrap();
+    download(&mut connector, &clock, code, &mut sink, quick_policy())
+        .0
+        .unwrap();
     assert_eq!(sink.files, again.data);
 }
 
@@ -344,7 +375,9 @@ fn a_relay_that_only_says_welcome_runs_out_of_attempts() {
 fn download_resumes_from_local_bytes_and_refetches_a_bad_prefix() {
     let (_relay, mut connector, clock) = setup(128);
     let batch = Batch::new();
-    let code = upload(&mut connector, &clock, &batch, quick_policy()).0.unwrap();
+    let code = upload(&mut connector, &clock, &batch, quick_policy())
+        .0
+        .unwrap();
 
     // A good prefix of file 0 is kept.
     let mut sink = MemSink {
@@ -396,7 +429,9 @@ fn unknown_code_is_a_session_error_not_a_link_error() {
 #[test]
 fn ram_cost() {
     use core::mem::size_of;
-    std::println!("frame  Uploader<1 file>  Uploader<8 files>  Downloader<1 file>  Downloader<8 files>");
+    std::println!(
+        "frame  Uploader<1 file>  Uploader<8 files>  Downloader<1 file>  Downloader<8 files>"
+    );
     macro_rules! row {
         ($rx:expr) => {{
             const T: usize = frame::max_encoded_len($rx);
@@ -408,7 +443,11 @@ fn ram_cost() {
             );
             std::println!(
                 "{:>5}  {:>16}  {:>17}  {:>18}  {:>19}",
-                $rx, sizes.0, sizes.1, sizes.2, sizes.3
+                $rx,
+                sizes.0,
+                sizes.1,
+                sizes.2,
+                sizes.3
             );
             sizes
         }};

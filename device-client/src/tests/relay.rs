@@ -152,9 +152,7 @@ impl Relay {
         let mut plans = Vec::new();
         for (i, f) in self.batches[b].files.iter().enumerate() {
             let held = self.held(f.size, f.sha1).is_some();
-            let plan = if f.verified {
-                Plan::Held
-            } else if f.size == 0 {
+            let plan = if f.verified || f.size == 0 {
                 Plan::Held
             } else if held && f.data.is_empty() {
                 Plan::Challenge { nonce: [9; 32] }
@@ -464,7 +462,10 @@ pub struct MemSink {
 impl pickup_proto::storage::ReadAt for MemSink {
     type Error = ErrorKind;
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, ErrorKind> {
-        let data = self.files.get(usize::from(file)).ok_or(ErrorKind::NotFound)?;
+        let data = self
+            .files
+            .get(usize::from(file))
+            .ok_or(ErrorKind::NotFound)?;
         let start = (offset as usize).min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);

@@ -1,0 +1,196 @@
+//! Relay addresses and the connector behind each kind.
+
+use std::io;
+
+use pickup_proto::{download, upload, Duration, DEFAULT_TCP_PORT};
+
+use super::io::StdLink;
+use super::serial::SerialConnector;
+use super::tcp::TcpConnector;
+use crate::link::Connector;
+
+/// Serial speed when the address does not name one.
+const DEFAULT_BAUD: u32 = 115_200;
+
+/// Where the relay is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Addr {
+    /// `HOST:PORT` (or `tcp://HOST:PORT`).
+    Tcp(String),
+    /// `serial:PATH[@BAUD]`.
+    Serial { path: String, baud: u32 },
+}
+
+impl Addr {
+    pub fn parse(text: &str) -> Result<Addr, String> {
+        if let Some(rest) = text.strip_prefix("serial:") {
+            let (path, baud) = match rest.rsplit_once('@') {
+                Some((p, b)) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {
+                    let baud = b
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|b| *b > 0)
+                        .ok_or_else(|| format!("invalid baud rate {b:?}"))?;
+                    (p, baud)
+                }
+                _ => (rest, DEFAULT_BAUD),
+            };
+            if path.is_empty() {
+                return Err("serial address needs a device path: serial:PATH[@BAUD]".into());
+            }
+            return Ok(Addr::Serial {
+                path: path.to_string(),
+                baud,
+            });
+        }
+        let hostport = text.strip_prefix("tcp://").unwrap_or(text);
+        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
+        if hostport.is_empty() || hostport.contains('/') {
+            return Err(format!(
+                "invalid relay address {text:?}: use HOST:PORT, tcp://HOST:PORT or serial:PATH[@BAUD]"
+            ));
+        }
+        // A bare host gets the default port; `[v6]` and `host:port` are kept.
+        let has_port = match hostport.rsplit_once(':') {
+            Some((host, port)) => {
+                let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
+                let plain = !host.contains(':');
+                if (bracketed_v6 || plain) && !host.is_empty() {
+                    port.parse::<u16>()
+                        .map_err(|_| format!("invalid port {port:?} in relay address"))?;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        };
+        Ok(Addr::Tcp(if has_port {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:{DEFAULT_TCP_PORT}")
+        }))
+    }
+
+    /// A stable spelling, for keys and messages.
+    pub fn canonical(&self) -> String {
+        match self {
+            Addr::Tcp(a) => format!("tcp://{a}"),
+            Addr::Serial { path, baud } => format!("serial:{path}@{baud}"),
+        }
+    }
+
+    pub fn connector(&self) -> RelayConnector {
+        let inner = match self {
+            Addr::Tcp(a) => Inner::Tcp(TcpConnector::new(a.clone())),
+            Addr::Serial { path, baud } => Inner::Serial(SerialConnector::new(path.clone(), *baud)),
+        };
+        RelayConnector {
+            inner,
+            last_error: None,
+        }
+    }
+
+    /// Session tuning for this kind of link: serial lines are slower and
+    /// smaller frames lose less to noise.
+    pub fn upload_config(&self) -> upload::Config {
+        let base = upload::Config {
+            max_frame: super::RX as u32,
+            ..upload::Config::default()
+        };
+        match self {
+            Addr::Tcp(_) => base,
+            Addr::Serial { .. } => upload::Config {
+                max_frame: 1024,
+                retransmit_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(30),
+                ..base
+            },
+        }
+    }
+
+    pub fn download_config(&self) -> download::Config {
+        let base = download::Config {
+            max_frame: super::RX as u32,
+            window: 1024 * 1024,
+            ..download::Config::default()
+        };
+        match self {
+            Addr::Tcp(_) => base,
+            Addr::Serial { .. } => download::Config {
+                max_frame: 1024,
+                window: 64 * 1024,
+                retransmit_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(30),
+                ..base
+            },
+        }
+    }
+}
+
+enum Inner {
+    Tcp(TcpConnector),
+    Serial(SerialConnector),
+}
+
+/// A connector for either kind of address; remembers the last connection
+/// error for the one-line message when the driver gives up.
+pub(crate) struct RelayConnector {
+    inner: Inner,
+    pub last_error: Option<io::Error>,
+}
+
+impl Connector for RelayConnector {
+    type IoError = io::Error;
+    type Link<'a> = StdLink;
+    type ConnectError = ();
+
+    fn connect(&mut self) -> Result<StdLink, ()> {
+        let result = match &mut self.inner {
+            Inner::Tcp(c) => c.connect(),
+            Inner::Serial(c) => c.connect(),
+        };
+        result.map_err(|e| self.last_error = Some(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            Addr::parse("127.0.0.1:7425"),
+            Ok(Addr::Tcp("127.0.0.1:7425".into()))
+        );
+        assert_eq!(
+            Addr::parse("tcp://relay.example:9000"),
+            Ok(Addr::Tcp("relay.example:9000".into()))
+        );
+        assert_eq!(
+            Addr::parse("relay.example"),
+            Ok(Addr::Tcp("relay.example:7425".into()))
+        );
+        assert_eq!(Addr::parse("[::1]:80"), Ok(Addr::Tcp("[::1]:80".into())));
+        assert_eq!(
+            Addr::parse("serial:/dev/ttyUSB0@9600"),
+            Ok(Addr::Serial {
+                path: "/dev/ttyUSB0".into(),
+                baud: 9600
+            })
+        );
+        assert_eq!(
+            Addr::parse("serial:/dev/pts/3"),
+            Ok(Addr::Serial {
+                path: "/dev/pts/3".into(),
+                baud: 115_200
+            })
+        );
+        assert!(Addr::parse("serial:").is_err());
+        assert!(Addr::parse("serial:/dev/x@0").is_err());
+        assert!(Addr::parse("host:99999").is_err());
+        assert!(Addr::parse("http://x/y").is_err());
+        assert!(Addr::parse("").is_err());
+    }
+}

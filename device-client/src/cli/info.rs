@@ -1,0 +1,97 @@
+//! `pickup info`: show a batch's manifest.
+
+use clap::Args;
+use pickup_proto::download;
+use serde_json::json;
+
+use super::files::ManifestSink;
+use super::get::{parse_code, session_failure};
+use super::send::link_failure;
+use super::show::{escape, size, utc};
+use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
+use crate::clock::StdClock;
+use crate::{Downloader, Event, RunError};
+
+#[derive(Args, Debug)]
+pub(crate) struct InfoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The pickup code
+    code: String,
+}
+
+pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
+    let relay =
+        super::addr::Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let code = parse_code(&args.code)?;
+    let mut config = relay.download_config();
+    config.manifest_only = true;
+    let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
+        config,
+        code,
+        args.common.policy(),
+    ));
+    let mut sink = ManifestSink::default();
+    let mut connector = relay.connector();
+    let clock = StdClock::new();
+    let mut manifest = None;
+    let result = downloader.run(&mut connector, &clock, &mut sink, |event| {
+        if let Event::Session(download::Event::Manifest {
+            total_size,
+            received,
+            ready,
+            expires_at,
+            ..
+        }) = event
+        {
+            manifest = Some((total_size, received, ready, expires_at));
+        }
+    });
+    match result {
+        Ok(()) => {}
+        Err(RunError::Session(e)) => return Err(session_failure(e)),
+        Err(RunError::Storage(e)) => return Err(Failure::new(Exit::Local, e.to_string())),
+        Err(e) => return Err(link_failure(e, &relay.canonical(), &connector.last_error)),
+    }
+    let (total, received, ready, expires_at) = manifest.unwrap_or_default();
+    if args.common.json {
+        let files: Vec<_> = sink
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "size": e.size,
+                    "sha1": e.sha1.to_string(),
+                    "received": e.received,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "code": code.to_string(),
+            "expires_at": expires_at,
+            "ready": ready,
+            "total_size": total,
+            "received": received,
+            "files": files,
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    println!("code      {code}");
+    println!("expires   {}", utc(expires_at));
+    if ready {
+        println!("status    ready");
+    } else {
+        println!(
+            "status    uploading, {} of {} received",
+            size(received),
+            size(total)
+        );
+    }
+    println!("files     {}, {} in total", sink.entries.len(), size(total));
+    for e in &sink.entries {
+        println!("  {:>10}  {}  {}", size(e.size), e.sha1, escape(&e.name));
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! `pickup send`: upload files, print the pickup code.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use pickup_proto::upload::{self, FileMeta};
+use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
+use serde_json::json;
+
+use super::addr::Addr;
+use super::files::{sha1_file, SourceFiles};
+use super::show::{banner, escape, size, utc, Ui};
+use super::state::{Saved, StateFile};
+use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
+use crate::clock::StdClock;
+use crate::{Event, RunError, Uploader};
+
+#[derive(Args, Debug)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Where unfinished uploads are remembered for resuming
+    /// [default: $XDG_STATE_HOME/pickup or ~/.local/state/pickup]
+    #[arg(long, value_name = "DIR", env = "PICKUP_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Files to send (one batch, one code)
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+struct Local {
+    name: String,
+    size: u64,
+    sha1: Sha1Digest,
+}
+
+pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
+    let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
+    if args.files.len() > MAX_FILES {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!("at most {MAX_FILES} files per batch"),
+        ));
+    }
+    let ui = Ui::new(args.common.verbose);
+
+    // Open and hash every file before talking to the relay.
+    let mut opened = Vec::new();
+    let mut locals: Vec<Local> = Vec::new();
+    for path in &args.files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                Failure::new(
+                    Exit::Usage,
+                    format!("{}: the file name is not valid UTF-8", path.display()),
+                )
+            })?
+            .to_string();
+        if message::validate_name(&name).is_err() {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("\"{}\" cannot be sent as a file name", escape(&name)),
+            ));
+        }
+        if locals.iter().any(|l| l.name == name) {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("two files are named \"{}\"", escape(&name)),
+            ));
+        }
+        let local_err =
+            |e: std::io::Error| Failure::new(Exit::Local, format!("{}: {e}", path.display()));
+        let file = File::open(path).map_err(local_err)?;
+        let meta = file.metadata().map_err(local_err)?;
+        if !meta.is_file() {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("{}: not a regular file", path.display()),
+            ));
+        }
+        ui.bar.set_message("hashing");
+        ui.bar.set_length(meta.len());
+        ui.bar.set_position(0);
+        let (size, sha1) = sha1_file(&file, |n| ui.bar.inc(n)).map_err(local_err)?;
+        opened.push(file);
+        locals.push(Local { name, size, sha1 });
+    }
+    let metas: Vec<FileMeta<'_>> = locals
+        .iter()
+        .map(|l| FileMeta {
+            name: &l.name,
+            size: l.size,
+            sha1: l.sha1,
+        })
+        .collect();
+    let names: Vec<&str> = locals.iter().map(|l| l.name.as_str()).collect();
+    let total: u64 = locals.iter().map(|l| l.size).sum();
+
+    let relay_key = relay.canonical();
+    let state = args
+        .state_dir
+        .clone()
+        .or_else(super::default_state_dir)
+        .map(|dir| StateFile::new(&dir, &relay_key, &metas));
+    if state.is_none() {
+        ui.note("no state directory (set --state-dir): an interrupted send will start over");
+    }
+    let mut source = SourceFiles { files: opened };
+    let mut connector = relay.connector();
+    let clock = StdClock::new();
+    let stdout_tty = std::io::stdout().is_terminal();
+
+    let mut saved = state.as_ref().and_then(StateFile::load);
+    loop {
+        let resumed = saved.is_some();
+        let config = relay.upload_config();
+        let policy = args.common.policy();
+        let made = match &saved {
+            Some(s) => Uploader::<'_, MAX_FILES, RX, TX>::resume(config, &metas, s.token, policy),
+            None => Uploader::<'_, MAX_FILES, RX, TX>::new(config, &metas, policy),
+        };
+        let mut uploader = Box::new(made.map_err(|e| Failure::new(Exit::Usage, e.to_string()))?);
+        ui.bar
+            .set_message(if resumed { "resuming" } else { "sending" });
+        ui.bar.set_length(total);
+        ui.bar.set_position(0);
+        let mut granted: Option<(Code, u64)> = None;
+        let mut save_error = None;
+        let result = uploader.run(&mut connector, &clock, &mut source, |event| match event {
+            Event::Session(upload::Event::Granted {
+                code,
+                expires_at,
+                token,
+            }) => {
+                if granted.is_none() {
+                    if let Some(s) = &state {
+                        if let Err(e) = s.save(&relay_key, &Saved { code, token }, &names) {
+                            save_error = Some(e);
+                        }
+                    }
+                    announce(&ui, &args.common, stdout_tty, code, expires_at);
+                }
+                granted = Some((code, expires_at));
+            }
+            Event::Session(upload::Event::Progress { acked, total }) => {
+                ui.bar.set_length(total);
+                ui.bar.set_position(acked);
+            }
+            Event::Session(upload::Event::Uploading { file, offset }) if offset > 0 => {
+                ui.note(&format!(
+                    "{}: resuming at {}",
+                    escape(names.get(usize::from(file)).copied().unwrap_or("?")),
+                    size(offset)
+                ));
+            }
+            Event::Session(upload::Event::Linked { file }) if args.common.verbose => {
+                ui.note(&format!(
+                    "{}: already at the relay",
+                    escape(names.get(usize::from(file)).copied().unwrap_or("?"))
+                ));
+            }
+            Event::Link(link) => ui.link(&link),
+            _ => {}
+        });
+        if let Some(e) = save_error {
+            ui.note(&format!("warning: could not save resume state: {e}"));
+        }
+        match result {
+            Ok(code) => {
+                ui.finish();
+                if let Some(s) = &state {
+                    if let Err(e) = s.remove() {
+                        ui.note(&format!(
+                            "warning: could not remove {}: {e}",
+                            s.path().display()
+                        ));
+                    }
+                }
+                let expires_at = granted.map(|g| g.1).unwrap_or(0);
+                if args.common.json {
+                    let files: Vec<_> = locals
+                        .iter()
+                        .map(
+                            |l| json!({"name": l.name, "size": l.size, "sha1": l.sha1.to_string()}),
+                        )
+                        .collect();
+                    let doc = json!({
+                        "code": code.to_string(),
+                        "expires_at": expires_at,
+                        "files": files,
+                        "resumed": resumed,
+                    });
+                    println!("{doc}");
+                } else if stdout_tty {
+                    println!(
+                        "  sent {} file(s), {}; get them with: pickup get {code}",
+                        locals.len(),
+                        size(total)
+                    );
+                }
+                let _ = std::io::stdout().flush();
+                return Ok(());
+            }
+            Err(RunError::Session(upload::Error::Relay(
+                ErrorCode::UnknownToken | ErrorCode::Expired,
+            ))) if resumed => {
+                // The relay forgot the earlier upload (expired, or another
+                // relay): start a fresh one.
+                ui.note("the relay no longer knows the earlier upload; starting over");
+                if let Some(s) = &state {
+                    let _ = s.remove();
+                }
+                saved = None;
+            }
+            Err(e) => {
+                ui.finish();
+                return Err(failure(e, &names, &relay_key, &connector.last_error));
+            }
+        }
+    }
+}
+
+/// Shows the code as soon as the relay grants it.
+fn announce(ui: &Ui, common: &Common, stdout_tty: bool, code: Code, expires_at: u64) {
+    if common.json {
+        return;
+    }
+    if stdout_tty {
+        ui.bar.suspend(|| {
+            println!();
+            print!("{}", banner(&code));
+            println!("  expires {}", utc(expires_at));
+            println!();
+        });
+    } else {
+        // Scripts read the code from the first line.
+        println!("{code}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn failure(
+    e: RunError<upload::Error, std::io::Error>,
+    names: &[&str],
+    relay: &str,
+    connect_error: &Option<std::io::Error>,
+) -> Failure {
+    let name = |i: u16| escape(names.get(usize::from(i)).copied().unwrap_or("?"));
+    match e {
+        RunError::Session(upload::Error::Rejected { file, reason }) => {
+            let exit = match reason {
+                ErrorCode::HashMismatch | ErrorCode::SizeMismatch => Exit::Verification,
+                _ => Exit::Refused,
+            };
+            Failure::new(
+                exit,
+                format!(
+                    "the relay rejected \"{}\": {reason} (did it change while sending?)",
+                    name(file)
+                ),
+            )
+        }
+        RunError::Session(upload::Error::InvalidName { file }) => Failure::new(
+            Exit::Usage,
+            format!("\"{}\": name too long for this relay's frames", name(file)),
+        ),
+        RunError::Session(upload::Error::TooManyFiles) => {
+            Failure::new(Exit::Usage, "no files, or too many files for one batch")
+        }
+        RunError::Session(other) => Failure::new(Exit::Refused, other.to_string()),
+        RunError::Storage(e) => Failure::new(Exit::Local, format!("reading files: {e}")),
+        RunError::GaveUp { .. } => link_failure(e, relay, connect_error),
+    }
+}
+
+/// The one-line message for a link that could not be kept.
+pub(crate) fn link_failure<F, S>(
+    e: RunError<F, S>,
+    relay: &str,
+    connect_error: &Option<std::io::Error>,
+) -> Failure {
+    let RunError::GaveUp { attempts, last } = e else {
+        return Failure::new(Exit::Link, format!("link to {relay} failed"));
+    };
+    let why = match (last, connect_error) {
+        (crate::LinkLoss::Connect, Some(err)) => format!("cannot connect to {relay}: {err}"),
+        _ => format!("link to {relay} lost: {last}"),
+    };
+    if attempts > 0 {
+        Failure::new(
+            Exit::Link,
+            format!("{why} (gave up after {attempts} attempts; run again to resume)"),
+        )
+    } else {
+        Failure::new(Exit::Link, format!("{why} (run again to resume)"))
+    }
+}

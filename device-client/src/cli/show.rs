@@ -1,0 +1,206 @@
+//! What the CLI prints: escaped names, the big code, dates, progress bars.
+
+use std::io::IsTerminal;
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pickup_proto::Code;
+
+use crate::retransfer::LinkEvent;
+
+/// A name from the wire made safe to print: control, invisible and
+/// direction-changing characters become `\u{..}` escapes (the relay
+/// validated the name, but a terminal must not be steered by it).
+pub(crate) fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        let invisible = matches!(c as u32,
+            0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF);
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || invisible {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// 5-row glyphs for the Crockford alphabet and the group separator.
+fn glyph(c: char) -> [&'static str; 5] {
+    match c {
+        '0' => [" ### ", "#  ##", "# # #", "##  #", " ### "],
+        '1' => ["  #  ", " ##  ", "  #  ", "  #  ", " ### "],
+        '2' => [" ### ", "#   #", "  ## ", " #   ", "#####"],
+        '3' => ["#### ", "    #", " ### ", "    #", "#### "],
+        '4' => ["#   #", "#   #", "#####", "    #", "    #"],
+        '5' => ["#####", "#    ", "#### ", "    #", "#### "],
+        '6' => [" ### ", "#    ", "#### ", "#   #", " ### "],
+        '7' => ["#####", "    #", "   # ", "  #  ", "  #  "],
+        '8' => [" ### ", "#   #", " ### ", "#   #", " ### "],
+        '9' => [" ### ", "#   #", " ####", "    #", " ### "],
+        'A' => [" ### ", "#   #", "#####", "#   #", "#   #"],
+        'B' => ["#### ", "#   #", "#### ", "#   #", "#### "],
+        'C' => [" ####", "#    ", "#    ", "#    ", " ####"],
+        'D' => ["#### ", "#   #", "#   #", "#   #", "#### "],
+        'E' => ["#####", "#    ", "#### ", "#    ", "#####"],
+        'F' => ["#####", "#    ", "#### ", "#    ", "#    "],
+        'G' => [" ####", "#    ", "#  ##", "#   #", " ####"],
+        'H' => ["#   #", "#   #", "#####", "#   #", "#   #"],
+        'J' => ["  ###", "   # ", "   # ", "#  # ", " ##  "],
+        'K' => ["#   #", "#  # ", "###  ", "#  # ", "#   #"],
+        'M' => ["#   #", "## ##", "# # #", "#   #", "#   #"],
+        'N' => ["#   #", "##  #", "# # #", "#  ##", "#   #"],
+        'P' => ["#### ", "#   #", "#### ", "#    ", "#    "],
+        'Q' => [" ### ", "#   #", "# # #", "#  # ", " ## #"],
+        'R' => ["#### ", "#   #", "#### ", "#  # ", "#   #"],
+        'S' => [" ####", "#    ", " ### ", "    #", "#### "],
+        'T' => ["#####", "  #  ", "  #  ", "  #  ", "  #  "],
+        'V' => ["#   #", "#   #", "#   #", " # # ", "  #  "],
+        'W' => ["#   #", "#   #", "# # #", "## ##", "#   #"],
+        'X' => ["#   #", " # # ", "  #  ", " # # ", "#   #"],
+        'Y' => ["#   #", " # # ", "  #  ", "  #  ", "  #  "],
+        'Z' => ["#####", "   # ", "  #  ", " #   ", "#####"],
+        _ => ["   ", "   ", "###", "   ", "   "],
+    }
+}
+
+/// The code in large block letters, two groups of four per row (fits 80
+/// columns), then in plain text for copying.
+pub(crate) fn banner(code: &Code) -> String {
+    let text = code.to_string();
+    let groups: Vec<&str> = text.split('-').collect();
+    let mut out = String::new();
+    for row in groups.chunks(2) {
+        let line = row.join("-");
+        for r in 0..5 {
+            let mut s = String::from("  ");
+            for c in line.chars() {
+                s.push_str(&glyph(c)[r].replace('#', "\u{2588}"));
+                s.push(' ');
+            }
+            out.push_str(s.trim_end());
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("  pickup code: {text}\n"));
+    out
+}
+
+/// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM UTC`.
+pub(crate) fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (H. Hinnant), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3_600,
+        rem % 3_600 / 60
+    )
+}
+
+/// Human size.
+pub(crate) fn size(bytes: u64) -> String {
+    HumanBytes(bytes).to_string()
+}
+
+/// Progress on stderr when it is a terminal, nothing otherwise; link events
+/// as lines on a terminal or with `--verbose`.
+pub(crate) struct Ui {
+    pub bar: ProgressBar,
+    pub tty: bool,
+    verbose: bool,
+}
+
+impl Ui {
+    pub fn new(verbose: bool) -> Ui {
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg:12} [{bar:32}] {bytes:>10}/{total_bytes:10} {binary_bytes_per_sec:>12} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Ui { bar, tty, verbose }
+    }
+
+    /// A line above the bar (or on stderr without one), if worth showing.
+    pub fn note(&self, line: &str) {
+        if self.tty {
+            self.bar.println(line);
+        } else if self.verbose {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn link(&self, event: &LinkEvent) {
+        match event {
+            LinkEvent::Lost(why) => self.note(&format!("link lost: {why}")),
+            LinkEvent::Reconnecting { attempt, after } => {
+                self.bar.set_message(format!("retry #{attempt}"));
+                self.note(&format!(
+                    "reconnecting in {:.1} s (attempt {attempt})",
+                    after.as_millis() as f64 / 1000.0
+                ));
+            }
+            LinkEvent::Reconnected { attempt } => {
+                self.note(&format!("reconnected (attempt {attempt}), resuming"));
+            }
+            // The command's one-line error says it.
+            _ => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_could_steer_a_terminal() {
+        assert_eq!(escape("plain name.txt"), "plain name.txt");
+        assert_eq!(escape("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert_eq!(escape("ünïcödé"), "ünïcödé");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+
+    #[test]
+    fn banner_has_every_symbol_and_fits_80_columns() {
+        let code = Code::parse("0123-4567-89AB-CDEF-GHJK-MNPQ").unwrap();
+        let b = banner(&code);
+        assert!(b.lines().all(|l| l.chars().count() <= 80), "{b}");
+        assert!(b.ends_with("pickup code: 0123-4567-89AB-CDEF-GHJK-MNPQ\n"));
+        let code = Code::parse("RSTV-WXYZ").unwrap();
+        assert_eq!(
+            banner(&code).lines().next().unwrap().chars().count(),
+            2 + 9 * 6 - 1 - 2
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The local record of unfinished uploads, so an interrupted `pickup send`
+//! resumes when run again with the same files.
+//!
+//! One small JSON file per upload, named by a digest of the relay address
+//! and each file's name, size and SHA-1, holding the code and the resume
+//! token. The token is a secret (it lets its holder change the upload), so
+//! the directory is created 0700 and the file 0600. The file is written as
+//! soon as the relay grants the batch and removed once the upload completes.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use pickup_proto::hash::Sha1Hasher;
+use pickup_proto::message::ResumeToken;
+use pickup_proto::upload::FileMeta;
+use pickup_proto::Code;
+use serde_json::{json, Value};
+
+/// A saved, unfinished upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Saved {
+    pub code: Code,
+    pub token: ResumeToken,
+}
+
+/// Where one upload's state lives.
+pub(crate) struct StateFile {
+    path: PathBuf,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex16(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl StateFile {
+    /// The state file for uploading `files` to `relay`, in `dir`.
+    pub fn new(dir: &Path, relay: &str, files: &[FileMeta<'_>]) -> StateFile {
+        let mut h = Sha1Hasher::new();
+        h.update(b"pickup send state v1\0");
+        h.update(relay.as_bytes());
+        for f in files {
+            h.update(b"\0");
+            h.update(f.name.as_bytes());
+            h.update(b"\0");
+            h.update(&f.size.to_le_bytes());
+            h.update(&f.sha1.0);
+        }
+        StateFile {
+            path: dir.join(format!("send-{}.json", h.digest())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved upload, if there is a readable one.
+    pub fn load(&self) -> Option<Saved> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        let code = Code::parse(v.get("code")?.as_str()?).ok()?;
+        let token = ResumeToken(unhex16(v.get("token")?.as_str()?)?);
+        Some(Saved { code, token })
+    }
+
+    /// Records the upload (atomically: a temporary file renamed over).
+    pub fn save(&self, relay: &str, saved: &Saved, names: &[&str]) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            create_private_dir(dir)?;
+        }
+        let doc = json!({
+            "relay": relay,
+            "code": saved.code.to_string(),
+            "token": hex(&saved.token.0),
+            "files": names,
+        });
+        let tmp = self.path.with_extension("json.tmp");
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        f.write_all(doc.to_string().as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &self.path)
+    }
+
+    /// Forgets the upload (it completed, or the relay no longer knows it).
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pickup_proto::Sha1Digest;
+
+    #[test]
+    fn save_load_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state/pickup");
+        let files = [FileMeta {
+            name: "a",
+            size: 3,
+            sha1: Sha1Digest::of(b"abc"),
+        }];
+        let s = StateFile::new(&state_dir, "tcp://127.0.0.1:1", &files);
+        assert_eq!(s.load(), None);
+        let saved = Saved {
+            code: Code::parse("7KQ4-M2XD-9RTA").unwrap(),
+            token: ResumeToken([0xa5; 16]),
+        };
+        s.save("tcp://127.0.0.1:1", &saved, &["a"]).unwrap();
+        assert_eq!(s.load(), Some(saved));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(s.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Another relay or other content is another upload.
+        assert_eq!(
+            StateFile::new(&state_dir, "tcp://127.0.0.1:2", &files).load(),
+            None
+        );
+        let other = [FileMeta {
+            size: 4,
+            ..files[0]
+        }];
+        assert_eq!(
+            StateFile::new(&state_dir, "tcp://127.0.0.1:1", &other).load(),
+            None
+        );
+        s.remove().unwrap();
+        assert_eq!(s.load(), None);
+        s.remove().unwrap();
+    }
+}
