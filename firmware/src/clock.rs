@@ -42,6 +42,7 @@ impl SysTickClock {
     }
 
     /// Sleeps until at least `millis()` is `deadline`.
+    #[cfg_attr(feature = "baseline", allow(dead_code))]
     pub fn sleep_until(&self, deadline: u64) {
         while self.millis() < deadline {
             // SysTick wakes the core every millisecond.

@@ -12,7 +12,7 @@ use core::convert::Infallible;
 
 use cortex_m_semihosting::hprintln;
 use pickup_device::link::{Connector, Polled, PolledError};
-use pickup_device::{Downloader, Event, LinkEvent, RetransferPolicy, Uploader};
+use pickup_device::{Downloader, Event, LinkEvent, RetransferPolicy, RunError, Uploader};
 use pickup_proto::download::{self, Sink};
 use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::message::ManifestEntry;
@@ -80,10 +80,70 @@ fn policy() -> RetransferPolicy {
 fn log_link<E>(event: Event<E>) {
     match event {
         Event::Link(LinkEvent::Lost(_)) => hprintln!("link lost"),
-        Event::Link(LinkEvent::Reconnecting { attempt, after }) => {
-            hprintln!("reconnecting (attempt {}) in {} ms", attempt, after.as_millis())
+        Event::Link(LinkEvent::Reconnecting { attempt, .. }) => {
+            hprintln!("reconnecting (attempt {})", attempt)
         }
         _ => {}
+    }
+}
+
+/// The code's display form (`7KQ4-M2XD-9RTA`) in `out`. `Code`'s own
+/// `Display` does the same through `core::fmt`; this avoids its padding and
+/// UTF-8 checks in flash.
+pub fn display<'b>(code: &Code, out: &'b mut [u8; Code::MAX_TEXT_LEN]) -> &'b str {
+    let mut symbols = [0u8; Code::MAX_LEN];
+    let symbols = code.write_symbols(&mut symbols).as_bytes();
+    let mut n = 0;
+    for (i, &symbol) in symbols.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            out[n] = b'-';
+            n += 1;
+        }
+        out[n] = symbol;
+        n += 1;
+    }
+    // Only ASCII symbols and hyphens were written.
+    core::str::from_utf8(&out[..n]).unwrap_or("")
+}
+
+/// A session failure, reduced to what fits on a line without pulling every
+/// error message of the protocol into flash: the relay's error numbers are
+/// those of `pickup_proto::ErrorCode` (see PROTOCOL.md).
+trait Failure {
+    /// The relay's error code, if the relay refused.
+    fn relay_code(&self) -> Option<u8>;
+}
+
+impl Failure for upload::Error {
+    fn relay_code(&self) -> Option<u8> {
+        match *self {
+            upload::Error::Relay(code) | upload::Error::Rejected { reason: code, .. } => {
+                Some(code as u8)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Failure for download::Error {
+    fn relay_code(&self) -> Option<u8> {
+        match *self {
+            download::Error::Relay(code) => Some(code as u8),
+            _ => None,
+        }
+    }
+}
+
+fn report<F: Failure, S: core::fmt::Debug>(what: &str, error: RunError<F, S>) {
+    match error {
+        RunError::Session(f) => match f.relay_code() {
+            Some(code) => hprintln!("{}: relay error {}", what, code),
+            None => hprintln!("{}: session failed", what),
+        },
+        RunError::Storage(_) => hprintln!("{}: storage failed", what),
+        RunError::GaveUp { attempts, .. } => {
+            hprintln!("{}: link lost, gave up after {} attempts", what, attempts)
+        }
     }
 }
 
@@ -113,14 +173,17 @@ pub fn upload(link: &mut UartConnector<'_>, clock: &SysTickClock) -> Option<Code
     let mut uploader = match Uploader::<FILES, FRAME, TX>::new(config, &meta, policy()) {
         Ok(u) => u,
         Err(e) => {
-            hprintln!("upload refused locally: {}", e);
+            report(
+                "upload refused locally",
+                RunError::<_, Infallible>::Session(e),
+            );
             return None;
         }
     };
     match uploader.run(link, clock, &mut files, log_link) {
         Ok(code) => Some(code),
         Err(e) => {
-            hprintln!("upload failed: {}", e);
+            report("upload failed", e);
             None
         }
     }
@@ -141,7 +204,7 @@ pub fn download(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) 
     let mut downloader = Downloader::<FILES, FRAME, TX>::new(config, code, policy());
     let mut sink = HashSink::new();
     if let Err(e) = downloader.run(link, clock, &mut sink, log_link) {
-        hprintln!("download failed: {}", e);
+        report("download failed", e);
         return false;
     }
     let mut ok = true;

@@ -77,8 +77,14 @@ impl Pl011 {
         unsafe {
             write_volatile(RCGC1 as *mut u32, read_volatile(RCGC1 as *const u32) | 1);
             write_volatile(RCGC2 as *mut u32, read_volatile(RCGC2 as *const u32) | 1);
-            write_volatile(GPIOA_AFSEL as *mut u32, read_volatile(GPIOA_AFSEL as *const u32) | 0b11);
-            write_volatile(GPIOA_DEN as *mut u32, read_volatile(GPIOA_DEN as *const u32) | 0b11);
+            write_volatile(
+                GPIOA_AFSEL as *mut u32,
+                read_volatile(GPIOA_AFSEL as *const u32) | 0b11,
+            );
+            write_volatile(
+                GPIOA_DEN as *mut u32,
+                read_volatile(GPIOA_DEN as *const u32) | 0b11,
+            );
         }
         let mut uart = Pl011 {
             base: UART0_BASE,
