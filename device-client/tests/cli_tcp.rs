@@ -1,0 +1,217 @@
+//! `pickup send/get/info` against a real relay over TCP.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{pickup, run, run_json, same_file, stderr, stdout, write_random, Relay};
+use pickup_proto::{Code, Sha1Digest};
+
+fn sha1_hex(path: &Path) -> String {
+    Sha1Digest::of(&std::fs::read(path).unwrap()).to_string()
+}
+
+#[test]
+fn send_info_get_round_trip() {
+    let relay = Relay::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_random(&src.join("photo.jpg"), 3 * 1024 * 1024 + 17, 1);
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::fs::write(src.join("notes.txt"), "remember the milk\n").unwrap();
+    let names = ["photo.jpg", "empty", "notes.txt"];
+
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &relay.addr()])
+            .args(names.iter().map(|n| src.join(n))),
+    );
+    let code = sent["code"].as_str().unwrap().to_string();
+    Code::parse(&code).unwrap();
+    assert_eq!(sent["resumed"], false);
+    let files = sent["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for (f, name) in files.iter().zip(names) {
+        assert_eq!(f["name"], name);
+        assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
+    }
+    // A completed upload leaves no resume state behind.
+    let leftovers = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0);
+
+    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.addr(), &code]));
+    assert_eq!(info["code"], code.as_str());
+    assert_eq!(info["ready"], true);
+    let total: u64 = names
+        .iter()
+        .map(|n| std::fs::metadata(src.join(n)).unwrap().len())
+        .sum();
+    assert_eq!(info["total_size"], total);
+    assert_eq!(info["received"], total);
+    for (f, name) in info["files"].as_array().unwrap().iter().zip(names) {
+        assert_eq!(f["name"], name);
+        assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
+    }
+
+    // The code is typed by humans: case and hyphens do not matter.
+    let sloppy = code.to_lowercase().replace('-', "");
+    let dest = work.path().join("dest");
+    let got = run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &relay.addr(),
+        &sloppy,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert_eq!(got["files"].as_array().unwrap().len(), 3);
+    for name in names {
+        assert!(same_file(&src.join(name), &dest.join(name)), "{name}");
+    }
+    let part_files = std::fs::read_dir(&dest)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".part"))
+        .count();
+    assert_eq!(part_files, 0);
+}
+
+#[test]
+fn plain_send_prints_the_code_first_for_scripts() {
+    let relay = Relay::start();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("a.bin");
+    write_random(&file, 10_000, 2);
+    let out = run(pickup(&work.path().join("s")).args(["send", "--relay", &relay.addr()]).arg(&file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap();
+    let code = Code::parse(first).unwrap();
+    assert_eq!(code.to_string(), first, "grouped form");
+
+    // `get` without --json lists the saved paths, one per line.
+    let dest = work.path().join("d");
+    let out = run(pickup(&work.path().join("s")).args([
+        "get",
+        "--relay",
+        &relay.addr(),
+        first,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), dest.join("a.bin").to_str().unwrap());
+}
+
+#[test]
+fn get_never_overwrites_without_force() {
+    let relay = Relay::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = work.path().join("report.pdf");
+    write_random(&file, 50_000, 3);
+    let sent = run_json(pickup(&state).args(["send", "--json", "--relay", &relay.addr()]).arg(&file));
+    let code = sent["code"].as_str().unwrap();
+    let dest = work.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("report.pdf"), b"my own report").unwrap();
+
+    let get = |force: bool| {
+        let mut c = pickup(&state);
+        c.args(["get", "--relay", &relay.addr(), code, "-o", dest.to_str().unwrap()]);
+        if force {
+            c.arg("--force");
+        }
+        run(&mut c)
+    };
+    let out = get(false);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    assert_eq!(std::fs::read(dest.join("report.pdf")).unwrap(), b"my own report");
+
+    // A same-size file with other content is caught by the hash, and kept.
+    let mut same_size = std::fs::read(&file).unwrap();
+    same_size[100] ^= 1;
+    std::fs::write(dest.join("report.pdf"), &same_size).unwrap();
+    let out = get(false);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dest.join("report.pdf")).unwrap(), same_size);
+
+    let out = get(true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(same_file(&file, &dest.join("report.pdf")));
+
+    // Getting again into a directory that already has the identical file
+    // succeeds without touching it.
+    let out = get(false);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn names_from_the_relay_are_escaped_when_printed() {
+    let relay = Relay::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    // Right-to-left override: shows as "evilexe.txt" if printed raw.
+    let name = "evil\u{202e}txt.exe";
+    let file = work.path().join(name);
+    std::fs::write(&file, b"MZ").unwrap();
+    let sent = run_json(pickup(&state).args(["send", "--json", "--relay", &relay.addr()]).arg(&file));
+    let code = sent["code"].as_str().unwrap();
+    let out = run(pickup(&state).args(["info", "--relay", &relay.addr(), code]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("evil\\u{202e}txt.exe"), "{text}");
+    assert!(!text.contains('\u{202e}'), "{text}");
+    assert!(text.contains(code), "{text}");
+    assert!(text.contains("ready"), "{text}");
+}
+
+#[test]
+fn exit_codes() {
+    let relay = Relay::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let code_of = |args: &[&str]| {
+        let out = run(pickup(&state).args(args));
+        let err = stderr(&out);
+        (out.status.code(), err)
+    };
+    // Usage: no command, bad code text, bad relay address.
+    assert_eq!(code_of(&[]).0, Some(1));
+    assert_eq!(code_of(&["get", "--relay", &relay.addr(), "not a code!"]).0, Some(1));
+    assert_eq!(code_of(&["info", "--relay", "http://x/y", "ABCD-EFGH"]).0, Some(1));
+    // Refused: a well-formed code the relay does not know.
+    let (status, err) = code_of(&["get", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(err.starts_with("pickup: error: "), "{err}");
+    assert_eq!(code_of(&["info", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]).0, Some(2));
+    // Local I/O: a file that does not exist.
+    let missing = work.path().join("missing.bin");
+    let (status, err) = code_of(&["send", "--relay", &relay.addr(), missing.to_str().unwrap()]);
+    assert_eq!(status, Some(5), "{err}");
+    // Link: nothing listens there (a port we just closed).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let file = work.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    let (status, err) = code_of(&[
+        "send",
+        "--relay",
+        &format!("127.0.0.1:{closed}"),
+        "--max-attempts",
+        "1",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(status, Some(4), "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+    // Help is not an error.
+    assert_eq!(code_of(&["--help"]).0, Some(0));
+}

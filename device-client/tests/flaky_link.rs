@@ -1,0 +1,96 @@
+//! A link that drops over and over: with automatic retransfer on, `send`
+//! and `get` still complete without any user action; with it off, each run
+//! fails with exit 4 and running again continues.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{pickup, run, run_json, same_file, stderr, write_random, Proxy, Relay};
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn transfers_complete_over_a_link_cut_every_3_mib() {
+    let relay = Relay::start();
+    let proxy = Proxy::start(relay.port);
+    // More than the relay's ack spacing (half its 4 MiB TCP window), so
+    // every connection gets something durable through before the cut.
+    proxy.cut_every.store(3 * MIB, Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let a = work.path().join("a.bin");
+    let b = work.path().join("b.bin");
+    write_random(&a, (16 * MIB) as usize, 21);
+    write_random(&b, (5 * MIB + 3) as usize, 22);
+
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "-v", "--relay", &proxy.addr()])
+            .arg(&a)
+            .arg(&b),
+    );
+    let code = sent["code"].as_str().unwrap().to_string();
+    let upload_cuts = proxy.cuts.load(Ordering::SeqCst);
+    assert!(upload_cuts >= 5, "the proxy cut the upload {upload_cuts} times");
+    assert_eq!(sent["resumed"], false, "one run, no user action");
+
+    let dest = work.path().join("dest");
+    run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &proxy.addr(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    let download_cuts = proxy.cuts.load(Ordering::SeqCst) - upload_cuts;
+    assert!(download_cuts >= 5, "the proxy cut the download {download_cuts} times");
+    assert!(same_file(&a, &dest.join("a.bin")));
+    assert!(same_file(&b, &dest.join("b.bin")));
+}
+
+#[test]
+fn without_retransfer_a_cut_fails_and_the_next_run_continues() {
+    let relay = Relay::start();
+    let proxy = Proxy::start(relay.port);
+    proxy.cut_every.store(3 * MIB, Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let a = work.path().join("a.bin");
+    write_random(&a, (8 * MIB) as usize, 23);
+
+    let mut runs = 0;
+    let code = loop {
+        runs += 1;
+        assert!(runs <= 10, "each run must get further");
+        let out = run(pickup(&state)
+            .args(["send", "--json", "--no-retransfer", "--relay", &proxy.addr()])
+            .arg(&a));
+        match out.status.code() {
+            Some(0) => {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                break v["code"].as_str().unwrap().to_string();
+            }
+            Some(4) => {
+                let err = stderr(&out);
+                assert!(err.contains("run again to resume"), "{err}");
+            }
+            other => panic!("unexpected exit {other:?}: {}", stderr(&out)),
+        }
+    };
+    assert!(runs >= 2, "the link was cut at least once");
+    let dest = work.path().join("dest");
+    run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &relay.addr(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert!(same_file(&a, &dest.join("a.bin")));
+}

@@ -1,0 +1,148 @@
+//! An interrupted `pickup send` or `pickup get` (the process killed
+//! mid-transfer) continues where it stopped when run again.
+//!
+//! A throttling proxy between client and relay makes sure the kill lands
+//! mid-transfer; progress is observed (relay manifest, `.part` size) before
+//! the kill, and the rerun is checked to move only the missing bytes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{pickup, run_json, same_file, wait_for, write_random, Proxy, Relay, Running};
+
+const SIZE: u64 = 64 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+/// Throttle while waiting to kill: 64 MiB would take 16 s.
+const SLOW: u64 = 4 * MIB;
+/// Killed once this much is durable / written.
+const PROGRESS: u64 = 8 * MIB;
+/// What may be in flight and lost at the kill (the relay's TCP window is
+/// 4 MiB), plus socket buffers.
+const SLACK: u64 = 8 * MIB;
+
+fn received(state: &std::path::Path, relay: &Relay, code: &str) -> Option<u64> {
+    let out = pickup(state)
+        .args(["info", "--json", "--relay", &relay.addr(), code])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["received"].as_u64()
+}
+
+#[test]
+fn send_resumes_after_the_process_is_killed() {
+    let relay = Relay::start();
+    let proxy = Proxy::start(relay.port);
+    proxy.rate.store(SLOW, Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = work.path().join("video.mp4");
+    write_random(&file, SIZE as usize, 11);
+
+    let first = Running::spawn(
+        pickup(&state)
+            .args(["send", "--relay", &proxy.addr()])
+            .arg(&file),
+    );
+    // The code is printed as soon as the relay grants the batch.
+    let code = first.next_line();
+    let durable = wait_for("upload progress at the relay", || {
+        received(&state, &relay, &code).filter(|r| *r >= PROGRESS)
+    });
+    first.kill();
+    let at_kill = received(&state, &relay, &code).unwrap();
+    assert!(at_kill >= durable && at_kill < SIZE, "{at_kill}");
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1, "resume state kept");
+
+    proxy.rate.store(0, Ordering::SeqCst);
+    let up_before = proxy.up.load(Ordering::SeqCst);
+    let second = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &proxy.addr()])
+            .arg(&file),
+    );
+    assert_eq!(second["code"], code.as_str(), "same batch, same code");
+    assert_eq!(second["resumed"], true);
+    let sent_again = proxy.up.load(Ordering::SeqCst) - up_before;
+    assert!(
+        sent_again < SIZE - at_kill + SLACK,
+        "resent {sent_again} bytes of {SIZE}, {at_kill} were durable"
+    );
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "state removed");
+
+    let dest = work.path().join("dest");
+    run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &relay.addr(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert!(same_file(&file, &dest.join("video.mp4")));
+}
+
+#[test]
+fn get_resumes_after_the_process_is_killed() {
+    let relay = Relay::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = work.path().join("dataset.tar");
+    write_random(&file, SIZE as usize, 12);
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &relay.addr()])
+            .arg(&file),
+    );
+    let code = sent["code"].as_str().unwrap().to_string();
+
+    let proxy = Proxy::start(relay.port);
+    proxy.rate.store(SLOW, Ordering::SeqCst);
+    let dest = work.path().join("dest");
+    let part = dest.join("dataset.tar.part");
+    let first = Running::spawn(pickup(&state).args([
+        "get",
+        "--relay",
+        &proxy.addr(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    let seen = wait_for("a partial download", || {
+        std::fs::metadata(&part)
+            .ok()
+            .map(|m| m.len())
+            .filter(|len| *len >= PROGRESS)
+    });
+    first.kill();
+    assert!(!dest.join("dataset.tar").exists());
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept >= seen && kept < SIZE);
+
+    proxy.rate.store(0, Ordering::SeqCst);
+    let down_before = proxy.down.load(Ordering::SeqCst);
+    let got = run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &proxy.addr(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    let reused = got["files"][0]["reused"].as_u64().unwrap();
+    assert_eq!(reused, kept, "the whole partial file was reused");
+    let fetched = proxy.down.load(Ordering::SeqCst) - down_before;
+    assert!(
+        fetched < SIZE - kept + SLACK,
+        "fetched {fetched} bytes of {SIZE}, {kept} were local"
+    );
+    assert!(same_file(&file, &dest.join("dataset.tar")));
+    assert!(!part.exists());
+}
