@@ -101,9 +101,37 @@ fn build_relay() -> PathBuf {
         .join(format!("pickup-relay{}", env::consts::EXE_SUFFIX))
 }
 
+/// Builds the `pickup` command-line client; returns its path.
+fn build_cli() -> PathBuf {
+    let dir = target_dir();
+    let mut cmd = cargo(&workspace_dir(), &dir);
+    cmd.args(["build", "-p", "pickup-device", "--bin", "pickup"]);
+    run_ok(cmd, "building pickup");
+    dir.join("debug")
+        .join(format!("pickup{}", env::consts::EXE_SUFFIX))
+}
+
+/// The files the firmware keeps in flash (`firmware/src/data.rs`): 48 KiB
+/// from xorshift32 (13, 17, 5) seeded with 0x9E3779B9, top byte of each
+/// output; and the single byte `!`.
+fn firmware_files() -> [(&'static str, Vec<u8>); 2] {
+    let mut x: u32 = 0x9E37_79B9;
+    let pattern = (0..48 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    [
+        ("pattern-48k.bin", pattern),
+        ("one-byte.txt", b"!".to_vec()),
+    ]
+}
+
 /// A child process that is killed when the test ends, however it ends.
 struct Process {
-    name: &'static str,
     child: Child,
 }
 
@@ -118,7 +146,7 @@ impl Process {
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         forward(name, child.stdout.take().expect("piped"), lines.clone());
         forward(name, child.stderr.take().expect("piped"), lines.clone());
-        Process { name, child }
+        Process { child }
     }
 }
 
@@ -152,14 +180,25 @@ fn forward(from: &'static str, stream: impl Read + Send + 'static, lines: Sender
 #[derive(Default)]
 struct Transcript {
     lines: Vec<String>,
+    /// QEMU's output: the firmware's semihosting prints.
     firmware: Vec<String>,
+    /// The relay's TCP address, from its `listening: tcp=ADDR …` log line.
+    relay_tcp: Option<String>,
 }
 
 impl Transcript {
     fn take(&mut self, line: Line) {
         self.lines.push(format!("[{}] {}", line.from, line.text));
-        if line.from == "qemu" {
-            self.firmware.push(line.text);
+        match line.from {
+            "qemu" => self.firmware.push(line.text),
+            "relay" if line.text.contains("listening:") => {
+                self.relay_tcp = line
+                    .text
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("tcp="))
+                    .map(str::to_owned);
+            }
+            _ => {}
         }
     }
 
@@ -252,6 +291,7 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
     }
     let elf = build_firmware();
     let relay_bin = build_relay();
+    let cli = build_cli();
     let data = scratch_dir();
     let (tx, lines) = mpsc::channel();
     let mut transcript = Transcript::default();
@@ -285,7 +325,8 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         .arg("--data")
         .arg(&data)
         .arg("--serial")
-        .arg(&pty);
+        .arg(&pty)
+        .args(["--tcp", "127.0.0.1:0"]);
     let relay = Process::spawn("relay", relay_cmd, &tx);
 
     let status = wait_for_exit(
@@ -294,20 +335,15 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         &mut transcript,
         Instant::now() + RUN_LIMIT,
     );
-    drop(relay);
-    drop(tx);
-    // Output threads end at their process's end of stream.
-    let tail = Instant::now() + Duration::from_secs(2);
-    while transcript.next(&lines, tail).is_some() {}
-    transcript.drain(&lines);
-    let _ = fs::remove_dir_all(&data);
-
     let status = status.unwrap_or_else(|| {
         panic!(
             "the firmware did not finish within {RUN_LIMIT:?}:\n{}",
             transcript.dump()
         )
     });
+    // Collect what is still in flight (until 100 ms pass without a line).
+    let tail = Instant::now() + Duration::from_secs(2);
+    while transcript.next(&lines, tail).is_some() {}
     assert!(
         status.success(),
         "the firmware failed ({status}):\n{}",
@@ -330,6 +366,41 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         "the firmware exited 0 without verifying its download:\n{}",
         transcript.dump()
     );
+
+    // The relay holds exactly the bytes of the firmware's flash, under the
+    // code it printed: fetch them over TCP with the host client.
+    let tcp = transcript.relay_tcp.clone().unwrap_or_else(|| {
+        panic!(
+            "the relay did not log its TCP address:\n{}",
+            transcript.dump()
+        )
+    });
+    let out_dir = data.join("download");
+    let got = Command::new(&cli)
+        .args(["get", "--relay", &tcp, "--no-retransfer", "-o"])
+        .arg(&out_dir)
+        .arg(&code)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pickup get");
+    drop(relay);
+    drop(tx);
+    assert!(
+        got.status.success(),
+        "pickup get {code} failed ({}): {}\n{}",
+        got.status,
+        String::from_utf8_lossy(&got.stderr),
+        transcript.dump()
+    );
+    for (name, bytes) in firmware_files() {
+        let downloaded = fs::read(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name} was not downloaded: {e}"));
+        assert!(
+            downloaded == bytes,
+            "{name} differs from the firmware's flash"
+        );
+    }
+    let _ = fs::remove_dir_all(&data);
 }
 
 #[test]
