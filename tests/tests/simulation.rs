@@ -67,7 +67,10 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
         sum(|r| r.link.truncated),
     );
     for (seed, msg) in &failures {
-        println!("seed {seed} failed: {msg}\n  replay: {}", replay_command(*seed));
+        println!(
+            "seed {seed} failed: {msg}\n  replay: {}",
+            replay_command(*seed)
+        );
     }
     assert!(
         failures.is_empty(),

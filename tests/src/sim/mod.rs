@@ -29,6 +29,7 @@
 //! of steps: a session that waits forever fails the seed.
 
 pub mod link;
+pub mod pair;
 pub mod rng;
 
 use core::convert::Infallible;
@@ -132,12 +133,16 @@ impl BatchSpec {
     }
 }
 
-/// The downloader's disk: survives the downloader's restarts.
+/// A downloader's disk in memory: survives the downloader's restarts, and
+/// panics if the session writes past a file or finishes a wrong one.
 #[derive(Debug, Default)]
-struct MemSink {
-    files: Vec<Vec<u8>>,
-    entries: Vec<Option<(u64, Sha1Digest, String)>>,
-    finished: Vec<bool>,
+pub struct MemSink {
+    /// File contents by index.
+    pub files: Vec<Vec<u8>>,
+    /// Size, SHA-1 and name from each file's manifest entry.
+    pub entries: Vec<Option<(u64, Sha1Digest, String)>>,
+    /// Files the session finished (verified).
+    pub finished: Vec<bool>,
 }
 
 impl MemSink {
@@ -157,7 +162,9 @@ impl ReadAt for MemSink {
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
         let i = self.slot(file);
         let data = &self.files[i];
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);
         Ok(n)
@@ -172,7 +179,10 @@ impl WriteAt for MemSink {
             .clone()
             .unwrap_or_else(|| panic!("download wrote file {file} before opening it"));
         let end = offset + data.len() as u64;
-        assert!(end <= size, "download wrote file {file} up to {end}, past its size {size}");
+        assert!(
+            end <= size,
+            "download wrote file {file} up to {end}, past its size {size}"
+        );
         let start = offset as usize;
         let f = &mut self.files[i];
         if f.len() < start + data.len() {
@@ -202,8 +212,16 @@ impl Sink for MemSink {
         let (size, sha1, _) = self.entries[i]
             .clone()
             .unwrap_or_else(|| panic!("download finished file {file} before opening it"));
-        assert_eq!(self.files[i].len() as u64, size, "finished file {file}: size");
-        assert_eq!(Sha1Digest::of(&self.files[i]), sha1, "finished file {file}: SHA-1");
+        assert_eq!(
+            self.files[i].len() as u64,
+            size,
+            "finished file {file}: size"
+        );
+        assert_eq!(
+            Sha1Digest::of(&self.files[i]),
+            sha1,
+            "finished file {file}: SHA-1"
+        );
         self.finished[i] = true;
         Ok(())
     }
@@ -232,15 +250,17 @@ struct Conn {
     tap: Decoder<Vec<u8>>,
     /// The relay finished the session: close once its output has arrived.
     relay_done: bool,
+    /// The batch of the last grant the relay sent on this connection.
+    code: Option<Code>,
 }
 
 enum Machine<'a> {
     Up {
-        session: upload::Session<'a, MAX_FILES>,
+        session: Box<upload::Session<'a, MAX_FILES>>,
         config: upload::Config,
     },
     Down {
-        session: download::Session<MAX_FILES>,
+        session: Box<download::Session<MAX_FILES>>,
         config: download::Config,
         sink: MemSink,
     },
@@ -272,15 +292,23 @@ struct Actor<'a> {
     bogus_code: Option<Code>,
 }
 
-/// What the run knows about one batch.
+/// What the run knows about one batch to upload.
 #[derive(Debug, Default, Clone)]
 struct BatchState {
+    /// The code, once the uploader has seen its grant.
     code: Option<Code>,
-    token: Option<ResumeToken>,
+    /// The upload completed.
+    uploaded: bool,
+}
+
+/// A batch the relay created (one upload may create several when grants
+/// are lost and it announces again).
+#[derive(Debug, Clone)]
+struct Granted {
+    /// Which spec's files it holds.
+    spec: usize,
     /// The highest offset the relay ever called durable, per file.
     claimed: Vec<u64>,
-    /// When the upload completed.
-    uploaded: bool,
 }
 
 /// The simulated world of one seed.
@@ -296,6 +324,7 @@ pub struct World<'a> {
     relay: Arc<Relay>,
     specs: &'a [BatchSpec],
     batches: Vec<BatchState>,
+    granted: BTreeMap<Code, Granted>,
     actors: Vec<Actor<'a>>,
     cut_every: Option<Duration>,
     next_cut: Option<Instant>,
@@ -310,7 +339,7 @@ pub struct World<'a> {
 
 /// The files a seed uploads: made before the world, which borrows their names.
 pub fn batches_for(seed: u64) -> Vec<BatchSpec> {
-    let mut rng = SimRng::new(seed ^ 0xba7c_4e5);
+    let mut rng = SimRng::new(seed ^ 0x0ba7_c4e5);
     let first = BatchSpec::random(&mut rng, 0);
     // A third of the runs upload the same content again: instant upload.
     if rng.chance(333_333) {
@@ -370,6 +399,7 @@ impl<'a> World<'a> {
             relay,
             specs,
             batches: vec![BatchState::default(); specs.len()],
+            granted: BTreeMap::new(),
             actors: Vec::new(),
             cut_every,
             next_cut: None,
@@ -389,7 +419,6 @@ impl<'a> World<'a> {
         world.next_crash = world.crash_every.map(|d| world.poisson(d));
         for (b, spec) in specs.iter().enumerate() {
             assert!(spec.contents.len() <= MAX_FILES);
-            world.batches[b].claimed = vec![0; spec.contents.len()];
             // Later batches start later so the first one's blobs exist.
             let start = EPOCH + Duration::from_millis(b as u64 * world.rng.range(0, 30_000));
             world.add_actor(Job::Upload(b), Some(start));
@@ -459,7 +488,10 @@ impl<'a> World<'a> {
                 return;
             }
             let next = self.next_event().unwrap_or_else(|| {
-                panic!("deadlock: nothing in flight, no timer, terminals not done: {}", self.status())
+                panic!(
+                    "deadlock: nothing in flight, no timer, terminals not done: {}",
+                    self.status()
+                )
             });
             assert!(
                 next <= deadline,
@@ -594,10 +626,12 @@ impl<'a> World<'a> {
                         Err(never) => match never {},
                     }
                 }
-                Machine::Down { session, sink, .. } => match session.poll_transmit(now, sink, client_buf) {
-                    Ok(n) => n,
-                    Err(never) => match never {},
-                },
+                Machine::Down { session, sink, .. } => {
+                    match session.poll_transmit(now, sink, client_buf) {
+                        Ok(n) => n,
+                        Err(never) => match never {},
+                    }
+                }
             };
             let Some(n) = n else { break };
             moved = true;
@@ -641,9 +675,12 @@ impl<'a> World<'a> {
             other => panic!("relay sent a broken frame: {other:?}"),
         };
         assert!(input.is_empty(), "relay wrote more than one frame at once");
+        if !matches!(msg, OwnedMsg::Data { .. }) {
+            self.trace(format_args!("relay → actor {}: {msg:?}", self.actors[i].id));
+        }
         let unix = self.now.as_millis() / 1000;
         match job {
-            Job::Upload(b) => self.check_upload_reply(b, &msg, unix),
+            Job::Upload(b) => self.check_upload_reply(i, b, &msg, unix),
             Job::Download(b) => self.check_download_reply(b, &msg, unix),
             Job::Bogus => match msg {
                 OwnedMsg::Manifest { .. } | OwnedMsg::Entry { .. } | OwnedMsg::Data { .. } => {
@@ -654,61 +691,80 @@ impl<'a> World<'a> {
         }
     }
 
-    fn batch(&self, b: usize, unix: u64) -> Option<pickup_relay::store::Batch> {
-        let code = self.batches[b].code?;
+    fn lookup(&self, code: Code, unix: u64) -> pickup_relay::store::Batch {
         match self.store.find_by_code(&code_key(&code), unix) {
-            Ok(Lookup::Live(batch)) => Some(batch),
-            Ok(other) => panic!("batch {b} lost from the store: {other:?}"),
+            Ok(Lookup::Live(batch)) => batch,
+            Ok(other) => panic!("batch {code} lost from the store: {other:?}"),
             Err(e) => panic!("store failed: {e}"),
         }
     }
 
-    fn durable(&self, b: usize, file: u16, unix: u64) -> u64 {
-        let batch = self.batch(b, unix).expect("a batch with a code");
-        batch.files[usize::from(file)].received()
+    /// The batch uploaded from spec `b`, once its uploader knows the code.
+    fn batch(&self, b: usize, unix: u64) -> Option<pickup_relay::store::Batch> {
+        Some(self.lookup(self.batches[b].code?, unix))
     }
 
-    fn check_upload_reply(&mut self, b: usize, msg: &OwnedMsg, unix: u64) {
+    fn check_upload_reply(&mut self, i: usize, b: usize, msg: &OwnedMsg, unix: u64) {
         let spec = &self.specs[b];
+        let conn_code = self.actors[i].conn.as_ref().and_then(|c| c.code);
         match *msg {
-            OwnedMsg::Grant { code, token, files } => {
-                assert_eq!(usize::from(files), spec.contents.len(), "grant for the wrong batch");
-                let state = &mut self.batches[b];
-                if let Some(known) = state.code {
-                    assert_eq!(known, code, "a resumed grant changed the code");
-                    assert!(state.token == Some(token), "a resumed grant changed the token");
+            OwnedMsg::Grant { code, files, .. } => {
+                assert_eq!(
+                    usize::from(files),
+                    spec.contents.len(),
+                    "grant for the wrong batch"
+                );
+                if self.actors[i].token.is_some() {
+                    // The uploader resumes with its token: same batch.
+                    assert_eq!(
+                        self.batches[b].code,
+                        Some(code),
+                        "a resumed grant changed the code"
+                    );
                 }
-                state.code = Some(code);
-                state.token = Some(token);
+                let granted = self.granted.entry(code).or_insert_with(|| Granted {
+                    spec: b,
+                    claimed: vec![0; spec.contents.len()],
+                });
+                assert_eq!(granted.spec, b, "one code granted for two batches");
+                if let Some(conn) = self.actors[i].conn.as_mut() {
+                    conn.code = Some(code);
+                }
             }
             OwnedMsg::Plan { index, plan } => {
+                let code = conn_code.expect("a plan follows a grant");
                 let size = spec.contents[usize::from(index)].len() as u64;
                 if let Plan::Upload { offset } = plan {
-                    let durable = self.durable(b, index, unix);
+                    let durable = self.lookup(code, unix).files[usize::from(index)].received();
                     assert!(
                         offset <= durable && offset <= size,
                         "plan says resume file {index} at {offset}, durable is {durable}"
                     );
-                    let c = &mut self.batches[b].claimed[usize::from(index)];
-                    *c = (*c).max(offset);
+                    self.claim(code, index, offset);
                 }
             }
             OwnedMsg::Ack { file, offset } => {
-                let durable = self.durable(b, file, unix);
+                let code = conn_code.expect("an ack follows a grant");
+                let durable = self.lookup(code, unix).files[usize::from(file)].received();
                 let size = spec.contents[usize::from(file)].len() as u64;
                 assert!(
                     offset <= durable && offset <= size,
                     "ack of file {file} at {offset}, durable is {durable}"
                 );
-                let c = &mut self.batches[b].claimed[usize::from(file)];
-                *c = (*c).max(offset);
+                self.claim(code, file, offset);
             }
             OwnedMsg::Verified { index } => {
-                let batch = self.batch(b, unix).expect("verified in a granted batch");
-                self.check_blob(b, &batch.files[usize::from(index)].content, usize::from(index));
+                let code = conn_code.expect("a verdict follows a grant");
+                let batch = self.lookup(code, unix);
+                self.check_blob(
+                    b,
+                    &batch.files[usize::from(index)].content,
+                    usize::from(index),
+                );
             }
             OwnedMsg::BatchComplete => {
-                let batch = self.batch(b, unix).expect("complete batch has a code");
+                let code = conn_code.expect("completion follows a grant");
+                let batch = self.lookup(code, unix);
                 assert!(batch.ready(), "BatchComplete for a batch that is not ready");
                 for (i, f) in batch.files.iter().enumerate() {
                     self.check_blob(b, &f.content, i);
@@ -719,6 +775,12 @@ impl<'a> World<'a> {
             }
             _ => {}
         }
+    }
+
+    fn claim(&mut self, code: Code, file: u16, offset: u64) {
+        let granted = self.granted.get_mut(&code).expect("claims follow a grant");
+        let c = &mut granted.claimed[usize::from(file)];
+        *c = (*c).max(offset);
     }
 
     fn check_blob(&self, b: usize, content: &FileContent, index: usize) {
@@ -744,8 +806,16 @@ impl<'a> World<'a> {
                 total_size,
                 ready,
             } => {
-                assert_eq!(Some(*code), self.batches[b].code, "manifest for another code");
-                assert_eq!(usize::from(*files), spec.contents.len(), "manifest file count");
+                assert_eq!(
+                    Some(*code),
+                    self.batches[b].code,
+                    "manifest for another code"
+                );
+                assert_eq!(
+                    usize::from(*files),
+                    spec.contents.len(),
+                    "manifest file count"
+                );
                 assert_eq!(*total_size, spec.total(), "manifest total size");
                 if *ready {
                     let batch = self.batch(b, unix).expect("a manifest's batch");
@@ -770,7 +840,10 @@ impl<'a> World<'a> {
                 bytes,
             } => {
                 let batch = self.batch(b, unix).expect("data from a batch with a code");
-                assert!(batch.ready(), "relay served data from a batch not yet verified");
+                assert!(
+                    batch.ready(),
+                    "relay served data from a batch not yet verified"
+                );
                 let content = &spec.contents[usize::from(*file)];
                 let start = *offset as usize;
                 assert!(
@@ -824,7 +897,10 @@ impl<'a> World<'a> {
                     .position(|a| a.job == Job::Download(b))
                     .expect("every batch has a downloader");
                 let waiting = &self.actors[d];
-                if waiting.start_at.is_none() && waiting.machine.is_none() && waiting.outcome.is_none() {
+                if waiting.start_at.is_none()
+                    && waiting.machine.is_none()
+                    && waiting.outcome.is_none()
+                {
                     let delay = Duration::from_millis(self.rng.range(0, 20_000));
                     self.actors[d].start_at = Some(self.now + delay);
                 }
@@ -852,7 +928,10 @@ impl<'a> World<'a> {
                 };
                 let spec = &self.specs[b];
                 for (f, content) in spec.contents.iter().enumerate() {
-                    assert!(sink.finished[f], "download complete but file {f} not finished");
+                    assert!(
+                        sink.finished[f],
+                        "download complete but file {f} not finished"
+                    );
                     assert!(
                         sink.files[f] == *content,
                         "downloaded file {f} differs from the upload"
@@ -911,7 +990,10 @@ impl<'a> World<'a> {
         let Some(mut conn) = self.actors[i].conn.take() else {
             return;
         };
-        self.trace(format_args!("actor {}: connection closes ({how:?})", self.actors[i].id));
+        self.trace(format_args!(
+            "actor {}: connection closes ({how:?})",
+            self.actors[i].id
+        ));
         self.report.link.writes += conn.to_relay.stats.writes + conn.to_client.stats.writes;
         self.report.link.bytes += conn.to_relay.stats.bytes + conn.to_client.stats.bytes;
         self.report.link.dropped += conn.to_relay.stats.dropped + conn.to_client.stats.dropped;
@@ -932,7 +1014,10 @@ impl<'a> World<'a> {
                 }
                 (up, down)
             }
-            Close::Cut => (conn.to_relay.cut(&mut self.rng), conn.to_client.cut(&mut self.rng)),
+            Close::Cut => (
+                conn.to_relay.cut(&mut self.rng),
+                conn.to_client.cut(&mut self.rng),
+            ),
             Close::RelayCrash => (Vec::new(), Vec::new()),
         };
         if how == Close::RelayCrash {
@@ -983,10 +1068,7 @@ impl<'a> World<'a> {
     fn deliver(&mut self) {
         let now = self.now;
         for i in 0..self.actors.len() {
-            loop {
-                let Some(conn) = self.actors[i].conn.as_mut() else {
-                    break;
-                };
+            while let Some(conn) = self.actors[i].conn.as_mut() {
                 let mut progressed = false;
                 if let Some(bytes) = conn.to_relay.receive(now) {
                     progressed = true;
@@ -1034,17 +1116,17 @@ impl<'a> World<'a> {
             }
             let actor = &mut self.actors[i];
             match actor.machine.as_mut() {
-                Some(Machine::Up { session, .. }) => {
-                    if session.poll_timeout().is_some_and(|t| t <= now) {
-                        session.handle_timeout(now);
-                    }
+                Some(Machine::Up { session, .. })
+                    if session.poll_timeout().is_some_and(|t| t <= now) =>
+                {
+                    session.handle_timeout(now)
                 }
-                Some(Machine::Down { session, .. }) => {
-                    if session.poll_timeout().is_some_and(|t| t <= now) {
-                        session.handle_timeout(now);
-                    }
+                Some(Machine::Down { session, .. })
+                    if session.poll_timeout().is_some_and(|t| t <= now) =>
+                {
+                    session.handle_timeout(now)
                 }
-                None => {}
+                _ => {}
             }
         }
         if self.next_cut.is_some_and(|t| t <= now) {
@@ -1090,13 +1172,18 @@ impl<'a> World<'a> {
                     .collect();
                 let session = upload::Session::new(config, &metas)
                     .unwrap_or_else(|e| panic!("a valid batch refused: {e}"));
-                Machine::Up { session, config }
+                Machine::Up {
+                    session: Box::new(session),
+                    config,
+                }
             }
             Job::Download(b) => {
-                let code = self.batches[b].code.expect("downloads start after the grant");
+                let code = self.batches[b]
+                    .code
+                    .expect("downloads start after the grant");
                 let config = self.download_config(!self.batches[b].uploaded);
                 Machine::Down {
-                    session: download::Session::new(config, code),
+                    session: Box::new(download::Session::new(config, code)),
                     config,
                     sink: MemSink::default(),
                 }
@@ -1105,7 +1192,7 @@ impl<'a> World<'a> {
                 let config = self.download_config(false);
                 let code = self.actors[i].bogus_code.expect("a bogus code");
                 Machine::Down {
-                    session: download::Session::new(config, code),
+                    session: Box::new(download::Session::new(config, code)),
                     config,
                     sink: MemSink::default(),
                 }
@@ -1182,7 +1269,10 @@ impl<'a> World<'a> {
                     None => upload::Session::new(config, &metas),
                 }
                 .unwrap_or_else(|e| panic!("a valid batch refused: {e}"));
-                self.actors[i].machine = Some(Machine::Up { session, config });
+                self.actors[i].machine = Some(Machine::Up {
+                    session: Box::new(session),
+                    config,
+                });
             }
             (Job::Download(b), Some(Machine::Down { config, sink, .. })) => {
                 let code = self.batches[b].code.expect("a started download has a code");
@@ -1191,7 +1281,7 @@ impl<'a> World<'a> {
                 // state is what is on disk.
                 sink.finished.iter_mut().for_each(|f| *f = false);
                 self.actors[i].machine = Some(Machine::Down {
-                    session: download::Session::new(config, code),
+                    session: Box::new(download::Session::new(config, code)),
                     config,
                     sink,
                 });
@@ -1213,7 +1303,10 @@ impl<'a> World<'a> {
         let (relay, refused) = match Session::new(self.relay.clone(), peer, self.link, now) {
             Ok(s) => (Some(s), None),
             Err(code) => {
-                self.trace(format_args!("actor {}: refused with {code:?}", self.actors[i].id));
+                self.trace(format_args!(
+                    "actor {}: refused with {code:?}",
+                    self.actors[i].id
+                ));
                 (None, Some(code))
             }
         };
@@ -1230,11 +1323,13 @@ impl<'a> World<'a> {
             client_decoder: Decoder::new(vec![0; client_max]),
             tap: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
             relay_done: false,
+            code: None,
         };
         if let Some(code) = refused {
             let mut out = [0u8; 64];
             if let Some(n) = pickup_relay::session::refusal(code, &mut out) {
-                conn.to_client.send(now, &out[..n], &self.faults, &mut self.rng);
+                conn.to_client
+                    .send(now, &out[..n], &self.faults, &mut self.rng);
             }
             conn.relay_done = true;
         }
@@ -1258,12 +1353,11 @@ impl<'a> World<'a> {
         }
         self.store.crash();
         let unix = self.now.as_millis() / 1000;
-        for b in 0..self.batches.len() {
-            let Some(batch) = self.batch(b, unix) else {
-                continue;
-            };
+        for (code, granted) in &self.granted {
+            let b = granted.spec;
+            let batch = self.lookup(*code, unix);
             for (f, record) in batch.files.iter().enumerate() {
-                let claimed = self.batches[b].claimed[f];
+                let claimed = granted.claimed[f];
                 let original = &self.specs[b].contents[f];
                 match record.content {
                     FileContent::Partial { id, durable } => {
@@ -1365,7 +1459,11 @@ enum OwnedMsg {
         offset: u64,
         bytes: Vec<u8>,
     },
-    Other,
+    Error {
+        code: ErrorCode,
+        kind: u8,
+    },
+    Other(pickup_proto::message::Kind),
 }
 
 trait ToOwnedMsg {
@@ -1411,18 +1509,18 @@ impl ToOwnedMsg for Message<'_> {
                 offset: d.offset,
                 bytes: d.bytes.to_vec(),
             },
-            _ => OwnedMsg::Other,
+            Message::Error(e) => OwnedMsg::Error {
+                code: e.code,
+                kind: e.kind,
+            },
+            other => OwnedMsg::Other(other.kind()),
         }
     }
 }
 
 /// Runs `seeds` seeds from `first` on `threads` threads; returns the
 /// reports and, for each failing seed, its panic message.
-pub fn run_many(
-    first: u64,
-    seeds: u64,
-    threads: usize,
-) -> (Vec<Report>, BTreeMap<u64, String>) {
+pub fn run_many(first: u64, seeds: u64, threads: usize) -> (Vec<Report>, BTreeMap<u64, String>) {
     let next = std::sync::atomic::AtomicU64::new(first);
     let results = std::sync::Mutex::new((Vec::new(), BTreeMap::new()));
     std::thread::scope(|s| {
