@@ -74,7 +74,13 @@ fn send_info_get_round_trip() {
     }
     let part_files = std::fs::read_dir(&dest)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".part"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".part")
+        })
         .count();
     assert_eq!(part_files, 0);
 }
@@ -85,7 +91,9 @@ fn plain_send_prints_the_code_first_for_scripts() {
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("a.bin");
     write_random(&file, 10_000, 2);
-    let out = run(pickup(&work.path().join("s")).args(["send", "--relay", &relay.addr()]).arg(&file));
+    let out = run(pickup(&work.path().join("s"))
+        .args(["send", "--relay", &relay.addr()])
+        .arg(&file));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let first = text.lines().next().unwrap();
@@ -113,7 +121,11 @@ fn get_never_overwrites_without_force() {
     let state = work.path().join("state");
     let file = work.path().join("report.pdf");
     write_random(&file, 50_000, 3);
-    let sent = run_json(pickup(&state).args(["send", "--json", "--relay", &relay.addr()]).arg(&file));
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &relay.addr()])
+            .arg(&file),
+    );
     let code = sent["code"].as_str().unwrap();
     let dest = work.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
@@ -121,7 +133,14 @@ fn get_never_overwrites_without_force() {
 
     let get = |force: bool| {
         let mut c = pickup(&state);
-        c.args(["get", "--relay", &relay.addr(), code, "-o", dest.to_str().unwrap()]);
+        c.args([
+            "get",
+            "--relay",
+            &relay.addr(),
+            code,
+            "-o",
+            dest.to_str().unwrap(),
+        ]);
         if force {
             c.arg("--force");
         }
@@ -132,7 +151,10 @@ fn get_never_overwrites_without_force() {
     let err = stderr(&out);
     assert!(err.contains("--force"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
-    assert_eq!(std::fs::read(dest.join("report.pdf")).unwrap(), b"my own report");
+    assert_eq!(
+        std::fs::read(dest.join("report.pdf")).unwrap(),
+        b"my own report"
+    );
 
     // A same-size file with other content is caught by the hash, and kept.
     let mut same_size = std::fs::read(&file).unwrap();
@@ -161,7 +183,11 @@ fn names_from_the_relay_are_escaped_when_printed() {
     let name = "evil\u{202e}txt.exe";
     let file = work.path().join(name);
     std::fs::write(&file, b"MZ").unwrap();
-    let sent = run_json(pickup(&state).args(["send", "--json", "--relay", &relay.addr()]).arg(&file));
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &relay.addr()])
+            .arg(&file),
+    );
     let code = sent["code"].as_str().unwrap();
     let out = run(pickup(&state).args(["info", "--relay", &relay.addr(), code]));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -184,13 +210,22 @@ fn exit_codes() {
     };
     // Usage: no command, bad code text, bad relay address.
     assert_eq!(code_of(&[]).0, Some(1));
-    assert_eq!(code_of(&["get", "--relay", &relay.addr(), "not a code!"]).0, Some(1));
-    assert_eq!(code_of(&["info", "--relay", "http://x/y", "ABCD-EFGH"]).0, Some(1));
+    assert_eq!(
+        code_of(&["get", "--relay", &relay.addr(), "not a code!"]).0,
+        Some(1)
+    );
+    assert_eq!(
+        code_of(&["info", "--relay", "http://x/y", "ABCD-EFGH"]).0,
+        Some(1)
+    );
     // Refused: a well-formed code the relay does not know.
     let (status, err) = code_of(&["get", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]);
     assert_eq!(status, Some(2), "{err}");
     assert!(err.starts_with("pickup: error: "), "{err}");
-    assert_eq!(code_of(&["info", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]).0, Some(2));
+    assert_eq!(
+        code_of(&["info", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]).0,
+        Some(2)
+    );
     // Local I/O: a file that does not exist.
     let missing = work.path().join("missing.bin");
     let (status, err) = code_of(&["send", "--relay", &relay.addr(), missing.to_str().unwrap()]);

@@ -22,8 +22,8 @@ fn transfers_complete_over_a_link_cut_every_3_mib() {
     let state = work.path().join("state");
     let a = work.path().join("a.bin");
     let b = work.path().join("b.bin");
-    write_random(&a, (16 * MIB) as usize, 21);
-    write_random(&b, (5 * MIB + 3) as usize, 22);
+    write_random(&a, (10 * MIB) as usize, 21);
+    write_random(&b, (2 * MIB + 3) as usize, 22);
 
     let sent = run_json(
         pickup(&state)
@@ -33,7 +33,10 @@ fn transfers_complete_over_a_link_cut_every_3_mib() {
     );
     let code = sent["code"].as_str().unwrap().to_string();
     let upload_cuts = proxy.cuts.load(Ordering::SeqCst);
-    assert!(upload_cuts >= 5, "the proxy cut the upload {upload_cuts} times");
+    assert!(
+        upload_cuts >= 3,
+        "the proxy cut the upload {upload_cuts} times"
+    );
     assert_eq!(sent["resumed"], false, "one run, no user action");
 
     let dest = work.path().join("dest");
@@ -47,7 +50,10 @@ fn transfers_complete_over_a_link_cut_every_3_mib() {
         dest.to_str().unwrap(),
     ]));
     let download_cuts = proxy.cuts.load(Ordering::SeqCst) - upload_cuts;
-    assert!(download_cuts >= 5, "the proxy cut the download {download_cuts} times");
+    assert!(
+        download_cuts >= 3,
+        "the proxy cut the download {download_cuts} times"
+    );
     assert!(same_file(&a, &dest.join("a.bin")));
     assert!(same_file(&b, &dest.join("b.bin")));
 }
@@ -67,7 +73,13 @@ fn without_retransfer_a_cut_fails_and_the_next_run_continues() {
         runs += 1;
         assert!(runs <= 10, "each run must get further");
         let out = run(pickup(&state)
-            .args(["send", "--json", "--no-retransfer", "--relay", &proxy.addr()])
+            .args([
+                "send",
+                "--json",
+                "--no-retransfer",
+                "--relay",
+                &proxy.addr(),
+            ])
             .arg(&a));
         match out.status.code() {
             Some(0) => {

@@ -57,7 +57,11 @@ fn send_resumes_after_the_process_is_killed() {
     first.kill();
     let at_kill = received(&state, &relay, &code).unwrap();
     assert!(at_kill >= durable && at_kill < SIZE, "{at_kill}");
-    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1, "resume state kept");
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        1,
+        "resume state kept"
+    );
 
     proxy.rate.store(0, Ordering::SeqCst);
     let up_before = proxy.up.load(Ordering::SeqCst);
@@ -73,7 +77,11 @@ fn send_resumes_after_the_process_is_killed() {
         sent_again < SIZE - at_kill + SLACK,
         "resent {sent_again} bytes of {SIZE}, {at_kill} were durable"
     );
-    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "state removed");
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "state removed"
+    );
 
     let dest = work.path().join("dest");
     run_json(pickup(&state).args([

@@ -186,7 +186,9 @@ impl Running {
     }
 
     pub fn next_line(&self) -> String {
-        self.lines.recv_timeout(PATIENCE).expect("a line from pickup")
+        self.lines
+            .recv_timeout(PATIENCE)
+            .expect("a line from pickup")
     }
 
     /// Kills the process (like a power cut or Ctrl-C) and reaps it.
@@ -337,7 +339,8 @@ impl Conn {
     }
 
     fn pump(self, mut from: TcpStream, mut to: TcpStream, counter: Arc<AtomicU64>) {
-        from.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        from.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut buf = vec![0u8; 16 * 1024];
         let started = Instant::now();
         let mut sent = 0u64;
