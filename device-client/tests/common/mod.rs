@@ -114,8 +114,7 @@ pub fn pickup(state: &Path) -> Command {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run pickup");
-    out
+    cmd.output().expect("run pickup")
 }
 
 pub fn stdout(out: &Output) -> String {
