@@ -1,0 +1,430 @@
+//! The relay's configuration: a TOML file for every limit and setting,
+//! overridden by command-line flags.
+//!
+//! ```toml
+//! data = "./pickup-data"
+//! instant_upload = true
+//! sweep_interval_secs = 60
+//! shutdown_grace_secs = 5
+//!
+//! [tcp]
+//! listen = ["127.0.0.1:7425"]
+//! max_frame = 65536          # largest raw frame accepted
+//! window = 4194304           # upload bytes in flight
+//!
+//! [serial]
+//! ports = ["/dev/ttyUSB0@115200"]
+//! baud = 115200              # for ports given without @BAUD
+//! max_frame = 4096
+//! window = 65536
+//! reopen_min_ms = 250        # backoff when a port vanishes
+//! reopen_max_ms = 10000
+//!
+//! [limits]
+//! max_file_size = 4294967296
+//! max_files_per_batch = 1000
+//! max_batch_size = 8589934592
+//! disk_quota = 34359738368
+//! max_sessions = 16384
+//! max_sessions_per_peer = 64
+//! max_live_batches = 100000
+//! idle_timeout_secs = 120
+//! ack_delay_ms = 200         # acknowledge a quiet partial window after this
+//!
+//! [codes]
+//! ttl_secs = 86400
+//! # length = 13             # default: the shortest meeting the guessing bound
+//! expired_memory_secs = 604800   # expired codes answer Expired this long
+//!
+//! [rate_limit]               # failed lookups
+//! peer_burst = 10
+//! peer_per_sec = 0.5
+//! global_burst = 100
+//! global_per_sec = 10.0
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pickup_proto::{frame, Code, Duration};
+use serde::Deserialize;
+
+use crate::codes::{self, GuessInputs};
+use crate::rate_limit::RateSettings;
+use crate::session::{Link, Settings};
+
+/// Everything the relay can be told.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory: the SQLite database and the content files.
+    pub data: PathBuf,
+    /// Offer instant upload (proof of ownership) to terminals.
+    pub instant_upload: bool,
+    /// How often expired batches are deleted and unreferenced blobs collected.
+    pub sweep_interval_secs: u64,
+    /// On SIGINT/SIGTERM, how long sessions get to flush before the relay exits.
+    pub shutdown_grace_secs: u64,
+    /// TCP listeners.
+    pub tcp: TcpConfig,
+    /// Serial ports.
+    pub serial: SerialConfig,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Pickup codes.
+    pub codes: CodeConfig,
+    /// Failed-lookup rate limits.
+    pub rate_limit: RateSettings,
+}
+
+/// TCP listeners and their link parameters.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Largest raw frame accepted (announced in Welcome).
+    pub max_frame: u32,
+    /// Upload bytes a terminal may have in flight (announced in Welcome and Acks).
+    pub window: u32,
+}
+
+/// Serial ports and their link parameters.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Ports, as `PATH` or `PATH@BAUD`.
+    pub ports: Vec<String>,
+    /// Baud rate for ports given without one.
+    pub baud: u32,
+    /// Largest raw frame accepted.
+    pub max_frame: u32,
+    /// Upload bytes in flight.
+    pub window: u32,
+    /// First wait before reopening a port that vanished, doubling up to `reopen_max_ms`.
+    pub reopen_min_ms: u64,
+    /// Longest wait between reopen attempts.
+    pub reopen_max_ms: u64,
+}
+
+/// Resource limits; each refusal carries its own error code.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest file (`TooLarge`).
+    pub max_file_size: u64,
+    /// Most files in one batch (`TooManyFiles`).
+    pub max_files_per_batch: u16,
+    /// Largest batch (`TooLarge`).
+    pub max_batch_size: u64,
+    /// Bytes of content the relay holds at most (`Quota`).
+    pub disk_quota: u64,
+    /// Sessions at once (`Busy`).
+    pub max_sessions: usize,
+    /// Sessions at once from one peer (`Busy`).
+    pub max_sessions_per_peer: usize,
+    /// Batches alive at once (`Busy`); an input of the guessing bound.
+    pub max_live_batches: u64,
+    /// A session that sends nothing for this long is closed (`IdleTimeout`).
+    pub idle_timeout_secs: u64,
+    /// Received bytes not yet acknowledged are made durable and acknowledged
+    /// after this long without more data.
+    pub ack_delay_ms: u64,
+}
+
+/// Pickup codes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodeConfig {
+    /// How long a batch lives.
+    pub ttl_secs: u64,
+    /// Code length in symbols; by default the shortest that keeps the
+    /// guessing bound below one in a million per year.
+    pub length: Option<usize>,
+    /// How long an expired code answers `Expired` rather than `UnknownCode`.
+    pub expired_memory_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: PathBuf::from("./pickup-data"),
+            instant_upload: true,
+            sweep_interval_secs: 60,
+            shutdown_grace_secs: 5,
+            tcp: TcpConfig::default(),
+            serial: SerialConfig::default(),
+            limits: Limits::default(),
+            codes: CodeConfig::default(),
+            rate_limit: RateSettings::default(),
+        }
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            listen: vec![SocketAddr::from((
+                [127, 0, 0, 1],
+                pickup_proto::DEFAULT_TCP_PORT,
+            ))],
+            max_frame: frame::MAX_FRAME_LEN as u32,
+            window: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        SerialConfig {
+            ports: Vec::new(),
+            baud: 115_200,
+            max_frame: 4096,
+            window: 64 * 1024,
+            reopen_min_ms: 250,
+            reopen_max_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_size: 4 << 30,
+            max_files_per_batch: 1000,
+            max_batch_size: 8 << 30,
+            disk_quota: 32 << 30,
+            max_sessions: 16_384,
+            max_sessions_per_peer: 64,
+            max_live_batches: 100_000,
+            idle_timeout_secs: 120,
+            ack_delay_ms: 200,
+        }
+    }
+}
+
+impl Default for CodeConfig {
+    fn default() -> Self {
+        CodeConfig {
+            ttl_secs: 24 * 3600,
+            length: None,
+            expired_memory_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// A serial port to serve: `PATH` or `PATH@BAUD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialPortSpec {
+    /// Device path.
+    pub path: String,
+    /// Baud rate.
+    pub baud: u32,
+}
+
+impl SerialPortSpec {
+    /// Parses `PATH[@BAUD]`, using `default_baud` when no rate is given.
+    pub fn parse(spec: &str, default_baud: u32) -> Result<Self, String> {
+        let (path, baud) = match spec.rsplit_once('@') {
+            Some((path, baud)) => (
+                path,
+                baud.parse::<u32>()
+                    .map_err(|_| format!("{spec:?}: baud rate {baud:?} is not a number"))?,
+            ),
+            None => (spec, default_baud),
+        };
+        if path.is_empty() || baud == 0 {
+            return Err(format!("{spec:?}: expected PATH or PATH@BAUD"));
+        }
+        Ok(SerialPortSpec {
+            path: path.to_owned(),
+            baud,
+        })
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The inputs of [`codes::guess_bound`] under these settings.
+    pub fn guess_inputs(&self) -> GuessInputs {
+        GuessInputs {
+            global_rate_per_sec: self.rate_limit.global_per_sec,
+            global_burst: self.rate_limit.global_burst,
+            max_live_batches: self.limits.max_live_batches,
+        }
+    }
+
+    /// The code length in force: configured, or the shortest meeting the bound.
+    pub fn code_len(&self) -> usize {
+        self.codes
+            .length
+            .unwrap_or_else(|| codes::min_code_len(&self.guess_inputs(), codes::TARGET_GUESS_BOUND))
+    }
+
+    /// The serial ports to serve.
+    pub fn serial_ports(&self) -> Result<Vec<SerialPortSpec>, String> {
+        self.serial
+            .ports
+            .iter()
+            .map(|p| SerialPortSpec::parse(p, self.serial.baud))
+            .collect()
+    }
+
+    /// Checks ranges that would otherwise fail later or silently.
+    pub fn validate(&self) -> Result<(), String> {
+        let frame_range = frame::MIN_FRAME_LEN as u32..=frame::MAX_FRAME_LEN as u32;
+        for (what, max_frame, window) in [
+            ("tcp", self.tcp.max_frame, self.tcp.window),
+            ("serial", self.serial.max_frame, self.serial.window),
+        ] {
+            if !frame_range.contains(&max_frame) {
+                return Err(format!(
+                    "{what}.max_frame must be within {}..={}",
+                    frame_range.start(),
+                    frame_range.end()
+                ));
+            }
+            if window < max_frame {
+                return Err(format!("{what}.window must be at least {what}.max_frame"));
+            }
+        }
+        if let Some(len) = self.codes.length {
+            if !(Code::MIN_LEN..=Code::MAX_LEN).contains(&len) {
+                return Err(format!(
+                    "codes.length must be within {}..={}",
+                    Code::MIN_LEN,
+                    Code::MAX_LEN
+                ));
+            }
+        }
+        let r = &self.rate_limit;
+        // NaN fails every comparison, so it is refused too.
+        if !(r.peer_per_sec > 0.0 && r.global_per_sec > 0.0) {
+            return Err("rate_limit rates must be positive".into());
+        }
+        if r.peer_burst == 0 || r.global_burst == 0 {
+            return Err("rate_limit bursts must be at least 1".into());
+        }
+        if self.limits.max_files_per_batch == 0 || self.limits.max_sessions == 0 {
+            return Err("limits must allow at least one file and one session".into());
+        }
+        if self.codes.ttl_secs == 0 {
+            return Err("codes.ttl_secs must be positive".into());
+        }
+        self.serial_ports().map(|_| ())
+    }
+
+    /// The settings every session shares.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            code_len: self.code_len(),
+            code_ttl_secs: self.codes.ttl_secs,
+            expired_memory_secs: self.codes.expired_memory_secs,
+            max_file_size: self.limits.max_file_size,
+            max_files_per_batch: self.limits.max_files_per_batch,
+            max_batch_size: self.limits.max_batch_size,
+            disk_quota: self.limits.disk_quota,
+            max_live_batches: self.limits.max_live_batches,
+            max_sessions: self.limits.max_sessions,
+            max_sessions_per_peer: self.limits.max_sessions_per_peer,
+            idle_timeout: Duration::from_secs(self.limits.idle_timeout_secs),
+            ack_delay: Duration::from_millis(self.limits.ack_delay_ms),
+            rate: self.rate_limit,
+            instant_upload: self.instant_upload,
+        }
+    }
+
+    /// Link parameters of TCP sessions.
+    pub fn tcp_link(&self) -> Link {
+        Link {
+            max_frame: self.tcp.max_frame,
+            window: self.tcp.window,
+        }
+    }
+
+    /// Link parameters of serial sessions.
+    pub fn serial_link(&self) -> Link {
+        Link {
+            max_frame: self.serial.max_frame,
+            window: self.serial.window,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_and_defaults_validate() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+        assert_eq!(c.tcp.max_frame, 65_536);
+        assert_eq!(c.serial.window, 65_536);
+        assert_eq!(c.code_len(), 13);
+    }
+
+    #[test]
+    fn every_section_parses_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str(
+            r#"
+            data = "/tmp/x"
+            [tcp]
+            listen = ["127.0.0.1:1", "[::1]:2"]
+            [serial]
+            ports = ["/dev/ttyUSB0@9600", "/dev/ttyACM0"]
+            [limits]
+            max_file_size = 10
+            [codes]
+            ttl_secs = 5
+            length = 20
+            [rate_limit]
+            peer_burst = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.tcp.listen.len(), 2);
+        assert_eq!(c.limits.max_file_size, 10);
+        assert_eq!(c.limits.max_files_per_batch, 1000);
+        assert_eq!(c.code_len(), 20);
+        assert_eq!(c.rate_limit.peer_burst, 2);
+        assert_eq!(
+            c.serial_ports().unwrap(),
+            [
+                SerialPortSpec {
+                    path: "/dev/ttyUSB0".into(),
+                    baud: 9600
+                },
+                SerialPortSpec {
+                    path: "/dev/ttyACM0".into(),
+                    baud: 115_200
+                },
+            ]
+        );
+        assert!(toml::from_str::<Config>("[limits]\nmax_flies = 3").is_err());
+        assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_ranges() {
+        let mut c = Config::default();
+        c.tcp.max_frame = 10;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.rate_limit.global_per_sec = 0.0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.codes.length = Some(30);
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.serial.ports = vec!["/dev/x@fast".into()];
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,1188 @@
+//! Session logic against the in-memory store, driven by the terminals' own
+//! state machines from `pickup-proto` (or by hand-made messages where a
+//! well-behaved terminal would never send them). Time is stepped by hand.
+
+use std::sync::Arc;
+
+use pickup_proto::download::{self, Sink};
+use pickup_proto::frame::Decoder;
+use pickup_proto::hash::ProofHasher;
+use pickup_proto::message::{
+    Ack, BatchOpen, Data, Fetch, FileAnnounce, FilePlan, FileRejected, Grant, Hello, Manifest,
+    ManifestEntry, Message, Plan, Proof, Read, Resume, ResumeToken, Rewind, Role,
+    CAP_INSTANT_UPLOAD,
+};
+use pickup_proto::storage::{ReadAt, WriteAt};
+use pickup_proto::upload::{self, FileMeta};
+use pickup_proto::{Code, Duration, ErrorCode, Instant, Sha1Digest};
+
+use super::*;
+use crate::random::SeededRandom;
+use crate::store::memory::MemoryStore;
+
+const T0: u64 = 1_700_000_000_000;
+
+struct World {
+    store: Arc<MemoryStore>,
+    relay: Arc<Relay>,
+    now: u64,
+}
+
+impl World {
+    fn new(settings: Settings) -> World {
+        let store = Arc::new(MemoryStore::new());
+        let relay = Relay::new(
+            settings,
+            store.clone(),
+            Box::new(SeededRandom::new(42)),
+            Instant::from_millis(T0),
+        );
+        World {
+            store,
+            relay,
+            now: T0,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.now)
+    }
+
+    fn session(&self, peer: u64, link: Link) -> Session {
+        Session::new(self.relay.clone(), Peer::Sim(peer), link, self.now()).unwrap()
+    }
+
+    /// The relay restarts: sessions are gone, unsynced bytes are lost.
+    fn crash(&mut self) {
+        self.store.crash();
+        self.relay = Relay::new(
+            self.relay.settings.clone(),
+            self.store.clone(),
+            Box::new(SeededRandom::new(43)),
+            self.now(),
+        );
+    }
+}
+
+/// What the relay said, owned.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Welcome,
+    Error(ErrorCode, u32),
+    Grant(Grant),
+    Plan(FilePlan),
+    Ack(Ack),
+    Rewind(Rewind),
+    Verified(u16),
+    Rejected(FileRejected),
+    Complete,
+    Manifest(Manifest),
+    Entry(u16, String, u64),
+    Data(u16, u64, Vec<u8>),
+    Keepalive,
+}
+
+fn to_reply(msg: Message<'_>) -> Reply {
+    match msg {
+        Message::Welcome(_) => Reply::Welcome,
+        Message::Error(e) => Reply::Error(e.code, e.retry_after_ms),
+        Message::Grant(g) => Reply::Grant(g),
+        Message::FilePlan(p) => Reply::Plan(p),
+        Message::Ack(a) => Reply::Ack(a),
+        Message::Rewind(r) => Reply::Rewind(r),
+        Message::FileVerified(v) => Reply::Verified(v.index),
+        Message::FileRejected(r) => Reply::Rejected(r),
+        Message::BatchComplete(_) => Reply::Complete,
+        Message::Manifest(m) => Reply::Manifest(m),
+        Message::ManifestEntry(e) => Reply::Entry(e.index, e.name.to_owned(), e.received),
+        Message::Data(d) => Reply::Data(d.file, d.offset, d.bytes.to_vec()),
+        Message::Keepalive => Reply::Keepalive,
+        other => panic!("relay sent {other:?}"),
+    }
+}
+
+fn send(s: &mut Session, now: Instant, msg: Message<'_>) {
+    let mut buf = vec![0u8; 70_000];
+    let n = msg.encode(65_536, &mut buf).unwrap();
+    let mut dec = Decoder::new(vec![0u8; 65_536]);
+    let mut input = &buf[..n];
+    let frame = dec.feed(&mut input).unwrap().unwrap();
+    s.handle_frame(now, frame);
+}
+
+fn drain(s: &mut Session) -> Vec<Reply> {
+    let mut out = vec![0u8; s.transmit_buffer_len()];
+    let mut dec = Decoder::new(vec![0u8; 65_536]);
+    let mut replies = Vec::new();
+    while let Some(n) = s.poll_transmit(&mut out) {
+        let mut input = &out[..n];
+        let frame = dec.feed(&mut input).unwrap().unwrap();
+        replies.push(to_reply(Message::decode(frame).unwrap()));
+    }
+    replies
+}
+
+fn hello(caps: u32) -> Message<'static> {
+    Message::Hello(Hello {
+        version: 1,
+        role: Role::Terminal,
+        max_frame: 65_536,
+        window: 1 << 20,
+        caps,
+    })
+}
+
+fn open(w: &World, peer: u64) -> Session {
+    let mut s = w.session(peer, Link::TCP);
+    send(&mut s, w.now(), hello(CAP_INSTANT_UPLOAD));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    s
+}
+
+/// Announces `files` (name, size, sha1) by hand and returns the replies.
+fn announce(s: &mut Session, now: Instant, files: &[(&str, u64, Sha1Digest)]) -> Vec<Reply> {
+    send(
+        s,
+        now,
+        Message::BatchOpen(BatchOpen {
+            files: files.len() as u16,
+            total_size: files.iter().map(|f| f.1).sum(),
+        }),
+    );
+    for (i, (name, size, sha1)) in files.iter().enumerate() {
+        send(
+            s,
+            now,
+            Message::FileAnnounce(FileAnnounce {
+                index: i as u16,
+                size: *size,
+                sha1: *sha1,
+                name,
+            }),
+        );
+    }
+    drain(s)
+}
+
+fn grant_of(replies: &[Reply]) -> Grant {
+    replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Grant(g) => Some(*g),
+            _ => None,
+        })
+        .expect("a grant")
+}
+
+/// Moves frames between a terminal and a relay session until `done`, or
+/// until `steps` rounds have passed. Time advances to the next timer when
+/// both sides are quiet.
+struct Wire {
+    relay_dec: Decoder<Vec<u8>>,
+    term_dec: Decoder<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    fn new() -> Self {
+        Wire {
+            relay_dec: Decoder::new(vec![0u8; 65_536]),
+            term_dec: Decoder::new(vec![0u8; 65_536]),
+            buf: vec![0u8; 70_000],
+        }
+    }
+}
+
+/// Runs an upload of `data` to completion (or until `stop(acked)` says to
+/// stop); returns the grant and the events seen.
+fn upload(
+    w: &mut World,
+    s: &mut Session,
+    names: &[&str],
+    data: &[Vec<u8>],
+    token: Option<ResumeToken>,
+    mut stop: impl FnMut(u64) -> bool,
+) -> (
+    Option<Grant>,
+    Vec<upload::Event>,
+    upload::Session<'static, 8>,
+) {
+    let metas: Vec<FileMeta<'static>> = names
+        .iter()
+        .zip(data)
+        .map(|(n, d)| FileMeta {
+            name: Box::leak(n.to_string().into_boxed_str()),
+            size: d.len() as u64,
+            sha1: Sha1Digest::of(d),
+        })
+        .collect();
+    let config = upload::Config {
+        max_frame: 65_536,
+        ..upload::Config::default()
+    };
+    let mut c = match token {
+        Some(t) => upload::Session::<8>::resume(config, &metas, t).unwrap(),
+        None => upload::Session::<8>::new(config, &metas).unwrap(),
+    };
+    let mut wire = Wire::new();
+    let mut events = Vec::new();
+    c.handle_connected(w.now());
+    for _ in 0..100_000 {
+        let now = w.now();
+        let mut moved = false;
+        let mut source: &[Vec<u8>] = data;
+        while let Some(n) = c.poll_transmit(now, &mut source, &mut wire.buf).unwrap() {
+            moved = true;
+            let mut input = &wire.buf[..n];
+            while let Some(f) = wire.relay_dec.feed(&mut input) {
+                s.handle_frame(now, f.unwrap());
+            }
+        }
+        let mut out = vec![0u8; s.transmit_buffer_len()];
+        while let Some(n) = s.poll_transmit(&mut out) {
+            moved = true;
+            let mut input = &out[..n];
+            while let Some(f) = wire.term_dec.feed(&mut input) {
+                c.handle_frame(now, f.unwrap());
+            }
+        }
+        while let Some(e) = c.poll_event() {
+            events.push(e);
+        }
+        if c.is_finished() || stop(c.acked()) {
+            return (c.grant().copied(), events, c);
+        }
+        if !moved {
+            let next = [c.poll_timeout(), s.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("a timer");
+            w.now = next.as_millis().max(w.now + 1);
+            c.handle_timeout(w.now());
+            s.handle_timeout(w.now());
+        }
+    }
+    panic!("upload did not finish: {events:?}");
+}
+
+#[derive(Default)]
+struct MemSink {
+    files: Vec<Vec<u8>>,
+    names: Vec<String>,
+}
+
+impl ReadAt for MemSink {
+    type Error = core::convert::Infallible;
+    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let d = &self.files[usize::from(file)];
+        let start = (offset as usize).min(d.len());
+        let n = buf.len().min(d.len() - start);
+        buf[..n].copy_from_slice(&d[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl WriteAt for MemSink {
+    type Error = core::convert::Infallible;
+    fn write_at(
+        &mut self,
+        file: u16,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), core::convert::Infallible> {
+        let d = &mut self.files[usize::from(file)];
+        let end = offset as usize + data.len();
+        if d.len() < end {
+            d.resize(end, 0);
+        }
+        d[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl Sink for MemSink {
+    fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, core::convert::Infallible> {
+        self.files.push(Vec::new());
+        self.names.push(entry.name.to_owned());
+        Ok(0)
+    }
+    fn truncate(&mut self, file: u16) -> Result<(), core::convert::Infallible> {
+        self.files[usize::from(file)].clear();
+        Ok(())
+    }
+    fn finish(&mut self, _file: u16) -> Result<(), core::convert::Infallible> {
+        Ok(())
+    }
+}
+
+/// Downloads the batch behind `code`; `Err` carries the failure.
+fn download(w: &mut World, s: &mut Session, code: Code) -> Result<MemSink, download::Error> {
+    let config = download::Config {
+        max_frame: 65_536,
+        window: 256 * 1024,
+        ..download::Config::default()
+    };
+    let mut c = download::Session::<16>::new(config, code);
+    let mut sink = MemSink::default();
+    let mut wire = Wire::new();
+    c.handle_connected(w.now());
+    for _ in 0..100_000 {
+        let now = w.now();
+        let mut moved = false;
+        while let Some(n) = c.poll_transmit(now, &mut sink, &mut wire.buf).unwrap() {
+            moved = true;
+            let mut input = &wire.buf[..n];
+            while let Some(f) = wire.relay_dec.feed(&mut input) {
+                s.handle_frame(now, f.unwrap());
+            }
+        }
+        let mut out = vec![0u8; s.transmit_buffer_len()];
+        while let Some(n) = s.poll_transmit(&mut out) {
+            moved = true;
+            let mut input = &out[..n];
+            while let Some(f) = wire.term_dec.feed(&mut input) {
+                c.handle_frame(now, f.unwrap(), &mut sink).unwrap();
+            }
+        }
+        while c.poll_event().is_some() {}
+        if c.is_finished() {
+            return match c.error() {
+                Some(e) => Err(e),
+                None => Ok(sink),
+            };
+        }
+        if !moved {
+            let next = [c.poll_timeout(), s.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("a timer");
+            w.now = next.as_millis().max(w.now + 1);
+            c.handle_timeout(w.now());
+            s.handle_timeout(w.now());
+        }
+    }
+    panic!("download did not finish");
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn collision_pair(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/sha1-collisions/"
+    );
+    let read = |n: &str| std::fs::read(format!("{dir}{n}")).unwrap();
+    match name {
+        "shattered" => (read("shattered-1.pdf"), read("shattered-2.pdf")),
+        _ => (read("sha-mbles-1.bin"), read("sha-mbles-2.bin")),
+    }
+}
+
+#[test]
+fn multi_file_batch_round_trips_including_an_empty_file() {
+    let mut w = World::new(Settings::default());
+    let data = vec![bytes(300_000, 1), Vec::new(), bytes(70_000, 2)];
+    let mut s = open(&w, 1);
+    let (grant, events, _) = upload(
+        &mut w,
+        &mut s,
+        &["a.bin", "empty", "c.txt"],
+        &data,
+        None,
+        |_| false,
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, upload::Event::Complete { .. })),
+        "{events:?}"
+    );
+    let code = grant.unwrap().code;
+    assert_eq!(code.len(), 13);
+    let mut d = w.session(2, Link::TCP);
+    let got = download(&mut w, &mut d, code).unwrap();
+    assert_eq!(got.files, data);
+    assert_eq!(got.names, ["a.bin", "empty", "c.txt"]);
+}
+
+#[test]
+fn acks_are_durable_and_a_crash_resumes_from_the_durable_offset() {
+    let mut w = World::new(Settings::default());
+    let data = vec![bytes(5 << 20, 7)];
+    let mut s = open(&w, 1);
+    let link_half = u64::from(Link::TCP.window / 2);
+    let (grant, _, c) = upload(&mut w, &mut s, &["big"], &data, None, |acked| {
+        acked >= link_half
+    });
+    let acked = c.acked();
+    assert!(acked >= link_half);
+    let token = grant.unwrap().token;
+    drop(s);
+    w.crash();
+    let mut s = open(&w, 1);
+    let (_, events, _) = upload(&mut w, &mut s, &["big"], &data, Some(token), |_| false);
+    let resumed_at = events
+        .iter()
+        .find_map(|e| match e {
+            upload::Event::Uploading { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        resumed_at >= acked,
+        "resumed at {resumed_at}, acked {acked}"
+    );
+    assert!(resumed_at < data[0].len() as u64);
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(
+        download(&mut w, &mut d, grant.unwrap().code).unwrap().files,
+        data
+    );
+}
+
+#[test]
+fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one() {
+    let mut w = World::new(Settings::default());
+    let content = bytes(100_000, 9);
+    let mut s = open(&w, 1);
+    upload(
+        &mut w,
+        &mut s,
+        &["first"],
+        std::slice::from_ref(&content),
+        None,
+        |_| false,
+    );
+    assert_eq!(w.store.blob_count(), 1);
+    // The same content again: challenged, proven, linked.
+    let mut s = open(&w, 1);
+    let (g, events, _) = upload(
+        &mut w,
+        &mut s,
+        &["again"],
+        std::slice::from_ref(&content),
+        None,
+        |_| false,
+    );
+    assert!(
+        events.contains(&upload::Event::Linked { file: 0 }),
+        "{events:?}"
+    );
+    assert_eq!(w.store.blob_count(), 1);
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(
+        download(&mut w, &mut d, g.unwrap().code).unwrap().files,
+        std::slice::from_ref(&content)
+    );
+    // A wrong proof by hand: the relay asks for the bytes instead.
+    let mut s = open(&w, 3);
+    let replies = announce(
+        &mut s,
+        w.now(),
+        &[("x", content.len() as u64, Sha1Digest::of(&content))],
+    );
+    let nonce = match replies[1] {
+        Reply::Plan(FilePlan {
+            plan: Plan::Challenge { nonce },
+            ..
+        }) => nonce,
+        ref other => panic!("{other:?}"),
+    };
+    send(
+        &mut s,
+        w.now(),
+        Message::Proof(Proof {
+            index: 0,
+            proof: Sha1Digest::of(b"guess"),
+        }),
+    );
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 }
+        })]
+    );
+    // The right proof for a stale nonce is not accepted either: one proof per challenge.
+    let mut p = ProofHasher::new(&nonce);
+    p.update(&content);
+    send(
+        &mut s,
+        w.now(),
+        Message::Proof(Proof {
+            index: 0,
+            proof: p.finish(),
+        }),
+    );
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 }
+        })]
+    );
+    for (i, chunk) in content.chunks(60_000).enumerate() {
+        send(
+            &mut s,
+            w.now(),
+            Message::Data(Data {
+                file: 0,
+                offset: i as u64 * 60_000,
+                bytes: chunk,
+            }),
+        );
+    }
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
+        "{replies:?}"
+    );
+    assert_eq!(
+        w.store.blob_count(),
+        1,
+        "same SHA-256: deduplicated after upload"
+    );
+}
+
+#[test]
+fn sha1_collision_pairs_never_alias_in_either_order() {
+    for pair in ["shattered", "shambles"] {
+        let (a, b) = collision_pair(pair);
+        assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
+        for (first, second) in [(&a, &b), (&b, &a)] {
+            let mut w = World::new(Settings::default());
+            let mut s = open(&w, 1);
+            let (g1, _, _) = upload(
+                &mut w,
+                &mut s,
+                &["one"],
+                std::slice::from_ref(first),
+                None,
+                |_| false,
+            );
+            let mut s = open(&w, 1);
+            let (g2, events, _) = upload(
+                &mut w,
+                &mut s,
+                &["two"],
+                std::slice::from_ref(second),
+                None,
+                |_| false,
+            );
+            assert!(
+                !events.contains(&upload::Event::Linked { file: 0 }),
+                "{pair}: aliased"
+            );
+            assert!(events
+                .iter()
+                .any(|e| matches!(e, upload::Event::Complete { .. })));
+            assert_eq!(w.store.blob_count(), 2, "{pair}: two blobs");
+            let mut d = w.session(2, Link::TCP);
+            assert_eq!(
+                download(&mut w, &mut d, g1.unwrap().code).unwrap().files[0],
+                *first
+            );
+            let mut d = w.session(2, Link::TCP);
+            assert_eq!(
+                download(&mut w, &mut d, g2.unwrap().code).unwrap().files[0],
+                *second
+            );
+        }
+        // Both in one batch.
+        let mut w = World::new(Settings::default());
+        let mut s = open(&w, 1);
+        let (g, _, _) = upload(
+            &mut w,
+            &mut s,
+            &["a", "b"],
+            &[a.clone(), b.clone()],
+            None,
+            |_| false,
+        );
+        let mut d = w.session(2, Link::TCP);
+        assert_eq!(
+            download(&mut w, &mut d, g.unwrap().code).unwrap().files,
+            [a, b]
+        );
+    }
+}
+
+#[test]
+fn wrong_sha1_is_rejected_and_keeps_no_bytes() {
+    let w = World::new(Settings::default());
+    let mut s = open(&w, 1);
+    let replies = announce(&mut s, w.now(), &[("f", 4, Sha1Digest::of(b"abcd"))]);
+    let g = grant_of(&replies);
+    send(
+        &mut s,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: b"abce",
+        }),
+    );
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Rejected(FileRejected {
+            index: 0,
+            reason: ErrorCode::HashMismatch
+        })),
+        "{replies:?}"
+    );
+    // Resume: the file starts over from 0.
+    send(&mut s, w.now(), Message::Resume(Resume { token: g.token }));
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 }
+        })),
+        "{replies:?}"
+    );
+    // Too many bytes: a size mismatch.
+    send(
+        &mut s,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 2,
+            bytes: b"xyz",
+        }),
+    );
+    assert!(drain(&mut s).contains(&Reply::Rejected(FileRejected {
+        index: 0,
+        reason: ErrorCode::SizeMismatch
+    })));
+    send(
+        &mut s,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: b"abcd",
+        }),
+    );
+    let replies = drain(&mut s);
+    assert!(replies.contains(&Reply::Verified(0)), "{replies:?}");
+}
+
+#[test]
+fn a_gap_draws_one_rewind_and_resent_bytes_are_skipped() {
+    let w = World::new(Settings::default());
+    let mut s = open(&w, 1);
+    let data = bytes(30, 3);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 30, Sha1Digest::of(&data))],
+    ));
+    let now = w.now();
+    send(
+        &mut s,
+        now,
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: &data[..10],
+        }),
+    );
+    send(
+        &mut s,
+        now,
+        Message::Data(Data {
+            file: 0,
+            offset: 20,
+            bytes: &data[20..25],
+        }),
+    );
+    send(
+        &mut s,
+        now,
+        Message::Data(Data {
+            file: 0,
+            offset: 25,
+            bytes: &data[25..],
+        }),
+    );
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Rewind(Rewind {
+            file: 0,
+            offset: 10
+        })]
+    );
+    send(
+        &mut s,
+        now,
+        Message::Data(Data {
+            file: 0,
+            offset: 5,
+            bytes: &data[5..],
+        }),
+    );
+    let replies = drain(&mut s);
+    assert_eq!(
+        replies[0],
+        Reply::Ack(Ack {
+            file: 0,
+            offset: 30,
+            window: Link::TCP.window
+        })
+    );
+    assert!(replies.contains(&Reply::Complete));
+    assert_eq!(g.files, 1);
+}
+
+#[test]
+fn delayed_ack_makes_a_quiet_partial_window_durable() {
+    let w = World::new(Settings::default());
+    let mut s = open(&w, 1);
+    let data = bytes(1000, 5);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 1000, Sha1Digest::of(&data))],
+    ));
+    send(
+        &mut s,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: &data[..100],
+        }),
+    );
+    assert_eq!(drain(&mut s), []);
+    let t = s.poll_timeout().unwrap();
+    assert_eq!(t, w.now() + Settings::default().ack_delay);
+    s.handle_timeout(t);
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Ack(Ack {
+            file: 0,
+            offset: 100,
+            window: Link::TCP.window
+        })]
+    );
+    w.store.crash();
+    let mut buf = [0u8; 200];
+    let batch = match w
+        .store
+        .find_by_code(&crate::codes::code_key(&g.code), T0 / 1000)
+        .unwrap()
+    {
+        Lookup::Live(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(batch.received(), 100);
+    let FileContent::Partial { id, .. } = batch.files[0].content else {
+        panic!()
+    };
+    assert_eq!(w.store.read_partial(id, 0, &mut buf).unwrap(), 100);
+}
+
+use crate::store::{FileContent, Lookup};
+
+#[test]
+fn not_ready_expired_unknown_and_rate_limited_lookups() {
+    let settings = Settings {
+        code_ttl_secs: 60,
+        rate: crate::rate_limit::RateSettings {
+            peer_burst: 3,
+            peer_per_sec: 0.1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut w = World::new(settings);
+    let mut s = open(&w, 1);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 4, Sha1Digest::of(b"abcd"))],
+    ));
+    let mut d = open(&w, 2);
+    // Not ready: the manifest shows progress, a read is refused.
+    send(&mut d, w.now(), Message::Fetch(Fetch { code: g.code }));
+    match &drain(&mut d)[0] {
+        Reply::Manifest(m) => assert!(!m.ready && m.received == 0 && m.total_size == 4),
+        other => panic!("{other:?}"),
+    }
+    send(
+        &mut d,
+        w.now(),
+        Message::Read(Read {
+            code: g.code,
+            file: 0,
+            offset: 0,
+            len: 100,
+        }),
+    );
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::NotReady, 0)]);
+    send(
+        &mut s,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: b"abcd",
+        }),
+    );
+    drain(&mut s);
+    // Expired: refused as expired before and after the sweep.
+    w.now += 61_000;
+    send(&mut d, w.now(), Message::Fetch(Fetch { code: g.code }));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::Expired, 0)]);
+    let stats = w.relay.sweep(w.now()).unwrap();
+    assert_eq!((stats.batches, stats.blobs), (1, 1));
+    assert_eq!(w.store.blob_count(), 0);
+    send(
+        &mut d,
+        w.now(),
+        Message::Read(Read {
+            code: g.code,
+            file: 0,
+            offset: 0,
+            len: 100,
+        }),
+    );
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::Expired, 0)]);
+    // Unknown, then rate limited: three failures spent the peer's bucket.
+    let guess = Code::from_parts(13, 12345).unwrap();
+    send(&mut d, w.now(), Message::Fetch(Fetch { code: guess }));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    send(&mut d, w.now(), Message::Fetch(Fetch { code: guess }));
+    assert_eq!(
+        drain(&mut d),
+        [Reply::Error(ErrorCode::RateLimited, 10_000)]
+    );
+    send(
+        &mut d,
+        w.now(),
+        Message::Resume(Resume {
+            token: ResumeToken([1; 16]),
+        }),
+    );
+    assert_eq!(
+        drain(&mut d),
+        [Reply::Error(ErrorCode::RateLimited, 10_000)]
+    );
+    // Another peer is not limited by this one.
+    let mut e = open(&w, 3);
+    send(
+        &mut e,
+        w.now(),
+        Message::Resume(Resume {
+            token: ResumeToken([1; 16]),
+        }),
+    );
+    assert_eq!(drain(&mut e), [Reply::Error(ErrorCode::UnknownToken, 0)]);
+    // Long after, the expired code is forgotten and reads as unknown.
+    w.now += 8 * 24 * 3600 * 1000;
+    w.relay.sweep(w.now()).unwrap();
+    send(&mut e, w.now(), Message::Fetch(Fetch { code: g.code }));
+    assert_eq!(drain(&mut e), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+}
+
+#[test]
+fn limits_and_hostile_names_are_refused_with_their_codes() {
+    let settings = Settings {
+        max_file_size: 1000,
+        max_batch_size: 1500,
+        max_files_per_batch: 3,
+        disk_quota: 2500,
+        ..Default::default()
+    };
+    let w = World::new(settings);
+    let mut s = open(&w, 1);
+    let sha = Sha1Digest::of(b"");
+    for name in [
+        "../etc/passwd",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        "",
+        "c:x",
+        "bell\u{7}",
+        &"n".repeat(256),
+    ] {
+        assert_eq!(
+            announce(&mut s, w.now(), &[(name, 1, sha)]),
+            [Reply::Error(ErrorCode::InvalidName, 0)],
+            "{name:?}"
+        );
+    }
+    assert_eq!(
+        announce(&mut s, w.now(), &[("big", 1001, sha)]),
+        [Reply::Error(ErrorCode::TooLarge, 0)]
+    );
+    assert_eq!(
+        announce(&mut s, w.now(), &[("a", 800, sha), ("b", 800, sha)]),
+        [Reply::Error(ErrorCode::TooLarge, 0)]
+    );
+    assert_eq!(
+        announce(
+            &mut s,
+            w.now(),
+            &[("a", 1, sha), ("b", 1, sha), ("c", 1, sha), ("d", 1, sha)]
+        ),
+        [Reply::Error(ErrorCode::TooManyFiles, 0)]
+    );
+    // A total that does not add up.
+    send(
+        &mut s,
+        w.now(),
+        Message::BatchOpen(BatchOpen {
+            files: 1,
+            total_size: 5,
+        }),
+    );
+    send(
+        &mut s,
+        w.now(),
+        Message::FileAnnounce(FileAnnounce {
+            index: 0,
+            size: 4,
+            sha1: sha,
+            name: "x",
+        }),
+    );
+    assert_eq!(drain(&mut s), [Reply::Error(ErrorCode::SizeMismatch, 0)]);
+    // Quota: 2 × 1000 fits, a third does not.
+    grant_of(&announce(&mut s, w.now(), &[("q1", 1000, sha)]));
+    grant_of(&announce(&mut s, w.now(), &[("q2", 1000, sha)]));
+    assert_eq!(
+        announce(&mut s, w.now(), &[("q3", 1000, sha)]),
+        [Reply::Error(ErrorCode::Quota, 0)]
+    );
+    // The kinds of the refused messages are reported.
+    let mut s = w.session(9, Link::TCP);
+    send(
+        &mut s,
+        w.now(),
+        Message::Fetch(Fetch {
+            code: Code::from_parts(13, 1).unwrap(),
+        }),
+    );
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Error(ErrorCode::UnexpectedMessage, 0)]
+    );
+}
+
+#[test]
+fn session_limits_idle_timeout_and_shutdown() {
+    let settings = Settings {
+        max_sessions_per_peer: 2,
+        max_sessions: 3,
+        ..Default::default()
+    };
+    let w = World::new(settings);
+    let a = w.session(1, Link::TCP);
+    let _b = w.session(1, Link::TCP);
+    assert_eq!(
+        Session::new(w.relay.clone(), Peer::Sim(1), Link::TCP, w.now()).unwrap_err(),
+        ErrorCode::Busy
+    );
+    let mut c = w.session(2, Link::TCP);
+    assert_eq!(
+        Session::new(w.relay.clone(), Peer::Sim(3), Link::TCP, w.now()).unwrap_err(),
+        ErrorCode::Busy
+    );
+    drop(a);
+    assert_eq!(w.relay.sessions(), 2);
+    let t = c.poll_timeout().unwrap();
+    assert_eq!(t, w.now() + Settings::default().idle_timeout);
+    c.handle_timeout(t);
+    assert_eq!(drain(&mut c), [Reply::Error(ErrorCode::IdleTimeout, 0)]);
+    assert!(c.is_closed());
+    let mut d = open(&w, 4);
+    w.relay.begin_shutdown();
+    d.shutdown(w.now());
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::ShuttingDown, 0)]);
+    assert!(d.is_closed());
+    assert_eq!(
+        Session::new(w.relay.clone(), Peer::Sim(5), Link::TCP, w.now()).unwrap_err(),
+        ErrorCode::ShuttingDown
+    );
+}
+
+#[test]
+fn a_newer_session_takes_an_upload_over() {
+    let w = World::new(Settings::default());
+    let data = bytes(10, 1);
+    let mut old = open(&w, 1);
+    let g = grant_of(&announce(
+        &mut old,
+        w.now(),
+        &[("f", 10, Sha1Digest::of(&data))],
+    ));
+    send(
+        &mut old,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: &data[..4],
+        }),
+    );
+    let mut new = open(&w, 1);
+    send(
+        &mut new,
+        w.now(),
+        Message::Resume(Resume { token: g.token }),
+    );
+    let replies = drain(&mut new);
+    // The old session's unsynced bytes were not acknowledged: start from 0.
+    assert!(
+        replies.contains(&Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 }
+        })),
+        "{replies:?}"
+    );
+    send(
+        &mut old,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 4,
+            bytes: &data[4..],
+        }),
+    );
+    assert_eq!(drain(&mut old), []);
+    send(
+        &mut new,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: &data,
+        }),
+    );
+    assert!(drain(&mut new).contains(&Reply::Complete));
+}
+
+#[test]
+fn garbage_and_unknown_kinds_are_answered_without_harm() {
+    let w = World::new(Settings::default());
+    let mut s = w.session(1, Link::TCP);
+    let mut dec = Decoder::new(vec![0u8; 65_536]);
+    let mut input: &[u8] = b"\x13\x37 not a frame \x00\xff\xfe\x00";
+    while let Some(r) = dec.feed(&mut input) {
+        if let Err(d) = r {
+            s.handle_dropped(w.now(), d);
+        }
+    }
+    assert_eq!(drain(&mut s), []);
+    let mut buf = [0u8; 64];
+    let n = pickup_proto::frame::encode_raw(1, 0x7f, b"", &mut buf).unwrap();
+    let mut input = &buf[..n];
+    let f = dec.feed(&mut input).unwrap().unwrap();
+    s.handle_frame(w.now(), f);
+    assert_eq!(drain(&mut s), [Reply::Error(ErrorCode::UnknownKind, 0)]);
+    send(&mut s, w.now(), hello(0));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    send(&mut s, w.now(), Message::Keepalive);
+    assert_eq!(drain(&mut s), [Reply::Keepalive]);
+}
+
+#[test]
+fn download_streams_within_the_credit() {
+    let mut w = World::new(Settings::default());
+    let data = vec![bytes(200_000, 4)];
+    let mut s = open(&w, 1);
+    let (g, _, _) = upload(&mut w, &mut s, &["f"], &data, None, |_| false);
+    let code = g.unwrap().code;
+    let mut d = w.session(2, Link::TCP);
+    send(
+        &mut d,
+        w.now(),
+        Message::Hello(Hello {
+            version: 1,
+            role: Role::Terminal,
+            max_frame: 1024,
+            window: 0,
+            caps: 0,
+        }),
+    );
+    drain(&mut d);
+    send(
+        &mut d,
+        w.now(),
+        Message::Read(Read {
+            code,
+            file: 0,
+            offset: 1000,
+            len: 5000,
+        }),
+    );
+    let replies = drain(&mut d);
+    let mut next = 1000u64;
+    for r in &replies {
+        let Reply::Data(0, offset, bytes) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(*offset, next);
+        // file index: 1 byte, offset < 16384: 2 bytes of varint.
+        assert!(
+            bytes.len() + pickup_proto::frame::OVERHEAD + 3 <= 1024,
+            "{}",
+            bytes.len()
+        );
+        assert_eq!(
+            bytes[..],
+            data[0][next as usize..next as usize + bytes.len()]
+        );
+        next += bytes.len() as u64;
+    }
+    assert_eq!(next, 6000);
+    send(
+        &mut d,
+        w.now(),
+        Message::Ack(Ack {
+            file: 0,
+            offset: 6000,
+            window: 1000,
+        }),
+    );
+    let n: usize = drain(&mut d)
+        .iter()
+        .map(|r| match r {
+            Reply::Data(_, _, b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(n, 1000);
+    send(
+        &mut d,
+        w.now(),
+        Message::Read(Read {
+            code,
+            file: 1,
+            offset: 0,
+            len: 10,
+        }),
+    );
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::OutOfRange, 0)]);
+    send(
+        &mut d,
+        w.now(),
+        Message::Read(Read {
+            code,
+            file: 0,
+            offset: 200_001,
+            len: 10,
+        }),
+    );
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::OutOfRange, 0)]);
+    let _ = Duration::ZERO;
+}

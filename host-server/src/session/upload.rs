@@ -1,0 +1,880 @@
+//! The upload half of a session: announcing, granting, proofs of ownership,
+//! data, acknowledgements and verdicts.
+//!
+//! Durability rule: an `Ack` for offset N is queued only after
+//! [`Store::sync_partial`](crate::store::Store::sync_partial)`(N)` returned,
+//! i.e. after the bytes were fsynced and N was committed. Acks go out at
+//! least every `window / 2` bytes, at the end of each file, and after
+//! `ack_delay` without more data.
+
+use std::sync::Arc;
+
+use pickup_proto::hash::{Nonce, ProofHasher};
+use pickup_proto::message::{
+    self, Ack, BatchComplete, BatchOpen, Data, FileAnnounce, FileRejected, FileVerified, Grant,
+    Kind, Message, Plan, Proof, Resume, ResumeToken, Rewind,
+};
+use pickup_proto::{Code, Duration, ErrorCode, Instant, Sha1Digest};
+use sha1::Digest;
+
+use super::{file_plan, unix_secs, Lease, Out, Outbox, Relay, Session};
+use crate::codes::{self, code_key, token_key};
+use crate::store::{
+    Batch, BatchId, BlobId, Content, FileContent, FileRef, Lookup, NewBatch, NewFile, PartialId,
+    StoreError,
+};
+
+/// Buffer for re-hashing a resumed prefix or checking a proof.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Most candidate blobs a proof is checked against (more than one means a
+/// SHA-1 collision is stored; more than a few is an attack).
+const MAX_CANDIDATES: usize = 4;
+
+/// How long a relay over its live-batch limit asks uploaders to wait.
+const FULL_RETRY_MS: u32 = 60_000;
+
+/// Another session took the upload over; this one must drop it.
+#[derive(Debug)]
+pub(super) struct LeaseLost;
+
+/// A batch being announced: `BatchOpen` seen, `FileAnnounce`s arriving.
+#[derive(Debug)]
+pub(super) struct Announcing {
+    open: BatchOpen,
+    files: Vec<Announced>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Announced {
+    name: String,
+    size: u64,
+    sha1: Sha1Digest,
+}
+
+/// SHA-1 (checked against the announcement) and SHA-256 (trusted for
+/// deduplication), fed as bytes arrive.
+#[derive(Clone, Default)]
+struct Hashers {
+    sha1: sha1::Sha1,
+    sha256: sha2::Sha256,
+}
+
+impl Hashers {
+    fn update(&mut self, data: &[u8]) {
+        self.sha1.update(data);
+        self.sha256.update(data);
+    }
+}
+
+#[derive(Clone)]
+struct Receiving {
+    partial: PartialId,
+    /// Bytes written (contiguous from 0).
+    received: u64,
+    /// Bytes durable and acknowledged.
+    acked: u64,
+    /// Hash state at `received`; `None` until the durable prefix of a
+    /// resumed upload has been re-hashed.
+    hashers: Option<Box<Hashers>>,
+    /// The offset a `Rewind` was last sent for, so a burst of frames past a
+    /// gap draws one rewind, not one per frame.
+    rewound_at: Option<u64>,
+}
+
+impl Receiving {
+    fn fresh(partial: PartialId) -> Self {
+        Receiving {
+            partial,
+            received: 0,
+            acked: 0,
+            hashers: Some(Box::default()),
+            rewound_at: None,
+        }
+    }
+}
+
+enum FileState {
+    /// Complete: verified, linked after a proof, or empty.
+    Done,
+    /// Waiting for a proof of ownership over `nonce`.
+    Challenged {
+        nonce: Nonce,
+        partial: PartialId,
+    },
+    Receiving(Receiving),
+}
+
+struct UpFile {
+    name: String,
+    size: u64,
+    sha1: Sha1Digest,
+    state: FileState,
+}
+
+/// The upload a session is serving: one batch, after its grant.
+pub(super) struct Upload {
+    batch: BatchId,
+    code: Code,
+    token: ResumeToken,
+    expires_at: u64,
+    lease: Arc<Lease>,
+    files: Vec<UpFile>,
+    /// When data last arrived while some of it is unacknowledged.
+    last_data: Option<Instant>,
+    complete_sent: bool,
+}
+
+impl Upload {
+    /// The upload state of a stored batch, taking its lease. Files with no
+    /// durable bytes whose content the relay may hold are challenged.
+    fn start(
+        relay: &Relay,
+        session: u64,
+        batch: Batch,
+        token: ResumeToken,
+        instant: bool,
+    ) -> Upload {
+        let lease = relay.take_lease(batch.id, session);
+        let files = batch
+            .files
+            .into_iter()
+            .map(|f| {
+                let state = match f.content {
+                    FileContent::Blob(_) => FileState::Done,
+                    FileContent::Partial { id, durable: 0 } if instant && f.size > 0 => {
+                        challenge(relay, f.size, &f.sha1, id)
+                    }
+                    FileContent::Partial { id, durable } => FileState::Receiving(Receiving {
+                        partial: id,
+                        received: durable,
+                        acked: durable,
+                        hashers: (durable == 0).then(Box::default),
+                        rewound_at: None,
+                    }),
+                };
+                UpFile {
+                    name: f.name,
+                    size: f.size,
+                    sha1: f.sha1,
+                    state,
+                }
+            })
+            .collect();
+        Upload {
+            batch: batch.id,
+            code: batch.code,
+            token,
+            expires_at: batch.expires_at,
+            lease,
+            files,
+            last_data: None,
+            complete_sent: false,
+        }
+    }
+
+    pub(super) fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    fn same_files(&self, files: &[Announced]) -> bool {
+        self.files.len() == files.len()
+            && self
+                .files
+                .iter()
+                .zip(files)
+                .all(|(a, b)| a.name == b.name && a.size == b.size && a.sha1 == b.sha1)
+    }
+
+    fn all_done(&self) -> bool {
+        self.files
+            .iter()
+            .all(|f| matches!(f.state, FileState::Done))
+    }
+
+    /// When unacknowledged bytes must be made durable and acknowledged.
+    pub(super) fn ack_deadline(&self, delay: Duration) -> Option<Instant> {
+        self.last_data.map(|t| t + delay)
+    }
+
+    fn file_ref(&self, index: usize) -> FileRef {
+        FileRef {
+            batch: self.batch,
+            index: index as u16,
+        }
+    }
+
+    fn plan(&self, index: usize) -> Option<Plan> {
+        Some(match &self.files.get(index)?.state {
+            FileState::Done => Plan::Held,
+            FileState::Challenged { nonce, .. } => Plan::Challenge { nonce: *nonce },
+            FileState::Receiving(r) => Plan::Upload { offset: r.acked },
+        })
+    }
+
+    /// The message for a queued upload reply, and the cursor that follows it.
+    pub(super) fn render(
+        &self,
+        item: &Out,
+        window: u32,
+    ) -> Option<(Message<'static>, Option<Out>)> {
+        let n = self.files.len();
+        Some(match *item {
+            Out::Grant { next: 0 } => (
+                Message::Grant(Grant {
+                    code: self.code,
+                    expires_at: self.expires_at,
+                    token: self.token,
+                    files: n as u16,
+                }),
+                (n > 0).then_some(Out::Grant { next: 1 }),
+            ),
+            Out::Grant { next } => {
+                let i = next as usize - 1;
+                let more = (i + 1 < n).then_some(Out::Grant { next: next + 1 });
+                (file_plan(i as u16, self.plan(i)?), more)
+            }
+            Out::Plan(i) => (file_plan(i, self.plan(usize::from(i))?), None),
+            Out::Ack(i) => {
+                let f = self.files.get(usize::from(i))?;
+                let offset = match &f.state {
+                    FileState::Done => f.size,
+                    FileState::Challenged { .. } => 0,
+                    FileState::Receiving(r) => r.acked,
+                };
+                (
+                    Message::Ack(Ack {
+                        file: i,
+                        offset,
+                        window,
+                    }),
+                    None,
+                )
+            }
+            Out::Rewind { file, offset } => (Message::Rewind(Rewind { file, offset }), None),
+            Out::Verified(index) => (Message::FileVerified(FileVerified { index }), None),
+            Out::Rejected { index, reason } => {
+                (Message::FileRejected(FileRejected { index, reason }), None)
+            }
+            Out::BatchComplete => (
+                Message::BatchComplete(BatchComplete { code: self.code }),
+                None,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Makes every received byte durable and acknowledges it.
+    pub(super) fn ack_all(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        for i in 0..self.files.len() {
+            self.sync_ack(relay, session, i, out)?;
+        }
+        self.last_data = None;
+        Ok(())
+    }
+
+    fn sync_ack(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        index: usize,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        let FileState::Receiving(r) = &mut self.files[index].state else {
+            return Ok(());
+        };
+        if r.received == r.acked {
+            return Ok(());
+        }
+        let (partial, at) = (r.partial, r.received);
+        match self
+            .lease
+            .run(session, || relay.store.sync_partial(partial, at))
+        {
+            None => return Err(LeaseLost),
+            Some(Err(e)) => {
+                tracing::error!(batch = self.batch.0, file = index, "sync failed: {e}");
+                out.error(ErrorCode::Internal, Kind::Data);
+            }
+            Some(Ok(())) => {
+                r.acked = at;
+                out.ack(index as u16);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_data(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        window: u32,
+        now: Instant,
+        d: Data<'_>,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        let index = usize::from(d.file);
+        let Some(f) = self.files.get_mut(index) else {
+            out.error(ErrorCode::OutOfRange, Kind::Data);
+            return Ok(());
+        };
+        let size = f.size;
+        let r = match &mut f.state {
+            FileState::Receiving(r) => r,
+            // A duplicate of bytes that completed the file: nothing to do.
+            FileState::Done => return Ok(()),
+            FileState::Challenged { .. } => {
+                out.error(ErrorCode::UnexpectedMessage, Kind::Data);
+                return Ok(());
+            }
+        };
+        match d.offset.checked_add(d.bytes.len() as u64) {
+            Some(end) if end <= size => {}
+            _ => return self.reject(relay, session, index, ErrorCode::SizeMismatch, out),
+        }
+        if r.hashers.is_none() && !rehash(relay, index, r, out) {
+            return Ok(());
+        }
+        if d.offset > r.received {
+            // A gap: frames were lost. Ask once for a resend from the first missing byte.
+            if r.rewound_at != Some(r.received) {
+                r.rewound_at = Some(r.received);
+                out.push(Out::Rewind {
+                    file: d.file,
+                    offset: r.received,
+                });
+            }
+            return Ok(());
+        }
+        // Resent bytes we already hold are skipped; the rest is new.
+        let skip = (r.received - d.offset) as usize;
+        let Some(bytes) = d.bytes.get(skip..).filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        let (partial, at) = (r.partial, r.received);
+        match self
+            .lease
+            .run(session, || relay.store.write_partial(partial, at, bytes))
+        {
+            None => return Err(LeaseLost),
+            Some(Err(e)) => {
+                tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
+                out.error(ErrorCode::Internal, Kind::Data);
+                return Ok(());
+            }
+            Some(Ok(())) => {}
+        }
+        if let Some(h) = r.hashers.as_deref_mut() {
+            h.update(bytes);
+        }
+        r.received += bytes.len() as u64;
+        r.rewound_at = None;
+        let (received, acked) = (r.received, r.acked);
+        self.last_data = Some(now);
+        if received == size {
+            self.finalize(relay, session, index, out)
+        } else if received - acked >= u64::from(window / 2) {
+            self.sync_ack(relay, session, index, out)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// All bytes of a file are in: verify them and keep them, or reject them.
+    fn finalize(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        index: usize,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        let file = self.file_ref(index);
+        let f = &mut self.files[index];
+        let FileState::Receiving(r) = &mut f.state else {
+            return Ok(());
+        };
+        if r.hashers.is_none() && !rehash(relay, index, r, out) {
+            return Ok(());
+        }
+        if r.received != f.size {
+            return Ok(());
+        }
+        let hashers = r.hashers.as_deref().cloned().unwrap_or_default();
+        let sha1 = Sha1Digest(hashers.sha1.finalize().into());
+        if sha1 != f.sha1 {
+            tracing::info!(
+                batch = self.batch.0,
+                file = index,
+                "SHA-1 mismatch, file rejected"
+            );
+            return self.reject(relay, session, index, ErrorCode::HashMismatch, out);
+        }
+        let content = Content {
+            size: f.size,
+            sha1,
+            sha256: hashers.sha256.finalize().into(),
+        };
+        let partial = r.partial;
+        match self.lease.run(session, || {
+            relay.store.complete_file(file, partial, &content)
+        }) {
+            None => return Err(LeaseLost),
+            Some(Err(e)) => {
+                // The file stays receiving; the terminal's resume retries.
+                tracing::error!(batch = self.batch.0, file = index, "completing failed: {e}");
+                out.error(ErrorCode::Internal, Kind::Data);
+                return Ok(());
+            }
+            Some(Ok(blob)) => {
+                tracing::debug!(
+                    batch = self.batch.0,
+                    file = index,
+                    blob = blob.0,
+                    "file verified"
+                );
+                f.state = FileState::Done;
+            }
+        }
+        if self.files.iter().all(|f| !has_unacked(f)) {
+            self.last_data = None;
+        }
+        out.ack(index as u16);
+        out.push(Out::Verified(index as u16));
+        self.check_complete(out);
+        Ok(())
+    }
+
+    /// Throws a file's bytes away; it restarts from 0 if sent again.
+    fn reject(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        index: usize,
+        reason: ErrorCode,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        let FileState::Receiving(r) = &mut self.files[index].state else {
+            return Ok(());
+        };
+        let partial = r.partial;
+        match self
+            .lease
+            .run(session, || relay.store.reset_partial(partial))
+        {
+            None => return Err(LeaseLost),
+            Some(Err(e)) => {
+                tracing::error!(batch = self.batch.0, file = index, "reset failed: {e}");
+                out.error(ErrorCode::Internal, Kind::Data);
+            }
+            Some(Ok(())) => {
+                *r = Receiving::fresh(partial);
+                out.push(Out::Rejected {
+                    index: index as u16,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes files whose every byte is already durable (empty files,
+    /// or a crash after the last ack and before verification).
+    fn finish_ready_files(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        for i in 0..self.files.len() {
+            let f = &self.files[i];
+            if matches!(&f.state, FileState::Receiving(r) if r.received == f.size) {
+                self.finalize(relay, session, i, out)?;
+            }
+        }
+        self.check_complete(out);
+        Ok(())
+    }
+
+    fn check_complete(&mut self, out: &mut Outbox) {
+        if !self.complete_sent && self.all_done() {
+            self.complete_sent = true;
+            tracing::info!(batch = self.batch.0, "batch complete");
+            out.push(Out::BatchComplete);
+        }
+    }
+
+    /// Answers a repeated grant request (a `Resume`, or the same announcement
+    /// again after a lost `Grant`): everything received becomes durable, each
+    /// challenge gets a fresh nonce, and the grant and plans go out again.
+    fn regrant(&mut self, relay: &Relay, session: u64, out: &mut Outbox) -> Result<(), LeaseLost> {
+        self.ack_all(relay, session, out)?;
+        for f in &mut self.files {
+            if let FileState::Challenged { partial, .. } = f.state {
+                f.state = challenge(relay, f.size, &f.sha1, partial);
+            }
+        }
+        out.push(Out::Grant { next: 0 });
+        self.complete_sent = false;
+        self.finish_ready_files(relay, session, out)
+    }
+
+    fn on_proof(
+        &mut self,
+        relay: &Relay,
+        session: u64,
+        p: Proof,
+        out: &mut Outbox,
+    ) -> Result<(), LeaseLost> {
+        let index = usize::from(p.index);
+        let file = self.file_ref(index);
+        let Some(f) = self.files.get_mut(index) else {
+            out.error(ErrorCode::OutOfRange, Kind::Proof);
+            return Ok(());
+        };
+        let FileState::Challenged { nonce, partial } = f.state else {
+            // A late or repeated proof: restate the plan.
+            out.push(Out::Plan(p.index));
+            return Ok(());
+        };
+        let mut linked = None;
+        for c in candidates(relay, f.size, &f.sha1) {
+            match blob_proof(relay, c, f.size, &nonce) {
+                Ok(proof) if proof == p.proof => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(blob = c.0, "cannot read a candidate blob: {e}");
+                    continue;
+                }
+            }
+            match self.lease.run(session, || relay.store.link_file(file, c)) {
+                None => return Err(LeaseLost),
+                Some(Ok(true)) => {
+                    linked = Some(c);
+                    break;
+                }
+                // Collected meanwhile: try the next, or upload.
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
+                    tracing::error!(batch = self.batch.0, file = index, "link failed: {e}");
+                    break;
+                }
+            }
+        }
+        f.state = match linked {
+            Some(blob) => {
+                tracing::debug!(
+                    batch = self.batch.0,
+                    file = index,
+                    blob = blob.0,
+                    "linked after proof"
+                );
+                FileState::Done
+            }
+            None => {
+                tracing::debug!(
+                    batch = self.batch.0,
+                    file = index,
+                    "proof refused, uploading"
+                );
+                FileState::Receiving(Receiving::fresh(partial))
+            }
+        };
+        out.push(Out::Plan(p.index));
+        self.check_complete(out);
+        Ok(())
+    }
+}
+
+fn has_unacked(f: &UpFile) -> bool {
+    matches!(&f.state, FileState::Receiving(r) if r.received > r.acked)
+}
+
+/// Candidate blobs for `(size, sha1)`; a store error means none.
+fn candidates(relay: &Relay, size: u64, sha1: &Sha1Digest) -> Vec<BlobId> {
+    match relay.store.candidates(size, sha1) {
+        Ok(c) => c.into_iter().take(MAX_CANDIDATES).map(|c| c.id).collect(),
+        Err(e) => {
+            tracing::warn!("candidate lookup failed: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// A challenge for a file whose content may be held, or a plain upload.
+fn challenge(relay: &Relay, size: u64, sha1: &Sha1Digest, partial: PartialId) -> FileState {
+    let mut nonce = [0u8; 32];
+    if !candidates(relay, size, sha1).is_empty() && relay.fill_random(&mut nonce) {
+        FileState::Challenged { nonce, partial }
+    } else {
+        FileState::Receiving(Receiving::fresh(partial))
+    }
+}
+
+/// The proof of ownership of a stored blob for `nonce`.
+fn blob_proof(
+    relay: &Relay,
+    blob: BlobId,
+    size: u64,
+    nonce: &Nonce,
+) -> Result<Sha1Digest, StoreError> {
+    let mut hasher = ProofHasher::new(nonce);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = usize::try_from(size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = relay.store.read_blob(blob, offset, &mut buf[..want])?;
+        if n == 0 {
+            return Err(StoreError::Corrupt(format!("blob {} is short", blob.0)));
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finish())
+}
+
+/// Rebuilds the hash state of a resumed upload from its durable prefix.
+/// `false` if the prefix could not be read back whole: the upload then
+/// continues from what is there, and the terminal is told to rewind.
+fn rehash(relay: &Relay, index: usize, r: &mut Receiving, out: &mut Outbox) -> bool {
+    let mut h = Hashers::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut offset = 0u64;
+    while offset < r.received {
+        let want = usize::try_from(r.received - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        match relay
+            .store
+            .read_partial(r.partial, offset, &mut buf[..want])
+        {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Err(e) => {
+                tracing::error!(file = index, "re-hashing failed: {e}");
+                out.error(ErrorCode::Internal, Kind::Data);
+                return false;
+            }
+        }
+    }
+    r.hashers = Some(Box::new(h));
+    if offset == r.received {
+        return true;
+    }
+    tracing::error!(
+        file = index,
+        durable = r.received,
+        found = offset,
+        "partial upload is shorter than its durable offset"
+    );
+    r.received = offset;
+    r.acked = r.acked.min(offset);
+    r.rewound_at = Some(offset);
+    out.push(Out::Rewind {
+        file: index as u16,
+        offset,
+    });
+    false
+}
+
+impl Session {
+    pub(super) fn on_batch_open(&mut self, b: BatchOpen) {
+        let s = &self.relay.settings;
+        self.announcing = None;
+        self.announce_refused = true;
+        if b.files == 0 || b.files > s.max_files_per_batch {
+            return self.out.error(ErrorCode::TooManyFiles, Kind::BatchOpen);
+        }
+        if b.total_size > s.max_batch_size {
+            return self.out.error(ErrorCode::TooLarge, Kind::BatchOpen);
+        }
+        self.announce_refused = false;
+        self.announcing = Some(Box::new(Announcing {
+            open: b,
+            files: Vec::with_capacity(usize::from(b.files).min(64)),
+        }));
+    }
+
+    pub(super) fn on_file_announce(&mut self, now: Instant, a: FileAnnounce<'_>) {
+        // Any refusal below drops the announcement: the terminal starts over.
+        let Some(mut ann) = self.announcing.take() else {
+            if !self.announce_refused {
+                self.out
+                    .error(ErrorCode::UnexpectedMessage, Kind::FileAnnounce);
+            }
+            return;
+        };
+        self.announce_refused = true;
+        if usize::from(a.index) != ann.files.len() {
+            return self
+                .out
+                .error(ErrorCode::UnexpectedMessage, Kind::FileAnnounce);
+        }
+        if let Err(code) = message::validate_name(a.name) {
+            tracing::debug!(session = self.id, "refused a hostile or invalid file name");
+            return self.out.error(code, Kind::FileAnnounce);
+        }
+        if a.size > self.relay.settings.max_file_size {
+            return self.out.error(ErrorCode::TooLarge, Kind::FileAnnounce);
+        }
+        self.announce_refused = false;
+        ann.files.push(Announced {
+            name: a.name.to_owned(),
+            size: a.size,
+            sha1: a.sha1,
+        });
+        if ann.files.len() < usize::from(ann.open.files) {
+            self.announcing = Some(ann);
+            return;
+        }
+        let total = ann
+            .files
+            .iter()
+            .try_fold(0u64, |t, f| t.checked_add(f.size));
+        if total != Some(ann.open.total_size) {
+            self.announce_refused = true;
+            return self.out.error(ErrorCode::SizeMismatch, Kind::FileAnnounce);
+        }
+        self.create_batch(now, &ann.files, ann.open.total_size);
+    }
+
+    fn create_batch(&mut self, now: Instant, files: &[Announced], total: u64) {
+        if self.upload.as_ref().is_some_and(|u| u.same_files(files)) {
+            // Our Grant was lost and the terminal announced again.
+            self.with_upload(|up, relay, id, out| up.regrant(relay, id, out));
+            if self.upload.is_some() {
+                return;
+            }
+        }
+        self.settle(now);
+        self.drop_upload();
+        let relay = self.relay.clone();
+        let s = &relay.settings;
+        let kind = Kind::FileAnnounce;
+        let usage = match relay.store.usage() {
+            Ok(u) => u,
+            Err(e) => return self.internal(kind, &e),
+        };
+        if usage.batches >= s.max_live_batches {
+            return self.out.error_retry(ErrorCode::Busy, kind, FULL_RETRY_MS);
+        }
+        if usage.bytes.saturating_add(total) > s.disk_quota {
+            return self.out.error(ErrorCode::Quota, kind);
+        }
+        // Re-roll until the code is not in use (live or remembered as
+        // expired); with 65-bit codes a second roll is already unlikely.
+        let mut code = None;
+        for _ in 0..16 {
+            let Some(c) = codes::random_code(&mut **super::lock(&relay.rng), s.code_len) else {
+                break;
+            };
+            match relay.store.code_taken(&code_key(&c)) {
+                Ok(false) => {
+                    code = Some(c);
+                    break;
+                }
+                Ok(true) => continue,
+                Err(e) => return self.internal(kind, &e),
+            }
+        }
+        let token = codes::random_token(&mut **super::lock(&relay.rng));
+        let (Some(code), Some(token)) = (code, token) else {
+            tracing::error!("no fresh code or token: the random source failed");
+            return self.out.error(ErrorCode::Internal, kind);
+        };
+        let created_at = unix_secs(now);
+        let new_files: Vec<NewFile<'_>> = files
+            .iter()
+            .map(|f| NewFile {
+                name: &f.name,
+                size: f.size,
+                sha1: f.sha1,
+            })
+            .collect();
+        let batch = match relay.store.create_batch(&NewBatch {
+            code,
+            code_key: code_key(&code),
+            token_key: token_key(&token),
+            created_at,
+            expires_at: created_at.saturating_add(s.code_ttl_secs),
+            files: &new_files,
+        }) {
+            Ok(b) => b,
+            Err(e) => return self.internal(kind, &e),
+        };
+        tracing::info!(session = self.id, peer = %self.peer, batch = batch.id.0, files = files.len(), bytes = total, "batch created");
+        self.activate(batch, token);
+    }
+
+    fn activate(&mut self, batch: Batch, token: ResumeToken) {
+        let up = Upload::start(&self.relay, self.id, batch, token, self.instant_upload());
+        self.upload = Some(Box::new(up));
+        self.out.push(Out::Grant { next: 0 });
+        self.with_upload(|up, relay, id, out| up.finish_ready_files(relay, id, out));
+    }
+
+    pub(super) fn internal(&mut self, kind: Kind, e: &StoreError) {
+        tracing::error!(session = self.id, "store error on {kind:?}: {e}");
+        self.out.error(ErrorCode::Internal, kind);
+    }
+
+    pub(super) fn on_resume(&mut self, now: Instant, r: Resume) {
+        let relay = self.relay.clone();
+        if let Err(wait) = relay.check_lookup(&self.peer, now) {
+            return self
+                .out
+                .error_retry(ErrorCode::RateLimited, Kind::Resume, wait);
+        }
+        let batch = match relay
+            .store
+            .find_by_token(&token_key(&r.token), unix_secs(now))
+        {
+            Ok(Lookup::Live(b)) => b,
+            Ok(found) => {
+                relay.failed_lookup(&self.peer, now);
+                let code = if found == Lookup::Expired {
+                    ErrorCode::Expired
+                } else {
+                    ErrorCode::UnknownToken
+                };
+                return self.out.error(code, Kind::Resume);
+            }
+            Err(e) => return self.internal(Kind::Resume, &e),
+        };
+        self.announcing = None;
+        if self.upload.as_ref().is_some_and(|u| u.batch == batch.id) {
+            self.with_upload(|up, relay, id, out| up.regrant(relay, id, out));
+            if self.upload.is_some() {
+                return;
+            }
+        }
+        self.settle(now);
+        self.drop_upload();
+        tracing::info!(session = self.id, peer = %self.peer, batch = batch.id.0, received = batch.received(), "upload resumed");
+        self.activate(batch, r.token);
+    }
+
+    pub(super) fn on_proof(&mut self, p: Proof) {
+        if self.upload.is_none() {
+            return self.out.error(ErrorCode::UnexpectedMessage, Kind::Proof);
+        }
+        self.with_upload(|up, relay, id, out| up.on_proof(relay, id, p, out));
+    }
+
+    pub(super) fn on_data(&mut self, now: Instant, d: Data<'_>) {
+        if self.upload.is_none() {
+            return self.out.error(ErrorCode::UnexpectedMessage, Kind::Data);
+        }
+        let window = self.link.window;
+        self.with_upload(|up, relay, id, out| up.on_data(relay, id, window, now, d, out));
+    }
+}

@@ -1,0 +1,369 @@
+//! An in-memory [`Store`] for the simulator, the fuzzers and unit tests.
+//!
+//! It keeps the same durability model as the SQLite store: metadata changes
+//! are durable as soon as a method returns, partial bytes only once synced.
+//! [`MemoryStore::crash`] throws away exactly what a crash would: every
+//! partial upload falls back to its durable prefix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use pickup_proto::Sha1Digest;
+
+use super::{
+    Batch, BatchId, BlobId, Candidate, Content, FileContent, FileRecord, FileRef, Lookup,
+    LookupKey, NewBatch, PartialId, Result, Store, StoreError, SweepStats, Usage,
+};
+
+#[derive(Debug)]
+struct StoredBatch {
+    batch: Batch,
+    code_key: LookupKey,
+    token_key: LookupKey,
+}
+
+#[derive(Debug, Default)]
+struct Partial {
+    /// Every byte written, durable or not.
+    data: Vec<u8>,
+    durable: u64,
+}
+
+#[derive(Debug)]
+struct Blob {
+    data: Vec<u8>,
+    sha1: Sha1Digest,
+    sha256: [u8; 32],
+    refs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: u64,
+    batches: BTreeMap<BatchId, StoredBatch>,
+    by_code: HashMap<LookupKey, BatchId>,
+    by_token: HashMap<LookupKey, BatchId>,
+    /// Codes of deleted batches, with their expiry time.
+    expired: HashMap<LookupKey, u64>,
+    partials: BTreeMap<PartialId, Partial>,
+    blobs: BTreeMap<BlobId, Blob>,
+}
+
+impl Inner {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn lookup(&self, id: Option<&BatchId>, expired_key: Option<&LookupKey>, now: u64) -> Lookup {
+        match id.and_then(|id| self.batches.get(id)) {
+            Some(b) if b.batch.expires_at <= now => Lookup::Expired,
+            Some(b) => Lookup::Live(self.snapshot(&b.batch)),
+            None if expired_key.is_some_and(|k| self.expired.contains_key(k)) => Lookup::Expired,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// The batch with each partial's current durable offset filled in.
+    fn snapshot(&self, batch: &Batch) -> Batch {
+        let mut batch = batch.clone();
+        for f in &mut batch.files {
+            if let FileContent::Partial { id, durable } = &mut f.content {
+                *durable = self.partials.get(id).map_or(0, |p| p.durable);
+            }
+        }
+        batch
+    }
+
+    fn file_mut(&mut self, file: FileRef) -> Result<&mut FileRecord> {
+        self.batches
+            .get_mut(&file.batch)
+            .and_then(|b| b.batch.files.get_mut(usize::from(file.index)))
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+/// Everything in memory. Cheap to create; share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Simulates a crash and restart: every partial upload loses the bytes
+    /// past its durable offset. Sessions using the store must be dropped
+    /// first, as a real crash would drop them.
+    pub fn crash(&self) {
+        let mut inner = self.lock();
+        for p in inner.partials.values_mut() {
+            p.data
+                .truncate(usize::try_from(p.durable).unwrap_or(usize::MAX));
+        }
+    }
+
+    /// Number of blobs held (for tests of collection and deduplication).
+    pub fn blob_count(&self) -> usize {
+        self.lock().blobs.len()
+    }
+
+    /// A blob's bytes (for tests).
+    pub fn blob_bytes(&self, id: BlobId) -> Option<Vec<u8>> {
+        self.lock().blobs.get(&id).map(|b| b.data.clone())
+    }
+}
+
+fn read_range(data: &[u8], offset: u64, buf: &mut [u8]) -> usize {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let n = buf.len().min(data.len() - start);
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    n
+}
+
+impl Store for MemoryStore {
+    fn create_batch(&self, new: &NewBatch<'_>) -> Result<Batch> {
+        let mut inner = self.lock();
+        if inner.by_code.contains_key(&new.code_key) || inner.by_token.contains_key(&new.token_key)
+        {
+            return Err(StoreError::Corrupt("duplicate code or token".into()));
+        }
+        let id = BatchId(inner.id());
+        let mut files = Vec::with_capacity(new.files.len());
+        for f in new.files {
+            let partial = PartialId(inner.id());
+            inner.partials.insert(partial, Partial::default());
+            files.push(FileRecord {
+                name: f.name.to_owned(),
+                size: f.size,
+                sha1: f.sha1,
+                content: FileContent::Partial {
+                    id: partial,
+                    durable: 0,
+                },
+            });
+        }
+        let batch = Batch {
+            id,
+            code: new.code,
+            created_at: new.created_at,
+            expires_at: new.expires_at,
+            files,
+        };
+        inner.by_code.insert(new.code_key, id);
+        inner.by_token.insert(new.token_key, id);
+        inner.batches.insert(
+            id,
+            StoredBatch {
+                batch: batch.clone(),
+                code_key: new.code_key,
+                token_key: new.token_key,
+            },
+        );
+        Ok(batch)
+    }
+
+    fn code_taken(&self, code: &LookupKey) -> Result<bool> {
+        let inner = self.lock();
+        Ok(inner.by_code.contains_key(code) || inner.expired.contains_key(code))
+    }
+
+    fn find_by_code(&self, code: &LookupKey, now: u64) -> Result<Lookup> {
+        let inner = self.lock();
+        Ok(inner.lookup(inner.by_code.get(code), Some(code), now))
+    }
+
+    fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup> {
+        let inner = self.lock();
+        Ok(inner.lookup(inner.by_token.get(token), None, now))
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        let inner = self.lock();
+        let blobs: u64 = inner.blobs.values().map(|b| b.data.len() as u64).sum();
+        let partial: u64 = inner
+            .batches
+            .values()
+            .flat_map(|b| b.batch.files.iter())
+            .filter(|f| matches!(f.content, FileContent::Partial { .. }))
+            .map(|f| f.size)
+            .sum();
+        Ok(Usage {
+            bytes: blobs + partial,
+            batches: inner.batches.len() as u64,
+        })
+    }
+
+    fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
+        let mut inner = self.lock();
+        let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
+        let start = usize::try_from(offset).map_err(|_| StoreError::NotFound)?;
+        let end = start + data.len();
+        if p.data.len() < end {
+            p.data.resize(end, 0);
+        }
+        p.data[start..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync_partial(&self, id: PartialId, durable: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
+        if durable > p.data.len() as u64 {
+            return Err(StoreError::Corrupt(
+                "durable offset past the written bytes".into(),
+            ));
+        }
+        p.durable = durable;
+        Ok(())
+    }
+
+    fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let inner = self.lock();
+        let p = inner.partials.get(&id).ok_or(StoreError::NotFound)?;
+        Ok(read_range(&p.data, offset, buf))
+    }
+
+    fn reset_partial(&self, id: PartialId) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
+            p.data.clear();
+        }
+        self.sync_partial(id, 0)
+    }
+
+    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<Candidate>> {
+        let inner = self.lock();
+        Ok(inner
+            .blobs
+            .iter()
+            .filter(|(_, b)| b.data.len() as u64 == size && b.sha1 == *sha1)
+            .map(|(id, b)| Candidate {
+                id: *id,
+                sha256: b.sha256,
+            })
+            .collect())
+    }
+
+    fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let inner = self.lock();
+        let b = inner.blobs.get(&id).ok_or(StoreError::NotFound)?;
+        Ok(read_range(&b.data, offset, buf))
+    }
+
+    fn complete_file(
+        &self,
+        file: FileRef,
+        partial: PartialId,
+        content: &Content,
+    ) -> Result<BlobId> {
+        let mut inner = self.lock();
+        match inner.file_mut(file)?.content {
+            FileContent::Partial { id, .. } if id == partial => {}
+            _ => return Err(StoreError::NotFound),
+        }
+        let existing = inner
+            .blobs
+            .iter()
+            .find(|(_, b)| {
+                b.data.len() as u64 == content.size
+                    && b.sha1 == content.sha1
+                    && b.sha256 == content.sha256
+            })
+            .map(|(id, _)| *id);
+        let mut p = inner
+            .partials
+            .remove(&partial)
+            .ok_or(StoreError::NotFound)?;
+        let blob = match existing {
+            Some(id) => {
+                if let Some(b) = inner.blobs.get_mut(&id) {
+                    b.refs += 1;
+                }
+                id
+            }
+            None => {
+                p.data
+                    .resize(usize::try_from(content.size).unwrap_or(usize::MAX), 0);
+                let id = BlobId(partial.0);
+                inner.blobs.insert(
+                    id,
+                    Blob {
+                        data: p.data,
+                        sha1: content.sha1,
+                        sha256: content.sha256,
+                        refs: 1,
+                    },
+                );
+                id
+            }
+        };
+        inner.file_mut(file)?.content = FileContent::Blob(blob);
+        Ok(blob)
+    }
+
+    fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool> {
+        let mut inner = self.lock();
+        let partial = match inner.file_mut(file)?.content {
+            FileContent::Partial { id, .. } => id,
+            FileContent::Blob(_) => return Err(StoreError::NotFound),
+        };
+        let Some(b) = inner.blobs.get_mut(&blob) else {
+            return Ok(false);
+        };
+        b.refs += 1;
+        inner.partials.remove(&partial);
+        inner.file_mut(file)?.content = FileContent::Blob(blob);
+        Ok(true)
+    }
+
+    fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats> {
+        let mut inner = self.lock();
+        let mut stats = SweepStats::default();
+        let expired: Vec<BatchId> = inner
+            .batches
+            .iter()
+            .filter(|(_, b)| b.batch.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(b) = inner.batches.remove(&id) else {
+                continue;
+            };
+            inner.by_code.remove(&b.code_key);
+            inner.by_token.remove(&b.token_key);
+            inner.expired.insert(b.code_key, b.batch.expires_at);
+            for f in &b.batch.files {
+                match f.content {
+                    FileContent::Partial { id, .. } => {
+                        inner.partials.remove(&id);
+                        stats.partials += 1;
+                    }
+                    FileContent::Blob(blob) => {
+                        if let Some(blob) = inner.blobs.get_mut(&blob) {
+                            blob.refs = blob.refs.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+            stats.batches += 1;
+        }
+        let before = inner.expired.len();
+        inner.expired.retain(|_, at| *at >= forget_before);
+        stats.forgotten = (before - inner.expired.len()) as u64;
+        let before = inner.blobs.len();
+        inner.blobs.retain(|_, b| b.refs > 0);
+        stats.blobs = (before - inner.blobs.len()) as u64;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,280 @@
+//! Durable state: batches, files, partial uploads, blobs.
+//!
+//! [`Store`] is the only way the [`Session`](crate::session::Session) logic
+//! reaches storage. It is deliberately narrow (whole-batch records, byte
+//! ranges of partial files and blobs, a handful of transitions) so that a
+//! networked backend can implement it later. Two implementations live here:
+//!
+//! - [`sqlite::SqliteStore`], the default: metadata in SQLite (WAL,
+//!   `synchronous=FULL`), contents as plain files under the data directory,
+//!   named by internal id only.
+//! - [`memory::MemoryStore`]: everything in memory, for the simulator, the
+//!   fuzzers and unit tests; [`MemoryStore::crash`](memory::MemoryStore::crash)
+//!   drops exactly what was never made durable.
+//!
+//! # Durability contract
+//!
+//! Every method that changes metadata is atomic and durable when it returns.
+//! Bytes given to [`Store::write_partial`] are *not* durable until a later
+//! [`Store::sync_partial`] covering them returns; after a crash a partial
+//! upload holds exactly its last synced (durable) prefix, never more.
+//!
+//! # Content identity
+//!
+//! A blob is named by an internal [`BlobId`]. `(size, SHA-1)` only finds
+//! [`Candidate`]s; two uploads share a blob only when their SHA-256 digests
+//! (computed by the relay) are equal too, so SHA-1 collisions never alias.
+
+use pickup_proto::{Code, Sha1Digest};
+
+pub mod memory;
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file system failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The metadata database failed.
+    #[error("database error: {0}")]
+    Db(String),
+    /// The record does not exist (any more): expired, collected or never made.
+    #[error("no such record")]
+    NotFound,
+    /// The stored state contradicts itself.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a store operation.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A batch's internal id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(pub u64);
+
+/// A partial upload's internal id (also the name of its file on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartialId(pub u64);
+
+/// A blob's internal id (also the name of its file on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(pub u64);
+
+/// A hashed lookup key for a code or a token: secrets are never stored or
+/// compared as themselves (see [`crate::codes::code_key`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LookupKey(pub [u8; 32]);
+
+impl core::fmt::Debug for LookupKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("LookupKey(..)")
+    }
+}
+
+/// One file of a batch being created.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFile<'a> {
+    /// Validated name.
+    pub name: &'a str,
+    /// Announced size.
+    pub size: u64,
+    /// Announced SHA-1.
+    pub sha1: Sha1Digest,
+}
+
+/// A batch to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatch<'a> {
+    /// The pickup code (kept so a resumed uploader can be told it again).
+    pub code: Code,
+    /// Lookup key of the code.
+    pub code_key: LookupKey,
+    /// Lookup key of the resume token (the token itself is never stored).
+    pub token_key: LookupKey,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The files, in index order.
+    pub files: &'a [NewFile<'a>],
+}
+
+/// Where a file's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileContent {
+    /// Still uploading: `durable` bytes are safe.
+    Partial {
+        /// The partial upload.
+        id: PartialId,
+        /// Durable prefix length.
+        durable: u64,
+    },
+    /// Complete and verified.
+    Blob(BlobId),
+}
+
+/// One file of a stored batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Name as announced (validated).
+    pub name: String,
+    /// Announced size.
+    pub size: u64,
+    /// Announced SHA-1.
+    pub sha1: Sha1Digest,
+    /// Where the bytes are.
+    pub content: FileContent,
+}
+
+impl FileRecord {
+    /// Bytes durably held.
+    pub fn received(&self) -> u64 {
+        match self.content {
+            FileContent::Partial { durable, .. } => durable,
+            FileContent::Blob(_) => self.size,
+        }
+    }
+}
+
+/// A stored batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Internal id.
+    pub id: BatchId,
+    /// The pickup code.
+    pub code: Code,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The files, in index order.
+    pub files: Vec<FileRecord>,
+}
+
+impl Batch {
+    /// Every file is complete: the code serves the batch.
+    pub fn ready(&self) -> bool {
+        self.files
+            .iter()
+            .all(|f| matches!(f.content, FileContent::Blob(_)))
+    }
+
+    /// Sum of the file sizes.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Bytes durably held, over all files.
+    pub fn received(&self) -> u64 {
+        self.files.iter().map(FileRecord::received).sum()
+    }
+}
+
+/// The answer to a lookup by code or token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A live batch.
+    Live(Batch),
+    /// The batch existed and has expired (it may already be deleted).
+    Expired,
+    /// Nothing is known under this key.
+    Unknown,
+}
+
+/// A blob that might hold the same content as an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The blob.
+    pub id: BlobId,
+    /// Its SHA-256, computed by the relay when it was uploaded.
+    pub sha256: [u8; 32],
+}
+
+/// The identity of a completed upload's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Content {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-1 (verified against the announcement).
+    pub sha1: Sha1Digest,
+    /// SHA-256 computed by the relay: what deduplication trusts.
+    pub sha256: [u8; 32],
+}
+
+/// A file of a batch, by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRef {
+    /// The batch.
+    pub batch: BatchId,
+    /// File index.
+    pub index: u16,
+}
+
+/// What counts against the limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of blobs plus the announced size of every incomplete file.
+    pub bytes: u64,
+    /// Batches not yet swept (live or expired but not yet deleted).
+    pub batches: u64,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Batches deleted because they expired.
+    pub batches: u64,
+    /// Blobs collected because no file referenced them any more.
+    pub blobs: u64,
+    /// Partial uploads deleted with their batch.
+    pub partials: u64,
+    /// Expired codes forgotten (they now read as unknown).
+    pub forgotten: u64,
+}
+
+/// The relay's storage. All methods take `&self` and are safe to call from
+/// many sessions at once; each is atomic.
+pub trait Store: Send + Sync {
+    /// Creates a batch with one partial upload (durable offset 0) per file.
+    fn create_batch(&self, batch: &NewBatch<'_>) -> Result<Batch>;
+    /// Whether a code is in use: live, or remembered as expired.
+    fn code_taken(&self, code: &LookupKey) -> Result<bool>;
+    /// The batch behind a code. `now` (Unix seconds) decides expiry.
+    fn find_by_code(&self, code: &LookupKey, now: u64) -> Result<Lookup>;
+    /// The batch behind a resume token.
+    fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup>;
+    /// Counts for quota and live-batch limits.
+    fn usage(&self) -> Result<Usage>;
+
+    /// Writes bytes of a partial upload (not yet durable).
+    fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()>;
+    /// Makes the first `durable` bytes durable and records that offset.
+    fn sync_partial(&self, id: PartialId, durable: u64) -> Result<()>;
+    /// Reads bytes of a partial upload (to re-hash a resumed prefix).
+    fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// Throws a partial upload's bytes away: durable offset 0.
+    fn reset_partial(&self, id: PartialId) -> Result<()>;
+
+    /// Blobs with this size and SHA-1: candidates, not matches.
+    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<Candidate>>;
+    /// Reads bytes of a blob; 0 only at its end.
+    fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// A partial upload is complete and verified: link the file to an
+    /// existing blob with the same [`Content`] (size, SHA-1 and SHA-256), or
+    /// make the partial's bytes a new blob (fsync, rename, fsync directory).
+    fn complete_file(&self, file: FileRef, partial: PartialId, content: &Content)
+        -> Result<BlobId>;
+    /// Links a file to a blob after a proof of ownership; drops its partial.
+    /// `false` if the blob no longer exists (collected meanwhile).
+    fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool>;
+
+    /// Deletes batches expired at `now`, remembers their codes as expired,
+    /// forgets codes that expired before `forget_before`, and collects blobs
+    /// that no file references.
+    fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats>;
+}

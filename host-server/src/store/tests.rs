@@ -1,0 +1,340 @@
+//! The same contract checked against both stores. "Crash" is
+//! [`MemoryStore::crash`] for the memory store and closing and reopening
+//! the directory for SQLite (whose recovery then runs).
+
+use std::path::Path;
+
+use pickup_proto::{Code, Sha1Digest};
+
+use super::memory::MemoryStore;
+use super::sqlite::SqliteStore;
+use super::*;
+
+fn key(n: u8) -> LookupKey {
+    LookupKey([n; 32])
+}
+
+fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) -> NewBatch<'a> {
+    NewBatch {
+        code: Code::from_parts(13, u128::from(n)).unwrap(),
+        code_key: key(n),
+        token_key: key(100 + n),
+        created_at: 0,
+        expires_at,
+        files,
+    }
+}
+
+fn live(l: Lookup) -> Batch {
+    match l {
+        Lookup::Live(b) => b,
+        other => panic!("expected a live batch, got {other:?}"),
+    }
+}
+
+fn partial_of(b: &Batch, i: usize) -> PartialId {
+    match b.files[i].content {
+        FileContent::Partial { id, .. } => id,
+        FileContent::Blob(_) => panic!("file {i} is complete"),
+    }
+}
+
+fn content(data: &[u8], sha256_tag: u8) -> Content {
+    Content {
+        size: data.len() as u64,
+        sha1: Sha1Digest::of(data),
+        sha256: [sha256_tag; 32],
+    }
+}
+
+fn read_all_blob(s: &dyn Store, id: BlobId, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len + 10];
+    let n = s.read_blob(id, 0, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Runs the contract; `crash` turns the store into its state after a crash.
+fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
+    let files = [
+        NewFile {
+            name: "a",
+            size: 6,
+            sha1: Sha1Digest::of(b"abcdef"),
+        },
+        NewFile {
+            name: "b",
+            size: 0,
+            sha1: Sha1Digest::EMPTY,
+        },
+    ];
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    assert_eq!(b.files.len(), 2);
+    assert!(!b.ready());
+    assert!(store.code_taken(&key(1)).unwrap());
+    assert!(!store.code_taken(&key(2)).unwrap());
+    assert_eq!(live(store.find_by_code(&key(1), 10).unwrap()), b);
+    assert_eq!(live(store.find_by_token(&key(101), 10).unwrap()).id, b.id);
+    assert_eq!(store.find_by_code(&key(1), 1000).unwrap(), Lookup::Expired);
+    assert_eq!(store.find_by_code(&key(9), 10).unwrap(), Lookup::Unknown);
+    assert_eq!(store.find_by_token(&key(1), 10).unwrap(), Lookup::Unknown);
+    assert_eq!(
+        store.usage().unwrap(),
+        Usage {
+            bytes: 6,
+            batches: 1
+        }
+    );
+
+    // Only synced bytes survive a crash.
+    let p = partial_of(&b, 0);
+    store.write_partial(p, 0, b"abc").unwrap();
+    store.sync_partial(p, 3).unwrap();
+    store.write_partial(p, 3, b"de").unwrap();
+    store = crash(store);
+    let b = live(store.find_by_code(&key(1), 10).unwrap());
+    assert_eq!(
+        b.files[0].content,
+        FileContent::Partial { id: p, durable: 3 }
+    );
+    assert_eq!(b.received(), 3);
+    let mut buf = [0u8; 10];
+    assert_eq!(store.read_partial(p, 0, &mut buf).unwrap(), 3);
+    assert_eq!(&buf[..3], b"abc");
+
+    // Reset throws everything away.
+    store.reset_partial(p).unwrap();
+    assert_eq!(store.read_partial(p, 0, &mut buf).unwrap(), 0);
+    store.write_partial(p, 0, b"abcdef").unwrap();
+    let blob_a = store
+        .complete_file(
+            FileRef {
+                batch: b.id,
+                index: 0,
+            },
+            p,
+            &content(b"abcdef", 1),
+        )
+        .unwrap();
+    let pe = partial_of(&b, 1);
+    let blob_e = store
+        .complete_file(
+            FileRef {
+                batch: b.id,
+                index: 1,
+            },
+            pe,
+            &content(b"", 2),
+        )
+        .unwrap();
+    store = crash(store);
+    let b = live(store.find_by_code(&key(1), 10).unwrap());
+    assert!(b.ready());
+    assert_eq!(b.files[0].content, FileContent::Blob(blob_a));
+    assert_eq!(read_all_blob(&store, blob_a, 6), b"abcdef");
+    assert_eq!(read_all_blob(&store, blob_e, 0), b"");
+    assert_eq!(store.usage().unwrap().bytes, 6);
+
+    // A second batch: same SHA-1 and SHA-256 shares the blob; same SHA-1
+    // with another SHA-256 (a collision) gets its own; a proof links.
+    let files2 = [
+        NewFile {
+            name: "same",
+            size: 6,
+            sha1: Sha1Digest::of(b"abcdef"),
+        },
+        NewFile {
+            name: "collides",
+            size: 6,
+            sha1: Sha1Digest::of(b"abcdef"),
+        },
+        NewFile {
+            name: "linked",
+            size: 6,
+            sha1: Sha1Digest::of(b"abcdef"),
+        },
+    ];
+    let b2 = store.create_batch(&new_batch(2, &files2, 2000)).unwrap();
+    let (q0, q1, q2) = (partial_of(&b2, 0), partial_of(&b2, 1), partial_of(&b2, 2));
+    store.write_partial(q0, 0, b"abcdef").unwrap();
+    let shared = store
+        .complete_file(
+            FileRef {
+                batch: b2.id,
+                index: 0,
+            },
+            q0,
+            &content(b"abcdef", 1),
+        )
+        .unwrap();
+    assert_eq!(shared, blob_a);
+    store.write_partial(q1, 0, b"ABCDEF").unwrap();
+    let other = store
+        .complete_file(
+            FileRef {
+                batch: b2.id,
+                index: 1,
+            },
+            q1,
+            &content(b"abcdef", 7),
+        )
+        .unwrap();
+    assert_ne!(other, blob_a);
+    assert_eq!(read_all_blob(&store, other, 6), b"ABCDEF");
+    let cands = store.candidates(6, &Sha1Digest::of(b"abcdef")).unwrap();
+    assert_eq!(cands.len(), 2);
+    assert!(store
+        .link_file(
+            FileRef {
+                batch: b2.id,
+                index: 2
+            },
+            blob_a
+        )
+        .unwrap());
+    assert!(live(store.find_by_code(&key(2), 10).unwrap()).ready());
+    // Completing or linking a file twice is refused.
+    assert!(store
+        .link_file(
+            FileRef {
+                batch: b2.id,
+                index: 2
+            },
+            blob_a
+        )
+        .is_err());
+    assert!(store
+        .complete_file(
+            FileRef {
+                batch: b2.id,
+                index: 0
+            },
+            q0,
+            &content(b"abcdef", 1)
+        )
+        .is_err());
+    let _ = q2;
+
+    // Expiry: batch 1 goes; blob_a stays (batch 2 refers to it), the empty blob goes.
+    let stats = store.sweep(1500, 0).unwrap();
+    assert_eq!((stats.batches, stats.blobs, stats.partials), (1, 1, 0));
+    assert_eq!(store.find_by_code(&key(1), 1500).unwrap(), Lookup::Expired);
+    assert!(store.code_taken(&key(1)).unwrap());
+    assert_eq!(read_all_blob(&store, blob_a, 6), b"abcdef");
+    assert!(matches!(
+        store.read_blob(blob_e, 0, &mut buf),
+        Err(StoreError::NotFound)
+    ));
+    // A batch with an unfinished upload: its partial goes with it.
+    let b3 = store
+        .create_batch(&new_batch(3, &files[..1], 1800))
+        .unwrap();
+    store.write_partial(partial_of(&b3, 0), 0, b"ab").unwrap();
+    store.sync_partial(partial_of(&b3, 0), 2).unwrap();
+    let stats = store.sweep(2500, 0).unwrap();
+    assert_eq!((stats.batches, stats.blobs, stats.partials), (2, 2, 1));
+    assert!(store
+        .candidates(6, &Sha1Digest::of(b"abcdef"))
+        .unwrap()
+        .is_empty());
+    assert!(!store
+        .link_file(
+            FileRef {
+                batch: b3.id,
+                index: 0
+            },
+            blob_a
+        )
+        .unwrap_or(false));
+    assert_eq!(
+        store.usage().unwrap(),
+        Usage {
+            bytes: 0,
+            batches: 0
+        }
+    );
+    // Expired codes are forgotten after a while.
+    let stats = store.sweep(2500, 1900).unwrap();
+    assert_eq!(stats.forgotten, 2);
+    assert_eq!(store.find_by_code(&key(1), 2500).unwrap(), Lookup::Unknown);
+    assert_eq!(store.find_by_code(&key(2), 2500).unwrap(), Lookup::Expired);
+    store = crash(store);
+    assert_eq!(store.find_by_code(&key(2), 2500).unwrap(), Lookup::Expired);
+}
+
+#[test]
+fn memory_store_keeps_the_contract() {
+    contract(MemoryStore::new(), |s| {
+        s.crash();
+        s
+    });
+}
+
+fn reopen(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir).unwrap().0
+}
+
+#[test]
+fn sqlite_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    contract(reopen(&path), |s| {
+        drop(s);
+        reopen(&path)
+    });
+}
+
+#[test]
+fn sqlite_recovery_truncates_moves_back_and_removes_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = reopen(dir.path());
+    let files = [
+        NewFile {
+            name: "a",
+            size: 4,
+            sha1: Sha1Digest::of(b"abcd"),
+        },
+        NewFile {
+            name: "b",
+            size: 2,
+            sha1: Sha1Digest::of(b"xy"),
+        },
+    ];
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let (p0, p1) = (partial_of(&b, 0), partial_of(&b, 1));
+    store.write_partial(p0, 0, b"abcd").unwrap();
+    store.sync_partial(p0, 2).unwrap();
+    store.write_partial(p1, 0, b"xy").unwrap();
+    store.sync_partial(p1, 2).unwrap();
+    drop(store);
+    // A crash between rename and commit of file 1's completion, and junk.
+    let partial_dir = dir.path().join("partial");
+    let blob_dir = dir.path().join("blobs");
+    std::fs::rename(
+        partial_dir.join(p1.0.to_string()),
+        blob_dir.join(p1.0.to_string()),
+    )
+    .unwrap();
+    std::fs::write(partial_dir.join("999"), b"junk").unwrap();
+    std::fs::write(blob_dir.join("not-a-number"), b"junk").unwrap();
+    let (store, rec) = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(
+        (rec.truncated, rec.moved_back, rec.orphans, rec.partials),
+        (1, 1, 2, 2)
+    );
+    assert_eq!(
+        std::fs::metadata(partial_dir.join(p0.0.to_string()))
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut buf = [0u8; 8];
+    assert_eq!(store.read_partial(p1, 0, &mut buf).unwrap(), 2);
+    assert!(!partial_dir.join("999").exists());
+    // Names never reach the disk: only ids do.
+    let names: Vec<String> = std::fs::read_dir(&partial_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.parse::<u64>().is_ok()), "{names:?}");
+}

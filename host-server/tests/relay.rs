@@ -1,0 +1,417 @@
+//! End-to-end tests of the real `pickup-relay` binary over TCP.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use pickup_proto::hash::ProofHasher;
+use pickup_proto::message::{
+    BatchOpen, Data, Fetch, FileAnnounce, FilePlan, Message, Plan, Proof, Read, Resume, ResumeToken,
+};
+use pickup_proto::{download, Code, ErrorCode, Sha1Digest};
+
+fn announce(raw: &mut Raw, files: &[(&str, u64, Sha1Digest)]) {
+    raw.send(Message::BatchOpen(BatchOpen {
+        files: files.len() as u16,
+        total_size: files.iter().map(|f| f.1).sum(),
+    }));
+    for (i, (name, size, sha1)) in files.iter().enumerate() {
+        raw.send(Message::FileAnnounce(FileAnnounce {
+            index: i as u16,
+            size: *size,
+            sha1: *sha1,
+            name,
+        }));
+    }
+}
+
+#[test]
+fn multi_file_batch_up_and_down_including_an_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("data"), None, &[]);
+    let files = [
+        ("photo.jpg", bytes(3_000_000, 1)),
+        ("empty.txt", Vec::new()),
+        ("notes.md", bytes(70_001, 2)),
+        ("tiny", b"x".to_vec()),
+    ];
+    let up = upload_tcp(relay.addr, &files, None);
+    assert!(up.complete(), "{:?}", up.events);
+    assert_eq!(up.code().len(), 13);
+    let got = download_tcp(relay.addr, up.code()).unwrap();
+    assert_eq!(got.names, ["photo.jpg", "empty.txt", "notes.md", "tiny"]);
+    for (i, (_, data)) in files.iter().enumerate() {
+        assert!(got.files[i] == *data, "file {i} differs");
+    }
+}
+
+#[test]
+fn kill_9_mid_upload_loses_no_acknowledged_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut relay = Relay::start(&data, None, &[]);
+    let content = bytes(48 << 20, 3);
+    let files = [("big.bin", content.clone())];
+    // Stop driving the client once 8 MiB are acknowledged: up to a window
+    // more is in flight or being written when the relay is killed.
+    let mut conn = connect(relay.addr);
+    let first = upload(&mut conn, upload_config(65_536), &files, None, |acked| {
+        acked >= 8 << 20
+    });
+    let acked = first.acked;
+    assert!(acked >= 8 << 20 && !first.finished);
+    relay.kill9();
+    drop(conn);
+    let relay = Relay::start(&data, None, &[]);
+    relay_log_mentions_resumable(&relay);
+    let second = upload_tcp(relay.addr, &files, Some(first.token()));
+    assert!(second.complete(), "{:?}", second.events);
+    let resumed_at = second.resumed_at().unwrap();
+    assert!(
+        resumed_at >= acked,
+        "resumed at {resumed_at}, but {acked} were acknowledged"
+    );
+    assert!(resumed_at < content.len() as u64);
+    let got = download_tcp(relay.addr, first.code()).unwrap();
+    assert!(got.files[0] == content, "downloaded bytes differ");
+}
+
+fn relay_log_mentions_resumable(relay: &Relay) {
+    let line = relay.log.iter().find(|l| l.contains("store open")).unwrap();
+    assert!(line.contains("resumable_partials=1"), "{line}");
+}
+
+#[test]
+fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("data"), None, &[]);
+    let content = bytes(500_000, 5);
+    let first = upload_tcp(relay.addr, &[("a.bin", content.clone())], None);
+    assert!(first.complete() && !first.linked());
+    // Same content, a real client: challenged, proven, linked, no bytes sent.
+    let second = upload_tcp(relay.addr, &[("b.bin", content.clone())], None);
+    assert!(second.complete() && second.linked(), "{:?}", second.events);
+    assert!(download_tcp(relay.addr, second.code()).unwrap().files[0] == content);
+    // A wrong proof: refused, and the normal upload that follows succeeds.
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    announce(
+        &mut raw,
+        &[("c.bin", content.len() as u64, Sha1Digest::of(&content))],
+    );
+    let Reply::Grant(g) = raw.recv() else {
+        panic!()
+    };
+    let Reply::Plan(FilePlan {
+        plan: Plan::Challenge { .. },
+        ..
+    }) = raw.recv()
+    else {
+        panic!("no challenge")
+    };
+    raw.send(Message::Proof(Proof {
+        index: 0,
+        proof: Sha1Digest::of(b"not the file"),
+    }));
+    assert_eq!(
+        raw.recv(),
+        Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 }
+        })
+    );
+    for (i, chunk) in content.chunks(60_000).enumerate() {
+        raw.send(Message::Data(Data {
+            file: 0,
+            offset: i as u64 * 60_000,
+            bytes: chunk,
+        }));
+    }
+    loop {
+        match raw.recv() {
+            Reply::Ack(_) => {}
+            Reply::Verified(0) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(raw.recv(), Reply::Complete);
+    assert!(download_tcp(relay.addr, g.code).unwrap().files[0] == content);
+    // A proof over the right bytes with a stale nonce is refused too.
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    announce(
+        &mut raw,
+        &[("d.bin", content.len() as u64, Sha1Digest::of(&content))],
+    );
+    let _grant = raw.recv();
+    let Reply::Plan(FilePlan {
+        plan: Plan::Challenge { nonce },
+        ..
+    }) = raw.recv()
+    else {
+        panic!()
+    };
+    let mut stale = nonce;
+    stale[0] ^= 1;
+    let mut p = ProofHasher::new(&stale);
+    p.update(&content);
+    raw.send(Message::Proof(Proof {
+        index: 0,
+        proof: p.finish(),
+    }));
+    assert_eq!(
+        raw.recv(),
+        Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 }
+        })
+    );
+}
+
+#[test]
+fn sha1_collision_pairs_download_byte_identical_in_both_orders() {
+    for (a, b) in collision_pairs() {
+        assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
+        for (first, second) in [(&a, &b), (&b, &a)] {
+            let dir = tempfile::tempdir().unwrap();
+            let relay = Relay::start(&dir.path().join("data"), None, &[]);
+            let one = upload_tcp(relay.addr, &[("one", first.clone())], None);
+            let two = upload_tcp(relay.addr, &[("two", second.clone())], None);
+            assert!(one.complete() && two.complete());
+            assert!(!two.linked(), "a SHA-1 collision was linked");
+            assert!(download_tcp(relay.addr, one.code()).unwrap().files[0] == *first);
+            assert!(download_tcp(relay.addr, two.code()).unwrap().files[0] == *second);
+            // And both in one batch.
+            let both = upload_tcp(
+                relay.addr,
+                &[("x", first.clone()), ("y", second.clone())],
+                None,
+            );
+            let got = download_tcp(relay.addr, both.code()).unwrap();
+            assert!(got.files[0] == *first && got.files[1] == *second);
+        }
+    }
+}
+
+#[test]
+fn expired_and_unknown_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "sweep_interval_secs = 1\n[codes]\nttl_secs = 2\n";
+    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
+    let up = upload_tcp(relay.addr, &[("f", bytes(1000, 9))], None);
+    assert!(download_tcp(relay.addr, up.code()).is_ok());
+    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    assert_eq!(
+        download_tcp(relay.addr, up.code()).err(),
+        Some(download::Error::Relay(ErrorCode::Expired))
+    );
+    let unknown = Code::from_parts(13, 0x1234_5678).unwrap();
+    assert_eq!(
+        download_tcp(relay.addr, unknown).err(),
+        Some(download::Error::Relay(ErrorCode::UnknownCode))
+    );
+    // The uploader's token is gone with the batch.
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    raw.send(Message::Resume(Resume { token: up.token() }));
+    let reply = raw.recv();
+    assert!(
+        matches!(
+            reply,
+            Reply::Error(ErrorCode::Expired | ErrorCode::UnknownToken, _)
+        ),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn guessing_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[rate_limit]\npeer_burst = 3\npeer_per_sec = 0.01\n";
+    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
+    let real = upload_tcp(relay.addr, &[("f", bytes(10, 1))], None);
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    for guess in 0..3u128 {
+        raw.send(Message::Fetch(Fetch {
+            code: Code::from_parts(13, guess).unwrap(),
+        }));
+        assert_eq!(raw.recv(), Reply::Error(ErrorCode::UnknownCode, 0));
+    }
+    raw.send(Message::Fetch(Fetch {
+        code: Code::from_parts(13, 99).unwrap(),
+    }));
+    let Reply::Error(ErrorCode::RateLimited, retry) = raw.recv() else {
+        panic!()
+    };
+    assert!(retry > 0);
+    raw.send(Message::Read(Read {
+        code: real.code(),
+        file: 0,
+        offset: 0,
+        len: 10,
+    }));
+    assert!(matches!(
+        raw.recv(),
+        Reply::Error(ErrorCode::RateLimited, _)
+    ));
+    raw.send(Message::Resume(Resume {
+        token: ResumeToken([7; 16]),
+    }));
+    assert!(matches!(
+        raw.recv(),
+        Reply::Error(ErrorCode::RateLimited, _)
+    ));
+    // The limit is per peer address, not per connection.
+    let mut again = Raw::connect(relay.addr);
+    again.hello();
+    again.send(Message::Fetch(Fetch { code: real.code() }));
+    assert!(matches!(
+        again.recv(),
+        Reply::Error(ErrorCode::RateLimited, _)
+    ));
+}
+
+#[test]
+fn hostile_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let relay = Relay::start(&data, None, &[]);
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    let long = "n".repeat(256);
+    for name in [
+        "../../etc/passwd",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        "C:evil",
+        "line\nbreak",
+        "nul\0",
+        long.as_str(),
+    ] {
+        announce(&mut raw, &[(name, 1, Sha1Digest::of(b"x"))]);
+        assert_eq!(
+            raw.recv(),
+            Reply::Error(ErrorCode::InvalidName, 0),
+            "{name:?}"
+        );
+    }
+    // A good name still works on the same connection, and names never reach the disk.
+    announce(&mut raw, &[("ok.txt", 1, Sha1Digest::of(b"x"))]);
+    assert!(matches!(raw.recv(), Reply::Grant(_)));
+    for sub in ["partial", "blobs"] {
+        for e in std::fs::read_dir(data.join(sub)).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            assert!(name.parse::<u64>().is_ok(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn oversize_announcements_and_frames_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[limits]\nmax_file_size = 1000\nmax_batch_size = 1500\nmax_files_per_batch = 2\ndisk_quota = 2000\n";
+    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    let sha = Sha1Digest::of(b"");
+    announce(&mut raw, &[("big", 1001, sha)]);
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooLarge, 0));
+    announce(&mut raw, &[("a", 900, sha), ("b", 900, sha)]);
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooLarge, 0));
+    announce(&mut raw, &[("a", 1, sha), ("b", 1, sha), ("c", 1, sha)]);
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooManyFiles, 0));
+    announce(&mut raw, &[("q1", 1000, sha)]);
+    assert!(matches!(raw.recv(), Reply::Grant(_)));
+    let _plan = raw.recv();
+    announce(&mut raw, &[("q2", 1000, sha)]);
+    assert!(matches!(raw.recv(), Reply::Grant(_)));
+    let _plan = raw.recv();
+    announce(&mut raw, &[("q3", 1, sha)]);
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::Quota, 0));
+    // A frame longer than the announced max_frame (65536).
+    let mut huge = vec![0x55u8; 70_000];
+    huge.push(0);
+    raw.send_bytes(&huge);
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooLarge, 0));
+    raw.send(Message::Keepalive);
+    assert_eq!(raw.recv(), Reply::Keepalive);
+    // A real client that announces a file over the limit fails with the code.
+    let up = upload_tcp(relay.addr, &[("big", bytes(1001, 1))], None);
+    assert_eq!(
+        up.error,
+        Some(pickup_proto::upload::Error::Relay(ErrorCode::TooLarge))
+    );
+}
+
+#[test]
+fn garbage_on_connect_leaves_the_session_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("data"), None, &[]);
+    let mut conn = connect(relay.addr);
+    let mut garbage = bytes(10_000, 77);
+    garbage.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\0\0\xff\x00");
+    conn.write_all(&garbage).unwrap();
+    let content = bytes(200_000, 8);
+    let up = upload(
+        &mut conn,
+        upload_config(65_536),
+        &[("after-garbage", content.clone())],
+        None,
+        |_| false,
+    );
+    assert!(up.complete(), "{:?}", up.events);
+    assert!(download_tcp(relay.addr, up.code()).unwrap().files[0] == content);
+}
+
+#[test]
+fn sigterm_tells_sessions_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut relay = Relay::start(&data, None, &[]);
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    announce(&mut raw, &[("f", 100, Sha1Digest::of(&bytes(100, 1)))]);
+    let Reply::Grant(g) = raw.recv() else {
+        panic!()
+    };
+    let _plan = raw.recv();
+    raw.send(Message::Data(Data {
+        file: 0,
+        offset: 0,
+        bytes: &bytes(100, 1)[..40],
+    }));
+    raw.send(Message::Keepalive);
+    assert_eq!(raw.recv(), Reply::Keepalive);
+    let status = relay.terminate();
+    assert!(status.success(), "{status:?}");
+    // The session was told, and what it had received was made durable.
+    let mut saw_shutdown = false;
+    for _ in 0..3 {
+        match raw.recv() {
+            Reply::Error(ErrorCode::ShuttingDown, _) => {
+                saw_shutdown = true;
+                break;
+            }
+            Reply::Ack(a) => assert_eq!(a.offset, 40),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saw_shutdown);
+    let relay = Relay::start(&data, None, &[]);
+    let mut raw = Raw::connect(relay.addr);
+    raw.hello();
+    raw.send(Message::Resume(Resume { token: g.token }));
+    assert!(matches!(raw.recv(), Reply::Grant(_)));
+    assert_eq!(
+        raw.recv(),
+        Reply::Plan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 40 }
+        })
+    );
+}
