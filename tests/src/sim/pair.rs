@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pickup_proto::download;
 use pickup_proto::frame::{self, Decoder};
-use pickup_proto::message::Message;
+use pickup_proto::message::{Kind, Message};
 use pickup_proto::{upload, Instant};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
@@ -47,6 +47,9 @@ pub struct Pair<'a> {
     buf: Vec<u8>,
     /// Every relay message in order, as `Debug` text, with whether it was dropped.
     pub log: Vec<(String, bool)>,
+    /// Noise to put on the line towards the relay right after it sends a
+    /// message of this kind.
+    noise_after: Option<(Kind, Vec<u8>)>,
 }
 
 /// Decides, for each relay message, whether the link loses it.
@@ -82,6 +85,7 @@ impl<'a> Pair<'a> {
             client_decoder: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
             buf: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
             log: Vec::new(),
+            noise_after: None,
         }
     }
 
@@ -107,6 +111,12 @@ impl<'a> Pair<'a> {
             Terminal::Up(s, _) => s.handle_disconnected(self.now),
             Terminal::Down(s, _) => s.handle_disconnected(self.now),
         }
+    }
+
+    /// Once the relay sends a message of `kind`, `bytes` reach its decoder
+    /// as if the line made them up (before anything the terminal sends next).
+    pub fn noise_after(&mut self, kind: Kind, bytes: Vec<u8>) {
+        self.noise_after = Some((kind, bytes));
     }
 
     /// Bytes that reach the relay's decoder as if the line made them up.
@@ -166,6 +176,7 @@ impl<'a> Pair<'a> {
                 }
             }
             // Relay → terminal.
+            let mut noise = None;
             while let Some(n) = self
                 .session
                 .as_mut()
@@ -178,6 +189,13 @@ impl<'a> Pair<'a> {
                     let msg = Message::decode(f).expect("the relay sends valid messages");
                     let lost = lose(&msg);
                     self.log.push((format!("{msg:?}"), lost));
+                    if self
+                        .noise_after
+                        .as_ref()
+                        .is_some_and(|(k, _)| *k == msg.kind())
+                    {
+                        noise = self.noise_after.take().map(|(_, n)| n);
+                    }
                     if lost {
                         continue;
                     }
@@ -189,6 +207,9 @@ impl<'a> Pair<'a> {
                         },
                     }
                 }
+            }
+            if let Some(noise) = noise {
+                self.noise_to_relay(&noise);
             }
             loop {
                 let e = match &mut self.terminal {
