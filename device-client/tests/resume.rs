@@ -10,7 +10,9 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{pickup, run_json, same_file, wait_for, write_random, Proxy, Relay, Running};
+use common::{
+    pickup, run, run_json, same_file, stderr, wait_for, write_random, Proxy, Relay, Running,
+};
 
 const SIZE: u64 = 64 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
@@ -62,6 +64,24 @@ fn send_resumes_after_the_process_is_killed() {
         1,
         "resume state kept"
     );
+
+    // Meanwhile the batch cannot be downloaded yet, and nothing is written.
+    let early = work.path().join("early");
+    let out = run(pickup(&state).args([
+        "get",
+        "--relay",
+        &relay.addr(),
+        &code,
+        "-o",
+        early.to_str().unwrap(),
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("still being uploaded"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
 
     proxy.rate.store(0, Ordering::SeqCst);
     let up_before = proxy.up.load(Ordering::SeqCst);

@@ -88,8 +88,10 @@ struct Target {
     name: String,
     final_path: PathBuf,
     part_path: PathBuf,
-    /// Where the bytes are read from and written to right now.
-    file: File,
+    /// Where the bytes are read from and written to right now; `None`
+    /// until the first byte, so a download that never starts (the batch
+    /// is not ready, a later file exists) leaves no empty `.part` behind.
+    file: Option<File>,
     /// The file already exists under its final name with the right size:
     /// its bytes are re-hashed as a prefix, and nothing is written.
     already_final: bool,
@@ -157,11 +159,26 @@ impl DirSink {
     }
 }
 
+impl Target {
+    /// The `.part` file, created on first use.
+    fn part(&mut self) -> io::Result<&File> {
+        if self.file.is_none() {
+            self.file = Some(DirSink::open_part(&self.part_path)?);
+        }
+        self.file
+            .as_ref()
+            .ok_or_else(|| other(ErrorKind::NotFound, "part file vanished".into()))
+    }
+}
+
 impl ReadAt for DirSink {
     type Error = io::Error;
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let t = self.target(file)?;
-        read_retrying(&t.file, offset, buf)
+        match &t.file {
+            Some(f) => read_retrying(f, offset, buf),
+            None => Ok(0),
+        }
     }
 }
 
@@ -178,7 +195,7 @@ impl WriteAt for DirSink {
                 ),
             ));
         }
-        pwrite_all(&t.file, offset, data)
+        pwrite_all(t.part()?, offset, data)
     }
 }
 
@@ -214,7 +231,7 @@ impl Sink for DirSink {
                     name: name.to_string(),
                     final_path,
                     part_path,
-                    file,
+                    file: Some(file),
                     already_final: true,
                 });
                 return Ok(entry.size);
@@ -229,12 +246,19 @@ impl Sink for DirSink {
                 ));
             }
         }
-        let file = Self::open_part(&part_path)?;
-        let mut len = file.metadata()?.len();
-        if len > entry.size {
-            // Longer than the file can be: not a prefix of it.
-            file.set_len(0)?;
-            len = 0;
+        // A `.part` from an interrupted run is continued; a new one is
+        // only created when the first byte arrives.
+        let mut len = 0;
+        let mut file = None;
+        if fs::symlink_metadata(&part_path).is_ok() {
+            let f = Self::open_part(&part_path)?;
+            len = f.metadata()?.len();
+            if len > entry.size {
+                // Longer than the file can be: not a prefix of it.
+                f.set_len(0)?;
+                len = 0;
+            }
+            file = Some(f);
         }
         self.targets.push(Target {
             name: name.to_string(),
@@ -260,10 +284,13 @@ impl Sink for DirSink {
                     ),
                 ));
             }
-            t.file = Self::open_part(&t.part_path)?;
+            t.file = Some(Self::open_part(&t.part_path)?);
             t.already_final = false;
         }
-        t.file.set_len(0)
+        match &t.file {
+            Some(f) => f.set_len(0),
+            None => Ok(()),
+        }
     }
 
     fn finish(&mut self, file: u16) -> io::Result<()> {
@@ -272,7 +299,8 @@ impl Sink for DirSink {
         if t.already_final {
             return Ok(());
         }
-        t.file.sync_all()?;
+        // An empty file has had no write: create it now.
+        t.part()?.sync_all()?;
         if !force && fs::symlink_metadata(&t.final_path).is_ok() {
             return Err(other(
                 ErrorKind::AlreadyExists,
@@ -283,7 +311,7 @@ impl Sink for DirSink {
             ));
         }
         fs::rename(&t.part_path, &t.final_path)?;
-        t.file = File::open(&t.final_path)?;
+        t.file = Some(File::open(&t.final_path)?);
         t.already_final = true;
         Ok(())
     }
@@ -365,6 +393,17 @@ mod tests {
             b"hello world"
         );
         assert!(!dir.path().join("a.txt.part").exists());
+    }
+
+    #[test]
+    fn nothing_is_created_before_the_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false);
+        assert_eq!(sink.open(&entry(0, "a", b"abc")).unwrap(), 0);
+        assert_eq!(sink.open(&entry(1, "empty", b"")).unwrap(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        sink.finish(1).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("empty")).unwrap(), b"");
     }
 
     #[test]

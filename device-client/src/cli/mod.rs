@@ -36,6 +36,9 @@ use pickup_proto::{frame, Duration};
 
 use crate::retransfer::RetransferPolicy;
 
+/// Where the relay is unless `--relay` or `PICKUP_RELAY` says otherwise.
+pub(crate) const DEFAULT_RELAY: &str = "127.0.0.1:7425";
+
 /// Largest batch the CLI handles (files per session).
 pub(crate) const MAX_FILES: usize = 1024;
 /// Decoder buffer: the largest frame the CLI accepts.

@@ -196,8 +196,13 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                     });
                     println!("{doc}");
                 } else if stdout_tty {
+                    let relay_arg = if args.common.relay == super::DEFAULT_RELAY {
+                        String::new()
+                    } else {
+                        format!("--relay {} ", args.common.relay)
+                    };
                     println!(
-                        "  sent {} file(s), {}; get them with: pickup get {code}",
+                        "  sent {} file(s), {}; get them with: pickup get {relay_arg}{code}",
                         locals.len(),
                         size(total)
                     );
