@@ -46,23 +46,24 @@
 //! host figures; the 32-bit figures come from the same types built for
 //! `thumbv7em-none-eabihf` and `thumbv6m-none-eabi`, which agree):
 //!
-//! | frame (`RX`, `TX`)  | `Uploader`, 1 file | `Uploader`, 8 files | `Downloader`, 1 file | `Downloader`, 8 files |
-//! |---------------------|-------------------:|--------------------:|---------------------:|----------------------:|
-//! | 128, 130 (32-bit)   |            1560 B  |             2232 B  |              1448 B  |               1728 B  |
-//! | 256, 258 (32-bit)   |            1816 B  |                     |              1704 B  |                       |
-//! | 1024, 1030 (32-bit) |            3352 B  |                     |              3240 B  |                       |
-//! | 128, 130 (64-bit)   |            1760 B  |             2496 B  |              1504 B  |               1776 B  |
-//! | 16384, 16450 (64-bit) |         34336 B  |            35072 B  |             34080 B  |              34352 B  |
+//! | frame (`RX`, `TX`)    | `Uploader`, 1 file | `Uploader`, 8 files | `Downloader`, 1 file | `Downloader`, 8 files |
+//! |-----------------------|-------------------:|--------------------:|---------------------:|----------------------:|
+//! | 128, 130 (32-bit)     |             1112 B |              1784 B |               1064 B |                1344 B |
+//! | 256, 258 (32-bit)     |             1368 B |                     |               1320 B |                       |
+//! | 1024, 1030 (32-bit)   |             2904 B |                     |               2856 B |                       |
+//! | 128, 130 (64-bit)     |             1248 B |              1984 B |               1120 B |                1392 B |
+//! | 16384, 16450 (64-bit) |            33824 B |             34560 B |              33696 B |               33968 B |
 //!
-//! Of the 32-bit figures, the protocol sessions themselves take 1208 B
-//! (upload, 1 file) and 1096 B (download, 1 file), mostly their event
-//! queues; each further file costs 96 B (upload) or 40 B (download). On top
-//! of the struct, `run` needs stack for one decoded message and the SHA-1
-//! state (well under 1 KiB), and the caller's [`Connector`] and link.
+//! Of the 32-bit figures, the protocol sessions themselves take 760 B
+//! (upload, 1 file) and 712 B (download, 1 file); each further file costs
+//! 96 B (upload) or 40 B (download). The rest is the two buffers plus a few
+//! words. On top of the struct, `run` uses stack for its own frames (a
+//! decoded message, hashing state; not measured here) and the caller's
+//! [`Connector`] and link.
 //!
 //! # Features
 //!
-//! - `std` (default): the `pickup` CLI ([`cli`]), [`clock::StdClock`], and
+//! - `std` (default): the `pickup` CLI (module `cli`), `clock::StdClock`, and
 //!   `std::io::Error` as a link error. Firmware builds with
 //!   `default-features = false`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
