@@ -2,8 +2,8 @@
 //!
 //! The protocol machines take time as an argument; the blocking drivers need
 //! a source for it and a way to wait out a reconnect backoff. Firmware
-//! implements [`Clock`] over a hardware timer (SysTick, RTC, a `embassy-time`
-//! driver), a host over `std::time::Instant` ([`StdClock`], feature `std`),
+//! implements [`Clock`] over a hardware timer (SysTick, RTC, an `embassy-time`
+//! driver), a host over `std::time::Instant` (`StdClock`, feature `std`),
 //! and tests over a counter they advance by hand.
 
 use pickup_proto::Instant;
