@@ -302,17 +302,23 @@ impl<const F: usize> Session<F> {
 
     /// Total bytes of the batch (0 before the manifest).
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.size))
     }
 
     /// Bytes written and verified or hashed so far.
     pub fn done_bytes(&self) -> u64 {
-        let finished: u64 = self.files.iter().filter(|f| f.done).map(|f| f.size).sum();
+        let finished = self
+            .files
+            .iter()
+            .filter(|f| f.done)
+            .fold(0u64, |t, f| t.saturating_add(f.size));
         let current_done = self
             .files
             .get(usize::from(self.current))
             .is_some_and(|f| f.done);
-        finished + if current_done { 0 } else { self.received }
+        finished.saturating_add(if current_done { 0 } else { self.received })
     }
 
     /// A new link is up: start (or restart) the exchange.

@@ -331,12 +331,16 @@ impl<'n, const F: usize> Session<'n, F> {
 
     /// Total bytes of the batch.
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.meta.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.meta.size))
     }
 
     /// Bytes the relay holds durably (acked, linked or verified).
     pub fn acked(&self) -> u64 {
-        self.files.iter().map(|f| f.acked).sum()
+        self.files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.acked))
     }
 
     /// A new link is up: start (or restart) the exchange.
@@ -406,7 +410,7 @@ impl<'n, const F: usize> Session<'n, F> {
             Message::FilePlan(p) => self.on_plan(now, p),
             Message::Ack(a) => self.on_ack(now, a),
             Message::Rewind(r) => self.on_rewind(r),
-            Message::FileVerified(v) => {
+            Message::FileVerified(v) if self.phase == Phase::Transfer => {
                 if let Some(f) = self.files.get_mut(usize::from(v.index)) {
                     if f.state != FileState::Done && f.acked == f.meta.size {
                         f.state = FileState::Done;
@@ -415,13 +419,12 @@ impl<'n, const F: usize> Session<'n, F> {
                     }
                 }
             }
-            Message::FileRejected(r)
-                if usize::from(r.index) < self.files.len() => {
-                    self.fail(Error::Rejected {
-                        file: r.index,
-                        reason: r.reason,
-                    });
-                }
+            Message::FileRejected(r) if usize::from(r.index) < self.files.len() => {
+                self.fail(Error::Rejected {
+                    file: r.index,
+                    reason: r.reason,
+                });
+            }
             Message::BatchComplete(_) => {
                 // Only a confirmation: completion is decided per file above,
                 // so a lost BatchComplete costs nothing.
@@ -483,6 +486,9 @@ impl<'n, const F: usize> Session<'n, F> {
         }
         self.phase = Phase::Transfer;
         self.waiting_since = Some(now);
+        // Plans and verdicts of an earlier exchange may already have
+        // finished every file (a resumed batch, a repeated grant).
+        self.check_complete(now);
     }
 
     fn on_plan(&mut self, now: Instant, p: FilePlan) {
@@ -494,7 +500,7 @@ impl<'n, const F: usize> Session<'n, F> {
             return;
         };
         if f.state == FileState::Done {
-            return;
+            return self.check_complete(now);
         }
         let event = match p.plan {
             Plan::Held => {
@@ -633,10 +639,9 @@ impl<'n, const F: usize> Session<'n, F> {
     }
 
     fn bytes_in_flight(&self) -> u64 {
-        self.files
-            .iter()
-            .map(|f| f.sent.saturating_sub(f.acked))
-            .sum()
+        self.files.iter().fold(0u64, |t, f| {
+            t.saturating_add(f.sent.saturating_sub(f.acked))
+        })
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
@@ -686,23 +691,28 @@ impl<'n, const F: usize> Session<'n, F> {
                 }
             }
             Phase::Transfer => {
-                let mut stalled = false;
+                // Nothing moved for a whole retransmit timeout: resend what
+                // is unacknowledged, and ask the relay where every file
+                // stands. Resending alone is not enough: if the relay holds
+                // the bytes and only its ack or verdict was lost, it ignores
+                // the duplicates, and the answer to `Resume` is what moves
+                // the upload on (durable offsets, `Held`).
+                let mut waiting = false;
                 for (i, f) in self.files.iter_mut().enumerate() {
                     if f.state == FileState::Sending && f.sent > f.acked {
                         f.sent = f.acked;
+                        if self.events.is_full() {
+                            self.events.pop_front();
+                        }
                         let _ = self.events.push_back(Event::Retransmit {
                             file: i as u16,
                             offset: f.acked,
                         });
-                    } else if f.state != FileState::Done
-                        && !matches!(f.state, FileState::ProofDue(_))
-                    {
-                        // Waiting on the relay for a plan, a verdict on a
-                        // proof, or a verification of a fully acked file.
-                        stalled |= f.state != FileState::Sending || f.acked == f.meta.size;
                     }
+                    // ProofDue only waits for our own transmit.
+                    waiting |= !matches!(f.state, FileState::Done | FileState::ProofDue(_));
                 }
-                if stalled {
+                if waiting {
                     self.push_control(Control::Resume);
                 }
             }

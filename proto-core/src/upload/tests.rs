@@ -44,7 +44,11 @@ fn plan(index: u16, plan: Plan) -> Message<'static> {
 }
 
 fn ack(file: u16, offset: u64, window: u32) -> Message<'static> {
-    Message::Ack(Ack { file, offset, window })
+    Message::Ack(Ack {
+        file,
+        offset,
+        window,
+    })
 }
 
 /// A decoded outgoing message, owned so the test can inspect it.
@@ -125,7 +129,13 @@ fn granted<'n>(files: &mut [Vec<u8>], metas: &'n [FileMeta<'n>], window: u32) ->
     assert_eq!(drain(&mut s, T0, files), [Out::Hello]);
     s.handle_message(T0, welcome(window));
     let out = drain(&mut s, T0, files);
-    assert_eq!(out[0], Out::BatchOpen(files.len() as u16, files.iter().map(|f| f.len() as u64).sum()));
+    assert_eq!(
+        out[0],
+        Out::BatchOpen(
+            files.len() as u16,
+            files.iter().map(|f| f.len() as u64).sum()
+        )
+    );
     assert_eq!(out.len(), 1 + files.len());
     s.handle_message(T0, grant(files.len() as u16));
     for i in 0..files.len() {
@@ -173,7 +183,10 @@ fn clean_upload_of_two_files() {
     assert!(s.is_finished());
     let ev = events(&mut s);
     assert!(ev.contains(&Event::Complete { code: code() }));
-    assert!(ev.contains(&Event::Progress { acked: 1010, total: 1010 }));
+    assert!(ev.contains(&Event::Progress {
+        acked: 1010,
+        total: 1010
+    }));
     assert_eq!(drain(&mut s, T0, &mut files), [Out::Goodbye]);
 }
 
@@ -182,7 +195,10 @@ fn window_limits_bytes_in_flight_and_acks_open_it() {
     let mut files = std::vec![std::vec![3u8; 2000]];
     let metas = metas(&files);
     let mut s = granted(&mut files, &metas, 500);
-    let sent: u64 = data_offsets(&drain(&mut s, T0, &mut files)).iter().map(|d| d.2 as u64).sum();
+    let sent: u64 = data_offsets(&drain(&mut s, T0, &mut files))
+        .iter()
+        .map(|d| d.2 as u64)
+        .sum();
     assert_eq!(sent, 500);
     assert!(drain(&mut s, T0, &mut files).is_empty());
     s.handle_message(T0, ack(0, 300, 500));
@@ -201,13 +217,28 @@ fn lost_data_is_resent_on_rewind_and_on_timeout() {
     // The relay got frames 0 and 1, lost frame 2, and says so.
     let gap = first[2].1;
     s.handle_message(T0, ack(0, gap, 100_000));
-    s.handle_message(T0, Message::Rewind(Rewind { file: 0, offset: gap }));
+    s.handle_message(
+        T0,
+        Message::Rewind(Rewind {
+            file: 0,
+            offset: gap,
+        }),
+    );
     // A duplicated rewind changes nothing more.
-    s.handle_message(T0, Message::Rewind(Rewind { file: 0, offset: gap }));
+    s.handle_message(
+        T0,
+        Message::Rewind(Rewind {
+            file: 0,
+            offset: gap,
+        }),
+    );
     let again = data_offsets(&drain(&mut s, T0, &mut files));
     assert_eq!(again.first().map(|d| d.1), Some(gap));
     assert_eq!(again.iter().map(|d| d.2 as u64).sum::<u64>(), 1000 - gap);
-    assert!(events(&mut s).contains(&Event::Retransmit { file: 0, offset: gap }));
+    assert!(events(&mut s).contains(&Event::Retransmit {
+        file: 0,
+        offset: gap
+    }));
     // Now everything after `gap` is lost and the relay stays silent: the
     // retransmit timer resends from the last ack.
     let deadline = s.poll_timeout().unwrap();
@@ -231,7 +262,12 @@ fn duplicated_and_reordered_control_messages_are_harmless() {
     s.handle_message(T0, welcome(10_000));
     s.handle_message(T0, welcome(10_000));
     let out = drain(&mut s, T0, &mut files);
-    assert_eq!(out.iter().filter(|o| matches!(o, Out::BatchOpen(..))).count(), 1);
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Out::BatchOpen(..)))
+            .count(),
+        1
+    );
     // Plans before the grant are ignored (reordered): the grant comes, then
     // plans arrive in reverse order, one duplicated.
     s.handle_message(T0, plan(0, Plan::Upload { offset: 0 }));
@@ -241,7 +277,12 @@ fn duplicated_and_reordered_control_messages_are_harmless() {
     s.handle_message(T0, plan(0, Plan::Upload { offset: 0 }));
     s.handle_message(T0, plan(1, Plan::Upload { offset: 0 }));
     let ev = events(&mut s);
-    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Granted { .. })).count(), 1);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::Granted { .. }))
+            .count(),
+        1
+    );
     let sent = data_offsets(&drain(&mut s, T0, &mut files));
     assert_eq!(sent.iter().map(|d| d.2 as u64).sum::<u64>(), 200);
     // Verdicts duplicated and out of order.
@@ -274,7 +315,10 @@ fn lost_hello_and_lost_announce_are_recovered_by_timers() {
     let t2 = s.poll_timeout().unwrap();
     s.handle_timeout(t2);
     let out = drain(&mut s, t2, &mut files);
-    assert!(matches!(out[..], [Out::BatchOpen(1, 10), Out::Announce(0, 10, _)]), "{out:?}");
+    assert!(
+        matches!(out[..], [Out::BatchOpen(1, 10), Out::Announce(0, 10, _)]),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -402,7 +446,10 @@ fn refused_proof_falls_back_to_a_normal_upload() {
     let _ = drain(&mut s, T0, &mut files);
     s.handle_message(T0, grant(1));
     s.handle_message(T0, plan(0, Plan::Challenge { nonce: [1; 32] }));
-    assert!(matches!(drain(&mut s, T0, &mut files)[..], [Out::Proof(0, _)]));
+    assert!(matches!(
+        drain(&mut s, T0, &mut files)[..],
+        [Out::Proof(0, _)]
+    ));
     s.handle_message(T0, plan(0, Plan::Upload { offset: 0 }));
     assert_eq!(data_offsets(&drain(&mut s, T0, &mut files)), [(0, 0, 14)]);
 }
@@ -458,7 +505,10 @@ fn silence_means_link_lost_and_keepalives_keep_it_up() {
         assert!(t > now || t == now && keepalives == 0, "timer did not move");
         now = t;
         s.handle_timeout(now);
-        keepalives += drain(&mut s, now, &mut files).iter().filter(|o| **o == Out::Keepalive).count();
+        keepalives += drain(&mut s, now, &mut files)
+            .iter()
+            .filter(|o| **o == Out::Keepalive)
+            .count();
     }
     assert_eq!(keepalives, 4);
     assert!(events(&mut s).contains(&Event::LinkLost));
@@ -469,15 +519,24 @@ fn silence_means_link_lost_and_keepalives_keep_it_up() {
 #[test]
 fn bad_inputs_are_refused_up_front() {
     let metas: [FileMeta<'_>; 0] = [];
-    assert_eq!(Session::<2>::new(Config::default(), &metas).err(), Some(Error::TooManyFiles));
+    assert_eq!(
+        Session::<2>::new(Config::default(), &metas).err(),
+        Some(Error::TooManyFiles)
+    );
     let m = FileMeta {
         name: "a",
         size: 0,
         sha1: Sha1Digest::EMPTY,
     };
-    assert_eq!(Session::<2>::new(Config::default(), &[m, m, m]).err(), Some(Error::TooManyFiles));
+    assert_eq!(
+        Session::<2>::new(Config::default(), &[m, m, m]).err(),
+        Some(Error::TooManyFiles)
+    );
     let bad = FileMeta { name: "../x", ..m };
-    assert_eq!(Session::<2>::new(Config::default(), &[bad]).err(), Some(Error::InvalidName { file: 0 }));
+    assert_eq!(
+        Session::<2>::new(Config::default(), &[bad]).err(),
+        Some(Error::InvalidName { file: 0 })
+    );
     // A name that does not fit the relay's frames fails with a clear reason.
     let long = "n".repeat(250);
     let m = FileMeta { name: &long, ..m };
@@ -508,4 +567,40 @@ fn a_file_that_shrank_is_not_padded() {
     let sent = data_offsets(&drain(&mut s, T0, &mut files));
     assert_eq!(sent.iter().map(|d| d.2).sum::<usize>(), 40);
     assert!(drain(&mut s, T0, &mut files).is_empty());
+}
+
+#[test]
+fn a_stall_resends_and_asks_where_the_relay_stands() {
+    // The relay's ack for the whole window is lost; it holds the bytes and
+    // ignores the resent duplicates, so only its answer to Resume helps.
+    let mut files = std::vec![std::vec![6u8; 300]];
+    let metas = metas(&files);
+    let mut s = granted(&mut files, &metas, 100);
+    let _ = drain(&mut s, T0, &mut files);
+    let t1 = s.poll_timeout().unwrap();
+    s.handle_timeout(t1);
+    let out = drain(&mut s, t1, &mut files);
+    assert!(out.contains(&Out::Resume), "{out:?}");
+    assert_eq!(data_offsets(&out).first().map(|d| d.1), Some(0));
+    s.handle_message(t1, grant(1));
+    s.handle_message(t1, plan(0, Plan::Upload { offset: 100 }));
+    assert_eq!(data_offsets(&drain(&mut s, t1, &mut files)).first().map(|d| d.1), Some(100));
+}
+
+#[test]
+fn a_verdict_before_the_grant_is_not_trusted_and_a_repeated_grant_completes() {
+    // An empty file: its verdict can outrun a lost grant.
+    let mut files = std::vec![Vec::new()];
+    let metas = metas(&files);
+    let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(100));
+    let _ = drain(&mut s, T0, &mut files);
+    s.handle_message(T0, Message::FileVerified(FileVerified { index: 0 }));
+    assert!(!s.is_finished());
+    s.handle_message(T0, grant(1));
+    s.handle_message(T0, plan(0, Plan::Held));
+    s.handle_message(T0, grant(1));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
 }
