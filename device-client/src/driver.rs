@@ -292,6 +292,8 @@ where
     K: Clock,
     O: FnMut(Event<M::Event>),
 {
+    // Consecutive reads that filled the whole buffer (see below).
+    let mut full_reads = 0u32;
     loop {
         let now = clock.now();
         while let Some(n) = machine.transmit(now, io, tx)? {
@@ -311,9 +313,11 @@ where
         }
         // `tx` is free until the next transmit: it doubles as the read buffer.
         let mut lost = false;
+        let mut caught_up = true;
         match link.read(tx) {
             Ok(0) => return Ok(Some(LinkLoss::Eof)),
             Ok(n) => {
+                caught_up = n < tx.len();
                 let now = clock.now();
                 let mut input = &tx[..n];
                 while let Some(result) = decoder.feed(&mut input) {
@@ -335,6 +339,16 @@ where
         }
         if lost {
             return Ok(Some(LinkLoss::Silent));
+        }
+        // After a long burst of sending, acks may be queued behind the read
+        // just made: a read that filled the buffer is followed by another
+        // before the timers fire, so they do not mistake the backlog for a
+        // loss. A bounded number, so a chatty peer cannot starve them.
+        if caught_up || full_reads >= 8 {
+            full_reads = 0;
+        } else {
+            full_reads += 1;
+            continue;
         }
         let now = clock.now();
         if machine.deadline().is_some_and(|t| now >= t) {

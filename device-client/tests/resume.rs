@@ -174,3 +174,51 @@ fn get_resumes_after_the_process_is_killed() {
     assert!(same_file(&file, &dest.join("dataset.tar")));
     assert!(!part.exists());
 }
+
+#[test]
+fn send_starts_over_when_the_relay_forgot_the_upload() {
+    let relay = Relay::start();
+    let proxy = Proxy::start(relay.port);
+    proxy.rate.store(MIB, Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = work.path().join("notes.bin");
+    write_random(&file, (4 * MIB) as usize, 13);
+
+    let first = Running::spawn(
+        pickup(&state)
+            .args(["send", "--relay", &proxy.addr()])
+            .arg(&file),
+    );
+    let old_code = first.next_line();
+    // The resume state is written when the relay grants the batch.
+    wait_for("the resume state", || {
+        (std::fs::read_dir(&state).ok()?.count() == 1).then_some(())
+    });
+    first.kill();
+
+    // Same address, but a relay with empty storage behind it.
+    let fresh = Relay::start();
+    proxy.target.store(fresh.port, Ordering::SeqCst);
+    proxy.rate.store(0, Ordering::SeqCst);
+    drop(relay);
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &proxy.addr()])
+            .arg(&file),
+    );
+    assert_ne!(sent["code"], old_code.as_str());
+    assert_eq!(sent["resumed"], false);
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    let dest = work.path().join("dest");
+    run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &fresh.addr(),
+        sent["code"].as_str().unwrap(),
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert!(same_file(&file, &dest.join("notes.bin")));
+}

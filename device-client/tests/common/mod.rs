@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -222,6 +222,8 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 /// directions counted), to make links slow or unreliable on purpose.
 pub struct Proxy {
     pub port: u16,
+    /// The relay's port; new connections go wherever it points now.
+    pub target: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
     /// Cut each connection after this many bytes; 0: never.
     pub cut_every: Arc<AtomicU64>,
@@ -249,7 +251,9 @@ impl Proxy {
         let cuts = Arc::new(AtomicU64::new(0));
         let up = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicU64::new(0));
+        let target = Arc::new(AtomicU16::new(target));
         let accept = {
+            let target = target.clone();
             let (stop, cut_every, rate, connections, cuts, up, down) = (
                 stop.clone(),
                 cut_every.clone(),
@@ -269,7 +273,8 @@ impl Proxy {
                         }
                     };
                     client.set_nonblocking(false).unwrap();
-                    let Ok(relay) = TcpStream::connect(("127.0.0.1", target)) else {
+                    let to = target.load(Ordering::SeqCst);
+                    let Ok(relay) = TcpStream::connect(("127.0.0.1", to)) else {
                         continue;
                     };
                     connections.fetch_add(1, Ordering::SeqCst);
@@ -294,6 +299,7 @@ impl Proxy {
         };
         Proxy {
             port,
+            target,
             stop,
             cut_every,
             rate,
