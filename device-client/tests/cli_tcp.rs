@@ -250,3 +250,46 @@ fn exit_codes() {
     // Help is not an error.
     assert_eq!(code_of(&["--help"]).0, Some(0));
 }
+
+#[test]
+fn content_the_relay_holds_is_not_sent_again() {
+    let relay = Relay::start();
+    let proxy = common::Proxy::start(relay.port);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let original = work.path().join("original.iso");
+    write_random(&original, 3 * 1024 * 1024, 9);
+    let copy_dir = work.path().join("copy");
+    std::fs::create_dir(&copy_dir).unwrap();
+    let copy = copy_dir.join("same-bytes.iso");
+    std::fs::copy(&original, &copy).unwrap();
+
+    run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &relay.addr()])
+            .arg(&original),
+    );
+    let before = proxy.up.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = run_json(
+        pickup(&state)
+            .args(["send", "--json", "--relay", &proxy.addr()])
+            .arg(&copy),
+    );
+    let uploaded = proxy.up.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        uploaded < 64 * 1024,
+        "{uploaded} bytes sent for a 3 MiB file the relay holds"
+    );
+
+    let dest = work.path().join("dest");
+    run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--relay",
+        &relay.addr(),
+        sent["code"].as_str().unwrap(),
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert!(same_file(&original, &dest.join("same-bytes.iso")));
+}
