@@ -293,3 +293,38 @@ fn content_the_relay_holds_is_not_sent_again() {
     ]));
     assert!(same_file(&original, &dest.join("same-bytes.iso")));
 }
+
+#[test]
+fn get_wait_downloads_once_the_upload_finishes() {
+    let relay = Relay::start();
+    let proxy = common::Proxy::start(relay.port);
+    proxy
+        .rate
+        .store(2 * 1024 * 1024, std::sync::atomic::Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = work.path().join("slow.bin");
+    write_random(&file, 6 * 1024 * 1024, 10);
+    let sender = common::Running::spawn(
+        pickup(&state)
+            .args(["send", "--relay", &proxy.addr()])
+            .arg(&file),
+    );
+    let code = sender.next_line();
+    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.addr(), &code]));
+    assert_eq!(info["ready"], false, "the upload is still running");
+    let dest = work.path().join("dest");
+    let got = run_json(pickup(&state).args([
+        "get",
+        "--json",
+        "--wait",
+        "--relay",
+        &relay.addr(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert_eq!(got["files"][0]["name"], "slow.bin");
+    assert!(same_file(&file, &dest.join("slow.bin")));
+    drop(sender);
+}
