@@ -53,7 +53,11 @@ fn main() -> ! {
         None => false,
     };
     #[cfg(feature = "paint-stack")]
-    hprintln!("stack high-water mark: {} bytes", stack_high_water());
+    {
+        #[cfg(not(feature = "baseline"))]
+        transfer::memory_report();
+        hprintln!("stack high-water mark: {} bytes", stack_high_water());
+    }
     debug::exit(if ok {
         debug::EXIT_SUCCESS
     } else {

@@ -87,6 +87,21 @@ fn log_link<E>(event: Event<E>) {
     }
 }
 
+/// Prints the RAM the pickup objects take (they live on the stack, in
+/// `upload` and `download` in turn).
+#[cfg(feature = "paint-stack")]
+pub fn memory_report() {
+    use core::mem::size_of;
+    hprintln!(
+        "size_of: Uploader {} (session {}), Downloader {} (session {}), HashSink {}",
+        size_of::<Uploader<'static, FILES, FRAME, TX>>(),
+        size_of::<pickup_proto::upload::Session<'static, FILES>>(),
+        size_of::<Downloader<FILES, FRAME, TX>>(),
+        size_of::<pickup_proto::download::Session<FILES>>(),
+        size_of::<HashSink>()
+    );
+}
+
 /// The code's display form (`7KQ4-M2XD-9RTA`) in `out`. `Code`'s own
 /// `Display` does the same through `core::fmt`; this avoids its padding and
 /// UTF-8 checks in flash.
