@@ -1,0 +1,548 @@
+//! The fuzzers' seed corpora and dictionary, made from real encoded
+//! messages and scripted exchanges, so each target starts deep in its
+//! state space instead of at "is this a frame at all".
+//!
+//! `tests/fuzz_corpus.rs` checks that the files under `fuzz/corpus/` and
+//! `fuzz/dict/` are exactly what this module makes (and rewrites them with
+//! `PICKUP_WRITE_FUZZ_SEEDS=1`), and that every seed does what its name says.
+
+use pickup_proto::frame::{self, Decoder};
+use pickup_proto::fuzzing::{
+    self, Script, DOWNLOAD_MANIFEST_ONLY, DOWNLOAD_WAIT, UPLOAD_INSTANT, UPLOAD_RESUME,
+    UPLOAD_SMALL_WINDOW,
+};
+use pickup_proto::hash::Sha1Digest;
+use pickup_proto::message::{
+    Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FilePlan, FileRejected,
+    FileVerified, Grant, Hello, Manifest, ManifestEntry, Message, Plan, Proof, Read, Resume,
+    Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+};
+use pickup_proto::ErrorCode;
+
+/// One seed file: the fuzz target, the file name, the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// The target's name (`fuzz/fuzz_targets/<target>.rs`).
+    pub target: &'static str,
+    /// File name under `fuzz/corpus/<target>/`.
+    pub name: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// One example of every message kind, with multi-byte varints.
+pub fn every_kind() -> Vec<Message<'static>> {
+    let code = fuzzing::code();
+    let sha1 = Sha1Digest::of(b"pickup");
+    vec![
+        Message::Hello(Hello {
+            version: 1,
+            role: Role::Terminal,
+            max_frame: 4096,
+            window: 65_536,
+            caps: CAP_INSTANT_UPLOAD,
+        }),
+        Message::Welcome(Welcome {
+            version: 1,
+            role: Role::Relay,
+            max_frame: 65_536,
+            window: 4 << 20,
+            caps: CAP_INSTANT_UPLOAD,
+        }),
+        Message::Keepalive,
+        Message::Goodbye,
+        Message::Error(Error {
+            code: ErrorCode::RateLimited,
+            kind: 0x20,
+            retry_after_ms: 1500,
+        }),
+        Message::BatchOpen(BatchOpen {
+            files: 2,
+            total_size: 706,
+        }),
+        Message::FileAnnounce(FileAnnounce {
+            index: 1,
+            size: 6,
+            sha1,
+            name: "b.txt",
+        }),
+        Message::Grant(Grant {
+            code,
+            expires_at: 1_800_000_000,
+            token: fuzzing::TOKEN,
+            files: 2,
+        }),
+        Message::FilePlan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 300 },
+        }),
+        Message::FilePlan(FilePlan {
+            index: 1,
+            plan: Plan::Challenge { nonce: [0xc3; 32] },
+        }),
+        Message::FilePlan(FilePlan {
+            index: 1,
+            plan: Plan::Held,
+        }),
+        Message::Proof(Proof {
+            index: 1,
+            proof: Sha1Digest([0x11; 20]),
+        }),
+        Message::Data(Data {
+            file: 0,
+            offset: 300,
+            bytes: b"\x00\x01pickup\x00",
+        }),
+        Message::Ack(Ack {
+            file: 0,
+            offset: 700,
+            window: 65_536,
+        }),
+        Message::Rewind(Rewind {
+            file: 0,
+            offset: 128,
+        }),
+        Message::FileVerified(FileVerified { index: 0 }),
+        Message::FileRejected(FileRejected {
+            index: 1,
+            reason: ErrorCode::HashMismatch,
+        }),
+        Message::BatchComplete(BatchComplete { code }),
+        Message::Resume(Resume {
+            token: fuzzing::TOKEN,
+        }),
+        Message::Fetch(Fetch { code }),
+        Message::Manifest(Manifest {
+            code,
+            expires_at: 1_800_000_000,
+            files: 2,
+            total_size: 706,
+            received: 300,
+            ready: false,
+        }),
+        Message::ManifestEntry(ManifestEntry {
+            index: 1,
+            size: 6,
+            sha1,
+            received: 6,
+            name: "b.txt",
+        }),
+        Message::Read(Read {
+            code,
+            file: 0,
+            offset: 0,
+            len: 4096,
+        }),
+    ]
+}
+
+/// The wire form of `msg` (one delimited frame).
+pub fn wire(msg: &Message<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; frame::max_encoded_len(4096)];
+    let n = msg
+        .encode(4096, &mut out)
+        .expect("example messages fit 4 KiB");
+    out.truncate(n);
+    out
+}
+
+/// The kind byte and body of `msg`: the `message_decode` target's input.
+pub fn kind_and_body(msg: &Message<'_>) -> Vec<u8> {
+    let w = wire(msg);
+    let mut decoder = Decoder::new(vec![0u8; 4096]);
+    let mut input = &w[..];
+    let f = match decoder.feed(&mut input) {
+        Some(Ok(f)) => f,
+        other => panic!("an encoded example does not decode: {other:?}"),
+    };
+    let mut out = vec![f.kind];
+    out.extend_from_slice(f.body);
+    out
+}
+
+fn slug(msg: &Message<'_>) -> String {
+    let debug = format!("{:?}", msg.kind());
+    debug.to_lowercase()
+}
+
+fn frame_decoder_seeds() -> Vec<Seed> {
+    let all: Vec<u8> = every_kind().iter().flat_map(|m| wire(m)).collect();
+    let mut seeds = vec![
+        // Whole stream in one piece (split bytes 255).
+        seed(
+            "frame_decoder",
+            "every-kind-whole",
+            [&[255u8; 4][..], &all].concat(),
+        ),
+        // Fed a byte at a time.
+        seed(
+            "frame_decoder",
+            "every-kind-bytewise",
+            [&[0u8; 4][..], &all].concat(),
+        ),
+    ];
+    // Garbage, a cut frame, back-to-back delimiters, then good frames.
+    let mut noisy = vec![3u8, 17, 1, 64];
+    noisy.extend_from_slice(b"\x07\x13garbage");
+    noisy.push(0);
+    let grant = wire(&every_kind()[7]);
+    noisy.extend_from_slice(&grant[..grant.len() / 2]);
+    noisy.extend_from_slice(&[0, 0, 0]);
+    noisy.extend_from_slice(&grant);
+    noisy.extend(wire(&Message::Keepalive));
+    seeds.push(seed("frame_decoder", "noise-and-cut-frame", noisy));
+    // A data frame with a 254-byte run of non-zero bytes (COBS block edge).
+    let big = vec![0x41u8; 300];
+    let data = wire(&Message::Data(Data {
+        file: 2,
+        offset: 70_000,
+        bytes: &big,
+    }));
+    seeds.push(seed(
+        "frame_decoder",
+        "data-cobs-block-edge",
+        [&[7u8, 200, 1, 0][..], &data].concat(),
+    ));
+    seeds
+}
+
+fn message_decode_seeds() -> Vec<Seed> {
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    every_kind()
+        .iter()
+        .map(|m| {
+            let base = slug(m);
+            let n = seen.entry(base.clone()).or_insert(0);
+            *n += 1;
+            let name = if *n == 1 { base } else { format!("{base}-{n}") };
+            seed("message_decode", &name, kind_and_body(m))
+        })
+        .collect()
+}
+
+fn welcome(max_frame: u32, window: u32) -> Message<'static> {
+    Message::Welcome(Welcome {
+        version: 1,
+        role: Role::Relay,
+        max_frame,
+        window,
+        caps: CAP_INSTANT_UPLOAD,
+    })
+}
+
+fn grant(files: u16) -> Message<'static> {
+    Message::Grant(Grant {
+        code: fuzzing::code(),
+        expires_at: 1_800_000_000,
+        token: fuzzing::TOKEN,
+        files,
+    })
+}
+
+fn plan(index: u16, plan: Plan) -> Message<'static> {
+    Message::FilePlan(FilePlan { index, plan })
+}
+
+fn ack(file: u16, offset: u64) -> Message<'static> {
+    Message::Ack(Ack {
+        file,
+        offset,
+        window: 4096,
+    })
+}
+
+fn verified(index: u16) -> Message<'static> {
+    Message::FileVerified(FileVerified { index })
+}
+
+type UploadScript = Script<4096>;
+
+fn upload_start(setup: u8) -> UploadScript {
+    let mut s = UploadScript::new(&[setup]);
+    s.connect()
+        .transmit()
+        .message(&welcome(256, 4096))
+        .transmit()
+        .events();
+    s
+}
+
+fn upload_seeds() -> Vec<Seed> {
+    let size = |i: usize| fuzzing::CONTENTS[i].len() as u64;
+    let mut seeds = Vec::new();
+
+    let mut s = upload_start(2);
+    s.message(&grant(3));
+    s.message(&plan(0, Plan::Upload { offset: 0 }));
+    s.message(&plan(1, Plan::Upload { offset: 0 }));
+    s.message(&plan(2, Plan::Held));
+    s.transmit().events();
+    for f in 0..2 {
+        s.message(&ack(f, size(usize::from(f))))
+            .message(&verified(f));
+    }
+    s.message(&Message::BatchComplete(BatchComplete {
+        code: fuzzing::code(),
+    }));
+    s.events().transmit();
+    seeds.push(seed(
+        "upload_session",
+        "three-files-complete",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Resume with a token after a restart: the relay has 237 bytes.
+    let mut s = upload_start(UPLOAD_RESUME);
+    s.message(&grant(1));
+    s.message(&plan(0, Plan::Upload { offset: 237 }));
+    s.transmit();
+    s.message(&Message::Rewind(Rewind {
+        file: 0,
+        offset: 400,
+    }));
+    s.transmit().message(&ack(0, size(0))).message(&verified(0));
+    s.events();
+    seeds.push(seed(
+        "upload_session",
+        "resume-from-237",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Instant upload: a challenge, a proof, then Held.
+    let mut s = upload_start(1 | UPLOAD_INSTANT);
+    s.message(&grant(2));
+    s.message(&plan(0, Plan::Challenge { nonce: [7; 32] }));
+    s.message(&plan(1, Plan::Upload { offset: 0 }));
+    s.transmit();
+    s.message(&plan(0, Plan::Held));
+    s.message(&ack(1, size(1))).message(&verified(1));
+    s.events().transmit();
+    seeds.push(seed(
+        "upload_session",
+        "challenge-proof-held",
+        s.as_bytes().to_vec(),
+    ));
+
+    // A lost link mid-file: timers, reconnect, resume.
+    let mut s = upload_start(UPLOAD_SMALL_WINDOW);
+    s.message(&grant(1));
+    s.message(&plan(0, Plan::Upload { offset: 0 }));
+    s.transmit().message(&ack(0, 128));
+    for _ in 0..4 {
+        s.advance(2_500).settle().events();
+    }
+    s.disconnect().advance(1_000).connect().transmit();
+    s.message(&welcome(1024, 65_536)).transmit();
+    s.message(&grant(1))
+        .message(&plan(0, Plan::Upload { offset: 128 }));
+    s.transmit()
+        .message(&ack(0, size(0)))
+        .message(&verified(0))
+        .events();
+    seeds.push(seed(
+        "upload_session",
+        "link-lost-and-resumed",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Refusals: a rejected file and a relay error.
+    let mut s = upload_start(0);
+    s.message(&Message::Error(Error {
+        code: ErrorCode::Busy,
+        kind: 0x10,
+        retry_after_ms: 1000,
+    }));
+    s.advance(2_100).settle();
+    s.message(&grant(1))
+        .message(&plan(0, Plan::Upload { offset: 0 }));
+    s.transmit();
+    s.message(&Message::FileRejected(FileRejected {
+        index: 0,
+        reason: ErrorCode::HashMismatch,
+    }));
+    s.events();
+    seeds.push(seed(
+        "upload_session",
+        "busy-then-rejected",
+        s.as_bytes().to_vec(),
+    ));
+    seeds
+}
+
+type DownloadScript = Script<4096>;
+
+fn manifest(s: &mut DownloadScript, ready: bool) {
+    s.message(&Message::Manifest(Manifest {
+        code: fuzzing::code(),
+        expires_at: 1_800_000_000,
+        files: 3,
+        total_size: 706,
+        received: if ready { 706 } else { 100 },
+        ready,
+    }));
+    for (i, c) in fuzzing::CONTENTS.iter().enumerate() {
+        s.message(&Message::ManifestEntry(ManifestEntry {
+            index: i as u16,
+            size: c.len() as u64,
+            sha1: Sha1Digest::of(c),
+            received: c.len() as u64,
+            name: fuzzing::NAMES[i],
+        }));
+    }
+}
+
+fn data(s: &mut DownloadScript, file: u16, from: usize, to: usize) {
+    let content = fuzzing::CONTENTS[usize::from(file)];
+    let mut at = from;
+    while at < to {
+        let end = (at + 200).min(to);
+        s.message(&Message::Data(Data {
+            file,
+            offset: at as u64,
+            bytes: &content[at..end],
+        }));
+        at = end;
+    }
+}
+
+fn download_start(setup: u8, prefill: u8, ready: bool) -> DownloadScript {
+    let mut s = DownloadScript::new(&[setup, prefill]);
+    s.connect().transmit().message(&welcome(1024, 0)).transmit();
+    manifest(&mut s, ready);
+    s
+}
+
+fn download_seeds() -> Vec<Seed> {
+    let mut seeds = Vec::new();
+
+    let mut s = download_start(2, 0, true);
+    s.transmit();
+    data(&mut s, 0, 0, 700);
+    s.transmit();
+    data(&mut s, 1, 0, 6);
+    s.events().transmit();
+    seeds.push(seed(
+        "download_session",
+        "three-files-complete",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Half of file 0 on disk but corrupt, half of file 1 intact.
+    let mut s = download_start(2, 0b0110, true);
+    s.transmit();
+    data(&mut s, 0, 350, 700);
+    s.transmit();
+    data(&mut s, 0, 0, 700);
+    s.transmit();
+    data(&mut s, 1, 3, 6);
+    s.events();
+    seeds.push(seed(
+        "download_session",
+        "refetch-corrupt-prefix",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Window of 64 bytes: acks, a gap, a restarted read.
+    let mut s = download_start(0, 0, true);
+    s.transmit();
+    data(&mut s, 0, 0, 40);
+    s.transmit();
+    data(&mut s, 0, 80, 100);
+    s.transmit();
+    data(&mut s, 0, 40, 700);
+    s.transmit();
+    data(&mut s, 1, 0, 6);
+    s.events();
+    seeds.push(seed(
+        "download_session",
+        "small-window-gap",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Not ready yet: wait, poll again, then read.
+    let mut s = download_start(2 | DOWNLOAD_WAIT, 0, false);
+    for _ in 0..3 {
+        s.advance(3_000).settle();
+        manifest(&mut s, false);
+    }
+    manifest(&mut s, true);
+    s.transmit();
+    data(&mut s, 0, 0, 700);
+    s.transmit();
+    data(&mut s, 1, 0, 6);
+    seeds.push(seed(
+        "download_session",
+        "wait-until-ready",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Manifest only, and an unknown code.
+    let mut s = download_start(DOWNLOAD_MANIFEST_ONLY, 0, true);
+    s.events().transmit();
+    seeds.push(seed(
+        "download_session",
+        "manifest-only",
+        s.as_bytes().to_vec(),
+    ));
+    let mut s = DownloadScript::new(&[2, 0]);
+    s.connect().transmit().message(&welcome(1024, 0)).transmit();
+    s.message(&Message::Error(Error {
+        code: ErrorCode::UnknownCode,
+        kind: 0x20,
+        retry_after_ms: 0,
+    }));
+    s.events();
+    seeds.push(seed(
+        "download_session",
+        "unknown-code",
+        s.as_bytes().to_vec(),
+    ));
+    seeds
+}
+
+fn seed(target: &'static str, name: &str, bytes: Vec<u8>) -> Seed {
+    Seed {
+        target,
+        name: name.to_owned(),
+        bytes,
+    }
+}
+
+/// Every seed of the proto-core targets.
+pub fn proto_seeds() -> Vec<Seed> {
+    let mut all = frame_decoder_seeds();
+    all.extend(message_decode_seeds());
+    all.extend(upload_seeds());
+    all.extend(download_seeds());
+    all
+}
+
+/// The libFuzzer dictionary for the frame and message targets: every kind
+/// byte and the wire form of each short message (at most 64 bytes).
+pub fn frames_dict() -> String {
+    let mut out = String::from(
+        "# Generated by pickup-tests (src/fuzz_seeds.rs); check: cargo test -p pickup-tests --test fuzz_corpus\n",
+    );
+    for m in every_kind() {
+        let kind = m.kind() as u8;
+        out.push_str(&format!("kind_{}=\"\\x{kind:02x}\"\n", slug(&m)));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in every_kind() {
+        let w = wire(&m);
+        if w.len() <= 64 && seen.insert(w.clone()) {
+            let escaped: String = w.iter().map(|b| format!("\\x{b:02x}")).collect();
+            out.push_str(&format!("wire_{}_{}=\"{escaped}\"\n", slug(&m), seen.len()));
+        }
+    }
+    // Varint edges that postcard bodies are made of.
+    for (name, bytes) in [
+        ("varint_max_u16", &[0xff, 0xff, 0x03][..]),
+        ("varint_max_u32", &[0xff, 0xff, 0xff, 0xff, 0x0f][..]),
+        ("code_len_8", &[0x08][..]),
+    ] {
+        let escaped: String = bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
+        out.push_str(&format!("{name}=\"{escaped}\"\n"));
+    }
+    out
+}

@@ -1,0 +1,112 @@
+//! The committed fuzz seeds and dictionary are what `pickup_tests::fuzz_seeds`
+//! makes, and each seed reaches what its name promises.
+//!
+//! After changing the seeds: `PICKUP_WRITE_FUZZ_SEEDS=1 cargo test -p pickup-tests --test fuzz_corpus`.
+
+use std::path::{Path, PathBuf};
+
+use pickup_proto::fuzzing;
+use pickup_tests::fuzz_seeds::{self, Seed};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+fn writing() -> bool {
+    std::env::var_os("PICKUP_WRITE_FUZZ_SEEDS").is_some_and(|v| v == "1")
+}
+
+/// Writes `bytes` to `path` when asked to, else checks the file holds them.
+fn check_file(path: &Path, bytes: &[u8]) {
+    if writing() {
+        std::fs::create_dir_all(path.parent().expect("a parent directory"))
+            .expect("create the corpus directory");
+        std::fs::write(path, bytes).expect("write a seed");
+        return;
+    }
+    let on_disk = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; regenerate with PICKUP_WRITE_FUZZ_SEEDS=1 cargo test -p pickup-tests --test fuzz_corpus",
+            path.display()
+        )
+    });
+    assert!(
+        on_disk == bytes,
+        "{} is stale; regenerate with PICKUP_WRITE_FUZZ_SEEDS=1 cargo test -p pickup-tests --test fuzz_corpus",
+        path.display()
+    );
+}
+
+fn check_seeds(seeds: &[Seed]) {
+    for s in seeds {
+        check_file(
+            &fuzz_dir().join("corpus").join(s.target).join(&s.name),
+            &s.bytes,
+        );
+    }
+}
+
+#[test]
+fn proto_seeds_are_committed_and_reach_their_goal() {
+    let seeds = fuzz_seeds::proto_seeds();
+    check_seeds(&seeds);
+    let mut per_target = std::collections::BTreeMap::<&str, usize>::new();
+    for s in &seeds {
+        *per_target.entry(s.target).or_default() += 1;
+        let name = s.name.as_str();
+        match s.target {
+            "frame_decoder" => {
+                let frames = fuzzing::decode_stream(&s.bytes);
+                let expected = match name {
+                    "every-kind-whole" | "every-kind-bytewise" => {
+                        fuzz_seeds::every_kind().len() as u64
+                    }
+                    "noise-and-cut-frame" => 2,
+                    _ => 1,
+                };
+                assert_eq!(frames, expected, "{name}");
+            }
+            "message_decode" => assert!(fuzzing::decode_message(&s.bytes), "{name}"),
+            "upload_session" => {
+                let summary = fuzzing::drive_upload(&s.bytes);
+                match name {
+                    "busy-then-rejected" => assert!(summary.failed, "{name}: {summary:?}"),
+                    "link-lost-and-resumed"
+                    | "resume-from-237"
+                    | "three-files-complete"
+                    | "challenge-proof-held" => {
+                        assert!(summary.completed, "{name}: {summary:?}")
+                    }
+                    _ => panic!("no expectation for {name}"),
+                }
+            }
+            "download_session" => {
+                let summary = fuzzing::drive_download(&s.bytes);
+                match name {
+                    "unknown-code" => assert!(summary.failed, "{name}: {summary:?}"),
+                    _ => assert!(summary.completed, "{name}: {summary:?}"),
+                }
+            }
+            other => panic!("unknown target {other}"),
+        }
+    }
+    for target in [
+        "frame_decoder",
+        "message_decode",
+        "upload_session",
+        "download_session",
+    ] {
+        assert!(
+            per_target.get(target).copied().unwrap_or(0) >= 2,
+            "{target} has seeds"
+        );
+    }
+}
+
+#[test]
+fn frames_dictionary_is_committed() {
+    check_file(
+        &fuzz_dir().join("dict/frames.dict"),
+        fuzz_seeds::frames_dict().as_bytes(),
+    );
+}
