@@ -19,6 +19,8 @@ use pickup_proto::message::{
 };
 use pickup_proto::ErrorCode;
 
+use crate::fuzz_relay::RelayScript;
+
 /// One seed file: the fuzz target, the file name, the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
@@ -508,6 +510,89 @@ fn seed(target: &'static str, name: &str, bytes: Vec<u8>) -> Seed {
     }
 }
 
+fn relay_seeds() -> Vec<Seed> {
+    let mut seeds = Vec::new();
+    let mut s = RelayScript::new(3);
+    s.connect(0).upload_a(0, 255);
+    s.connect(1).hello(1, 2).fetch(1, true).transmit(1);
+    s.read(1, 0, 0, 4096).transmit(1).timers();
+    seeds.push(seed(
+        "relay_session",
+        "upload-then-download",
+        s.bytes().to_vec(),
+    ));
+
+    // 64-byte frames both ways.
+    let mut s = RelayScript::new(0);
+    s.connect(0).hello(0, 0).transmit(0);
+    s.batch_open(0, 1, 700).announce(0, 0, 0).transmit(0);
+    let mut off = 0u16;
+    while off < 700 {
+        s.data(0, 0, off, 40);
+        off += 40;
+    }
+    s.transmit(0).timers().transmit(0);
+    s.connect(1).hello(1, 0).fetch(1, true).transmit(1);
+    s.read(1, 0, 0, 256).transmit(1);
+    seeds.push(seed("relay_session", "small-frames", s.bytes().to_vec()));
+
+    // The same content again: challenge, proof, held.
+    let mut s = RelayScript::new(3);
+    s.connect(0).upload_a(0, 255);
+    s.connect(1).hello(1, 2).transmit(1);
+    s.batch_open(1, 1, 700).announce(1, 0, 0).transmit(1);
+    s.proof(1, 0).transmit(1);
+    seeds.push(seed(
+        "relay_session",
+        "instant-upload-proof",
+        s.bytes().to_vec(),
+    ));
+
+    // Half uploaded, acknowledged, crash, resume with the token, finish.
+    let mut s = RelayScript::new(3);
+    s.connect(0).hello(0, 2).transmit(0);
+    s.batch_open(0, 1, 700).announce(0, 0, 0).transmit(0);
+    s.data(0, 0, 0, 255).data(0, 0, 255, 100);
+    s.advance_ms(500).timers().transmit(0);
+    s.data(0, 0, 355, 100).crash();
+    s.connect(0).hello(0, 2).resume(0).transmit(0);
+    s.data(0, 0, 355, 255).data(0, 0, 610, 90);
+    s.transmit(0).timers().transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "crash-and-resume",
+        s.bytes().to_vec(),
+    ));
+
+    // A 60-second code: fetch after expiry, and after the relay forgot it.
+    let mut s = RelayScript::new(0x10 | 3);
+    s.connect(0).upload_a(0, 255);
+    s.advance_secs(90).sweep();
+    s.connect(1).hello(1, 2).fetch(1, true).transmit(1);
+    s.advance_secs(300).sweep().fetch(1, true).transmit(1);
+    seeds.push(seed("relay_session", "expired-code", s.bytes().to_vec()));
+
+    // Tight limits: too many files, too large, quota; then guesses.
+    let mut s = RelayScript::new(0x08 | 3);
+    s.connect(0).hello(0, 2).transmit(0);
+    s.batch_open(0, 3, 1400).transmit(0);
+    s.batch_open(0, 1, 700).announce(0, 0, 0).transmit(0);
+    s.batch_open(0, 2, 1400)
+        .announce(0, 0, 0)
+        .announce(0, 1, 0)
+        .transmit(0);
+    for _ in 0..12 {
+        s.fetch(0, false);
+    }
+    s.transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "limits-and-guesses",
+        s.bytes().to_vec(),
+    ));
+    seeds
+}
+
 /// Every seed of the proto-core targets.
 pub fn proto_seeds() -> Vec<Seed> {
     let mut all = frame_decoder_seeds();
@@ -515,6 +600,11 @@ pub fn proto_seeds() -> Vec<Seed> {
     all.extend(upload_seeds());
     all.extend(download_seeds());
     all
+}
+
+/// Every seed of the `relay_session` target.
+pub fn all_relay_seeds() -> Vec<Seed> {
+    relay_seeds()
 }
 
 /// The libFuzzer dictionary for the frame and message targets: every kind

@@ -8,5 +8,6 @@
 //!   tests/end_to_end.rs ──► real processes ⇄ faulty adapters (TCP proxy, pty forwarder)
 //! ```
 
+pub mod fuzz_relay;
 pub mod fuzz_seeds;
 pub mod sim;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use pickup_proto::fuzzing;
+use pickup_tests::fuzz_relay::drive_relay;
 use pickup_tests::fuzz_seeds::{self, Seed};
 
 fn fuzz_dir() -> PathBuf {
@@ -100,6 +101,44 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
             per_target.get(target).copied().unwrap_or(0) >= 2,
             "{target} has seeds"
         );
+    }
+}
+
+#[test]
+fn relay_seeds_are_committed_and_reach_their_goal() {
+    let seeds = fuzz_seeds::all_relay_seeds();
+    check_seeds(&seeds);
+    for s in &seeds {
+        let summary = drive_relay(&s.bytes);
+        let name = s.name.as_str();
+        match name {
+            "upload-then-download" => {
+                assert_eq!(
+                    (summary.verified, summary.served),
+                    (1, 700),
+                    "{name}: {summary:?}"
+                )
+            }
+            // The read asks for 256 bytes: the relay stops at the credit.
+            "small-frames" => {
+                assert_eq!(
+                    (summary.verified, summary.served),
+                    (1, 256),
+                    "{name}: {summary:?}"
+                )
+            }
+            "instant-upload-proof" => assert_eq!(summary.grants, 2, "{name}: {summary:?}"),
+            "crash-and-resume" => {
+                assert_eq!(
+                    (summary.crashes, summary.verified),
+                    (1, 1),
+                    "{name}: {summary:?}"
+                )
+            }
+            "expired-code" => assert_eq!(summary.served, 0, "{name}: {summary:?}"),
+            "limits-and-guesses" => assert_eq!(summary.verified, 0, "{name}: {summary:?}"),
+            other => panic!("no expectation for {other}"),
+        }
     }
 }
 
