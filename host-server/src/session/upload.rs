@@ -299,7 +299,7 @@ impl Upload {
             None => return Err(LeaseLost),
             Some(Err(e)) => {
                 tracing::error!(batch = self.batch.0, file = index, "sync failed: {e}");
-                out.error(ErrorCode::Internal, Kind::Data);
+                out.error(failure_code(&e), Kind::Data);
             }
             Some(Ok(())) => {
                 r.acked = at;
@@ -364,7 +364,7 @@ impl Upload {
             None => return Err(LeaseLost),
             Some(Err(e)) => {
                 tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
-                out.error(ErrorCode::Internal, Kind::Data);
+                out.error(failure_code(&e), Kind::Data);
                 return Ok(());
             }
             Some(Ok(())) => {}
@@ -427,7 +427,7 @@ impl Upload {
             Some(Err(e)) => {
                 // The file stays receiving; the terminal's resume retries.
                 tracing::error!(batch = self.batch.0, file = index, "completing failed: {e}");
-                out.error(ErrorCode::Internal, Kind::Data);
+                out.error(failure_code(&e), Kind::Data);
                 return Ok(());
             }
             Some(Ok(blob)) => {
@@ -469,7 +469,7 @@ impl Upload {
             None => return Err(LeaseLost),
             Some(Err(e)) => {
                 tracing::error!(batch = self.batch.0, file = index, "reset failed: {e}");
-                out.error(ErrorCode::Internal, Kind::Data);
+                out.error(failure_code(&e), Kind::Data);
             }
             Some(Ok(())) => {
                 *r = Receiving::fresh(partial);
@@ -587,6 +587,15 @@ impl Upload {
         out.push(Out::Plan(p.index));
         self.check_complete(out);
         Ok(())
+    }
+}
+
+/// The refusal for a failed store write: a partial upload that no longer
+/// exists was swept with its expired batch; anything else is internal.
+fn failure_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::NotFound => ErrorCode::Expired,
+        _ => ErrorCode::Internal,
     }
 }
 

@@ -98,6 +98,11 @@ impl Relay {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
