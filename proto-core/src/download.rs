@@ -350,7 +350,7 @@ impl<const F: usize> Session<F> {
         frame: Frame<'_>,
         sink: &mut S,
     ) -> Result<(), <S as ReadAt>::Error> {
-        match Message::decode(frame) {
+        match Message::decode_from_relay(frame) {
             Ok(msg) => self.handle_message(now, msg, sink),
             Err(_) => Ok(()),
         }
@@ -729,42 +729,45 @@ impl<const F: usize> Session<F> {
             return Ok(None);
         };
         let window = self.config.window;
-        let msg = match c {
-            Control::Hello => Message::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                role: Role::Terminal,
-                max_frame: self.config.max_frame,
-                window,
-                caps: 0,
-            }),
-            Control::Fetch => Message::Fetch(Fetch { code: self.code }),
+        let max = self.peer_max_frame;
+        let encoded = match c {
+            // Hello must fit the smallest frame any relay accepts.
+            Control::Hello => message::encode(
+                &Hello {
+                    version: PROTOCOL_VERSION,
+                    role: Role::Terminal,
+                    max_frame: self.config.max_frame,
+                    window,
+                    caps: 0,
+                },
+                frame::MIN_FRAME_LEN,
+                out,
+            ),
+            Control::Fetch => message::encode(&Fetch { code: self.code }, max, out),
             Control::Read | Control::Ack if self.phase != Phase::Reading => return Ok(None),
             Control::Read => {
                 self.credit_end = self.received.saturating_add(u64::from(window));
-                Message::Read(Read {
+                let read = Read {
                     code: self.code,
                     file: self.current,
                     offset: self.received,
                     len: window,
-                })
+                };
+                message::encode(&read, max, out)
             }
             Control::Ack => {
                 self.credit_end = self.received.saturating_add(u64::from(window));
-                Message::Ack(Ack {
+                let ack = Ack {
                     file: self.current,
                     offset: self.received,
                     window,
-                })
+                };
+                message::encode(&ack, max, out)
             }
-            Control::Keepalive => Message::Keepalive,
-            Control::Goodbye => Message::Goodbye,
+            Control::Keepalive => message::encode_empty(message::Kind::Keepalive, max, out),
+            Control::Goodbye => message::encode_empty(message::Kind::Goodbye, max, out),
         };
-        let limit = if c == Control::Hello {
-            frame::MIN_FRAME_LEN
-        } else {
-            self.peer_max_frame
-        };
-        let n = msg.encode(limit, out).ok();
+        let n = encoded.ok();
         if n.is_some() {
             self.last_sent = now;
         }

@@ -431,6 +431,10 @@ pub enum DecodeError {
     UnknownKind(u8),
     /// The body does not decode as the kind's message, or has trailing bytes.
     BadBody(u8),
+    /// A known kind that only flows the other way (e.g. a `Fetch` sent to a
+    /// terminal), from [`Message::decode_from_relay`] or
+    /// [`Message::decode_from_terminal`].
+    WrongDirection(u8),
 }
 
 impl DecodeError {
@@ -440,6 +444,7 @@ impl DecodeError {
             DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
             DecodeError::UnknownKind(_) => ErrorCode::UnknownKind,
             DecodeError::BadBody(_) => ErrorCode::BadFrame,
+            DecodeError::WrongDirection(_) => ErrorCode::UnexpectedMessage,
         }
     }
 
@@ -447,7 +452,9 @@ impl DecodeError {
     pub fn kind(self) -> u8 {
         match self {
             DecodeError::UnsupportedVersion(_) => 0,
-            DecodeError::UnknownKind(k) | DecodeError::BadBody(k) => k,
+            DecodeError::UnknownKind(k)
+            | DecodeError::BadBody(k)
+            | DecodeError::WrongDirection(k) => k,
         }
     }
 }
@@ -458,6 +465,9 @@ impl core::fmt::Display for DecodeError {
             DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
             DecodeError::UnknownKind(k) => write!(f, "unknown message kind {k:#04x}"),
             DecodeError::BadBody(k) => write!(f, "malformed body for message kind {k:#04x}"),
+            DecodeError::WrongDirection(k) => {
+                write!(f, "message kind {k:#04x} does not flow this way")
+            }
         }
     }
 }
@@ -467,6 +477,15 @@ fn body<'a, T: Deserialize<'a>>(kind: u8, bytes: &'a [u8]) -> Result<T, DecodeEr
         Ok((value, [])) => Ok(value),
         _ => Err(DecodeError::BadBody(kind)),
     }
+}
+
+/// Checks the version and looks up the kind.
+fn header(frame: Frame<'_>) -> Result<(Kind, u8, &[u8]), DecodeError> {
+    if frame.version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(frame.version));
+    }
+    let kind = Kind::from_u8(frame.kind).ok_or(DecodeError::UnknownKind(frame.kind))?;
+    Ok((kind, frame.kind, frame.body))
 }
 
 fn empty(kind: u8, bytes: &[u8]) -> Result<(), DecodeError> {
@@ -505,18 +524,54 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// Decodes a CRC-checked frame. Never panics; every field is checked by
-    /// postcard, and trailing bytes are an error.
+    /// Decodes a CRC-checked frame of any kind (what a relay receives is a
+    /// subset, but a relay also decodes for logs and tests). Never panics;
+    /// every field is checked by postcard, and trailing bytes are an error.
     pub fn decode(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
-        if frame.version != PROTOCOL_VERSION {
-            return Err(DecodeError::UnsupportedVersion(frame.version));
+        match Self::decode_from_relay(frame) {
+            Err(DecodeError::WrongDirection(_)) => Self::decode_from_terminal(frame),
+            other => other,
         }
-        let k = frame.kind;
-        let b = frame.body;
-        let kind = Kind::from_u8(k).ok_or(DecodeError::UnknownKind(k))?;
+    }
+
+    /// Decodes only the kinds a relay sends to a terminal, and the kinds that
+    /// flow both ways. A terminal uses this rather than [`Message::decode`]
+    /// so that an MCU image carries no decoder for messages it never
+    /// receives (about 1 KiB of flash).
+    pub fn decode_from_relay(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
+        let (kind, k, b) = header(frame)?;
+        Ok(match kind {
+            Kind::Welcome => Message::Welcome(body(k, b)?),
+            Kind::Grant => Message::Grant(body(k, b)?),
+            Kind::FilePlan => Message::FilePlan(body(k, b)?),
+            Kind::Rewind => Message::Rewind(body(k, b)?),
+            Kind::FileVerified => Message::FileVerified(body(k, b)?),
+            Kind::FileRejected => Message::FileRejected(body(k, b)?),
+            Kind::BatchComplete => Message::BatchComplete(body(k, b)?),
+            Kind::Manifest => Message::Manifest(body(k, b)?),
+            Kind::ManifestEntry => Message::ManifestEntry(body(k, b)?),
+            _ => return Self::decode_both_ways(kind, k, b),
+        })
+    }
+
+    /// Decodes only the kinds a terminal sends to a relay, and the kinds that
+    /// flow both ways.
+    pub fn decode_from_terminal(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
+        let (kind, k, b) = header(frame)?;
         Ok(match kind {
             Kind::Hello => Message::Hello(body(k, b)?),
-            Kind::Welcome => Message::Welcome(body(k, b)?),
+            Kind::BatchOpen => Message::BatchOpen(body(k, b)?),
+            Kind::FileAnnounce => Message::FileAnnounce(body(k, b)?),
+            Kind::Proof => Message::Proof(body(k, b)?),
+            Kind::Resume => Message::Resume(body(k, b)?),
+            Kind::Fetch => Message::Fetch(body(k, b)?),
+            Kind::Read => Message::Read(body(k, b)?),
+            _ => return Self::decode_both_ways(kind, k, b),
+        })
+    }
+
+    fn decode_both_ways(kind: Kind, k: u8, b: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        Ok(match kind {
             Kind::Keepalive => {
                 empty(k, b)?;
                 Message::Keepalive
@@ -526,11 +581,7 @@ impl<'a> Message<'a> {
                 Message::Goodbye
             }
             Kind::Error => Message::Error(body(k, b)?),
-            Kind::BatchOpen => Message::BatchOpen(body(k, b)?),
-            Kind::FileAnnounce => Message::FileAnnounce(body(k, b)?),
-            Kind::Grant => Message::Grant(body(k, b)?),
-            Kind::FilePlan => Message::FilePlan(body(k, b)?),
-            Kind::Proof => Message::Proof(body(k, b)?),
+            Kind::Ack => Message::Ack(body(k, b)?),
             Kind::Data => {
                 let ((file, offset), bytes) = postcard::take_from_bytes::<(u16, u64)>(b)
                     .map_err(|_| DecodeError::BadBody(k))?;
@@ -540,16 +591,7 @@ impl<'a> Message<'a> {
                     bytes,
                 })
             }
-            Kind::Ack => Message::Ack(body(k, b)?),
-            Kind::Rewind => Message::Rewind(body(k, b)?),
-            Kind::FileVerified => Message::FileVerified(body(k, b)?),
-            Kind::FileRejected => Message::FileRejected(body(k, b)?),
-            Kind::BatchComplete => Message::BatchComplete(body(k, b)?),
-            Kind::Resume => Message::Resume(body(k, b)?),
-            Kind::Fetch => Message::Fetch(body(k, b)?),
-            Kind::Manifest => Message::Manifest(body(k, b)?),
-            Kind::ManifestEntry => Message::ManifestEntry(body(k, b)?),
-            Kind::Read => Message::Read(body(k, b)?),
+            _ => return Err(DecodeError::WrongDirection(k)),
         })
     }
 
@@ -557,38 +599,90 @@ impl<'a> Message<'a> {
     /// exceed `max_frame` raw bytes (the peer's limit). Returns the number of
     /// bytes to send.
     pub fn encode(&self, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
-        fn ser<T: Serialize>(value: &T, buf: &mut [u8]) -> Option<usize> {
-            postcard::to_slice(value, buf).ok().map(|s| s.len())
-        }
-        let kind = self.kind() as u8;
-        frame::encode_with(PROTOCOL_VERSION, kind, max_frame, out, |buf| match self {
-            Message::Hello(m) => ser(m, buf),
-            Message::Welcome(m) => ser(m, buf),
-            Message::Keepalive | Message::Goodbye => Some(0),
-            Message::Error(m) => ser(m, buf),
-            Message::BatchOpen(m) => ser(m, buf),
-            Message::FileAnnounce(m) => ser(m, buf),
-            Message::Grant(m) => ser(m, buf),
-            Message::FilePlan(m) => ser(m, buf),
-            Message::Proof(m) => ser(m, buf),
+        match self {
+            Message::Hello(m) => encode(m, max_frame, out),
+            Message::Welcome(m) => encode(m, max_frame, out),
+            Message::Keepalive => encode_empty(Kind::Keepalive, max_frame, out),
+            Message::Goodbye => encode_empty(Kind::Goodbye, max_frame, out),
+            Message::Error(m) => encode(m, max_frame, out),
+            Message::BatchOpen(m) => encode(m, max_frame, out),
+            Message::FileAnnounce(m) => encode(m, max_frame, out),
+            Message::Grant(m) => encode(m, max_frame, out),
+            Message::FilePlan(m) => encode(m, max_frame, out),
+            Message::Proof(m) => encode(m, max_frame, out),
             Message::Data(d) => {
-                let n = ser(&(d.file, d.offset), buf)?;
-                let dst = buf.get_mut(n..n + d.bytes.len())?;
-                dst.copy_from_slice(d.bytes);
-                Some(n + d.bytes.len())
+                encode_data_with(d.file, d.offset, d.bytes.len(), max_frame, out, |room| {
+                    let dst = room.get_mut(..d.bytes.len())?;
+                    dst.copy_from_slice(d.bytes);
+                    Some(d.bytes.len())
+                })
             }
-            Message::Ack(m) => ser(m, buf),
-            Message::Rewind(m) => ser(m, buf),
-            Message::FileVerified(m) => ser(m, buf),
-            Message::FileRejected(m) => ser(m, buf),
-            Message::BatchComplete(m) => ser(m, buf),
-            Message::Resume(m) => ser(m, buf),
-            Message::Fetch(m) => ser(m, buf),
-            Message::Manifest(m) => ser(m, buf),
-            Message::ManifestEntry(m) => ser(m, buf),
-            Message::Read(m) => ser(m, buf),
-        })
+            Message::Ack(m) => encode(m, max_frame, out),
+            Message::Rewind(m) => encode(m, max_frame, out),
+            Message::FileVerified(m) => encode(m, max_frame, out),
+            Message::FileRejected(m) => encode(m, max_frame, out),
+            Message::BatchComplete(m) => encode(m, max_frame, out),
+            Message::Resume(m) => encode(m, max_frame, out),
+            Message::Fetch(m) => encode(m, max_frame, out),
+            Message::Manifest(m) => encode(m, max_frame, out),
+            Message::ManifestEntry(m) => encode(m, max_frame, out),
+            Message::Read(m) => encode(m, max_frame, out),
+        }
     }
+}
+
+/// A message body with its kind: every message type but [`Data`] and the
+/// empty ones.
+pub trait Body: Serialize {
+    /// The kind byte that goes with this body.
+    const KIND: Kind;
+}
+
+macro_rules! bodies {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Body for $ty { const KIND: Kind = Kind::$ty; })*
+    };
+}
+
+bodies!(
+    Hello,
+    Welcome,
+    Error,
+    BatchOpen,
+    Grant,
+    FilePlan,
+    Proof,
+    Ack,
+    Rewind,
+    FileVerified,
+    FileRejected,
+    BatchComplete,
+    Resume,
+    Fetch,
+    Manifest,
+    Read,
+);
+
+impl Body for FileAnnounce<'_> {
+    const KIND: Kind = Kind::FileAnnounce;
+}
+
+impl Body for ManifestEntry<'_> {
+    const KIND: Kind = Kind::ManifestEntry;
+}
+
+/// Encodes one message as a delimited frame into `out` (at most `max_frame`
+/// raw bytes). Typed, so a program links the encoders of only the messages
+/// it sends: what keeps a terminal's image small.
+pub fn encode<T: Body>(body: &T, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    frame::encode_with(PROTOCOL_VERSION, T::KIND as u8, max_frame, out, |buf| {
+        postcard::to_slice(body, buf).ok().map(|s| s.len())
+    })
+}
+
+/// Encodes a message with an empty body (`Keepalive`, `Goodbye`).
+pub fn encode_empty(kind: Kind, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    frame::encode_with(PROTOCOL_VERSION, kind as u8, max_frame, out, |_| Some(0))
 }
 
 /// Encodes a [`Data`] frame whose payload `fill` writes straight into the

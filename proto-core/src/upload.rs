@@ -376,7 +376,7 @@ impl<'n, const F: usize> Session<'n, F> {
     /// not expected now, are ignored: the timers recover from whatever they
     /// were meant to say.
     pub fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
-        if let Ok(msg) = Message::decode(frame) {
+        if let Ok(msg) = Message::decode_from_relay(frame) {
             self.handle_message(now, msg);
         }
     }
@@ -745,32 +745,31 @@ impl<'n, const F: usize> Session<'n, F> {
     ) -> Result<Option<usize>, R::Error> {
         let max = self.peer_max_frame;
         if let Some(c) = self.control.pop_front() {
-            let msg = match c {
-                Control::Hello => Message::Hello(Hello {
-                    version: PROTOCOL_VERSION,
-                    role: Role::Terminal,
-                    max_frame: self.config.max_frame,
-                    window: 0,
-                    caps: if self.config.instant_upload {
-                        CAP_INSTANT_UPLOAD
-                    } else {
-                        0
+            let encoded = match c {
+                // Hello must fit the smallest frame any relay accepts.
+                Control::Hello => message::encode(
+                    &Hello {
+                        version: PROTOCOL_VERSION,
+                        role: Role::Terminal,
+                        max_frame: self.config.max_frame,
+                        window: 0,
+                        caps: if self.config.instant_upload {
+                            CAP_INSTANT_UPLOAD
+                        } else {
+                            0
+                        },
                     },
-                }),
+                    frame::MIN_FRAME_LEN,
+                    out,
+                ),
                 Control::Resume => match self.token {
-                    Some(token) => Message::Resume(message::Resume { token }),
+                    Some(token) => message::encode(&message::Resume { token }, max, out),
                     None => return Ok(None),
                 },
-                Control::Keepalive => Message::Keepalive,
-                Control::Goodbye => Message::Goodbye,
+                Control::Keepalive => message::encode_empty(message::Kind::Keepalive, max, out),
+                Control::Goodbye => message::encode_empty(message::Kind::Goodbye, max, out),
             };
-            // Hello must fit the smallest frame any relay accepts.
-            let limit = if c == Control::Hello {
-                frame::MIN_FRAME_LEN
-            } else {
-                max
-            };
-            return Ok(msg.encode(limit, out).ok());
+            return Ok(encoded.ok());
         }
         match self.phase {
             Phase::Announcing { next } => return Ok(self.announce(next, out)),
@@ -791,11 +790,11 @@ impl<'n, const F: usize> Session<'n, F> {
                     Err(storage::ReadError::ShortFile) => Sha1Digest::default(),
                 };
                 self.files[i].state = FileState::ProofSent;
-                let msg = Message::Proof(Proof {
+                let proof = Proof {
                     index: i as u16,
                     proof,
-                });
-                return Ok(msg.encode(max, out).ok());
+                };
+                return Ok(message::encode(&proof, max, out).ok());
             }
         }
         let budget = self.peer_window.saturating_sub(self.bytes_in_flight());
@@ -843,12 +842,16 @@ impl<'n, const F: usize> Session<'n, F> {
 
     fn announce(&mut self, next: Option<u16>, out: &mut [u8]) -> Option<usize> {
         let max = self.peer_max_frame;
-        let (msg, following) = match next {
+        let (encoded, following) = match next {
             None => (
-                Message::BatchOpen(BatchOpen {
-                    files: self.files.len() as u16,
-                    total_size: self.total_size(),
-                }),
+                message::encode(
+                    &BatchOpen {
+                        files: self.files.len() as u16,
+                        total_size: self.total_size(),
+                    },
+                    max,
+                    out,
+                ),
                 Phase::Announcing { next: Some(0) },
             ),
             Some(i) => {
@@ -858,18 +861,16 @@ impl<'n, const F: usize> Session<'n, F> {
                 } else {
                     Phase::AwaitGrant
                 };
-                (
-                    Message::FileAnnounce(FileAnnounce {
-                        index: i,
-                        size: f.meta.size,
-                        sha1: f.meta.sha1,
-                        name: f.meta.name,
-                    }),
-                    following,
-                )
+                let announce = FileAnnounce {
+                    index: i,
+                    size: f.meta.size,
+                    sha1: f.meta.sha1,
+                    name: f.meta.name,
+                };
+                (message::encode(&announce, max, out), following)
             }
         };
-        match msg.encode(max, out) {
+        match encoded {
             Ok(n) => {
                 self.phase = following;
                 Some(n)

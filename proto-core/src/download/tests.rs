@@ -47,7 +47,11 @@ impl WriteAt for MemSink {
 impl Sink for MemSink {
     fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, ()> {
         assert_eq!(entry.index as usize, self.files.len());
-        let pre = self.preexisting.get(entry.index as usize).cloned().unwrap_or_default();
+        let pre = self
+            .preexisting
+            .get(entry.index as usize)
+            .cloned()
+            .unwrap_or_default();
         let len = pre.len() as u64;
         self.files.push(pre);
         self.names.push(entry.name.into());
@@ -76,7 +80,10 @@ struct Batch {
 impl Batch {
     fn new(files: &[(&str, &[u8])]) -> Self {
         Batch {
-            files: files.iter().map(|(n, b)| (String::from(*n), b.to_vec())).collect(),
+            files: files
+                .iter()
+                .map(|(n, b)| (String::from(*n), b.to_vec()))
+                .collect(),
         }
     }
 
@@ -356,7 +363,9 @@ fn resumed_local_prefix_is_rehashed_and_reused() {
     assert!(s.is_finished());
     assert_eq!(s.error(), None);
     assert_eq!(sink.files[0], body);
-    assert!(events(&mut s).iter().any(|e| matches!(e, Event::Entry { local: 700, .. })));
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, Event::Entry { local: 700, .. })));
 }
 
 #[test]
@@ -432,10 +441,14 @@ fn relay_errors_fail_or_back_off() {
             // No retry before the relay's retry_after.
             let t = s.poll_timeout().unwrap();
             s.handle_timeout(T0 + Duration::from_millis(9_000));
-            assert!(!drain(&mut s, T0 + Duration::from_millis(9_000), &mut sink).contains(&Out::Fetch));
+            assert!(
+                !drain(&mut s, T0 + Duration::from_millis(9_000), &mut sink).contains(&Out::Fetch)
+            );
             assert!(t <= T0 + Duration::from_millis(10_000));
             s.handle_timeout(T0 + Duration::from_millis(10_000));
-            assert!(drain(&mut s, T0 + Duration::from_millis(10_000), &mut sink).contains(&Out::Fetch));
+            assert!(
+                drain(&mut s, T0 + Duration::from_millis(10_000), &mut sink).contains(&Out::Fetch)
+            );
         }
     }
 }
@@ -471,7 +484,9 @@ fn not_ready_fails_or_polls_as_configured() {
     let _ = drain(&mut s, T0, &mut sink);
     batch.manifest(&mut s, T0, &mut sink, false);
     assert!(!s.is_finished());
-    assert!(events(&mut s).iter().any(|e| matches!(e, Event::NotReady { .. })));
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, Event::NotReady { .. })));
     // Polling is silent on the relay side for longer than the idle timeout;
     // that is not a lost link.
     s.handle_timeout(T0 + wait);
@@ -532,7 +547,12 @@ fn data_outside_the_file_is_ignored() {
     let mut sink = MemSink::default();
     let mut s = connected(&batch, 1000, &mut sink);
     let _ = drain(&mut s, T0, &mut sink);
-    send(&mut s, T0, &mut sink, &[(0, 0, b"abcdef".to_vec()), (7, 0, b"abc".to_vec())]);
+    send(
+        &mut s,
+        T0,
+        &mut sink,
+        &[(0, 0, b"abcdef".to_vec()), (7, 0, b"abc".to_vec())],
+    );
     assert!(!s.is_finished());
     send(&mut s, T0, &mut sink, &[(0, 0, b"abc".to_vec())]);
     assert!(s.is_finished());

@@ -340,3 +340,36 @@ const VECTORS: &[&str] = &[
     "03012226808003a9993e364706816aba3e25717850c26c9cd0d89d8080030666772e62696e036d6dbe00",
     "0d01230ccac6d3d68b94b9e70301078020d312f6ba00",
 ];
+
+#[test]
+fn directional_decoders_split_the_kinds_between_them() {
+    let to_relay = [
+        Kind::Hello,
+        Kind::BatchOpen,
+        Kind::FileAnnounce,
+        Kind::Proof,
+        Kind::Resume,
+        Kind::Fetch,
+        Kind::Read,
+    ];
+    let both = [Kind::Keepalive, Kind::Goodbye, Kind::Error, Kind::Ack, Kind::Data];
+    for m in examples() {
+        let bytes = wire(&m);
+        let mut dec = Decoder::new([0u8; 512]);
+        let mut input = &bytes[..];
+        let frame = dec.feed(&mut input).unwrap().unwrap();
+        let kind = m.kind();
+        let from_relay = Message::decode_from_relay(frame);
+        let from_terminal = Message::decode_from_terminal(frame);
+        if both.contains(&kind) {
+            assert_eq!(from_relay, Ok(m));
+            assert_eq!(from_terminal, Ok(m));
+        } else if to_relay.contains(&kind) {
+            assert_eq!(from_terminal, Ok(m));
+            assert_eq!(from_relay, Err(DecodeError::WrongDirection(kind as u8)));
+        } else {
+            assert_eq!(from_relay, Ok(m));
+            assert_eq!(from_terminal, Err(DecodeError::WrongDirection(kind as u8)));
+        }
+    }
+}

@@ -584,7 +584,12 @@ fn a_stall_resends_and_asks_where_the_relay_stands() {
     assert_eq!(data_offsets(&out).first().map(|d| d.1), Some(0));
     s.handle_message(t1, grant(1));
     s.handle_message(t1, plan(0, Plan::Upload { offset: 100 }));
-    assert_eq!(data_offsets(&drain(&mut s, t1, &mut files)).first().map(|d| d.1), Some(100));
+    assert_eq!(
+        data_offsets(&drain(&mut s, t1, &mut files))
+            .first()
+            .map(|d| d.1),
+        Some(100)
+    );
 }
 
 #[test]
