@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// A SHA-1 digest (20 bytes, no length prefix on the wire).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Sha1Digest(pub [u8; 20]);
+pub struct Sha1Digest(#[serde(with = "crate::fixed_bytes")] pub [u8; 20]);
 
 impl Sha1Digest {
     /// SHA-1 of the empty input.

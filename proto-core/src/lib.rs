@@ -41,6 +41,7 @@
 pub mod code;
 pub mod download;
 pub mod error;
+mod fixed_bytes;
 pub mod frame;
 pub mod fuzzing;
 pub mod hash;

@@ -44,7 +44,7 @@ pub const MAX_NAME_LEN: usize = 255;
 /// only reads; only the token writes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ResumeToken(pub [u8; 16]);
+pub struct ResumeToken(#[serde(with = "crate::fixed_bytes")] pub [u8; 16]);
 
 impl core::fmt::Debug for ResumeToken {
     /// Tokens are secrets: debug output never shows them.
@@ -165,6 +165,7 @@ pub enum Plan {
     /// an `Upload` plan after a wrong proof.
     Challenge {
         /// Fresh random bytes.
+        #[serde(with = "crate::fixed_bytes")]
         nonce: Nonce,
     },
 }

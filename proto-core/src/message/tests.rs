@@ -352,7 +352,13 @@ fn directional_decoders_split_the_kinds_between_them() {
         Kind::Fetch,
         Kind::Read,
     ];
-    let both = [Kind::Keepalive, Kind::Goodbye, Kind::Error, Kind::Ack, Kind::Data];
+    let both = [
+        Kind::Keepalive,
+        Kind::Goodbye,
+        Kind::Error,
+        Kind::Ack,
+        Kind::Data,
+    ];
     for m in examples() {
         let bytes = wire(&m);
         let mut dec = Decoder::new([0u8; 512]);
