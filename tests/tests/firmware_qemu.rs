@@ -216,12 +216,6 @@ impl Transcript {
         }
     }
 
-    fn drain(&mut self, lines: &Receiver<Line>) {
-        while let Ok(line) = lines.try_recv() {
-            self.take(line);
-        }
-    }
-
     fn dump(&self) -> String {
         self.lines.join("\n")
     }
