@@ -13,9 +13,9 @@
 //!    └─────────────────────────────────────────────── Reading ──(last file verified)──► Done
 //! ```
 //!
-//! Flow control: a [`Read`](crate::message::Read) starts (or restarts) the
+//! Flow control: a [`Read`] starts (or restarts) the
 //! relay's stream of one file at an offset with a credit of `window` bytes;
-//! the terminal extends the credit with an [`Ack`](crate::message::Ack) of
+//! the terminal extends the credit with an [`Ack`] of
 //! its contiguous offset once half the window has arrived. Data at any
 //! other offset than the next expected byte is dropped (it is a duplicate, or
 //! follows a loss); a gap or [`Config::retransmit_timeout`] without progress

@@ -21,7 +21,7 @@
 //! encoded form is at most [`max_encoded_len`] bytes.
 //!
 //! Nothing here panics on input or allocates: [`Decoder`] works in a buffer
-//! the caller sizes, and [`encode`] in the caller's output slice.
+//! the caller sizes, and [`encode_with`] in the caller's output slice.
 
 #[cfg(not(feature = "fast-crc"))]
 use crc::{Crc, CRC_32_ISCSI};

@@ -19,7 +19,7 @@
 //! clock, and never panics on input: every length and count that arrives from
 //! the wire is checked. Everything a driver needs is here:
 //!
-//! - [`frame`]: [`frame::encode`] a message into a delimited frame and
+//! - [`frame`]: [`frame::encode_with`] a message into a delimited frame and
 //!   [`frame::Decoder`] to take frames back out of a byte stream in any split,
 //!   resynchronising after garbage.
 //! - [`message`]: every message of the exchange, see `PROTOCOL.md` for the

@@ -8,7 +8,7 @@
 //! Kinds are grouped by range so that a newer peer's additions land in known
 //! places; a kind this side does not know decodes to
 //! [`DecodeError::UnknownKind`] and is answered with
-//! [`ErrorCode::UnknownKind`](crate::ErrorCode::UnknownKind), never a crash:
+//! [`ErrorCode::UnknownKind`], never a crash:
 //!
 //! | range        | purpose                                                    |
 //! |--------------|------------------------------------------------------------|

@@ -30,8 +30,8 @@
 //!
 //! Reliability rules, all driven by [`Instant`]s the caller passes in:
 //! - data is sent in order per file within the relay's window; the relay's
-//!   [`Ack`](crate::message::Ack) is cumulative and means *durable*;
-//! - a [`Rewind`](crate::message::Rewind), or no ack progress for
+//!   [`Ack`] is cumulative and means *durable*;
+//! - a [`Rewind`], or no ack progress for
 //!   [`Config::retransmit_timeout`], resends from the last acknowledged offset;
 //! - a lost control message (hello, announce, plan, proof, verdict) is
 //!   recovered by resending the request on the same timer: announcing is
