@@ -428,6 +428,9 @@ impl<const F: usize> Session<F> {
     }
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
+        if crate::upload::noise(&e) {
+            return;
+        }
         match e.code {
             ErrorCode::RateLimited
             | ErrorCode::Busy

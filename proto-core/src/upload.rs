@@ -429,7 +429,7 @@ impl<'n, const F: usize> Session<'n, F> {
                 // Only a confirmation: completion is decided per file above,
                 // so a lost BatchComplete costs nothing.
             }
-            Message::Error(e) => self.on_error(now, e.code),
+            Message::Error(e) => self.on_error(now, e),
             Message::Keepalive => {}
             Message::Goodbye => {
                 self.phase = Phase::Idle;
@@ -439,8 +439,11 @@ impl<'n, const F: usize> Session<'n, F> {
         }
     }
 
-    fn on_error(&mut self, now: Instant, code: ErrorCode) {
-        match code {
+    fn on_error(&mut self, now: Instant, e: message::Error) {
+        if noise(&e) {
+            return;
+        }
+        match e.code {
             // Transient: keep the state, back off through the normal timers.
             ErrorCode::RateLimited
             | ErrorCode::Busy
@@ -883,6 +886,18 @@ impl<'n, const F: usize> Session<'n, F> {
             }
         }
     }
+}
+
+/// Whether an error answers no message of ours but a frame the relay could
+/// not take apart (kind 0: oversize, undecodable). On a noisy serial line
+/// that is garbage that happened to look like a frame; the timers recover
+/// whatever was lost, so it must not end the transfer.
+pub(crate) fn noise(e: &message::Error) -> bool {
+    e.kind == 0
+        && matches!(
+            e.code,
+            ErrorCode::TooLarge | ErrorCode::BadFrame | ErrorCode::UnknownKind
+        )
 }
 
 #[cfg(test)]

@@ -609,3 +609,35 @@ fn a_verdict_before_the_grant_is_not_trusted_and_a_repeated_grant_completes() {
     assert!(s.is_finished());
     assert_eq!(s.error(), None);
 }
+
+#[test]
+fn errors_about_noise_do_not_end_the_upload() {
+    let mut files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = granted(&mut files, &metas, 1000);
+    for code in [
+        ErrorCode::TooLarge,
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownKind,
+    ] {
+        s.handle_message(
+            T0,
+            Message::Error(message::Error {
+                code,
+                kind: 0,
+                retry_after_ms: 0,
+            }),
+        );
+    }
+    assert!(!s.is_finished());
+    // The same code about one of our messages is final.
+    s.handle_message(
+        T0,
+        Message::Error(message::Error {
+            code: ErrorCode::TooLarge,
+            kind: Kind::FileAnnounce as u8,
+            retry_after_ms: 0,
+        }),
+    );
+    assert_eq!(s.error(), Some(Error::Relay(ErrorCode::TooLarge)));
+}
