@@ -117,6 +117,7 @@ struct Fuzz {
     batches: BTreeMap<Code, Batch>,
     out: Vec<u8>,
     seed: u64,
+    trace: bool,
 }
 
 /// What a run did, so tests can check that an input got somewhere.
@@ -140,6 +141,17 @@ pub struct RelaySummary {
 /// one byte each (`op % 10`) with the terminal in the top bits
 /// (`op / 10 % 3`), and operands after them.
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
+    run(data, false)
+}
+
+/// [`drive_relay`], printing every operation and every relay message to
+/// stderr: for reading a crash input (`cargo run -p pickup-tests --example
+/// replay_fuzz -- relay_session FILE`).
+pub fn drive_relay_traced(data: &[u8]) -> RelaySummary {
+    run(data, true)
+}
+
+fn run(data: &[u8], trace: bool) -> RelaySummary {
     let mut input = Input(data);
     let mut summary = RelaySummary::default();
     let Some(setup) = input.byte() else {
@@ -183,9 +195,30 @@ pub fn drive_relay(data: &[u8]) -> RelaySummary {
         batches: BTreeMap::new(),
         out: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
         seed: u64::from(setup),
+        trace,
     };
+    fuzz.log(format_args!(
+        "setup {setup:#04x}: {:?}, link {:?}",
+        fuzz.settings, fuzz.link
+    ));
     while let Some(op) = input.byte() {
         let t = usize::from(op / 10) % TERMINALS;
+        let name = [
+            "connect",
+            "disconnect",
+            "advance",
+            "frame",
+            "say",
+            "noise",
+            "crash",
+            "sweep",
+            "transmit",
+            "timers",
+        ];
+        fuzz.log(format_args!(
+            "op {} for terminal {t}",
+            name[usize::from(op % 10)]
+        ));
         let done = match op % 10 {
             0 => fuzz.connect(t),
             1 => {
@@ -230,7 +263,7 @@ pub fn drive_relay(data: &[u8]) -> RelaySummary {
             }
             6 => {
                 summary.crashes += 1;
-                fuzz.crash();
+                fuzz.crash(&mut summary);
                 Some(())
             }
             7 => {
@@ -258,6 +291,12 @@ pub fn drive_relay(data: &[u8]) -> RelaySummary {
 }
 
 impl Fuzz {
+    fn log(&self, args: core::fmt::Arguments<'_>) {
+        if self.trace {
+            eprintln!("[{:>8} ms] {args}", (self.now - START).as_millis());
+        }
+    }
+
     fn connect(&mut self, t: usize) -> Option<()> {
         if let Some(mut old) = self.terminals[t].take() {
             old.session.handle_disconnected(self.now);
@@ -317,6 +356,7 @@ impl Fuzz {
                     term.reading = Some((r.code, r.file));
                 }
             }
+            self.log(format_args!("terminal {t} says {msg:?}"));
             self.frame(t, f);
         }
     }
@@ -506,6 +546,7 @@ impl Fuzz {
         let msg = Message::decode(f).unwrap_or_else(|e| panic!("the relay sent {e}"));
         let conn_code = term.code;
         let reading = term.reading;
+        self.log(format_args!("relay tells terminal {t}: {msg:?}"));
         match msg {
             Message::Grant(g) => {
                 summary.grants += 1;
@@ -537,6 +578,15 @@ impl Fuzz {
             Message::Ack(a) => {
                 if let Some(code) = conn_code {
                     self.claim(code, a.file, a.offset, "ack");
+                }
+            }
+            Message::FileRejected(r) => {
+                // A rejected file's bytes are thrown away, acknowledged or not.
+                let claimed = conn_code
+                    .and_then(|code| self.batches.get_mut(&code))
+                    .and_then(|b| b.claimed.get_mut(usize::from(r.index)));
+                if let Some(c) = claimed {
+                    *c = 0;
                 }
             }
             Message::FileVerified(v) => {
@@ -635,7 +685,12 @@ impl Fuzz {
     }
 
     /// The relay dies: sessions vanish, the store keeps only what is durable.
-    fn crash(&mut self) {
+    fn crash(&mut self, summary: &mut RelaySummary) {
+        // What the sessions decided before the crash (a rejection that
+        // threw acknowledged bytes away) is checked as if it had been sent.
+        for t in 0..TERMINALS {
+            self.transmit(t, summary);
+        }
         for t in self.terminals.iter_mut() {
             *t = None;
         }
