@@ -8,6 +8,7 @@
 //!   tests/end_to_end.rs ──► real processes ⇄ faulty adapters (TCP proxy, pty forwarder)
 //! ```
 
+pub mod e2e;
 pub mod fuzz_relay;
 pub mod fuzz_seeds;
 pub mod sim;

@@ -1,0 +1,338 @@
+//! Running the real binaries: `pickup-relay` and `pickup`.
+//!
+//! ```text
+//!   pickup send/get ──TCP──► faulty::Proxy (seeded flips, drops, dups, cuts) ──TCP──► pickup-relay
+//!   pickup send/get ──pty──► faulty::Cable (the same faults, serial)          ──pty──► pickup-relay --serial
+//! ```
+//!
+//! The binaries are built once per test process with the same profile as
+//! the test itself. Every wait is a bounded poll ([`wait_for`]); servers
+//! bind 127.0.0.1 only; every process is killed when its handle drops.
+
+pub mod faulty;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Upper bound on any single wait; loops also count their rounds.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The workspace's target directory for this test's profile
+/// (`target/debug` or `target/release`), from the test binary's path.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn build(args: &[&str], bin: &str) -> PathBuf {
+    let dir = profile_dir();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build {args:?} failed");
+    let path = dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} missing after the build", path.display());
+    path
+}
+
+/// The `pickup-relay` binary, built on first use.
+pub fn relay_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        build(
+            &["-p", "pickup-relay", "--bin", "pickup-relay"],
+            "pickup-relay",
+        )
+    })
+}
+
+/// The `pickup` binary (feature `std` of pickup-device), built on first use.
+pub fn pickup_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        build(
+            &[
+                "-p",
+                "pickup-device",
+                "--features",
+                "std",
+                "--bin",
+                "pickup",
+            ],
+            "pickup",
+        )
+    })
+}
+
+/// A directory under the target directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory whose name starts with `label`.
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = profile_dir()
+            .join("pickup-e2e")
+            .join(format!("{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a test directory");
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most [`PATIENCE`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    for _ in 0..(PATIENCE.as_millis() / 50) {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() > PATIENCE {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gave up waiting for {what} after {PATIENCE:?}");
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A running `pickup-relay serve`, killed (SIGKILL) on drop.
+#[derive(Debug)]
+pub struct RelayProcess {
+    child: Option<Child>,
+    /// The TCP port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Its data directory.
+    pub data: PathBuf,
+    args: Vec<String>,
+}
+
+impl RelayProcess {
+    /// Starts a relay on `port` with data in `data` and `extra` arguments
+    /// (`--serial PATH`, `--config FILE`), and waits until it accepts TCP.
+    pub fn start(port: u16, data: &Path, extra: &[String]) -> RelayProcess {
+        let mut args = vec![
+            "serve".to_owned(),
+            "--tcp".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--data".to_owned(),
+            data.display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let mut relay = RelayProcess {
+            child: None,
+            port,
+            data: data.to_path_buf(),
+            args,
+        };
+        relay.spawn();
+        relay
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data.with_extension("log"))
+            .expect("create the relay's log file");
+        let child = Command::new(relay_bin())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start pickup-relay");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("the relay to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    /// `host:port` for `--relay`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the relay with SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` is SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the relay again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The relay's log so far (stderr), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `pickup` with its own state directory, no terminal, no inherited relay.
+pub fn pickup(state: &Path) -> Command {
+    let mut c = Command::new(pickup_bin());
+    c.env("PICKUP_STATE_DIR", state)
+        .env_remove("PICKUP_RELAY")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs a command to completion, bounded by [`PATIENCE`] (killed past it).
+pub fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pickup");
+    let start = Instant::now();
+    for _ in 0..(PATIENCE.as_millis() / 20) {
+        if child.try_wait().expect("poll the child").is_some() {
+            break;
+        }
+        if start.elapsed() > PATIENCE {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().expect("poll the child").is_none() {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("collect output");
+        panic!(
+            "{cmd:?} did not finish within {PATIENCE:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// The JSON document a `pickup … --json` command printed on stdout.
+pub fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A child process whose stdout lines arrive on a channel.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Starts `cmd`, reading its stdout line by line.
+    pub fn spawn(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a process");
+        let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next stdout line, within [`PATIENCE`].
+    pub fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(PATIENCE)
+            .expect("a line of output in time")
+    }
+
+    /// Waits for the process to exit (within [`PATIENCE`]) and returns its
+    /// exit status and remaining stdout and stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("poll the child") {
+                break s;
+            }
+            if start.elapsed() > PATIENCE {
+                let _ = self.child.kill();
+                panic!("process did not finish within {PATIENCE:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let stdout: Vec<String> = self.lines.try_iter().collect();
+        (status, stdout.join("\n"), stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `len` seeded pseudo-random bytes to `path`.
+pub fn write_random(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    crate::sim::rng::SimRng::new(seed).fill(&mut data);
+    std::fs::write(path, &data).expect("write a test file");
+    data
+}

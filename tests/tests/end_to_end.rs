@@ -1,0 +1,252 @@
+//! The real `pickup-relay` and `pickup` processes over damaged links (see
+//! `pickup_tests::e2e`): round trips over TCP and over a pseudo-terminal
+//! serial line through seeded faulty adapters, a relay killed with SIGKILL
+//! mid-upload and restarted, and `get` of unknown and expired codes.
+//!
+//! The CLI's own end-to-end tests (device-client/tests) cover link cuts,
+//! throttling and killing the *client*; these add corruption, lost and
+//! duplicated bytes, the relay's crash, and code lifetimes.
+#![cfg(unix)]
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use pickup_tests::e2e::faulty::{Cable, LinkFaults, Proxy};
+use pickup_tests::e2e::{
+    free_port, json, pickup, run, wait_for, write_random, RelayProcess, Running, TempDir,
+};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// Writes a batch: a random file of `big` bytes, a short text, an empty file.
+fn batch(dir: &Path, big: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let a = dir.join("payload.bin");
+    files.push(("payload.bin".to_owned(), write_random(&a, big, seed)));
+    let text = b"pickup end-to-end\n".repeat(40);
+    std::fs::write(dir.join("notes.txt"), &text).expect("write notes");
+    files.push(("notes.txt".to_owned(), text));
+    std::fs::write(dir.join("empty.dat"), b"").expect("write empty");
+    files.push(("empty.dat".to_owned(), Vec::new()));
+    files
+}
+
+fn assert_downloaded(out: &Path, files: &[(String, Vec<u8>)]) {
+    for (name, content) in files {
+        let got = std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(got == *content, "{name} differs from what was sent");
+    }
+}
+
+fn send_json(state: &Path, relay: &str, src: &Path, files: &[(String, Vec<u8>)]) -> String {
+    let mut cmd = pickup(state);
+    cmd.args(["send", "--json", "--relay", relay]);
+    for (name, _) in files {
+        cmd.arg(src.join(name));
+    }
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success(),
+        "send failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)["code"]
+        .as_str()
+        .expect("a code in send's JSON")
+        .to_owned()
+}
+
+fn get_json(state: &Path, relay: &str, code: &str, dest: &Path) {
+    let out = run(pickup(state).args([
+        "get",
+        "--json",
+        "--relay",
+        relay,
+        code,
+        "-o",
+        dest.to_str().expect("utf-8 path"),
+    ]));
+    assert!(
+        out.status.success(),
+        "get failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn round_trip_over_tcp_through_a_proxy_that_corrupts_drops_and_cuts() {
+    let dir = TempDir::new("tcp-faulty");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let files = batch(&src, 3 * MIB + 17, 1);
+    let relay = RelayProcess::start(free_port(), &dir.path().join("data"), &[]);
+    let faults = LinkFaults {
+        flip: 2_000,
+        drop: 2_000,
+        duplicate: 2_000,
+        cut_after: Some((256 * KIB as u64, 2 * MIB as u64)),
+    };
+    let proxy = Proxy::start(relay.port, faults, 0xface);
+    let code = send_json(&dir.path().join("up-state"), &proxy.addr(), &src, &files);
+    let dest = dir.path().join("dest");
+    get_json(&dir.path().join("down-state"), &proxy.addr(), &code, &dest);
+    assert_downloaded(&dest, &files);
+    let s = &proxy.stats;
+    assert!(
+        s.cuts.load(Ordering::Relaxed) >= 2
+            && s.flipped.load(Ordering::Relaxed) >= 5
+            && s.dropped.load(Ordering::Relaxed) >= 5,
+        "the proxy did too little damage to prove anything: {}",
+        s.summary()
+    );
+}
+
+#[test]
+fn round_trip_over_a_noisy_serial_line() {
+    let dir = TempDir::new("serial-noisy");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let files = batch(&src, 200 * KIB + 3, 2);
+    let faults = LinkFaults {
+        flip: 3_000,
+        drop: 3_000,
+        duplicate: 3_000,
+        cut_after: None,
+    };
+    let cable = Cable::new(faults, 0x5e71a1);
+    let relay = RelayProcess::start(
+        free_port(),
+        &dir.path().join("data"),
+        &["--serial".to_owned(), format!("{}@115200", cable.relay_end)],
+    );
+    let line = format!("serial:{}", cable.client_end);
+    let code = send_json(&dir.path().join("up-state"), &line, &src, &files);
+    let dest = dir.path().join("dest");
+    get_json(&dir.path().join("down-state"), &line, &code, &dest);
+    assert_downloaded(&dest, &files);
+    let s = &cable.stats;
+    assert!(
+        s.flipped.load(Ordering::Relaxed) >= 3 && s.dropped.load(Ordering::Relaxed) >= 3,
+        "the cable did too little damage to prove anything: {}",
+        s.summary()
+    );
+    drop(relay);
+}
+
+fn info_received(state: &Path, relay: &str, code: &str) -> Option<u64> {
+    let out = run(pickup(state).args(["info", "--json", "--relay", relay, code]));
+    if !out.status.success() {
+        return None;
+    }
+    json(&out)["received"].as_u64()
+}
+
+#[test]
+fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
+    let dir = TempDir::new("relay-kill");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let files = batch(&src, 24 * MIB, 3);
+    let mut relay = RelayProcess::start(free_port(), &dir.path().join("data"), &[]);
+    // A clean but slow path (8 MiB/s) so the kill lands mid-upload.
+    let proxy = Proxy::start(relay.port, LinkFaults::default(), 3);
+    proxy.rate.store(8 * MIB as u64, Ordering::SeqCst);
+    let state = dir.path().join("up-state");
+    let mut cmd = pickup(&state);
+    cmd.args(["send", "--relay", &proxy.addr(), "--give-up-after", "150"]);
+    for (name, _) in &files {
+        cmd.arg(src.join(name));
+    }
+    let sender = Running::spawn(&mut cmd);
+    // Without --json the code is the first line, printed at the grant.
+    let code = sender.next_line();
+    let info_state = dir.path().join("info-state");
+    let before = wait_for("upload progress at the relay", || {
+        info_received(&info_state, &relay.addr(), &code).filter(|r| *r >= 4 * MIB as u64)
+    });
+    relay.kill9();
+    relay.restart();
+    // What the relay called durable before the kill is still there.
+    let after = info_received(&info_state, &relay.addr(), &code)
+        .expect("the batch survives the relay's crash");
+    assert!(
+        after >= before,
+        "the relay lost durable bytes in the crash: {before} before, {after} after"
+    );
+    proxy.rate.store(0, Ordering::SeqCst);
+    let (status, _stdout, stderr) = sender.finish();
+    assert!(
+        status.success(),
+        "the upload did not survive the relay's crash: {stderr}\nrelay log: {}",
+        relay.log()
+    );
+    let dest = dir.path().join("dest");
+    get_json(&dir.path().join("down-state"), &relay.addr(), &code, &dest);
+    assert_downloaded(&dest, &files);
+}
+
+#[test]
+fn get_of_unknown_and_expired_codes_fails_cleanly_and_writes_nothing() {
+    let dir = TempDir::new("codes");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "sweep_interval_secs = 1\n[codes]\nttl_secs = 2\nexpired_memory_secs = 3600\n",
+    )
+    .expect("write the relay config");
+    let relay = RelayProcess::start(
+        free_port(),
+        &dir.path().join("data"),
+        &["--config".to_owned(), config.display().to_string()],
+    );
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let files = batch(&src, 10 * KIB, 4);
+    let state = dir.path().join("state");
+    let code = send_json(&state, &relay.addr(), &src, &files);
+
+    // Wait (bounded) until the relay says the code expired.
+    let expired = wait_for("the code to expire", || {
+        let out = run(pickup(&state).args(["info", "--relay", &relay.addr(), &code]));
+        (out.status.code() == Some(2)).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    assert!(expired.contains("expired"), "info: {expired}");
+    let dest = dir.path().join("expired-dest");
+    let out = run(pickup(&state)
+        .args(["get", "--relay", &relay.addr(), &code, "-o"])
+        .arg(&dest));
+    assert_eq!(out.status.code(), Some(2), "get of an expired code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expired"), "get: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line of error: {stderr}"
+    );
+    assert_no_files(&dest);
+
+    // A well-formed code nobody was given.
+    let dest = dir.path().join("unknown-dest");
+    let out = run(pickup(&state)
+        .args(["get", "--relay", &relay.addr(), "7KQ4-M2XD-9RTA-H5NE", "-o"])
+        .arg(&dest));
+    assert_eq!(out.status.code(), Some(2), "get of an unknown code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown"), "get: {stderr}");
+    assert_no_files(&dest);
+}
+
+/// Nothing was written under `dir` (it may not even exist).
+fn assert_no_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+    assert!(
+        names.is_empty(),
+        "files written for a refused code: {names:?}"
+    );
+}
