@@ -1,8 +1,8 @@
 //! Exact reproductions of bugs the simulator and the fuzzers found, one test
 //! each, against the real client machines and the real relay session (see
-//! `pickup_tests::sim::pair`). A test marked `#[ignore]` names a bug that is
-//! not fixed yet; `cargo test -p pickup-tests --test regressions -- --ignored`
-//! runs them.
+//! `pickup_tests::sim::pair`). Each names the seed that found it and the
+//! commit that fixed it; a bug not fixed yet would carry `#[ignore]` with
+//! its reason.
 
 use pickup_proto::code::Code;
 use pickup_proto::download;
@@ -55,7 +55,6 @@ fn completed(events: &[String]) -> bool {
 /// plans come again, `upload::Session::on_grant` / `on_plan` never call
 /// `check_complete`, so the upload never finishes (keepalives forever).
 #[test]
-#[ignore = "proto-core bug: upload never completes after a verdict that outran its lost grant"]
 fn upload_completes_when_its_grant_is_lost_but_the_verdict_arrives() {
     let files = vec![Vec::new()];
     let names = ["empty.txt"];
@@ -90,8 +89,10 @@ fn upload_completes_when_its_grant_is_lost_but_the_verdict_arrives() {
 /// interval the idle timeout ends the cycle after 15 s instead). Either side can break the cycle: the terminal by
 /// sending `Resume` when a retransmission brings no progress, or the relay
 /// by acknowledging data below its durable offset.
+///
+/// Fixed in proto-core 876596f (a retransmission without progress also
+/// sends `Resume`).
 #[test]
-#[ignore = "proto-core/relay bug: one lost ack of a full window stalls the upload forever"]
 fn upload_recovers_from_a_lost_ack_of_its_whole_window() {
     let files = vec![random_file(94, 3000)];
     let names = ["data.bin"];
@@ -128,8 +129,9 @@ fn upload_recovers_from_a_lost_ack_of_its_whole_window() {
 /// Simulator seed 100. Same cycle at the end of a file: the final `Ack`
 /// and `FileVerified` are lost; the relay then holds the file complete and
 /// ignores the resent tail, so the upload retransmits it forever.
+///
+/// Fixed in proto-core 876596f, as above.
 #[test]
-#[ignore = "proto-core/relay bug: a lost final ack and verdict stall the upload forever"]
 fn upload_recovers_when_the_final_ack_and_verdict_are_lost() {
     let files = vec![random_file(100, 2500)];
     let names = ["tail.bin"];
@@ -170,8 +172,10 @@ fn upload_recovers_when_the_final_ack_and_verdict_are_lost() {
 /// `Session::handle_dropped` answers `Error{TooLarge}`, which the upload
 /// treats as a refusal and fails for good. The contract says frames the
 /// decoder drops are counted, never fatal: noise must not end a transfer.
+///
+/// Fixed in proto-core bca49ad: an `Error` about an unparseable frame
+/// (kind 0) is noise to the terminal, not a refusal.
 #[test]
-#[ignore = "relay bug: line noise that looks like an oversize frame makes the relay send TooLarge, failing the upload"]
 fn line_noise_that_looks_like_an_oversize_frame_does_not_fail_the_upload() {
     let files = vec![random_file(180, 2000)];
     let names = ["noisy.bin"];
@@ -207,8 +211,9 @@ fn line_noise_that_looks_like_an_oversize_frame_does_not_fail_the_upload() {
 /// panics in debug builds (`attempt to add with overflow` in
 /// `Iterator::sum`) and wraps in release. Sizes come from the wire, so a
 /// hostile or broken relay crashes the terminal.
+///
+/// Fixed in proto-core 876596f (saturating sums).
 #[test]
-#[ignore = "proto-core bug: download::Session::total_size overflows on huge manifest sizes"]
 fn a_manifest_with_huge_sizes_does_not_crash_the_download() {
     let code = Code::from_parts(8, 12345).expect("valid code");
     // A terminal that waits for a batch still uploading reports its progress.
