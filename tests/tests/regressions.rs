@@ -54,6 +54,9 @@ fn completed(events: &[String]) -> bool {
 /// the file done while still waiting for the grant. When the grant and
 /// plans come again, `upload::Session::on_grant` / `on_plan` never call
 /// `check_complete`, so the upload never finishes (keepalives forever).
+///
+/// Fixed in proto-core 876596f (verdicts count only after the grant; a
+/// grant or plan for finished files completes the upload).
 #[test]
 fn upload_completes_when_its_grant_is_lost_but_the_verdict_arrives() {
     let files = vec![Vec::new()];
