@@ -93,6 +93,8 @@ pub struct Report {
     pub cuts: u32,
     /// Terminal restarts.
     pub restarts: u32,
+    /// Downloads refused because the code had expired.
+    pub expired: u32,
     /// Connections made.
     pub connections: u32,
     /// What the links did, summed over both directions of every connection.
@@ -114,11 +116,12 @@ impl BatchSpec {
         let mut names = Vec::new();
         let mut contents = Vec::new();
         for i in 0..files {
-            let size = match rng.below(10) {
-                0 => 0,
-                1..=3 => rng.range(1, 100),
-                4..=8 => rng.range(100, 3000),
-                _ => rng.range(3000, 20_000),
+            let size = match rng.below(40) {
+                0..=3 => 0,
+                4..=15 => rng.range(1, 100),
+                16..=35 => rng.range(100, 3000),
+                36..=38 => rng.range(3000, 20_000),
+                _ => rng.range(20_000, 150_000),
             } as usize;
             let mut data = vec![0u8; size];
             rng.fill(&mut data);
@@ -275,6 +278,9 @@ enum Job {
     Download(usize),
     /// Download a code nobody was given: must fail with `UnknownCode`.
     Bogus,
+    /// Download batch `n` a minute after its code expired: must fail with
+    /// `Expired` and never see the batch.
+    Late(usize),
 }
 
 struct Actor<'a> {
@@ -297,6 +303,8 @@ struct Actor<'a> {
 struct BatchState {
     /// The code, once the uploader has seen its grant.
     code: Option<Code>,
+    /// Its expiry (Unix seconds), from the grant.
+    expires_at: Option<u64>,
     /// The upload completed.
     uploaded: bool,
 }
@@ -370,9 +378,13 @@ impl<'a> World<'a> {
             max_frame: [64, 256, 1024, 4096, 65_536][rng.below(5) as usize],
             window: [1024, 8192, 65_536, 4 << 20][rng.below(4) as usize],
         };
+        // One run in seven gets codes that live an hour, and a downloader
+        // that comes a minute too late.
+        let short_lived = rng.chance(150_000);
         let settings = Settings {
             ack_delay: Duration::from_millis(rng.range(20, 500)),
             idle_timeout: Duration::from_secs(rng.range(30, 120)),
+            code_ttl_secs: if short_lived { 3600 } else { 86_400 },
             ..Settings::default()
         };
         let store = Arc::new(MemoryStore::new());
@@ -422,8 +434,13 @@ impl<'a> World<'a> {
             // Later batches start later so the first one's blobs exist.
             let start = EPOCH + Duration::from_millis(b as u64 * world.rng.range(0, 30_000));
             world.add_actor(Job::Upload(b), Some(start));
-            // The downloader starts once the code is known (see `on_granted`).
-            world.add_actor(Job::Download(b), None);
+            // Downloaders start once the code is known (see `on_event`).
+            for _ in 0..world.rng.range(1, 2) {
+                world.add_actor(Job::Download(b), None);
+            }
+        }
+        if short_lived {
+            world.add_actor(Job::Late(0), None);
         }
         if world.rng.chance(200_000) {
             let start = EPOCH + Duration::from_millis(world.rng.range(0, 10_000));
@@ -681,7 +698,7 @@ impl<'a> World<'a> {
         let unix = self.now.as_millis() / 1000;
         match job {
             Job::Upload(b) => self.check_upload_reply(i, b, &msg, unix),
-            Job::Download(b) => self.check_download_reply(b, &msg, unix),
+            Job::Download(b) | Job::Late(b) => self.check_download_reply(b, &msg, unix),
             Job::Bogus => match msg {
                 OwnedMsg::Manifest { .. } | OwnedMsg::Entry { .. } | OwnedMsg::Data { .. } => {
                     panic!("relay served {msg:?} for a code it never issued")
@@ -811,6 +828,11 @@ impl<'a> World<'a> {
                     self.batches[b].code,
                     "manifest for another code"
                 );
+                let expires_at = self.batches[b].expires_at.unwrap_or(u64::MAX);
+                assert!(
+                    unix < expires_at,
+                    "the relay served the manifest of batch {b} at {unix}, after it expired at {expires_at}"
+                );
                 assert_eq!(
                     usize::from(*files),
                     spec.contents.len(),
@@ -882,27 +904,35 @@ impl<'a> World<'a> {
     fn on_event(&mut self, i: usize, event: Ev) {
         let job = self.actors[i].job;
         match event {
-            Ev::Up(upload::Event::Granted { code, token, .. }) => {
+            Ev::Up(upload::Event::Granted {
+                code,
+                token,
+                expires_at,
+            }) => {
                 let Job::Upload(b) = job else { unreachable!() };
                 self.actors[i].token = Some(token);
                 if self.batches[b].code.is_none() {
                     self.batches[b].code = Some(code);
+                    self.batches[b].expires_at = Some(expires_at);
                 }
                 assert_eq!(self.batches[b].code, Some(code), "granted a different code");
-                // Start this batch's download: sometimes at once (it waits
-                // for the upload), sometimes later.
-                let d = self
-                    .actors
-                    .iter()
-                    .position(|a| a.job == Job::Download(b))
-                    .expect("every batch has a downloader");
-                let waiting = &self.actors[d];
-                if waiting.start_at.is_none()
-                    && waiting.machine.is_none()
-                    && waiting.outcome.is_none()
-                {
-                    let delay = Duration::from_millis(self.rng.range(0, 20_000));
-                    self.actors[d].start_at = Some(self.now + delay);
+                // Start this batch's downloads: sometimes at once (they wait
+                // for the upload), sometimes later; the late one after expiry.
+                for d in 0..self.actors.len() {
+                    let waiting = &self.actors[d];
+                    if waiting.start_at.is_some()
+                        || waiting.machine.is_some()
+                        || waiting.outcome.is_some()
+                    {
+                        continue;
+                    }
+                    if waiting.job == Job::Download(b) {
+                        let delay = Duration::from_millis(self.rng.range(0, 20_000));
+                        self.actors[d].start_at = Some(self.now + delay);
+                    } else if waiting.job == Job::Late(b) {
+                        let at = Instant::from_millis((expires_at + 60) * 1000);
+                        self.actors[d].start_at = Some(at.max(self.now));
+                    }
                 }
             }
             Ev::Up(upload::Event::Linked { .. }) => self.report.linked += 1,
@@ -913,6 +943,13 @@ impl<'a> World<'a> {
                 self.report.uploads += 1;
                 self.actors[i].outcome = Some(Ok(()));
             }
+            Ev::Up(upload::Event::Failed(upload::Error::Relay(ErrorCode::Expired)))
+                if self.expired(job) =>
+            {
+                // The code's lifetime ended before the upload did.
+                self.actors[i].outcome = Some(Ok(()));
+                self.give_up_on_batch(job);
+            }
             Ev::Up(upload::Event::Failed(e)) => {
                 panic!("upload of batch {job:?} failed: {e}; {}", self.status())
             }
@@ -921,7 +958,7 @@ impl<'a> World<'a> {
             }
             Ev::Down(download::Event::Complete) => {
                 let Job::Download(b) = job else {
-                    panic!("a download of a bogus code completed")
+                    panic!("download {job:?} completed, but it should have been refused")
                 };
                 let Some(Machine::Down { sink, .. }) = &self.actors[i].machine else {
                     unreachable!()
@@ -944,11 +981,17 @@ impl<'a> World<'a> {
                 (Job::Bogus, download::Error::Relay(ErrorCode::UnknownCode)) => {
                     self.actors[i].outcome = Some(Ok(()));
                 }
+                (Job::Late(_) | Job::Download(_), download::Error::Relay(ErrorCode::Expired))
+                    if self.expired(job) =>
+                {
+                    self.report.expired += 1;
+                    self.actors[i].outcome = Some(Ok(()));
+                }
                 _ => panic!("download {job:?} failed: {e}; {}", self.status()),
             },
             Ev::Down(download::Event::Verified { file }) => {
                 let Job::Download(b) = job else {
-                    panic!("verified a file of a bogus code")
+                    panic!("download {job:?} verified a file, but it should have been refused")
                 };
                 let Some(Machine::Down { sink, .. }) = &self.actors[i].machine else {
                     unreachable!()
@@ -959,6 +1002,29 @@ impl<'a> World<'a> {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// Whether the batch `job` is about has expired by now.
+    fn expired(&self, job: Job) -> bool {
+        let b = match job {
+            Job::Upload(b) | Job::Download(b) | Job::Late(b) => b,
+            Job::Bogus => return false,
+        };
+        let unix = self.now.as_millis() / 1000;
+        self.batches[b].expires_at.is_some_and(|e| unix >= e)
+    }
+
+    /// An upload that ran out of time: its downloads cannot succeed, and
+    /// whether they see `Expired` depends on timing; they stop here.
+    fn give_up_on_batch(&mut self, job: Job) {
+        let Job::Upload(b) = job else {
+            return;
+        };
+        for a in &mut self.actors {
+            if matches!(a.job, Job::Download(x) | Job::Late(x) if x == b) && a.outcome.is_none() {
+                a.outcome = Some(Ok(()));
+            }
         }
     }
 
@@ -1177,7 +1243,7 @@ impl<'a> World<'a> {
                     config,
                 }
             }
-            Job::Download(b) => {
+            Job::Download(b) | Job::Late(b) => {
                 let code = self.batches[b]
                     .code
                     .expect("downloads start after the grant");
@@ -1274,7 +1340,7 @@ impl<'a> World<'a> {
                     config,
                 });
             }
-            (Job::Download(b), Some(Machine::Down { config, sink, .. })) => {
+            (Job::Download(b) | Job::Late(b), Some(Machine::Down { config, sink, .. })) => {
                 let code = self.batches[b].code.expect("a started download has a code");
                 let mut sink = sink;
                 // The finished files were renamed into place; their partial
