@@ -35,6 +35,7 @@ use rand::{RngCore, SeedableRng};
 use serde_json::{json, Value};
 
 const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
 
 struct Sizes {
     tcp_bytes: usize,
@@ -271,18 +272,51 @@ fn serial(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     Ok(out)
 }
 
-fn main() -> io::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pickup-bench.json")
-        });
-    let sizes = if quick {
+/// Command-line options.
+struct Options {
+    quick: bool,
+    json_path: PathBuf,
+    sizes: Sizes,
+    /// Which parts to run (all by default).
+    only: Vec<String>,
+}
+
+fn usage() -> io::Error {
+    io::Error::other(
+        "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory] \
+         [--tcp-mib N] [--serial-mib N] [--concurrent N] [--idle N]",
+    )
+}
+
+fn options() -> io::Result<Options> {
+    let mut args = std::env::args().skip(1);
+    let mut quick = false;
+    let mut json_path = None;
+    let mut only = Vec::new();
+    let mut overrides: Vec<(String, usize)> = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--json" => json_path = Some(PathBuf::from(args.next().ok_or_else(usage)?)),
+            "--only" => {
+                only = args
+                    .next()
+                    .ok_or_else(usage)?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "--tcp-mib" | "--serial-mib" | "--concurrent" | "--idle" => {
+                let n = args
+                    .next()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(usage)?;
+                overrides.push((a, n));
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let mut sizes = if quick {
         Sizes {
             tcp_bytes: 128 << 20,
             serial_bytes: 2 << 20,
@@ -297,66 +331,118 @@ fn main() -> io::Result<()> {
             idle_sessions: 10_000,
         }
     };
-    eprintln!("building pickup-relay (release)…");
-    let binary = relay::build()?;
+    for (flag, n) in overrides {
+        match flag.as_str() {
+            "--tcp-mib" => sizes.tcp_bytes = n << 20,
+            "--serial-mib" => sizes.serial_bytes = n << 20,
+            "--concurrent" => sizes.concurrent = n,
+            _ => sizes.idle_sessions = n,
+        }
+    }
+    Ok(Options {
+        quick,
+        json_path: json_path.unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pickup-bench.json")
+        }),
+        sizes,
+        only,
+    })
+}
 
-    eprintln!("1/5 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
-    let data = random_bytes(sizes.tcp_bytes, 1);
+/// CPU time (user + system) of one thread or process, from `/proc`.
+fn cpu_secs(stat_path: &str) -> f64 {
+    // Fields 14 and 15 (utime, stime) in clock ticks, after the `(comm)`
+    // field, which may contain spaces.
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
+        return f64::NAN;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        // USER_HZ is 100 on every Linux the benchmark runs on.
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+fn thread_cpu_secs() -> f64 {
+    cpu_secs("/proc/thread-self/stat")
+}
+
+/// One transfer through the relay: wall time and CPU seconds of both ends.
+struct Measured {
+    secs: f64,
+    client_cpu: f64,
+    relay_cpu: f64,
+}
+
+fn measure<T>(
+    relay: &relay::Relay,
+    f: impl FnOnce() -> io::Result<T>,
+) -> io::Result<(T, Measured)> {
+    let relay_cpu = relay.cpu_secs();
+    let client_cpu = thread_cpu_secs();
+    let t = Instant::now();
+    let out = f()?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok((
+        out,
+        Measured {
+            secs,
+            client_cpu: thread_cpu_secs() - client_cpu,
+            relay_cpu: relay.cpu_secs() - relay_cpu,
+        },
+    ))
+}
+
+fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
+    let data = random_bytes(len, 1);
     let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
     let raw = raw_tcp(&data)?;
     let sha1 = sha1_fast(&data);
-    let relay = relay::Relay::start(&binary, None)?;
-    let t = Instant::now();
-    let mut link = tcp_link(relay.addr)?;
-    let up = client::upload(
-        &mut link,
-        tcp_upload_config(),
-        &["big.bin".into()],
-        std::slice::from_ref(&data),
-        &[sha1],
-    )?;
-    let upload_rate = rate(data.len(), t.elapsed());
-    let upload_secs = t.elapsed().as_secs_f64();
-    drop(link);
-    let t = Instant::now();
-    let mut link = tcp_link(relay.addr)?;
-    let got = client::download(&mut link, tcp_download_config(), up.code)?;
-    let download_rate = rate(data.len(), t.elapsed());
+    let relay = relay::Relay::start(binary, None)?;
+    let (up, up_m) = measure(&relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::upload(
+            &mut link,
+            tcp_upload_config(),
+            &["big.bin".into()],
+            std::slice::from_ref(&data),
+            &[sha1],
+        )
+    })?;
+    let (got, down_m) = measure(&relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::download(&mut link, tcp_download_config(), up.code)
+    })?;
     assert_eq!(got, data.len() as u64);
-    drop(link);
 
-    eprintln!("5/5 instant upload of the same content…");
-    let t = Instant::now();
-    let mut link = tcp_link(relay.addr)?;
-    let again = client::upload(
-        &mut link,
-        tcp_upload_config(),
-        &["again.bin".into()],
-        std::slice::from_ref(&data),
-        &[sha1],
-    )?;
-    let instant_secs = t.elapsed().as_secs_f64();
-    drop(link);
-    drop(relay);
-    drop(data);
-
-    eprintln!(
-        "2/5 serial wire efficiency with {} MiB…",
-        sizes.serial_bytes >> 20
-    );
-    let serial = serial(&binary, sizes.serial_bytes)?;
-    eprintln!("3/5 {} concurrent two-file uploads…", sizes.concurrent);
-    let concurrency = concurrency(&binary, sizes.concurrent)?;
-    eprintln!(
-        "4/5 relay memory with {} idle sessions…",
-        sizes.idle_sessions
-    );
-    let memory = memory(&binary, sizes.idle_sessions)?;
-
-    let report = json!({
-        "quick": quick,
+    eprintln!("    instant upload of the same content…");
+    let (again, instant_m) = measure(&relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::upload(
+            &mut link,
+            tcp_upload_config(),
+            &["again.bin".into()],
+            std::slice::from_ref(&data),
+            &[sha1],
+        )
+    })?;
+    let upload_rate = len as f64 / MIB / up_m.secs;
+    let download_rate = len as f64 / MIB / down_m.secs;
+    let cpu = |m: &Measured| {
+        json!({
+            "secs": m.secs,
+            "client_cpu_secs": m.client_cpu,
+            "relay_cpu_secs": m.relay_cpu,
+        })
+    };
+    Ok(json!({
         "tcp": {
-            "bytes": sizes.tcp_bytes,
+            "bytes": len,
             "sha1_mib_per_sec": sha1_rate,
             "sha1_smol_mib_per_sec": sha1_smol_rate,
             "raw_tcp_mib_per_sec": raw,
@@ -366,94 +452,148 @@ fn main() -> io::Result<()> {
             "download_vs_sha1": download_rate / sha1_rate,
             "upload_vs_raw_tcp": upload_rate / raw,
             "download_vs_raw_tcp": download_rate / raw,
+            "upload": cpu(&up_m),
+            "download": cpu(&down_m),
         },
-        "serial": serial,
-        "concurrency": concurrency,
-        "memory": memory,
         "instant_upload": {
-            "bytes": sizes.tcp_bytes,
+            "bytes": len,
             "linked": again.all_linked,
-            "announce_to_complete_secs": instant_secs,
-            "upload_secs": upload_secs,
-            "ratio_to_upload": instant_secs / upload_secs,
+            "announce_to_complete_secs": instant_m.secs,
+            "upload_secs": up_m.secs,
+            "ratio_to_upload": instant_m.secs / up_m.secs,
+            "cpu": cpu(&instant_m),
         },
-    });
+    }))
+}
+
+fn main() -> io::Result<()> {
+    let opts = options()?;
+    let sizes = &opts.sizes;
+    let run = |part: &str| opts.only.is_empty() || opts.only.iter().any(|p| p == part);
+    eprintln!("building pickup-relay (release)…");
+    let binary = relay::build()?;
+    let mut report = json!({ "quick": opts.quick });
+
+    if run("tcp") {
+        eprintln!("1/4 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
+        let tcp = tcp(&binary, sizes.tcp_bytes)?;
+        report["tcp"] = tcp["tcp"].clone();
+        report["instant_upload"] = tcp["instant_upload"].clone();
+    }
+    if run("serial") {
+        eprintln!(
+            "2/4 serial wire efficiency with {} MiB…",
+            sizes.serial_bytes >> 20
+        );
+        report["serial"] = serial(&binary, sizes.serial_bytes)?;
+    }
+    if run("concurrency") {
+        eprintln!("3/4 {} concurrent two-file uploads…", sizes.concurrent);
+        report["concurrency"] = concurrency(&binary, sizes.concurrent)?;
+    }
+    if run("memory") {
+        eprintln!(
+            "4/4 relay memory with {} idle sessions…",
+            sizes.idle_sessions
+        );
+        report["memory"] = memory(&binary, sizes.idle_sessions)?;
+    }
     print_table(&report);
-    if let Some(parent) = json_path.parent() {
+    if let Some(parent) = opts.json_path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(
-        &json_path,
+        &opts.json_path,
         serde_json::to_string_pretty(&report).map_err(io::Error::other)?,
     )?;
-    println!("\nJSON report: {}", json_path.display());
+    println!("\nJSON report: {}", opts.json_path.display());
     Ok(())
 }
 
 fn print_table(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let t = &r["tcp"];
     println!("| measure | figure | target |");
     println!("|---|---:|---|");
-    println!(
-        "| SHA-1, one core (`sha1` crate) | {:.0} MiB/s | |",
-        f(&t["sha1_mib_per_sec"])
-    );
-    println!(
-        "| SHA-1, one core (`sha1_smol`, proto-core) | {:.0} MiB/s | |",
-        f(&t["sha1_smol_mib_per_sec"])
-    );
-    println!(
-        "| raw TCP copy, loopback | {:.0} MiB/s | |",
-        f(&t["raw_tcp_mib_per_sec"])
-    );
-    println!(
-        "| upload through the relay, {} MiB | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
-        t["bytes"].as_u64().unwrap_or(0) >> 20,
-        f(&t["upload_mib_per_sec"]),
-        f(&t["upload_vs_sha1"]),
-        f(&t["upload_vs_raw_tcp"])
-    );
-    println!(
-        "| download through the relay | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
-        f(&t["download_mib_per_sec"]),
-        f(&t["download_vs_sha1"]),
-        f(&t["download_vs_raw_tcp"])
-    );
-    let s = &r["serial"];
-    println!(
-        "| serial (pty), Pickup, {} MiB | {:.2}% efficiency, {:.1} MiB/s | ≥ 99% |",
-        s["payload_bytes"].as_u64().unwrap_or(0) >> 20,
-        100.0 * f(&s["pickup_efficiency"]),
-        f(&s["pickup_mib_per_sec"])
-    );
-    if s.get("zmodem_efficiency").is_some() {
+    let t = &r["tcp"];
+    if !t.is_null() {
         println!(
-            "| serial (pty), ZMODEM (lrzsz) | {:.2}% efficiency, {:.1} MiB/s | Pickup faster |",
-            100.0 * f(&s["zmodem_efficiency"]),
-            f(&s["zmodem_mib_per_sec"])
+            "| SHA-1, one core (`sha1` crate) | {:.0} MiB/s | |",
+            f(&t["sha1_mib_per_sec"])
+        );
+        println!(
+            "| SHA-1, one core (`sha1_smol`, proto-core) | {:.0} MiB/s | |",
+            f(&t["sha1_smol_mib_per_sec"])
+        );
+        println!(
+            "| raw TCP copy, loopback | {:.0} MiB/s | |",
+            f(&t["raw_tcp_mib_per_sec"])
+        );
+        println!(
+            "| upload through the relay, {} MiB | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
+            t["bytes"].as_u64().unwrap_or(0) >> 20,
+            f(&t["upload_mib_per_sec"]),
+            f(&t["upload_vs_sha1"]),
+            f(&t["upload_vs_raw_tcp"])
+        );
+        println!(
+            "| … CPU per GiB uploaded: client, relay | {:.2} s, {:.2} s | |",
+            f(&t["upload"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
+            f(&t["upload"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
+        );
+        println!(
+            "| download through the relay | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
+            f(&t["download_mib_per_sec"]),
+            f(&t["download_vs_sha1"]),
+            f(&t["download_vs_raw_tcp"])
+        );
+        println!(
+            "| … CPU per GiB downloaded: client, relay | {:.2} s, {:.2} s | |",
+            f(&t["download"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
+            f(&t["download"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
         );
     }
+    let s = &r["serial"];
+    if !s.is_null() {
+        println!(
+            "| serial (pty), Pickup, {} MiB | {:.2}% efficiency, {:.1} MiB/s | ≥ 99% |",
+            s["payload_bytes"].as_u64().unwrap_or(0) >> 20,
+            100.0 * f(&s["pickup_efficiency"]),
+            f(&s["pickup_mib_per_sec"])
+        );
+        if s.get("zmodem_efficiency").is_some() {
+            println!(
+                "| serial (pty), ZMODEM (lrzsz) | {:.2}% efficiency, {:.1} MiB/s | Pickup faster |",
+                100.0 * f(&s["zmodem_efficiency"]),
+                f(&s["zmodem_mib_per_sec"])
+            );
+        }
+    }
     let c = &r["concurrency"];
-    println!(
-        "| {} concurrent two-file uploads of 64 KiB | {:.0}/s, p50 {:.0} ms, p99 {:.0} ms, {} failures | 0 failures |",
-        c["uploads"],
-        f(&c["completions_per_sec"]),
-        f(&c["p50_ms"]),
-        f(&c["p99_ms"]),
-        c["failures"]
-    );
+    if !c.is_null() {
+        println!(
+            "| {} concurrent two-file uploads of 64 KiB | {:.0}/s, p50 {:.0} ms, p99 {:.0} ms, {} failures | 0 failures |",
+            c["uploads"],
+            f(&c["completions_per_sec"]),
+            f(&c["p50_ms"]),
+            f(&c["p99_ms"]),
+            c["failures"]
+        );
+    }
     let m = &r["memory"];
-    println!(
-        "| relay RSS, {} idle TCP sessions | {:.1} MiB, {:.0} B/session | ≤ 32 KiB/session |",
-        m["idle_sessions"],
-        f(&m["rss_after_bytes"]) / MIB,
-        f(&m["bytes_per_idle_session"])
-    );
+    if !m.is_null() {
+        println!(
+            "| relay RSS, {} idle TCP sessions | {:.1} MiB, {:.0} B/session | ≤ 32 KiB/session |",
+            m["idle_sessions"],
+            f(&m["rss_after_bytes"]) / MIB,
+            f(&m["bytes_per_idle_session"])
+        );
+    }
     let i = &r["instant_upload"];
-    println!(
-        "| instant upload of held content (proof included) | {:.2} s, {:.2}x of uploading it | |",
-        f(&i["announce_to_complete_secs"]),
-        f(&i["ratio_to_upload"])
-    );
+    if !i.is_null() {
+        println!(
+            "| instant upload of held content (proof included) | {:.2} s, {:.2}x of uploading it | |",
+            f(&i["announce_to_complete_secs"]),
+            f(&i["ratio_to_upload"])
+        );
+    }
 }

@@ -85,6 +85,11 @@ impl Relay {
         Ok(relay)
     }
 
+    /// CPU time (user + system) the relay process has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        crate::cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     /// Resident set size of the relay process, in bytes.
     pub fn rss(&self) -> io::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

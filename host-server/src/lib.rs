@@ -32,4 +32,4 @@ pub mod store;
 pub mod transport;
 
 pub use config::Config;
-pub use session::{Link, Relay, Session, Settings};
+pub use session::{Link, Relay, Session, Settings, SyncJob};

@@ -31,7 +31,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
@@ -49,6 +49,7 @@ mod upload;
 #[cfg(test)]
 mod tests;
 
+pub use upload::SyncJob;
 use upload::Upload;
 
 /// Settings every session of a relay shares (see [`crate::config::Config`]).
@@ -100,10 +101,10 @@ pub struct Link {
 }
 
 impl Link {
-    /// The TCP defaults: 64 KiB frames, 4 MiB window.
+    /// The TCP defaults: 64 KiB frames, 8 MiB window (what terminals accept at most by default).
     pub const TCP: Link = Link {
         max_frame: frame::MAX_FRAME_LEN as u32,
-        window: 4 * 1024 * 1024,
+        window: 8 * 1024 * 1024,
     };
     /// The serial defaults: 4 KiB frames, 64 KiB window.
     pub const SERIAL: Link = Link {
@@ -132,15 +133,21 @@ pub fn unix_secs(now: Instant) -> u64 {
 #[derive(Debug)]
 pub(crate) struct Lease {
     batch: BatchId,
-    owner: Mutex<u64>,
+    /// Read-locked while the owner works (its receiving thread and its
+    /// deferred sync may both be at it), write-locked to change owners.
+    owner: RwLock<u64>,
 }
 
 impl Lease {
     /// Runs `f` if `session` still holds the lease, excluding the new owner
     /// while it runs; `None` if the lease was taken over.
     pub(crate) fn run<T>(&self, session: u64, f: impl FnOnce() -> T) -> Option<T> {
-        let owner = lock(&self.owner);
+        let owner = self.owner.read().unwrap_or_else(|e| e.into_inner());
         (*owner == session).then(f)
+    }
+
+    fn owner(&self) -> RwLockWriteGuard<'_, u64> {
+        self.owner.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -244,17 +251,17 @@ impl Relay {
             .or_insert_with(|| {
                 Arc::new(Lease {
                     batch,
-                    owner: Mutex::new(session),
+                    owner: RwLock::new(session),
                 })
             })
             .clone();
-        *lock(&lease.owner) = session;
+        *lease.owner() = session;
         lease
     }
 
     fn release_lease(&self, lease: &Lease, session: u64) {
         let mut leases = lock(&self.leases);
-        if *lock(&lease.owner) == session {
+        if *lease.owner() == session {
             leases.remove(&lease.batch);
         }
     }
@@ -421,6 +428,8 @@ pub struct Session {
     announce_refused: bool,
     upload: Option<Box<Upload>>,
     stream: Option<Stream>,
+    /// The driver runs syncs as [`SyncJob`]s ([`Session::defer_syncs`]).
+    deferred_syncs: bool,
 }
 
 impl core::fmt::Debug for Session {
@@ -461,7 +470,35 @@ impl Session {
             announce_refused: false,
             upload: None,
             stream: None,
+            deferred_syncs: false,
         })
+    }
+
+    /// From now on, received bytes are made durable by [`SyncJob`]s that the
+    /// driver takes with [`poll_sync`](Self::poll_sync) and runs on another
+    /// thread, reporting back with [`handle_synced`](Self::handle_synced),
+    /// instead of in line during [`handle_frame`](Self::handle_frame): the
+    /// session keeps receiving while the disk flushes, which keeps a fast
+    /// link's window open. Acks still follow their fsync.
+    pub fn defer_syncs(&mut self) {
+        self.deferred_syncs = true;
+    }
+
+    /// The next sync job to run (after [`defer_syncs`](Self::defer_syncs)).
+    /// Check it after every call into the session.
+    #[must_use]
+    pub fn poll_sync(&mut self) -> Option<SyncJob> {
+        self.upload.as_deref_mut()?.poll_job()
+    }
+
+    /// A [`SyncJob`] from [`poll_sync`](Self::poll_sync) has been run:
+    /// acknowledge what it made durable and start the next one.
+    pub fn handle_synced(&mut self, _now: Instant) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        let window = self.link.window;
+        self.with_upload(|up, relay, id, out| up.on_synced(relay, id, window, out));
     }
 
     /// This session's number, unique within the relay (for logs).
@@ -623,7 +660,7 @@ impl Session {
             .and_then(|u| u.ack_deadline(self.relay.settings.ack_delay))
             .is_some_and(|t| now >= t);
         if due {
-            self.with_upload(|up, relay, id, out| up.ack_all(relay, id, out));
+            self.with_upload(|up, relay, id, out| up.ack_timer(relay, id, out));
         }
     }
 

@@ -414,7 +414,7 @@ fn multi_file_batch_round_trips_including_an_empty_file() {
 #[test]
 fn acks_are_durable_and_a_crash_resumes_from_the_durable_offset() {
     let mut w = World::new(Settings::default());
-    let data = vec![bytes(5 << 20, 7)];
+    let data = vec![bytes(12 << 20, 7)];
     let mut s = open(&w, 1);
     let link_half = u64::from(Link::TCP.window / 2);
     let (grant, _, c) = upload(&mut w, &mut s, &["big"], &data, None, |acked| {
@@ -1185,4 +1185,254 @@ fn download_streams_within_the_credit() {
     );
     assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::OutOfRange, 0)]);
     let _ = Duration::ZERO;
+}
+
+/// A session whose driver runs syncs itself (as the TCP transport does),
+/// with a small window so a few KiB start a sync.
+fn deferred(w: &World, peer: u64) -> Session {
+    let link = Link {
+        max_frame: 65_536,
+        window: 64 * 1024,
+    };
+    let mut s = w.session(peer, link);
+    s.defer_syncs();
+    send(&mut s, w.now(), hello(0));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    s
+}
+
+fn data_msg(offset: usize, bytes: &[u8]) -> Message<'_> {
+    Message::Data(Data {
+        file: 0,
+        offset: offset as u64,
+        bytes,
+    })
+}
+
+fn durable(w: &World, code: &Code) -> u64 {
+    match w
+        .store
+        .find_by_code(&crate::codes::code_key(code), T0 / 1000)
+        .unwrap()
+    {
+        Lookup::Live(b) => b.received(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_deferred_sync_is_acknowledged_only_after_it_ran() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(100_000, 3);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 100_000, Sha1Digest::of(&data))],
+    ));
+    // A quarter window (16 KiB) in: a sync is due, but nothing is durable
+    // and nothing is acknowledged until it has run.
+    send(&mut s, w.now(), data_msg(0, &data[..20_000]));
+    assert_eq!(drain(&mut s), []);
+    let job = s.poll_sync().expect("a sync job");
+    assert!(s.poll_sync().is_none(), "one job at a time");
+    // More data arrives while the job waits for its thread.
+    send(&mut s, w.now(), data_msg(20_000, &data[20_000..30_000]));
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(durable(&w, &g.code), 0);
+    job.run();
+    assert_eq!(durable(&w, &g.code), 20_000);
+    assert_eq!(drain(&mut s), [], "no ack before the driver reports");
+    s.handle_synced(w.now());
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Ack(Ack {
+            file: 0,
+            offset: 20_000,
+            window: 64 * 1024
+        })]
+    );
+    // A crash now keeps exactly the acknowledged bytes.
+    w.store.crash();
+    assert_eq!(durable(&w, &g.code), 20_000);
+}
+
+#[test]
+fn a_deferred_sync_nobody_ran_is_finished_before_the_file_completes() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(50_000, 4);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 50_000, Sha1Digest::of(&data))],
+    ));
+    send(&mut s, w.now(), data_msg(0, &data[..20_000]));
+    let job = s.poll_sync().expect("a sync job");
+    // The rest arrives before the driver got to the job: completion runs
+    // it in line, then verifies.
+    send(&mut s, w.now(), data_msg(20_000, &data[20_000..]));
+    let replies = drain(&mut s);
+    assert_eq!(
+        replies,
+        [
+            Reply::Ack(Ack {
+                file: 0,
+                offset: 50_000,
+                window: 64 * 1024
+            }),
+            Reply::Verified(0),
+            Reply::Complete
+        ]
+    );
+    // The driver's late run and report change nothing.
+    job.run();
+    s.handle_synced(w.now());
+    assert_eq!(drain(&mut s), []);
+    assert!(s.poll_sync().is_none());
+    let mut d = w.session(2, Link::TCP);
+    let mut w = w;
+    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+}
+
+#[test]
+fn the_ack_timer_defers_its_sync_too() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(1000, 5);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 1000, Sha1Digest::of(&data))],
+    ));
+    send(&mut s, w.now(), data_msg(0, &data[..100]));
+    assert!(s.poll_sync().is_none(), "below the step: no sync yet");
+    let t = s.poll_timeout().unwrap();
+    assert_eq!(t, w.now() + Settings::default().ack_delay);
+    s.handle_timeout(t);
+    assert_eq!(drain(&mut s), []);
+    let job = s.poll_sync().expect("the timer's sync");
+    job.run();
+    s.handle_synced(t);
+    assert_eq!(
+        drain(&mut s),
+        [Reply::Ack(Ack {
+            file: 0,
+            offset: 100,
+            window: 64 * 1024
+        })]
+    );
+    assert_eq!(durable(&w, &g.code), 100);
+}
+
+#[test]
+fn a_deferred_sync_of_a_taken_over_upload_records_nothing() {
+    let w = World::new(Settings::default());
+    let mut old = deferred(&w, 1);
+    let data = bytes(40_000, 6);
+    let g = grant_of(&announce(
+        &mut old,
+        w.now(),
+        &[("f", 40_000, Sha1Digest::of(&data))],
+    ));
+    send(&mut old, w.now(), data_msg(0, &data[..20_000]));
+    let job = old.poll_sync().expect("a sync job");
+    // The terminal reconnects before the old session's sync ran.
+    let mut new = deferred(&w, 1);
+    send(
+        &mut new,
+        w.now(),
+        Message::Resume(Resume { token: g.token }),
+    );
+    assert!(drain(&mut new).contains(&Reply::Plan(FilePlan {
+        index: 0,
+        plan: Plan::Upload { offset: 0 }
+    })));
+    job.run();
+    old.handle_synced(w.now());
+    assert_eq!(drain(&mut old), [], "no ack from a stale session");
+    assert_eq!(durable(&w, &g.code), 0);
+    send(&mut new, w.now(), data_msg(0, &data));
+    assert!(drain(&mut new).contains(&Reply::Complete));
+}
+
+#[test]
+fn a_whole_upload_with_deferred_syncs_round_trips() {
+    let mut w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(3 << 20, 8);
+    let meta = [FileMeta {
+        name: "big",
+        size: data.len() as u64,
+        sha1: Sha1Digest::of(&data),
+    }];
+    let config = upload::Config {
+        max_frame: 65_536,
+        ..upload::Config::default()
+    };
+    let mut c = upload::Session::<8>::new(config, &meta).unwrap();
+    let mut wire = Wire::new();
+    let files = [data.clone()];
+    let mut acks = 0;
+    let mut pending: Vec<SyncJob> = Vec::new();
+    c.handle_connected(w.now());
+    for round in 0..10_000 {
+        let now = w.now();
+        let mut source: &[Vec<u8>] = &files;
+        // Send a little at a time, so syncs overlap with data.
+        for _ in 0..4 {
+            let Some(n) = c.poll_transmit(now, &mut source, &mut wire.buf).unwrap() else {
+                break;
+            };
+            let mut input = &wire.buf[..n];
+            while let Some(f) = wire.relay_dec.feed(&mut input) {
+                s.handle_frame(now, f.unwrap());
+            }
+        }
+        pending.extend(s.poll_sync());
+        // The "sync thread" finishes a job every other round.
+        if round % 2 == 1 {
+            for job in pending.drain(..) {
+                job.run();
+                s.handle_synced(now);
+            }
+            pending.extend(s.poll_sync());
+        }
+        let mut out = vec![0u8; s.transmit_buffer_len()];
+        while let Some(n) = s.poll_transmit(&mut out) {
+            let mut input = &out[..n];
+            while let Some(f) = wire.term_dec.feed(&mut input) {
+                let f = f.unwrap();
+                acks += usize::from(f.kind == pickup_proto::message::Kind::Ack as u8);
+                c.handle_frame(now, f);
+            }
+        }
+        while c.poll_event().is_some() {}
+        if c.is_finished() {
+            break;
+        }
+        w.now += 1;
+        c.handle_timeout(w.now());
+        s.handle_timeout(w.now());
+    }
+    assert!(c.is_finished());
+    assert!(acks > 4, "acks came during the upload, not only at its end");
+    let code = c.grant().unwrap().code;
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(download(&mut w, &mut d, code).unwrap().files, [data]);
+}
+
+#[test]
+fn the_relays_fast_proof_equals_the_terminals() {
+    for len in [0usize, 1, 63, 64, 65, 1000, 300_000] {
+        let data = bytes(len, len as u8);
+        let nonce = [len as u8 ^ 0x5a; 32];
+        let mut slow = ProofHasher::new(&nonce);
+        let mut fast = crate::session::upload::FastProof::new(&nonce);
+        for chunk in data.chunks(7_777) {
+            slow.update(chunk);
+            fast.update(chunk);
+        }
+        assert_eq!(fast.finish(), slow.finish(), "length {len}");
+    }
 }

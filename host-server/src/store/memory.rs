@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use pickup_proto::Sha1Digest;
 
 use super::{
-    Batch, BatchId, BlobId, Candidate, Content, FileContent, FileRecord, FileRef, Lookup,
-    LookupKey, NewBatch, PartialId, Result, Store, StoreError, SweepStats, Usage,
+    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
+    PartialId, Result, Store, StoreError, SweepStats, Usage,
 };
 
 #[derive(Debug)]
@@ -33,7 +33,6 @@ struct Partial {
 struct Blob {
     data: Vec<u8>,
     sha1: Sha1Digest,
-    sha256: [u8; 32],
     refs: u64,
 }
 
@@ -242,16 +241,13 @@ impl Store for MemoryStore {
         self.sync_partial(id, 0)
     }
 
-    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<Candidate>> {
+    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>> {
         let inner = self.lock();
         Ok(inner
             .blobs
             .iter()
             .filter(|(_, b)| b.data.len() as u64 == size && b.sha1 == *sha1)
-            .map(|(id, b)| Candidate {
-                id: *id,
-                sha256: b.sha256,
-            })
+            .map(|(id, _)| *id)
             .collect())
     }
 
@@ -272,15 +268,17 @@ impl Store for MemoryStore {
             FileContent::Partial { id, .. } if id == partial => {}
             _ => return Err(StoreError::NotFound),
         }
-        let existing = inner
-            .blobs
-            .iter()
-            .find(|(_, b)| {
-                b.data.len() as u64 == content.size
-                    && b.sha1 == content.sha1
-                    && b.sha256 == content.sha256
-            })
-            .map(|(id, _)| *id);
+        let size = usize::try_from(content.size).unwrap_or(usize::MAX);
+        let existing = {
+            let p = inner.partials.get(&partial).ok_or(StoreError::NotFound)?;
+            let bytes = &p.data[..size.min(p.data.len())];
+            // Equal bytes, not just an equal SHA-1: collisions never alias.
+            inner
+                .blobs
+                .iter()
+                .find(|(_, b)| b.sha1 == content.sha1 && b.data == bytes)
+                .map(|(id, _)| *id)
+        };
         let mut p = inner
             .partials
             .remove(&partial)
@@ -293,15 +291,13 @@ impl Store for MemoryStore {
                 id
             }
             None => {
-                p.data
-                    .resize(usize::try_from(content.size).unwrap_or(usize::MAX), 0);
+                p.data.resize(size, 0);
                 let id = BlobId(partial.0);
                 inner.blobs.insert(
                     id,
                     Blob {
                         data: p.data,
                         sha1: content.sha1,
-                        sha256: content.sha256,
                         refs: 1,
                     },
                 );

@@ -22,8 +22,11 @@
 //! # Content identity
 //!
 //! A blob is named by an internal [`BlobId`]. `(size, SHA-1)` only finds
-//! [`Candidate`]s; two uploads share a blob only when their SHA-256 digests
-//! (computed by the relay) are equal too, so SHA-1 collisions never alias.
+//! candidates; [`Store::complete_file`] shares a blob with an upload only when
+//! their bytes are equal, compared in full, so SHA-1 collisions never alias.
+//! (Comparing bytes costs a read of both files, and only when a candidate
+//! exists, where a second digest would cost hashing every byte of every
+//! upload.)
 
 use pickup_proto::{Code, Sha1Digest};
 
@@ -186,24 +189,13 @@ pub enum Lookup {
     Unknown,
 }
 
-/// A blob that might hold the same content as an upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
-    /// The blob.
-    pub id: BlobId,
-    /// Its SHA-256, computed by the relay when it was uploaded.
-    pub sha256: [u8; 32],
-}
-
 /// The identity of a completed upload's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Content {
     /// Size in bytes.
     pub size: u64,
-    /// SHA-1 (verified against the announcement).
+    /// SHA-1 (verified against the announcement): finds candidates to share.
     pub sha1: Sha1Digest,
-    /// SHA-256 computed by the relay: what deduplication trusts.
-    pub sha256: [u8; 32],
 }
 
 /// A file of a batch, by position.
@@ -261,12 +253,13 @@ pub trait Store: Send + Sync {
     fn reset_partial(&self, id: PartialId) -> Result<()>;
 
     /// Blobs with this size and SHA-1: candidates, not matches.
-    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<Candidate>>;
+    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>>;
     /// Reads bytes of a blob; 0 only at its end.
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize>;
     /// A partial upload is complete and verified: link the file to an
-    /// existing blob with the same [`Content`] (size, SHA-1 and SHA-256), or
-    /// make the partial's bytes a new blob (fsync, rename, fsync directory).
+    /// existing blob with the same size and SHA-1 *and byte-for-byte equal
+    /// content*, or make the partial's bytes a new blob (fsync, rename, fsync
+    /// directory). A SHA-1 collision therefore gets a blob of its own.
     fn complete_file(&self, file: FileRef, partial: PartialId, content: &Content)
         -> Result<BlobId>;
     /// Links a file to a blob after a proof of ownership; drops its partial.

@@ -18,9 +18,15 @@
 //!    (bytes past it were never acknowledged), and files no row refers to are
 //!    deleted.
 //! 3. [`Store::complete_file`] fsyncs the partial file, renames it into
-//!    `blobs/`, fsyncs both directories, and only then commits the row that
+//!    `blobs/`, fsyncs that directory, and only then commits the row that
 //!    says the blob exists. A crash between rename and commit leaves a
-//!    partial row whose file sits in `blobs/`; recovery moves it back.
+//!    partial row whose file sits in `blobs/`; recovery moves it back. (The
+//!    old name needs no fsync: a partial file without a row is an orphan.)
+//!
+//! Concurrency: the database lock is never held across an fsync or a read
+//! of file contents, and concurrent completions share directory fsyncs
+//! ([`DirSync`]), so many small uploads finishing at once do not queue
+//! behind each other's disk flushes.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -28,14 +34,14 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use pickup_proto::{Code, Sha1Digest};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    Batch, BatchId, BlobId, Candidate, Content, FileContent, FileRecord, FileRef, Lookup,
-    LookupKey, NewBatch, PartialId, Result, Store, StoreError, SweepStats, Usage,
+    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
+    PartialId, Result, Store, StoreError, SweepStats, Usage,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -73,7 +79,6 @@ CREATE TABLE IF NOT EXISTS blobs(
     id INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
     sha1 BLOB NOT NULL,
-    sha256 BLOB NOT NULL,
     refs INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blobs_by_sha1 ON blobs(size, sha1);
@@ -86,6 +91,13 @@ CREATE TABLE IF NOT EXISTS expired(
 /// Open file handles kept per kind, so a stream of data frames does not
 /// reopen its file for every frame.
 const HANDLE_CACHE: usize = 256;
+
+/// Most candidate blobs an upload is compared with (more than one means a
+/// SHA-1 collision is stored; more than a few is an attack).
+const MAX_COMPARED: usize = 4;
+
+/// Bytes compared per read when checking an upload against a blob.
+const COMPARE_CHUNK: usize = 256 * 1024;
 
 /// Batches deleted per sweep transaction, so sessions are not held up long.
 const SWEEP_CHUNK: i64 = 256;
@@ -104,12 +116,6 @@ fn digest20(bytes: Vec<u8>) -> Result<[u8; 20]> {
         .map_err(|_| StoreError::Corrupt("digest of the wrong length".into()))
 }
 
-fn digest32(bytes: Vec<u8>) -> Result<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("digest of the wrong length".into()))
-}
-
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)?.sync_all()?;
     Ok(())
@@ -119,6 +125,78 @@ fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+/// Brings a database made by an earlier relay up to [`SCHEMA`].
+fn migrate(db: &Connection) -> Result<()> {
+    // Blobs used to carry a SHA-256 for deduplication; bytes are compared now.
+    let has_sha256: bool = db.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('blobs') WHERE name = 'sha256')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_sha256 {
+        db.execute_batch("ALTER TABLE blobs DROP COLUMN sha256")?;
+    }
+    Ok(())
+}
+
+/// Coalesces fsyncs of one directory: a caller whose change happened before
+/// a sync started waits for that sync instead of queueing its own, so many
+/// concurrent completions share a few directory fsyncs.
+struct DirSync {
+    dir: PathBuf,
+    state: Mutex<DirSyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct DirSyncState {
+    /// Sync requests so far.
+    requested: u64,
+    /// Every request up to this one is covered by a finished fsync.
+    synced: u64,
+    running: bool,
+}
+
+impl DirSync {
+    fn new(dir: PathBuf) -> Self {
+        DirSync {
+            dir,
+            state: Mutex::new(DirSyncState::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    /// Makes every change made in the directory before this call durable.
+    fn sync(&self) -> Result<()> {
+        fn lock(m: &Mutex<DirSyncState>) -> MutexGuard<'_, DirSyncState> {
+            m.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        let mut st = lock(&self.state);
+        st.requested += 1;
+        let mine = st.requested;
+        loop {
+            if st.synced >= mine {
+                return Ok(());
+            }
+            if !st.running {
+                // Covers every request made so far, this one included.
+                let target = st.requested;
+                st.running = true;
+                drop(st);
+                let result = sync_dir(&self.dir);
+                st = lock(&self.state);
+                st.running = false;
+                if result.is_ok() {
+                    st.synced = st.synced.max(target);
+                }
+                self.done.notify_all();
+                return result;
+            }
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -167,6 +245,7 @@ pub struct SqliteStore {
     blob_dir: PathBuf,
     db: Mutex<Connection>,
     handles: Mutex<Handles>,
+    blob_dir_sync: DirSync,
 }
 
 impl core::fmt::Debug for SqliteStore {
@@ -191,9 +270,11 @@ impl SqliteStore {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(std::time::Duration::from_secs(30))?;
         db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         let store = SqliteStore {
             dir: dir.to_owned(),
             partial_dir,
+            blob_dir_sync: DirSync::new(blob_dir.clone()),
             blob_dir,
             db: Mutex::new(db),
             handles: Mutex::new(Handles::default()),
@@ -430,17 +511,55 @@ impl SqliteStore {
         .ok_or(StoreError::NotFound)
     }
 
-    /// Points a file at a blob and deletes its partial row, in `tx`.
+    /// Blobs with this size and SHA-1.
+    fn candidate_ids(db: &Connection, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>> {
+        let mut stmt = db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2")?;
+        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..]], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| Ok(BlobId(to_u64(r?)))).collect()
+    }
+
+    /// Whether the first `size` bytes of a partial upload equal a blob.
+    fn same_bytes(&self, partial: PartialId, blob: BlobId, size: u64) -> Result<bool> {
+        let p = self
+            .partial_handle(partial, false)?
+            .ok_or(StoreError::NotFound)?;
+        let b = self.blob_handle(blob)?;
+        let mut left = vec![0u8; COMPARE_CHUNK];
+        let mut right = vec![0u8; COMPARE_CHUNK];
+        let mut offset = 0u64;
+        while offset < size {
+            let n = usize::try_from(size - offset)
+                .unwrap_or(usize::MAX)
+                .min(COMPARE_CHUNK);
+            p.file.read_exact_at(&mut left[..n], offset)?;
+            match b.read_exact_at(&mut right[..n], offset) {
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
+                other => other?,
+            }
+            if left[..n] != right[..n] {
+                return Ok(false);
+            }
+            offset += n as u64;
+        }
+        // Same prefix: the blob must also end here.
+        Ok(b.read_at(&mut right[..1], size)? == 0)
+    }
+
+    /// Points a file at a blob and deletes its partial row, in `tx`;
+    /// `NotFound` if the file no longer points at `partial`.
     fn set_blob(
         tx: &rusqlite::Transaction<'_>,
         file: FileRef,
         partial: i64,
         blob: i64,
     ) -> Result<()> {
-        tx.execute(
-            "UPDATE files SET partial = NULL, blob = ?1 WHERE batch = ?2 AND idx = ?3",
-            params![blob, to_i64(file.batch.0)?, file.index],
+        let n = tx.execute(
+            "UPDATE files SET partial = NULL, blob = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
+            params![blob, to_i64(file.batch.0)?, file.index, partial],
         )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
         tx.execute("DELETE FROM partials WHERE id = ?1", params![partial])?;
         Ok(())
     }
@@ -617,22 +736,8 @@ impl Store for SqliteStore {
         self.sync_partial(id, 0)
     }
 
-    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<Candidate>> {
-        let db = self.db();
-        let mut stmt =
-            db.prepare_cached("SELECT id, sha256 FROM blobs WHERE size = ?1 AND sha1 = ?2")?;
-        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..]], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, sha256) = row?;
-            out.push(Candidate {
-                id: BlobId(to_u64(id)),
-                sha256: digest32(sha256)?,
-            });
-        }
-        Ok(out)
+    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>> {
+        Self::candidate_ids(&self.db(), size, sha1)
     }
 
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
@@ -646,54 +751,79 @@ impl Store for SqliteStore {
         content: &Content,
     ) -> Result<BlobId> {
         let pid = to_i64(partial.0)?;
-        let mut db = self.db();
-        if Self::file_partial(&db, file)? != Some(pid) {
-            return Err(StoreError::NotFound);
-        }
-        let existing: Option<i64> = db
-            .query_row(
-                "SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2 AND sha256 = ?3 LIMIT 1",
-                params![
-                    to_i64(content.size)?,
-                    &content.sha1.0[..],
-                    &content.sha256[..]
-                ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(blob) = existing {
-            // Same size, SHA-1 and SHA-256: the same content. Share the blob.
+        // The database lock is held only around reads and commits, never
+        // around an fsync or a read of file contents: completions of other
+        // sessions go on meanwhile. The session's lease keeps this file to
+        // one session; only the sweeper may remove its rows concurrently,
+        // which the commits below detect.
+        let candidates = {
+            let db = self.db();
+            if Self::file_partial(&db, file)? != Some(pid) {
+                return Err(StoreError::NotFound);
+            }
+            Self::candidate_ids(&db, content.size, &content.sha1)?
+        };
+        for blob in candidates.into_iter().take(MAX_COMPARED) {
+            match self.same_bytes(partial, blob, content.size) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(blob = blob.0, "cannot compare with a stored blob: {e}");
+                    continue;
+                }
+            }
+            // Same bytes: the same content. Share the blob, if it is
+            // still there (the sweeper may have collected it meanwhile).
+            let mut db = self.db();
             let tx = db.transaction()?;
-            tx.execute(
-                "UPDATE blobs SET refs = refs + 1 WHERE id = ?1",
-                params![blob],
+            let n = tx.execute(
+                "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
+                params![to_i64(blob.0)?],
             )?;
-            Self::set_blob(&tx, file, pid, blob)?;
+            if n == 0 {
+                continue;
+            }
+            Self::set_blob(&tx, file, pid, to_i64(blob.0)?)?;
             tx.commit()?;
             drop(db);
             self.drop_partial_file(partial.0)?;
-            return Ok(BlobId(to_u64(blob)));
+            return Ok(blob);
         }
         let h = self
             .partial_handle(partial, true)?
             .ok_or(StoreError::NotFound)?;
         h.file.sync_all()?;
         self.handles().partials.remove(&partial.0);
-        fs::rename(self.partial_path(partial.0), self.blob_path(partial.0))?;
-        sync_dir(&self.blob_dir)?;
-        sync_dir(&self.partial_dir)?;
-        let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO blobs(id, size, sha1, sha256, refs) VALUES (?1, ?2, ?3, ?4, 1)",
-            params![
-                pid,
-                to_i64(content.size)?,
-                &content.sha1.0[..],
-                &content.sha256[..]
-            ],
-        )?;
-        Self::set_blob(&tx, file, pid, pid)?;
-        tx.commit()?;
+        let blob_path = self.blob_path(partial.0);
+        match fs::rename(self.partial_path(partial.0), &blob_path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
+            other => other?,
+        }
+        // The new name must be durable before the row that points at it.
+        // (The old name needs no fsync: after a crash, a partial file whose
+        // row is gone is an orphan and recovery deletes it.)
+        self.blob_dir_sync.sync()?;
+        let committed = (|| {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            tx.execute(
+                "INSERT INTO blobs(id, size, sha1, refs) VALUES (?1, ?2, ?3, 1)",
+                params![pid, to_i64(content.size)?, &content.sha1.0[..]],
+            )?;
+            Self::set_blob(&tx, file, pid, pid)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = committed {
+            // No row points at the blob file. Swept meanwhile: it is garbage.
+            // Otherwise put it back where a retry (or recovery) expects it.
+            if matches!(e, StoreError::NotFound)
+                || fs::rename(&blob_path, self.partial_path(partial.0)).is_err()
+            {
+                remove_if_present(&blob_path)?;
+            }
+            return Err(e);
+        }
         Ok(BlobId(partial.0))
     }
 

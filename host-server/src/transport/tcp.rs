@@ -6,7 +6,11 @@
 //! while a frame is partly received, and the write buffer only while
 //! something waits to be sent. Session work that may touch the disk (frames,
 //! timers, reading blob bytes into data frames) runs in `block_in_place`, so
-//! an fsync never stalls the other connections of a worker.
+//! a slow disk never stalls the other connections of a worker.
+//!
+//! Syncs are deferred ([`Session::defer_syncs`]): the fsync and commit
+//! behind each upload `Ack` run on the blocking pool while the connection
+//! keeps reading, so a fast uploader's window stays open during the flush.
 
 use std::cell::RefCell;
 use std::io::ErrorKind;
@@ -16,14 +20,15 @@ use std::sync::Arc;
 use pickup_proto::frame::Decoder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::block_in_place;
+use tokio::task::{block_in_place, JoinHandle};
 
 use super::Clock;
 use crate::rate_limit::Peer;
 use crate::session::{refusal, Link, Relay, Session};
 
-/// Bytes read per `read` call.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read per `read` call (one buffer per worker thread, not per
+/// connection).
+const READ_CHUNK: usize = 256 * 1024;
 /// Encoded frames buffered before the connection waits for the socket.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Read calls per wake-up before pending writes get their turn.
@@ -91,11 +96,14 @@ fn feed(
     }
 }
 
+/// Reads and handles what has arrived, until the session has something to
+/// say or its deferred sync has finished (so the `Ack` goes out at once).
 fn read_burst(
     stream: &TcpStream,
     session: &mut Session,
     decoder: &mut Option<FrameDecoder>,
     clock: &Clock,
+    syncing: &Option<JoinHandle<()>>,
 ) -> ReadOutcome {
     READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
@@ -106,7 +114,7 @@ fn read_burst(
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return ReadOutcome::Failed(e),
             }
-            if session.wants_transmit() {
+            if session.wants_transmit() || syncing.as_ref().is_some_and(JoinHandle::is_finished) {
                 break;
             }
         }
@@ -151,8 +159,11 @@ async fn connection(
             return;
         }
     };
+    session.defer_syncs();
     let id = session.id();
     tracing::debug!(session = id, %addr, "connected");
+    // The deferred sync running on the blocking pool, if any.
+    let mut syncing: Option<JoinHandle<()>> = None;
     let mut decoder: Option<FrameDecoder> = None;
     let mut wbuf: Vec<u8> = Vec::new();
     let mut written = 0usize;
@@ -161,6 +172,16 @@ async fn connection(
         session.shutdown(clock.now());
     }
     loop {
+        if syncing.as_ref().is_some_and(JoinHandle::is_finished) {
+            // Acknowledge now rather than when `select!` gets to it.
+            syncing = None;
+            session.handle_synced(clock.now());
+        }
+        if syncing.is_none() {
+            if let Some(job) = session.poll_sync() {
+                syncing = Some(tokio::task::spawn_blocking(move || job.run()));
+            }
+        }
         if written == wbuf.len() {
             wbuf.clear();
             written = 0;
@@ -186,7 +207,7 @@ async fn connection(
                     block_in_place(|| session.handle_disconnected(clock.now()));
                     break;
                 }
-                match block_in_place(|| read_burst(&stream, &mut session, &mut decoder, &clock)) {
+                match block_in_place(|| read_burst(&stream, &mut session, &mut decoder, &clock, &syncing)) {
                     ReadOutcome::Drained => {}
                     ReadOutcome::Eof => {
                         tracing::debug!(session = id, "peer closed");
@@ -214,6 +235,14 @@ async fn connection(
                         break;
                     }
                 }
+            }
+            _ = async {
+                if let Some(job) = syncing.as_mut() {
+                    let _ = job.await;
+                }
+            }, if syncing.is_some() => {
+                syncing = None;
+                session.handle_synced(clock.now());
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 block_in_place(|| session.handle_timeout(clock.now()));
