@@ -38,6 +38,10 @@ pub struct Uploaded {
     pub code: Code,
     /// Whether every file was linked by proof instead of sent.
     pub all_linked: bool,
+    /// From the start until the relay's `Welcome`, and until its `Grant`.
+    pub welcomed_after: std::time::Duration,
+    /// See `welcomed_after`.
+    pub granted_after: std::time::Duration,
 }
 
 /// Uploads `files` (kept in memory) and returns the code once every file is
@@ -67,6 +71,8 @@ pub fn upload<L: Read + Write>(
     let mut tx = vec![0u8; max_encoded_len(pickup_proto::frame::MAX_FRAME_LEN)];
     let mut rx = vec![0u8; 256 * 1024];
     let mut linked = 0usize;
+    let mut welcomed_after = std::time::Duration::ZERO;
+    let mut granted_after = std::time::Duration::ZERO;
     session.handle_connected(clock.now());
     let mut source: &[Vec<u8>] = files;
     loop {
@@ -80,10 +86,14 @@ pub fn upload<L: Read + Write>(
         while let Some(event) = session.poll_event() {
             match event {
                 upload::Event::Linked { .. } => linked += 1,
+                upload::Event::Connected => welcomed_after = clock.0.elapsed(),
+                upload::Event::Granted { .. } => granted_after = clock.0.elapsed(),
                 upload::Event::Complete { code } => {
                     return Ok(Uploaded {
                         code,
                         all_linked: linked == files.len(),
+                        welcomed_after,
+                        granted_after,
                     })
                 }
                 upload::Event::Failed(e) => {

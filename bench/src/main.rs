@@ -177,23 +177,30 @@ fn memory(binary: &std::path::Path, sessions: usize) -> io::Result<Value> {
 fn concurrency(binary: &std::path::Path, uploads: usize) -> io::Result<Value> {
     let relay = relay::Relay::start(binary, None)?;
     let addr = relay.addr;
-    let start = Instant::now();
+    // Every client has its data before the clock starts.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(uploads + 1));
     let handles: Vec<_> = (0..uploads)
         .map(|i| {
-            std::thread::spawn(move || -> io::Result<Duration> {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> io::Result<[Duration; 3]> {
                 let files = vec![
                     random_bytes(64 * 1024, 2 * i as u64),
                     random_bytes(64 * 1024, 2 * i as u64 + 1),
                 ];
                 let sha1s: Vec<_> = files.iter().map(|f| sha1_fast(f)).collect();
                 let names = vec!["one.bin".to_string(), "two.bin".to_string()];
+                barrier.wait();
                 let t = Instant::now();
                 let mut link = tcp_link(addr)?;
-                client::upload(&mut link, tcp_upload_config(), &names, &files, &sha1s)?;
-                Ok(t.elapsed())
+                let up = client::upload(&mut link, tcp_upload_config(), &names, &files, &sha1s)?;
+                Ok([t.elapsed(), up.welcomed_after, up.granted_after])
             })
         })
         .collect();
+    let relay_cpu = relay.cpu_secs();
+    let clients_cpu = cpu_secs("/proc/self/stat");
+    barrier.wait();
+    let start = Instant::now();
     let mut latencies = Vec::new();
     let mut failures = 0usize;
     for h in handles {
@@ -203,19 +210,25 @@ fn concurrency(binary: &std::path::Path, uploads: usize) -> io::Result<Value> {
         }
     }
     let elapsed = start.elapsed();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+    let relay_cpu = relay.cpu_secs() - relay_cpu;
+    let clients_cpu = cpu_secs("/proc/self/stat") - clients_cpu;
+    let pct = |which: usize, p: f64| {
+        let mut v: Vec<Duration> = latencies.iter().map(|l| l[which]).collect();
+        v.sort();
+        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Ok(json!({
         "uploads": uploads,
         "failures": failures,
         "completions_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
+        "p50_ms": pct(0, 0.50),
+        "p99_ms": pct(0, 0.99),
+        "welcome_p50_ms": pct(1, 0.50),
+        "grant_p50_ms": pct(2, 0.50),
         "wall_secs": elapsed.as_secs_f64(),
+        "relay_cpu_secs": relay_cpu,
+        "clients_cpu_secs": clients_cpu,
     }))
 }
 
@@ -577,6 +590,13 @@ fn print_table(r: &Value) {
             f(&c["p50_ms"]),
             f(&c["p99_ms"]),
             c["failures"]
+        );
+        println!(
+            "| … p50 until Welcome, until Grant; CPU: relay, clients | {:.0} ms, {:.0} ms; {:.2} s, {:.2} s | |",
+            f(&c["welcome_p50_ms"]),
+            f(&c["grant_p50_ms"]),
+            f(&c["relay_cpu_secs"]),
+            f(&c["clients_cpu_secs"]),
         );
     }
     let m = &r["memory"];

@@ -30,6 +30,7 @@
 
 use pickup_proto::{Code, Sha1Digest};
 
+mod commit;
 pub mod memory;
 pub mod sqlite;
 

@@ -39,6 +39,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use pickup_proto::{Code, Sha1Digest};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::commit::{Delta, GroupCommit};
 use super::{
     Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
     PartialId, Result, Store, StoreError, SweepStats, Usage,
@@ -126,6 +127,27 @@ fn remove_if_present(path: &Path) -> Result<()> {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// Runs one statement through the connection's statement cache (parsing
+/// SQL costs more than running these statements).
+fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    Ok(db.prepare_cached(sql)?.execute(params)?)
+}
+
+/// Counts what [`Store::usage`] reports, from the tables.
+fn count_usage(db: &Connection) -> Result<Usage> {
+    let (bytes, batches): (i64, i64) = db.query_row(
+        "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
+              + (SELECT COALESCE(SUM(size), 0) FROM files WHERE partial IS NOT NULL),
+                (SELECT COUNT(*) FROM batches)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Usage {
+        bytes: to_u64(bytes),
+        batches: to_u64(batches),
+    })
 }
 
 /// Brings a database made by an earlier relay up to [`SCHEMA`].
@@ -244,6 +266,11 @@ pub struct SqliteStore {
     partial_dir: PathBuf,
     blob_dir: PathBuf,
     db: Mutex<Connection>,
+    /// Writes share transactions and WAL fsyncs ([`GroupCommit`]).
+    group: GroupCommit,
+    /// The counters behind [`Store::usage`], kept current by every commit
+    /// (and recounted by a sweep) instead of summing tables per request.
+    usage: Mutex<Usage>,
     handles: Mutex<Handles>,
     blob_dir_sync: DirSync,
 }
@@ -277,9 +304,12 @@ impl SqliteStore {
             blob_dir_sync: DirSync::new(blob_dir.clone()),
             blob_dir,
             db: Mutex::new(db),
+            group: GroupCommit::default(),
+            usage: Mutex::new(Usage::default()),
             handles: Mutex::new(Handles::default()),
         };
         let recovery = store.recover()?;
+        *store.usage_counters() = count_usage(&store.db())?;
         Ok((store, recovery))
     }
 
@@ -294,6 +324,25 @@ impl SqliteStore {
 
     fn handles(&self) -> MutexGuard<'_, Handles> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn usage_counters(&self) -> MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `change` in a committed transaction shared with concurrent
+    /// writers (see [`GroupCommit`]); returns once it is durable.
+    fn write<T, F>(&self, change: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Delta)> + Send + 'static,
+    {
+        let apply = |d: Delta| {
+            let mut u = self.usage_counters();
+            u.bytes = u.bytes.saturating_add_signed(d.bytes);
+            u.batches = u.batches.saturating_add_signed(d.batches);
+        };
+        self.group.write(&|| self.db(), &apply, change)
     }
 
     fn partial_path(&self, id: u64) -> PathBuf {
@@ -502,13 +551,17 @@ impl SqliteStore {
 
     /// The partial a file row points at, if it is still uploading.
     fn file_partial(db: &Connection, file: FileRef) -> Result<Option<i64>> {
-        db.query_row(
-            "SELECT partial FROM files WHERE batch = ?1 AND idx = ?2",
-            params![to_i64(file.batch.0)?, file.index],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound)
+        Ok(Self::file_row(db, file)?.0)
+    }
+
+    /// A file's partial (if still uploading) and size.
+    fn file_row(db: &Connection, file: FileRef) -> Result<(Option<i64>, i64)> {
+        db.prepare_cached("SELECT partial, size FROM files WHERE batch = ?1 AND idx = ?2")?
+            .query_row(params![to_i64(file.batch.0)?, file.index], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound)
     }
 
     /// Blobs with this size and SHA-1.
@@ -547,20 +600,16 @@ impl SqliteStore {
 
     /// Points a file at a blob and deletes its partial row, in `tx`;
     /// `NotFound` if the file no longer points at `partial`.
-    fn set_blob(
-        tx: &rusqlite::Transaction<'_>,
-        file: FileRef,
-        partial: i64,
-        blob: i64,
-    ) -> Result<()> {
-        let n = tx.execute(
+    fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<()> {
+        let n = exec(
+            db,
             "UPDATE files SET partial = NULL, blob = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
             params![blob, to_i64(file.batch.0)?, file.index, partial],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.execute("DELETE FROM partials WHERE id = ?1", params![partial])?;
+        exec(db, "DELETE FROM partials WHERE id = ?1", params![partial])?;
         Ok(())
     }
 
@@ -625,46 +674,59 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn create_batch(&self, new: &NewBatch<'_>) -> Result<Batch> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                new.code.len() as i64,
-                &new.code.value().to_le_bytes()[..],
-                &new.code_key.0[..],
-                &new.token_key.0[..],
-                to_i64(new.created_at)?,
-                to_i64(new.expires_at)?,
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        let mut files = Vec::with_capacity(new.files.len());
-        for (i, f) in new.files.iter().enumerate() {
-            tx.execute("INSERT INTO partials(durable) VALUES (0)", [])?;
-            let partial = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, i as i64, f.name, to_i64(f.size)?, &f.sha1.0[..], partial],
+        let code = new.code;
+        let (code_key, token_key) = (new.code_key, new.token_key);
+        let (created_at, expires_at) = (to_i64(new.created_at)?, to_i64(new.expires_at)?);
+        let files: Vec<(String, u64, Sha1Digest)> = new
+            .files
+            .iter()
+            .map(|f| (f.name.to_owned(), f.size, f.sha1))
+            .collect();
+        let bytes = files
+            .iter()
+            .try_fold(0i64, |t, f| to_i64(f.1).map(|size| t.saturating_add(size)))?;
+        self.write(move |db| {
+            exec(
+                db,
+                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    code.len() as i64,
+                    &code.value().to_le_bytes()[..],
+                    &code_key.0[..],
+                    &token_key.0[..],
+                    created_at,
+                    expires_at,
+                ],
             )?;
-            files.push(FileRecord {
-                name: f.name.to_owned(),
-                size: f.size,
-                sha1: f.sha1,
-                content: FileContent::Partial {
-                    id: PartialId(to_u64(partial)),
-                    durable: 0,
-                },
-            });
-        }
-        tx.commit()?;
-        Ok(Batch {
-            id: BatchId(to_u64(id)),
-            code: new.code,
-            created_at: new.created_at,
-            expires_at: new.expires_at,
-            files,
+            let id = db.last_insert_rowid();
+            let mut records = Vec::with_capacity(files.len());
+            for (i, (name, size, sha1)) in files.into_iter().enumerate() {
+                exec(db, "INSERT INTO partials(durable) VALUES (0)", [])?;
+                let partial = db.last_insert_rowid();
+                exec(
+                    db,
+                    "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, i as i64, name, to_i64(size)?, &sha1.0[..], partial],
+                )?;
+                records.push(FileRecord {
+                    name,
+                    size,
+                    sha1,
+                    content: FileContent::Partial {
+                        id: PartialId(to_u64(partial)),
+                        durable: 0,
+                    },
+                });
+            }
+            let batch = Batch {
+                id: BatchId(to_u64(id)),
+                code,
+                created_at: to_u64(created_at),
+                expires_at: to_u64(expires_at),
+                files: records,
+            };
+            Ok((batch, Delta { bytes, batches: 1 }))
         })
     }
 
@@ -686,17 +748,7 @@ impl Store for SqliteStore {
     }
 
     fn usage(&self) -> Result<Usage> {
-        let (bytes, batches): (i64, i64) = self.db().query_row(
-            "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
-                  + (SELECT COALESCE(SUM(size), 0) FROM files WHERE partial IS NOT NULL),
-                    (SELECT COUNT(*) FROM batches)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok(Usage {
-            bytes: to_u64(bytes),
-            batches: to_u64(batches),
-        })
+        Ok(*self.usage_counters())
     }
 
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
@@ -712,14 +764,18 @@ impl Store for SqliteStore {
             sync_dir(&self.partial_dir)?;
             h.dir_synced.store(true, Ordering::Release);
         }
-        let n = self.db().execute(
-            "UPDATE partials SET durable = ?1 WHERE id = ?2",
-            params![to_i64(durable)?, to_i64(id.0)?],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        let (durable, id) = (to_i64(durable)?, to_i64(id.0)?);
+        self.write(move |db| {
+            let n = exec(
+                db,
+                "UPDATE partials SET durable = ?1 WHERE id = ?2",
+                params![durable, id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(((), Delta::default()))
+        })
     }
 
     fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
@@ -774,18 +830,29 @@ impl Store for SqliteStore {
             }
             // Same bytes: the same content. Share the blob, if it is
             // still there (the sweeper may have collected it meanwhile).
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            let n = tx.execute(
-                "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
-                params![to_i64(blob.0)?],
-            )?;
-            if n == 0 {
+            let (bid, size) = (to_i64(blob.0)?, to_i64(content.size)?);
+            let shared = self.write(move |db| {
+                let n = exec(
+                    db,
+                    "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
+                    params![bid],
+                )?;
+                if n == 0 {
+                    return Ok((false, Delta::default()));
+                }
+                Self::set_blob(db, file, pid, bid)?;
+                // The file's size no longer counts twice.
+                Ok((
+                    true,
+                    Delta {
+                        bytes: -size,
+                        batches: 0,
+                    },
+                ))
+            })?;
+            if !shared {
                 continue;
             }
-            Self::set_blob(&tx, file, pid, to_i64(blob.0)?)?;
-            tx.commit()?;
-            drop(db);
             self.drop_partial_file(partial.0)?;
             return Ok(blob);
         }
@@ -803,17 +870,16 @@ impl Store for SqliteStore {
         // (The old name needs no fsync: after a crash, a partial file whose
         // row is gone is an orphan and recovery deletes it.)
         self.blob_dir_sync.sync()?;
-        let committed = (|| {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            tx.execute(
+        let (size, sha1) = (to_i64(content.size)?, content.sha1);
+        let committed = self.write(move |db| {
+            exec(
+                db,
                 "INSERT INTO blobs(id, size, sha1, refs) VALUES (?1, ?2, ?3, 1)",
-                params![pid, to_i64(content.size)?, &content.sha1.0[..]],
+                params![pid, size, &sha1.0[..]],
             )?;
-            Self::set_blob(&tx, file, pid, pid)?;
-            tx.commit()?;
-            Ok(())
-        })();
+            Self::set_blob(db, file, pid, pid)?;
+            Ok(((), Delta::default()))
+        });
         if let Err(e) = committed {
             // No row points at the blob file. Swept meanwhile: it is garbage.
             // Otherwise put it back where a retry (or recovery) expects it.
@@ -828,30 +894,47 @@ impl Store for SqliteStore {
     }
 
     fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool> {
-        let mut db = self.db();
-        let pid = Self::file_partial(&db, file)?.ok_or(StoreError::NotFound)?;
-        let tx = db.transaction()?;
-        let n = tx.execute(
-            "UPDATE blobs SET refs = refs + 1 WHERE id = ?1",
-            params![to_i64(blob.0)?],
-        )?;
-        if n == 0 {
-            return Ok(false);
+        let bid = to_i64(blob.0)?;
+        let linked = self.write(move |db| {
+            let (partial, size) = Self::file_row(db, file)?;
+            let pid = partial.ok_or(StoreError::NotFound)?;
+            let n = exec(
+                db,
+                "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
+                params![bid],
+            )?;
+            if n == 0 {
+                return Ok((None, Delta::default()));
+            }
+            Self::set_blob(db, file, pid, bid)?;
+            Ok((
+                Some(pid),
+                Delta {
+                    bytes: -size,
+                    batches: 0,
+                },
+            ))
+        })?;
+        match linked {
+            Some(pid) => {
+                self.drop_partial_file(to_u64(pid))?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Self::set_blob(&tx, file, pid, to_i64(blob.0)?)?;
-        tx.commit()?;
-        drop(db);
-        self.drop_partial_file(to_u64(pid))?;
-        Ok(true)
     }
 
     fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats> {
         let mut stats = SweepStats::default();
         while self.sweep_chunk(now, &mut stats)? {}
-        stats.forgotten = self.db().execute(
+        let db = self.db();
+        stats.forgotten = db.execute(
             "DELETE FROM expired WHERE expired_at < ?1",
             params![to_i64(forget_before)?],
         )? as u64;
+        // Writes change the counters only under this lock: a recount here
+        // sees exactly the committed state.
+        *self.usage_counters() = count_usage(&db)?;
         Ok(stats)
     }
 }

@@ -339,3 +339,108 @@ fn sqlite_recovery_truncates_moves_back_and_removes_orphans() {
         .collect();
     assert!(names.iter().all(|n| n.parse::<u64>().is_ok()), "{names:?}");
 }
+
+#[test]
+fn sqlite_store_opens_a_database_of_an_earlier_relay() {
+    // Blobs used to carry a SHA-256 column; deduplication compares bytes now.
+    let dir = tempfile::tempdir().unwrap();
+    let store = reopen(dir.path());
+    let files = [NewFile {
+        name: "a",
+        size: 4,
+        sha1: Sha1Digest::of(b"abcd"),
+    }];
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let p = partial_of(&b, 0);
+    store.write_partial(p, 0, b"abcd").unwrap();
+    let file = FileRef {
+        batch: b.id,
+        index: 0,
+    };
+    let blob = store.complete_file(file, p, &content(b"abcd")).unwrap();
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("relay.sqlite")).unwrap();
+    db.execute_batch(
+        "ALTER TABLE blobs ADD COLUMN sha256 BLOB NOT NULL DEFAULT x'00';
+         UPDATE blobs SET sha256 = zeroblob(32);",
+    )
+    .unwrap();
+    drop(db);
+    let store = reopen(dir.path());
+    assert_eq!(read_all_blob(&store, blob, 4), b"abcd");
+    // New blobs are written without the old column.
+    let b2 = store.create_batch(&new_batch(2, &files, 1000)).unwrap();
+    let p2 = partial_of(&b2, 0);
+    store.write_partial(p2, 0, b"wxyz").unwrap();
+    let file2 = FileRef {
+        batch: b2.id,
+        index: 0,
+    };
+    let blob2 = store.complete_file(file2, p2, &content(b"abcd")).unwrap();
+    assert_ne!(
+        blob2, blob,
+        "other bytes under the same SHA-1 get their own blob"
+    );
+    assert_eq!(read_all_blob(&store, blob2, 4), b"wxyz");
+    assert_eq!(store.usage().unwrap().bytes, 8);
+}
+
+#[test]
+fn sqlite_usage_counters_match_a_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = reopen(dir.path());
+    let files = [
+        NewFile {
+            name: "a",
+            size: 3,
+            sha1: Sha1Digest::of(b"abc"),
+        },
+        NewFile {
+            name: "b",
+            size: 3,
+            sha1: Sha1Digest::of(b"abc"),
+        },
+    ];
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let (p0, p1) = (partial_of(&b, 0), partial_of(&b, 1));
+    store.write_partial(p0, 0, b"abc").unwrap();
+    store.write_partial(p1, 0, b"abc").unwrap();
+    let f = |index| FileRef { batch: b.id, index };
+    let blob = store.complete_file(f(0), p0, &content(b"abc")).unwrap();
+    // Same bytes: shared, so 3 bytes are held, not 6.
+    assert_eq!(
+        store.complete_file(f(1), p1, &content(b"abc")).unwrap(),
+        blob
+    );
+    let b2 = store.create_batch(&new_batch(2, &files[..1], 500)).unwrap();
+    assert!(store
+        .link_file(
+            FileRef {
+                batch: b2.id,
+                index: 0
+            },
+            blob
+        )
+        .unwrap());
+    let b3 = store.create_batch(&new_batch(3, &files[..1], 500)).unwrap();
+    let live = store.usage().unwrap();
+    assert_eq!(
+        live,
+        Usage {
+            bytes: 6,
+            batches: 3
+        }
+    );
+    drop(store);
+    let store = reopen(dir.path());
+    assert_eq!(store.usage().unwrap(), live);
+    store.sweep(600, 0).unwrap();
+    assert_eq!(
+        store.usage().unwrap(),
+        Usage {
+            bytes: 3,
+            batches: 1
+        }
+    );
+    let _ = b3;
+}
