@@ -430,6 +430,8 @@ pub struct Session {
     stream: Option<Stream>,
     /// The driver runs syncs as [`SyncJob`]s ([`Session::defer_syncs`]).
     deferred_syncs: bool,
+    /// Large files may be hashed on a helper thread ([`Session::offload_hashing`]).
+    offload_hashing: bool,
 }
 
 impl core::fmt::Debug for Session {
@@ -471,7 +473,16 @@ impl Session {
             upload: None,
             stream: None,
             deferred_syncs: false,
+            offload_hashing: false,
         })
+    }
+
+    /// From now on, files of 8 MiB and more are hashed by a helper thread
+    /// that reads their bytes back from the store as they are written, so
+    /// that SHA-1 runs on another core than receiving. Only for drivers on
+    /// machines with cores to spare; verification is the same either way.
+    pub fn offload_hashing(&mut self) {
+        self.offload_hashing = true;
     }
 
     /// From now on, received bytes are made durable by [`SyncJob`]s that the

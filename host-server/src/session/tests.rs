@@ -1436,3 +1436,77 @@ fn the_relays_fast_proof_equals_the_terminals() {
         assert_eq!(fast.finish(), slow.finish(), "length {len}");
     }
 }
+
+#[test]
+fn offloaded_hashing_verifies_and_rejects_like_hashing_in_line() {
+    let mut w = World::new(Settings::default());
+    let data = vec![bytes(9 << 20, 9)];
+    let mut s = open(&w, 1);
+    s.offload_hashing();
+    let (grant, events, _) = upload(&mut w, &mut s, &["big"], &data, None, |_| false);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, upload::Event::Complete { .. })));
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(
+        download(&mut w, &mut d, grant.unwrap().code).unwrap().files,
+        data
+    );
+
+    // Announced with another SHA-1: rejected at the end, bytes dropped.
+    let mut s = open(&w, 1);
+    s.offload_hashing();
+    let other = bytes(9 << 20, 10);
+    announce(
+        &mut s,
+        w.now(),
+        &[("f", other.len() as u64, Sha1Digest::of(b"not these bytes"))],
+    );
+    let mut replies = Vec::new();
+    for (i, chunk) in other.chunks(60_000).enumerate() {
+        send(&mut s, w.now(), data_msg(i * 60_000, chunk));
+        replies.extend(drain(&mut s));
+    }
+    assert!(
+        replies.contains(&Reply::Rejected(FileRejected {
+            index: 0,
+            reason: ErrorCode::HashMismatch
+        })),
+        "{replies:?}"
+    );
+    assert!(!replies.contains(&Reply::Verified(0)));
+}
+
+#[test]
+fn an_offloaded_upload_resumes_after_a_crash() {
+    let mut w = World::new(Settings::default());
+    let data = vec![bytes(12 << 20, 11)];
+    let mut s = open(&w, 1);
+    s.offload_hashing();
+    let (grant, _, c) = upload(&mut w, &mut s, &["big"], &data, None, |acked| {
+        acked >= 4 << 20
+    });
+    let acked = c.acked();
+    drop(s);
+    w.crash();
+    let mut s = open(&w, 1);
+    s.offload_hashing();
+    let token = grant.unwrap().token;
+    let (_, events, _) = upload(&mut w, &mut s, &["big"], &data, Some(token), |_| false);
+    let resumed_at = events
+        .iter()
+        .find_map(|e| match e {
+            upload::Event::Uploading { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .unwrap();
+    assert!(resumed_at >= acked && resumed_at > 0);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, upload::Event::Complete { .. })));
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(
+        download(&mut w, &mut d, grant.unwrap().code).unwrap().files,
+        data
+    );
+}

@@ -158,16 +158,156 @@ impl core::fmt::Debug for SyncJob {
     }
 }
 
-#[derive(Clone)]
+/// How a file's SHA-1 is being computed.
+enum Hashing {
+    /// Not yet: a resumed upload's durable prefix is re-hashed first.
+    Unknown,
+    /// In line, as bytes are written.
+    Inline(Box<Hashers>),
+    /// By a [`Follower`] thread reading the bytes back.
+    Behind(Follower),
+}
+
+/// Files at least this large are hashed by a [`Follower`] when the driver
+/// allows it ([`Session::offload_hashing`]): hashing is the largest cost of
+/// receiving, and a second core can do it while this one receives.
+const FOLLOW_MIN_SIZE: u64 = 8 << 20;
+
+/// Bytes the follower reads per call.
+const FOLLOW_CHUNK: usize = 1 << 20;
+
+/// A thread that hashes a partial upload by reading back what the session
+/// wrote, up to what it was told is written. The file is the queue: no byte
+/// is copied between the threads, and the pages are still in the cache.
+struct Follower {
+    shared: Arc<FollowShared>,
+    thread: Option<std::thread::JoinHandle<Result<(sha1::Sha1, u64), StoreError>>>,
+    /// `written` when the thread was last woken.
+    woken_at: u64,
+}
+
+struct FollowShared {
+    /// Bytes the thread may hash (written, contiguous from 0).
+    written: core::sync::atomic::AtomicU64,
+    /// Hash up to `written`, then stop.
+    finish: core::sync::atomic::AtomicBool,
+    /// Stop now; the result is not wanted.
+    stop: core::sync::atomic::AtomicBool,
+}
+
+impl Follower {
+    fn start(store: Arc<dyn Store>, partial: PartialId) -> std::io::Result<Follower> {
+        use core::sync::atomic::{AtomicBool, AtomicU64};
+        let shared = Arc::new(FollowShared {
+            written: AtomicU64::new(0),
+            finish: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("pickup-hash".into())
+            .spawn(move || follow(&*store, partial, &theirs))?;
+        Ok(Follower {
+            shared,
+            thread: Some(thread),
+            woken_at: 0,
+        })
+    }
+
+    /// The first `written` bytes are in the store.
+    fn advance(&mut self, written: u64) {
+        use core::sync::atomic::Ordering;
+        self.shared.written.store(written, Ordering::Release);
+        // Waking costs a system call: do it once per chunk's worth.
+        if written - self.woken_at >= FOLLOW_CHUNK as u64 {
+            self.woken_at = written;
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// Waits for the digest of the first `size` bytes.
+    fn finish(mut self, size: u64) -> Result<sha1::Sha1, StoreError> {
+        use core::sync::atomic::Ordering;
+        self.shared.written.store(size, Ordering::Release);
+        self.shared.finish.store(true, Ordering::Release);
+        self.wake();
+        let Some(thread) = self.thread.take() else {
+            return Err(StoreError::Corrupt("hash follower gone".into()));
+        };
+        match thread.join() {
+            Ok(Ok((h, hashed))) if hashed == size => Ok(h),
+            Ok(Ok((_, hashed))) => Err(StoreError::Corrupt(format!(
+                "hashed {hashed} of {size} bytes"
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Corrupt("hash follower panicked".into())),
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        // Not finished (rejected, taken over, session gone): let the thread
+        // end on its own; nobody waits for it.
+        self.shared
+            .stop
+            .store(true, core::sync::atomic::Ordering::Release);
+        self.wake();
+    }
+}
+
+/// The follower thread: hashes `partial` up to `written` as it grows.
+fn follow(
+    store: &dyn Store,
+    partial: PartialId,
+    shared: &FollowShared,
+) -> Result<(sha1::Sha1, u64), StoreError> {
+    use core::sync::atomic::Ordering;
+    let mut h = sha1::Sha1::new();
+    let mut buf = vec![0u8; FOLLOW_CHUNK];
+    let mut hashed = 0u64;
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok((h, hashed));
+        }
+        // Read `finish` before `written`: once finishing, `written` is final.
+        let finishing = shared.finish.load(Ordering::Acquire);
+        let written = shared.written.load(Ordering::Acquire);
+        if hashed < written {
+            let want = usize::try_from(written - hashed)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = store.read_partial(partial, hashed, &mut buf[..want])?;
+            if n == 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "partial {} ends at {hashed}, {written} were written",
+                    partial.0
+                )));
+            }
+            h.update(&buf[..n]);
+            hashed += n as u64;
+        } else if finishing {
+            return Ok((h, hashed));
+        } else {
+            std::thread::park();
+        }
+    }
+}
+
 struct Receiving {
     partial: PartialId,
     /// Bytes written (contiguous from 0).
     received: u64,
     /// Bytes durable and acknowledged.
     acked: u64,
-    /// Hash state at `received`; `None` until the durable prefix of a
-    /// resumed upload has been re-hashed.
-    hashers: Option<Box<Hashers>>,
+    /// How the SHA-1 of the bytes up to `received` is computed.
+    hash: Hashing,
     /// The offset a `Rewind` was last sent for, so a burst of frames past a
     /// gap draws one rewind, not one per frame.
     rewound_at: Option<u64>,
@@ -179,7 +319,7 @@ impl Receiving {
             partial,
             received: 0,
             acked: 0,
-            hashers: Some(Box::default()),
+            hash: Hashing::Inline(Box::default()),
             rewound_at: None,
         }
     }
@@ -221,6 +361,8 @@ pub(super) struct Upload {
     syncing: Option<(Arc<Job>, bool)>,
     /// The ack timer fired: sync every file, one job after the other.
     flush: bool,
+    /// Large files may be hashed by a [`Follower`] thread.
+    follow: bool,
 }
 
 impl Upload {
@@ -233,6 +375,7 @@ impl Upload {
         token: ResumeToken,
         instant: bool,
         deferred: bool,
+        follow: bool,
     ) -> Upload {
         let lease = relay.take_lease(batch.id, session);
         let files = batch
@@ -248,7 +391,11 @@ impl Upload {
                         partial: id,
                         received: durable,
                         acked: durable,
-                        hashers: (durable == 0).then(Box::default),
+                        hash: if durable == 0 {
+                            Hashing::Inline(Box::default())
+                        } else {
+                            Hashing::Unknown
+                        },
                         rewound_at: None,
                     }),
                 };
@@ -272,6 +419,7 @@ impl Upload {
             deferred,
             syncing: None,
             flush: false,
+            follow,
         }
     }
 
@@ -564,7 +712,7 @@ impl Upload {
             Some(end) if end <= size => {}
             _ => return self.reject(relay, session, index, ErrorCode::SizeMismatch, out),
         }
-        if r.hashers.is_none() && !rehash(relay, index, r, out) {
+        if matches!(r.hash, Hashing::Unknown) && !rehash(relay, index, r, out) {
             return Ok(());
         }
         if d.offset > r.received {
@@ -584,6 +732,13 @@ impl Upload {
             return Ok(());
         };
         let (partial, at) = (r.partial, r.received);
+        if at == 0 && self.follow && size >= FOLLOW_MIN_SIZE && matches!(r.hash, Hashing::Inline(_))
+        {
+            match Follower::start(relay.store.clone(), partial) {
+                Ok(f) => r.hash = Hashing::Behind(f),
+                Err(e) => tracing::warn!("no hashing thread, hashing in line: {e}"),
+            }
+        }
         match self
             .lease
             .run(session, || relay.store.write_partial(partial, at, bytes))
@@ -596,10 +751,12 @@ impl Upload {
             }
             Some(Ok(())) => {}
         }
-        if let Some(h) = r.hashers.as_deref_mut() {
-            h.update(bytes);
-        }
         r.received += bytes.len() as u64;
+        match &mut r.hash {
+            Hashing::Inline(h) => h.update(bytes),
+            Hashing::Behind(f) => f.advance(r.received),
+            Hashing::Unknown => {}
+        }
         r.rewound_at = None;
         let (received, acked) = (r.received, r.acked);
         self.last_data = Some(now);
@@ -630,14 +787,30 @@ impl Upload {
         let FileState::Receiving(r) = &mut f.state else {
             return Ok(());
         };
-        if r.hashers.is_none() && !rehash(relay, index, r, out) {
+        if matches!(r.hash, Hashing::Unknown) && !rehash(relay, index, r, out) {
             return Ok(());
         }
         if r.received != f.size {
             return Ok(());
         }
-        let hashers = r.hashers.as_deref().cloned().unwrap_or_default();
-        let sha1 = Sha1Digest(hashers.sha1.finalize().into());
+        let digest = match core::mem::replace(&mut r.hash, Hashing::Unknown) {
+            Hashing::Inline(h) => {
+                let digest = h.sha1.clone().finalize();
+                r.hash = Hashing::Inline(h);
+                digest
+            }
+            Hashing::Behind(follower) => match follower.finish(f.size) {
+                Ok(h) => h.finalize(),
+                Err(e) => {
+                    // Left `Unknown`: the next attempt re-hashes in line.
+                    tracing::error!(batch = self.batch.0, file = index, "hashing failed: {e}");
+                    out.error(ErrorCode::Internal, Kind::Data);
+                    return Ok(());
+                }
+            },
+            Hashing::Unknown => return Ok(()),
+        };
+        let sha1 = Sha1Digest(digest.into());
         if sha1 != f.sha1 {
             tracing::info!(
                 batch = self.batch.0,
@@ -690,6 +863,10 @@ impl Upload {
         let FileState::Receiving(r) = &mut self.files[index].state else {
             return Ok(());
         };
+        // Stop hashing bytes about to go.
+        if matches!(r.hash, Hashing::Behind(_)) {
+            r.hash = Hashing::Unknown;
+        }
         let partial = r.partial;
         match self
             .lease
@@ -939,7 +1116,7 @@ fn rehash(relay: &Relay, index: usize, r: &mut Receiving, out: &mut Outbox) -> b
             }
         }
     }
-    r.hashers = Some(Box::new(h));
+    r.hash = Hashing::Inline(Box::new(h));
     if offset == r.received {
         return true;
     }
@@ -1096,6 +1273,7 @@ impl Session {
             token,
             self.instant_upload(),
             self.deferred_syncs,
+            self.offload_hashing,
         );
         self.upload = Some(Box::new(up));
         self.out.push(Out::Grant { next: 0 });

@@ -66,6 +66,12 @@ pub async fn serve(
 
 type FrameDecoder = Decoder<Box<[u8]>>;
 
+/// Whether a second core can hash while the first receives.
+fn spare_cores() -> bool {
+    static SPARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPARE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
 enum ReadOutcome {
     /// Nothing more to read now.
     Drained,
@@ -160,6 +166,9 @@ async fn connection(
         }
     };
     session.defer_syncs();
+    if spare_cores() {
+        session.offload_hashing();
+    }
     let id = session.id();
     tracing::debug!(session = id, %addr, "connected");
     // The deferred sync running on the blocking pool, if any.
