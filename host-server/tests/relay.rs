@@ -462,7 +462,7 @@ fn idle_sessions_stay_small() {
 }
 
 /// Upload and download throughput of one 512 MiB file over loopback, with
-/// the relay's durable acks (fsync every 2 MiB). On demand:
+/// the relay's durable acks (each ack after its fsync). On demand:
 /// `cargo test --release -p pickup-relay --test relay -- --ignored throughput --nocapture`.
 #[test]
 #[ignore]

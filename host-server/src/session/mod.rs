@@ -30,7 +30,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use pickup_proto::frame::{self, Dropped, Frame};
@@ -168,6 +168,8 @@ pub struct Relay {
     leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
+    /// Threads computing expected proofs now (at most one per core).
+    proof_threads: Arc<AtomicUsize>,
 }
 
 impl core::fmt::Debug for Relay {
@@ -196,6 +198,7 @@ impl Relay {
             leases: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            proof_threads: Arc::default(),
         })
     }
 
@@ -479,8 +482,10 @@ impl Session {
 
     /// From now on, files of 8 MiB and more are hashed by a helper thread
     /// that reads their bytes back from the store as they are written, so
-    /// that SHA-1 runs on another core than receiving. Only for drivers on
-    /// machines with cores to spare; verification is the same either way.
+    /// that SHA-1 runs on another core than receiving; and the proofs a
+    /// challenge expects are computed by a helper thread from the moment it
+    /// is issued, while the terminal computes its own. Only for drivers on
+    /// machines with cores to spare; the outcomes are the same either way.
     pub fn offload_hashing(&mut self) {
         self.offload_hashing = true;
     }

@@ -446,11 +446,13 @@ fn acks_are_durable_and_a_crash_resumes_from_the_durable_offset() {
     );
 }
 
-#[test]
-fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one() {
+fn instant_upload_case(offload: bool) {
     let mut w = World::new(Settings::default());
     let content = bytes(100_000, 9);
     let mut s = open(&w, 1);
+    if offload {
+        s.offload_hashing();
+    }
     upload(
         &mut w,
         &mut s,
@@ -462,6 +464,9 @@ fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one() {
     assert_eq!(w.store.blob_count(), 1);
     // The same content again: challenged, proven, linked.
     let mut s = open(&w, 1);
+    if offload {
+        s.offload_hashing();
+    }
     let (g, events, _) = upload(
         &mut w,
         &mut s,
@@ -482,6 +487,9 @@ fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one() {
     );
     // A wrong proof by hand: the relay asks for the bytes instead.
     let mut s = open(&w, 3);
+    if offload {
+        s.offload_hashing();
+    }
     let replies = announce(
         &mut s,
         w.now(),
@@ -546,18 +554,30 @@ fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one() {
     assert_eq!(
         w.store.blob_count(),
         1,
-        "same SHA-256: deduplicated after upload"
+        "same bytes: deduplicated after upload"
     );
 }
 
 #[test]
-fn sha1_collision_pairs_never_alias_in_either_order() {
+fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one() {
+    instant_upload_case(false);
+}
+
+#[test]
+fn instant_upload_links_on_a_right_proof_and_uploads_on_a_wrong_one_with_helper_threads() {
+    instant_upload_case(true);
+}
+
+fn collision_case(offload: bool) {
     for pair in ["shattered", "shambles"] {
         let (a, b) = collision_pair(pair);
         assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
         for (first, second) in [(&a, &b), (&b, &a)] {
             let mut w = World::new(Settings::default());
             let mut s = open(&w, 1);
+            if offload {
+                s.offload_hashing();
+            }
             let (g1, _, _) = upload(
                 &mut w,
                 &mut s,
@@ -567,6 +587,9 @@ fn sha1_collision_pairs_never_alias_in_either_order() {
                 |_| false,
             );
             let mut s = open(&w, 1);
+            if offload {
+                s.offload_hashing();
+            }
             let (g2, events, _) = upload(
                 &mut w,
                 &mut s,
@@ -597,6 +620,9 @@ fn sha1_collision_pairs_never_alias_in_either_order() {
         // Both in one batch.
         let mut w = World::new(Settings::default());
         let mut s = open(&w, 1);
+        if offload {
+            s.offload_hashing();
+        }
         let (g, _, _) = upload(
             &mut w,
             &mut s,
@@ -611,6 +637,16 @@ fn sha1_collision_pairs_never_alias_in_either_order() {
             [a, b]
         );
     }
+}
+
+#[test]
+fn sha1_collision_pairs_never_alias_in_either_order() {
+    collision_case(false);
+}
+
+#[test]
+fn sha1_collision_pairs_never_alias_in_either_order_with_helper_threads() {
+    collision_case(true);
 }
 
 #[test]

@@ -332,8 +332,85 @@ enum FileState {
     Challenged {
         nonce: Nonce,
         partial: PartialId,
+        /// The proofs the candidates give, being computed meanwhile.
+        expected: Option<ExpectedProofs>,
     },
     Receiving(Receiving),
+}
+
+/// A candidate blob and its proof for a challenge's nonce.
+type BlobProof = (BlobId, Result<Sha1Digest, StoreError>);
+
+/// The proofs a challenge's candidate blobs give, computed by a helper
+/// thread from the moment the challenge is issued, while the terminal
+/// computes its own: checking a proof then costs no wait for hashing the
+/// blob after the proof arrives.
+struct ExpectedProofs {
+    stop: Arc<core::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<BlobProof>>>,
+}
+
+impl ExpectedProofs {
+    /// Starts hashing `blobs`, unless as many threads as cores already are
+    /// (then the proof is checked in line when it arrives).
+    fn start(relay: &Relay, blobs: Vec<BlobId>, size: u64, nonce: Nonce) -> Option<Self> {
+        let slot = ProofSlot::take(relay)?;
+        let stop = Arc::new(core::sync::atomic::AtomicBool::new(false));
+        let theirs = stop.clone();
+        let store = relay.store.clone();
+        let thread = std::thread::Builder::new()
+            .name("pickup-proof".into())
+            .spawn(move || {
+                let _slot = slot;
+                blobs
+                    .into_iter()
+                    .map(|b| (b, blob_proof(&*store, b, size, &nonce, &theirs)))
+                    .collect()
+            })
+            .ok()?;
+        Some(ExpectedProofs {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the proofs.
+    fn wait(mut self) -> Vec<BlobProof> {
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ExpectedProofs {
+    fn drop(&mut self) {
+        // Unwanted (a new nonce, the upload gone): stop at the next chunk.
+        self.stop.store(true, core::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A claim on one of the relay's proof threads, released on drop.
+struct ProofSlot(Arc<core::sync::atomic::AtomicUsize>);
+
+impl ProofSlot {
+    fn take(relay: &Relay) -> Option<ProofSlot> {
+        use core::sync::atomic::Ordering;
+        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let count = relay.proof_threads.clone();
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ProofSlot(count))
+    }
+}
+
+impl Drop for ProofSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 struct UpFile {
@@ -385,7 +462,7 @@ impl Upload {
                 let state = match f.content {
                     FileContent::Blob(_) => FileState::Done,
                     FileContent::Partial { id, durable: 0 } if instant && f.size > 0 => {
-                        challenge(relay, f.size, &f.sha1, id)
+                        challenge(relay, f.size, &f.sha1, id, follow)
                     }
                     FileContent::Partial { id, durable } => FileState::Receiving(Receiving {
                         partial: id,
@@ -921,7 +998,7 @@ impl Upload {
         self.ack_all(relay, session, out)?;
         for f in &mut self.files {
             if let FileState::Challenged { partial, .. } = f.state {
-                f.state = challenge(relay, f.size, &f.sha1, partial);
+                f.state = challenge(relay, f.size, &f.sha1, partial, self.follow);
             }
         }
         out.push(Out::Grant { next: 0 });
@@ -942,15 +1019,40 @@ impl Upload {
             out.error(ErrorCode::OutOfRange, Kind::Proof);
             return Ok(());
         };
-        let FileState::Challenged { nonce, partial } = f.state else {
+        let FileState::Challenged { nonce, partial, .. } = f.state else {
             // A late or repeated proof: restate the plan.
             out.push(Out::Plan(p.index));
             return Ok(());
         };
+        let expected = match &mut f.state {
+            FileState::Challenged { expected, .. } => expected.take(),
+            _ => None,
+        };
+        // Proofs computed since the challenge went out, then any candidate
+        // they do not cover (stored meanwhile, or none were precomputed).
+        let mut proofs: Vec<BlobProof> = expected.map(ExpectedProofs::wait).unwrap_or_default();
         let mut linked = None;
-        for c in candidates(relay, f.size, &f.sha1) {
-            match blob_proof(relay, c, f.size, &nonce) {
-                Ok(proof) if proof == p.proof => {}
+        let mut next = 0;
+        loop {
+            if next == proofs.len() {
+                let more: Vec<BlobId> = candidates(relay, f.size, &f.sha1)
+                    .into_iter()
+                    .filter(|c| !proofs.iter().any(|(b, _)| b == c))
+                    .collect();
+                if more.is_empty() {
+                    break;
+                }
+                let never = core::sync::atomic::AtomicBool::new(false);
+                for c in more {
+                    let proof = blob_proof(&*relay.store, c, f.size, &nonce, &never);
+                    proofs.push((c, proof));
+                }
+            }
+            let (c, proof) = &proofs[next];
+            let c = *c;
+            next += 1;
+            match proof {
+                Ok(proof) if *proof == p.proof => {}
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!(blob = c.0, "cannot read a candidate blob: {e}");
@@ -1021,12 +1123,26 @@ fn candidates(relay: &Relay, size: u64, sha1: &Sha1Digest) -> Vec<BlobId> {
 }
 
 /// A challenge for a file whose content may be held, or a plain upload.
-fn challenge(relay: &Relay, size: u64, sha1: &Sha1Digest, partial: PartialId) -> FileState {
+/// With `precompute`, the candidates' proofs are computed from now on.
+fn challenge(
+    relay: &Relay,
+    size: u64,
+    sha1: &Sha1Digest,
+    partial: PartialId,
+    precompute: bool,
+) -> FileState {
     let mut nonce = [0u8; 32];
-    if !candidates(relay, size, sha1).is_empty() && relay.fill_random(&mut nonce) {
-        FileState::Challenged { nonce, partial }
-    } else {
-        FileState::Receiving(Receiving::fresh(partial))
+    let blobs = candidates(relay, size, sha1);
+    if blobs.is_empty() || !relay.fill_random(&mut nonce) {
+        return FileState::Receiving(Receiving::fresh(partial));
+    }
+    let expected = precompute
+        .then(|| ExpectedProofs::start(relay, blobs, size, nonce))
+        .flatten();
+    FileState::Challenged {
+        nonce,
+        partial,
+        expected,
     }
 }
 
@@ -1058,21 +1174,26 @@ impl FastProof {
     }
 }
 
-/// The proof of ownership of a stored blob for `nonce`.
+/// The proof of ownership of a stored blob for `nonce` (abandoned when
+/// `stop` is set).
 fn blob_proof(
-    relay: &Relay,
+    store: &dyn Store,
     blob: BlobId,
     size: u64,
     nonce: &Nonce,
+    stop: &core::sync::atomic::AtomicBool,
 ) -> Result<Sha1Digest, StoreError> {
     let mut hasher = FastProof::new(nonce);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut offset = 0u64;
     while offset < size {
+        if stop.load(core::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Corrupt("proof abandoned".into()));
+        }
         let want = usize::try_from(size - offset)
             .unwrap_or(usize::MAX)
             .min(buf.len());
-        let n = relay.store.read_blob(blob, offset, &mut buf[..want])?;
+        let n = store.read_blob(blob, offset, &mut buf[..want])?;
         if n == 0 {
             return Err(StoreError::Corrupt(format!("blob {} is short", blob.0)));
         }
