@@ -458,11 +458,25 @@ struct UploadChecker {
     files: usize,
     /// Largest `max_frame` any welcome offered (clamped like the session does).
     max_frame: usize,
+    /// Tokens of the grants the relay sent (the last few), besides [`TOKEN`].
+    tokens: [Option<ResumeToken>; 4],
     buf: [u8; CHECK_FRAME],
 }
 
 impl UploadChecker {
     /// Checks one sent frame; returns the data bytes it carried.
+    /// Notes what the relay said that limits what the terminal may send.
+    fn heard(&mut self, msg: &Message<'_>) {
+        match msg {
+            Message::Welcome(w) => self.max_frame = self.max_frame.max(clamp_frame(w.max_frame)),
+            Message::Grant(g) if !self.tokens.contains(&Some(g.token)) => {
+                self.tokens.rotate_right(1);
+                self.tokens[0] = Some(g.token);
+            }
+            _ => {}
+        }
+    }
+
     fn check(&mut self, wire: &[u8]) -> u64 {
         let files = self.files;
         let max_frame = self.max_frame;
@@ -502,7 +516,10 @@ impl UploadChecker {
                 return d.bytes.len() as u64;
             }
             Message::Proof(p) => assert!(usize::from(p.index) < files),
-            Message::Resume(r) => assert!(r.token == TOKEN || r.token == OTHER_TOKEN),
+            Message::Resume(r) => assert!(
+                r.token == TOKEN || self.tokens.contains(&Some(r.token)),
+                "resume with a token no grant gave"
+            ),
             Message::Keepalive | Message::Goodbye => {}
             other => panic!("a terminal never sends {other:?}"),
         }
@@ -656,6 +673,7 @@ pub fn drive_upload(data: &[u8]) -> Summary {
     let mut checker = UploadChecker {
         files: nfiles,
         max_frame: frame::MIN_FRAME_LEN,
+        tokens: [None; 4],
         buf: [0; CHECK_FRAME],
     };
     let mut out = [0u8; TX_BUF];
@@ -699,8 +717,8 @@ pub fn drive_upload(data: &[u8]) -> Summary {
             }
             OP_FRAME => {
                 let Some(f) = input.frame() else { break };
-                if let Ok(Message::Welcome(w)) = Message::decode(f) {
-                    checker.max_frame = checker.max_frame.max(clamp_frame(w.max_frame));
+                if let Ok(msg) = Message::decode(f) {
+                    checker.heard(&msg);
                 }
                 session.handle_frame(now, f);
             }
@@ -708,9 +726,7 @@ pub fn drive_upload(data: &[u8]) -> Summary {
                 let Some(msg) = relay_message_for_upload(&mut input, nfiles as u16) else {
                     break;
                 };
-                if let Message::Welcome(w) = msg {
-                    checker.max_frame = checker.max_frame.max(clamp_frame(w.max_frame));
-                }
+                checker.heard(&msg);
                 session.handle_message(now, msg);
             }
             OP_TRANSMIT => transmit(&mut session, &mut checker, now, &mut out, &mut summary),
@@ -1426,12 +1442,38 @@ mod tests {
         );
     }
 
+    /// Fuzzer input from CI: a grant sent as a raw frame carries a token of
+    /// its own, and the session rightly resumes with it later.
+    #[test]
+    fn a_resume_may_carry_the_token_of_a_raw_grant() {
+        let other = ResumeToken([0x77; 16]);
+        let mut s = upload_script(0);
+        s.message(&Message::Grant(Grant {
+            code: code(),
+            expires_at: 1_800_000_000,
+            token: other,
+            files: 1,
+        }));
+        s.message(&Message::FilePlan(FilePlan {
+            index: 0,
+            plan: Plan::Upload { offset: 0 },
+        }));
+        s.transmit();
+        // Silence: the retransmission timer resumes with the granted token.
+        for _ in 0..3 {
+            s.advance(2_100).settle();
+        }
+        let summary = drive_upload(s.as_bytes());
+        assert!(summary.frames_sent > 6, "{summary:?}");
+    }
+
     #[test]
     #[should_panic(expected = "data differs")]
     fn the_upload_checker_catches_wrong_bytes() {
         let mut checker = UploadChecker {
             files: 2,
             max_frame: 1024,
+            tokens: [None; 4],
             buf: [0; CHECK_FRAME],
         };
         let good = wire(&Message::Data(message::Data {
@@ -1453,6 +1495,7 @@ mod tests {
         let mut checker = UploadChecker {
             files: 1,
             max_frame: 64,
+            tokens: [None; 4],
             buf: [0; CHECK_FRAME],
         };
         checker.check(&wire(&Message::Data(message::Data {
