@@ -33,6 +33,7 @@ use pickup_proto::{Duration, Instant};
 use pickup_relay::codes::code_key;
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
+use pickup_relay::session::SyncJob;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::{FileContent, Lookup, Store};
 use pickup_relay::{Link, Relay, Session, Settings};
@@ -94,6 +95,8 @@ struct Terminal {
     nonces: BTreeMap<u16, Nonce>,
     /// The batch and file of the last `Read`, to check served data.
     reading: Option<(Code, u16)>,
+    /// A deferred sync taken from the session and not yet run.
+    sync: Option<SyncJob>,
 }
 
 /// What the run knows about a batch the relay granted.
@@ -118,6 +121,8 @@ struct Fuzz {
     out: Vec<u8>,
     seed: u64,
     trace: bool,
+    /// Sessions defer their syncs to jobs the driver runs (as over TCP).
+    deferred: bool,
 }
 
 /// What a run did, so tests can check that an input got somewhere.
@@ -137,7 +142,8 @@ pub struct RelaySummary {
 ///
 /// Setup byte: `bits 0-1` link frame size (64, 256, 1024, 4096), `bit 2`
 /// instant upload off, `bit 3` tight limits (2 files, 1000-byte files and
-/// a 2000-byte quota), `bit 4` a 60-second code lifetime. Then operations,
+/// a 2000-byte quota), `bit 4` a 60-second code lifetime, `bit 5` deferred
+/// syncs (jobs run at the next `timers` operation). Then operations,
 /// one byte each (`op % 10`) with the terminal in the top bits
 /// (`op / 10 % 3`), and operands after them.
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
@@ -196,6 +202,7 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         out: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
         seed: u64::from(setup),
         trace,
+        deferred: setup & 0x20 != 0,
     };
     fuzz.log(format_args!(
         "setup {setup:#04x}: {:?}, link {:?}",
@@ -282,6 +289,11 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         if done.is_none() {
             break;
         }
+        for term in fuzz.terminals.iter_mut().flatten() {
+            if term.sync.is_none() {
+                term.sync = term.session.poll_sync();
+            }
+        }
     }
     // Whatever is left must drain.
     for t in 0..TERMINALS {
@@ -311,7 +323,13 @@ impl Fuzz {
                 code: None,
                 nonces: BTreeMap::new(),
                 reading: None,
+                sync: None,
             });
+            if self.deferred {
+                if let Some(term) = self.terminals[t].as_mut() {
+                    term.session.defer_syncs();
+                }
+            }
         }
         Some(())
     }
@@ -646,6 +664,16 @@ impl Fuzz {
 
     /// Fires every due timer, then checks none is left in the past.
     fn timers(&mut self, summary: &mut RelaySummary) {
+        // The disk thread finishes the syncs it was given.
+        for t in 0..TERMINALS {
+            let now = self.now;
+            if let Some(term) = self.terminals[t].as_mut() {
+                if let Some(job) = term.sync.take() {
+                    job.run();
+                    term.session.handle_synced(now);
+                }
+            }
+        }
         for t in 0..TERMINALS {
             for _ in 0..4 {
                 let now = self.now;
@@ -899,7 +927,7 @@ mod tests {
             drive_relay(&data);
         }
         // The scripted run with each setup, and mutated copies of it.
-        for setup in 0..32u8 {
+        for setup in 0..64u8 {
             let base = upload_then_download(setup);
             drive_relay(&base);
             for _ in 0..20 {

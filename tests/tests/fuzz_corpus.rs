@@ -135,6 +135,11 @@ fn relay_seeds_are_committed_and_reach_their_goal() {
                     "{name}: {summary:?}"
                 )
             }
+            "deferred-syncs-crash" => assert_eq!(
+                (summary.crashes, summary.verified),
+                (1, 1),
+                "{name}: {summary:?}"
+            ),
             "expired-code" => assert_eq!(summary.served, 0, "{name}: {summary:?}"),
             "limits-and-guesses" => assert_eq!(summary.verified, 0, "{name}: {summary:?}"),
             other => panic!("no expectation for {other}"),

@@ -47,6 +47,7 @@ use pickup_proto::{Duration, ErrorCode, Instant};
 use pickup_relay::codes::code_key;
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
+use pickup_relay::session::SyncJob;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::{FileContent, Lookup, Store};
 use pickup_relay::{Link, Relay, Session, Settings};
@@ -95,6 +96,8 @@ pub struct Report {
     pub restarts: u32,
     /// Downloads refused because the code had expired.
     pub expired: u32,
+    /// Deferred sync jobs run (relay sessions with `defer_syncs`).
+    pub syncs: u32,
     /// Connections made.
     pub connections: u32,
     /// What the links did, summed over both directions of every connection.
@@ -253,6 +256,8 @@ struct Conn {
     tap: Decoder<Vec<u8>>,
     /// The relay finished the session: close once its output has arrived.
     relay_done: bool,
+    /// A deferred sync "on the disk thread", done at the given time.
+    sync: Option<(Instant, SyncJob)>,
     /// The batch of the last grant the relay sent on this connection.
     code: Option<Code>,
 }
@@ -340,6 +345,11 @@ pub struct World<'a> {
     next_crash: Option<Instant>,
     crashes_left: u32,
     next_sweep: Instant,
+    /// Relay sessions make received bytes durable through deferred sync
+    /// jobs (as over TCP) rather than in line (as over serial).
+    deferred: bool,
+    /// How long a deferred sync takes.
+    fsync: Duration,
     report: Report,
     client_buf: Vec<u8>,
     relay_buf: Vec<u8>,
@@ -374,6 +384,8 @@ impl<'a> World<'a> {
     pub fn new(seed: u64, options: Options, specs: &'a [BatchSpec]) -> World<'a> {
         let mut rng = SimRng::new(seed);
         let faults = Faults::random(&mut rng);
+        let deferred = rng.chance(500_000);
+        let fsync = Duration::from_millis(rng.range(0, 40));
         let link = Link {
             max_frame: [64, 256, 1024, 4096, 65_536][rng.below(5) as usize],
             window: [1024, 8192, 65_536, 4 << 20][rng.below(4) as usize],
@@ -418,6 +430,8 @@ impl<'a> World<'a> {
             crash_every,
             next_crash: None,
             crashes_left: 3,
+            deferred,
+            fsync,
             next_sweep: EPOCH + Duration::from_secs(10),
             report: Report {
                 seed,
@@ -447,13 +461,14 @@ impl<'a> World<'a> {
             world.add_actor(Job::Bogus, Some(start));
         }
         world.trace(format_args!(
-            "seed {seed}: {} batch(es) {:?}, link {:?}, faults {:?}, cuts {:?}, crashes {:?}",
+            "seed {seed}: {} batch(es) {:?}, link {:?}, faults {:?}, cuts {:?}, crashes {:?}, deferred syncs {}",
             specs.len(),
             specs.iter().map(BatchSpec::total).collect::<Vec<_>>(),
             world.link,
             world.faults,
             world.cut_every,
-            world.crash_every
+            world.crash_every,
+            world.deferred.then_some(world.fsync).map_or("off".to_owned(), |d| format!("{} ms", d.as_millis()))
         ));
         world
     }
@@ -583,6 +598,7 @@ impl<'a> World<'a> {
                 if let Some(r) = &c.relay {
                     times.extend(r.poll_timeout());
                 }
+                times.extend(c.sync.as_ref().map(|(t, _)| *t));
                 if c.relay_done && c.to_client.is_idle() {
                     times.extend(Some(self.now));
                 }
@@ -625,6 +641,7 @@ impl<'a> World<'a> {
             client_buf,
             relay_buf,
             specs,
+            fsync,
             ..
         } = self;
         let actor = &mut actors[i];
@@ -656,6 +673,14 @@ impl<'a> World<'a> {
         }
         let mut frames = Vec::new();
         if let Some(relay) = conn.relay.as_mut() {
+            // As the TCP transport does: one sync job at a time, run off
+            // the session's thread, taking `fsync` milliseconds.
+            if conn.sync.is_none() {
+                if let Some(job) = relay.poll_sync() {
+                    conn.sync = Some((now + *fsync, job));
+                    moved = true;
+                }
+            }
             if relay_buf.len() < relay.transmit_buffer_len() {
                 relay_buf.resize(relay.transmit_buffer_len(), 0);
             }
@@ -1087,7 +1112,9 @@ impl<'a> World<'a> {
             Close::RelayCrash => (Vec::new(), Vec::new()),
         };
         if how == Close::RelayCrash {
-            // The process died: no goodbye, no settling of unsynced bytes.
+            // The process died: no goodbye, no settling of unsynced bytes,
+            // and the sync in flight never finished.
+            conn.sync = None;
             drop(conn.relay.take());
         } else if let Some(mut relay) = conn.relay.take() {
             if !conn.relay_done {
@@ -1160,6 +1187,17 @@ impl<'a> World<'a> {
     fn fire_timers(&mut self) {
         let now = self.now;
         for i in 0..self.actors.len() {
+            if let Some(conn) = self.actors[i].conn.as_mut() {
+                if conn.sync.as_ref().is_some_and(|(t, _)| *t <= now) {
+                    if let Some((_, job)) = conn.sync.take() {
+                        job.run();
+                        self.report.syncs += 1;
+                        if let Some(relay) = conn.relay.as_mut() {
+                            relay.handle_synced(now);
+                        }
+                    }
+                }
+            }
             if let Some(relay) = self.actors[i].conn.as_mut().and_then(|c| c.relay.as_mut()) {
                 if relay.poll_timeout().is_some_and(|t| t <= now) {
                     relay.handle_timeout(now);
@@ -1367,7 +1405,12 @@ impl<'a> World<'a> {
         self.report.connections += 1;
         let peer = Peer::Sim(self.actors[i].id);
         let (relay, refused) = match Session::new(self.relay.clone(), peer, self.link, now) {
-            Ok(s) => (Some(s), None),
+            Ok(mut s) => {
+                if self.deferred {
+                    s.defer_syncs();
+                }
+                (Some(s), None)
+            }
             Err(code) => {
                 self.trace(format_args!(
                     "actor {}: refused with {code:?}",
@@ -1390,6 +1433,7 @@ impl<'a> World<'a> {
             tap: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
             relay_done: false,
             code: None,
+            sync: None,
         };
         if let Some(code) = refused {
             let mut out = [0u8; 64];
