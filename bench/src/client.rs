@@ -42,6 +42,11 @@ pub struct Uploaded {
     pub welcomed_after: std::time::Duration,
     /// See `welcomed_after`.
     pub granted_after: std::time::Duration,
+    /// Time spent blocked writing frames (the relay not reading), and
+    /// waiting for the relay (its acknowledgements, with the window full).
+    pub blocked_writing: std::time::Duration,
+    /// See `blocked_writing`.
+    pub waiting: std::time::Duration,
 }
 
 /// Uploads `files` (kept in memory) and returns the code once every file is
@@ -73,6 +78,8 @@ pub fn upload<L: Read + Write>(
     let mut linked = 0usize;
     let mut welcomed_after = std::time::Duration::ZERO;
     let mut granted_after = std::time::Duration::ZERO;
+    let mut blocked_writing = std::time::Duration::ZERO;
+    let mut waiting = std::time::Duration::ZERO;
     session.handle_connected(clock.now());
     let mut source: &[Vec<u8>] = files;
     loop {
@@ -81,7 +88,9 @@ pub fn upload<L: Read + Write>(
             Ok(n) => n,
             Err(never) => match never {},
         } {
+            let t = StdInstant::now();
             link.write_all(&tx[..n])?;
+            blocked_writing += t.elapsed();
         }
         while let Some(event) = session.poll_event() {
             match event {
@@ -94,6 +103,8 @@ pub fn upload<L: Read + Write>(
                         all_linked: linked == files.len(),
                         welcomed_after,
                         granted_after,
+                        blocked_writing,
+                        waiting,
                     })
                 }
                 upload::Event::Failed(e) => {
@@ -103,7 +114,10 @@ pub fn upload<L: Read + Write>(
                 _ => {}
             }
         }
-        match link.read(&mut rx) {
+        let t = StdInstant::now();
+        let got = link.read(&mut rx);
+        waiting += t.elapsed();
+        match got {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -94,6 +94,27 @@ fn sha1_rates(data: &[u8]) -> (f64, f64) {
     (fast, smol)
 }
 
+/// Writing `data` to a file in 64 KiB writes (the relay's frame size) with
+/// an fdatasync every `every` bytes, and once at the end: what the disk
+/// takes durably at the cadence of the relay's acknowledgements.
+fn durable_write(data: &[u8], every: usize) -> io::Result<f64> {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir()?;
+    let file = std::fs::File::create(dir.path().join("durable.bin"))?;
+    let t = Instant::now();
+    let mut unsynced = 0;
+    for (i, chunk) in data.chunks(64 * 1024).enumerate() {
+        file.write_all_at(chunk, (i * 64 * 1024) as u64)?;
+        unsynced += chunk.len();
+        if unsynced >= every {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+    }
+    file.sync_data()?;
+    Ok(rate(data.len(), t.elapsed()))
+}
+
 /// A plain copy through a loopback TCP connection: the transport's ceiling.
 fn raw_tcp(data: &[u8]) -> io::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -415,6 +436,9 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let data = random_bytes(len, 1);
     let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
     let raw = raw_tcp(&data)?;
+    let disk_2 = durable_write(&data, 2 << 20)?;
+    let disk_4 = durable_write(&data, 4 << 20)?;
+    let disk_end = durable_write(&data, usize::MAX)?;
     let sha1 = sha1_fast(&data);
     let relay = relay::Relay::start(binary, None)?;
     let (up, up_m) = measure(&relay, || {
@@ -459,6 +483,9 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "sha1_mib_per_sec": sha1_rate,
             "sha1_smol_mib_per_sec": sha1_smol_rate,
             "raw_tcp_mib_per_sec": raw,
+            "disk_fdatasync_every_2mib_mib_per_sec": disk_2,
+            "disk_fdatasync_every_4mib_mib_per_sec": disk_4,
+            "disk_one_fdatasync_mib_per_sec": disk_end,
             "upload_mib_per_sec": upload_rate,
             "download_mib_per_sec": download_rate,
             "upload_vs_sha1": upload_rate / sha1_rate,
@@ -466,6 +493,8 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "upload_vs_raw_tcp": upload_rate / raw,
             "download_vs_raw_tcp": download_rate / raw,
             "upload": cpu(&up_m),
+            "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
+            "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
             "download": cpu(&down_m),
         },
         "instant_upload": {
@@ -542,6 +571,12 @@ fn print_table(r: &Value) {
             f(&t["raw_tcp_mib_per_sec"])
         );
         println!(
+            "| disk: 64 KiB writes, fdatasync every 2 MiB / 4 MiB / once | {:.0} / {:.0} / {:.0} MiB/s | |",
+            f(&t["disk_fdatasync_every_2mib_mib_per_sec"]),
+            f(&t["disk_fdatasync_every_4mib_mib_per_sec"]),
+            f(&t["disk_one_fdatasync_mib_per_sec"]),
+        );
+        println!(
             "| upload through the relay, {} MiB | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
             t["bytes"].as_u64().unwrap_or(0) >> 20,
             f(&t["upload_mib_per_sec"]),
@@ -552,6 +587,12 @@ fn print_table(r: &Value) {
             "| … CPU per GiB uploaded: client, relay | {:.2} s, {:.2} s | |",
             f(&t["upload"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
             f(&t["upload"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
+        );
+        println!(
+            "| … upload client blocked writing, waiting for acks | {:.2} s, {:.2} s of {:.2} s | |",
+            f(&t["upload_client_blocked_writing_secs"]),
+            f(&t["upload_client_waiting_for_relay_secs"]),
+            f(&t["upload"]["secs"]),
         );
         println!(
             "| download through the relay | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
