@@ -47,6 +47,28 @@ pub struct Uploaded {
     pub blocked_writing: std::time::Duration,
     /// See `blocked_writing`.
     pub waiting: std::time::Duration,
+    /// For a one-file batch: how long after a byte was sent its durable
+    /// acknowledgement arrived, per acknowledgement, sorted.
+    pub ack_latencies: Vec<std::time::Duration>,
+}
+
+/// The files being uploaded, remembering when each byte of a one-file
+/// batch was handed to the link (to time acknowledgements).
+struct Source<'a> {
+    files: &'a [Vec<u8>],
+    /// (when, end offset of the bytes read), in order.
+    sent: Vec<(StdInstant, u64)>,
+}
+
+impl ReadAt for Source<'_> {
+    type Error = core::convert::Infallible;
+    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = self.files.read_at(file, offset, buf)?;
+        if self.files.len() == 1 && n > 0 {
+            self.sent.push((StdInstant::now(), offset + n as u64));
+        }
+        Ok(n)
+    }
 }
 
 /// Uploads `files` (kept in memory) and returns the code once every file is
@@ -81,7 +103,12 @@ pub fn upload<L: Read + Write>(
     let mut blocked_writing = std::time::Duration::ZERO;
     let mut waiting = std::time::Duration::ZERO;
     session.handle_connected(clock.now());
-    let mut source: &[Vec<u8>] = files;
+    let mut source = Source {
+        files,
+        sent: Vec::new(),
+    };
+    let mut ack_latencies = Vec::new();
+    let mut timed = 0usize;
     loop {
         let now = clock.now();
         while let Some(n) = match session.poll_transmit(now, &mut source, &mut tx) {
@@ -97,7 +124,20 @@ pub fn upload<L: Read + Write>(
                 upload::Event::Linked { .. } => linked += 1,
                 upload::Event::Connected => welcomed_after = clock.0.elapsed(),
                 upload::Event::Granted { .. } => granted_after = clock.0.elapsed(),
+                upload::Event::Progress { acked, .. } => {
+                    // The first send that this acknowledgement covers.
+                    while let Some(&(at, end)) = source.sent.get(timed) {
+                        if end > acked {
+                            break;
+                        }
+                        if end == acked || source.sent.get(timed + 1).is_none_or(|n| n.1 > acked) {
+                            ack_latencies.push(at.elapsed());
+                        }
+                        timed += 1;
+                    }
+                }
                 upload::Event::Complete { code } => {
+                    ack_latencies.sort();
                     return Ok(Uploaded {
                         code,
                         all_linked: linked == files.len(),
@@ -105,7 +145,8 @@ pub fn upload<L: Read + Write>(
                         granted_after,
                         blocked_writing,
                         waiting,
-                    })
+                        ack_latencies,
+                    });
                 }
                 upload::Event::Failed(e) => {
                     return Err(io::Error::other(format!("upload failed: {e}")))

@@ -402,6 +402,13 @@ fn cpu_secs(stat_path: &str) -> f64 {
     }
 }
 
+/// The `p` percentile of sorted durations, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
 fn thread_cpu_secs() -> f64 {
     cpu_secs("/proc/thread-self/stat")
 }
@@ -495,6 +502,8 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "upload": cpu(&up_m),
             "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
             "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
+            "upload_ack_latency_p50_ms": percentile_ms(&up.ack_latencies, 0.5),
+            "upload_ack_latency_p99_ms": percentile_ms(&up.ack_latencies, 0.99),
             "download": cpu(&down_m),
         },
         "instant_upload": {
@@ -589,10 +598,12 @@ fn print_table(r: &Value) {
             f(&t["upload"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
         );
         println!(
-            "| … upload client blocked writing, waiting for acks | {:.2} s, {:.2} s of {:.2} s | |",
+            "| … upload client blocked writing, waiting for acks | {:.2} s, {:.2} s of {:.2} s; ack latency p50 {:.1} ms, p99 {:.1} ms | |",
             f(&t["upload_client_blocked_writing_secs"]),
             f(&t["upload_client_waiting_for_relay_secs"]),
             f(&t["upload"]["secs"]),
+            f(&t["upload_ack_latency_p50_ms"]),
+            f(&t["upload_ack_latency_p99_ms"]),
         );
         println!(
             "| download through the relay | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
