@@ -136,12 +136,14 @@ fn round_trip_over_a_noisy_serial_line() {
     drop(relay);
 }
 
-fn info_received(state: &Path, relay: &str, code: &str) -> Option<u64> {
+/// Durable bytes of the batch and whether it is complete, as `pickup info` reports.
+fn info_received(state: &Path, relay: &str, code: &str) -> Option<(u64, bool)> {
     let out = run(pickup(state).args(["info", "--json", "--relay", relay, code]));
     if !out.status.success() {
         return None;
     }
-    json(&out)["received"].as_u64()
+    let doc = json(&out);
+    Some((doc["received"].as_u64()?, doc["ready"].as_bool()?))
 }
 
 #[test]
@@ -164,13 +166,17 @@ fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
     // Without --json the code is the first line, printed at the grant.
     let code = sender.next_line();
     let info_state = dir.path().join("info-state");
-    let before = wait_for("upload progress at the relay", || {
-        info_received(&info_state, &relay.addr(), &code).filter(|r| *r >= 4 * MIB as u64)
+    let (before, ready) = wait_for("upload progress at the relay", || {
+        info_received(&info_state, &relay.addr(), &code).filter(|(r, _)| *r >= 4 * MIB as u64)
     });
     relay.kill9();
+    assert!(
+        !ready,
+        "the upload finished before the kill; nothing was tested"
+    );
     relay.restart();
     // What the relay called durable before the kill is still there.
-    let after = info_received(&info_state, &relay.addr(), &code)
+    let (after, _) = info_received(&info_state, &relay.addr(), &code)
         .expect("the batch survives the relay's crash");
     assert!(
         after >= before,
