@@ -110,10 +110,11 @@ fn round_trip_over_a_noisy_serial_line() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     let files = batch(&src, 200 * KIB + 3, 2);
+    // About one fault of each kind per 50 KiB.
     let faults = LinkFaults {
-        flip: 3_000,
-        drop: 3_000,
-        duplicate: 3_000,
+        flip: 10_000,
+        drop: 10_000,
+        duplicate: 10_000,
         cut_after: None,
     };
     let cable = Cable::new(faults, 0x5e71a1);

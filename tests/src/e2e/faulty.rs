@@ -22,7 +22,9 @@ use super::PATIENCE;
 /// Faults are decided per piece of at most this many bytes.
 pub const PIECE: usize = 512;
 
-/// What an adapter does to the bytes, in parts per million per piece.
+/// What an adapter does to the bytes, in parts per million per full piece
+/// of [`PIECE`] bytes (a shorter piece gets a proportionally smaller
+/// chance, so the damage per byte does not depend on how reads split).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkFaults {
     /// Flip one bit of the piece.
@@ -86,18 +88,20 @@ fn damage(
             continue;
         }
         let mut p = piece.to_vec();
-        if rng.chance(faults.flip) {
+        let len = p.len() as u64;
+        let scale = |ppm: u32| (u64::from(ppm) * len / PIECE as u64) as u32;
+        if rng.chance(scale(faults.flip)) {
             let bit = rng.below(p.len() as u64 * 8) as usize;
             p[bit / 8] ^= 1 << (bit % 8);
             stats.flipped.fetch_add(1, Ordering::Relaxed);
         }
-        if rng.chance(faults.drop) {
+        if rng.chance(scale(faults.drop)) {
             let start = rng.below(p.len() as u64) as usize;
             let len = 1 + rng.below((p.len() - start) as u64) as usize;
             p.drain(start..start + len);
             stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let copies = if rng.chance(faults.duplicate) {
+        let copies = if rng.chance(scale(faults.duplicate)) {
             stats.duplicated.fetch_add(1, Ordering::Relaxed);
             2
         } else {

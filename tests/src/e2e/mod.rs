@@ -34,51 +34,51 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn build(args: &[&str], bin: &str) -> PathBuf {
-    let dir = profile_dir();
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .args(args)
+/// Builds both binaries in one `cargo build` (one lock, one feature
+/// resolution), with the test's own profile, once per test process.
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let dir = profile_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "pickup-relay",
+            "--bin",
+            "pickup-relay",
+            "-p",
+            "pickup-device",
+            "--features",
+            "pickup-device/std",
+            "--bin",
+            "pickup",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build {args:?} failed");
-    let path = dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} missing after the build", path.display());
-    path
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building pickup-relay and pickup failed");
+        let path = |bin: &str| {
+            let p = dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+            assert!(p.exists(), "{} missing after the build", p.display());
+            p
+        };
+        (path("pickup-relay"), path("pickup"))
+    })
 }
 
 /// The `pickup-relay` binary, built on first use.
 pub fn relay_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        build(
-            &["-p", "pickup-relay", "--bin", "pickup-relay"],
-            "pickup-relay",
-        )
-    })
+    &binaries().0
 }
 
 /// The `pickup` binary (feature `std` of pickup-device), built on first use.
 pub fn pickup_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        build(
-            &[
-                "-p",
-                "pickup-device",
-                "--features",
-                "std",
-                "--bin",
-                "pickup",
-            ],
-            "pickup",
-        )
-    })
+    &binaries().1
 }
 
 /// A directory under the target directory, removed on drop.
