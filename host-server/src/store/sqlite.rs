@@ -25,7 +25,7 @@
 //!
 //! Concurrency: the database lock is never held across an fsync or a read
 //! of file contents, and concurrent completions share directory fsyncs
-//! ([`DirSync`]), so many small uploads finishing at once do not queue
+//! (`DirSync`), so many small uploads finishing at once do not queue
 //! behind each other's disk flushes.
 
 use std::collections::{HashMap, HashSet};
