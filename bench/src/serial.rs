@@ -67,23 +67,34 @@ fn open_tty(path: &str) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
-/// Copies `from` to `to` until `stop`, counting bytes.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Copies `from` to `to` until `stop`, counting bytes. A write that times
+/// out (the reader is slow) is retried, never dropped: a lost byte would
+/// make ZMODEM wait for its own timeouts and measure the harness.
 fn forward(mut from: TTYPort, mut to: TTYPort, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
     let mut buf = [0u8; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
         match from.read(&mut buf) {
             Ok(0) => std::thread::sleep(Duration::from_millis(1)),
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
+                let mut rest = &buf[..n];
+                while !rest.is_empty() && !stop.load(Ordering::Relaxed) {
+                    match to.write(rest) {
+                        Ok(k) => rest = &rest[k..],
+                        Err(e) if is_timeout(&e) => {}
+                        // EIO when the other side's process has exited.
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
                 }
                 count.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             // EIO when the other side's process has exited: wait for stop.
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }

@@ -5,25 +5,80 @@
 //! while the rest of the relay keeps running. When a session ends (the
 //! device said goodbye, or went quiet past the idle timeout) the next bytes
 //! start a new one on the same port.
+//!
+//! Syncs are deferred ([`Session::defer_syncs`]) to a helper thread per
+//! port, so the port keeps being read while an acknowledged window is made
+//! durable; while one runs, reads wait at most [`SYNC_POLL`] so its `Ack`
+//! goes out promptly.
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pickup_proto::frame::Decoder;
-use serialport::TTYPort;
+use serialport::{SerialPort, TTYPort};
 
 use super::Clock;
 use crate::config::SerialPortSpec;
 use crate::rate_limit::Peer;
-use crate::session::{refusal, Link, Relay, Session};
+use crate::session::{refusal, Link, Relay, Session, SyncJob};
 
 /// How long a read waits before timers and the stop flag are checked.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a read waits while a deferred sync runs.
+const SYNC_POLL: Duration = Duration::from_millis(1);
 /// A device that accepts no bytes for this long is treated as gone.
 const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Bytes read per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Runs a port's deferred syncs on a thread of its own, one at a time.
+struct Syncer {
+    jobs: mpsc::Sender<SyncJob>,
+    done: mpsc::Receiver<()>,
+    in_flight: bool,
+}
+
+impl Syncer {
+    fn start(port: &str) -> std::io::Result<Syncer> {
+        let (jobs, todo) = mpsc::channel::<SyncJob>();
+        let (finished, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("sync {port}"))
+            .spawn(move || {
+                // Ends when the port's loop drops `jobs`.
+                for job in todo {
+                    job.run();
+                    if finished.send(()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            jobs,
+            done,
+            in_flight: false,
+        })
+    }
+
+    /// Reports a finished job to `session`, and hands it the next one.
+    fn turn(&mut self, session: &mut Session, clock: &Clock) {
+        if self.in_flight && self.done.try_recv().is_ok() {
+            self.in_flight = false;
+            session.handle_synced(clock.now());
+        }
+        if !self.in_flight {
+            if let Some(job) = session.poll_sync() {
+                // If the thread is gone the session runs the job itself
+                // when it next needs it.
+                self.in_flight = self.jobs.send(job).is_ok();
+            }
+        }
+    }
+}
 
 /// Reopen backoff bounds.
 #[derive(Debug, Clone, Copy)]
@@ -124,13 +179,15 @@ fn serve_port(
 ) -> std::io::Result<()> {
     let peer = Peer::Serial(spec.path.as_str().into());
     let mut decoder = Decoder::new(vec![0u8; link.max_frame()].into_boxed_slice());
-    let mut rbuf = vec![0u8; 4096];
+    let mut rbuf = vec![0u8; READ_CHUNK];
     let mut wbuf = Vec::new();
     let mut session: Option<Session> = None;
+    let mut syncer = Syncer::start(&spec.path)?;
     let mut stopping = false;
     loop {
         let now = clock.now();
         if let Some(s) = session.as_mut() {
+            syncer.turn(s, clock);
             if stop.load(Ordering::Acquire) && !stopping {
                 stopping = true;
                 s.shutdown(now);
@@ -148,6 +205,12 @@ fn serve_port(
             if s.is_closed() {
                 // The device is done (goodbye or idle): its next bytes open a new session.
                 session = None;
+                if syncer.in_flight {
+                    // The session finished its job before closing; take the
+                    // thread's report so the next session starts clean.
+                    let _ = syncer.done.recv();
+                    syncer.in_flight = false;
+                }
                 decoder.reset();
                 continue;
             }
@@ -158,6 +221,7 @@ fn serve_port(
         } else if stop.load(Ordering::Acquire) {
             return Ok(());
         }
+        let _ = port.set_timeout(if syncer.in_flight { SYNC_POLL } else { POLL });
         let n = match port.read(&mut rbuf) {
             Ok(0) => Err(ErrorKind::UnexpectedEof.into()),
             Ok(n) => Ok(n),
@@ -184,7 +248,10 @@ fn serve_port(
         let s = match session.as_mut() {
             Some(s) => s,
             None => match Session::new(relay.clone(), peer.clone(), link, now) {
-                Ok(s) => session.insert(s),
+                Ok(mut s) => {
+                    s.defer_syncs();
+                    session.insert(s)
+                }
                 Err(code) => {
                     let mut buf = [0u8; 64];
                     if let Some(n) = refusal(code, &mut buf) {
