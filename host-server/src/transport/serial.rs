@@ -8,7 +8,7 @@
 //!
 //! Syncs are deferred ([`Session::defer_syncs`]) to a helper thread per
 //! port, so the port keeps being read while an acknowledged window is made
-//! durable; while one runs, reads wait at most [`SYNC_POLL`] so its `Ack`
+//! durable; while one runs, reads wait at most `SYNC_POLL` so its `Ack`
 //! goes out promptly.
 
 use std::io::{ErrorKind, Read, Write};
