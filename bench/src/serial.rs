@@ -111,6 +111,11 @@ pub fn zmodem(file: &Path, out_dir: &Path) -> io::Result<Option<Zmodem>> {
     let (master_b, path_b) = pty()?;
     let a = open_tty(&path_a)?;
     let b = open_tty(&path_b)?;
+    // Held open until the end: when a program exits and its terminal's last
+    // descriptor closes, Linux may drop its last unread output (ZMODEM's
+    // closing "OO") from the pseudo-terminal, and the other side would wait
+    // out its timeouts, measuring the harness instead of the protocol.
+    let _hold = (a.try_clone()?, b.try_clone()?);
     let stop = Arc::new(AtomicBool::new(false));
     let ab = Arc::new(AtomicU64::new(0));
     let ba = Arc::new(AtomicU64::new(0));
@@ -141,29 +146,44 @@ pub fn zmodem(file: &Path, out_dir: &Path) -> io::Result<Option<Zmodem>> {
         .stdout(Stdio::from(a))
         .stderr(Stdio::null())
         .spawn()?;
+    // The transfer is over when `sz` exits: it does so only after `rz` has
+    // closed the file and answered ZFIN. `rz` then waits for sz's "OO";
+    // lrzsz flushes its input before each ZFIN it sends, so on a link with
+    // any latency that "OO" is regularly thrown away and `rz` waits out
+    // three 10 s timeouts. That wait is teardown, not transfer: give `rz` a
+    // moment, then end it; the received file is compared byte for byte.
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut sz_done = None;
+    let mut sz_at = None;
     let mut rz_done = None;
     while sz_done.is_none() || rz_done.is_none() {
         if sz_done.is_none() {
             sz_done = sz.try_wait()?;
+            if sz_done.is_some() {
+                sz_at = Some(start.elapsed());
+            }
         }
         if rz_done.is_none() {
             rz_done = rz.try_wait()?;
+        }
+        let teardown_over = sz_at.is_some_and(|t| start.elapsed() > t + Duration::from_secs(1));
+        if rz_done.is_none() && teardown_over {
+            let _ = rz.kill();
+            rz_done = Some(rz.wait()?);
+            break;
         }
         if Instant::now() > deadline {
             let _ = sz.kill();
             let _ = rz.kill();
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let elapsed = start.elapsed();
+    let elapsed = sz_at.unwrap_or_else(|| start.elapsed());
     stop.store(true, Ordering::Relaxed);
     let _ = fa.join();
     let _ = fb.join();
-    let ok = sz_done.is_some_and(|s| s.success()) && rz_done.is_some_and(|s| s.success());
-    if !ok {
+    if !sz_done.is_some_and(|s| s.success()) || rz_done.is_none() {
         return Err(io::Error::other("lrzsz transfer failed or timed out"));
     }
     Ok(Some(Zmodem {
