@@ -358,17 +358,56 @@ pub struct World<'a> {
 /// The files a seed uploads: made before the world, which borrows their names.
 pub fn batches_for(seed: u64) -> Vec<BatchSpec> {
     let mut rng = SimRng::new(seed ^ 0x0ba7_c4e5);
-    let first = BatchSpec::random(&mut rng, 0);
-    // A third of the runs upload the same content again: instant upload.
-    if rng.chance(333_333) {
-        let mut again = first.clone();
-        for (i, n) in again.names.iter_mut().enumerate() {
-            *n = format!("again-{i}.bin");
+    let mut first = BatchSpec::random(&mut rng, 0);
+    match rng.below(10) {
+        // The same content again: instant upload after a proof.
+        0..=2 => {
+            let mut again = first.clone();
+            for (i, n) in again.names.iter_mut().enumerate() {
+                *n = format!("again-{i}.bin");
+            }
+            vec![first, again]
         }
-        vec![first, again]
-    } else {
-        vec![first]
+        // A SHA-1 collision: the second batch holds the other file of a
+        // pair with the same size and SHA-1. Its proof fails, its bytes
+        // are uploaded, and each batch must download its own bytes.
+        3 => {
+            let (a, b) = sha1_collision();
+            let (a, b) = if rng.chance(500_000) { (a, b) } else { (b, a) };
+            let at = rng.below(first.contents.len() as u64 + 1) as usize;
+            first.contents.insert(at, a);
+            first.names.insert(at, "twin.bin".to_owned());
+            let mut twin = first.clone();
+            twin.contents[at] = b;
+            for (i, n) in twin.names.iter_mut().enumerate() {
+                *n = format!("other-{i}.bin");
+            }
+            vec![first, twin]
+        }
+        _ => vec![first],
     }
+}
+
+/// The SHAmbles pair (640 bytes each, equal SHA-1, different bytes) from
+/// the shared test data.
+fn sha1_collision() -> (Vec<u8>, Vec<u8>) {
+    static PAIR: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    PAIR.get_or_init(|| {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/testdata/sha1-collisions/"
+        );
+        let read = |name: &str| {
+            std::fs::read(format!("{dir}{name}")).unwrap_or_else(|e| {
+                panic!("{dir}{name}: {e} (shared test data beside the repository)")
+            })
+        };
+        let pair = (read("sha-mbles-1.bin"), read("sha-mbles-2.bin"));
+        assert_ne!(pair.0, pair.1);
+        assert_eq!(Sha1Digest::of(&pair.0), Sha1Digest::of(&pair.1));
+        pair
+    })
+    .clone()
 }
 
 /// Runs one seed to the end; panics with a description if an invariant breaks.
