@@ -15,6 +15,9 @@
 //! 4. Memory: relay RSS with many idle TCP sessions.
 //! 5. Instant upload: announce to completion for content the relay holds.
 //!
+//! `PICKUP_BENCH_RELAY=/path/to/pickup-relay` runs another relay build
+//! instead of this workspace's.
+//!
 //! It prints a table and writes a JSON report (default
 //! `target/pickup-bench.json`). Nothing here asserts a target: the figures
 //! are for people to read.

@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Builds `pickup-relay` in release mode and returns its path.
+/// Builds `pickup-relay` in release mode and returns its path; or, with
+/// `PICKUP_BENCH_RELAY` set, that binary (to compare relay builds).
 pub fn build() -> io::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PICKUP_BENCH_RELAY") {
+        return Ok(PathBuf::from(path));
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
