@@ -597,7 +597,13 @@ impl Fuzz {
             Message::FileVerified(v) => {
                 summary.verified += 1;
                 let code = conn_code.expect("a verdict follows a grant");
-                let batch = self.lookup(code).expect("a verified file's batch is live");
+                let batch = self.lookup(code).unwrap_or_else(|| {
+                    panic!(
+                        "the relay verified file {} of batch {code}, which is not live \
+                         (expired or deleted): the uploader is told it succeeded with a dead code",
+                        v.index
+                    )
+                });
                 let record = &batch.files[usize::from(v.index)];
                 let FileContent::Blob(id) = record.content else {
                     panic!("file {} verified but {:?}", v.index, record.content);
