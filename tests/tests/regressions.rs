@@ -285,7 +285,6 @@ fn a_manifest_with_huge_sizes_does_not_crash_the_download() {
 /// answers `Expired` to every downloader (and a resume would have been
 /// refused). An upload that outlives its code should fail with `Expired`.
 #[test]
-#[ignore = "relay bug: a session completes an upload after its code expired"]
 fn the_relay_does_not_complete_an_upload_after_its_code_expired() {
     let mut s = RelayScript::new(0x10 | 3); // 60-second codes, 4 KiB frames
     s.connect(0).hello(0, 2);

@@ -1450,8 +1450,15 @@ impl Session {
     }
 
     pub(super) fn on_data(&mut self, now: Instant, d: Data<'_>) {
-        if self.upload.is_none() {
+        let Some(up) = self.upload.as_deref() else {
             return self.out.error(ErrorCode::UnexpectedMessage, Kind::Data);
+        };
+        if unix_secs(now) >= up.expires_at {
+            // The code already answers `Expired` to downloaders (and the
+            // sweeper may have taken the batch): completing the upload now
+            // would report success for a batch nobody can fetch.
+            self.drop_upload();
+            return self.out.error(ErrorCode::Expired, Kind::Data);
         }
         let window = self.link.window;
         self.with_upload(|up, relay, id, out| up.on_data(relay, id, window, now, d, out));
