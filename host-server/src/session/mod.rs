@@ -424,6 +424,9 @@ pub struct Session {
     peer_max_frame: usize,
     peer_caps: u32,
     last_heard: Instant,
+    /// The latest `now` any input brought: replies rendered later are
+    /// judged by it (a verdict for a batch that expired meanwhile is not sent).
+    clock: Instant,
     out: Outbox,
     announcing: Option<Box<upload::Announcing>>,
     /// The last announcement was refused: its remaining `FileAnnounce`s are
@@ -470,6 +473,7 @@ impl Session {
             peer_max_frame: frame::MIN_FRAME_LEN,
             peer_caps: 0,
             last_heard: now,
+            clock: now,
             out: Outbox::default(),
             announcing: None,
             announce_refused: false,
@@ -579,6 +583,7 @@ impl Session {
             }
         };
         self.last_heard = now;
+        self.clock = self.clock.max(now);
         let kind = msg.kind();
         match msg {
             Message::Hello(h) => return self.on_hello(now, h),
@@ -663,6 +668,7 @@ impl Session {
 
     /// Fires the timers due at `now`: idle timeout, delayed acknowledgements.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
         }
@@ -808,7 +814,8 @@ impl Session {
             }
             upload_item => {
                 let up = self.upload.as_deref()?;
-                let (msg, more) = up.render(upload_item, self.link.window)?;
+                let (msg, more) =
+                    up.render(upload_item, self.link.window, unix_secs(self.clock))?;
                 if let Some(more) = more {
                     self.out.0.push_front(more);
                 }

@@ -544,9 +544,20 @@ impl Upload {
         &self,
         item: &Out,
         window: u32,
+        now_secs: u64,
     ) -> Option<(Message<'static>, Option<Out>)> {
         let n = self.files.len();
         Some(match *item {
+            // A verdict rendered after the code expired would tell the
+            // uploader it succeeded with a code that serves nothing.
+            Out::Verified(_) | Out::BatchComplete if now_secs >= self.expires_at => (
+                Message::Error(pickup_proto::message::Error {
+                    code: ErrorCode::Expired,
+                    kind: Kind::Data as u8,
+                    retry_after_ms: 0,
+                }),
+                None,
+            ),
             Out::Grant { next: 0 } => (
                 Message::Grant(Grant {
                     code: self.code,
