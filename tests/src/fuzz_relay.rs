@@ -97,12 +97,17 @@ struct Terminal {
     reading: Option<(Code, u16)>,
     /// A deferred sync taken from the session and not yet run.
     sync: Option<SyncJob>,
+    /// When the session last took any input: replies waiting in its outbox
+    /// were produced no later than this.
+    last_input: Instant,
 }
 
 /// What the run knows about a batch the relay granted.
 #[derive(Debug, Clone)]
 struct Batch {
     token: ResumeToken,
+    /// Expiry from the grant, seconds since the Unix epoch.
+    expires_at: u64,
     /// Number of files.
     files: u16,
 }
@@ -324,6 +329,7 @@ impl Fuzz {
                 nonces: BTreeMap::new(),
                 reading: None,
                 sync: None,
+                last_input: self.now,
             });
             if self.deferred {
                 if let Some(term) = self.terminals[t].as_mut() {
@@ -341,6 +347,7 @@ impl Fuzz {
                 term.max_frame =
                     (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
             }
+            term.last_input = now;
             term.session.handle_frame(now, f);
         }
     }
@@ -385,6 +392,7 @@ impl Fuzz {
             // The relay's own decoder, sized as its link says.
             let mut decoder = Decoder::new(vec![0u8; term.session.max_frame()]);
             let mut input = bytes;
+            term.last_input = now;
             while let Some(r) = decoder.feed(&mut input) {
                 match r {
                     Ok(f) => term.session.handle_frame(now, f),
@@ -564,6 +572,7 @@ impl Fuzz {
         let msg = Message::decode(f).unwrap_or_else(|e| panic!("the relay sent {e}"));
         let conn_code = term.code;
         let reading = term.reading;
+        let produced_secs = term.last_input.as_millis() / 1000;
         self.log(format_args!("relay tells terminal {t}: {msg:?}"));
         match msg {
             Message::Grant(g) => {
@@ -574,6 +583,7 @@ impl Fuzz {
                 }
                 let entry = self.batches.entry(g.code).or_insert_with(|| Batch {
                     token: g.token,
+                    expires_at: g.expires_at,
                     files: g.files,
                 });
                 assert!(entry.token == g.token, "one code, two tokens");
@@ -597,13 +607,19 @@ impl Fuzz {
             Message::FileVerified(v) => {
                 summary.verified += 1;
                 let code = conn_code.expect("a verdict follows a grant");
-                let batch = self.lookup(code).unwrap_or_else(|| {
-                    panic!(
-                        "the relay verified file {} of batch {code}, which is not live \
-                         (expired or deleted): the uploader is told it succeeded with a dead code",
+                let Some(batch) = self.lookup(code) else {
+                    // A verdict that waited in the outbox while the run did
+                    // not drain it was produced at the session's last input;
+                    // the batch must have been live then.
+                    let expires_at = self.batches.get(&code).map_or(0, |b| b.expires_at);
+                    assert!(
+                        produced_secs < expires_at,
+                        "the relay verified file {} of batch {code} after it expired: \
+                         the uploader is told it succeeded with a dead code",
                         v.index
-                    )
-                });
+                    );
+                    return;
+                };
                 let record = &batch.files[usize::from(v.index)];
                 let FileContent::Blob(id) = record.content else {
                     panic!("file {} verified but {:?}", v.index, record.content);
@@ -676,6 +692,7 @@ impl Fuzz {
             if let Some(term) = self.terminals[t].as_mut() {
                 if let Some(job) = term.sync.take() {
                     job.run();
+                    term.last_input = now;
                     term.session.handle_synced(now);
                 }
             }
@@ -687,7 +704,10 @@ impl Fuzz {
                     break;
                 };
                 match term.session.poll_timeout() {
-                    Some(due) if due <= now => term.session.handle_timeout(now),
+                    Some(due) if due <= now => {
+                        term.last_input = now;
+                        term.session.handle_timeout(now)
+                    }
                     _ => break,
                 }
                 self.transmit(t, summary);

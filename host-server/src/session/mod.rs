@@ -513,7 +513,8 @@ impl Session {
 
     /// A [`SyncJob`] from [`poll_sync`](Self::poll_sync) has been run:
     /// acknowledge what it made durable and start the next one.
-    pub fn handle_synced(&mut self, _now: Instant) {
+    pub fn handle_synced(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if matches!(self.phase, Phase::Closed) {
             return;
         }
