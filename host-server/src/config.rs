@@ -10,7 +10,7 @@
 //! [tcp]
 //! listen = ["127.0.0.1:7425"]
 //! max_frame = 65536          # largest raw frame accepted
-//! window = 8388608           # upload bytes in flight (terminals cap it at 8 MiB)
+//! window = 8388608           # upload bytes in flight (terminals cap it, at 8 MiB by default)
 //!
 //! [serial]
 //! ports = ["/dev/ttyUSB0@115200"]

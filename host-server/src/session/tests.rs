@@ -1546,3 +1546,30 @@ fn an_offloaded_upload_resumes_after_a_crash() {
         data
     );
 }
+
+#[test]
+fn a_terminal_that_accepts_less_than_the_relays_window_is_acknowledged_in_time() {
+    // The relay offers 32 MiB; the terminal keeps its default 8 MiB cap.
+    // Acks must come within those 8 MiB, not at the relay's half window
+    // (which the terminal would never reach): no timer has to fire.
+    let mut w = World::new(Settings::default());
+    let link = Link {
+        max_frame: 65_536,
+        window: 32 << 20,
+    };
+    let mut s = w.session(1, link);
+    send(&mut s, w.now(), hello(0));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    let data = vec![bytes(20 << 20, 12)];
+    let start = w.now;
+    let (grant, events, _) = upload(&mut w, &mut s, &["big"], &data, None, |_| false);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, upload::Event::Complete { .. })));
+    assert_eq!(w.now, start, "the upload waited for a timer");
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(
+        download(&mut w, &mut d, grant.unwrap().code).unwrap().files,
+        data
+    );
+}

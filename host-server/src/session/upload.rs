@@ -4,8 +4,9 @@
 //! Durability rule: an `Ack` for offset N is queued only after
 //! [`Store::sync_partial`](crate::store::Store::sync_partial)`(N)` returned,
 //! i.e. after the bytes were fsynced and N was committed. Acks go out at
-//! least every `window / 2` bytes, at the end of each file, and after
-//! `ack_delay` without more data.
+//! least every `window / 2` bytes (and every [`ACK_STEP_MAX`] at most, so a
+//! terminal that accepts less than the relay's window is never starved), at
+//! the end of each file, and after `ack_delay` without more data.
 //!
 //! Deferred syncs: a driver that calls [`Session::defer_syncs`] gets each
 //! `sync_partial` as a [`SyncJob`] to run on another thread while the
@@ -853,7 +854,7 @@ impl Upload {
         } else if self.deferred {
             self.next_job(relay, session, sync_step(window));
             Ok(())
-        } else if received - acked >= u64::from(window / 2) {
+        } else if received - acked >= u64::from(window / 2).min(2 * ACK_STEP_MAX) {
             self.sync_ack(relay, session, index, out)
         } else {
             Ok(())
@@ -1214,11 +1215,18 @@ fn blob_proof(
     Ok(hasher.finish())
 }
 
+/// Most bytes between two syncs started by data (deferred mode; twice this
+/// in line). Terminals cap the window the relay offers (at 8 MiB by
+/// default), so the cadence must not grow with the relay's window: an
+/// operator may offer a larger window to terminals that accept one (it lets
+/// them ride out slow disk flushes) without starving the others.
+const ACK_STEP_MAX: u64 = 2 << 20;
+
 /// How many unacknowledged bytes start a deferred sync: a quarter of the
 /// window, so the ack of the bytes synced arrives while the terminal still
-/// has half its window to send.
+/// has half its window to send, and no more than [`ACK_STEP_MAX`].
 fn sync_step(window: u32) -> u64 {
-    u64::from(window / 4)
+    u64::from(window / 4).min(ACK_STEP_MAX)
 }
 
 /// Rebuilds the hash state of a resumed upload from its durable prefix.
