@@ -458,8 +458,11 @@ struct UploadChecker {
     files: usize,
     /// Largest `max_frame` any welcome offered (clamped like the session does).
     max_frame: usize,
-    /// Tokens of the grants the relay sent (the last few), besides [`TOKEN`].
-    tokens: [Option<ResumeToken>; 4],
+    /// Tokens of the grants the relay sent, besides [`TOKEN`] (the first
+    /// few; `None` slots are free).
+    tokens: [Option<ResumeToken>; 8],
+    /// More distinct tokens came than `tokens` holds: resumes go unchecked.
+    tokens_overflow: bool,
     buf: [u8; CHECK_FRAME],
 }
 
@@ -469,9 +472,13 @@ impl UploadChecker {
     fn heard(&mut self, msg: &Message<'_>) {
         match msg {
             Message::Welcome(w) => self.max_frame = self.max_frame.max(clamp_frame(w.max_frame)),
+            // A session keeps the token of the first grant it accepts, and
+            // ignores grants it does not expect: remember every token seen.
             Message::Grant(g) if !self.tokens.contains(&Some(g.token)) => {
-                self.tokens.rotate_right(1);
-                self.tokens[0] = Some(g.token);
+                match self.tokens.iter_mut().find(|t| t.is_none()) {
+                    Some(slot) => *slot = Some(g.token),
+                    None => self.tokens_overflow = true,
+                }
             }
             _ => {}
         }
@@ -517,7 +524,7 @@ impl UploadChecker {
             }
             Message::Proof(p) => assert!(usize::from(p.index) < files),
             Message::Resume(r) => assert!(
-                r.token == TOKEN || self.tokens.contains(&Some(r.token)),
+                r.token == TOKEN || self.tokens_overflow || self.tokens.contains(&Some(r.token)),
                 "resume with a token no grant gave"
             ),
             Message::Keepalive | Message::Goodbye => {}
@@ -673,7 +680,8 @@ pub fn drive_upload(data: &[u8]) -> Summary {
     let mut checker = UploadChecker {
         files: nfiles,
         max_frame: frame::MIN_FRAME_LEN,
-        tokens: [None; 4],
+        tokens: [None; 8],
+        tokens_overflow: false,
         buf: [0; CHECK_FRAME],
     };
     let mut out = [0u8; TX_BUF];
@@ -1473,7 +1481,8 @@ mod tests {
         let mut checker = UploadChecker {
             files: 2,
             max_frame: 1024,
-            tokens: [None; 4],
+            tokens: [None; 8],
+            tokens_overflow: false,
             buf: [0; CHECK_FRAME],
         };
         let good = wire(&Message::Data(message::Data {
@@ -1495,7 +1504,8 @@ mod tests {
         let mut checker = UploadChecker {
             files: 1,
             max_frame: 64,
-            tokens: [None; 4],
+            tokens: [None; 8],
+            tokens_overflow: false,
             buf: [0; CHECK_FRAME],
         };
         checker.check(&wire(&Message::Data(message::Data {

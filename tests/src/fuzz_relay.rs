@@ -392,8 +392,8 @@ impl Fuzz {
             // The relay's own decoder, sized as its link says.
             let mut decoder = Decoder::new(vec![0u8; term.session.max_frame()]);
             let mut input = bytes;
-            term.last_input = now;
             while let Some(r) = decoder.feed(&mut input) {
+                term.last_input = now;
                 match r {
                     Ok(f) => term.session.handle_frame(now, f),
                     Err(why) => term.session.handle_dropped(now, why),
@@ -622,7 +622,10 @@ impl Fuzz {
                 };
                 let record = &batch.files[usize::from(v.index)];
                 let FileContent::Blob(id) = record.content else {
-                    panic!("file {} verified but {:?}", v.index, record.content);
+                    panic!(
+                        "the relay says file {} of batch {code} is verified, but the store holds {:?}",
+                        v.index, record.content
+                    );
                 };
                 let bytes = self.store.blob_bytes(id).expect("a verified blob exists");
                 assert_eq!(
