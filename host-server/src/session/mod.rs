@@ -623,7 +623,8 @@ impl Session {
     /// The driver's decoder threw bytes away. Noise is normal on a serial
     /// line and is not answered, but a frame over the announced size is
     /// (the peer ignored `Welcome.max_frame`).
-    pub fn handle_dropped(&mut self, _now: Instant, why: Dropped) {
+    pub fn handle_dropped(&mut self, now: Instant, why: Dropped) {
+        self.clock = self.clock.max(now);
         if why == Dropped::Oversize && self.phase == Phase::Open {
             self.out.push(Out::Error {
                 code: ErrorCode::TooLarge,
