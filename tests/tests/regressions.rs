@@ -284,6 +284,10 @@ fn a_manifest_with_huge_sizes_does_not_crash_the_download() {
 /// `BatchComplete`: the uploader reports success with a code that already
 /// answers `Expired` to every downloader (and a resume would have been
 /// refused). An upload that outlives its code should fail with `Expired`.
+///
+/// Fixed in the relay, d2a07d5 (data for an expired upload is refused with
+/// `Expired`) and 792a8df (a verdict rendered after expiry goes out as
+/// `Error{Expired}`).
 #[test]
 fn the_relay_does_not_complete_an_upload_after_its_code_expired() {
     let mut s = RelayScript::new(0x10 | 3); // 60-second codes, 4 KiB frames
