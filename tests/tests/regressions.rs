@@ -313,7 +313,6 @@ fn the_relay_does_not_complete_an_upload_after_its_code_expired() {
 /// the first batch's grant at all. Replies must describe the batch they
 /// were made for (or be dropped when the upload changes).
 #[test]
-#[ignore = "relay bug: replies queued for one upload are rendered against the next one"]
 fn replies_queued_for_one_batch_are_not_sent_as_the_next_batchs() {
     let mut s = RelayScript::new(3);
     s.connect(0).hello(0, 2);

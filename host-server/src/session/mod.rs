@@ -362,6 +362,26 @@ struct Outbox(VecDeque<Out>);
 const MAX_QUEUED: usize = 256;
 
 impl Outbox {
+    /// Forgets replies that describe the current upload. They are rendered
+    /// from the upload when sent, so once it is replaced they would describe
+    /// the new batch instead (found by the relay_session fuzzer).
+    fn forget_upload_replies(&mut self) {
+        self.0.retain(|o| {
+            !matches!(
+                o,
+                Out::Grant { .. }
+                    | Out::Plan(_)
+                    | Out::Ack(_)
+                    | Out::Rewind { .. }
+                    | Out::Verified(_)
+                    | Out::Rejected { .. }
+                    | Out::BatchComplete
+            )
+        });
+    }
+}
+
+impl Outbox {
     fn push(&mut self, out: Out) {
         if self.0.len() < MAX_QUEUED {
             self.0.push_back(out);

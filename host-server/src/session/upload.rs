@@ -1415,6 +1415,7 @@ impl Session {
             self.deferred_syncs,
             self.offload_hashing,
         );
+        self.out.forget_upload_replies();
         self.upload = Some(Box::new(up));
         self.out.push(Out::Grant { next: 0 });
         self.with_upload(|up, relay, id, out| up.finish_ready_files(relay, id, out));
