@@ -589,6 +589,7 @@ impl Session {
 
     /// Handles one CRC-checked frame from the terminal.
     pub fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
+        self.clock = self.clock.max(now);
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
         }
@@ -604,7 +605,6 @@ impl Session {
             }
         };
         self.last_heard = now;
-        self.clock = self.clock.max(now);
         let kind = msg.kind();
         match msg {
             Message::Hello(h) => return self.on_hello(now, h),
