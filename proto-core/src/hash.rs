@@ -26,7 +26,9 @@ impl Sha1Digest {
 
     /// The digest of `data` in one call.
     pub fn of(data: &[u8]) -> Sha1Digest {
-        Sha1Digest(sha1_smol::Sha1::from(data).digest().bytes())
+        let mut h = Sha1Hasher::new();
+        h.update(data);
+        h.digest()
     }
 
     /// Parses 40 hex digits (either case).
@@ -61,9 +63,19 @@ impl fmt::Debug for Sha1Digest {
     }
 }
 
+/// The SHA-1 implementation behind [`Sha1Hasher`]: `sha1_smol` (small, for
+/// MCUs) unless the `fast-sha1` feature picks the `sha1` crate, which uses
+/// the CPU's SHA instructions where it has them. Both compute the same
+/// digests: `tests::fips_vectors_in_any_split` runs under both (CI tests
+/// the crate with and without the feature).
+#[cfg(not(feature = "fast-sha1"))]
+type Backend = sha1_smol::Sha1;
+#[cfg(feature = "fast-sha1")]
+type Backend = sha1::Sha1;
+
 /// A streaming SHA-1, for callers that see a file in pieces.
 #[derive(Clone, Default)]
-pub struct Sha1Hasher(sha1_smol::Sha1);
+pub struct Sha1Hasher(Backend);
 
 impl fmt::Debug for Sha1Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,17 +86,24 @@ impl fmt::Debug for Sha1Hasher {
 impl Sha1Hasher {
     /// A fresh hasher.
     pub fn new() -> Self {
-        Sha1Hasher(sha1_smol::Sha1::new())
+        Sha1Hasher(Backend::default())
     }
 
     /// Feeds more bytes.
     pub fn update(&mut self, data: &[u8]) {
+        #[cfg(not(feature = "fast-sha1"))]
         self.0.update(data);
+        #[cfg(feature = "fast-sha1")]
+        sha1::Digest::update(&mut self.0, data);
     }
 
     /// The digest of everything fed so far.
     pub fn digest(&self) -> Sha1Digest {
-        Sha1Digest(self.0.digest().bytes())
+        #[cfg(not(feature = "fast-sha1"))]
+        let bytes = self.0.digest().bytes();
+        #[cfg(feature = "fast-sha1")]
+        let bytes = sha1::Digest::finalize(self.0.clone()).into();
+        Sha1Digest(bytes)
     }
 }
 
@@ -138,6 +157,35 @@ mod tests {
         assert_eq!(parsed, Sha1Digest::of(b"abc"));
         assert!(Sha1Digest::from_hex("a9993e").is_none());
         assert!(Sha1Digest::from_hex(&"g".repeat(40)).is_none());
+    }
+
+    /// FIPS 180 vectors, fed whole and in uneven pieces, with a digest taken
+    /// midway (which must not disturb the stream).
+    #[test]
+    fn fips_vectors_in_any_split() {
+        let million_a = std::vec![b'a'; 1_000_000];
+        let vectors: [(&[u8], &str); 3] = [
+            (b"abc", "a9993e364706816aba3e25717850c26c9cd0d89d"),
+            (
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+                "84983e441c3bd26ebaae4aa1f95129e5e54670f1",
+            ),
+            (&million_a, "34aa973cd4c4daa4f61eeb2bdbad27316534016f"),
+        ];
+        for (input, hex) in vectors {
+            let want = Sha1Digest::from_hex(hex).unwrap();
+            assert_eq!(Sha1Digest::of(input), want);
+            for piece in [1, 3, 63, 64, 65, 4096] {
+                let mut h = Sha1Hasher::new();
+                for (i, chunk) in input.chunks(piece).enumerate() {
+                    h.update(chunk);
+                    if i == 1 {
+                        let _midway = h.digest();
+                    }
+                }
+                assert_eq!(h.digest(), want, "{hex} in pieces of {piece}");
+            }
+        }
     }
 
     #[test]

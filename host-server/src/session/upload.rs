@@ -19,13 +19,12 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 
-use pickup_proto::hash::Nonce;
+use pickup_proto::hash::{Nonce, ProofHasher, Sha1Hasher};
 use pickup_proto::message::{
     self, Ack, BatchComplete, BatchOpen, Data, FileAnnounce, FileRejected, FileVerified, Grant,
     Kind, Message, Plan, Proof, Resume, ResumeToken, Rewind,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant, Sha1Digest};
-use sha1::Digest;
 
 use super::{file_plan, lock, unix_secs, Lease, Out, Outbox, Relay, Session};
 use crate::codes::{self, code_key, token_key};
@@ -66,7 +65,7 @@ struct Announced {
 /// the end. (Deduplication compares bytes, so nothing else is hashed.)
 #[derive(Clone, Default)]
 struct Hashers {
-    sha1: sha1::Sha1,
+    sha1: Sha1Hasher,
 }
 
 impl Hashers {
@@ -182,7 +181,7 @@ const FOLLOW_CHUNK: usize = 1 << 20;
 /// is copied between the threads, and the pages are still in the cache.
 struct Follower {
     shared: Arc<FollowShared>,
-    thread: Option<std::thread::JoinHandle<Result<(sha1::Sha1, u64), StoreError>>>,
+    thread: Option<std::thread::JoinHandle<Result<(Sha1Hasher, u64), StoreError>>>,
     /// `written` when the thread was last woken.
     woken_at: u64,
 }
@@ -233,7 +232,7 @@ impl Follower {
     }
 
     /// Waits for the digest of the first `size` bytes.
-    fn finish(mut self, size: u64) -> Result<sha1::Sha1, StoreError> {
+    fn finish(mut self, size: u64) -> Result<Sha1Hasher, StoreError> {
         use core::sync::atomic::Ordering;
         self.shared.written.store(size, Ordering::Release);
         self.shared.finish.store(true, Ordering::Release);
@@ -268,9 +267,9 @@ fn follow(
     store: &dyn Store,
     partial: PartialId,
     shared: &FollowShared,
-) -> Result<(sha1::Sha1, u64), StoreError> {
+) -> Result<(Sha1Hasher, u64), StoreError> {
     use core::sync::atomic::Ordering;
-    let mut h = sha1::Sha1::new();
+    let mut h = Sha1Hasher::new();
     let mut buf = vec![0u8; FOLLOW_CHUNK];
     let mut hashed = 0u64;
     loop {
@@ -882,14 +881,14 @@ impl Upload {
         if r.received != f.size {
             return Ok(());
         }
-        let digest = match core::mem::replace(&mut r.hash, Hashing::Unknown) {
+        let sha1 = match core::mem::replace(&mut r.hash, Hashing::Unknown) {
             Hashing::Inline(h) => {
-                let digest = h.sha1.clone().finalize();
+                let digest = h.sha1.digest();
                 r.hash = Hashing::Inline(h);
                 digest
             }
             Hashing::Behind(follower) => match follower.finish(f.size) {
-                Ok(h) => h.finalize(),
+                Ok(h) => h.digest(),
                 Err(e) => {
                     // Left `Unknown`: the next attempt re-hashes in line.
                     tracing::error!(batch = self.batch.0, file = index, "hashing failed: {e}");
@@ -899,7 +898,6 @@ impl Upload {
             },
             Hashing::Unknown => return Ok(()),
         };
-        let sha1 = Sha1Digest(digest.into());
         if sha1 != f.sha1 {
             tracing::info!(
                 batch = self.batch.0,
@@ -1158,34 +1156,6 @@ fn challenge(
     }
 }
 
-/// `pickup_proto::hash::ProofHasher`'s domain prefix (documented there):
-/// the relay computes the same proof with the `sha1` crate, which uses the
-/// CPU's SHA instructions where it has them (`ProofHasher` is portable code
-/// for microcontrollers), so checking a proof over a large blob takes a
-/// fraction of the time. A unit test keeps the two equal.
-const PROOF_DOMAIN: &[u8] = b"pickup proof of ownership v1\0";
-
-/// `SHA-1(PROOF_DOMAIN ‖ nonce ‖ data…)`, as `ProofHasher` computes it.
-#[derive(Clone)]
-pub(super) struct FastProof(sha1::Sha1);
-
-impl FastProof {
-    pub(super) fn new(nonce: &Nonce) -> Self {
-        let mut h = sha1::Sha1::new();
-        h.update(PROOF_DOMAIN);
-        h.update(nonce);
-        FastProof(h)
-    }
-
-    pub(super) fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
-    }
-
-    pub(super) fn finish(self) -> Sha1Digest {
-        Sha1Digest(self.0.finalize().into())
-    }
-}
-
 /// The proof of ownership of a stored blob for `nonce` (abandoned when
 /// `stop` is set).
 fn blob_proof(
@@ -1195,7 +1165,7 @@ fn blob_proof(
     nonce: &Nonce,
     stop: &core::sync::atomic::AtomicBool,
 ) -> Result<Sha1Digest, StoreError> {
-    let mut hasher = FastProof::new(nonce);
+    let mut hasher = ProofHasher::new(nonce);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut offset = 0u64;
     while offset < size {
