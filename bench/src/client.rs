@@ -9,12 +9,13 @@
 use std::io::{self, Read, Write};
 use std::time::Instant as StdInstant;
 
+use pickup_device::hash_thread::HashThread;
 use pickup_proto::download::{self, Sink};
 use pickup_proto::frame::{max_encoded_len, Decoder};
 use pickup_proto::message::ManifestEntry;
 use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::upload::{self, FileMeta};
-use pickup_proto::{Code, Instant};
+use pickup_proto::{Code, Instant, Sha1Digest};
 
 /// Converts wall time to protocol time.
 struct Clock(StdInstant);
@@ -183,14 +184,29 @@ pub fn upload<L: Read + Write>(
     }
 }
 
-/// A download sink that checks nothing itself (the session verifies SHA-1)
-/// and keeps no bytes: the benchmark measures transfer, not the disk.
-#[derive(Default)]
+/// A download sink that keeps no bytes (the benchmark measures transfer,
+/// not the disk). With `Hashing::BySink` it verifies as the CLI's sink
+/// does, hashing on a `HashThread` as bytes arrive; otherwise the session
+/// hashes them in line.
 pub struct CountingSink {
     /// Bytes written.
     pub bytes: u64,
-    /// Files finished (verified by the session).
+    /// Files finished (verified).
     pub finished: usize,
+    hasher: HashThread,
+    /// The file being hashed and the end of the bytes fed so far.
+    hashed: (u16, u64),
+}
+
+impl CountingSink {
+    fn new() -> io::Result<Self> {
+        Ok(CountingSink {
+            bytes: 0,
+            finished: 0,
+            hasher: HashThread::new()?,
+            hashed: (0, 0),
+        })
+    }
 }
 
 impl ReadAt for CountingSink {
@@ -202,7 +218,13 @@ impl ReadAt for CountingSink {
 
 impl WriteAt for CountingSink {
     type Error = io::Error;
-    fn write_at(&mut self, _file: u16, _offset: u64, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.hashed != (file, offset) {
+            // Nothing is kept to hash a prefix again from.
+            return Err(io::Error::other("writes out of order"));
+        }
+        self.hasher.update(data)?;
+        self.hashed.1 += data.len() as u64;
         self.bytes += data.len() as u64;
         Ok(())
     }
@@ -215,9 +237,16 @@ impl Sink for CountingSink {
     fn truncate(&mut self, _file: u16) -> io::Result<()> {
         Ok(())
     }
-    fn finish(&mut self, _file: u16) -> io::Result<()> {
+    fn finish(&mut self, file: u16) -> io::Result<()> {
         self.finished += 1;
+        self.hashed = (file + 1, 0);
         Ok(())
+    }
+    fn digest(&mut self, file: u16, size: u64) -> io::Result<Sha1Digest> {
+        if self.hashed != (file, size) {
+            return Err(io::Error::other("digest of bytes not all written"));
+        }
+        self.hasher.finish()
     }
 }
 
@@ -229,7 +258,7 @@ pub fn download<L: Read + Write>(
     code: Code,
 ) -> io::Result<u64> {
     let mut session = download::Session::<16>::new(config, code);
-    let mut sink = CountingSink::default();
+    let mut sink = CountingSink::new()?;
     let clock = Clock(StdInstant::now());
     let mut decoder = Decoder::new(vec![0u8; config.max_frame as usize].into_boxed_slice());
     let mut tx = vec![0u8; max_encoded_len(pickup_proto::frame::MAX_FRAME_LEN)];

@@ -77,33 +77,45 @@ fn tcp_upload_config() -> upload::Config {
     }
 }
 
+/// As the CLI downloads over TCP: 64 KiB frames, an 8 MiB window, and the
+/// sink verifying on another core.
 fn tcp_download_config() -> download::Config {
     download::Config {
         max_frame: pickup_proto::frame::MAX_FRAME_LEN as u32,
         window: 8 * 1024 * 1024,
+        hashing: download::Hashing::BySink,
         ..download::Config::default()
     }
 }
 
-/// Single-core SHA-1 rates: the relay's hasher and proto-core's portable one.
+/// Single-core SHA-1 rates: the `sha1` crate (what hosts use, through
+/// proto-core's `fast-sha1` feature) and `sha1_smol` (what MCUs use).
 fn sha1_rates(data: &[u8]) -> (f64, f64) {
     let t = Instant::now();
     let a = sha1_fast(data);
     let fast = rate(data.len(), t.elapsed());
     let t = Instant::now();
-    let b = Sha1Digest::of(data);
+    let b = Sha1Digest(sha1_smol::Sha1::from(data).digest().bytes());
     let smol = rate(data.len(), t.elapsed());
     assert_eq!(a, b, "the two SHA-1 implementations disagree");
     (fast, smol)
 }
 
+/// A rate and the CPU time it took (user + system, of the threads doing it).
+struct Costed {
+    mib_per_sec: f64,
+    cpu_secs: f64,
+}
+
 /// Writing `data` to a file in 64 KiB writes (the relay's frame size) with
 /// an fdatasync every `every` bytes, and once at the end: what the disk
-/// takes durably at the cadence of the relay's acknowledgements.
-fn durable_write(data: &[u8], every: usize) -> io::Result<f64> {
+/// takes durably at the cadence of the relay's acknowledgements. Then the
+/// CPU it takes to read the file back (as the relay does to serve it).
+fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir()?;
     let file = std::fs::File::create(dir.path().join("durable.bin"))?;
+    let cpu = thread_cpu_secs();
     let t = Instant::now();
     let mut unsynced = 0;
     for (i, chunk) in data.chunks(64 * 1024).enumerate() {
@@ -115,16 +127,31 @@ fn durable_write(data: &[u8], every: usize) -> io::Result<f64> {
         }
     }
     file.sync_data()?;
-    Ok(rate(data.len(), t.elapsed()))
+    let written = Costed {
+        mib_per_sec: rate(data.len(), t.elapsed()),
+        cpu_secs: thread_cpu_secs() - cpu,
+    };
+    let cpu = thread_cpu_secs();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0;
+    while offset < data.len() {
+        match file.read_at(&mut buf, offset as u64)? {
+            0 => break,
+            n => offset += n,
+        }
+    }
+    Ok((written, thread_cpu_secs() - cpu))
 }
 
 /// A plain copy through a loopback TCP connection: the transport's ceiling.
-fn raw_tcp(data: &[u8]) -> io::Result<f64> {
+/// Its CPU time is both ends': the least any transfer over TCP costs.
+fn raw_tcp(data: &[u8]) -> io::Result<Costed> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let len = data.len();
-    let reader = std::thread::spawn(move || -> io::Result<usize> {
+    let reader = std::thread::spawn(move || -> io::Result<(usize, f64)> {
         let (mut s, _) = listener.accept()?;
+        let cpu = thread_cpu_secs();
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0;
         while total < len {
@@ -134,20 +161,25 @@ fn raw_tcp(data: &[u8]) -> io::Result<f64> {
             }
             total += n;
         }
-        Ok(total)
+        Ok((total, thread_cpu_secs() - cpu))
     });
+    let cpu = thread_cpu_secs();
     let t = Instant::now();
     let mut s = TcpStream::connect(addr)?;
     s.write_all(data)?;
     drop(s);
-    let got = reader
+    let writer_cpu = thread_cpu_secs() - cpu;
+    let (got, reader_cpu) = reader
         .join()
         .map_err(|_| io::Error::other("reader panicked"))??;
     let elapsed = t.elapsed();
     if got != len {
         return Err(io::Error::other("raw TCP copy lost bytes"));
     }
-    Ok(rate(len, elapsed))
+    Ok(Costed {
+        mib_per_sec: rate(len, elapsed),
+        cpu_secs: writer_cpu + reader_cpu,
+    })
 }
 
 fn memory(binary: &std::path::Path, sessions: usize) -> io::Result<Value> {
@@ -419,6 +451,10 @@ fn thread_cpu_secs() -> f64 {
     cpu_secs("/proc/thread-self/stat")
 }
 
+fn process_cpu_secs() -> f64 {
+    cpu_secs("/proc/self/stat")
+}
+
 /// One transfer through the relay: wall time and CPU seconds of both ends.
 struct Measured {
     secs: f64,
@@ -431,7 +467,9 @@ fn measure<T>(
     f: impl FnOnce() -> io::Result<T>,
 ) -> io::Result<(T, Measured)> {
     let relay_cpu = relay.cpu_secs();
-    let client_cpu = thread_cpu_secs();
+    // The whole process: the client's verifying thread counts too (no
+    // other thread of the benchmark runs meanwhile).
+    let client_cpu = process_cpu_secs();
     let t = Instant::now();
     let out = f()?;
     let secs = t.elapsed().as_secs_f64();
@@ -439,7 +477,7 @@ fn measure<T>(
         out,
         Measured {
             secs,
-            client_cpu: thread_cpu_secs() - client_cpu,
+            client_cpu: process_cpu_secs() - client_cpu,
             relay_cpu: relay.cpu_secs() - relay_cpu,
         },
     ))
@@ -449,7 +487,10 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let data = random_bytes(len, 1);
     let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
     let raw = raw_tcp(&data)?;
+    // What a terminal does before it announces: not in the upload's time.
+    let t = Instant::now();
     let sha1 = sha1_fast(&data);
+    let announce_hash_secs = t.elapsed().as_secs_f64();
     let relay = relay::Relay::start(binary, None)?;
     let (up, up_m) = measure(&relay, || {
         let mut link = tcp_link(relay.addr)?;
@@ -481,11 +522,22 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     drop(relay);
     // After the relay's runs: deleting these files makes the disk busy
     // (discards), which must not land on the relay's measurements.
-    let disk_2 = durable_write(&data, 2 << 20)?;
-    let disk_4 = durable_write(&data, 4 << 20)?;
-    let disk_end = durable_write(&data, usize::MAX)?;
+    let (disk_2, read_back_cpu) = durable_write(&data, 2 << 20)?;
+    let (disk_4, _) = durable_write(&data, 4 << 20)?;
+    let (disk_end, _) = durable_write(&data, usize::MAX)?;
     let upload_rate = len as f64 / MIB / up_m.secs;
     let download_rate = len as f64 / MIB / down_m.secs;
+    // The floor: CPU no transfer through a verifying, durable relay can
+    // avoid, measured piece by piece above. Upload: both ends of a TCP
+    // copy, the relay's SHA-1, writing durably at the relay's sync
+    // cadence. Download: both ends of a TCP copy, the terminal's SHA-1,
+    // the relay reading the file. Spread perfectly over every core, it
+    // bounds the rate from above.
+    let sha1_secs = len as f64 / MIB / sha1_rate;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let up_floor = raw.cpu_secs + sha1_secs + disk_2.cpu_secs;
+    let down_floor = raw.cpu_secs + sha1_secs + read_back_cpu;
+    let ceiling = |floor: f64| len as f64 / MIB / (floor / cores);
     let cpu = |m: &Measured| {
         json!({
             "secs": m.secs,
@@ -498,16 +550,26 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "bytes": len,
             "sha1_mib_per_sec": sha1_rate,
             "sha1_smol_mib_per_sec": sha1_smol_rate,
-            "raw_tcp_mib_per_sec": raw,
-            "disk_fdatasync_every_2mib_mib_per_sec": disk_2,
-            "disk_fdatasync_every_4mib_mib_per_sec": disk_4,
-            "disk_one_fdatasync_mib_per_sec": disk_end,
+            "raw_tcp_mib_per_sec": raw.mib_per_sec,
+            "raw_tcp_cpu_secs": raw.cpu_secs,
+            "disk_fdatasync_every_2mib_mib_per_sec": disk_2.mib_per_sec,
+            "disk_fdatasync_every_2mib_cpu_secs": disk_2.cpu_secs,
+            "disk_fdatasync_every_4mib_mib_per_sec": disk_4.mib_per_sec,
+            "disk_one_fdatasync_mib_per_sec": disk_end.mib_per_sec,
+            "read_back_cpu_secs": read_back_cpu,
+            "cores": cores,
+            "upload_floor_cpu_secs": up_floor,
+            "download_floor_cpu_secs": down_floor,
+            "upload_ceiling_vs_sha1": ceiling(up_floor) / sha1_rate,
+            "download_ceiling_vs_sha1": ceiling(down_floor) / sha1_rate,
             "upload_mib_per_sec": upload_rate,
             "download_mib_per_sec": download_rate,
             "upload_vs_sha1": upload_rate / sha1_rate,
             "download_vs_sha1": download_rate / sha1_rate,
-            "upload_vs_raw_tcp": upload_rate / raw,
-            "download_vs_raw_tcp": download_rate / raw,
+            "upload_vs_raw_tcp": upload_rate / raw.mib_per_sec,
+            "download_vs_raw_tcp": download_rate / raw.mib_per_sec,
+            "announce_hash_secs": announce_hash_secs,
+            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (up_m.secs + announce_hash_secs),
             "upload": cpu(&up_m),
             "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
             "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
@@ -581,7 +643,7 @@ fn print_table(r: &Value) {
             f(&t["sha1_mib_per_sec"])
         );
         println!(
-            "| SHA-1, one core (`sha1_smol`, proto-core) | {:.0} MiB/s | |",
+            "| SHA-1, one core (`sha1_smol`, proto-core on MCUs) | {:.0} MiB/s | |",
             f(&t["sha1_smol_mib_per_sec"])
         );
         println!(
@@ -607,6 +669,19 @@ fn print_table(r: &Value) {
             f(&t["upload"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
         );
         println!(
+            "| … with the terminal's SHA-1 before announcing ({:.2} s) | {:.0} MiB/s | |",
+            f(&t["announce_hash_secs"]),
+            f(&t["upload_with_announce_hash_mib_per_sec"]),
+        );
+        println!(
+            "| … floor per GiB: TCP copy {:.2} s + relay SHA-1 {:.2} s + durable write {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
+            f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
+            GIB / MIB / f(&t["sha1_mib_per_sec"]),
+            f(&t["disk_fdatasync_every_2mib_cpu_secs"]) * GIB / f(&t["bytes"]),
+            t["cores"],
+            f(&t["upload_ceiling_vs_sha1"]),
+        );
+        println!(
             "| … upload client blocked writing, waiting for acks | {:.2} s, {:.2} s of {:.2} s; ack latency p50 {:.1} ms, p99 {:.1} ms | |",
             f(&t["upload_client_blocked_writing_secs"]),
             f(&t["upload_client_waiting_for_relay_secs"]),
@@ -624,6 +699,14 @@ fn print_table(r: &Value) {
             "| … CPU per GiB downloaded: client, relay | {:.2} s, {:.2} s | |",
             f(&t["download"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
             f(&t["download"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
+        );
+        println!(
+            "| … floor per GiB: TCP copy {:.2} s + terminal SHA-1 {:.2} s + relay reading {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
+            f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
+            GIB / MIB / f(&t["sha1_mib_per_sec"]),
+            f(&t["read_back_cpu_secs"]) * GIB / f(&t["bytes"]),
+            t["cores"],
+            f(&t["download_ceiling_vs_sha1"]),
         );
     }
     let s = &r["serial"];

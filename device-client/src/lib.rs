@@ -63,8 +63,9 @@
 //!
 //! # Features
 //!
-//! - `std` (default): the `pickup` CLI (module `cli`), `clock::StdClock`, and
-//!   `std::io::Error` as a link error. Firmware builds with
+//! - `std` (default): the `pickup` CLI (module `cli`), `clock::StdClock`,
+//!   [`hash_thread::HashThread`] (download verification on another core),
+//!   and `std::io::Error` as a link error. Firmware builds with
 //!   `default-features = false`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
@@ -82,6 +83,8 @@ pub mod upload;
 
 #[cfg(feature = "std")]
 pub mod cli;
+#[cfg(feature = "std")]
+pub mod hash_thread;
 
 pub use clock::Clock;
 pub use download::Downloader;

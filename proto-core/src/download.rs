@@ -57,6 +57,24 @@ pub struct Config {
     /// If the batch is still uploading, ask again every this long instead of
     /// failing with [`ErrorCode::NotReady`]. `None` fails at once.
     pub wait_until_ready: Option<Duration>,
+    /// Who computes each file's SHA-1 for verification.
+    pub hashing: Hashing,
+}
+
+/// Who hashes a file's bytes to verify it against the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Hashing {
+    /// The session, in line with each write (the default; what an MCU
+    /// wants). A resumed file's prefix is read back and hashed first.
+    #[default]
+    InSession,
+    /// The sink, through [`Sink::digest`]. On a host, verifying is the
+    /// costliest work per byte; a sink that hashes on another core lets the
+    /// session keep receiving meanwhile. The session then trusts the prefix
+    /// length [`Sink::open`] reported and reads nothing back; a wrong
+    /// prefix fails verification and the file is fetched again.
+    BySink,
 }
 
 impl Default for Config {
@@ -69,6 +87,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(5),
             manifest_only: false,
             wait_until_ready: None,
+            hashing: Hashing::InSession,
         }
     }
 }
@@ -85,6 +104,29 @@ pub trait Sink: ReadAt + WriteAt<Error = <Self as ReadAt>::Error> {
     fn truncate(&mut self, file: u16) -> Result<(), <Self as ReadAt>::Error>;
     /// The file is complete and verified: make it final (e.g. rename `.part`).
     fn finish(&mut self, file: u16) -> Result<(), <Self as ReadAt>::Error>;
+    /// With [`Hashing::BySink`]: the SHA-1 of the first `size` bytes of
+    /// `file` as the sink holds them, once all of them are written. The
+    /// default reads them back through [`ReadAt`] in small pieces (correct,
+    /// and slow); a sink worth using with `BySink` hashes the bytes as they
+    /// are written, elsewhere. Never called with [`Hashing::InSession`].
+    fn digest(&mut self, file: u16, size: u64) -> Result<Sha1Digest, <Self as ReadAt>::Error> {
+        let mut hasher = Sha1Hasher::new();
+        let mut buf = [0u8; 256];
+        let mut offset = 0u64;
+        while offset < size {
+            let want = usize::try_from(size - offset)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = self.read_at(file, offset, &mut buf[..want])?;
+            if n == 0 || n > want {
+                // Short: whatever was hashed cannot match a `size`-byte file.
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        Ok(hasher.digest())
+    }
 }
 
 /// What the driver should know about.
@@ -541,6 +583,16 @@ impl<const F: usize> Session<F> {
         self.hasher = Sha1Hasher::new();
         self.credit_end = 0;
         if f.local > 0 {
+            if self.config.hashing == Hashing::BySink {
+                // The sink hashes what it holds; nothing to read back.
+                self.received = f.local.min(f.size);
+                self.progress_dirty = true;
+                if self.received == f.size {
+                    return self.complete_file(now, sink);
+                }
+                self.request_read(now);
+                return Ok(());
+            }
             // Re-hashed in poll_transmit, which has a buffer to read into.
             self.prefix_pending = true;
             return Ok(());
@@ -582,7 +634,9 @@ impl<const F: usize> Session<F> {
             return Ok(());
         }
         sink.write_at(self.current, self.received, d.bytes)?;
-        self.hasher.update(d.bytes);
+        if self.config.hashing == Hashing::InSession {
+            self.hasher.update(d.bytes);
+        }
         self.received = end;
         self.restart_pending = false;
         self.progress_dirty = true;
@@ -607,7 +661,11 @@ impl<const F: usize> Session<F> {
         let Some(f) = self.files.get(i).copied() else {
             return Ok(());
         };
-        if self.hasher.digest() == f.sha1 {
+        let digest = match self.config.hashing {
+            Hashing::InSession => self.hasher.digest(),
+            Hashing::BySink => sink.digest(self.current, f.size)?,
+        };
+        if digest == f.sha1 {
             sink.finish(self.current)?;
             self.files[i].done = true;
             self.progress_dirty = true;

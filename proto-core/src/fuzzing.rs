@@ -74,6 +74,8 @@ pub const UPLOAD_SMALL_WINDOW: u8 = 0x10;
 pub const DOWNLOAD_MANIFEST_ONLY: u8 = 0x04;
 /// Setup bit for [`drive_download`]: wait for a batch that is not ready.
 pub const DOWNLOAD_WAIT: u8 = 0x08;
+/// Setup bit for [`drive_download`]: the sink verifies ([`download::Hashing::BySink`]).
+pub const DOWNLOAD_SINK_HASHES: u8 = 0x40;
 
 /// The files both fake ends agree on: 700 patterned bytes, `pickup`, empty.
 pub const CONTENTS: [&[u8]; 3] = [&CONTENT_A, b"pickup", b""];
@@ -1015,7 +1017,8 @@ fn check_download_event(e: download::Event, sink: &FuzzSink, manifest_only: bool
 /// `data`, writing into an in-memory sink that checks how it is used.
 ///
 /// Setup bytes: first `bits 0-1` → window 64, 300, 4096 or 1 MiB, plus
-/// [`DOWNLOAD_MANIFEST_ONLY`], [`DOWNLOAD_WAIT`], and `bits 4-5 == 3` makes
+/// [`DOWNLOAD_MANIFEST_ONLY`], [`DOWNLOAD_WAIT`], [`DOWNLOAD_SINK_HASHES`],
+/// and `bits 4-5 == 3` makes
 /// the sink refuse to open files; second: two bits per file of
 /// [`CONTENTS`] for what is already on disk (nothing, half, half with a
 /// corrupt first byte, all), to exercise resume and refetch. Operations as
@@ -1040,6 +1043,11 @@ pub fn drive_download(data: &[u8]) -> Summary {
         window,
         manifest_only: setup & DOWNLOAD_MANIFEST_ONLY != 0,
         wait_until_ready: (setup & DOWNLOAD_WAIT != 0).then_some(Duration::from_millis(3_000)),
+        hashing: if setup & DOWNLOAD_SINK_HASHES != 0 {
+            download::Hashing::BySink
+        } else {
+            download::Hashing::InSession
+        },
         ..download::Config::default()
     };
     let mut session = download::Session::<4>::new(config, code());

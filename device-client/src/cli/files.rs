@@ -11,6 +11,7 @@ use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::Sha1Digest;
 
 use super::show::escape;
+use crate::hash_thread::HashThread;
 
 #[cfg(unix)]
 fn pread(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -101,10 +102,19 @@ struct Target {
 /// renamed to `NAME` once verified; a `.part` left by an interrupted run is
 /// picked up again. Names are validated again, so nothing lands outside the
 /// directory, and existing files are never replaced without `force`.
+///
+/// It verifies files itself (the session runs with
+/// [`Hashing::BySink`](pickup_proto::download::Hashing::BySink)): bytes are
+/// hashed on a [`HashThread`] as they are written, so receiving and hashing
+/// use two cores.
 pub(crate) struct DirSink {
     dir: PathBuf,
     force: bool,
     targets: Vec<Target>,
+    hasher: HashThread,
+    /// The file and the end of the bytes fed to `hasher`, which are that
+    /// file's bytes from offset 0, in order.
+    hashed: Option<(u16, u64)>,
 }
 
 fn other(kind: ErrorKind, msg: String) -> io::Error {
@@ -112,12 +122,42 @@ fn other(kind: ErrorKind, msg: String) -> io::Error {
 }
 
 impl DirSink {
-    pub fn new(dir: PathBuf, force: bool) -> DirSink {
-        DirSink {
+    pub fn new(dir: PathBuf, force: bool) -> io::Result<DirSink> {
+        Ok(DirSink {
             dir,
             force,
             targets: Vec::new(),
+            hasher: HashThread::new()?,
+            hashed: None,
+        })
+    }
+
+    /// Makes the hasher hold `file`'s first `end` bytes: continues if it
+    /// does up to `end` already, else starts over and reads them back (a
+    /// prefix from an earlier run, or a file that exists already).
+    fn hash_up_to(&mut self, file: u16, end: u64) -> io::Result<()> {
+        if self.hashed == Some((file, end)) {
+            return Ok(());
         }
+        if self.hashed.is_some() {
+            self.hasher.finish()?;
+        }
+        self.hashed = None;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        while offset < end {
+            let want = usize::try_from(end - offset).map_or(buf.len(), |w| w.min(buf.len()));
+            let n = self.read_at(file, offset, &mut buf[..want])?;
+            if n == 0 {
+                // Shorter than it should be: feed what there is, and let
+                // the digest disagree.
+                break;
+            }
+            self.hasher.update(&buf[..n])?;
+            offset += n as u64;
+        }
+        self.hashed = Some((file, offset));
+        Ok(())
     }
 
     /// Final paths of the files, in batch order.
@@ -195,7 +235,11 @@ impl WriteAt for DirSink {
                 ),
             ));
         }
-        pwrite_all(t.part()?, offset, data)
+        pwrite_all(t.part()?, offset, data)?;
+        self.hash_up_to(file, offset)?;
+        self.hasher.update(data)?;
+        self.hashed = Some((file, offset + data.len() as u64));
+        Ok(())
     }
 }
 
@@ -271,6 +315,10 @@ impl Sink for DirSink {
     }
 
     fn truncate(&mut self, file: u16) -> io::Result<()> {
+        if self.hashed.is_some_and(|(f, _)| f == file) {
+            self.hasher.finish()?;
+            self.hashed = None;
+        }
         let force = self.force;
         let t = self.target(file)?;
         if t.already_final {
@@ -291,6 +339,12 @@ impl Sink for DirSink {
             Some(f) => f.set_len(0),
             None => Ok(()),
         }
+    }
+
+    fn digest(&mut self, file: u16, size: u64) -> io::Result<Sha1Digest> {
+        self.hash_up_to(file, size)?;
+        self.hashed = None;
+        self.hasher.finish()
     }
 
     fn finish(&mut self, file: u16) -> io::Result<()> {
@@ -382,7 +436,7 @@ mod tests {
     fn part_file_is_resumed_then_renamed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt.part"), b"hello ").unwrap();
-        let mut sink = DirSink::new(dir.path().to_path_buf(), false);
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
         assert_eq!(sink.open(&entry(0, "a.txt", b"hello world")).unwrap(), 6);
         sink.write_at(0, 6, b"world").unwrap();
         let mut buf = [0u8; 11];
@@ -398,7 +452,7 @@ mod tests {
     #[test]
     fn nothing_is_created_before_the_first_byte() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = DirSink::new(dir.path().to_path_buf(), false);
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
         assert_eq!(sink.open(&entry(0, "a", b"abc")).unwrap(), 0);
         assert_eq!(sink.open(&entry(1, "empty", b"")).unwrap(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -410,12 +464,12 @@ mod tests {
     fn existing_files_are_not_overwritten_without_force() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"mine").unwrap();
-        let mut sink = DirSink::new(dir.path().to_path_buf(), false);
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
         let err = sink.open(&entry(0, "a.txt", b"theirs")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
 
         // Same size, other content: found out when the hash fails.
-        let mut sink = DirSink::new(dir.path().to_path_buf(), false);
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
         assert_eq!(sink.open(&entry(0, "a.txt", b"ours")).unwrap(), 4);
         assert!(sink.write_at(0, 0, b"x").is_err());
         assert_eq!(
@@ -424,17 +478,52 @@ mod tests {
         );
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"mine");
 
-        let mut sink = DirSink::new(dir.path().to_path_buf(), true);
+        let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
         assert_eq!(sink.open(&entry(0, "a.txt", b"theirs")).unwrap(), 0);
         sink.write_at(0, 0, b"theirs").unwrap();
         sink.finish(0).unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"theirs");
     }
 
+    /// The sink's own digests (it verifies for the session) cover a prefix
+    /// left by an earlier run, bytes written in pieces, an existing final
+    /// file, and start over after a truncation.
+    #[test]
+    fn digests_cover_prefixes_writes_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+        std::fs::write(dir.path().join("a.part"), &body[..300_001]).unwrap();
+        std::fs::write(dir.path().join("b"), b"held").unwrap();
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+        assert_eq!(sink.open(&entry(0, "a", &body)).unwrap(), 300_001);
+        assert_eq!(sink.open(&entry(1, "b", b"held")).unwrap(), 4);
+        for (i, chunk) in body[300_001..].chunks(65_536).enumerate() {
+            sink.write_at(0, 300_001 + (i * 65_536) as u64, chunk)
+                .unwrap();
+        }
+        assert_eq!(
+            sink.digest(0, body.len() as u64).unwrap(),
+            Sha1Digest::of(&body)
+        );
+        sink.finish(0).unwrap();
+        assert_eq!(sink.digest(1, 4).unwrap(), Sha1Digest::of(b"held"));
+
+        // A wrong prefix: the digest disagrees; after the truncation the
+        // refetched bytes verify.
+        std::fs::write(dir.path().join("c.part"), b"XX").unwrap();
+        assert_eq!(sink.open(&entry(2, "c", b"good")).unwrap(), 2);
+        sink.write_at(2, 2, b"od").unwrap();
+        assert_ne!(sink.digest(2, 4).unwrap(), Sha1Digest::of(b"good"));
+        sink.truncate(2).unwrap();
+        sink.write_at(2, 0, b"go").unwrap();
+        sink.write_at(2, 2, b"od").unwrap();
+        assert_eq!(sink.digest(2, 4).unwrap(), Sha1Digest::of(b"good"));
+    }
+
     #[test]
     fn unsafe_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = DirSink::new(dir.path().join("inner"), true);
+        let mut sink = DirSink::new(dir.path().join("inner"), true).unwrap();
         for (i, name) in ["../x", "..", "a/b", "c:\\d", "e\u{7}"].iter().enumerate() {
             let err = sink.open(&entry(i as u16, name, b"x")).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidData, "{name:?}");
@@ -451,7 +540,7 @@ mod tests {
         let inner = dir.path().join("inner");
         std::fs::create_dir(&inner).unwrap();
         std::os::unix::fs::symlink(&outside, inner.join("a.part")).unwrap();
-        let mut sink = DirSink::new(inner, true);
+        let mut sink = DirSink::new(inner, true).unwrap();
         assert!(sink.open(&entry(0, "a", b"data")).is_err());
         assert_eq!(std::fs::read(&outside).unwrap(), b"");
     }

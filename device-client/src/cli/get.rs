@@ -47,12 +47,15 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
     if args.wait {
         config.wait_until_ready = Some(Duration::from_secs(2));
     }
+    // The sink verifies, hashing on another core as it writes.
+    config.hashing = download::Hashing::BySink;
+    let mut sink = DirSink::new(args.dir.clone(), args.force)
+        .map_err(|e| Failure::new(Exit::Local, format!("cannot start hashing: {e}")))?;
     let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
         config,
         code,
         args.common.policy(),
     ));
-    let mut sink = DirSink::new(args.dir.clone(), args.force);
     let mut connector = relay.connector();
     let clock = StdClock::new();
     // Per file: (size, sha1, bytes reused from an earlier run).

@@ -41,8 +41,10 @@ pub(crate) const DEFAULT_RELAY: &str = "127.0.0.1:7425";
 
 /// Largest batch the CLI handles (files per session).
 pub(crate) const MAX_FILES: usize = 1024;
-/// Decoder buffer: the largest frame the CLI accepts.
-pub(crate) const RX: usize = 16 * 1024;
+/// Decoder buffer: the largest frame the CLI accepts (the protocol's
+/// largest, so a TCP relay can send its 64 KiB frames: per-frame costs are
+/// what bounds loopback and LAN speed).
+pub(crate) const RX: usize = frame::MAX_FRAME_LEN;
 /// Encode buffer for frames up to `RX`.
 pub(crate) const TX: usize = frame::max_encoded_len(RX);
 

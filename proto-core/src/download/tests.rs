@@ -18,11 +18,14 @@ struct MemSink {
     preexisting: Vec<Vec<u8>>,
     finished: Vec<u16>,
     truncated: Vec<u16>,
+    /// Calls to `read_at` (re-hashing reads back).
+    reads: usize,
 }
 
 impl ReadAt for MemSink {
     type Error = ();
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, ()> {
+        self.reads += 1;
         let f = self.files.get(file as usize).ok_or(())?;
         let start = (offset as usize).min(f.len());
         let n = buf.len().min(f.len() - start);
@@ -197,7 +200,11 @@ fn config(window: u32) -> Config {
 }
 
 fn connected(batch: &Batch, window: u32, sink: &mut MemSink) -> Session<4> {
-    let mut s = Session::<4>::new(config(window), code());
+    connected_with(batch, config(window), sink)
+}
+
+fn connected_with(batch: &Batch, config: Config, sink: &mut MemSink) -> Session<4> {
+    let mut s = Session::<4>::new(config, code());
     s.handle_connected(T0);
     assert_eq!(drain(&mut s, T0, sink), [Out::Hello]);
     s.handle_message(
@@ -386,6 +393,60 @@ fn a_corrupt_local_prefix_is_thrown_away_and_refetched() {
     assert!(s.is_finished());
     assert_eq!(s.error(), None);
     assert_eq!(sink.files[0], body);
+}
+
+/// `Hashing::BySink`: the session reads nothing back for a resumed prefix
+/// and asks the sink for the digest (here `Sink::digest`'s default, which
+/// reads the file back) once the file is complete.
+#[test]
+fn the_sink_verifies_when_asked_to() {
+    let body: Vec<u8> = (0..1000u32).map(|i| (i * 5) as u8).collect();
+    let batch = Batch::new(&[("f", &body), ("g", b"tail")]);
+    let by_sink = Config {
+        hashing: Hashing::BySink,
+        ..config(10_000)
+    };
+    let mut sink = MemSink {
+        preexisting: std::vec![body[..700].to_vec()],
+        ..MemSink::default()
+    };
+    let mut s = connected_with(&batch, by_sink, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 700, 10_000)]);
+    assert_eq!(sink.reads, 0, "the prefix was read back");
+    send(&mut s, T0, &mut sink, &batch.data(0, 700, 1000, 100));
+    assert_eq!(sink.finished, [0]);
+    assert!(sink.reads > 0, "nothing was verified");
+    let _ = drain(&mut s, T0, &mut sink);
+    send(&mut s, T0, &mut sink, &batch.data(1, 0, 4, 100));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.files, [body, b"tail".to_vec()]);
+
+    // A corrupt prefix fails the sink's digest: thrown away and refetched.
+    let body = std::vec![8u8; 500];
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink {
+        preexisting: std::vec![std::vec![9u8; 200]],
+        ..MemSink::default()
+    };
+    let mut s = connected_with(&batch, by_sink, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 200, 10_000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 200, 500, 100));
+    assert_eq!(sink.truncated, [0]);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 10_000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 0, 500, 100));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), None);
+    assert_eq!(sink.files[0], body);
+
+    // Wrong bytes from the relay fail the download, as in the session.
+    let batch = Batch::new(&[("f", b"expected")]);
+    let mut sink = MemSink::default();
+    let mut s = connected_with(&batch, by_sink, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    send(&mut s, T0, &mut sink, &[(0, 0, b"tampered".to_vec())]);
+    assert_eq!(s.error(), Some(Error::HashMismatch { file: 0 }));
+    assert!(sink.finished.is_empty());
 }
 
 #[test]

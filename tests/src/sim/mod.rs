@@ -1382,6 +1382,14 @@ impl<'a> World<'a> {
             manifest_only: false,
             // An early downloader waits for the upload; a later one finds it ready.
             wait_until_ready: early.then(|| Duration::from_millis(1_000)),
+            // Half the downloads leave verification to the sink (which
+            // reads the file back: `Sink::digest`'s default), as the CLI
+            // does with its hashing thread.
+            hashing: if self.rng.chance(500_000) {
+                download::Hashing::BySink
+            } else {
+                download::Hashing::InSession
+            },
         }
     }
 
