@@ -51,8 +51,8 @@
 //! | 128, 130 (32-bit)     |             1112 B |              1784 B |               1064 B |                1344 B |
 //! | 256, 258 (32-bit)     |             1368 B |                     |               1320 B |                       |
 //! | 1024, 1030 (32-bit)   |             2904 B |                     |               2856 B |                       |
-//! | 128, 130 (64-bit)     |             1248 B |              1984 B |               1120 B |                1392 B |
-//! | 16384, 16450 (64-bit) |            33824 B |             34560 B |              33696 B |               33968 B |
+//! | 128, 130 (64-bit)     |             1248 B |              1984 B |               1120 B |                1408 B |
+//! | 16384, 16450 (64-bit) |            33824 B |             34560 B |              33696 B |               33984 B |
 //!
 //! Of the 32-bit figures, the protocol sessions themselves take 760 B
 //! (upload, 1 file) and 712 B (download, 1 file); each further file costs
