@@ -31,7 +31,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pickup_proto::frame::Decoder;
+use pickup_proto::frame::{max_encoded_len, Decoder};
 use pickup_proto::message::{Hello, Message, Role};
 use pickup_proto::{download, upload, Sha1Digest};
 use rand::{RngCore, SeedableRng};
@@ -114,7 +114,11 @@ struct Costed {
 fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir()?;
-    let file = std::fs::File::create(dir.path().join("durable.bin"))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("durable.bin"))?;
     let cpu = thread_cpu_secs();
     let t = Instant::now();
     let mut unsynced = 0;
@@ -141,6 +145,44 @@ fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
         }
     }
     Ok((written, thread_cpu_secs() - cpu))
+}
+
+/// Seconds to encode `data` into 64 KiB `Data` frames (COBS + CRC-32C, as
+/// a sender must) and to decode them again (as a receiver must), on one
+/// core. The frames go through one buffer, so only the codec is timed.
+fn frame_codec(data: &[u8]) -> io::Result<(f64, f64)> {
+    let max_frame = pickup_proto::frame::MAX_FRAME_LEN;
+    let mut out = vec![0u8; max_encoded_len(max_frame)];
+    let mut decoder = Decoder::new(vec![0u8; max_frame]);
+    let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
+    let mut offset = 0;
+    while offset < data.len() {
+        let t = Instant::now();
+        let n = pickup_proto::message::encode_data_with(
+            0,
+            offset as u64,
+            data.len() - offset,
+            max_frame,
+            &mut out,
+            |room| {
+                let k = room.len().min(data.len() - offset);
+                room[..k].copy_from_slice(&data[offset..offset + k]);
+                offset += k;
+                Some(k)
+            },
+        )
+        .map_err(|_| io::Error::other("a data frame does not fit"))?;
+        let t2 = Instant::now();
+        encode += t2 - t;
+        let mut input = &out[..n];
+        let frame = decoder.feed(&mut input);
+        let decoded = matches!(frame, Some(Ok(f)) if Message::decode(f).is_ok());
+        decode += t2.elapsed();
+        if !decoded {
+            return Err(io::Error::other("a data frame did not decode"));
+        }
+    }
+    Ok((encode.as_secs_f64(), decode.as_secs_f64()))
 }
 
 /// A plain copy through a loopback TCP connection: the transport's ceiling.
@@ -487,6 +529,7 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let data = random_bytes(len, 1);
     let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
     let raw = raw_tcp(&data)?;
+    let (encode_secs, decode_secs) = frame_codec(&data)?;
     // What a terminal does before it announces: not in the upload's time.
     let t = Instant::now();
     let sha1 = sha1_fast(&data);
@@ -528,15 +571,16 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let upload_rate = len as f64 / MIB / up_m.secs;
     let download_rate = len as f64 / MIB / down_m.secs;
     // The floor: CPU no transfer through a verifying, durable relay can
-    // avoid, measured piece by piece above. Upload: both ends of a TCP
-    // copy, the relay's SHA-1, writing durably at the relay's sync
-    // cadence. Download: both ends of a TCP copy, the terminal's SHA-1,
-    // the relay reading the file. Spread perfectly over every core, it
-    // bounds the rate from above.
+    // avoid, measured piece by piece above. Both directions: both ends of
+    // a TCP copy, encoding and decoding the frames, one SHA-1 (the relay's
+    // for an upload, the terminal's for a download). Upload: writing
+    // durably at the relay's sync cadence; download: the relay reading
+    // the file. Spread perfectly over every core, it bounds the rate.
     let sha1_secs = len as f64 / MIB / sha1_rate;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let up_floor = raw.cpu_secs + sha1_secs + disk_2.cpu_secs;
-    let down_floor = raw.cpu_secs + sha1_secs + read_back_cpu;
+    let common = raw.cpu_secs + encode_secs + decode_secs + sha1_secs;
+    let up_floor = common + disk_2.cpu_secs;
+    let down_floor = common + read_back_cpu;
     let ceiling = |floor: f64| len as f64 / MIB / (floor / cores);
     let cpu = |m: &Measured| {
         json!({
@@ -557,6 +601,8 @@ fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "disk_fdatasync_every_4mib_mib_per_sec": disk_4.mib_per_sec,
             "disk_one_fdatasync_mib_per_sec": disk_end.mib_per_sec,
             "read_back_cpu_secs": read_back_cpu,
+            "frame_encode_secs": encode_secs,
+            "frame_decode_secs": decode_secs,
             "cores": cores,
             "upload_floor_cpu_secs": up_floor,
             "download_floor_cpu_secs": down_floor,
@@ -674,8 +720,9 @@ fn print_table(r: &Value) {
             f(&t["upload_with_announce_hash_mib_per_sec"]),
         );
         println!(
-            "| … floor per GiB: TCP copy {:.2} s + relay SHA-1 {:.2} s + durable write {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
+            "| … floor per GiB: TCP copy {:.2} s + frames {:.2} s + relay SHA-1 {:.2} s + durable write {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
             f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
+            (f(&t["frame_encode_secs"]) + f(&t["frame_decode_secs"])) * GIB / f(&t["bytes"]),
             GIB / MIB / f(&t["sha1_mib_per_sec"]),
             f(&t["disk_fdatasync_every_2mib_cpu_secs"]) * GIB / f(&t["bytes"]),
             t["cores"],
@@ -701,8 +748,9 @@ fn print_table(r: &Value) {
             f(&t["download"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
         );
         println!(
-            "| … floor per GiB: TCP copy {:.2} s + terminal SHA-1 {:.2} s + relay reading {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
+            "| … floor per GiB: TCP copy {:.2} s + frames {:.2} s + terminal SHA-1 {:.2} s + relay reading {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
             f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
+            (f(&t["frame_encode_secs"]) + f(&t["frame_decode_secs"])) * GIB / f(&t["bytes"]),
             GIB / MIB / f(&t["sha1_mib_per_sec"]),
             f(&t["read_back_cpu_secs"]) * GIB / f(&t["bytes"]),
             t["cores"],
