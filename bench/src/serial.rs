@@ -44,9 +44,22 @@ impl<L: Read> Read for Counted<L> {
     }
 }
 
+/// How long a write may keep timing out before the link counts as lost
+/// (the CLI's serial links wait as long).
+const WRITE_PATIENCE: Duration = Duration::from_secs(30);
+
 impl<L: Write> Write for Counted<L> {
+    /// A write that times out is retried, as the CLI's links do: a port
+    /// whose reader is busy for a moment (a full pseudo-terminal buffer) is
+    /// not a lost link.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let started = Instant::now();
+        let n = loop {
+            match self.inner.write(buf) {
+                Err(e) if is_timeout(&e) && started.elapsed() < WRITE_PATIENCE => {}
+                other => break other?,
+            }
+        };
         self.written += n as u64;
         Ok(n)
     }
