@@ -16,7 +16,7 @@
 //! ports = ["/dev/ttyUSB0@115200"]
 //! baud = 115200              # for ports given without @BAUD
 //! max_frame = 4096
-//! window = 65536
+//! window = 8388608           # upload bytes in flight (terminals cap it)
 //! reopen_min_ms = 250        # backoff when a port vanishes
 //! reopen_max_ms = 10000
 //!
@@ -99,7 +99,11 @@ pub struct SerialConfig {
     pub baud: u32,
     /// Largest raw frame accepted.
     pub max_frame: u32,
-    /// Upload bytes in flight.
+    /// Upload bytes in flight. Wide by default: it costs no memory on either
+    /// side (terminals re-read unacknowledged bytes from their source and
+    /// cap it themselves), a fast link (USB CDC, a pseudo-terminal) keeps
+    /// sending through the relay's fsyncs, and a slow line is still
+    /// acknowledged at least every half second, not every quarter window.
     pub window: u32,
     /// First wait before reopening a port that vanished, doubling up to `reopen_max_ms`.
     pub reopen_min_ms: u64,
@@ -180,7 +184,7 @@ impl Default for SerialConfig {
             ports: Vec::new(),
             baud: 115_200,
             max_frame: 4096,
-            window: 64 * 1024,
+            window: 8 * 1024 * 1024,
             reopen_min_ms: 250,
             reopen_max_ms: 10_000,
         }
@@ -367,7 +371,8 @@ mod tests {
         assert_eq!(c, Config::default());
         c.validate().unwrap();
         assert_eq!(c.tcp.max_frame, 65_536);
-        assert_eq!(c.serial.window, 65_536);
+        assert_eq!(c.serial.max_frame, 4096);
+        assert_eq!(c.serial.window, 8 << 20);
         assert_eq!(c.code_len(), 13);
     }
 

@@ -36,7 +36,7 @@ fn round_trip_through_a_pseudo_terminal() {
     );
     relay.wait_for_log("serial port open");
     let files = [("sensor.log", bytes(150_000, 4)), ("empty", Vec::new())];
-    // The relay's serial link: 4 KiB frames, 64 KiB window; a device-sized client.
+    // The relay's serial link: 4 KiB frames, 8 MiB window; a device-sized client.
     let up = upload(&mut master, upload_config(4096), &files, None, |_| false);
     assert!(up.complete(), "{:?}", up.events);
     let got = download(&mut master, download_config(4096, 32 * 1024), up.code()).unwrap();

@@ -106,10 +106,10 @@ impl Link {
         max_frame: frame::MAX_FRAME_LEN as u32,
         window: 8 * 1024 * 1024,
     };
-    /// The serial defaults: 4 KiB frames, 64 KiB window.
+    /// The serial defaults: 4 KiB frames, 8 MiB window.
     pub const SERIAL: Link = Link {
         max_frame: 4096,
-        window: 64 * 1024,
+        window: 8 * 1024 * 1024,
     };
 
     /// The decoder buffer a driver needs for this link.

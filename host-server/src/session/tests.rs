@@ -1558,3 +1558,50 @@ fn a_terminal_that_accepts_less_than_the_relays_window_is_acknowledged_in_time()
         data
     );
 }
+
+#[test]
+fn a_slow_link_is_acknowledged_every_half_second_whatever_the_window() {
+    // 3,000-byte frames 260 ms apart (a 115200-baud line) would take
+    // minutes to fill a step of the serial window; the terminal resends
+    // everything unacknowledged after a few seconds without an ack.
+    let mut w = World::new(Settings::default());
+    let mut s = w.session(1, Link::SERIAL);
+    s.defer_syncs();
+    send(&mut s, w.now(), hello(0));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    let data = bytes(100_000, 6);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("slow", 100_000, Sha1Digest::of(&data))],
+    ));
+    let mut acks = Vec::new();
+    for (i, chunk) in data[..60_000].chunks(3_000).enumerate() {
+        send(&mut s, w.now(), data_msg(i * 3_000, chunk));
+        if let Some(job) = s.poll_sync() {
+            job.run();
+            s.handle_synced(w.now());
+        }
+        for r in drain(&mut s) {
+            if let Reply::Ack(a) = r {
+                assert_eq!(a.window, Link::SERIAL.window);
+                assert!(durable(&w, &g.code) >= a.offset);
+                acks.push((w.now - T0, a.offset));
+            }
+        }
+        w.now += 260;
+    }
+    // A sync starts with the first frame 500 ms or more after the oldest
+    // bytes no sync covers; the frame after it starts the next count.
+    assert_eq!(
+        acks,
+        [
+            (520, 9_000),
+            (1_300, 18_000),
+            (2_080, 27_000),
+            (2_860, 36_000),
+            (3_640, 45_000),
+            (4_420, 54_000)
+        ]
+    );
+}

@@ -6,7 +6,8 @@
 //! i.e. after the bytes were fsynced and N was committed. Acks go out at
 //! least every `window / 2` bytes (and every [`ACK_STEP_MAX`] at most, so a
 //! terminal that accepts less than the relay's window is never starved), at
-//! the end of each file, and after `ack_delay` without more data.
+//! the end of each file, after `ack_delay` without more data, and on a link
+//! too slow to fill a step, at least every [`ACK_AGE_MAX`] of data.
 //!
 //! Deferred syncs: a driver that calls [`Session::defer_syncs`] gets each
 //! `sync_partial` as a [`SyncJob`] to run on another thread while the
@@ -430,6 +431,8 @@ pub(super) struct Upload {
     files: Vec<UpFile>,
     /// When data last arrived while some of it is unacknowledged.
     last_data: Option<Instant>,
+    /// When the oldest data arrived that no sync has been started for.
+    unsynced_since: Option<Instant>,
     complete_sent: bool,
     /// Syncs run as [`SyncJob`]s on the driver's threads.
     deferred: bool,
@@ -492,6 +495,7 @@ impl Upload {
             lease,
             files,
             last_data: None,
+            unsynced_since: None,
             complete_sent: false,
             deferred,
             syncing: None,
@@ -615,6 +619,7 @@ impl Upload {
             self.sync_ack(relay, session, i, out)?;
         }
         self.last_data = None;
+        self.unsynced_since = None;
         Ok(())
     }
 
@@ -661,6 +666,7 @@ impl Upload {
             return self.ack_all(relay, session, out);
         }
         self.last_data = None;
+        self.unsynced_since = None;
         self.flush = true;
         self.next_job(relay, session, 0);
         Ok(())
@@ -848,12 +854,18 @@ impl Upload {
         r.rewound_at = None;
         let (received, acked) = (r.received, r.acked);
         self.last_data = Some(now);
+        let overdue = now >= *self.unsynced_since.get_or_insert(now) + ACK_AGE_MAX;
         if received == size {
             self.finalize(relay, session, index, out)
         } else if self.deferred {
-            self.next_job(relay, session, sync_step(window));
+            let idle = self.syncing.is_none();
+            self.next_job(relay, session, if overdue { 1 } else { sync_step(window) });
+            if idle && self.syncing.is_some() {
+                self.unsynced_since = None;
+            }
             Ok(())
-        } else if received - acked >= u64::from(window / 2).min(2 * ACK_STEP_MAX) {
+        } else if overdue || received - acked >= u64::from(window / 2).min(2 * ACK_STEP_MAX) {
+            self.unsynced_since = None;
             self.sync_ack(relay, session, index, out)
         } else {
             Ok(())
@@ -930,6 +942,7 @@ impl Upload {
         }
         if self.files.iter().all(|f| !has_unacked(f)) {
             self.last_data = None;
+            self.unsynced_since = None;
         }
         out.ack(index as u16);
         out.push(Out::Verified(index as u16));
@@ -1191,6 +1204,14 @@ fn blob_proof(
 /// operator may offer a larger window to terminals that accept one (it lets
 /// them ride out slow disk flushes) without starving the others.
 const ACK_STEP_MAX: u64 = 2 << 20;
+
+/// Longest a received byte waits before a sync for it starts while data
+/// keeps coming (checked as data arrives; `ack_delay` covers a pause). A
+/// slow link (a serial line at 115200 baud moves 16 KiB in 1.4 s) may
+/// never fill a step of a wide window, and a terminal resends everything
+/// unacknowledged after its retransmit timeout (2 s by default, 3 s and
+/// 5 s on the serial terminals): acks must come well within it.
+const ACK_AGE_MAX: Duration = Duration::from_millis(500);
 
 /// How many unacknowledged bytes start a deferred sync: a quarter of the
 /// window, so the ack of the bytes synced arrives while the terminal still
