@@ -10,7 +10,7 @@
 //! [tcp]
 //! listen = ["127.0.0.1:7425"]
 //! max_frame = 65536          # largest raw frame accepted
-//! window = 8388608           # upload bytes in flight (terminals cap it, at 8 MiB by default)
+//! window = 33554432          # upload bytes in flight (terminals cap it, at 32 MiB by default)
 //!
 //! [serial]
 //! ports = ["/dev/ttyUSB0@115200"]
@@ -173,7 +173,7 @@ impl Default for TcpConfig {
                 pickup_proto::DEFAULT_TCP_PORT,
             ))],
             max_frame: frame::MAX_FRAME_LEN as u32,
-            window: 8 * 1024 * 1024,
+            window: 32 * 1024 * 1024,
         }
     }
 }

@@ -112,7 +112,9 @@ impl Addr {
     pub fn download_config(&self) -> download::Config {
         let base = download::Config {
             max_frame: super::RX as u32,
-            window: 1024 * 1024,
+            // Reading never waits for the disk: a wide window keeps a fast
+            // link busy through the client's own write stalls.
+            window: 8 * 1024 * 1024,
             ..download::Config::default()
         };
         match self {

@@ -101,10 +101,10 @@ pub struct Link {
 }
 
 impl Link {
-    /// The TCP defaults: 64 KiB frames, 8 MiB window (what terminals accept at most by default).
+    /// The TCP defaults: 64 KiB frames, 32 MiB window (what terminals accept at most by default).
     pub const TCP: Link = Link {
         max_frame: frame::MAX_FRAME_LEN as u32,
-        window: 8 * 1024 * 1024,
+        window: 32 * 1024 * 1024,
     };
     /// The serial defaults: 4 KiB frames, 8 MiB window.
     pub const SERIAL: Link = Link {

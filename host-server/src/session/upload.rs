@@ -1199,7 +1199,7 @@ fn blob_proof(
 }
 
 /// Most bytes between two syncs started by data (deferred mode; twice this
-/// in line). Terminals cap the window the relay offers (at 8 MiB by
+/// in line). Terminals cap the window the relay offers (at 32 MiB by
 /// default), so the cadence must not grow with the relay's window: an
 /// operator may offer a larger window to terminals that accept one (it lets
 /// them ride out slow disk flushes) without starving the others.
