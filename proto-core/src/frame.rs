@@ -174,8 +174,13 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// is dropped, or `input` is empty (`None`). Call it again with the same
     /// `input` until it returns `None`.
     pub fn feed(&mut self, input: &mut &[u8]) -> Option<Result<Frame<'_>, Dropped>> {
+        // How many bytes at the front of `input` are known to hold no zero.
+        // In a COBS stream zeros are only delimiters, so one scan to the
+        // next zero covers a whole frame's runs (see `bulk_copy`).
+        let mut horizon = 0usize;
         while let Some((&byte, rest)) = input.split_first() {
             *input = rest;
+            horizon = horizon.saturating_sub(1);
             if self.skipping {
                 if byte == 0 {
                     self.skipping = false;
@@ -191,7 +196,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
                 continue;
             }
             self.consumed += 1;
-            if let Some(run) = self.bulk_copy(byte, input) {
+            if let Some(run) = self.bulk_copy(byte, input, &mut horizon) {
                 // Fast path: `byte` began (or continued) a run of plain data
                 // bytes, copied as a block; `run` more were taken from `input`.
                 self.consumed += run as u64;
@@ -223,7 +228,13 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// Copies plain data bytes in bulk while the COBS state is inside a run:
     /// the state machine only needs to see code bytes and zeros. Returns
     /// `None` (nothing done) when `byte` must go through the state machine.
-    fn bulk_copy(&mut self, byte: u8, input: &mut &[u8]) -> Option<usize> {
+    ///
+    /// `horizon` counts the bytes at the front of `input` known to hold no
+    /// zero; it is extended with one `memchr` to the next zero only when a
+    /// run reaches past it. A run is at most 254 bytes, so scanning per run
+    /// would start a search every 254 bytes; this starts about one per
+    /// frame.
+    fn bulk_copy(&mut self, byte: u8, input: &mut &[u8], horizon: &mut usize) -> Option<usize> {
         let (remaining, chain) = match self.cobs {
             cobs::DecoderState::Grab(n) if n > 0 => (n, false),
             cobs::DecoderState::GrabChain(n) if n > 0 => (n, true),
@@ -239,7 +250,10 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         let room = buf.len().checked_sub(self.len)?;
         let want = usize::from(remaining) - 1;
         let avail = want.min(input.len());
-        let take = memchr::memchr(0, &input[..avail]).unwrap_or(avail);
+        if *horizon < avail {
+            *horizon = memchr::memchr(0, input).unwrap_or(input.len());
+        }
+        let take = avail.min(*horizon);
         if room < take + 1 {
             return None;
         }
@@ -247,6 +261,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         buf[self.len + 1..self.len + 1 + take].copy_from_slice(&input[..take]);
         self.len += take + 1;
         *input = &input[take..];
+        *horizon -= take;
         let left = remaining - 1 - take as u8;
         self.cobs = if chain {
             cobs::DecoderState::GrabChain(left)
