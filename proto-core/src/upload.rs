@@ -759,7 +759,8 @@ impl<'n, const F: usize> Session<'n, F> {
                         version: PROTOCOL_VERSION,
                         role: Role::Terminal,
                         max_frame: self.config.max_frame,
-                        window: 0,
+                        // The relay paces its acks to fit what we keep in flight.
+                        window: self.config.max_window,
                         caps: if self.config.instant_upload {
                             CAP_INSTANT_UPLOAD
                         } else {

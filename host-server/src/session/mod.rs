@@ -443,6 +443,9 @@ pub struct Session {
     phase: Phase,
     peer_max_frame: usize,
     peer_caps: u32,
+    /// Upload bytes the terminal keeps in flight at most, from its `Hello`
+    /// (0: it did not say).
+    peer_window: u32,
     last_heard: Instant,
     /// The latest `now` any input brought: replies rendered later are
     /// judged by it (a verdict for a batch that expired meanwhile is not sent).
@@ -492,6 +495,7 @@ impl Session {
             phase: Phase::AwaitHello,
             peer_max_frame: frame::MIN_FRAME_LEN,
             peer_caps: 0,
+            peer_window: 0,
             last_heard: now,
             clock: now,
             out: Outbox::default(),
@@ -538,8 +542,19 @@ impl Session {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
-        let window = self.link.window;
+        let window = self.ack_window();
         self.with_upload(|up, relay, id, out| up.on_synced(relay, id, window, out));
+    }
+
+    /// The window acks are paced by: the link's, or the terminal's if its
+    /// `Hello` said it keeps fewer bytes in flight. A terminal that stops at
+    /// 8 KiB would otherwise wait for a step meant for megabytes and be
+    /// acknowledged only after a pause in its data.
+    fn ack_window(&self) -> u32 {
+        match self.peer_window {
+            0 => self.link.window,
+            w => w.min(self.link.window),
+        }
     }
 
     /// This session's number, unique within the relay (for logs).
@@ -670,6 +685,7 @@ impl Session {
         self.peer_max_frame =
             (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
         self.peer_caps = h.caps;
+        self.peer_window = h.window;
         self.phase = Phase::Open;
         self.out.push(Out::Welcome);
     }

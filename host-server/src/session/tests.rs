@@ -206,6 +206,28 @@ fn upload(
     names: &[&str],
     data: &[Vec<u8>],
     token: Option<ResumeToken>,
+    stop: impl FnMut(u64) -> bool,
+) -> (
+    Option<Grant>,
+    Vec<upload::Event>,
+    upload::Session<'static, 8>,
+) {
+    let config = upload::Config {
+        max_frame: 65_536,
+        max_window: TERMINAL_WINDOW,
+        ..upload::Config::default()
+    };
+    upload_with(w, s, config, names, data, token, stop)
+}
+
+/// [`upload`] by a terminal with `config`.
+fn upload_with(
+    w: &mut World,
+    s: &mut Session,
+    config: upload::Config,
+    names: &[&str],
+    data: &[Vec<u8>],
+    token: Option<ResumeToken>,
     mut stop: impl FnMut(u64) -> bool,
 ) -> (
     Option<Grant>,
@@ -221,11 +243,6 @@ fn upload(
             sha1: Sha1Digest::of(d),
         })
         .collect();
-    let config = upload::Config {
-        max_frame: 65_536,
-        max_window: TERMINAL_WINDOW,
-        ..upload::Config::default()
-    };
     let mut c = match token {
         Some(t) => upload::Session::<8>::resume(config, &metas, t).unwrap(),
         None => upload::Session::<8>::new(config, &metas).unwrap(),
@@ -243,6 +260,13 @@ fn upload(
             while let Some(f) = wire.relay_dec.feed(&mut input) {
                 s.handle_frame(now, f.unwrap());
             }
+        }
+        // A session that defers its syncs: run them at once, as a driver's
+        // sync thread would.
+        while let Some(job) = s.poll_sync() {
+            moved = true;
+            job.run();
+            s.handle_synced(now);
         }
         let mut out = vec![0u8; s.transmit_buffer_len()];
         while let Some(n) = s.poll_transmit(&mut out) {
@@ -1537,6 +1561,45 @@ fn an_offloaded_upload_resumes_after_a_crash() {
         download(&mut w, &mut d, grant.unwrap().code).unwrap().files,
         data
     );
+}
+
+/// A microcontroller keeps 8 KiB in flight on a serial link whose relay
+/// offers 8 MiB: its `Hello` says so, and the relay's acks come within
+/// those 8 KiB, as data arrives, never after a pause.
+#[test]
+fn a_terminal_that_announces_a_small_window_is_acknowledged_within_it() {
+    for deferred in [false, true] {
+        let mut w = World::new(Settings::default());
+        let mut s = w.session(1, Link::SERIAL);
+        if deferred {
+            s.defer_syncs();
+        }
+        let config = upload::Config {
+            max_frame: 1024,
+            max_window: 8 * 1024,
+            ..upload::Config::default()
+        };
+        let data = vec![bytes(200 * 1024, 3)];
+        let start = w.now;
+        let (grant, events, c) =
+            upload_with(&mut w, &mut s, config, &["log"], &data, None, |_| false);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, upload::Event::Complete { .. })),
+            "deferred {deferred}"
+        );
+        assert_eq!(c.acked(), data[0].len() as u64);
+        assert_eq!(
+            w.now, start,
+            "the upload waited for a timer (deferred {deferred})"
+        );
+        let mut d = w.session(2, Link::TCP);
+        assert_eq!(
+            download(&mut w, &mut d, grant.unwrap().code).unwrap().files,
+            data
+        );
+    }
 }
 
 #[test]

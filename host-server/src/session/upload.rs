@@ -4,8 +4,10 @@
 //! Durability rule: an `Ack` for offset N is queued only after
 //! [`Store::sync_partial`](crate::store::Store::sync_partial)`(N)` returned,
 //! i.e. after the bytes were fsynced and N was committed. Acks go out at
-//! least every `window / 2` bytes (and every [`ACK_STEP_MAX`] at most, so a
-//! terminal that accepts less than the relay's window is never starved), at
+//! least every `window / 2` bytes, where `window` is the smaller of the
+//! link's and the one the terminal's `Hello` announced (and every
+//! [`ACK_STEP_MAX`] at most, so a terminal that accepts less than the
+//! relay's window without saying so is never starved), at
 //! the end of each file, after `ack_delay` without more data, and on a link
 //! too slow to fill a step, at least every [`ACK_AGE_MAX`] of data.
 //!
@@ -1471,7 +1473,7 @@ impl Session {
             self.drop_upload();
             return self.out.error(ErrorCode::Expired, Kind::Data);
         }
-        let window = self.link.window;
+        let window = self.ack_window();
         self.with_upload(|up, relay, id, out| up.on_data(relay, id, window, now, d, out));
     }
 }
