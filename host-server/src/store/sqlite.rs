@@ -600,6 +600,34 @@ impl SqliteStore {
 
     /// Points a file at a blob and deletes its partial row, in `tx`;
     /// `NotFound` if the file no longer points at `partial`.
+    /// Points `file` (still in `partial`) at the existing `blob`, taking a
+    /// reference, if the blob is still live (the sweeper may have collected
+    /// it). On success the file's `size` bytes no longer count twice.
+    fn share_blob(
+        db: &Connection,
+        file: FileRef,
+        partial: i64,
+        blob: i64,
+        size: i64,
+    ) -> Result<(bool, Delta)> {
+        let n = exec(
+            db,
+            "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
+            params![blob],
+        )?;
+        if n == 0 {
+            return Ok((false, Delta::default()));
+        }
+        Self::set_blob(db, file, partial, blob)?;
+        Ok((
+            true,
+            Delta {
+                bytes: -size,
+                batches: 0,
+            },
+        ))
+    }
+
     fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<()> {
         let n = exec(
             db,
@@ -831,25 +859,7 @@ impl Store for SqliteStore {
             // Same bytes: the same content. Share the blob, if it is
             // still there (the sweeper may have collected it meanwhile).
             let (bid, size) = (to_i64(blob.0)?, to_i64(content.size)?);
-            let shared = self.write(move |db| {
-                let n = exec(
-                    db,
-                    "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
-                    params![bid],
-                )?;
-                if n == 0 {
-                    return Ok((false, Delta::default()));
-                }
-                Self::set_blob(db, file, pid, bid)?;
-                // The file's size no longer counts twice.
-                Ok((
-                    true,
-                    Delta {
-                        bytes: -size,
-                        batches: 0,
-                    },
-                ))
-            })?;
+            let shared = self.write(move |db| Self::share_blob(db, file, pid, bid, size))?;
             if !shared {
                 continue;
             }
@@ -898,22 +908,8 @@ impl Store for SqliteStore {
         let linked = self.write(move |db| {
             let (partial, size) = Self::file_row(db, file)?;
             let pid = partial.ok_or(StoreError::NotFound)?;
-            let n = exec(
-                db,
-                "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
-                params![bid],
-            )?;
-            if n == 0 {
-                return Ok((None, Delta::default()));
-            }
-            Self::set_blob(db, file, pid, bid)?;
-            Ok((
-                Some(pid),
-                Delta {
-                    bytes: -size,
-                    batches: 0,
-                },
-            ))
+            let (shared, delta) = Self::share_blob(db, file, pid, bid, size)?;
+            Ok((shared.then_some(pid), delta))
         })?;
         match linked {
             Some(pid) => {
