@@ -239,7 +239,7 @@ impl Sink for CountingSink {
     }
     fn finish(&mut self, file: u16) -> io::Result<()> {
         self.finished += 1;
-        self.hashed = (file + 1, 0);
+        self.hashed = (file.wrapping_add(1), 0);
         Ok(())
     }
     fn digest(&mut self, file: u16, size: u64) -> io::Result<Sha1Digest> {

@@ -105,10 +105,12 @@ impl HashThread {
 
     /// Feeds the next bytes of the stream.
     pub fn update(&mut self, data: &[u8]) -> io::Result<()> {
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= BATCH {
+        // Hand the batch over before it would outgrow its buffer: growing
+        // it would copy everything gathered so far once more.
+        if self.pending.len() + data.len() > self.pending.capacity() {
             self.flush()?;
         }
+        self.pending.extend_from_slice(data);
         Ok(())
     }
 

@@ -73,7 +73,9 @@ pub struct Hello {
     pub role: Role,
     /// Largest raw frame the sender accepts.
     pub max_frame: u32,
-    /// Most bytes of data the sender accepts in flight (unacknowledged).
+    /// Most bytes of data the sender keeps in flight: a downloading
+    /// terminal's credit for the relay, an uploading terminal's own cap
+    /// (the relay paces its acks by it); 0 if the sender does not say.
     pub window: u32,
     /// `CAP_*` bits.
     pub caps: u32,

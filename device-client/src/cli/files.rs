@@ -143,7 +143,11 @@ impl DirSink {
             self.hasher.finish()?;
         }
         self.hashed = None;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = if end > 0 {
+            vec![0u8; 1 << 20]
+        } else {
+            Vec::new()
+        };
         let mut offset = 0;
         while offset < end {
             let want = usize::try_from(end - offset).map_or(buf.len(), |w| w.min(buf.len()));

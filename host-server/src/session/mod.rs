@@ -100,6 +100,10 @@ pub struct Link {
     pub window: u32,
 }
 
+/// The smallest terminal window the relay paces its acks by (acks then come
+/// every 1–2 KiB at most); a smaller announced window counts as this.
+pub const MIN_ACK_WINDOW: u32 = 4096;
+
 impl Link {
     /// The TCP defaults: 64 KiB frames, 32 MiB window (what terminals accept at most by default).
     pub const TCP: Link = Link {
@@ -549,11 +553,13 @@ impl Session {
     /// The window acks are paced by: the link's, or the terminal's if its
     /// `Hello` said it keeps fewer bytes in flight. A terminal that stops at
     /// 8 KiB would otherwise wait for a step meant for megabytes and be
-    /// acknowledged only after a pause in its data.
+    /// acknowledged only after a pause in its data. Never below
+    /// [`MIN_ACK_WINDOW`]: each ack costs an fsync, and a terminal must not
+    /// buy one per few bytes by announcing a tiny window.
     fn ack_window(&self) -> u32 {
         match self.peer_window {
             0 => self.link.window,
-            w => w.min(self.link.window),
+            w => w.max(MIN_ACK_WINDOW).min(self.link.window),
         }
     }
 

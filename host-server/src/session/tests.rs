@@ -1602,6 +1602,44 @@ fn a_terminal_that_announces_a_small_window_is_acknowledged_within_it() {
     }
 }
 
+/// A window announced below `MIN_ACK_WINDOW` does not buy an ack (and its
+/// fsync) per frame: acks come at half of the floor.
+#[test]
+fn a_tiny_announced_window_does_not_make_every_frame_an_fsync() {
+    let w = World::new(Settings::default());
+    let mut s = w.session(1, Link::SERIAL);
+    send(
+        &mut s,
+        w.now(),
+        Message::Hello(Hello {
+            version: 1,
+            role: Role::Terminal,
+            max_frame: 1024,
+            window: 16,
+            caps: 0,
+        }),
+    );
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    let data = bytes(4096, 8);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 4096, Sha1Digest::of(&data))],
+    ));
+    let half = (super::MIN_ACK_WINDOW / 2) as usize;
+    for at in (0..half - 16).step_by(16) {
+        send(&mut s, w.now(), data_msg(at, &data[at..at + 16]));
+    }
+    assert_eq!(drain(&mut s), [], "acked before half the floor");
+    assert_eq!(durable(&w, &g.code), 0);
+    send(&mut s, w.now(), data_msg(half - 16, &data[half - 16..half]));
+    assert!(
+        matches!(drain(&mut s)[..], [Reply::Ack(Ack { offset, .. })] if offset == half as u64),
+        "no ack at half the floor"
+    );
+    assert_eq!(durable(&w, &g.code), half as u64);
+}
+
 #[test]
 fn a_terminal_that_accepts_less_than_the_relays_window_is_acknowledged_in_time() {
     // The relay offers four times what the terminal accepts (its
