@@ -517,10 +517,12 @@ impl Fuzz {
     }
 
     fn lookup(&self, code: Code) -> Option<pickup_relay::store::Batch> {
-        match self
-            .store
-            .find_by_code(&code_key(&code), self.now.as_millis() / 1000)
-        {
+        self.lookup_at(code, self.now.as_millis() / 1000)
+    }
+
+    /// The batch behind `code` as it stood at `secs` (Unix seconds).
+    fn lookup_at(&self, code: Code, secs: u64) -> Option<pickup_relay::store::Batch> {
+        match self.store.find_by_code(&code_key(&code), secs) {
             Ok(Lookup::Live(b)) => Some(b),
             _ => None,
         }
@@ -637,7 +639,12 @@ impl Fuzz {
             Message::Data(d) => {
                 let (code, file) = reading.expect("data only after a read");
                 assert_eq!(d.file, file, "data for another file than read");
-                let batch = self.lookup(code).expect("data from a live batch");
+                // Like a verdict, data waiting in the outbox was produced at
+                // the session's last input: the batch must have been live
+                // then (a session that hears nothing does not know the time).
+                let batch = self
+                    .lookup_at(code, produced_secs)
+                    .expect("data from a batch live when it was produced");
                 assert!(batch.ready(), "data served from a batch still uploading");
                 let record = &batch.files[usize::from(d.file)];
                 let FileContent::Blob(id) = record.content else {
@@ -857,6 +864,14 @@ impl RelayScript {
         let [c, d] = len.to_le_bytes();
         // arg picks the code (known[arg % n]) and the file (arg % 4): 8 * k + index.
         self.say(t, 7, index % 4, &[a, b, c, d])
+    }
+
+    /// Terminal `t` acknowledges file `index` up to `offset`, with `window`
+    /// bytes more of credit (a downloader's `Ack`).
+    pub fn ack(&mut self, t: u8, index: u8, offset: u16, window: u16) -> &mut Self {
+        let [a, b] = offset.to_le_bytes();
+        let [c, d] = window.to_le_bytes();
+        self.say(t, 8, index % 4, &[a, b, c, d])
     }
 
     /// The driver takes terminal `t`'s output.

@@ -326,3 +326,26 @@ fn replies_queued_for_one_batch_are_not_sent_as_the_next_batchs() {
     let summary = drive_relay(s.bytes());
     assert!(summary.verified <= 1, "{summary:?}");
 }
+
+/// Found by the `relay_session` fuzzer (CI run, 60 s). A downloader reads
+/// part of a file; the code expires; the downloader's `Ack` extends its
+/// credit and the relay serves more of a batch that every new lookup now
+/// refuses as `Expired`, until the sweeper takes the blob. A stream should
+/// end with `Expired` when its code does.
+///
+/// Fixed in the relay: `poll_data` ends a stream whose batch expired by the
+/// session's clock. (The harness also judges queued data at the session's
+/// last input, as it does verdicts.)
+#[test]
+fn a_download_does_not_go_on_after_its_code_expired() {
+    let mut s = RelayScript::new(0x10 | 3); // 60-second codes, 4 KiB frames
+    s.connect(0).upload_a(0, 255);
+    s.connect(1).hello(1, 2).transmit(1);
+    s.fetch(1, true).read(1, 0, 0, 100).transmit(1);
+    s.advance_secs(90);
+    s.ack(1, 0, 100, 500).transmit(1);
+    // The driver checks every Data frame against the batch at the time it
+    // was produced and panics on one served after expiry.
+    let summary = drive_relay(s.bytes());
+    assert_eq!(summary.served, 100, "{summary:?}");
+}

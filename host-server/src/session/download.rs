@@ -74,6 +74,7 @@ impl Session {
             size: f.size,
             next: r.offset,
             credit_end: r.offset.saturating_add(u64::from(r.len)),
+            expires_at: batch.expires_at,
         });
     }
 
@@ -92,6 +93,14 @@ impl Session {
         let end = s.credit_end.min(s.size);
         if s.next >= end {
             return None;
+        }
+        if unix_secs(self.clock) >= s.expires_at {
+            // The code answers `Expired` to new lookups now; a stream that
+            // began earlier ends too, as an upload's does, rather than
+            // serve until the sweeper takes the blob.
+            self.stream = None;
+            self.out.error(ErrorCode::Expired, Kind::Read);
+            return self.poll_transmit(out);
         }
         let want = usize::try_from(end - s.next).unwrap_or(usize::MAX);
         let store = &*self.relay.store;

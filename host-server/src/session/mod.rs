@@ -427,6 +427,8 @@ struct Stream {
     size: u64,
     next: u64,
     credit_end: u64,
+    /// The batch's expiry (Unix seconds): nothing is served from then on.
+    expires_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

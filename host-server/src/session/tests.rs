@@ -1563,6 +1563,51 @@ fn an_offloaded_upload_resumes_after_a_crash() {
     );
 }
 
+/// A download under way when its code expires ends with `Expired`: the
+/// relay does not serve what a new lookup would refuse (found by the
+/// relay_session fuzzer: a stream fed by acks went on past expiry).
+#[test]
+fn a_download_stops_when_its_code_expires() {
+    let mut w = World::new(Settings::default());
+    let data = vec![bytes(10_000, 5)];
+    let mut s = open(&w, 1);
+    let (grant, _, _) = upload(&mut w, &mut s, &["f"], &data, None, |_| false);
+    let g = grant.unwrap();
+    let mut d = open(&w, 2);
+    send(
+        &mut d,
+        w.now(),
+        Message::Read(Read {
+            code: g.code,
+            file: 0,
+            offset: 0,
+            len: 1000,
+        }),
+    );
+    let first = drain(&mut d);
+    assert!(
+        matches!(&first[..], [Reply::Data(0, 0, b)] if b.len() == 1000),
+        "{first:?}"
+    );
+    // More credit, a second before expiry: served.
+    let before = Instant::from_millis(g.expires_at * 1000 - 1000);
+    let ack = |offset| {
+        Message::Ack(Ack {
+            file: 0,
+            offset,
+            window: 1000,
+        })
+    };
+    send(&mut d, before, ack(1000));
+    assert!(matches!(&drain(&mut d)[..], [Reply::Data(0, 1000, _)]));
+    // At expiry: refused, and nothing more is served.
+    let at = Instant::from_millis(g.expires_at * 1000);
+    send(&mut d, at, ack(2000));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::Expired, 0)]);
+    send(&mut d, at, ack(3000));
+    assert_eq!(drain(&mut d), []);
+}
+
 /// A microcontroller keeps 8 KiB in flight on a serial link whose relay
 /// offers 8 MiB: its `Hello` says so, and the relay's acks come within
 /// those 8 KiB, as data arrives, never after a pause.
