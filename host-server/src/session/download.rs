@@ -52,6 +52,10 @@ impl Session {
     }
 
     pub(super) fn on_read(&mut self, now: Instant, r: Read) {
+        // A new Read ends the stream before it, refused or not: the terminal
+        // has asked for something else, and data for the old read would
+        // answer a question it no longer asks.
+        self.stream = None;
         let Some(batch) = self.lookup_code(now, &r.code, Kind::Read) else {
             return;
         };
@@ -67,7 +71,6 @@ impl Session {
         if r.offset > f.size {
             return self.out.error(ErrorCode::OutOfRange, Kind::Read);
         }
-        // A new Read replaces the stream before it.
         self.stream = Some(Stream {
             file: r.file,
             blob,

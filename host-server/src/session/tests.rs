@@ -1608,6 +1608,33 @@ fn a_download_stops_when_its_code_expires() {
     assert_eq!(drain(&mut d), []);
 }
 
+/// A refused `Read` ends the stream before it: no more data for a read
+/// the terminal has replaced (found by the relay_session fuzzer).
+#[test]
+fn a_refused_read_ends_the_stream_before_it() {
+    let mut w = World::new(Settings::default());
+    // Larger than one frame, so part of the first read is still owed.
+    let data = vec![bytes(200_000, 6)];
+    let mut s = open(&w, 1);
+    let (grant, _, _) = upload(&mut w, &mut s, &["f"], &data, None, |_| false);
+    let code = grant.unwrap().code;
+    let mut d = open(&w, 2);
+    let read = |file, len| {
+        Message::Read(Read {
+            code,
+            file,
+            offset: 0,
+            len,
+        })
+    };
+    send(&mut d, w.now(), read(0, 200_000));
+    // The first frame goes out; the rest of the credit is still owed.
+    let mut out = vec![0u8; d.transmit_buffer_len()];
+    assert!(d.poll_transmit(&mut out).is_some());
+    send(&mut d, w.now(), read(7, 200_000));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::OutOfRange, 0)]);
+}
+
 /// A microcontroller keeps 8 KiB in flight on a serial link whose relay
 /// offers 8 MiB: its `Hello` says so, and the relay's acks come within
 /// those 8 KiB, as data arrives, never after a pause.
