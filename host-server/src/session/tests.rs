@@ -403,10 +403,7 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn collision_pair(name: &str) -> (Vec<u8>, Vec<u8>) {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/sha1-collisions/"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/sha1-collisions/");
     let read = |n: &str| std::fs::read(format!("{dir}{n}")).unwrap();
     match name {
         "shattered" => (read("shattered-1.pdf"), read("shattered-2.pdf")),

@@ -493,12 +493,9 @@ pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// The SHA-1 collision pairs from shared/testdata.
+/// The SHA-1 collision pairs from `testdata/sha1-collisions/`.
 pub fn collision_pairs() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/sha1-collisions/"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/sha1-collisions/");
     let read = |n: &str| std::fs::read(format!("{dir}{n}")).unwrap();
     vec![
         (read("shattered-1.pdf"), read("shattered-2.pdf")),

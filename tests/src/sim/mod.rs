@@ -389,17 +389,14 @@ pub fn batches_for(seed: u64) -> Vec<BatchSpec> {
 }
 
 /// The SHAmbles pair (640 bytes each, equal SHA-1, different bytes) from
-/// the shared test data.
+/// `testdata/sha1-collisions/`.
 fn sha1_collision() -> (Vec<u8>, Vec<u8>) {
     static PAIR: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
     PAIR.get_or_init(|| {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/testdata/sha1-collisions/"
-        );
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/sha1-collisions/");
         let read = |name: &str| {
             std::fs::read(format!("{dir}{name}")).unwrap_or_else(|e| {
-                panic!("{dir}{name}: {e} (shared test data beside the repository)")
+                panic!("{dir}{name}: {e} (the repository's testdata/sha1-collisions/)")
             })
         };
         let pair = (read("sha-mbles-1.bin"), read("sha-mbles-2.bin"));
