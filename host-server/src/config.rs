@@ -51,7 +51,7 @@ use serde::Deserialize;
 
 use crate::codes::{self, GuessInputs};
 use crate::rate_limit::RateSettings;
-use crate::session::{Link, Settings};
+use crate::settings::{Link, Settings};
 
 /// Everything the relay can be told.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -149,6 +149,13 @@ pub struct CodeConfig {
     pub expired_memory_secs: u64,
 }
 
+/// The settings of a relay with no configuration.
+impl Default for Settings {
+    fn default() -> Self {
+        Config::default().settings()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -172,8 +179,8 @@ impl Default for TcpConfig {
                 [127, 0, 0, 1],
                 pickup_proto::DEFAULT_TCP_PORT,
             ))],
-            max_frame: frame::MAX_FRAME_LEN as u32,
-            window: 32 * 1024 * 1024,
+            max_frame: Link::TCP.max_frame,
+            window: Link::TCP.window,
         }
     }
 }
@@ -183,8 +190,8 @@ impl Default for SerialConfig {
         SerialConfig {
             ports: Vec::new(),
             baud: 115_200,
-            max_frame: 4096,
-            window: 8 * 1024 * 1024,
+            max_frame: Link::SERIAL.max_frame,
+            window: Link::SERIAL.window,
             reopen_min_ms: 250,
             reopen_max_ms: 10_000,
         }

@@ -9,7 +9,7 @@
 //!  ┌───────────────────────────────────────────────────────────────────┐
 //!  │ session::Session   sans-IO, one per connection: handle_frame,      │
 //!  │                    handle_timeout in; poll_transmit, poll_timeout  │
-//!  │ session::Relay     shared: settings, rate limits, leases, RNG      │
+//!  │ relay::Relay       shared: settings, rate limits, leases, RNG      │
 //!  ├───────────────────────────────────────────────────────────────────┤
 //!  │ store::Store       batches, partial uploads, blobs, expiry         │
 //!  │   store::sqlite    SQLite (WAL, synchronous=FULL) + files by id    │
@@ -27,9 +27,13 @@ pub mod codes;
 pub mod config;
 pub mod random;
 pub mod rate_limit;
+pub mod relay;
 pub mod session;
+pub mod settings;
 pub mod store;
 pub mod transport;
 
 pub use config::Config;
-pub use session::{Link, Relay, Session, Settings, SyncJob};
+pub use relay::Relay;
+pub use session::{Session, SyncJob};
+pub use settings::{Link, Settings};

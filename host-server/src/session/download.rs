@@ -10,9 +10,22 @@ use std::sync::Arc;
 use pickup_proto::message::{self, Ack, Fetch, Kind, Read};
 use pickup_proto::{Code, ErrorCode, Instant};
 
-use super::{unix_secs, Out, Session, Stream};
+use super::{Out, Session};
 use crate::codes::code_key;
-use crate::store::{Batch, FileContent, Lookup, StoreError};
+use crate::relay::unix_secs;
+use crate::store::{Batch, BlobId, FileContent, Lookup, StoreError};
+
+/// A download stream: `Data` frames of one blob from `next` up to the credit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stream {
+    pub(super) file: u16,
+    pub(super) blob: BlobId,
+    pub(super) size: u64,
+    pub(super) next: u64,
+    pub(super) credit_end: u64,
+    /// The batch's expiry (Unix seconds): nothing is served from then on.
+    pub(super) expires_at: u64,
+}
 
 impl Session {
     /// The live batch behind `code`, or `None` with the refusal queued.

@@ -29,407 +29,30 @@
 //!                          │ Fetch, Read, Ack ───────► download (Manifest, entries, Data)
 //! ```
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
-    self, FilePlan, Kind, Manifest, ManifestEntry, Message, Role, Welcome, CAP_INSTANT_UPLOAD,
+    self, Kind, Manifest, ManifestEntry, Message, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
-use pickup_proto::{Duration, ErrorCode, Instant, PROTOCOL_VERSION};
+use pickup_proto::{ErrorCode, Instant, PROTOCOL_VERSION};
 
-use crate::random::Random;
-use crate::rate_limit::{Peer, RateLimiter, RateSettings};
-use crate::store::{Batch, BatchId, BlobId, Store, StoreError, SweepStats};
+use crate::rate_limit::Peer;
+use crate::relay::{unix_secs, Relay};
+use crate::settings::{Link, MIN_ACK_WINDOW};
 
 mod download;
+mod outbox;
 mod upload;
 
 #[cfg(test)]
 mod tests;
 
+use download::Stream;
+pub use outbox::refusal;
+use outbox::{Out, Outbox};
 pub use upload::SyncJob;
 use upload::Upload;
-
-/// Settings every session of a relay shares (see [`crate::config::Config`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Symbols per pickup code.
-    pub code_len: usize,
-    /// Batch lifetime in seconds.
-    pub code_ttl_secs: u64,
-    /// How long an expired code answers `Expired` rather than `UnknownCode`.
-    pub expired_memory_secs: u64,
-    /// Largest file.
-    pub max_file_size: u64,
-    /// Most files per batch.
-    pub max_files_per_batch: u16,
-    /// Largest batch.
-    pub max_batch_size: u64,
-    /// Most content bytes held.
-    pub disk_quota: u64,
-    /// Most batches alive at once.
-    pub max_live_batches: u64,
-    /// Most sessions at once.
-    pub max_sessions: usize,
-    /// Most sessions at once from one peer.
-    pub max_sessions_per_peer: usize,
-    /// Close a session that sends nothing for this long.
-    pub idle_timeout: Duration,
-    /// Acknowledge received bytes after this long without more data.
-    pub ack_delay: Duration,
-    /// Failed-lookup limits.
-    pub rate: RateSettings,
-    /// Offer instant upload.
-    pub instant_upload: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        crate::config::Config::default().settings()
-    }
-}
-
-/// Link parameters, per transport: what the relay announces in `Welcome`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Link {
-    /// Largest raw frame the relay accepts on this link (its decoder size).
-    pub max_frame: u32,
-    /// Upload bytes a terminal may have in flight.
-    pub window: u32,
-}
-
-/// The smallest terminal window the relay paces its acks by (acks then come
-/// every 1–2 KiB at most); a smaller announced window counts as this.
-pub const MIN_ACK_WINDOW: u32 = 4096;
-
-impl Link {
-    /// The TCP defaults: 64 KiB frames, 32 MiB window (what terminals accept at most by default).
-    pub const TCP: Link = Link {
-        max_frame: frame::MAX_FRAME_LEN as u32,
-        window: 32 * 1024 * 1024,
-    };
-    /// The serial defaults: 4 KiB frames, 8 MiB window.
-    pub const SERIAL: Link = Link {
-        max_frame: 4096,
-        window: 8 * 1024 * 1024,
-    };
-
-    /// The decoder buffer a driver needs for this link.
-    pub fn max_frame(&self) -> usize {
-        self.max_frame as usize
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Seconds since the Unix epoch, from the relay's `now`.
-pub fn unix_secs(now: Instant) -> u64 {
-    now.as_millis() / 1000
-}
-
-/// Who may write to a batch's partial uploads: the session that most
-/// recently granted or resumed it. A terminal that reconnects takes the
-/// upload over from its stale session, whose later writes are refused.
-#[derive(Debug)]
-pub(crate) struct Lease {
-    batch: BatchId,
-    /// Read-locked while the owner works (its receiving thread and its
-    /// deferred sync may both be at it), write-locked to change owners.
-    owner: RwLock<u64>,
-}
-
-impl Lease {
-    /// Runs `f` if `session` still holds the lease, excluding the new owner
-    /// while it runs; `None` if the lease was taken over.
-    pub(crate) fn run<T>(&self, session: u64, f: impl FnOnce() -> T) -> Option<T> {
-        let owner = self.owner.read().unwrap_or_else(|e| e.into_inner());
-        (*owner == session).then(f)
-    }
-
-    fn owner(&self) -> RwLockWriteGuard<'_, u64> {
-        self.owner.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[derive(Debug, Default)]
-struct SessionCounts {
-    total: usize,
-    per_peer: HashMap<Peer, usize>,
-}
-
-/// What all sessions of one relay share: settings, store, random source,
-/// rate limits, session counts and upload leases.
-pub struct Relay {
-    settings: Settings,
-    store: Arc<dyn Store>,
-    rng: Mutex<Box<dyn Random>>,
-    limiter: Mutex<RateLimiter>,
-    sessions: Mutex<SessionCounts>,
-    leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
-    next_session: AtomicU64,
-    shutting_down: AtomicBool,
-    /// Threads computing expected proofs now (at most one per core).
-    proof_threads: Arc<AtomicUsize>,
-}
-
-impl core::fmt::Debug for Relay {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Relay")
-            .field("settings", &self.settings)
-            .field("sessions", &lock(&self.sessions).total)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Relay {
-    /// A relay over `store`, drawing secrets from `rng`.
-    pub fn new(
-        settings: Settings,
-        store: Arc<dyn Store>,
-        rng: Box<dyn Random>,
-        now: Instant,
-    ) -> Arc<Relay> {
-        Arc::new(Relay {
-            limiter: Mutex::new(RateLimiter::new(settings.rate, now)),
-            settings,
-            store,
-            rng: Mutex::new(rng),
-            sessions: Mutex::new(SessionCounts::default()),
-            leases: Mutex::new(HashMap::new()),
-            next_session: AtomicU64::new(1),
-            shutting_down: AtomicBool::new(false),
-            proof_threads: Arc::default(),
-        })
-    }
-
-    /// The shared settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    /// The store.
-    pub fn store(&self) -> &dyn Store {
-        &*self.store
-    }
-
-    /// Sessions open now.
-    pub fn sessions(&self) -> usize {
-        lock(&self.sessions).total
-    }
-
-    /// From now on new sessions are refused with `ShuttingDown`.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
-    }
-
-    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Deletes expired batches, collects unreferenced blobs and forgets
-    /// rate-limit state that has refilled. Call it periodically.
-    pub fn sweep(&self, now: Instant) -> Result<SweepStats, StoreError> {
-        lock(&self.limiter).prune(now);
-        let secs = unix_secs(now);
-        self.store
-            .sweep(secs, secs.saturating_sub(self.settings.expired_memory_secs))
-    }
-
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
-        lock(&self.rng).fill(buf)
-    }
-
-    fn check_lookup(&self, peer: &Peer, now: Instant) -> Result<(), u32> {
-        lock(&self.limiter).check(peer, now)
-    }
-
-    fn failed_lookup(&self, peer: &Peer, now: Instant) {
-        lock(&self.limiter).failed(peer, now);
-    }
-
-    fn take_lease(&self, batch: BatchId, session: u64) -> Arc<Lease> {
-        let lease = lock(&self.leases)
-            .entry(batch)
-            .or_insert_with(|| {
-                Arc::new(Lease {
-                    batch,
-                    owner: RwLock::new(session),
-                })
-            })
-            .clone();
-        *lease.owner() = session;
-        lease
-    }
-
-    fn release_lease(&self, lease: &Lease, session: u64) {
-        let mut leases = lock(&self.leases);
-        if *lease.owner() == session {
-            leases.remove(&lease.batch);
-        }
-    }
-
-    fn open_session(&self, peer: &Peer) -> Result<u64, ErrorCode> {
-        if self.is_shutting_down() {
-            return Err(ErrorCode::ShuttingDown);
-        }
-        let mut counts = lock(&self.sessions);
-        let mine = counts.per_peer.get(peer).copied().unwrap_or(0);
-        if counts.total >= self.settings.max_sessions || mine >= self.settings.max_sessions_per_peer
-        {
-            return Err(ErrorCode::Busy);
-        }
-        counts.total += 1;
-        counts.per_peer.insert(peer.clone(), mine + 1);
-        Ok(self.next_session.fetch_add(1, Ordering::Relaxed))
-    }
-
-    fn close_session(&self, peer: &Peer) {
-        let mut counts = lock(&self.sessions);
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_peer.get_mut(peer) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_peer.remove(peer);
-            }
-        }
-    }
-}
-
-/// How long a refused terminal should wait before trying again.
-const BUSY_RETRY_MS: u32 = 1000;
-
-/// Encodes the `Error` frame that answers a connection [`Session::new`]
-/// refused, into `out` (at least 64 bytes).
-pub fn refusal(code: ErrorCode, out: &mut [u8]) -> Option<usize> {
-    let retry_after_ms = if code == ErrorCode::Busy {
-        BUSY_RETRY_MS
-    } else {
-        0
-    };
-    Message::Error(message::Error {
-        code,
-        kind: 0,
-        retry_after_ms,
-    })
-    .encode(frame::MIN_FRAME_LEN, out)
-    .ok()
-}
-
-/// A message waiting for [`Session::poll_transmit`]. Multi-frame replies
-/// (a grant and its plans, a manifest and its entries) are one entry with a
-/// cursor, so a queue entry stays small whatever the batch size.
-#[derive(Debug, Clone)]
-enum Out {
-    Welcome,
-    Keepalive,
-    Error {
-        code: ErrorCode,
-        kind: u8,
-        retry_after_ms: u32,
-    },
-    /// `next == 0`: the Grant; `next == i + 1`: the plan of file `i`.
-    Grant {
-        next: u32,
-    },
-    /// The current plan of one file.
-    Plan(u16),
-    /// The durable offset of one file, read when sent.
-    Ack(u16),
-    Rewind {
-        file: u16,
-        offset: u64,
-    },
-    Verified(u16),
-    Rejected {
-        index: u16,
-        reason: ErrorCode,
-    },
-    BatchComplete,
-    /// `next == 0`: the Manifest; `next == i + 1`: entry `i`.
-    Manifest {
-        batch: Arc<Batch>,
-        next: u32,
-    },
-}
-
-/// Replies waiting to be sent. Bounded: a peer that sends requests without
-/// reading replies loses replies, not relay memory.
-#[derive(Debug, Default)]
-struct Outbox(VecDeque<Out>);
-
-/// Most queued replies per session.
-const MAX_QUEUED: usize = 256;
-
-impl Outbox {
-    /// Forgets replies that describe the current upload. They are rendered
-    /// from the upload when sent, so once it is replaced they would describe
-    /// the new batch instead (found by the relay_session fuzzer).
-    fn forget_upload_replies(&mut self) {
-        self.0.retain(|o| {
-            !matches!(
-                o,
-                Out::Grant { .. }
-                    | Out::Plan(_)
-                    | Out::Ack(_)
-                    | Out::Rewind { .. }
-                    | Out::Verified(_)
-                    | Out::Rejected { .. }
-                    | Out::BatchComplete
-            )
-        });
-    }
-}
-
-impl Outbox {
-    fn push(&mut self, out: Out) {
-        if self.0.len() < MAX_QUEUED {
-            self.0.push_back(out);
-        } else {
-            tracing::debug!("reply queue full, dropping {out:?}");
-        }
-    }
-
-    fn error(&mut self, code: ErrorCode, kind: Kind) {
-        self.error_retry(code, kind, 0);
-    }
-
-    fn error_retry(&mut self, code: ErrorCode, kind: Kind, retry_after_ms: u32) {
-        self.push(Out::Error {
-            code,
-            kind: kind as u8,
-            retry_after_ms,
-        });
-    }
-
-    /// Queues an Ack for `file` unless one is already waiting (it reads the
-    /// offset when sent, so one is enough).
-    fn ack(&mut self, file: u16) {
-        if !self
-            .0
-            .iter()
-            .any(|o| matches!(o, Out::Ack(f) if *f == file))
-        {
-            self.push(Out::Ack(file));
-        }
-    }
-}
-
-/// A download stream: `Data` frames of one blob from `next` up to the credit.
-#[derive(Debug, Clone, Copy)]
-struct Stream {
-    file: u16,
-    blob: BlobId,
-    size: u64,
-    next: u64,
-    credit_end: u64,
-    /// The batch's expiry (Unix seconds): nothing is served from then on.
-    expires_at: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -858,12 +481,11 @@ impl Session {
                 }
                 encoded
             }
-            upload_item => {
+            Out::Upload(reply) => {
                 let up = self.upload.as_deref()?;
-                let (msg, more) =
-                    up.render(upload_item, self.link.window, unix_secs(self.clock))?;
+                let (msg, more) = up.render(reply, self.link.window, unix_secs(self.clock))?;
                 if let Some(more) = more {
-                    self.out.0.push_front(more);
+                    self.out.0.push_front(Out::Upload(more));
                 }
                 msg.encode(max, out)
             }
@@ -880,9 +502,4 @@ impl Session {
             }
         }
     }
-}
-
-/// The plan a file's state stands for, as sent in a `FilePlan`.
-fn file_plan(index: u16, plan: message::Plan) -> Message<'static> {
-    Message::FilePlan(FilePlan { index, plan })
 }

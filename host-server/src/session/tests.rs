@@ -18,7 +18,10 @@ use pickup_proto::{Code, Duration, ErrorCode, Instant, Sha1Digest};
 
 use super::*;
 use crate::random::SeededRandom;
+use crate::relay::Relay;
+use crate::settings::{Link, Settings, MIN_ACK_WINDOW};
 use crate::store::memory::MemoryStore;
+use crate::store::Store;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -1695,7 +1698,7 @@ fn a_tiny_announced_window_does_not_make_every_frame_an_fsync() {
         w.now(),
         &[("f", 4096, Sha1Digest::of(&data))],
     ));
-    let half = (super::MIN_ACK_WINDOW / 2) as usize;
+    let half = (MIN_ACK_WINDOW / 2) as usize;
     for at in (0..half - 16).step_by(16) {
         send(&mut s, w.now(), data_msg(at, &data[at..at + 16]));
     }

@@ -24,7 +24,9 @@ use serialport::{SerialPort, TTYPort};
 use super::Clock;
 use crate::config::SerialPortSpec;
 use crate::rate_limit::Peer;
-use crate::session::{refusal, Link, Relay, Session, SyncJob};
+use crate::relay::Relay;
+use crate::session::{refusal, Session, SyncJob};
+use crate::settings::Link;
 
 /// How long a read waits before timers and the stop flag are checked.
 const POLL: Duration = Duration::from_millis(50);

@@ -24,7 +24,9 @@ use tokio::task::{block_in_place, JoinHandle};
 
 use super::Clock;
 use crate::rate_limit::Peer;
-use crate::session::{refusal, Link, Relay, Session};
+use crate::relay::Relay;
+use crate::session::{refusal, Session};
+use crate::settings::Link;
 
 /// Bytes read per `read` call (one buffer per worker thread, not per
 /// connection).

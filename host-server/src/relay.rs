@@ -1,0 +1,194 @@
+//! State every session of one relay shares: settings, the store, the random
+//! source, failed-lookup limits, session counts and upload leases.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+
+use pickup_proto::{ErrorCode, Instant};
+
+use crate::random::Random;
+use crate::rate_limit::{Peer, RateLimiter};
+use crate::settings::Settings;
+use crate::store::{BatchId, Store, StoreError, SweepStats};
+
+/// Locks `m`, taking over the state of a holder that panicked (every
+/// critical section leaves its state whole).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Seconds since the Unix epoch, from the relay's `now` (milliseconds since
+/// the Unix epoch, see [`crate::transport::Clock`]).
+pub fn unix_secs(now: Instant) -> u64 {
+    now.as_millis() / 1000
+}
+
+/// Who may write to a batch's partial uploads: the session that most
+/// recently granted or resumed it. A terminal that reconnects takes the
+/// upload over from its stale session, whose later writes are refused.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) batch: BatchId,
+    /// Read-locked while the owner works (its receiving thread and its
+    /// deferred sync may both be at it), write-locked to change owners.
+    owner: RwLock<u64>,
+}
+
+impl Lease {
+    /// Runs `f` if `session` still holds the lease, excluding the new owner
+    /// while it runs; `None` if the lease was taken over.
+    pub(crate) fn run<T>(&self, session: u64, f: impl FnOnce() -> T) -> Option<T> {
+        let owner = self.owner.read().unwrap_or_else(|e| e.into_inner());
+        (*owner == session).then(f)
+    }
+
+    fn owner(&self) -> RwLockWriteGuard<'_, u64> {
+        self.owner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Default)]
+struct SessionCounts {
+    total: usize,
+    per_peer: HashMap<Peer, usize>,
+}
+
+/// What all sessions of one relay share: settings, store, random source,
+/// rate limits, session counts and upload leases.
+pub struct Relay {
+    pub(crate) settings: Settings,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) rng: Mutex<Box<dyn Random>>,
+    limiter: Mutex<RateLimiter>,
+    sessions: Mutex<SessionCounts>,
+    leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
+    next_session: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Threads computing expected proofs now (at most one per core).
+    pub(crate) proof_threads: Arc<AtomicUsize>,
+}
+
+impl core::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Relay")
+            .field("settings", &self.settings)
+            .field("sessions", &lock(&self.sessions).total)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay over `store`, drawing secrets from `rng`.
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        rng: Box<dyn Random>,
+        now: Instant,
+    ) -> Arc<Relay> {
+        Arc::new(Relay {
+            limiter: Mutex::new(RateLimiter::new(settings.rate, now)),
+            settings,
+            store,
+            rng: Mutex::new(rng),
+            sessions: Mutex::new(SessionCounts::default()),
+            leases: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            proof_threads: Arc::default(),
+        })
+    }
+
+    /// The shared settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// Sessions open now.
+    pub fn sessions(&self) -> usize {
+        lock(&self.sessions).total
+    }
+
+    /// From now on new sessions are refused with `ShuttingDown`.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Deletes expired batches, collects unreferenced blobs and forgets
+    /// rate-limit state that has refilled. Call it periodically.
+    pub fn sweep(&self, now: Instant) -> Result<SweepStats, StoreError> {
+        lock(&self.limiter).prune(now);
+        let secs = unix_secs(now);
+        self.store
+            .sweep(secs, secs.saturating_sub(self.settings.expired_memory_secs))
+    }
+
+    pub(crate) fn fill_random(&self, buf: &mut [u8]) -> bool {
+        lock(&self.rng).fill(buf)
+    }
+
+    pub(crate) fn check_lookup(&self, peer: &Peer, now: Instant) -> Result<(), u32> {
+        lock(&self.limiter).check(peer, now)
+    }
+
+    pub(crate) fn failed_lookup(&self, peer: &Peer, now: Instant) {
+        lock(&self.limiter).failed(peer, now);
+    }
+
+    pub(crate) fn take_lease(&self, batch: BatchId, session: u64) -> Arc<Lease> {
+        let lease = lock(&self.leases)
+            .entry(batch)
+            .or_insert_with(|| {
+                Arc::new(Lease {
+                    batch,
+                    owner: RwLock::new(session),
+                })
+            })
+            .clone();
+        *lease.owner() = session;
+        lease
+    }
+
+    pub(crate) fn release_lease(&self, lease: &Lease, session: u64) {
+        let mut leases = lock(&self.leases);
+        if *lease.owner() == session {
+            leases.remove(&lease.batch);
+        }
+    }
+
+    pub(crate) fn open_session(&self, peer: &Peer) -> Result<u64, ErrorCode> {
+        if self.is_shutting_down() {
+            return Err(ErrorCode::ShuttingDown);
+        }
+        let mut counts = lock(&self.sessions);
+        let mine = counts.per_peer.get(peer).copied().unwrap_or(0);
+        if counts.total >= self.settings.max_sessions || mine >= self.settings.max_sessions_per_peer
+        {
+            return Err(ErrorCode::Busy);
+        }
+        counts.total += 1;
+        counts.per_peer.insert(peer.clone(), mine + 1);
+        Ok(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn close_session(&self, peer: &Peer) {
+        let mut counts = lock(&self.sessions);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_peer.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_peer.remove(peer);
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! What every session of a relay shares and what each link announces: the
+//! one place their defaults are written.
+//!
+//! [`crate::config::Config`] reads them from a file and flags; sessions,
+//! drivers and tests take them from here.
+
+use pickup_proto::{frame, Duration};
+
+use crate::rate_limit::RateSettings;
+
+/// Settings every session of a relay shares (see [`crate::config::Config`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Symbols per pickup code.
+    pub code_len: usize,
+    /// Batch lifetime in seconds.
+    pub code_ttl_secs: u64,
+    /// How long an expired code answers `Expired` rather than `UnknownCode`.
+    pub expired_memory_secs: u64,
+    /// Largest file.
+    pub max_file_size: u64,
+    /// Most files per batch.
+    pub max_files_per_batch: u16,
+    /// Largest batch.
+    pub max_batch_size: u64,
+    /// Most content bytes held.
+    pub disk_quota: u64,
+    /// Most batches alive at once.
+    pub max_live_batches: u64,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+    /// Most sessions at once from one peer.
+    pub max_sessions_per_peer: usize,
+    /// Close a session that sends nothing for this long.
+    pub idle_timeout: Duration,
+    /// Acknowledge received bytes after this long without more data.
+    pub ack_delay: Duration,
+    /// Failed-lookup limits.
+    pub rate: RateSettings,
+    /// Offer instant upload.
+    pub instant_upload: bool,
+}
+
+/// Link parameters, per transport: what the relay announces in `Welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Largest raw frame the relay accepts on this link (its decoder size).
+    pub max_frame: u32,
+    /// Upload bytes a terminal may have in flight.
+    pub window: u32,
+}
+
+/// The smallest terminal window the relay paces its acks by (acks then come
+/// every 1–2 KiB at most); a smaller announced window counts as this.
+pub const MIN_ACK_WINDOW: u32 = 4096;
+
+impl Link {
+    /// The TCP defaults: 64 KiB frames, 32 MiB window (what terminals accept at most by default).
+    pub const TCP: Link = Link {
+        max_frame: frame::MAX_FRAME_LEN as u32,
+        window: 32 * 1024 * 1024,
+    };
+    /// The serial defaults: 4 KiB frames, 8 MiB window.
+    pub const SERIAL: Link = Link {
+        max_frame: 4096,
+        window: 8 * 1024 * 1024,
+    };
+
+    /// The decoder buffer a driver needs for this link.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame as usize
+    }
+}
