@@ -15,7 +15,7 @@ const MIB: u64 = 1024 * 1024;
 fn transfers_complete_over_a_link_cut_every_3_mib() {
     let relay = Relay::start();
     let proxy = Proxy::start(relay.port);
-    // More than the relay's ack spacing (half its 4 MiB TCP window), so
+    // More than the relay's largest ack step (PROTOCOL.md §5.4), so
     // every connection gets something durable through before the cut.
     proxy.cut_every.store(3 * MIB, Ordering::SeqCst);
     let work = tempfile::tempdir().unwrap();
