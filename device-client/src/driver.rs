@@ -1,4 +1,5 @@
-//! The blocking loop shared by the upload and download drivers.
+//! The one blocking loop of the upload and download drivers, generic over
+//! [`pickup_proto::drive::Machine`] and following its call order.
 //!
 //! One iteration: send everything the machine has, report its events, read
 //! once from the link (a read returns within the link's timeout, see
@@ -7,9 +8,9 @@
 //! asks [`Retransfer`] whether and when to connect again.
 
 use embedded_io::{Error as _, Read, Write};
-use pickup_proto::frame::{Decoder, Frame};
+use pickup_proto::drive::Machine;
+use pickup_proto::frame::Decoder;
 use pickup_proto::storage::ReadAt;
-use pickup_proto::{download, upload, Instant};
 
 use crate::clock::Clock;
 use crate::link::{is_quiet, Connector, LinkLoss};
@@ -58,123 +59,13 @@ impl<F: core::fmt::Display, S: core::fmt::Debug> core::fmt::Display for RunError
     }
 }
 
-/// A protocol machine as the loop drives it; implemented for both sessions.
-pub(crate) trait Machine<Io: ?Sized> {
-    type IoError;
-    type Event: Copy;
-    type Failure: Copy;
-    fn connected(&mut self, now: Instant);
-    fn disconnected(&mut self, now: Instant);
-    fn frame(&mut self, now: Instant, frame: Frame<'_>, io: &mut Io) -> Result<(), Self::IoError>;
-    fn transmit(
-        &mut self,
-        now: Instant,
-        io: &mut Io,
-        out: &mut [u8],
-    ) -> Result<Option<usize>, Self::IoError>;
-    fn event(&mut self) -> Option<Self::Event>;
-    fn deadline(&self) -> Option<Instant>;
-    fn on_timeout(&mut self, now: Instant);
-    fn finished(&self) -> bool;
-    fn failure(&self) -> Option<Self::Failure>;
-    /// Grows whenever the transfer moves forward (see [`Retransfer`]).
-    fn progress(&self) -> u64;
-    fn is_link_lost(event: &Self::Event) -> bool;
-}
-
-impl<const F: usize, R: ReadAt> Machine<R> for upload::Session<'_, F> {
-    type IoError = R::Error;
-    type Event = upload::Event;
-    type Failure = upload::Error;
-    fn connected(&mut self, now: Instant) {
-        self.handle_connected(now)
-    }
-    fn disconnected(&mut self, now: Instant) {
-        self.handle_disconnected(now)
-    }
-    fn frame(&mut self, now: Instant, frame: Frame<'_>, _: &mut R) -> Result<(), R::Error> {
-        self.handle_frame(now, frame);
-        Ok(())
-    }
-    fn transmit(
-        &mut self,
-        now: Instant,
-        io: &mut R,
-        out: &mut [u8],
-    ) -> Result<Option<usize>, R::Error> {
-        self.poll_transmit(now, io, out)
-    }
-    fn event(&mut self) -> Option<upload::Event> {
-        self.poll_event()
-    }
-    fn deadline(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn on_timeout(&mut self, now: Instant) {
-        self.handle_timeout(now)
-    }
-    fn finished(&self) -> bool {
-        self.is_finished()
-    }
-    fn failure(&self) -> Option<upload::Error> {
-        self.error()
-    }
-    fn progress(&self) -> u64 {
-        // The grant is progress too: it is what a fresh link first achieves.
-        self.acked()
-            .saturating_mul(2)
-            .saturating_add(u64::from(self.grant().is_some()))
-    }
-    fn is_link_lost(event: &upload::Event) -> bool {
-        matches!(event, upload::Event::LinkLost)
-    }
-}
-
-impl<const F: usize, S: download::Sink> Machine<S> for download::Session<F> {
-    type IoError = <S as ReadAt>::Error;
-    type Event = download::Event;
-    type Failure = download::Error;
-    fn connected(&mut self, now: Instant) {
-        self.handle_connected(now)
-    }
-    fn disconnected(&mut self, now: Instant) {
-        self.handle_disconnected(now)
-    }
-    fn frame(&mut self, now: Instant, frame: Frame<'_>, io: &mut S) -> Result<(), Self::IoError> {
-        self.handle_frame(now, frame, io)
-    }
-    fn transmit(
-        &mut self,
-        now: Instant,
-        io: &mut S,
-        out: &mut [u8],
-    ) -> Result<Option<usize>, Self::IoError> {
-        self.poll_transmit(now, io, out)
-    }
-    fn event(&mut self) -> Option<download::Event> {
-        self.poll_event()
-    }
-    fn deadline(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn on_timeout(&mut self, now: Instant) {
-        self.handle_timeout(now)
-    }
-    fn finished(&self) -> bool {
-        self.is_finished()
-    }
-    fn failure(&self) -> Option<download::Error> {
-        self.error()
-    }
-    fn progress(&self) -> u64 {
-        // The manifest (sizes known) is progress too.
-        self.done_bytes()
-            .saturating_mul(2)
-            .saturating_add(u64::from(self.total_size() > 0))
-    }
-    fn is_link_lost(event: &download::Event) -> bool {
-        matches!(event, download::Event::LinkLost)
-    }
+/// A number that grows whenever the transfer moves forward (see
+/// [`Retransfer`]): the bytes done, and the grant or manifest before any.
+fn progress<M: Machine<Io>, Io: ReadAt + ?Sized>(machine: &M) -> u64 {
+    let p = machine.progress();
+    p.done
+        .saturating_mul(2)
+        .saturating_add(u64::from(p.started))
 }
 
 /// The buffers and policy a driver lends to one `run`.
@@ -193,10 +84,10 @@ pub(crate) fn run<M, Io, B, C, K, O>(
     connector: &mut C,
     clock: &K,
     observer: &mut O,
-) -> Result<(), RunError<M::Failure, M::IoError>>
+) -> Result<(), RunError<M::Error, Io::Error>>
 where
     M: Machine<Io>,
-    Io: ?Sized,
+    Io: ReadAt + ?Sized,
     B: AsMut<[u8]> + AsRef<[u8]>,
     C: Connector,
     K: Clock,
@@ -208,12 +99,12 @@ where
         policy,
     } = parts;
     let mut retransfer = Retransfer::new(policy);
-    let mut best = machine.progress();
+    let mut best = progress(machine);
     // Number of the attempt the next connect makes (0: the first link).
     let mut attempt = 0u32;
     loop {
-        if machine.finished() {
-            return match machine.failure() {
+        if machine.is_finished() {
+            return match machine.error() {
                 Some(f) => Err(RunError::Session(f)),
                 None => Ok(()),
             };
@@ -225,7 +116,7 @@ where
                     observer(Event::Link(LinkEvent::Reconnected { attempt }));
                 }
                 decoder.reset();
-                machine.connected(clock.now());
+                machine.handle_connected(clock.now());
                 let outcome = exchange(
                     machine,
                     io,
@@ -237,7 +128,7 @@ where
                     &mut best,
                     observer,
                 );
-                machine.disconnected(clock.now());
+                machine.handle_disconnected(clock.now());
                 // Events raised just before the loss (a grant read in the
                 // same batch of frames as the last write failed) still count.
                 drain(machine, &mut retransfer, &mut best, observer);
@@ -283,10 +174,10 @@ fn exchange<M, Io, B, L, K, O>(
     retransfer: &mut Retransfer,
     best: &mut u64,
     observer: &mut O,
-) -> Result<Option<LinkLoss>, M::IoError>
+) -> Result<Option<LinkLoss>, Io::Error>
 where
     M: Machine<Io>,
-    Io: ?Sized,
+    Io: ReadAt + ?Sized,
     B: AsMut<[u8]> + AsRef<[u8]>,
     L: Read + Write,
     K: Clock,
@@ -296,7 +187,7 @@ where
     let mut full_reads = 0u32;
     loop {
         let now = clock.now();
-        while let Some(n) = machine.transmit(now, io, tx)? {
+        while let Some(n) = machine.poll_transmit(now, io, tx)? {
             if let Err(e) = link.write_all(&tx[..n]) {
                 return Ok(Some(LinkLoss::Write(e.kind())));
             }
@@ -304,15 +195,14 @@ where
         if let Err(e) = link.flush() {
             return Ok(Some(LinkLoss::Write(e.kind())));
         }
-        let lost = drain(machine, retransfer, best, observer);
-        if machine.finished() {
+        drain(machine, retransfer, best, observer);
+        if machine.is_finished() {
             return Ok(None);
         }
-        if lost {
+        if machine.is_idle() {
             return Ok(Some(LinkLoss::Silent));
         }
         // `tx` is free until the next transmit: it doubles as the read buffer.
-        let mut lost = false;
         let mut caught_up = true;
         match link.read(tx) {
             Ok(0) => return Ok(Some(LinkLoss::Eof)),
@@ -324,20 +214,20 @@ where
                     // Dropped frames are counted by the decoder; the
                     // machine's timers recover whatever they carried.
                     if let Ok(frame) = result {
-                        machine.frame(now, frame, io)?;
+                        machine.handle_frame(now, frame, io)?;
                         // The machines keep a short event queue: empty it
                         // after every input so a burst of frames loses none.
-                        lost |= drain(machine, retransfer, best, observer);
+                        drain(machine, retransfer, best, observer);
                     }
                 }
             }
             Err(e) if is_quiet(e.kind()) => {}
             Err(e) => return Ok(Some(LinkLoss::Read(e.kind()))),
         }
-        if machine.finished() {
+        if machine.is_finished() {
             continue;
         }
-        if lost {
+        if machine.is_idle() {
             return Ok(Some(LinkLoss::Silent));
         }
         // After a long burst of sending, acks may be queued behind the read
@@ -351,34 +241,25 @@ where
             continue;
         }
         let now = clock.now();
-        if machine.deadline().is_some_and(|t| now >= t) {
-            machine.on_timeout(now);
+        if machine.poll_timeout().is_some_and(|t| now >= t) {
+            machine.handle_timeout(now);
         }
     }
 }
 
-/// Reports the machine's pending events and notes progress; returns whether
-/// one of them says the link is lost.
-fn drain<M, Io, O>(
-    machine: &mut M,
-    retransfer: &mut Retransfer,
-    best: &mut u64,
-    observer: &mut O,
-) -> bool
+/// Reports the machine's pending events and notes progress.
+fn drain<M, Io, O>(machine: &mut M, retransfer: &mut Retransfer, best: &mut u64, observer: &mut O)
 where
     M: Machine<Io>,
-    Io: ?Sized,
+    Io: ReadAt + ?Sized,
     O: FnMut(Event<M::Event>),
 {
-    let mut lost = false;
-    while let Some(e) = machine.event() {
-        lost |= M::is_link_lost(&e);
+    while let Some(e) = machine.poll_event() {
         observer(Event::Session(e));
     }
-    let p = machine.progress();
+    let p = progress(machine);
     if p > *best {
         *best = p;
         retransfer.on_progress();
     }
-    lost
 }

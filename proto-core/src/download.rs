@@ -3,7 +3,8 @@
 //! [`Session`] fetches a batch by code, file by file in index order, and
 //! verifies each file's SHA-1 before it reports it done. Like
 //! [`upload::Session`](crate::upload::Session) it does no I/O of its own: the
-//! driver moves frames and time, and file bytes go through a [`Sink`].
+//! driver moves frames and time through the same [`Machine`] contract
+//! (call order in [`crate::drive`]), and file bytes go through a [`Sink`].
 //!
 //! ```text
 //!            handle_connected
@@ -30,6 +31,7 @@
 use heapless::{Deque, Vec};
 
 use crate::code::Code;
+use crate::drive::{Machine, Progress};
 use crate::error::ErrorCode;
 use crate::frame::{self, Frame};
 use crate::hash::{Sha1Digest, Sha1Hasher};
@@ -337,6 +339,20 @@ impl<const F: usize> Session<F> {
         matches!(self.phase, Phase::Done | Phase::Failed)
     }
 
+    /// Whether no exchange runs (see [`Machine::is_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    /// How far the download has come: the manifest, bytes written.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            started: self.expected_files.is_some(),
+            done: self.done_bytes(),
+            total: self.total_size(),
+        }
+    }
+
     /// The failure, if the download failed.
     pub fn error(&self) -> Option<Error> {
         self.error
@@ -385,8 +401,9 @@ impl<const F: usize> Session<F> {
         }
     }
 
-    /// Handles one frame from the relay; undecodable frames are ignored.
-    pub fn handle_frame<S: Sink>(
+    /// Handles one frame from the relay (see [`Machine::handle_frame`]);
+    /// undecodable frames are ignored.
+    pub fn handle_frame<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         frame: Frame<'_>,
@@ -400,7 +417,7 @@ impl<const F: usize> Session<F> {
 
     /// Handles one decoded message. Storage errors are returned as they are;
     /// the session stays consistent and the timers retry.
-    pub fn handle_message<S: Sink>(
+    pub fn handle_message<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         msg: Message<'_>,
@@ -496,7 +513,7 @@ impl<const F: usize> Session<F> {
         }
     }
 
-    fn on_entry<S: Sink>(
+    fn on_entry<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         e: ManifestEntry<'_>,
@@ -572,7 +589,11 @@ impl<const F: usize> Session<F> {
     }
 
     /// Moves to the first unfinished file and starts it.
-    fn advance<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Result<(), <S as ReadAt>::Error> {
+    fn advance<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
         let Some(next) = self.files.iter().position(|f| !f.done) else {
             self.finish_session(now);
             return Ok(());
@@ -610,7 +631,7 @@ impl<const F: usize> Session<F> {
         self.retry_at = Some(now + self.config.retransmit_timeout);
     }
 
-    fn on_data<S: Sink>(
+    fn on_data<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         d: message::Data<'_>,
@@ -652,7 +673,7 @@ impl<const F: usize> Session<F> {
     }
 
     /// The current file has all its bytes: verify and finish it, or retry.
-    fn complete_file<S: Sink>(
+    fn complete_file<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         sink: &mut S,
@@ -777,7 +798,8 @@ impl<const F: usize> Session<F> {
     /// `None` if there is nothing to send now. `out` must hold at least
     /// [`frame::max_encoded_len`] of [`frame::MIN_FRAME_LEN`]; it is also
     /// the buffer through which a resumed file's prefix is re-hashed.
-    pub fn poll_transmit<S: Sink>(
+    #[must_use = "a frame written to `out` must be sent"]
+    pub fn poll_transmit<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         sink: &mut S,
@@ -835,7 +857,7 @@ impl<const F: usize> Session<F> {
         Ok(n)
     }
 
-    fn rehash_prefix<S: Sink>(
+    fn rehash_prefix<S: Sink + ?Sized>(
         &mut self,
         now: Instant,
         sink: &mut S,
@@ -875,5 +897,53 @@ impl<const F: usize> Session<F> {
     }
 }
 
+impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<F> {
+    type Event = Event;
+    type Error = Error;
+    fn handle_connected(&mut self, now: Instant) {
+        Session::handle_connected(self, now)
+    }
+    fn handle_disconnected(&mut self, now: Instant) {
+        Session::handle_disconnected(self, now)
+    }
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: Frame<'_>,
+        files: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        Session::handle_frame(self, now, frame, files)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        files: &mut S,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, <S as ReadAt>::Error> {
+        Session::poll_transmit(self, now, files, out)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Session::poll_event(self)
+    }
+    fn is_idle(&self) -> bool {
+        Session::is_idle(self)
+    }
+    fn is_finished(&self) -> bool {
+        Session::is_finished(self)
+    }
+    fn error(&self) -> Option<Error> {
+        Session::error(self)
+    }
+    fn progress(&self) -> Progress {
+        Session::progress(self)
+    }
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

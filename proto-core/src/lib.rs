@@ -26,7 +26,8 @@
 //!   byte layouts and test vectors.
 //! - [`code`]: the pickup code and its Crockford base32 text form.
 //! - [`hash`]: SHA-1 digests and the proof of ownership used by instant upload.
-//! - [`upload`] and [`download`]: the client state machines.
+//! - [`upload`] and [`download`]: the client state machines, and [`drive`]:
+//!   the [`drive::Machine`] contract through which drivers run either.
 //! - [`storage`]: the read-at / write-at traits through which the machines
 //!   reach file bytes, so an MCU can serve them from flash.
 //! - [`time`]: the protocol's own `Instant` and `Duration`.
@@ -52,6 +53,7 @@
 
 pub mod code;
 pub mod download;
+pub mod drive;
 pub mod error;
 mod fixed_bytes;
 pub mod frame;

@@ -38,7 +38,7 @@ pub enum ReadError<E> {
 }
 
 /// Reads `size` bytes of `file` from the start and feeds them to `sink`.
-fn read_all<R: ReadAt>(
+fn read_all<R: ReadAt + ?Sized>(
     source: &mut R,
     file: u16,
     size: u64,
@@ -63,7 +63,7 @@ fn read_all<R: ReadAt>(
 }
 
 /// SHA-1 of the first `size` bytes of `file`, read through `buf`.
-pub fn sha1_of<R: ReadAt>(
+pub fn sha1_of<R: ReadAt + ?Sized>(
     source: &mut R,
     file: u16,
     size: u64,
@@ -75,7 +75,7 @@ pub fn sha1_of<R: ReadAt>(
 }
 
 /// The proof of ownership of the first `size` bytes of `file` for `nonce`.
-pub fn proof_of<R: ReadAt>(
+pub fn proof_of<R: ReadAt + ?Sized>(
     source: &mut R,
     file: u16,
     size: u64,

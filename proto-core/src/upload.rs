@@ -3,19 +3,10 @@
 //! [`Session`] holds everything an upload needs to survive a lossy link, a
 //! dropped connection or a restart of either side, and nothing that touches
 //! I/O. A driver (the `pickup-device` blocking client, the `pickup` CLI, the
-//! simulator, a fuzzer) moves bytes and time in and out:
-//!
-//! ```text
-//!   handle_connected(now)         once per new link (first and every reconnect)
-//!   loop {
-//!       while let Some(n) = poll_transmit(now, source, buf)? { write buf[..n] }
-//!       while let Some(e) = poll_event() { report e }
-//!       wait for bytes or poll_timeout()
-//!       feed bytes to a frame::Decoder → handle_frame(now, frame)
-//!       handle_timeout(now)
-//!       on link loss: handle_disconnected(now), reconnect, handle_connected(now)
-//!   }
-//! ```
+//! simulator, a fuzzer) moves bytes and time in and out through the
+//! [`Machine`] contract it shares with
+//! [`download::Session`](crate::download::Session), with file bytes read
+//! through a [`ReadAt`] source; [`crate::drive`] has the call order.
 //!
 //! ```text
 //!            handle_connected
@@ -44,6 +35,7 @@
 use heapless::{Deque, Vec};
 
 use crate::code::Code;
+use crate::drive::{Machine, Progress};
 use crate::error::ErrorCode;
 use crate::frame::{self, EncodeError, Frame};
 use crate::hash::{Nonce, Sha1Digest};
@@ -328,6 +320,11 @@ impl<'n, const F: usize> Session<'n, F> {
         matches!(self.phase, Phase::Done | Phase::Failed)
     }
 
+    /// Whether no exchange runs (see [`Machine::is_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
     /// The failure, if the upload failed.
     pub fn error(&self) -> Option<Error> {
         self.error
@@ -338,6 +335,15 @@ impl<'n, const F: usize> Session<'n, F> {
         self.files
             .iter()
             .fold(0u64, |t, f| t.saturating_add(f.meta.size))
+    }
+
+    /// How far the upload has come: granted, bytes durable at the relay.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            started: self.grant.is_some(),
+            done: self.acked(),
+            total: self.total_size(),
+        }
     }
 
     /// Bytes the relay holds durably (acked, linked or verified).
@@ -379,6 +385,10 @@ impl<'n, const F: usize> Session<'n, F> {
     /// Handles one frame from the relay. Frames that do not decode, or are
     /// not expected now, are ignored: the timers recover from whatever they
     /// were meant to say.
+    ///
+    /// An upload reads no file bytes on input, so this needs no source; a
+    /// driver written for both machines calls [`Machine::handle_frame`],
+    /// which takes one like the download's.
     pub fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
         if let Ok(msg) = Message::decode_from_relay(frame) {
             self.handle_message(now, msg);
@@ -732,7 +742,8 @@ impl<'n, const F: usize> Session<'n, F> {
     /// `config.max_frame`) and returns its length, or `None` if there is
     /// nothing to send now. Reads file bytes through `source`; a read error
     /// is returned as is and nothing is marked sent.
-    pub fn poll_transmit<R: ReadAt>(
+    #[must_use = "a frame written to `out` must be sent"]
+    pub fn poll_transmit<R: ReadAt + ?Sized>(
         &mut self,
         now: Instant,
         source: &mut R,
@@ -745,7 +756,7 @@ impl<'n, const F: usize> Session<'n, F> {
         Ok(n)
     }
 
-    fn next_frame<R: ReadAt>(
+    fn next_frame<R: ReadAt + ?Sized>(
         &mut self,
         source: &mut R,
         out: &mut [u8],
@@ -890,6 +901,55 @@ impl<'n, const F: usize> Session<'n, F> {
                 None
             }
         }
+    }
+}
+
+impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
+    type Event = Event;
+    type Error = Error;
+    fn handle_connected(&mut self, now: Instant) {
+        Session::handle_connected(self, now)
+    }
+    fn handle_disconnected(&mut self, now: Instant) {
+        Session::handle_disconnected(self, now)
+    }
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: Frame<'_>,
+        _files: &mut R,
+    ) -> Result<(), R::Error> {
+        Session::handle_frame(self, now, frame);
+        Ok(())
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        files: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, R::Error> {
+        Session::poll_transmit(self, now, files, out)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Session::poll_event(self)
+    }
+    fn is_idle(&self) -> bool {
+        Session::is_idle(self)
+    }
+    fn is_finished(&self) -> bool {
+        Session::is_finished(self)
+    }
+    fn error(&self) -> Option<Error> {
+        Session::error(self)
+    }
+    fn progress(&self) -> Progress {
+        Session::progress(self)
     }
 }
 

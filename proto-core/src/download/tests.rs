@@ -11,7 +11,7 @@ const T0: Instant = Instant::from_millis(5_000);
 
 /// An in-memory sink that records what the machine asked of it.
 #[derive(Default)]
-struct MemSink {
+pub(crate) struct MemSink {
     files: Vec<Vec<u8>>,
     names: Vec<String>,
     /// Bytes present before the download started, by index.
