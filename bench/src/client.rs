@@ -11,7 +11,8 @@ use std::time::Instant as StdInstant;
 
 use pickup_device::hash_thread::HashThread;
 use pickup_proto::download::{self, Sink};
-use pickup_proto::frame::{max_encoded_len, Decoder};
+use pickup_proto::drive::Machine;
+use pickup_proto::frame::{max_encoded_len, Decoder, MAX_FRAME_LEN};
 use pickup_proto::message::ManifestEntry;
 use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::upload::{self, FileMeta};
@@ -62,9 +63,9 @@ struct Source<'a> {
 }
 
 impl ReadAt for Source<'_> {
-    type Error = core::convert::Infallible;
-    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let n = self.files.read_at(file, offset, buf)?;
+    type Error = io::Error;
+    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Ok(n) = self.files.read_at(file, offset, buf);
         if self.files.len() == 1 && n > 0 {
             self.sent.push((StdInstant::now(), offset + n as u64));
         }
@@ -93,72 +94,113 @@ pub fn upload<L: Read + Write>(
         .collect();
     let mut session = upload::Session::<'_, 16>::new(config, &metas)
         .map_err(|e| io::Error::other(format!("upload: {e}")))?;
-    let clock = Clock(StdInstant::now());
-    let max_frame = config.max_frame as usize;
-    let mut decoder = Decoder::new(vec![0u8; max_frame].into_boxed_slice());
-    let mut tx = vec![0u8; max_encoded_len(pickup_proto::frame::MAX_FRAME_LEN)];
-    let mut rx = vec![0u8; 256 * 1024];
-    let mut linked = 0usize;
-    let mut welcomed_after = std::time::Duration::ZERO;
-    let mut granted_after = std::time::Duration::ZERO;
-    let mut blocked_writing = std::time::Duration::ZERO;
-    let mut waiting = std::time::Duration::ZERO;
-    session.handle_connected(clock.now());
+    let start = StdInstant::now();
     let mut source = Source {
         files,
         sent: Vec::new(),
     };
+    let mut linked = 0usize;
+    let mut welcomed_after = std::time::Duration::ZERO;
+    let mut granted_after = std::time::Duration::ZERO;
     let mut ack_latencies = Vec::new();
     let mut timed = 0usize;
+    let max_frame = config.max_frame as usize;
+    let waits = drive(
+        link,
+        &mut session,
+        &mut source,
+        max_frame,
+        |source: &mut Source<'_>, event| match event {
+            upload::Event::Linked { .. } => linked += 1,
+            upload::Event::Connected => welcomed_after = start.elapsed(),
+            upload::Event::Granted { .. } => granted_after = start.elapsed(),
+            upload::Event::Progress { acked, .. } => {
+                // The first send that this acknowledgement covers.
+                while let Some(&(at, end)) = source.sent.get(timed) {
+                    if end > acked {
+                        break;
+                    }
+                    if end == acked || source.sent.get(timed + 1).is_none_or(|n| n.1 > acked) {
+                        ack_latencies.push(at.elapsed());
+                    }
+                    timed += 1;
+                }
+            }
+            _ => {}
+        },
+    )?;
+    ack_latencies.sort();
+    let code = session
+        .grant()
+        .map(|g| g.code)
+        .ok_or_else(|| io::Error::other("upload finished without a grant"))?;
+    Ok(Uploaded {
+        code,
+        all_linked: linked == files.len(),
+        welcomed_after,
+        granted_after,
+        blocked_writing: waits.blocked_writing,
+        waiting: waits.waiting,
+        ack_latencies,
+    })
+}
+
+/// Where a [`drive`] spent its time blocked.
+struct Waits {
+    /// Writing frames (the relay not reading).
+    blocked_writing: std::time::Duration,
+    /// Reading (waiting for the relay).
+    waiting: std::time::Duration,
+}
+
+/// Runs `session` over one link until it finishes, following the
+/// [`Machine`] call order; every event goes to `observe` with the files.
+/// `max_frame` is the session's configured `max_frame` (its decoder size).
+/// No reconnect: a lost link fails the run, as a benchmark wants.
+fn drive<M, F, L>(
+    link: &mut L,
+    session: &mut M,
+    files: &mut F,
+    max_frame: usize,
+    mut observe: impl FnMut(&mut F, M::Event),
+) -> io::Result<Waits>
+where
+    M: Machine<F>,
+    M::Error: std::fmt::Display,
+    F: ReadAt<Error = io::Error> + ?Sized,
+    L: Read + Write,
+{
+    let clock = Clock(StdInstant::now());
+    let mut decoder = Decoder::new(vec![0u8; max_frame].into_boxed_slice());
+    let mut tx = vec![0u8; max_encoded_len(MAX_FRAME_LEN)];
+    let mut rx = vec![0u8; 256 * 1024];
+    let mut waits = Waits {
+        blocked_writing: std::time::Duration::ZERO,
+        waiting: std::time::Duration::ZERO,
+    };
+    session.handle_connected(clock.now());
     loop {
         let now = clock.now();
-        while let Some(n) = match session.poll_transmit(now, &mut source, &mut tx) {
-            Ok(n) => n,
-            Err(never) => match never {},
-        } {
+        while let Some(n) = session.poll_transmit(now, files, &mut tx)? {
             let t = StdInstant::now();
             link.write_all(&tx[..n])?;
-            blocked_writing += t.elapsed();
+            waits.blocked_writing += t.elapsed();
         }
         while let Some(event) = session.poll_event() {
-            match event {
-                upload::Event::Linked { .. } => linked += 1,
-                upload::Event::Connected => welcomed_after = clock.0.elapsed(),
-                upload::Event::Granted { .. } => granted_after = clock.0.elapsed(),
-                upload::Event::Progress { acked, .. } => {
-                    // The first send that this acknowledgement covers.
-                    while let Some(&(at, end)) = source.sent.get(timed) {
-                        if end > acked {
-                            break;
-                        }
-                        if end == acked || source.sent.get(timed + 1).is_none_or(|n| n.1 > acked) {
-                            ack_latencies.push(at.elapsed());
-                        }
-                        timed += 1;
-                    }
-                }
-                upload::Event::Complete { code } => {
-                    ack_latencies.sort();
-                    return Ok(Uploaded {
-                        code,
-                        all_linked: linked == files.len(),
-                        welcomed_after,
-                        granted_after,
-                        blocked_writing,
-                        waiting,
-                        ack_latencies,
-                    });
-                }
-                upload::Event::Failed(e) => {
-                    return Err(io::Error::other(format!("upload failed: {e}")))
-                }
-                upload::Event::LinkLost => return Err(io::Error::other("upload: link lost")),
-                _ => {}
-            }
+            observe(files, event);
+        }
+        if session.is_finished() {
+            return match session.error() {
+                Some(e) => Err(io::Error::other(format!("transfer failed: {e}"))),
+                None => Ok(waits),
+            };
+        }
+        if session.is_idle() {
+            return Err(io::Error::other("link lost"));
         }
         let t = StdInstant::now();
         let got = link.read(&mut rx);
-        waiting += t.elapsed();
+        waits.waiting += t.elapsed();
         match got {
             Ok(0) => {
                 return Err(io::Error::new(
@@ -171,7 +213,7 @@ pub fn upload<L: Read + Write>(
                 let mut input = &rx[..n];
                 while let Some(result) = decoder.feed(&mut input) {
                     if let Ok(frame) = result {
-                        session.handle_frame(now, frame);
+                        session.handle_frame(now, frame, files)?;
                     }
                 }
             }
@@ -259,47 +301,12 @@ pub fn download<L: Read + Write>(
 ) -> io::Result<u64> {
     let mut session = download::Session::<16>::new(config, code);
     let mut sink = CountingSink::new()?;
-    let clock = Clock(StdInstant::now());
-    let mut decoder = Decoder::new(vec![0u8; config.max_frame as usize].into_boxed_slice());
-    let mut tx = vec![0u8; max_encoded_len(pickup_proto::frame::MAX_FRAME_LEN)];
-    let mut rx = vec![0u8; 256 * 1024];
-    session.handle_connected(clock.now());
-    loop {
-        let now = clock.now();
-        while let Some(n) = session.poll_transmit(now, &mut sink, &mut tx)? {
-            link.write_all(&tx[..n])?;
-        }
-        while let Some(event) = session.poll_event() {
-            match event {
-                download::Event::Complete => return Ok(sink.bytes),
-                download::Event::Failed(e) => {
-                    return Err(io::Error::other(format!("download failed: {e}")))
-                }
-                download::Event::LinkLost => return Err(io::Error::other("download: link lost")),
-                _ => {}
-            }
-        }
-        match link.read(&mut rx) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "relay closed the link",
-                ))
-            }
-            Ok(n) => {
-                let now = clock.now();
-                let mut input = &rx[..n];
-                while let Some(result) = decoder.feed(&mut input) {
-                    if let Ok(frame) = result {
-                        session.handle_frame(now, frame, &mut sink)?;
-                    }
-                }
-            }
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => return Err(e),
-        }
-        if session.poll_timeout().is_some_and(|t| clock.now() >= t) {
-            session.handle_timeout(clock.now());
-        }
-    }
+    drive(
+        link,
+        &mut session,
+        &mut sink,
+        config.max_frame as usize,
+        |_, _| {},
+    )?;
+    Ok(sink.bytes)
 }
