@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    pickup_proto::fuzzing::drive_download(data);
+    pickup_tests::fuzz_proto::drive_download(data);
 });

@@ -1,7 +1,7 @@
 //! Arbitrary bytes through `frame::Decoder` in data-chosen splits; every
-//! frame that is a message must round-trip. See `pickup_proto::fuzzing`.
+//! frame that is a message must round-trip. See `pickup_tests::fuzz_proto`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    pickup_proto::fuzzing::decode_stream(data);
+    pickup_tests::fuzz_proto::decode_stream(data);
 });

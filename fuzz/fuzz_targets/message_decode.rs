@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    pickup_proto::fuzzing::decode_message(data);
+    pickup_tests::fuzz_proto::decode_message(data);
 });

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    pickup_proto::fuzzing::drive_upload(data);
+    pickup_tests::fuzz_proto::drive_upload(data);
 });

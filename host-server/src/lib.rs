@@ -21,6 +21,13 @@
 //! lives in `pickup-proto`; this crate adds the relay's decisions: codes
 //! and their guessing bound ([`codes`]), failed-lookup limits
 //! ([`rate_limit`]), durability ([`store`]) and the transports.
+//!
+//! # Features
+//!
+//! - `test-support`, for tests only: `random::SeededRandom` (predictable
+//!   secrets), `rate_limit::Peer::Sim` and `store::memory::MemoryStore::crash`,
+//!   which the simulator, the fuzzers and unit tests drive the relay with.
+//!   The `pickup-tests` crate turns it on; no relay build should.
 #![forbid(unsafe_code)]
 
 pub mod codes;

@@ -2,7 +2,8 @@
 //!
 //! Codes, resume tokens and challenge nonces are drawn through [`Random`], so
 //! the relay uses the OS CSPRNG ([`OsRandom`]) while the simulator and the
-//! fuzzers inject a seeded generator and replay runs exactly.
+//! fuzzers inject a seeded generator (`SeededRandom`, feature
+//! `test-support`) and replay runs exactly.
 
 /// A source of random bytes.
 pub trait Random: Send {
@@ -22,10 +23,13 @@ impl Random for OsRandom {
 }
 
 /// A deterministic generator (SplitMix64) for simulation and tests. Not for
-/// production: its output is predictable from the seed.
+/// production: its output is predictable from the seed, which is why it
+/// exists only with the `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone)]
 pub struct SeededRandom(u64);
 
+#[cfg(any(test, feature = "test-support"))]
 impl SeededRandom {
     /// A generator that replays the same bytes for the same seed.
     pub fn new(seed: u64) -> Self {
@@ -41,6 +45,7 @@ impl SeededRandom {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Random for SeededRandom {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
         for chunk in buf.chunks_mut(8) {

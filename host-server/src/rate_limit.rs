@@ -22,7 +22,8 @@ pub enum Peer {
     Ip(IpAddr),
     /// A device on a serial port, by port path.
     Serial(Arc<str>),
-    /// A simulated or fuzzed peer.
+    /// A simulated or fuzzed peer (feature `test-support`).
+    #[cfg(any(test, feature = "test-support"))]
     Sim(u64),
 }
 
@@ -47,6 +48,7 @@ impl core::fmt::Display for Peer {
         match self {
             Peer::Ip(ip) => write!(f, "{ip}"),
             Peer::Serial(path) => write!(f, "serial:{path}"),
+            #[cfg(any(test, feature = "test-support"))]
             Peer::Sim(n) => write!(f, "sim:{n}"),
         }
     }

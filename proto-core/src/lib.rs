@@ -57,7 +57,6 @@ pub mod drive;
 pub mod error;
 mod fixed_bytes;
 pub mod frame;
-pub mod fuzzing;
 pub mod hash;
 pub mod message;
 pub mod storage;

@@ -10,10 +10,13 @@ fn main() {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     match target.as_str() {
         "relay_session" => println!("{:?}", pickup_tests::fuzz_relay::drive_relay_traced(&data)),
-        "upload_session" => println!("{:?}", pickup_proto::fuzzing::drive_upload(&data)),
-        "download_session" => println!("{:?}", pickup_proto::fuzzing::drive_download(&data)),
-        "frame_decoder" => println!("{} frames", pickup_proto::fuzzing::decode_stream(&data)),
-        "message_decode" => println!("message: {}", pickup_proto::fuzzing::decode_message(&data)),
+        "upload_session" => println!("{:?}", pickup_tests::fuzz_proto::drive_upload(&data)),
+        "download_session" => println!("{:?}", pickup_tests::fuzz_proto::drive_download(&data)),
+        "frame_decoder" => println!("{} frames", pickup_tests::fuzz_proto::decode_stream(&data)),
+        "message_decode" => println!(
+            "message: {}",
+            pickup_tests::fuzz_proto::decode_message(&data)
+        ),
         other => panic!("unknown target {other}"),
     }
 }

@@ -6,11 +6,11 @@
 //! `fuzz/dict/` are exactly what this module makes (and rewrites them with
 //! `PICKUP_WRITE_FUZZ_SEEDS=1`), and that every seed does what its name says.
 
-use pickup_proto::frame::{self, Decoder};
-use pickup_proto::fuzzing::{
+use crate::fuzz_proto::{
     self, Script, DOWNLOAD_MANIFEST_ONLY, DOWNLOAD_WAIT, UPLOAD_INSTANT, UPLOAD_RESUME,
     UPLOAD_SMALL_WINDOW,
 };
+use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
     Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FilePlan, FileRejected,
@@ -34,7 +34,7 @@ pub struct Seed {
 
 /// One example of every message kind, with multi-byte varints.
 pub fn every_kind() -> Vec<Message<'static>> {
-    let code = fuzzing::code();
+    let code = fuzz_proto::code();
     let sha1 = Sha1Digest::of(b"pickup");
     vec![
         Message::Hello(Hello {
@@ -71,7 +71,7 @@ pub fn every_kind() -> Vec<Message<'static>> {
         Message::Grant(Grant {
             code,
             expires_at: 1_800_000_000,
-            token: fuzzing::TOKEN,
+            token: fuzz_proto::TOKEN,
             files: 2,
         }),
         Message::FilePlan(FilePlan {
@@ -111,7 +111,7 @@ pub fn every_kind() -> Vec<Message<'static>> {
         }),
         Message::BatchComplete(BatchComplete { code }),
         Message::Resume(Resume {
-            token: fuzzing::TOKEN,
+            token: fuzz_proto::TOKEN,
         }),
         Message::Fetch(Fetch { code }),
         Message::Manifest(Manifest {
@@ -234,9 +234,9 @@ fn welcome(max_frame: u32, window: u32) -> Message<'static> {
 
 fn grant(files: u16) -> Message<'static> {
     Message::Grant(Grant {
-        code: fuzzing::code(),
+        code: fuzz_proto::code(),
         expires_at: 1_800_000_000,
-        token: fuzzing::TOKEN,
+        token: fuzz_proto::TOKEN,
         files,
     })
 }
@@ -270,7 +270,7 @@ fn upload_start(setup: u8) -> UploadScript {
 }
 
 fn upload_seeds() -> Vec<Seed> {
-    let size = |i: usize| fuzzing::CONTENTS[i].len() as u64;
+    let size = |i: usize| fuzz_proto::CONTENTS[i].len() as u64;
     let mut seeds = Vec::new();
 
     let mut s = upload_start(2);
@@ -284,7 +284,7 @@ fn upload_seeds() -> Vec<Seed> {
             .message(&verified(f));
     }
     s.message(&Message::BatchComplete(BatchComplete {
-        code: fuzzing::code(),
+        code: fuzz_proto::code(),
     }));
     s.events().transmit();
     seeds.push(seed(
@@ -375,26 +375,26 @@ type DownloadScript = Script<4096>;
 
 fn manifest(s: &mut DownloadScript, ready: bool) {
     s.message(&Message::Manifest(Manifest {
-        code: fuzzing::code(),
+        code: fuzz_proto::code(),
         expires_at: 1_800_000_000,
         files: 3,
         total_size: 706,
         received: if ready { 706 } else { 100 },
         ready,
     }));
-    for (i, c) in fuzzing::CONTENTS.iter().enumerate() {
+    for (i, c) in fuzz_proto::CONTENTS.iter().enumerate() {
         s.message(&Message::ManifestEntry(ManifestEntry {
             index: i as u16,
             size: c.len() as u64,
             sha1: Sha1Digest::of(c),
             received: c.len() as u64,
-            name: fuzzing::NAMES[i],
+            name: fuzz_proto::NAMES[i],
         }));
     }
 }
 
 fn data(s: &mut DownloadScript, file: u16, from: usize, to: usize) {
-    let content = fuzzing::CONTENTS[usize::from(file)];
+    let content = fuzz_proto::CONTENTS[usize::from(file)];
     let mut at = from;
     while at < to {
         let end = (at + 200).min(to);

@@ -1,14 +1,23 @@
-//! Test support for Pickup: the deterministic simulator ([`sim`]) and the
+//! Test support for Pickup: the deterministic simulator ([`sim`]), the
 //! end-to-end harness that runs the real `pickup-relay` and `pickup`
-//! binaries over faulty TCP and serial links.
+//! binaries over faulty TCP and serial links, and the fuzz harnesses.
 //!
 //! ```text
 //!   tests/simulation.rs ──► sim::World: client machines + relay sessions + MemoryStore,
 //!                           simulated clock, seeded faults, crash/restart; replay by seed
 //!   tests/end_to_end.rs ──► real processes ⇄ faulty adapters (TCP proxy, pty forwarder)
+//!   fuzz/fuzz_targets   ──► fuzz_proto: codecs, client machines vs a fake relay
+//!                           fuzz_relay: relay sessions vs fake terminals, crashes
+//!   tests/fuzz_corpus.rs ─► fuzz_seeds: the committed seed corpora and dictionary
 //! ```
+//!
+//! The harnesses live here, not in the product crates, so that none of them
+//! is compiled into `pickup-proto` or shipped as its API; this crate turns
+//! on `pickup-relay`'s `test-support` feature for the relay's test-only
+//! items.
 
 pub mod e2e;
+pub mod fuzz_proto;
 pub mod fuzz_relay;
 pub mod fuzz_seeds;
 pub mod sim;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pickup_proto::fuzzing;
+use pickup_tests::fuzz_proto;
 use pickup_tests::fuzz_relay::drive_relay;
 use pickup_tests::fuzz_seeds::{self, Seed};
 
@@ -57,7 +57,7 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
         let name = s.name.as_str();
         match s.target {
             "frame_decoder" => {
-                let frames = fuzzing::decode_stream(&s.bytes);
+                let frames = fuzz_proto::decode_stream(&s.bytes);
                 let expected = match name {
                     "every-kind-whole" | "every-kind-bytewise" => {
                         fuzz_seeds::every_kind().len() as u64
@@ -67,9 +67,9 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
                 };
                 assert_eq!(frames, expected, "{name}");
             }
-            "message_decode" => assert!(fuzzing::decode_message(&s.bytes), "{name}"),
+            "message_decode" => assert!(fuzz_proto::decode_message(&s.bytes), "{name}"),
             "upload_session" => {
-                let summary = fuzzing::drive_upload(&s.bytes);
+                let summary = fuzz_proto::drive_upload(&s.bytes);
                 match name {
                     "busy-then-rejected" => assert!(summary.failed, "{name}: {summary:?}"),
                     "link-lost-and-resumed"
@@ -82,7 +82,7 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
                 }
             }
             "download_session" => {
-                let summary = fuzzing::drive_download(&s.bytes);
+                let summary = fuzz_proto::drive_download(&s.bytes);
                 match name {
                     "unknown-code" => assert!(summary.failed, "{name}: {summary:?}"),
                     _ => assert!(summary.completed, "{name}: {summary:?}"),

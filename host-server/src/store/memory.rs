@@ -2,8 +2,8 @@
 //!
 //! It keeps the same durability model as the SQLite store: metadata changes
 //! are durable as soon as a method returns, partial bytes only once synced.
-//! [`MemoryStore::crash`] throws away exactly what a crash would: every
-//! partial upload falls back to its durable prefix.
+//! `MemoryStore::crash` (feature `test-support`) throws away exactly what a
+//! crash would: every partial upload falls back to its durable prefix.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -100,7 +100,8 @@ impl MemoryStore {
 
     /// Simulates a crash and restart: every partial upload loses the bytes
     /// past its durable offset. Sessions using the store must be dropped
-    /// first, as a real crash would drop them.
+    /// first, as a real crash would drop them. Feature `test-support`.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn crash(&self) {
         let mut inner = self.lock();
         for p in inner.partials.values_mut() {

@@ -9,7 +9,7 @@
 //!   `synchronous=FULL`), contents as plain files under the data directory,
 //!   named by internal id only.
 //! - [`memory::MemoryStore`]: everything in memory, for the simulator, the
-//!   fuzzers and unit tests; [`MemoryStore::crash`](memory::MemoryStore::crash)
+//!   fuzzers and unit tests; `MemoryStore::crash` (feature `test-support`)
 //!   drops exactly what was never made durable.
 //!
 //! # Durability contract
