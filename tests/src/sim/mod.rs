@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use pickup_proto::code::Code;
 use pickup_proto::download::{self, Sink};
+use pickup_proto::drive;
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{ManifestEntry, Message, Plan, ResumeToken};
@@ -262,16 +263,46 @@ struct Conn {
     code: Option<Code>,
 }
 
+/// A terminal's protocol machine with its files: the upload reads its
+/// batch's contents, the download writes into its sink. Both are driven
+/// through [`drive::Machine`], with one body for either (see [`drive!`]).
 enum Machine<'a> {
     Up {
         session: Box<upload::Session<'a, MAX_FILES>>,
         config: upload::Config,
+        source: &'a [Vec<u8>],
     },
     Down {
         session: Box<download::Session<MAX_FILES>>,
         config: download::Config,
         sink: MemSink,
     },
+}
+
+/// Evaluates `$body` with `$s` bound to the session of a [`Machine`] (and
+/// `$f` to its files), whichever its direction: the body is written once
+/// against [`drive::Machine`] and compiled for both.
+macro_rules! drive {
+    ($m:expr, |$s:ident| $body:expr) => {
+        match $m {
+            Machine::Up { session: $s, .. } => $body,
+            Machine::Down { session: $s, .. } => $body,
+        }
+    };
+    ($m:expr, |$s:ident, $f:ident| $body:expr) => {
+        match $m {
+            Machine::Up {
+                session: $s,
+                source: $f,
+                ..
+            } => $body,
+            Machine::Down {
+                session: $s,
+                sink: $f,
+                ..
+            } => $body,
+        }
+    };
 }
 
 /// What a terminal is for.
@@ -593,20 +624,19 @@ impl<'a> World<'a> {
                 (Some(Ok(())), _) => "done".to_owned(),
                 (Some(Err(e)), _) => format!("failed: {e}"),
                 (None, None) => format!("not started (start {:?})", a.start_at),
-                (None, Some(Machine::Up { session, .. })) => format!(
-                    "uploading, {}/{} acked, timer {:?}, conn {}",
-                    session.acked(),
-                    session.total_size(),
-                    session.poll_timeout(),
-                    a.conn.is_some()
-                ),
-                (None, Some(Machine::Down { session, .. })) => format!(
-                    "downloading, {}/{} done, timer {:?}, conn {}",
-                    session.done_bytes(),
-                    session.total_size(),
-                    session.poll_timeout(),
-                    a.conn.is_some()
-                ),
+                (None, Some(m)) => {
+                    let (progress, timer) = drive!(m, |s| (s.progress(), s.poll_timeout()));
+                    format!(
+                        "{}, {}/{} done, timer {timer:?}, conn {}",
+                        match m {
+                            Machine::Up { .. } => "uploading",
+                            Machine::Down { .. } => "downloading",
+                        },
+                        progress.done,
+                        progress.total,
+                        a.conn.is_some()
+                    )
+                }
             };
             s.push_str(&format!("[actor {} {:?}: {state}] ", a.id, a.job));
         }
@@ -621,10 +651,8 @@ impl<'a> World<'a> {
                 times.extend(a.start_at);
                 times.extend(a.reconnect_at);
                 times.extend(a.restart_at);
-                match &a.machine {
-                    Some(Machine::Up { session, .. }) => times.extend(session.poll_timeout()),
-                    Some(Machine::Down { session, .. }) => times.extend(session.poll_timeout()),
-                    None => {}
+                if let Some(m) = &a.machine {
+                    times.extend(drive!(m, |s| s.poll_timeout()));
                 }
             }
             // A finished terminal's connection still delivers its goodbye.
@@ -676,7 +704,6 @@ impl<'a> World<'a> {
             faults,
             client_buf,
             relay_buf,
-            specs,
             fsync,
             ..
         } = self;
@@ -685,24 +712,12 @@ impl<'a> World<'a> {
             return false;
         };
         for _ in 0..10_000 {
-            let n = match machine {
-                Machine::Up { session, .. } => {
-                    let Job::Upload(b) = actor.job else {
-                        unreachable!("uploaders upload")
-                    };
-                    let mut source: &[Vec<u8>] = &specs[b].contents;
-                    match session.poll_transmit(now, &mut source, client_buf) {
-                        Ok(n) => n,
-                        Err(never) => match never {},
-                    }
+            let n = drive!(machine, |s, files| {
+                match s.poll_transmit(now, files, client_buf) {
+                    Ok(n) => n,
+                    Err(never) => match never {},
                 }
-                Machine::Down { session, sink, .. } => {
-                    match session.poll_transmit(now, sink, client_buf) {
-                        Ok(n) => n,
-                        Err(never) => match never {},
-                    }
-                }
-            };
+            });
             let Some(n) = n else { break };
             moved = true;
             conn.to_relay.send(now, &client_buf[..n], faults, rng);
@@ -1101,8 +1116,7 @@ impl<'a> World<'a> {
             return;
         }
         let finished = match &a.machine {
-            Some(Machine::Up { session, .. }) => session.is_finished(),
-            Some(Machine::Down { session, .. }) => session.is_finished(),
+            Some(m) => drive!(m, |s| s.is_finished()),
             None => true,
         };
         if finished && conn.to_relay.is_idle() {
@@ -1162,10 +1176,8 @@ impl<'a> World<'a> {
         self.feed_client(i, &to_client);
         self.actors[i].conn = None;
         let actor = &mut self.actors[i];
-        match actor.machine.as_mut() {
-            Some(Machine::Up { session, .. }) => session.handle_disconnected(now),
-            Some(Machine::Down { session, .. }) => session.handle_disconnected(now),
-            None => {}
+        if let Some(m) = actor.machine.as_mut() {
+            drive!(m, |s| s.handle_disconnected(now));
         }
         if actor.outcome.is_none() {
             let backoff = Duration::from_millis(self.rng.range(100, 3_000));
@@ -1183,13 +1195,12 @@ impl<'a> World<'a> {
         let mut input = bytes;
         while let Some(r) = conn.client_decoder.feed(&mut input) {
             let Ok(f) = r else { continue };
-            match machine {
-                Machine::Up { session, .. } => session.handle_frame(now, f),
-                Machine::Down { session, sink, .. } => match session.handle_frame(now, f, sink) {
+            drive!(machine, |s, files| {
+                match drive::Machine::handle_frame(&mut **s, now, f, files) {
                     Ok(()) => {}
                     Err(never) => match never {},
-                },
-            }
+                }
+            });
         }
     }
 
@@ -1255,18 +1266,10 @@ impl<'a> World<'a> {
                 self.connect(i);
             }
             let actor = &mut self.actors[i];
-            match actor.machine.as_mut() {
-                Some(Machine::Up { session, .. })
-                    if session.poll_timeout().is_some_and(|t| t <= now) =>
-                {
-                    session.handle_timeout(now)
-                }
-                Some(Machine::Down { session, .. })
-                    if session.poll_timeout().is_some_and(|t| t <= now) =>
-                {
-                    session.handle_timeout(now)
-                }
-                _ => {}
+            if let Some(m) = actor.machine.as_mut() {
+                drive!(m, |s| if s.poll_timeout().is_some_and(|t| t <= now) {
+                    s.handle_timeout(now)
+                });
             }
         }
         if self.next_cut.is_some_and(|t| t <= now) {
@@ -1315,6 +1318,7 @@ impl<'a> World<'a> {
                 Machine::Up {
                     session: Box::new(session),
                     config,
+                    source: &spec.contents,
                 }
             }
             Job::Download(b) | Job::Late(b) => {
@@ -1420,6 +1424,7 @@ impl<'a> World<'a> {
                 self.actors[i].machine = Some(Machine::Up {
                     session: Box::new(session),
                     config,
+                    source: &spec.contents,
                 });
             }
             (Job::Download(b) | Job::Late(b), Some(Machine::Down { config, sink, .. })) => {
@@ -1488,10 +1493,8 @@ impl<'a> World<'a> {
             conn.relay_done = true;
         }
         self.actors[i].conn = Some(conn);
-        match self.actors[i].machine.as_mut() {
-            Some(Machine::Up { session, .. }) => session.handle_connected(now),
-            Some(Machine::Down { session, .. }) => session.handle_connected(now),
-            None => {}
+        if let Some(m) = self.actors[i].machine.as_mut() {
+            drive!(m, |s| s.handle_connected(now));
         }
     }
 
