@@ -32,6 +32,7 @@
 
 pub mod codes;
 pub mod config;
+pub mod jobs;
 pub mod random;
 pub mod rate_limit;
 pub mod relay;
@@ -41,6 +42,7 @@ pub mod store;
 pub mod transport;
 
 pub use config::Config;
+pub use jobs::{Job, JobDone};
 pub use relay::Relay;
-pub use session::{Session, SyncJob};
+pub use session::Session;
 pub use settings::{Link, Settings};

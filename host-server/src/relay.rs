@@ -2,7 +2,7 @@
 //! source, failed-lookup limits, session counts and upload leases.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use pickup_proto::{ErrorCode, Instant};
@@ -65,8 +65,6 @@ pub struct Relay {
     leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
-    /// Threads computing expected proofs now (at most one per core).
-    pub(crate) proof_threads: Arc<AtomicUsize>,
 }
 
 impl core::fmt::Debug for Relay {
@@ -95,7 +93,6 @@ impl Relay {
             leases: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
-            proof_threads: Arc::default(),
         })
     }
 

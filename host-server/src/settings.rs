@@ -50,8 +50,8 @@ pub struct Link {
     pub window: u32,
 }
 
-/// The smallest terminal window the relay paces its acks by (acks then come
-/// every 1–2 KiB at most); a smaller announced window counts as this.
+/// The smallest terminal window the relay paces its acks by (syncs then come
+/// every 1 KiB at most); a smaller announced window counts as this.
 pub const MIN_ACK_WINDOW: u32 = 4096;
 
 impl Link {

@@ -33,10 +33,9 @@ use pickup_proto::{Duration, Instant};
 use pickup_relay::codes::code_key;
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
-use pickup_relay::session::SyncJob;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::{FileContent, Lookup, Store};
-use pickup_relay::{Link, Relay, Session, Settings};
+use pickup_relay::{Job, Link, Relay, Session, Settings};
 
 /// File contents the terminals announce: their SHA-1s are honest.
 const CONTENTS: [&[u8]; 4] = [
@@ -95,11 +94,41 @@ struct Terminal {
     nonces: BTreeMap<u16, Nonce>,
     /// The batch and file of the last `Read`, to check served data.
     reading: Option<(Code, u16)>,
-    /// A deferred sync taken from the session and not yet run.
-    sync: Option<SyncJob>,
+    /// A job taken from the session and not yet run (deferred mode).
+    job: Option<Job>,
     /// When the session last took any input: replies waiting in its outbox
     /// were produced no later than this.
     last_input: Instant,
+}
+
+impl Terminal {
+    /// Runs the job taken and every job the session gives out, at once.
+    fn run_jobs(&mut self, relay: &Relay, now: Instant) {
+        for _ in 0..MAX_DRAIN {
+            let Some(job) = self.job.take().or_else(|| self.session.poll_job()) else {
+                return;
+            };
+            self.last_input = now;
+            self.session.handle_job_done(now, job.run(relay));
+        }
+        panic!("the session never stops giving out jobs");
+    }
+
+    /// As a transport does before it reads more: runs jobs until the
+    /// session asks for input again.
+    fn wait_for_input(&mut self, relay: &Relay, now: Instant) {
+        for _ in 0..MAX_DRAIN {
+            if self.session.wants_input() {
+                return;
+            }
+            let Some(job) = self.job.take().or_else(|| self.session.poll_job()) else {
+                panic!("the session asks for no input and gives out no job");
+            };
+            self.last_input = now;
+            self.session.handle_job_done(now, job.run(relay));
+        }
+        panic!("the session never asks for input again");
+    }
 }
 
 /// What the run knows about a batch the relay granted.
@@ -126,7 +155,8 @@ struct Fuzz {
     out: Vec<u8>,
     seed: u64,
     trace: bool,
-    /// Sessions defer their syncs to jobs the driver runs (as over TCP).
+    /// Session jobs run at the next `timers` operation (as on TCP's
+    /// blocking pool) rather than right after each operation.
     deferred: bool,
 }
 
@@ -148,7 +178,8 @@ pub struct RelaySummary {
 /// Setup byte: `bits 0-1` link frame size (64, 256, 1024, 4096), `bit 2`
 /// instant upload off, `bit 3` tight limits (2 files, 1000-byte files and
 /// a 2000-byte quota), `bit 4` a 60-second code lifetime, `bit 5` deferred
-/// syncs (jobs run at the next `timers` operation). Then operations,
+/// jobs (run at the next `timers` operation, or when the session waits for
+/// one before it takes more input). Then operations,
 /// one byte each (`op % 10`) with the terminal in the top bits
 /// (`op / 10 % 3`), and operands after them.
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
@@ -294,14 +325,23 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         if done.is_none() {
             break;
         }
+        let (relay, now, deferred) = (fuzz.relay.clone(), fuzz.now, fuzz.deferred);
         for term in fuzz.terminals.iter_mut().flatten() {
-            if term.sync.is_none() {
-                term.sync = term.session.poll_sync();
+            if deferred {
+                if term.job.is_none() {
+                    term.job = term.session.poll_job();
+                }
+            } else {
+                term.run_jobs(&relay, now);
             }
         }
     }
-    // Whatever is left must drain.
+    // Whatever is left must drain: the driver runs every job it is given.
     for t in 0..TERMINALS {
+        let (relay, now) = (fuzz.relay.clone(), fuzz.now);
+        if let Some(term) = fuzz.terminals[t].as_mut() {
+            term.run_jobs(&relay, now);
+        }
         fuzz.transmit(t, &mut summary);
     }
     summary
@@ -316,7 +356,10 @@ impl Fuzz {
 
     fn connect(&mut self, t: usize) -> Option<()> {
         if let Some(mut old) = self.terminals[t].take() {
+            // The transport finishes the session's jobs after the link is
+            // gone: what it received becomes durable.
             old.session.handle_disconnected(self.now);
+            old.run_jobs(&self.relay, self.now);
         }
         if let Ok(session) =
             Session::new(self.relay.clone(), Peer::Sim(t as u64), self.link, self.now)
@@ -328,14 +371,9 @@ impl Fuzz {
                 code: None,
                 nonces: BTreeMap::new(),
                 reading: None,
-                sync: None,
+                job: None,
                 last_input: self.now,
             });
-            if self.deferred {
-                if let Some(term) = self.terminals[t].as_mut() {
-                    term.session.defer_syncs();
-                }
-            }
         }
         Some(())
     }
@@ -347,6 +385,7 @@ impl Fuzz {
                 term.max_frame =
                     (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
             }
+            term.wait_for_input(&self.relay, now);
             term.last_input = now;
             term.session.handle_frame(now, f);
         }
@@ -393,6 +432,7 @@ impl Fuzz {
             let mut decoder = Decoder::new(vec![0u8; term.session.max_frame()]);
             let mut input = bytes;
             while let Some(r) = decoder.feed(&mut input) {
+                term.wait_for_input(&self.relay, now);
                 term.last_input = now;
                 match r {
                     Ok(f) => term.session.handle_frame(now, f),
@@ -696,14 +736,13 @@ impl Fuzz {
 
     /// Fires every due timer, then checks none is left in the past.
     fn timers(&mut self, summary: &mut RelaySummary) {
-        // The disk thread finishes the syncs it was given.
+        // The disk thread finishes the jobs it was given.
         for t in 0..TERMINALS {
             let now = self.now;
             if let Some(term) = self.terminals[t].as_mut() {
-                if let Some(job) = term.sync.take() {
-                    job.run();
+                if let Some(job) = term.job.take() {
                     term.last_input = now;
-                    term.session.handle_synced(now);
+                    term.session.handle_job_done(now, job.run(&self.relay));
                 }
             }
         }

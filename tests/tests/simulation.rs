@@ -45,7 +45,7 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
     println!(
         "simulation: {} seeds from {first} in {:.1} s on {threads} threads: {} passed, {} failed; \
          {} uploads, {} downloads, {} files linked by proof, {} relay crashes, {} link cuts, \
-         {} terminal restarts, {} refused as expired, {} deferred syncs, {} connections, {} simulated hours \
+         {} terminal restarts, {} refused as expired, {} relay jobs, {} connections, {} simulated hours \
          (longest seed {} s), {} steps, \
          link writes {} (dropped {}, duplicated {}, flipped {}, truncated {})",
         seeds,
@@ -59,7 +59,7 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
         sum(|r| u64::from(r.cuts)),
         sum(|r| u64::from(r.restarts)),
         sum(|r| u64::from(r.expired)),
-        sum(|r| u64::from(r.syncs)),
+        sum(|r| u64::from(r.jobs)),
         sum(|r| u64::from(r.connections)),
         sum(|r| r.sim_ms) / 3_600_000,
         reports.iter().map(|r| r.sim_ms / 1000).max().unwrap_or(0),

@@ -4,64 +4,74 @@
 //! Every `Fetch` and `Read` looks the code up again (reads are authorised
 //! per request), through the rate limiter: a lookup runs only while the
 //! peer's and the relay's buckets hold a token, and a failed one spends it.
+//! A stream's bytes are read ahead of its frames by jobs, at most
+//! [`READ_AHEAD`] bytes at a time, whatever credit the terminal grants.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pickup_proto::message::{self, Ack, Fetch, Kind, Read};
 use pickup_proto::{Code, ErrorCode, Instant};
 
 use super::{Out, Session};
-use crate::codes::code_key;
+use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, Work};
 use crate::relay::unix_secs;
-use crate::store::{Batch, BlobId, FileContent, Lookup, StoreError};
+use crate::store::{BlobId, FileContent, StoreError};
+
+/// Bytes of a stream read ahead of its frames (per read job, and at most
+/// this much waits in memory per stream beyond the chunk being sent).
+const READ_AHEAD: usize = 256 * 1024;
 
 /// A download stream: `Data` frames of one blob from `next` up to the credit.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(super) struct Stream {
-    pub(super) file: u16,
-    pub(super) blob: BlobId,
-    pub(super) size: u64,
-    pub(super) next: u64,
-    pub(super) credit_end: u64,
+    /// Tells this stream's reads from an earlier one's.
+    pub(super) id: u64,
+    file: u16,
+    blob: BlobId,
+    size: u64,
+    next: u64,
+    credit_end: u64,
     /// The batch's expiry (Unix seconds): nothing is served from then on.
-    pub(super) expires_at: u64,
+    expires_at: u64,
+    /// Bytes read ahead, in order from `next`: (offset, bytes).
+    chunks: VecDeque<(u64, Vec<u8>)>,
+    /// The end of what is read or being read.
+    read_end: u64,
+    /// A read job is queued or running.
+    reading: bool,
+}
+
+impl Stream {
+    /// Bytes read ahead from `next` on.
+    fn ready(&self) -> u64 {
+        self.chunks
+            .back()
+            .map_or(0, |(at, b)| at + b.len() as u64 - self.next)
+    }
+
+    /// Whether a `Data` frame can be sent now.
+    pub(super) fn can_send(&self) -> bool {
+        self.next < self.credit_end.min(self.size) && self.ready() > 0
+    }
 }
 
 impl Session {
-    /// The live batch behind `code`, or `None` with the refusal queued.
-    fn lookup_code(&mut self, now: Instant, code: &Code, kind: Kind) -> Option<Batch> {
-        let relay = self.relay.clone();
-        if let Err(wait) = relay.check_lookup(&self.peer, now) {
-            self.out.error_retry(ErrorCode::RateLimited, kind, wait);
-            return None;
+    /// Queues a lookup of `code` for `to`, or the refusal if the rate limit says no.
+    fn lookup_code(&mut self, now: Instant, code: Code, to: LookupFor) {
+        let kind = lookup_kind(to);
+        if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
+            return self.out.error_retry(ErrorCode::RateLimited, kind, wait);
         }
-        match relay.store.find_by_code(&code_key(code), unix_secs(now)) {
-            Ok(Lookup::Live(batch)) => Some(batch),
-            Ok(found) => {
-                relay.failed_lookup(&self.peer, now);
-                let refusal = if found == Lookup::Expired {
-                    ErrorCode::Expired
-                } else {
-                    ErrorCode::UnknownCode
-                };
-                tracing::debug!(session = self.id, peer = %self.peer, "lookup failed: {refusal}");
-                self.out.error(refusal, kind);
-                None
-            }
-            Err(e) => {
-                self.internal(kind, &e);
-                None
-            }
-        }
+        self.work.push(Work::FindCode {
+            code,
+            now_secs: unix_secs(now),
+            to,
+        });
     }
 
     pub(super) fn on_fetch(&mut self, now: Instant, f: Fetch) {
-        if let Some(batch) = self.lookup_code(now, &f.code, Kind::Fetch) {
-            self.out.push(Out::Manifest {
-                batch: Arc::new(batch),
-                next: 0,
-            });
-        }
+        self.lookup_code(now, f.code, LookupFor::Fetch);
     }
 
     pub(super) fn on_read(&mut self, now: Instant, r: Read) {
@@ -69,8 +79,34 @@ impl Session {
         // has asked for something else, and data for the old read would
         // answer a question it no longer asks.
         self.stream = None;
-        let Some(batch) = self.lookup_code(now, &r.code, Kind::Read) else {
-            return;
+        self.lookup_code(now, r.code, LookupFor::Read(r));
+    }
+
+    /// A code was looked up for a `Fetch` or a `Read`.
+    pub(super) fn on_found_code(&mut self, to: LookupFor, found: Result<Found, StoreError>) {
+        let kind = lookup_kind(to);
+        let batch = match found {
+            Ok(Found::Live(batch, _)) => batch,
+            Ok(found) => {
+                self.relay.failed_lookup(&self.peer, self.clock);
+                let refusal = if matches!(found, Found::Expired) {
+                    ErrorCode::Expired
+                } else {
+                    ErrorCode::UnknownCode
+                };
+                tracing::debug!(session = self.id, peer = %self.peer, "lookup failed: {refusal}");
+                return self.out.error(refusal, kind);
+            }
+            Err(e) => return self.internal(kind, &e),
+        };
+        let r = match to {
+            LookupFor::Fetch => {
+                return self.out.push(Out::Manifest {
+                    batch: Arc::new(batch),
+                    next: 0,
+                })
+            }
+            LookupFor::Read(r) => r,
         };
         let Some(f) = batch.files.get(usize::from(r.file)) else {
             return self.out.error(ErrorCode::OutOfRange, Kind::Read);
@@ -84,14 +120,20 @@ impl Session {
         if r.offset > f.size {
             return self.out.error(ErrorCode::OutOfRange, Kind::Read);
         }
+        self.next_stream += 1;
         self.stream = Some(Stream {
+            id: self.next_stream,
             file: r.file,
             blob,
             size: f.size,
             next: r.offset,
             credit_end: r.offset.saturating_add(u64::from(r.len)),
             expires_at: batch.expires_at,
+            chunks: VecDeque::new(),
+            read_end: r.offset,
+            reading: false,
         });
+        self.read_ahead();
     }
 
     /// A downloader's `Ack` extends the credit of the current stream.
@@ -103,7 +145,54 @@ impl Session {
         }
     }
 
-    /// The next `Data` frame of the stream, read straight into `out`.
+    /// Queues the next read of the stream once less than [`READ_AHEAD`]
+    /// bytes wait to be sent.
+    fn read_ahead(&mut self) {
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
+        if s.reading || s.read_end >= s.size || s.ready() >= READ_AHEAD as u64 {
+            return;
+        }
+        let len = usize::try_from(s.size - s.read_end)
+            .unwrap_or(usize::MAX)
+            .min(READ_AHEAD);
+        s.reading = true;
+        self.work.push(Work::ReadBlob(ReadBlob {
+            stream: s.id,
+            blob: s.blob,
+            offset: s.read_end,
+            len,
+            buf: Vec::new(),
+        }));
+        s.read_end += len as u64;
+    }
+
+    /// A read ahead has finished.
+    pub(super) fn on_blob_read(&mut self, read: BlobRead) {
+        let Some(s) = self.stream.as_mut().filter(|s| s.id == read.stream) else {
+            return;
+        };
+        s.reading = false;
+        if let Err(e) = read.result {
+            self.stream = None;
+            // The blob went away under the stream: its batch expired.
+            let code = match e {
+                StoreError::NotFound => ErrorCode::Expired,
+                e => {
+                    tracing::error!(session = self.id, "read failed: {e}");
+                    ErrorCode::Internal
+                }
+            };
+            return self.out.error(code, Kind::Read);
+        }
+        if !read.bytes.is_empty() {
+            s.chunks.push_back((read.offset, read.bytes));
+        }
+        self.read_ahead();
+    }
+
+    /// The next `Data` frame of the stream, from the bytes read ahead.
     pub(super) fn poll_data(&mut self, out: &mut [u8]) -> Option<usize> {
         let s = self.stream.as_mut()?;
         let end = s.credit_end.min(s.size);
@@ -118,51 +207,40 @@ impl Session {
             self.out.error(ErrorCode::Expired, Kind::Read);
             return self.poll_transmit(out);
         }
-        let want = usize::try_from(end - s.next).unwrap_or(usize::MAX);
-        let store = &*self.relay.store;
-        let (blob, at) = (s.blob, s.next);
-        let mut failure = None;
-        let mut read = 0;
-        let encoded = message::encode_data_with(
-            s.file,
-            at,
-            want,
-            self.peer_max_frame,
-            out,
-            |room| match store.read_blob(blob, at, room) {
-                Ok(0) => {
-                    failure = Some(StoreError::Corrupt(format!("blob {} is short", blob.0)));
-                    None
-                }
-                Ok(n) => {
-                    read = n;
-                    Some(n)
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    None
-                }
-            },
-        );
+        let (at, chunk) = s.chunks.front()?;
+        let from = usize::try_from(s.next - at).ok()?;
+        let avail = &chunk[from..];
+        let want = usize::try_from(end - s.next)
+            .unwrap_or(usize::MAX)
+            .min(avail.len());
+        let mut sent = 0;
+        let encoded =
+            message::encode_data_with(s.file, s.next, want, self.peer_max_frame, out, |room| {
+                room.copy_from_slice(&avail[..room.len()]);
+                sent = room.len();
+                Some(sent)
+            });
         match encoded {
             Ok(n) => {
-                s.next += read as u64;
+                s.next += sent as u64;
+                if from + sent == chunk.len() {
+                    s.chunks.pop_front();
+                }
+                self.read_ahead();
                 Some(n)
             }
             Err(_) => {
                 self.stream = None;
-                // The blob went away under the stream: its batch expired.
-                let code = match failure {
-                    Some(StoreError::NotFound) => ErrorCode::Expired,
-                    Some(e) => {
-                        tracing::error!(session = self.id, blob = blob.0, "read failed: {e}");
-                        ErrorCode::Internal
-                    }
-                    None => ErrorCode::Internal,
-                };
-                self.out.error(code, Kind::Read);
+                self.out.error(ErrorCode::Internal, Kind::Read);
                 self.poll_transmit(out)
             }
         }
+    }
+}
+
+fn lookup_kind(to: LookupFor) -> Kind {
+    match to {
+        LookupFor::Fetch => Kind::Fetch,
+        LookupFor::Read(_) => Kind::Read,
     }
 }

@@ -1,22 +1,26 @@
 //! The relay's side of one connection, as a sans-IO state machine.
 //!
 //! A [`Session`] speaks the Pickup protocol with one terminal. It never
-//! touches a socket, a clock or a thread: drivers (the TCP and serial
-//! transports, the simulator, a fuzzer) move bytes and time in and out, and
-//! the session reaches durable state only through the [`Store`] trait held
-//! by the shared [`Relay`]. Given the same inputs, times and random source
-//! it does the same thing.
+//! touches a socket, a clock, a thread or the store: drivers (the TCP and
+//! serial transports, the simulator, a fuzzer) move bytes, time and job
+//! results in and out. Everything that needs the store, the disk or a hash
+//! over stored bytes leaves the session as a [`Job`] that the driver runs
+//! where it likes and hands back ([`crate::jobs`]). Given the same inputs,
+//! times, job results and random source it does the same thing.
 //!
 //! ```text
 //!   Session::new(relay, peer, link, now)      refused with Busy / ShuttingDown
 //!   loop {
+//!       while let Some(job) = poll_job() { start job.run(&relay) }   (one at a time)
 //!       while let Some(n) = poll_transmit(buf) { write buf[..n] }
 //!       if is_closed() { break }
-//!       wait for bytes, or until poll_timeout()
+//!       wait for a job's result, bytes (only while wants_input()), or poll_timeout()
+//!       result → handle_job_done(now, done)
 //!       bytes → frame::Decoder → handle_frame(now, frame)   (handle_dropped on garbage)
 //!       handle_timeout(now)
 //!   }
-//!   on EOF: handle_disconnected(now);  on SIGTERM: shutdown(now), flush, close
+//!   on EOF: handle_disconnected(now), then run its jobs until is_closed()
+//!   on SIGTERM: shutdown(now), flush, close
 //! ```
 //!
 //! Time: the relay's [`Instant`] counts milliseconds since the Unix epoch, so
@@ -44,15 +48,17 @@ use crate::settings::{Link, MIN_ACK_WINDOW};
 mod download;
 mod outbox;
 mod upload;
+mod work;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::jobs::{Job, JobDone};
 use download::Stream;
 pub use outbox::refusal;
 use outbox::{Out, Outbox};
-pub use upload::SyncJob;
 use upload::Upload;
+use work::WorkQueue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -86,10 +92,15 @@ pub struct Session {
     announce_refused: bool,
     upload: Option<Box<Upload>>,
     stream: Option<Stream>,
-    /// The driver runs syncs as [`SyncJob`]s ([`Session::defer_syncs`]).
-    deferred_syncs: bool,
-    /// Large files may be hashed on a helper thread ([`Session::offload_hashing`]).
-    offload_hashing: bool,
+    /// Numbers streams, so a read-ahead for an ended one is recognised.
+    next_stream: u64,
+    /// Numbers uploads, so a job for a replaced one is recognised.
+    next_epoch: u64,
+    /// Store work for the driver, in order.
+    work: WorkQueue,
+    /// Leases of replaced uploads, kept until their queued work is done (a
+    /// terminal that takes an upload over still takes it at once).
+    retired: Vec<Arc<crate::relay::Lease>>,
 }
 
 impl core::fmt::Debug for Session {
@@ -106,6 +117,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         if let Some(up) = &self.upload {
             self.relay.release_lease(up.lease(), self.id);
+        }
+        for lease in &self.retired {
+            self.relay.release_lease(lease, self.id);
         }
         self.relay.close_session(&self.peer);
     }
@@ -132,47 +146,11 @@ impl Session {
             announce_refused: false,
             upload: None,
             stream: None,
-            deferred_syncs: false,
-            offload_hashing: false,
+            next_stream: 0,
+            next_epoch: 0,
+            work: WorkQueue::default(),
+            retired: Vec::new(),
         })
-    }
-
-    /// From now on, files of 8 MiB and more are hashed by a helper thread
-    /// that reads their bytes back from the store as they are written, so
-    /// that SHA-1 runs on another core than receiving; and the proofs a
-    /// challenge expects are computed by a helper thread from the moment it
-    /// is issued, while the terminal computes its own. Only for drivers on
-    /// machines with cores to spare; the outcomes are the same either way.
-    pub fn offload_hashing(&mut self) {
-        self.offload_hashing = true;
-    }
-
-    /// From now on, received bytes are made durable by [`SyncJob`]s that the
-    /// driver takes with [`poll_sync`](Self::poll_sync) and runs on another
-    /// thread, reporting back with [`handle_synced`](Self::handle_synced),
-    /// instead of in line during [`handle_frame`](Self::handle_frame): the
-    /// session keeps receiving while the disk flushes, which keeps a fast
-    /// link's window open. Acks still follow their fsync.
-    pub fn defer_syncs(&mut self) {
-        self.deferred_syncs = true;
-    }
-
-    /// The next sync job to run (after [`defer_syncs`](Self::defer_syncs)).
-    /// Check it after every call into the session.
-    #[must_use]
-    pub fn poll_sync(&mut self) -> Option<SyncJob> {
-        self.upload.as_deref_mut()?.poll_job()
-    }
-
-    /// A [`SyncJob`] from [`poll_sync`](Self::poll_sync) has been run:
-    /// acknowledge what it made durable and start the next one.
-    pub fn handle_synced(&mut self, now: Instant) {
-        self.clock = self.clock.max(now);
-        if matches!(self.phase, Phase::Closed) {
-            return;
-        }
-        let window = self.ack_window();
-        self.with_upload(|up, relay, id, out| up.on_synced(relay, id, window, out));
     }
 
     /// The window acks are paced by: the link's, or the terminal's if its
@@ -181,7 +159,7 @@ impl Session {
     /// acknowledged only after a pause in its data. Never below
     /// [`MIN_ACK_WINDOW`]: each ack costs an fsync, and a terminal must not
     /// buy one per few bytes by announcing a tiny window.
-    fn ack_window(&self) -> u32 {
+    pub(super) fn ack_window(&self) -> u32 {
         match self.peer_window {
             0 => self.link.window,
             w => w.max(MIN_ACK_WINDOW).min(self.link.window),
@@ -213,20 +191,20 @@ impl Session {
     /// so a driver can allocate its buffer only then.
     pub fn wants_transmit(&self) -> bool {
         !self.out.0.is_empty()
-            || (self.phase == Phase::Open
-                && self
-                    .stream
-                    .is_some_and(|s| s.next < s.credit_end.min(s.size)))
+            || (self.phase == Phase::Open && self.stream.as_ref().is_some_and(Stream::can_send))
     }
 
     /// The session is over: the driver should close the connection once
-    /// [`poll_transmit`](Self::poll_transmit) returns `None`.
+    /// [`poll_transmit`](Self::poll_transmit) returns `None` and
+    /// [`poll_job`](Self::poll_job) has nothing more (what was received
+    /// is made durable by jobs, even after a disconnect).
     pub fn is_closed(&self) -> bool {
-        match self.phase {
-            Phase::Closed => true,
-            Phase::Closing => self.out.0.is_empty(),
-            _ => false,
-        }
+        self.work.is_idle()
+            && match self.phase {
+                Phase::Closed => true,
+                Phase::Closing => self.out.0.is_empty(),
+                _ => false,
+            }
     }
 
     fn instant_upload(&self) -> bool {
@@ -324,7 +302,7 @@ impl Session {
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_closed() {
+        if self.is_closed() || matches!(self.phase, Phase::Closing | Phase::Closed) {
             return None;
         }
         let idle = self.last_heard + self.relay.settings.idle_timeout;
@@ -351,7 +329,10 @@ impl Session {
             .and_then(|u| u.ack_deadline(self.relay.settings.ack_delay))
             .is_some_and(|t| now >= t);
         if due {
-            self.with_upload(|up, relay, id, out| up.ack_timer(relay, id, out));
+            self.with_upload(|up, cx| {
+                up.ack_all(cx);
+                Ok(())
+            });
         }
     }
 
@@ -380,32 +361,6 @@ impl Session {
             retry_after_ms: 0,
         });
         self.phase = Phase::Closing;
-    }
-
-    /// Makes every received byte durable and acknowledges it.
-    fn settle(&mut self, _now: Instant) {
-        self.with_upload(|up, relay, id, out| up.ack_all(relay, id, out));
-    }
-
-    fn drop_upload(&mut self) {
-        if let Some(up) = self.upload.take() {
-            self.relay.release_lease(up.lease(), self.id);
-        }
-    }
-
-    /// Runs `f` on the active upload; drops the upload if another session
-    /// took it over meanwhile.
-    fn with_upload(
-        &mut self,
-        f: impl FnOnce(&mut Upload, &Relay, u64, &mut Outbox) -> Result<(), upload::LeaseLost>,
-    ) {
-        let Some(up) = self.upload.as_deref_mut() else {
-            return;
-        };
-        if f(up, &self.relay, self.id, &mut self.out).is_err() {
-            tracing::info!(session = self.id, "upload taken over by a newer session");
-            self.upload = None;
-        }
     }
 
     /// Writes the next frame into `out` (at least

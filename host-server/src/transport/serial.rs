@@ -6,10 +6,12 @@
 //! device said goodbye, or went quiet past the idle timeout) the next bytes
 //! start a new one on the same port.
 //!
-//! Syncs are deferred ([`Session::defer_syncs`]) to a helper thread per
-//! port, so the port keeps being read while an acknowledged window is made
-//! durable; while one runs, reads wait at most `SYNC_POLL` so its `Ack`
-//! goes out promptly.
+//! The session's jobs (writes, syncs, lookups; see [`crate::jobs`]) run on a
+//! worker thread per port, so the port keeps being read while received
+//! bytes are written and made durable; while one runs, reads wait at most
+//! `JOB_POLL` so its result (an `Ack`, a `Grant`) goes out promptly. While
+//! the session asks for no input the port is not read: the device's bytes
+//! wait in the line's buffers.
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,64 +21,82 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pickup_proto::frame::Decoder;
+use pickup_proto::Instant;
 use serialport::{SerialPort, TTYPort};
 
 use super::Clock;
 use crate::config::SerialPortSpec;
+use crate::jobs::{Job, JobDone};
 use crate::rate_limit::Peer;
 use crate::relay::Relay;
-use crate::session::{refusal, Session, SyncJob};
+use crate::session::{refusal, Session};
 use crate::settings::Link;
 
 /// How long a read waits before timers and the stop flag are checked.
 const POLL: Duration = Duration::from_millis(50);
-/// How long a read waits while a deferred sync runs.
-const SYNC_POLL: Duration = Duration::from_millis(1);
+/// How long a read waits while a job runs.
+const JOB_POLL: Duration = Duration::from_millis(1);
 /// A device that accepts no bytes for this long is treated as gone.
 const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Bytes read per call.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Runs a port's deferred syncs on a thread of its own, one at a time.
-struct Syncer {
-    jobs: mpsc::Sender<SyncJob>,
-    done: mpsc::Receiver<()>,
+/// Runs a port's session jobs on a thread of its own, one at a time.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<JobDone>,
     in_flight: bool,
 }
 
-impl Syncer {
-    fn start(port: &str) -> std::io::Result<Syncer> {
-        let (jobs, todo) = mpsc::channel::<SyncJob>();
+impl Worker {
+    fn start(port: &str, relay: Arc<Relay>) -> std::io::Result<Worker> {
+        let (jobs, todo) = mpsc::channel::<Job>();
         let (finished, done) = mpsc::channel();
         std::thread::Builder::new()
-            .name(format!("sync {port}"))
+            .name(format!("jobs {port}"))
             .spawn(move || {
                 // Ends when the port's loop drops `jobs`.
                 for job in todo {
-                    job.run();
-                    if finished.send(()).is_err() {
+                    if finished.send(job.run(&relay)).is_err() {
                         break;
                     }
                 }
             })?;
-        Ok(Syncer {
+        Ok(Worker {
             jobs,
             done,
             in_flight: false,
         })
     }
 
-    /// Reports a finished job to `session`, and hands it the next one.
-    fn turn(&mut self, session: &mut Session, clock: &Clock) {
-        if self.in_flight && self.done.try_recv().is_ok() {
-            self.in_flight = false;
-            session.handle_synced(clock.now());
+    /// Hands `session` the result of its job if it is in (waiting up to
+    /// `wait` for it), and the worker its next job.
+    fn turn(&mut self, session: &mut Session, clock: &Clock, wait: Duration) {
+        if self.in_flight {
+            let done = if wait.is_zero() {
+                self.done.try_recv().ok()
+            } else {
+                self.done.recv_timeout(wait).ok()
+            };
+            if let Some(done) = done {
+                self.in_flight = false;
+                session.handle_job_done(clock.now(), done);
+            }
         }
         if !self.in_flight {
-            if let Some(job) = session.poll_sync() {
-                // If the thread is gone the session runs the job itself
-                // when it next needs it.
+            if let Some(job) = session.poll_job() {
                 self.in_flight = self.jobs.send(job).is_ok();
+            }
+        }
+    }
+
+    /// Runs every job the session has left, so what it received is made
+    /// durable before it goes.
+    fn finish(&mut self, session: &mut Session, clock: &Clock) {
+        for _ in 0..1_000_000 {
+            self.turn(session, clock, POLL);
+            if !self.in_flight {
+                break;
             }
         }
     }
@@ -182,14 +202,16 @@ fn serve_port(
     let peer = Peer::Serial(spec.path.as_str().into());
     let mut decoder = Decoder::new(vec![0u8; link.max_frame()].into_boxed_slice());
     let mut rbuf = vec![0u8; READ_CHUNK];
+    // Bytes read and not yet fed: the session asked for no input meanwhile.
+    let mut unfed: Vec<u8> = Vec::new();
     let mut wbuf = Vec::new();
     let mut session: Option<Session> = None;
-    let mut syncer = Syncer::start(&spec.path)?;
+    let mut worker = Worker::start(&spec.path, relay.clone())?;
     let mut stopping = false;
-    loop {
+    let result = 'serve: loop {
         let now = clock.now();
         if let Some(s) = session.as_mut() {
-            syncer.turn(s, clock);
+            worker.turn(s, clock, Duration::ZERO);
             if stop.load(Ordering::Acquire) && !stopping {
                 stopping = true;
                 s.shutdown(now);
@@ -200,30 +222,33 @@ fn serve_port(
                     break;
                 };
                 if let Err(e) = write_all(&mut port, &wbuf[..n]) {
-                    s.handle_disconnected(clock.now());
-                    return Err(e);
+                    break 'serve Err(e);
                 }
             }
             if s.is_closed() {
                 // The device is done (goodbye or idle): its next bytes open a new session.
                 session = None;
-                if syncer.in_flight {
-                    // The session finished its job before closing; take the
-                    // thread's report so the next session starts clean.
-                    let _ = syncer.done.recv();
-                    syncer.in_flight = false;
-                }
                 decoder.reset();
+                unfed.clear();
                 continue;
             }
             if s.poll_timeout().is_some_and(|t| now >= t) {
                 s.handle_timeout(now);
                 continue;
             }
+            if !s.wants_input() {
+                worker.turn(s, clock, POLL);
+                continue;
+            }
+            if !unfed.is_empty() {
+                let rest = feed(s, &mut decoder, &unfed, now);
+                unfed.drain(..unfed.len() - rest);
+                continue;
+            }
         } else if stop.load(Ordering::Acquire) {
-            return Ok(());
+            break Ok(());
         }
-        let _ = port.set_timeout(if syncer.in_flight { SYNC_POLL } else { POLL });
+        let _ = port.set_timeout(if worker.in_flight { JOB_POLL } else { POLL });
         let n = match port.read(&mut rbuf) {
             Ok(0) => Err(ErrorKind::UnexpectedEof.into()),
             Ok(n) => Ok(n),
@@ -239,36 +264,50 @@ fn serve_port(
         };
         let n = match n {
             Ok(n) => n,
-            Err(e) => {
-                if let Some(s) = session.as_mut() {
-                    s.handle_disconnected(clock.now());
-                }
-                return Err(e);
-            }
+            Err(e) => break Err(e),
         };
         let now = clock.now();
         let s = match session.as_mut() {
             Some(s) => s,
             None => match Session::new(relay.clone(), peer.clone(), link, now) {
-                Ok(mut s) => {
-                    s.defer_syncs();
-                    session.insert(s)
-                }
+                Ok(s) => session.insert(s),
                 Err(code) => {
                     let mut buf = [0u8; 64];
                     if let Some(n) = refusal(code, &mut buf) {
-                        write_all(&mut port, &buf[..n])?;
+                        if let Err(e) = write_all(&mut port, &buf[..n]) {
+                            break Err(e);
+                        }
                     }
                     continue;
                 }
             },
         };
-        let mut input = &rbuf[..n];
-        while let Some(result) = decoder.feed(&mut input) {
-            match result {
-                Ok(frame) => s.handle_frame(now, frame),
-                Err(dropped) => s.handle_dropped(now, dropped),
-            }
+        let rest = feed(s, &mut decoder, &rbuf[..n], now);
+        unfed.extend_from_slice(&rbuf[n - rest..n]);
+    };
+    if let Some(s) = session.as_mut() {
+        if result.is_err() {
+            s.handle_disconnected(clock.now());
+        }
+        worker.finish(s, clock);
+    }
+    result
+}
+
+/// Feeds `input` to the session while it asks for input; returns how many
+/// bytes at the end it did not take.
+fn feed(
+    s: &mut Session,
+    decoder: &mut Decoder<Box<[u8]>>,
+    mut input: &[u8],
+    now: Instant,
+) -> usize {
+    while s.wants_input() {
+        match decoder.feed(&mut input) {
+            Some(Ok(frame)) => s.handle_frame(now, frame),
+            Some(Err(dropped)) => s.handle_dropped(now, dropped),
+            None => break,
         }
     }
+    input.len()
 }

@@ -4,13 +4,15 @@
 //! arrive. The read buffer is one per worker thread (bytes are fed to the
 //! decoder before the next `await`), the 64 KiB decoder buffer exists only
 //! while a frame is partly received, and the write buffer only while
-//! something waits to be sent. Session work that may touch the disk (frames,
-//! timers, reading blob bytes into data frames) runs in `block_in_place`, so
-//! a slow disk never stalls the other connections of a worker.
+//! something waits to be sent.
 //!
-//! Syncs are deferred ([`Session::defer_syncs`]): the fsync and commit
-//! behind each upload `Ack` run on the blocking pool while the connection
-//! keeps reading, so a fast uploader's window stays open during the flush.
+//! The session's jobs (writes and syncs, lookups, verdicts, blob reads; see
+//! [`crate::jobs`]) run on tokio's blocking pool, one at a time per
+//! connection, while the connection keeps reading and writing: a slow disk
+//! never stalls the other connections of a worker, and a fast uploader's
+//! window stays open while its bytes are written and made durable. While
+//! the session asks for no input the socket is not read, so a peer that
+//! outpaces the disk waits in TCP's own flow control.
 
 use std::cell::RefCell;
 use std::io::ErrorKind;
@@ -20,9 +22,10 @@ use std::sync::Arc;
 use pickup_proto::frame::Decoder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::{block_in_place, JoinHandle};
+use tokio::task::JoinHandle;
 
 use super::Clock;
+use crate::jobs::JobDone;
 use crate::rate_limit::Peer;
 use crate::relay::Relay;
 use crate::session::{refusal, Session};
@@ -68,61 +71,66 @@ pub async fn serve(
 
 type FrameDecoder = Decoder<Box<[u8]>>;
 
-/// Whether a second core can hash while the first receives.
-fn spare_cores() -> bool {
-    static SPARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SPARE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
 enum ReadOutcome {
-    /// Nothing more to read now.
+    /// Nothing more to read now, or the session wants no more for now.
     Drained,
     /// The peer closed the connection.
     Eof,
     Failed(std::io::Error),
 }
 
-/// Feeds bytes to the session through a decoder allocated on demand and
-/// released between frames.
+/// Feeds bytes to the session, while it asks for input, through a decoder
+/// allocated on demand and released between frames. Returns how many bytes
+/// at the end it did not take.
 fn feed(
     session: &mut Session,
     decoder: &mut Option<FrameDecoder>,
     mut input: &[u8],
     clock: &Clock,
-) {
+) -> usize {
     let now = clock.now();
     let max_frame = session.max_frame();
     let dec = decoder.get_or_insert_with(|| Decoder::new(vec![0u8; max_frame].into_boxed_slice()));
-    while let Some(result) = dec.feed(&mut input) {
-        match result {
-            Ok(frame) => session.handle_frame(now, frame),
-            Err(dropped) => session.handle_dropped(now, dropped),
+    while session.wants_input() {
+        match dec.feed(&mut input) {
+            Some(Ok(frame)) => session.handle_frame(now, frame),
+            Some(Err(dropped)) => session.handle_dropped(now, dropped),
+            None => break,
         }
     }
     if !dec.in_frame() {
         *decoder = None;
     }
+    input.len()
 }
 
 /// Reads and handles what has arrived, until the session has something to
-/// say or its deferred sync has finished (so the `Ack` goes out at once).
+/// say, asks for no more input, or its job has finished (so its result goes
+/// out at once). Bytes read and not taken are kept in `unfed`.
 fn read_burst(
     stream: &TcpStream,
     session: &mut Session,
     decoder: &mut Option<FrameDecoder>,
+    unfed: &mut Vec<u8>,
     clock: &Clock,
-    syncing: &Option<JoinHandle<()>>,
+    job: &Option<JoinHandle<JobDone>>,
 ) -> ReadOutcome {
     READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
             match stream.try_read(buf) {
                 Ok(0) => return ReadOutcome::Eof,
-                Ok(n) => feed(session, decoder, &buf[..n], clock),
+                Ok(n) => {
+                    let rest = feed(session, decoder, &buf[..n], clock);
+                    unfed.extend_from_slice(&buf[n - rest..n]);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return ReadOutcome::Failed(e),
             }
-            if session.wants_transmit() || syncing.as_ref().is_some_and(JoinHandle::is_finished) {
+            if !unfed.is_empty()
+                || session.wants_transmit()
+                || job.as_ref().is_some_and(JoinHandle::is_finished)
+            {
                 break;
             }
         }
@@ -146,6 +154,56 @@ fn fill(session: &mut Session, wbuf: &mut Vec<u8>) {
     }
 }
 
+/// The session's running job, if any: its result is handed over when it
+/// is in, and the next job started.
+struct Jobs {
+    relay: Arc<Relay>,
+    running: Option<JoinHandle<JobDone>>,
+}
+
+impl Jobs {
+    /// Starts the session's next job if none runs.
+    fn start(&mut self, session: &mut Session) {
+        if self.running.is_none() {
+            if let Some(job) = session.poll_job() {
+                let relay = self.relay.clone();
+                self.running = Some(tokio::task::spawn_blocking(move || job.run(&relay)));
+            }
+        }
+    }
+
+    /// Waits for the running job and hands its result over. `false` if the
+    /// job died (a bug: its result will never come).
+    async fn finish(&mut self, session: &mut Session, clock: &Clock) -> bool {
+        let Some(job) = self.running.as_mut() else {
+            return true;
+        };
+        let done = job.await;
+        self.running = None;
+        match done {
+            Ok(done) => {
+                session.handle_job_done(clock.now(), done);
+                true
+            }
+            Err(e) => {
+                tracing::error!(session = session.id(), "a session job died: {e}");
+                false
+            }
+        }
+    }
+
+    /// Runs every job the session has left (after a disconnect, what it
+    /// received is still made durable).
+    async fn drain(&mut self, session: &mut Session, clock: &Clock) {
+        loop {
+            self.start(session);
+            if self.running.is_none() || !self.finish(session, clock).await {
+                return;
+            }
+        }
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
@@ -156,7 +214,7 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let peer = Peer::for_tcp(addr.ip());
-    let mut session = match Session::new(relay, peer, link, clock.now()) {
+    let mut session = match Session::new(relay.clone(), peer, link, clock.now()) {
         Ok(s) => s,
         Err(code) => {
             tracing::info!(%addr, "connection refused: {code}");
@@ -167,15 +225,15 @@ async fn connection(
             return;
         }
     };
-    session.defer_syncs();
-    if spare_cores() {
-        session.offload_hashing();
-    }
     let id = session.id();
     tracing::debug!(session = id, %addr, "connected");
-    // The deferred sync running on the blocking pool, if any.
-    let mut syncing: Option<JoinHandle<()>> = None;
+    let mut jobs = Jobs {
+        relay,
+        running: None,
+    };
     let mut decoder: Option<FrameDecoder> = None;
+    // Bytes read that the session did not take yet (it asked for no input).
+    let mut unfed: Vec<u8> = Vec::new();
     let mut wbuf: Vec<u8> = Vec::new();
     let mut written = 0usize;
     let mut stopping = *shutdown.borrow();
@@ -183,21 +241,26 @@ async fn connection(
         session.shutdown(clock.now());
     }
     loop {
-        if syncing.as_ref().is_some_and(JoinHandle::is_finished) {
-            // Acknowledge now rather than when `select!` gets to it.
-            syncing = None;
-            session.handle_synced(clock.now());
-        }
-        if syncing.is_none() {
-            if let Some(job) = session.poll_sync() {
-                syncing = Some(tokio::task::spawn_blocking(move || job.run()));
+        if jobs.running.as_ref().is_some_and(JoinHandle::is_finished) {
+            // Hand the result over now rather than when `select!` gets to it.
+            if !jobs.finish(&mut session, &clock).await {
+                break;
             }
+        }
+        jobs.start(&mut session);
+        if !unfed.is_empty() && session.wants_input() {
+            let rest = feed(&mut session, &mut decoder, &unfed, &clock);
+            unfed.drain(..unfed.len() - rest);
+            if unfed.is_empty() {
+                unfed = Vec::new();
+            }
+            continue;
         }
         if written == wbuf.len() {
             wbuf.clear();
             written = 0;
             if session.wants_transmit() {
-                block_in_place(|| fill(&mut session, &mut wbuf));
+                fill(&mut session, &mut wbuf);
             }
             if wbuf.is_empty() {
                 if session.is_closed() {
@@ -207,27 +270,27 @@ async fn connection(
                 wbuf = Vec::new();
             }
         }
+        let reading = unfed.is_empty() && session.wants_input();
         let deadline = session
             .poll_timeout()
             .map(|t| tokio::time::Instant::from_std(clock.deadline(t)));
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         tokio::select! {
-            ready = stream.readable() => {
-                if let Err(e) = ready {
-                    tracing::debug!(session = id, "read readiness failed: {e}");
-                    block_in_place(|| session.handle_disconnected(clock.now()));
-                    break;
-                }
-                match block_in_place(|| read_burst(&stream, &mut session, &mut decoder, &clock, &syncing)) {
+            ready = stream.readable(), if reading => {
+                let outcome = match ready {
+                    Ok(()) => read_burst(&stream, &mut session, &mut decoder, &mut unfed, &clock, &jobs.running),
+                    Err(e) => ReadOutcome::Failed(e),
+                };
+                match outcome {
                     ReadOutcome::Drained => {}
                     ReadOutcome::Eof => {
                         tracing::debug!(session = id, "peer closed");
-                        block_in_place(|| session.handle_disconnected(clock.now()));
+                        session.handle_disconnected(clock.now());
                         break;
                     }
                     ReadOutcome::Failed(e) => {
                         tracing::debug!(session = id, "read failed: {e}");
-                        block_in_place(|| session.handle_disconnected(clock.now()));
+                        session.handle_disconnected(clock.now());
                         break;
                     }
                 }
@@ -242,27 +305,26 @@ async fn connection(
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => {
                         tracing::debug!(session = id, "write failed: {e}");
-                        block_in_place(|| session.handle_disconnected(clock.now()));
+                        session.handle_disconnected(clock.now());
                         break;
                     }
                 }
             }
-            _ = async {
-                if let Some(job) = syncing.as_mut() {
-                    let _ = job.await;
+            alive = jobs.finish(&mut session, &clock), if jobs.running.is_some() => {
+                if !alive {
+                    break;
                 }
-            }, if syncing.is_some() => {
-                syncing = None;
-                session.handle_synced(clock.now());
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                block_in_place(|| session.handle_timeout(clock.now()));
+                session.handle_timeout(clock.now());
             }
             _ = shutdown.changed(), if !stopping => {
                 stopping = true;
-                block_in_place(|| session.shutdown(clock.now()));
+                session.shutdown(clock.now());
             }
         }
     }
+    // What was received is made durable even though the peer is gone.
+    jobs.drain(&mut session, &clock).await;
     tracing::debug!(session = id, "closed");
 }

@@ -48,10 +48,9 @@ use pickup_proto::{Duration, ErrorCode, Instant};
 use pickup_relay::codes::code_key;
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
-use pickup_relay::session::SyncJob;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::{FileContent, Lookup, Store};
-use pickup_relay::{Link, Relay, Session, Settings};
+use pickup_relay::{Job as RelayJob, Link, Relay, Session, Settings};
 
 use link::{Faults, Pipe, PipeStats};
 use rng::SimRng;
@@ -97,8 +96,8 @@ pub struct Report {
     pub restarts: u32,
     /// Downloads refused because the code had expired.
     pub expired: u32,
-    /// Deferred sync jobs run (relay sessions with `defer_syncs`).
-    pub syncs: u32,
+    /// Relay session jobs run (writes and syncs, lookups, verdicts, reads).
+    pub jobs: u32,
     /// Connections made.
     pub connections: u32,
     /// What the links did, summed over both directions of every connection.
@@ -257,8 +256,10 @@ struct Conn {
     tap: Decoder<Vec<u8>>,
     /// The relay finished the session: close once its output has arrived.
     relay_done: bool,
-    /// A deferred sync "on the disk thread", done at the given time.
-    sync: Option<(Instant, SyncJob)>,
+    /// The session's job "on the disk thread", done at the given time.
+    job: Option<(Instant, RelayJob)>,
+    /// Bytes that arrived while the session asked for no input.
+    unfed: Vec<u8>,
     /// The batch of the last grant the relay sent on this connection.
     code: Option<Code>,
 }
@@ -376,10 +377,10 @@ pub struct World<'a> {
     next_crash: Option<Instant>,
     crashes_left: u32,
     next_sweep: Instant,
-    /// Relay sessions make received bytes durable through deferred sync
-    /// jobs (as over TCP) rather than in line (as over serial).
+    /// Relay session jobs run later, `fsync` after they are given out (as
+    /// on TCP's blocking pool), rather than at once.
     deferred: bool,
-    /// How long a deferred sync takes.
+    /// How long a deferred job takes.
     fsync: Duration,
     report: Report,
     client_buf: Vec<u8>,
@@ -528,7 +529,7 @@ impl<'a> World<'a> {
             world.add_actor(Job::Bogus, Some(start));
         }
         world.trace(format_args!(
-            "seed {seed}: {} batch(es) {:?}, link {:?}, faults {:?}, cuts {:?}, crashes {:?}, deferred syncs {}",
+            "seed {seed}: {} batch(es) {:?}, link {:?}, faults {:?}, cuts {:?}, crashes {:?}, deferred jobs {}",
             specs.len(),
             specs.iter().map(BatchSpec::total).collect::<Vec<_>>(),
             world.link,
@@ -662,7 +663,7 @@ impl<'a> World<'a> {
                 if let Some(r) = &c.relay {
                     times.extend(r.poll_timeout());
                 }
-                times.extend(c.sync.as_ref().map(|(t, _)| *t));
+                times.extend(c.job.as_ref().map(|(t, _)| *t));
                 if c.relay_done && c.to_client.is_idle() {
                     times.extend(Some(self.now));
                 }
@@ -705,6 +706,9 @@ impl<'a> World<'a> {
             client_buf,
             relay_buf,
             fsync,
+            deferred,
+            relay: shared,
+            report,
             ..
         } = self;
         let actor = &mut actors[i];
@@ -724,12 +728,20 @@ impl<'a> World<'a> {
         }
         let mut frames = Vec::new();
         if let Some(relay) = conn.relay.as_mut() {
-            // As the TCP transport does: one sync job at a time, run off
-            // the session's thread, taking `fsync` milliseconds.
-            if conn.sync.is_none() {
-                if let Some(job) = relay.poll_sync() {
-                    conn.sync = Some((now + *fsync, job));
-                    moved = true;
+            // As the transports do: one job at a time, run off the
+            // session's thread, taking `fsync` milliseconds (or at once).
+            for _ in 0..100_000 {
+                if conn.job.is_some() {
+                    break;
+                }
+                let Some(job) = relay.poll_job() else { break };
+                moved = true;
+                if *deferred {
+                    conn.job = Some((now + *fsync, job));
+                } else {
+                    report.jobs += 1;
+                    relay.handle_job_done(now, job.run(shared));
+                    feed_relay(relay, &mut conn.relay_decoder, &mut conn.unfed, now, &[]);
                 }
             }
             if relay_buf.len() < relay.transmit_buffer_len() {
@@ -1163,14 +1175,48 @@ impl<'a> World<'a> {
         };
         if how == Close::RelayCrash {
             // The process died: no goodbye, no settling of unsynced bytes,
-            // and the sync in flight never finished.
-            conn.sync = None;
+            // and the job in flight never finished.
+            conn.job = None;
             drop(conn.relay.take());
         } else if let Some(mut relay) = conn.relay.take() {
-            if !conn.relay_done {
-                feed_relay(&mut relay, &mut conn.relay_decoder, now, &to_relay);
+            // The transport finishes the session's jobs after the link is
+            // gone (what it received becomes durable); here at once.
+            let done = |relay: &mut Session, job: RelayJob, jobs: &mut u32| {
+                *jobs += 1;
+                relay.handle_job_done(now, job.run(&self.relay));
+            };
+            if let Some((_, job)) = conn.job.take() {
+                done(&mut relay, job, &mut self.report.jobs);
+            }
+            let mut rest = if conn.relay_done {
+                Vec::new()
+            } else {
+                to_relay.clone()
+            };
+            for _ in 0..100_000 {
+                while let Some(job) = relay.poll_job() {
+                    done(&mut relay, job, &mut self.report.jobs);
+                }
+                if rest.is_empty() && conn.unfed.is_empty() {
+                    break;
+                }
+                let more = core::mem::take(&mut rest);
+                feed_relay(
+                    &mut relay,
+                    &mut conn.relay_decoder,
+                    &mut conn.unfed,
+                    now,
+                    &more,
+                );
+                if !relay.wants_input() || conn.unfed.is_empty() {
+                    continue;
+                }
             }
             relay.handle_disconnected(now);
+            for _ in 0..100_000 {
+                let Some(job) = relay.poll_job() else { break };
+                done(&mut relay, job, &mut self.report.jobs);
+            }
         }
         self.actors[i].conn = Some(conn);
         self.feed_client(i, &to_client);
@@ -1213,7 +1259,7 @@ impl<'a> World<'a> {
                 if let Some(bytes) = conn.to_relay.receive(now) {
                     progressed = true;
                     if let Some(relay) = conn.relay.as_mut() {
-                        feed_relay(relay, &mut conn.relay_decoder, now, &bytes);
+                        feed_relay(relay, &mut conn.relay_decoder, &mut conn.unfed, now, &bytes);
                     }
                 }
                 if let Some(bytes) = conn.to_client.receive(now) {
@@ -1235,12 +1281,13 @@ impl<'a> World<'a> {
         let now = self.now;
         for i in 0..self.actors.len() {
             if let Some(conn) = self.actors[i].conn.as_mut() {
-                if conn.sync.as_ref().is_some_and(|(t, _)| *t <= now) {
-                    if let Some((_, job)) = conn.sync.take() {
-                        job.run();
-                        self.report.syncs += 1;
+                if conn.job.as_ref().is_some_and(|(t, _)| *t <= now) {
+                    if let Some((_, job)) = conn.job.take() {
+                        let done = job.run(&self.relay);
+                        self.report.jobs += 1;
                         if let Some(relay) = conn.relay.as_mut() {
-                            relay.handle_synced(now);
+                            relay.handle_job_done(now, done);
+                            feed_relay(relay, &mut conn.relay_decoder, &mut conn.unfed, now, &[]);
                         }
                     }
                 }
@@ -1454,12 +1501,7 @@ impl<'a> World<'a> {
         self.report.connections += 1;
         let peer = Peer::Sim(self.actors[i].id);
         let (relay, refused) = match Session::new(self.relay.clone(), peer, self.link, now) {
-            Ok(mut s) => {
-                if self.deferred {
-                    s.defer_syncs();
-                }
-                (Some(s), None)
-            }
+            Ok(s) => (Some(s), None),
             Err(code) => {
                 self.trace(format_args!(
                     "actor {}: refused with {code:?}",
@@ -1482,7 +1524,8 @@ impl<'a> World<'a> {
             tap: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
             relay_done: false,
             code: None,
-            sync: None,
+            job: None,
+            unfed: Vec::new(),
         };
         if let Some(code) = refused {
             let mut out = [0u8; 64];
@@ -1557,14 +1600,26 @@ impl<'a> World<'a> {
 }
 
 /// Feeds bytes that arrived at the relay to its session.
-fn feed_relay(relay: &mut Session, decoder: &mut Decoder<Vec<u8>>, now: Instant, bytes: &[u8]) {
-    let mut input = bytes;
-    while let Some(r) = decoder.feed(&mut input) {
-        match r {
-            Ok(f) => relay.handle_frame(now, f),
-            Err(why) => relay.handle_dropped(now, why),
+/// Feeds the relay session what arrived, while it asks for input; what it
+/// does not take waits in `unfed` (as a transport stops reading).
+fn feed_relay(
+    relay: &mut Session,
+    decoder: &mut Decoder<Vec<u8>>,
+    unfed: &mut Vec<u8>,
+    now: Instant,
+    bytes: &[u8],
+) {
+    unfed.extend_from_slice(bytes);
+    let mut input = &unfed[..];
+    while relay.wants_input() {
+        match decoder.feed(&mut input) {
+            Some(Ok(f)) => relay.handle_frame(now, f),
+            Some(Err(why)) => relay.handle_dropped(now, why),
+            None => break,
         }
     }
+    let taken = unfed.len() - input.len();
+    unfed.drain(..taken);
 }
 
 /// An event of either client machine.

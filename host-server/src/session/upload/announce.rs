@@ -2,29 +2,19 @@
 //! fresh code and token, and resuming one by its token.
 
 use pickup_proto::message::{self, BatchOpen, FileAnnounce, Kind, Resume, ResumeToken};
-use pickup_proto::{ErrorCode, Instant, Sha1Digest};
+use pickup_proto::{ErrorCode, Instant};
 
 use super::super::Session;
 use super::{Reply, Upload};
-use crate::codes::{self, code_key, token_key};
-use crate::relay::{lock, unix_secs};
-use crate::store::{Batch, Lookup, NewBatch, NewFile, StoreError};
-
-/// How long a relay over its live-batch limit asks uploaders to wait.
-pub(super) const FULL_RETRY_MS: u32 = 60_000;
+use crate::jobs::{Announced, CreateBatch, Created, Found, Refused, Work};
+use crate::relay::unix_secs;
+use crate::store::{Batch, BlobId, StoreError};
 
 /// A batch being announced: `BatchOpen` seen, `FileAnnounce`s arriving.
 #[derive(Debug)]
 pub(in crate::session) struct Announcing {
     pub(super) open: BatchOpen,
     pub(super) files: Vec<Announced>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Announced {
-    pub(super) name: String,
-    pub(super) size: u64,
-    pub(super) sha1: Sha1Digest,
 }
 
 impl Session {
@@ -85,91 +75,62 @@ impl Session {
             self.announce_refused = true;
             return self.out.error(ErrorCode::SizeMismatch, Kind::FileAnnounce);
         }
-        self.create_batch(now, &ann.files, ann.open.total_size);
+        let total = ann.open.total_size;
+        self.create_batch(now, ann.files, total);
     }
 
-    fn create_batch(&mut self, now: Instant, files: &[Announced], total: u64) {
-        if self.upload.as_ref().is_some_and(|u| u.same_files(files)) {
+    fn create_batch(&mut self, now: Instant, files: Vec<Announced>, total: u64) {
+        if self.upload.as_ref().is_some_and(|u| u.same_files(&files)) {
             // Our Grant was lost and the terminal announced again.
-            self.with_upload(|up, relay, id, out| up.regrant(relay, id, out));
+            self.with_upload(|up, cx| {
+                up.regrant(cx);
+                Ok(())
+            });
             if self.upload.is_some() {
                 return;
             }
         }
         self.settle(now);
         self.drop_upload();
-        let relay = self.relay.clone();
-        let s = &relay.settings;
-        let kind = Kind::FileAnnounce;
-        let usage = match relay.store.usage() {
-            Ok(u) => u,
-            Err(e) => return self.internal(kind, &e),
-        };
-        if usage.batches >= s.max_live_batches {
-            return self.out.error_retry(ErrorCode::Busy, kind, FULL_RETRY_MS);
-        }
-        if usage.bytes.saturating_add(total) > s.disk_quota {
-            return self.out.error(ErrorCode::Quota, kind);
-        }
-        // Re-roll until the code is not in use (live or remembered as
-        // expired); with 65-bit codes a second roll is already unlikely.
-        let mut code = None;
-        for _ in 0..16 {
-            let Some(c) = codes::random_code(&mut **lock(&relay.rng), s.code_len) else {
-                break;
-            };
-            match relay.store.code_taken(&code_key(&c)) {
-                Ok(false) => {
-                    code = Some(c);
-                    break;
-                }
-                Ok(true) => continue,
-                Err(e) => return self.internal(kind, &e),
-            }
-        }
-        let token = codes::random_token(&mut **lock(&relay.rng));
-        let (Some(code), Some(token)) = (code, token) else {
-            tracing::error!("no fresh code or token: the random source failed");
-            return self.out.error(ErrorCode::Internal, kind);
-        };
-        let created_at = unix_secs(now);
-        let new_files: Vec<NewFile<'_>> = files
-            .iter()
-            .map(|f| NewFile {
-                name: &f.name,
-                size: f.size,
-                sha1: f.sha1,
-            })
-            .collect();
-        let batch = match relay.store.create_batch(&NewBatch {
-            code,
-            code_key: code_key(&code),
-            token_key: token_key(&token),
-            created_at,
-            expires_at: created_at.saturating_add(s.code_ttl_secs),
-            files: &new_files,
-        }) {
-            Ok(b) => b,
-            Err(e) => return self.internal(kind, &e),
-        };
-        tracing::info!(session = self.id, peer = %self.peer, batch = batch.id.0, files = files.len(), bytes = total, "batch created");
-        self.activate(batch, token);
+        self.work.push(Work::CreateBatch(CreateBatch {
+            files,
+            total,
+            now_secs: unix_secs(now),
+        }));
     }
 
-    fn activate(&mut self, batch: Batch, token: ResumeToken) {
+    /// A batch was created for the announcement, or refused.
+    pub(in crate::session) fn on_created(&mut self, created: Result<Created, Refused>) {
+        match created {
+            Ok(c) => {
+                tracing::info!(session = self.id, peer = %self.peer, batch = c.batch.id.0, files = c.batch.files.len(), bytes = c.batch.total_size(), "batch created");
+                self.activate(c.batch, c.token, c.candidates);
+            }
+            Err(r) => self
+                .out
+                .error_retry(r.code, Kind::FileAnnounce, r.retry_after_ms),
+        }
+    }
+
+    fn activate(&mut self, batch: Batch, token: ResumeToken, candidates: Vec<Vec<BlobId>>) {
+        self.drop_upload();
+        self.next_epoch += 1;
         let up = Upload::start(
             &self.relay,
             self.id,
+            self.next_epoch,
             batch,
             token,
+            candidates,
             self.instant_upload(),
-            self.deferred_syncs,
-            self.offload_hashing,
         );
         self.out.forget_upload_replies();
         self.upload = Some(Box::new(up));
         self.out.upload(Reply::Grant { next: 0 });
-        self.with_upload(|up, relay, id, out| up.finish_ready_files(relay, id, out));
+        self.with_upload(|up, cx| {
+            up.finish_ready_files(cx);
+            Ok(())
+        });
     }
 
     pub(in crate::session) fn internal(&mut self, kind: Kind, e: &StoreError) {
@@ -178,20 +139,28 @@ impl Session {
     }
 
     pub(in crate::session) fn on_resume(&mut self, now: Instant, r: Resume) {
-        let relay = self.relay.clone();
-        if let Err(wait) = relay.check_lookup(&self.peer, now) {
+        if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
             return self
                 .out
                 .error_retry(ErrorCode::RateLimited, Kind::Resume, wait);
         }
-        let batch = match relay
-            .store
-            .find_by_token(&token_key(&r.token), unix_secs(now))
-        {
-            Ok(Lookup::Live(b)) => b,
+        self.work.push(Work::FindToken {
+            token: r.token,
+            now_secs: unix_secs(now),
+        });
+    }
+
+    /// The batch behind a `Resume`'s token was looked up.
+    pub(in crate::session) fn on_found_token(
+        &mut self,
+        token: ResumeToken,
+        found: Result<Found, StoreError>,
+    ) {
+        let (batch, candidates) = match found {
+            Ok(Found::Live(batch, candidates)) => (batch, candidates),
             Ok(found) => {
-                relay.failed_lookup(&self.peer, now);
-                let code = if found == Lookup::Expired {
+                self.relay.failed_lookup(&self.peer, self.clock);
+                let code = if matches!(found, Found::Expired) {
                     ErrorCode::Expired
                 } else {
                     ErrorCode::UnknownToken
@@ -201,15 +170,19 @@ impl Session {
             Err(e) => return self.internal(Kind::Resume, &e),
         };
         self.announcing = None;
-        if self.upload.as_ref().is_some_and(|u| u.batch == batch.id) {
-            self.with_upload(|up, relay, id, out| up.regrant(relay, id, out));
+        if self.upload.as_ref().is_some_and(|u| u.batch() == batch.id) {
+            self.with_upload(|up, cx| {
+                up.regrant(cx);
+                Ok(())
+            });
             if self.upload.is_some() {
                 return;
             }
         }
+        let now = self.clock;
         self.settle(now);
         self.drop_upload();
         tracing::info!(session = self.id, peer = %self.peer, batch = batch.id.0, received = batch.received(), "upload resumed");
-        self.activate(batch, r.token);
+        self.activate(batch, token, candidates);
     }
 }

@@ -1,19 +1,45 @@
 //! The state of one file of an upload.
+//!
+//! ```text
+//!   Challenged ──Proof──► Proving ──linked──► Done
+//!       │                    └──refused──► Receiving
+//!       └─(no candidates)──► Receiving ──last byte──► Verifying ──kept──► Done
+//!                               ▲                        └──mismatch──► Receiving (from 0)
+//!                               └──── Resetting ◄── data past the size
+//! ```
 
-use pickup_proto::hash::Nonce;
+use pickup_proto::hash::{Nonce, Sha1Hasher};
 use pickup_proto::Sha1Digest;
 
-use super::hashing::Hashing;
-use super::proof::ExpectedProofs;
-use crate::store::PartialId;
+use crate::store::{BlobId, PartialId};
 
+/// Where the SHA-1 of a receiving file's bytes is.
+#[derive(Debug)]
+pub(super) enum Hashing {
+    /// Here: it covers every byte given to a write so far.
+    Home(Box<Sha1Hasher>),
+    /// With a write job, which hashes the bytes it writes and brings it back.
+    Away,
+    /// Unknown (a resumed upload, or after a failure): the durable prefix
+    /// is re-hashed from the store before more bytes count.
+    Unknown,
+    /// Being re-hashed by a job.
+    Rehashing,
+}
+
+/// A file whose bytes are arriving.
+#[derive(Debug)]
 pub(super) struct Receiving {
     pub(super) partial: PartialId,
-    /// Bytes written (contiguous from 0).
+    /// Bytes taken (contiguous from 0): written, queued or buffered.
     pub(super) received: u64,
     /// Bytes durable and acknowledged.
     pub(super) acked: u64,
-    /// How the SHA-1 of the bytes up to `received` is computed.
+    /// The highest prefix a queued or running sync will make durable.
+    pub(super) syncing_to: u64,
+    /// Bytes taken but not yet given to a write: `received - buf.len()..received`.
+    pub(super) buf: Vec<u8>,
+    /// The SHA-1 of the bytes given to writes.
     pub(super) hash: Hashing,
     /// The offset a `Rewind` was last sent for, so a burst of frames past a
     /// gap draws one rewind, not one per frame.
@@ -21,17 +47,31 @@ pub(super) struct Receiving {
 }
 
 impl Receiving {
+    /// A file with no byte yet.
     pub(super) fn fresh(partial: PartialId) -> Self {
+        Receiving::resumed(partial, 0)
+    }
+
+    /// A file with `durable` bytes held (their hash is not known here).
+    pub(super) fn resumed(partial: PartialId, durable: u64) -> Self {
         Receiving {
             partial,
-            received: 0,
-            acked: 0,
-            hash: Hashing::Inline(Box::default()),
+            received: durable,
+            acked: durable,
+            syncing_to: durable,
+            buf: Vec::new(),
+            hash: if durable == 0 {
+                Hashing::Home(Box::default())
+            } else {
+                Hashing::Unknown
+            },
             rewound_at: None,
         }
     }
 }
 
+/// One file's place in the upload.
+#[derive(Debug)]
 pub(super) enum FileState {
     /// Complete: verified, linked after a proof, or empty.
     Done,
@@ -39,12 +79,27 @@ pub(super) enum FileState {
     Challenged {
         nonce: Nonce,
         partial: PartialId,
-        /// The proofs the candidates give, being computed meanwhile.
-        expected: Option<ExpectedProofs>,
+        /// Blobs that may hold the file (when the challenge was made).
+        candidates: Vec<BlobId>,
     },
+    /// A proof is being checked.
+    Proving { partial: PartialId },
+    /// Receiving bytes.
     Receiving(Receiving),
+    /// Every byte is in; the SHA-1 is being checked and the bytes kept.
+    Verifying {
+        partial: PartialId,
+        /// Where the SHA-1 is until the job that checks it takes it.
+        hash: Hashing,
+        /// Bytes durable and acknowledged before the last write.
+        acked: u64,
+    },
+    /// Its bytes are being thrown away.
+    Resetting { partial: PartialId },
 }
 
+/// A file of the upload.
+#[derive(Debug)]
 pub(super) struct UpFile {
     pub(super) name: String,
     pub(super) size: u64,

@@ -1,222 +1,141 @@
-//! How an upload's SHA-1 is computed: in line as bytes arrive, by a
-//! follower thread reading the partial back, or by re-hashing a resumed
-//! upload's durable prefix.
-
-use std::sync::Arc;
+//! Where each receiving file's SHA-1 is.
+//!
+//! The hasher travels with the file's writes: a write job takes it when the
+//! driver is given the job, hashes the bytes it writes (on the driver's
+//! thread, so hashing runs beside receiving) and brings it back. A resumed
+//! upload's durable prefix is re-hashed from the store by a job before more
+//! bytes count, and so is a file whose hash was lost to a failure.
 
 use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::message::Kind;
 use pickup_proto::ErrorCode;
 
-use super::super::outbox::Outbox;
-#[cfg(doc)]
-use super::super::Session;
-use super::file::Receiving;
-use super::Reply;
-use crate::relay::Relay;
-use crate::store::{PartialId, Store, StoreError};
+use super::file::{FileState, Hashing, Receiving};
+use super::{Ctx, Reply, Upload};
+use crate::jobs::{Complete, HashPrefix, Hashed, Work};
 
-/// Buffer for re-hashing a resumed prefix or checking a proof.
-pub(super) const READ_CHUNK: usize = 256 * 1024;
-
-/// SHA-1 of the bytes received so far, checked against the announcement at
-/// the end. (Deduplication compares bytes, so nothing else is hashed.)
-#[derive(Clone, Default)]
-pub(super) struct Hashers {
-    pub(super) sha1: Sha1Hasher,
+/// Queues a re-hash of the bytes of `r` given to writes so far; writes
+/// queued after it take the hasher it brings back.
+pub(super) fn rehash(cx: &mut Ctx<'_>, epoch: u64, index: usize, r: &mut Receiving) {
+    cx.work.push(Work::HashPrefix(HashPrefix {
+        epoch,
+        file: index as u16,
+        partial: r.partial,
+        len: r.received - r.buf.len() as u64,
+    }));
+    r.hash = Hashing::Rehashing;
 }
 
-impl Hashers {
-    pub(super) fn update(&mut self, data: &[u8]) {
-        self.sha1.update(data);
-    }
-}
-
-/// How a file's SHA-1 is being computed.
-pub(super) enum Hashing {
-    /// Not yet: a resumed upload's durable prefix is re-hashed first.
-    Unknown,
-    /// In line, as bytes are written.
-    Inline(Box<Hashers>),
-    /// By a [`Follower`] thread reading the bytes back.
-    Behind(Follower),
-}
-
-/// Files at least this large are hashed by a [`Follower`] when the driver
-/// allows it ([`Session::offload_hashing`]): hashing is the largest cost of
-/// receiving, and a second core can do it while this one receives.
-pub(super) const FOLLOW_MIN_SIZE: u64 = 8 << 20;
-
-/// Bytes the follower reads per call.
-pub(super) const FOLLOW_CHUNK: usize = 1 << 20;
-
-/// A thread that hashes a partial upload by reading back what the session
-/// wrote, up to what it was told is written. The file is the queue: no byte
-/// is copied between the threads, and the pages are still in the cache.
-pub(super) struct Follower {
-    pub(super) shared: Arc<FollowShared>,
-    pub(super) thread: Option<std::thread::JoinHandle<Result<(Sha1Hasher, u64), StoreError>>>,
-    /// `written` when the thread was last woken.
-    pub(super) woken_at: u64,
-}
-
-pub(super) struct FollowShared {
-    /// Bytes the thread may hash (written, contiguous from 0).
-    pub(super) written: core::sync::atomic::AtomicU64,
-    /// Hash up to `written`, then stop.
-    pub(super) finish: core::sync::atomic::AtomicBool,
-    /// Stop now; the result is not wanted.
-    pub(super) stop: core::sync::atomic::AtomicBool,
-}
-
-impl Follower {
-    pub(super) fn start(store: Arc<dyn Store>, partial: PartialId) -> std::io::Result<Follower> {
-        use core::sync::atomic::{AtomicBool, AtomicU64};
-        let shared = Arc::new(FollowShared {
-            written: AtomicU64::new(0),
-            finish: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
-        let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("pickup-hash".into())
-            .spawn(move || follow(&*store, partial, &theirs))?;
-        Ok(Follower {
-            shared,
-            thread: Some(thread),
-            woken_at: 0,
-        })
-    }
-
-    /// The first `written` bytes are in the store.
-    pub(super) fn advance(&mut self, written: u64) {
-        use core::sync::atomic::Ordering;
-        self.shared.written.store(written, Ordering::Release);
-        // Waking costs a system call: do it once per chunk's worth.
-        if written - self.woken_at >= FOLLOW_CHUNK as u64 {
-            self.woken_at = written;
-            self.wake();
-        }
-    }
-
-    pub(super) fn wake(&self) {
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
-    }
-
-    /// Waits for the digest of the first `size` bytes.
-    pub(super) fn finish(mut self, size: u64) -> Result<Sha1Hasher, StoreError> {
-        use core::sync::atomic::Ordering;
-        self.shared.written.store(size, Ordering::Release);
-        self.shared.finish.store(true, Ordering::Release);
-        self.wake();
-        let Some(thread) = self.thread.take() else {
-            return Err(StoreError::Corrupt("hash follower gone".into()));
-        };
-        match thread.join() {
-            Ok(Ok((h, hashed))) if hashed == size => Ok(h),
-            Ok(Ok((_, hashed))) => Err(StoreError::Corrupt(format!(
-                "hashed {hashed} of {size} bytes"
-            ))),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(StoreError::Corrupt("hash follower panicked".into())),
-        }
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        // Not finished (rejected, taken over, session gone): let the thread
-        // end on its own; nobody waits for it.
-        self.shared
-            .stop
-            .store(true, core::sync::atomic::Ordering::Release);
-        self.wake();
-    }
-}
-
-/// The follower thread: hashes `partial` up to `written` as it grows.
-pub(super) fn follow(
-    store: &dyn Store,
-    partial: PartialId,
-    shared: &FollowShared,
-) -> Result<(Sha1Hasher, u64), StoreError> {
-    use core::sync::atomic::Ordering;
-    let mut h = Sha1Hasher::new();
-    let mut buf = vec![0u8; FOLLOW_CHUNK];
-    let mut hashed = 0u64;
-    loop {
-        if shared.stop.load(Ordering::Acquire) {
-            return Ok((h, hashed));
-        }
-        // Read `finish` before `written`: once finishing, `written` is final.
-        let finishing = shared.finish.load(Ordering::Acquire);
-        let written = shared.written.load(Ordering::Acquire);
-        if hashed < written {
-            let want = usize::try_from(written - hashed)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            let n = store.read_partial(partial, hashed, &mut buf[..want])?;
-            if n == 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "partial {} ends at {hashed}, {written} were written",
-                    partial.0
-                )));
-            }
-            h.update(&buf[..n]);
-            hashed += n as u64;
-        } else if finishing {
-            return Ok((h, hashed));
-        } else {
-            std::thread::park();
-        }
-    }
-}
-
-/// Rebuilds the hash state of a resumed upload from its durable prefix.
-/// `false` if the prefix could not be read back whole: the upload then
-/// continues from what is there, and the terminal is told to rewind.
-pub(super) fn rehash(relay: &Relay, index: usize, r: &mut Receiving, out: &mut Outbox) -> bool {
-    let mut h = Hashers::default();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut offset = 0u64;
-    while offset < r.received {
-        let want = usize::try_from(r.received - offset)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        match relay
-            .store
-            .read_partial(r.partial, offset, &mut buf[..want])
-        {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                offset += n as u64;
+/// A re-hash has finished.
+pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
+    let index = usize::from(h.file);
+    let Some(f) = up.files.get_mut(index) else {
+        return;
+    };
+    match &mut f.state {
+        FileState::Receiving(r) if r.partial == h.partial => match h.hasher {
+            Ok((hasher, found)) if found == h.len => r.hash = Hashing::Home(hasher),
+            Ok((hasher, found)) => {
+                tracing::error!(
+                    file = index,
+                    durable = h.len,
+                    found,
+                    "partial upload is shorter than its durable offset"
+                );
+                // Continue from what is there; what was taken after it is
+                // no longer contiguous.
+                up.pending_bytes -= r.buf.len();
+                r.buf = Vec::new();
+                r.hash = Hashing::Home(hasher);
+                r.received = found;
+                r.acked = r.acked.min(found);
+                r.syncing_to = r.syncing_to.min(found);
+                r.rewound_at = Some(found);
+                let (epoch, file) = (up.epoch, h.file);
+                up.pending_bytes -= cx.work.forget(|q| super::is_write_of(q, epoch, file));
+                cx.out.upload(Reply::Rewind {
+                    file: h.file,
+                    offset: found,
+                });
             }
             Err(e) => {
                 tracing::error!(file = index, "re-hashing failed: {e}");
-                out.error(ErrorCode::Internal, Kind::Data);
-                return false;
+                cx.out.error(ErrorCode::Internal, Kind::Data);
+                up.pending_bytes -= r.buf.len();
+                r.buf = Vec::new();
+                r.received = r.acked.min(h.len);
+                r.syncing_to = r.syncing_to.min(r.received);
+                r.hash = Hashing::Unknown;
+                let (epoch, file) = (up.epoch, h.file);
+                up.pending_bytes -= cx.work.forget(|q| super::is_write_of(q, epoch, file));
+            }
+        },
+        FileState::Verifying {
+            partial,
+            hash,
+            acked,
+        } if *partial == h.partial => match h.hasher {
+            // The prefix a resumed file's writes continue, or the whole file.
+            Ok((hasher, found)) if found == h.len => *hash = Hashing::Home(hasher),
+            // A short file: its SHA-1 cannot match, and the verdict says so.
+            Ok(_) => *hash = Hashing::Home(Box::new(Sha1Hasher::new())),
+            Err(e) => {
+                tracing::error!(file = index, "re-hashing failed: {e}");
+                cx.out.error(ErrorCode::Internal, Kind::Data);
+                let (epoch, file) = (up.epoch, h.file);
+                cx.work.forget(
+                    |q| matches!(q, Work::Complete(c) if c.epoch == epoch && c.file.index == file),
+                );
+                f.state = FileState::Receiving(Receiving::resumed(*partial, *acked));
+            }
+        },
+        _ => {}
+    }
+}
+
+impl Upload {
+    /// The hasher a write of `file` takes along, if it is here.
+    pub(in crate::session) fn lend_hasher(&mut self, file: u16) -> Option<Box<Sha1Hasher>> {
+        let hash = match &mut self.files.get_mut(usize::from(file))?.state {
+            FileState::Receiving(r) => &mut r.hash,
+            FileState::Verifying { hash, .. } => hash,
+            _ => return None,
+        };
+        match core::mem::replace(hash, Hashing::Away) {
+            Hashing::Home(h) => Some(h),
+            other => {
+                // Bytes written without it: their hash must be rebuilt.
+                *hash = match other {
+                    Hashing::Rehashing => Hashing::Rehashing,
+                    _ => Hashing::Unknown,
+                };
+                None
             }
         }
     }
-    r.hash = Hashing::Inline(Box::new(h));
-    if offset == r.received {
-        return true;
+
+    /// Gives a verdict job its hasher, or, if the hash is not here, the
+    /// re-hash of the whole file to run first.
+    pub(in crate::session) fn arm_complete(&mut self, c: &mut Complete) -> Option<HashPrefix> {
+        let size = self.files.get(usize::from(c.file.index))?.size;
+        let f = self.files.get_mut(usize::from(c.file.index))?;
+        let FileState::Verifying { hash, .. } = &mut f.state else {
+            return None;
+        };
+        match core::mem::replace(hash, Hashing::Away) {
+            Hashing::Home(h) => {
+                c.hasher = Some(h);
+                None
+            }
+            _ => {
+                *hash = Hashing::Rehashing;
+                Some(HashPrefix {
+                    epoch: c.epoch,
+                    file: c.file.index,
+                    partial: c.partial,
+                    len: size,
+                })
+            }
+        }
     }
-    tracing::error!(
-        file = index,
-        durable = r.received,
-        found = offset,
-        "partial upload is shorter than its durable offset"
-    );
-    r.received = offset;
-    r.acked = r.acked.min(offset);
-    r.rewound_at = Some(offset);
-    out.upload(Reply::Rewind {
-        file: index as u16,
-        offset,
-    });
-    false
 }

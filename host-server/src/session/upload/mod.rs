@@ -3,12 +3,16 @@
 //!
 //! ```text
 //!   announce    BatchOpen, FileAnnounce, Resume → a batch and its Grant
-//!   file        per-file state: Challenged → Receiving → Done
-//!   proof       challenges, candidate proofs, linking after a Proof
-//!   hashing     the SHA-1 of what arrives (in line, follower, re-hash)
-//!   durability  syncs and the Acks that follow them
+//!   file        per-file state: Challenged → Receiving → Verifying → Done
+//!   proof       challenges, and linking a file once its Proof matches
+//!   hashing     where each file's SHA-1 is (here, with a write, re-hashed)
+//!   durability  writes, syncs and the Acks that follow them
 //!   reply       the upload's queued replies and how they render
 //! ```
+//!
+//! Nothing here touches the store: every store step is queued as work
+//! ([`crate::jobs`]) and its outcome comes back through
+//! [`Upload::on_outcome`].
 
 use std::sync::Arc;
 
@@ -16,18 +20,19 @@ use pickup_proto::message::{Data, Kind, Plan, Proof, ResumeToken};
 use pickup_proto::{Code, Duration, ErrorCode, Instant};
 
 use super::outbox::Outbox;
+use super::work::WorkQueue;
 use super::Session;
+use crate::jobs::{
+    Announced, Complete, Completed, Held, LeaseLost, Outcome, Reset, ResetDone, Verdict, Work,
+};
 use crate::relay::{unix_secs, Lease, Relay};
-use crate::store::{Batch, BatchId, Content, FileContent, FileRef, StoreError};
+use crate::store::{BatchId, BlobId, FileContent, FileRef, StoreError};
 
-use announce::Announced;
-use durability::{sync_step, Job, ACK_AGE_MAX, ACK_STEP_MAX};
-use file::{FileState, Receiving, UpFile};
-use hashing::{rehash, Follower, Hashing, FOLLOW_MIN_SIZE};
-use proof::challenge;
+use durability::ACK_AGE_MAX;
+use file::{FileState, Hashing, Receiving, UpFile};
 
 pub(super) use announce::Announcing;
-pub use durability::SyncJob;
+pub(super) use durability::MAX_PENDING;
 pub(super) use reply::Reply;
 
 mod announce;
@@ -37,12 +42,21 @@ mod hashing;
 mod proof;
 mod reply;
 
-/// Another session took the upload over; this one must drop it.
-#[derive(Debug)]
-pub(super) struct LeaseLost;
+/// What an upload's handlers need besides the upload: the relay, the
+/// session's id, its outbox and its work queue, and the ack window.
+pub(super) struct Ctx<'a> {
+    pub(super) relay: &'a Relay,
+    pub(super) session: u64,
+    pub(super) out: &'a mut Outbox,
+    pub(super) work: &'a mut WorkQueue,
+    /// The window acks are paced by.
+    pub(super) window: u32,
+}
 
 /// The upload a session is serving: one batch, after its grant.
 pub(super) struct Upload {
+    /// Tells this upload's job outcomes from those of one it replaced.
+    epoch: u64,
     batch: BatchId,
     code: Code,
     token: ResumeToken,
@@ -51,53 +65,45 @@ pub(super) struct Upload {
     files: Vec<UpFile>,
     /// When data last arrived while some of it is unacknowledged.
     last_data: Option<Instant>,
-    /// When the oldest data arrived that no sync has been started for.
+    /// When the oldest data arrived that no sync has been queued for.
     unsynced_since: Option<Instant>,
     complete_sent: bool,
-    /// Syncs run as [`SyncJob`]s on the driver's threads.
-    deferred: bool,
-    /// The sync in flight (deferred mode), and whether the driver has yet to
-    /// be given it.
-    syncing: Option<(Arc<Job>, bool)>,
-    /// The ack timer fired: sync every file, one job after the other.
-    flush: bool,
-    /// Large files may be hashed by a [`Follower`] thread.
-    follow: bool,
+    /// Bytes taken and not yet written (buffers and queued writes).
+    pending_bytes: usize,
+    /// Syncs queued or running.
+    syncs: usize,
 }
 
 impl Upload {
     /// The upload state of a stored batch, taking its lease. Files with no
-    /// durable bytes whose content the relay may hold are challenged.
-    fn start(
+    /// durable bytes whose content the relay may hold (`candidates`, per
+    /// file) are challenged when `instant`.
+    pub(super) fn start(
         relay: &Relay,
         session: u64,
-        batch: Batch,
+        epoch: u64,
+        batch: crate::store::Batch,
         token: ResumeToken,
+        mut candidates: Vec<Vec<BlobId>>,
         instant: bool,
-        deferred: bool,
-        follow: bool,
     ) -> Upload {
         let lease = relay.take_lease(batch.id, session);
+        candidates.resize(batch.files.len(), Vec::new());
         let files = batch
             .files
             .into_iter()
-            .map(|f| {
+            .zip(candidates)
+            .map(|(f, candidates)| {
                 let state = match f.content {
                     FileContent::Blob(_) => FileState::Done,
-                    FileContent::Partial { id, durable: 0 } if instant && f.size > 0 => {
-                        challenge(relay, f.size, &f.sha1, id, follow)
+                    FileContent::Partial { id, durable: 0 }
+                        if instant && f.size > 0 && !candidates.is_empty() =>
+                    {
+                        proof::challenge(relay, id, candidates)
                     }
-                    FileContent::Partial { id, durable } => FileState::Receiving(Receiving {
-                        partial: id,
-                        received: durable,
-                        acked: durable,
-                        hash: if durable == 0 {
-                            Hashing::Inline(Box::default())
-                        } else {
-                            Hashing::Unknown
-                        },
-                        rewound_at: None,
-                    }),
+                    FileContent::Partial { id, durable } => {
+                        FileState::Receiving(Receiving::resumed(id, durable))
+                    }
                 };
                 UpFile {
                     name: f.name,
@@ -108,6 +114,7 @@ impl Upload {
             })
             .collect();
         Upload {
+            epoch,
             batch: batch.id,
             code: batch.code,
             token,
@@ -117,18 +124,37 @@ impl Upload {
             last_data: None,
             unsynced_since: None,
             complete_sent: false,
-            deferred,
-            syncing: None,
-            flush: false,
-            follow,
+            pending_bytes: 0,
+            syncs: 0,
         }
     }
 
-    pub(super) fn lease(&self) -> &Lease {
+    pub(super) fn lease(&self) -> &Arc<Lease> {
         &self.lease
     }
 
-    fn same_files(&self, files: &[Announced]) -> bool {
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(super) fn batch(&self) -> BatchId {
+        self.batch
+    }
+
+    /// Bytes taken and not yet written: the session stops reading while
+    /// this is at its cap.
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    fn held(&self, session: u64) -> Held {
+        Held {
+            lease: self.lease.clone(),
+            session,
+        }
+    }
+
+    pub(super) fn same_files(&self, files: &[Announced]) -> bool {
         self.files.len() == files.len()
             && self
                 .files
@@ -156,239 +182,144 @@ impl Upload {
     }
 
     fn plan(&self, index: usize) -> Option<Plan> {
-        Some(match &self.files.get(index)?.state {
+        let f = self.files.get(index)?;
+        Some(match &f.state {
             FileState::Done => Plan::Held,
             FileState::Challenged { nonce, .. } => Plan::Challenge { nonce: *nonce },
+            FileState::Proving { .. } | FileState::Resetting { .. } => Plan::Upload { offset: 0 },
             FileState::Receiving(r) => Plan::Upload { offset: r.acked },
+            FileState::Verifying { acked, .. } => Plan::Upload { offset: *acked },
         })
     }
 
-    fn on_data(
-        &mut self,
-        relay: &Relay,
-        session: u64,
-        window: u32,
-        now: Instant,
-        d: Data<'_>,
-        out: &mut Outbox,
-    ) -> Result<(), LeaseLost> {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, now: Instant, d: Data<'_>) {
         let index = usize::from(d.file);
         let Some(f) = self.files.get_mut(index) else {
-            out.error(ErrorCode::OutOfRange, Kind::Data);
-            return Ok(());
+            return cx.out.error(ErrorCode::OutOfRange, Kind::Data);
         };
         let size = f.size;
         let r = match &mut f.state {
             FileState::Receiving(r) => r,
             // A duplicate of bytes that completed the file: nothing to do.
-            FileState::Done => return Ok(()),
-            FileState::Challenged { .. } => {
-                out.error(ErrorCode::UnexpectedMessage, Kind::Data);
-                return Ok(());
+            FileState::Done | FileState::Verifying { .. } | FileState::Resetting { .. } => return,
+            FileState::Challenged { .. } | FileState::Proving { .. } => {
+                return cx.out.error(ErrorCode::UnexpectedMessage, Kind::Data);
             }
         };
         match d.offset.checked_add(d.bytes.len() as u64) {
             Some(end) if end <= size => {}
-            _ => return self.reject(relay, session, index, ErrorCode::SizeMismatch, out),
-        }
-        if matches!(r.hash, Hashing::Unknown) && !rehash(relay, index, r, out) {
-            return Ok(());
+            _ => return self.reject(cx, index, ErrorCode::SizeMismatch),
         }
         if d.offset > r.received {
             // A gap: frames were lost. Ask once for a resend from the first missing byte.
             if r.rewound_at != Some(r.received) {
                 r.rewound_at = Some(r.received);
-                out.upload(Reply::Rewind {
+                cx.out.upload(Reply::Rewind {
                     file: d.file,
                     offset: r.received,
                 });
             }
-            return Ok(());
+            return;
         }
         // Resent bytes we already hold are skipped; the rest is new.
         let skip = (r.received - d.offset) as usize;
         let Some(bytes) = d.bytes.get(skip..).filter(|b| !b.is_empty()) else {
-            return Ok(());
+            return;
         };
-        let (partial, at) = (r.partial, r.received);
-        if at == 0 && self.follow && size >= FOLLOW_MIN_SIZE && matches!(r.hash, Hashing::Inline(_))
-        {
-            match Follower::start(relay.store.clone(), partial) {
-                Ok(f) => r.hash = Hashing::Behind(f),
-                Err(e) => tracing::warn!("no hashing thread, hashing in line: {e}"),
-            }
+        if matches!(r.hash, Hashing::Unknown) {
+            hashing::rehash(cx, self.epoch, index, r);
         }
-        match self
-            .lease
-            .run(session, || relay.store.write_partial(partial, at, bytes))
-        {
-            None => return Err(LeaseLost),
-            Some(Err(e)) => {
-                tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
-                out.error(failure_code(&e), Kind::Data);
-                return Ok(());
-            }
-            Some(Ok(())) => {}
-        }
+        r.buf.extend_from_slice(bytes);
         r.received += bytes.len() as u64;
-        match &mut r.hash {
-            Hashing::Inline(h) => h.update(bytes),
-            Hashing::Behind(f) => f.advance(r.received),
-            Hashing::Unknown => {}
-        }
         r.rewound_at = None;
-        let (received, acked) = (r.received, r.acked);
+        self.pending_bytes += bytes.len();
+        let (received, full) = (r.received, r.buf.len() >= durability::WRITE_CHUNK);
         self.last_data = Some(now);
         let overdue = now >= *self.unsynced_since.get_or_insert(now) + ACK_AGE_MAX;
         if received == size {
-            self.finalize(relay, session, index, out)
-        } else if self.deferred {
-            let idle = self.syncing.is_none();
-            self.next_job(relay, session, if overdue { 1 } else { sync_step(window) });
-            if idle && self.syncing.is_some() {
-                self.unsynced_since = None;
-            }
-            Ok(())
-        } else if overdue || received - acked >= u64::from(window / 2).min(2 * ACK_STEP_MAX) {
-            self.unsynced_since = None;
-            self.sync_ack(relay, session, index, out)
+            self.finalize(cx, index);
         } else {
-            Ok(())
+            if full {
+                self.queue_write(cx, index, false);
+            }
+            self.sync_due(cx, overdue);
+        }
+        if self.pending_bytes >= durability::MAX_PENDING {
+            // Input stops until writes finish: every buffer must be on its
+            // way, or nothing would ever start it again.
+            for i in 0..self.files.len() {
+                self.queue_write(cx, i, false);
+            }
         }
     }
 
-    /// All bytes of a file are in: verify them and keep them, or reject them.
-    fn finalize(
-        &mut self,
-        relay: &Relay,
-        session: u64,
-        index: usize,
-        out: &mut Outbox,
-    ) -> Result<(), LeaseLost> {
-        // The store's transitions follow every sync of this upload.
-        self.finish_job(out)?;
+    /// All bytes of a file are in: write and sync the rest, then verify
+    /// them and keep them, or reject them.
+    /// (The last write needs no sync: keeping the bytes syncs them, and
+    /// rejecting them throws them away.)
+    fn finalize(&mut self, cx: &mut Ctx<'_>, index: usize) {
+        self.queue_write(cx, index, false);
+        let held = self.held(cx.session);
         let file = self.file_ref(index);
         let f = &mut self.files[index];
         let FileState::Receiving(r) = &mut f.state else {
-            return Ok(());
+            return;
         };
-        if matches!(r.hash, Hashing::Unknown) && !rehash(relay, index, r, out) {
-            return Ok(());
-        }
-        if r.received != f.size {
-            return Ok(());
-        }
-        let sha1 = match core::mem::replace(&mut r.hash, Hashing::Unknown) {
-            Hashing::Inline(h) => {
-                let digest = h.sha1.digest();
-                r.hash = Hashing::Inline(h);
-                digest
-            }
-            Hashing::Behind(follower) => match follower.finish(f.size) {
-                Ok(h) => h.digest(),
-                Err(e) => {
-                    // Left `Unknown`: the next attempt re-hashes in line.
-                    tracing::error!(batch = self.batch.0, file = index, "hashing failed: {e}");
-                    out.error(ErrorCode::Internal, Kind::Data);
-                    return Ok(());
-                }
-            },
-            Hashing::Unknown => return Ok(()),
+        let (partial, acked) = (r.partial, r.acked);
+        let hash = core::mem::replace(&mut r.hash, Hashing::Unknown);
+        f.state = FileState::Verifying {
+            partial,
+            hash,
+            acked,
         };
-        if sha1 != f.sha1 {
-            tracing::info!(
-                batch = self.batch.0,
-                file = index,
-                "SHA-1 mismatch, file rejected"
-            );
-            return self.reject(relay, session, index, ErrorCode::HashMismatch, out);
-        }
-        let content = Content { size: f.size, sha1 };
-        let partial = r.partial;
-        match self.lease.run(session, || {
-            relay.store.complete_file(file, partial, &content)
-        }) {
-            None => return Err(LeaseLost),
-            Some(Err(e)) => {
-                // The file stays receiving; the terminal's resume retries.
-                tracing::error!(batch = self.batch.0, file = index, "completing failed: {e}");
-                out.error(failure_code(&e), Kind::Data);
-                return Ok(());
-            }
-            Some(Ok(blob)) => {
-                tracing::debug!(
-                    batch = self.batch.0,
-                    file = index,
-                    blob = blob.0,
-                    "file verified"
-                );
-                f.state = FileState::Done;
-            }
-        }
-        if self.files.iter().all(|f| !has_unacked(f)) {
+        cx.work.push(Work::Complete(Complete {
+            held,
+            epoch: self.epoch,
+            file,
+            partial,
+            size: f.size,
+            sha1: f.sha1,
+            hasher: None,
+        }));
+        if self.files.iter().all(|f| !durability::has_unacked(f)) {
             self.last_data = None;
             self.unsynced_since = None;
         }
-        out.ack(index as u16);
-        out.upload(Reply::Verified(index as u16));
-        self.check_complete(out);
-        Ok(())
     }
 
     /// Throws a file's bytes away; it restarts from 0 if sent again.
-    fn reject(
-        &mut self,
-        relay: &Relay,
-        session: u64,
-        index: usize,
-        reason: ErrorCode,
-        out: &mut Outbox,
-    ) -> Result<(), LeaseLost> {
-        self.finish_job(out)?;
+    fn reject(&mut self, cx: &mut Ctx<'_>, index: usize, reason: ErrorCode) {
+        let epoch = self.epoch;
+        let held = self.held(cx.session);
         let FileState::Receiving(r) = &mut self.files[index].state else {
-            return Ok(());
+            return;
         };
-        // Stop hashing bytes about to go.
-        if matches!(r.hash, Hashing::Behind(_)) {
-            r.hash = Hashing::Unknown;
-        }
+        // Bytes about to go need no writing.
+        self.pending_bytes -= r.buf.len();
+        r.buf = Vec::new();
         let partial = r.partial;
-        match self
-            .lease
-            .run(session, || relay.store.reset_partial(partial))
-        {
-            None => return Err(LeaseLost),
-            Some(Err(e)) => {
-                tracing::error!(batch = self.batch.0, file = index, "reset failed: {e}");
-                out.error(failure_code(&e), Kind::Data);
-            }
-            Some(Ok(())) => {
-                *r = Receiving::fresh(partial);
-                out.upload(Reply::Rejected {
-                    index: index as u16,
-                    reason,
-                });
-            }
-        }
-        Ok(())
+        let file = index as u16;
+        self.pending_bytes -= cx.work.forget(|w| is_write_of(w, epoch, file));
+        self.files[index].state = FileState::Resetting { partial };
+        cx.work.push(Work::Reset(Reset {
+            held,
+            epoch,
+            file,
+            partial,
+            reason,
+        }));
     }
 
     /// Completes files whose every byte is already durable (empty files,
     /// or a crash after the last ack and before verification).
-    fn finish_ready_files(
-        &mut self,
-        relay: &Relay,
-        session: u64,
-        out: &mut Outbox,
-    ) -> Result<(), LeaseLost> {
+    pub(super) fn finish_ready_files(&mut self, cx: &mut Ctx<'_>) {
         for i in 0..self.files.len() {
             let f = &self.files[i];
             if matches!(&f.state, FileState::Receiving(r) if r.received == f.size) {
-                self.finalize(relay, session, i, out)?;
+                self.finalize(cx, i);
             }
         }
-        self.check_complete(out);
-        Ok(())
+        self.check_complete(cx.out);
     }
 
     fn check_complete(&mut self, out: &mut Outbox) {
@@ -400,32 +331,135 @@ impl Upload {
     }
 
     /// Answers a repeated grant request (a `Resume`, or the same announcement
-    /// again after a lost `Grant`): everything received becomes durable, each
-    /// challenge gets a fresh nonce, and the grant and plans go out again.
-    fn regrant(&mut self, relay: &Relay, session: u64, out: &mut Outbox) -> Result<(), LeaseLost> {
-        self.ack_all(relay, session, out)?;
+    /// again after a lost `Grant`): everything received becomes durable, and
+    /// once it is, each challenge gets a fresh nonce and the grant and plans
+    /// go out again ([`Upload::regranted`]).
+    pub(super) fn regrant(&mut self, cx: &mut Ctx<'_>) {
+        self.ack_all(cx);
+        cx.work
+            .then(super::work::Then::Regrant { epoch: self.epoch });
+    }
+
+    /// The flushes before a re-grant are done.
+    pub(super) fn regranted(&mut self, cx: &mut Ctx<'_>) {
         for f in &mut self.files {
-            if let FileState::Challenged { partial, .. } = f.state {
-                f.state = challenge(relay, f.size, &f.sha1, partial, self.follow);
+            if let FileState::Challenged {
+                partial,
+                candidates,
+                ..
+            } = &mut f.state
+            {
+                f.state = proof::challenge(cx.relay, *partial, core::mem::take(candidates));
             }
         }
-        out.upload(Reply::Grant { next: 0 });
+        cx.out.upload(Reply::Grant { next: 0 });
         self.complete_sent = false;
-        self.finish_ready_files(relay, session, out)
+        self.finish_ready_files(cx);
+    }
+
+    /// A job of this upload has finished.
+    pub(super) fn on_outcome(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        outcome: Outcome,
+    ) -> Result<(), LeaseLost> {
+        match outcome {
+            Outcome::Written(w) => self.on_written(cx, w),
+            Outcome::Hashed(h) => {
+                hashing::on_hashed(self, cx, h);
+                Ok(())
+            }
+            Outcome::Completed(c) => self.on_completed(cx, c),
+            Outcome::Reset(r) => self.on_reset(cx, r),
+            Outcome::Proved(p) => self.on_proved(cx, p),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_completed(&mut self, cx: &mut Ctx<'_>, c: Completed) -> Result<(), LeaseLost> {
+        let index = usize::from(c.file);
+        let verdict = c.result?;
+        let Some(f) = self.files.get_mut(index) else {
+            return Ok(());
+        };
+        let FileState::Verifying { partial, acked, .. } = f.state else {
+            return Ok(());
+        };
+        match verdict {
+            Verdict::Kept(blob) => {
+                tracing::debug!(
+                    batch = self.batch.0,
+                    file = index,
+                    blob = blob.0,
+                    "file verified"
+                );
+                f.state = FileState::Done;
+                cx.out.ack(c.file);
+                cx.out.upload(Reply::Verified(c.file));
+                self.check_complete(cx.out);
+            }
+            Verdict::Mismatch => {
+                tracing::info!(
+                    batch = self.batch.0,
+                    file = index,
+                    "SHA-1 mismatch, file rejected"
+                );
+                f.state = FileState::Receiving(Receiving::fresh(partial));
+                cx.out.upload(Reply::Rejected {
+                    index: c.file,
+                    reason: ErrorCode::HashMismatch,
+                });
+            }
+            Verdict::MismatchNotReset(e) => {
+                tracing::error!(batch = self.batch.0, file = index, "reset failed: {e}");
+                f.state = FileState::Receiving(Receiving::resumed(partial, acked));
+                cx.out.error(failure_code(&e), Kind::Data);
+            }
+            Verdict::Failed(e) => {
+                // The file stays receiving; the terminal's resume retries.
+                tracing::error!(batch = self.batch.0, file = index, "completing failed: {e}");
+                f.state = FileState::Receiving(Receiving::resumed(partial, acked));
+                cx.out.error(failure_code(&e), Kind::Data);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_reset(&mut self, cx: &mut Ctx<'_>, r: ResetDone) -> Result<(), LeaseLost> {
+        let result = r.result?;
+        let Some(f) = self.files.get_mut(usize::from(r.file)) else {
+            return Ok(());
+        };
+        let FileState::Resetting { partial } = f.state else {
+            return Ok(());
+        };
+        f.state = FileState::Receiving(Receiving::fresh(partial));
+        match result {
+            Ok(()) => cx.out.upload(Reply::Rejected {
+                index: r.file,
+                reason: r.reason,
+            }),
+            Err(e) => {
+                tracing::error!(batch = self.batch.0, file = r.file, "reset failed: {e}");
+                cx.out.error(failure_code(&e), Kind::Data);
+            }
+        }
+        Ok(())
     }
 }
 
-/// The refusal for a failed store write: a partial upload that no longer
+/// Whether `w` is a queued write of file `file` of the upload `epoch`.
+fn is_write_of(w: &Work, epoch: u64, file: u16) -> bool {
+    matches!(w, Work::Write(w) if w.epoch == epoch && w.file == file)
+}
+
+/// The refusal for a failed store step: a partial upload that no longer
 /// exists was swept with its expired batch; anything else is internal.
-fn failure_code(e: &StoreError) -> ErrorCode {
+pub(super) fn failure_code(e: &StoreError) -> ErrorCode {
     match e {
         StoreError::NotFound => ErrorCode::Expired,
         _ => ErrorCode::Internal,
     }
-}
-
-fn has_unacked(f: &UpFile) -> bool {
-    matches!(&f.state, FileState::Receiving(r) if r.received > r.acked)
 }
 
 impl Session {
@@ -433,7 +467,10 @@ impl Session {
         if self.upload.is_none() {
             return self.out.error(ErrorCode::UnexpectedMessage, Kind::Proof);
         }
-        self.with_upload(|up, relay, id, out| up.on_proof(relay, id, p, out));
+        self.with_upload(|up, cx| {
+            up.on_proof(cx, p);
+            Ok(())
+        });
     }
 
     pub(super) fn on_data(&mut self, now: Instant, d: Data<'_>) {
@@ -447,7 +484,9 @@ impl Session {
             self.drop_upload();
             return self.out.error(ErrorCode::Expired, Kind::Data);
         }
-        let window = self.ack_window();
-        self.with_upload(|up, relay, id, out| up.on_data(relay, id, window, now, d, out));
+        self.with_upload(|up, cx| {
+            up.on_data(cx, now, d);
+            Ok(())
+        });
     }
 }

@@ -75,8 +75,11 @@ impl Upload {
                 let f = self.files.get(usize::from(i))?;
                 let offset = match &f.state {
                     FileState::Done => f.size,
-                    FileState::Challenged { .. } => 0,
+                    FileState::Challenged { .. }
+                    | FileState::Proving { .. }
+                    | FileState::Resetting { .. } => 0,
                     FileState::Receiving(r) => r.acked,
+                    FileState::Verifying { acked, .. } => *acked,
                 };
                 (
                     Message::Ack(Ack {

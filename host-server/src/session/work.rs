@@ -1,0 +1,303 @@
+//! The session's queue of work for its driver, in the order it must happen.
+//!
+//! Entries are store work ([`Work`], given out as [`Job`]s one at a time)
+//! and session steps that must wait for the work before them ([`Then`]).
+//! Work that only moves bytes (writes and syncs, re-hashing a prefix, reading
+//! a blob ahead) lets the session go on taking frames while it runs; any
+//! other entry *blocks* it: until that entry is done the session asks for
+//! no input ([`Session::wants_input`](super::Session::wants_input)), so its
+//! decisions follow the same order as if the store had answered at once.
+
+use std::collections::VecDeque;
+
+use pickup_proto::Instant;
+
+use super::upload::Ctx;
+use super::{Phase, Session, Upload};
+use crate::jobs::{Job, JobDone, LeaseLost, Outcome, Work};
+
+/// A session step that runs once everything queued before it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    /// Re-grant the current upload (its flushes are done): fresh nonces,
+    /// the `Grant` and plans again, files whose bytes are all in completed.
+    Regrant {
+        /// The upload it is for.
+        epoch: u64,
+    },
+}
+
+#[derive(Debug)]
+enum Entry {
+    Work(Work),
+    Then(Then),
+}
+
+/// What the session queued, and what its driver is running.
+#[derive(Debug, Default)]
+pub(super) struct WorkQueue {
+    queue: VecDeque<Entry>,
+    /// A job is with the driver; `true` if it blocks input.
+    running: Option<bool>,
+    /// Blocking entries queued (not counting the running job).
+    blocking: usize,
+}
+
+/// Whether waiting for `work` must hold back the session's input.
+fn blocks(work: &Work) -> bool {
+    !matches!(
+        work,
+        Work::Write(_) | Work::HashPrefix(_) | Work::ReadBlob(_)
+    )
+}
+
+impl WorkQueue {
+    /// Queues store work.
+    pub(super) fn push(&mut self, work: Work) {
+        if blocks(&work) {
+            self.blocking += 1;
+        }
+        self.queue.push_back(Entry::Work(work));
+    }
+
+    /// Queues a step for when everything before it is done.
+    pub(super) fn then(&mut self, step: Then) {
+        self.blocking += 1;
+        self.queue.push_back(Entry::Then(step));
+    }
+
+    /// The session must take no input until blocking work is done.
+    pub(super) fn blocked(&self) -> bool {
+        self.blocking > 0 || self.running == Some(true)
+    }
+
+    /// Nothing queued, nothing running.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.running.is_none()
+    }
+
+    /// The step at the head, if it is a step and no job runs: it is due.
+    pub(super) fn due_step(&mut self) -> Option<Then> {
+        if self.running.is_some() {
+            return None;
+        }
+        match self.queue.front() {
+            Some(Entry::Then(step)) => {
+                let step = *step;
+                self.queue.pop_front();
+                self.blocking -= 1;
+                Some(step)
+            }
+            _ => None,
+        }
+    }
+
+    /// The work at the head, if no job runs, to be given out.
+    pub(super) fn next_work(&mut self) -> Option<Work> {
+        if self.running.is_some() {
+            return None;
+        }
+        match self.queue.front() {
+            Some(Entry::Work(_)) => {}
+            _ => return None,
+        }
+        let Some(Entry::Work(work)) = self.queue.pop_front() else {
+            return None;
+        };
+        let blocking = blocks(&work);
+        if blocking {
+            self.blocking -= 1;
+        }
+        Some(work)
+    }
+
+    /// Puts work back at the head (it was not given out after all).
+    pub(super) fn unpop(&mut self, work: Work) {
+        if blocks(&work) {
+            self.blocking += 1;
+        }
+        self.queue.push_front(Entry::Work(work));
+    }
+
+    /// `job` is given to the driver.
+    pub(super) fn started(&mut self, job: &Job) {
+        self.running = Some(blocks(&job.work));
+    }
+
+    /// The running job's result is in.
+    pub(super) fn finished(&mut self) {
+        self.running = None;
+    }
+
+    /// Drops queued work that `stale` says is no longer wanted; returns the
+    /// bytes of the writes dropped.
+    pub(super) fn forget(&mut self, mut stale: impl FnMut(&Work) -> bool) -> usize {
+        let mut freed = 0;
+        let mut blocking = 0;
+        self.queue.retain(|e| match e {
+            Entry::Work(w) if stale(w) => {
+                if let Work::Write(w) = w {
+                    freed += w.bytes.len();
+                }
+                false
+            }
+            Entry::Work(w) => {
+                blocking += usize::from(blocks(w));
+                true
+            }
+            Entry::Then(_) => {
+                blocking += 1;
+                true
+            }
+        });
+        self.blocking = blocking;
+        freed
+    }
+}
+
+impl Session {
+    /// The next job for the driver to run, if any. One job is out at a
+    /// time: the next comes only after
+    /// [`handle_job_done`](Self::handle_job_done). Check it after every call
+    /// into the session.
+    #[must_use]
+    pub fn poll_job(&mut self) -> Option<Job> {
+        loop {
+            self.run_due_steps();
+            let mut work = self.work.next_work()?;
+            let epoch = self.upload.as_ref().map(|u| u.epoch());
+            match &mut work {
+                Work::Write(w) if Some(w.epoch) == epoch => {
+                    w.hasher = self
+                        .upload
+                        .as_deref_mut()
+                        .and_then(|u| u.lend_hasher(w.file));
+                }
+                Work::Complete(c) => {
+                    let Some(up) = self.upload.as_deref_mut().filter(|u| u.epoch() == c.epoch)
+                    else {
+                        continue; // Its upload is gone: no verdict wanted.
+                    };
+                    if let Some(rehash) = up.arm_complete(c) {
+                        self.work.unpop(work);
+                        work = Work::HashPrefix(rehash);
+                    }
+                }
+                Work::HashPrefix(h) if Some(h.epoch) != epoch => continue,
+                Work::Reset(r) if Some(r.epoch) != epoch => continue,
+                Work::CheckProof(p) if Some(p.epoch) != epoch => continue,
+                Work::ReadBlob(r) if self.stream.as_ref().map(|s| s.id) != Some(r.stream) => {
+                    continue
+                }
+                _ => {}
+            }
+            let job = Job { work };
+            self.work.started(&job);
+            return Some(job);
+        }
+    }
+
+    /// A job from [`poll_job`](Self::poll_job) has been run: take its result.
+    pub fn handle_job_done(&mut self, now: Instant, done: JobDone) {
+        self.clock = self.clock.max(now);
+        self.work.finished();
+        let open = matches!(self.phase, Phase::AwaitHello | Phase::Open);
+        match done.outcome {
+            Outcome::Created(created) if open => self.on_created(created),
+            Outcome::FoundToken { token, found } if open => self.on_found_token(token, found),
+            Outcome::FoundCode { to, found } if open => self.on_found_code(to, found),
+            Outcome::BlobRead(read) => self.on_blob_read(read),
+            Outcome::Created(_) | Outcome::FoundToken { .. } | Outcome::FoundCode { .. } => {}
+            upload => {
+                let epoch = match &upload {
+                    Outcome::Written(w) => w.epoch,
+                    Outcome::Hashed(h) => h.epoch,
+                    Outcome::Completed(c) => c.epoch,
+                    Outcome::Reset(r) => r.epoch,
+                    Outcome::Proved(p) => p.epoch,
+                    _ => return,
+                };
+                if self.upload.as_ref().is_some_and(|u| u.epoch() == epoch) {
+                    self.with_upload(|up, cx| up.on_outcome(cx, upload));
+                }
+            }
+        }
+        self.run_due_steps();
+        if self.work.is_idle() {
+            for lease in core::mem::take(&mut self.retired) {
+                self.relay.release_lease(&lease, self.id);
+            }
+        }
+    }
+
+    /// Whether the driver should feed the session frames now. `false` while
+    /// it waits for a job whose result decides how the next frame is taken
+    /// (a lookup, a batch being created, a verdict), or while as many
+    /// received bytes wait to be written as it holds: the driver then stops
+    /// reading, and the peer's bytes wait in the link.
+    pub fn wants_input(&self) -> bool {
+        !self.work.blocked()
+            && self
+                .upload
+                .as_ref()
+                .is_none_or(|u| u.pending_bytes() < super::upload::MAX_PENDING)
+    }
+
+    /// Runs the session steps that were waiting for work before them.
+    fn run_due_steps(&mut self) {
+        while let Some(step) = self.work.due_step() {
+            match step {
+                Then::Regrant { epoch } => {
+                    if self.upload.as_ref().is_some_and(|u| u.epoch() == epoch) {
+                        self.with_upload(|up, cx| {
+                            up.regranted(cx);
+                            Ok(())
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes every received byte durable and acknowledges it (by jobs).
+    pub(super) fn settle(&mut self, _now: Instant) {
+        self.with_upload(|up, cx| {
+            up.ack_all(cx);
+            Ok(())
+        });
+    }
+
+    /// Forgets the upload; its lease is released once its queued work is done.
+    pub(super) fn drop_upload(&mut self) {
+        if let Some(up) = self.upload.take() {
+            if self.work.is_idle() {
+                self.relay.release_lease(up.lease(), self.id);
+            } else {
+                self.retired.push(up.lease().clone());
+            }
+        }
+    }
+
+    /// Runs `f` on the active upload; drops the upload if another session
+    /// took it over meanwhile.
+    pub(super) fn with_upload(
+        &mut self,
+        f: impl FnOnce(&mut Upload, &mut Ctx<'_>) -> Result<(), LeaseLost>,
+    ) {
+        let window = self.ack_window();
+        let Some(up) = self.upload.as_deref_mut() else {
+            return;
+        };
+        let mut cx = Ctx {
+            relay: &self.relay,
+            session: self.id,
+            out: &mut self.out,
+            work: &mut self.work,
+            window,
+        };
+        if f(up, &mut cx).is_err() {
+            tracing::info!(session = self.id, "upload taken over by a newer session");
+            self.upload = None;
+        }
+    }
+}
