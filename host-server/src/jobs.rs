@@ -16,7 +16,7 @@
 //! between a job's start and its completion).
 //!
 //! Running a job is the only place the relay blocks: its durability contract
-//! is the [`Store`](crate::store::Store)'s.
+//! is the [`Store`]'s.
 
 use pickup_proto::hash::{Nonce, ProofHasher, Sha1Hasher};
 use pickup_proto::message::ResumeToken;

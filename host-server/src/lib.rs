@@ -8,14 +8,21 @@
 //!          ▼                                     ▼
 //!  ┌───────────────────────────────────────────────────────────────────┐
 //!  │ session::Session   sans-IO, one per connection: handle_frame,      │
-//!  │                    handle_timeout in; poll_transmit, poll_timeout  │
+//!  │                    handle_timeout, handle_job_done in;             │
+//!  │                    poll_transmit, poll_timeout, poll_job out       │
 //!  │ relay::Relay       shared: settings, rate limits, leases, RNG      │
+//!  ├───────────────────────────────── jobs::Job ───────────────────────┤
+//!  │ jobs               the store work a session hands its driver: run  │
+//!  │                    on tokio's blocking pool or a port's worker     │
 //!  ├───────────────────────────────────────────────────────────────────┤
 //!  │ store::Store       batches, partial uploads, blobs, expiry         │
 //!  │   store::sqlite    SQLite (WAL, synchronous=FULL) + files by id    │
 //!  │   store::memory    in memory, crash simulation (simulator, fuzz)   │
 //!  └───────────────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! Settings and link parameters, with their defaults written once, are in
+//! [`settings`]; [`config`] reads them from a file and flags.
 //!
 //! The protocol itself (frames, messages, the terminals' state machines)
 //! lives in `pickup-proto`; this crate adds the relay's decisions: codes

@@ -12,6 +12,17 @@
 //!   fuzzers and unit tests; `MemoryStore::crash` (feature `test-support`)
 //!   drops exactly what was never made durable.
 //!
+//! # Who calls it, and where
+//!
+//! Sessions never call the store: every store step is a
+//! [`Job`](crate::jobs::Job) that a driver runs where blocking is allowed
+//! (tokio's blocking pool for TCP, a worker thread per serial port, the
+//! simulator's and fuzzers' own order). The trait is therefore synchronous,
+//! and a networked backend (PostgreSQL, S3-compatible storage) implements
+//! it with blocking calls that hold up only the job's thread, never a
+//! runtime worker: for instance by `Handle::block_on` on an async client
+//! from the blocking pool. What a backend must keep is the contract below.
+//!
 //! # Durability contract
 //!
 //! Every method that changes metadata is atomic and durable when it returns.
