@@ -1,0 +1,185 @@
+//! Finishing an upload: sharing a stored blob with the same bytes
+//! (deduplication compares bytes, not only hashes), or moving the partial
+//! file into `blobs/` under durability rule 3; and the blob rows.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+
+use pickup_proto::Sha1Digest;
+use rusqlite::{params, Connection};
+
+use super::rows::{exec, to_i64, to_u64};
+use super::Delta;
+use super::{
+    remove_if_present, BlobId, Content, FileRef, PartialId, Result, SqliteStore, StoreError,
+};
+
+/// Most candidate blobs an upload is compared with (more than one means a
+/// SHA-1 collision is stored; more than a few is an attack).
+const MAX_COMPARED: usize = 4;
+
+/// Bytes compared per read when checking an upload against a blob.
+const COMPARE_CHUNK: usize = 256 * 1024;
+
+impl SqliteStore {
+    /// Shares the first of (at most [`MAX_COMPARED`]) `candidates` that holds
+    /// the same bytes as the partial upload and is still live, and deletes
+    /// the partial file; `None` if there is no such blob.
+    pub(super) fn share_same_bytes(
+        &self,
+        file: FileRef,
+        partial: PartialId,
+        content: &Content,
+        candidates: Vec<BlobId>,
+    ) -> Result<Option<BlobId>> {
+        let pid = to_i64(partial.0)?;
+        for blob in candidates.into_iter().take(MAX_COMPARED) {
+            match self.same_bytes(partial, blob, content.size) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(blob = blob.0, "cannot compare with a stored blob: {e}");
+                    continue;
+                }
+            }
+            // Same bytes: the same content. Share the blob, if it is
+            // still there (the sweeper may have collected it meanwhile).
+            let (bid, size) = (to_i64(blob.0)?, to_i64(content.size)?);
+            let shared = self.write(move |db| Self::share_blob(db, file, pid, bid, size))?;
+            if !shared {
+                continue;
+            }
+            self.drop_partial_file(partial.0)?;
+            return Ok(Some(blob));
+        }
+        Ok(None)
+    }
+
+    /// Makes the partial file the blob of the same id: fsync, rename into
+    /// `blobs/`, fsync that directory, then commit the row (rule 3).
+    pub(super) fn promote_to_blob(
+        &self,
+        file: FileRef,
+        partial: PartialId,
+        content: &Content,
+    ) -> Result<BlobId> {
+        let pid = to_i64(partial.0)?;
+        let h = self
+            .partial_handle(partial, true)?
+            .ok_or(StoreError::NotFound)?;
+        h.file.sync_all()?;
+        self.close_partial(partial.0);
+        let blob_path = self.blob_path(partial.0);
+        match fs::rename(self.partial_path(partial.0), &blob_path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
+            other => other?,
+        }
+        // The new name must be durable before the row that points at it.
+        // (The old name needs no fsync: after a crash, a partial file whose
+        // row is gone is an orphan and recovery deletes it.)
+        self.blob_dir_sync.sync()?;
+        let (size, sha1) = (to_i64(content.size)?, content.sha1);
+        let committed = self.write(move |db| {
+            exec(
+                db,
+                "INSERT INTO blobs(id, size, sha1, refs) VALUES (?1, ?2, ?3, 1)",
+                params![pid, size, &sha1.0[..]],
+            )?;
+            Self::set_blob(db, file, pid, pid)?;
+            Ok(((), Delta::default()))
+        });
+        if let Err(e) = committed {
+            // No row points at the blob file. Swept meanwhile: it is garbage.
+            // Otherwise put it back where a retry (or recovery) expects it.
+            if matches!(e, StoreError::NotFound)
+                || fs::rename(&blob_path, self.partial_path(partial.0)).is_err()
+            {
+                remove_if_present(&blob_path)?;
+            }
+            return Err(e);
+        }
+        Ok(BlobId(partial.0))
+    }
+
+    /// Blobs with this size and SHA-1.
+    pub(super) fn candidate_ids(
+        db: &Connection,
+        size: u64,
+        sha1: &Sha1Digest,
+    ) -> Result<Vec<BlobId>> {
+        let mut stmt = db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2")?;
+        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..]], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| Ok(BlobId(to_u64(r?)))).collect()
+    }
+
+    /// Whether the first `size` bytes of a partial upload equal a blob.
+    fn same_bytes(&self, partial: PartialId, blob: BlobId, size: u64) -> Result<bool> {
+        let p = self
+            .partial_handle(partial, false)?
+            .ok_or(StoreError::NotFound)?;
+        let b = self.blob_handle(blob)?;
+        let mut left = vec![0u8; COMPARE_CHUNK];
+        let mut right = vec![0u8; COMPARE_CHUNK];
+        let mut offset = 0u64;
+        while offset < size {
+            let n = usize::try_from(size - offset)
+                .unwrap_or(usize::MAX)
+                .min(COMPARE_CHUNK);
+            p.file.read_exact_at(&mut left[..n], offset)?;
+            match b.read_exact_at(&mut right[..n], offset) {
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
+                other => other?,
+            }
+            if left[..n] != right[..n] {
+                return Ok(false);
+            }
+            offset += n as u64;
+        }
+        // Same prefix: the blob must also end here.
+        Ok(b.read_at(&mut right[..1], size)? == 0)
+    }
+
+    /// Points `file` (still in `partial`) at the existing `blob`, taking a
+    /// reference, if the blob is still live (the sweeper may have collected
+    /// it). On success the file's `size` bytes no longer count twice.
+    pub(super) fn share_blob(
+        db: &Connection,
+        file: FileRef,
+        partial: i64,
+        blob: i64,
+        size: i64,
+    ) -> Result<(bool, Delta)> {
+        let n = exec(
+            db,
+            "UPDATE blobs SET refs = refs + 1 WHERE id = ?1 AND refs > 0",
+            params![blob],
+        )?;
+        if n == 0 {
+            return Ok((false, Delta::default()));
+        }
+        Self::set_blob(db, file, partial, blob)?;
+        Ok((
+            true,
+            Delta {
+                bytes: -size,
+                batches: 0,
+            },
+        ))
+    }
+
+    /// Points a file at a blob and deletes its partial row, in `tx`;
+    /// `NotFound` if the file no longer points at `partial`.
+    fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<()> {
+        let n = exec(
+            db,
+            "UPDATE files SET partial = NULL, blob = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
+            params![blob, to_i64(file.batch.0)?, file.index, partial],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        exec(db, "DELETE FROM partials WHERE id = ?1", params![partial])?;
+        Ok(())
+    }
+}

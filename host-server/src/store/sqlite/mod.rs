@@ -1,0 +1,335 @@
+//! The default [`Store`]: metadata in SQLite, contents as files.
+//!
+//! ```text
+//!   DATA/relay.sqlite (+ -wal, -shm)   batches, files, partials, blobs, expired codes
+//!   DATA/partial/<id>                  bytes of an upload in progress
+//!   DATA/blobs/<id>                    bytes of a complete, verified file
+//! ```
+//!
+//! Files are named by internal id only: nothing a client sends shapes a path.
+//! The database runs in WAL mode with `synchronous=FULL`, so a committed
+//! transaction survives power loss. The rules that make an acknowledged
+//! byte survive `kill -9`:
+//!
+//! 1. [`Store::sync_partial`] fsyncs the partial file (and its directory
+//!    entry, once), then records the durable offset in a committed
+//!    transaction. Only then may the session send an `Ack`.
+//! 2. On open, every partial file is truncated to its recorded durable offset
+//!    (bytes past it were never acknowledged), and files no row refers to are
+//!    deleted.
+//! 3. [`Store::complete_file`] fsyncs the partial file, renames it into
+//!    `blobs/`, fsyncs that directory, and only then commits the row that
+//!    says the blob exists. A crash between rename and commit leaves a
+//!    partial row whose file sits in `blobs/`; recovery moves it back. (The
+//!    old name needs no fsync: a partial file without a row is an orphan.)
+//!
+//! Concurrency: the database lock is never held across an fsync or a read
+//! of file contents, and concurrent completions share directory fsyncs
+//! (`DirSync`), so many small uploads finishing at once do not queue
+//! behind each other's disk flushes.
+
+mod blobs;
+mod dir_sync;
+mod handles;
+mod recovery;
+mod rows;
+mod schema;
+mod sweep;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
+
+use pickup_proto::Sha1Digest;
+use rusqlite::{params, Connection};
+
+use self::dir_sync::{sync_dir, DirSync};
+use self::handles::Handles;
+pub use self::recovery::Recovery;
+use self::rows::{count_usage, exec, to_i64, to_u64};
+use super::commit::{Delta, GroupCommit};
+use super::{
+    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
+    PartialId, Result, Store, StoreError, SweepStats, Usage,
+};
+
+/// Removes a file; one already gone is not an error.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// SQLite metadata plus one file per partial upload and per blob.
+pub struct SqliteStore {
+    dir: PathBuf,
+    partial_dir: PathBuf,
+    blob_dir: PathBuf,
+    db: Mutex<Connection>,
+    /// Writes share transactions and WAL fsyncs ([`GroupCommit`]).
+    group: GroupCommit,
+    /// The counters behind [`Store::usage`], kept current by every commit
+    /// (and recounted by a sweep) instead of summing tables per request.
+    usage: Mutex<Usage>,
+    handles: Mutex<Handles>,
+    blob_dir_sync: DirSync,
+}
+
+impl core::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in `dir` and recovers from any crash:
+    /// see the module docs for what recovery does.
+    pub fn open(dir: &Path) -> Result<(SqliteStore, Recovery)> {
+        let partial_dir = dir.join("partial");
+        let blob_dir = dir.join("blobs");
+        fs::create_dir_all(&partial_dir)?;
+        fs::create_dir_all(&blob_dir)?;
+        sync_dir(dir)?;
+        let db = schema::open_db(&dir.join("relay.sqlite"))?;
+        let store = SqliteStore {
+            dir: dir.to_owned(),
+            partial_dir,
+            blob_dir_sync: DirSync::new(blob_dir.clone()),
+            blob_dir,
+            db: Mutex::new(db),
+            group: GroupCommit::default(),
+            usage: Mutex::new(Usage::default()),
+            handles: Mutex::new(Handles::default()),
+        };
+        let recovery = store.recover()?;
+        *store.usage_counters() = count_usage(&store.db())?;
+        Ok((store, recovery))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn usage_counters(&self) -> MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `change` in a committed transaction shared with concurrent
+    /// writers (see [`GroupCommit`]); returns once it is durable.
+    fn write<T, F>(&self, change: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Delta)> + Send + 'static,
+    {
+        let apply = |d: Delta| {
+            let mut u = self.usage_counters();
+            u.bytes = u.bytes.saturating_add_signed(d.bytes);
+            u.batches = u.batches.saturating_add_signed(d.batches);
+        };
+        self.group.write(&|| self.db(), &apply, change)
+    }
+
+    fn partial_path(&self, id: u64) -> PathBuf {
+        self.partial_dir.join(id.to_string())
+    }
+
+    fn blob_path(&self, id: u64) -> PathBuf {
+        self.blob_dir.join(id.to_string())
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_batch(&self, new: &NewBatch<'_>) -> Result<Batch> {
+        let code = new.code;
+        let (code_key, token_key) = (new.code_key, new.token_key);
+        let (created_at, expires_at) = (to_i64(new.created_at)?, to_i64(new.expires_at)?);
+        let files: Vec<(String, u64, Sha1Digest)> = new
+            .files
+            .iter()
+            .map(|f| (f.name.to_owned(), f.size, f.sha1))
+            .collect();
+        let bytes = files
+            .iter()
+            .try_fold(0i64, |t, f| to_i64(f.1).map(|size| t.saturating_add(size)))?;
+        self.write(move |db| {
+            exec(
+                db,
+                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    code.len() as i64,
+                    &code.value().to_le_bytes()[..],
+                    &code_key.0[..],
+                    &token_key.0[..],
+                    created_at,
+                    expires_at,
+                ],
+            )?;
+            let id = db.last_insert_rowid();
+            let mut records = Vec::with_capacity(files.len());
+            for (i, (name, size, sha1)) in files.into_iter().enumerate() {
+                exec(db, "INSERT INTO partials(durable) VALUES (0)", [])?;
+                let partial = db.last_insert_rowid();
+                exec(
+                    db,
+                    "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, i as i64, name, to_i64(size)?, &sha1.0[..], partial],
+                )?;
+                records.push(FileRecord {
+                    name,
+                    size,
+                    sha1,
+                    content: FileContent::Partial {
+                        id: PartialId(to_u64(partial)),
+                        durable: 0,
+                    },
+                });
+            }
+            let batch = Batch {
+                id: BatchId(to_u64(id)),
+                code,
+                created_at: to_u64(created_at),
+                expires_at: to_u64(expires_at),
+                files: records,
+            };
+            Ok((batch, Delta { bytes, batches: 1 }))
+        })
+    }
+
+    fn code_taken(&self, code: &LookupKey) -> Result<bool> {
+        Ok(self.db().query_row(
+            "SELECT EXISTS(SELECT 1 FROM batches WHERE code_key = ?1)
+                 OR EXISTS(SELECT 1 FROM expired WHERE code_key = ?1)",
+            params![&code.0[..]],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn find_by_code(&self, code: &LookupKey, now: u64) -> Result<Lookup> {
+        self.load(&self.db(), "code_key", code, now)
+    }
+
+    fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup> {
+        self.load(&self.db(), "token_key", token, now)
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        Ok(*self.usage_counters())
+    }
+
+    fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
+        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
+        h.file.write_all_at(data, offset)?;
+        Ok(())
+    }
+
+    fn sync_partial(&self, id: PartialId, durable: u64) -> Result<()> {
+        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
+        h.file.sync_data()?;
+        if !h.dir_synced.load(Ordering::Acquire) {
+            sync_dir(&self.partial_dir)?;
+            h.dir_synced.store(true, Ordering::Release);
+        }
+        let (durable, id) = (to_i64(durable)?, to_i64(id.0)?);
+        self.write(move |db| {
+            let n = exec(
+                db,
+                "UPDATE partials SET durable = ?1 WHERE id = ?2",
+                params![durable, id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(((), Delta::default()))
+        })
+    }
+
+    fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match self.partial_handle(id, false)? {
+            Some(h) => Ok(h.file.read_at(buf, offset)?),
+            None => Ok(0),
+        }
+    }
+
+    fn reset_partial(&self, id: PartialId) -> Result<()> {
+        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
+        h.file.set_len(0)?;
+        h.file.sync_all()?;
+        self.sync_partial(id, 0)
+    }
+
+    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>> {
+        Self::candidate_ids(&self.db(), size, sha1)
+    }
+
+    fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        Ok(self.blob_handle(id)?.read_at(buf, offset)?)
+    }
+
+    fn complete_file(
+        &self,
+        file: FileRef,
+        partial: PartialId,
+        content: &Content,
+    ) -> Result<BlobId> {
+        let pid = to_i64(partial.0)?;
+        // The database lock is held only around reads and commits, never
+        // around an fsync or a read of file contents: completions of other
+        // sessions go on meanwhile. The session's lease keeps this file to
+        // one session; only the sweeper may remove its rows concurrently,
+        // which the commits below detect.
+        let candidates = {
+            let db = self.db();
+            if Self::file_partial(&db, file)? != Some(pid) {
+                return Err(StoreError::NotFound);
+            }
+            Self::candidate_ids(&db, content.size, &content.sha1)?
+        };
+        if let Some(blob) = self.share_same_bytes(file, partial, content, candidates)? {
+            return Ok(blob);
+        }
+        self.promote_to_blob(file, partial, content)
+    }
+
+    fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool> {
+        let bid = to_i64(blob.0)?;
+        let linked = self.write(move |db| {
+            let (partial, size) = Self::file_row(db, file)?;
+            let pid = partial.ok_or(StoreError::NotFound)?;
+            let (shared, delta) = Self::share_blob(db, file, pid, bid, size)?;
+            Ok((shared.then_some(pid), delta))
+        })?;
+        match linked {
+            Some(pid) => {
+                self.drop_partial_file(to_u64(pid))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats> {
+        let mut stats = SweepStats::default();
+        while self.sweep_chunk(now, &mut stats)? {}
+        let db = self.db();
+        stats.forgotten = db.execute(
+            "DELETE FROM expired WHERE expired_at < ?1",
+            params![to_i64(forget_before)?],
+        )? as u64;
+        // Writes change the counters only under this lock: a recount here
+        // sees exactly the committed state.
+        *self.usage_counters() = count_usage(&db)?;
+        Ok(stats)
+    }
+}
