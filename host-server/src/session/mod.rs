@@ -290,6 +290,9 @@ impl Session {
             self.announcing = None;
             self.stream = None;
             self.out.0.clear();
+            // Lookups and creations for the old conversation would answer
+            // questions nobody asks any more.
+            self.work.forget_conversation();
         }
         self.peer_max_frame =
             (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);

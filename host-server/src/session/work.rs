@@ -39,8 +39,21 @@ pub(super) struct WorkQueue {
     queue: VecDeque<Entry>,
     /// A job is with the driver; `true` if it blocks input.
     running: Option<bool>,
+    /// The running job answers a conversation that has since started over
+    /// (a new `Hello`): its result is dropped.
+    running_stale: bool,
+    /// The running job is a lookup or a batch creation.
+    running_asks: bool,
     /// Blocking entries queued (not counting the running job).
     blocking: usize,
+}
+
+/// Whether `work` answers a terminal's question (a lookup, a creation).
+fn asks(work: &Work) -> bool {
+    matches!(
+        work,
+        Work::CreateBatch(_) | Work::FindToken { .. } | Work::FindCode { .. }
+    )
 }
 
 /// Whether waiting for `work` must hold back the session's input.
@@ -122,11 +135,23 @@ impl WorkQueue {
     /// `job` is given to the driver.
     pub(super) fn started(&mut self, job: &Job) {
         self.running = Some(blocks(&job.work));
+        self.running_asks = asks(&job.work);
+        self.running_stale = false;
     }
 
-    /// The running job's result is in.
-    pub(super) fn finished(&mut self) {
+    /// The running job's result is in; `false` if it is to be dropped.
+    pub(super) fn finished(&mut self) -> bool {
         self.running = None;
+        !core::mem::take(&mut self.running_stale)
+    }
+
+    /// The terminal started over: queued lookups and creations are dropped,
+    /// and so is the result of a running one.
+    pub(super) fn forget_conversation(&mut self) {
+        self.forget(asks);
+        if self.running.is_some() && self.running_asks {
+            self.running_stale = true;
+        }
     }
 
     /// Drops queued work that `stale` says is no longer wanted; returns the
@@ -200,8 +225,8 @@ impl Session {
     /// A job from [`poll_job`](Self::poll_job) has been run: take its result.
     pub fn handle_job_done(&mut self, now: Instant, done: JobDone) {
         self.clock = self.clock.max(now);
-        self.work.finished();
-        let open = matches!(self.phase, Phase::AwaitHello | Phase::Open);
+        let wanted = self.work.finished();
+        let open = wanted && matches!(self.phase, Phase::AwaitHello | Phase::Open);
         match done.outcome {
             Outcome::Created(created) if open => self.on_created(created),
             Outcome::FoundToken { token, found } if open => self.on_found_token(token, found),

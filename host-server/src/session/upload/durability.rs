@@ -111,9 +111,11 @@ impl Upload {
 
     /// A write (and maybe a sync) has finished.
     pub(super) fn on_written(&mut self, cx: &mut Ctx<'_>, w: Written) -> Result<(), LeaseLost> {
-        self.pending_bytes -= (w.end - w.offset) as usize;
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_sub((w.end - w.offset) as usize);
         if w.sync_asked {
-            self.syncs -= 1;
+            self.syncs = self.syncs.saturating_sub(1);
         }
         w.result?;
         let index = usize::from(w.file);
@@ -143,14 +145,15 @@ impl Upload {
                         cx.out.error(failure_code(&e), Kind::Data);
                         // Take again from what is durable: forget what is
                         // buffered or queued for this file, and hash anew.
-                        self.pending_bytes -= r.buf.len();
+                        self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
                         r.buf = Vec::new();
                         r.received = r.acked;
                         r.syncing_to = r.acked;
                         r.hash = Hashing::Unknown;
                         let (epoch, file) = (self.epoch, w.file);
-                        self.pending_bytes -=
-                            cx.work.forget(|q| super::is_write_of(q, epoch, file));
+                        self.pending_bytes = self
+                            .pending_bytes
+                            .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
                     }
                 }
             }

@@ -44,7 +44,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 );
                 // Continue from what is there; what was taken after it is
                 // no longer contiguous.
-                up.pending_bytes -= r.buf.len();
+                up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
                 r.buf = Vec::new();
                 r.hash = Hashing::Home(hasher);
                 r.received = found;
@@ -52,7 +52,9 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 r.syncing_to = r.syncing_to.min(found);
                 r.rewound_at = Some(found);
                 let (epoch, file) = (up.epoch, h.file);
-                up.pending_bytes -= cx.work.forget(|q| super::is_write_of(q, epoch, file));
+                up.pending_bytes = up
+                    .pending_bytes
+                    .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
                 cx.out.upload(Reply::Rewind {
                     file: h.file,
                     offset: found,
@@ -61,13 +63,15 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
             Err(e) => {
                 tracing::error!(file = index, "re-hashing failed: {e}");
                 cx.out.error(ErrorCode::Internal, Kind::Data);
-                up.pending_bytes -= r.buf.len();
+                up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
                 r.buf = Vec::new();
                 r.received = r.acked.min(h.len);
                 r.syncing_to = r.syncing_to.min(r.received);
                 r.hash = Hashing::Unknown;
                 let (epoch, file) = (up.epoch, h.file);
-                up.pending_bytes -= cx.work.forget(|q| super::is_write_of(q, epoch, file));
+                up.pending_bytes = up
+                    .pending_bytes
+                    .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
             }
         },
         FileState::Verifying {

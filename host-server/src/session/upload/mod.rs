@@ -295,11 +295,13 @@ impl Upload {
             return;
         };
         // Bytes about to go need no writing.
-        self.pending_bytes -= r.buf.len();
+        self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
         r.buf = Vec::new();
         let partial = r.partial;
         let file = index as u16;
-        self.pending_bytes -= cx.work.forget(|w| is_write_of(w, epoch, file));
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_sub(cx.work.forget(|w| is_write_of(w, epoch, file)));
         self.files[index].state = FileState::Resetting { partial };
         cx.work.push(Work::Reset(Reset {
             held,
