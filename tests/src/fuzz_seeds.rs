@@ -13,11 +13,12 @@ use crate::fuzz_proto::{
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
-    Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FilePlan, FileRejected,
-    FileVerified, Grant, Hello, Manifest, ManifestEntry, Message, Plan, Proof, Read, Resume,
-    Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+    Ack, BatchComplete, Data, Error, FilePlan, FileRejected, FileVerified, Grant, Kind, Manifest,
+    ManifestEntry, Message, Plan, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::ErrorCode;
+
+use crate::samples::{every_kind, of_kind};
 
 use crate::fuzz_relay::RelayScript;
 
@@ -30,112 +31,6 @@ pub struct Seed {
     pub name: String,
     /// Contents.
     pub bytes: Vec<u8>,
-}
-
-/// One example of every message kind, with multi-byte varints.
-pub fn every_kind() -> Vec<Message<'static>> {
-    let code = fuzz_proto::code();
-    let sha1 = Sha1Digest::of(b"pickup");
-    vec![
-        Message::Hello(Hello {
-            version: 1,
-            role: Role::Terminal,
-            max_frame: 4096,
-            window: 65_536,
-            caps: CAP_INSTANT_UPLOAD,
-        }),
-        Message::Welcome(Welcome {
-            version: 1,
-            role: Role::Relay,
-            max_frame: 65_536,
-            window: 4 << 20,
-            caps: CAP_INSTANT_UPLOAD,
-        }),
-        Message::Keepalive,
-        Message::Goodbye,
-        Message::Error(Error {
-            code: ErrorCode::RateLimited,
-            kind: 0x20,
-            retry_after_ms: 1500,
-        }),
-        Message::BatchOpen(BatchOpen {
-            files: 2,
-            total_size: 706,
-        }),
-        Message::FileAnnounce(FileAnnounce {
-            index: 1,
-            size: 6,
-            sha1,
-            name: "b.txt",
-        }),
-        Message::Grant(Grant {
-            code,
-            expires_at: 1_800_000_000,
-            token: fuzz_proto::TOKEN,
-            files: 2,
-        }),
-        Message::FilePlan(FilePlan {
-            index: 0,
-            plan: Plan::Upload { offset: 300 },
-        }),
-        Message::FilePlan(FilePlan {
-            index: 1,
-            plan: Plan::Challenge { nonce: [0xc3; 32] },
-        }),
-        Message::FilePlan(FilePlan {
-            index: 1,
-            plan: Plan::Held,
-        }),
-        Message::Proof(Proof {
-            index: 1,
-            proof: Sha1Digest([0x11; 20]),
-        }),
-        Message::Data(Data {
-            file: 0,
-            offset: 300,
-            bytes: b"\x00\x01pickup\x00",
-        }),
-        Message::Ack(Ack {
-            file: 0,
-            offset: 700,
-            window: 65_536,
-        }),
-        Message::Rewind(Rewind {
-            file: 0,
-            offset: 128,
-        }),
-        Message::FileVerified(FileVerified { index: 0 }),
-        Message::FileRejected(FileRejected {
-            index: 1,
-            reason: ErrorCode::HashMismatch,
-        }),
-        Message::BatchComplete(BatchComplete { code }),
-        Message::Resume(Resume {
-            token: fuzz_proto::TOKEN,
-        }),
-        Message::Fetch(Fetch { code }),
-        Message::Manifest(Manifest {
-            code,
-            expires_at: 1_800_000_000,
-            files: 2,
-            total_size: 706,
-            received: 300,
-            ready: false,
-        }),
-        Message::ManifestEntry(ManifestEntry {
-            index: 1,
-            size: 6,
-            sha1,
-            received: 6,
-            name: "b.txt",
-        }),
-        Message::Read(Read {
-            code,
-            file: 0,
-            offset: 0,
-            len: 4096,
-        }),
-    ]
 }
 
 /// The wire form of `msg` (one delimited frame).
@@ -187,7 +82,7 @@ fn frame_decoder_seeds() -> Vec<Seed> {
     let mut noisy = vec![3u8, 17, 1, 64];
     noisy.extend_from_slice(b"\x07\x13garbage");
     noisy.push(0);
-    let grant = wire(&every_kind()[7]);
+    let grant = wire(&of_kind(Kind::Grant));
     noisy.extend_from_slice(&grant[..grant.len() / 2]);
     noisy.extend_from_slice(&[0, 0, 0]);
     noisy.extend_from_slice(&grant);

@@ -9,7 +9,14 @@
 //!   fuzz/fuzz_targets   ──► fuzz_proto: codecs, client machines vs a fake relay
 //!                           fuzz_relay: relay sessions vs fake terminals, crashes
 //!   tests/fuzz_corpus.rs ─► fuzz_seeds: the committed seed corpora and dictionary
+//!   tests/relay_*.rs    ──► relay_process::RelayProcess (the one relay launcher)
+//!                           ⇄ wire_client: client machines over TCP or a pty, raw messages
+//!   tests/cli_*.rs      ──► the `pickup` CLI against a RelayProcess, via e2e
 //! ```
+//!
+//! Shared by all of them: [`mem_files::MemFiles`] (files in memory, as an
+//! upload source and a download sink) and [`samples::every_kind`] (one
+//! message of every kind).
 //!
 //! The harnesses live here, not in the product crates, so that none of them
 //! is compiled into `pickup-proto` or shipped as its API; this crate turns
@@ -20,4 +27,8 @@ pub mod e2e;
 pub mod fuzz_proto;
 pub mod fuzz_relay;
 pub mod fuzz_seeds;
+pub mod mem_files;
+pub mod relay_process;
+pub mod samples;
 pub mod sim;
+pub mod wire_client;

@@ -3,7 +3,7 @@
 //! serial line through seeded faulty adapters, a relay killed with SIGKILL
 //! mid-upload and restarted, and `get` of unknown and expired codes.
 //!
-//! The CLI's own end-to-end tests (device-client/tests) cover link cuts,
+//! The CLI's own end-to-end tests (`cli_*.rs`) cover link cuts,
 //! throttling and killing the *client*; these add corruption, lost and
 //! duplicated bytes, the relay's crash, and code lifetimes.
 #![cfg(unix)]
@@ -12,9 +12,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use pickup_tests::e2e::faulty::{Cable, LinkFaults, Proxy};
-use pickup_tests::e2e::{
-    free_port, json, pickup, run, wait_for, write_random, RelayProcess, Running, TempDir,
-};
+use pickup_tests::e2e::{json, pickup, run, wait_for, write_random, Running, TempDir};
+use pickup_tests::relay_process::RelayProcess;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -82,14 +81,14 @@ fn round_trip_over_tcp_through_a_proxy_that_corrupts_drops_and_cuts() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     let files = batch(&src, 3 * MIB + 17, 1);
-    let relay = RelayProcess::start(free_port(), &dir.path().join("data"), &[]);
+    let relay = RelayProcess::start();
     let faults = LinkFaults {
         flip: 2_000,
         drop: 2_000,
         duplicate: 2_000,
         cut_after: Some((256 * KIB as u64, 2 * MIB as u64)),
     };
-    let proxy = Proxy::start(relay.port, faults, 0xface);
+    let proxy = Proxy::start(relay.port(), faults, 0xface);
     let code = send_json(&dir.path().join("up-state"), &proxy.addr(), &src, &files);
     let dest = dir.path().join("dest");
     get_json(&dir.path().join("down-state"), &proxy.addr(), &code, &dest);
@@ -118,11 +117,9 @@ fn round_trip_over_a_noisy_serial_line() {
         cut_after: None,
     };
     let cable = Cable::new(faults, 0x5e71a1);
-    let relay = RelayProcess::start(
-        free_port(),
-        &dir.path().join("data"),
-        &["--serial".to_owned(), format!("{}@115200", cable.relay_end)],
-    );
+    let relay = RelayProcess::builder()
+        .serial(&format!("{}@115200", cable.relay_end))
+        .start();
     let line = format!("serial:{}", cable.client_end);
     let code = send_json(&dir.path().join("up-state"), &line, &src, &files);
     let dest = dir.path().join("dest");
@@ -153,9 +150,9 @@ fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     let files = batch(&src, 24 * MIB, 3);
-    let mut relay = RelayProcess::start(free_port(), &dir.path().join("data"), &[]);
+    let mut relay = RelayProcess::start();
     // A clean but slow path (8 MiB/s) so the kill lands mid-upload.
-    let proxy = Proxy::start(relay.port, LinkFaults::default(), 3);
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 3);
     proxy.rate.store(8 * MIB as u64, Ordering::SeqCst);
     let state = dir.path().join("up-state");
     let mut cmd = pickup(&state);
@@ -168,7 +165,7 @@ fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
     let code = sender.next_line();
     let info_state = dir.path().join("info-state");
     let (before, ready) = wait_for("upload progress at the relay", || {
-        info_received(&info_state, &relay.addr(), &code).filter(|(r, _)| *r >= 4 * MIB as u64)
+        info_received(&info_state, &relay.tcp(), &code).filter(|(r, _)| *r >= 4 * MIB as u64)
     });
     relay.kill9();
     assert!(
@@ -177,7 +174,7 @@ fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
     );
     relay.restart();
     // What the relay called durable before the kill is still there.
-    let (after, _) = info_received(&info_state, &relay.addr(), &code)
+    let (after, _) = info_received(&info_state, &relay.tcp(), &code)
         .expect("the batch survives the relay's crash");
     assert!(
         after >= before,
@@ -191,39 +188,31 @@ fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
         relay.log()
     );
     let dest = dir.path().join("dest");
-    get_json(&dir.path().join("down-state"), &relay.addr(), &code, &dest);
+    get_json(&dir.path().join("down-state"), &relay.tcp(), &code, &dest);
     assert_downloaded(&dest, &files);
 }
 
 #[test]
 fn get_of_unknown_and_expired_codes_fails_cleanly_and_writes_nothing() {
     let dir = TempDir::new("codes");
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        "sweep_interval_secs = 1\n[codes]\nttl_secs = 2\nexpired_memory_secs = 3600\n",
-    )
-    .expect("write the relay config");
-    let relay = RelayProcess::start(
-        free_port(),
-        &dir.path().join("data"),
-        &["--config".to_owned(), config.display().to_string()],
-    );
+    let relay = RelayProcess::builder()
+        .config("sweep_interval_secs = 1\n[codes]\nttl_secs = 2\nexpired_memory_secs = 3600\n")
+        .start();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     let files = batch(&src, 10 * KIB, 4);
     let state = dir.path().join("state");
-    let code = send_json(&state, &relay.addr(), &src, &files);
+    let code = send_json(&state, &relay.tcp(), &src, &files);
 
     // Wait (bounded) until the relay says the code expired.
     let expired = wait_for("the code to expire", || {
-        let out = run(pickup(&state).args(["info", "--relay", &relay.addr(), &code]));
+        let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), &code]));
         (out.status.code() == Some(2)).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
     });
     assert!(expired.contains("expired"), "info: {expired}");
     let dest = dir.path().join("expired-dest");
     let out = run(pickup(&state)
-        .args(["get", "--relay", &relay.addr(), &code, "-o"])
+        .args(["get", "--relay", &relay.tcp(), &code, "-o"])
         .arg(&dest));
     assert_eq!(out.status.code(), Some(2), "get of an expired code");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -238,7 +227,7 @@ fn get_of_unknown_and_expired_codes_fails_cleanly_and_writes_nothing() {
     // A well-formed code nobody was given.
     let dest = dir.path().join("unknown-dest");
     let out = run(pickup(&state)
-        .args(["get", "--relay", &relay.addr(), "7KQ4-M2XD-9RTA-H5NE", "-o"])
+        .args(["get", "--relay", &relay.tcp(), "7KQ4-M2XD-9RTA-H5NE", "-o"])
         .arg(&dest));
     assert_eq!(out.status.code(), Some(2), "get of an unknown code");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use pickup_tests::fuzz_proto;
 use pickup_tests::fuzz_relay::drive_relay;
 use pickup_tests::fuzz_seeds::{self, Seed};
+use pickup_tests::samples;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -60,7 +61,7 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
                 let frames = fuzz_proto::decode_stream(&s.bytes);
                 let expected = match name {
                     "every-kind-whole" | "every-kind-bytewise" => {
-                        fuzz_seeds::every_kind().len() as u64
+                        samples::every_kind().len() as u64
                     }
                     "noise-and-cut-frame" => 2,
                     _ => 1,

@@ -10,7 +10,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -53,6 +53,10 @@ pub struct LinkStats {
     pub cuts: AtomicU64,
     /// Connections accepted (proxy).
     pub connections: AtomicU64,
+    /// Bytes read from clients and passed on towards the server (proxy).
+    pub up: AtomicU64,
+    /// Bytes read from the server and passed on towards clients (proxy).
+    pub down: AtomicU64,
 }
 
 impl LinkStats {
@@ -120,6 +124,8 @@ fn damage(
 /// A TCP proxy on 127.0.0.1 in front of `target`, damaging both directions.
 pub struct Proxy {
     port: u16,
+    /// Where new connections go (a port on 127.0.0.1).
+    target: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
     enabled: Arc<AtomicBool>,
     /// Bytes per second per direction; 0 means unlimited.
@@ -143,17 +149,19 @@ impl Proxy {
         let rate = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(LinkStats::default());
         let pumps = Arc::new(Mutex::new(Vec::new()));
+        let target = Arc::new(AtomicU16::new(target));
         let accept = {
             let (stop, enabled, stats, pumps) =
                 (stop.clone(), enabled.clone(), stats.clone(), pumps.clone());
-            let rate = rate.clone();
+            let (rate, target) = (rate.clone(), target.clone());
             thread::spawn(move || {
                 let mut rng = SimRng::new(seed);
                 let started = Instant::now();
                 while !stop.load(Ordering::SeqCst) && started.elapsed() < PATIENCE * 4 {
                     match listener.accept() {
                         Ok((client, _)) => {
-                            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            let to = target.load(Ordering::SeqCst);
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
                                 // The relay is down (killed): the client sees a reset.
                                 drop(client);
                                 continue;
@@ -179,6 +187,7 @@ impl Proxy {
         };
         Proxy {
             port,
+            target,
             stop,
             enabled,
             rate,
@@ -196,6 +205,12 @@ impl Proxy {
     /// Turns the damage on or off (cuts included); bytes flow either way.
     pub fn set_faults(&self, on: bool) {
         self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// Sends new connections to `127.0.0.1:port` from now on (open ones
+    /// stay where they are): another server behind the same address.
+    pub fn retarget(&self, port: u16) {
+        self.target.store(port, Ordering::SeqCst);
     }
 }
 
@@ -235,28 +250,35 @@ fn connection(
     let carried = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     let pairs = [
-        (client.try_clone(), server.try_clone()),
-        (server.try_clone(), client.try_clone()),
+        (client.try_clone(), server.try_clone(), true),
+        (server.try_clone(), client.try_clone(), false),
     ];
-    for (from, to) in pairs {
+    for (from, to, up) in pairs {
         let (Ok(from), Ok(to)) = (from, to) else {
             continue;
         };
         let mut rng = rng.fork();
         let (shared, carried) = (shared.clone(), carried.clone());
         handles.push(thread::spawn(move || {
-            pump_tcp(from, to, &faults, cut_at, &carried, &mut rng, &shared)
+            let dir = if up {
+                &shared.stats.up
+            } else {
+                &shared.stats.down
+            };
+            pump_tcp(from, to, &faults, cut_at, &carried, dir, &mut rng, &shared)
         }));
     }
     handles
 }
 
+#[allow(clippy::too_many_arguments)] // One pump's whole context, spelled out.
 fn pump_tcp(
     mut from: TcpStream,
     mut to: TcpStream,
     faults: &LinkFaults,
     cut_at: u64,
     carried: &AtomicU64,
+    direction: &AtomicU64,
     rng: &mut SimRng,
     shared: &Shared,
 ) {
@@ -287,6 +309,7 @@ fn pump_tcp(
         if !ok {
             break;
         }
+        direction.fetch_add(n as u64, Ordering::Relaxed);
         let rate = shared.rate.load(Ordering::SeqCst);
         if let Some(us) = (n as u64 * 1_000_000).checked_div(rate) {
             thread::sleep(Duration::from_micros(us));

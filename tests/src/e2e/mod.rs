@@ -8,11 +8,11 @@
 //! The binaries are built once per test process with the same profile as
 //! the test itself. Every wait is a bounded poll ([`wait_for`]); servers
 //! bind 127.0.0.1 only; every process is killed when its handle drops.
+//! The relay is started with [`RelayProcess`](crate::relay_process::RelayProcess).
 
 pub mod faulty;
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,97 +125,6 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     panic!("gave up waiting for {what} after {PATIENCE:?}");
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// A running `pickup-relay serve`, killed (SIGKILL) on drop.
-#[derive(Debug)]
-pub struct RelayProcess {
-    child: Option<Child>,
-    /// The TCP port it listens on (127.0.0.1).
-    pub port: u16,
-    /// Its data directory.
-    pub data: PathBuf,
-    args: Vec<String>,
-}
-
-impl RelayProcess {
-    /// Starts a relay on `port` with data in `data` and `extra` arguments
-    /// (`--serial PATH`, `--config FILE`), and waits until it accepts TCP.
-    pub fn start(port: u16, data: &Path, extra: &[String]) -> RelayProcess {
-        let mut args = vec![
-            "serve".to_owned(),
-            "--tcp".to_owned(),
-            format!("127.0.0.1:{port}"),
-            "--data".to_owned(),
-            data.display().to_string(),
-        ];
-        args.extend_from_slice(extra);
-        let mut relay = RelayProcess {
-            child: None,
-            port,
-            data: data.to_path_buf(),
-            args,
-        };
-        relay.spawn();
-        relay
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.data.with_extension("log"))
-            .expect("create the relay's log file");
-        let child = Command::new(relay_bin())
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start pickup-relay");
-        self.child = Some(child);
-        let port = self.port;
-        wait_for("the relay to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-    }
-
-    /// `host:port` for `--relay`.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the relay with SIGKILL: no shutdown, no flush.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // `Child::kill` is SIGKILL on Unix.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the relay again on the same port and data directory.
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-
-    /// The relay's log so far (stderr), for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// `pickup` with its own state directory, no terminal, no inherited relay.
 pub fn pickup(state: &Path) -> Command {
     let mut c = Command::new(pickup_bin());
@@ -232,25 +141,42 @@ pub fn run(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start pickup");
+    // Drained while it runs, so a chatty child never blocks on a full pipe.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
+    let mut status = None;
     for _ in 0..(PATIENCE.as_millis() / 20) {
-        if child.try_wait().expect("poll the child").is_some() {
-            break;
-        }
-        if start.elapsed() > PATIENCE {
+        status = child.try_wait().expect("poll the child");
+        if status.is_some() || start.elapsed() > PATIENCE {
             break;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    if child.try_wait().expect("poll the child").is_none() {
+    let Some(status) = status else {
         let _ = child.kill();
-        let out = child.wait_with_output().expect("collect output");
+        let _ = child.wait();
         panic!(
             "{cmd:?} did not finish within {PATIENCE:?}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&stderr.join().unwrap_or_default())
         );
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
-    child.wait_with_output().expect("collect output")
+}
+
+/// Reads a child's pipe to its end on a thread.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// The JSON document a `pickup … --json` command printed on stdout.
@@ -262,6 +188,35 @@ pub fn json(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Runs `pickup … --json` to completion, asserts it succeeded and returns
+/// the JSON document it printed.
+pub fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    json(&out)
+}
+
+/// A finished command's stdout, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    read(a) == read(b)
 }
 
 /// A child process whose stdout lines arrive on a channel.
@@ -296,6 +251,12 @@ impl Running {
         self.lines
             .recv_timeout(PATIENCE)
             .expect("a line of output in time")
+    }
+
+    /// Kills the process (like a power cut or Ctrl-C) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the process to exit (within [`PATIENCE`]) and returns its

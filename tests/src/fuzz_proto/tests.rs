@@ -5,16 +5,16 @@ use pickup_proto::download::Sink;
 use pickup_proto::frame::Decoder;
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
-    self, Ack, BatchOpen, Fetch, FileAnnounce, FilePlan, FileVerified, Grant, Hello, Kind,
-    Manifest, ManifestEntry, Message, Plan, Proof, Read, Resume, ResumeToken, Role, Welcome,
+    self, Ack, FilePlan, FileVerified, Grant, Kind, Manifest, ManifestEntry, Message, Plan,
+    ResumeToken, Role, Welcome,
 };
 use pickup_proto::storage::WriteAt;
-use pickup_proto::ErrorCode;
 
 use super::check::{FuzzSink, SinkFile, UploadChecker, SINK_CAP};
 use super::decode::run_decoder;
 use super::script::{Input, OP_ADVANCE, OP_CONNECT, OP_FRAME, OP_RELAY, OP_SETTLE};
 use super::*;
+use crate::samples::{every_kind, of_kind};
 
 /// A xorshift generator: deterministic pseudo-random inputs for the
 /// in-tree smoke runs of every driver.
@@ -42,64 +42,9 @@ fn wire(msg: &Message<'_>) -> Vec<u8> {
     out
 }
 
-fn all_kinds() -> Vec<Message<'static>> {
-    std::vec![
-        Message::Hello(Hello {
-            version: 1,
-            role: Role::Terminal,
-            max_frame: 300,
-            window: 70_000,
-            caps: 1,
-        }),
-        Message::Keepalive,
-        Message::BatchOpen(BatchOpen {
-            files: 2,
-            total_size: 1 << 40,
-        }),
-        Message::FileAnnounce(FileAnnounce {
-            index: 1,
-            size: 6,
-            sha1: Sha1Digest::of(b"pickup"),
-            name: "b.txt",
-        }),
-        Message::Grant(Grant {
-            code: code(),
-            expires_at: 1_800_000_000,
-            token: TOKEN,
-            files: 2,
-        }),
-        Message::FilePlan(FilePlan {
-            index: 0,
-            plan: Plan::Challenge { nonce: [9; 32] },
-        }),
-        Message::Proof(Proof {
-            index: 0,
-            proof: Sha1Digest([3; 20]),
-        }),
-        Message::Data(message::Data {
-            file: 0,
-            offset: 300,
-            bytes: &[0, 1, 2, 0, 0],
-        }),
-        Message::Resume(Resume { token: TOKEN }),
-        Message::Fetch(Fetch { code: code() }),
-        Message::Read(Read {
-            code: code(),
-            file: 1,
-            offset: 0,
-            len: 4096,
-        }),
-        Message::Error(message::Error {
-            code: ErrorCode::RateLimited,
-            kind: 0x20,
-            retry_after_ms: 1500,
-        }),
-    ]
-}
-
 #[test]
 fn decode_stream_finds_every_frame_in_any_split() {
-    let msgs = all_kinds();
+    let msgs = every_kind();
     let mut stream = std::vec![1u8, 0, 6, 250];
     for m in &msgs {
         stream.extend(wire(m));
@@ -109,11 +54,11 @@ fn decode_stream_finds_every_frame_in_any_split() {
     let mut noisy = std::vec![3u8, 1, 4, 1];
     noisy.extend_from_slice(b"\x07garbage");
     noisy.push(0);
-    noisy.extend(wire(&msgs[0]));
-    let cut = wire(&msgs[3]);
+    noisy.extend(wire(&of_kind(Kind::Hello)));
+    let cut = wire(&of_kind(Kind::FileAnnounce));
     noisy.extend_from_slice(&cut[..cut.len() / 2]);
     noisy.push(0);
-    noisy.extend(wire(&msgs[4]));
+    noisy.extend(wire(&of_kind(Kind::Grant)));
     assert_eq!(decode_stream(&noisy), 2);
     let digest = run_decoder(&noisy[4..], &[]);
     assert_eq!(digest.messages, 2);
@@ -122,7 +67,7 @@ fn decode_stream_finds_every_frame_in_any_split() {
 
 #[test]
 fn decode_message_round_trips_every_kind_and_refuses_nonsense() {
-    for m in all_kinds() {
+    for m in every_kind() {
         let w = wire(&m);
         let mut dec = Decoder::new([0u8; 1024]);
         let mut input = &w[..];

@@ -1,12 +1,15 @@
-//! `pickup send/get/info` against a real relay over TCP.
+//! `pickup send/get/info` against a real relay over TCP (moved from
+//! pickup-device's own tests: every launcher now lives in pickup-tests).
 #![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::path::Path;
 
-use common::{pickup, run, run_json, same_file, stderr, stdout, write_random, Relay};
 use pickup_proto::{Code, Sha1Digest};
+use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
+use pickup_tests::e2e::{
+    pickup, run, run_json, same_file, stderr, stdout, write_random, Running, TempDir,
+};
+use pickup_tests::relay_process::RelayProcess;
 
 fn sha1_hex(path: &Path) -> String {
     Sha1Digest::of(&std::fs::read(path).unwrap()).to_string()
@@ -14,8 +17,8 @@ fn sha1_hex(path: &Path) -> String {
 
 #[test]
 fn send_info_get_round_trip() {
-    let relay = Relay::start();
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-tcp");
     let state = work.path().join("state");
     let src = work.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -26,7 +29,7 @@ fn send_info_get_round_trip() {
 
     let sent = run_json(
         pickup(&state)
-            .args(["send", "--json", "--relay", &relay.addr()])
+            .args(["send", "--json", "--relay", &relay.tcp()])
             .args(names.iter().map(|n| src.join(n))),
     );
     let code = sent["code"].as_str().unwrap().to_string();
@@ -42,7 +45,7 @@ fn send_info_get_round_trip() {
     let leftovers = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 0);
 
-    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.addr(), &code]));
+    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.tcp(), &code]));
     assert_eq!(info["code"], code.as_str());
     assert_eq!(info["ready"], true);
     let total: u64 = names
@@ -63,7 +66,7 @@ fn send_info_get_round_trip() {
         "get",
         "--json",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         &sloppy,
         "-o",
         dest.to_str().unwrap(),
@@ -87,12 +90,12 @@ fn send_info_get_round_trip() {
 
 #[test]
 fn plain_send_prints_the_code_first_for_scripts() {
-    let relay = Relay::start();
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-tcp");
     let file = work.path().join("a.bin");
     write_random(&file, 10_000, 2);
     let out = run(pickup(&work.path().join("s"))
-        .args(["send", "--relay", &relay.addr()])
+        .args(["send", "--relay", &relay.tcp()])
         .arg(&file));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -105,7 +108,7 @@ fn plain_send_prints_the_code_first_for_scripts() {
     let out = run(pickup(&work.path().join("s")).args([
         "get",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         first,
         "-o",
         dest.to_str().unwrap(),
@@ -116,14 +119,14 @@ fn plain_send_prints_the_code_first_for_scripts() {
 
 #[test]
 fn get_never_overwrites_without_force() {
-    let relay = Relay::start();
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-tcp");
     let state = work.path().join("state");
     let file = work.path().join("report.pdf");
     write_random(&file, 50_000, 3);
     let sent = run_json(
         pickup(&state)
-            .args(["send", "--json", "--relay", &relay.addr()])
+            .args(["send", "--json", "--relay", &relay.tcp()])
             .arg(&file),
     );
     let code = sent["code"].as_str().unwrap();
@@ -136,7 +139,7 @@ fn get_never_overwrites_without_force() {
         c.args([
             "get",
             "--relay",
-            &relay.addr(),
+            &relay.tcp(),
             code,
             "-o",
             dest.to_str().unwrap(),
@@ -176,8 +179,8 @@ fn get_never_overwrites_without_force() {
 
 #[test]
 fn names_from_the_relay_are_escaped_when_printed() {
-    let relay = Relay::start();
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-tcp");
     let state = work.path().join("state");
     // Right-to-left override: shows as "evilexe.txt" if printed raw.
     let name = "evil\u{202e}txt.exe";
@@ -185,11 +188,11 @@ fn names_from_the_relay_are_escaped_when_printed() {
     std::fs::write(&file, b"MZ").unwrap();
     let sent = run_json(
         pickup(&state)
-            .args(["send", "--json", "--relay", &relay.addr()])
+            .args(["send", "--json", "--relay", &relay.tcp()])
             .arg(&file),
     );
     let code = sent["code"].as_str().unwrap();
-    let out = run(pickup(&state).args(["info", "--relay", &relay.addr(), code]));
+    let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), code]));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("evil\\u{202e}txt.exe"), "{text}");
@@ -200,8 +203,8 @@ fn names_from_the_relay_are_escaped_when_printed() {
 
 #[test]
 fn exit_codes() {
-    let relay = Relay::start();
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-tcp");
     let state = work.path().join("state");
     let code_of = |args: &[&str]| {
         let out = run(pickup(&state).args(args));
@@ -211,7 +214,7 @@ fn exit_codes() {
     // Usage: no command, bad code text, bad relay address.
     assert_eq!(code_of(&[]).0, Some(1));
     assert_eq!(
-        code_of(&["get", "--relay", &relay.addr(), "not a code!"]).0,
+        code_of(&["get", "--relay", &relay.tcp(), "not a code!"]).0,
         Some(1)
     );
     assert_eq!(
@@ -219,16 +222,16 @@ fn exit_codes() {
         Some(1)
     );
     // Refused: a well-formed code the relay does not know.
-    let (status, err) = code_of(&["get", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]);
+    let (status, err) = code_of(&["get", "--relay", &relay.tcp(), "ZZZZ-ZZZZ-ZZZZ-Z"]);
     assert_eq!(status, Some(2), "{err}");
     assert!(err.starts_with("pickup: error: "), "{err}");
     assert_eq!(
-        code_of(&["info", "--relay", &relay.addr(), "ZZZZ-ZZZZ-ZZZZ-Z"]).0,
+        code_of(&["info", "--relay", &relay.tcp(), "ZZZZ-ZZZZ-ZZZZ-Z"]).0,
         Some(2)
     );
     // Local I/O: a file that does not exist.
     let missing = work.path().join("missing.bin");
-    let (status, err) = code_of(&["send", "--relay", &relay.addr(), missing.to_str().unwrap()]);
+    let (status, err) = code_of(&["send", "--relay", &relay.tcp(), missing.to_str().unwrap()]);
     assert_eq!(status, Some(5), "{err}");
     // Link: nothing listens there (a port we just closed).
     let closed = {
@@ -253,9 +256,9 @@ fn exit_codes() {
 
 #[test]
 fn content_the_relay_holds_is_not_sent_again() {
-    let relay = Relay::start();
-    let proxy = common::Proxy::start(relay.port);
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
+    let work = TempDir::new("cli-tcp");
     let state = work.path().join("state");
     let original = work.path().join("original.iso");
     write_random(&original, 3 * 1024 * 1024, 9);
@@ -266,16 +269,16 @@ fn content_the_relay_holds_is_not_sent_again() {
 
     run_json(
         pickup(&state)
-            .args(["send", "--json", "--relay", &relay.addr()])
+            .args(["send", "--json", "--relay", &relay.tcp()])
             .arg(&original),
     );
-    let before = proxy.up.load(std::sync::atomic::Ordering::SeqCst);
+    let before = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst);
     let sent = run_json(
         pickup(&state)
             .args(["send", "--json", "--relay", &proxy.addr()])
             .arg(&copy),
     );
-    let uploaded = proxy.up.load(std::sync::atomic::Ordering::SeqCst) - before;
+    let uploaded = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert!(
         uploaded < 64 * 1024,
         "{uploaded} bytes sent for a 3 MiB file the relay holds"
@@ -286,7 +289,7 @@ fn content_the_relay_holds_is_not_sent_again() {
         "get",
         "--json",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         sent["code"].as_str().unwrap(),
         "-o",
         dest.to_str().unwrap(),
@@ -296,22 +299,22 @@ fn content_the_relay_holds_is_not_sent_again() {
 
 #[test]
 fn get_wait_downloads_once_the_upload_finishes() {
-    let relay = Relay::start();
-    let proxy = common::Proxy::start(relay.port);
+    let relay = RelayProcess::start();
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
     proxy
         .rate
         .store(2 * 1024 * 1024, std::sync::atomic::Ordering::SeqCst);
-    let work = tempfile::tempdir().unwrap();
+    let work = TempDir::new("cli-tcp");
     let state = work.path().join("state");
     let file = work.path().join("slow.bin");
     write_random(&file, 6 * 1024 * 1024, 10);
-    let sender = common::Running::spawn(
+    let sender = Running::spawn(
         pickup(&state)
             .args(["send", "--relay", &proxy.addr()])
             .arg(&file),
     );
     let code = sender.next_line();
-    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.addr(), &code]));
+    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.tcp(), &code]));
     assert_eq!(info["ready"], false, "the upload is still running");
     let dest = work.path().join("dest");
     let got = run_json(pickup(&state).args([
@@ -319,7 +322,7 @@ fn get_wait_downloads_once_the_upload_finishes() {
         "--json",
         "--wait",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         &code,
         "-o",
         dest.to_str().unwrap(),

@@ -1,147 +1,38 @@
-//! A small test client for the real `pickup-relay` binary: it starts the
-//! relay on a free port with a temporary data directory, and drives the
-//! terminals' state machines from `pickup-proto` over a byte stream (a
-//! `TcpStream` or a pseudo-terminal).
-#![allow(dead_code, clippy::unwrap_used)]
+//! A terminal for tests of the real relay process: the client machines
+//! of `pickup-proto` driven over a blocking byte stream (a `TcpStream` to a
+//! [`RelayProcess`](crate::relay_process::RelayProcess), or a
+//! pseudo-terminal it serves), and [`Raw`], a hand-driven connection for
+//! the messages a well-behaved terminal never sends.
+//!
+//! Every wait is bounded by [`PATIENCE`]; connections go to loopback only.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant as StdInstant};
 
-use pickup_proto::download::{self, Sink};
+use pickup_proto::download;
 use pickup_proto::frame::Decoder;
 use pickup_proto::message::{
-    Ack, FilePlan, FileRejected, Grant, Hello, Manifest, ManifestEntry, Message, ResumeToken, Role,
+    Ack, FilePlan, FileRejected, Grant, Hello, Manifest, Message, ResumeToken, Role,
     CAP_INSTANT_UPLOAD,
 };
-use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Code, ErrorCode, Instant, Sha1Digest};
 
-/// Every wait in these tests is bounded by this.
-pub const DEADLINE: Duration = Duration::from_secs(120);
-
-/// A running relay process.
-pub struct Relay {
-    child: Child,
-    pub addr: SocketAddr,
-    pub data: PathBuf,
-    lines: mpsc::Receiver<String>,
-    pub log: Vec<String>,
-}
-
-impl Relay {
-    /// Starts `pickup-relay serve` on 127.0.0.1 (port chosen by the OS) with
-    /// `data` as its data directory, an optional TOML config and extra flags.
-    pub fn start(data: &Path, config: Option<&str>, extra: &[&str]) -> Relay {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pickup-relay"));
-        cmd.arg("serve")
-            .args(["--tcp", "127.0.0.1:0", "--data"])
-            .arg(data);
-        if let Some(text) = config {
-            let path = data.with_extension("toml");
-            std::fs::write(&path, text).unwrap();
-            cmd.arg("--config").arg(path);
-        }
-        cmd.args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut relay = Relay {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            data: data.to_owned(),
-            lines,
-            log: Vec::new(),
-        };
-        let line = relay.wait_for_log("listening:");
-        let tcp = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("tcp="))
-            .unwrap_or_else(|| panic!("no tcp listener in {line:?}"));
-        relay.addr = tcp.parse().unwrap();
-        relay
-    }
-
-    /// Waits for a log line containing `needle`; returns it.
-    pub fn wait_for_log(&mut self, needle: &str) -> String {
-        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let end = StdInstant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(StdInstant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("relay never logged {needle:?}; log so far: {:#?}", self.log),
-            }
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `kill -9`.
-    pub fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for the exit (bounded).
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let end = StdInstant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(StdInstant::now() < end, "relay did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::e2e::PATIENCE;
+use crate::mem_files::MemFiles;
 
 /// A byte stream the drivers can use: reads time out instead of blocking.
 pub trait Wire: Read + Write {}
 impl<T: Read + Write> Wire for T {}
 
+/// A TCP connection to `addr` whose reads time out after 5 ms.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    s.set_nodelay(true).unwrap();
+    assert!(addr.ip().is_loopback(), "tests stay on loopback: {addr}");
+    let s = TcpStream::connect(addr).expect("connect to the relay");
+    s.set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("read timeout");
+    s.set_nodelay(true).expect("no delay");
     s
 }
 
@@ -167,32 +58,43 @@ fn read_some(wire: &mut dyn Wire, buf: &mut [u8]) -> Result<usize, ()> {
 }
 
 /// What an upload run saw.
+#[derive(Debug)]
 pub struct UploadRun {
+    /// The relay's grant, if it came.
     pub grant: Option<Grant>,
+    /// Every event of the session, in order.
     pub events: Vec<upload::Event>,
+    /// Bytes the relay acknowledged as durable.
     pub acked: u64,
+    /// Why the session failed, if it did.
     pub error: Option<upload::Error>,
+    /// Whether the session reached its end (done or failed).
     pub finished: bool,
 }
 
 impl UploadRun {
+    /// The batch's code (panics without a grant).
     pub fn code(&self) -> Code {
         self.grant.expect("a grant").code
     }
+    /// The resume token (panics without a grant).
     pub fn token(&self) -> ResumeToken {
         self.grant.expect("a grant").token
     }
+    /// Where the first file's upload started (its first `Uploading` event).
     pub fn resumed_at(&self) -> Option<u64> {
         self.events.iter().find_map(|e| match e {
             upload::Event::Uploading { offset, .. } => Some(*offset),
             _ => None,
         })
     }
+    /// Whether a file was linked to content the relay held (instant upload).
     pub fn linked(&self) -> bool {
         self.events
             .iter()
             .any(|e| matches!(e, upload::Event::Linked { .. }))
     }
+    /// Whether the relay completed the batch.
     pub fn complete(&self) -> bool {
         self.events
             .iter()
@@ -200,6 +102,7 @@ impl UploadRun {
     }
 }
 
+/// The default upload config with this frame size.
 pub fn upload_config(max_frame: u32) -> upload::Config {
     upload::Config {
         max_frame,
@@ -223,10 +126,10 @@ pub fn upload(
             sha1: Sha1Digest::of(d),
         })
         .collect();
-    let data: Vec<Vec<u8>> = files.iter().map(|f| f.1.clone()).collect();
+    let mut source = MemFiles::with_contents(files.iter().map(|f| f.1.clone()).collect());
     let mut c = match token {
-        Some(t) => upload::Session::<'_, 16>::resume(config, &metas, t).unwrap(),
-        None => upload::Session::<'_, 16>::new(config, &metas).unwrap(),
+        Some(t) => upload::Session::<'_, 16>::resume(config, &metas, t).expect("a session"),
+        None => upload::Session::<'_, 16>::new(config, &metas).expect("a session"),
     };
     let start = StdInstant::now();
     let mut dec = Decoder::new(vec![0u8; config.max_frame as usize]);
@@ -235,9 +138,11 @@ pub fn upload(
     let mut events = Vec::new();
     c.handle_connected(now(start));
     loop {
-        assert!(start.elapsed() < DEADLINE, "upload timed out: {events:?}");
-        let mut source: &[Vec<u8>] = &data;
-        while let Some(n) = c.poll_transmit(now(start), &mut source, &mut out).unwrap() {
+        assert!(start.elapsed() < PATIENCE, "upload timed out: {events:?}");
+        while let Some(n) = c
+            .poll_transmit(now(start), &mut source, &mut out)
+            .expect("infallible")
+        {
             if wire.write_all(&out[..n]).is_err() {
                 break;
             }
@@ -272,52 +177,7 @@ pub fn upload(
     }
 }
 
-/// An in-memory download sink.
-#[derive(Default)]
-pub struct MemSink {
-    pub files: Vec<Vec<u8>>,
-    pub names: Vec<String>,
-}
-
-impl ReadAt for MemSink {
-    type Error = std::convert::Infallible;
-    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let d = &self.files[usize::from(file)];
-        let start = (offset as usize).min(d.len());
-        let n = buf.len().min(d.len() - start);
-        buf[..n].copy_from_slice(&d[start..start + n]);
-        Ok(n)
-    }
-}
-
-impl WriteAt for MemSink {
-    type Error = std::convert::Infallible;
-    fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> Result<(), Self::Error> {
-        let d = &mut self.files[usize::from(file)];
-        let end = offset as usize + data.len();
-        if d.len() < end {
-            d.resize(end, 0);
-        }
-        d[offset as usize..end].copy_from_slice(data);
-        Ok(())
-    }
-}
-
-impl Sink for MemSink {
-    fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, std::convert::Infallible> {
-        self.files.push(Vec::new());
-        self.names.push(entry.name.to_owned());
-        Ok(0)
-    }
-    fn truncate(&mut self, file: u16) -> Result<(), std::convert::Infallible> {
-        self.files[usize::from(file)].clear();
-        Ok(())
-    }
-    fn finish(&mut self, _file: u16) -> Result<(), std::convert::Infallible> {
-        Ok(())
-    }
-}
-
+/// The default download config with this frame size and window.
 pub fn download_config(max_frame: u32, window: u32) -> download::Config {
     download::Config {
         max_frame,
@@ -331,17 +191,20 @@ pub fn download(
     wire: &mut dyn Wire,
     config: download::Config,
     code: Code,
-) -> Result<MemSink, download::Error> {
+) -> Result<MemFiles, download::Error> {
     let mut c = download::Session::<64>::new(config, code);
-    let mut sink = MemSink::default();
+    let mut sink = MemFiles::default();
     let start = StdInstant::now();
     let mut dec = Decoder::new(vec![0u8; config.max_frame as usize]);
     let mut out = vec![0u8; 70_000];
     let mut rbuf = vec![0u8; 65_536];
     c.handle_connected(now(start));
     loop {
-        assert!(start.elapsed() < DEADLINE, "download timed out");
-        while let Some(n) = c.poll_transmit(now(start), &mut sink, &mut out).unwrap() {
+        assert!(start.elapsed() < PATIENCE, "download timed out");
+        while let Some(n) = c
+            .poll_transmit(now(start), &mut sink, &mut out)
+            .expect("infallible")
+        {
             if wire.write_all(&out[..n]).is_err() {
                 break;
             }
@@ -359,7 +222,8 @@ pub fn download(
                 let mut input = &rbuf[..n];
                 while let Some(r) = dec.feed(&mut input) {
                     if let Ok(f) = r {
-                        c.handle_frame(now(start), f, &mut sink).unwrap();
+                        c.handle_frame(now(start), f, &mut sink)
+                            .expect("infallible");
                     }
                 }
             }
@@ -387,30 +251,37 @@ pub fn upload_tcp(
 }
 
 /// Downloads over a fresh TCP connection.
-pub fn download_tcp(addr: SocketAddr, code: Code) -> Result<MemSink, download::Error> {
+pub fn download_tcp(addr: SocketAddr, code: Code) -> Result<MemFiles, download::Error> {
     download(&mut connect(addr), download_config(65_536, 1 << 20), code)
 }
 
 /// A message from the relay, owned.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // One variant per message, named after it.
 pub enum Reply {
     Welcome,
+    /// Code and `retry_after_ms`.
     Error(ErrorCode, u32),
     Grant(Grant),
     Plan(FilePlan),
     Ack(Ack),
+    /// The verified file's index.
     Verified(u16),
     Rejected(FileRejected),
     Complete,
     Manifest(Manifest),
+    /// Index and name.
     Entry(u16, String),
+    /// File, offset and length.
     Data(u16, u64, usize),
     Keepalive,
+    /// Any other kind, by its byte.
     Other(u8),
 }
 
 /// A hand-driven connection for messages a well-behaved terminal never sends.
 pub struct Raw {
+    /// The connection.
     pub stream: TcpStream,
     dec: Decoder<Vec<u8>>,
     buf: Vec<u8>,
@@ -418,6 +289,7 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Connects to the relay at `addr`.
     pub fn connect(addr: SocketAddr) -> Raw {
         Raw {
             stream: connect(addr),
@@ -427,15 +299,18 @@ impl Raw {
         }
     }
 
+    /// Sends one message.
     pub fn send(&mut self, msg: Message<'_>) {
-        let n = msg.encode(65_536, &mut self.buf).unwrap();
-        self.stream.write_all(&self.buf[..n]).unwrap();
+        let n = msg.encode(65_536, &mut self.buf).expect("encode");
+        self.stream.write_all(&self.buf[..n]).expect("send");
     }
 
+    /// Sends raw bytes.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        self.stream.write_all(bytes).expect("send");
     }
 
+    /// Says hello as a terminal (64 KiB frames) and expects a welcome.
     pub fn hello(&mut self) {
         self.send(Message::Hello(Hello {
             version: 1,
@@ -452,7 +327,7 @@ impl Raw {
         let start = StdInstant::now();
         let mut rbuf = vec![0u8; 65_536];
         while self.pending.is_empty() {
-            assert!(start.elapsed() < DEADLINE, "no reply from the relay");
+            assert!(start.elapsed() < PATIENCE, "no reply from the relay");
             let n = read_some(&mut self.stream, &mut rbuf).expect("connection closed");
             let mut input = &rbuf[..n];
             while let Some(r) = self.dec.feed(&mut input) {
@@ -476,7 +351,7 @@ impl Raw {
                 self.pending.push_back(reply);
             }
         }
-        self.pending.pop_front().unwrap()
+        self.pending.pop_front().expect("a reply")
     }
 }
 
@@ -496,7 +371,8 @@ pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
 /// The SHA-1 collision pairs from `testdata/sha1-collisions/`.
 pub fn collision_pairs() -> Vec<(Vec<u8>, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/sha1-collisions/");
-    let read = |n: &str| std::fs::read(format!("{dir}{n}")).unwrap();
+    let read =
+        |n: &str| std::fs::read(format!("{dir}{n}")).unwrap_or_else(|e| panic!("{dir}{n}: {e}"));
     vec![
         (read("shattered-1.pdf"), read("shattered-2.pdf")),
         (read("sha-mbles-1.bin"), read("sha-mbles-2.bin")),

@@ -1,16 +1,18 @@
-//! End-to-end tests of the real `pickup-relay` binary over TCP.
+//! The real `pickup-relay` process over TCP, driven by the client machines
+//! of `pickup-proto` and by hand ([`Raw`]): batches up and down, `kill -9`
+//! mid-upload, instant upload and its proofs, SHA-1 collisions, code
+//! expiry, rate limits, hostile names, limits, garbage, SIGTERM.
 #![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::io::Write;
 
-use common::*;
 use pickup_proto::hash::ProofHasher;
 use pickup_proto::message::{
     BatchOpen, Data, Fetch, FileAnnounce, FilePlan, Message, Plan, Proof, Read, Resume, ResumeToken,
 };
 use pickup_proto::{download, Code, ErrorCode, Sha1Digest};
+use pickup_tests::relay_process::RelayProcess;
+use pickup_tests::wire_client::*;
 
 fn announce(raw: &mut Raw, files: &[(&str, u64, Sha1Digest)]) {
     raw.send(Message::BatchOpen(BatchOpen {
@@ -29,19 +31,18 @@ fn announce(raw: &mut Raw, files: &[(&str, u64, Sha1Digest)]) {
 
 #[test]
 fn multi_file_batch_up_and_down_including_an_empty_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("data"), None, &[]);
+    let relay = RelayProcess::start();
     let files = [
         ("photo.jpg", bytes(3_000_000, 1)),
         ("empty.txt", Vec::new()),
         ("notes.md", bytes(70_001, 2)),
         ("tiny", b"x".to_vec()),
     ];
-    let up = upload_tcp(relay.addr, &files, None);
+    let up = upload_tcp(relay.addr(), &files, None);
     assert!(up.complete(), "{:?}", up.events);
     assert_eq!(up.code().len(), 13);
-    let got = download_tcp(relay.addr, up.code()).unwrap();
-    assert_eq!(got.names, ["photo.jpg", "empty.txt", "notes.md", "tiny"]);
+    let got = download_tcp(relay.addr(), up.code()).unwrap();
+    assert_eq!(got.names(), ["photo.jpg", "empty.txt", "notes.md", "tiny"]);
     for (i, (_, data)) in files.iter().enumerate() {
         assert!(got.files[i] == *data, "file {i} differs");
     }
@@ -49,16 +50,14 @@ fn multi_file_batch_up_and_down_including_an_empty_file() {
 
 #[test]
 fn kill_9_mid_upload_loses_no_acknowledged_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut relay = Relay::start(&data, None, &[]);
-    let done = upload_tcp(relay.addr, &[("done.txt", bytes(12_345, 4))], None);
+    let mut relay = RelayProcess::start();
+    let done = upload_tcp(relay.addr(), &[("done.txt", bytes(12_345, 4))], None);
     assert!(done.complete());
     let content = bytes(48 << 20, 3);
     let files = [("big.bin", content.clone())];
     // Stop driving the client once 8 MiB are acknowledged: up to a window
     // more is in flight or being written when the relay is killed.
-    let mut conn = connect(relay.addr);
+    let mut conn = connect(relay.addr());
     let first = upload(&mut conn, upload_config(65_536), &files, None, |acked| {
         acked >= 8 << 20
     });
@@ -66,9 +65,9 @@ fn kill_9_mid_upload_loses_no_acknowledged_byte() {
     assert!(acked >= 8 << 20 && !first.finished);
     relay.kill9();
     drop(conn);
-    let relay = Relay::start(&data, None, &[]);
-    relay_log_mentions_resumable(&relay);
-    let second = upload_tcp(relay.addr, &files, Some(first.token()));
+    relay.restart();
+    relay_log_mentions_resumable(&mut relay);
+    let second = upload_tcp(relay.addr(), &files, Some(first.token()));
     assert!(second.complete(), "{:?}", second.events);
     let resumed_at = second.resumed_at().unwrap();
     assert!(
@@ -77,31 +76,30 @@ fn kill_9_mid_upload_loses_no_acknowledged_byte() {
     );
     assert!(resumed_at < content.len() as u64);
     println!("acknowledged {acked} bytes before kill -9; resumed at {resumed_at}");
-    let got = download_tcp(relay.addr, first.code()).unwrap();
+    let got = download_tcp(relay.addr(), first.code()).unwrap();
     assert!(got.files[0] == content, "downloaded bytes differ");
     // The batch completed before the crash is served as it was.
-    let got = download_tcp(relay.addr, done.code()).unwrap();
+    let got = download_tcp(relay.addr(), done.code()).unwrap();
     assert!(got.files[0] == bytes(12_345, 4));
 }
 
-fn relay_log_mentions_resumable(relay: &Relay) {
-    let line = relay.log.iter().find(|l| l.contains("store open")).unwrap();
+fn relay_log_mentions_resumable(relay: &mut RelayProcess) {
+    let line = relay.wait_for_log("store open");
     assert!(line.contains("resumable_partials=1"), "{line}");
 }
 
 #[test]
 fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("data"), None, &[]);
+    let relay = RelayProcess::start();
     let content = bytes(500_000, 5);
-    let first = upload_tcp(relay.addr, &[("a.bin", content.clone())], None);
+    let first = upload_tcp(relay.addr(), &[("a.bin", content.clone())], None);
     assert!(first.complete() && !first.linked());
     // Same content, a real client: challenged, proven, linked, no bytes sent.
-    let second = upload_tcp(relay.addr, &[("b.bin", content.clone())], None);
+    let second = upload_tcp(relay.addr(), &[("b.bin", content.clone())], None);
     assert!(second.complete() && second.linked(), "{:?}", second.events);
-    assert!(download_tcp(relay.addr, second.code()).unwrap().files[0] == content);
+    assert!(download_tcp(relay.addr(), second.code()).unwrap().files[0] == content);
     // A wrong proof: refused, and the normal upload that follows succeeds.
-    let mut raw = Raw::connect(relay.addr);
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     announce(
         &mut raw,
@@ -143,9 +141,9 @@ fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
         }
     }
     assert_eq!(raw.recv(), Reply::Complete);
-    assert!(download_tcp(relay.addr, g.code).unwrap().files[0] == content);
+    assert!(download_tcp(relay.addr(), g.code).unwrap().files[0] == content);
     // A proof over the right bytes with a stale nonce is refused too.
-    let mut raw = Raw::connect(relay.addr);
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     announce(
         &mut raw,
@@ -181,21 +179,20 @@ fn sha1_collision_pairs_download_byte_identical_in_both_orders() {
     for (a, b) in collision_pairs() {
         assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
         for (first, second) in [(&a, &b), (&b, &a)] {
-            let dir = tempfile::tempdir().unwrap();
-            let relay = Relay::start(&dir.path().join("data"), None, &[]);
-            let one = upload_tcp(relay.addr, &[("one", first.clone())], None);
-            let two = upload_tcp(relay.addr, &[("two", second.clone())], None);
+            let relay = RelayProcess::start();
+            let one = upload_tcp(relay.addr(), &[("one", first.clone())], None);
+            let two = upload_tcp(relay.addr(), &[("two", second.clone())], None);
             assert!(one.complete() && two.complete());
             assert!(!two.linked(), "a SHA-1 collision was linked");
-            assert!(download_tcp(relay.addr, one.code()).unwrap().files[0] == *first);
-            assert!(download_tcp(relay.addr, two.code()).unwrap().files[0] == *second);
+            assert!(download_tcp(relay.addr(), one.code()).unwrap().files[0] == *first);
+            assert!(download_tcp(relay.addr(), two.code()).unwrap().files[0] == *second);
             // And both in one batch.
             let both = upload_tcp(
-                relay.addr,
+                relay.addr(),
                 &[("x", first.clone()), ("y", second.clone())],
                 None,
             );
-            let got = download_tcp(relay.addr, both.code()).unwrap();
+            let got = download_tcp(relay.addr(), both.code()).unwrap();
             assert!(got.files[0] == *first && got.files[1] == *second);
         }
     }
@@ -203,23 +200,22 @@ fn sha1_collision_pairs_download_byte_identical_in_both_orders() {
 
 #[test]
 fn expired_and_unknown_codes() {
-    let dir = tempfile::tempdir().unwrap();
     let config = "sweep_interval_secs = 1\n[codes]\nttl_secs = 2\n";
-    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
-    let up = upload_tcp(relay.addr, &[("f", bytes(1000, 9))], None);
-    assert!(download_tcp(relay.addr, up.code()).is_ok());
+    let relay = RelayProcess::builder().config(config).start();
+    let up = upload_tcp(relay.addr(), &[("f", bytes(1000, 9))], None);
+    assert!(download_tcp(relay.addr(), up.code()).is_ok());
     std::thread::sleep(std::time::Duration::from_millis(3_500));
     assert_eq!(
-        download_tcp(relay.addr, up.code()).err(),
+        download_tcp(relay.addr(), up.code()).err(),
         Some(download::Error::Relay(ErrorCode::Expired))
     );
     let unknown = Code::from_parts(13, 0x1234_5678).unwrap();
     assert_eq!(
-        download_tcp(relay.addr, unknown).err(),
+        download_tcp(relay.addr(), unknown).err(),
         Some(download::Error::Relay(ErrorCode::UnknownCode))
     );
     // The uploader's token is gone with the batch.
-    let mut raw = Raw::connect(relay.addr);
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     raw.send(Message::Resume(Resume { token: up.token() }));
     let reply = raw.recv();
@@ -234,11 +230,10 @@ fn expired_and_unknown_codes() {
 
 #[test]
 fn guessing_is_rate_limited() {
-    let dir = tempfile::tempdir().unwrap();
     let config = "[rate_limit]\npeer_burst = 3\npeer_per_sec = 0.01\n";
-    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
-    let real = upload_tcp(relay.addr, &[("f", bytes(10, 1))], None);
-    let mut raw = Raw::connect(relay.addr);
+    let relay = RelayProcess::builder().config(config).start();
+    let real = upload_tcp(relay.addr(), &[("f", bytes(10, 1))], None);
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     for guess in 0..3u128 {
         raw.send(Message::Fetch(Fetch {
@@ -271,7 +266,7 @@ fn guessing_is_rate_limited() {
         Reply::Error(ErrorCode::RateLimited, _)
     ));
     // The limit is per peer address, not per connection.
-    let mut again = Raw::connect(relay.addr);
+    let mut again = Raw::connect(relay.addr());
     again.hello();
     again.send(Message::Fetch(Fetch { code: real.code() }));
     assert!(matches!(
@@ -282,10 +277,8 @@ fn guessing_is_rate_limited() {
 
 #[test]
 fn hostile_names_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let relay = Relay::start(&data, None, &[]);
-    let mut raw = Raw::connect(relay.addr);
+    let relay = RelayProcess::start();
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     let long = "n".repeat(256);
     for name in [
@@ -310,7 +303,7 @@ fn hostile_names_are_refused() {
     announce(&mut raw, &[("ok.txt", 1, Sha1Digest::of(b"x"))]);
     assert!(matches!(raw.recv(), Reply::Grant(_)));
     for sub in ["partial", "blobs"] {
-        for e in std::fs::read_dir(data.join(sub)).unwrap() {
+        for e in std::fs::read_dir(relay.data().join(sub)).unwrap() {
             let name = e.unwrap().file_name().into_string().unwrap();
             assert!(name.parse::<u64>().is_ok(), "{name}");
         }
@@ -319,10 +312,9 @@ fn hostile_names_are_refused() {
 
 #[test]
 fn oversize_announcements_and_frames_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
     let config = "[limits]\nmax_file_size = 1000\nmax_batch_size = 1500\nmax_files_per_batch = 2\ndisk_quota = 2000\n";
-    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
-    let mut raw = Raw::connect(relay.addr);
+    let relay = RelayProcess::builder().config(config).start();
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     let sha = Sha1Digest::of(b"");
     announce(&mut raw, &[("big", 1001, sha)]);
@@ -347,7 +339,7 @@ fn oversize_announcements_and_frames_are_refused() {
     raw.send(Message::Keepalive);
     assert_eq!(raw.recv(), Reply::Keepalive);
     // A real client that announces a file over the limit fails with the code.
-    let up = upload_tcp(relay.addr, &[("big", bytes(1001, 1))], None);
+    let up = upload_tcp(relay.addr(), &[("big", bytes(1001, 1))], None);
     assert_eq!(
         up.error,
         Some(pickup_proto::upload::Error::Relay(ErrorCode::TooLarge))
@@ -356,9 +348,8 @@ fn oversize_announcements_and_frames_are_refused() {
 
 #[test]
 fn garbage_on_connect_leaves_the_session_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("data"), None, &[]);
-    let mut conn = connect(relay.addr);
+    let relay = RelayProcess::start();
+    let mut conn = connect(relay.addr());
     let mut garbage = bytes(10_000, 77);
     garbage.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\0\0\xff\x00");
     conn.write_all(&garbage).unwrap();
@@ -371,15 +362,13 @@ fn garbage_on_connect_leaves_the_session_working() {
         |_| false,
     );
     assert!(up.complete(), "{:?}", up.events);
-    assert!(download_tcp(relay.addr, up.code()).unwrap().files[0] == content);
+    assert!(download_tcp(relay.addr(), up.code()).unwrap().files[0] == content);
 }
 
 #[test]
 fn sigterm_tells_sessions_and_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut relay = Relay::start(&data, None, &[]);
-    let mut raw = Raw::connect(relay.addr);
+    let mut relay = RelayProcess::start();
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     announce(&mut raw, &[("f", 100, Sha1Digest::of(&bytes(100, 1)))]);
     let Reply::Grant(g) = raw.recv() else {
@@ -394,7 +383,7 @@ fn sigterm_tells_sessions_and_exits_cleanly() {
     raw.send(Message::Keepalive);
     assert_eq!(raw.recv(), Reply::Keepalive);
     let status = relay.terminate();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{status:?}\n{}", relay.log());
     // The session was told, and what it had received was made durable.
     let mut saw_shutdown = false;
     for _ in 0..3 {
@@ -408,8 +397,8 @@ fn sigterm_tells_sessions_and_exits_cleanly() {
         }
     }
     assert!(saw_shutdown);
-    let relay = Relay::start(&data, None, &[]);
-    let mut raw = Raw::connect(relay.addr);
+    relay.restart();
+    let mut raw = Raw::connect(relay.addr());
     raw.hello();
     raw.send(Message::Resume(Resume { token: g.token }));
     assert!(matches!(raw.recv(), Reply::Grant(_)));
@@ -433,24 +422,23 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Resident memory per idle TCP session (Hello answered, then quiet), at
 /// 10,000 sessions. Slow and needs 20,000 descriptors, so run it on demand:
-/// `cargo test --release -p pickup-relay --test relay -- --ignored idle_sessions`.
+/// `cargo test --release -p pickup-tests --test relay_process -- --ignored idle_sessions`.
 #[test]
 #[ignore]
 fn idle_sessions_stay_small() {
     const N: usize = 10_000;
-    let dir = tempfile::tempdir().unwrap();
     let config = "[limits]\nmax_sessions = 20000\nmax_sessions_per_peer = 20000\n";
-    let relay = Relay::start(&dir.path().join("data"), Some(config), &[]);
+    let relay = RelayProcess::builder().config(config).start();
     let pid = relay.pid();
     // Warm up the runtime's worker threads and buffers with a few sessions.
-    let mut conns: Vec<Raw> = (0..16).map(|_| Raw::connect(relay.addr)).collect();
+    let mut conns: Vec<Raw> = (0..16).map(|_| Raw::connect(relay.addr())).collect();
     for c in &mut conns {
         c.hello();
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
     let before = rss_kib(pid);
     for _ in 0..N {
-        let mut c = Raw::connect(relay.addr);
+        let mut c = Raw::connect(relay.addr());
         c.hello();
         conns.push(c);
     }
@@ -463,19 +451,18 @@ fn idle_sessions_stay_small() {
 
 /// Upload and download throughput of one 512 MiB file over loopback, with
 /// the relay's durable acks (each ack after its fsync). On demand:
-/// `cargo test --release -p pickup-relay --test relay -- --ignored throughput --nocapture`.
+/// `cargo test --release -p pickup-tests --test relay_process -- --ignored throughput --nocapture`.
 #[test]
 #[ignore]
 fn throughput_of_one_large_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("data"), None, &[]);
+    let relay = RelayProcess::start();
     let content = bytes(512 << 20, 11);
     let started = std::time::Instant::now();
-    let up = upload_tcp(relay.addr, &[("big", content.clone())], None);
+    let up = upload_tcp(relay.addr(), &[("big", content.clone())], None);
     let up_secs = started.elapsed().as_secs_f64();
     assert!(up.complete());
     let started = std::time::Instant::now();
-    let got = download_tcp(relay.addr, up.code()).unwrap();
+    let got = download_tcp(relay.addr(), up.code()).unwrap();
     let down_secs = started.elapsed().as_secs_f64();
     assert!(got.files[0] == content);
     println!(

@@ -1,16 +1,16 @@
 //! The real relay serving a serial port: one upload and one download
 //! through a pseudo-terminal pair. The relay opens one end by path
 //! (`--serial`), the test drives the other.
+#![cfg(unix)]
 #![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
-use common::*;
+use pickup_tests::relay_process::RelayProcess;
+use pickup_tests::wire_client::*;
 use serialport::{SerialPort, TTYPort};
 
 #[test]
@@ -23,12 +23,9 @@ fn round_trip_through_a_pseudo_terminal() {
     }
     master.set_timeout(Duration::from_millis(5)).unwrap();
     let path = slave.name().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut relay = Relay::start(
-        &dir.path().join("data"),
-        None,
-        &["--serial", &format!("{path}@115200")],
-    );
+    let mut relay = RelayProcess::builder()
+        .serial(&format!("{path}@115200"))
+        .start();
     let listening = relay.wait_for_log("listening:");
     assert!(
         listening.contains(&format!("serial={path}@115200")),
@@ -43,13 +40,13 @@ fn round_trip_through_a_pseudo_terminal() {
     assert!(got.files[0] == files[0].1);
     assert!(got.files[1].is_empty());
     // And the same batch over TCP.
-    let got = download_tcp(relay.addr, up.code()).unwrap();
+    let got = download_tcp(relay.addr(), up.code()).unwrap();
     assert!(got.files[0] == files[0].1);
     // The port vanishes: the relay notices, retries with backoff, and keeps serving TCP.
     drop(master);
     drop(slave);
     relay.wait_for_log("serial port lost");
     relay.wait_for_log("cannot open serial port");
-    let again = upload_tcp(relay.addr, &[("after", bytes(1000, 5))], None);
+    let again = upload_tcp(relay.addr(), &[("after", bytes(1000, 5))], None);
     assert!(again.complete());
 }

@@ -6,13 +6,13 @@
 //! the kill, and the rerun is checked to move only the missing bytes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::{
-    pickup, run, run_json, same_file, stderr, wait_for, write_random, Proxy, Relay, Running,
+use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
+use pickup_tests::e2e::{
+    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
 };
+use pickup_tests::relay_process::RelayProcess;
 
 const SIZE: u64 = 64 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
@@ -24,9 +24,9 @@ const PROGRESS: u64 = 8 * MIB;
 /// 4 MiB), plus socket buffers.
 const SLACK: u64 = 8 * MIB;
 
-fn received(state: &std::path::Path, relay: &Relay, code: &str) -> Option<u64> {
+fn received(state: &std::path::Path, relay: &RelayProcess, code: &str) -> Option<u64> {
     let out = pickup(state)
-        .args(["info", "--json", "--relay", &relay.addr(), code])
+        .args(["info", "--json", "--relay", &relay.tcp(), code])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -38,10 +38,10 @@ fn received(state: &std::path::Path, relay: &Relay, code: &str) -> Option<u64> {
 
 #[test]
 fn send_resumes_after_the_process_is_killed() {
-    let relay = Relay::start();
-    let proxy = Proxy::start(relay.port);
+    let relay = RelayProcess::start();
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
     proxy.rate.store(SLOW, Ordering::SeqCst);
-    let work = tempfile::tempdir().unwrap();
+    let work = TempDir::new("cli-resume");
     let state = work.path().join("state");
     let file = work.path().join("video.mp4");
     write_random(&file, SIZE as usize, 11);
@@ -70,7 +70,7 @@ fn send_resumes_after_the_process_is_killed() {
     let out = run(pickup(&state).args([
         "get",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         &code,
         "-o",
         early.to_str().unwrap(),
@@ -84,7 +84,7 @@ fn send_resumes_after_the_process_is_killed() {
     assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
 
     proxy.rate.store(0, Ordering::SeqCst);
-    let up_before = proxy.up.load(Ordering::SeqCst);
+    let up_before = proxy.stats.up.load(Ordering::SeqCst);
     let second = run_json(
         pickup(&state)
             .args(["send", "--json", "--relay", &proxy.addr()])
@@ -92,7 +92,7 @@ fn send_resumes_after_the_process_is_killed() {
     );
     assert_eq!(second["code"], code.as_str(), "same batch, same code");
     assert_eq!(second["resumed"], true);
-    let sent_again = proxy.up.load(Ordering::SeqCst) - up_before;
+    let sent_again = proxy.stats.up.load(Ordering::SeqCst) - up_before;
     assert!(
         sent_again < SIZE - at_kill + SLACK,
         "resent {sent_again} bytes of {SIZE}, {at_kill} were durable"
@@ -108,7 +108,7 @@ fn send_resumes_after_the_process_is_killed() {
         "get",
         "--json",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         &code,
         "-o",
         dest.to_str().unwrap(),
@@ -118,19 +118,19 @@ fn send_resumes_after_the_process_is_killed() {
 
 #[test]
 fn get_resumes_after_the_process_is_killed() {
-    let relay = Relay::start();
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-resume");
     let state = work.path().join("state");
     let file = work.path().join("dataset.tar");
     write_random(&file, SIZE as usize, 12);
     let sent = run_json(
         pickup(&state)
-            .args(["send", "--json", "--relay", &relay.addr()])
+            .args(["send", "--json", "--relay", &relay.tcp()])
             .arg(&file),
     );
     let code = sent["code"].as_str().unwrap().to_string();
 
-    let proxy = Proxy::start(relay.port);
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
     proxy.rate.store(SLOW, Ordering::SeqCst);
     let dest = work.path().join("dest");
     let part = dest.join("dataset.tar.part");
@@ -154,7 +154,7 @@ fn get_resumes_after_the_process_is_killed() {
     assert!(kept >= seen && kept < SIZE);
 
     proxy.rate.store(0, Ordering::SeqCst);
-    let down_before = proxy.down.load(Ordering::SeqCst);
+    let down_before = proxy.stats.down.load(Ordering::SeqCst);
     let got = run_json(pickup(&state).args([
         "get",
         "--json",
@@ -166,7 +166,7 @@ fn get_resumes_after_the_process_is_killed() {
     ]));
     let reused = got["files"][0]["reused"].as_u64().unwrap();
     assert_eq!(reused, kept, "the whole partial file was reused");
-    let fetched = proxy.down.load(Ordering::SeqCst) - down_before;
+    let fetched = proxy.stats.down.load(Ordering::SeqCst) - down_before;
     assert!(
         fetched < SIZE - kept + SLACK,
         "fetched {fetched} bytes of {SIZE}, {kept} were local"
@@ -177,10 +177,10 @@ fn get_resumes_after_the_process_is_killed() {
 
 #[test]
 fn send_starts_over_when_the_relay_forgot_the_upload() {
-    let relay = Relay::start();
-    let proxy = Proxy::start(relay.port);
+    let relay = RelayProcess::start();
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
     proxy.rate.store(MIB, Ordering::SeqCst);
-    let work = tempfile::tempdir().unwrap();
+    let work = TempDir::new("cli-resume");
     let state = work.path().join("state");
     let file = work.path().join("notes.bin");
     write_random(&file, (4 * MIB) as usize, 13);
@@ -198,8 +198,8 @@ fn send_starts_over_when_the_relay_forgot_the_upload() {
     first.kill();
 
     // Same address, but a relay with empty storage behind it.
-    let fresh = Relay::start();
-    proxy.target.store(fresh.port, Ordering::SeqCst);
+    let fresh = RelayProcess::start();
+    proxy.retarget(fresh.port());
     proxy.rate.store(0, Ordering::SeqCst);
     drop(relay);
     let sent = run_json(
@@ -215,7 +215,7 @@ fn send_starts_over_when_the_relay_forgot_the_upload() {
         "get",
         "--json",
         "--relay",
-        &fresh.addr(),
+        &fresh.tcp(),
         sent["code"].as_str().unwrap(),
         "-o",
         dest.to_str().unwrap(),

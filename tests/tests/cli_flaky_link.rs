@@ -3,22 +3,29 @@
 //! fails with exit 4 and running again continues.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::{pickup, run, run_json, same_file, stderr, write_random, Proxy, Relay};
+use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
+use pickup_tests::e2e::{pickup, run, run_json, same_file, stderr, write_random, TempDir};
+use pickup_tests::relay_process::RelayProcess;
+
+/// A clean link cut after every 3 MiB (both directions counted).
+fn cut_every_3_mib() -> LinkFaults {
+    LinkFaults {
+        cut_after: Some((3 * MIB, 3 * MIB)),
+        ..LinkFaults::default()
+    }
+}
 
 const MIB: u64 = 1024 * 1024;
 
 #[test]
 fn transfers_complete_over_a_link_cut_every_3_mib() {
-    let relay = Relay::start();
-    let proxy = Proxy::start(relay.port);
+    let relay = RelayProcess::start();
     // More than the relay's largest ack step (PROTOCOL.md §5.4), so
     // every connection gets something durable through before the cut.
-    proxy.cut_every.store(3 * MIB, Ordering::SeqCst);
-    let work = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(relay.port(), cut_every_3_mib(), 1);
+    let work = TempDir::new("cli-flaky");
     let state = work.path().join("state");
     let a = work.path().join("a.bin");
     let b = work.path().join("b.bin");
@@ -32,7 +39,7 @@ fn transfers_complete_over_a_link_cut_every_3_mib() {
             .arg(&b),
     );
     let code = sent["code"].as_str().unwrap().to_string();
-    let upload_cuts = proxy.cuts.load(Ordering::SeqCst);
+    let upload_cuts = proxy.stats.cuts.load(Ordering::SeqCst);
     assert!(
         upload_cuts >= 3,
         "the proxy cut the upload {upload_cuts} times"
@@ -49,7 +56,7 @@ fn transfers_complete_over_a_link_cut_every_3_mib() {
         "-o",
         dest.to_str().unwrap(),
     ]));
-    let download_cuts = proxy.cuts.load(Ordering::SeqCst) - upload_cuts;
+    let download_cuts = proxy.stats.cuts.load(Ordering::SeqCst) - upload_cuts;
     assert!(
         download_cuts >= 3,
         "the proxy cut the download {download_cuts} times"
@@ -60,10 +67,9 @@ fn transfers_complete_over_a_link_cut_every_3_mib() {
 
 #[test]
 fn without_retransfer_a_cut_fails_and_the_next_run_continues() {
-    let relay = Relay::start();
-    let proxy = Proxy::start(relay.port);
-    proxy.cut_every.store(3 * MIB, Ordering::SeqCst);
-    let work = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start();
+    let proxy = Proxy::start(relay.port(), cut_every_3_mib(), 1);
+    let work = TempDir::new("cli-flaky");
     let state = work.path().join("state");
     let a = work.path().join("a.bin");
     write_random(&a, (8 * MIB) as usize, 23);
@@ -99,7 +105,7 @@ fn without_retransfer_a_cut_fails_and_the_next_run_continues() {
         "get",
         "--json",
         "--relay",
-        &relay.addr(),
+        &relay.tcp(),
         &code,
         "-o",
         dest.to_str().unwrap(),

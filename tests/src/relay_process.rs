@@ -1,0 +1,266 @@
+//! [`RelayProcess`]: the one way every test starts a real `pickup-relay`.
+//!
+//! ```text
+//!   RelayProcess::builder().config(toml).serial(pty).start()
+//!     └─ pickup-relay serve --tcp 127.0.0.1:0 --data <temp>/data [--config] [--serial]
+//!          stderr ──► lines kept in memory (log, wait_for_log)
+//!          "listening: tcp=127.0.0.1:PORT" ──► addr(); a restart reuses PORT
+//! ```
+//!
+//! The binary is built once per test process with the test's own profile
+//! ([`crate::e2e::relay_bin`]). The OS picks the port (no race between
+//! finding a free port and binding it); the relay's own log line says which.
+//! Every wait is bounded by [`crate::e2e::PATIENCE`]; the process is killed
+//! (SIGKILL) when the handle drops, and a temporary data directory with it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::e2e::{relay_bin, TempDir, PATIENCE};
+
+/// How to start a relay; see [`RelayProcess::builder`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Builder {
+    data: Option<PathBuf>,
+    config: Option<String>,
+    args: Vec<String>,
+}
+
+impl Builder {
+    /// Keeps the relay's data in `dir` (created if missing, never removed)
+    /// instead of a fresh temporary directory: for a second relay over the
+    /// data of a first.
+    pub fn data(mut self, dir: &Path) -> Builder {
+        self.data = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The relay's configuration file, as TOML text.
+    pub fn config(mut self, toml: &str) -> Builder {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Also serves the serial port `spec` (`PATH` or `PATH@BAUD`).
+    pub fn serial(self, spec: &str) -> Builder {
+        self.arg("--serial").arg(spec)
+    }
+
+    /// Any other argument of `pickup-relay serve`.
+    pub fn arg(mut self, arg: &str) -> Builder {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts the relay and waits (bounded) until it listens on TCP.
+    pub fn start(self) -> RelayProcess {
+        let scratch = TempDir::new("relay");
+        let data = self.data.unwrap_or_else(|| scratch.path().join("data"));
+        let mut args = Vec::new();
+        if let Some(text) = &self.config {
+            let path = scratch.path().join("relay.toml");
+            std::fs::write(&path, text).expect("write the relay's config");
+            args.push("--config".to_owned());
+            args.push(path.display().to_string());
+        }
+        args.extend(self.args);
+        let mut relay = RelayProcess {
+            child: None,
+            addr: None,
+            data,
+            args,
+            log: Arc::new(Mutex::new(Vec::new())),
+            first_line: 0,
+            _scratch: scratch,
+        };
+        relay.spawn();
+        relay
+    }
+}
+
+/// A running `pickup-relay serve` on 127.0.0.1, killed on drop.
+#[derive(Debug)]
+pub struct RelayProcess {
+    child: Option<Child>,
+    /// Where it listens; `None` until the first start logged it.
+    addr: Option<SocketAddr>,
+    data: PathBuf,
+    /// Arguments after `serve --tcp ADDR --data DIR`.
+    args: Vec<String>,
+    /// Every stderr line of every run, in order.
+    log: Arc<Mutex<Vec<String>>>,
+    /// Index in `log` of the current run's first line.
+    first_line: usize,
+    /// Holds the config file, and the data unless [`Builder::data`] said otherwise.
+    _scratch: TempDir,
+}
+
+impl RelayProcess {
+    /// A relay with default settings and a fresh temporary data directory.
+    pub fn start() -> RelayProcess {
+        RelayProcess::builder().start()
+    }
+
+    /// A relay with a config, a serial port, a given data directory...
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn spawn(&mut self) {
+        let tcp = match self.addr {
+            Some(addr) => addr.to_string(),
+            None => "127.0.0.1:0".to_owned(),
+        };
+        let mut child = Command::new(relay_bin())
+            .args(["serve", "--tcp", &tcp, "--data"])
+            .arg(&self.data)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pickup-relay");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = self.log.clone();
+        self.first_line = lock(&log).len();
+        thread::spawn(move || {
+            // Ends when the process does (its stderr closes).
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lock(&log).push(line);
+            }
+        });
+        self.child = Some(child);
+        let line = self.wait_for_log("listening:");
+        let tcp = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("tcp="))
+            .unwrap_or_else(|| panic!("no tcp listener in {line:?}"));
+        let addr: SocketAddr = tcp
+            .parse()
+            .unwrap_or_else(|e| panic!("{tcp:?} in {line:?}: {e}"));
+        assert!(addr.ip().is_loopback(), "the relay left loopback: {addr}");
+        self.addr = Some(addr);
+    }
+
+    /// Its TCP address (127.0.0.1, the port it logged).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("started")
+    }
+
+    /// Its TCP port.
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    /// `127.0.0.1:PORT`, for `pickup --relay`.
+    pub fn tcp(&self) -> String {
+        self.addr().to_string()
+    }
+
+    /// Its data directory.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
+    /// The process id of the current run.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The first line of the current run's log containing `needle`, waiting
+    /// for it up to [`PATIENCE`]; panics with the log if it never comes or
+    /// the relay exits first.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        for _ in 0..(PATIENCE.as_millis() / 10) {
+            let found = lock(&self.log)[self.first_line..]
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait().expect("poll the relay"),
+                None => panic!("waiting for {needle:?} from a relay that is not running"),
+            };
+            if let Some(status) = exited {
+                // Let the reader thread collect the last lines.
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the relay exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            if start.elapsed() > PATIENCE {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "the relay never logged {needle:?} in {PATIENCE:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Everything the relay logged so far, over all its runs.
+    pub fn log(&self) -> String {
+        lock(&self.log).join("\n")
+    }
+
+    /// Kills the relay with SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` is SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the relay to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let start = Instant::now();
+        for _ in 0..(PATIENCE.as_millis() / 20) {
+            if let Some(status) = child.try_wait().expect("poll the relay") {
+                return status;
+            }
+            if start.elapsed() > PATIENCE {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the relay did not exit within {PATIENCE:?} of SIGTERM");
+    }
+
+    /// Starts the relay again (killing it first if it runs) on the same
+    /// port, data directory and arguments.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn lock(log: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
