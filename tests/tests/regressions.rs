@@ -12,9 +12,9 @@ use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Duration, Instant};
 use pickup_relay::{Link, Settings};
 use pickup_tests::fuzz_relay::{drive_relay, RelayScript};
+use pickup_tests::mem_files::MemFiles;
 use pickup_tests::sim::pair::{Pair, Terminal};
 use pickup_tests::sim::rng::SimRng;
-use pickup_tests::sim::MemSink;
 
 fn random_file(seed: u64, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -226,7 +226,7 @@ fn a_manifest_with_huge_sizes_does_not_crash_the_download() {
         ..download::Config::default()
     };
     let mut session = download::Session::<4>::new(config, code);
-    let mut sink = MemSink::default();
+    let mut sink = MemFiles::default();
     let now = Instant::from_millis(1000);
     session.handle_connected(now);
     let welcome = Message::Welcome(Welcome {

@@ -32,17 +32,16 @@ pub mod link;
 pub mod pair;
 pub mod rng;
 
-use core::convert::Infallible;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::mem_files::MemFiles;
 use pickup_proto::code::Code;
-use pickup_proto::download::{self, Sink};
+use pickup_proto::download;
 use pickup_proto::drive;
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
-use pickup_proto::message::{ManifestEntry, Message, Plan, ResumeToken};
-use pickup_proto::storage::{ReadAt, WriteAt};
+use pickup_proto::message::{Message, Plan, ResumeToken};
 use pickup_proto::upload;
 use pickup_proto::{Duration, ErrorCode, Instant};
 use pickup_relay::codes::code_key;
@@ -139,100 +138,6 @@ impl BatchSpec {
     }
 }
 
-/// A downloader's disk in memory: survives the downloader's restarts, and
-/// panics if the session writes past a file or finishes a wrong one.
-#[derive(Debug, Default)]
-pub struct MemSink {
-    /// File contents by index.
-    pub files: Vec<Vec<u8>>,
-    /// Size, SHA-1 and name from each file's manifest entry.
-    pub entries: Vec<Option<(u64, Sha1Digest, String)>>,
-    /// Files the session finished (verified).
-    pub finished: Vec<bool>,
-}
-
-impl MemSink {
-    fn slot(&mut self, file: u16) -> usize {
-        let i = usize::from(file);
-        if self.files.len() <= i {
-            self.files.resize(i + 1, Vec::new());
-            self.entries.resize(i + 1, None);
-            self.finished.resize(i + 1, false);
-        }
-        i
-    }
-}
-
-impl ReadAt for MemSink {
-    type Error = Infallible;
-    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let i = self.slot(file);
-        let data = &self.files[i];
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let n = buf.len().min(data.len() - start);
-        buf[..n].copy_from_slice(&data[start..start + n]);
-        Ok(n)
-    }
-}
-
-impl WriteAt for MemSink {
-    type Error = Infallible;
-    fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> Result<(), Self::Error> {
-        let i = self.slot(file);
-        let (size, _, _) = self.entries[i]
-            .clone()
-            .unwrap_or_else(|| panic!("download wrote file {file} before opening it"));
-        let end = offset + data.len() as u64;
-        assert!(
-            end <= size,
-            "download wrote file {file} up to {end}, past its size {size}"
-        );
-        let start = offset as usize;
-        let f = &mut self.files[i];
-        if f.len() < start + data.len() {
-            f.resize(start + data.len(), 0);
-        }
-        f[start..start + data.len()].copy_from_slice(data);
-        Ok(())
-    }
-}
-
-impl Sink for MemSink {
-    fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, Infallible> {
-        let i = self.slot(entry.index);
-        self.entries[i] = Some((entry.size, entry.sha1, entry.name.to_owned()));
-        Ok(self.files[i].len() as u64)
-    }
-
-    fn truncate(&mut self, file: u16) -> Result<(), Infallible> {
-        let i = self.slot(file);
-        self.files[i].clear();
-        self.finished[i] = false;
-        Ok(())
-    }
-
-    fn finish(&mut self, file: u16) -> Result<(), Infallible> {
-        let i = self.slot(file);
-        let (size, sha1, _) = self.entries[i]
-            .clone()
-            .unwrap_or_else(|| panic!("download finished file {file} before opening it"));
-        assert_eq!(
-            self.files[i].len() as u64,
-            size,
-            "finished file {file}: size"
-        );
-        assert_eq!(
-            Sha1Digest::of(&self.files[i]),
-            sha1,
-            "finished file {file}: SHA-1"
-        );
-        self.finished[i] = true;
-        Ok(())
-    }
-}
-
 /// Which side of a connection closes it, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -276,7 +181,9 @@ enum Machine<'a> {
     Down {
         session: Box<download::Session<MAX_FILES>>,
         config: download::Config,
-        sink: MemSink,
+        /// The downloader's disk: survives its restarts, and panics if the
+        /// session writes past a file or finishes a wrong one.
+        sink: MemFiles,
     },
 }
 
@@ -1376,7 +1283,7 @@ impl<'a> World<'a> {
                 Machine::Down {
                     session: Box::new(download::Session::new(config, code)),
                     config,
-                    sink: MemSink::default(),
+                    sink: MemFiles::default(),
                 }
             }
             Job::Bogus => {
@@ -1385,7 +1292,7 @@ impl<'a> World<'a> {
                 Machine::Down {
                     session: Box::new(download::Session::new(config, code)),
                     config,
-                    sink: MemSink::default(),
+                    sink: MemFiles::default(),
                 }
             }
         };

@@ -16,7 +16,7 @@ use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::{Link, Relay, Session, Settings};
 
-use super::MemSink;
+use crate::mem_files::MemFiles;
 
 /// Where the relay's clock starts (Unix milliseconds).
 pub const START: Instant = Instant::from_millis(1_790_000_000_000);
@@ -26,7 +26,7 @@ pub enum Terminal<'a> {
     /// An upload over files held in memory.
     Up(Box<upload::Session<'a, 4>>, &'a [Vec<u8>]),
     /// A download into a sink.
-    Down(Box<download::Session<4>>, MemSink),
+    Down(Box<download::Session<4>>, MemFiles),
 }
 
 /// A relay over a [`MemoryStore`] and one terminal, linked directly.
