@@ -2,8 +2,10 @@
 //! duplication, reordering, reconnects and resumed local files.
 
 use super::*;
-use crate::message::{Data, Kind, Manifest, Welcome};
+use crate::error::ErrorCode;
+use crate::message::{self, Data, Kind, Manifest, ManifestEntry, Message, Role, Welcome};
 use crate::storage::{ReadAt, WriteAt};
+use crate::time::Duration;
 use std::string::String;
 use std::vec::Vec;
 

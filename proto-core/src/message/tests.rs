@@ -1,5 +1,8 @@
 use super::*;
-use crate::frame::Decoder;
+use crate::code::Code;
+use crate::error::ErrorCode;
+use crate::frame::{Decoder, EncodeError, Frame};
+use crate::hash::Sha1Digest;
 use std::vec::Vec;
 
 /// One example of every kind; the fields are chosen to exercise multi-byte

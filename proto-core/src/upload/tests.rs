@@ -2,8 +2,15 @@
 //! duplication, reordering and reconnects.
 
 use super::*;
+use crate::code::Code;
+use crate::error::ErrorCode;
 use crate::frame::Decoder;
-use crate::message::{Data, FileRejected, FileVerified, Kind, Welcome};
+use crate::hash::Sha1Digest;
+use crate::message::{
+    Ack, Data, FilePlan, FileRejected, FileVerified, Kind, Message, Plan, Rewind, Role, Welcome,
+    CAP_INSTANT_UPLOAD,
+};
+use crate::time::Duration;
 use std::vec::Vec;
 
 const T0: Instant = Instant::from_millis(1_000);

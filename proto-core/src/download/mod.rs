@@ -1,0 +1,332 @@
+//! The downloading terminal's state machine.
+//!
+//! [`Session`] fetches a batch by code, file by file in index order, and
+//! verifies each file's SHA-1 before it reports it done. Like
+//! [`upload::Session`](crate::upload::Session) it does no I/O of its own: the
+//! driver moves frames and time through the same [`Machine`] contract
+//! (call order in [`crate::drive`]), and file bytes go through a [`Sink`].
+//!
+//! ```text
+//!            handle_connected
+//!   Idle ──────────────────► AwaitWelcome ──Welcome──► AwaitManifest (Fetch sent)
+//!    ▲                                                   │ Manifest + one ManifestEntry per file
+//!    │ handle_disconnected / idle timeout                ▼
+//!    └─────────────────────────────────────────────── Reading ──(last file verified)──► Done
+//! ```
+//!
+//! Flow control: a [`Read`](crate::message::Read) starts (or restarts) the
+//! relay's stream of one file at an offset with a credit of `window` bytes;
+//! the terminal extends the credit with an [`Ack`](crate::message::Ack) of
+//! its contiguous offset once half the window has arrived. Data at any
+//! other offset than the next expected byte is dropped (it is a duplicate, or
+//! follows a loss); a gap or [`Config::retransmit_timeout`] without progress
+//! restarts the stream with a new `Read` at the first missing byte.
+//!
+//! Resume: for each file the sink reports how many bytes it already has
+//! from an earlier attempt ([`Sink::open`]); the session re-hashes that
+//! prefix through [`ReadAt`] and continues after it. If the finished file's
+//! SHA-1 does not match and a prefix was reused, the file is truncated
+//! ([`Sink::truncate`]) and fetched once more from 0 before the session gives up.
+//!
+//! The session's parts: [`Config`] (its tuning), [`Sink`] and [`Hashing`]
+//! (where bytes go and who hashes them), [`Event`] and [`Error`] (what it
+//! reports); `receive` handles the relay's replies, `verify` moves from
+//! file to file and checks each one's SHA-1, `transmit` writes what goes
+//! out and `timers` owns retries, keepalives and the idle timeout. This
+//! file holds the state they share.
+
+use heapless::{Deque, Vec};
+
+use crate::code::Code;
+use crate::drive::{Machine, Progress};
+use crate::frame::{self, Frame};
+use crate::hash::{Sha1Digest, Sha1Hasher};
+use crate::storage::ReadAt;
+use crate::time::Instant;
+
+mod config;
+mod event;
+mod receive;
+mod sink;
+mod timers;
+mod transmit;
+mod verify;
+
+pub use config::Config;
+pub use event::{Error, Event};
+pub use sink::{Hashing, Sink};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct File {
+    size: u64,
+    sha1: Sha1Digest,
+    /// Bytes already present locally when the file was opened.
+    local: u64,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    AwaitWelcome,
+    AwaitManifest,
+    Reading,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Hello,
+    Fetch,
+    /// Start or restart the stream of the current file at `received`.
+    Read,
+    /// Extend the credit.
+    Ack,
+    Keepalive,
+    Goodbye,
+}
+
+/// A download of a batch of up to `F` files. See the module docs.
+#[derive(Debug)]
+pub struct Session<const F: usize> {
+    config: Config,
+    code: Code,
+    phase: Phase,
+    /// Files as the first manifest described them.
+    files: Vec<File, F>,
+    /// The file count of the first manifest.
+    expected_files: Option<u16>,
+    /// Whether the latest manifest said the batch is ready.
+    manifest_ready: bool,
+    /// Entries of the current manifest seen so far (they repeat on reconnect).
+    entries_seen: u16,
+    /// The file being read, its contiguous received bytes and their hash.
+    current: u16,
+    received: u64,
+    hasher: Sha1Hasher,
+    /// The current file's local prefix still has to be re-hashed.
+    prefix_pending: bool,
+    /// The relay may send the current file up to here.
+    credit_end: u64,
+    /// A restart was requested: gaps are expected until its data arrives.
+    restart_pending: bool,
+    peer_max_frame: usize,
+    control: Deque<Control, 6>,
+    events: Deque<Event, 8>,
+    progress_dirty: bool,
+    /// When to resend the current request if nothing moves.
+    retry_at: Option<Instant>,
+    last_sent: Instant,
+    last_heard: Instant,
+    error: Option<Error>,
+}
+
+impl<const F: usize> Session<F> {
+    /// A download of the batch behind `code`.
+    pub fn new(config: Config, code: Code) -> Self {
+        Session {
+            config,
+            code,
+            phase: Phase::Idle,
+            files: Vec::new(),
+            expected_files: None,
+            manifest_ready: false,
+            entries_seen: 0,
+            current: 0,
+            received: 0,
+            hasher: Sha1Hasher::new(),
+            prefix_pending: false,
+            credit_end: 0,
+            restart_pending: false,
+            peer_max_frame: frame::MIN_FRAME_LEN,
+            control: Deque::new(),
+            events: Deque::new(),
+            progress_dirty: false,
+            retry_at: None,
+            last_sent: Instant::ZERO,
+            last_heard: Instant::ZERO,
+            error: None,
+        }
+    }
+
+    /// The code being downloaded.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// Whether the download finished (successfully or not).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::Failed)
+    }
+
+    /// Whether no exchange runs (see [`Machine::is_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    /// How far the download has come: the manifest, bytes written.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            started: self.expected_files.is_some(),
+            done: self.done_bytes(),
+            total: self.total_size(),
+        }
+    }
+
+    /// The failure, if the download failed.
+    pub fn error(&self) -> Option<Error> {
+        self.error
+    }
+
+    /// Total bytes of the batch (0 before the manifest).
+    pub fn total_size(&self) -> u64 {
+        self.files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.size))
+    }
+
+    /// Bytes written and verified or hashed so far.
+    pub fn done_bytes(&self) -> u64 {
+        let finished = self
+            .files
+            .iter()
+            .filter(|f| f.done)
+            .fold(0u64, |t, f| t.saturating_add(f.size));
+        let current_done = self
+            .files
+            .get(usize::from(self.current))
+            .is_some_and(|f| f.done);
+        finished.saturating_add(if current_done { 0 } else { self.received })
+    }
+
+    /// A new link is up: start (or restart) the exchange.
+    pub fn handle_connected(&mut self, now: Instant) {
+        if self.is_finished() {
+            return;
+        }
+        self.control.clear();
+        self.push_control(Control::Hello);
+        self.phase = Phase::AwaitWelcome;
+        self.retry_at = Some(now + self.config.retransmit_timeout);
+        self.last_heard = now;
+        self.last_sent = now;
+    }
+
+    /// The link went away.
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        if !self.is_finished() {
+            self.phase = Phase::Idle;
+            self.retry_at = None;
+            self.control.clear();
+        }
+    }
+
+    fn link_lost(&mut self) {
+        self.phase = Phase::Idle;
+        self.retry_at = None;
+        self.control.clear();
+        self.push_event(Event::LinkLost);
+    }
+
+    fn request_read(&mut self, now: Instant) {
+        self.push_control(Control::Read);
+        self.restart_pending = true;
+        self.retry_at = Some(now + self.config.retransmit_timeout);
+    }
+
+    fn finish_session(&mut self, _now: Instant) {
+        self.phase = Phase::Done;
+        self.retry_at = None;
+        self.push_control(Control::Goodbye);
+        self.push_event(Event::Complete);
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.phase = Phase::Failed;
+        self.error = Some(e);
+        self.retry_at = None;
+        self.push_event(Event::Failed(e));
+    }
+
+    fn push_control(&mut self, c: Control) {
+        if !self.control.iter().any(|x| *x == c) {
+            // One slot per kind: never full.
+            let _ = self.control.push_back(c);
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.is_full() {
+            self.events.pop_front();
+        }
+        let _ = self.events.push_back(e);
+    }
+
+    /// The next event for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        if self.progress_dirty {
+            self.progress_dirty = false;
+            return Some(Event::Progress {
+                done: self.done_bytes(),
+                total: self.total_size(),
+            });
+        }
+        None
+    }
+}
+
+impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<F> {
+    type Event = Event;
+    type Error = Error;
+    fn handle_connected(&mut self, now: Instant) {
+        Session::handle_connected(self, now)
+    }
+    fn handle_disconnected(&mut self, now: Instant) {
+        Session::handle_disconnected(self, now)
+    }
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: Frame<'_>,
+        files: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        Session::handle_frame(self, now, frame, files)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        files: &mut S,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, <S as ReadAt>::Error> {
+        Session::poll_transmit(self, now, files, out)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Session::poll_event(self)
+    }
+    fn is_idle(&self) -> bool {
+        Session::is_idle(self)
+    }
+    fn is_finished(&self) -> bool {
+        Session::is_finished(self)
+    }
+    fn error(&self) -> Option<Error> {
+        Session::error(self)
+    }
+    fn progress(&self) -> Progress {
+        Session::progress(self)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

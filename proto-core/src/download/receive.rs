@@ -1,0 +1,235 @@
+//! The relay's replies to a download: welcome, manifest and its entries,
+//! data (written in order, gaps restart the stream) and errors.
+
+use super::{Control, Error, Event, File, Hashing, Phase, Session, Sink};
+use crate::error::ErrorCode;
+use crate::frame::{self, Frame};
+use crate::message::{self, ManifestEntry, Message};
+use crate::storage::ReadAt;
+use crate::time::{Duration, Instant};
+use crate::PROTOCOL_VERSION;
+
+impl<const F: usize> Session<F> {
+    /// Handles one frame from the relay (see [`Machine::handle_frame`]);
+    /// undecodable frames are ignored.
+    ///
+    /// [`Machine::handle_frame`]: crate::drive::Machine::handle_frame
+    pub fn handle_frame<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: Frame<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        match Message::decode_from_relay(frame) {
+            Ok(msg) => self.handle_message(now, msg, sink),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Handles one decoded message. Storage errors are returned as they are;
+    /// the session stays consistent and the timers retry.
+    pub fn handle_message<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        msg: Message<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        if matches!(self.phase, Phase::Idle | Phase::Done | Phase::Failed) {
+            return Ok(());
+        }
+        self.last_heard = now;
+        match msg {
+            Message::Welcome(w) if self.phase == Phase::AwaitWelcome => {
+                if w.version != PROTOCOL_VERSION {
+                    self.fail(Error::Relay(ErrorCode::UnsupportedVersion));
+                    return Ok(());
+                }
+                self.peer_max_frame =
+                    (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
+                self.push_event(Event::Connected);
+                self.phase = Phase::AwaitManifest;
+                self.push_control(Control::Fetch);
+                self.retry_at = Some(now + self.config.retransmit_timeout);
+            }
+            Message::Manifest(m) if self.phase == Phase::AwaitManifest && m.code == self.code => {
+                match self.expected_files {
+                    Some(n) if n != m.files => {
+                        self.fail(Error::ManifestChanged);
+                        return Ok(());
+                    }
+                    Some(_) => {}
+                    None if m.files == 0 => {
+                        self.fail(Error::ManifestChanged);
+                        return Ok(());
+                    }
+                    None if usize::from(m.files) > F => {
+                        self.fail(Error::TooManyFiles);
+                        return Ok(());
+                    }
+                    None => self.expected_files = Some(m.files),
+                }
+                self.entries_seen = 0;
+                self.manifest_ready = m.ready;
+                self.push_event(Event::Manifest {
+                    files: m.files,
+                    total_size: m.total_size,
+                    received: m.received,
+                    ready: m.ready,
+                    expires_at: m.expires_at,
+                });
+                self.retry_at = Some(now + self.config.retransmit_timeout);
+            }
+            Message::ManifestEntry(e) if self.phase == Phase::AwaitManifest => {
+                self.on_entry(now, e, sink)?
+            }
+            Message::Data(d) if self.phase == Phase::Reading => self.on_data(now, d, sink)?,
+            Message::Error(e) => self.on_error(now, e),
+            Message::Goodbye => self.link_lost(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, now: Instant, e: message::Error) {
+        if crate::upload::noise(&e) {
+            return;
+        }
+        match e.code {
+            ErrorCode::RateLimited
+            | ErrorCode::Busy
+            | ErrorCode::Internal
+            | ErrorCode::BadFrame => {
+                // Transient: retry on the timer, no earlier than the relay asks.
+                let wait = Duration::from_millis(u64::from(e.retry_after_ms))
+                    .max(self.config.retransmit_timeout);
+                self.retry_at = Some(now + wait);
+            }
+            ErrorCode::NotReady
+                if self.config.wait_until_ready.is_some() && self.phase == Phase::Reading =>
+            {
+                self.phase = Phase::AwaitManifest;
+                self.retry_at = Some(now + self.config.wait_until_ready.unwrap_or(Duration::ZERO));
+            }
+            ErrorCode::UnexpectedMessage | ErrorCode::IdleTimeout | ErrorCode::ShuttingDown => {
+                self.link_lost()
+            }
+            code => self.fail(Error::Relay(code)),
+        }
+    }
+
+    fn on_entry<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        e: ManifestEntry<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        let Some(expected) = self.expected_files else {
+            return Ok(());
+        };
+        if e.index != self.entries_seen || e.index >= expected {
+            // Out of order (an entry was lost): the timer fetches the manifest again.
+            return Ok(());
+        }
+        match self.files.get(usize::from(e.index)) {
+            Some(f) if f.size != e.size || f.sha1 != e.sha1 => {
+                self.fail(Error::ManifestChanged);
+                return Ok(());
+            }
+            Some(_) => {}
+            None => {
+                if !self.config.manifest_only && message::validate_name(e.name).is_err() {
+                    self.fail(Error::Relay(ErrorCode::InvalidName));
+                    return Ok(());
+                }
+                let local = sink.open(&e)?.min(e.size);
+                // Entries arrive in index order and `expected <= F`, so this fits.
+                let _ = self.files.push(File {
+                    size: e.size,
+                    sha1: e.sha1,
+                    local,
+                    done: false,
+                });
+                self.push_event(Event::Entry {
+                    file: e.index,
+                    size: e.size,
+                    sha1: e.sha1,
+                    received: e.received,
+                    local,
+                });
+            }
+        }
+        self.entries_seen += 1;
+        if self.entries_seen < expected {
+            return Ok(());
+        }
+        if self.config.manifest_only {
+            self.finish_session(now);
+        } else if !self.manifest_ready {
+            match self.config.wait_until_ready {
+                Some(wait) => {
+                    self.push_event(Event::NotReady {
+                        received: 0,
+                        total: self.total_size(),
+                    });
+                    self.retry_at = Some(now + wait);
+                }
+                None => self.fail(Error::Relay(ErrorCode::NotReady)),
+            }
+        } else {
+            self.phase = Phase::Reading;
+            let resuming = self
+                .files
+                .get(usize::from(self.current))
+                .is_some_and(|f| !f.done)
+                && (self.received > 0 || self.prefix_pending);
+            if resuming {
+                // Reconnected mid-file: continue where the bytes stopped.
+                self.request_read(now);
+            } else {
+                self.advance(now, sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_data<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        d: message::Data<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        if d.file != self.current || self.prefix_pending {
+            return Ok(());
+        }
+        let Some(f) = self.files.get(usize::from(self.current)).copied() else {
+            return Ok(());
+        };
+        if d.offset != self.received {
+            if d.offset > self.received && !self.restart_pending {
+                // A gap: something was lost. Restart at the first missing byte.
+                self.request_read(now);
+            }
+            return Ok(());
+        }
+        let end = self.received.saturating_add(d.bytes.len() as u64);
+        if end > f.size || d.bytes.is_empty() {
+            return Ok(());
+        }
+        sink.write_at(self.current, self.received, d.bytes)?;
+        if self.config.hashing == Hashing::InSession {
+            self.hasher.update(d.bytes);
+        }
+        self.received = end;
+        self.restart_pending = false;
+        self.progress_dirty = true;
+        self.retry_at = Some(now + self.config.retransmit_timeout);
+        if self.received == f.size {
+            return self.complete_file(now, sink);
+        }
+        let window = u64::from(self.config.window);
+        if self.credit_end < f.size && self.credit_end.saturating_sub(self.received) <= window / 2 {
+            self.push_control(Control::Ack);
+        }
+        Ok(())
+    }
+}

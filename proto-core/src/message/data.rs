@@ -1,0 +1,50 @@
+//! [`Data`], the one message whose payload is not postcard: encoded straight
+//! from a file read into the frame (decoding, in `decode`, borrows the
+//! payload from the frame's body).
+
+use super::Kind;
+use crate::frame::{self, EncodeError};
+use crate::PROTOCOL_VERSION;
+
+/// 0x15, either way: file bytes at an offset. Upload data flows terminal →
+/// relay; download data relay → terminal in answer to [`Read`](super::Read).
+///
+/// Body layout: `varint(file) ‖ varint(offset) ‖ bytes…` to the end of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Data<'a> {
+    /// File index.
+    pub file: u16,
+    /// Offset of the first byte.
+    pub offset: u64,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+/// The most bytes of `(file, offset)` prefix a [`Data`] body can have.
+pub const DATA_PREFIX_MAX: usize = 3 + 10;
+
+impl Data<'_> {
+    /// The largest payload that always fits a raw frame of `max_frame` bytes.
+    pub const fn max_payload(max_frame: usize) -> usize {
+        max_frame.saturating_sub(frame::OVERHEAD + DATA_PREFIX_MAX)
+    }
+}
+
+/// Encodes a [`Data`] frame whose payload `fill` writes straight into the
+/// frame (e.g. a file read), so the bytes are copied once. `fill` gets at
+/// most `max_len` bytes of room and returns how many it wrote.
+pub fn encode_data_with(
+    file: u16,
+    offset: u64,
+    max_len: usize,
+    max_frame: usize,
+    out: &mut [u8],
+    fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> Result<usize, EncodeError> {
+    frame::encode_with(PROTOCOL_VERSION, Kind::Data as u8, max_frame, out, |buf| {
+        let n = postcard::to_slice(&(file, offset), buf).ok()?.len();
+        let room = buf.len().checked_sub(n)?.min(max_len);
+        let written = fill(buf.get_mut(n..n + room)?)?;
+        (written <= room).then_some(n + written)
+    })
+}

@@ -1,0 +1,158 @@
+//! From a checked frame to a [`Message`]: per direction, so a terminal links
+//! no decoder for what it never receives, and never panicking on input.
+
+use serde::Deserialize;
+
+use super::{Data, Kind, Message};
+use crate::error::ErrorCode;
+use crate::frame::Frame;
+use crate::PROTOCOL_VERSION;
+
+/// Why a CRC-valid frame is not a message this side can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The frame header names a protocol version this side does not speak.
+    UnsupportedVersion(u8),
+    /// The kind byte is not one this version knows.
+    UnknownKind(u8),
+    /// The body does not decode as the kind's message, or has trailing bytes.
+    BadBody(u8),
+    /// A known kind that only flows the other way (e.g. a `Fetch` sent to a
+    /// terminal), from [`Message::decode_from_relay`] or
+    /// [`Message::decode_from_terminal`].
+    WrongDirection(u8),
+}
+
+impl DecodeError {
+    /// The error code to answer the peer with.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            DecodeError::UnknownKind(_) => ErrorCode::UnknownKind,
+            DecodeError::BadBody(_) => ErrorCode::BadFrame,
+            DecodeError::WrongDirection(_) => ErrorCode::UnexpectedMessage,
+        }
+    }
+
+    /// The kind byte of the offending frame (0 when the version was wrong).
+    pub fn kind(self) -> u8 {
+        match self {
+            DecodeError::UnsupportedVersion(_) => 0,
+            DecodeError::UnknownKind(k)
+            | DecodeError::BadBody(k)
+            | DecodeError::WrongDirection(k) => k,
+        }
+    }
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            DecodeError::UnknownKind(k) => write!(f, "unknown message kind {k:#04x}"),
+            DecodeError::BadBody(k) => write!(f, "malformed body for message kind {k:#04x}"),
+            DecodeError::WrongDirection(k) => {
+                write!(f, "message kind {k:#04x} does not flow this way")
+            }
+        }
+    }
+}
+
+fn body<'a, T: Deserialize<'a>>(kind: u8, bytes: &'a [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(DecodeError::BadBody(kind)),
+    }
+}
+
+/// Checks the version and looks up the kind.
+fn header(frame: Frame<'_>) -> Result<(Kind, u8, &[u8]), DecodeError> {
+    if frame.version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(frame.version));
+    }
+    let kind = Kind::from_u8(frame.kind).ok_or(DecodeError::UnknownKind(frame.kind))?;
+    Ok((kind, frame.kind, frame.body))
+}
+
+fn empty(kind: u8, bytes: &[u8]) -> Result<(), DecodeError> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::BadBody(kind))
+    }
+}
+
+impl<'a> Message<'a> {
+    /// Decodes a CRC-checked frame of any kind (what a relay receives is a
+    /// subset, but a relay also decodes for logs and tests). Never panics;
+    /// every field is checked by postcard, and trailing bytes are an error.
+    pub fn decode(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
+        match Self::decode_from_relay(frame) {
+            Err(DecodeError::WrongDirection(_)) => Self::decode_from_terminal(frame),
+            other => other,
+        }
+    }
+
+    /// Decodes only the kinds a relay sends to a terminal, and the kinds that
+    /// flow both ways. A terminal uses this rather than [`Message::decode`]
+    /// so that an MCU image carries no decoder for messages it never
+    /// receives (about 1 KiB of flash).
+    pub fn decode_from_relay(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
+        let (kind, k, b) = header(frame)?;
+        Ok(match kind {
+            Kind::Welcome => Message::Welcome(body(k, b)?),
+            Kind::Grant => Message::Grant(body(k, b)?),
+            Kind::FilePlan => Message::FilePlan(body(k, b)?),
+            Kind::Rewind => Message::Rewind(body(k, b)?),
+            Kind::FileVerified => Message::FileVerified(body(k, b)?),
+            Kind::FileRejected => Message::FileRejected(body(k, b)?),
+            Kind::BatchComplete => Message::BatchComplete(body(k, b)?),
+            Kind::Manifest => Message::Manifest(body(k, b)?),
+            Kind::ManifestEntry => Message::ManifestEntry(body(k, b)?),
+            _ => return Self::decode_both_ways(kind, k, b),
+        })
+    }
+
+    /// Decodes only the kinds a terminal sends to a relay, and the kinds that
+    /// flow both ways.
+    pub fn decode_from_terminal(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
+        let (kind, k, b) = header(frame)?;
+        Ok(match kind {
+            Kind::Hello => Message::Hello(body(k, b)?),
+            Kind::BatchOpen => Message::BatchOpen(body(k, b)?),
+            Kind::FileAnnounce => Message::FileAnnounce(body(k, b)?),
+            Kind::Proof => Message::Proof(body(k, b)?),
+            Kind::Resume => Message::Resume(body(k, b)?),
+            Kind::Fetch => Message::Fetch(body(k, b)?),
+            Kind::Read => Message::Read(body(k, b)?),
+            _ => return Self::decode_both_ways(kind, k, b),
+        })
+    }
+
+    fn decode_both_ways(kind: Kind, k: u8, b: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        Ok(match kind {
+            Kind::Keepalive => {
+                empty(k, b)?;
+                Message::Keepalive
+            }
+            Kind::Goodbye => {
+                empty(k, b)?;
+                Message::Goodbye
+            }
+            Kind::Error => Message::Error(body(k, b)?),
+            Kind::Ack => Message::Ack(body(k, b)?),
+            Kind::Data => {
+                let ((file, offset), bytes) = postcard::take_from_bytes::<(u16, u64)>(b)
+                    .map_err(|_| DecodeError::BadBody(k))?;
+                Message::Data(Data {
+                    file,
+                    offset,
+                    bytes,
+                })
+            }
+            _ => return Err(DecodeError::WrongDirection(k)),
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! From a message to a delimited frame: typed per body ([`Body`], [`encode`]),
+//! so a program links the encoders of only what it sends.
+
+use serde::Serialize;
+
+use super::{
+    encode_data_with, Ack, BatchComplete, BatchOpen, Error, Fetch, FileAnnounce, FilePlan,
+    FileRejected, FileVerified, Grant, Hello, Kind, Manifest, ManifestEntry, Message, Proof, Read,
+    Resume, Rewind, Welcome,
+};
+use crate::frame::{self, EncodeError};
+use crate::PROTOCOL_VERSION;
+
+impl Message<'_> {
+    /// Encodes the message as one delimited frame into `out`, refusing to
+    /// exceed `max_frame` raw bytes (the peer's limit). Returns the number of
+    /// bytes to send.
+    pub fn encode(&self, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+        match self {
+            Message::Hello(m) => encode(m, max_frame, out),
+            Message::Welcome(m) => encode(m, max_frame, out),
+            Message::Keepalive => encode_empty(Kind::Keepalive, max_frame, out),
+            Message::Goodbye => encode_empty(Kind::Goodbye, max_frame, out),
+            Message::Error(m) => encode(m, max_frame, out),
+            Message::BatchOpen(m) => encode(m, max_frame, out),
+            Message::FileAnnounce(m) => encode(m, max_frame, out),
+            Message::Grant(m) => encode(m, max_frame, out),
+            Message::FilePlan(m) => encode(m, max_frame, out),
+            Message::Proof(m) => encode(m, max_frame, out),
+            Message::Data(d) => {
+                encode_data_with(d.file, d.offset, d.bytes.len(), max_frame, out, |room| {
+                    let dst = room.get_mut(..d.bytes.len())?;
+                    dst.copy_from_slice(d.bytes);
+                    Some(d.bytes.len())
+                })
+            }
+            Message::Ack(m) => encode(m, max_frame, out),
+            Message::Rewind(m) => encode(m, max_frame, out),
+            Message::FileVerified(m) => encode(m, max_frame, out),
+            Message::FileRejected(m) => encode(m, max_frame, out),
+            Message::BatchComplete(m) => encode(m, max_frame, out),
+            Message::Resume(m) => encode(m, max_frame, out),
+            Message::Fetch(m) => encode(m, max_frame, out),
+            Message::Manifest(m) => encode(m, max_frame, out),
+            Message::ManifestEntry(m) => encode(m, max_frame, out),
+            Message::Read(m) => encode(m, max_frame, out),
+        }
+    }
+}
+
+/// A message body with its kind: every message type but [`Data`](super::Data) and the
+/// empty ones.
+pub trait Body: Serialize {
+    /// The kind byte that goes with this body.
+    const KIND: Kind;
+}
+
+macro_rules! bodies {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Body for $ty { const KIND: Kind = Kind::$ty; })*
+    };
+}
+
+bodies!(
+    Hello,
+    Welcome,
+    Error,
+    BatchOpen,
+    Grant,
+    FilePlan,
+    Proof,
+    Ack,
+    Rewind,
+    FileVerified,
+    FileRejected,
+    BatchComplete,
+    Resume,
+    Fetch,
+    Manifest,
+    Read,
+);
+
+impl Body for FileAnnounce<'_> {
+    const KIND: Kind = Kind::FileAnnounce;
+}
+
+impl Body for ManifestEntry<'_> {
+    const KIND: Kind = Kind::ManifestEntry;
+}
+
+/// Encodes one message as a delimited frame into `out` (at most `max_frame`
+/// raw bytes). Typed, so a program links the encoders of only the messages
+/// it sends: what keeps a terminal's image small.
+pub fn encode<T: Body>(body: &T, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    frame::encode_with(PROTOCOL_VERSION, T::KIND as u8, max_frame, out, |buf| {
+        postcard::to_slice(body, buf).ok().map(|s| s.len())
+    })
+}
+
+/// Encodes a message with an empty body (`Keepalive`, `Goodbye`).
+pub fn encode_empty(kind: Kind, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    frame::encode_with(PROTOCOL_VERSION, kind as u8, max_frame, out, |_| Some(0))
+}

@@ -1,0 +1,55 @@
+//! What an upload is given: its tuning ([`Config`]) and the files ([`FileMeta`]).
+
+use crate::hash::Sha1Digest;
+use crate::time::Duration;
+
+/// Tuning for a session. [`Config::default`] suits TCP; serial links at low
+/// baud rates want longer timeouts.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// Largest raw frame this side accepts (its decoder buffer size).
+    pub max_frame: u32,
+    /// Without ack progress for this long, resend from the last acked offset.
+    pub retransmit_timeout: Duration,
+    /// Without any frame from the relay for this long, the link is lost.
+    pub idle_timeout: Duration,
+    /// Send a keepalive after this long without sending anything.
+    pub keepalive_interval: Duration,
+    /// Answer the relay's challenges to link content it already holds.
+    pub instant_upload: bool,
+    /// Upper bound on bytes in flight, whatever the relay offers (32 MiB by
+    /// default). It costs the terminal no memory: unacknowledged bytes are
+    /// read again from the source if they must be resent. A wide window
+    /// lets a fast link ride out the relay's disk flushes; a serial relay
+    /// offers far less anyway.
+    pub max_window: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame: 16 * 1024,
+            retransmit_timeout: Duration::from_millis(2_000),
+            idle_timeout: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(5),
+            instant_upload: true,
+            max_window: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// One file to upload. The name is borrowed for the session's lifetime (a
+/// `&'static str` in firmware, a `String` the driver keeps on a host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FileMeta<'n> {
+    /// Name as downloaders will see it (see [`message::validate_name`]).
+    ///
+    /// [`message::validate_name`]: crate::message::validate_name
+    pub name: &'n str,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-1 of the whole file (see [`storage::sha1_of`](crate::storage::sha1_of)).
+    pub sha1: Sha1Digest,
+}

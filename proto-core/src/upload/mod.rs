@@ -1,0 +1,351 @@
+//! The uploading terminal's state machine.
+//!
+//! [`Session`] holds everything an upload needs to survive a lossy link, a
+//! dropped connection or a restart of either side, and nothing that touches
+//! I/O. A driver (the `pickup-device` blocking client, the `pickup` CLI, the
+//! simulator, a fuzzer) moves bytes and time in and out through the
+//! [`Machine`] contract it shares with
+//! [`download::Session`](crate::download::Session), with file bytes read
+//! through a [`ReadAt`] source; [`crate::drive`] has the call order.
+//!
+//! ```text
+//!            handle_connected
+//!   Idle ───────────────────────► AwaitWelcome ──Welcome──┬─(no token)──► Announcing ──► AwaitGrant
+//!    ▲                                                     └─(token)─────► AwaitGrant (Resume sent)
+//!    │ handle_disconnected / idle timeout                                       │ Grant + FilePlans
+//!    └──────────────────────────────────────────── Transfer ◄───────────────────┘
+//!                                                       │ every file Verified or Held
+//!                                                       ▼
+//!                                                     Done        (Failed on a refusal)
+//! ```
+//!
+//! Reliability rules, all driven by [`Instant`]s the caller passes in:
+//! - data is sent in order per file within the relay's window; the relay's
+//!   [`Ack`](crate::message::Ack) is cumulative and means *durable*;
+//! - a [`Rewind`](crate::message::Rewind), or no ack progress for
+//!   [`Config::retransmit_timeout`], resends from the last acknowledged offset;
+//! - a lost control message (hello, announce, plan, proof, verdict) is
+//!   recovered by resending the request on the same timer: announcing is
+//!   restarted before a grant, and after a grant a
+//!   [`Resume`](crate::message::Resume) asks the relay for every file's state
+//!   again (the relay answers it idempotently);
+//! - hearing nothing for [`Config::idle_timeout`] means the link is gone:
+//!   [`Event::LinkLost`], and the driver reconnects.
+//!
+//! The session's parts: [`Config`] and [`FileMeta`] (its inputs), [`Event`]
+//! and [`Error`] (what it reports); `receive` handles the relay's replies,
+//! `transmit` writes what goes out (control messages, announcements,
+//! proofs, data within the window) and `timers` owns retransmission,
+//! keepalives and the idle timeout. This file holds the state they share.
+
+use heapless::{Deque, Vec};
+
+use crate::drive::{Machine, Progress};
+use crate::frame::{self, Frame};
+use crate::hash::Nonce;
+use crate::message::{self, Grant, ResumeToken};
+use crate::storage::ReadAt;
+use crate::time::Instant;
+
+mod config;
+mod event;
+mod receive;
+mod timers;
+mod transmit;
+
+pub use config::{Config, FileMeta};
+pub use event::{Error, Event};
+pub(crate) use receive::noise;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// Waiting for the relay's plan.
+    Unplanned,
+    /// Sending data; `acked..sent` is in flight.
+    Sending,
+    /// The relay challenged; a proof is to be sent.
+    ProofDue(Nonce),
+    /// The proof is sent; waiting for the relay's verdict (Held or Upload).
+    ProofSent,
+    /// The relay verified or already held the file.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct File<'n> {
+    meta: FileMeta<'n>,
+    state: FileState,
+    acked: u64,
+    sent: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    AwaitWelcome,
+    /// Sending `BatchOpen` (`next == None`) then each `FileAnnounce`.
+    Announcing {
+        next: Option<u16>,
+    },
+    AwaitGrant,
+    Transfer,
+    Done,
+    Failed,
+}
+
+/// Control messages that wait for `poll_transmit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Hello,
+    Resume,
+    Keepalive,
+    Goodbye,
+}
+
+/// An upload of up to `F` files, as a sans-IO state machine. See the module docs.
+#[derive(Debug)]
+pub struct Session<'n, const F: usize> {
+    config: Config,
+    files: Vec<File<'n>, F>,
+    phase: Phase,
+    /// The token, from the grant or from [`Session::resume`].
+    token: Option<ResumeToken>,
+    grant: Option<Grant>,
+    /// Relay's frame and window limits, from the welcome and acks.
+    peer_max_frame: usize,
+    peer_window: u64,
+    instant_allowed: bool,
+    control: Deque<Control, 4>,
+    events: Deque<Event, 8>,
+    progress_dirty: bool,
+    /// When the current wait (for a reply or for ack progress) started.
+    waiting_since: Option<Instant>,
+    last_sent: Instant,
+    last_heard: Instant,
+    error: Option<Error>,
+}
+
+impl<'n, const F: usize> Session<'n, F> {
+    /// A new upload of `files`. Fails if there are none or more than `F`.
+    pub fn new(config: Config, files: &[FileMeta<'n>]) -> Result<Self, Error> {
+        if files.is_empty() || files.len() > usize::from(u16::MAX) {
+            return Err(Error::TooManyFiles);
+        }
+        let mut list = Vec::new();
+        for (i, meta) in files.iter().enumerate() {
+            message::validate_name(meta.name).map_err(|_| Error::InvalidName { file: i as u16 })?;
+            list.push(File {
+                meta: *meta,
+                state: FileState::Unplanned,
+                acked: 0,
+                sent: 0,
+            })
+            .map_err(|_| Error::TooManyFiles)?;
+        }
+        Ok(Session {
+            config,
+            files: list,
+            phase: Phase::Idle,
+            token: None,
+            grant: None,
+            peer_max_frame: frame::MIN_FRAME_LEN,
+            peer_window: 0,
+            instant_allowed: false,
+            control: Deque::new(),
+            events: Deque::new(),
+            progress_dirty: false,
+            waiting_since: None,
+            last_sent: Instant::ZERO,
+            last_heard: Instant::ZERO,
+            error: None,
+        })
+    }
+
+    /// Continues an earlier upload of the same `files` with its resume token
+    /// (after a restart of the terminal). The relay says where each file stands.
+    pub fn resume(
+        config: Config,
+        files: &[FileMeta<'n>],
+        token: ResumeToken,
+    ) -> Result<Self, Error> {
+        let mut s = Self::new(config, files)?;
+        s.token = Some(token);
+        Ok(s)
+    }
+
+    /// The grant, once the relay has sent it.
+    pub fn grant(&self) -> Option<&Grant> {
+        self.grant.as_ref()
+    }
+
+    /// Whether the upload finished (successfully or not).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::Failed)
+    }
+
+    /// Whether no exchange runs (see [`Machine::is_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    /// The failure, if the upload failed.
+    pub fn error(&self) -> Option<Error> {
+        self.error
+    }
+
+    /// Total bytes of the batch.
+    pub fn total_size(&self) -> u64 {
+        self.files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.meta.size))
+    }
+
+    /// How far the upload has come: granted, bytes durable at the relay.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            started: self.grant.is_some(),
+            done: self.acked(),
+            total: self.total_size(),
+        }
+    }
+
+    /// Bytes the relay holds durably (acked, linked or verified).
+    pub fn acked(&self) -> u64 {
+        self.files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.acked))
+    }
+
+    /// A new link is up: start (or restart) the exchange.
+    pub fn handle_connected(&mut self, now: Instant) {
+        if self.is_finished() {
+            return;
+        }
+        self.control.clear();
+        self.push_control(Control::Hello);
+        self.phase = Phase::AwaitWelcome;
+        self.waiting_since = Some(now);
+        self.last_heard = now;
+        self.last_sent = now;
+        // Everything unacknowledged must be sent again on the new link.
+        for f in self.files.iter_mut() {
+            f.sent = f.acked;
+            if matches!(f.state, FileState::ProofSent) {
+                f.state = FileState::Unplanned;
+            }
+        }
+    }
+
+    /// The link went away (the driver noticed: EOF, error, port gone).
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        if !self.is_finished() {
+            self.phase = Phase::Idle;
+            self.waiting_since = None;
+            self.control.clear();
+        }
+    }
+
+    fn check_complete(&mut self, now: Instant) {
+        if self.phase == Phase::Transfer && self.files.iter().all(|f| f.state == FileState::Done) {
+            if let Some(g) = self.grant {
+                let code = g.code;
+                self.phase = Phase::Done;
+                self.waiting_since = None;
+                self.last_sent = now;
+                self.push_control(Control::Goodbye);
+                self.progress_dirty = true;
+                self.push_event(Event::Complete { code });
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.phase = Phase::Failed;
+        self.error = Some(e);
+        self.waiting_since = None;
+        self.push_event(Event::Failed(e));
+    }
+
+    fn push_control(&mut self, c: Control) {
+        if !self.control.iter().any(|x| *x == c) {
+            // Capacity covers one of each kind, so this never drops.
+            let _ = self.control.push_back(c);
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.is_full() {
+            // A driver that never polls events loses the oldest, not the newest.
+            self.events.pop_front();
+        }
+        let _ = self.events.push_back(e);
+    }
+
+    /// The next event for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        if self.progress_dirty {
+            self.progress_dirty = false;
+            return Some(Event::Progress {
+                acked: self.acked(),
+                total: self.total_size(),
+            });
+        }
+        None
+    }
+}
+
+impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
+    type Event = Event;
+    type Error = Error;
+    fn handle_connected(&mut self, now: Instant) {
+        Session::handle_connected(self, now)
+    }
+    fn handle_disconnected(&mut self, now: Instant) {
+        Session::handle_disconnected(self, now)
+    }
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: Frame<'_>,
+        _files: &mut R,
+    ) -> Result<(), R::Error> {
+        Session::handle_frame(self, now, frame);
+        Ok(())
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        files: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, R::Error> {
+        Session::poll_transmit(self, now, files, out)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Session::poll_event(self)
+    }
+    fn is_idle(&self) -> bool {
+        Session::is_idle(self)
+    }
+    fn is_finished(&self) -> bool {
+        Session::is_finished(self)
+    }
+    fn error(&self) -> Option<Error> {
+        Session::error(self)
+    }
+    fn progress(&self) -> Progress {
+        Session::progress(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

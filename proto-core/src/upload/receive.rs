@@ -1,0 +1,246 @@
+//! The relay's replies to an upload: welcome, grant, plans, acks, rewinds,
+//! verdicts and errors, each moving the session's state.
+
+use super::{Control, Error, Event, FileState, Phase, Session};
+use crate::error::ErrorCode;
+use crate::frame::{self, Frame};
+use crate::message::{self, Ack, FilePlan, Grant, Message, Plan, Rewind, CAP_INSTANT_UPLOAD};
+use crate::time::Instant;
+use crate::PROTOCOL_VERSION;
+
+impl<'n, const F: usize> Session<'n, F> {
+    /// Handles one frame from the relay. Frames that do not decode, or are
+    /// not expected now, are ignored: the timers recover from whatever they
+    /// were meant to say.
+    ///
+    /// An upload reads no file bytes on input, so this needs no source; a
+    /// driver written for both machines calls [`Machine::handle_frame`],
+    /// which takes one like the download's.
+    ///
+    /// [`Machine::handle_frame`]: crate::drive::Machine::handle_frame
+    pub fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
+        if let Ok(msg) = Message::decode_from_relay(frame) {
+            self.handle_message(now, msg);
+        }
+    }
+
+    /// Handles one decoded message from the relay.
+    pub fn handle_message(&mut self, now: Instant, msg: Message<'_>) {
+        if matches!(self.phase, Phase::Idle | Phase::Done | Phase::Failed) {
+            return;
+        }
+        self.last_heard = now;
+        match msg {
+            Message::Welcome(w) if self.phase == Phase::AwaitWelcome => {
+                if w.version != PROTOCOL_VERSION {
+                    return self.fail(Error::Relay(ErrorCode::UnsupportedVersion));
+                }
+                self.peer_max_frame =
+                    (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
+                self.peer_window = u64::from(w.window.min(self.config.max_window));
+                self.instant_allowed =
+                    self.config.instant_upload && w.caps & CAP_INSTANT_UPLOAD != 0;
+                self.push_event(Event::Connected);
+                if self.token.is_some() {
+                    self.push_control(Control::Resume);
+                    self.phase = Phase::AwaitGrant;
+                } else {
+                    self.phase = Phase::Announcing { next: None };
+                }
+                self.waiting_since = Some(now);
+            }
+            Message::Grant(g) => self.on_grant(now, g),
+            Message::FilePlan(p) => self.on_plan(now, p),
+            Message::Ack(a) => self.on_ack(now, a),
+            Message::Rewind(r) => self.on_rewind(r),
+            Message::FileVerified(v) if self.phase == Phase::Transfer => {
+                if let Some(f) = self.files.get_mut(usize::from(v.index)) {
+                    if f.state != FileState::Done && f.acked == f.meta.size {
+                        f.state = FileState::Done;
+                        self.push_event(Event::Verified { file: v.index });
+                        self.check_complete(now);
+                    }
+                }
+            }
+            Message::FileRejected(r) if usize::from(r.index) < self.files.len() => {
+                self.fail(Error::Rejected {
+                    file: r.index,
+                    reason: r.reason,
+                });
+            }
+            Message::BatchComplete(_) => {
+                // Only a confirmation: completion is decided per file above,
+                // so a lost BatchComplete costs nothing.
+            }
+            Message::Error(e) => self.on_error(now, e),
+            Message::Keepalive => {}
+            Message::Goodbye => {
+                self.phase = Phase::Idle;
+                self.push_event(Event::LinkLost);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, now: Instant, e: message::Error) {
+        if noise(&e) {
+            return;
+        }
+        match e.code {
+            // Transient: keep the state, back off through the normal timers.
+            ErrorCode::RateLimited
+            | ErrorCode::Busy
+            | ErrorCode::Internal
+            | ErrorCode::BadFrame => {
+                self.waiting_since = Some(now);
+            }
+            ErrorCode::UnexpectedMessage if self.phase != Phase::Transfer => {
+                // Our view and the relay's diverged (a lost frame during
+                // announcing): start the request over on the timer.
+                self.waiting_since = Some(now);
+            }
+            ErrorCode::UnexpectedMessage | ErrorCode::IdleTimeout | ErrorCode::ShuttingDown => {
+                self.phase = Phase::Idle;
+                self.push_event(Event::LinkLost);
+            }
+            other => self.fail(Error::Relay(other)),
+        }
+    }
+
+    fn on_grant(&mut self, now: Instant, g: Grant) {
+        if !matches!(
+            self.phase,
+            Phase::AwaitGrant | Phase::Announcing { .. } | Phase::Transfer
+        ) {
+            return;
+        }
+        if usize::from(g.files) != self.files.len() {
+            return self.fail(Error::Mismatch);
+        }
+        let first = self.grant.is_none();
+        match self.token {
+            Some(token) if token != g.token => return self.fail(Error::Mismatch),
+            _ => self.token = Some(g.token),
+        }
+        self.grant = Some(g);
+        if first {
+            self.push_event(Event::Granted {
+                code: g.code,
+                expires_at: g.expires_at,
+                token: g.token,
+            });
+        }
+        self.phase = Phase::Transfer;
+        self.waiting_since = Some(now);
+        // Plans and verdicts of an earlier exchange may already have
+        // finished every file (a resumed batch, a repeated grant).
+        self.check_complete(now);
+    }
+
+    fn on_plan(&mut self, now: Instant, p: FilePlan) {
+        if self.phase != Phase::Transfer {
+            return;
+        }
+        let index = p.index;
+        let Some(f) = self.files.get_mut(usize::from(index)) else {
+            return;
+        };
+        if f.state == FileState::Done {
+            return self.check_complete(now);
+        }
+        let event = match p.plan {
+            Plan::Held => {
+                f.state = FileState::Done;
+                f.acked = f.meta.size;
+                f.sent = f.meta.size;
+                self.progress_dirty = true;
+                Some(Event::Linked { file: index })
+            }
+            Plan::Upload { offset } => {
+                // The relay's durable offset is the truth, even if it is
+                // below what it acked before (it never should be).
+                let offset = offset.min(f.meta.size);
+                let was = f.state;
+                f.state = FileState::Sending;
+                f.acked = offset;
+                f.sent = offset;
+                self.progress_dirty = true;
+                (was != FileState::Sending).then_some(Event::Uploading {
+                    file: index,
+                    offset,
+                })
+            }
+            Plan::Challenge { nonce } => {
+                if self.instant_allowed {
+                    f.state = FileState::ProofDue(nonce);
+                } else {
+                    // Not answering: the relay treats silence like a wrong
+                    // proof once we send data instead. Ask for the upload plan
+                    // with a proof that cannot match.
+                    f.state = FileState::ProofDue([0; 32]);
+                }
+                None
+            }
+        };
+        if let Some(e) = event {
+            self.push_event(e);
+        }
+        self.waiting_since = Some(now);
+        self.check_complete(now);
+    }
+
+    fn on_ack(&mut self, now: Instant, a: Ack) {
+        if self.phase != Phase::Transfer {
+            return;
+        }
+        let Some(f) = self.files.get_mut(usize::from(a.file)) else {
+            return;
+        };
+        let offset = a.offset.min(f.meta.size);
+        self.peer_window = u64::from(a.window.min(self.config.max_window));
+        if offset > f.acked {
+            f.acked = offset;
+            if f.sent < offset {
+                f.sent = offset;
+            }
+            self.progress_dirty = true;
+            self.waiting_since = Some(now);
+        }
+    }
+
+    fn on_rewind(&mut self, r: Rewind) {
+        if self.phase != Phase::Transfer {
+            return;
+        }
+        let Some(f) = self.files.get_mut(usize::from(r.file)) else {
+            return;
+        };
+        if f.state != FileState::Sending {
+            return;
+        }
+        let offset = r.offset.min(f.meta.size);
+        if offset < f.sent {
+            if offset < f.acked {
+                f.acked = offset;
+                self.progress_dirty = true;
+            }
+            f.sent = offset;
+            self.push_event(Event::Retransmit {
+                file: r.file,
+                offset,
+            });
+        }
+    }
+}
+
+/// Whether an error answers no message of ours but a frame the relay could
+/// not take apart (kind 0: oversize, undecodable). On a noisy serial line
+/// that is garbage that happened to look like a frame; the timers recover
+/// whatever was lost, so it must not end the transfer.
+pub(crate) fn noise(e: &message::Error) -> bool {
+    e.kind == 0
+        && matches!(
+            e.code,
+            ErrorCode::TooLarge | ErrorCode::BadFrame | ErrorCode::UnknownKind
+        )
+}

@@ -1,0 +1,184 @@
+//! What an upload sends: control messages, the batch announcement, proofs
+//! of ownership, and data read from the source within the relay's window.
+
+use super::{Control, Error, FileState, Phase, Session};
+use crate::frame::{self, EncodeError};
+use crate::hash::Sha1Digest;
+use crate::message::{self, BatchOpen, FileAnnounce, Hello, Proof, Role, CAP_INSTANT_UPLOAD};
+use crate::storage::{self, ReadAt};
+use crate::time::Instant;
+use crate::PROTOCOL_VERSION;
+
+impl<'n, const F: usize> Session<'n, F> {
+    fn bytes_in_flight(&self) -> u64 {
+        self.files.iter().fold(0u64, |t, f| {
+            t.saturating_add(f.sent.saturating_sub(f.acked))
+        })
+    }
+
+    /// Writes the next frame to send into `out` (at least
+    /// [`frame::max_encoded_len`] of the relay's frame size, and of
+    /// `config.max_frame`) and returns its length, or `None` if there is
+    /// nothing to send now. Reads file bytes through `source`; a read error
+    /// is returned as is and nothing is marked sent.
+    #[must_use = "a frame written to `out` must be sent"]
+    pub fn poll_transmit<R: ReadAt + ?Sized>(
+        &mut self,
+        now: Instant,
+        source: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, R::Error> {
+        let n = self.next_frame(source, out)?;
+        if n.is_some() {
+            self.last_sent = now;
+        }
+        Ok(n)
+    }
+
+    fn next_frame<R: ReadAt + ?Sized>(
+        &mut self,
+        source: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, R::Error> {
+        let max = self.peer_max_frame;
+        if let Some(c) = self.control.pop_front() {
+            let encoded = match c {
+                // Hello must fit the smallest frame any relay accepts.
+                Control::Hello => message::encode(
+                    &Hello {
+                        version: PROTOCOL_VERSION,
+                        role: Role::Terminal,
+                        max_frame: self.config.max_frame,
+                        // The relay paces its acks to fit what we keep in flight.
+                        window: self.config.max_window,
+                        caps: if self.config.instant_upload {
+                            CAP_INSTANT_UPLOAD
+                        } else {
+                            0
+                        },
+                    },
+                    frame::MIN_FRAME_LEN,
+                    out,
+                ),
+                Control::Resume => match self.token {
+                    Some(token) => message::encode(&message::Resume { token }, max, out),
+                    None => return Ok(None),
+                },
+                Control::Keepalive => message::encode_empty(message::Kind::Keepalive, max, out),
+                Control::Goodbye => message::encode_empty(message::Kind::Goodbye, max, out),
+            };
+            return Ok(encoded.ok());
+        }
+        match self.phase {
+            Phase::Announcing { next } => return Ok(self.announce(next, out)),
+            Phase::Transfer => {}
+            _ => return Ok(None),
+        }
+        // Proofs first: they unblock whole files.
+        for i in 0..self.files.len() {
+            if let FileState::ProofDue(nonce) = self.files[i].state {
+                let size = self.files[i].meta.size;
+                // `out` doubles as the read buffer; the proof is 20 bytes.
+                let proof = match storage::proof_of(source, i as u16, size, &nonce, out) {
+                    Ok(p) => p,
+                    Err(storage::ReadError::Storage(e)) => return Err(e),
+                    // The file shrank under us: send a proof that fails, so
+                    // the relay asks for a normal upload, which will be
+                    // rejected with a clear reason.
+                    Err(storage::ReadError::ShortFile) => Sha1Digest::default(),
+                };
+                self.files[i].state = FileState::ProofSent;
+                let proof = Proof {
+                    index: i as u16,
+                    proof,
+                };
+                return Ok(message::encode(&proof, max, out).ok());
+            }
+        }
+        let budget = self.peer_window.saturating_sub(self.bytes_in_flight());
+        for i in 0..self.files.len() {
+            let f = self.files[i];
+            if f.state != FileState::Sending {
+                continue;
+            }
+            if f.sent >= f.meta.size {
+                continue;
+            }
+            if budget == 0 {
+                return Ok(None);
+            }
+            let want = (f.meta.size - f.sent).min(budget);
+            let want = usize::try_from(want).unwrap_or(usize::MAX);
+            let mut read_result = Ok(0usize);
+            let encoded = message::encode_data_with(i as u16, f.sent, want, max, out, |room| {
+                read_result = source.read_at(i as u16, f.sent, room);
+                match read_result {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => None,
+                }
+            });
+            match (encoded, read_result) {
+                (Ok(len), Ok(n)) => {
+                    self.files[i].sent += n as u64;
+                    if self.waiting_since.is_none() {
+                        self.waiting_since = Some(self.last_sent);
+                    }
+                    return Ok(Some(len));
+                }
+                (_, Err(e)) => return Err(e),
+                // A read of 0 bytes before the announced end: the file
+                // shrank. Send nothing more; the relay's verification of
+                // what it has will reject the file with a clear reason.
+                (Err(_), Ok(_)) => {
+                    self.files[i].sent = f.meta.size;
+                    continue;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn announce(&mut self, next: Option<u16>, out: &mut [u8]) -> Option<usize> {
+        let max = self.peer_max_frame;
+        let (encoded, following) = match next {
+            None => (
+                message::encode(
+                    &BatchOpen {
+                        files: self.files.len() as u16,
+                        total_size: self.total_size(),
+                    },
+                    max,
+                    out,
+                ),
+                Phase::Announcing { next: Some(0) },
+            ),
+            Some(i) => {
+                let f = self.files.get(usize::from(i))?;
+                let following = if usize::from(i) + 1 < self.files.len() {
+                    Phase::Announcing { next: Some(i + 1) }
+                } else {
+                    Phase::AwaitGrant
+                };
+                let announce = FileAnnounce {
+                    index: i,
+                    size: f.meta.size,
+                    sha1: f.meta.sha1,
+                    name: f.meta.name,
+                };
+                (message::encode(&announce, max, out), following)
+            }
+        };
+        match encoded {
+            Ok(n) => {
+                self.phase = following;
+                Some(n)
+            }
+            Err(EncodeError::TooLarge) => {
+                self.fail(Error::InvalidName {
+                    file: next.unwrap_or(0),
+                });
+                None
+            }
+        }
+    }
+}
