@@ -12,7 +12,8 @@ use pickup_proto::{download, upload, Code, Duration, Sha1Digest};
 use crate::link::LinkLoss;
 use crate::retransfer::{LinkEvent, RetransferPolicy};
 use crate::{Downloader, Event, RunError, Uploader};
-use relay::{MemConnector, MemSink, Relay, TestClock};
+use pickup_tests::mem_files::MemFiles;
+use relay::{MemConnector, Relay, TestClock};
 
 /// 128-byte frames: the smallest configuration the crate docs describe.
 const RX: usize = 128;
@@ -86,7 +87,7 @@ type UploadRun = (
     Vec<Event<upload::Event>>,
 );
 type DownloadRun = (
-    Result<(), RunError<download::Error, embedded_io::ErrorKind>>,
+    Result<(), RunError<download::Error, core::convert::Infallible>>,
     Vec<Event<download::Event>>,
 );
 
@@ -109,7 +110,7 @@ fn download(
     connector: &mut MemConnector,
     clock: &TestClock,
     code: Code,
-    sink: &mut MemSink,
+    sink: &mut MemFiles,
     policy: RetransferPolicy,
 ) -> DownloadRun {
     let config = download::Config {
@@ -144,11 +145,11 @@ fn upload_then_download_over_small_frames() {
         assert_eq!(r.batches[0].code, code);
     }
 
-    let mut sink = MemSink::default();
+    let mut sink = MemFiles::default();
     let (result, events) = download(&mut connector, &clock, code, &mut sink, quick_policy());
     result.unwrap();
     assert!(events.contains(&Event::Session(download::Event::Complete)));
-    assert_eq!(sink.names, batch.names);
+    assert_eq!(sink.names(), batch.names);
     assert_eq!(sink.files, batch.data);
     assert_eq!(sink.finished, [true, true, true]);
 }
@@ -189,7 +190,7 @@ fn download_completes_over_a_link_cut_every_600_bytes() {
         .0
         .unwrap();
     relay.borrow_mut().cut_every = Some(600);
-    let mut sink = MemSink::default();
+    let mut sink = MemFiles::default();
     let (result, events) = download(&mut connector, &clock, code, &mut sink, quick_policy());
     result.unwrap();
     assert_eq!(sink.files, batch.data);
@@ -295,7 +296,7 @@ fn held_content_is_linked_by_proof_without_sending_it() {
     let code = result.unwrap();
     assert!(events.contains(&Event::Session(upload::Event::Linked { file: 0 })));
     assert_eq!(relay.borrow().data_bytes_in, before, "no data was sent");
-    let mut sink = MemSink::default();
+    let mut sink = MemFiles::default();
     download(&mut connector, &clock, code, &mut sink, quick_policy())
         .0
         .unwrap();
@@ -380,10 +381,7 @@ fn download_resumes_from_local_bytes_and_refetches_a_bad_prefix() {
         .unwrap();
 
     // A good prefix of file 0 is kept.
-    let mut sink = MemSink {
-        leftovers: vec![batch.data[0][..3_000].to_vec()],
-        ..MemSink::default()
-    };
+    let mut sink = MemFiles::with_contents(vec![batch.data[0][..3_000].to_vec()]);
     let (result, events) = download(&mut connector, &clock, code, &mut sink, quick_policy());
     result.unwrap();
     assert_eq!(sink.files, batch.data);
@@ -400,10 +398,7 @@ fn download_resumes_from_local_bytes_and_refetches_a_bad_prefix() {
     // A corrupt prefix is detected at the end and the file fetched again.
     let mut bad = batch.data[0][..3_000].to_vec();
     bad[10] ^= 0xff;
-    let mut sink = MemSink {
-        leftovers: vec![bad],
-        ..MemSink::default()
-    };
+    let mut sink = MemFiles::with_contents(vec![bad]);
     let (result, events) = download(&mut connector, &clock, code, &mut sink, quick_policy());
     result.unwrap();
     assert_eq!(sink.files, batch.data);
@@ -414,7 +409,7 @@ fn download_resumes_from_local_bytes_and_refetches_a_bad_prefix() {
 fn unknown_code_is_a_session_error_not_a_link_error() {
     let (_relay, mut connector, clock) = setup(128);
     let code = Code::parse("ZZZZ-ZZZZ-ZZZZ").unwrap();
-    let mut sink = MemSink::default();
+    let mut sink = MemFiles::default();
     let (result, _) = download(&mut connector, &clock, code, &mut sink, quick_policy());
     assert_eq!(
         result,
