@@ -24,6 +24,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pickup_tests::e2e::{pickup_bin, TempDir};
+use pickup_tests::relay_process::RelayProcess;
+
 const QEMU: &str = "qemu-system-arm";
 
 /// The whole exchange (boot, upload, download) takes a few seconds; this
@@ -89,26 +92,6 @@ fn build_firmware() -> PathBuf {
         "building the firmware (needs `rustup target add thumbv7m-none-eabi`)",
     );
     dir.join("thumbv7m-none-eabi/release/pickup-firmware")
-}
-
-/// Builds the relay (a no-op when `cargo test` already did); returns its path.
-fn build_relay() -> PathBuf {
-    let dir = target_dir();
-    let mut cmd = cargo(&workspace_dir(), &dir);
-    cmd.args(["build", "-p", "pickup-relay", "--bin", "pickup-relay"]);
-    run_ok(cmd, "building pickup-relay");
-    dir.join("debug")
-        .join(format!("pickup-relay{}", env::consts::EXE_SUFFIX))
-}
-
-/// Builds the `pickup` command-line client; returns its path.
-fn build_cli() -> PathBuf {
-    let dir = target_dir();
-    let mut cmd = cargo(&workspace_dir(), &dir);
-    cmd.args(["build", "-p", "pickup-device", "--bin", "pickup"]);
-    run_ok(cmd, "building pickup");
-    dir.join("debug")
-        .join(format!("pickup{}", env::consts::EXE_SUFFIX))
 }
 
 /// The files the firmware keeps in flash (`firmware/src/data.rs`): 48 KiB
@@ -182,23 +165,13 @@ struct Transcript {
     lines: Vec<String>,
     /// QEMU's output: the firmware's semihosting prints.
     firmware: Vec<String>,
-    /// The relay's TCP address, from its `listening: tcp=ADDR …` log line.
-    relay_tcp: Option<String>,
 }
 
 impl Transcript {
     fn take(&mut self, line: Line) {
         self.lines.push(format!("[{}] {}", line.from, line.text));
-        match line.from {
-            "qemu" => self.firmware.push(line.text),
-            "relay" if line.text.contains("listening:") => {
-                self.relay_tcp = line
-                    .text
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("tcp="))
-                    .map(str::to_owned);
-            }
-            _ => {}
+        if line.from == "qemu" {
+            self.firmware.push(line.text);
         }
     }
 
@@ -249,16 +222,6 @@ fn qemu_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A fresh directory under the target directory for the relay's store.
-fn scratch_dir() -> PathBuf {
-    let dir = target_dir()
-        .join("firmware-qemu-test")
-        .join(format!("{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create the relay's data directory");
-    dir
-}
-
 /// Waits for QEMU to exit, keeping what everyone prints.
 fn wait_for_exit(
     qemu: &mut Process,
@@ -284,9 +247,7 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         return;
     }
     let elf = build_firmware();
-    let relay_bin = build_relay();
-    let cli = build_cli();
-    let data = scratch_dir();
+    let scratch = TempDir::new("firmware-qemu");
     let (tx, lines) = mpsc::channel();
     let mut transcript = Transcript::default();
 
@@ -313,15 +274,9 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         );
     };
 
-    let mut relay_cmd = Command::new(&relay_bin);
-    relay_cmd
-        .arg("serve")
-        .arg("--data")
-        .arg(&data)
-        .arg("--serial")
-        .arg(&pty)
-        .args(["--tcp", "127.0.0.1:0"]);
-    let relay = Process::spawn("relay", relay_cmd, &tx);
+    let relay = RelayProcess::builder().serial(&pty).start();
+    // What everyone printed, the relay's log after QEMU's lines.
+    let dump = |t: &Transcript| format!("{}\n[relay]\n{}", t.dump(), relay.log());
 
     let status = wait_for_exit(
         &mut qemu,
@@ -332,7 +287,7 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
     let status = status.unwrap_or_else(|| {
         panic!(
             "the firmware did not finish within {RUN_LIMIT:?}:\n{}",
-            transcript.dump()
+            dump(&transcript)
         )
     });
     // Collect what is still in flight (until 100 ms pass without a line).
@@ -341,50 +296,44 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
     assert!(
         status.success(),
         "the firmware failed ({status}):\n{}",
-        transcript.dump()
+        dump(&transcript)
     );
     let code = transcript
         .firmware
         .iter()
         .find_map(|l| l.strip_prefix("pickup code: "))
-        .unwrap_or_else(|| panic!("no pickup code printed:\n{}", transcript.dump()))
+        .unwrap_or_else(|| panic!("no pickup code printed:\n{}", dump(&transcript)))
         .trim()
         .to_owned();
     assert!(
         is_pickup_code(&code),
         "{code:?} is not a pickup code:\n{}",
-        transcript.dump()
+        dump(&transcript)
     );
     assert!(
         transcript.firmware.iter().any(|l| l == "download verified"),
         "the firmware exited 0 without verifying its download:\n{}",
-        transcript.dump()
+        dump(&transcript)
     );
 
     // The relay holds exactly the bytes of the firmware's flash, under the
     // code it printed: fetch them over TCP with the host client.
-    let tcp = transcript.relay_tcp.clone().unwrap_or_else(|| {
-        panic!(
-            "the relay did not log its TCP address:\n{}",
-            transcript.dump()
-        )
-    });
-    let out_dir = data.join("download");
-    let got = Command::new(&cli)
+    let tcp = relay.tcp();
+    let out_dir = scratch.path().join("download");
+    let got = Command::new(pickup_bin())
         .args(["get", "--relay", &tcp, "--no-retransfer", "-o"])
         .arg(&out_dir)
         .arg(&code)
         .stdin(Stdio::null())
         .output()
         .expect("run pickup get");
-    drop(relay);
     drop(tx);
     assert!(
         got.status.success(),
         "pickup get {code} failed ({}): {}\n{}",
         got.status,
         String::from_utf8_lossy(&got.stderr),
-        transcript.dump()
+        dump(&transcript)
     );
     for (name, bytes) in firmware_files() {
         let downloaded = fs::read(out_dir.join(name))
@@ -394,7 +343,6 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
             "{name} differs from the firmware's flash"
         );
     }
-    let _ = fs::remove_dir_all(&data);
 }
 
 #[test]
