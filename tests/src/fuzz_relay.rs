@@ -139,6 +139,8 @@ struct Batch {
     expires_at: u64,
     /// Number of files.
     files: u16,
+    /// Each file's announced SHA-1, from the store at the grant.
+    sha1s: Vec<Sha1Digest>,
 }
 
 struct Fuzz {
@@ -623,10 +625,15 @@ impl Fuzz {
                     term.code = Some(g.code);
                     term.nonces.clear();
                 }
+                let sha1s = self
+                    .lookup(g.code)
+                    .map(|b| b.files.iter().map(|f| f.sha1).collect())
+                    .unwrap_or_default();
                 let entry = self.batches.entry(g.code).or_insert_with(|| Batch {
                     token: g.token,
                     expires_at: g.expires_at,
                     files: g.files,
+                    sha1s,
                 });
                 assert!(entry.token == g.token, "one code, two tokens");
                 assert_eq!(entry.files, g.files, "a batch changed its file count");
@@ -682,23 +689,40 @@ impl Fuzz {
                 // Like a verdict, data waiting in the outbox was produced at
                 // the session's last input: the batch must have been live
                 // then (a session that hears nothing does not know the time).
-                let batch = self
-                    .lookup_at(code, produced_secs)
-                    .expect("data from a batch live when it was produced");
-                assert!(batch.ready(), "data served from a batch still uploading");
-                let record = &batch.files[usize::from(d.file)];
-                let FileContent::Blob(id) = record.content else {
-                    panic!(
-                        "data served from file {} that is {:?}",
-                        d.file, record.content
-                    );
-                };
-                let content = self.store.blob_bytes(id).expect("a served blob exists");
-                assert_eq!(
-                    Sha1Digest::of(&content),
-                    record.sha1,
-                    "served a blob that fails its SHA-1"
+                let known = self.batches.get(&code).expect("data for a granted code");
+                assert!(
+                    produced_secs < known.expires_at,
+                    "data from a batch expired when it was produced"
                 );
+                let content: Vec<u8> = match self.lookup_at(code, produced_secs) {
+                    Some(batch) => {
+                        assert!(batch.ready(), "data served from a batch still uploading");
+                        let record = &batch.files[usize::from(d.file)];
+                        let FileContent::Blob(id) = record.content else {
+                            panic!(
+                                "data served from file {} that is {:?}",
+                                d.file, record.content
+                            );
+                        };
+                        let content = self.store.blob_bytes(id).expect("a served blob exists");
+                        assert_eq!(
+                            Sha1Digest::of(&content),
+                            record.sha1,
+                            "served a blob that fails its SHA-1"
+                        );
+                        content
+                    }
+                    // Swept since it was read ahead: the bytes must still be
+                    // the file's announced (and verified) content.
+                    None => {
+                        let sha1 = known.sha1s[usize::from(d.file)];
+                        CONTENTS
+                            .iter()
+                            .find(|c| Sha1Digest::of(c) == sha1)
+                            .expect("data of a file whose content no terminal has")
+                            .to_vec()
+                    }
+                };
                 let start = d.offset as usize;
                 assert!(
                     !d.bytes.is_empty() && start + d.bytes.len() <= content.len(),
