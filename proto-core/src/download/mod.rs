@@ -9,18 +9,27 @@
 //! ```text
 //!            handle_connected
 //!   Idle ──────────────────► AwaitWelcome ──Welcome──► AwaitManifest (Fetch sent)
-//!    ▲                                                   │ Manifest + one ManifestEntry per file
-//!    │ handle_disconnected / idle timeout                ▼
-//!    └─────────────────────────────────────────────── Reading ──(last file verified)──► Done
+//!    ▲                             │                     │ Manifest + one ManifestEntry per file
+//!    │                             │ Welcome, whole      ▼
+//!    │                             └─ manifest held ─► Reading ──(last file verified)──► Done
+//!    │ handle_disconnected / idle timeout                │
+//!    └───────────────────────────────────────────────────┘
 //! ```
+//!
+//! A reconnect fetches the manifest again only if the session does not hold
+//! all of it, ready: a ready batch never changes, and every `Read` is
+//! authorised on its own, so the session reads right after `Welcome`.
 //!
 //! Flow control: a [`Read`](crate::message::Read) starts (or restarts) the
 //! relay's stream of one file at an offset with a credit of `window` bytes;
 //! the terminal extends the credit with an [`Ack`](crate::message::Ack) of
-//! its contiguous offset once half the window has arrived. Data at any
-//! other offset than the next expected byte is dropped (it is a duplicate, or
-//! follows a loss); a gap or [`Config::retransmit_timeout`] without progress
-//! restarts the stream with a new `Read` at the first missing byte.
+//! its contiguous offset each time a quarter of the window has arrived. Data
+//! at any other offset than the next expected byte is dropped (it is a
+//! duplicate, or follows a loss); a gap or [`Config::retransmit_timeout`]
+//! without progress restarts the stream with a new `Read` at the first
+//! missing byte. Until the restarted stream's data arrives, the old
+//! stream's frames still in flight come at rising offsets; one at an offset
+//! below those is the new stream, and a gap in it restarts it again.
 //!
 //! Resume: for each file the sink reports how many bytes it already has
 //! from an earlier attempt ([`Sink::open`]); the session re-hashes that
@@ -111,6 +120,8 @@ pub struct Session<const F: usize> {
     credit_end: u64,
     /// A restart was requested: gaps are expected until its data arrives.
     restart_pending: bool,
+    /// The highest offset of data seen since the last restart was requested.
+    stale_until: u64,
     peer_max_frame: usize,
     control: Deque<Control, 6>,
     events: Deque<Event, 8>,
@@ -139,6 +150,7 @@ impl<const F: usize> Session<F> {
             prefix_pending: false,
             credit_end: 0,
             restart_pending: false,
+            stale_until: 0,
             peer_max_frame: frame::MIN_FRAME_LEN,
             control: Deque::new(),
             events: Deque::new(),
@@ -232,6 +244,7 @@ impl<const F: usize> Session<F> {
     fn request_read(&mut self, now: Instant) {
         self.push_control(Control::Read);
         self.restart_pending = true;
+        self.stale_until = 0;
         self.retry_at = Some(now + self.config.retransmit_timeout);
     }
 

@@ -47,9 +47,16 @@ impl<const F: usize> Session<F> {
                 self.peer_max_frame =
                     (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
                 self.push_event(Event::Connected);
-                self.phase = Phase::AwaitManifest;
-                self.push_control(Control::Fetch);
-                self.retry_at = Some(now + self.config.retransmit_timeout);
+                if self.holds_manifest() {
+                    // Every entry arrived on an earlier link and said the
+                    // batch is ready: nothing in it can change, and each
+                    // Read is authorised on its own, so read at once.
+                    self.start_reading(now, sink)?;
+                } else {
+                    self.phase = Phase::AwaitManifest;
+                    self.push_control(Control::Fetch);
+                    self.retry_at = Some(now + self.config.retransmit_timeout);
+                }
             }
             Message::Manifest(m) if self.phase == Phase::AwaitManifest && m.code == self.code => {
                 match self.expected_files {
@@ -176,20 +183,37 @@ impl<const F: usize> Session<F> {
                 None => self.fail(Error::Relay(ErrorCode::NotReady)),
             }
         } else {
-            self.phase = Phase::Reading;
-            let resuming = self
-                .files
-                .get(usize::from(self.current))
-                .is_some_and(|f| !f.done)
-                && (self.received > 0 || self.prefix_pending);
-            if resuming {
-                // Reconnected mid-file: continue where the bytes stopped.
-                self.request_read(now);
-            } else {
-                self.advance(now, sink)?;
-            }
+            self.start_reading(now, sink)?;
         }
         Ok(())
+    }
+
+    /// Whether the whole manifest of a ready batch is known.
+    fn holds_manifest(&self) -> bool {
+        self.manifest_ready
+            && !self.config.manifest_only
+            && self.expected_files == Some(self.files.len() as u16)
+    }
+
+    /// The manifest is complete and the batch ready: read the current file.
+    fn start_reading<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        self.phase = Phase::Reading;
+        let resuming = self
+            .files
+            .get(usize::from(self.current))
+            .is_some_and(|f| !f.done)
+            && (self.received > 0 || self.prefix_pending);
+        if resuming {
+            // Reconnected mid-file: continue where the bytes stopped.
+            self.request_read(now);
+            Ok(())
+        } else {
+            self.advance(now, sink)
+        }
     }
 
     fn on_data<S: Sink + ?Sized>(
@@ -205,9 +229,16 @@ impl<const F: usize> Session<F> {
             return Ok(());
         };
         if d.offset != self.received {
-            if d.offset > self.received && !self.restart_pending {
+            // Data of the stream before our last Read keeps coming, at
+            // rising offsets, until the restarted stream begins again at
+            // `received`. An offset below one already seen is that new
+            // stream, and a gap in it means its first frames were lost.
+            let restarted = d.offset < self.stale_until;
+            self.stale_until = self.stale_until.max(d.offset);
+            if d.offset > self.received && (!self.restart_pending || restarted) {
                 // A gap: something was lost. Restart at the first missing byte.
                 self.request_read(now);
+                self.stale_until = d.offset;
             }
             return Ok(());
         }
@@ -226,8 +257,12 @@ impl<const F: usize> Session<F> {
         if self.received == f.size {
             return self.complete_file(now, sink);
         }
+        // Credit every quarter window: an Ack lost on the way leaves the
+        // relay three quarters of a window to send until the next arrives.
         let window = u64::from(self.config.window);
-        if self.credit_end < f.size && self.credit_end.saturating_sub(self.received) <= window / 2 {
+        if self.credit_end < f.size
+            && self.credit_end.saturating_sub(self.received) <= window - window / 4
+        {
             self.push_control(Control::Ack);
         }
         Ok(())

@@ -234,7 +234,7 @@ fn clean_download_with_an_empty_file_and_credit() {
     let mut s = connected(&batch, 1000, &mut sink);
     assert_eq!(sink.names, ["a.bin", "empty", "c.txt"]);
     assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 1000)]);
-    // The relay sends the credit; past half of it the terminal extends it.
+    // The relay sends the credit; past a quarter of it the terminal extends it.
     send(&mut s, T0, &mut sink, &batch.data(0, 0, 600, 200));
     assert_eq!(drain(&mut s, T0, &mut sink), [Out::Ack(0, 600, 1000)]);
     send(&mut s, T0, &mut sink, &batch.data(0, 600, 3000, 200));
@@ -274,6 +274,48 @@ fn loss_duplication_and_reordering_of_data() {
     send(&mut s, T0, &mut sink, &frames[5..7]);
     assert!(s.is_finished());
     assert_eq!(s.error(), None);
+    assert_eq!(sink.files[0], body);
+}
+
+#[test]
+fn credit_is_extended_every_quarter_window() {
+    let body = [7u8; 3000];
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 1000, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 1000)]);
+    let mut acks = Vec::new();
+    for frame in batch.data(0, 0, 3000, 100) {
+        send(&mut s, T0, &mut sink, &[frame]);
+        acks.extend(drain(&mut s, T0, &mut sink));
+    }
+    // One Ack per 250 bytes, each for a whole window: losing one leaves
+    // the relay credit for the next.
+    let at = |o| Out::Ack(0, o, 1000);
+    let mut expected = [300, 600, 900, 1200, 1500, 1800, 2100].map(at).to_vec();
+    expected.push(Out::Goodbye);
+    assert_eq!(acks, expected);
+    assert!(s.is_finished());
+}
+
+#[test]
+fn a_gap_at_the_start_of_a_restarted_stream_restarts_it_again() {
+    let body: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 100_000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    let frames = batch.data(0, 0, 2000, 100);
+    // Frame 2 is lost: one restart at 200; the old stream goes on.
+    send(&mut s, T0, &mut sink, &frames[..2]);
+    send(&mut s, T0, &mut sink, &frames[3..9]);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 200, 100_000)]);
+    // The restarted stream loses its first frame: its second, at an offset
+    // below the old stream's, shows it, without waiting for the timer.
+    send(&mut s, T0, &mut sink, &frames[3..4]);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 200, 100_000)]);
+    send(&mut s, T0, &mut sink, &frames[2..]);
+    assert!(s.is_finished());
     assert_eq!(sink.files[0], body);
 }
 
@@ -324,11 +366,10 @@ fn reconnect_continues_mid_file_without_reopening() {
         &mut sink,
     )
     .unwrap();
-    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Fetch]);
-    batch.manifest(&mut s, t1, &mut sink, true);
-    // Files are opened once, and reading continues at 400.
-    assert_eq!(sink.names.len(), 2);
+    // The manifest of the ready batch is held: no Fetch, files are opened
+    // once, and reading continues at 400.
     assert_eq!(drain(&mut s, t1, &mut sink), [Out::Read(0, 400, 10_000)]);
+    assert_eq!(sink.names.len(), 2);
     send(&mut s, t1, &mut sink, &batch.data(0, 400, 1000, 100));
     send(&mut s, t1, &mut sink, &batch.data(1, 0, 6, 100));
     assert!(s.is_finished());
@@ -336,10 +377,72 @@ fn reconnect_continues_mid_file_without_reopening() {
 }
 
 #[test]
+fn a_manifest_missing_an_entry_is_fetched_again_after_reconnect() {
+    let batch = Batch::new(&[("f", b"one"), ("g", b"two")]);
+    let mut sink = MemSink::default();
+    let mut s = Session::<4>::new(config(1000), code());
+    s.handle_connected(T0);
+    let welcome = Message::Welcome(Welcome {
+        version: 1,
+        role: Role::Relay,
+        max_frame: 4096,
+        window: 0,
+        caps: 0,
+    });
+    s.handle_message(T0, welcome, &mut sink).unwrap();
+    let _ = drain(&mut s, T0, &mut sink);
+    // The manifest arrives, its second entry does not.
+    let manifest = Manifest {
+        code: code(),
+        expires_at: 2_000_000_000,
+        files: 2,
+        total_size: 6,
+        received: 6,
+        ready: true,
+    };
+    s.handle_message(T0, Message::Manifest(manifest), &mut sink)
+        .unwrap();
+    let entry = ManifestEntry {
+        index: 0,
+        size: 3,
+        sha1: Sha1Digest::of(b"one"),
+        received: 3,
+        name: "f",
+    };
+    s.handle_message(T0, Message::ManifestEntry(entry), &mut sink)
+        .unwrap();
+    s.handle_disconnected(T0);
+    s.handle_connected(T0);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Hello]);
+    s.handle_message(T0, welcome, &mut sink).unwrap();
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Fetch]);
+    batch.manifest(&mut s, T0, &mut sink, true);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 1000)]);
+}
+
+#[test]
 fn a_changed_manifest_after_reconnect_is_refused() {
+    // Only a manifest that is not complete and ready is fetched again: here
+    // the batch was still uploading.
     let batch = Batch::new(&[("f", b"one")]);
     let mut sink = MemSink::default();
-    let mut s = connected(&batch, 1000, &mut sink);
+    let mut s = Session::<4>::new(
+        Config {
+            wait_until_ready: Some(Duration::from_secs(1)),
+            ..config(1000)
+        },
+        code(),
+    );
+    s.handle_connected(T0);
+    let welcome = Message::Welcome(Welcome {
+        version: 1,
+        role: Role::Relay,
+        max_frame: 4096,
+        window: 0,
+        caps: 0,
+    });
+    s.handle_message(T0, welcome, &mut sink).unwrap();
+    batch.manifest(&mut s, T0, &mut sink, false);
     s.handle_disconnected(T0);
     s.handle_connected(T0);
     s.handle_message(
