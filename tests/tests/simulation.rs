@@ -3,10 +3,12 @@
 //! - `cargo test -p pickup-tests --test simulation` runs 200 seeds;
 //! - `PICKUP_SIM_SEEDS=10000` runs that many (CI does, in release mode);
 //! - `PICKUP_SIM_SEED=1234` replays one seed with a trace on stderr;
-//! - `PICKUP_SIM_FIRST=5000` starts the range elsewhere.
+//! - `PICKUP_SIM_FIRST=5000` starts the range elsewhere;
+//! - the seeds of [`sim::REGRESSIONS`] run every time, in their own test.
 
 use std::time::Instant as WallClock;
 
+use pickup_tests::sim::traffic::{self, ByLink, Traffic};
 use pickup_tests::sim::{self, Options};
 
 const DEFAULT_SEEDS: u64 = 200;
@@ -22,6 +24,28 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn replay_command(seed: u64) -> String {
     format!("PICKUP_SIM_SEED={seed} cargo test -p pickup-tests --test simulation -- --nocapture")
+}
+
+#[test]
+fn seeds_that_once_failed_pass() {
+    if env_u64("PICKUP_SIM_SEED").is_some() {
+        return; // a replay's trace stays alone on stderr
+    }
+    let mut failures = std::collections::BTreeMap::new();
+    for &seed in sim::REGRESSIONS {
+        failures.append(&mut sim::run_many(seed, 1, 1).1);
+    }
+    for (seed, msg) in &failures {
+        println!(
+            "seed {seed} failed: {msg}\n  replay: {}",
+            replay_command(*seed)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "regression seeds failed: {:?}",
+        failures.keys()
+    );
 }
 
 #[test]
@@ -42,12 +66,37 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
     std::panic::set_hook(hook);
     let elapsed = started.elapsed();
     let sum = |f: fn(&sim::Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let (mut up, mut down, mut by_link) =
+        (Traffic::default(), Traffic::default(), ByLink::default());
+    // The seed whose download moved least per connection next to its upload.
+    let mut slowest: Option<(f64, &sim::Report)> = None;
+    for r in &reports {
+        up.add(r.up);
+        down.add(r.down);
+        by_link.add(r.bytes_per_ms, r.up, r.down);
+        if let Some(ratio) = traffic::down_over_up(r.up, r.down) {
+            if slowest.is_none_or(|(worst, _)| ratio < worst) {
+                slowest = Some((ratio, r));
+            }
+        }
+    }
+    let slowest = slowest.map_or("none".to_owned(), |(ratio, r)| {
+        format!(
+            "{ratio:.2} (seed {}: up {} down {} B/conn)",
+            r.seed,
+            r.up.per_connection(),
+            r.down.per_connection()
+        )
+    });
     println!(
         "simulation: {} seeds from {first} in {:.1} s on {threads} threads: {} passed, {} failed; \
          {} uploads, {} downloads, {} files linked by proof, {} relay crashes, {} link cuts, \
          {} terminal restarts, {} refused as expired, {} relay jobs, {} connections, {} simulated hours \
          (longest seed {} s), {} steps, \
-         link writes {} (dropped {}, duplicated {}, flipped {}, truncated {})",
+         link writes {} (dropped {}, duplicated {}, flipped {}, truncated {}); \
+         bytes per connection: uploads {} ({} connections), downloads {} ({} connections); \
+         by link speed: {by_link}; \
+         slowest download per connection next to its upload: {slowest}",
         seeds,
         elapsed.as_secs_f64(),
         reports.len(),
@@ -69,6 +118,10 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
         sum(|r| r.link.duplicated),
         sum(|r| r.link.flipped),
         sum(|r| r.link.truncated),
+        up.per_connection(),
+        up.connections,
+        down.per_connection(),
+        down.connections,
     );
     for (seed, msg) in &failures {
         println!(
