@@ -80,6 +80,7 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
             }
         }
     }
+    let longest = reports.iter().max_by_key(|r| r.sim_ms);
     let slowest = slowest.map_or("none".to_owned(), |(ratio, r)| {
         format!(
             "{ratio:.2} (seed {}: up {} down {} B/conn)",
@@ -92,7 +93,7 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
         "simulation: {} seeds from {first} in {:.1} s on {threads} threads: {} passed, {} failed; \
          {} uploads, {} downloads, {} files linked by proof, {} relay crashes, {} link cuts, \
          {} terminal restarts, {} refused as expired, {} relay jobs, {} connections, {} simulated hours \
-         (longest seed {} s), {} steps, \
+         (longest: seed {} at {} s), {} steps, \
          link writes {} (dropped {}, duplicated {}, flipped {}, truncated {}); \
          bytes per connection: uploads {} ({} connections), downloads {} ({} connections); \
          by link speed: {by_link}; \
@@ -111,7 +112,8 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
         sum(|r| u64::from(r.jobs)),
         sum(|r| u64::from(r.connections)),
         sum(|r| r.sim_ms) / 3_600_000,
-        reports.iter().map(|r| r.sim_ms / 1000).max().unwrap_or(0),
+        longest.map_or(0, |r| r.seed),
+        longest.map_or(0, |r| r.sim_ms / 1000),
         sum(|r| r.steps),
         sum(|r| r.link.writes),
         sum(|r| r.link.dropped),

@@ -637,6 +637,7 @@ impl<'a> World<'a> {
             relay_buf,
             fsync,
             deferred,
+            trace,
             relay: shared,
             report,
             ..
@@ -654,6 +655,9 @@ impl<'a> World<'a> {
             });
             let Some(n) = n else { break };
             moved = true;
+            if *trace {
+                trace_client_frame(now, actor.id, &client_buf[..n]);
+            }
             conn.to_relay.send(now, &client_buf[..n], faults, rng);
         }
         let mut frames = Vec::new();
@@ -1558,7 +1562,22 @@ impl<'a> World<'a> {
     }
 }
 
-/// Feeds bytes that arrived at the relay to its session.
+/// Traces what a terminal sends, but for its data.
+fn trace_client_frame(now: Instant, id: u64, wire: &[u8]) {
+    let mut input = wire;
+    let mut decoder = Decoder::new(vec![0; frame::MAX_FRAME_LEN]);
+    if let Some(Ok(f)) = decoder.feed(&mut input) {
+        match Message::decode(f) {
+            Ok(Message::Data(_)) => {}
+            Ok(m) => eprintln!(
+                "[{:>9} ms] actor {id} → relay: {m:?}",
+                (now - EPOCH).as_millis()
+            ),
+            Err(e) => eprintln!("actor {id} sent an undecodable frame: {e}"),
+        }
+    }
+}
+
 /// Feeds the relay session what arrived, while it asks for input; what it
 /// does not take waits in `unfed` (as a transport stops reading).
 fn feed_relay(
