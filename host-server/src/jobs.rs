@@ -70,6 +70,7 @@ impl Job {
                 found: find(relay, |s| s.find_by_code(&code_key(&code), now_secs)),
             },
             Work::Write(w) => Outcome::Written(write(&*relay.store, w)),
+            Work::Sync(w) => Outcome::Synced(sync(&*relay.store, w)),
             Work::HashPrefix(w) => Outcome::Hashed(hash_prefix(&*relay.store, w)),
             Work::Complete(w) => Outcome::Completed(complete(&*relay.store, w)),
             Work::Reset(w) => Outcome::Reset(reset(&*relay.store, w)),
@@ -86,6 +87,7 @@ impl Job {
             Work::FindToken { .. } => "find-token",
             Work::FindCode { .. } => "find-code",
             Work::Write(_) => "write",
+            Work::Sync(_) => "sync",
             Work::HashPrefix(_) => "hash-prefix",
             Work::Complete(_) => "complete",
             Work::Reset(_) => "reset",
@@ -109,6 +111,7 @@ pub(crate) enum Work {
         to: LookupFor,
     },
     Write(Write),
+    Sync(Sync),
     HashPrefix(HashPrefix),
     Complete(Complete),
     Reset(Reset),
@@ -138,6 +141,7 @@ pub(crate) enum Outcome {
         found: Result<Found, StoreError>,
     },
     Written(Written),
+    Synced(Synced),
     Hashed(Hashed),
     Completed(Completed),
     Reset(ResetDone),
@@ -322,7 +326,7 @@ fn candidates(store: &dyn Store, size: u64, sha1: &Sha1Digest) -> Vec<BlobId> {
 
 // ---- receiving ---------------------------------------------------------------
 
-/// Write received bytes of a file, hash them, and make a prefix durable.
+/// Write received bytes of a file, and hash them.
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) held: Held,
@@ -334,8 +338,6 @@ pub(crate) struct Write {
     /// The SHA-1 of everything before `offset`, carried along so hashing
     /// runs where the write does; `None` once hashing has failed.
     pub(crate) hasher: Option<Box<Sha1Hasher>>,
-    /// Then make the first `sync_to` bytes durable.
-    pub(crate) sync_to: Option<u64>,
 }
 
 /// What a [`Write`] did.
@@ -349,10 +351,8 @@ pub(crate) struct Written {
     pub(crate) end: u64,
     /// The hasher, updated with every byte written.
     pub(crate) hasher: Option<Box<Sha1Hasher>>,
-    /// A sync was asked for.
-    pub(crate) sync_asked: bool,
-    /// The durable prefix now recorded, if the sync was done.
-    pub(crate) synced: Option<u64>,
+    /// The write's buffer, emptied, to be filled again.
+    pub(crate) buf: Vec<u8>,
     /// `Err` if the session no longer held the lease: nothing was done.
     pub(crate) result: Result<(), LeaseLost>,
     /// The store's answer.
@@ -361,7 +361,6 @@ pub(crate) struct Written {
 
 fn write(store: &dyn Store, mut w: Write) -> Written {
     let end = w.offset + w.bytes.len() as u64;
-    let mut synced = None;
     let outcome = w.held.run(|| {
         if !w.bytes.is_empty() {
             store.write_partial(w.partial, w.offset, &w.bytes)?;
@@ -369,16 +368,13 @@ fn write(store: &dyn Store, mut w: Write) -> Written {
                 h.update(&w.bytes);
             }
         }
-        if let Some(at) = w.sync_to {
-            store.sync_partial(w.partial, at)?;
-            synced = Some(at);
-        }
         Ok(())
     });
     let (result, store) = match outcome {
         Ok(done) => (Ok(()), done),
         Err(lost) => (Err(lost), Ok(())),
     };
+    w.bytes.clear();
     Written {
         epoch: w.epoch,
         file: w.file,
@@ -386,10 +382,46 @@ fn write(store: &dyn Store, mut w: Write) -> Written {
         offset: w.offset,
         end,
         hasher: w.hasher,
-        sync_asked: w.sync_to.is_some(),
-        synced,
+        buf: w.bytes,
         result,
         store,
+    }
+}
+
+/// Make the first `at` bytes of a file durable (fsync, then commit `at`).
+/// It may run beside a write of the same file's later bytes: the writes
+/// before `at` have finished when it is given out.
+#[derive(Debug)]
+pub(crate) struct Sync {
+    pub(crate) held: Held,
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) at: u64,
+    /// Given out beside the ordered work (a live upload's sync), rather
+    /// than in its order (the last syncs of an upload the session left).
+    pub(crate) beside: bool,
+}
+
+/// What a [`Sync`] did.
+#[derive(Debug)]
+pub(crate) struct Synced {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) at: u64,
+    pub(crate) beside: bool,
+    pub(crate) result: Result<Result<(), StoreError>, LeaseLost>,
+}
+
+fn sync(store: &dyn Store, w: Sync) -> Synced {
+    Synced {
+        epoch: w.epoch,
+        file: w.file,
+        partial: w.partial,
+        at: w.at,
+        beside: w.beside,
+        result: w.held.run(|| store.sync_partial(w.partial, w.at)),
     }
 }
 

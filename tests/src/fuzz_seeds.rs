@@ -459,13 +459,13 @@ fn relay_seeds() -> Vec<Seed> {
         s.bytes().to_vec(),
     ));
 
-    // Deferred syncs: acks only after the job ran; a crash with a job
-    // pending loses only unacknowledged bytes.
+    // Deferred jobs: acks only after the write and then the sync ran; a
+    // crash with a job pending loses only unacknowledged bytes.
     let mut s = RelayScript::new(0x20 | 3);
     s.connect(0).hello(0, 2).transmit(0);
     s.batch_open(0, 1, 700).announce(0, 0, 0).transmit(0);
     s.data(0, 0, 0, 255).data(0, 0, 255, 255).transmit(0);
-    s.timers().transmit(0).data(0, 0, 510, 100).crash();
+    s.timers().timers().transmit(0).data(0, 0, 510, 100).crash();
     s.connect(0).hello(0, 2).resume(0).transmit(0);
     s.data(0, 0, 510, 190).transmit(0).timers().transmit(0);
     seeds.push(seed(

@@ -20,7 +20,7 @@ use crate::store::{BlobId, FileContent, StoreError};
 
 /// Bytes of a stream read ahead of its frames (per read job, and at most
 /// this much waits in memory per stream beyond the chunk being sent).
-const READ_AHEAD: usize = 256 * 1024;
+const READ_AHEAD: usize = 1024 * 1024;
 
 /// A download stream: `Data` frames of one blob from `next` up to the credit.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub(super) struct Stream {
     read_end: u64,
     /// A read job is queued or running.
     reading: bool,
+    /// A sent chunk's buffer, to read into again.
+    spare: Vec<u8>,
 }
 
 impl Stream {
@@ -132,6 +134,7 @@ impl Session {
             chunks: VecDeque::new(),
             read_end: r.offset,
             reading: false,
+            spare: Vec::new(),
         });
         self.read_ahead();
     }
@@ -163,7 +166,7 @@ impl Session {
             blob: s.blob,
             offset: s.read_end,
             len,
-            buf: Vec::new(),
+            buf: core::mem::take(&mut s.spare),
         }));
         s.read_end += len as u64;
     }
@@ -224,7 +227,9 @@ impl Session {
             Ok(n) => {
                 s.next += sent as u64;
                 if from + sent == chunk.len() {
-                    s.chunks.pop_front();
+                    if let Some((_, buf)) = s.chunks.pop_front() {
+                        s.spare = buf;
+                    }
                 }
                 self.read_ahead();
                 Some(n)

@@ -200,6 +200,7 @@ impl Session {
     /// is made durable by jobs, even after a disconnect).
     pub fn is_closed(&self) -> bool {
         self.work.is_idle()
+            && !self.upload.as_ref().is_some_and(|u| u.sync_pending())
             && match self.phase {
                 Phase::Closed => true,
                 Phase::Closing => self.out.0.is_empty(),

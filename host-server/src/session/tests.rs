@@ -1306,12 +1306,18 @@ fn a_sync_is_acknowledged_only_after_its_job_ran() {
     // and nothing is acknowledged until its job has run.
     send_only(&mut s, w.now(), data_msg(0, &data[..20_000]));
     assert_eq!(drain_only(&mut s), []);
-    let job = s.poll_job().expect("a write and sync");
-    assert!(s.poll_job().is_none(), "one job at a time");
+    let write = s.poll_job().expect("a write");
+    assert_eq!(write.name(), "write");
+    assert!(s.poll_job().is_none(), "the sync waits for the write");
     // More data arrives while the job runs: the session keeps taking it.
     assert!(s.wants_input());
     send_only(&mut s, w.now(), data_msg(20_000, &data[20_000..30_000]));
     assert_eq!(drain_only(&mut s), []);
+    let done = write.run(&w.relay);
+    s.handle_job_done(w.now(), done);
+    assert_eq!(drain_only(&mut s), [], "written is not durable");
+    let job = s.poll_job().expect("the sync");
+    assert_eq!(job.name(), "sync");
     assert_eq!(durable(&w, &g.code), 0);
     let done = job.run(&w.relay);
     assert_eq!(durable(&w, &g.code), 20_000);
@@ -1384,7 +1390,11 @@ fn the_ack_timer_syncs_by_a_job() {
     assert_eq!(t, w.now() + Settings::default().ack_delay);
     s.handle_timeout(t);
     assert_eq!(drain_only(&mut s), []);
-    let job = s.poll_job().expect("the timer's write and sync");
+    let write = s.poll_job().expect("the timer's write");
+    let done = write.run(&w.relay);
+    s.handle_job_done(t, done);
+    assert_eq!(drain_only(&mut s), []);
+    let job = s.poll_job().expect("the timer's sync");
     let done = job.run(&w.relay);
     s.handle_job_done(t, done);
     assert_eq!(
@@ -1409,7 +1419,10 @@ fn a_job_of_a_taken_over_upload_records_nothing() {
         &[("f", 40_000, Sha1Digest::of(&data))],
     ));
     send_only(&mut old, w.now(), data_msg(0, &data[..20_000]));
-    let job = old.poll_job().expect("a write and sync");
+    let write = old.poll_job().expect("a write");
+    let done = write.run(&w.relay);
+    old.handle_job_done(w.now(), done);
+    let job = old.poll_job().expect("its sync");
     // The terminal reconnects before the old session's job ran.
     let mut new = deferred(&w, 1);
     send(
@@ -1447,7 +1460,7 @@ fn a_whole_upload_with_late_jobs_round_trips() {
     let mut wire = Wire::new();
     let files = [data.clone()];
     let mut acks = 0;
-    let mut pending: Option<Job> = None;
+    let mut pending: Vec<Job> = Vec::new();
     c.handle_connected(w.now());
     for round in 0..10_000 {
         let now = w.now();
@@ -1465,16 +1478,14 @@ fn a_whole_upload_with_late_jobs_round_trips() {
                 s.handle_frame(now, f.unwrap());
             }
         }
-        if pending.is_none() {
-            pending = s.poll_job();
-        }
-        // The "job thread" finishes a job every other round.
+        pending.extend(std::iter::from_fn(|| s.poll_job()));
+        // The "job threads" finish the jobs given out every other round.
         if round % 2 == 1 {
-            if let Some(job) = pending.take() {
+            for job in core::mem::take(&mut pending) {
                 let done = job.run(&w.relay);
                 s.handle_job_done(now, done);
             }
-            pending = s.poll_job();
+            pending.extend(std::iter::from_fn(|| s.poll_job()));
         }
         let mut out = vec![0u8; s.transmit_buffer_len()];
         while let Some(n) = s.poll_transmit(&mut out) {

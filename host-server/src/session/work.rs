@@ -2,6 +2,9 @@
 //!
 //! Entries are store work ([`Work`], given out as [`Job`]s one at a time)
 //! and session steps that must wait for the work before them ([`Then`]).
+//! Beside that ordered work, one sync of a live upload may run at a time
+//! (its writes have finished when it is given out); work that changes a
+//! file's place in the store (a verdict, a reset, a link) waits for it.
 //! Work that only moves bytes (writes and syncs, re-hashing a prefix, reading
 //! a blob ahead) lets the session go on taking frames while it runs; any
 //! other entry *blocks* it: until that entry is done the session asks for
@@ -44,6 +47,8 @@ pub(super) struct WorkQueue {
     running_stale: bool,
     /// The running job is a lookup or a batch creation.
     running_asks: bool,
+    /// A sync runs beside the ordered work.
+    syncing: bool,
     /// Blocking entries queued (not counting the running job).
     blocking: usize,
 }
@@ -56,11 +61,17 @@ fn asks(work: &Work) -> bool {
     )
 }
 
+/// Whether `work` must not run beside a sync (it moves or drops the bytes
+/// a sync may be flushing).
+fn exclusive(work: &Work) -> bool {
+    blocks(work) && !matches!(work, Work::FindCode { .. } | Work::FindToken { .. })
+}
+
 /// Whether waiting for `work` must hold back the session's input.
 fn blocks(work: &Work) -> bool {
     !matches!(
         work,
-        Work::Write(_) | Work::HashPrefix(_) | Work::ReadBlob(_)
+        Work::Write(_) | Work::Sync(_) | Work::HashPrefix(_) | Work::ReadBlob(_)
     )
 }
 
@@ -86,7 +97,22 @@ impl WorkQueue {
 
     /// Nothing queued, nothing running.
     pub(super) fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.running.is_none()
+        self.queue.is_empty() && self.running.is_none() && !self.syncing
+    }
+
+    /// A sync runs beside the ordered work.
+    pub(super) fn is_syncing(&self) -> bool {
+        self.syncing
+    }
+
+    /// A sync is given out beside the ordered work.
+    pub(super) fn sync_started(&mut self) {
+        self.syncing = true;
+    }
+
+    /// The sync beside the ordered work has finished.
+    pub(super) fn sync_finished(&mut self) {
+        self.syncing = false;
     }
 
     /// The step at the head, if it is a step and no job runs: it is due.
@@ -111,7 +137,7 @@ impl WorkQueue {
             return None;
         }
         match self.queue.front() {
-            Some(Entry::Work(_)) => {}
+            Some(Entry::Work(w)) if !(self.syncing && exclusive(w)) => {}
             _ => return None,
         }
         let Some(Entry::Work(work)) = self.queue.pop_front() else {
@@ -181,12 +207,28 @@ impl WorkQueue {
 }
 
 impl Session {
-    /// The next job for the driver to run, if any. One job is out at a
-    /// time: the next comes only after
-    /// [`handle_job_done`](Self::handle_job_done). Check it after every call
+    /// The next job for the driver to run, if any. At most two jobs are out
+    /// at once, and they may run at the same time: the session's store work
+    /// in order (the next comes only after
+    /// [`handle_job_done`](Self::handle_job_done) of the one before), and
+    /// one sync beside it. Call it until it returns `None` after every call
     /// into the session.
     #[must_use]
     pub fn poll_job(&mut self) -> Option<Job> {
+        self.run_due_steps();
+        if !self.work.is_syncing() {
+            let session = self.id;
+            if let Some(sync) = self
+                .upload
+                .as_deref_mut()
+                .and_then(|u| u.next_sync(session))
+            {
+                self.work.sync_started();
+                return Some(Job {
+                    work: Work::Sync(sync),
+                });
+            }
+        }
         loop {
             self.run_due_steps();
             let mut work = self.work.next_work()?;
@@ -225,7 +267,13 @@ impl Session {
     /// A job from [`poll_job`](Self::poll_job) has been run: take its result.
     pub fn handle_job_done(&mut self, now: Instant, done: JobDone) {
         self.clock = self.clock.max(now);
-        let wanted = self.work.finished();
+        let wanted = match &done.outcome {
+            Outcome::Synced(s) if s.beside => {
+                self.work.sync_finished();
+                true
+            }
+            _ => self.work.finished(),
+        };
         let open = wanted && matches!(self.phase, Phase::AwaitHello | Phase::Open);
         match done.outcome {
             Outcome::Created(created) if open => self.on_created(created),
@@ -236,6 +284,7 @@ impl Session {
             upload => {
                 let epoch = match &upload {
                     Outcome::Written(w) => w.epoch,
+                    Outcome::Synced(s) => s.epoch,
                     Outcome::Hashed(h) => h.epoch,
                     Outcome::Completed(c) => c.epoch,
                     Outcome::Reset(r) => r.epoch,
@@ -294,6 +343,10 @@ impl Session {
 
     /// Forgets the upload; its lease is released once its queued work is done.
     pub(super) fn drop_upload(&mut self) {
+        self.with_upload(|up, cx| {
+            up.retire_syncs(cx);
+            Ok(())
+        });
         if let Some(up) = self.upload.take() {
             if self.work.is_idle() {
                 self.relay.release_lease(up.lease(), self.id);

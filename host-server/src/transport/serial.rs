@@ -45,7 +45,8 @@ const READ_CHUNK: usize = 64 * 1024;
 struct Worker {
     jobs: mpsc::Sender<Job>,
     done: mpsc::Receiver<JobDone>,
-    in_flight: bool,
+    /// Jobs sent and not yet reported.
+    in_flight: usize,
 }
 
 impl Worker {
@@ -65,28 +66,33 @@ impl Worker {
         Ok(Worker {
             jobs,
             done,
-            in_flight: false,
+            in_flight: 0,
         })
     }
 
-    /// Hands `session` the result of its job if it is in (waiting up to
-    /// `wait` for it), and the worker its next job.
+    /// Hands `session` the results of its jobs that are in (waiting up to
+    /// `wait` for one), and the worker the jobs it gives out next.
     fn turn(&mut self, session: &mut Session, clock: &Clock, wait: Duration) {
-        if self.in_flight {
+        if self.in_flight > 0 {
             let done = if wait.is_zero() {
                 self.done.try_recv().ok()
             } else {
                 self.done.recv_timeout(wait).ok()
             };
             if let Some(done) = done {
-                self.in_flight = false;
+                self.in_flight -= 1;
                 session.handle_job_done(clock.now(), done);
+                while let Ok(done) = self.done.try_recv() {
+                    self.in_flight -= 1;
+                    session.handle_job_done(clock.now(), done);
+                }
             }
         }
-        if !self.in_flight {
-            if let Some(job) = session.poll_job() {
-                self.in_flight = self.jobs.send(job).is_ok();
+        while let Some(job) = session.poll_job() {
+            if self.jobs.send(job).is_err() {
+                break;
             }
+            self.in_flight += 1;
         }
     }
 
@@ -95,7 +101,7 @@ impl Worker {
     fn finish(&mut self, session: &mut Session, clock: &Clock) {
         for _ in 0..1_000_000 {
             self.turn(session, clock, POLL);
-            if !self.in_flight {
+            if self.in_flight == 0 {
                 break;
             }
         }
@@ -248,7 +254,7 @@ fn serve_port(
         } else if stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let _ = port.set_timeout(if worker.in_flight { JOB_POLL } else { POLL });
+        let _ = port.set_timeout(if worker.in_flight > 0 { JOB_POLL } else { POLL });
         let n = match port.read(&mut rbuf) {
             Ok(0) => Err(ErrorKind::UnexpectedEof.into()),
             Ok(n) => Ok(n),

@@ -15,6 +15,7 @@
 //! outpaces the disk waits in TCP's own flow control.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,7 +114,7 @@ fn read_burst(
     decoder: &mut Option<FrameDecoder>,
     unfed: &mut Vec<u8>,
     clock: &Clock,
-    job: &Option<JoinHandle<JobDone>>,
+    jobs: &Jobs,
 ) -> ReadOutcome {
     READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
@@ -127,10 +128,7 @@ fn read_burst(
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return ReadOutcome::Failed(e),
             }
-            if !unfed.is_empty()
-                || session.wants_transmit()
-                || job.as_ref().is_some_and(JoinHandle::is_finished)
-            {
+            if !unfed.is_empty() || session.wants_transmit() || jobs.any_finished() {
                 break;
             }
         }
@@ -154,32 +152,47 @@ fn fill(session: &mut Session, wbuf: &mut Vec<u8>) {
     }
 }
 
-/// The session's running job, if any: its result is handed over when it
-/// is in, and the next job started.
+/// The session's running jobs (at most two: its ordered work and a sync
+/// beside it): their results are handed over as they come in, and the next
+/// ones started.
 struct Jobs {
     relay: Arc<Relay>,
-    running: Option<JoinHandle<JobDone>>,
+    running: Vec<JoinHandle<JobDone>>,
 }
 
 impl Jobs {
-    /// Starts the session's next job if none runs.
+    /// Starts every job the session gives out.
     fn start(&mut self, session: &mut Session) {
-        if self.running.is_none() {
-            if let Some(job) = session.poll_job() {
-                let relay = self.relay.clone();
-                self.running = Some(tokio::task::spawn_blocking(move || job.run(&relay)));
-            }
+        while let Some(job) = session.poll_job() {
+            let relay = self.relay.clone();
+            self.running
+                .push(tokio::task::spawn_blocking(move || job.run(&relay)));
         }
     }
 
-    /// Waits for the running job and hands its result over. `false` if the
-    /// job died (a bug: its result will never come).
+    /// Whether a running job has finished.
+    fn any_finished(&self) -> bool {
+        self.running.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Waits for the first running job to finish and hands its result over.
+    /// `false` if a job died (a bug: its result will never come).
     async fn finish(&mut self, session: &mut Session, clock: &Clock) -> bool {
-        let Some(job) = self.running.as_mut() else {
+        if self.running.is_empty() {
             return true;
+        }
+        let (done, index) = {
+            let first = std::future::poll_fn(|cx| {
+                for (i, job) in self.running.iter_mut().enumerate() {
+                    if let std::task::Poll::Ready(done) = std::pin::Pin::new(job).poll(cx) {
+                        return std::task::Poll::Ready((done, i));
+                    }
+                }
+                std::task::Poll::Pending
+            });
+            first.await
         };
-        let done = job.await;
-        self.running = None;
+        self.running.swap_remove(index);
         match done {
             Ok(done) => {
                 session.handle_job_done(clock.now(), done);
@@ -195,9 +208,9 @@ impl Jobs {
     /// Runs every job the session has left (after a disconnect, what it
     /// received is still made durable).
     async fn drain(&mut self, session: &mut Session, clock: &Clock) {
-        loop {
+        for _ in 0..1_000_000 {
             self.start(session);
-            if self.running.is_none() || !self.finish(session, clock).await {
+            if self.running.is_empty() || !self.finish(session, clock).await {
                 return;
             }
         }
@@ -229,7 +242,7 @@ async fn connection(
     tracing::debug!(session = id, %addr, "connected");
     let mut jobs = Jobs {
         relay,
-        running: None,
+        running: Vec::with_capacity(2),
     };
     let mut decoder: Option<FrameDecoder> = None;
     // Bytes read that the session did not take yet (it asked for no input).
@@ -241,7 +254,7 @@ async fn connection(
         session.shutdown(clock.now());
     }
     loop {
-        if jobs.running.as_ref().is_some_and(JoinHandle::is_finished) {
+        if jobs.any_finished() {
             // Hand the result over now rather than when `select!` gets to it.
             if !jobs.finish(&mut session, &clock).await {
                 break;
@@ -278,7 +291,7 @@ async fn connection(
         tokio::select! {
             ready = stream.readable(), if reading => {
                 let outcome = match ready {
-                    Ok(()) => read_burst(&stream, &mut session, &mut decoder, &mut unfed, &clock, &jobs.running),
+                    Ok(()) => read_burst(&stream, &mut session, &mut decoder, &mut unfed, &clock, &jobs),
                     Err(e) => ReadOutcome::Failed(e),
                 };
                 match outcome {
@@ -310,7 +323,7 @@ async fn connection(
                     }
                 }
             }
-            alive = jobs.finish(&mut session, &clock), if jobs.running.is_some() => {
+            alive = jobs.finish(&mut session, &clock), if !jobs.running.is_empty() => {
                 if !alive {
                     break;
                 }

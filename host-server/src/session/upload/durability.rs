@@ -8,24 +8,35 @@
 //! acknowledges"); the constants below implement it.
 //!
 //! Received bytes collect in the file's buffer and go to the store as write
-//! jobs of up to [`WRITE_CHUNK`] bytes; a sync rides on the write that
-//! carries the last byte it covers. The session keeps taking frames while
-//! writes and syncs run, until [`MAX_PENDING`] bytes wait to be written.
+//! jobs of up to [`WRITE_CHUNK`] bytes, in order. A sync is wanted up to an
+//! offset; it is given out, beside the ordered work, once the writes before
+//! that offset have finished, so the disk flushes while later bytes are
+//! written and hashed (one sync per session at a time). The session keeps
+//! taking frames meanwhile, until [`MAX_PENDING`] bytes wait to be written.
 
 use pickup_proto::message::Kind;
 use pickup_proto::Duration;
 
 use super::file::{FileState, Hashing, Receiving, UpFile};
 use super::{failure_code, Ctx, Upload};
-use crate::jobs::{LeaseLost, Work, Write, Written};
+use crate::jobs::{LeaseLost, Sync, Synced, Work, Write, Written};
 
 /// Bytes a write job carries at most (fewer when a sync is due).
 pub(super) const WRITE_CHUNK: usize = 512 * 1024;
 
 /// Bytes taken and not yet written at which a session stops reading from
-/// its peer until a write finishes (one chunk being written, the next
-/// filling, some slack for the frame that crosses the line).
-pub(in crate::session) const MAX_PENDING: usize = 4 * WRITE_CHUNK;
+/// its peer until a write finishes: enough for the writes to go on while
+/// the disk flushes a sync (at 500 MiB/s, 8 MiB is 16 ms) without the
+/// peer's bytes waiting in the socket.
+pub(in crate::session) const MAX_PENDING: usize = 16 * WRITE_CHUNK;
+
+/// A write buffer's size: a chunk and the frame that crosses its end, so
+/// it never grows (growing copies it).
+const BUF_CAPACITY: usize = WRITE_CHUNK + pickup_proto::frame::MAX_FRAME_LEN;
+
+/// Emptied write buffers an upload keeps to fill again (fresh large
+/// allocations would cost a page fault per 4 KiB written).
+const MAX_SPARE: usize = 4;
 
 /// Most bytes between two syncs started by data. Terminals cap the window
 /// the relay offers (at 32 MiB by default), so the cadence must not grow
@@ -54,22 +65,24 @@ pub(super) fn has_unacked(f: &UpFile) -> bool {
 }
 
 impl Upload {
-    /// Queues a write of file `index`'s buffer, and with `sync` a sync of
-    /// everything received so far.
+    /// Queues a write of file `index`'s buffer, and with `sync` wants a sync
+    /// of everything received so far.
     pub(super) fn queue_write(&mut self, cx: &mut Ctx<'_>, index: usize, sync: bool) {
         let held = self.held(cx.session);
         let FileState::Receiving(r) = &mut self.files[index].state else {
             return;
         };
-        let sync_to = (sync && r.received > r.syncing_to).then_some(r.received);
-        if r.buf.is_empty() && sync_to.is_none() {
+        if sync {
+            r.sync_wanted = r.sync_wanted.max(r.received);
+        }
+        if r.buf.is_empty() {
             return;
         }
-        let bytes = core::mem::take(&mut r.buf);
-        if let Some(at) = sync_to {
-            r.syncing_to = at;
-            self.syncs += 1;
-        }
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
+        let bytes = core::mem::replace(&mut r.buf, fresh);
         cx.work.push(Work::Write(Write {
             held,
             epoch: self.epoch,
@@ -78,14 +91,21 @@ impl Upload {
             offset: r.received - bytes.len() as u64,
             bytes,
             hasher: None,
-            sync_to,
         }));
     }
 
-    /// After data: queues a sync when none is under way and some file has
+    /// Whether a sync is wanted, or under way.
+    pub(in crate::session) fn sync_pending(&self) -> bool {
+        self.syncing
+            || self.files.iter().any(
+                |f| matches!(&f.state, FileState::Receiving(r) if r.sync_wanted > r.syncing_to),
+            )
+    }
+
+    /// After data: wants a sync when none is under way and some file has
     /// a step's worth of unacknowledged bytes (any amount when `overdue`).
     pub(super) fn sync_due(&mut self, cx: &mut Ctx<'_>, overdue: bool) {
-        if self.syncs > 0 {
+        if self.sync_pending() {
             return;
         }
         let step = if overdue { 1 } else { sync_step(cx.window) };
@@ -99,8 +119,8 @@ impl Upload {
         }
     }
 
-    /// Makes every received byte durable and acknowledges it: queues a
-    /// write and sync of every file that has unsynced bytes.
+    /// Makes every received byte durable and acknowledges it: writes every
+    /// buffer and wants a sync of every file.
     pub(in crate::session) fn ack_all(&mut self, cx: &mut Ctx<'_>) {
         for i in 0..self.files.len() {
             self.queue_write(cx, i, true);
@@ -109,13 +129,66 @@ impl Upload {
         self.unsynced_since = None;
     }
 
-    /// A write (and maybe a sync) has finished.
+    /// The sync to give out now, if one is wanted, none runs, and the
+    /// writes before it have finished.
+    pub(in crate::session) fn next_sync(&mut self, session: u64) -> Option<Sync> {
+        if self.syncing {
+            return None;
+        }
+        let held = self.held(session);
+        let (index, r) =
+            self.files
+                .iter_mut()
+                .enumerate()
+                .find_map(|(i, f)| match &mut f.state {
+                    FileState::Receiving(r)
+                        if r.sync_wanted > r.syncing_to && r.written >= r.sync_wanted =>
+                    {
+                        Some((i, r))
+                    }
+                    _ => None,
+                })?;
+        r.syncing_to = r.sync_wanted;
+        self.syncing = true;
+        Some(Sync {
+            held,
+            epoch: self.epoch,
+            file: index as u16,
+            partial: r.partial,
+            at: r.sync_wanted,
+            beside: true,
+        })
+    }
+
+    /// The upload is left with syncs still wanted: they become ordered
+    /// work after its writes, so what was received still becomes durable.
+    pub(in crate::session) fn retire_syncs(&mut self, cx: &mut Ctx<'_>) {
+        for i in 0..self.files.len() {
+            self.queue_write(cx, i, false);
+            let held = self.held(cx.session);
+            if let FileState::Receiving(r) = &mut self.files[i].state {
+                if r.sync_wanted > r.syncing_to {
+                    r.syncing_to = r.sync_wanted;
+                    cx.work.push(Work::Sync(Sync {
+                        held,
+                        epoch: self.epoch,
+                        file: i as u16,
+                        partial: r.partial,
+                        at: r.sync_wanted,
+                        beside: false,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// A write has finished.
     pub(super) fn on_written(&mut self, cx: &mut Ctx<'_>, w: Written) -> Result<(), LeaseLost> {
         self.pending_bytes = self
             .pending_bytes
             .saturating_sub((w.end - w.offset) as usize);
-        if w.sync_asked {
-            self.syncs = self.syncs.saturating_sub(1);
+        if self.spare.len() < MAX_SPARE && w.buf.capacity() >= WRITE_CHUNK {
+            self.spare.push(w.buf);
         }
         w.result?;
         let index = usize::from(w.file);
@@ -133,11 +206,8 @@ impl Upload {
                 }
                 match w.store {
                     Ok(()) => {
-                        if let Some(at) = w.synced {
-                            if r.acked < at && at <= r.received {
-                                r.acked = at;
-                                cx.out.ack(w.file);
-                            }
+                        if w.offset <= r.written {
+                            r.written = r.written.max(w.end);
                         }
                     }
                     Err(e) => {
@@ -146,9 +216,11 @@ impl Upload {
                         // Take again from what is durable: forget what is
                         // buffered or queued for this file, and hash anew.
                         self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
-                        r.buf = Vec::new();
+                        r.buf.clear();
                         r.received = r.acked;
-                        r.syncing_to = r.acked;
+                        r.written = r.acked;
+                        r.sync_wanted = r.sync_wanted.min(r.acked);
+                        r.syncing_to = r.syncing_to.min(r.acked);
                         r.hash = Hashing::Unknown;
                         let (epoch, file) = (self.epoch, w.file);
                         self.pending_bytes = self
@@ -181,10 +253,38 @@ impl Upload {
             },
             _ => {}
         }
-        if self.syncs == 0 {
-            // The next step's worth may already be waiting.
-            self.sync_due(cx, false);
+        Ok(())
+    }
+
+    /// A sync given out beside the ordered work has finished.
+    pub(super) fn on_synced(&mut self, cx: &mut Ctx<'_>, s: Synced) -> Result<(), LeaseLost> {
+        self.syncing = false;
+        let result = s.result?;
+        if let Some(FileState::Receiving(r)) = self
+            .files
+            .get_mut(usize::from(s.file))
+            .map(|f| &mut f.state)
+        {
+            if r.partial == s.partial {
+                match result {
+                    Ok(()) => {
+                        if r.acked < s.at && s.at <= r.received {
+                            r.acked = s.at;
+                            cx.out.ack(s.file);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(batch = self.batch.0, file = s.file, "sync failed: {e}");
+                        cx.out.error(failure_code(&e), Kind::Data);
+                        // Wanted again with the next step.
+                        r.sync_wanted = r.acked;
+                        r.syncing_to = r.acked;
+                    }
+                }
+            }
         }
+        // The next step's worth may already be waiting.
+        self.sync_due(cx, false);
         Ok(())
     }
 }

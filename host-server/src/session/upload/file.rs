@@ -35,7 +35,11 @@ pub(super) struct Receiving {
     pub(super) received: u64,
     /// Bytes durable and acknowledged.
     pub(super) acked: u64,
-    /// The highest prefix a queued or running sync will make durable.
+    /// Bytes written by writes that have finished (contiguous from 0).
+    pub(super) written: u64,
+    /// The prefix a sync is wanted for, once the writes before it are done.
+    pub(super) sync_wanted: u64,
+    /// The highest prefix a sync was given out for.
     pub(super) syncing_to: u64,
     /// Bytes taken but not yet given to a write: `received - buf.len()..received`.
     pub(super) buf: Vec<u8>,
@@ -58,6 +62,8 @@ impl Receiving {
             partial,
             received: durable,
             acked: durable,
+            written: durable,
+            sync_wanted: durable,
             syncing_to: durable,
             buf: Vec::new(),
             hash: if durable == 0 {

@@ -45,10 +45,12 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 // Continue from what is there; what was taken after it is
                 // no longer contiguous.
                 up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
-                r.buf = Vec::new();
+                r.buf.clear();
                 r.hash = Hashing::Home(hasher);
                 r.received = found;
                 r.acked = r.acked.min(found);
+                r.written = r.written.min(found);
+                r.sync_wanted = r.sync_wanted.min(found);
                 r.syncing_to = r.syncing_to.min(found);
                 r.rewound_at = Some(found);
                 let (epoch, file) = (up.epoch, h.file);
@@ -64,8 +66,10 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 tracing::error!(file = index, "re-hashing failed: {e}");
                 cx.out.error(ErrorCode::Internal, Kind::Data);
                 up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
-                r.buf = Vec::new();
+                r.buf.clear();
                 r.received = r.acked.min(h.len);
+                r.written = r.written.min(r.received);
+                r.sync_wanted = r.sync_wanted.min(r.received);
                 r.syncing_to = r.syncing_to.min(r.received);
                 r.hash = Hashing::Unknown;
                 let (epoch, file) = (up.epoch, h.file);

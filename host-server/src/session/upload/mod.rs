@@ -70,8 +70,10 @@ pub(super) struct Upload {
     complete_sent: bool,
     /// Bytes taken and not yet written (buffers and queued writes).
     pending_bytes: usize,
-    /// Syncs queued or running.
-    syncs: usize,
+    /// A sync is given out and not yet done.
+    syncing: bool,
+    /// Emptied write buffers, to fill again.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Upload {
@@ -125,7 +127,8 @@ impl Upload {
             unsynced_since: None,
             complete_sent: false,
             pending_bytes: 0,
-            syncs: 0,
+            syncing: false,
+            spare: Vec::new(),
         }
     }
 
@@ -296,7 +299,7 @@ impl Upload {
         };
         // Bytes about to go need no writing.
         self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
-        r.buf = Vec::new();
+        r.buf.clear();
         let partial = r.partial;
         let file = index as u16;
         self.pending_bytes = self
@@ -367,6 +370,7 @@ impl Upload {
     ) -> Result<(), LeaseLost> {
         match outcome {
             Outcome::Written(w) => self.on_written(cx, w),
+            Outcome::Synced(s) => self.on_synced(cx, s),
             Outcome::Hashed(h) => {
                 hashing::on_hashed(self, cx, h);
                 Ok(())
