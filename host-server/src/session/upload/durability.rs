@@ -276,9 +276,11 @@ impl Upload {
                     Err(e) => {
                         tracing::error!(batch = self.batch.0, file = s.file, "sync failed: {e}");
                         cx.out.error(failure_code(&e), Kind::Data);
-                        // Wanted again with the next step.
+                        // Tried up to here: the next sync waits for new
+                        // bytes, or a failing store would be asked forever
+                        // (found by the relay_session fuzzer).
                         r.sync_wanted = r.acked;
-                        r.syncing_to = r.acked;
+                        r.syncing_to = r.received;
                     }
                 }
             }
