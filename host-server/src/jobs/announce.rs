@@ -1,0 +1,164 @@
+//! Announcing and resuming: creating a batch under a fresh code, and the
+//! lookups by code and token (with the candidates a challenge needs).
+
+use pickup_proto::message::ResumeToken;
+use pickup_proto::{ErrorCode, Sha1Digest};
+
+use super::Found;
+use crate::codes::{self, code_key, token_key};
+use crate::relay::{lock, Relay};
+use crate::store::{Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, Store, StoreError};
+
+/// Most candidate blobs a proof is checked against (more than one means a
+/// SHA-1 collision is stored; more than a few is an attack).
+const MAX_CANDIDATES: usize = 4;
+
+/// How long a relay over its live-batch limit asks uploaders to wait.
+const FULL_RETRY_MS: u32 = 60_000;
+
+/// One announced file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Announced {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) sha1: Sha1Digest,
+}
+
+/// Create a batch under a fresh code and token, within the limits.
+#[derive(Debug)]
+pub(crate) struct CreateBatch {
+    pub(crate) files: Vec<Announced>,
+    pub(crate) total: u64,
+    pub(crate) now_secs: u64,
+}
+
+/// A batch created.
+#[derive(Debug)]
+pub(crate) struct Created {
+    pub(crate) batch: Batch,
+    pub(crate) token: ResumeToken,
+    pub(crate) candidates: Vec<Vec<BlobId>>,
+}
+
+/// Why no batch was created: the error and the retry hint to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) code: ErrorCode,
+    pub(crate) retry_after_ms: u32,
+}
+
+pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Refused> {
+    let s = &relay.settings;
+    let store = &*relay.store;
+    let internal = |what: &str, e: StoreError| {
+        tracing::error!("store error creating a batch ({what}): {e}");
+        Refused {
+            code: ErrorCode::Internal,
+            retry_after_ms: 0,
+        }
+    };
+    let usage = store.usage().map_err(|e| internal("usage", e))?;
+    if usage.batches >= s.max_live_batches {
+        return Err(Refused {
+            code: ErrorCode::Busy,
+            retry_after_ms: FULL_RETRY_MS,
+        });
+    }
+    if usage.bytes.saturating_add(w.total) > s.disk_quota {
+        return Err(Refused {
+            code: ErrorCode::Quota,
+            retry_after_ms: 0,
+        });
+    }
+    // Re-roll until the code is not in use (live or remembered as expired);
+    // with 65-bit codes a second roll is already unlikely.
+    let mut code = None;
+    for _ in 0..16 {
+        let Some(c) = codes::random_code(&mut **lock(&relay.rng), s.code_len) else {
+            break;
+        };
+        if !store
+            .code_taken(&code_key(&c))
+            .map_err(|e| internal("code", e))?
+        {
+            code = Some(c);
+            break;
+        }
+    }
+    let token = codes::random_token(&mut **lock(&relay.rng));
+    let (Some(code), Some(token)) = (code, token) else {
+        tracing::error!("no fresh code or token: the random source failed");
+        return Err(Refused {
+            code: ErrorCode::Internal,
+            retry_after_ms: 0,
+        });
+    };
+    let files: Vec<NewFile<'_>> = w
+        .files
+        .iter()
+        .map(|f| NewFile {
+            name: &f.name,
+            size: f.size,
+            sha1: f.sha1,
+        })
+        .collect();
+    let batch = store
+        .create_batch(&NewBatch {
+            code,
+            code_key: code_key(&code),
+            token_key: token_key(&token),
+            created_at: w.now_secs,
+            expires_at: w.now_secs.saturating_add(s.code_ttl_secs),
+            files: &files,
+        })
+        .map_err(|e| internal("create", e))?;
+    let candidates = challenge_candidates(relay, &batch);
+    Ok(Created {
+        batch,
+        token,
+        candidates,
+    })
+}
+
+pub(super) fn find(
+    relay: &Relay,
+    lookup: impl FnOnce(&dyn Store) -> Result<Lookup, StoreError>,
+) -> Result<Found, StoreError> {
+    Ok(match lookup(&*relay.store)? {
+        Lookup::Live(batch) => {
+            let candidates = challenge_candidates(relay, &batch);
+            Found::Live(batch, candidates)
+        }
+        Lookup::Expired => Found::Expired,
+        Lookup::Unknown => Found::Unknown,
+    })
+}
+
+/// Candidate blobs per file for files without a durable byte, when the
+/// relay offers instant upload (empty lists otherwise).
+pub(super) fn challenge_candidates(relay: &Relay, batch: &Batch) -> Vec<Vec<BlobId>> {
+    batch
+        .files
+        .iter()
+        .map(|f| match f.content {
+            FileContent::Partial { durable: 0, .. } if relay.settings.instant_upload => {
+                candidates(&*relay.store, f.size, &f.sha1)
+            }
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Candidate blobs for `(size, sha1)`; a store error means none.
+pub(super) fn candidates(store: &dyn Store, size: u64, sha1: &Sha1Digest) -> Vec<BlobId> {
+    if size == 0 {
+        return Vec::new();
+    }
+    match store.candidates(size, sha1) {
+        Ok(c) => c.into_iter().take(MAX_CANDIDATES).collect(),
+        Err(e) => {
+            tracing::warn!("candidate lookup failed: {e}");
+            Vec::new()
+        }
+    }
+}

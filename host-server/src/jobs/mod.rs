@@ -1,0 +1,183 @@
+//! Work a [`Session`](crate::session::Session) hands to its driver: everything
+//! that touches the store, the disk, or a hash over stored bytes.
+//!
+//! ```text
+//!   session ── poll_job() ──► Job ── driver runs job.run(&relay) where it likes ──┐
+//!      ▲                                                                           │
+//!      └──────────────── handle_job_done(now, JobDone) ◄───────────────────────────┘
+//! ```
+//!
+//! A session gives out one job at a time and takes its result before it
+//! gives out the next, so the store sees a session's work in the order the
+//! session decided it (a file's last write and sync before its completion,
+//! a flush before a resume's lookup). The TCP driver runs jobs on tokio's
+//! blocking pool, the serial driver on its port's thread, and the simulator
+//! and fuzzers whenever their seed says, including never (a relay crash
+//! between a job's start and its completion).
+//!
+//! Running a job is the only place the relay blocks: its durability contract
+//! is the [`Store`](crate::store::Store)'s. Each kind of work lives with
+//! its concern: `announce` (creating, looking up), `receive` (writes, syncs,
+//! verdicts), `proof` (proofs of ownership), `read` (reading ahead).
+
+use std::sync::Arc;
+
+use pickup_proto::message::ResumeToken;
+use pickup_proto::Code;
+
+use crate::relay::{Lease, Relay};
+use crate::store::{Batch, BlobId, StoreError};
+
+mod announce;
+mod proof;
+mod read;
+mod receive;
+
+pub(crate) use announce::{Announced, CreateBatch, Created, Refused};
+pub(crate) use proof::{CheckProof, Proved};
+pub(crate) use read::{BlobRead, ReadBlob};
+pub(crate) use receive::{
+    Complete, Completed, HashPrefix, Hashed, Reset, ResetDone, Sync, Synced, Verdict, Write,
+    Written,
+};
+
+/// Bytes read per store call when hashing stored bytes.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Work to do, given out by [`Session::poll_job`](crate::session::Session::poll_job).
+/// Run it with [`run`](Self::run), anywhere, then hand the result back with
+/// [`Session::handle_job_done`](crate::session::Session::handle_job_done).
+#[derive(Debug)]
+pub struct Job {
+    pub(crate) work: Work,
+}
+
+/// A finished [`Job`]'s result.
+#[derive(Debug)]
+pub struct JobDone {
+    pub(crate) outcome: Outcome,
+}
+
+impl Job {
+    /// Does the work: disk, database and hashing, blocking. Never panics on
+    /// a store failure; the session decides what a failure means.
+    pub fn run(self, relay: &Relay) -> JobDone {
+        let outcome = match self.work {
+            Work::CreateBatch(w) => Outcome::Created(announce::create_batch(relay, w)),
+            Work::FindToken { token, now_secs } => Outcome::FoundToken {
+                token,
+                found: announce::find(relay, |s| {
+                    s.find_by_token(&crate::codes::token_key(&token), now_secs)
+                }),
+            },
+            Work::FindCode { code, now_secs, to } => Outcome::FoundCode {
+                to,
+                found: announce::find(relay, |s| {
+                    s.find_by_code(&crate::codes::code_key(&code), now_secs)
+                }),
+            },
+            Work::Write(w) => Outcome::Written(receive::write(&*relay.store, w)),
+            Work::Sync(w) => Outcome::Synced(receive::sync(&*relay.store, w)),
+            Work::HashPrefix(w) => Outcome::Hashed(receive::hash_prefix(&*relay.store, w)),
+            Work::Complete(w) => Outcome::Completed(receive::complete(&*relay.store, w)),
+            Work::Reset(w) => Outcome::Reset(receive::reset(&*relay.store, w)),
+            Work::CheckProof(w) => Outcome::Proved(proof::check_proof(&*relay.store, w)),
+            Work::ReadBlob(w) => Outcome::BlobRead(read::read_blob(&*relay.store, w)),
+        };
+        JobDone { outcome }
+    }
+
+    /// A short name for logs and test traces.
+    pub fn name(&self) -> &'static str {
+        match self.work {
+            Work::CreateBatch(_) => "create-batch",
+            Work::FindToken { .. } => "find-token",
+            Work::FindCode { .. } => "find-code",
+            Work::Write(_) => "write",
+            Work::Sync(_) => "sync",
+            Work::HashPrefix(_) => "hash-prefix",
+            Work::Complete(_) => "complete",
+            Work::Reset(_) => "reset",
+            Work::CheckProof(_) => "check-proof",
+            Work::ReadBlob(_) => "read-blob",
+        }
+    }
+}
+
+/// The kinds of work.
+#[derive(Debug)]
+pub(crate) enum Work {
+    CreateBatch(CreateBatch),
+    FindToken {
+        token: ResumeToken,
+        now_secs: u64,
+    },
+    FindCode {
+        code: Code,
+        now_secs: u64,
+        to: LookupFor,
+    },
+    Write(Write),
+    Sync(Sync),
+    HashPrefix(HashPrefix),
+    Complete(Complete),
+    Reset(Reset),
+    CheckProof(CheckProof),
+    ReadBlob(ReadBlob),
+}
+
+/// What a code lookup is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LookupFor {
+    /// A `Fetch`: the manifest.
+    Fetch,
+    /// A `Read`: a stream of one file.
+    Read(pickup_proto::message::Read),
+}
+
+/// What a finished job found or did.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Created(Result<Created, Refused>),
+    FoundToken {
+        token: ResumeToken,
+        found: Result<Found, StoreError>,
+    },
+    FoundCode {
+        to: LookupFor,
+        found: Result<Found, StoreError>,
+    },
+    Written(Written),
+    Synced(Synced),
+    Hashed(Hashed),
+    Completed(Completed),
+    Reset(ResetDone),
+    Proved(Proved),
+    BlobRead(BlobRead),
+}
+
+/// A batch found by a lookup, with the candidate blobs of each file that
+/// has no durable byte yet (what a challenge needs).
+#[derive(Debug)]
+pub(crate) enum Found {
+    Live(Batch, Vec<Vec<BlobId>>),
+    Expired,
+    Unknown,
+}
+
+/// Another session took the upload over: this job did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaseLost;
+
+/// A store step of an upload, done only while the session holds the lease.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) lease: Arc<Lease>,
+    pub(crate) session: u64,
+}
+
+impl Held {
+    fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, LeaseLost> {
+        self.lease.run(self.session, f).ok_or(LeaseLost)
+    }
+}

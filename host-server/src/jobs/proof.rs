@@ -1,0 +1,94 @@
+//! Proof of ownership: checking a terminal's proof against the blobs that
+//! may hold its file, and linking the file to the one it proves.
+
+use pickup_proto::hash::{Nonce, ProofHasher};
+use pickup_proto::Sha1Digest;
+
+use super::announce::candidates;
+use super::{Held, LeaseLost, READ_CHUNK};
+use crate::store::{BlobId, FileRef, Store, StoreError};
+
+/// Check a terminal's proof against the blobs that may hold its file, and
+/// link the file to the first one it proves.
+#[derive(Debug)]
+pub(crate) struct CheckProof {
+    pub(crate) held: Held,
+    pub(crate) epoch: u64,
+    pub(crate) file: FileRef,
+    pub(crate) size: u64,
+    pub(crate) sha1: Sha1Digest,
+    pub(crate) nonce: Nonce,
+    pub(crate) proof: Sha1Digest,
+}
+
+/// What a [`CheckProof`] decided.
+#[derive(Debug)]
+pub(crate) struct Proved {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    /// The blob the file is now linked to, if the proof matched one.
+    pub(crate) result: Result<Option<BlobId>, LeaseLost>,
+}
+
+pub(super) fn check_proof(store: &dyn Store, w: CheckProof) -> Proved {
+    let mut linked = Ok(None);
+    for blob in candidates(store, w.size, &w.sha1) {
+        match blob_proof(store, blob, w.size, &w.nonce) {
+            Ok(p) if p == w.proof => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(blob = blob.0, "cannot read a candidate blob: {e}");
+                continue;
+            }
+        }
+        match w.held.run(|| store.link_file(w.file, blob)) {
+            Err(lost) => {
+                linked = Err(lost);
+                break;
+            }
+            Ok(Ok(true)) => {
+                linked = Ok(Some(blob));
+                break;
+            }
+            // Collected meanwhile: try the next, or upload.
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(
+                    batch = w.file.batch.0,
+                    file = w.file.index,
+                    "link failed: {e}"
+                );
+                break;
+            }
+        }
+    }
+    Proved {
+        epoch: w.epoch,
+        file: w.file.index,
+        result: linked,
+    }
+}
+
+/// The proof of ownership of a stored blob for `nonce`.
+pub(super) fn blob_proof(
+    store: &dyn Store,
+    blob: BlobId,
+    size: u64,
+    nonce: &Nonce,
+) -> Result<Sha1Digest, StoreError> {
+    let mut hasher = ProofHasher::new(nonce);
+    let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(size).unwrap_or(READ_CHUNK))];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = usize::try_from(size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = store.read_blob(blob, offset, &mut buf[..want])?;
+        if n == 0 {
+            return Err(StoreError::Corrupt(format!("blob {} is short", blob.0)));
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finish())
+}

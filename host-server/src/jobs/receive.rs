@@ -1,0 +1,247 @@
+//! Receiving: writing and hashing bytes, syncs, re-hashing a prefix, and
+//! a file's verdict or reset.
+
+use pickup_proto::hash::Sha1Hasher;
+use pickup_proto::{ErrorCode, Sha1Digest};
+
+use super::{Held, LeaseLost, READ_CHUNK};
+use crate::store::{BlobId, Content, FileRef, PartialId, Store, StoreError};
+
+/// Write received bytes of a file, and hash them.
+#[derive(Debug)]
+pub(crate) struct Write {
+    pub(crate) held: Held,
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) offset: u64,
+    pub(crate) bytes: Vec<u8>,
+    /// The SHA-1 of everything before `offset`, carried along so hashing
+    /// runs where the write does; `None` once hashing has failed.
+    pub(crate) hasher: Option<Box<Sha1Hasher>>,
+}
+
+/// What a [`Write`] did.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    /// The bytes asked to be written: `offset..end`.
+    pub(crate) offset: u64,
+    pub(crate) end: u64,
+    /// The hasher, updated with every byte written.
+    pub(crate) hasher: Option<Box<Sha1Hasher>>,
+    /// The write's buffer, emptied, to be filled again.
+    pub(crate) buf: Vec<u8>,
+    /// `Err` if the session no longer held the lease: nothing was done.
+    pub(crate) result: Result<(), LeaseLost>,
+    /// The store's answer.
+    pub(crate) store: Result<(), StoreError>,
+}
+
+pub(super) fn write(store: &dyn Store, mut w: Write) -> Written {
+    let end = w.offset + w.bytes.len() as u64;
+    let outcome = w.held.run(|| {
+        if !w.bytes.is_empty() {
+            store.write_partial(w.partial, w.offset, &w.bytes)?;
+            if let Some(h) = w.hasher.as_mut() {
+                h.update(&w.bytes);
+            }
+        }
+        Ok(())
+    });
+    let (result, store) = match outcome {
+        Ok(done) => (Ok(()), done),
+        Err(lost) => (Err(lost), Ok(())),
+    };
+    w.bytes.clear();
+    Written {
+        epoch: w.epoch,
+        file: w.file,
+        partial: w.partial,
+        offset: w.offset,
+        end,
+        hasher: w.hasher,
+        buf: w.bytes,
+        result,
+        store,
+    }
+}
+
+/// Make the first `at` bytes of a file durable (fsync, then commit `at`).
+/// It may run beside a write of the same file's later bytes: the writes
+/// before `at` have finished when it is given out.
+#[derive(Debug)]
+pub(crate) struct Sync {
+    pub(crate) held: Held,
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) at: u64,
+    /// Given out beside the ordered work (a live upload's sync), rather
+    /// than in its order (the last syncs of an upload the session left).
+    pub(crate) beside: bool,
+}
+
+/// What a [`Sync`] did.
+#[derive(Debug)]
+pub(crate) struct Synced {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) at: u64,
+    pub(crate) beside: bool,
+    pub(crate) result: Result<Result<(), StoreError>, LeaseLost>,
+}
+
+pub(super) fn sync(store: &dyn Store, w: Sync) -> Synced {
+    Synced {
+        epoch: w.epoch,
+        file: w.file,
+        partial: w.partial,
+        at: w.at,
+        beside: w.beside,
+        result: w.held.run(|| store.sync_partial(w.partial, w.at)),
+    }
+}
+
+/// Rebuild the SHA-1 of a resumed upload's durable prefix.
+#[derive(Debug)]
+pub(crate) struct HashPrefix {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) len: u64,
+}
+
+/// What a [`HashPrefix`] found.
+#[derive(Debug)]
+pub(crate) struct Hashed {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    /// The bytes asked to be hashed.
+    pub(crate) len: u64,
+    /// The hash of the first `found` bytes; `found < len` if the partial
+    /// upload is shorter than its durable offset.
+    pub(crate) hasher: Result<(Box<Sha1Hasher>, u64), StoreError>,
+}
+
+pub(super) fn hash_prefix(store: &dyn Store, w: HashPrefix) -> Hashed {
+    let mut h = Box::new(Sha1Hasher::new());
+    let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(w.len).unwrap_or(READ_CHUNK))];
+    let mut offset = 0u64;
+    let hasher = loop {
+        if offset >= w.len {
+            break Ok((h, offset));
+        }
+        let want = usize::try_from(w.len - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        match store.read_partial(w.partial, offset, &mut buf[..want]) {
+            Ok(0) => break Ok((h, offset)),
+            Ok(n) => {
+                h.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    Hashed {
+        epoch: w.epoch,
+        file: w.file,
+        partial: w.partial,
+        len: w.len,
+        hasher,
+    }
+}
+
+/// All bytes of a file are durable: check the SHA-1, then keep the bytes
+/// (a new blob, or a byte-equal one already held) or throw them away.
+#[derive(Debug)]
+pub(crate) struct Complete {
+    pub(crate) held: Held,
+    pub(crate) epoch: u64,
+    pub(crate) file: FileRef,
+    pub(crate) partial: PartialId,
+    pub(crate) size: u64,
+    pub(crate) sha1: Sha1Digest,
+    /// The SHA-1 of every byte, given by the session when the job starts.
+    pub(crate) hasher: Option<Box<Sha1Hasher>>,
+}
+
+/// What a [`Complete`] decided.
+#[derive(Debug)]
+pub(crate) struct Completed {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) result: Result<Verdict, LeaseLost>,
+}
+
+/// A completed file's fate.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Verified and kept.
+    Kept(BlobId),
+    /// The SHA-1 did not match: the bytes are gone (durable offset 0).
+    Mismatch,
+    /// The SHA-1 did not match and the bytes could not be thrown away.
+    MismatchNotReset(StoreError),
+    /// Keeping the bytes failed; the file stays receiving.
+    Failed(StoreError),
+}
+
+pub(super) fn complete(store: &dyn Store, w: Complete) -> Completed {
+    // Without a hasher nothing can be verified: a mismatch by construction.
+    let digest = w.hasher.map(|h| h.digest());
+    let result = w.held.run(|| {
+        let Some(digest) = digest.filter(|d| *d == w.sha1) else {
+            return match store.reset_partial(w.partial) {
+                Ok(()) => Verdict::Mismatch,
+                Err(e) => Verdict::MismatchNotReset(e),
+            };
+        };
+        let content = Content {
+            size: w.size,
+            sha1: digest,
+        };
+        match store.complete_file(w.file, w.partial, &content) {
+            Ok(blob) => Verdict::Kept(blob),
+            Err(e) => Verdict::Failed(e),
+        }
+    });
+    Completed {
+        epoch: w.epoch,
+        file: w.file.index,
+        result,
+    }
+}
+
+/// Throw a file's bytes away (it restarts from 0).
+#[derive(Debug)]
+pub(crate) struct Reset {
+    pub(crate) held: Held,
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    pub(crate) reason: ErrorCode,
+}
+
+/// What a [`Reset`] did.
+#[derive(Debug)]
+pub(crate) struct ResetDone {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) reason: ErrorCode,
+    pub(crate) result: Result<Result<(), StoreError>, LeaseLost>,
+}
+
+pub(super) fn reset(store: &dyn Store, w: Reset) -> ResetDone {
+    ResetDone {
+        epoch: w.epoch,
+        file: w.file,
+        reason: w.reason,
+        result: w.held.run(|| store.reset_partial(w.partial)),
+    }
+}
