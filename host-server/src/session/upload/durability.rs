@@ -64,6 +64,19 @@ pub(super) fn has_unacked(f: &UpFile) -> bool {
     matches!(&f.state, FileState::Receiving(r) if r.received > r.acked)
 }
 
+/// A buffer for bytes of a file that still has `left` to come: a spare one,
+/// or one no larger than the file needs (a small file does not cost a
+/// chunk).
+pub(super) fn buffer_for(spare: &mut Vec<Vec<u8>>, left: u64) -> Vec<u8> {
+    if left >= WRITE_CHUNK as u64 {
+        if let Some(buf) = spare.pop() {
+            return buf;
+        }
+    }
+    let cap = usize::try_from(left).map_or(BUF_CAPACITY, |l| l.min(BUF_CAPACITY));
+    Vec::with_capacity(cap)
+}
+
 impl Upload {
     /// Queues a write of file `index`'s buffer, and with `sync` wants a sync
     /// of everything received so far.
@@ -78,11 +91,9 @@ impl Upload {
         if r.buf.is_empty() {
             return;
         }
-        let fresh = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
-        let bytes = core::mem::replace(&mut r.buf, fresh);
+        // The next bytes get a buffer when they arrive (`buffer_for`): a
+        // file that receives nothing more holds none.
+        let bytes = core::mem::take(&mut r.buf);
         cx.work.push(Work::Write(Write {
             held,
             epoch: self.epoch,

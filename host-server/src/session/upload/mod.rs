@@ -28,7 +28,7 @@ use crate::jobs::{
 use crate::relay::{unix_secs, Lease, Relay};
 use crate::store::{BatchId, BlobId, FileContent, FileRef, StoreError};
 
-use durability::ACK_AGE_MAX;
+use durability::{buffer_for, ACK_AGE_MAX};
 use file::{FileState, Hashing, Receiving, UpFile};
 
 pub(super) use announce::Announcing;
@@ -231,6 +231,11 @@ impl Upload {
         };
         if matches!(r.hash, Hashing::Unknown) {
             hashing::rehash(cx, self.epoch, index, r);
+        }
+        if r.buf.capacity() == 0 {
+            let left = size - r.received;
+            let spare = &mut self.spare;
+            r.buf = buffer_for(spare, left);
         }
         r.buf.extend_from_slice(bytes);
         r.received += bytes.len() as u64;
