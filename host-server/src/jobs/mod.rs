@@ -7,10 +7,11 @@
 //!      └──────────────── handle_job_done(now, JobDone) ◄───────────────────────────┘
 //! ```
 //!
-//! A session gives out one job at a time and takes its result before it
-//! gives out the next, so the store sees a session's work in the order the
-//! session decided it (a file's last write and sync before its completion,
-//! a flush before a resume's lookup). The TCP driver runs jobs on tokio's
+//! A session gives out its store work one job at a time and takes its
+//! result before it gives out the next, so the store sees a session's work
+//! in the order the session decided it (a file's last write and sync before
+//! its completion, a flush before a resume's lookup). Beside that ordered
+//! work, one sync and one hash of written bytes may run. The TCP driver runs jobs on tokio's
 //! blocking pool, the serial driver on its port's thread, and the simulator
 //! and fuzzers whenever their seed says, including never (a relay crash
 //! between a job's start and its completion).
@@ -34,11 +35,11 @@ mod read;
 mod receive;
 
 pub(crate) use announce::{Announced, CreateBatch, Created, Refused};
-pub(crate) use proof::{CheckProof, Proved};
+pub(crate) use proof::{CheckProof, ExpectProof, Expected, Proved};
 pub(crate) use read::{BlobRead, ReadBlob};
 pub(crate) use receive::{
-    Complete, Completed, HashPrefix, Hashed, Reset, ResetDone, Sync, Synced, Verdict, Write,
-    Written,
+    BytesHashed, Complete, Completed, HashBytes, HashPrefix, Hashed, Reset, ResetDone, Sync,
+    Synced, Verdict, Write, Written,
 };
 
 /// Bytes read per store call when hashing stored bytes.
@@ -77,10 +78,12 @@ impl Job {
                 }),
             },
             Work::Write(w) => Outcome::Written(receive::write(&*relay.store, w)),
+            Work::HashBytes(w) => Outcome::BytesHashed(receive::hash_bytes(w)),
             Work::Sync(w) => Outcome::Synced(receive::sync(&*relay.store, w)),
             Work::HashPrefix(w) => Outcome::Hashed(receive::hash_prefix(&*relay.store, w)),
             Work::Complete(w) => Outcome::Completed(receive::complete(&*relay.store, w)),
             Work::Reset(w) => Outcome::Reset(receive::reset(&*relay.store, w)),
+            Work::ExpectProof(w) => Outcome::Expected(proof::expect_proof(&*relay.store, w)),
             Work::CheckProof(w) => Outcome::Proved(proof::check_proof(&*relay.store, w)),
             Work::ReadBlob(w) => Outcome::BlobRead(read::read_blob(&*relay.store, w)),
         };
@@ -94,10 +97,12 @@ impl Job {
             Work::FindToken { .. } => "find-token",
             Work::FindCode { .. } => "find-code",
             Work::Write(_) => "write",
+            Work::HashBytes(_) => "hash-bytes",
             Work::Sync(_) => "sync",
             Work::HashPrefix(_) => "hash-prefix",
             Work::Complete(_) => "complete",
             Work::Reset(_) => "reset",
+            Work::ExpectProof(_) => "expect-proof",
             Work::CheckProof(_) => "check-proof",
             Work::ReadBlob(_) => "read-blob",
         }
@@ -118,10 +123,12 @@ pub(crate) enum Work {
         to: LookupFor,
     },
     Write(Write),
+    HashBytes(HashBytes),
     Sync(Sync),
     HashPrefix(HashPrefix),
     Complete(Complete),
     Reset(Reset),
+    ExpectProof(ExpectProof),
     CheckProof(CheckProof),
     ReadBlob(ReadBlob),
 }
@@ -148,10 +155,12 @@ pub(crate) enum Outcome {
         found: Result<Found, StoreError>,
     },
     Written(Written),
+    BytesHashed(BytesHashed),
     Synced(Synced),
     Hashed(Hashed),
     Completed(Completed),
     Reset(ResetDone),
+    Expected(Expected),
     Proved(Proved),
     BlobRead(BlobRead),
 }

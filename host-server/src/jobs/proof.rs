@@ -1,5 +1,6 @@
-//! Proof of ownership: checking a terminal's proof against the blobs that
-//! may hold its file, and linking the file to the one it proves.
+//! Proof of ownership: computing the proofs a challenge expects, checking a
+//! terminal's proof against the blobs that may hold its file, and linking
+//! the file to the one it proves.
 
 use pickup_proto::hash::{Nonce, ProofHasher};
 use pickup_proto::Sha1Digest;
@@ -7,6 +8,49 @@ use pickup_proto::Sha1Digest;
 use super::announce::candidates;
 use super::{Held, LeaseLost, READ_CHUNK};
 use crate::store::{BlobId, FileRef, Store, StoreError};
+
+/// Compute the proof each candidate blob gives for a challenge's nonce,
+/// while the terminal computes its own over its bytes: the check that
+/// follows its `Proof` then compares digests instead of reading the blob.
+#[derive(Debug)]
+pub(crate) struct ExpectProof {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) size: u64,
+    pub(crate) nonce: Nonce,
+    pub(crate) candidates: Vec<BlobId>,
+}
+
+/// What an [`ExpectProof`] computed.
+#[derive(Debug)]
+pub(crate) struct Expected {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    /// The nonce the proofs are for (a re-grant draws a new one).
+    pub(crate) nonce: Nonce,
+    /// Each readable candidate and its proof.
+    pub(crate) proofs: Vec<(BlobId, Sha1Digest)>,
+}
+
+pub(super) fn expect_proof(store: &dyn Store, w: ExpectProof) -> Expected {
+    let proofs = w
+        .candidates
+        .iter()
+        .filter_map(|&blob| match blob_proof(store, blob, w.size, &w.nonce) {
+            Ok(p) => Some((blob, p)),
+            Err(e) => {
+                tracing::warn!(blob = blob.0, "cannot read a candidate blob: {e}");
+                None
+            }
+        })
+        .collect();
+    Expected {
+        epoch: w.epoch,
+        file: w.file,
+        nonce: w.nonce,
+        proofs,
+    }
+}
 
 /// Check a terminal's proof against the blobs that may hold its file, and
 /// link the file to the first one it proves.
@@ -19,6 +63,10 @@ pub(crate) struct CheckProof {
     pub(crate) sha1: Sha1Digest,
     pub(crate) nonce: Nonce,
     pub(crate) proof: Sha1Digest,
+    /// The proofs an [`ExpectProof`] computed for this nonce, given by the
+    /// session when the job starts; `None` if there are none: the check
+    /// then reads the candidates itself.
+    pub(crate) expected: Option<Vec<(BlobId, Sha1Digest)>>,
 }
 
 /// What a [`CheckProof`] decided.
@@ -31,15 +79,24 @@ pub(crate) struct Proved {
 }
 
 pub(super) fn check_proof(store: &dyn Store, w: CheckProof) -> Proved {
-    let mut linked = Ok(None);
-    for blob in candidates(store, w.size, &w.sha1) {
-        match blob_proof(store, blob, w.size, &w.nonce) {
-            Ok(p) if p == w.proof => {}
-            Ok(_) => continue,
+    let proves = |blob: BlobId| match &w.expected {
+        Some(expected) => expected.iter().any(|&(b, p)| b == blob && p == w.proof),
+        None => match blob_proof(store, blob, w.size, &w.nonce) {
+            Ok(p) => p == w.proof,
             Err(e) => {
                 tracing::warn!(blob = blob.0, "cannot read a candidate blob: {e}");
-                continue;
+                false
             }
+        },
+    };
+    let blobs = match &w.expected {
+        Some(expected) => expected.iter().map(|&(b, _)| b).collect(),
+        None => candidates(store, w.size, &w.sha1),
+    };
+    let mut linked = Ok(None);
+    for blob in blobs {
+        if !proves(blob) {
+            continue;
         }
         match w.held.run(|| store.link_file(w.file, blob)) {
             Err(lost) => {

@@ -1,5 +1,5 @@
-//! Receiving: writing and hashing bytes, syncs, re-hashing a prefix, and
-//! a file's verdict or reset.
+//! Receiving: writing bytes and hashing them, syncs, re-hashing a prefix,
+//! and a file's verdict or reset.
 
 use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::{ErrorCode, Sha1Digest};
@@ -7,7 +7,7 @@ use pickup_proto::{ErrorCode, Sha1Digest};
 use super::{Held, LeaseLost, READ_CHUNK};
 use crate::store::{BlobId, Content, FileRef, PartialId, Store, StoreError};
 
-/// Write received bytes of a file, and hash them.
+/// Write received bytes of a file.
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) held: Held,
@@ -16,9 +16,6 @@ pub(crate) struct Write {
     pub(crate) partial: PartialId,
     pub(crate) offset: u64,
     pub(crate) bytes: Vec<u8>,
-    /// The SHA-1 of everything before `offset`, carried along so hashing
-    /// runs where the write does; `None` once hashing has failed.
-    pub(crate) hasher: Option<Box<Sha1Hasher>>,
 }
 
 /// What a [`Write`] did.
@@ -30,33 +27,75 @@ pub(crate) struct Written {
     /// The bytes asked to be written: `offset..end`.
     pub(crate) offset: u64,
     pub(crate) end: u64,
-    /// The hasher, updated with every byte written.
-    pub(crate) hasher: Option<Box<Sha1Hasher>>,
-    /// The write's buffer, emptied, to be filled again.
-    pub(crate) buf: Vec<u8>,
+    /// The write's buffer, with its bytes (they are hashed next).
+    pub(crate) bytes: Vec<u8>,
     /// `Err` if the session no longer held the lease: nothing was done.
     pub(crate) result: Result<(), LeaseLost>,
     /// The store's answer.
     pub(crate) store: Result<(), StoreError>,
 }
 
-pub(super) fn write(store: &dyn Store, mut w: Write) -> Written {
+pub(super) fn write(store: &dyn Store, w: Write) -> Written {
     let end = w.offset + w.bytes.len() as u64;
     let outcome = w.held.run(|| {
-        if !w.bytes.is_empty() {
-            store.write_partial(w.partial, w.offset, &w.bytes)?;
-            if let Some(h) = w.hasher.as_mut() {
-                h.update(&w.bytes);
-            }
+        if w.bytes.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        store.write_partial(w.partial, w.offset, &w.bytes)
     });
     let (result, store) = match outcome {
         Ok(done) => (Ok(()), done),
         Err(lost) => (Err(lost), Ok(())),
     };
-    w.bytes.clear();
     Written {
+        epoch: w.epoch,
+        file: w.file,
+        partial: w.partial,
+        offset: w.offset,
+        end,
+        bytes: w.bytes,
+        result,
+        store,
+    }
+}
+
+/// Hash written bytes of a file into its running SHA-1: `bytes[skip..]`
+/// are the file's bytes from the hasher's position on. It runs beside the
+/// ordered work (the next write), so hashing and writing share the cores.
+#[derive(Debug)]
+pub(crate) struct HashBytes {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    /// The file offset of `bytes[0]`.
+    pub(crate) offset: u64,
+    pub(crate) skip: usize,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) hasher: Box<Sha1Hasher>,
+}
+
+/// What a [`HashBytes`] did.
+#[derive(Debug)]
+pub(crate) struct BytesHashed {
+    pub(crate) epoch: u64,
+    pub(crate) file: u16,
+    pub(crate) partial: PartialId,
+    /// The bytes the job was given: `offset..end`.
+    pub(crate) offset: u64,
+    /// The hasher now covers the file's first `end` bytes.
+    pub(crate) end: u64,
+    pub(crate) hasher: Box<Sha1Hasher>,
+    /// The buffer, emptied, to be filled again.
+    pub(crate) buf: Vec<u8>,
+}
+
+pub(super) fn hash_bytes(mut w: HashBytes) -> BytesHashed {
+    if let Some(bytes) = w.bytes.get(w.skip..) {
+        w.hasher.update(bytes);
+    }
+    let end = w.offset + w.bytes.len() as u64;
+    w.bytes.clear();
+    BytesHashed {
         epoch: w.epoch,
         file: w.file,
         partial: w.partial,
@@ -64,8 +103,6 @@ pub(super) fn write(store: &dyn Store, mut w: Write) -> Written {
         end,
         hasher: w.hasher,
         buf: w.bytes,
-        result,
-        store,
     }
 }
 

@@ -11,7 +11,7 @@
 //! ```text
 //!   Session::new(relay, peer, link, now)      refused with Busy / ShuttingDown
 //!   loop {
-//!       while let Some(job) = poll_job() { start job.run(&relay) }   (one at a time)
+//!       while let Some(job) = poll_job() { start job.run(&relay) }   (at most three out)
 //!       while let Some(n) = poll_transmit(buf) { write buf[..n] }
 //!       if is_closed() { break }
 //!       wait for a job's result, bytes (only while wants_input()), or poll_timeout()

@@ -1512,7 +1512,7 @@ fn a_whole_upload_with_late_jobs_round_trips() {
 }
 
 #[test]
-fn large_files_verify_and_reject_by_the_hash_their_writes_carry() {
+fn large_files_verify_and_reject_by_the_hash_of_their_written_bytes() {
     let mut w = World::new(Settings::default());
     let data = vec![bytes(9 << 20, 9)];
     let mut s = open(&w, 1);
@@ -1794,4 +1794,138 @@ fn a_slow_link_is_acknowledged_every_half_second_whatever_the_window() {
             (4_420, 54_000)
         ]
     );
+}
+
+/// Runs `jobs` (given out together) and hands their results back in the
+/// order given.
+fn run_all(w: &World, s: &mut Session, jobs: Vec<Job>) {
+    for job in jobs {
+        let done = job.run(&w.relay);
+        s.handle_job_done(w.now(), done);
+    }
+}
+
+#[test]
+fn written_bytes_are_hashed_beside_the_next_write() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(900_000, 5);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", data.len() as u64, Sha1Digest::of(&data))],
+    ));
+    // A quarter window's worth: written (and a sync wanted) at once.
+    send_only(&mut s, w.now(), data_msg(0, &data[..60_000]));
+    let write = s.poll_job().expect("a write");
+    assert_eq!(write.name(), "write");
+    assert!(s.poll_job().is_none(), "nothing to hash before the write");
+    run_all(&w, &mut s, vec![write]);
+    // A chunk's worth more: written while the first bytes are hashed and
+    // synced, three jobs out at once.
+    for offset in (60_000..600_000).step_by(60_000) {
+        send_only(
+            &mut s,
+            w.now(),
+            data_msg(offset, &data[offset..offset + 60_000]),
+        );
+    }
+    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).take(4).collect();
+    let mut names: Vec<&str> = jobs.iter().map(Job::name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["hash-bytes", "sync", "write"]);
+    run_all(&w, &mut s, jobs);
+    for (i, chunk) in data[600_000..].chunks(60_000).enumerate() {
+        send(&mut s, w.now(), data_msg(600_000 + i * 60_000, chunk));
+    }
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
+        "{replies:?}"
+    );
+    let mut d = w.session(2, Link::TCP);
+    let mut w = w;
+    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+}
+
+#[test]
+fn a_challenge_computes_the_proof_it_expects_before_the_proof_arrives() {
+    let mut w = World::new(Settings::default());
+    let content = bytes(100_000, 7);
+    let mut s = open(&w, 1);
+    upload(
+        &mut w,
+        &mut s,
+        &["first"],
+        std::slice::from_ref(&content),
+        None,
+        |_| false,
+    );
+    let mut s = w.session(2, Link::TCP);
+    send(&mut s, w.now(), hello(CAP_INSTANT_UPLOAD));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    let size = content.len() as u64;
+    send_only(
+        &mut s,
+        w.now(),
+        Message::BatchOpen(BatchOpen {
+            files: 1,
+            total_size: size,
+        }),
+    );
+    send_only(
+        &mut s,
+        w.now(),
+        Message::FileAnnounce(FileAnnounce {
+            index: 0,
+            size,
+            sha1: Sha1Digest::of(&content),
+            name: "again",
+        }),
+    );
+    let create = s.poll_job().expect("the batch's creation");
+    assert_eq!(create.name(), "create-batch");
+    run_all(&w, &mut s, vec![create]);
+    // The challenge goes out, and so does the job computing its proof.
+    let nonce = match drain_only(&mut s).as_slice() {
+        [Reply::Grant(_), Reply::Plan(FilePlan {
+            plan: Plan::Challenge { nonce },
+            ..
+        })] => *nonce,
+        other => panic!("{other:?}"),
+    };
+    let expect = s.poll_job().expect("the expected proof");
+    assert_eq!(expect.name(), "expect-proof");
+    assert!(s.wants_input(), "computing it does not hold input back");
+    let mut p = ProofHasher::new(&nonce);
+    p.update(&content);
+    send_only(
+        &mut s,
+        w.now(),
+        Message::Proof(Proof {
+            index: 0,
+            proof: p.finish(),
+        }),
+    );
+    assert!(s.poll_job().is_none(), "the check waits for it");
+    run_all(&w, &mut s, vec![expect]);
+    let check = s.poll_job().expect("the check");
+    match &check.work {
+        crate::jobs::Work::CheckProof(c) => {
+            assert!(c.expected.is_some(), "it compares digests")
+        }
+        other => panic!("{other:?}"),
+    }
+    run_all(&w, &mut s, vec![check]);
+    assert_eq!(
+        drain(&mut s),
+        [
+            Reply::Plan(FilePlan {
+                index: 0,
+                plan: Plan::Held
+            }),
+            Reply::Complete
+        ]
+    );
+    assert_eq!(w.store.blob_count(), 1);
 }

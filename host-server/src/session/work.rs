@@ -5,6 +5,8 @@
 //! Beside that ordered work, one sync of a live upload may run at a time
 //! (its writes have finished when it is given out); work that changes a
 //! file's place in the store (a verdict, a reset, a link) waits for it.
+//! And one hash of written bytes may run (it touches no store); a verdict
+//! waits for its file's bytes to be hashed.
 //! Work that only moves bytes (writes and syncs, re-hashing a prefix, reading
 //! a blob ahead) lets the session go on taking frames while it runs; any
 //! other entry *blocks* it: until that entry is done the session asks for
@@ -15,7 +17,7 @@ use std::collections::VecDeque;
 
 use pickup_proto::Instant;
 
-use super::upload::Ctx;
+use super::upload::{Armed, Ctx};
 use super::{Phase, Session, Upload};
 use crate::jobs::{Job, JobDone, LeaseLost, Outcome, Work};
 
@@ -49,6 +51,8 @@ pub(super) struct WorkQueue {
     running_asks: bool,
     /// A sync runs beside the ordered work.
     syncing: bool,
+    /// A hash of written bytes runs beside the ordered work.
+    hashing: bool,
     /// Blocking entries queued (not counting the running job).
     blocking: usize,
 }
@@ -71,7 +75,11 @@ fn exclusive(work: &Work) -> bool {
 fn blocks(work: &Work) -> bool {
     !matches!(
         work,
-        Work::Write(_) | Work::Sync(_) | Work::HashPrefix(_) | Work::ReadBlob(_)
+        Work::Write(_)
+            | Work::Sync(_)
+            | Work::HashPrefix(_)
+            | Work::ExpectProof(_)
+            | Work::ReadBlob(_)
     )
 }
 
@@ -97,7 +105,7 @@ impl WorkQueue {
 
     /// Nothing queued, nothing running.
     pub(super) fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.running.is_none() && !self.syncing
+        self.queue.is_empty() && self.running.is_none() && !self.syncing && !self.hashing
     }
 
     /// A sync runs beside the ordered work.
@@ -113,6 +121,21 @@ impl WorkQueue {
     /// The sync beside the ordered work has finished.
     pub(super) fn sync_finished(&mut self) {
         self.syncing = false;
+    }
+
+    /// A hash of written bytes runs beside the ordered work.
+    pub(super) fn is_hashing(&self) -> bool {
+        self.hashing
+    }
+
+    /// A hash of written bytes is given out beside the ordered work.
+    pub(super) fn hash_started(&mut self) {
+        self.hashing = true;
+    }
+
+    /// The hash beside the ordered work has finished.
+    pub(super) fn hash_finished(&mut self) {
+        self.hashing = false;
     }
 
     /// The step at the head, if it is a step and no job runs: it is due.
@@ -207,12 +230,12 @@ impl WorkQueue {
 }
 
 impl Session {
-    /// The next job for the driver to run, if any. At most two jobs are out
-    /// at once, and they may run at the same time: the session's store work
-    /// in order (the next comes only after
+    /// The next job for the driver to run, if any. At most three jobs are
+    /// out at once, and they may run at the same time: the session's store
+    /// work in order (the next comes only after
     /// [`handle_job_done`](Self::handle_job_done) of the one before), and
-    /// one sync beside it. Call it until it returns `None` after every call
-    /// into the session.
+    /// beside it one sync and one hash of written bytes. Call it until it
+    /// returns `None` after every call into the session.
     #[must_use]
     pub fn poll_job(&mut self) -> Option<Job> {
         self.run_due_steps();
@@ -229,30 +252,46 @@ impl Session {
                 });
             }
         }
+        if !self.work.is_hashing() {
+            if let Some(hash) = self.upload.as_deref_mut().and_then(|u| u.next_hash()) {
+                self.work.hash_started();
+                return Some(Job {
+                    work: Work::HashBytes(hash),
+                });
+            }
+        }
         loop {
             self.run_due_steps();
             let mut work = self.work.next_work()?;
             let epoch = self.upload.as_ref().map(|u| u.epoch());
             match &mut work {
-                Work::Write(w) if Some(w.epoch) == epoch => {
-                    w.hasher = self
-                        .upload
-                        .as_deref_mut()
-                        .and_then(|u| u.lend_hasher(w.file));
-                }
                 Work::Complete(c) => {
                     let Some(up) = self.upload.as_deref_mut().filter(|u| u.epoch() == c.epoch)
                     else {
                         continue; // Its upload is gone: no verdict wanted.
                     };
-                    if let Some(rehash) = up.arm_complete(c) {
-                        self.work.unpop(work);
-                        work = Work::HashPrefix(rehash);
+                    match up.arm_complete(c) {
+                        Armed::Ready => {}
+                        Armed::Wait => {
+                            // Given out once the hash beside it is done.
+                            self.work.unpop(work);
+                            return None;
+                        }
+                        Armed::Rehash(rehash) => {
+                            self.work.unpop(work);
+                            work = Work::HashPrefix(rehash);
+                        }
                     }
                 }
                 Work::HashPrefix(h) if Some(h.epoch) != epoch => continue,
                 Work::Reset(r) if Some(r.epoch) != epoch => continue,
                 Work::CheckProof(p) if Some(p.epoch) != epoch => continue,
+                Work::ExpectProof(e) if Some(e.epoch) != epoch => continue,
+                Work::CheckProof(p) => {
+                    if let Some(up) = self.upload.as_deref_mut() {
+                        up.arm_proof(p);
+                    }
+                }
                 Work::ReadBlob(r) if self.stream.as_ref().map(|s| s.id) != Some(r.stream) => {
                     continue
                 }
@@ -272,6 +311,10 @@ impl Session {
                 self.work.sync_finished();
                 true
             }
+            Outcome::BytesHashed(_) => {
+                self.work.hash_finished();
+                true
+            }
             _ => self.work.finished(),
         };
         let open = wanted && matches!(self.phase, Phase::AwaitHello | Phase::Open);
@@ -284,10 +327,12 @@ impl Session {
             upload => {
                 let epoch = match &upload {
                     Outcome::Written(w) => w.epoch,
+                    Outcome::BytesHashed(h) => h.epoch,
                     Outcome::Synced(s) => s.epoch,
                     Outcome::Hashed(h) => h.epoch,
                     Outcome::Completed(c) => c.epoch,
                     Outcome::Reset(r) => r.epoch,
+                    Outcome::Expected(e) => e.epoch,
                     Outcome::Proved(p) => p.epoch,
                     _ => return,
                 };

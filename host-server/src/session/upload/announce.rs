@@ -128,6 +128,7 @@ impl Session {
         self.upload = Some(Box::new(up));
         self.out.upload(Reply::Grant { next: 0 });
         self.with_upload(|up, cx| {
+            up.expect_proofs(cx);
             up.finish_ready_files(cx);
             Ok(())
         });

@@ -11,8 +11,10 @@
 //! jobs of up to [`WRITE_CHUNK`] bytes, in order. A sync is wanted up to an
 //! offset; it is given out, beside the ordered work, once the writes before
 //! that offset have finished, so the disk flushes while later bytes are
-//! written and hashed (one sync per session at a time). The session keeps
-//! taking frames meanwhile, until [`MAX_PENDING`] bytes wait to be written.
+//! written and hashed (one sync per session at a time). A written buffer
+//! is hashed next, beside the following write (`hashing`). The session
+//! keeps taking frames meanwhile, until [`MAX_PENDING`] bytes wait to be
+//! written or hashed.
 
 use pickup_proto::message::Kind;
 use pickup_proto::Duration;
@@ -24,7 +26,7 @@ use crate::jobs::{LeaseLost, Sync, Synced, Work, Write, Written};
 /// Bytes a write job carries at most (fewer when a sync is due).
 pub(super) const WRITE_CHUNK: usize = 512 * 1024;
 
-/// Bytes taken and not yet written at which a session stops reading from
+/// Bytes taken and not yet written and hashed at which a session stops reading from
 /// its peer until a write finishes: enough for the writes to go on while
 /// the disk flushes a sync (at 500 MiB/s, 8 MiB is 16 ms) without the
 /// peer's bytes waiting in the socket.
@@ -36,7 +38,7 @@ const BUF_CAPACITY: usize = WRITE_CHUNK + pickup_proto::frame::MAX_FRAME_LEN;
 
 /// Emptied write buffers an upload keeps to fill again (fresh large
 /// allocations would cost a page fault per 4 KiB written).
-const MAX_SPARE: usize = 4;
+pub(super) const MAX_SPARE: usize = 4;
 
 /// Most bytes between two syncs started by data. Terminals cap the window
 /// the relay offers (at 32 MiB by default), so the cadence must not grow
@@ -101,7 +103,6 @@ impl Upload {
             partial: r.partial,
             offset: r.received - bytes.len() as u64,
             bytes,
-            hasher: None,
         }));
     }
 
@@ -193,63 +194,49 @@ impl Upload {
         }
     }
 
-    /// A write has finished.
+    /// A write has finished: its bytes are hashed next.
     pub(super) fn on_written(&mut self, cx: &mut Ctx<'_>, w: Written) -> Result<(), LeaseLost> {
-        self.pending_bytes = self
-            .pending_bytes
-            .saturating_sub((w.end - w.offset) as usize);
-        if self.spare.len() < MAX_SPARE && w.buf.capacity() >= WRITE_CHUNK {
-            self.spare.push(w.buf);
+        if w.result.is_err() {
+            self.release(w.bytes);
+            return w.result;
         }
-        w.result?;
         let index = usize::from(w.file);
         let Some(f) = self.files.get_mut(index) else {
+            self.release(w.bytes);
             return Ok(());
         };
-        let hash = match w.hasher {
-            Some(h) => Hashing::Home(h),
-            None => Hashing::Unknown,
-        };
         match &mut f.state {
-            FileState::Receiving(r) if r.partial == w.partial => {
-                if matches!(r.hash, Hashing::Away) {
-                    r.hash = hash;
-                }
-                match w.store {
-                    Ok(()) => {
-                        if w.offset <= r.written {
-                            r.written = r.written.max(w.end);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
-                        cx.out.error(failure_code(&e), Kind::Data);
-                        // Take again from what is durable: forget what is
-                        // buffered or queued for this file, and hash anew.
-                        self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
-                        r.buf.clear();
-                        r.received = r.acked;
-                        r.written = r.acked;
-                        r.sync_wanted = r.sync_wanted.min(r.acked);
-                        r.syncing_to = r.syncing_to.min(r.acked);
-                        r.hash = Hashing::Unknown;
-                        let (epoch, file) = (self.epoch, w.file);
-                        self.pending_bytes = self
-                            .pending_bytes
-                            .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
-                    }
-                }
-            }
-            FileState::Verifying {
-                partial,
-                hash: h,
-                acked,
-            } if *partial == w.partial => match w.store {
+            FileState::Receiving(r) if r.partial == w.partial => match w.store {
                 Ok(()) => {
-                    if matches!(h, Hashing::Away) {
-                        *h = hash;
+                    if w.offset <= r.written {
+                        r.written = r.written.max(w.end);
                     }
+                    self.queue_hash(w.file, w.partial, w.offset, w.bytes);
                 }
+                Err(e) => {
+                    tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
+                    cx.out.error(failure_code(&e), Kind::Data);
+                    // Take again from what is durable: forget what is
+                    // buffered or queued for this file, and hash anew.
+                    self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
+                    r.buf.clear();
+                    r.received = r.acked;
+                    r.written = r.acked;
+                    r.sync_wanted = r.sync_wanted.min(r.acked);
+                    r.syncing_to = r.syncing_to.min(r.acked);
+                    if !matches!(r.hash, Hashing::Away) {
+                        r.hash = Hashing::Unknown;
+                    }
+                    let (epoch, file) = (self.epoch, w.file);
+                    self.pending_bytes = self
+                        .pending_bytes
+                        .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
+                    self.release(w.bytes);
+                    self.forget_hashes(file);
+                }
+            },
+            FileState::Verifying { partial, acked, .. } if *partial == w.partial => match w.store {
+                Ok(()) => self.queue_hash(w.file, w.partial, w.offset, w.bytes),
                 Err(e) => {
                     tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
                     cx.out.error(failure_code(&e), Kind::Data);
@@ -260,9 +247,11 @@ impl Upload {
                         |q| matches!(q, Work::Complete(c) if c.epoch == epoch && c.file.index == file),
                     );
                     f.state = FileState::Receiving(Receiving::resumed(*partial, *acked));
+                    self.release(w.bytes);
+                    self.forget_hashes(file);
                 }
             },
-            _ => {}
+            _ => self.release(w.bytes),
         }
         Ok(())
     }

@@ -16,9 +16,9 @@ use crate::store::{BlobId, PartialId};
 /// Where the SHA-1 of a receiving file's bytes is.
 #[derive(Debug)]
 pub(super) enum Hashing {
-    /// Here: it covers every byte given to a write so far.
-    Home(Box<Sha1Hasher>),
-    /// With a write job, which hashes the bytes it writes and brings it back.
+    /// Here: the SHA-1 of the file's first `at` bytes.
+    Home { hasher: Box<Sha1Hasher>, at: u64 },
+    /// With a job hashing written bytes, which brings it back.
     Away,
     /// Unknown (a resumed upload, or after a failure): the durable prefix
     /// is re-hashed from the store before more bytes count.
@@ -43,7 +43,7 @@ pub(super) struct Receiving {
     pub(super) syncing_to: u64,
     /// Bytes taken but not yet given to a write: `received - buf.len()..received`.
     pub(super) buf: Vec<u8>,
-    /// The SHA-1 of the bytes given to writes.
+    /// The SHA-1 of the bytes written so far (hashed after their write).
     pub(super) hash: Hashing,
     /// The offset a `Rewind` was last sent for, so a burst of frames past a
     /// gap draws one rewind, not one per frame.
@@ -67,7 +67,10 @@ impl Receiving {
             syncing_to: durable,
             buf: Vec::new(),
             hash: if durable == 0 {
-                Hashing::Home(Box::default())
+                Hashing::Home {
+                    hasher: Box::default(),
+                    at: 0,
+                }
             } else {
                 Hashing::Unknown
             },
@@ -87,9 +90,17 @@ pub(super) enum FileState {
         partial: PartialId,
         /// Blobs that may hold the file (when the challenge was made).
         candidates: Vec<BlobId>,
+        /// The proof each readable candidate gives for `nonce`, once the
+        /// job computing them is done.
+        expected: Option<Vec<(BlobId, Sha1Digest)>>,
     },
     /// A proof is being checked.
-    Proving { partial: PartialId },
+    Proving {
+        partial: PartialId,
+        nonce: Nonce,
+        /// As in `Challenged`: the check takes them when it starts.
+        expected: Option<Vec<(BlobId, Sha1Digest)>>,
+    },
     /// Receiving bytes.
     Receiving(Receiving),
     /// Every byte is in; the SHA-1 is being checked and the bytes kept.

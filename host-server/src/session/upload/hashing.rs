@@ -1,21 +1,51 @@
-//! Where each receiving file's SHA-1 is.
+//! Where each receiving file's SHA-1 is, and hashing what was written.
 //!
-//! The hasher travels with the file's writes: a write job takes it when the
-//! driver is given the job, hashes the bytes it writes (on the driver's
-//! thread, so hashing runs beside receiving) and brings it back. A resumed
-//! upload's durable prefix is re-hashed from the store by a job before more
-//! bytes count, and so is a file whose hash was lost to a failure.
+//! A file's running SHA-1 covers its bytes in order, and knows how many
+//! ([`Hashing::Home`]). Bytes are hashed after their write has finished:
+//! the write hands its buffer back to the upload's hash queue, and one job
+//! at a time, beside the ordered work, takes a file's hasher and its next
+//! written bytes and brings both back. So one chunk is hashed while the
+//! next is written. A buffer the hasher already covers (a re-hash from the
+//! store overtook it) is skipped; one past it (bytes dropped after a
+//! failure) makes the hash unknown. A resumed upload's durable prefix is
+//! re-hashed from the store by a job before more bytes count, and so is a
+//! file whose hash was lost to a failure.
+
+use std::collections::VecDeque;
 
 use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::message::Kind;
 use pickup_proto::ErrorCode;
 
+use super::durability::{MAX_SPARE, WRITE_CHUNK};
 use super::file::{FileState, Hashing, Receiving};
 use super::{Ctx, Reply, Upload};
-use crate::jobs::{Complete, HashPrefix, Hashed, Work};
+use crate::jobs::{BytesHashed, Complete, HashBytes, HashPrefix, Hashed, Work};
+use crate::store::PartialId;
 
-/// Queues a re-hash of the bytes of `r` given to writes so far; writes
-/// queued after it take the hasher it brings back.
+/// Written bytes of a file, waiting to be hashed.
+#[derive(Debug)]
+pub(super) struct ToHash {
+    file: u16,
+    partial: PartialId,
+    /// The file offset of `bytes[0]`.
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+/// Whether a verdict job can start ([`Upload::arm_complete`]).
+pub(in crate::session) enum Armed {
+    /// It carries the file's hasher (or none, if the file is no longer
+    /// being verified: the verdict is then a mismatch).
+    Ready,
+    /// The file's last bytes are still being hashed.
+    Wait,
+    /// The hash is not here: re-hash the whole file first.
+    Rehash(HashPrefix),
+}
+
+/// Queues a re-hash of the bytes of `r` given to writes so far; written
+/// bytes it covers are then skipped by the hash queue.
 pub(super) fn rehash(cx: &mut Ctx<'_>, epoch: u64, index: usize, r: &mut Receiving) {
     cx.work.push(Work::HashPrefix(HashPrefix {
         epoch,
@@ -26,6 +56,201 @@ pub(super) fn rehash(cx: &mut Ctx<'_>, epoch: u64, index: usize, r: &mut Receivi
     r.hash = Hashing::Rehashing;
 }
 
+/// Gives a buffer back: its bytes no longer wait, and it may be filled again.
+fn release(pending: &mut usize, spare: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    *pending = pending.saturating_sub(buf.len());
+    buf.clear();
+    if spare.len() < MAX_SPARE && buf.capacity() >= WRITE_CHUNK {
+        spare.push(buf);
+    }
+}
+
+/// What to do with the first written bytes of a file in the hash queue.
+enum Next {
+    /// Hash them: the file's hasher is here.
+    Hash,
+    /// Wait: the hasher is with a job.
+    Wait,
+    /// Drop them: already covered, or no longer wanted.
+    Drop,
+}
+
+impl Upload {
+    /// A write has finished: its bytes wait to be hashed.
+    pub(super) fn queue_hash(
+        &mut self,
+        file: u16,
+        partial: PartialId,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) {
+        self.to_hash.push_back(ToHash {
+            file,
+            partial,
+            offset,
+            bytes,
+        });
+    }
+
+    /// Gives back a buffer whose bytes are no longer wanted.
+    pub(super) fn release(&mut self, buf: Vec<u8>) {
+        release(&mut self.pending_bytes, &mut self.spare, buf);
+    }
+
+    /// Drops the written bytes of `file` waiting to be hashed (the file
+    /// takes its bytes again from an earlier offset).
+    pub(super) fn forget_hashes(&mut self, file: u16) {
+        let (pending, spare) = (&mut self.pending_bytes, &mut self.spare);
+        let queue = core::mem::take(&mut self.to_hash);
+        self.to_hash = queue
+            .into_iter()
+            .filter_map(|t| {
+                if t.file == file {
+                    release(pending, spare, t.bytes);
+                    None
+                } else {
+                    Some(t)
+                }
+            })
+            .collect::<VecDeque<_>>();
+    }
+
+    /// Whether written bytes of `file` wait to be hashed.
+    fn hash_queued(&self, file: u16) -> bool {
+        self.to_hash.iter().any(|t| t.file == file)
+    }
+
+    /// The next hash job: the first written bytes of a file whose hasher is
+    /// here (a file whose hasher is away keeps its later bytes waiting).
+    pub(in crate::session) fn next_hash(&mut self) -> Option<HashBytes> {
+        let mut waiting: Vec<u16> = Vec::new();
+        let mut i = 0;
+        while let Some(t) = self.to_hash.get(i) {
+            if waiting.contains(&t.file) {
+                i += 1;
+                continue;
+            }
+            let (file, offset) = (t.file, t.offset);
+            let end = offset + t.bytes.len() as u64;
+            let hash = match self.files.get_mut(usize::from(file)).map(|f| &mut f.state) {
+                Some(FileState::Receiving(r)) if r.partial == t.partial => Some(&mut r.hash),
+                Some(FileState::Verifying { partial, hash, .. }) if *partial == t.partial => {
+                    Some(hash)
+                }
+                _ => None,
+            };
+            let next = match hash {
+                None | Some(Hashing::Unknown) => Next::Drop,
+                Some(Hashing::Away | Hashing::Rehashing) => Next::Wait,
+                Some(Hashing::Home { at, .. }) if *at >= end => Next::Drop,
+                Some(h @ Hashing::Home { .. }) => {
+                    if matches!(h, Hashing::Home { at, .. } if *at < offset) {
+                        // Bytes before these were dropped: hash anew.
+                        *h = Hashing::Unknown;
+                        Next::Drop
+                    } else {
+                        Next::Hash
+                    }
+                }
+            };
+            match next {
+                Next::Wait => {
+                    waiting.push(file);
+                    i += 1;
+                }
+                Next::Drop => {
+                    let t = self.to_hash.remove(i)?;
+                    self.release(t.bytes);
+                }
+                Next::Hash => {
+                    let t = self.to_hash.remove(i)?;
+                    let hash = match &mut self.files[usize::from(file)].state {
+                        FileState::Receiving(r) => &mut r.hash,
+                        FileState::Verifying { hash, .. } => hash,
+                        _ => return None,
+                    };
+                    let Hashing::Home { hasher, at } = core::mem::replace(hash, Hashing::Away)
+                    else {
+                        return None;
+                    };
+                    return Some(HashBytes {
+                        epoch: self.epoch,
+                        file,
+                        partial: t.partial,
+                        offset,
+                        skip: (at - offset) as usize,
+                        bytes: t.bytes,
+                        hasher,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Written bytes are hashed: the hasher comes home, the buffer is free.
+    pub(super) fn on_bytes_hashed(&mut self, h: BytesHashed) {
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_sub((h.end - h.offset) as usize);
+        release(&mut self.pending_bytes, &mut self.spare, h.buf);
+        let (hash, taken) = match self
+            .files
+            .get_mut(usize::from(h.file))
+            .map(|f| &mut f.state)
+        {
+            Some(FileState::Receiving(r)) if r.partial == h.partial => (&mut r.hash, r.received),
+            Some(FileState::Verifying { partial, hash, .. }) if *partial == h.partial => {
+                (hash, u64::MAX)
+            }
+            _ => return,
+        };
+        if matches!(hash, Hashing::Away) {
+            *hash = if h.end <= taken {
+                Hashing::Home {
+                    hasher: h.hasher,
+                    at: h.end,
+                }
+            } else {
+                // The file went back to an earlier offset (a failed write)
+                // while these bytes were hashed: they may be sent anew.
+                Hashing::Unknown
+            };
+        }
+    }
+
+    /// Gives a verdict job its hasher once the file's every byte is hashed,
+    /// or says what must happen first.
+    pub(in crate::session) fn arm_complete(&mut self, c: &mut Complete) -> Armed {
+        let queued = self.hash_queued(c.file.index);
+        let Some(f) = self.files.get_mut(usize::from(c.file.index)) else {
+            return Armed::Ready;
+        };
+        let size = f.size;
+        let FileState::Verifying { hash, .. } = &mut f.state else {
+            return Armed::Ready;
+        };
+        match hash {
+            Hashing::Away => return Armed::Wait,
+            Hashing::Home { .. } if queued => return Armed::Wait,
+            Hashing::Home { at, .. } if *at == size => {
+                if let Hashing::Home { hasher, .. } = core::mem::replace(hash, Hashing::Away) {
+                    c.hasher = Some(hasher);
+                }
+                return Armed::Ready;
+            }
+            _ => {}
+        }
+        *hash = Hashing::Rehashing;
+        Armed::Rehash(HashPrefix {
+            epoch: c.epoch,
+            file: c.file.index,
+            partial: c.partial,
+            len: size,
+        })
+    }
+}
+
 /// A re-hash has finished.
 pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
     let index = usize::from(h.file);
@@ -34,7 +259,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
     };
     match &mut f.state {
         FileState::Receiving(r) if r.partial == h.partial => match h.hasher {
-            Ok((hasher, found)) if found == h.len => r.hash = Hashing::Home(hasher),
+            Ok((hasher, found)) if found == h.len => r.hash = Hashing::Home { hasher, at: found },
             Ok((hasher, found)) => {
                 tracing::error!(
                     file = index,
@@ -46,7 +271,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 // no longer contiguous.
                 up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
                 r.buf.clear();
-                r.hash = Hashing::Home(hasher);
+                r.hash = Hashing::Home { hasher, at: found };
                 r.received = found;
                 r.acked = r.acked.min(found);
                 r.written = r.written.min(found);
@@ -57,6 +282,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 up.pending_bytes = up
                     .pending_bytes
                     .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
+                up.forget_hashes(file);
                 cx.out.upload(Reply::Rewind {
                     file: h.file,
                     offset: found,
@@ -76,6 +302,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 up.pending_bytes = up
                     .pending_bytes
                     .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
+                up.forget_hashes(file);
             }
         },
         FileState::Verifying {
@@ -84,9 +311,14 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
             acked,
         } if *partial == h.partial => match h.hasher {
             // The prefix a resumed file's writes continue, or the whole file.
-            Ok((hasher, found)) if found == h.len => *hash = Hashing::Home(hasher),
+            Ok((hasher, found)) if found == h.len => *hash = Hashing::Home { hasher, at: found },
             // A short file: its SHA-1 cannot match, and the verdict says so.
-            Ok(_) => *hash = Hashing::Home(Box::new(Sha1Hasher::new())),
+            Ok(_) => {
+                *hash = Hashing::Home {
+                    hasher: Box::new(Sha1Hasher::new()),
+                    at: h.len,
+                }
+            }
             Err(e) => {
                 tracing::error!(file = index, "re-hashing failed: {e}");
                 cx.out.error(ErrorCode::Internal, Kind::Data);
@@ -95,55 +327,9 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                     |q| matches!(q, Work::Complete(c) if c.epoch == epoch && c.file.index == file),
                 );
                 f.state = FileState::Receiving(Receiving::resumed(*partial, *acked));
+                up.forget_hashes(file);
             }
         },
         _ => {}
-    }
-}
-
-impl Upload {
-    /// The hasher a write of `file` takes along, if it is here.
-    pub(in crate::session) fn lend_hasher(&mut self, file: u16) -> Option<Box<Sha1Hasher>> {
-        let hash = match &mut self.files.get_mut(usize::from(file))?.state {
-            FileState::Receiving(r) => &mut r.hash,
-            FileState::Verifying { hash, .. } => hash,
-            _ => return None,
-        };
-        match core::mem::replace(hash, Hashing::Away) {
-            Hashing::Home(h) => Some(h),
-            other => {
-                // Bytes written without it: their hash must be rebuilt.
-                *hash = match other {
-                    Hashing::Rehashing => Hashing::Rehashing,
-                    _ => Hashing::Unknown,
-                };
-                None
-            }
-        }
-    }
-
-    /// Gives a verdict job its hasher, or, if the hash is not here, the
-    /// re-hash of the whole file to run first.
-    pub(in crate::session) fn arm_complete(&mut self, c: &mut Complete) -> Option<HashPrefix> {
-        let size = self.files.get(usize::from(c.file.index))?.size;
-        let f = self.files.get_mut(usize::from(c.file.index))?;
-        let FileState::Verifying { hash, .. } = &mut f.state else {
-            return None;
-        };
-        match core::mem::replace(hash, Hashing::Away) {
-            Hashing::Home(h) => {
-                c.hasher = Some(h);
-                None
-            }
-            _ => {
-                *hash = Hashing::Rehashing;
-                Some(HashPrefix {
-                    epoch: c.epoch,
-                    file: c.file.index,
-                    partial: c.partial,
-                    len: size,
-                })
-            }
-        }
     }
 }

@@ -5,7 +5,7 @@
 //!   announce    BatchOpen, FileAnnounce, Resume → a batch and its Grant
 //!   file        per-file state: Challenged → Receiving → Verifying → Done
 //!   proof       challenges, and linking a file once its Proof matches
-//!   hashing     where each file's SHA-1 is (here, with a write, re-hashed)
+//!   hashing     where each file's SHA-1 is, hashing what was written, re-hashing
 //!   durability  writes, syncs and the Acks that follow them
 //!   reply       the upload's queued replies and how they render
 //! ```
@@ -14,6 +14,7 @@
 //! ([`crate::jobs`]) and its outcome comes back through
 //! [`Upload::on_outcome`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pickup_proto::message::{Data, Kind, Plan, Proof, ResumeToken};
@@ -33,6 +34,7 @@ use file::{FileState, Hashing, Receiving, UpFile};
 
 pub(super) use announce::Announcing;
 pub(super) use durability::MAX_PENDING;
+pub(super) use hashing::Armed;
 pub(super) use reply::Reply;
 
 mod announce;
@@ -74,6 +76,8 @@ pub(super) struct Upload {
     syncing: bool,
     /// Emptied write buffers, to fill again.
     spare: Vec<Vec<u8>>,
+    /// Written bytes waiting to be hashed, in the order they were written.
+    to_hash: VecDeque<hashing::ToHash>,
 }
 
 impl Upload {
@@ -129,6 +133,7 @@ impl Upload {
             pending_bytes: 0,
             syncing: false,
             spare: Vec::new(),
+            to_hash: VecDeque::new(),
         }
     }
 
@@ -310,6 +315,7 @@ impl Upload {
         self.pending_bytes = self
             .pending_bytes
             .saturating_sub(cx.work.forget(|w| is_write_of(w, epoch, file)));
+        self.forget_hashes(file);
         self.files[index].state = FileState::Resetting { partial };
         cx.work.push(Work::Reset(Reset {
             held,
@@ -362,6 +368,7 @@ impl Upload {
                 f.state = proof::challenge(cx.relay, *partial, core::mem::take(candidates));
             }
         }
+        self.expect_proofs(cx);
         cx.out.upload(Reply::Grant { next: 0 });
         self.complete_sent = false;
         self.finish_ready_files(cx);
@@ -375,6 +382,10 @@ impl Upload {
     ) -> Result<(), LeaseLost> {
         match outcome {
             Outcome::Written(w) => self.on_written(cx, w),
+            Outcome::BytesHashed(h) => {
+                self.on_bytes_hashed(h);
+                Ok(())
+            }
             Outcome::Synced(s) => self.on_synced(cx, s),
             Outcome::Hashed(h) => {
                 hashing::on_hashed(self, cx, h);
@@ -382,6 +393,10 @@ impl Upload {
             }
             Outcome::Completed(c) => self.on_completed(cx, c),
             Outcome::Reset(r) => self.on_reset(cx, r),
+            Outcome::Expected(e) => {
+                self.on_expected(e);
+                Ok(())
+            }
             Outcome::Proved(p) => self.on_proved(cx, p),
             _ => Ok(()),
         }

@@ -4,14 +4,16 @@
 //! The relay never takes a SHA-1 as proof: a challenge carries a fresh
 //! random nonce, and only a terminal that holds the bytes can compute the
 //! proof over nonce and bytes (`pickup_proto::hash::ProofHasher`). The
-//! check runs as a job ([`crate::jobs`]) over the candidates found then.
+//! proofs the candidates give are computed by a job as soon as the
+//! challenge goes out, while the terminal computes its own, so checking
+//! its `Proof` compares digests (a job too, as it links the file).
 
 use pickup_proto::message::{Kind, Proof};
 use pickup_proto::ErrorCode;
 
 use super::file::{FileState, Receiving};
 use super::{Ctx, Reply, Upload};
-use crate::jobs::{CheckProof, LeaseLost, Proved, Work};
+use crate::jobs::{CheckProof, ExpectProof, Expected, LeaseLost, Proved, Work};
 use crate::relay::Relay;
 use crate::store::{BlobId, PartialId};
 
@@ -26,10 +28,50 @@ pub(super) fn challenge(relay: &Relay, partial: PartialId, candidates: Vec<BlobI
         nonce,
         partial,
         candidates,
+        expected: None,
     }
 }
 
 impl Upload {
+    /// Queues the computing of the proofs every fresh challenge expects
+    /// (call it when challenges are made).
+    pub(super) fn expect_proofs(&mut self, cx: &mut Ctx<'_>) {
+        for (index, f) in self.files.iter().enumerate() {
+            if let FileState::Challenged {
+                nonce,
+                candidates,
+                expected: None,
+                ..
+            } = &f.state
+            {
+                cx.work.push(Work::ExpectProof(ExpectProof {
+                    epoch: self.epoch,
+                    file: index as u16,
+                    size: f.size,
+                    nonce: *nonce,
+                    candidates: candidates.clone(),
+                }));
+            }
+        }
+    }
+
+    /// The proofs a challenge expects are computed: kept with the file if
+    /// its challenge still has that nonce.
+    pub(super) fn on_expected(&mut self, e: Expected) {
+        let Some(f) = self.files.get_mut(usize::from(e.file)) else {
+            return;
+        };
+        match &mut f.state {
+            FileState::Challenged {
+                nonce, expected, ..
+            }
+            | FileState::Proving {
+                nonce, expected, ..
+            } if *nonce == e.nonce => *expected = Some(e.proofs),
+            _ => {}
+        }
+    }
+
     /// A `Proof` arrived: check it (a job), or restate the plan if the
     /// file is not challenged (a late or repeated proof).
     pub(super) fn on_proof(&mut self, cx: &mut Ctx<'_>, p: Proof) {
@@ -39,10 +81,21 @@ impl Upload {
         let Some(f) = self.files.get_mut(index) else {
             return cx.out.error(ErrorCode::OutOfRange, Kind::Proof);
         };
-        let FileState::Challenged { nonce, partial, .. } = f.state else {
+        let FileState::Challenged {
+            nonce,
+            partial,
+            ref mut expected,
+            ..
+        } = f.state
+        else {
             return cx.out.upload(Reply::Plan(p.index));
         };
-        f.state = FileState::Proving { partial };
+        let expected = expected.take();
+        f.state = FileState::Proving {
+            partial,
+            nonce,
+            expected,
+        };
         cx.work.push(Work::CheckProof(CheckProof {
             held,
             epoch: self.epoch,
@@ -51,7 +104,25 @@ impl Upload {
             sha1: f.sha1,
             nonce,
             proof: p.proof,
+            expected: None,
         }));
+    }
+
+    /// Gives a proof check the proofs its challenge expects, if they are
+    /// computed (the check starts after the job computing them, queued
+    /// when the challenge went out).
+    pub(in crate::session) fn arm_proof(&mut self, c: &mut CheckProof) {
+        let Some(f) = self.files.get_mut(usize::from(c.file.index)) else {
+            return;
+        };
+        if let FileState::Proving {
+            nonce, expected, ..
+        } = &mut f.state
+        {
+            if *nonce == c.nonce {
+                c.expected = expected.take();
+            }
+        }
     }
 
     /// A proof has been checked: the file is linked, or it is uploaded.
@@ -61,7 +132,7 @@ impl Upload {
         let Some(f) = self.files.get_mut(index) else {
             return Ok(());
         };
-        let FileState::Proving { partial } = f.state else {
+        let FileState::Proving { partial, .. } = f.state else {
             return Ok(());
         };
         f.state = match linked {
