@@ -155,9 +155,12 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         self.consumed = 0;
     }
 
-    /// Whether a frame is partly received.
+    /// Whether the decoder is inside a frame: one partly received, or the
+    /// rest of a dropped one being skipped up to its delimiter. A driver
+    /// that releases an idle decoder must keep it while this holds, or the
+    /// tail of an oversize frame would be read as frames of its own.
     pub fn in_frame(&self) -> bool {
-        self.consumed > 0
+        self.consumed > 0 || self.skipping
     }
 
     fn drop_frame(&mut self, why: Dropped, skip_rest: bool) -> Dropped {
@@ -513,6 +516,19 @@ mod tests {
             }
             assert_eq!(got, [1, 2, 3], "split {split}");
         }
+    }
+
+    #[test]
+    fn skipping_an_oversize_frame_counts_as_inside_a_frame() {
+        let mut dec = Decoder::new([0u8; 64]);
+        let junk = [0x55u8; 100];
+        let mut input = &junk[..];
+        assert_eq!(dec.feed(&mut input), Some(Err(Dropped::Oversize)));
+        assert_eq!(dec.feed(&mut input), None);
+        assert!(dec.in_frame(), "its tail is still to be skipped");
+        let mut input = &[0x55u8, 0][..];
+        assert_eq!(dec.feed(&mut input), None);
+        assert!(!dec.in_frame());
     }
 
     #[test]

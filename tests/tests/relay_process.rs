@@ -347,6 +347,28 @@ fn oversize_announcements_and_frames_are_refused() {
 }
 
 #[test]
+fn an_undelimited_oversize_frame_draws_one_refusal_and_hides_no_frame() {
+    let relay = RelayProcess::start();
+    let mut raw = Raw::connect(relay.addr());
+    raw.hello();
+    // 4 MiB without a delimiter, ending in the body of a Keepalive frame
+    // and its delimiter: one oversize frame, read in many pieces.
+    let mut buf = vec![0u8; 64];
+    let n = Message::Keepalive.encode(65_536, &mut buf).unwrap();
+    let mut junk = vec![0x55u8; 4 << 20];
+    junk.extend(buf[..n].iter().skip_while(|&&b| b == 0));
+    assert_eq!(junk.iter().filter(|&&b| b == 0).count(), 1);
+    raw.send_bytes(&junk);
+    // A probe with a reply of its own.
+    raw.send(Message::BatchOpen(BatchOpen {
+        files: 0,
+        total_size: 0,
+    }));
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooLarge, 0));
+    assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooManyFiles, 0));
+}
+
+#[test]
 fn garbage_on_connect_leaves_the_session_working() {
     let relay = RelayProcess::start();
     let mut conn = connect(relay.addr());
