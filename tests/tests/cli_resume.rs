@@ -2,8 +2,8 @@
 //! mid-transfer) continues where it stopped when run again.
 //!
 //! A throttling proxy between client and relay makes sure the kill lands
-//! mid-transfer; progress is observed (relay manifest, `.part` size) before
-//! the kill, and the rerun is checked to move only the missing bytes.
+//! mid-transfer; progress is observed (relay manifest, temporary file size)
+//! before the kill, and the rerun is checked to move only the missing bytes.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::Ordering;
@@ -133,7 +133,19 @@ fn get_resumes_after_the_process_is_killed() {
     let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
     proxy.rate.store(SLOW, Ordering::SeqCst);
     let dest = work.path().join("dest");
-    let part = dest.join("dataset.tar.part");
+    // `pickup get`'s own temporary file: hidden, named by the entry.
+    let temp = || {
+        let found: Vec<_> = std::fs::read_dir(&dest)
+            .ok()?
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(".pickup-") && name.ends_with(".part")
+            })
+            .collect();
+        assert!(found.len() <= 1, "{found:?}");
+        found.into_iter().next()
+    };
     let first = Running::spawn(pickup(&state).args([
         "get",
         "--relay",
@@ -143,13 +155,14 @@ fn get_resumes_after_the_process_is_killed() {
         dest.to_str().unwrap(),
     ]));
     let seen = wait_for("a partial download", || {
-        std::fs::metadata(&part)
+        std::fs::metadata(temp()?)
             .ok()
             .map(|m| m.len())
             .filter(|len| *len >= PROGRESS)
     });
     first.kill();
     assert!(!dest.join("dataset.tar").exists());
+    let part = temp().unwrap();
     let kept = std::fs::metadata(&part).unwrap().len();
     assert!(kept >= seen && kept < SIZE);
 

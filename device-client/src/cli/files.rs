@@ -1,27 +1,20 @@
 //! File bytes on disk: the upload source, the download sink (through
-//! `.part` files), and the manifest collector for `pickup info`.
+//! temporary files of its own), and the manifest collector for
+//! `pickup info`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use pickup_proto::download::Sink;
+use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::message::{self, ManifestEntry};
 use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::Sha1Digest;
 
 use super::show::escape;
-use crate::hash_thread::HashThread;
-
-#[cfg(unix)]
-fn pread(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn pread(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-}
+use crate::hash_thread::{read_at as read_retrying, HashThread};
 
 #[cfg(unix)]
 fn pwrite_all(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -39,15 +32,6 @@ fn pwrite_all(file: &File, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
         offset += n as u64;
     }
     Ok(())
-}
-
-fn read_retrying(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match pread(file, offset, buf) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
 }
 
 /// The files of an upload, opened once, read at offsets.
@@ -85,35 +69,60 @@ pub(crate) fn sha1_file(
     }
 }
 
+/// The name a file of the batch is written under until it verifies:
+/// hidden, recognisably ours (`.pickup-`), and derived from the entry's
+/// content SHA-1, size and name, so a later run for the same file finds it
+/// again, two entries never share one, and nobody else's file has it by
+/// chance. (Not from the code: a name in a shared directory should not
+/// help anyone guess it.)
+pub(crate) fn temp_name(entry: &ManifestEntry<'_>) -> String {
+    let mut h = Sha1Hasher::new();
+    h.update(b"pickup get\0");
+    h.update(&entry.sha1.0);
+    h.update(&entry.size.to_le_bytes());
+    h.update(entry.name.as_bytes());
+    format!(".pickup-{}.part", h.digest())
+}
+
+/// Bytes written and not yet handed to the hasher are read back once this
+/// many have gathered (and at the end of the file).
+const READ_BACK: u64 = 1 << 20;
+
 struct Target {
     name: String,
     final_path: PathBuf,
-    part_path: PathBuf,
+    temp_name: String,
+    temp_path: PathBuf,
     /// Where the bytes are read from and written to right now; `None`
     /// until the first byte, so a download that never starts (the batch
-    /// is not ready, a later file exists) leaves no empty `.part` behind.
-    file: Option<File>,
+    /// is not ready, a later file exists) leaves no empty file behind.
+    file: Option<Arc<File>>,
     /// The file already exists under its final name with the right size:
-    /// its bytes are re-hashed as a prefix, and nothing is written.
+    /// its bytes are re-hashed, and nothing is written.
     already_final: bool,
 }
 
-/// Downloads into a directory: each file is written as `NAME.part` and
-/// renamed to `NAME` once verified; a `.part` left by an interrupted run is
-/// picked up again. Names are validated again, so nothing lands outside the
-/// directory, and existing files are never replaced without `force`.
+/// Downloads into a directory: each file is written under its
+/// [`temp_name`] and renamed to its own name once the bytes on disk
+/// verify; the temporary file of an interrupted run is picked up again.
+/// Names are validated again, so nothing lands outside the directory.
+/// Apart from files with a temporary name (taken as left by an earlier
+/// run), a file the sink did not create is never written, truncated or
+/// removed, and is replaced (by the rename) only with `force`.
 ///
 /// It verifies files itself (the session runs with
-/// [`Hashing::BySink`](pickup_proto::download::Hashing::BySink)): bytes are
-/// hashed on a [`HashThread`] as they are written, so receiving and hashing
-/// use two cores.
+/// [`Hashing::BySink`](pickup_proto::download::Hashing::BySink)): written
+/// bytes are read back from the file and hashed on a [`HashThread`] while
+/// the next ones arrive, so receiving and verifying use two cores, and the
+/// digest is of the whole file as it is on disk (one longer than the
+/// manifest says does not verify).
 pub(crate) struct DirSink {
     dir: PathBuf,
     force: bool,
     targets: Vec<Target>,
     hasher: HashThread,
-    /// The file and the end of the bytes fed to `hasher`, which are that
-    /// file's bytes from offset 0, in order.
+    /// The file being verified and the end of the bytes handed to
+    /// `hasher`, which are that file's bytes from offset 0, in order.
     hashed: Option<(u16, u64)>,
 }
 
@@ -132,35 +141,29 @@ impl DirSink {
         })
     }
 
-    /// Makes the hasher hold `file`'s first `end` bytes: continues if it
-    /// does up to `end` already, else starts over and reads them back (a
-    /// prefix from an earlier run, or a file that exists already).
-    fn hash_up_to(&mut self, file: u16, end: u64) -> io::Result<()> {
-        if self.hashed == Some((file, end)) {
-            return Ok(());
-        }
+    /// Starts `file`'s digest over from its first byte.
+    fn restart_hash(&mut self, file: u16) -> io::Result<()> {
         if self.hashed.is_some() {
             self.hasher.finish()?;
         }
-        self.hashed = None;
-        let mut buf = if end > 0 {
-            vec![0u8; 1 << 20]
-        } else {
-            Vec::new()
+        self.hashed = Some((file, 0));
+        Ok(())
+    }
+
+    /// Hands `file`'s bytes up to `end` to the hasher, to be read back
+    /// from disk; `hashed` must be at `file`, at or before `end`.
+    fn hash_up_to(&mut self, file: u16, end: u64) -> io::Result<()> {
+        let start = match self.hashed {
+            Some((f, start)) if f == file && start <= end => start,
+            _ => return Err(io::Error::other("hashing out of order")),
         };
-        let mut offset = 0;
-        while offset < end {
-            let want = usize::try_from(end - offset).map_or(buf.len(), |w| w.min(buf.len()));
-            let n = self.read_at(file, offset, &mut buf[..want])?;
-            if n == 0 {
-                // Shorter than it should be: feed what there is, and let
-                // the digest disagree.
-                break;
+        if start < end {
+            if let Some(f) = &self.target(file)?.file {
+                let f = Arc::clone(f);
+                self.hasher.update_from_file(f, start, end)?;
             }
-            self.hasher.update(&buf[..n])?;
-            offset += n as u64;
         }
-        self.hashed = Some((file, offset));
+        self.hashed = Some((file, end));
         Ok(())
     }
 
@@ -175,43 +178,44 @@ impl DirSink {
             .ok_or_else(|| other(ErrorKind::NotFound, format!("file {file} was never opened")))
     }
 
-    fn part_name(name: &str) -> String {
-        // Keep within the usual 255-byte name limit.
-        if name.len() + 5 <= message::MAX_NAME_LEN {
-            format!("{name}.part")
-        } else {
-            format!(".pickup-{}.part", Sha1Digest::of(name.as_bytes()))
-        }
-    }
-
-    fn open_part(path: &Path) -> io::Result<File> {
-        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+    /// An existing temporary file, to continue: a regular file only, never
+    /// through a link.
+    fn open_existing_temp(path: &Path) -> io::Result<File> {
+        let meta = fs::symlink_metadata(path)?;
+        if !meta.is_file() {
             return Err(other(
                 ErrorKind::AlreadyExists,
                 format!(
-                    "{} is a symbolic link; refusing to write through it",
+                    "{} is not a regular file; refusing to write through it",
                     path.display()
                 ),
             ));
         }
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        OpenOptions::new().read(true).write(true).open(path)
     }
 }
 
 impl Target {
-    /// The `.part` file, created on first use.
-    fn part(&mut self) -> io::Result<&File> {
+    /// The temporary file, created on first use. Created only if no file
+    /// has the name: one that appeared meanwhile is not ours to write.
+    fn temp(&mut self) -> io::Result<&Arc<File>> {
         if self.file.is_none() {
-            self.file = Some(DirSink::open_part(&self.part_path)?);
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&self.temp_path)
+                .map_err(|e| {
+                    other(
+                        e.kind(),
+                        format!("cannot create {}: {e}", self.temp_path.display()),
+                    )
+                })?;
+            self.file = Some(Arc::new(f));
         }
         self.file
             .as_ref()
-            .ok_or_else(|| other(ErrorKind::NotFound, "part file vanished".into()))
+            .ok_or_else(|| other(ErrorKind::NotFound, "temporary file vanished".into()))
     }
 }
 
@@ -239,10 +243,16 @@ impl WriteAt for DirSink {
                 ),
             ));
         }
-        pwrite_all(t.part()?, offset, data)?;
-        self.hash_up_to(file, offset)?;
-        self.hasher.update(data)?;
-        self.hashed = Some((file, offset + data.len() as u64));
+        pwrite_all(t.temp()?, offset, data)?;
+        match self.hashed {
+            // Only bytes after those handed over changed: keep going.
+            Some((f, end)) if f == file && end <= offset => {}
+            _ => self.restart_hash(file)?,
+        }
+        let end = offset + data.len() as u64;
+        if self.hashed.is_some_and(|(_, from)| end - from >= READ_BACK) {
+            self.hash_up_to(file, end)?;
+        }
         Ok(())
     }
 }
@@ -268,20 +278,40 @@ impl Sink for DirSink {
                 format!("the batch names \"{}\" twice", escape(name)),
             ));
         }
+        let temp_name = temp_name(entry);
+        // Only a batch made for it names a file after another's temporary
+        // file; the two would be one file on disk.
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|t| t.temp_name == name || t.name == temp_name || t.temp_name == temp_name)
+        {
+            return Err(other(
+                ErrorKind::InvalidData,
+                format!(
+                    "the batch names \"{}\" and \"{}\", which share a file on disk",
+                    escape(&t.name),
+                    escape(name)
+                ),
+            ));
+        }
         let final_path = self.dir.join(name);
-        let part_path = self.dir.join(Self::part_name(name));
-        if let Ok(meta) = fs::symlink_metadata(&final_path) {
+        let temp_path = self.dir.join(&temp_name);
+        let mut target = Target {
+            name: name.to_string(),
+            final_path,
+            temp_name,
+            temp_path,
+            file: None,
+            already_final: false,
+        };
+        if let Ok(meta) = fs::symlink_metadata(&target.final_path) {
             // The same file from an earlier, interrupted run (or any file of
             // the right size): re-hashed, kept if it matches.
             if meta.is_file() && meta.len() == entry.size {
-                let file = File::open(&final_path)?;
-                self.targets.push(Target {
-                    name: name.to_string(),
-                    final_path,
-                    part_path,
-                    file: Some(file),
-                    already_final: true,
-                });
+                target.file = Some(Arc::new(File::open(&target.final_path)?));
+                target.already_final = true;
+                self.targets.push(target);
                 return Ok(entry.size);
             }
             if !self.force || meta.is_dir() {
@@ -289,32 +319,25 @@ impl Sink for DirSink {
                     ErrorKind::AlreadyExists,
                     format!(
                         "{} already exists (use --force to overwrite)",
-                        final_path.display()
+                        target.final_path.display()
                     ),
                 ));
             }
         }
-        // A `.part` from an interrupted run is continued; a new one is
-        // only created when the first byte arrives.
+        // The temporary file of an interrupted run is continued; a new one
+        // is only created when the first byte arrives.
         let mut len = 0;
-        let mut file = None;
-        if fs::symlink_metadata(&part_path).is_ok() {
-            let f = Self::open_part(&part_path)?;
+        if fs::symlink_metadata(&target.temp_path).is_ok() {
+            let f = Self::open_existing_temp(&target.temp_path)?;
             len = f.metadata()?.len();
             if len > entry.size {
                 // Longer than the file can be: not a prefix of it.
                 f.set_len(0)?;
                 len = 0;
             }
-            file = Some(f);
+            target.file = Some(Arc::new(f));
         }
-        self.targets.push(Target {
-            name: name.to_string(),
-            final_path,
-            part_path,
-            file,
-            already_final: false,
-        });
+        self.targets.push(target);
         Ok(len)
     }
 
@@ -336,8 +359,11 @@ impl Sink for DirSink {
                     ),
                 ));
             }
-            t.file = Some(Self::open_part(&t.part_path)?);
             t.already_final = false;
+            t.file = match fs::symlink_metadata(&t.temp_path) {
+                Ok(_) => Some(Arc::new(Self::open_existing_temp(&t.temp_path)?)),
+                Err(_) => None,
+            };
         }
         match &t.file {
             Some(f) => f.set_len(0),
@@ -345,8 +371,18 @@ impl Sink for DirSink {
         }
     }
 
-    fn digest(&mut self, file: u16, size: u64) -> io::Result<Sha1Digest> {
-        self.hash_up_to(file, size)?;
+    /// The SHA-1 of the whole file as it is on disk (not only its first
+    /// `size` bytes: a longer file must not verify).
+    fn digest(&mut self, file: u16, _size: u64) -> io::Result<Sha1Digest> {
+        let len = match &self.target(file)?.file {
+            Some(f) => f.metadata()?.len(),
+            None => 0,
+        };
+        match self.hashed {
+            Some((f, end)) if f == file && end <= len => {}
+            _ => self.restart_hash(file)?,
+        }
+        self.hash_up_to(file, len)?;
         self.hashed = None;
         self.hasher.finish()
     }
@@ -358,7 +394,7 @@ impl Sink for DirSink {
             return Ok(());
         }
         // An empty file has had no write: create it now.
-        t.part()?.sync_all()?;
+        t.temp()?.sync_all()?;
         if !force && fs::symlink_metadata(&t.final_path).is_ok() {
             return Err(other(
                 ErrorKind::AlreadyExists,
@@ -368,8 +404,8 @@ impl Sink for DirSink {
                 ),
             ));
         }
-        fs::rename(&t.part_path, &t.final_path)?;
-        t.file = Some(File::open(&t.final_path)?);
+        fs::rename(&t.temp_path, &t.final_path)?;
+        t.file = Some(Arc::new(File::open(&t.final_path)?));
         t.already_final = true;
         Ok(())
     }
@@ -436,21 +472,151 @@ mod tests {
         }
     }
 
+    fn temp(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+        dir.join(temp_name(&entry(0, name, data)))
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn part_file_is_resumed_then_renamed() {
+    fn temp_names_are_hidden_ours_and_tied_to_the_entry() {
+        let name = temp_name(&entry(0, "a.txt", b"hello"));
+        assert!(name.starts_with(".pickup-") && name.ends_with(".part"));
+        assert_eq!(name.len(), ".pickup-.part".len() + 40);
+        message::validate_name(&name).unwrap();
+        // The index does not matter; the name, size and content do.
+        assert_eq!(name, temp_name(&entry(3, "a.txt", b"hello")));
+        assert_ne!(name, temp_name(&entry(0, "b.txt", b"hello")));
+        assert_ne!(name, temp_name(&entry(0, "a.txt", b"hellO")));
+        assert_ne!(name, temp_name(&entry(0, "a.txt", b"hello!")));
+        // Within the name limit for the longest name.
+        let long = "x".repeat(message::MAX_NAME_LEN);
+        assert!(temp_name(&entry(0, &long, b"")).len() <= message::MAX_NAME_LEN);
+    }
+
+    #[test]
+    fn temp_file_is_resumed_then_renamed() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.txt.part"), b"hello ").unwrap();
+        let part = temp(dir.path(), "a.txt", b"hello world");
+        std::fs::write(&part, b"hello ").unwrap();
         let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
         assert_eq!(sink.open(&entry(0, "a.txt", b"hello world")).unwrap(), 6);
         sink.write_at(0, 6, b"world").unwrap();
         let mut buf = [0u8; 11];
         assert_eq!(sink.read_at(0, 0, &mut buf).unwrap(), 11);
+        assert_eq!(sink.digest(0, 11).unwrap(), Sha1Digest::of(b"hello world"));
         sink.finish(0).unwrap();
+        assert_eq!(listing(dir.path()), ["a.txt"]);
         assert_eq!(
             std::fs::read(dir.path().join("a.txt")).unwrap(),
             b"hello world"
         );
-        assert!(!dir.path().join("a.txt.part").exists());
+    }
+
+    /// Issue 20, item 10: `NAME.part` (a browser's, say) is nobody's prefix.
+    #[test]
+    fn files_the_sink_did_not_create_are_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.part"), b"hel").unwrap();
+        std::fs::write(dir.path().join("b.part"), b"a longer file").unwrap();
+        let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
+        assert_eq!(sink.open(&entry(0, "a", b"hello")).unwrap(), 0);
+        assert_eq!(sink.open(&entry(1, "b", b"bye")).unwrap(), 0);
+        for (i, data) in [&b"hello"[..], b"bye"].iter().enumerate() {
+            sink.write_at(i as u16, 0, data).unwrap();
+            assert_eq!(sink.digest(i as u16, 3).unwrap(), Sha1Digest::of(data));
+            sink.finish(i as u16).unwrap();
+        }
+        assert_eq!(std::fs::read(dir.path().join("a.part")).unwrap(), b"hel");
+        assert_eq!(
+            std::fs::read(dir.path().join("b.part")).unwrap(),
+            b"a longer file"
+        );
+        assert_eq!(listing(dir.path()), ["a", "a.part", "b", "b.part"]);
+
+        // A file that takes the temporary name after `open` is not written.
+        let c = entry(2, "c", b"see");
+        assert_eq!(sink.open(&c).unwrap(), 0);
+        std::fs::write(dir.path().join(temp_name(&c)), b"not ours").unwrap();
+        assert_eq!(
+            sink.write_at(2, 0, b"see").unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(temp_name(&c))).unwrap(),
+            b"not ours"
+        );
+    }
+
+    /// Issue 20, item 9: `a.part` and `a` are two files whatever the order.
+    #[test]
+    fn an_entry_named_like_a_temporary_file_is_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+        assert_eq!(sink.open(&entry(0, "a.part", b"long content")).unwrap(), 0);
+        assert_eq!(sink.open(&entry(1, "a", b"short")).unwrap(), 0);
+        for (i, data) in [&b"long content"[..], b"short"].iter().enumerate() {
+            sink.write_at(i as u16, 0, data).unwrap();
+            assert_eq!(
+                sink.digest(i as u16, data.len() as u64).unwrap(),
+                Sha1Digest::of(data)
+            );
+            sink.finish(i as u16).unwrap();
+        }
+        assert_eq!(listing(dir.path()), ["a", "a.part"]);
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"short");
+        assert_eq!(
+            std::fs::read(dir.path().join("a.part")).unwrap(),
+            b"long content"
+        );
+    }
+
+    /// Only a batch crafted for it names a file after another entry's
+    /// temporary name: refused in either order, before anything is written.
+    #[test]
+    fn an_entry_named_after_another_entrys_temporary_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = entry(0, "b", b"data");
+        let crafted = temp_name(&b);
+        let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
+        sink.open(&b).unwrap();
+        let err = sink.open(&entry(1, &crafted, b"x")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+
+        let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
+        sink.open(&entry(0, &crafted, b"x")).unwrap();
+        let err = sink.open(&entry(1, "b", b"data")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    /// Issue 20, item 9: the digest is of the file on disk, whole.
+    #[test]
+    fn the_digest_is_of_the_bytes_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+        let a = entry(0, "a", b"good");
+        sink.open(&a).unwrap();
+        sink.write_at(0, 0, b"good").unwrap();
+        // Bytes behind the file's end (a file reopened without truncation).
+        let tail = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(temp_name(&a)))
+            .unwrap();
+        pwrite_all(&tail, 4, b"tail").unwrap();
+        assert_ne!(sink.digest(0, 4).unwrap(), Sha1Digest::of(b"good"));
+        // Bytes changed on disk after they were written.
+        sink.truncate(0).unwrap();
+        sink.write_at(0, 0, b"good").unwrap();
+        pwrite_all(&tail, 0, b"G").unwrap();
+        assert_eq!(sink.digest(0, 4).unwrap(), Sha1Digest::of(b"Good"));
     }
 
     #[test]
@@ -495,8 +661,10 @@ mod tests {
     #[test]
     fn digests_cover_prefixes_writes_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let body: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
-        std::fs::write(dir.path().join("a.part"), &body[..300_001]).unwrap();
+        // Over two read-back pieces, so both the running and the final
+        // read-back are used.
+        let body: Vec<u8> = (0..2_500_000u32).map(|i| (i % 241) as u8).collect();
+        std::fs::write(temp(dir.path(), "a", &body), &body[..300_001]).unwrap();
         std::fs::write(dir.path().join("b"), b"held").unwrap();
         let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
         assert_eq!(sink.open(&entry(0, "a", &body)).unwrap(), 300_001);
@@ -514,7 +682,7 @@ mod tests {
 
         // A wrong prefix: the digest disagrees; after the truncation the
         // refetched bytes verify.
-        std::fs::write(dir.path().join("c.part"), b"XX").unwrap();
+        std::fs::write(temp(dir.path(), "c", b"good"), b"XX").unwrap();
         assert_eq!(sink.open(&entry(2, "c", b"good")).unwrap(), 2);
         sink.write_at(2, 2, b"od").unwrap();
         assert_ne!(sink.digest(2, 4).unwrap(), Sha1Digest::of(b"good"));
@@ -522,6 +690,13 @@ mod tests {
         sink.write_at(2, 0, b"go").unwrap();
         sink.write_at(2, 2, b"od").unwrap();
         assert_eq!(sink.digest(2, 4).unwrap(), Sha1Digest::of(b"good"));
+
+        // Rewriting bytes already read back starts the digest over.
+        let d = &body[..1_500_000];
+        assert_eq!(sink.open(&entry(3, "d", d)).unwrap(), 0);
+        sink.write_at(3, 0, &vec![0u8; d.len()]).unwrap();
+        sink.write_at(3, 0, d).unwrap();
+        assert_eq!(sink.digest(3, d.len() as u64).unwrap(), Sha1Digest::of(d));
     }
 
     #[test]
@@ -537,13 +712,13 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_symlinked_part_file_is_refused() {
+    fn a_symlinked_temp_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         std::fs::write(&outside, b"").unwrap();
         let inner = dir.path().join("inner");
         std::fs::create_dir(&inner).unwrap();
-        std::os::unix::fs::symlink(&outside, inner.join("a.part")).unwrap();
+        std::os::unix::fs::symlink(&outside, temp(&inner, "a", b"data")).unwrap();
         let mut sink = DirSink::new(inner, true).unwrap();
         assert!(sink.open(&entry(0, "a", b"data")).is_err());
         assert_eq!(std::fs::read(&outside).unwrap(), b"");
