@@ -9,7 +9,9 @@ use crate::time::Duration;
 pub struct Config {
     /// Largest raw frame this side accepts (its decoder buffer size).
     pub max_frame: u32,
-    /// Bytes the relay may send ahead of what was acknowledged.
+    /// Bytes the relay may send ahead of what was acknowledged: the credit
+    /// on a link that loses nothing (a lossy one gets less, see the
+    /// session's docs).
     pub window: u32,
     /// Without progress for this long, ask again.
     pub retransmit_timeout: Duration,

@@ -21,15 +21,24 @@
 //! authorised on its own, so the session reads right after `Welcome`.
 //!
 //! Flow control: a [`Read`](crate::message::Read) starts (or restarts) the
-//! relay's stream of one file at an offset with a credit of `window` bytes;
-//! the terminal extends the credit with an [`Ack`](crate::message::Ack) of
-//! its contiguous offset each time a quarter of the window has arrived. Data
-//! at any other offset than the next expected byte is dropped (it is a
-//! duplicate, or follows a loss); a gap or [`Config::retransmit_timeout`]
-//! without progress restarts the stream with a new `Read` at the first
-//! missing byte. Until the restarted stream's data arrives, the old
-//! stream's frames still in flight come at rising offsets; one at an offset
-//! below those is the new stream, and a gap in it restarts it again.
+//! relay's stream of one file at an offset with a credit of up to `window`
+//! bytes; the terminal extends the credit with an
+//! [`Ack`](crate::message::Ack) of its contiguous offset each time a
+//! quarter of the credit has arrived. Data at any other offset than the
+//! next expected byte is dropped (it is a duplicate, or follows a loss); a
+//! gap or [`Config::retransmit_timeout`] without progress restarts the
+//! stream with a new `Read` at the first missing byte. Until the restarted
+//! stream's data arrives, the old stream's frames still in flight come at
+//! rising offsets; one at an offset below those is a later stream, and a
+//! gap in it restarts it again. On a new link, in a new file and after a
+//! timeout with nothing heard no older stream can arrive, so the first gap
+//! restarts.
+//!
+//! The credit is the whole window while nothing is lost. Each loss halves
+//! it, down to eight of the largest frames the terminal accepts, and each
+//! credit's worth arriving in order doubles it again: the old stream a
+//! restart waits behind is then at most one credit long, not the rest of
+//! the file.
 //!
 //! Resume: for each file the sink reports how many bytes it already has
 //! from an earlier attempt ([`Sink::open`]); the session re-hashes that
@@ -41,8 +50,8 @@
 //! (where bytes go and who hashes them), [`Event`] and [`Error`] (what it
 //! reports); `receive` handles the relay's replies, `verify` moves from
 //! file to file and checks each one's SHA-1, `transmit` writes what goes
-//! out and `timers` owns retries, keepalives and the idle timeout. This
-//! file holds the state they share.
+//! out, `credit` sizes what it grants and `timers` owns retries,
+//! keepalives and the idle timeout. This file holds the state they share.
 
 use heapless::{Deque, Vec};
 
@@ -54,6 +63,7 @@ use crate::storage::ReadAt;
 use crate::time::Instant;
 
 mod config;
+mod credit;
 mod event;
 mod receive;
 mod sink;
@@ -64,6 +74,8 @@ mod verify;
 pub use config::Config;
 pub use event::{Error, Event};
 pub use sink::{Hashing, Sink};
+
+use credit::Credit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct File {
@@ -118,9 +130,14 @@ pub struct Session<const F: usize> {
     prefix_pending: bool,
     /// The relay may send the current file up to here.
     credit_end: u64,
+    /// What the next `Read` or `Ack` grants, adapted to loss.
+    credit: Credit,
     /// A restart was requested: gaps are expected until its data arrives.
     restart_pending: bool,
-    /// The highest offset of data seen since the last restart was requested.
+    /// The highest offset of data past a gap seen since the last progress:
+    /// a later frame below it belongs to a stream that began after it, at
+    /// or before `received`, and lost its first bytes. `u64::MAX` while no
+    /// older stream of the file can still arrive (a new link, a new file).
     stale_until: u64,
     peer_max_frame: usize,
     control: Deque<Control, 6>,
@@ -149,6 +166,7 @@ impl<const F: usize> Session<F> {
             hasher: Sha1Hasher::new(),
             prefix_pending: false,
             credit_end: 0,
+            credit: Credit::new(config.window, config.max_frame),
             restart_pending: false,
             stale_until: 0,
             peer_max_frame: frame::MIN_FRAME_LEN,
@@ -219,6 +237,7 @@ impl<const F: usize> Session<F> {
         }
         self.control.clear();
         self.push_control(Control::Hello);
+        self.stale_until = u64::MAX;
         self.phase = Phase::AwaitWelcome;
         self.retry_at = Some(now + self.config.retransmit_timeout);
         self.last_heard = now;
@@ -241,10 +260,15 @@ impl<const F: usize> Session<F> {
         self.push_event(Event::LinkLost);
     }
 
+    /// Something was lost: restart the stream, granting less.
+    fn restart_after_loss(&mut self, now: Instant) {
+        self.credit.lost();
+        self.request_read(now);
+    }
+
     fn request_read(&mut self, now: Instant) {
         self.push_control(Control::Read);
         self.restart_pending = true;
-        self.stale_until = 0;
         self.retry_at = Some(now + self.config.retransmit_timeout);
     }
 

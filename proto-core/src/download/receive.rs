@@ -231,13 +231,14 @@ impl<const F: usize> Session<F> {
         if d.offset != self.received {
             // Data of the stream before our last Read keeps coming, at
             // rising offsets, until the restarted stream begins again at
-            // `received`. An offset below one already seen is that new
-            // stream, and a gap in it means its first frames were lost.
+            // `received`. An offset below one already seen is a stream
+            // that began later, and a gap in it means its first frames
+            // were lost (as is any gap while no older stream can arrive).
             let restarted = d.offset < self.stale_until;
             self.stale_until = self.stale_until.max(d.offset);
             if d.offset > self.received && (!self.restart_pending || restarted) {
                 // A gap: something was lost. Restart at the first missing byte.
-                self.request_read(now);
+                self.restart_after_loss(now);
                 self.stale_until = d.offset;
             }
             return Ok(());
@@ -251,17 +252,19 @@ impl<const F: usize> Session<F> {
             self.hasher.update(d.bytes);
         }
         self.received = end;
+        self.credit.arrived(d.bytes.len() as u64);
         self.restart_pending = false;
+        self.stale_until = 0;
         self.progress_dirty = true;
         self.retry_at = Some(now + self.config.retransmit_timeout);
         if self.received == f.size {
             return self.complete_file(now, sink);
         }
-        // Credit every quarter window: an Ack lost on the way leaves the
-        // relay three quarters of a window to send until the next arrives.
-        let window = u64::from(self.config.window);
+        // Credit every quarter of it: an Ack lost on the way leaves the
+        // relay three quarters of a credit to send until the next arrives.
+        let credit = u64::from(self.credit.get());
         if self.credit_end < f.size
-            && self.credit_end.saturating_sub(self.received) <= window - window / 4
+            && self.credit_end.saturating_sub(self.received) <= credit - credit / 4
         {
             self.push_control(Control::Ack);
         }

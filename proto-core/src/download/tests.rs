@@ -320,6 +320,93 @@ fn a_gap_at_the_start_of_a_restarted_stream_restarts_it_again() {
 }
 
 #[test]
+fn each_loss_halves_the_credit_and_clean_data_doubles_it_back() {
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 249) as u8).collect();
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink::default();
+    // 64-byte frames carry at least 45 bytes: the credit never drops
+    // below eight of them, 360 bytes.
+    let config = Config {
+        max_frame: 64,
+        ..config(4096)
+    };
+    let mut s = connected_with(&batch, config, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 4096)]);
+    let frames = batch.data(0, 0, 20_000, 40);
+    // Every loss restarts the stream with half the credit, down to the floor.
+    let mut at = 0;
+    for len in [2048, 1024, 512, 360, 360] {
+        send(&mut s, T0, &mut sink, &frames[at + 1..at + 2]);
+        assert_eq!(
+            drain(&mut s, T0, &mut sink),
+            [Out::Read(0, at as u64 * 40, len)]
+        );
+        // The restarted stream's first frame arrives, then the next is lost.
+        send(&mut s, T0, &mut sink, &frames[at..at + 1]);
+        at += 1;
+    }
+    // A credit's worth in order doubles it; the Acks grant what it is now.
+    let mut grants = Vec::new();
+    for frame in &frames[at..at + 30] {
+        send(&mut s, T0, &mut sink, core::slice::from_ref(frame));
+        for out in drain(&mut s, T0, &mut sink) {
+            let Out::Ack(0, _, window) = out else {
+                panic!("{out:?}")
+            };
+            grants.push(window);
+        }
+    }
+    assert_eq!(grants.first(), Some(&360));
+    assert!(
+        grants.contains(&720) && grants.contains(&1440),
+        "{grants:?}"
+    );
+    assert!(grants.windows(2).all(|w| w[0] <= w[1]), "{grants:?}");
+}
+
+#[test]
+fn a_restart_after_silence_treats_any_gap_as_the_new_streams() {
+    let body: Vec<u8> = (0..2000u32).map(|i| (i % 247) as u8).collect();
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 100_000, &mut sink);
+    let _ = drain(&mut s, T0, &mut sink);
+    let frames = batch.data(0, 0, 2000, 100);
+    send(&mut s, T0, &mut sink, &frames[..2]);
+    // Everything after frame 1 is lost and nothing arrives for the
+    // retransmit timeout: no older stream is on its way any more.
+    let t1 = s.poll_timeout().unwrap();
+    s.handle_timeout(t1);
+    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Read(0, 200, 100_000)]);
+    // The restarted stream loses its first frame: its second restarts it
+    // at once, not a timeout later.
+    send(&mut s, t1, &mut sink, &frames[3..4]);
+    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Read(0, 200, 100_000)]);
+    // The rest of that stream is not taken for yet another restart.
+    send(&mut s, t1, &mut sink, &frames[4..6]);
+    assert!(drain(&mut s, t1, &mut sink).is_empty());
+    send(&mut s, t1, &mut sink, &frames[2..]);
+    assert!(s.is_finished());
+    assert_eq!(sink.files[0], body);
+}
+
+#[test]
+fn the_first_stream_on_a_new_link_restarts_at_its_first_gap() {
+    let body: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
+    let batch = Batch::new(&[("f", &body)]);
+    let mut sink = MemSink::default();
+    let mut s = connected(&batch, 100_000, &mut sink);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 100_000)]);
+    // Nothing of an older stream can come on a new link: the gap left by
+    // a lost first frame restarts the read at once.
+    send(&mut s, T0, &mut sink, &batch.data(0, 100, 300, 100));
+    assert_eq!(drain(&mut s, T0, &mut sink), [Out::Read(0, 0, 100_000)]);
+    send(&mut s, T0, &mut sink, &batch.data(0, 0, 1000, 100));
+    assert!(s.is_finished());
+    assert_eq!(sink.files[0], body);
+}
+
+#[test]
 fn silence_restarts_the_read_and_then_loses_the_link() {
     let batch = Batch::new(&[("f", &[1u8; 500])]);
     let mut sink = MemSink::default();

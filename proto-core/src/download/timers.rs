@@ -47,7 +47,14 @@ impl<const F: usize> Session<F> {
                     self.last_heard = now;
                 }
             }
-            Phase::Reading if !self.prefix_pending => self.request_read(now),
+            Phase::Reading if !self.prefix_pending => {
+                if now >= self.last_heard + self.config.retransmit_timeout {
+                    // Silent for a whole timeout: nothing of an older
+                    // stream is still on its way, so a gap is the new one's.
+                    self.stale_until = u64::MAX;
+                }
+                self.restart_after_loss(now)
+            }
             _ => {}
         }
     }

@@ -27,6 +27,7 @@ impl<const F: usize> Session<F> {
             return Ok(None);
         };
         let window = self.config.window;
+        let credit = self.credit.get();
         let max = self.peer_max_frame;
         let encoded = match c {
             // Hello must fit the smallest frame any relay accepts.
@@ -44,21 +45,21 @@ impl<const F: usize> Session<F> {
             Control::Fetch => message::encode(&Fetch { code: self.code }, max, out),
             Control::Read | Control::Ack if self.phase != Phase::Reading => return Ok(None),
             Control::Read => {
-                self.credit_end = self.received.saturating_add(u64::from(window));
+                self.credit_end = self.received.saturating_add(u64::from(credit));
                 let read = Read {
                     code: self.code,
                     file: self.current,
                     offset: self.received,
-                    len: window,
+                    len: credit,
                 };
                 message::encode(&read, max, out)
             }
             Control::Ack => {
-                self.credit_end = self.received.saturating_add(u64::from(window));
+                self.credit_end = self.received.saturating_add(u64::from(credit));
                 let ack = Ack {
                     file: self.current,
                     offset: self.received,
-                    window,
+                    window: credit,
                 };
                 message::encode(&ack, max, out)
             }

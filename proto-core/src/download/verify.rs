@@ -23,6 +23,8 @@ impl<const F: usize> Session<F> {
         self.received = 0;
         self.hasher = Sha1Hasher::new();
         self.credit_end = 0;
+        // Frames of the file before are told apart by their index.
+        self.stale_until = u64::MAX;
         if f.local > 0 {
             if self.config.hashing == Hashing::BySink {
                 // The sink hashes what it holds; nothing to read back.
