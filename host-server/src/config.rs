@@ -29,6 +29,7 @@
 //! max_sessions_per_peer = 64
 //! max_live_batches = 100000
 //! idle_timeout_secs = 120
+//! idle_timeout_before_transfer_secs = 30   # before a batch is created, resumed or found
 //! ack_delay_ms = 200         # acknowledge a quiet partial window after this
 //!
 //! [codes]
@@ -41,6 +42,8 @@
 //! peer_per_sec = 0.5
 //! global_burst = 100
 //! global_per_sec = 10.0
+//! reserved_share = 0.2       # of the global bucket, for peers with no recent failure
+//! suspect_secs = 600         # a failed lookup makes its peer a suspect this long
 //! ```
 
 use std::net::SocketAddr;
@@ -131,6 +134,9 @@ pub struct Limits {
     pub max_live_batches: u64,
     /// A session that sends nothing for this long is closed (`IdleTimeout`).
     pub idle_timeout_secs: u64,
+    /// A session that sends nothing for this long before it has a batch
+    /// (created, resumed or found by its code) is closed (`IdleTimeout`).
+    pub idle_timeout_before_transfer_secs: u64,
     /// Received bytes not yet acknowledged are made durable and acknowledged
     /// after this long without more data.
     pub ack_delay_ms: u64,
@@ -209,6 +215,7 @@ impl Default for Limits {
             max_sessions_per_peer: 64,
             max_live_batches: 100_000,
             idle_timeout_secs: 120,
+            idle_timeout_before_transfer_secs: 30,
             ack_delay_ms: 200,
         }
     }
@@ -322,6 +329,9 @@ impl Config {
         if r.peer_burst == 0 || r.global_burst == 0 {
             return Err("rate_limit bursts must be at least 1".into());
         }
+        if !(0.0..1.0).contains(&r.reserved_share) {
+            return Err("rate_limit.reserved_share must be within 0.0..1.0".into());
+        }
         if self.limits.max_files_per_batch == 0 || self.limits.max_sessions == 0 {
             return Err("limits must allow at least one file and one session".into());
         }
@@ -345,6 +355,9 @@ impl Config {
             max_sessions: self.limits.max_sessions,
             max_sessions_per_peer: self.limits.max_sessions_per_peer,
             idle_timeout: Duration::from_secs(self.limits.idle_timeout_secs),
+            idle_timeout_before_transfer: Duration::from_secs(
+                self.limits.idle_timeout_before_transfer_secs,
+            ),
             ack_delay: Duration::from_millis(self.limits.ack_delay_ms),
             rate: self.rate_limit,
             instant_upload: self.instant_upload,
@@ -431,6 +444,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.rate_limit.global_per_sec = 0.0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.rate_limit.reserved_share = 1.0;
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.codes.length = Some(30);

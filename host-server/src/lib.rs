@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Settings and link parameters, with their defaults written once, are in
-//! [`settings`]; [`config`] reads them from a file and flags.
+//! [`settings`]; [`config`] reads them from a file and flags; at start
+//! [`descriptors`] caps sessions by the open-file limit.
 //!
 //! The protocol itself (frames, messages, the terminals' state machines)
 //! lives in `pickup-proto`; this crate adds the relay's decisions: codes
@@ -39,6 +40,7 @@
 
 pub mod codes;
 pub mod config;
+pub mod descriptors;
 pub mod jobs;
 pub mod random;
 pub mod rate_limit;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
+use pickup_relay::descriptors;
 use pickup_relay::random::OsRandom;
 use pickup_relay::store::sqlite::SqliteStore;
 use pickup_relay::transport::{self, serial, Clock};
@@ -149,17 +150,19 @@ async fn serve(config: Config) -> Result<(), String> {
         global_failed_lookups_per_sec = inputs.global_rate_per_sec,
         global_burst = inputs.global_burst,
         max_live_batches = inputs.max_live_batches,
+        reserved_share = config.rate_limit.reserved_share,
         "codes: P(any live code guessed within a year) <= {bound:.3e}"
     );
     if bound >= TARGET_GUESS_BOUND {
         tracing::warn!("the configured code length does not keep the guessing bound below {TARGET_GUESS_BOUND:e}");
     }
-    let relay = Relay::new(
-        config.settings(),
-        Arc::new(store),
-        Box::new(OsRandom),
-        clock.now(),
-    );
+    let endpoints = (config.tcp.listen.len() + config.serial.ports.len()) as u64;
+    let budget = descriptors::plan(endpoints, config.limits.max_sessions)
+        .map_err(|e| format!("descriptors: {e}"))?;
+    store.limit_open_files(budget.store_files_per_kind);
+    let mut settings = config.settings();
+    settings.max_sessions = budget.sessions;
+    let relay = Relay::new(settings, Arc::new(store), Box::new(OsRandom), clock.now());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut names = Vec::new();

@@ -1,11 +1,28 @@
 //! Rate limiting of failed lookups (unknown or expired codes, unknown tokens).
 //!
-//! Two token buckets guard every lookup: one per peer and one for the whole
-//! relay. A lookup may run only while both buckets hold a token; a lookup
-//! that fails takes one from each. A successful lookup costs nothing, so
-//! people who hold real codes are not slowed down, yet the number of failed
-//! guesses is bounded by the global bucket, whatever the number of peers:
-//! that bound is what [`crate::codes::guess_bound`] uses.
+//! A lookup may run only while the peer's bucket and the relay's bucket
+//! hold a token; a lookup that fails takes one from each. A successful
+//! lookup costs nothing, so people who hold real codes are not slowed down,
+//! yet the number of failed guesses is bounded by the relay's bucket,
+//! whatever the number of peers: that bound is what
+//! [`crate::codes::guess_bound`] uses.
+//!
+//! The relay's bucket is split in two, so that guessers cannot lock out
+//! people with real codes by spending it: a *reserved* share
+//! ([`RateSettings::reserved_share`] of its burst and of its rate) that only
+//! *clean* peers may spend (no failed lookup in the last
+//! [`RateSettings::suspect_secs`]), and the rest, which everyone shares.
+//! A guessing address turns suspect at its first failure, so it spends at
+//! most one reserved token per `suspect_secs`; with the defaults (2 reserved
+//! tokens a second, 600 s) guessing from fewer than 1,200 addresses (IPv4
+//! addresses, IPv6 /64s) at once leaves the reserve to the others. The two
+//! parts add up to the relay's bucket, so the bound on guesses is unchanged.
+//!
+//! ```text
+//!   check(peer):  peer bucket ≥ 1  and  (shared ≥ 1  or  (peer clean and reserved ≥ 1))
+//!   failed(peer): peer bucket − 1;  shared − 1 if it holds a token or the peer is
+//!                 suspect, else reserved − 1;  the peer is suspect for suspect_secs
+//! ```
 //!
 //! Time is an argument ([`Instant`]), so the limiter is deterministic.
 
@@ -66,6 +83,12 @@ pub struct RateSettings {
     pub global_burst: u32,
     /// Failed lookups the whole relay allows per second, sustained.
     pub global_per_sec: f64,
+    /// The part of the relay's bucket (of its burst, rounded down, and of
+    /// its rate) kept for clean peers, in `0.0..1.0`.
+    pub reserved_share: f64,
+    /// How long a peer is a suspect after a failed lookup: it may not spend
+    /// the reserved share.
+    pub suspect_secs: u64,
 }
 
 impl Default for RateSettings {
@@ -75,7 +98,24 @@ impl Default for RateSettings {
             peer_per_sec: 0.5,
             global_burst: 100,
             global_per_sec: 10.0,
+            reserved_share: 0.2,
+            suspect_secs: 600,
         }
+    }
+}
+
+impl RateSettings {
+    /// Burst and rate of the reserved part of the relay's bucket.
+    fn reserved(&self) -> (u32, f64) {
+        let share = self.reserved_share.clamp(0.0, 1.0);
+        let burst = (f64::from(self.global_burst) * share).floor() as u32;
+        (burst.min(self.global_burst), self.global_per_sec * share)
+    }
+
+    /// Burst and rate of the part of the relay's bucket everyone shares.
+    fn shared(&self) -> (u32, f64) {
+        let (burst, rate) = self.reserved();
+        (self.global_burst - burst, self.global_per_sec - rate)
     }
 }
 
@@ -122,13 +162,37 @@ impl Bucket {
     }
 }
 
-/// The per-peer and global buckets.
+/// What the limiter remembers of one peer.
+#[derive(Debug, Clone, Copy)]
+struct PeerState {
+    bucket: Bucket,
+    /// When its last lookup failed.
+    failed_at: Option<Instant>,
+}
+
+impl PeerState {
+    fn new(burst: u32, now: Instant) -> Self {
+        PeerState {
+            bucket: Bucket::full(burst, now),
+            failed_at: None,
+        }
+    }
+
+    /// No failed lookup within `suspect_secs` of `now`.
+    fn clean(&self, suspect_secs: u64, now: Instant) -> bool {
+        self.failed_at
+            .is_none_or(|t| now.saturating_since(t).as_millis() >= suspect_secs * 1000)
+    }
+}
+
+/// The per-peer buckets and the relay's, in its shared and reserved parts.
 #[derive(Debug)]
 pub struct RateLimiter {
     settings: RateSettings,
-    global: Bucket,
-    peers: HashMap<Peer, Bucket>,
-    overflow: Bucket,
+    shared: Bucket,
+    reserved: Bucket,
+    peers: HashMap<Peer, PeerState>,
+    overflow: PeerState,
 }
 
 impl RateLimiter {
@@ -136,13 +200,14 @@ impl RateLimiter {
     pub fn new(settings: RateSettings, now: Instant) -> Self {
         RateLimiter {
             settings,
-            global: Bucket::full(settings.global_burst, now),
+            shared: Bucket::full(settings.shared().0, now),
+            reserved: Bucket::full(settings.reserved().0, now),
             peers: HashMap::new(),
-            overflow: Bucket::full(settings.peer_burst, now),
+            overflow: PeerState::new(settings.peer_burst, now),
         }
     }
 
-    fn peer_bucket(&mut self, peer: &Peer, now: Instant) -> &mut Bucket {
+    fn peer_state(&mut self, peer: &Peer, now: Instant) -> &mut PeerState {
         let s = self.settings;
         if !self.peers.contains_key(peer) && self.peers.len() >= MAX_PEERS {
             self.prune(now);
@@ -152,26 +217,37 @@ impl RateLimiter {
         }
         self.peers
             .entry(peer.clone())
-            .or_insert_with(|| Bucket::full(s.peer_burst, now))
+            .or_insert_with(|| PeerState::new(s.peer_burst, now))
     }
 
-    /// Forgets peers whose bucket has refilled: they are as good as new.
+    fn refill_relay(&mut self, now: Instant) {
+        let (shared, reserved) = (self.settings.shared(), self.settings.reserved());
+        self.shared.refill(shared.0, shared.1, now);
+        self.reserved.refill(reserved.0, reserved.1, now);
+    }
+
+    /// Forgets peers whose bucket has refilled and who are no longer
+    /// suspect: they are as good as new.
     pub fn prune(&mut self, now: Instant) {
         let s = self.settings;
-        self.peers.retain(|_, b| {
-            b.refill(s.peer_burst, s.peer_per_sec, now);
-            b.tokens < f64::from(s.peer_burst)
+        self.peers.retain(|_, p| {
+            p.bucket.refill(s.peer_burst, s.peer_per_sec, now);
+            p.bucket.tokens < f64::from(s.peer_burst) || !p.clean(s.suspect_secs, now)
         });
     }
 
     /// May `peer` look something up now? `Err(ms)` says how long to wait.
     pub fn check(&mut self, peer: &Peer, now: Instant) -> Result<(), u32> {
         let s = self.settings;
-        self.global.refill(s.global_burst, s.global_per_sec, now);
-        let global_wait = self.global.wait_ms(s.global_per_sec);
-        let b = self.peer_bucket(peer, now);
-        b.refill(s.peer_burst, s.peer_per_sec, now);
-        let wait = b.wait_ms(s.peer_per_sec).max(global_wait);
+        self.refill_relay(now);
+        let mut relay_wait = self.shared.wait_ms(s.shared().1);
+        let reserved_wait = self.reserved.wait_ms(s.reserved().1);
+        let p = self.peer_state(peer, now);
+        p.bucket.refill(s.peer_burst, s.peer_per_sec, now);
+        if p.clean(s.suspect_secs, now) {
+            relay_wait = relay_wait.min(reserved_wait);
+        }
+        let wait = p.bucket.wait_ms(s.peer_per_sec).max(relay_wait);
         if wait == 0 {
             Ok(())
         } else {
@@ -179,10 +255,21 @@ impl RateLimiter {
         }
     }
 
-    /// A lookup by `peer` failed: it costs a token of each bucket.
+    /// A lookup by `peer` failed: it costs a token of the peer's bucket and
+    /// one of the relay's (of the reserve only if the shared part is spent
+    /// and the peer was clean), and the peer is a suspect from now on.
     pub fn failed(&mut self, peer: &Peer, now: Instant) {
-        self.global.tokens -= 1.0;
-        self.peer_bucket(peer, now).tokens -= 1.0;
+        let s = self.settings;
+        self.refill_relay(now);
+        let p = self.peer_state(peer, now);
+        p.bucket.tokens -= 1.0;
+        let clean = p.clean(s.suspect_secs, now);
+        p.failed_at = Some(now);
+        if self.shared.tokens >= 1.0 || !clean {
+            self.shared.tokens -= 1.0;
+        } else {
+            self.reserved.tokens -= 1.0;
+        }
     }
 
     /// Peers currently remembered (for tests and metrics).
@@ -201,6 +288,8 @@ mod tests {
             peer_per_sec: 1.0,
             global_burst: 5,
             global_per_sec: 2.0,
+            reserved_share: 0.0,
+            suspect_secs: 60,
         }
     }
 
@@ -235,11 +324,71 @@ mod tests {
     }
 
     #[test]
+    fn successful_lookups_cost_nothing() {
+        let mut l = RateLimiter::new(settings(), at(0));
+        for _ in 0..1000 {
+            assert_eq!(l.check(&Peer::Sim(1), at(0)), Ok(()));
+        }
+        assert_eq!(l.tracked_peers(), 1);
+        l.prune(at(0));
+        assert_eq!(l.tracked_peers(), 0, "a peer that never failed is not kept");
+    }
+
+    /// Guessers from many addresses spend the shared part; a clean peer
+    /// still gets the reserve, a suspect does not, and all failures
+    /// together stay within the relay's burst and rate.
+    #[test]
+    fn the_reserve_is_for_clean_peers_and_the_bound_holds() {
+        let s = RateSettings {
+            peer_burst: 2,
+            peer_per_sec: 1.0,
+            global_burst: 10,
+            global_per_sec: 5.0,
+            reserved_share: 0.2,
+            suspect_secs: 60,
+        };
+        assert_eq!((s.shared(), s.reserved()), ((8, 4.0), (2, 1.0)));
+        let mut l = RateLimiter::new(s, at(0));
+        let mut failures = 0u32;
+        // 20 guessers, each trying every 10 ms for 20 s. Each takes at
+        // most one reserved token (its first failure, while clean); after
+        // 12 s none is clean and the reserve stays full.
+        for t in (0..=20_000).step_by(10) {
+            for g in 0..20 {
+                if l.check(&Peer::Sim(g), at(t)).is_ok() {
+                    l.failed(&Peer::Sim(g), at(t));
+                    failures += 1;
+                }
+            }
+        }
+        // At most burst + rate * 20 s (plus what is in flight: none here).
+        assert!(failures <= 10 + 100, "{failures} failed guesses");
+        // The shared part is spent; a clean peer gets in, on the reserve.
+        assert!(l.shared.tokens < 1.0);
+        let now = at(20_000);
+        assert!(l.check(&Peer::Sim(100), now).is_ok());
+        // A guesser does not: it failed recently.
+        assert!(l.check(&Peer::Sim(0), now).is_err());
+        // Nor does a clean peer whose guess just failed.
+        l.failed(&Peer::Sim(100), now);
+        assert!(l.check(&Peer::Sim(100), now).is_err());
+        // Another clean peer still finds a token in the reserve.
+        assert!(l.check(&Peer::Sim(101), now).is_ok());
+        // Suspects are remembered for suspect_secs, then forgotten.
+        l.prune(now);
+        assert_eq!(l.tracked_peers(), 21);
+        l.prune(at(90_000));
+        assert_eq!(l.tracked_peers(), 0);
+    }
+
+    #[test]
     fn prune_forgets_refilled_peers_and_ipv6_groups_by_64() {
         let mut l = RateLimiter::new(settings(), at(0));
         l.failed(&Peer::Sim(1), at(0));
         assert_eq!(l.tracked_peers(), 1);
         l.prune(at(10_000));
+        assert_eq!(l.tracked_peers(), 1, "still a suspect");
+        l.prune(at(60_000));
         assert_eq!(l.tracked_peers(), 0);
         let a = Peer::for_tcp("2001:db8::1".parse().unwrap());
         let b = Peer::for_tcp("2001:db8::ffff:1".parse().unwrap());

@@ -33,6 +33,10 @@ pub struct Settings {
     pub max_sessions_per_peer: usize,
     /// Close a session that sends nothing for this long.
     pub idle_timeout: Duration,
+    /// Close a session that sends nothing for this long before it has a
+    /// batch (created, resumed or found by its code): connections that
+    /// never start anything give their descriptor back sooner.
+    pub idle_timeout_before_transfer: Duration,
     /// Acknowledge received bytes after this long without more data.
     pub ack_delay: Duration,
     /// Failed-lookup limits.

@@ -1,8 +1,8 @@
 //! [`RelayProcess`]: the one way every test starts a real `pickup-relay`.
 //!
 //! ```text
-//!   RelayProcess::builder().config(toml).serial(pty).start()
-//!     └─ pickup-relay serve --tcp 127.0.0.1:0 --data <temp>/data [--config] [--serial]
+//!   RelayProcess::builder().config(toml).serial(pty).open_files(256).start()
+//!     └─ [sh -c 'ulimit -n 256 && exec …'] pickup-relay serve --tcp 127.0.0.1:0 --data <temp>/data [--config] [--serial]
 //!          stderr ──► lines kept in memory (log, wait_for_log)
 //!          "listening: tcp=127.0.0.1:PORT" ──► addr(); a restart reuses PORT
 //! ```
@@ -30,6 +30,7 @@ pub struct Builder {
     data: Option<PathBuf>,
     config: Option<String>,
     args: Vec<String>,
+    ulimit: Option<String>,
 }
 
 impl Builder {
@@ -50,6 +51,20 @@ impl Builder {
     /// Also serves the serial port `spec` (`PATH` or `PATH@BAUD`).
     pub fn serial(self, spec: &str) -> Builder {
         self.arg("--serial").arg(spec)
+    }
+
+    /// Starts the relay under `ulimit -n N` (soft and hard open-file
+    /// limits), through `sh`, as an operator's shell would.
+    pub fn open_files(mut self, n: u64) -> Builder {
+        self.ulimit = Some(format!("-n {n}"));
+        self
+    }
+
+    /// Starts the relay under `ulimit -Sn N`: a soft open-file limit of `n`,
+    /// the hard limit left as it is.
+    pub fn soft_open_files(mut self, n: u64) -> Builder {
+        self.ulimit = Some(format!("-Sn {n}"));
+        self
     }
 
     /// Any other argument of `pickup-relay serve`.
@@ -75,6 +90,7 @@ impl Builder {
             addr: None,
             data,
             args,
+            ulimit: self.ulimit,
             log: Arc::new(Mutex::new(Vec::new())),
             first_line: 0,
             _scratch: scratch,
@@ -93,6 +109,8 @@ pub struct RelayProcess {
     data: PathBuf,
     /// Arguments after `serve --tcp ADDR --data DIR`.
     args: Vec<String>,
+    /// `ulimit` arguments to start it under, if any.
+    ulimit: Option<String>,
     /// Every stderr line of every run, in order.
     log: Arc<Mutex<Vec<String>>>,
     /// Index in `log` of the current run's first line.
@@ -117,7 +135,18 @@ impl RelayProcess {
             Some(addr) => addr.to_string(),
             None => "127.0.0.1:0".to_owned(),
         };
-        let mut child = Command::new(relay_bin())
+        let mut command = match &self.ulimit {
+            // `exec` keeps the pid: kill and `pid()` reach the relay itself.
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
+                    .arg(relay_bin());
+                c
+            }
+            None => Command::new(relay_bin()),
+        };
+        let mut child = command
             .args(["serve", "--tcp", &tcp, "--data"])
             .arg(&self.data)
             .args(&self.args)

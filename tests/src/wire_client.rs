@@ -7,7 +7,7 @@
 //! Every wait is bounded by [`PATIENCE`]; connections go to loopback only.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant as StdInstant};
 
 use pickup_proto::download;
@@ -30,6 +30,23 @@ impl<T: Read + Write> Wire for T {}
 pub fn connect(addr: SocketAddr) -> TcpStream {
     assert!(addr.ip().is_loopback(), "tests stay on loopback: {addr}");
     let s = TcpStream::connect(addr).expect("connect to the relay");
+    tune(s)
+}
+
+/// Like [`connect`], from the loopback address `source` (127.0.0.2 and up
+/// are as local as 127.0.0.1 on Linux): a peer the relay tells apart.
+pub fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    assert!(addr.ip().is_loopback(), "tests stay on loopback: {addr}");
+    assert!(source.is_loopback(), "tests stay on loopback: {source}");
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    s.bind(&SocketAddr::from((source, 0)).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    s.connect(&addr.into()).expect("connect to the relay");
+    tune(s.into())
+}
+
+fn tune(s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_millis(5)))
         .expect("read timeout");
     s.set_nodelay(true).expect("no delay");
@@ -291,8 +308,17 @@ pub struct Raw {
 impl Raw {
     /// Connects to the relay at `addr`.
     pub fn connect(addr: SocketAddr) -> Raw {
+        Raw::over(connect(addr))
+    }
+
+    /// Connects to the relay at `addr` from the loopback address `source`.
+    pub fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> Raw {
+        Raw::over(connect_from(addr, source))
+    }
+
+    fn over(stream: TcpStream) -> Raw {
         Raw {
-            stream: connect(addr),
+            stream,
             dec: Decoder::new(vec![0u8; 65_536]),
             buf: vec![0u8; 70_000],
             pending: Default::default(),
@@ -324,11 +350,25 @@ impl Raw {
 
     /// The next message from the relay (bounded wait).
     pub fn recv(&mut self) -> Reply {
+        match self.recv_within(PATIENCE) {
+            Some(Ok(reply)) => reply,
+            Some(Err(Closed)) => panic!("connection closed"),
+            None => panic!("no reply from the relay"),
+        }
+    }
+
+    /// The next message from the relay, `Err(Closed)` if the connection
+    /// ended first, or `None` if nothing came within `wait`.
+    pub fn recv_within(&mut self, wait: Duration) -> Option<Result<Reply, Closed>> {
         let start = StdInstant::now();
         let mut rbuf = vec![0u8; 65_536];
         while self.pending.is_empty() {
-            assert!(start.elapsed() < PATIENCE, "no reply from the relay");
-            let n = read_some(&mut self.stream, &mut rbuf).expect("connection closed");
+            if start.elapsed() >= wait {
+                return None;
+            }
+            let Ok(n) = read_some(&mut self.stream, &mut rbuf) else {
+                return Some(Err(Closed));
+            };
             let mut input = &rbuf[..n];
             while let Some(r) = self.dec.feed(&mut input) {
                 let Ok(f) = r else { continue };
@@ -351,9 +391,13 @@ impl Raw {
                 self.pending.push_back(reply);
             }
         }
-        self.pending.pop_front().expect("a reply")
+        self.pending.pop_front().map(Ok)
     }
 }
+
+/// The relay closed the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
 
 /// Deterministic test content.
 pub fn bytes(len: usize, seed: u8) -> Vec<u8> {

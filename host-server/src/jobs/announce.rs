@@ -154,8 +154,8 @@ pub(super) fn candidates(store: &dyn Store, size: u64, sha1: &Sha1Digest) -> Vec
     if size == 0 {
         return Vec::new();
     }
-    match store.candidates(size, sha1) {
-        Ok(c) => c.into_iter().take(MAX_CANDIDATES).collect(),
+    match store.candidates(size, sha1, MAX_CANDIDATES) {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!("candidate lookup failed: {e}");
             Vec::new()

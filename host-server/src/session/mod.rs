@@ -32,6 +32,13 @@
 //!                          │ Resume ─────────────────► upload continues from durable offsets
 //!                          │ Fetch, Read, Ack ───────► download (Manifest, entries, Data)
 //! ```
+//!
+//! A session that has no batch yet (none created, resumed or found by its
+//! code) is closed after [`Settings::idle_timeout_before_transfer`] of
+//! silence, one with a batch after [`Settings::idle_timeout`].
+//!
+//! [`Settings::idle_timeout_before_transfer`]: crate::settings::Settings::idle_timeout_before_transfer
+//! [`Settings::idle_timeout`]: crate::settings::Settings::idle_timeout
 
 use std::sync::Arc;
 
@@ -39,13 +46,14 @@ use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
     self, Kind, Manifest, ManifestEntry, Message, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
-use pickup_proto::{ErrorCode, Instant, PROTOCOL_VERSION};
+use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 
 use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Relay};
 use crate::settings::{Link, MIN_ACK_WINDOW};
 
 mod download;
+mod lookups;
 mod outbox;
 mod upload;
 mod work;
@@ -82,6 +90,12 @@ pub struct Session {
     /// (0: it did not say).
     peer_window: u32,
     last_heard: Instant,
+    /// A batch was created, resumed or found by its code: the session
+    /// idles out after the transfer timeout, no longer the shorter one.
+    started: bool,
+    /// The code of the batch this session last found by its code: `Read`s
+    /// within it are not guesses (see `lookups`).
+    found_code: Option<Code>,
     /// The latest `now` any input brought: replies rendered later are
     /// judged by it (a verdict for a batch that expired meanwhile is not sent).
     clock: Instant,
@@ -140,6 +154,8 @@ impl Session {
             peer_caps: 0,
             peer_window: 0,
             last_heard: now,
+            started: false,
+            found_code: None,
             clock: now,
             out: Outbox::default(),
             announcing: None,
@@ -258,6 +274,7 @@ impl Session {
             Message::Data(d) => self.on_data(now, d),
             Message::Resume(r) => self.on_resume(now, r),
             Message::Fetch(f) => self.on_fetch(now, f),
+            Message::Read(r) if self.found_code == Some(r.code) => self.on_read_in_found(now, r),
             Message::Read(r) => self.on_read(now, r),
             Message::Ack(a) => self.on_download_ack(a),
             // Relay-to-terminal kinds make no sense here.
@@ -303,13 +320,23 @@ impl Session {
         self.out.push(Out::Welcome);
     }
 
+    /// How long the session may stay silent: shorter until it has a batch.
+    fn idle_timeout(&self) -> Duration {
+        let s = &self.relay.settings;
+        if self.started {
+            s.idle_timeout
+        } else {
+            s.idle_timeout_before_transfer.min(s.idle_timeout)
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_closed() || matches!(self.phase, Phase::Closing | Phase::Closed) {
             return None;
         }
-        let idle = self.last_heard + self.relay.settings.idle_timeout;
+        let idle = self.last_heard + self.idle_timeout();
         let ack = self
             .upload
             .as_ref()
@@ -323,8 +350,8 @@ impl Session {
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
         }
-        if now >= self.last_heard + self.relay.settings.idle_timeout {
-            tracing::debug!(session = self.id, peer = %self.peer, "idle timeout");
+        if now >= self.last_heard + self.idle_timeout() {
+            tracing::debug!(session = self.id, peer = %self.peer, started = self.started, "idle timeout");
             return self.close_with(now, ErrorCode::IdleTimeout);
         }
         let due = self

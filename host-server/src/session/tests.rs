@@ -927,10 +927,14 @@ fn not_ready_expired_unknown_and_rate_limited_lookups() {
         }),
     );
     assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::Expired, 0)]);
-    // Unknown, then rate limited: three failures spent the peer's bucket.
+    // Unknown, then rate limited: three failures (the expired Fetch and
+    // two guesses) spent the peer's bucket. The Read of the batch this
+    // session had found was no guess and cost nothing.
     let guess = Code::from_parts(13, 12345).unwrap();
-    send(&mut d, w.now(), Message::Fetch(Fetch { code: guess }));
-    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    for _ in 0..2 {
+        send(&mut d, w.now(), Message::Fetch(Fetch { code: guess }));
+        assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    }
     send(&mut d, w.now(), Message::Fetch(Fetch { code: guess }));
     assert_eq!(
         drain(&mut d),
@@ -1072,8 +1076,12 @@ fn session_limits_idle_timeout_and_shutdown() {
     );
     drop(a);
     assert_eq!(w.relay.sessions(), 2);
+    // Without a batch, a session idles out after the shorter timeout.
     let t = c.poll_timeout().unwrap();
-    assert_eq!(t, w.now() + Settings::default().idle_timeout);
+    assert_eq!(
+        t,
+        w.now() + Settings::default().idle_timeout_before_transfer
+    );
     c.handle_timeout(t);
     assert_eq!(drain(&mut c), [Reply::Error(ErrorCode::IdleTimeout, 0)]);
     assert!(c.is_closed());
@@ -1928,4 +1936,197 @@ fn a_challenge_computes_the_proof_it_expects_before_the_proof_arrives() {
         ]
     );
     assert_eq!(w.store.blob_count(), 1);
+}
+
+fn read_all(code: Code) -> Message<'static> {
+    Message::Read(Read {
+        code,
+        file: 0,
+        offset: 0,
+        len: 100,
+    })
+}
+
+/// A `Read` within the batch this session found by its code is no guess:
+/// it is served while the peer's bucket is spent, and one that finds the
+/// batch gone costs nothing. Other lookups stay limited.
+#[test]
+fn reads_within_a_found_batch_are_not_rate_limited() {
+    let settings = Settings {
+        code_ttl_secs: 60,
+        rate: crate::rate_limit::RateSettings {
+            peer_burst: 2,
+            peer_per_sec: 0.001,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut w = World::new(settings);
+    let mut s = open(&w, 1);
+    let data = b"abcd";
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 4, Sha1Digest::of(data))],
+    ));
+    send(
+        &mut s,
+        w.now(),
+        Message::Data(Data {
+            file: 0,
+            offset: 0,
+            bytes: data,
+        }),
+    );
+    drain(&mut s);
+    let guess = |n| {
+        Message::Fetch(Fetch {
+            code: Code::from_parts(13, n).unwrap(),
+        })
+    };
+    let mut d = open(&w, 2);
+    send(&mut d, w.now(), Message::Fetch(Fetch { code: g.code }));
+    assert!(matches!(drain(&mut d)[0], Reply::Manifest(_)));
+    send(&mut d, w.now(), guess(7));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    // One token left, and many reads of the found batch cost none.
+    for _ in 0..5 {
+        send(&mut d, w.now(), read_all(g.code));
+        assert_eq!(drain(&mut d), [Reply::Data(0, 0, data.to_vec())]);
+    }
+    // The batch expires under the download: refused, not charged.
+    w.now += 61_000;
+    send(&mut d, w.now(), read_all(g.code));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::Expired, 0)]);
+    send(&mut d, w.now(), guess(8));
+    assert_eq!(drain(&mut d), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    // Now the bucket is spent: a read of a code this session never found
+    // is a lookup like any other.
+    send(&mut d, w.now(), read_all(Code::from_parts(13, 9).unwrap()));
+    assert!(matches!(
+        drain(&mut d)[..],
+        [Reply::Error(ErrorCode::RateLimited, _)]
+    ));
+}
+
+/// Guessers from many peers spend the relay's shared bucket; a peer that
+/// has not failed still fetches a real code every time (from the reserve,
+/// and its successes cost nothing).
+#[test]
+fn guessers_do_not_lock_out_a_clean_peer() {
+    let settings = Settings {
+        rate: crate::rate_limit::RateSettings {
+            global_burst: 10,
+            global_per_sec: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut w = World::new(settings);
+    let mut s = open(&w, 1);
+    let g = grant_of(&announce(&mut s, w.now(), &[("f", 0, Sha1Digest::EMPTY)]));
+    let mut guessers: Vec<Session> = (10..30).map(|p| open(&w, p)).collect();
+    let mut honest = open(&w, 2);
+    let mut n = 0u128;
+    let mut fetched = 0;
+    // 60 s of guessing (every guesser every 500 ms), then 36 honest fetches
+    // between the guesses.
+    for round in 0..(120 + 36) {
+        w.now += 500;
+        for guesser in &mut guessers {
+            n += 1;
+            let code = Code::from_parts(13, 1_000_000 + n).unwrap();
+            send(guesser, w.now(), Message::Fetch(Fetch { code }));
+            drain(guesser);
+        }
+        if round >= 120 {
+            send(&mut honest, w.now(), Message::Fetch(Fetch { code: g.code }));
+            let replies = drain(&mut honest);
+            if matches!(replies[0], Reply::Manifest(_)) {
+                fetched += 1;
+            }
+        }
+    }
+    assert_eq!(fetched, 36, "honest fetches that got through");
+}
+
+/// A session idles out after the shorter timeout until it has a batch:
+/// created, resumed, or found by its code. A failed lookup starts nothing.
+#[test]
+fn a_session_without_a_batch_idles_out_sooner() {
+    let w = World::new(Settings::default());
+    let (short, long) = (
+        Settings::default().idle_timeout_before_transfer,
+        Settings::default().idle_timeout,
+    );
+    assert!(short < long);
+    let quiet = w.session(1, Link::TCP);
+    assert_eq!(quiet.poll_timeout(), Some(w.now() + short));
+    let mut up = open(&w, 2);
+    assert_eq!(up.poll_timeout(), Some(w.now() + short));
+    let guess = Code::from_parts(13, 5).unwrap();
+    send(&mut up, w.now(), Message::Fetch(Fetch { code: guess }));
+    assert_eq!(drain(&mut up), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    assert_eq!(up.poll_timeout(), Some(w.now() + short));
+    let g = grant_of(&announce(
+        &mut up,
+        w.now(),
+        &[("f", 4, Sha1Digest::of(b"abcd"))],
+    ));
+    assert_eq!(up.poll_timeout(), Some(w.now() + long));
+    let mut down = open(&w, 3);
+    send(&mut down, w.now(), Message::Fetch(Fetch { code: g.code }));
+    drain(&mut down);
+    assert_eq!(down.poll_timeout(), Some(w.now() + long));
+    let mut resumed = open(&w, 4);
+    send(
+        &mut resumed,
+        w.now(),
+        Message::Resume(Resume { token: g.token }),
+    );
+    drain(&mut resumed);
+    assert_eq!(resumed.poll_timeout(), Some(w.now() + long));
+    // The shorter timeout closes like the other.
+    let mut idle = open(&w, 5);
+    idle.handle_timeout(w.now() + short);
+    assert_eq!(drain(&mut idle), [Reply::Error(ErrorCode::IdleTimeout, 0)]);
+    assert!(idle.is_closed());
+}
+
+/// Empty files of the empty content are complete at the grant: `Held`,
+/// no store work, and the batch completes at once.
+#[test]
+fn empty_files_are_held_at_the_grant() {
+    let w = World::new(Settings::default());
+    let mut s = open(&w, 1);
+    let names: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    let files: Vec<(&str, u64, Sha1Digest)> = names
+        .iter()
+        .map(|n| (n.as_str(), 0, Sha1Digest::EMPTY))
+        .collect();
+    let replies = announce(&mut s, w.now(), &files);
+    let held = replies
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Reply::Plan(FilePlan {
+                    plan: Plan::Held,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(held, 1000);
+    assert_eq!(replies.last(), Some(&Reply::Complete));
+    assert_eq!(w.store.blob_count(), 0);
+    // An empty file announced with another SHA-1 is rejected at once.
+    let replies = announce(&mut s, w.now(), &[("odd", 0, Sha1Digest::of(b"x"))]);
+    assert!(
+        replies.contains(&Reply::Rejected(FileRejected {
+            index: 0,
+            reason: ErrorCode::HashMismatch
+        })),
+        "{replies:?}"
+    );
 }

@@ -19,7 +19,7 @@ use pickup_proto::Instant;
 
 use super::upload::{Armed, Ctx};
 use super::{Phase, Session, Upload};
-use crate::jobs::{Job, JobDone, LeaseLost, Outcome, Work};
+use crate::jobs::{Found, Job, JobDone, LeaseLost, Outcome, Work};
 
 /// A session step that runs once everything queued before it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,9 +319,15 @@ impl Session {
         };
         let open = wanted && matches!(self.phase, Phase::AwaitHello | Phase::Open);
         match done.outcome {
-            Outcome::Created(created) if open => self.on_created(created),
-            Outcome::FoundToken { token, found } if open => self.on_found_token(token, found),
-            Outcome::FoundCode { to, found } if open => self.on_found_code(to, found),
+            Outcome::Created(created) if open => {
+                self.started |= created.is_ok();
+                self.on_created(created)
+            }
+            Outcome::FoundToken { token, found } if open => {
+                self.started |= matches!(found, Ok(Found::Live(..)));
+                self.on_found_token(token, found)
+            }
+            Outcome::FoundCode { to, found } if open => self.on_code_looked_up(to, found),
             Outcome::BlobRead(read) => self.on_blob_read(read),
             Outcome::Created(_) | Outcome::FoundToken { .. } | Outcome::FoundCode { .. } => {}
             upload => {

@@ -115,8 +115,11 @@ impl MemoryStore {
         self.lock().blobs.len()
     }
 
-    /// A blob's bytes (for tests).
+    /// A blob's bytes (for tests); [`BlobId::EMPTY`] holds none.
     pub fn blob_bytes(&self, id: BlobId) -> Option<Vec<u8>> {
+        if id == BlobId::EMPTY {
+            return Some(Vec::new());
+        }
         self.lock().blobs.get(&id).map(|b| b.data.clone())
     }
 }
@@ -140,16 +143,21 @@ impl Store for MemoryStore {
         let id = BatchId(inner.id());
         let mut files = Vec::with_capacity(new.files.len());
         for f in new.files {
-            let partial = PartialId(inner.id());
-            inner.partials.insert(partial, Partial::default());
+            let content = if f.is_empty_content() {
+                FileContent::Blob(BlobId::EMPTY)
+            } else {
+                let partial = PartialId(inner.id());
+                inner.partials.insert(partial, Partial::default());
+                FileContent::Partial {
+                    id: partial,
+                    durable: 0,
+                }
+            };
             files.push(FileRecord {
                 name: f.name.to_owned(),
                 size: f.size,
                 sha1: f.sha1,
-                content: FileContent::Partial {
-                    id: partial,
-                    durable: 0,
-                },
+                content,
             });
         }
         let batch = Batch {
@@ -242,17 +250,21 @@ impl Store for MemoryStore {
         self.sync_partial(id, 0)
     }
 
-    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>> {
+    fn candidates(&self, size: u64, sha1: &Sha1Digest, limit: usize) -> Result<Vec<BlobId>> {
         let inner = self.lock();
         Ok(inner
             .blobs
             .iter()
             .filter(|(_, b)| b.data.len() as u64 == size && b.sha1 == *sha1)
             .map(|(id, _)| *id)
+            .take(limit)
             .collect())
     }
 
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if id == BlobId::EMPTY {
+            return Ok(0);
+        }
         let inner = self.lock();
         let b = inner.blobs.get(&id).ok_or(StoreError::NotFound)?;
         Ok(read_range(&b.data, offset, buf))
@@ -268,6 +280,11 @@ impl Store for MemoryStore {
         match inner.file_mut(file)?.content {
             FileContent::Partial { id, .. } if id == partial => {}
             _ => return Err(StoreError::NotFound),
+        }
+        if content.size == 0 {
+            inner.partials.remove(&partial);
+            inner.file_mut(file)?.content = FileContent::Blob(BlobId::EMPTY);
+            return Ok(BlobId::EMPTY);
         }
         let size = usize::try_from(content.size).unwrap_or(usize::MAX);
         let existing = {

@@ -80,6 +80,13 @@ pub struct PartialId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobId(pub u64);
 
+impl BlobId {
+    /// The empty content, which every empty file shares: it has no record
+    /// and no file, reads as zero bytes and is never collected, so empty
+    /// files cost no blob, no fsync and no directory entry.
+    pub const EMPTY: BlobId = BlobId(0);
+}
+
 /// A hashed lookup key for a code or a token: secrets are never stored or
 /// compared as themselves (see [`crate::codes::code_key`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +107,16 @@ pub struct NewFile<'a> {
     pub size: u64,
     /// Announced SHA-1.
     pub sha1: Sha1Digest,
+}
+
+impl NewFile<'_> {
+    /// Whether the file is announced as the empty content (size 0 and the
+    /// SHA-1 of the empty input): it is complete from the start, as
+    /// [`BlobId::EMPTY`]. An empty file with another SHA-1 is a partial
+    /// upload like any other, which verification then rejects.
+    pub fn is_empty_content(&self) -> bool {
+        self.size == 0 && self.sha1 == Sha1Digest::EMPTY
+    }
 }
 
 /// A batch to create.
@@ -244,7 +261,9 @@ pub struct SweepStats {
 /// The relay's storage. All methods take `&self` and are safe to call from
 /// many sessions at once; each is atomic.
 pub trait Store: Send + Sync {
-    /// Creates a batch with one partial upload (durable offset 0) per file.
+    /// Creates a batch with one partial upload (durable offset 0) per file,
+    /// except files of empty content ([`NewFile::is_empty_content`]), which
+    /// are complete at once as [`BlobId::EMPTY`].
     fn create_batch(&self, batch: &NewBatch<'_>) -> Result<Batch>;
     /// Whether a code is in use: live, or remembered as expired.
     fn code_taken(&self, code: &LookupKey) -> Result<bool>;
@@ -264,14 +283,17 @@ pub trait Store: Send + Sync {
     /// Throws a partial upload's bytes away: durable offset 0.
     fn reset_partial(&self, id: PartialId) -> Result<()>;
 
-    /// Blobs with this size and SHA-1: candidates, not matches.
-    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>>;
-    /// Reads bytes of a blob; 0 only at its end.
+    /// At most `limit` blobs with this size and SHA-1: candidates, not
+    /// matches. Never [`BlobId::EMPTY`].
+    fn candidates(&self, size: u64, sha1: &Sha1Digest, limit: usize) -> Result<Vec<BlobId>>;
+    /// Reads bytes of a blob; 0 only at its end ([`BlobId::EMPTY`] reads
+    /// nothing).
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize>;
     /// A partial upload is complete and verified: link the file to an
     /// existing blob with the same size and SHA-1 *and byte-for-byte equal
     /// content*, or make the partial's bytes a new blob (fsync, rename, fsync
-    /// directory). A SHA-1 collision therefore gets a blob of its own.
+    /// directory). A SHA-1 collision therefore gets a blob of its own. An
+    /// empty file becomes [`BlobId::EMPTY`].
     fn complete_file(&self, file: FileRef, partial: PartialId, content: &Content)
         -> Result<BlobId>;
     /// Links a file to a blob after a proof of ownership; drops its partial.

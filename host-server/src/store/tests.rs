@@ -71,6 +71,8 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
     assert_eq!(b.files.len(), 2);
     assert!(!b.ready());
+    // The empty file is complete from the start, with no blob of its own.
+    assert_eq!(b.files[1].content, FileContent::Blob(BlobId::EMPTY));
     assert!(store.code_taken(&key(1)).unwrap());
     assert!(!store.code_taken(&key(2)).unwrap());
     assert_eq!(live(store.find_by_code(&key(1), 10).unwrap()), b);
@@ -116,17 +118,7 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
             &content(b"abcdef"),
         )
         .unwrap();
-    let pe = partial_of(&b, 1);
-    let blob_e = store
-        .complete_file(
-            FileRef {
-                batch: b.id,
-                index: 1,
-            },
-            pe,
-            &content(b""),
-        )
-        .unwrap();
+    let blob_e = BlobId::EMPTY;
     store = crash(store);
     let b = live(store.find_by_code(&key(1), 10).unwrap());
     assert!(b.ready());
@@ -182,8 +174,15 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
         .unwrap();
     assert_ne!(other, blob_a);
     assert_eq!(read_all_blob(&store, other, 6), b"ABCDEF");
-    let cands = store.candidates(6, &Sha1Digest::of(b"abcdef")).unwrap();
+    let cands = store.candidates(6, &Sha1Digest::of(b"abcdef"), 4).unwrap();
     assert_eq!(cands.len(), 2);
+    assert_eq!(
+        store
+            .candidates(6, &Sha1Digest::of(b"abcdef"), 1)
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(store
         .link_file(
             FileRef {
@@ -216,16 +215,14 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
         .is_err());
     let _ = q2;
 
-    // Expiry: batch 1 goes; blob_a stays (batch 2 refers to it), the empty blob goes.
+    // Expiry: batch 1 goes; blob_a stays (batch 2 refers to it), and the
+    // empty content is no blob to collect.
     let stats = store.sweep(1500, 0).unwrap();
-    assert_eq!((stats.batches, stats.blobs, stats.partials), (1, 1, 0));
+    assert_eq!((stats.batches, stats.blobs, stats.partials), (1, 0, 0));
     assert_eq!(store.find_by_code(&key(1), 1500).unwrap(), Lookup::Expired);
     assert!(store.code_taken(&key(1)).unwrap());
     assert_eq!(read_all_blob(&store, blob_a, 6), b"abcdef");
-    assert!(matches!(
-        store.read_blob(blob_e, 0, &mut buf),
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!(store.read_blob(blob_e, 0, &mut buf).unwrap(), 0);
     // A batch with an unfinished upload: its partial goes with it.
     let b3 = store
         .create_batch(&new_batch(3, &files[..1], 1800))
@@ -235,7 +232,7 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     let stats = store.sweep(2500, 0).unwrap();
     assert_eq!((stats.batches, stats.blobs, stats.partials), (2, 2, 1));
     assert!(store
-        .candidates(6, &Sha1Digest::of(b"abcdef"))
+        .candidates(6, &Sha1Digest::of(b"abcdef"), 4)
         .unwrap()
         .is_empty());
     assert!(!store
@@ -261,6 +258,100 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     assert_eq!(store.find_by_code(&key(2), 2500).unwrap(), Lookup::Expired);
     store = crash(store);
     assert_eq!(store.find_by_code(&key(2), 2500).unwrap(), Lookup::Expired);
+}
+
+/// Empty files: 1,000 of them in one batch are complete at creation and
+/// share [`BlobId::EMPTY`] (no blob each); an empty file announced with
+/// another SHA-1 stays a partial upload; one that a relay kept as a partial
+/// upload (before empty content was shared) completes as the empty content.
+fn empty_files<S: Store>(store: &S, blobs: impl Fn() -> usize) {
+    let names: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    let files: Vec<NewFile<'_>> = names
+        .iter()
+        .map(|name| NewFile {
+            name,
+            size: 0,
+            sha1: Sha1Digest::EMPTY,
+        })
+        .collect();
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    assert!(b.ready());
+    assert!(b
+        .files
+        .iter()
+        .all(|f| f.content == FileContent::Blob(BlobId::EMPTY)));
+    assert_eq!(live(store.find_by_code(&key(1), 10).unwrap()), b);
+    assert_eq!(read_all_blob(store, BlobId::EMPTY, 0), b"");
+    assert_eq!(blobs(), 0);
+    assert!(store
+        .candidates(0, &Sha1Digest::EMPTY, 4)
+        .unwrap()
+        .is_empty());
+    let odd = [NewFile {
+        name: "odd",
+        size: 0,
+        sha1: Sha1Digest::of(b"not empty"),
+    }];
+    let b2 = store.create_batch(&new_batch(2, &odd, 1000)).unwrap();
+    let p = partial_of(&b2, 0);
+    let file = FileRef {
+        batch: b2.id,
+        index: 0,
+    };
+    // The store does not verify: completing it as the empty content (as
+    // the session would after checking an empty file's SHA-1) shares it.
+    assert_eq!(
+        store.complete_file(file, p, &content(b"")).unwrap(),
+        BlobId::EMPTY
+    );
+    assert!(live(store.find_by_code(&key(2), 10).unwrap()).ready());
+    assert_eq!(blobs(), 0);
+    assert_eq!(store.usage().unwrap().bytes, 0);
+    let stats = store.sweep(1000, 0).unwrap();
+    assert_eq!((stats.batches, stats.blobs, stats.partials), (2, 0, 0));
+    assert_eq!(read_all_blob(store, BlobId::EMPTY, 0), b"");
+}
+
+#[test]
+fn empty_files_share_the_empty_content() {
+    let memory = MemoryStore::new();
+    empty_files(&memory, || memory.blob_count());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = reopen(dir.path());
+    let blob_dir = dir.path().join("blobs");
+    empty_files(&sqlite, || std::fs::read_dir(&blob_dir).unwrap().count());
+}
+
+/// Candidates come at most `limit` at a time, however many blobs share a
+/// size and SHA-1 (as SHA-1 collisions would).
+fn candidates_are_limited<S: Store>(store: &S) {
+    let sha1 = Sha1Digest::of(b"abcd");
+    let files: Vec<NewFile<'_>> = (0..10)
+        .map(|_| NewFile {
+            name: "c",
+            size: 4,
+            sha1,
+        })
+        .collect();
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    for i in 0..10u8 {
+        let p = partial_of(&b, usize::from(i));
+        store.write_partial(p, 0, &[i; 4]).unwrap();
+        let file = FileRef {
+            batch: b.id,
+            index: u16::from(i),
+        };
+        store.complete_file(file, p, &content(b"abcd")).unwrap();
+    }
+    assert_eq!(store.candidates(4, &sha1, 4).unwrap().len(), 4);
+    assert_eq!(store.candidates(4, &sha1, 100).unwrap().len(), 10);
+}
+
+#[test]
+fn candidates_are_fetched_up_to_a_limit() {
+    candidates_are_limited(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    candidates_are_limited(&reopen(dir.path()));
 }
 
 #[test]

@@ -17,7 +17,7 @@ use super::{
 
 /// Most candidate blobs an upload is compared with (more than one means a
 /// SHA-1 collision is stored; more than a few is an attack).
-const MAX_COMPARED: usize = 4;
+pub(super) const MAX_COMPARED: usize = 4;
 
 /// Bytes compared per read when checking an upload against a blob.
 const COMPARE_CHUNK: usize = 256 * 1024;
@@ -102,15 +102,34 @@ impl SqliteStore {
         Ok(BlobId(partial.0))
     }
 
-    /// Blobs with this size and SHA-1.
+    /// At most `limit` blobs with this size and SHA-1 (the limit is the
+    /// query's: rows past it are never read).
     pub(super) fn candidate_ids(
         db: &Connection,
         size: u64,
         sha1: &Sha1Digest,
+        limit: usize,
     ) -> Result<Vec<BlobId>> {
-        let mut stmt = db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2")?;
-        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..]], |r| r.get::<_, i64>(0))?;
+        let mut stmt =
+            db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2 LIMIT ?3")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..], limit], |r| {
+            r.get::<_, i64>(0)
+        })?;
         rows.map(|r| Ok(BlobId(to_u64(r?)))).collect()
+    }
+
+    /// An empty upload (of a relay that kept empty files as partials)
+    /// becomes [`BlobId::EMPTY`]: no blob file, no row, no fsync.
+    pub(super) fn complete_empty(&self, file: FileRef, partial: PartialId) -> Result<BlobId> {
+        let pid = to_i64(partial.0)?;
+        let empty = to_i64(BlobId::EMPTY.0)?;
+        self.write(move |db| {
+            Self::set_blob(db, file, pid, empty)?;
+            Ok(((), Delta::default()))
+        })?;
+        self.drop_partial_file(partial.0)?;
+        Ok(BlobId::EMPTY)
     }
 
     /// Whether the first `size` bytes of a partial upload equal a blob.

@@ -10,9 +10,10 @@ use std::sync::{Arc, MutexGuard};
 
 use super::{remove_if_present, BlobId, PartialId, Result, SqliteStore, StoreError};
 
-/// Open file handles kept per kind, so a stream of data frames does not
-/// reopen its file for every frame.
-const HANDLE_CACHE: usize = 256;
+/// Open file handles kept per kind (partial uploads, blobs) by default, so
+/// a stream of data frames does not reopen its file for every frame
+/// ([`SqliteStore::limit_open_files`] sets another number).
+pub const OPEN_FILES_PER_KIND: usize = 256;
 
 pub(super) struct PartialHandle {
     pub(super) file: File,
@@ -20,24 +21,52 @@ pub(super) struct PartialHandle {
     pub(super) dir_synced: AtomicBool,
 }
 
-#[derive(Default)]
 pub(super) struct Handles {
     partials: HashMap<u64, Arc<PartialHandle>>,
     blobs: HashMap<u64, Arc<File>>,
+    /// Handles kept per kind at most.
+    capacity: usize,
 }
 
-fn cache_insert<V>(map: &mut HashMap<u64, V>, key: u64, value: V) {
-    if map.len() >= HANDLE_CACHE {
-        if let Some(k) = map.keys().next().copied() {
-            map.remove(&k);
+impl Default for Handles {
+    fn default() -> Self {
+        Handles {
+            partials: HashMap::new(),
+            blobs: HashMap::new(),
+            capacity: OPEN_FILES_PER_KIND,
         }
     }
+}
+
+/// Drops entries until at most `len` are left.
+fn shrink<V>(map: &mut HashMap<u64, V>, len: usize) {
+    while map.len() > len {
+        let Some(k) = map.keys().next().copied() else {
+            break;
+        };
+        map.remove(&k);
+    }
+}
+
+fn cache_insert<V>(map: &mut HashMap<u64, V>, capacity: usize, key: u64, value: V) {
+    shrink(map, capacity.saturating_sub(1));
     map.insert(key, value);
 }
 
 impl SqliteStore {
     fn handles(&self) -> MutexGuard<'_, Handles> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps at most `per_kind` partial and `per_kind` blob files open
+    /// ([`OPEN_FILES_PER_KIND`] by default), closing the surplus at once; a handle a
+    /// running store call holds closes when that call is done.
+    pub fn limit_open_files(&self, per_kind: usize) {
+        let mut h = self.handles();
+        h.capacity = per_kind.max(1);
+        let capacity = h.capacity;
+        shrink(&mut h.partials, capacity);
+        shrink(&mut h.blobs, capacity);
     }
 
     /// The partial file's handle; `None` if it does not exist and `create`
@@ -65,7 +94,9 @@ impl SqliteStore {
             file,
             dir_synced: AtomicBool::new(!create),
         });
-        cache_insert(&mut self.handles().partials, id.0, h.clone());
+        let mut handles = self.handles();
+        let capacity = handles.capacity;
+        cache_insert(&mut handles.partials, capacity, id.0, h.clone());
         Ok(Some(h))
     }
 
@@ -78,7 +109,9 @@ impl SqliteStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        cache_insert(&mut self.handles().blobs, id.0, file.clone());
+        let mut handles = self.handles();
+        let capacity = handles.capacity;
+        cache_insert(&mut handles.blobs, capacity, id.0, file.clone());
         Ok(file)
     }
 

@@ -4,6 +4,7 @@
 //!   DATA/relay.sqlite (+ -wal, -shm)   batches, files, partials, blobs, expired codes
 //!   DATA/partial/<id>                  bytes of an upload in progress
 //!   DATA/blobs/<id>                    bytes of a complete, verified file
+//!                                      (none for empty files: BlobId::EMPTY)
 //! ```
 //!
 //! Files are named by internal id only: nothing a client sends shapes a path.
@@ -48,6 +49,7 @@ use rusqlite::{params, Connection};
 
 use self::dir_sync::{sync_dir, DirSync};
 use self::handles::Handles;
+pub use self::handles::OPEN_FILES_PER_KIND;
 pub use self::recovery::Recovery;
 use self::rows::{count_usage, exec, to_i64, to_u64};
 use super::commit::{Delta, GroupCommit};
@@ -154,10 +156,10 @@ impl Store for SqliteStore {
         let code = new.code;
         let (code_key, token_key) = (new.code_key, new.token_key);
         let (created_at, expires_at) = (to_i64(new.created_at)?, to_i64(new.expires_at)?);
-        let files: Vec<(String, u64, Sha1Digest)> = new
+        let files: Vec<(String, u64, Sha1Digest, bool)> = new
             .files
             .iter()
-            .map(|f| (f.name.to_owned(), f.size, f.sha1))
+            .map(|f| (f.name.to_owned(), f.size, f.sha1, f.is_empty_content()))
             .collect();
         let bytes = files
             .iter()
@@ -178,22 +180,32 @@ impl Store for SqliteStore {
             )?;
             let id = db.last_insert_rowid();
             let mut records = Vec::with_capacity(files.len());
-            for (i, (name, size, sha1)) in files.into_iter().enumerate() {
-                exec(db, "INSERT INTO partials(durable) VALUES (0)", [])?;
-                let partial = db.last_insert_rowid();
-                exec(
-                    db,
-                    "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![id, i as i64, name, to_i64(size)?, &sha1.0[..], partial],
-                )?;
+            for (i, (name, size, sha1, empty)) in files.into_iter().enumerate() {
+                let content = if empty {
+                    exec(
+                        db,
+                        "INSERT INTO files(batch, idx, name, size, sha1, blob) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                        params![id, i as i64, name, &sha1.0[..], to_i64(BlobId::EMPTY.0)?],
+                    )?;
+                    FileContent::Blob(BlobId::EMPTY)
+                } else {
+                    exec(db, "INSERT INTO partials(durable) VALUES (0)", [])?;
+                    let partial = db.last_insert_rowid();
+                    exec(
+                        db,
+                        "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![id, i as i64, name, to_i64(size)?, &sha1.0[..], partial],
+                    )?;
+                    FileContent::Partial {
+                        id: PartialId(to_u64(partial)),
+                        durable: 0,
+                    }
+                };
                 records.push(FileRecord {
                     name,
                     size,
                     sha1,
-                    content: FileContent::Partial {
-                        id: PartialId(to_u64(partial)),
-                        durable: 0,
-                    },
+                    content,
                 });
             }
             let batch = Batch {
@@ -269,11 +281,14 @@ impl Store for SqliteStore {
         self.sync_partial(id, 0)
     }
 
-    fn candidates(&self, size: u64, sha1: &Sha1Digest) -> Result<Vec<BlobId>> {
-        Self::candidate_ids(&self.db(), size, sha1)
+    fn candidates(&self, size: u64, sha1: &Sha1Digest, limit: usize) -> Result<Vec<BlobId>> {
+        Self::candidate_ids(&self.db(), size, sha1, limit)
     }
 
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if id == BlobId::EMPTY {
+            return Ok(0);
+        }
         Ok(self.blob_handle(id)?.read_at(buf, offset)?)
     }
 
@@ -284,6 +299,9 @@ impl Store for SqliteStore {
         content: &Content,
     ) -> Result<BlobId> {
         let pid = to_i64(partial.0)?;
+        if content.size == 0 {
+            return self.complete_empty(file, partial);
+        }
         // The database lock is held only around reads and commits, never
         // around an fsync or a read of file contents: completions of other
         // sessions go on meanwhile. The session's lease keeps this file to
@@ -294,7 +312,7 @@ impl Store for SqliteStore {
             if Self::file_partial(&db, file)? != Some(pid) {
                 return Err(StoreError::NotFound);
             }
-            Self::candidate_ids(&db, content.size, &content.sha1)?
+            Self::candidate_ids(&db, content.size, &content.sha1, blobs::MAX_COMPARED)?
         };
         if let Some(blob) = self.share_same_bytes(file, partial, content, candidates)? {
             return Ok(blob);
