@@ -233,7 +233,10 @@ fn raw_tcp(data: &[u8]) -> io::Result<Costed> {
 }
 
 fn memory(binary: &std::path::Path, sessions: usize) -> io::Result<Value> {
-    let relay = relay::Relay::start(binary, None)?;
+    // Opening 10,000 sessions takes longer than the relay lets a session
+    // idle before it starts a transfer (30 s by default).
+    let relay =
+        relay::Relay::start_with(binary, None, "idle_timeout_before_transfer_secs = 600\n")?;
     std::thread::sleep(Duration::from_millis(300));
     let before = relay.rss()?;
     let hello = Message::Hello(Hello {

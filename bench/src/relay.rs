@@ -45,6 +45,12 @@ impl Relay {
     /// Starts the relay with limits raised for benchmarking and, optionally,
     /// a serial port to open.
     pub fn start(binary: &Path, serial: Option<&str>) -> io::Result<Relay> {
+        Relay::start_with(binary, serial, "")
+    }
+
+    /// As [`start`](Self::start), with more lines for the config's
+    /// `[limits]` table.
+    pub fn start_with(binary: &Path, serial: Option<&str>, limits: &str) -> io::Result<Relay> {
         let data = tempfile::tempdir()?;
         let port = free_port()?;
         let config = data.path().join("relay.toml");
@@ -52,7 +58,7 @@ impl Relay {
         writeln!(
             f,
             "[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
-             max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n",
+             max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n{limits}",
             big = 64u64 << 30
         )?;
         let mut cmd = Command::new(binary);
