@@ -1,16 +1,20 @@
 //! State every session of one relay shares: settings, the store, the random
-//! source, failed-lookup limits, session counts and upload leases.
+//! source, failed-lookup limits, session counts, upload leases and the
+//! manifests of ready batches being sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, Weak};
 
-use pickup_proto::{ErrorCode, Instant};
+use pickup_proto::{Code, ErrorCode, Instant};
 
 use crate::random::Random;
 use crate::rate_limit::{Peer, RateLimiter};
 use crate::settings::Settings;
-use crate::store::{BatchId, Store, StoreError, SweepStats};
+use crate::store::{Batch, BatchId, Store, StoreError, SweepStats};
+
+/// Shared manifests kept track of before the dead ones are forgotten.
+const MANIFESTS_PRUNE_AT: usize = 1024;
 
 /// Locks `m`, taking over the state of a holder that panicked (every
 /// critical section leaves its state whole).
@@ -63,6 +67,9 @@ pub struct Relay {
     limiter: Mutex<RateLimiter>,
     sessions: Mutex<SessionCounts>,
     leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
+    /// Ready batches whose manifest some session is sending, by code: one
+    /// copy each, however many sessions (or requests) send it.
+    manifests: Mutex<HashMap<Code, Weak<Batch>>>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -91,6 +98,7 @@ impl Relay {
             rng: Mutex::new(rng),
             sessions: Mutex::new(SessionCounts::default()),
             leases: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         })
@@ -140,6 +148,40 @@ impl Relay {
 
     pub(crate) fn failed_lookup(&self, peer: &Peer, now: Instant) {
         lock(&self.limiter).failed(peer, now);
+    }
+
+    /// The manifest to send for `batch`, just looked up: the copy another
+    /// request is already sending if the batch is ready (a ready batch no
+    /// longer changes), so a peer that asks for it again and again without
+    /// reading costs one copy, not one per request.
+    pub(crate) fn share_manifest(&self, batch: Batch) -> Arc<Batch> {
+        if !batch.ready() {
+            return Arc::new(batch);
+        }
+        let mut manifests = lock(&self.manifests);
+        if let Some(shared) = manifests
+            .get(&batch.code)
+            .and_then(Weak::upgrade)
+            .filter(|b| b.id == batch.id)
+        {
+            return shared;
+        }
+        if manifests.len() >= MANIFESTS_PRUNE_AT {
+            manifests.retain(|_, m| m.strong_count() > 0);
+        }
+        let shared = Arc::new(batch);
+        manifests.insert(shared.code, Arc::downgrade(&shared));
+        shared
+    }
+
+    /// The manifest of the ready batch under `code` if a session is sending
+    /// it now and it has not expired (at `now_secs`): a repeated `Fetch`
+    /// needs no lookup in the store.
+    pub(crate) fn sending_manifest(&self, code: &Code, now_secs: u64) -> Option<Arc<Batch>> {
+        lock(&self.manifests)
+            .get(code)
+            .and_then(Weak::upgrade)
+            .filter(|b| now_secs < b.expires_at)
     }
 
     pub(crate) fn take_lease(&self, batch: BatchId, session: u64) -> Arc<Lease> {

@@ -291,7 +291,7 @@ fn idle_connections_without_a_batch_are_closed_after_30_s() {
 /// 20 batches of 1,000 empty files: each is granted and complete at once
 /// (`Held` plans), none makes a blob file, and each is served as ready.
 #[test]
-fn twenty_thousand_empty_files_make_no_blob_file_and_grant_fast() {
+fn twenty_thousand_empty_files_make_no_blob_file() {
     let relay = RelayProcess::start();
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
@@ -331,11 +331,8 @@ fn twenty_thousand_empty_files_make_no_blob_file_and_grant_fast() {
         .count();
     let slowest = times.iter().max().unwrap();
     println!("20,000 empty files: {blob_files} blob files; 1,000 granted and complete in at most {slowest:?}");
+    // How long a grant takes is the bench's to measure, not a test's.
     assert_eq!(blob_files, 0);
-    assert!(
-        *slowest < Duration::from_secs(2),
-        "a batch of 1,000 empty files took {slowest:?}"
-    );
     // Served as a ready batch (relay_process.rs downloads empty files).
     raw.send(Message::Fetch(Fetch {
         code: first.unwrap(),

@@ -4,11 +4,13 @@
 //! Every `Fetch` and `Read` looks the code up again (reads are authorised
 //! per request), through the rate limiter: a lookup runs only while the
 //! peer's and the relay's buckets hold a token, and a failed one spends it.
+//! A `Fetch` of a ready batch whose manifest some session is sending is
+//! answered with that shared manifest instead of a store lookup (after the
+//! limiter all the same, so a limited guesser learns nothing from it).
 //! A stream's bytes are read ahead of its frames by jobs, at most
 //! [`READ_AHEAD`] bytes at a time, whatever credit the terminal grants.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use pickup_proto::message::{self, Ack, Fetch, Kind, Read};
 use pickup_proto::{Code, ErrorCode, Instant};
@@ -73,7 +75,24 @@ impl Session {
     }
 
     pub(super) fn on_fetch(&mut self, now: Instant, f: Fetch) {
-        self.lookup_code(now, f.code, LookupFor::Fetch);
+        if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
+            return self
+                .out
+                .error_retry(ErrorCode::RateLimited, Kind::Fetch, wait);
+        }
+        // A ready batch whose manifest is being sent right now (to this
+        // peer or another) is served from memory: a terminal that asks
+        // again and again costs no store lookup and no copy.
+        if let Some(batch) = self.relay.sending_manifest(&f.code, unix_secs(now)) {
+            self.started = true;
+            self.found_code = Some(f.code);
+            return self.out.push(Out::Manifest { batch, next: 0 });
+        }
+        self.work.push(Work::FindCode {
+            code: f.code,
+            now_secs: unix_secs(now),
+            to: LookupFor::Fetch,
+        });
     }
 
     pub(super) fn on_read(&mut self, now: Instant, r: Read) {
@@ -104,7 +123,7 @@ impl Session {
         let r = match to {
             LookupFor::Fetch => {
                 return self.out.push(Out::Manifest {
-                    batch: Arc::new(batch),
+                    batch: self.relay.share_manifest(batch),
                     next: 0,
                 })
             }

@@ -206,7 +206,7 @@ impl Session {
     /// Whether [`poll_transmit`](Self::poll_transmit) has something to send,
     /// so a driver can allocate its buffer only then.
     pub fn wants_transmit(&self) -> bool {
-        !self.out.0.is_empty()
+        !self.out.is_empty()
             || (self.phase == Phase::Open && self.stream.as_ref().is_some_and(Stream::can_send))
     }
 
@@ -219,7 +219,7 @@ impl Session {
             && !self.upload.as_ref().is_some_and(|u| u.sync_pending())
             && match self.phase {
                 Phase::Closed => true,
-                Phase::Closing => self.out.0.is_empty(),
+                Phase::Closing => self.out.is_empty(),
                 _ => false,
             }
     }
@@ -307,7 +307,7 @@ impl Session {
             self.drop_upload();
             self.announcing = None;
             self.stream = None;
-            self.out.0.clear();
+            self.out.clear();
             // Lookups and creations for the old conversation would answer
             // questions nobody asks any more.
             self.work.forget_conversation();
@@ -399,7 +399,7 @@ impl Session {
     /// its length, or `None` when there is nothing to send now.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<usize> {
-        while let Some(item) = self.out.0.pop_front() {
+        while let Some(item) = self.out.pop() {
             if let Some(n) = self.render(item, out) {
                 return Some(n);
             }
@@ -460,7 +460,7 @@ impl Session {
                 };
                 let encoded = msg.encode(max, out);
                 if (*next as usize) < batch.files.len() {
-                    self.out.0.push_front(Out::Manifest {
+                    self.out.push_front(Out::Manifest {
                         batch: batch.clone(),
                         next: next + 1,
                     });
@@ -471,7 +471,7 @@ impl Session {
                 let up = self.upload.as_deref()?;
                 let (msg, more) = up.render(reply, self.link.window, unix_secs(self.clock))?;
                 if let Some(more) = more {
-                    self.out.0.push_front(Out::Upload(more));
+                    self.out.push_front(Out::Upload(more));
                 }
                 msg.encode(max, out)
             }

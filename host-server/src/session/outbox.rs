@@ -52,27 +52,86 @@ pub(super) enum Out {
     },
 }
 
-/// Replies waiting to be sent. Bounded: a peer that sends requests without
-/// reading replies loses replies, not relay memory.
+/// Replies waiting to be sent, bounded twice. In entries: a peer that sends
+/// requests without reading replies loses replies, not relay memory. And in
+/// bytes, more tightly: while more than [`MAX_QUEUED_BYTES`] wait, the
+/// session asks for no input ([`Session::wants_input`](super::Session::wants_input)),
+/// so the relay stops reading a peer whose replies do not drain.
 #[derive(Debug, Default)]
-pub(super) struct Outbox(pub(super) VecDeque<Out>);
+pub(super) struct Outbox {
+    queue: VecDeque<Out>,
+    /// What the queued replies take on the wire, at most ([`wire_cost`]).
+    bytes: usize,
+}
 
 /// Most queued replies per session.
 const MAX_QUEUED: usize = 256;
+
+/// Bytes of queued replies above which the session takes no input: one
+/// manifest of a large batch goes over it, so a peer that asks for it again
+/// before reading it waits until it has.
+pub(super) const MAX_QUEUED_BYTES: usize = 64 * 1024;
+
+/// The most a reply other than a manifest entry takes on the wire (a grant
+/// and its plans count as one: they are rendered from the upload, and an
+/// upload has one at a time).
+const REPLY_MAX: usize = 64;
+
+/// The most a `ManifestEntry` takes on the wire.
+const ENTRY_MAX: usize = message::MAX_NAME_LEN + 64;
+
+/// An upper bound on the bytes `out` takes on the wire.
+fn wire_cost(out: &Out) -> usize {
+    match out {
+        Out::Manifest { batch, next } => {
+            (batch.files.len() + 1).saturating_sub(*next as usize) * ENTRY_MAX
+        }
+        _ => REPLY_MAX,
+    }
+}
 
 impl Outbox {
     /// Forgets replies that describe the current upload. They are rendered
     /// from the upload when sent, so once it is replaced they would describe
     /// the new batch instead (found by the relay_session fuzzer).
     pub(super) fn forget_upload_replies(&mut self) {
-        self.0.retain(|o| !matches!(o, Out::Upload(_)));
+        self.queue.retain(|o| !matches!(o, Out::Upload(_)));
+        self.bytes = self.queue.iter().map(wire_cost).sum();
     }
-}
 
-impl Outbox {
+    /// Nothing waits to be sent.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether so much waits that the session should take no input.
+    pub(super) fn is_full(&self) -> bool {
+        self.bytes > MAX_QUEUED_BYTES
+    }
+
+    /// Forgets every queued reply.
+    pub(super) fn clear(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+    }
+
+    /// The next reply to send.
+    pub(super) fn pop(&mut self) -> Option<Out> {
+        let out = self.queue.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(wire_cost(&out));
+        Some(out)
+    }
+
+    /// Puts the rest of a multi-frame reply back at the head.
+    pub(super) fn push_front(&mut self, out: Out) {
+        self.bytes += wire_cost(&out);
+        self.queue.push_front(out);
+    }
+
     pub(super) fn push(&mut self, out: Out) {
-        if self.0.len() < MAX_QUEUED {
-            self.0.push_back(out);
+        if self.queue.len() < MAX_QUEUED {
+            self.bytes += wire_cost(&out);
+            self.queue.push_back(out);
         } else {
             tracing::debug!("reply queue full, dropping {out:?}");
         }
@@ -99,7 +158,7 @@ impl Outbox {
     /// offset when sent, so one is enough).
     pub(super) fn ack(&mut self, file: u16) {
         if !self
-            .0
+            .queue
             .iter()
             .any(|o| matches!(o, Out::Upload(Reply::Ack(f)) if *f == file))
         {

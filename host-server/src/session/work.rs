@@ -357,11 +357,13 @@ impl Session {
 
     /// Whether the driver should feed the session frames now. `false` while
     /// it waits for a job whose result decides how the next frame is taken
-    /// (a lookup, a batch being created, a verdict), or while as many
-    /// received bytes wait to be written as it holds: the driver then stops
-    /// reading, and the peer's bytes wait in the link.
+    /// (a lookup, a batch being created, a verdict), while as many
+    /// received bytes wait to be written as it holds, or while its replies
+    /// do not drain (a peer that asks and does not read): the driver then
+    /// stops reading, and the peer's bytes wait in the link.
     pub fn wants_input(&self) -> bool {
         !self.work.blocked()
+            && !self.out.is_full()
             && self
                 .upload
                 .as_ref()

@@ -137,17 +137,36 @@ fn read_burst(
     })
 }
 
-/// Encodes frames into `wbuf` until it holds [`WRITE_HIGH_WATER`] bytes or
-/// the session has nothing more to say.
-fn fill(session: &mut Session, wbuf: &mut Vec<u8>) {
-    while wbuf.len() < WRITE_HIGH_WATER && session.wants_transmit() {
-        let start = wbuf.len();
-        wbuf.resize(start + session.transmit_buffer_len(), 0);
-        match session.poll_transmit(&mut wbuf[start..]) {
-            Some(n) => wbuf.truncate(start + n),
-            None => {
-                wbuf.truncate(start);
-                break;
+/// Encoded frames waiting for the socket: `buf[written..end]`. The buffer
+/// keeps its length while frames flow (the bytes past `end` are scratch
+/// the next frame is encoded over), so a frame of a few hundred bytes does
+/// not cost zeroing the frame-sized room it is encoded into.
+#[derive(Default)]
+struct Outgoing {
+    buf: Vec<u8>,
+    end: usize,
+    written: usize,
+}
+
+impl Outgoing {
+    /// Bytes encoded and not yet written to the socket.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.written..self.end]
+    }
+
+    /// Encodes frames until [`WRITE_HIGH_WATER`] bytes wait or the session
+    /// has nothing more to say (call it once everything was written).
+    fn fill(&mut self, session: &mut Session) {
+        self.end = 0;
+        self.written = 0;
+        while self.end < WRITE_HIGH_WATER && session.wants_transmit() {
+            let room = self.end + session.transmit_buffer_len();
+            if self.buf.len() < room {
+                self.buf.resize(room, 0);
+            }
+            match session.poll_transmit(&mut self.buf[self.end..room]) {
+                Some(n) => self.end += n,
+                None => break,
             }
         }
     }
@@ -248,8 +267,7 @@ async fn connection(
     let mut decoder: Option<FrameDecoder> = None;
     // Bytes read that the session did not take yet (it asked for no input).
     let mut unfed: Vec<u8> = Vec::new();
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut written = 0usize;
+    let mut out = Outgoing::default();
     let mut stopping = *shutdown.borrow();
     if stopping {
         session.shutdown(clock.now());
@@ -270,18 +288,16 @@ async fn connection(
             }
             continue;
         }
-        if written == wbuf.len() {
-            wbuf.clear();
-            written = 0;
+        if out.pending().is_empty() {
             if session.wants_transmit() {
-                fill(&mut session, &mut wbuf);
+                out.fill(&mut session);
             }
-            if wbuf.is_empty() {
+            if out.pending().is_empty() {
                 if session.is_closed() {
                     break;
                 }
                 // Idle: give the buffer back.
-                wbuf = Vec::new();
+                out = Outgoing::default();
             }
         }
         let reading = unfed.is_empty() && session.wants_input();
@@ -309,13 +325,13 @@ async fn connection(
                     }
                 }
             }
-            ready = stream.writable(), if written < wbuf.len() => {
+            ready = stream.writable(), if !out.pending().is_empty() => {
                 let result = match ready {
-                    Ok(()) => stream.try_write(&wbuf[written..]),
+                    Ok(()) => stream.try_write(out.pending()),
                     Err(e) => Err(e),
                 };
                 match result {
-                    Ok(n) => written += n,
+                    Ok(n) => out.written += n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => {
                         tracing::debug!(session = id, "write failed: {e}");
