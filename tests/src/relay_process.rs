@@ -203,6 +203,33 @@ impl RelayProcess {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Resident memory of the current run, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the relay's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
+    /// CPU time of the current run so far (user and system), in clock
+    /// ticks (1/100 s on Linux).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("the relay's /proc stat");
+        // The fields after the command name, which ends at the last ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r.trim_start());
+        let field = |i: usize| -> u64 {
+            rest.split(' ')
+                .nth(i)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    }
+
     /// The first line of the current run's log containing `needle`, waiting
     /// for it up to [`PATIENCE`]; panics with the log if it never comes or
     /// the relay exits first.

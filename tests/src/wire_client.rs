@@ -13,8 +13,8 @@ use std::time::{Duration, Instant as StdInstant};
 use pickup_proto::download;
 use pickup_proto::frame::Decoder;
 use pickup_proto::message::{
-    Ack, FilePlan, FileRejected, Grant, Hello, Manifest, Message, ResumeToken, Role,
-    CAP_INSTANT_UPLOAD,
+    Ack, BatchOpen, FileAnnounce, FilePlan, FileRejected, Grant, Hello, Manifest, Message,
+    ResumeToken, Role, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Code, ErrorCode, Instant, Sha1Digest};
@@ -334,6 +334,22 @@ impl Raw {
     /// Sends raw bytes.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Announces a batch of `files` (name, size, SHA-1) by hand.
+    pub fn announce<S: AsRef<str>>(&mut self, files: &[(S, u64, Sha1Digest)]) {
+        self.send(Message::BatchOpen(BatchOpen {
+            files: files.len() as u16,
+            total_size: files.iter().map(|f| f.1).sum(),
+        }));
+        for (i, (name, size, sha1)) in files.iter().enumerate() {
+            self.send(Message::FileAnnounce(FileAnnounce {
+                index: i as u16,
+                size: *size,
+                sha1: *sha1,
+                name: name.as_ref(),
+            }));
+        }
     }
 
     /// Says hello as a terminal (64 KiB frames) and expects a welcome.

@@ -7,29 +7,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use pickup_proto::message::{BatchOpen, Fetch, FileAnnounce, Message};
+use pickup_proto::message::{Fetch, Message};
 use pickup_proto::Sha1Digest;
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::wire_client::*;
-
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// CPU time of process `pid` so far (user + system), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which ends with the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
 
 #[test]
 fn fetches_that_are_never_read_do_not_grow_the_relay() {
@@ -38,28 +19,17 @@ fn fetches_that_are_never_read_do_not_grow_the_relay() {
     // manifest is about 300 KB on the wire.
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
-    let names: Vec<String> = (0..1000)
-        .map(|i| format!("{i:04}{}", "n".repeat(251)))
+    let files: Vec<(String, u64, Sha1Digest)> = (0..1000)
+        .map(|i| (format!("{i:04}{}", "n".repeat(251)), 0, Sha1Digest::EMPTY))
         .collect();
-    raw.send(Message::BatchOpen(BatchOpen {
-        files: 1000,
-        total_size: 0,
-    }));
-    for (i, name) in names.iter().enumerate() {
-        raw.send(Message::FileAnnounce(FileAnnounce {
-            index: i as u16,
-            size: 0,
-            sha1: Sha1Digest::EMPTY,
-            name,
-        }));
-    }
+    raw.announce(&files);
     let code = loop {
         if let Reply::Grant(g) = raw.recv() {
             break g.code;
         }
     };
     while raw.recv() != Reply::Complete {}
-    let before = rss_kib(relay.pid());
+    let before = relay.rss_kib();
 
     // 63 more sessions (with the uploader's, the per-address cap) each ask
     // for it 400 times and read nothing.
@@ -84,20 +54,20 @@ fn fetches_that_are_never_read_do_not_grow_the_relay() {
     // Until the relay stops working on them (CPU time holds still for a
     // second), at most 60 s.
     let start = Instant::now();
-    let mut last = cpu_ticks(relay.pid());
+    let mut last = relay.cpu_ticks();
     while start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_secs(1));
-        let now = cpu_ticks(relay.pid());
+        let now = relay.cpu_ticks();
         if now == last {
             break;
         }
         last = now;
     }
-    let under_attack = rss_kib(relay.pid());
+    let under_attack = relay.rss_kib();
     drop(attackers);
     drop(raw);
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(relay.pid());
+    let after = relay.rss_kib();
     println!(
         "relay RSS: {before} KiB before, {under_attack} KiB with 63 x 400 unread fetches \
          (settled after {:?}), {after} KiB after they closed",

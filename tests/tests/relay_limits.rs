@@ -300,20 +300,11 @@ fn twenty_thousand_empty_files_make_no_blob_file() {
     for batch in 0..20 {
         // Other names each time: the same announcement again would be
         // taken for a lost grant and granted again.
-        let names: Vec<String> = (0..1000).map(|i| format!("empty-{batch}-{i:04}")).collect();
+        let files: Vec<(String, u64, Sha1Digest)> = (0..1000)
+            .map(|i| (format!("empty-{batch}-{i:04}"), 0, Sha1Digest::EMPTY))
+            .collect();
         let start = Instant::now();
-        raw.send(Message::BatchOpen(BatchOpen {
-            files: 1000,
-            total_size: 0,
-        }));
-        for (i, name) in names.iter().enumerate() {
-            raw.send(Message::FileAnnounce(FileAnnounce {
-                index: i as u16,
-                size: 0,
-                sha1: Sha1Digest::EMPTY,
-                name,
-            }));
-        }
+        raw.announce(&files);
         loop {
             match raw.recv() {
                 Reply::Grant(g) => {

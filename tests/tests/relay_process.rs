@@ -433,15 +433,6 @@ fn sigterm_tells_sessions_and_exits_cleanly() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Resident memory per idle TCP session (Hello answered, then quiet), at
 /// 10,000 sessions. Slow and needs 20,000 descriptors, so run it on demand:
 /// `cargo test --release -p pickup-tests --test relay_process -- --ignored idle_sessions`.
@@ -449,23 +440,23 @@ fn rss_kib(pid: u32) -> u64 {
 #[ignore]
 fn idle_sessions_stay_small() {
     const N: usize = 10_000;
-    let config = "[limits]\nmax_sessions = 20000\nmax_sessions_per_peer = 20000\n";
+    let config = "[limits]\nmax_sessions = 20000\nmax_sessions_per_peer = 20000\n\
+                  idle_timeout_before_transfer_secs = 600\n";
     let relay = RelayProcess::builder().config(config).start();
-    let pid = relay.pid();
     // Warm up the runtime's worker threads and buffers with a few sessions.
     let mut conns: Vec<Raw> = (0..16).map(|_| Raw::connect(relay.addr())).collect();
     for c in &mut conns {
         c.hello();
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let before = rss_kib(pid);
+    let before = relay.rss_kib();
     for _ in 0..N {
         let mut c = Raw::connect(relay.addr());
         c.hello();
         conns.push(c);
     }
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let after = rss_kib(pid);
+    let after = relay.rss_kib();
     let per_session = (after - before) as f64 / N as f64;
     println!("RSS {before} KiB -> {after} KiB for {N} idle sessions: {per_session:.2} KiB each");
     assert!(per_session <= 32.0, "{per_session} KiB per idle session");
