@@ -8,26 +8,11 @@ use std::io::Write;
 
 use pickup_proto::hash::ProofHasher;
 use pickup_proto::message::{
-    BatchOpen, Data, Fetch, FileAnnounce, FilePlan, Message, Plan, Proof, Read, Resume, ResumeToken,
+    BatchOpen, Data, Fetch, FilePlan, Message, Plan, Proof, Read, Resume, ResumeToken,
 };
 use pickup_proto::{download, Code, ErrorCode, Sha1Digest};
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::wire_client::*;
-
-fn announce(raw: &mut Raw, files: &[(&str, u64, Sha1Digest)]) {
-    raw.send(Message::BatchOpen(BatchOpen {
-        files: files.len() as u16,
-        total_size: files.iter().map(|f| f.1).sum(),
-    }));
-    for (i, (name, size, sha1)) in files.iter().enumerate() {
-        raw.send(Message::FileAnnounce(FileAnnounce {
-            index: i as u16,
-            size: *size,
-            sha1: *sha1,
-            name,
-        }));
-    }
-}
 
 #[test]
 fn multi_file_batch_up_and_down_including_an_empty_file() {
@@ -101,10 +86,7 @@ fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
     // A wrong proof: refused, and the normal upload that follows succeeds.
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
-    announce(
-        &mut raw,
-        &[("c.bin", content.len() as u64, Sha1Digest::of(&content))],
-    );
+    raw.announce(&[("c.bin", content.len() as u64, Sha1Digest::of(&content))]);
     let Reply::Grant(g) = raw.recv() else {
         panic!()
     };
@@ -145,10 +127,7 @@ fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
     // A proof over the right bytes with a stale nonce is refused too.
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
-    announce(
-        &mut raw,
-        &[("d.bin", content.len() as u64, Sha1Digest::of(&content))],
-    );
+    raw.announce(&[("d.bin", content.len() as u64, Sha1Digest::of(&content))]);
     let _grant = raw.recv();
     let Reply::Plan(FilePlan {
         plan: Plan::Challenge { nonce },
@@ -292,7 +271,7 @@ fn hostile_names_are_refused() {
         "nul\0",
         long.as_str(),
     ] {
-        announce(&mut raw, &[(name, 1, Sha1Digest::of(b"x"))]);
+        raw.announce(&[(name, 1, Sha1Digest::of(b"x"))]);
         assert_eq!(
             raw.recv(),
             Reply::Error(ErrorCode::InvalidName, 0),
@@ -300,7 +279,7 @@ fn hostile_names_are_refused() {
         );
     }
     // A good name still works on the same connection, and names never reach the disk.
-    announce(&mut raw, &[("ok.txt", 1, Sha1Digest::of(b"x"))]);
+    raw.announce(&[("ok.txt", 1, Sha1Digest::of(b"x"))]);
     assert!(matches!(raw.recv(), Reply::Grant(_)));
     for sub in ["partial", "blobs"] {
         for e in std::fs::read_dir(relay.data().join(sub)).unwrap() {
@@ -317,19 +296,19 @@ fn oversize_announcements_and_frames_are_refused() {
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
     let sha = Sha1Digest::of(b"");
-    announce(&mut raw, &[("big", 1001, sha)]);
+    raw.announce(&[("big", 1001, sha)]);
     assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooLarge, 0));
-    announce(&mut raw, &[("a", 900, sha), ("b", 900, sha)]);
+    raw.announce(&[("a", 900, sha), ("b", 900, sha)]);
     assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooLarge, 0));
-    announce(&mut raw, &[("a", 1, sha), ("b", 1, sha), ("c", 1, sha)]);
+    raw.announce(&[("a", 1, sha), ("b", 1, sha), ("c", 1, sha)]);
     assert_eq!(raw.recv(), Reply::Error(ErrorCode::TooManyFiles, 0));
-    announce(&mut raw, &[("q1", 1000, sha)]);
+    raw.announce(&[("q1", 1000, sha)]);
     assert!(matches!(raw.recv(), Reply::Grant(_)));
     let _plan = raw.recv();
-    announce(&mut raw, &[("q2", 1000, sha)]);
+    raw.announce(&[("q2", 1000, sha)]);
     assert!(matches!(raw.recv(), Reply::Grant(_)));
     let _plan = raw.recv();
-    announce(&mut raw, &[("q3", 1, sha)]);
+    raw.announce(&[("q3", 1, sha)]);
     assert_eq!(raw.recv(), Reply::Error(ErrorCode::Quota, 0));
     // A frame longer than the announced max_frame (65536).
     let mut huge = vec![0x55u8; 70_000];
@@ -392,7 +371,7 @@ fn sigterm_tells_sessions_and_exits_cleanly() {
     let mut relay = RelayProcess::start();
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
-    announce(&mut raw, &[("f", 100, Sha1Digest::of(&bytes(100, 1)))]);
+    raw.announce(&[("f", 100, Sha1Digest::of(&bytes(100, 1)))]);
     let Reply::Grant(g) = raw.recv() else {
         panic!()
     };
