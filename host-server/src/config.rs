@@ -44,6 +44,12 @@
 //! global_per_sec = 10.0
 //! reserved_share = 0.2       # of the global bucket, for peers with no recent failure
 //! suspect_secs = 600         # a failed lookup makes its peer a suspect this long
+//!
+//! [proof]                    # the hashing challenges cost the relay
+//! challenges_per_file = 3    # per file of a batch (per resume token) ...
+//! file_window_secs = 3600    # ... within this window
+//! peer_burst_bytes = 4294967296   # held bytes one peer may have hashed at once
+//! peer_bytes_per_sec = 16777216   # and sustained
 //! ```
 
 use std::net::SocketAddr;
@@ -53,6 +59,7 @@ use pickup_proto::{frame, Code, Duration};
 use serde::Deserialize;
 
 use crate::codes::{self, GuessInputs};
+use crate::proof_budget::ProofSettings;
 use crate::rate_limit::RateSettings;
 use crate::settings::{Link, Settings};
 
@@ -78,6 +85,8 @@ pub struct Config {
     pub codes: CodeConfig,
     /// Failed-lookup rate limits.
     pub rate_limit: RateSettings,
+    /// What challenges may cost.
+    pub proof: ProofSettings,
 }
 
 /// TCP listeners and their link parameters.
@@ -174,6 +183,7 @@ impl Default for Config {
             limits: Limits::default(),
             codes: CodeConfig::default(),
             rate_limit: RateSettings::default(),
+            proof: ProofSettings::default(),
         }
     }
 }
@@ -360,6 +370,7 @@ impl Config {
             ),
             ack_delay: Duration::from_millis(self.limits.ack_delay_ms),
             rate: self.rate_limit,
+            proof: self.proof,
             instant_upload: self.instant_upload,
         }
     }

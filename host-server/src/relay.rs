@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, Weak};
 
 use pickup_proto::{Code, ErrorCode, Instant};
 
+use crate::proof_budget::ProofBudget;
 use crate::random::Random;
 use crate::rate_limit::{Peer, RateLimiter};
 use crate::settings::Settings;
@@ -65,6 +66,7 @@ pub struct Relay {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) rng: Mutex<Box<dyn Random>>,
     limiter: Mutex<RateLimiter>,
+    proofs: Mutex<ProofBudget>,
     sessions: Mutex<SessionCounts>,
     leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
     /// Ready batches whose manifest some session is sending, by code: one
@@ -93,6 +95,7 @@ impl Relay {
     ) -> Arc<Relay> {
         Arc::new(Relay {
             limiter: Mutex::new(RateLimiter::new(settings.rate, now)),
+            proofs: Mutex::new(ProofBudget::new(settings.proof, now)),
             settings,
             store,
             rng: Mutex::new(rng),
@@ -133,6 +136,7 @@ impl Relay {
     /// rate-limit state that has refilled. Call it periodically.
     pub fn sweep(&self, now: Instant) -> Result<SweepStats, StoreError> {
         lock(&self.limiter).prune(now);
+        lock(&self.proofs).prune(now);
         let secs = unix_secs(now);
         self.store
             .sweep(secs, secs.saturating_sub(self.settings.expired_memory_secs))
@@ -148,6 +152,20 @@ impl Relay {
 
     pub(crate) fn failed_lookup(&self, peer: &Peer, now: Instant) {
         lock(&self.limiter).failed(peer, now);
+    }
+
+    /// Takes a challenge of file `index` of `batch` (held content of
+    /// `size` bytes) from the proof budget: `false` if the file or `peer`
+    /// has none left, and the file is then uploaded instead.
+    pub(crate) fn charge_challenge(
+        &self,
+        peer: &Peer,
+        batch: BatchId,
+        index: u16,
+        size: u64,
+        now: Instant,
+    ) -> bool {
+        lock(&self.proofs).charge(peer, batch, index, size, now)
     }
 
     /// The manifest to send for `batch`, just looked up: the copy another

@@ -6,6 +6,7 @@
 
 use pickup_proto::{frame, Duration};
 
+use crate::proof_budget::ProofSettings;
 use crate::rate_limit::RateSettings;
 
 /// Settings every session of a relay shares (see [`crate::config::Config`]).
@@ -41,6 +42,8 @@ pub struct Settings {
     pub ack_delay: Duration,
     /// Failed-lookup limits.
     pub rate: RateSettings,
+    /// What challenges (proofs of ownership) may cost.
+    pub proof: ProofSettings,
     /// Offer instant upload.
     pub instant_upload: bool,
 }

@@ -1,7 +1,7 @@
 //! Receiving: writing bytes and hashing them, syncs, re-hashing a prefix,
 //! and a file's verdict or reset.
 
-use pickup_proto::hash::Sha1Hasher;
+use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::{ErrorCode, Sha1Digest};
 
 use super::{Held, LeaseLost, READ_CHUNK};
@@ -71,7 +71,7 @@ pub(crate) struct HashBytes {
     pub(crate) offset: u64,
     pub(crate) skip: usize,
     pub(crate) bytes: Vec<u8>,
-    pub(crate) hasher: Box<Sha1Hasher>,
+    pub(crate) hasher: Box<RunningSha1>,
 }
 
 /// What a [`HashBytes`] did.
@@ -84,7 +84,7 @@ pub(crate) struct BytesHashed {
     pub(crate) offset: u64,
     /// The hasher now covers the file's first `end` bytes.
     pub(crate) end: u64,
-    pub(crate) hasher: Box<Sha1Hasher>,
+    pub(crate) hasher: Box<RunningSha1>,
     /// The buffer, emptied, to be filled again.
     pub(crate) buf: Vec<u8>,
 }
@@ -116,6 +116,9 @@ pub(crate) struct Sync {
     pub(crate) file: u16,
     pub(crate) partial: PartialId,
     pub(crate) at: u64,
+    /// The file's SHA-1 state over a prefix of those bytes, recorded with
+    /// them.
+    pub(crate) hashed: Option<Midstate>,
     /// Given out beside the ordered work (a live upload's sync), rather
     /// than in its order (the last syncs of an upload the session left).
     pub(crate) beside: bool,
@@ -139,11 +142,14 @@ pub(super) fn sync(store: &dyn Store, w: Sync) -> Synced {
         partial: w.partial,
         at: w.at,
         beside: w.beside,
-        result: w.held.run(|| store.sync_partial(w.partial, w.at)),
+        result: w
+            .held
+            .run(|| store.sync_partial(w.partial, w.at, w.hashed.as_ref())),
     }
 }
 
-/// Rebuild the SHA-1 of a resumed upload's durable prefix.
+/// Rebuild the SHA-1 of a resumed upload's durable prefix: from the state
+/// recorded with it, reading only the bytes that state does not cover.
 #[derive(Debug)]
 pub(crate) struct HashPrefix {
     pub(crate) epoch: u64,
@@ -162,13 +168,21 @@ pub(crate) struct Hashed {
     pub(crate) len: u64,
     /// The hash of the first `found` bytes; `found < len` if the partial
     /// upload is shorter than its durable offset.
-    pub(crate) hasher: Result<(Box<Sha1Hasher>, u64), StoreError>,
+    pub(crate) hasher: Result<(Box<RunningSha1>, u64), StoreError>,
 }
 
 pub(super) fn hash_prefix(store: &dyn Store, w: HashPrefix) -> Hashed {
-    let mut h = Box::new(Sha1Hasher::new());
-    let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(w.len).unwrap_or(READ_CHUNK))];
-    let mut offset = 0u64;
+    let start = match store.partial_hash_state(w.partial) {
+        Ok(Some(m)) if m.len <= w.len => m,
+        Ok(_) => Midstate::START,
+        Err(e) => {
+            tracing::warn!(partial = w.partial.0, "no hash state, hashing from 0: {e}");
+            Midstate::START
+        }
+    };
+    let mut h = Box::new(RunningSha1::from_midstate(start));
+    let mut offset = start.len;
+    let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(w.len - offset).unwrap_or(READ_CHUNK))];
     let hasher = loop {
         if offset >= w.len {
             break Ok((h, offset));
@@ -205,7 +219,7 @@ pub(crate) struct Complete {
     pub(crate) size: u64,
     pub(crate) sha1: Sha1Digest,
     /// The SHA-1 of every byte, given by the session when the job starts.
-    pub(crate) hasher: Option<Box<Sha1Hasher>>,
+    pub(crate) hasher: Option<Box<RunningSha1>>,
 }
 
 /// What a [`Complete`] decided.

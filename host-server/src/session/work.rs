@@ -422,6 +422,8 @@ impl Session {
         let mut cx = Ctx {
             relay: &self.relay,
             session: self.id,
+            peer: &self.peer,
+            now: self.clock,
             out: &mut self.out,
             work: &mut self.work,
             window,

@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use pickup_proto::Sha1Digest;
 
+use crate::running_sha1::Midstate;
+
 use super::{
     Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
     PartialId, Result, Store, StoreError, SweepStats, Usage,
@@ -22,11 +24,23 @@ struct StoredBatch {
     token_key: LookupKey,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Partial {
     /// Every byte written, durable or not.
     data: Vec<u8>,
     durable: u64,
+    /// The SHA-1 state recorded with the durable offset.
+    hashed: Midstate,
+}
+
+impl Default for Partial {
+    fn default() -> Self {
+        Partial {
+            data: Vec::new(),
+            durable: 0,
+            hashed: Midstate::START,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -223,16 +237,25 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn sync_partial(&self, id: PartialId, durable: u64) -> Result<()> {
+    fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
         let mut inner = self.lock();
         let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
-        if durable > p.data.len() as u64 {
+        if durable > p.data.len() as u64 || hashed.is_some_and(|h| h.len > durable) {
             return Err(StoreError::Corrupt(
                 "durable offset past the written bytes".into(),
             ));
         }
         p.durable = durable;
+        if let Some(h) = hashed {
+            p.hashed = *h;
+        }
         Ok(())
+    }
+
+    fn partial_hash_state(&self, id: PartialId) -> Result<Option<Midstate>> {
+        let inner = self.lock();
+        let p = inner.partials.get(&id).ok_or(StoreError::NotFound)?;
+        Ok(Some(p.hashed))
     }
 
     fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
@@ -247,7 +270,7 @@ impl Store for MemoryStore {
             let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
             p.data.clear();
         }
-        self.sync_partial(id, 0)
+        self.sync_partial(id, 0, Some(&Midstate::START))
     }
 
     fn candidates(&self, size: u64, sha1: &Sha1Digest, limit: usize) -> Result<Vec<BlobId>> {

@@ -41,6 +41,8 @@
 
 use pickup_proto::{Code, Sha1Digest};
 
+use crate::running_sha1::Midstate;
+
 mod commit;
 pub mod memory;
 pub mod sqlite;
@@ -276,11 +278,18 @@ pub trait Store: Send + Sync {
 
     /// Writes bytes of a partial upload (not yet durable).
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()>;
-    /// Makes the first `durable` bytes durable and records that offset.
-    fn sync_partial(&self, id: PartialId, durable: u64) -> Result<()>;
+    /// Makes the first `durable` bytes durable and records that offset,
+    /// and with it `hashed`, the SHA-1 state of the first `hashed.len <=
+    /// durable` bytes, if given (else the one recorded before stays: it
+    /// covers fewer bytes, all still durable).
+    fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()>;
+    /// The SHA-1 state last recorded with the partial's durable offset, so
+    /// a resumed upload hashes only the bytes after it.
+    fn partial_hash_state(&self, id: PartialId) -> Result<Option<Midstate>>;
     /// Reads bytes of a partial upload (to re-hash a resumed prefix).
     fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize>;
-    /// Throws a partial upload's bytes away: durable offset 0.
+    /// Throws a partial upload's bytes away: durable offset 0 (and the
+    /// SHA-1 state of no byte).
     fn reset_partial(&self, id: PartialId) -> Result<()>;
 
     /// At most `limit` blobs with this size and SHA-1: candidates, not

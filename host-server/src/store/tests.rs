@@ -91,7 +91,7 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     // Only synced bytes survive a crash.
     let p = partial_of(&b, 0);
     store.write_partial(p, 0, b"abc").unwrap();
-    store.sync_partial(p, 3).unwrap();
+    store.sync_partial(p, 3, None).unwrap();
     store.write_partial(p, 3, b"de").unwrap();
     store = crash(store);
     let b = live(store.find_by_code(&key(1), 10).unwrap());
@@ -228,7 +228,7 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
         .create_batch(&new_batch(3, &files[..1], 1800))
         .unwrap();
     store.write_partial(partial_of(&b3, 0), 0, b"ab").unwrap();
-    store.sync_partial(partial_of(&b3, 0), 2).unwrap();
+    store.sync_partial(partial_of(&b3, 0), 2, None).unwrap();
     let stats = store.sweep(2500, 0).unwrap();
     assert_eq!((stats.batches, stats.blobs, stats.partials), (2, 2, 1));
     assert!(store
@@ -354,9 +354,48 @@ fn candidates_are_fetched_up_to_a_limit() {
     candidates_are_limited(&reopen(dir.path()));
 }
 
+/// The SHA-1 state recorded with a durable offset survives a crash, stays
+/// when a sync records none, and is gone after a reset.
+fn hash_states<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
+    use crate::running_sha1::{Midstate, RunningSha1};
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let files = [NewFile {
+        name: "a",
+        size: 300,
+        sha1: Sha1Digest::of(&data),
+    }];
+    let b = store.create_batch(&new_batch(7, &files, 1000)).unwrap();
+    let p = partial_of(&b, 0);
+    let mut h = RunningSha1::new();
+    h.update(&data[..200]);
+    let m = h.midstate();
+    assert_eq!(m.len, 192);
+    store.write_partial(p, 0, &data[..250]).unwrap();
+    // A state past the durable offset would describe bytes a crash drops.
+    assert!(store.sync_partial(p, 100, Some(&m)).is_err());
+    store.sync_partial(p, 200, Some(&m)).unwrap();
+    store.sync_partial(p, 250, None).unwrap();
+    store = crash(store);
+    assert_eq!(store.partial_hash_state(p).unwrap(), Some(m));
+    let mut again = RunningSha1::from_midstate(m);
+    again.update(&data[192..]);
+    assert_eq!(again.digest(), Sha1Digest::of(&data));
+    store.reset_partial(p).unwrap();
+    let after_reset = store.partial_hash_state(p).unwrap();
+    assert!(
+        after_reset.is_none_or(|s| s == Midstate::START),
+        "{after_reset:?}"
+    );
+    assert!(store.partial_hash_state(PartialId(9_999)).is_err());
+}
+
 #[test]
 fn memory_store_keeps_the_contract() {
     contract(MemoryStore::new(), |s| {
+        s.crash();
+        s
+    });
+    hash_states(MemoryStore::new(), |s| {
         s.crash();
         s
     });
@@ -371,6 +410,12 @@ fn sqlite_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     contract(reopen(&path), |s| {
+        drop(s);
+        reopen(&path)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    hash_states(reopen(&path), |s| {
         drop(s);
         reopen(&path)
     });
@@ -395,9 +440,9 @@ fn sqlite_recovery_truncates_moves_back_and_removes_orphans() {
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
     let (p0, p1) = (partial_of(&b, 0), partial_of(&b, 1));
     store.write_partial(p0, 0, b"abcd").unwrap();
-    store.sync_partial(p0, 2).unwrap();
+    store.sync_partial(p0, 2, None).unwrap();
     store.write_partial(p1, 0, b"xy").unwrap();
-    store.sync_partial(p1, 2).unwrap();
+    store.sync_partial(p1, 2, None).unwrap();
     drop(store);
     // A crash between rename and commit of file 1's completion, and junk.
     let partial_dir = dir.path().join("partial");
@@ -453,7 +498,8 @@ fn sqlite_store_opens_a_database_of_an_earlier_relay() {
     let db = rusqlite::Connection::open(dir.path().join("relay.sqlite")).unwrap();
     db.execute_batch(
         "ALTER TABLE blobs ADD COLUMN sha256 BLOB NOT NULL DEFAULT x'00';
-         UPDATE blobs SET sha256 = zeroblob(32);",
+         UPDATE blobs SET sha256 = zeroblob(32);
+         ALTER TABLE partials DROP COLUMN hashed;",
     )
     .unwrap();
     drop(db);
@@ -474,6 +520,9 @@ fn sqlite_store_opens_a_database_of_an_earlier_relay() {
     );
     assert_eq!(read_all_blob(&store, blob2, 4), b"wxyz");
     assert_eq!(store.usage().unwrap().bytes, 8);
+    // Partials of an earlier relay gained a hash state, none at first.
+    let b3 = store.create_batch(&new_batch(3, &files, 1000)).unwrap();
+    assert_eq!(store.partial_hash_state(partial_of(&b3, 0)).unwrap(), None);
 }
 
 #[test]

@@ -117,7 +117,7 @@ impl Session {
         self.next_epoch += 1;
         let up = Upload::start(
             &self.relay,
-            self.id,
+            (self.id, &self.peer, self.clock),
             self.next_epoch,
             batch,
             token,

@@ -168,6 +168,7 @@ impl Upload {
             file: index as u16,
             partial: r.partial,
             at: r.sync_wanted,
+            hashed: r.hashed_within(r.sync_wanted),
             beside: true,
         })
     }
@@ -187,6 +188,7 @@ impl Upload {
                         file: i as u16,
                         partial: r.partial,
                         at: r.sync_wanted,
+                        hashed: r.hashed_within(r.sync_wanted),
                         beside: false,
                     }));
                 }
@@ -221,6 +223,7 @@ impl Upload {
                     self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
                     r.buf.clear();
                     r.received = r.acked;
+                    r.forget_midstate_past_received();
                     r.written = r.acked;
                     r.sync_wanted = r.sync_wanted.min(r.acked);
                     r.syncing_to = r.syncing_to.min(r.acked);

@@ -8,7 +8,9 @@
 //!                               └──── Resetting ◄── data past the size
 //! ```
 
-use pickup_proto::hash::{Nonce, Sha1Hasher};
+use pickup_proto::hash::Nonce;
+
+use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::Sha1Digest;
 
 use crate::store::{BlobId, PartialId};
@@ -17,7 +19,7 @@ use crate::store::{BlobId, PartialId};
 #[derive(Debug)]
 pub(super) enum Hashing {
     /// Here: the SHA-1 of the file's first `at` bytes.
-    Home { hasher: Box<Sha1Hasher>, at: u64 },
+    Home { hasher: Box<RunningSha1>, at: u64 },
     /// With a job hashing written bytes, which brings it back.
     Away,
     /// Unknown (a resumed upload, or after a failure): the durable prefix
@@ -45,6 +47,10 @@ pub(super) struct Receiving {
     pub(super) buf: Vec<u8>,
     /// The SHA-1 of the bytes written so far (hashed after their write).
     pub(super) hash: Hashing,
+    /// The state of that SHA-1 when it was last here: a sync covering
+    /// `midstate.len` bytes records it, so a resume hashes only what
+    /// follows.
+    pub(super) midstate: Midstate,
     /// The offset a `Rewind` was last sent for, so a burst of frames past a
     /// gap draws one rewind, not one per frame.
     pub(super) rewound_at: Option<u64>,
@@ -74,7 +80,24 @@ impl Receiving {
             } else {
                 Hashing::Unknown
             },
+            midstate: Midstate::START,
             rewound_at: None,
+        }
+    }
+}
+
+impl Receiving {
+    /// The SHA-1 state to record with a durable prefix of `at` bytes, if
+    /// the last one known lies within it.
+    pub(super) fn hashed_within(&self, at: u64) -> Option<Midstate> {
+        (self.midstate.len > 0 && self.midstate.len <= at).then_some(self.midstate)
+    }
+
+    /// The file takes bytes again from `received`: a state past it may
+    /// cover bytes that will be sent anew, and is dropped.
+    pub(super) fn forget_midstate_past_received(&mut self) {
+        if self.midstate.len > self.received {
+            self.midstate = Midstate::START;
         }
     }
 }

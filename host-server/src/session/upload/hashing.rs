@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use pickup_proto::hash::Sha1Hasher;
+use crate::running_sha1::RunningSha1;
 use pickup_proto::message::Kind;
 use pickup_proto::ErrorCode;
 
@@ -194,19 +194,24 @@ impl Upload {
             .pending_bytes
             .saturating_sub((h.end - h.offset) as usize);
         release(&mut self.pending_bytes, &mut self.spare, h.buf);
-        let (hash, taken) = match self
+        let (hash, taken, midstate) = match self
             .files
             .get_mut(usize::from(h.file))
             .map(|f| &mut f.state)
         {
-            Some(FileState::Receiving(r)) if r.partial == h.partial => (&mut r.hash, r.received),
+            Some(FileState::Receiving(r)) if r.partial == h.partial => {
+                (&mut r.hash, r.received, Some(&mut r.midstate))
+            }
             Some(FileState::Verifying { partial, hash, .. }) if *partial == h.partial => {
-                (hash, u64::MAX)
+                (hash, u64::MAX, None)
             }
             _ => return,
         };
         if matches!(hash, Hashing::Away) {
             *hash = if h.end <= taken {
+                if let Some(m) = midstate {
+                    *m = h.hasher.midstate();
+                }
                 Hashing::Home {
                     hasher: h.hasher,
                     at: h.end,
@@ -259,7 +264,10 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
     };
     match &mut f.state {
         FileState::Receiving(r) if r.partial == h.partial => match h.hasher {
-            Ok((hasher, found)) if found == h.len => r.hash = Hashing::Home { hasher, at: found },
+            Ok((hasher, found)) if found == h.len => {
+                r.midstate = hasher.midstate();
+                r.hash = Hashing::Home { hasher, at: found };
+            }
             Ok((hasher, found)) => {
                 tracing::error!(
                     file = index,
@@ -271,8 +279,10 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 // no longer contiguous.
                 up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
                 r.buf.clear();
+                r.midstate = hasher.midstate();
                 r.hash = Hashing::Home { hasher, at: found };
                 r.received = found;
+                r.forget_midstate_past_received();
                 r.acked = r.acked.min(found);
                 r.written = r.written.min(found);
                 r.sync_wanted = r.sync_wanted.min(found);
@@ -294,6 +304,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
                 r.buf.clear();
                 r.received = r.acked.min(h.len);
+                r.forget_midstate_past_received();
                 r.written = r.written.min(r.received);
                 r.sync_wanted = r.sync_wanted.min(r.received);
                 r.syncing_to = r.syncing_to.min(r.received);
@@ -315,7 +326,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
             // A short file: its SHA-1 cannot match, and the verdict says so.
             Ok(_) => {
                 *hash = Hashing::Home {
-                    hasher: Box::new(Sha1Hasher::new()),
+                    hasher: Box::new(RunningSha1::new()),
                     at: h.len,
                 }
             }

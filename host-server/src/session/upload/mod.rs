@@ -26,6 +26,7 @@ use super::Session;
 use crate::jobs::{
     Announced, Complete, Completed, Held, LeaseLost, Outcome, Reset, ResetDone, Verdict, Work,
 };
+use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Lease, Relay};
 use crate::store::{BatchId, BlobId, FileContent, FileRef, StoreError};
 
@@ -45,10 +46,15 @@ mod proof;
 mod reply;
 
 /// What an upload's handlers need besides the upload: the relay, the
-/// session's id, its outbox and its work queue, and the ack window.
+/// session's id, peer and time, its outbox and its work queue, and the ack
+/// window.
 pub(super) struct Ctx<'a> {
     pub(super) relay: &'a Relay,
     pub(super) session: u64,
+    /// Who the session serves: challenges and failed proofs are charged to it.
+    pub(super) peer: &'a Peer,
+    /// The session's time.
+    pub(super) now: Instant,
     pub(super) out: &'a mut Outbox,
     pub(super) work: &'a mut WorkQueue,
     /// The window acks are paced by.
@@ -86,7 +92,7 @@ impl Upload {
     /// file) are challenged when `instant`.
     pub(super) fn start(
         relay: &Relay,
-        session: u64,
+        (session, peer, now): (u64, &Peer, Instant),
         epoch: u64,
         batch: crate::store::Batch,
         token: ResumeToken,
@@ -95,17 +101,24 @@ impl Upload {
     ) -> Upload {
         let lease = relay.take_lease(batch.id, session);
         candidates.resize(batch.files.len(), Vec::new());
+        let challenger = proof::Challenger {
+            relay,
+            peer,
+            now,
+            batch: batch.id,
+        };
         let files = batch
             .files
             .into_iter()
             .zip(candidates)
-            .map(|(f, candidates)| {
+            .enumerate()
+            .map(|(index, (f, candidates))| {
                 let state = match f.content {
                     FileContent::Blob(_) => FileState::Done,
                     FileContent::Partial { id, durable: 0 }
                         if instant && f.size > 0 && !candidates.is_empty() =>
                     {
-                        proof::challenge(relay, id, candidates)
+                        challenger.challenge(index, f.size, id, candidates)
                     }
                     FileContent::Partial { id, durable } => {
                         FileState::Receiving(Receiving::resumed(id, durable))
@@ -358,14 +371,21 @@ impl Upload {
 
     /// The flushes before a re-grant are done.
     pub(super) fn regranted(&mut self, cx: &mut Ctx<'_>) {
-        for f in &mut self.files {
+        let challenger = proof::Challenger {
+            relay: cx.relay,
+            peer: cx.peer,
+            now: cx.now,
+            batch: self.batch,
+        };
+        for (index, f) in self.files.iter_mut().enumerate() {
             if let FileState::Challenged {
                 partial,
                 candidates,
                 ..
             } = &mut f.state
             {
-                f.state = proof::challenge(cx.relay, *partial, core::mem::take(candidates));
+                f.state =
+                    challenger.challenge(index, f.size, *partial, core::mem::take(candidates));
             }
         }
         self.expect_proofs(cx);

@@ -9,26 +9,66 @@
 //! its `Proof` compares digests (a job too, as it links the file).
 
 use pickup_proto::message::{Kind, Proof};
-use pickup_proto::ErrorCode;
+use pickup_proto::{ErrorCode, Instant};
 
 use super::file::{FileState, Receiving};
 use super::{Ctx, Reply, Upload};
 use crate::jobs::{CheckProof, ExpectProof, Expected, LeaseLost, Proved, Work};
+use crate::rate_limit::Peer;
 use crate::relay::Relay;
-use crate::store::{BlobId, PartialId};
+use crate::store::{BatchId, BlobId, PartialId};
 
-/// A challenge for a file whose content may be held in `candidates`, or a
-/// plain upload if no nonce can be drawn.
-pub(super) fn challenge(relay: &Relay, partial: PartialId, candidates: Vec<BlobId>) -> FileState {
-    let mut nonce = [0u8; 32];
-    if candidates.is_empty() || !relay.fill_random(&mut nonce) {
-        return FileState::Receiving(Receiving::fresh(partial));
-    }
-    FileState::Challenged {
-        nonce,
-        partial,
-        candidates,
-        expected: None,
+/// Who challenges the files of one batch, and whom the work is charged to.
+pub(super) struct Challenger<'a> {
+    pub(super) relay: &'a Relay,
+    pub(super) peer: &'a Peer,
+    pub(super) now: Instant,
+    pub(super) batch: BatchId,
+}
+
+impl Challenger<'_> {
+    /// A challenge for file `index` (`size` bytes), whose content may be
+    /// held in `candidates`; or a plain upload if the proof budget
+    /// ([`crate::proof_budget`]) refuses the hashing a challenge costs, or
+    /// no nonce can be drawn.
+    pub(super) fn challenge(
+        &self,
+        index: usize,
+        size: u64,
+        partial: PartialId,
+        candidates: Vec<BlobId>,
+    ) -> FileState {
+        let plain = FileState::Receiving(Receiving::fresh(partial));
+        let Ok(file) = u16::try_from(index) else {
+            return plain;
+        };
+        if candidates.is_empty() {
+            return plain;
+        }
+        // Each candidate is hashed for the proof it expects.
+        let cost = size.saturating_mul(candidates.len() as u64);
+        if !self
+            .relay
+            .charge_challenge(self.peer, self.batch, file, cost, self.now)
+        {
+            tracing::info!(
+                peer = %self.peer,
+                batch = self.batch.0,
+                file,
+                "challenge budget spent: the file is uploaded instead"
+            );
+            return plain;
+        }
+        let mut nonce = [0u8; 32];
+        if !self.relay.fill_random(&mut nonce) {
+            return plain;
+        }
+        FileState::Challenged {
+            nonce,
+            partial,
+            candidates,
+            expected: None,
+        }
     }
 }
 
@@ -151,6 +191,8 @@ impl Upload {
                     file = index,
                     "proof refused, uploading"
                 );
+                // A wrong proof is a failed guess at content.
+                cx.relay.failed_lookup(cx.peer, cx.now);
                 FileState::Receiving(Receiving::fresh(partial))
             }
         };

@@ -45,7 +45,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 
 use pickup_proto::Sha1Digest;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::running_sha1::Midstate;
 
 use self::dir_sync::{sync_dir, DirSync};
 use self::handles::Handles;
@@ -246,25 +248,44 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn sync_partial(&self, id: PartialId, durable: u64) -> Result<()> {
+    fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
         let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
         h.file.sync_data()?;
         if !h.dir_synced.load(Ordering::Acquire) {
             sync_dir(&self.partial_dir)?;
             h.dir_synced.store(true, Ordering::Release);
         }
+        if hashed.is_some_and(|h| h.len > durable) {
+            return Err(StoreError::Corrupt(
+                "hash state past the durable offset".into(),
+            ));
+        }
         let (durable, id) = (to_i64(durable)?, to_i64(id.0)?);
+        let hashed = hashed.map(|h| h.to_bytes().to_vec());
         self.write(move |db| {
             let n = exec(
                 db,
-                "UPDATE partials SET durable = ?1 WHERE id = ?2",
-                params![durable, id],
+                "UPDATE partials SET durable = ?1, hashed = COALESCE(?3, hashed) WHERE id = ?2",
+                params![durable, id, hashed],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
             Ok(((), Delta::default()))
         })
+    }
+
+    fn partial_hash_state(&self, id: PartialId) -> Result<Option<Midstate>> {
+        let stored: Option<Option<Vec<u8>>> = self
+            .db()
+            .query_row(
+                "SELECT hashed FROM partials WHERE id = ?1",
+                params![to_i64(id.0)?],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let stored = stored.ok_or(StoreError::NotFound)?;
+        Ok(stored.and_then(|b| Midstate::from_bytes(&b)))
     }
 
     fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
@@ -278,7 +299,7 @@ impl Store for SqliteStore {
         let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
         h.file.set_len(0)?;
         h.file.sync_all()?;
-        self.sync_partial(id, 0)
+        self.sync_partial(id, 0, Some(&Midstate::START))
     }
 
     fn candidates(&self, size: u64, sha1: &Sha1Digest, limit: usize) -> Result<Vec<BlobId>> {

@@ -73,7 +73,7 @@ impl SqliteStore {
                     "partial file shorter than its durable offset"
                 );
                 db.execute(
-                    "UPDATE partials SET durable = ?1 WHERE id = ?2",
+                    "UPDATE partials SET durable = ?1, hashed = NULL WHERE id = ?2",
                     params![to_i64(len)?, id],
                 )?;
             }

@@ -7,6 +7,8 @@ use rusqlite::Connection;
 
 use super::Result;
 
+/// `partials.hashed` is the SHA-1 state of a durable prefix
+/// ([`crate::running_sha1::Midstate`], 28 bytes), or NULL.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS files(
 );
 CREATE TABLE IF NOT EXISTS partials(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    durable INTEGER NOT NULL
+    durable INTEGER NOT NULL,
+    hashed BLOB
 );
 CREATE TABLE IF NOT EXISTS blobs(
     id INTEGER PRIMARY KEY,
@@ -67,6 +70,15 @@ fn migrate(db: &Connection) -> Result<()> {
     )?;
     if has_sha256 {
         db.execute_batch("ALTER TABLE blobs DROP COLUMN sha256")?;
+    }
+    // Partials gained the SHA-1 state of their durable prefix.
+    let has_hashed: bool = db.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('partials') WHERE name = 'hashed')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_hashed {
+        db.execute_batch("ALTER TABLE partials ADD COLUMN hashed BLOB")?;
     }
     Ok(())
 }

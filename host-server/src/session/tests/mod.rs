@@ -2130,3 +2130,5 @@ fn empty_files_are_held_at_the_grant() {
         "{replies:?}"
     );
 }
+
+mod proofs;
