@@ -45,6 +45,12 @@ impl Challenger<'_> {
         if candidates.is_empty() {
             return plain;
         }
+        // A challenge asks "do you hold this?" of the relay as much as of
+        // the terminal: a peer whose failed lookups (wrong proofs among
+        // them) are spent gets none.
+        if self.relay.check_lookup(self.peer, self.now).is_err() {
+            return plain;
+        }
         // Each candidate is hashed for the proof it expects.
         let cost = size.saturating_mul(candidates.len() as u64);
         if !self
