@@ -7,7 +7,7 @@ use clap::Args;
 use pickup_proto::{download, Code, Duration, ErrorCode};
 use serde_json::json;
 
-use super::files::DirSink;
+use super::dir_sink::DirSink;
 use super::send::link_failure;
 use super::show::{escape, size, Ui};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};

@@ -4,8 +4,8 @@ use clap::Args;
 use pickup_proto::download;
 use serde_json::json;
 
-use super::files::ManifestSink;
 use super::get::{parse_code, session_failure};
+use super::manifest_sink::ManifestSink;
 use super::send::link_failure;
 use super::show::{escape, size, utc};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};

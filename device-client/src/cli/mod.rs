@@ -18,13 +18,15 @@
 //! Errors are printed as one line on stderr.
 
 mod addr;
-mod files;
+mod dir_sink;
 mod get;
 mod info;
 mod io;
+mod manifest_sink;
 mod send;
 mod serial;
 mod show;
+mod source;
 mod state;
 mod tcp;
 

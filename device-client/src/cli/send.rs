@@ -10,8 +10,8 @@ use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::addr::Addr;
-use super::files::{sha1_file, SourceFiles};
 use super::show::{banner, escape, size, utc, Ui};
+use super::source::{sha1_file, SourceFiles};
 use super::state::{Saved, StateFile};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;

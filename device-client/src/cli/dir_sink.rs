@@ -1,6 +1,5 @@
-//! File bytes on disk: the upload source, the download sink (through
-//! temporary files of its own), and the manifest collector for
-//! `pickup info`.
+//! The download sink: a batch written into a directory through temporary
+//! files of its own, verified by the bytes on disk.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -32,41 +31,6 @@ fn pwrite_all(file: &File, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
         offset += n as u64;
     }
     Ok(())
-}
-
-/// The files of an upload, opened once, read at offsets.
-pub(crate) struct SourceFiles {
-    pub files: Vec<File>,
-}
-
-impl ReadAt for SourceFiles {
-    type Error = io::Error;
-    fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let f = self
-            .files
-            .get(usize::from(file))
-            .ok_or_else(|| io::Error::new(ErrorKind::NotFound, "no such file in the batch"))?;
-        read_retrying(f, offset, buf)
-    }
-}
-
-/// SHA-1 of a whole open file, reporting bytes as it goes.
-pub(crate) fn sha1_file(
-    file: &File,
-    mut progress: impl FnMut(u64),
-) -> io::Result<(u64, Sha1Digest)> {
-    let mut h = pickup_proto::hash::Sha1Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = read_retrying(file, offset, &mut buf)?;
-        if n == 0 {
-            return Ok((offset, h.digest()));
-        }
-        h.update(&buf[..n]);
-        offset += n as u64;
-        progress(n as u64);
-    }
 }
 
 /// The name a file of the batch is written under until it verifies:
@@ -408,53 +372,6 @@ impl Sink for DirSink {
         t.file = Some(Arc::new(File::open(&t.final_path)?));
         t.already_final = true;
         Ok(())
-    }
-}
-
-/// One manifest entry as `pickup info` shows it.
-#[derive(Debug, Clone)]
-pub(crate) struct EntryInfo {
-    pub name: String,
-    pub size: u64,
-    pub sha1: Sha1Digest,
-    pub received: u64,
-}
-
-/// Collects the manifest's entries and stores nothing (`pickup info`).
-#[derive(Default)]
-pub(crate) struct ManifestSink {
-    pub entries: Vec<EntryInfo>,
-}
-
-impl ReadAt for ManifestSink {
-    type Error = io::Error;
-    fn read_at(&mut self, _: u16, _: u64, _: &mut [u8]) -> io::Result<usize> {
-        Err(ErrorKind::Unsupported.into())
-    }
-}
-
-impl WriteAt for ManifestSink {
-    type Error = io::Error;
-    fn write_at(&mut self, _: u16, _: u64, _: &[u8]) -> io::Result<()> {
-        Err(ErrorKind::Unsupported.into())
-    }
-}
-
-impl Sink for ManifestSink {
-    fn open(&mut self, entry: &ManifestEntry<'_>) -> io::Result<u64> {
-        self.entries.push(EntryInfo {
-            name: entry.name.to_string(),
-            size: entry.size,
-            sha1: entry.sha1,
-            received: entry.received,
-        });
-        Ok(0)
-    }
-    fn truncate(&mut self, _: u16) -> io::Result<()> {
-        Err(ErrorKind::Unsupported.into())
-    }
-    fn finish(&mut self, _: u16) -> io::Result<()> {
-        Err(ErrorKind::Unsupported.into())
     }
 }
 
