@@ -80,12 +80,11 @@ pub(crate) struct BytesHashed {
     pub(crate) epoch: u64,
     pub(crate) file: u16,
     pub(crate) partial: PartialId,
-    /// The bytes the job was given: `offset..end`.
-    pub(crate) offset: u64,
     /// The hasher now covers the file's first `end` bytes.
     pub(crate) end: u64,
     pub(crate) hasher: Box<RunningSha1>,
-    /// The buffer, emptied, to be filled again.
+    /// The buffer, with the bytes the job was given: they stop waiting
+    /// when the session releases it.
     pub(crate) buf: Vec<u8>,
 }
 
@@ -94,12 +93,10 @@ pub(super) fn hash_bytes(mut w: HashBytes) -> BytesHashed {
         w.hasher.update(bytes);
     }
     let end = w.offset + w.bytes.len() as u64;
-    w.bytes.clear();
     BytesHashed {
         epoch: w.epoch,
         file: w.file,
         partial: w.partial,
-        offset: w.offset,
         end,
         hasher: w.hasher,
         buf: w.bytes,

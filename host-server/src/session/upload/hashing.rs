@@ -190,9 +190,6 @@ impl Upload {
 
     /// Written bytes are hashed: the hasher comes home, the buffer is free.
     pub(super) fn on_bytes_hashed(&mut self, h: BytesHashed) {
-        self.pending_bytes = self
-            .pending_bytes
-            .saturating_sub((h.end - h.offset) as usize);
         release(&mut self.pending_bytes, &mut self.spare, h.buf);
         let (hash, taken, midstate) = match self
             .files
