@@ -119,6 +119,9 @@ pub(crate) struct Sync {
     /// Given out beside the ordered work (a live upload's sync), rather
     /// than in its order (the last syncs of an upload the session left).
     pub(crate) beside: bool,
+    /// The upload progressed: its batch is not deleted as stale before
+    /// this time (Unix seconds), recorded after the sync.
+    pub(crate) keep_until: Option<u64>,
 }
 
 /// What a [`Sync`] did.
@@ -139,9 +142,17 @@ pub(super) fn sync(store: &dyn Store, w: Sync) -> Synced {
         partial: w.partial,
         at: w.at,
         beside: w.beside,
-        result: w
-            .held
-            .run(|| store.sync_partial(w.partial, w.at, w.hashed.as_ref())),
+        result: w.held.run(|| {
+            store.sync_partial(w.partial, w.at, w.hashed.as_ref())?;
+            if let Some(until) = w.keep_until {
+                // The bytes are durable either way; a batch not kept
+                // longer only goes stale sooner.
+                if let Err(e) = store.keep_incomplete(w.held.lease.batch, until) {
+                    tracing::warn!("cannot record an upload's progress: {e}");
+                }
+            }
+            Ok(())
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 
 use pickup_proto::Sha1Digest;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::{exec, to_i64, to_u64};
 use super::Delta;
@@ -45,8 +45,8 @@ impl SqliteStore {
             }
             // Same bytes: the same content. Share the blob, if it is
             // still there (the sweeper may have collected it meanwhile).
-            let (bid, size) = (to_i64(blob.0)?, to_i64(content.size)?);
-            let shared = self.write(move |db| Self::share_blob(db, file, pid, bid, size))?;
+            let bid = to_i64(blob.0)?;
+            let shared = self.write(move |db| Self::share_blob(db, file, pid, bid))?;
             if !shared {
                 continue;
             }
@@ -86,8 +86,15 @@ impl SqliteStore {
                 "INSERT INTO blobs(id, size, sha1, refs) VALUES (?1, ?2, ?3, 1)",
                 params![pid, size, &sha1.0[..]],
             )?;
-            Self::set_blob(db, file, pid, pid)?;
-            Ok(((), Delta::default()))
+            let durable = Self::set_blob(db, file, pid, pid)?;
+            // The partial's durable bytes become the blob's.
+            Ok((
+                (),
+                Delta {
+                    bytes: size - durable,
+                    batches: 0,
+                },
+            ))
         });
         if let Err(e) = committed {
             // No row points at the blob file. Swept meanwhile: it is garbage.
@@ -125,8 +132,14 @@ impl SqliteStore {
         let pid = to_i64(partial.0)?;
         let empty = to_i64(BlobId::EMPTY.0)?;
         self.write(move |db| {
-            Self::set_blob(db, file, pid, empty)?;
-            Ok(((), Delta::default()))
+            let durable = Self::set_blob(db, file, pid, empty)?;
+            Ok((
+                (),
+                Delta {
+                    bytes: -durable,
+                    batches: 0,
+                },
+            ))
         })?;
         self.drop_partial_file(partial.0)?;
         Ok(BlobId::EMPTY)
@@ -167,7 +180,6 @@ impl SqliteStore {
         file: FileRef,
         partial: i64,
         blob: i64,
-        size: i64,
     ) -> Result<(bool, Delta)> {
         let n = exec(
             db,
@@ -177,19 +189,20 @@ impl SqliteStore {
         if n == 0 {
             return Ok((false, Delta::default()));
         }
-        Self::set_blob(db, file, partial, blob)?;
+        let durable = Self::set_blob(db, file, partial, blob)?;
         Ok((
             true,
             Delta {
-                bytes: -size,
+                bytes: -durable,
                 batches: 0,
             },
         ))
     }
 
     /// Points a file at a blob and deletes its partial row, in `tx`;
-    /// `NotFound` if the file no longer points at `partial`.
-    fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<()> {
+    /// `NotFound` if the file no longer points at `partial`. Returns the
+    /// partial's durable bytes, which no longer count as stored.
+    fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<i64> {
         let n = exec(
             db,
             "UPDATE files SET partial = NULL, blob = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
@@ -198,7 +211,15 @@ impl SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
+        let durable: i64 = db
+            .query_row(
+                "SELECT durable FROM partials WHERE id = ?1",
+                params![partial],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         exec(db, "DELETE FROM partials WHERE id = ?1", params![partial])?;
-        Ok(())
+        Ok(durable)
     }
 }
