@@ -350,12 +350,15 @@ impl Quotas {
     pub fn sweep(&mut self, now: Instant) -> u64 {
         let s = self.settings;
         let stalled_after = s.reservation_timeout_secs.saturating_mul(1000);
-        let stale_after = s.incomplete_ttl_secs.saturating_mul(1000);
         let mut released = Vec::new();
         let mut stale = Vec::new();
         for (id, e) in &mut self.batches {
             let idle = now.saturating_since(e.last_progress).as_millis();
-            if idle >= stale_after {
+            // In whole seconds, as the store decides (`stale_at`), so a
+            // batch is forgotten here no later than the store deletes it.
+            let stale_at =
+                (e.last_progress.as_millis() / 1000).saturating_add(s.incomplete_ttl_secs);
+            if now.as_millis() / 1000 >= stale_at {
                 stale.push(*id);
             } else if !e.released && idle >= stalled_after {
                 e.released = true;
