@@ -2133,3 +2133,4 @@ fn empty_files_are_held_at_the_grant() {
 }
 
 mod proofs;
+mod quota;
