@@ -491,6 +491,26 @@ mod tests {
     }
 
     #[test]
+    fn the_per_peer_reservation_defaults_to_a_quarter_of_the_quota_but_one_batch_at_least() {
+        let s = Config::default().settings();
+        assert_eq!(s.max_reserved_per_peer, 8 << 30);
+        assert_eq!(s.max_incomplete_batches_per_peer, 16);
+        assert_eq!(s.incomplete_ttl_secs, 3600);
+        let small = |extra: &str| -> Settings {
+            let text = format!("[limits]\ndisk_quota = 4000\nmax_batch_size = 2000\n{extra}");
+            toml::from_str::<Config>(&text).unwrap().settings()
+        };
+        assert_eq!(small("").max_reserved_per_peer, 2000);
+        assert_eq!(
+            small("max_reserved_per_peer = 3000\n").max_reserved_per_peer,
+            3000
+        );
+        let mut c = Config::default();
+        c.limits.max_incomplete_batches_per_peer = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn validation_catches_bad_ranges() {
         let mut c = Config::default();
         c.tcp.max_frame = 10;
