@@ -292,7 +292,7 @@ fn hostile_names_are_refused() {
 #[test]
 fn oversize_announcements_and_frames_are_refused() {
     // One address may reserve the whole quota here, so that it meets `Quota`.
-    let config = "[limits]\nmax_file_size = 1000\nmax_batch_size = 1500\nmax_files_per_batch = 2\ndisk_quota = 2000\nmax_reserved_per_peer = 2000\n";
+    let config = "[limits]\nmax_file_size = 1000\nmax_batch_size = 1500\nmax_files_per_batch = 2\ndisk_quota = 2000\nmax_reserved_per_peer = 4000\n";
     let relay = RelayProcess::builder().config(config).start();
     let mut raw = Raw::connect(relay.addr());
     raw.hello();
