@@ -170,12 +170,7 @@ impl Upload {
         r.syncing_to = r.sync_wanted;
         let (partial, at, hashed) = (r.partial, r.sync_wanted, r.hashed_within(r.sync_wanted));
         self.syncing = true;
-        let keep_until = (self.kept_until < now_secs.saturating_add(stale_secs)).then(|| {
-            self.kept_until = now_secs
-                .saturating_add(stale_secs)
-                .saturating_add(stale_secs / 4);
-            self.kept_until
-        });
+        let keep_until = self.keep_due(now_secs, stale_secs);
         Some(Sync {
             held,
             epoch: self.epoch,
@@ -185,6 +180,20 @@ impl Upload {
             hashed,
             beside: true,
             keep_until,
+        })
+    }
+
+    /// When the store should next hear of this upload's progress: the
+    /// batch is kept `stale_secs` and a quarter more past `now_secs` once
+    /// less than `stale_secs` of it is left, so it is recorded at most
+    /// every quarter of `stale_secs` and never goes stale sooner than
+    /// `stale_secs` after the last progress.
+    pub(in crate::session) fn keep_due(&mut self, now_secs: u64, stale_secs: u64) -> Option<u64> {
+        (self.kept_until < now_secs.saturating_add(stale_secs)).then(|| {
+            self.kept_until = now_secs
+                .saturating_add(stale_secs)
+                .saturating_add(stale_secs / 4);
+            self.kept_until
         })
     }
 

@@ -316,14 +316,17 @@ impl Upload {
             hash,
             acked,
         };
+        let (size, sha1) = (f.size, f.sha1);
+        let keep_until = self.keep_due(unix_secs(cx.now), cx.relay.settings.incomplete_ttl_secs);
         cx.work.push(Work::Complete(Complete {
             held,
             epoch: self.epoch,
             file,
             partial,
-            size: f.size,
-            sha1: f.sha1,
+            size,
+            sha1,
             hasher: None,
+            keep_until,
         }));
         if self.files.iter().all(|f| !durability::has_unacked(f)) {
             self.last_data = None;
