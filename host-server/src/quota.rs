@@ -246,10 +246,11 @@ impl Quotas {
     pub fn cancel(&mut self, ticket: Ticket) {
         self.creating = self.creating.saturating_sub(1);
         self.unreserve(&ticket.owner, ticket.bytes);
+        let burst = f64::from(self.settings.new_batch_burst_per_peer);
         if let Some(o) = self.owners.get_mut(&ticket.owner) {
             o.incomplete = o.incomplete.saturating_sub(1);
             // A failed creation costs no token either.
-            o.tokens += 1.0;
+            o.tokens = (o.tokens + 1.0).min(burst);
         }
     }
 
