@@ -1,0 +1,141 @@
+//! The honest terminal: a 32 MiB upload and its download from 127.0.0.1
+//! through the bench's own client (the same machines as `pickup`), bounded
+//! in time so that a relay that keeps it waiting gives a figure, not a hang.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::connection::Conn;
+use super::HONEST;
+use crate::client;
+
+/// A link that fails every read and write once its deadline has passed.
+/// The client's own timers would retry a `Busy` relay for ever.
+struct Bounded {
+    inner: TcpStream,
+    deadline: Instant,
+    limit: Duration,
+}
+
+impl Bounded {
+    fn check(&self) -> io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
+                format!("not done within {} s", self.limit.as_secs()),
+            ));
+        }
+        // A write the relay does not take must not outlast the deadline.
+        self.inner.set_write_timeout(Some(left))
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What the honest terminal got.
+pub struct Honest {
+    /// Whether the upload and the download both finished and verified.
+    pub ok: bool,
+    /// Upload + download, or the time until it failed.
+    pub secs: f64,
+    upload_secs: f64,
+    download_secs: f64,
+    /// Why it failed.
+    error: Option<String>,
+    /// After a failure: what the relay answers this address's new batch.
+    probe: Option<String>,
+}
+
+impl Honest {
+    /// As the report has it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "ok": self.ok,
+            "secs": self.secs,
+            "upload_secs": self.upload_secs,
+            "download_secs": self.download_secs,
+            "error": self.error,
+            "probe": self.probe,
+        })
+    }
+}
+
+fn link(relay: SocketAddr, deadline: Instant, limit: Duration) -> io::Result<Bounded> {
+    Ok(Bounded {
+        inner: crate::tcp_link(relay)?,
+        deadline,
+        limit,
+    })
+}
+
+/// Uploads `len` fresh random bytes (from `seed`, so never held content)
+/// and downloads them again, within `limit` in all.
+pub fn send_get(relay: SocketAddr, len: usize, seed: u64, limit: Duration) -> Honest {
+    let data = crate::random_bytes(len, seed);
+    let sha1 = crate::sha1_fast(&data);
+    let start = Instant::now();
+    let deadline = start + limit;
+    let up = link(relay, deadline, limit).and_then(|mut l| {
+        client::upload(
+            &mut l,
+            crate::tcp_upload_config(),
+            &["honest.bin".into()],
+            std::slice::from_ref(&data),
+            &[sha1],
+        )
+    });
+    let upload_secs = start.elapsed().as_secs_f64();
+    let got = up.and_then(|up| {
+        let mut l = link(relay, deadline, limit)?;
+        client::download(&mut l, crate::tcp_download_config(), up.code)
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let error = match got {
+        Ok(n) if n == len as u64 => None,
+        Ok(n) => Some(format!("downloaded {n} of {len} bytes")),
+        Err(e) => Some(e.to_string()),
+    };
+    let probe = error.as_ref().map(|_| probe(relay));
+    Honest {
+        ok: error.is_none(),
+        secs,
+        upload_secs,
+        download_secs: secs - upload_secs,
+        error,
+        probe,
+    }
+}
+
+/// Announces a one-byte batch from the honest address and says what the
+/// relay answers: the reason a stalled upload was kept waiting (the
+/// client retries `Busy` and `RateLimited` without a word).
+fn probe(relay: SocketAddr) -> String {
+    let answer = Conn::open(relay, HONEST).and_then(|mut c| {
+        c.announce(&[("probe.bin".into(), 1, crate::sha1_fast(b"p"))])?;
+        c.grant_and_plan()
+    });
+    match answer {
+        Ok(Ok(_)) => "a new batch is granted".into(),
+        Ok(Err(code)) => format!("a new batch is refused: {code:?}"),
+        Err(e) => format!("no answer: {e}"),
+    }
+}
