@@ -16,6 +16,8 @@ use super::Ctx;
 /// A little over the default `limits.max_live_batches` (100,000).
 const MAX_BATCHES: u64 = 110_000;
 
+/// Creates one-byte batches from `ctx.sessions` sessions until refused or
+/// out of budget; they outlive the sessions.
 pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
     let start = Instant::now();
     let created = AtomicU64::new(0);

@@ -17,6 +17,8 @@ use super::Ctx;
 const FILES: usize = 1000;
 const FETCHES: usize = 400;
 
+/// Publishes the big batch, then floods it from `ctx.sessions` sessions
+/// and holds them, unread, until the honest transfer is over.
 pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
     let mut owner = Conn::open(ctx.relay, ctx.source)?;
     let files: Vec<(String, u64, Sha1Digest)> = (0..FILES)

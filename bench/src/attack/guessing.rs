@@ -20,6 +20,7 @@ const MAX_GUESSES: u64 = 2_000_000;
 /// The attack is in place once the guessers have met the limit, or after this.
 const WARM_UP: Duration = Duration::from_secs(3);
 
+/// Guesses from `ctx.sessions` sessions until the honest transfer is over.
 pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
     let guesses = AtomicU64::new(0);
     let failed = AtomicU64::new(0);

@@ -24,10 +24,10 @@ impl Bounded {
     fn check(&self) -> io::Result<()> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                format!("not done within {} s", self.limit.as_secs()),
-            ));
+            return Err(io::Error::other(format!(
+                "not done within {} s",
+                self.limit.as_secs()
+            )));
         }
         // A write the relay does not take must not outlast the deadline.
         self.inner.set_write_timeout(Some(left))
@@ -51,7 +51,7 @@ impl Write for Bounded {
     }
 }
 
-/// What the honest terminal got.
+/// What the honest terminal got in one send + get.
 pub struct Honest {
     /// Whether the upload and the download both finished and verified.
     pub ok: bool,
@@ -138,4 +138,35 @@ fn probe(relay: SocketAddr) -> String {
         Ok(Err(code)) => format!("a new batch is refused: {code:?}"),
         Err(e) => format!("no answer: {e}"),
     }
+}
+
+/// `runs` send + gets one after another (fresh content each, from `seed`
+/// on), stopping at the first failure: the figure is the median, because
+/// one transfer of 32 MiB is over in a fraction of a second and this
+/// machine's speed wanders.
+pub fn repeat(relay: SocketAddr, len: usize, seed: u64, limit: Duration, runs: usize) -> Value {
+    let mut all = Vec::new();
+    for i in 0..runs {
+        let h = send_get(relay, len, seed + 1000 * i as u64, limit);
+        let failed = !h.ok;
+        all.push(h);
+        if failed {
+            break;
+        }
+    }
+    let failure = all.iter().find(|h| !h.ok);
+    let mut secs: Vec<f64> = all.iter().map(|h| h.secs).collect();
+    secs.sort_by(f64::total_cmp);
+    let median = match failure {
+        // A failure's time is how long it took to fail.
+        Some(f) => f.secs,
+        None => secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN),
+    };
+    json!({
+        "ok": failure.is_none(),
+        "secs": median,
+        "error": failure.and_then(|f| f.error.clone()),
+        "probe": failure.and_then(|f| f.probe.clone()),
+        "runs": all.iter().map(Honest::to_json).collect::<Vec<_>>(),
+    })
 }

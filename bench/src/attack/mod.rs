@@ -55,6 +55,12 @@ pub struct Settings {
     /// The longest an attack may take to put its damage in place before
     /// the honest transfer starts anyway.
     pub arm_limit: Duration,
+    /// How long the attacks run, in place, before the honest transfer
+    /// starts: those that keep working (guessing, proofs) are then in full
+    /// swing, not starting up.
+    pub soak: Duration,
+    /// Honest send + gets per phase (the median is the figure).
+    pub honest_runs: usize,
 }
 
 impl Default for Settings {
@@ -64,6 +70,8 @@ impl Default for Settings {
             honest_bytes: 32 << 20,
             honest_limit: Duration::from_secs(60),
             arm_limit: Duration::from_secs(150),
+            soak: Duration::from_secs(3),
+            honest_runs: 3,
         }
     }
 }
@@ -117,7 +125,18 @@ impl Kind {
         }
     }
 
+    /// Whether it shuts honest uploads out (quota, batch slots). All
+    /// together, these start once the others are in place, because the
+    /// others need room to set up (the CPU attack stores 128 MiB and
+    /// declares 64 MiB more first).
+    fn locks_out(self) -> bool {
+        matches!(self, Kind::QuotaLock | Kind::BatchCap)
+    }
+
     fn run(self, ctx: &Ctx<'_>) -> io::Result<Value> {
+        if ctx.after > 0 {
+            ctx.armed.wait(ctx.after, ctx.arm_limit);
+        }
         match self {
             Kind::FetchFlood => fetch_flood::run(ctx),
             Kind::QuotaLock => quota_lock::run(ctx),
@@ -183,6 +202,10 @@ pub struct Ctx<'a> {
     deadline: Instant,
     /// Sessions it may open.
     sessions: usize,
+    /// How many attacks must be in place before this one starts.
+    after: usize,
+    /// The longest it waits for them.
+    arm_limit: Duration,
     armed: &'a Armed,
     armed_once: AtomicBool,
 }
@@ -223,19 +246,27 @@ fn sample_rss(relay: &Relay, stop: &AtomicBool) -> u64 {
 fn scenario(binary: &Path, settings: &Settings, kinds: &[Kind], seed: u64) -> io::Result<Value> {
     let relay = Relay::start_config(binary, None, &settings.relay_config)?;
     let combined = kinds.len() > 1;
-    let alone = honest::send_get(
-        relay.addr,
-        settings.honest_bytes,
-        seed,
-        settings.honest_limit,
-    );
+    let honest = |seed| {
+        honest::repeat(
+            relay.addr,
+            settings.honest_bytes,
+            seed,
+            settings.honest_limit,
+            settings.honest_runs,
+        )
+    };
+    let alone = honest(seed);
     let rss_before = relay.rss().unwrap_or(0);
     let cpu_before = relay.cpu_secs();
 
     let stop = AtomicBool::new(false);
     let sampling = AtomicBool::new(false);
     let armed = Armed::new();
-    let deadline = Instant::now() + settings.arm_limit + settings.honest_limit * 2;
+    // Past it, every attack winds down even if the honest runs have not.
+    let deadline = Instant::now()
+        + settings.arm_limit
+        + settings.soak
+        + settings.honest_limit * (settings.honest_runs as u32 + 1);
     let started = Instant::now();
     let (attacks, under, all_armed, armed_after, rss_peak) = std::thread::scope(|s| {
         let sampler = s.spawn(|| sample_rss(&relay, &sampling));
@@ -248,6 +279,12 @@ fn scenario(binary: &Path, settings: &Settings, kinds: &[Kind], seed: u64) -> io
                     stop: &stop,
                     deadline,
                     sessions: kind.sessions(combined),
+                    after: if kind.locks_out() {
+                        kinds.iter().filter(|k| !k.locks_out()).count()
+                    } else {
+                        0
+                    },
+                    arm_limit: settings.arm_limit / 2,
                     armed: &armed,
                     armed_once: AtomicBool::new(false),
                 };
@@ -265,12 +302,8 @@ fn scenario(binary: &Path, settings: &Settings, kinds: &[Kind], seed: u64) -> io
             .collect();
         let all_armed = armed.wait(kinds.len(), settings.arm_limit);
         let armed_after = started.elapsed().as_secs_f64();
-        let under = honest::send_get(
-            relay.addr,
-            settings.honest_bytes,
-            seed + 1,
-            settings.honest_limit,
-        );
+        std::thread::sleep(settings.soak);
+        let under = honest(seed + 1);
         stop.store(true, Ordering::Relaxed);
         let attacks: Vec<(Kind, Value)> = kinds
             .iter()
@@ -297,9 +330,10 @@ fn scenario(binary: &Path, settings: &Settings, kinds: &[Kind], seed: u64) -> io
     }
     Ok(json!({
         "attacks": kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
-        "alone": alone.to_json(),
-        "under_attack": under.to_json(),
-        "slowdown": under.secs / alone.secs,
+        "slowdown": under["secs"].as_f64().unwrap_or(f64::NAN)
+            / alone["secs"].as_f64().unwrap_or(f64::NAN),
+        "alone": alone,
+        "under_attack": under,
         "all_armed": all_armed,
         "armed_after_secs": armed_after,
         "attack_secs": attack_secs,

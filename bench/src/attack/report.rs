@@ -39,13 +39,14 @@ pub fn print_rows(a: &Value) {
         } else {
             names.join("")
         };
+        let runs = s["under_attack"]["runs"].as_array().map_or(0, Vec::len);
         println!(
-            "| under attack ({label}): honest {mib} MiB send+get alone, under attack | {}, {} | honest succeeds |",
+            "| under attack ({label}): honest {mib} MiB send+get alone, under attack (median of {runs}) | {}, {} | honest succeeds |",
             outcome(&s["alone"]),
             outcome(&s["under_attack"]),
         );
         println!(
-            "| … relay during the attack ({:.0} s): CPU, RSS before / peak / after | {:.2} s, {:.0} / {:.0} / {:.0} MiB | |",
+            "| … relay during the attack ({:.1} s): CPU, RSS before / peak / after | {:.2} s, {:.0} / {:.0} / {:.0} MiB | |",
             f(&s["attack_secs"]),
             f(&s["relay_cpu_secs_during_attack"]),
             f(&s["relay_rss_before_bytes"]) / crate::MIB,
