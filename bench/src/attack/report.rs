@@ -46,9 +46,9 @@ pub fn print_rows(a: &Value) {
             outcome(&s["under_attack"]),
         );
         println!(
-            "| … relay during the attack ({:.1} s): CPU, RSS before / peak / after | {:.2} s, {:.0} / {:.0} / {:.0} MiB | |",
-            f(&s["attack_secs"]),
-            f(&s["relay_cpu_secs_during_attack"]),
+            "| … relay while the attacks were in place ({:.1} s): CPU; RSS before / peak / after | {:.2} s; {:.0} / {:.0} / {:.0} MiB | |",
+            f(&s["in_place_secs"]),
+            f(&s["relay_cpu_secs_in_place"]),
             f(&s["relay_rss_before_bytes"]) / crate::MIB,
             f(&s["relay_rss_peak_bytes"]) / crate::MIB,
             f(&s["relay_rss_after_bytes"]) / crate::MIB,
@@ -56,6 +56,9 @@ pub fn print_rows(a: &Value) {
     }
     if let Some(worst) = a["worst"].as_array() {
         let names: Vec<&str> = worst.iter().filter_map(Value::as_str).collect();
-        println!("| under attack: the worst | {} | |", names.join(" + "));
+        println!(
+            "| under attack: the worst single attacks | {} | none fails the honest transfer |",
+            names.join(", ")
+        );
     }
 }
