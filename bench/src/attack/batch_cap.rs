@@ -73,9 +73,15 @@ pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
     refusals.dedup();
     let mut errors = errors.into_inner().unwrap_or_default();
     errors.dedup();
+    let made = created.load(Ordering::Relaxed);
     Ok(json!({
+        "summary": format!(
+            "{made} one-byte batches in {secs:.1} s from {} sessions (refused: {})",
+            ctx.sessions,
+            if refusals.is_empty() { "never".to_string() } else { refusals.join(", ") }
+        ),
         "sessions": ctx.sessions,
-        "batches_created": created.load(Ordering::Relaxed),
+        "batches_created": made,
         "refused_with": refusals,
         "session_errors": errors,
         "secs": secs,

@@ -78,13 +78,20 @@ pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
         ctx.hold();
         drop(held);
     });
+    let sessions = opened.load(Ordering::Relaxed);
+    let blocked = blocked.load(Ordering::Relaxed);
     Ok(json!({
+        "summary": format!(
+            "{sessions} sessions x {FETCHES} unread Fetch of a {FILES}-file manifest \
+             ({} KB sent); {blocked} sessions' writes blocked",
+            bytes.load(Ordering::Relaxed) / 1000
+        ),
         "manifest_files": FILES,
-        "sessions": opened.load(Ordering::Relaxed),
+        "sessions": sessions,
         "sessions_refused": refused.load(Ordering::Relaxed),
         "fetches_per_session": FETCHES,
         "sessions_written_in_full": written.load(Ordering::Relaxed),
-        "sessions_blocked_writing": blocked.load(Ordering::Relaxed),
+        "sessions_blocked_writing": blocked,
         "bytes_sent": bytes.load(Ordering::Relaxed),
     }))
 }

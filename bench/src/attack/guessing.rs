@@ -80,10 +80,19 @@ pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
     });
     let mut errors = errors.into_inner().unwrap_or_default();
     errors.dedup();
+    let (failed, limited) = (
+        failed.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+    );
     Ok(json!({
+        "summary": format!(
+            "{} sessions: {failed} failed lookups, {limited} RateLimited in {:.1} s",
+            ctx.sessions,
+            start.elapsed().as_secs_f64()
+        ),
         "sessions": ctx.sessions,
-        "failed_lookups": failed.load(Ordering::Relaxed),
-        "rate_limited": limited.load(Ordering::Relaxed),
+        "failed_lookups": failed,
+        "rate_limited": limited,
         "hits": hits.load(Ordering::Relaxed),
         "session_errors": errors,
         "bytes_sent": bytes.load(Ordering::Relaxed),

@@ -178,7 +178,18 @@ pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    let refused: Vec<String> = t.refused.iter().map(|(k, n)| format!("{n} {k}")).collect();
     Ok(json!({
+        "summary": format!(
+            "{rounds} rounds: {} challenges of a {} MiB blob, {} wrong proofs, \
+             {} one-byte resumes of a {} MiB prefix; refused: {}",
+            t.challenges,
+            HELD >> 20,
+            t.wrong_proofs,
+            t.rehash_resumes,
+            PARTIAL_SENT >> 20,
+            if refused.is_empty() { "never".to_string() } else { refused.join(", ") }
+        ),
         "held_bytes": HELD,
         "partial_bytes_durable": PARTIAL_SENT,
         "rounds": rounds,

@@ -73,6 +73,12 @@ pub fn run(ctx: &Ctx<'_>) -> io::Result<Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(json!({
+        "summary": format!(
+            "{granted} batches declaring {:.1} GiB in {locked_after:.2} s from {bytes_sent} bytes \
+             (refused: {})",
+            declared as f64 / (1u64 << 30) as f64,
+            if refused.is_empty() { "never".to_string() } else { refused.join(", ") }
+        ),
         "first_file_size": FILE_SIZE,
         "batches_granted": granted,
         "declared_bytes": declared,

@@ -53,6 +53,20 @@ pub fn print_rows(a: &Value) {
             f(&s["relay_rss_peak_bytes"]) / crate::MIB,
             f(&s["relay_rss_after_bytes"]) / crate::MIB,
         );
+        println!(
+            "| … relay CPU from the start of the attacks (setting up included) | {:.2} s | |",
+            f(&s["relay_cpu_secs_during_attack"]),
+        );
+        if let Some(detail) = s["detail"].as_object() {
+            for (name, d) in detail {
+                let what = d["summary"]
+                    .as_str()
+                    .or(d["setup_refused"].as_str())
+                    .or(d["error"].as_str())
+                    .unwrap_or("?");
+                println!("| … attacker, {name} | {what} | |");
+            }
+        }
     }
     if let Some(worst) = a["worst"].as_array() {
         let names: Vec<&str> = worst.iter().filter_map(Value::as_str).collect();
