@@ -21,7 +21,8 @@ struct Bounded {
 }
 
 impl Bounded {
-    fn check(&self) -> io::Result<()> {
+    /// The time left, or the error that ends the transfer.
+    fn left(&self) -> io::Result<Duration> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::other(format!(
@@ -29,21 +30,23 @@ impl Bounded {
                 self.limit.as_secs()
             )));
         }
-        // A write the relay does not take must not outlast the deadline.
-        self.inner.set_write_timeout(Some(left))
+        Ok(left)
     }
 }
 
 impl Read for Bounded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.check()?;
+        // The link's own 20 ms read timeout bounds the wait past it.
+        self.left()?;
         self.inner.read(buf)
     }
 }
 
 impl Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
+        // A write the relay does not take must not outlast the deadline.
+        let left = self.left()?;
+        self.inner.set_write_timeout(Some(left))?;
         self.inner.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
