@@ -14,6 +14,10 @@
 //! 3. Concurrency: many simultaneous two-file uploads of 64 KiB each.
 //! 4. Memory: relay RSS with many idle TCP sessions.
 //! 5. Instant upload: announce to completion for content the relay holds.
+//! 6. Under attack (`--only attack`): an honest 32 MiB send + get alone and
+//!    while one attacking address runs the attacks of issue 20, items 1–5
+//!    (see the `attack` module). `--attack-config FILE` gives that relay its
+//!    config (default: none, the relay's built-in limits).
 //!
 //! `PICKUP_BENCH_RELAY=/path/to/pickup-relay` runs another relay build
 //! instead of this workspace's.
@@ -22,9 +26,11 @@
 //! `target/pickup-bench.json`). Nothing here asserts a target: the figures
 //! are for people to read.
 
+mod attack;
 mod client;
 mod relay;
 mod serial;
+mod table;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -404,12 +410,14 @@ struct Options {
     sizes: Sizes,
     /// Which parts to run (all by default).
     only: Vec<String>,
+    /// The under-attack row's settings.
+    attack: attack::Settings,
 }
 
 fn usage() -> io::Error {
     io::Error::other(
-        "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory] \
-         [--tcp-mib N] [--serial-mib N] [--concurrent N] [--idle N]",
+        "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory,attack] \
+         [--tcp-mib N] [--serial-mib N] [--concurrent N] [--idle N] [--attack-config FILE]",
     )
 }
 
@@ -419,9 +427,13 @@ fn options() -> io::Result<Options> {
     let mut json_path = None;
     let mut only = Vec::new();
     let mut overrides: Vec<(String, usize)> = Vec::new();
+    let mut attack = attack::Settings::default();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--attack-config" => {
+                attack.relay_config = std::fs::read_to_string(args.next().ok_or_else(usage)?)?
+            }
             "--json" => json_path = Some(PathBuf::from(args.next().ok_or_else(usage)?)),
             "--only" => {
                 only = args
@@ -471,6 +483,7 @@ fn options() -> io::Result<Options> {
         }),
         sizes,
         only,
+        attack,
     })
 }
 
@@ -654,30 +667,37 @@ fn main() -> io::Result<()> {
     let mut report = json!({ "quick": opts.quick });
 
     if run("tcp") {
-        eprintln!("1/4 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
+        eprintln!("1/5 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
         let tcp = tcp(&binary, sizes.tcp_bytes)?;
         report["tcp"] = tcp["tcp"].clone();
         report["instant_upload"] = tcp["instant_upload"].clone();
     }
     if run("serial") {
         eprintln!(
-            "2/4 serial wire efficiency with {} MiB…",
+            "2/5 serial wire efficiency with {} MiB…",
             sizes.serial_bytes >> 20
         );
         report["serial"] = serial(&binary, sizes.serial_bytes)?;
     }
     if run("concurrency") {
-        eprintln!("3/4 {} concurrent two-file uploads…", sizes.concurrent);
+        eprintln!("3/5 {} concurrent two-file uploads…", sizes.concurrent);
         report["concurrency"] = concurrency(&binary, sizes.concurrent)?;
     }
     if run("memory") {
         eprintln!(
-            "4/4 relay memory with {} idle sessions…",
+            "4/5 relay memory with {} idle sessions…",
             sizes.idle_sessions
         );
         report["memory"] = memory(&binary, sizes.idle_sessions)?;
     }
-    print_table(&report);
+    if run("attack") {
+        eprintln!(
+            "5/5 honest {} MiB send+get, alone and under attack…",
+            opts.attack.honest_bytes >> 20
+        );
+        report["attack"] = attack::run(&binary, &opts.attack)?;
+    }
+    table::print_table(&report);
     if let Some(parent) = opts.json_path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -687,144 +707,4 @@ fn main() -> io::Result<()> {
     )?;
     println!("\nJSON report: {}", opts.json_path.display());
     Ok(())
-}
-
-fn print_table(r: &Value) {
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    println!("| measure | figure | target |");
-    println!("|---|---:|---|");
-    let t = &r["tcp"];
-    if !t.is_null() {
-        println!(
-            "| SHA-1, one core (`sha1` crate), best of 3 | {:.0} MiB/s | |",
-            f(&t["sha1_mib_per_sec"])
-        );
-        println!(
-            "| SHA-1, one core (`sha1_smol`, proto-core on MCUs) | {:.0} MiB/s | |",
-            f(&t["sha1_smol_mib_per_sec"])
-        );
-        println!(
-            "| raw TCP copy, loopback | {:.0} MiB/s | |",
-            f(&t["raw_tcp_mib_per_sec"])
-        );
-        println!(
-            "| disk: 64 KiB writes, fdatasync every 2 MiB / 4 MiB / once | {:.0} / {:.0} / {:.0} MiB/s | |",
-            f(&t["disk_fdatasync_every_2mib_mib_per_sec"]),
-            f(&t["disk_fdatasync_every_4mib_mib_per_sec"]),
-            f(&t["disk_one_fdatasync_mib_per_sec"]),
-        );
-        println!(
-            "| upload through the relay, {} MiB | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
-            t["bytes"].as_u64().unwrap_or(0) >> 20,
-            f(&t["upload_mib_per_sec"]),
-            f(&t["upload_vs_sha1"]),
-            f(&t["upload_vs_raw_tcp"])
-        );
-        println!(
-            "| … CPU per GiB uploaded: client, relay | {:.2} s, {:.2} s | |",
-            f(&t["upload"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
-            f(&t["upload"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
-        );
-        println!(
-            "| … with the terminal's SHA-1 before announcing ({:.2} s) | {:.0} MiB/s | |",
-            f(&t["announce_hash_secs"]),
-            f(&t["upload_with_announce_hash_mib_per_sec"]),
-        );
-        println!(
-            "| … floor per GiB: TCP copy {:.2} s + frames {:.2} s + relay SHA-1 {:.2} s + durable write {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
-            f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
-            (f(&t["frame_encode_secs"]) + f(&t["frame_decode_secs"])) * GIB / f(&t["bytes"]),
-            GIB / MIB / f(&t["sha1_mib_per_sec"]),
-            f(&t["disk_fdatasync_every_2mib_cpu_secs"]) * GIB / f(&t["bytes"]),
-            t["cores"],
-            f(&t["upload_ceiling_vs_sha1"]),
-        );
-        println!(
-            "| … upload client blocked writing, waiting for acks | {:.2} s, {:.2} s of {:.2} s; ack latency p50 {:.1} ms, p99 {:.1} ms | |",
-            f(&t["upload_client_blocked_writing_secs"]),
-            f(&t["upload_client_waiting_for_relay_secs"]),
-            f(&t["upload"]["secs"]),
-            f(&t["upload_ack_latency_p50_ms"]),
-            f(&t["upload_ack_latency_p99_ms"]),
-        );
-        println!(
-            "| download through the relay | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x raw TCP) | ≥ 0.7x SHA-1 |",
-            f(&t["download_mib_per_sec"]),
-            f(&t["download_vs_sha1"]),
-            f(&t["download_vs_raw_tcp"])
-        );
-        println!(
-            "| … CPU per GiB downloaded: client, relay | {:.2} s, {:.2} s | |",
-            f(&t["download"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
-            f(&t["download"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
-        );
-        println!(
-            "| … floor per GiB: TCP copy {:.2} s + frames {:.2} s + terminal SHA-1 {:.2} s + relay reading {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
-            f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
-            (f(&t["frame_encode_secs"]) + f(&t["frame_decode_secs"])) * GIB / f(&t["bytes"]),
-            GIB / MIB / f(&t["sha1_mib_per_sec"]),
-            f(&t["read_back_cpu_secs"]) * GIB / f(&t["bytes"]),
-            t["cores"],
-            f(&t["download_ceiling_vs_sha1"]),
-        );
-    }
-    let s = &r["serial"];
-    if !s.is_null() {
-        println!(
-            "| serial (pty), Pickup, {} MiB | {:.2}% efficiency, {:.1} MiB/s | ≥ 99% |",
-            s["payload_bytes"].as_u64().unwrap_or(0) >> 20,
-            100.0 * f(&s["pickup_efficiency"]),
-            f(&s["pickup_mib_per_sec"])
-        );
-        if s.get("zmodem_efficiency").is_some() {
-            println!(
-                "| serial (pty), ZMODEM (lrzsz), same file | {:.2}% efficiency, {:.1} MiB/s | Pickup faster |",
-                100.0 * f(&s["zmodem_efficiency"]),
-                f(&s["zmodem_mib_per_sec"])
-            );
-            // On a real line the wire is the bottleneck: 10 bits per byte
-            // (8N1) at the baud rate, whatever the CPU could do.
-            let at_baud = |wire: &Value| f(wire) * 10.0 / 115_200.0;
-            println!(
-                "| … the same bytes on a 115200-baud line (8N1): Pickup, ZMODEM | {:.0} s, {:.0} s | Pickup faster |",
-                at_baud(&s["pickup_wire_bytes"]),
-                at_baud(&s["zmodem_wire_bytes"]),
-            );
-        }
-    }
-    let c = &r["concurrency"];
-    if !c.is_null() {
-        println!(
-            "| {} concurrent two-file uploads of 64 KiB | {:.0}/s, p50 {:.0} ms, p99 {:.0} ms, {} failures | 0 failures |",
-            c["uploads"],
-            f(&c["completions_per_sec"]),
-            f(&c["p50_ms"]),
-            f(&c["p99_ms"]),
-            c["failures"]
-        );
-        println!(
-            "| … p50 until Welcome, until Grant; CPU: relay, clients | {:.0} ms, {:.0} ms; {:.2} s, {:.2} s | |",
-            f(&c["welcome_p50_ms"]),
-            f(&c["grant_p50_ms"]),
-            f(&c["relay_cpu_secs"]),
-            f(&c["clients_cpu_secs"]),
-        );
-    }
-    let m = &r["memory"];
-    if !m.is_null() {
-        println!(
-            "| relay RSS, {} idle TCP sessions | {:.1} MiB, {:.0} B/session | ≤ 32 KiB/session |",
-            m["idle_sessions"],
-            f(&m["rss_after_bytes"]) / MIB,
-            f(&m["bytes_per_idle_session"])
-        );
-    }
-    let i = &r["instant_upload"];
-    if !i.is_null() {
-        println!(
-            "| instant upload of held content (proof included) | {:.2} s, {:.2}x of uploading it | |",
-            f(&i["announce_to_complete_secs"]),
-            f(&i["ratio_to_upload"])
-        );
-    }
 }

@@ -52,17 +52,23 @@ impl Relay {
     /// As [`start`](Self::start), with more lines for the config's
     /// `[limits]` table.
     pub fn start_with(binary: &Path, serial: Option<&str>, limits: &str) -> io::Result<Relay> {
-        let data = tempfile::tempdir()?;
-        let port = free_port()?;
-        let config = data.path().join("relay.toml");
-        let mut f = std::fs::File::create(&config)?;
-        writeln!(
-            f,
+        let config = format!(
             "[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
              max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n\
-             max_incomplete_batches_per_peer = 100000\nnew_batch_burst_per_peer = 100000\n{limits}",
+             max_incomplete_batches_per_peer = 100000\nnew_batch_burst_per_peer = 100000\n{limits}\n",
             big = 64u64 << 30
-        )?;
+        );
+        Relay::start_config(binary, serial, &config)
+    }
+
+    /// Starts the relay with exactly this config file (empty: the relay's
+    /// built-in defaults, as a deployment without a config runs), listening
+    /// on a free loopback port with its store in a temporary directory.
+    pub fn start_config(binary: &Path, serial: Option<&str>, config: &str) -> io::Result<Relay> {
+        let data = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config_path = data.path().join("relay.toml");
+        std::fs::File::create(&config_path)?.write_all(config.as_bytes())?;
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .arg("--tcp")
@@ -70,7 +76,7 @@ impl Relay {
             .arg("--data")
             .arg(data.path().join("store"))
             .arg("--config")
-            .arg(&config)
+            .arg(&config_path)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
