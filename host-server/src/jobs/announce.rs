@@ -6,8 +6,11 @@ use pickup_proto::{ErrorCode, Sha1Digest};
 
 use super::Found;
 use crate::codes::{self, code_key, token_key};
+use crate::disclosure;
 use crate::relay::{lock, Relay};
-use crate::store::{Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, Store, StoreError};
+use crate::store::{
+    Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, OwnerId, Store, StoreError,
+};
 
 /// Most candidate blobs a proof is checked against (more than one means a
 /// SHA-1 collision is stored; more than a few is an attack).
@@ -30,6 +33,8 @@ pub(crate) struct CreateBatch {
     pub(crate) files: Vec<Announced>,
     pub(crate) total: u64,
     pub(crate) now_secs: u64,
+    /// The token family the batch joins; `None` starts one from its token.
+    pub(crate) family: Option<OwnerId>,
 }
 
 /// A batch created.
@@ -107,6 +112,7 @@ pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Ref
             code,
             code_key: code_key(&code),
             token_key: token_key(&token),
+            owner: w.family.unwrap_or_else(|| codes::family_owner(&token)),
             created_at: w.now_secs,
             expires_at: w.now_secs.saturating_add(s.code_ttl_secs),
             files: &files,
@@ -135,14 +141,20 @@ pub(super) fn find(
 }
 
 /// Candidate blobs per file for files without a durable byte, when the
-/// relay offers instant upload (empty lists otherwise).
+/// relay offers instant upload (empty lists otherwise): only those whose
+/// holding the batch's owner may learn ([`crate::disclosure`]).
 pub(super) fn challenge_candidates(relay: &Relay, batch: &Batch) -> Vec<Vec<BlobId>> {
     batch
         .files
         .iter()
         .map(|f| match f.content {
             FileContent::Partial { durable: 0, .. } if relay.settings.instant_upload => {
-                candidates(&*relay.store, f.size, &f.sha1)
+                disclosure::disclosable(
+                    &*relay.store,
+                    &relay.settings.disclosure,
+                    &batch.owner,
+                    candidates(&*relay.store, f.size, &f.sha1),
+                )
             }
             _ => Vec::new(),
         })

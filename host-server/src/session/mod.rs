@@ -51,6 +51,7 @@ use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Relay};
 use crate::settings::{Link, MIN_ACK_WINDOW};
+use crate::store::OwnerId;
 
 mod download;
 mod lookups;
@@ -105,6 +106,9 @@ pub struct Session {
     /// ignored (the refusal was said once) until the next `BatchOpen`.
     announce_refused: bool,
     upload: Option<Box<Upload>>,
+    /// The token family this session's new batches join: that of the first
+    /// batch it created or resumed ([`crate::disclosure`]).
+    family: Option<OwnerId>,
     stream: Option<Stream>,
     /// Numbers streams, so a read-ahead for an ended one is recognised.
     next_stream: u64,
@@ -161,6 +165,7 @@ impl Session {
             announcing: None,
             announce_refused: false,
             upload: None,
+            family: None,
             stream: None,
             next_stream: 0,
             next_epoch: 0,

@@ -96,6 +96,7 @@ impl Session {
             files,
             total,
             now_secs: unix_secs(now),
+            family: self.family,
         }));
     }
 
@@ -113,6 +114,9 @@ impl Session {
     }
 
     fn activate(&mut self, batch: Batch, token: ResumeToken, candidates: Vec<Vec<BlobId>>) {
+        // The session's later batches join the family of its first, so a
+        // terminal sending the same content again gets it instantly.
+        self.family.get_or_insert(batch.owner);
         self.drop_upload();
         self.next_epoch += 1;
         let up = Upload::start(
