@@ -55,9 +55,12 @@ impl Relay {
         let port = free_port()?;
         let config = data.path().join("relay.toml");
         let mut f = std::fs::File::create(&config)?;
+        // `open` disclosure: the instant-upload row measures a proof from a
+        // second connection, which the default rule treats as a stranger
+        // and would answer with a plain upload.
         writeln!(
             f,
-            "[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
+            "dedup_disclosure = \"open\"\n[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
              max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n{limits}",
             big = 64u64 << 30
         )?;

@@ -31,6 +31,7 @@ use pickup_proto::message::{
 };
 use pickup_proto::{Duration, Instant};
 use pickup_relay::codes::code_key;
+use pickup_relay::disclosure::{DisclosureMode, DisclosureSettings};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
@@ -185,7 +186,8 @@ pub struct RelaySummary {
 /// instant upload off, `bit 3` tight limits (2 files, 1000-byte files and
 /// a 2000-byte quota), `bit 4` a 60-second code lifetime, `bit 5` deferred
 /// jobs (run at the next `timers` operation, or when the session waits for
-/// one before it takes more input). Then operations,
+/// one before it takes more input), `bits 6-7` what instant upload may
+/// reveal (0 a threshold of 2 owners, 1 owner only, 2-3 open). Then operations,
 /// one byte each (`op % 10`) with the terminal in the top bits
 /// (`op / 10 % 3`), and operands after them.
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
@@ -217,6 +219,14 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         settings.max_batch_size = 1500;
         settings.disk_quota = 2000;
     }
+    settings.disclosure = DisclosureSettings {
+        mode: match setup >> 6 {
+            0 => DisclosureMode::Threshold,
+            1 => DisclosureMode::OwnerOnly,
+            _ => DisclosureMode::Open,
+        },
+        threshold_max: 2,
+    };
     if setup & 0x10 != 0 {
         settings.code_ttl_secs = 60;
         settings.expired_memory_secs = 120;
