@@ -178,6 +178,8 @@ pub struct RelaySummary {
     pub served: u64,
     /// Relay crashes.
     pub crashes: u32,
+    /// Challenges (instant upload) the relay issued.
+    pub challenges: u32,
 }
 
 /// Runs the relay session logic on fuzzer bytes; panics if an invariant breaks.
@@ -654,6 +656,7 @@ impl Fuzz {
             }
             Message::FilePlan(p) => {
                 if let Plan::Challenge { nonce } = p.plan {
+                    summary.challenges += 1;
                     if let Some(term) = self.terminals[t].as_mut() {
                         term.nonces.insert(p.index, nonce);
                     }
@@ -911,6 +914,13 @@ impl RelayScript {
     /// (index into the driver's contents: 700 bytes, "pickup", empty, a sentence).
     pub fn announce(&mut self, t: u8, index: u8, content: u8) -> &mut Self {
         self.say(t, 2, index % 4, &[content])
+    }
+
+    /// [`announce`](Self::announce) under the driver's name `name` (0 is
+    /// `a.bin`, 1 `b.txt`...): another batch with the same content, where
+    /// the same names would be a repeated announcement.
+    pub fn announce_as(&mut self, t: u8, index: u8, content: u8, name: u8) -> &mut Self {
+        self.say(t, 2, (name % 6) * 4 + index % 4, &[content])
     }
 
     /// Terminal `t` sends `len` honest bytes of file `index` at `offset`.

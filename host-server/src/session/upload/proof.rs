@@ -30,7 +30,10 @@ impl Challenger<'_> {
     /// A challenge for file `index` (`size` bytes), whose content may be
     /// held in `candidates`; or a plain upload if the proof budget
     /// ([`crate::proof_budget`]) refuses the hashing a challenge costs, or
-    /// no nonce can be drawn.
+    /// no nonce can be drawn. The lookup that found `candidates` kept only
+    /// those the batch's owner may learn the relay holds
+    /// ([`crate::disclosure`]): with none, the plan is the one content the
+    /// relay never saw gets, so it says nothing.
     pub(super) fn challenge(
         &self,
         index: usize,
