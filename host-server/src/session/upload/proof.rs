@@ -134,12 +134,13 @@ impl Upload {
             nonce,
             partial,
             ref mut expected,
-            ..
+            ref mut candidates,
         } = f.state
         else {
             return cx.out.upload(Reply::Plan(p.index));
         };
         let expected = expected.take();
+        let candidates = core::mem::take(candidates);
         f.state = FileState::Proving {
             partial,
             nonce,
@@ -150,10 +151,10 @@ impl Upload {
             epoch: self.epoch,
             file,
             size: f.size,
-            sha1: f.sha1,
             nonce,
             proof: p.proof,
             expected: None,
+            candidates,
         }));
     }
 
