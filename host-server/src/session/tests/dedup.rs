@@ -90,10 +90,24 @@ fn the_same_token_family_sends_its_content_again_instantly() {
     let mut w = World::new(Settings::default());
     let content = bytes(70_000, 5);
     let mut s = open(&w, 1);
-    let (grant, _, _) = upload(&mut w, &mut s, &["a"], &[content.clone()], None, |_| false);
+    let (grant, _, _) = upload(
+        &mut w,
+        &mut s,
+        &["a"],
+        std::slice::from_ref(&content),
+        None,
+        |_| false,
+    );
     let token = grant.expect("a grant").token;
     // A later batch of the same session joins its family: linked.
-    let (_, events, _) = upload(&mut w, &mut s, &["b"], &[content.clone()], None, |_| false);
+    let (_, events, _) = upload(
+        &mut w,
+        &mut s,
+        &["b"],
+        std::slice::from_ref(&content),
+        None,
+        |_| false,
+    );
     assert!(
         events.contains(&upload::Event::Linked { file: 0 }),
         "{events:?}"
