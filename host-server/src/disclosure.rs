@@ -162,6 +162,27 @@ mod tests {
     }
 
     #[test]
+    fn the_config_names_each_mode_and_refuses_a_threshold_below_2() {
+        use crate::config::Config;
+        let parse = |text: &str| toml::from_str::<Config>(text).map(|c| c.settings().disclosure);
+        assert_eq!(parse("").unwrap(), DisclosureSettings::default());
+        for (name, mode) in [
+            ("threshold", DisclosureMode::Threshold),
+            ("owner-only", DisclosureMode::OwnerOnly),
+            ("open", DisclosureMode::Open),
+        ] {
+            let s = parse(&format!(
+                "dedup_disclosure = \"{name}\"\ndedup_threshold_max = 5"
+            ))
+            .unwrap();
+            assert_eq!((s.mode, s.threshold_max), (mode, 5));
+        }
+        assert!(parse("dedup_disclosure = \"everyone\"").is_err());
+        let c: Config = toml::from_str("dedup_threshold_max = 1").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn thresholds_cover_the_range_uniformly() {
         let s = DisclosureSettings {
             mode: DisclosureMode::Threshold,
