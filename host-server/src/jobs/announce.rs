@@ -33,8 +33,11 @@ pub(crate) struct CreateBatch {
     pub(crate) files: Vec<Announced>,
     pub(crate) total: u64,
     pub(crate) now_secs: u64,
-    /// The token family the batch joins; `None` starts one from its token.
+    /// The token family the batch joins; `None` starts one from its token,
+    /// unless `join` names a live batch, whose family it joins.
     pub(crate) family: Option<OwnerId>,
+    /// The token of a `Join` (PROTOCOL.md §7.1).
+    pub(crate) join: Option<ResumeToken>,
 }
 
 /// A batch created.
@@ -98,6 +101,15 @@ pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Ref
             retry_after_ms: 0,
         });
     };
+    let owner = match (w.family, w.join) {
+        (Some(family), _) => family,
+        (None, Some(join)) => match store.find_by_token(&token_key(&join), w.now_secs) {
+            Ok(Lookup::Live(b)) => b.owner,
+            Ok(_) => codes::family_owner(&token),
+            Err(e) => return Err(internal("join", e)),
+        },
+        (None, None) => codes::family_owner(&token),
+    };
     let files: Vec<NewFile<'_>> = w
         .files
         .iter()
@@ -112,7 +124,7 @@ pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Ref
             code,
             code_key: code_key(&code),
             token_key: token_key(&token),
-            owner: w.family.unwrap_or_else(|| codes::family_owner(&token)),
+            owner,
             created_at: w.now_secs,
             expires_at: w.now_secs.saturating_add(s.code_ttl_secs),
             files: &files,

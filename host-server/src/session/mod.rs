@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
-    self, Kind, Manifest, ManifestEntry, Message, Role, Welcome, CAP_INSTANT_UPLOAD,
+    self, Kind, Manifest, ManifestEntry, Message, ResumeToken, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 
@@ -109,6 +109,9 @@ pub struct Session {
     /// The token family this session's new batches join: that of the first
     /// batch it created or resumed ([`crate::disclosure`]).
     family: Option<OwnerId>,
+    /// The token a `Join` named, until a batch is created: its family is
+    /// looked up then, with the batch's creation.
+    join: Option<ResumeToken>,
     stream: Option<Stream>,
     /// Numbers streams, so a read-ahead for an ended one is recognised.
     next_stream: u64,
@@ -166,6 +169,7 @@ impl Session {
             announce_refused: false,
             upload: None,
             family: None,
+            join: None,
             stream: None,
             next_stream: 0,
             next_epoch: 0,
@@ -278,6 +282,7 @@ impl Session {
             Message::Proof(p) => self.on_proof(p),
             Message::Data(d) => self.on_data(now, d),
             Message::Resume(r) => self.on_resume(now, r),
+            Message::Join(j) => self.on_join(j),
             Message::Fetch(f) => self.on_fetch(now, f),
             Message::Read(r) if self.found_code == Some(r.code) => self.on_read_in_found(now, r),
             Message::Read(r) => self.on_read(now, r),

@@ -4,6 +4,7 @@
 //! a threshold of owners stored links for anyone ([`crate::disclosure`]).
 
 use super::*;
+use pickup_proto::message::Join;
 
 /// The plan of file 0 in `replies`.
 fn plan_of(replies: &[Reply]) -> Plan {
@@ -169,4 +170,41 @@ fn thresholds_are_drawn_per_content_within_the_range() {
     }
     assert_eq!(seen[..2], [0, 0]);
     assert!(seen[2..].iter().all(|&n| n > 0), "{seen:?}");
+}
+
+#[test]
+fn a_join_with_a_token_of_the_family_makes_a_new_session_its_owner() {
+    let mut w = World::new(Settings::default());
+    let content = bytes(30_000, 6);
+    let mut s = open(&w, 1);
+    let (grant, _, _) = upload(
+        &mut w,
+        &mut s,
+        &["a"],
+        std::slice::from_ref(&content),
+        None,
+        |_| false,
+    );
+    let token = grant.expect("a grant").token;
+    let announce_after_join = |w: &World, token: ResumeToken| {
+        let mut s = open(w, 2);
+        send(&mut s, w.now(), Message::Join(Join { token }));
+        // No reply to a Join.
+        assert_eq!(drain(&mut s), []);
+        let replies = announce(
+            &mut s,
+            w.now(),
+            &[("b", content.len() as u64, Sha1Digest::of(&content))],
+        );
+        plan_of(&replies)
+    };
+    assert!(matches!(
+        announce_after_join(&w, token),
+        Plan::Challenge { .. }
+    ));
+    // A token the relay does not know joins nothing.
+    assert_eq!(
+        announce_after_join(&w, ResumeToken([7; 16])),
+        Plan::Upload { offset: 0 }
+    );
 }
