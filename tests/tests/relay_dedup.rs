@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use pickup_proto::hash::ProofHasher;
 use pickup_proto::message::{Data, FilePlan, Message, Plan, Proof};
 use pickup_proto::Sha1Digest;
+use pickup_tests::e2e::{pickup, run, TempDir};
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::wire_client::*;
 
@@ -142,4 +143,32 @@ fn content_stored_by_a_threshold_of_owners_uploads_instantly_for_others() {
     let third = upload_tcp(relay.addr(), &files, None);
     assert!(third.complete() && third.linked(), "{:?}", third.events);
     assert!(download_tcp(relay.addr(), third.code()).unwrap().files[0] == content);
+}
+
+/// `pickup send` keeps the token of its latest batch per relay and joins
+/// that batch's owner next time: the same file sent again from the same
+/// state directory is linked ("already at the relay" with `-v`); from
+/// another state directory it is a stranger's and is sent.
+#[test]
+fn the_cli_sends_its_own_content_again_instantly_across_runs() {
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-dedup");
+    let file = work.path().join("report.bin");
+    std::fs::write(&file, bytes(200_000, 9)).unwrap();
+    let send = |state: &str| {
+        let out = run(pickup(&work.path().join(state))
+            .args(["send", "-v", "--relay", &relay.tcp()])
+            .arg(&file));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).contains("already at the relay")
+    };
+    assert!(!send("mine"), "the first send linked");
+    assert!(
+        send("mine"),
+        "the second send from the same state was not linked"
+    );
+    assert!(
+        !send("theirs"),
+        "a stranger was told the relay holds the file"
+    );
 }
