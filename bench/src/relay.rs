@@ -42,7 +42,8 @@ fn free_port() -> io::Result<u16> {
 }
 
 impl Relay {
-    /// Starts the relay with limits raised for benchmarking and, optionally,
+    /// Starts the relay with limits raised for benchmarking (every client
+    /// is one address, so the per-peer batch limits too) and, optionally,
     /// a serial port to open.
     pub fn start(binary: &Path, serial: Option<&str>) -> io::Result<Relay> {
         Relay::start_with(binary, serial, "")
@@ -61,7 +62,8 @@ impl Relay {
         writeln!(
             f,
             "dedup_disclosure = \"open\"\n[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
-             max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n{limits}",
+             max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n\
+             max_incomplete_batches_per_peer = 100000\nnew_batch_burst_per_peer = 100000\n{limits}",
             big = 64u64 << 30
         )?;
         let mut cmd = Command::new(binary);

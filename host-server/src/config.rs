@@ -30,6 +30,12 @@
 //! max_sessions = 16384
 //! max_sessions_per_peer = 64
 //! max_live_batches = 100000
+//! # max_reserved_per_peer = 8589934592   # default: disk_quota / 4, at least max_batch_size
+//! reservation_timeout_secs = 600     # a stalled upload's unsent bytes stop holding quota
+//! max_incomplete_batches_per_peer = 16
+//! new_batch_burst_per_peer = 30      # batches one peer may create at once ...
+//! new_batches_per_hour_per_peer = 60 # ... and per hour
+//! incomplete_ttl_secs = 3600         # an incomplete batch without progress is deleted
 //! idle_timeout_secs = 120
 //! idle_timeout_before_transfer_secs = 30   # before a batch is created, resumed or found
 //! ack_delay_ms = 200         # acknowledge a quiet partial window after this
@@ -148,6 +154,21 @@ pub struct Limits {
     pub max_sessions_per_peer: usize,
     /// Batches alive at once (`Busy`); an input of the guessing bound.
     pub max_live_batches: u64,
+    /// Bytes one peer's uploads may reserve at once (`PeerQuota`); by
+    /// default a quarter of `disk_quota`, at least `max_batch_size`.
+    pub max_reserved_per_peer: Option<u64>,
+    /// Unsent bytes of an upload without progress for this long stop
+    /// holding quota; the upload reserves again when it resumes.
+    pub reservation_timeout_secs: u64,
+    /// Incomplete batches one peer may have at once (`TooManyIncomplete`).
+    pub max_incomplete_batches_per_peer: u32,
+    /// Batches one peer may create at once (`RateLimited`) ...
+    pub new_batch_burst_per_peer: u32,
+    /// ... and per hour, sustained.
+    pub new_batches_per_hour_per_peer: u32,
+    /// An incomplete batch without progress for this long is deleted
+    /// (its code then answers `Expired`).
+    pub incomplete_ttl_secs: u64,
     /// A session that sends nothing for this long is closed (`IdleTimeout`).
     pub idle_timeout_secs: u64,
     /// A session that sends nothing for this long before it has a batch
@@ -233,6 +254,12 @@ impl Default for Limits {
             max_sessions: 16_384,
             max_sessions_per_peer: 64,
             max_live_batches: 100_000,
+            max_reserved_per_peer: None,
+            reservation_timeout_secs: 600,
+            max_incomplete_batches_per_peer: 16,
+            new_batch_burst_per_peer: 30,
+            new_batches_per_hour_per_peer: 60,
+            incomplete_ttl_secs: 3600,
             idle_timeout_secs: 120,
             idle_timeout_before_transfer_secs: 30,
             ack_delay_ms: 200,
@@ -357,6 +384,12 @@ impl Config {
         if self.dedup_threshold_max < 2 {
             return Err("dedup_threshold_max must be at least 2".into());
         }
+        if self.limits.max_incomplete_batches_per_peer == 0
+            || self.limits.new_batch_burst_per_peer == 0
+            || self.limits.incomplete_ttl_secs == 0
+        {
+            return Err("limits must allow each peer at least one incomplete batch".into());
+        }
         if self.codes.ttl_secs == 0 {
             return Err("codes.ttl_secs must be positive".into());
         }
@@ -374,6 +407,15 @@ impl Config {
             max_batch_size: self.limits.max_batch_size,
             disk_quota: self.limits.disk_quota,
             max_live_batches: self.limits.max_live_batches,
+            max_reserved_per_peer: self
+                .limits
+                .max_reserved_per_peer
+                .unwrap_or((self.limits.disk_quota / 4).max(self.limits.max_batch_size)),
+            reservation_timeout_secs: self.limits.reservation_timeout_secs,
+            max_incomplete_batches_per_peer: self.limits.max_incomplete_batches_per_peer,
+            new_batch_burst_per_peer: self.limits.new_batch_burst_per_peer,
+            new_batches_per_hour_per_peer: self.limits.new_batches_per_hour_per_peer,
+            incomplete_ttl_secs: self.limits.incomplete_ttl_secs,
             max_sessions: self.limits.max_sessions,
             max_sessions_per_peer: self.limits.max_sessions_per_peer,
             idle_timeout: Duration::from_secs(self.limits.idle_timeout_secs),
@@ -462,6 +504,26 @@ mod tests {
         );
         assert!(toml::from_str::<Config>("[limits]\nmax_flies = 3").is_err());
         assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn the_per_peer_reservation_defaults_to_a_quarter_of_the_quota_but_one_batch_at_least() {
+        let s = Config::default().settings();
+        assert_eq!(s.max_reserved_per_peer, 8 << 30);
+        assert_eq!(s.max_incomplete_batches_per_peer, 16);
+        assert_eq!(s.incomplete_ttl_secs, 3600);
+        let small = |extra: &str| -> Settings {
+            let text = format!("[limits]\ndisk_quota = 4000\nmax_batch_size = 2000\n{extra}");
+            toml::from_str::<Config>(&text).unwrap().settings()
+        };
+        assert_eq!(small("").max_reserved_per_peer, 2000);
+        assert_eq!(
+            small("max_reserved_per_peer = 3000\n").max_reserved_per_peer,
+            3000
+        );
+        let mut c = Config::default();
+        c.limits.max_incomplete_batches_per_peer = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]

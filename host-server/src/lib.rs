@@ -10,7 +10,7 @@
 //!  │ session::Session   sans-IO, one per connection: handle_frame,      │
 //!  │                    handle_timeout, handle_job_done in;             │
 //!  │                    poll_transmit, poll_timeout, poll_job out       │
-//!  │ relay::Relay       shared: settings, rate limits, leases, RNG      │
+//!  │ relay::Relay       shared: settings, rate limits, quotas, leases   │
 //!  ├───────────────────────────────── jobs::Job ───────────────────────┤
 //!  │ jobs               the store work a session hands its driver: run  │
 //!  │                    on tokio's blocking pool or a port's worker     │
@@ -28,7 +28,8 @@
 //! The protocol itself (frames, messages, the terminals' state machines)
 //! lives in `pickup-proto`; this crate adds the relay's decisions: codes
 //! and their guessing bound ([`codes`]), failed-lookup limits
-//! ([`rate_limit`]), durability ([`store`]) and the transports.
+//! ([`rate_limit`]), storage reservations and per-peer batch limits
+//! ([`quota`]), durability ([`store`]) and the transports.
 //!
 //! # Features
 //!
@@ -44,6 +45,7 @@ pub mod descriptors;
 pub mod disclosure;
 pub mod jobs;
 pub mod proof_budget;
+pub mod quota;
 pub mod random;
 pub mod rate_limit;
 pub mod relay;

@@ -1,6 +1,6 @@
 //! State every session of one relay shares: settings, the store, the random
-//! source, failed-lookup limits, session counts, upload leases and the
-//! manifests of ready batches being sent.
+//! source, failed-lookup limits, storage reservations, session counts,
+//! upload leases and the manifests of ready batches being sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, Weak};
 use pickup_proto::{Code, ErrorCode, Instant};
 
 use crate::proof_budget::ProofBudget;
+use crate::quota::Quotas;
 use crate::random::Random;
 use crate::rate_limit::{Peer, RateLimiter};
 use crate::settings::Settings;
@@ -67,6 +68,9 @@ pub struct Relay {
     pub(crate) rng: Mutex<Box<dyn Random>>,
     limiter: Mutex<RateLimiter>,
     proofs: Mutex<ProofBudget>,
+    /// Storage reservations and per-owner batch limits: admission checks
+    /// and reserves under this one lock.
+    quotas: Mutex<Quotas>,
     sessions: Mutex<SessionCounts>,
     leases: Mutex<HashMap<BatchId, Arc<Lease>>>,
     /// Ready batches whose manifest some session is sending, by code: one
@@ -96,6 +100,7 @@ impl Relay {
         Arc::new(Relay {
             limiter: Mutex::new(RateLimiter::new(settings.rate, now)),
             proofs: Mutex::new(ProofBudget::new(settings.proof, now)),
+            quotas: Mutex::new(Quotas::new(settings.quota())),
             settings,
             store,
             rng: Mutex::new(rng),
@@ -132,14 +137,33 @@ impl Relay {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Deletes expired batches, collects unreferenced blobs and forgets
-    /// rate-limit state that has refilled. Call it periodically.
+    /// Bytes reserved by uploads now (besides what the store holds).
+    pub fn reserved_bytes(&self) -> u64 {
+        lock(&self.quotas).reserved()
+    }
+
+    /// Deletes expired batches and incomplete ones without progress,
+    /// collects unreferenced blobs, releases the reservations of stalled
+    /// uploads and forgets rate-limit state that has refilled. Call it
+    /// periodically.
     pub fn sweep(&self, now: Instant) -> Result<SweepStats, StoreError> {
         lock(&self.limiter).prune(now);
         lock(&self.proofs).prune(now);
+        let released = lock(&self.quotas).sweep(now);
+        if released > 0 {
+            tracing::info!(
+                bytes = released,
+                "released the reservations of stalled uploads"
+            );
+        }
         let secs = unix_secs(now);
         self.store
             .sweep(secs, secs.saturating_sub(self.settings.expired_memory_secs))
+    }
+
+    /// The admission state; admission checks and reserves under this lock.
+    pub(crate) fn quotas(&self) -> MutexGuard<'_, Quotas> {
+        lock(&self.quotas)
     }
 
     pub(crate) fn fill_random(&self, buf: &mut [u8]) -> bool {

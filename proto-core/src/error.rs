@@ -54,11 +54,17 @@ pub enum ErrorCode {
     IdleTimeout = 18,
     /// 19: the relay is shutting down.
     ShuttingDown = 19,
+    /// 20: this peer has as many incomplete batches, or has created as many
+    /// batches lately, as the relay allows one peer; wait and retry.
+    TooManyIncomplete = 20,
+    /// 21: this peer's uploads already reserve as much storage as the relay
+    /// allows one peer; wait and retry.
+    PeerQuota = 21,
 }
 
 impl ErrorCode {
     /// Every code, in wire order: for tests and documentation tables.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::UnknownCode,
         ErrorCode::Expired,
         ErrorCode::RateLimited,
@@ -79,6 +85,8 @@ impl ErrorCode {
         ErrorCode::OutOfRange,
         ErrorCode::IdleTimeout,
         ErrorCode::ShuttingDown,
+        ErrorCode::TooManyIncomplete,
+        ErrorCode::PeerQuota,
     ];
 
     /// A short human description, for logs and one-line CLI errors.
@@ -104,6 +112,8 @@ impl ErrorCode {
             ErrorCode::OutOfRange => "offset or length outside the file",
             ErrorCode::IdleTimeout => "session idle for too long",
             ErrorCode::ShuttingDown => "relay is shutting down",
+            ErrorCode::TooManyIncomplete => "too many incomplete batches from this address",
+            ErrorCode::PeerQuota => "this address's storage reservation is full",
         }
     }
 }

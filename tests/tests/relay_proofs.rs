@@ -58,7 +58,10 @@ fn cpu_secs(ticks: u64) -> f64 {
 #[test]
 fn resumes_and_wrong_proofs_buy_a_bounded_number_of_challenges() {
     let relay = RelayProcess::builder()
-        .config("dedup_disclosure = \"open\"\n[rate_limit]\npeer_per_sec = 0.001\n")
+        // 17 batches from one address: over the per-peer batch limits.
+        .config(
+            "dedup_disclosure = \"open\"\n[rate_limit]\npeer_per_sec = 0.001\n[limits]\nmax_incomplete_batches_per_peer = 64\nnew_batch_burst_per_peer = 64\n",
+        )
         .start();
     let content = bytes(16 * MIB, 21);
     let sha1 = Sha1Digest::of(&content);

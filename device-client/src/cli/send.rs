@@ -175,6 +175,10 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                     escape(names.get(usize::from(file)).copied().unwrap_or("?"))
                 ));
             }
+            Event::Session(upload::Event::Waiting {
+                reason,
+                retry_after_ms,
+            }) => ui.waiting(reason, retry_after_ms),
             Event::Link(link) => ui.link(&link),
             _ => {}
         });

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pickup_proto::Code;
+use pickup_proto::{Code, ErrorCode};
 
 use crate::retransfer::LinkEvent;
 
@@ -144,6 +144,25 @@ impl Ui {
         if self.tty {
             self.bar.println(line);
         } else if self.verbose {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The relay refused for now and the command waits: always said, on
+    /// a terminal or not, since a silent wait looks like a hang.
+    pub fn waiting(&self, reason: ErrorCode, retry_after_ms: u32) {
+        let line = if retry_after_ms > 0 {
+            format!(
+                "waiting: {reason} (the relay asks to retry in {:.1} s)",
+                f64::from(retry_after_ms) / 1000.0
+            )
+        } else {
+            format!("waiting: {reason}")
+        };
+        self.bar.set_message("waiting");
+        if self.tty {
+            self.bar.println(line);
+        } else {
             eprintln!("{line}");
         }
     }

@@ -2,12 +2,13 @@
 //! lookups by code and token (with the candidates a challenge needs).
 
 use pickup_proto::message::ResumeToken;
-use pickup_proto::{ErrorCode, Sha1Digest};
+use pickup_proto::{ErrorCode, Instant, Sha1Digest};
 
 use super::Found;
 use crate::codes::{self, code_key, token_key};
 use crate::disclosure;
-use crate::relay::{lock, Relay};
+use crate::quota::{Owner, Refusal, Ticket};
+use crate::relay::{lock, unix_secs, Relay};
 use crate::store::{
     Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, OwnerId, Store, StoreError,
 };
@@ -32,7 +33,9 @@ pub(crate) struct Announced {
 pub(crate) struct CreateBatch {
     pub(crate) files: Vec<Announced>,
     pub(crate) total: u64,
-    pub(crate) now_secs: u64,
+    /// Whom the batch's reservation and slot are charged to.
+    pub(crate) owner: Owner,
+    pub(crate) now: Instant,
     /// The token family the batch joins; `None` starts one from its token,
     /// unless `join` names a live batch, whose family it joins.
     pub(crate) family: Option<OwnerId>,
@@ -56,28 +59,52 @@ pub(crate) struct Refused {
 }
 
 pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Refused> {
-    let s = &relay.settings;
-    let store = &*relay.store;
-    let internal = |what: &str, e: StoreError| {
-        tracing::error!("store error creating a batch ({what}): {e}");
-        Refused {
-            code: ErrorCode::Internal,
-            retry_after_ms: 0,
+    let ticket = admit(relay, &w)?;
+    match create_admitted(relay, &w) {
+        Ok(created) => {
+            relay.quotas().bind(ticket, created.batch.id, w.now);
+            Ok(created)
         }
-    };
-    let usage = store.usage().map_err(|e| internal("usage", e))?;
-    if usage.batches >= s.max_live_batches {
+        Err(refused) => {
+            relay.quotas().cancel(ticket);
+            Err(refused)
+        }
+    }
+}
+
+fn internal(what: &str, e: StoreError) -> Refused {
+    tracing::error!("store error creating a batch ({what}): {e}");
+    Refused {
+        code: ErrorCode::Internal,
+        retry_after_ms: 0,
+    }
+}
+
+/// Checks the limits and reserves the batch's slot and bytes, all under
+/// the admission lock, so concurrent announces cannot overshoot them.
+fn admit(relay: &Relay, w: &CreateBatch) -> Result<Ticket, Refused> {
+    let mut quotas = relay.quotas();
+    let usage = relay.store.usage().map_err(|e| internal("usage", e))?;
+    if usage.batches.saturating_add(quotas.creating()) >= relay.settings.max_live_batches {
         return Err(Refused {
             code: ErrorCode::Busy,
             retry_after_ms: FULL_RETRY_MS,
         });
     }
-    if usage.bytes.saturating_add(w.total) > s.disk_quota {
-        return Err(Refused {
-            code: ErrorCode::Quota,
-            retry_after_ms: 0,
-        });
-    }
+    quotas
+        .admit(&w.owner, w.total, usage.bytes, w.now)
+        .map_err(|r: Refusal| {
+            tracing::debug!(owner = %w.owner, bytes = w.total, code = ?r.code, "batch refused");
+            Refused {
+                code: r.code,
+                retry_after_ms: r.retry_after_ms,
+            }
+        })
+}
+
+fn create_admitted(relay: &Relay, w: &CreateBatch) -> Result<Created, Refused> {
+    let s = &relay.settings;
+    let store = &*relay.store;
     // Re-roll until the code is not in use (live or remembered as expired);
     // with 65-bit codes a second roll is already unlikely.
     let mut code = None;
@@ -101,15 +128,6 @@ pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Ref
             retry_after_ms: 0,
         });
     };
-    let owner = match (w.family, w.join) {
-        (Some(family), _) => family,
-        (None, Some(join)) => match store.find_by_token(&token_key(&join), w.now_secs) {
-            Ok(Lookup::Live(b)) => b.owner,
-            Ok(_) => codes::family_owner(&token),
-            Err(e) => return Err(internal("join", e)),
-        },
-        (None, None) => codes::family_owner(&token),
-    };
     let files: Vec<NewFile<'_>> = w
         .files
         .iter()
@@ -119,14 +137,25 @@ pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Ref
             sha1: f.sha1,
         })
         .collect();
+    let now_secs = unix_secs(w.now);
+    let family = match (w.family, w.join) {
+        (Some(family), _) => family,
+        (None, Some(join)) => match store.find_by_token(&token_key(&join), now_secs) {
+            Ok(Lookup::Live(b)) => b.owner,
+            Ok(_) => codes::family_owner(&token),
+            Err(e) => return Err(internal("join", e)),
+        },
+        (None, None) => codes::family_owner(&token),
+    };
     let batch = store
         .create_batch(&NewBatch {
             code,
             code_key: code_key(&code),
             token_key: token_key(&token),
-            owner,
-            created_at: w.now_secs,
-            expires_at: w.now_secs.saturating_add(s.code_ttl_secs),
+            owner: family,
+            created_at: now_secs,
+            expires_at: now_secs.saturating_add(s.code_ttl_secs),
+            stale_at: now_secs.saturating_add(s.incomplete_ttl_secs),
             files: &files,
         })
         .map_err(|e| internal("create", e))?;

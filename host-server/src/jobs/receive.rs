@@ -5,7 +5,7 @@ use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::{ErrorCode, Sha1Digest};
 
 use super::{Held, LeaseLost, READ_CHUNK};
-use crate::store::{BlobId, Content, FileRef, PartialId, Store, StoreError};
+use crate::store::{BatchId, BlobId, Content, FileRef, PartialId, Store, StoreError};
 
 /// Write received bytes of a file.
 #[derive(Debug)]
@@ -119,6 +119,9 @@ pub(crate) struct Sync {
     /// Given out beside the ordered work (a live upload's sync), rather
     /// than in its order (the last syncs of an upload the session left).
     pub(crate) beside: bool,
+    /// The upload progressed: its batch is not deleted as stale before
+    /// this time (Unix seconds), recorded after the sync.
+    pub(crate) keep_until: Option<u64>,
 }
 
 /// What a [`Sync`] did.
@@ -139,9 +142,22 @@ pub(super) fn sync(store: &dyn Store, w: Sync) -> Synced {
         partial: w.partial,
         at: w.at,
         beside: w.beside,
-        result: w
-            .held
-            .run(|| store.sync_partial(w.partial, w.at, w.hashed.as_ref())),
+        result: w.held.run(|| {
+            store.sync_partial(w.partial, w.at, w.hashed.as_ref())?;
+            keep(store, w.held.lease.batch, w.keep_until);
+            Ok(())
+        }),
+    }
+}
+
+/// Records an upload's progress, so its batch does not go stale before
+/// `until`. The bytes are kept either way; a batch not kept longer only
+/// goes stale sooner.
+fn keep(store: &dyn Store, batch: BatchId, until: Option<u64>) {
+    if let Some(until) = until {
+        if let Err(e) = store.keep_incomplete(batch, until) {
+            tracing::warn!("cannot record an upload's progress: {e}");
+        }
     }
 }
 
@@ -217,6 +233,9 @@ pub(crate) struct Complete {
     pub(crate) sha1: Sha1Digest,
     /// The SHA-1 of every byte, given by the session when the job starts.
     pub(crate) hasher: Option<Box<RunningSha1>>,
+    /// As [`Sync::keep_until`]: a file arriving whole is progress too
+    /// (small files complete without a sync).
+    pub(crate) keep_until: Option<u64>,
 }
 
 /// What a [`Complete`] decided.
@@ -258,7 +277,10 @@ pub(super) fn complete(store: &dyn Store, w: Complete, threshold: u32) -> Comple
             threshold,
         };
         match store.complete_file(w.file, w.partial, &content) {
-            Ok(blob) => Verdict::Kept(blob),
+            Ok(blob) => {
+                keep(store, w.file.batch, w.keep_until);
+                Verdict::Kept(blob)
+            }
             Err(e) => Verdict::Failed(e),
         }
     });

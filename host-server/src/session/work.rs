@@ -20,6 +20,7 @@ use pickup_proto::Instant;
 use super::upload::{Armed, Ctx};
 use super::{Phase, Session, Upload};
 use crate::jobs::{Found, Job, JobDone, LeaseLost, Outcome, Work};
+use crate::relay::unix_secs;
 
 /// A session step that runs once everything queued before it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,11 +241,12 @@ impl Session {
     pub fn poll_job(&mut self) -> Option<Job> {
         self.run_due_steps();
         if !self.work.is_syncing() {
-            let session = self.id;
+            let (session, now_secs) = (self.id, unix_secs(self.clock));
+            let stale_secs = self.relay.settings.incomplete_ttl_secs;
             if let Some(sync) = self
                 .upload
                 .as_deref_mut()
-                .and_then(|u| u.next_sync(session))
+                .and_then(|u| u.next_sync(session, now_secs, stale_secs))
             {
                 self.work.sync_started();
                 return Some(Job {
@@ -344,6 +346,7 @@ impl Session {
                 };
                 if self.upload.as_ref().is_some_and(|u| u.epoch() == epoch) {
                     self.with_upload(|up, cx| up.on_outcome(cx, upload));
+                    self.account_upload();
                 }
             }
         }
@@ -383,6 +386,20 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells admission where the upload stands: the bytes it still has to
+    /// send stay reserved, and a complete batch gives its slot back.
+    pub(super) fn account_upload(&self) {
+        let Some(up) = self.upload.as_deref() else {
+            return;
+        };
+        let mut quotas = self.relay.quotas();
+        if up.all_done() {
+            quotas.finished(up.batch());
+        } else {
+            quotas.progress(up.batch(), up.unsent(), self.clock);
         }
     }
 

@@ -22,6 +22,8 @@ struct StoredBatch {
     batch: Batch,
     code_key: LookupKey,
     token_key: LookupKey,
+    /// Deleted at this time while incomplete (see [`NewBatch::stale_at`]).
+    stale_at: u64,
 }
 
 #[derive(Debug)]
@@ -204,6 +206,7 @@ impl Store for MemoryStore {
                 batch: batch.clone(),
                 code_key: new.code_key,
                 token_key: new.token_key,
+                stale_at: new.stale_at,
             },
         );
         Ok(batch)
@@ -227,17 +230,18 @@ impl Store for MemoryStore {
     fn usage(&self) -> Result<Usage> {
         let inner = self.lock();
         let blobs: u64 = inner.blobs.values().map(|b| b.data.len() as u64).sum();
-        let partial: u64 = inner
-            .batches
-            .values()
-            .flat_map(|b| b.batch.files.iter())
-            .filter(|f| matches!(f.content, FileContent::Partial { .. }))
-            .map(|f| f.size)
-            .sum();
+        let partial: u64 = inner.partials.values().map(|p| p.durable).sum();
         Ok(Usage {
             bytes: blobs + partial,
             batches: inner.batches.len() as u64,
         })
+    }
+
+    fn keep_incomplete(&self, batch: BatchId, stale_at: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
+        b.stale_at = b.stale_at.max(stale_at);
+        Ok(())
     }
 
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
@@ -399,7 +403,7 @@ impl Store for MemoryStore {
         let expired: Vec<BatchId> = inner
             .batches
             .iter()
-            .filter(|(_, b)| b.batch.expires_at <= now)
+            .filter(|(_, b)| b.batch.expires_at <= now || (b.stale_at <= now && !b.batch.ready()))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
@@ -408,7 +412,9 @@ impl Store for MemoryStore {
             };
             inner.by_code.remove(&b.code_key);
             inner.by_token.remove(&b.token_key);
-            inner.expired.insert(b.code_key, b.batch.expires_at);
+            inner
+                .expired
+                .insert(b.code_key, b.batch.expires_at.min(now));
             for f in &b.batch.files {
                 match f.content {
                     FileContent::Partial { id, .. } => {

@@ -164,6 +164,11 @@ pub struct NewBatch<'a> {
     pub created_at: u64,
     /// Expiry, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// While incomplete, the batch is deleted at this time (seconds since
+    /// the Unix epoch, usually long before `expires_at`) unless
+    /// [`Store::keep_incomplete`] pushes it back: declared batches whose
+    /// upload stopped do not hold a batch slot for a whole code lifetime.
+    pub stale_at: u64,
     /// The files, in index order.
     pub files: &'a [NewFile<'a>],
 }
@@ -277,7 +282,8 @@ pub struct FileRef {
 /// What counts against the limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Bytes of blobs plus the announced size of every incomplete file.
+    /// Bytes stored: of blobs, and the durable bytes of partial uploads
+    /// (announced but unsent bytes are reservations, see [`crate::quota`]).
     pub bytes: u64,
     /// Batches not yet swept (live or expired but not yet deleted).
     pub batches: u64,
@@ -311,6 +317,9 @@ pub trait Store: Send + Sync {
     fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup>;
     /// Counts for quota and live-batch limits.
     fn usage(&self) -> Result<Usage>;
+    /// An incomplete batch made progress: it is not deleted for lack of
+    /// it before `stale_at` (a later time than recorded only moves it on).
+    fn keep_incomplete(&self, batch: BatchId, stale_at: u64) -> Result<()>;
 
     /// Writes bytes of a partial upload (not yet durable).
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()>;
@@ -351,7 +360,8 @@ pub trait Store: Send + Sync {
     /// the blob is gone.
     fn holders(&self, blob: BlobId, owner: &OwnerId) -> Result<Holders>;
 
-    /// Deletes batches expired at `now`, remembers their codes as expired,
+    /// Deletes batches expired at `now` and incomplete ones whose
+    /// `stale_at` has passed, remembers their codes as expired,
     /// forgets codes that expired before `forget_before`, and collects blobs
     /// that no file references (with their owners).
     fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats>;

@@ -23,6 +23,8 @@ pub(super) fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) ->
         owner: OwnerId([n; 32]),
         created_at: 0,
         expires_at,
+        // Tests of staleness set their own.
+        stale_at: expires_at,
         files,
     }
 }
@@ -83,10 +85,11 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     assert_eq!(store.find_by_code(&key(1), 1000).unwrap(), Lookup::Expired);
     assert_eq!(store.find_by_code(&key(9), 10).unwrap(), Lookup::Unknown);
     assert_eq!(store.find_by_token(&key(1), 10).unwrap(), Lookup::Unknown);
+    // Announced bytes are not stored bytes: nothing is held yet.
     assert_eq!(
         store.usage().unwrap(),
         Usage {
-            bytes: 6,
+            bytes: 0,
             batches: 1
         }
     );
@@ -95,6 +98,7 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     let p = partial_of(&b, 0);
     store.write_partial(p, 0, b"abc").unwrap();
     store.sync_partial(p, 3, None).unwrap();
+    assert_eq!(store.usage().unwrap().bytes, 3, "durable bytes are stored");
     store.write_partial(p, 3, b"de").unwrap();
     store = crash(store);
     let b = live(store.find_by_code(&key(1), 10).unwrap());
@@ -566,11 +570,15 @@ fn sqlite_usage_counters_match_a_recount() {
         )
         .unwrap());
     let b3 = store.create_batch(&new_batch(3, &files[..1], 500)).unwrap();
+    // Durable bytes of a partial upload count; announced ones do not.
+    let p3 = partial_of(&b3, 0);
+    store.write_partial(p3, 0, b"ab").unwrap();
+    store.sync_partial(p3, 2, None).unwrap();
     let live = store.usage().unwrap();
     assert_eq!(
         live,
         Usage {
-            bytes: 6,
+            bytes: 5,
             batches: 3
         }
     );
@@ -586,4 +594,50 @@ fn sqlite_usage_counters_match_a_recount() {
         }
     );
     let _ = b3;
+}
+
+/// Incomplete batches go at `stale_at` unless kept; complete ones stay
+/// until `expires_at`.
+fn stale_batches<S: Store>(store: &S) {
+    let files = [NewFile {
+        name: "a",
+        size: 3,
+        sha1: Sha1Digest::of(b"abc"),
+    }];
+    let mut stalled = new_batch(1, &files, 1000);
+    stalled.stale_at = 100;
+    let stalled = store.create_batch(&stalled).unwrap();
+    let mut kept = new_batch(2, &files, 1000);
+    kept.stale_at = 100;
+    let kept = store.create_batch(&kept).unwrap();
+    let mut done = new_batch(3, &files, 1000);
+    done.stale_at = 100;
+    let done = store.create_batch(&done).unwrap();
+    let p = partial_of(&done, 0);
+    store.write_partial(p, 0, b"abc").unwrap();
+    let file = FileRef {
+        batch: done.id,
+        index: 0,
+    };
+    store.complete_file(file, p, &content(b"abc")).unwrap();
+
+    assert_eq!(store.sweep(99, 0).unwrap().batches, 0);
+    store.keep_incomplete(kept.id, 200).unwrap();
+    // An earlier time never brings it forward.
+    store.keep_incomplete(kept.id, 50).unwrap();
+    assert_eq!(store.sweep(100, 0).unwrap().batches, 1);
+    assert_eq!(store.find_by_code(&key(1), 100).unwrap(), Lookup::Expired);
+    assert_eq!(live(store.find_by_code(&key(2), 150).unwrap()).id, kept.id);
+    assert!(live(store.find_by_code(&key(3), 150).unwrap()).ready());
+    assert_eq!(store.sweep(200, 0).unwrap().batches, 1);
+    assert_eq!(store.find_by_code(&key(2), 200).unwrap(), Lookup::Expired);
+    assert!(live(store.find_by_code(&key(3), 200).unwrap()).ready());
+    assert_eq!(stalled.files.len(), 1);
+}
+
+#[test]
+fn incomplete_batches_without_progress_go_stale() {
+    stale_batches(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    stale_batches(&reopen(dir.path()));
 }

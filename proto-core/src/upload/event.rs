@@ -56,6 +56,15 @@ pub enum Event {
     /// Nothing heard for the idle timeout: the driver should reconnect and
     /// call [`Session::handle_connected`](super::Session::handle_connected).
     LinkLost,
+    /// The relay refused the request for now (`Busy`, `RateLimited`,
+    /// `TooManyIncomplete`, `PeerQuota`, or `Quota` with a hint): the
+    /// session asks again by itself; a driver should say why it waits.
+    Waiting {
+        /// Why the relay refused.
+        reason: ErrorCode,
+        /// The relay's hint, in milliseconds (0: none).
+        retry_after_ms: u32,
+    },
     /// Every file is at the relay; the code serves the batch.
     Complete {
         /// The pickup code.

@@ -5,7 +5,7 @@ use super::{Control, Error, Event, FileState, Phase, Session};
 use crate::error::ErrorCode;
 use crate::frame::{self, Frame};
 use crate::message::{self, Ack, FilePlan, Grant, Message, Plan, Rewind, CAP_INSTANT_UPLOAD};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::PROTOCOL_VERSION;
 
 impl<'n, const F: usize> Session<'n, F> {
@@ -90,11 +90,18 @@ impl<'n, const F: usize> Session<'n, F> {
             return;
         }
         match e.code {
-            // Transient: keep the state, back off through the normal timers.
+            // The relay refuses for now and says why: keep the state, tell
+            // the driver (a user should not watch a silent wait), and retry
+            // after the relay's hint, but early enough that the link is not
+            // declared lost meanwhile.
             ErrorCode::RateLimited
             | ErrorCode::Busy
-            | ErrorCode::Internal
-            | ErrorCode::BadFrame => {
+            | ErrorCode::TooManyIncomplete
+            | ErrorCode::PeerQuota => self.wait_for_relay(now, e),
+            // Quota with a hint: live reservations hold part of it.
+            ErrorCode::Quota if e.retry_after_ms > 0 => self.wait_for_relay(now, e),
+            // Transient: keep the state, back off through the normal timers.
+            ErrorCode::Internal | ErrorCode::BadFrame => {
                 self.waiting_since = Some(now);
             }
             // A relay that predates `Join`: the batch is a family of its own.
@@ -110,6 +117,17 @@ impl<'n, const F: usize> Session<'n, F> {
             }
             other => self.fail(Error::Relay(other)),
         }
+    }
+
+    fn wait_for_relay(&mut self, now: Instant, e: message::Error) {
+        let hint = u64::from(e.retry_after_ms).min(self.config.idle_timeout.as_millis() / 2);
+        let extra = hint.saturating_sub(self.config.retransmit_timeout.as_millis());
+        // The request is sent again one retransmit timeout after this.
+        self.waiting_since = Some(now + Duration::from_millis(extra));
+        self.push_event(Event::Waiting {
+            reason: e.code,
+            retry_after_ms: e.retry_after_ms,
+        });
     }
 
     fn on_grant(&mut self, now: Instant, g: Grant) {

@@ -650,6 +650,45 @@ fn errors_about_noise_do_not_end_the_upload() {
 }
 
 #[test]
+fn a_refusal_with_a_reason_is_reported_and_retried_after_the_hint() {
+    let mut files = std::vec![std::vec![4u8; 100]];
+    let metas = metas(&files);
+    let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(1000));
+    let _ = drain(&mut s, T0, &mut files);
+    let _ = events(&mut s);
+    s.handle_message(
+        T0,
+        Message::Error(message::Error {
+            code: ErrorCode::TooManyIncomplete,
+            kind: Kind::FileAnnounce as u8,
+            retry_after_ms: 6_000,
+        }),
+    );
+    assert_eq!(
+        events(&mut s),
+        [Event::Waiting {
+            reason: ErrorCode::TooManyIncomplete,
+            retry_after_ms: 6_000
+        }]
+    );
+    assert!(!s.is_finished());
+    // Not announced again before the hint (keepalives aside) ...
+    let early = T0 + Duration::from_millis(5_000);
+    s.handle_timeout(early);
+    assert!(!drain(&mut s, early, &mut files)
+        .iter()
+        .any(|o| matches!(o, Out::BatchOpen(..))));
+    // ... and announced again once it has passed.
+    let late = T0 + Duration::from_millis(6_000);
+    s.handle_timeout(late);
+    assert!(drain(&mut s, late, &mut files)
+        .iter()
+        .any(|o| matches!(o, Out::BatchOpen(..))));
+}
+
+#[test]
 fn a_new_batch_joins_its_family_before_announcing_and_an_old_relay_is_no_failure() {
     let mut files = std::vec![std::vec![3u8; 100]];
     let metas = metas(&files);

@@ -7,6 +7,7 @@ use pickup_proto::{ErrorCode, Instant};
 use super::super::Session;
 use super::{Reply, Upload};
 use crate::jobs::{Announced, CreateBatch, Created, Found, Refused, Work};
+use crate::quota::{Owner, Refusal};
 use crate::relay::unix_secs;
 use crate::store::{Batch, BlobId, StoreError};
 
@@ -95,7 +96,8 @@ impl Session {
         self.work.push(Work::CreateBatch(CreateBatch {
             files,
             total,
-            now_secs: unix_secs(now),
+            owner: self.owner(),
+            now,
             family: self.family,
             join: self.join,
         }));
@@ -149,6 +151,25 @@ impl Session {
             up.finish_ready_files(cx);
             Ok(())
         });
+        self.account_upload();
+    }
+
+    /// Whom this session's uploads are charged to.
+    pub(in crate::session) fn owner(&self) -> Owner {
+        Owner::Peer(self.peer.clone())
+    }
+
+    /// Takes a reservation for the unsent bytes of `batch` if it holds
+    /// none (see [`crate::quota::Quotas::resume`]).
+    pub(in crate::session) fn reserve_again(&self, batch: &Batch) -> Result<(), Refusal> {
+        if batch.ready() {
+            return Ok(());
+        }
+        let unsent = batch.total_size().saturating_sub(batch.received());
+        // Under the admission lock, like a new batch's admission.
+        let mut quotas = self.relay.quotas();
+        let stored = self.relay.store.usage().map(|u| u.bytes).unwrap_or(0);
+        quotas.resume(&self.owner(), batch.id, unsent, stored, self.clock)
     }
 
     pub(in crate::session) fn internal(&mut self, kind: Kind, e: &StoreError) {
@@ -198,6 +219,11 @@ impl Session {
             }
         }
         let now = self.clock;
+        // A stalled upload's reservation was released (or the relay
+        // restarted): it takes one again before it may store more.
+        if let Err(r) = self.reserve_again(&batch) {
+            return self.out.error_retry(r.code, Kind::Resume, r.retry_after_ms);
+        }
         self.settle(now);
         self.drop_upload();
         tracing::info!(session = self.id, peer = %self.peer, batch = batch.id.0, received = batch.received(), "upload resumed");

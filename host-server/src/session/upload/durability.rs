@@ -143,7 +143,14 @@ impl Upload {
 
     /// The sync to give out now, if one is wanted, none runs, and the
     /// writes before it have finished.
-    pub(in crate::session) fn next_sync(&mut self, session: u64) -> Option<Sync> {
+    /// At `now_secs`, the sync also keeps the batch from going stale for
+    /// `stale_secs` more when the last it did so is a quarter of that ago.
+    pub(in crate::session) fn next_sync(
+        &mut self,
+        session: u64,
+        now_secs: u64,
+        stale_secs: u64,
+    ) -> Option<Sync> {
         if self.syncing {
             return None;
         }
@@ -161,15 +168,32 @@ impl Upload {
                     _ => None,
                 })?;
         r.syncing_to = r.sync_wanted;
+        let (partial, at, hashed) = (r.partial, r.sync_wanted, r.hashed_within(r.sync_wanted));
         self.syncing = true;
+        let keep_until = self.keep_due(now_secs, stale_secs);
         Some(Sync {
             held,
             epoch: self.epoch,
             file: index as u16,
-            partial: r.partial,
-            at: r.sync_wanted,
-            hashed: r.hashed_within(r.sync_wanted),
+            partial,
+            at,
+            hashed,
             beside: true,
+            keep_until,
+        })
+    }
+
+    /// When the store should next hear of this upload's progress: the
+    /// batch is kept `stale_secs` and a quarter more past `now_secs` once
+    /// less than `stale_secs` of it is left, so it is recorded at most
+    /// every quarter of `stale_secs` and never goes stale sooner than
+    /// `stale_secs` after the last progress.
+    pub(in crate::session) fn keep_due(&mut self, now_secs: u64, stale_secs: u64) -> Option<u64> {
+        (self.kept_until < now_secs.saturating_add(stale_secs)).then(|| {
+            self.kept_until = now_secs
+                .saturating_add(stale_secs)
+                .saturating_add(stale_secs / 4);
+            self.kept_until
         })
     }
 
@@ -190,6 +214,7 @@ impl Upload {
                         at: r.sync_wanted,
                         hashed: r.hashed_within(r.sync_wanted),
                         beside: false,
+                        keep_until: None,
                     }));
                 }
             }

@@ -84,6 +84,9 @@ pub(super) struct Upload {
     spare: Vec<Vec<u8>>,
     /// Written bytes waiting to be hashed, in the order they were written.
     to_hash: VecDeque<hashing::ToHash>,
+    /// The store keeps the batch from going stale until this time (Unix
+    /// seconds) at least; 0 when not known (it is pushed on by the next sync).
+    kept_until: u64,
 }
 
 impl Upload {
@@ -147,6 +150,7 @@ impl Upload {
             syncing: false,
             spare: Vec::new(),
             to_hash: VecDeque::new(),
+            kept_until: 0,
         }
     }
 
@@ -184,7 +188,21 @@ impl Upload {
                 .all(|(a, b)| a.name == b.name && a.size == b.size && a.sha1 == b.sha1)
     }
 
-    fn all_done(&self) -> bool {
+    /// Bytes not yet durable, over the files not complete: what the
+    /// upload still reserves.
+    pub(super) fn unsent(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| match &f.state {
+                FileState::Done => 0,
+                FileState::Receiving(r) => f.size.saturating_sub(r.acked),
+                FileState::Verifying { acked, .. } => f.size.saturating_sub(*acked),
+                _ => f.size,
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    pub(super) fn all_done(&self) -> bool {
         self.files
             .iter()
             .all(|f| matches!(f.state, FileState::Done))
@@ -298,14 +316,17 @@ impl Upload {
             hash,
             acked,
         };
+        let (size, sha1) = (f.size, f.sha1);
+        let keep_until = self.keep_due(unix_secs(cx.now), cx.relay.settings.incomplete_ttl_secs);
         cx.work.push(Work::Complete(Complete {
             held,
             epoch: self.epoch,
             file,
             partial,
-            size: f.size,
-            sha1: f.sha1,
+            size,
+            sha1,
             hasher: None,
+            keep_until,
         }));
         if self.files.iter().all(|f| !durability::has_unacked(f)) {
             self.last_data = None;
@@ -529,6 +550,20 @@ impl Session {
             // would report success for a batch nobody can fetch.
             self.drop_upload();
             return self.out.error(ErrorCode::Expired, Kind::Data);
+        }
+        if !up.all_done() && !self.relay.quotas().touch(up.batch(), now) {
+            // The upload stalled and its reservation was released: it
+            // reserves its unsent bytes again before storing more.
+            let (batch, unsent) = (up.batch(), up.unsent());
+            let refused = {
+                let mut quotas = self.relay.quotas();
+                let stored = self.relay.store.usage().map(|u| u.bytes).unwrap_or(0);
+                quotas.resume(&self.owner(), batch, unsent, stored, now)
+            };
+            if let Err(r) = refused {
+                self.drop_upload();
+                return self.out.error_retry(r.code, Kind::Data, r.retry_after_ms);
+            }
         }
         self.with_upload(|up, cx| {
             up.on_data(cx, now, d);

@@ -46,8 +46,8 @@ impl SqliteStore {
             }
             // Same bytes: the same content. Share the blob, if it is
             // still there (the sweeper may have collected it meanwhile).
-            let (bid, size) = (to_i64(blob.0)?, to_i64(content.size)?);
-            let shared = self.write(move |db| Self::share_blob(db, file, pid, bid, size))?;
+            let bid = to_i64(blob.0)?;
+            let shared = self.write(move |db| Self::share_blob(db, file, pid, bid))?;
             if !shared {
                 continue;
             }
@@ -87,9 +87,16 @@ impl SqliteStore {
                 "INSERT INTO blobs(id, size, sha1, refs, threshold) VALUES (?1, ?2, ?3, 1, ?4)",
                 params![pid, size, &sha1.0[..], threshold],
             )?;
-            Self::set_blob(db, file, pid, pid)?;
+            let durable = Self::set_blob(db, file, pid, pid)?;
             Self::add_owner(db, file, pid)?;
-            Ok(((), Delta::default()))
+            // The partial's durable bytes become the blob's.
+            Ok((
+                (),
+                Delta {
+                    bytes: size - durable,
+                    batches: 0,
+                },
+            ))
         });
         if let Err(e) = committed {
             // No row points at the blob file. Swept meanwhile: it is garbage.
@@ -127,8 +134,14 @@ impl SqliteStore {
         let pid = to_i64(partial.0)?;
         let empty = to_i64(BlobId::EMPTY.0)?;
         self.write(move |db| {
-            Self::set_blob(db, file, pid, empty)?;
-            Ok(((), Delta::default()))
+            let durable = Self::set_blob(db, file, pid, empty)?;
+            Ok((
+                (),
+                Delta {
+                    bytes: -durable,
+                    batches: 0,
+                },
+            ))
         })?;
         self.drop_partial_file(partial.0)?;
         Ok(BlobId::EMPTY)
@@ -169,7 +182,6 @@ impl SqliteStore {
         file: FileRef,
         partial: i64,
         blob: i64,
-        size: i64,
     ) -> Result<(bool, Delta)> {
         let n = exec(
             db,
@@ -179,12 +191,12 @@ impl SqliteStore {
         if n == 0 {
             return Ok((false, Delta::default()));
         }
-        Self::set_blob(db, file, partial, blob)?;
+        let durable = Self::set_blob(db, file, partial, blob)?;
         Self::add_owner(db, file, blob)?;
         Ok((
             true,
             Delta {
-                bytes: -size,
+                bytes: -durable,
                 batches: 0,
             },
         ))
@@ -223,8 +235,9 @@ impl SqliteStore {
     }
 
     /// Points a file at a blob and deletes its partial row, in `tx`;
-    /// `NotFound` if the file no longer points at `partial`.
-    fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<()> {
+    /// `NotFound` if the file no longer points at `partial`. Returns the
+    /// partial's durable bytes, which no longer count as stored.
+    fn set_blob(db: &Connection, file: FileRef, partial: i64, blob: i64) -> Result<i64> {
         let n = exec(
             db,
             "UPDATE files SET partial = NULL, blob = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
@@ -233,7 +246,15 @@ impl SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
+        let durable: i64 = db
+            .query_row(
+                "SELECT durable FROM partials WHERE id = ?1",
+                params![partial],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         exec(db, "DELETE FROM partials WHERE id = ?1", params![partial])?;
-        Ok(())
+        Ok(durable)
     }
 }

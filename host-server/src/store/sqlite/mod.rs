@@ -163,14 +163,12 @@ impl Store for SqliteStore {
             .iter()
             .map(|f| (f.name.to_owned(), f.size, f.sha1, f.is_empty_content()))
             .collect();
-        let bytes = files
-            .iter()
-            .try_fold(0i64, |t, f| to_i64(f.1).map(|size| t.saturating_add(size)))?;
+        let stale_at = to_i64(new.stale_at)?;
         self.write(move |db| {
             exec(
                 db,
-                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at, stale_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     code.len() as i64,
                     &code.value().to_le_bytes()[..],
@@ -178,6 +176,7 @@ impl Store for SqliteStore {
                     &token_key.0[..],
                     created_at,
                     expires_at,
+                    stale_at,
                     &owner.0[..],
                 ],
             )?;
@@ -219,7 +218,8 @@ impl Store for SqliteStore {
                 expires_at: to_u64(expires_at),
                 files: records,
             };
-            Ok((batch, Delta { bytes, batches: 1 }))
+            // Nothing is stored yet: the announced bytes are a reservation.
+            Ok((batch, Delta { bytes: 0, batches: 1 }))
         })
     }
 
@@ -244,6 +244,18 @@ impl Store for SqliteStore {
         Ok(*self.usage_counters())
     }
 
+    fn keep_incomplete(&self, batch: BatchId, stale_at: u64) -> Result<()> {
+        let (batch, stale_at) = (to_i64(batch.0)?, to_i64(stale_at)?);
+        self.write(move |db| {
+            exec(
+                db,
+                "UPDATE batches SET stale_at = MAX(COALESCE(stale_at, 0), ?2) WHERE id = ?1",
+                params![batch, stale_at],
+            )?;
+            Ok(((), Delta::default()))
+        })
+    }
+
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
         let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
         h.file.write_all_at(data, offset)?;
@@ -265,15 +277,26 @@ impl Store for SqliteStore {
         let (durable, id) = (to_i64(durable)?, to_i64(id.0)?);
         let hashed = hashed.map(|h| h.to_bytes().to_vec());
         self.write(move |db| {
-            let n = exec(
+            let before: i64 = db
+                .query_row(
+                    "SELECT durable FROM partials WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            exec(
                 db,
                 "UPDATE partials SET durable = ?1, hashed = COALESCE(?3, hashed) WHERE id = ?2",
                 params![durable, id, hashed],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(((), Delta::default()))
+            Ok((
+                (),
+                Delta {
+                    bytes: durable - before,
+                    batches: 0,
+                },
+            ))
         })
     }
 
@@ -346,9 +369,9 @@ impl Store for SqliteStore {
     fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool> {
         let bid = to_i64(blob.0)?;
         let linked = self.write(move |db| {
-            let (partial, size) = Self::file_row(db, file)?;
+            let (partial, _) = Self::file_row(db, file)?;
             let pid = partial.ok_or(StoreError::NotFound)?;
-            let (shared, delta) = Self::share_blob(db, file, pid, bid, size)?;
+            let (shared, delta) = Self::share_blob(db, file, pid, bid)?;
             Ok((shared.then_some(pid), delta))
         })?;
         match linked {

@@ -40,7 +40,7 @@ pub(super) fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) ->
 pub(super) fn count_usage(db: &Connection) -> Result<Usage> {
     let (bytes, batches): (i64, i64) = db.query_row(
         "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
-              + (SELECT COALESCE(SUM(size), 0) FROM files WHERE partial IS NOT NULL),
+              + (SELECT COALESCE(SUM(durable), 0) FROM partials),
                 (SELECT COUNT(*) FROM batches)",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),

@@ -7,6 +7,8 @@ use rusqlite::Connection;
 
 use super::Result;
 
+/// `batches.stale_at` is when the batch is deleted if still incomplete
+/// (NULL: only at `expires_at`, for batches of an earlier relay).
 /// `partials.hashed` is the SHA-1 state of a durable prefix
 /// ([`crate::running_sha1::Midstate`], 28 bytes), or NULL. `batches.owner`
 /// is the batch's token family ([`crate::store::OwnerId`], 32 bytes);
@@ -23,7 +25,8 @@ CREATE TABLE IF NOT EXISTS batches(
     token_key BLOB NOT NULL UNIQUE,
     owner BLOB NOT NULL,
     created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    stale_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS batches_by_expiry ON batches(expires_at);
 CREATE TABLE IF NOT EXISTS files(
@@ -92,6 +95,16 @@ fn migrate(db: &Connection) -> Result<()> {
     if !has_hashed {
         db.execute_batch("ALTER TABLE partials ADD COLUMN hashed BLOB")?;
     }
+    // Batches gained the time they are deleted at while incomplete.
+    let has_stale_at: bool = db.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('batches') WHERE name = 'stale_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_stale_at {
+        db.execute_batch("ALTER TABLE batches ADD COLUMN stale_at INTEGER")?;
+    }
+    db.execute_batch("CREATE INDEX IF NOT EXISTS batches_by_staleness ON batches(stale_at)")?;
     // Batches gained an owner (their token family): a batch made before
     // is a family of its own, named by its token's lookup key (which no
     // family derived from a token equals: another domain tag). Blobs

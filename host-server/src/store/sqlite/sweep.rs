@@ -1,4 +1,5 @@
-//! Deleting expired batches in short transactions, then their files.
+//! Deleting expired batches, and incomplete ones without progress, in
+//! short transactions, then their files.
 
 use rusqlite::params;
 
@@ -19,7 +20,11 @@ impl SqliteStore {
             let tx = db.transaction()?;
             let expired: Vec<(i64, Vec<u8>, i64)> = tx
                 .prepare(
-                    "SELECT id, code_key, expires_at FROM batches WHERE expires_at <= ?1 LIMIT ?2",
+                    "SELECT id, code_key, MIN(expires_at, ?1) FROM batches
+                     WHERE expires_at <= ?1
+                        OR (stale_at <= ?1
+                            AND EXISTS(SELECT 1 FROM files WHERE batch = batches.id AND partial IS NOT NULL))
+                     LIMIT ?2",
                 )?
                 .query_map(params![to_i64(now)?, SWEEP_CHUNK], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
