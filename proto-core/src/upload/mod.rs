@@ -364,4 +364,6 @@ impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
 }
 
 #[cfg(test)]
+mod family_tests;
+#[cfg(test)]
 mod tests;
