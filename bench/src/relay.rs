@@ -52,8 +52,11 @@ impl Relay {
     /// As [`start`](Self::start), with more lines for the config's
     /// `[limits]` table.
     pub fn start_with(binary: &Path, serial: Option<&str>, limits: &str) -> io::Result<Relay> {
+        // `open` disclosure: the instant-upload row measures a proof from a
+        // second connection, which the default rule treats as a stranger
+        // and would answer with a plain upload.
         let config = format!(
-            "[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
+            "dedup_disclosure = \"open\"\n[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
              max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n\
              max_incomplete_batches_per_peer = 100000\nnew_batch_burst_per_peer = 100000\n{limits}\n",
             big = 64u64 << 30

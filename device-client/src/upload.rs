@@ -76,6 +76,13 @@ impl<'n, const F: usize, const RX: usize, const TX: usize> Uploader<'n, F, RX, T
         }
     }
 
+    /// Makes a new upload's batch join the owner (token family) of the
+    /// earlier batch of `token`, so content that family stored is linked
+    /// instead of sent ([`Session::join_family`]).
+    pub fn join_family(&mut self, token: ResumeToken) {
+        self.session.join_family(token);
+    }
+
     /// The protocol session (grant, progress, error).
     pub fn session(&self) -> &Session<'n, F> {
         &self.session

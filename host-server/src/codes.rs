@@ -22,7 +22,7 @@ use pickup_proto::Code;
 use sha2::{Digest, Sha256};
 
 use crate::random::Random;
-use crate::store::LookupKey;
+use crate::store::{LookupKey, OwnerId};
 
 /// The bound a default code length must meet: one in a million per year.
 pub const TARGET_GUESS_BOUND: f64 = 1e-6;
@@ -83,6 +83,14 @@ pub fn code_key(code: &Code) -> LookupKey {
 /// The lookup key of a resume token. Only this is stored.
 pub fn token_key(token: &ResumeToken) -> LookupKey {
     key(b"pickup token key v1\0", &token.0)
+}
+
+/// The owner of the token family a batch starts (see
+/// [`crate::disclosure`]): a key derived from the first token of the
+/// family, under its own domain tag, so it never equals a lookup key and
+/// says nothing about the token.
+pub fn family_owner(token: &ResumeToken) -> OwnerId {
+    OwnerId(key(b"pickup token family v1\0", &token.0).0)
 }
 
 /// A fresh code of `len` symbols, or `None` if the random source failed.

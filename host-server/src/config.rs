@@ -4,6 +4,8 @@
 //! ```toml
 //! data = "./pickup-data"
 //! instant_upload = true
+//! dedup_disclosure = "threshold"   # or "owner-only", "open": what instant upload reveals
+//! dedup_threshold_max = 20   # cross-owner content is challenged after 2..=20 owners
 //! sweep_interval_secs = 60
 //! shutdown_grace_secs = 5
 //!
@@ -65,6 +67,7 @@ use pickup_proto::{frame, Code, Duration};
 use serde::Deserialize;
 
 use crate::codes::{self, GuessInputs};
+use crate::disclosure::{DisclosureMode, DisclosureSettings, DEFAULT_THRESHOLD_MAX};
 use crate::proof_budget::ProofSettings;
 use crate::rate_limit::RateSettings;
 use crate::settings::{Link, Settings};
@@ -77,6 +80,10 @@ pub struct Config {
     pub data: PathBuf,
     /// Offer instant upload (proof of ownership) to terminals.
     pub instant_upload: bool,
+    /// Which held content a challenge may reveal ([`crate::disclosure`]).
+    pub dedup_disclosure: DisclosureMode,
+    /// The largest per-content threshold of owners in `threshold` mode.
+    pub dedup_threshold_max: u32,
     /// How often expired batches are deleted and unreferenced blobs collected.
     pub sweep_interval_secs: u64,
     /// On SIGINT/SIGTERM, how long sessions get to flush before the relay exits.
@@ -197,6 +204,8 @@ impl Default for Config {
         Config {
             data: PathBuf::from("./pickup-data"),
             instant_upload: true,
+            dedup_disclosure: DisclosureMode::default(),
+            dedup_threshold_max: DEFAULT_THRESHOLD_MAX,
             sweep_interval_secs: 60,
             shutdown_grace_secs: 5,
             tcp: TcpConfig::default(),
@@ -372,6 +381,9 @@ impl Config {
         if self.limits.max_files_per_batch == 0 || self.limits.max_sessions == 0 {
             return Err("limits must allow at least one file and one session".into());
         }
+        if self.dedup_threshold_max < 2 {
+            return Err("dedup_threshold_max must be at least 2".into());
+        }
         if self.limits.max_incomplete_batches_per_peer == 0
             || self.limits.new_batch_burst_per_peer == 0
             || self.limits.incomplete_ttl_secs == 0
@@ -414,6 +426,10 @@ impl Config {
             rate: self.rate_limit,
             proof: self.proof,
             instant_upload: self.instant_upload,
+            disclosure: DisclosureSettings {
+                mode: self.dedup_disclosure,
+                threshold_max: self.dedup_threshold_max,
+            },
         }
     }
 

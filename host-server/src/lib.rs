@@ -42,6 +42,7 @@
 pub mod codes;
 pub mod config;
 pub mod descriptors;
+pub mod disclosure;
 pub mod jobs;
 pub mod proof_budget;
 pub mod quota;

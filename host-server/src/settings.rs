@@ -6,6 +6,7 @@
 
 use pickup_proto::{frame, Duration};
 
+use crate::disclosure::DisclosureSettings;
 use crate::proof_budget::ProofSettings;
 use crate::quota::QuotaSettings;
 use crate::rate_limit::RateSettings;
@@ -60,6 +61,8 @@ pub struct Settings {
     pub proof: ProofSettings,
     /// Offer instant upload.
     pub instant_upload: bool,
+    /// Which held content instant upload may reveal.
+    pub disclosure: DisclosureSettings,
 }
 
 impl Settings {

@@ -31,6 +31,7 @@ use pickup_proto::message::{
 };
 use pickup_proto::{Duration, Instant};
 use pickup_relay::codes::code_key;
+use pickup_relay::disclosure::{DisclosureMode, DisclosureSettings};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
@@ -177,6 +178,8 @@ pub struct RelaySummary {
     pub served: u64,
     /// Relay crashes.
     pub crashes: u32,
+    /// Challenges (instant upload) the relay issued.
+    pub challenges: u32,
 }
 
 /// Runs the relay session logic on fuzzer bytes; panics if an invariant breaks.
@@ -185,7 +188,8 @@ pub struct RelaySummary {
 /// instant upload off, `bit 3` tight limits (2 files, 1000-byte files and
 /// a 2000-byte quota), `bit 4` a 60-second code lifetime, `bit 5` deferred
 /// jobs (run at the next `timers` operation, or when the session waits for
-/// one before it takes more input). Then operations,
+/// one before it takes more input), `bits 6-7` what instant upload may
+/// reveal (0 a threshold of 2 owners, 1 owner only, 2-3 open). Then operations,
 /// one byte each (`op % 10`) with the terminal in the top bits
 /// (`op / 10 % 3`), and operands after them.
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
@@ -217,6 +221,14 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         settings.max_batch_size = 1500;
         settings.disk_quota = 2000;
     }
+    settings.disclosure = DisclosureSettings {
+        mode: match setup >> 6 {
+            0 => DisclosureMode::Threshold,
+            1 => DisclosureMode::OwnerOnly,
+            _ => DisclosureMode::Open,
+        },
+        threshold_max: 2,
+    };
     if setup & 0x10 != 0 {
         settings.code_ttl_secs = 60;
         settings.expired_memory_secs = 120;
@@ -644,6 +656,7 @@ impl Fuzz {
             }
             Message::FilePlan(p) => {
                 if let Plan::Challenge { nonce } = p.plan {
+                    summary.challenges += 1;
                     if let Some(term) = self.terminals[t].as_mut() {
                         term.nonces.insert(p.index, nonce);
                     }
@@ -901,6 +914,13 @@ impl RelayScript {
     /// (index into the driver's contents: 700 bytes, "pickup", empty, a sentence).
     pub fn announce(&mut self, t: u8, index: u8, content: u8) -> &mut Self {
         self.say(t, 2, index % 4, &[content])
+    }
+
+    /// [`announce`](Self::announce) under the driver's name `name` (0 is
+    /// `a.bin`, 1 `b.txt`...): another batch with the same content, where
+    /// the same names would be a repeated announcement.
+    pub fn announce_as(&mut self, t: u8, index: u8, content: u8, name: u8) -> &mut Self {
+        self.say(t, 2, (name % 6) * 4 + index % 4, &[content])
     }
 
     /// Terminal `t` sends `len` honest bytes of file `index` at `offset`.

@@ -431,8 +431,9 @@ fn relay_seeds() -> Vec<Seed> {
     s.read(1, 0, 0, 256).transmit(1);
     seeds.push(seed("relay_session", "small-frames", s.bytes().to_vec()));
 
-    // The same content again: challenge, proof, held.
-    let mut s = RelayScript::new(3);
+    // The same content again from another terminal, on a relay that
+    // reveals what it holds (setup bits 6-7: open): challenge, proof, held.
+    let mut s = RelayScript::new(0x80 | 3);
     s.connect(0).upload_a(0, 255);
     s.connect(1).hello(1, 2).transmit(1);
     s.batch_open(1, 1, 700).announce(1, 0, 0).transmit(1);
@@ -440,6 +441,30 @@ fn relay_seeds() -> Vec<Seed> {
     seeds.push(seed(
         "relay_session",
         "instant-upload-proof",
+        s.bytes().to_vec(),
+    ));
+
+    // The same from another terminal by default: a stranger to the first,
+    // so no challenge (it is told to upload).
+    let mut s = RelayScript::new(3);
+    s.connect(0).upload_a(0, 255);
+    s.connect(1).hello(1, 2).transmit(1);
+    s.batch_open(1, 1, 700).announce(1, 0, 0).transmit(1);
+    seeds.push(seed(
+        "relay_session",
+        "stranger-not-challenged",
+        s.bytes().to_vec(),
+    ));
+
+    // The same again in the uploader's own session, by default: its own
+    // token family, so challenged, proven, held.
+    let mut s = RelayScript::new(3);
+    s.connect(0).upload_a(0, 255);
+    s.batch_open(0, 1, 700).announce_as(0, 0, 0, 1).transmit(0);
+    s.proof(0, 0).transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "same-family-challenged",
         s.bytes().to_vec(),
     ));
 

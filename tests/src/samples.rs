@@ -6,8 +6,8 @@
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
     Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FilePlan, FileRejected,
-    FileVerified, Grant, Hello, Kind, Manifest, ManifestEntry, Message, Plan, Proof, Read, Resume,
-    Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+    FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message, Plan, Proof, Read,
+    Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::ErrorCode;
 
@@ -96,6 +96,9 @@ pub fn every_kind() -> Vec<Message<'static>> {
         }),
         Message::BatchComplete(BatchComplete { code }),
         Message::Resume(Resume {
+            token: fuzz_proto::TOKEN,
+        }),
+        Message::Join(Join {
             token: fuzz_proto::TOKEN,
         }),
         Message::Fetch(Fetch { code }),

@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
+    pickup, resume_states, run, run_json, same_file, stderr, wait_for, write_random, Running,
+    TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -59,11 +60,7 @@ fn send_resumes_after_the_process_is_killed() {
     first.kill();
     let at_kill = received(&state, &relay, &code).unwrap();
     assert!(at_kill >= durable && at_kill < SIZE, "{at_kill}");
-    assert_eq!(
-        std::fs::read_dir(&state).unwrap().count(),
-        1,
-        "resume state kept"
-    );
+    assert_eq!(resume_states(&state), 1, "resume state kept");
 
     // Meanwhile the batch cannot be downloaded yet, and nothing is written.
     let early = work.path().join("early");
@@ -97,11 +94,7 @@ fn send_resumes_after_the_process_is_killed() {
         sent_again < SIZE - at_kill + SLACK,
         "resent {sent_again} bytes of {SIZE}, {at_kill} were durable"
     );
-    assert_eq!(
-        std::fs::read_dir(&state).unwrap().count(),
-        0,
-        "state removed"
-    );
+    assert_eq!(resume_states(&state), 0, "state removed");
 
     let dest = work.path().join("dest");
     run_json(pickup(&state).args([
@@ -206,7 +199,7 @@ fn send_starts_over_when_the_relay_forgot_the_upload() {
     let old_code = first.next_line();
     // The resume state is written when the relay grants the batch.
     wait_for("the resume state", || {
-        (std::fs::read_dir(&state).ok()?.count() == 1).then_some(())
+        (resume_states(&state) == 1).then_some(())
     });
     first.kill();
 
@@ -222,7 +215,7 @@ fn send_starts_over_when_the_relay_forgot_the_upload() {
     );
     assert_ne!(sent["code"], old_code.as_str());
     assert_eq!(sent["resumed"], false);
-    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    assert_eq!(resume_states(&state), 0);
     let dest = work.path().join("dest");
     run_json(pickup(&state).args([
         "get",

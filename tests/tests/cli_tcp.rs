@@ -7,7 +7,7 @@ use std::path::Path;
 use pickup_proto::{Code, Sha1Digest};
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    pickup, run, run_json, same_file, stderr, stdout, write_random, Running, TempDir,
+    pickup, resume_states, run, run_json, same_file, stderr, stdout, write_random, Running, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -42,8 +42,7 @@ fn send_info_get_round_trip() {
         assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
     }
     // A completed upload leaves no resume state behind.
-    let leftovers = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(leftovers, 0);
+    assert_eq!(resume_states(&state), 0);
 
     let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.tcp(), &code]));
     assert_eq!(info["code"], code.as_str());
@@ -267,9 +266,12 @@ fn content_the_relay_holds_is_not_sent_again() {
     let copy = copy_dir.join("same-bytes.iso");
     std::fs::copy(&original, &copy).unwrap();
 
+    // Both sends from the same state directory to the same address: the
+    // second joins the first's owner, to which the relay may reveal that it
+    // holds the bytes (PROTOCOL.md §7.1).
     run_json(
         pickup(&state)
-            .args(["send", "--json", "--relay", &relay.tcp()])
+            .args(["send", "--json", "--relay", &proxy.addr()])
             .arg(&original),
     );
     let before = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst);

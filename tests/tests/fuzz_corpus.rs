@@ -128,7 +128,16 @@ fn relay_seeds_are_committed_and_reach_their_goal() {
                     "{name}: {summary:?}"
                 )
             }
-            "instant-upload-proof" => assert_eq!(summary.grants, 2, "{name}: {summary:?}"),
+            "instant-upload-proof" | "same-family-challenged" => assert_eq!(
+                (summary.grants, summary.challenges),
+                (2, 1),
+                "{name}: {summary:?}"
+            ),
+            "stranger-not-challenged" => assert_eq!(
+                (summary.grants, summary.challenges),
+                (2, 0),
+                "{name}: {summary:?}"
+            ),
             "crash-and-resume" => {
                 assert_eq!(
                     (summary.crashes, summary.verified),

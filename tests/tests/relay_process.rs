@@ -75,7 +75,11 @@ fn relay_log_mentions_resumable(relay: &mut RelayProcess) {
 
 #[test]
 fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
-    let relay = RelayProcess::start();
+    // Each upload is a new session, a stranger to the first: only `open`
+    // challenges it (relay_dedup.rs tests the default).
+    let relay = RelayProcess::builder()
+        .config("dedup_disclosure = \"open\"\n")
+        .start();
     let content = bytes(500_000, 5);
     let first = upload_tcp(relay.addr(), &[("a.bin", content.clone())], None);
     assert!(first.complete() && !first.linked());
@@ -158,7 +162,10 @@ fn sha1_collision_pairs_download_byte_identical_in_both_orders() {
     for (a, b) in collision_pairs() {
         assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
         for (first, second) in [(&a, &b), (&b, &a)] {
-            let relay = RelayProcess::start();
+            // `open`: the second upload is challenged against the first.
+            let relay = RelayProcess::builder()
+                .config("dedup_disclosure = \"open\"\n")
+                .start();
             let one = upload_tcp(relay.addr(), &[("one", first.clone())], None);
             let two = upload_tcp(relay.addr(), &[("two", second.clone())], None);
             assert!(one.complete() && two.complete());

@@ -53,13 +53,14 @@ fn cpu_secs(ticks: u64) -> f64 {
 /// each answered with a wrong proof. The file gets at most 3 challenges,
 /// and wrong proofs stop drawing challenges once they have spent the
 /// address's failed-lookup burst (10; refilled slowly here, so that the
-/// test's own pace does not matter).
+/// test's own pace does not matter). The attacker is a stranger to the
+/// uploader, so only `dedup_disclosure = "open"` challenges it at all.
 #[test]
 fn resumes_and_wrong_proofs_buy_a_bounded_number_of_challenges() {
     let relay = RelayProcess::builder()
         // 17 batches from one address: over the per-peer batch limits.
         .config(
-            "[rate_limit]\npeer_per_sec = 0.001\n[limits]\nmax_incomplete_batches_per_peer = 64\nnew_batch_burst_per_peer = 64\n",
+            "dedup_disclosure = \"open\"\n[rate_limit]\npeer_per_sec = 0.001\n[limits]\nmax_incomplete_batches_per_peer = 64\nnew_batch_burst_per_peer = 64\n",
         )
         .start();
     let content = bytes(16 * MIB, 21);

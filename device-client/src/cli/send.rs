@@ -12,7 +12,7 @@ use serde_json::json;
 use super::addr::Addr;
 use super::show::{banner, escape, size, utc, Ui};
 use super::source::{sha1_file, SourceFiles};
-use super::state::{Saved, StateFile};
+use super::state::{FamilyFile, Saved, StateFile};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
 use crate::{Event, RunError, Uploader};
@@ -101,11 +101,15 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let total: u64 = locals.iter().map(|l| l.size).sum();
 
     let relay_key = relay.canonical();
-    let state = args
-        .state_dir
-        .clone()
-        .or_else(super::default_state_dir)
-        .map(|dir| StateFile::new(&dir, &relay_key, &metas));
+    let state_dir = args.state_dir.clone().or_else(super::default_state_dir);
+    let state = state_dir
+        .as_ref()
+        .map(|dir| StateFile::new(dir, &relay_key, &metas));
+    // The token of the latest batch sent to this relay: the new batch joins
+    // its owner, so content sent before goes up instantly.
+    let family = state_dir
+        .as_ref()
+        .map(|dir| FamilyFile::new(dir, &relay_key));
     if state.is_none() {
         ui.note("no state directory (set --state-dir): an interrupted send will start over");
     }
@@ -124,6 +128,9 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
             None => Uploader::<'_, MAX_FILES, RX, TX>::new(config, &metas, policy),
         };
         let mut uploader = Box::new(made.map_err(|e| Failure::new(Exit::Usage, e.to_string()))?);
+        if let Some(token) = family.as_ref().and_then(FamilyFile::load) {
+            uploader.join_family(token);
+        }
         ui.bar
             .set_message(if resumed { "resuming" } else { "sending" });
         ui.bar.set_length(total);
@@ -139,6 +146,11 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                 if granted.is_none() {
                     if let Some(s) = &state {
                         if let Err(e) = s.save(&relay_key, &Saved { code, token }, &names) {
+                            save_error = Some(e);
+                        }
+                    }
+                    if let Some(f) = &family {
+                        if let Err(e) = f.save(&relay_key, &token) {
                             save_error = Some(e);
                         }
                     }

@@ -6,6 +6,11 @@
 //! token. The token is a secret (it lets its holder change the upload), so
 //! the directory is created 0700 and the file 0600. The file is written as
 //! soon as the relay grants the batch and removed once the upload completes.
+//!
+//! Beside them, one `family-*.json` per relay holds the token of the latest
+//! batch sent there ([`FamilyFile`]): the next `pickup send` joins that
+//! batch's owner (PROTOCOL.md §7.1), so content sent before is linked
+//! instead of sent again, which the relay offers its owner only.
 
 use std::fs;
 use std::io::{self, Write};
@@ -77,24 +82,13 @@ impl StateFile {
 
     /// Records the upload (atomically: a temporary file renamed over).
     pub fn save(&self, relay: &str, saved: &Saved, names: &[&str]) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            create_private_dir(dir)?;
-        }
         let doc = json!({
             "relay": relay,
             "code": saved.code.to_string(),
             "token": hex(&saved.token.0),
             "files": names,
         });
-        let tmp = self.path.with_extension("json.tmp");
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(doc.to_string().as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)
+        write_private(&self.path, &doc)
     }
 
     /// Forgets the upload (it completed, or the relay no longer knows it).
@@ -104,6 +98,57 @@ impl StateFile {
             other => other,
         }
     }
+}
+
+/// The token family this terminal's uploads to one relay belong to: the
+/// token of the latest batch it sent there.
+pub(crate) struct FamilyFile {
+    path: PathBuf,
+}
+
+impl FamilyFile {
+    /// The family file for `relay`, in `dir`.
+    pub fn new(dir: &Path, relay: &str) -> FamilyFile {
+        let mut h = Sha1Hasher::new();
+        h.update(b"pickup send family v1\0");
+        h.update(relay.as_bytes());
+        FamilyFile {
+            path: dir.join(format!("family-{}.json", h.digest())),
+        }
+    }
+
+    /// The token of the latest batch, if there is a readable one.
+    pub fn load(&self) -> Option<ResumeToken> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(ResumeToken(unhex16(v.get("token")?.as_str()?)?))
+    }
+
+    /// Records the token of the latest batch (a secret, like the resume
+    /// state: it lets its holder resume that batch).
+    pub fn save(&self, relay: &str, token: &ResumeToken) -> io::Result<()> {
+        write_private(
+            &self.path,
+            &json!({ "relay": relay, "token": hex(&token.0) }),
+        )
+    }
+}
+
+/// Writes `doc` to `path` readable by its owner only, atomically (a
+/// temporary file renamed over), creating the directory 0700.
+fn write_private(path: &Path, doc: &Value) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp)?;
+    f.write_all(doc.to_string().as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -158,5 +203,28 @@ mod tests {
         s.remove().unwrap();
         assert_eq!(s.load(), None);
         s.remove().unwrap();
+    }
+
+    #[test]
+    fn the_family_token_is_kept_per_relay() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("pickup");
+        let f = FamilyFile::new(&state_dir, "tcp://127.0.0.1:1");
+        assert_eq!(f.load(), None);
+        f.save("tcp://127.0.0.1:1", &ResumeToken([0x3c; 16]))
+            .unwrap();
+        f.save("tcp://127.0.0.1:1", &ResumeToken([0x5a; 16]))
+            .unwrap();
+        assert_eq!(f.load(), Some(ResumeToken([0x5a; 16])));
+        assert_eq!(
+            FamilyFile::new(&state_dir, "tcp://127.0.0.1:2").load(),
+            None
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&f.path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

@@ -6,9 +6,12 @@ use pickup_proto::{ErrorCode, Instant, Sha1Digest};
 
 use super::Found;
 use crate::codes::{self, code_key, token_key};
+use crate::disclosure;
 use crate::quota::{Owner, Refusal, Ticket};
 use crate::relay::{lock, unix_secs, Relay};
-use crate::store::{Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, Store, StoreError};
+use crate::store::{
+    Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, OwnerId, Store, StoreError,
+};
 
 /// Most candidate blobs a proof is checked against (more than one means a
 /// SHA-1 collision is stored; more than a few is an attack).
@@ -33,6 +36,11 @@ pub(crate) struct CreateBatch {
     /// Whom the batch's reservation and slot are charged to.
     pub(crate) owner: Owner,
     pub(crate) now: Instant,
+    /// The token family the batch joins; `None` starts one from its token,
+    /// unless `join` names a live batch, whose family it joins.
+    pub(crate) family: Option<OwnerId>,
+    /// The token of a `Join` (PROTOCOL.md §7.1).
+    pub(crate) join: Option<ResumeToken>,
 }
 
 /// A batch created.
@@ -130,11 +138,21 @@ fn create_admitted(relay: &Relay, w: &CreateBatch) -> Result<Created, Refused> {
         })
         .collect();
     let now_secs = unix_secs(w.now);
+    let family = match (w.family, w.join) {
+        (Some(family), _) => family,
+        (None, Some(join)) => match store.find_by_token(&token_key(&join), now_secs) {
+            Ok(Lookup::Live(b)) => b.owner,
+            Ok(_) => codes::family_owner(&token),
+            Err(e) => return Err(internal("join", e)),
+        },
+        (None, None) => codes::family_owner(&token),
+    };
     let batch = store
         .create_batch(&NewBatch {
             code,
             code_key: code_key(&code),
             token_key: token_key(&token),
+            owner: family,
             created_at: now_secs,
             expires_at: now_secs.saturating_add(s.code_ttl_secs),
             stale_at: now_secs.saturating_add(s.incomplete_ttl_secs),
@@ -164,14 +182,20 @@ pub(super) fn find(
 }
 
 /// Candidate blobs per file for files without a durable byte, when the
-/// relay offers instant upload (empty lists otherwise).
+/// relay offers instant upload (empty lists otherwise): only those whose
+/// holding the batch's owner may learn ([`crate::disclosure`]).
 pub(super) fn challenge_candidates(relay: &Relay, batch: &Batch) -> Vec<Vec<BlobId>> {
     batch
         .files
         .iter()
         .map(|f| match f.content {
             FileContent::Partial { durable: 0, .. } if relay.settings.instant_upload => {
-                candidates(&*relay.store, f.size, &f.sha1)
+                disclosure::disclosable(
+                    &*relay.store,
+                    &relay.settings.disclosure,
+                    &batch.owner,
+                    candidates(&*relay.store, f.size, &f.sha1),
+                )
             }
             _ => Vec::new(),
         })

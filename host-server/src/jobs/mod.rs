@@ -81,7 +81,15 @@ impl Job {
             Work::HashBytes(w) => Outcome::BytesHashed(receive::hash_bytes(w)),
             Work::Sync(w) => Outcome::Synced(receive::sync(&*relay.store, w)),
             Work::HashPrefix(w) => Outcome::Hashed(receive::hash_prefix(&*relay.store, w)),
-            Work::Complete(w) => Outcome::Completed(receive::complete(&*relay.store, w)),
+            Work::Complete(w) => {
+                // Drawn for every completion, whatever the mode, so a relay
+                // switched to `threshold` later finds thresholds in place.
+                let threshold = crate::disclosure::draw_threshold(
+                    &relay.settings.disclosure,
+                    &mut **crate::relay::lock(&relay.rng),
+                );
+                Outcome::Completed(receive::complete(&*relay.store, w, threshold))
+            }
             Work::Reset(w) => Outcome::Reset(receive::reset(&*relay.store, w)),
             Work::ExpectProof(w) => Outcome::Expected(proof::expect_proof(&*relay.store, w)),
             Work::CheckProof(w) => Outcome::Proved(proof::check_proof(&*relay.store, w)),

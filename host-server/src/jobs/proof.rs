@@ -5,7 +5,6 @@
 use pickup_proto::hash::{Nonce, ProofHasher};
 use pickup_proto::Sha1Digest;
 
-use super::announce::candidates;
 use super::{Held, LeaseLost, READ_CHUNK};
 use crate::store::{BlobId, FileRef, Store, StoreError};
 
@@ -60,13 +59,16 @@ pub(crate) struct CheckProof {
     pub(crate) epoch: u64,
     pub(crate) file: FileRef,
     pub(crate) size: u64,
-    pub(crate) sha1: Sha1Digest,
     pub(crate) nonce: Nonce,
     pub(crate) proof: Sha1Digest,
     /// The proofs an [`ExpectProof`] computed for this nonce, given by the
     /// session when the job starts; `None` if there are none: the check
     /// then reads the candidates itself.
     pub(crate) expected: Option<Vec<(BlobId, Sha1Digest)>>,
+    /// The blobs the challenge was for: only those the batch's owner may
+    /// learn of ([`crate::disclosure`]), so a proof never links (and so
+    /// reveals) another blob with the same SHA-1.
+    pub(crate) candidates: Vec<BlobId>,
 }
 
 /// What a [`CheckProof`] decided.
@@ -91,7 +93,7 @@ pub(super) fn check_proof(store: &dyn Store, w: CheckProof) -> Proved {
     };
     let blobs = match &w.expected {
         Some(expected) => expected.iter().map(|&(b, _)| b).collect(),
-        None => candidates(store, w.size, &w.sha1),
+        None => w.candidates.clone(),
     };
     let mut linked = Ok(None);
     for blob in blobs {

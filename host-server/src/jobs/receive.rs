@@ -259,7 +259,9 @@ pub(crate) enum Verdict {
     Failed(StoreError),
 }
 
-pub(super) fn complete(store: &dyn Store, w: Complete) -> Completed {
+/// `threshold` is the disclosure threshold the content gets if it becomes
+/// a new blob ([`crate::disclosure::draw_threshold`]).
+pub(super) fn complete(store: &dyn Store, w: Complete, threshold: u32) -> Completed {
     // Without a hasher nothing can be verified: a mismatch by construction.
     let digest = w.hasher.map(|h| h.digest());
     let result = w.held.run(|| {
@@ -272,6 +274,7 @@ pub(super) fn complete(store: &dyn Store, w: Complete) -> Completed {
         let content = Content {
             size: w.size,
             sha1: digest,
+            threshold,
         };
         match store.complete_file(w.file, w.partial, &content) {
             Ok(blob) => {

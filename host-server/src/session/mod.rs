@@ -44,13 +44,14 @@ use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
-    self, Kind, Manifest, ManifestEntry, Message, Role, Welcome, CAP_INSTANT_UPLOAD,
+    self, Kind, Manifest, ManifestEntry, Message, ResumeToken, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 
 use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Relay};
 use crate::settings::{Link, MIN_ACK_WINDOW};
+use crate::store::OwnerId;
 
 mod download;
 mod lookups;
@@ -105,6 +106,12 @@ pub struct Session {
     /// ignored (the refusal was said once) until the next `BatchOpen`.
     announce_refused: bool,
     upload: Option<Box<Upload>>,
+    /// The token family this session's new batches join: that of the first
+    /// batch it created or resumed ([`crate::disclosure`]).
+    family: Option<OwnerId>,
+    /// The token a `Join` named, until a batch is created: its family is
+    /// looked up then, with the batch's creation.
+    join: Option<ResumeToken>,
     stream: Option<Stream>,
     /// Numbers streams, so a read-ahead for an ended one is recognised.
     next_stream: u64,
@@ -161,6 +168,8 @@ impl Session {
             announcing: None,
             announce_refused: false,
             upload: None,
+            family: None,
+            join: None,
             stream: None,
             next_stream: 0,
             next_epoch: 0,
@@ -273,6 +282,7 @@ impl Session {
             Message::Proof(p) => self.on_proof(p),
             Message::Data(d) => self.on_data(now, d),
             Message::Resume(r) => self.on_resume(now, r),
+            Message::Join(j) => self.on_join(j),
             Message::Fetch(f) => self.on_fetch(now, f),
             Message::Read(r) if self.found_code == Some(r.code) => self.on_read_in_found(now, r),
             Message::Read(r) => self.on_read(now, r),

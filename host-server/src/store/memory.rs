@@ -5,7 +5,7 @@
 //! `MemoryStore::crash` (feature `test-support`) throws away exactly what a
 //! crash would: every partial upload falls back to its durable prefix.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use pickup_proto::Sha1Digest;
@@ -13,8 +13,8 @@ use pickup_proto::Sha1Digest;
 use crate::running_sha1::Midstate;
 
 use super::{
-    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
-    PartialId, Result, Store, StoreError, SweepStats, Usage,
+    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup, LookupKey,
+    NewBatch, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
 };
 
 #[derive(Debug)]
@@ -50,6 +50,10 @@ struct Blob {
     data: Vec<u8>,
     sha1: Sha1Digest,
     refs: u64,
+    /// Drawn when the blob was stored ([`Content::threshold`]).
+    threshold: u32,
+    /// Owners of batches that completed or linked a file with it.
+    owners: BTreeSet<OwnerId>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +92,16 @@ impl Inner {
             }
         }
         batch
+    }
+
+    /// The owner of a file's batch becomes one of `blob`'s owners.
+    fn add_owner(&mut self, file: FileRef, blob: BlobId) {
+        let Some(owner) = self.batches.get(&file.batch).map(|b| b.batch.owner) else {
+            return;
+        };
+        if let Some(b) = self.blobs.get_mut(&blob) {
+            b.owners.insert(owner);
+        }
     }
 
     fn file_mut(&mut self, file: FileRef) -> Result<&mut FileRecord> {
@@ -179,6 +193,7 @@ impl Store for MemoryStore {
         let batch = Batch {
             id,
             code: new.code,
+            owner: new.owner,
             created_at: new.created_at,
             expires_at: new.expires_at,
             files,
@@ -344,12 +359,15 @@ impl Store for MemoryStore {
                         data: p.data,
                         sha1: content.sha1,
                         refs: 1,
+                        threshold: content.threshold,
+                        owners: BTreeSet::new(),
                     },
                 );
                 id
             }
         };
         inner.file_mut(file)?.content = FileContent::Blob(blob);
+        inner.add_owner(file, blob);
         Ok(blob)
     }
 
@@ -365,7 +383,18 @@ impl Store for MemoryStore {
         b.refs += 1;
         inner.partials.remove(&partial);
         inner.file_mut(file)?.content = FileContent::Blob(blob);
+        inner.add_owner(file, blob);
         Ok(true)
+    }
+
+    fn holders(&self, blob: BlobId, owner: &OwnerId) -> Result<Holders> {
+        let inner = self.lock();
+        let b = inner.blobs.get(&blob).ok_or(StoreError::NotFound)?;
+        Ok(Holders {
+            owned: b.owners.contains(owner),
+            owners: b.owners.len() as u64,
+            threshold: b.threshold,
+        })
     }
 
     fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats> {

@@ -48,6 +48,8 @@ pub mod memory;
 pub mod sqlite;
 
 #[cfg(test)]
+mod owner_tests;
+#[cfg(test)]
 mod tests;
 
 /// A store operation failed.
@@ -100,6 +102,32 @@ impl core::fmt::Debug for LookupKey {
     }
 }
 
+/// Who uploaded a batch, as far as deduplication is concerned: the family
+/// of resume tokens it belongs to ([`crate::codes::family_owner`]). Which
+/// owners hold a blob decides whether the relay may reveal that it holds
+/// it ([`crate::disclosure`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(pub [u8; 32]);
+
+impl core::fmt::Debug for OwnerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("OwnerId(..)")
+    }
+}
+
+/// Who holds a blob, as seen by one owner: what
+/// [`crate::disclosure::discloses`] decides on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The asking owner completed or linked a file with this blob before.
+    pub owned: bool,
+    /// Distinct owners that completed or linked a file with this blob.
+    pub owners: u64,
+    /// The blob's disclosure threshold, drawn when it was first stored (0:
+    /// stored before thresholds existed).
+    pub threshold: u32,
+}
+
 /// One file of a batch being created.
 #[derive(Debug, Clone, Copy)]
 pub struct NewFile<'a> {
@@ -130,6 +158,8 @@ pub struct NewBatch<'a> {
     pub code_key: LookupKey,
     /// Lookup key of the resume token (the token itself is never stored).
     pub token_key: LookupKey,
+    /// The token family the batch belongs to.
+    pub owner: OwnerId,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
     /// Expiry, seconds since the Unix epoch.
@@ -187,6 +217,8 @@ pub struct Batch {
     pub id: BatchId,
     /// The pickup code.
     pub code: Code,
+    /// The token family the batch belongs to.
+    pub owner: OwnerId,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
     /// Expiry, seconds since the Unix epoch.
@@ -232,6 +264,10 @@ pub struct Content {
     pub size: u64,
     /// SHA-1 (verified against the announcement): finds candidates to share.
     pub sha1: Sha1Digest,
+    /// The disclosure threshold a new blob gets
+    /// ([`crate::disclosure::draw_threshold`]); unused when the content is
+    /// shared with a blob already stored.
+    pub threshold: u32,
 }
 
 /// A file of a batch, by position.
@@ -311,16 +347,22 @@ pub trait Store: Send + Sync {
     /// existing blob with the same size and SHA-1 *and byte-for-byte equal
     /// content*, or make the partial's bytes a new blob (fsync, rename, fsync
     /// directory). A SHA-1 collision therefore gets a blob of its own. An
-    /// empty file becomes [`BlobId::EMPTY`].
+    /// empty file becomes [`BlobId::EMPTY`]. Either way the batch's owner
+    /// becomes one of the blob's owners ([`Store::holders`]).
     fn complete_file(&self, file: FileRef, partial: PartialId, content: &Content)
         -> Result<BlobId>;
     /// Links a file to a blob after a proof of ownership; drops its partial.
-    /// `false` if the blob no longer exists (collected meanwhile).
+    /// `false` if the blob no longer exists (collected meanwhile). The
+    /// batch's owner becomes one of the blob's owners.
     fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool>;
+    /// Who holds `blob`, as `owner` may learn it: whether `owner` is among
+    /// its owners, how many there are, and its threshold. `NotFound` if
+    /// the blob is gone.
+    fn holders(&self, blob: BlobId, owner: &OwnerId) -> Result<Holders>;
 
     /// Deletes batches expired at `now` and incomplete ones whose
     /// `stale_at` has passed, remembers their codes as expired,
     /// forgets codes that expired before `forget_before`, and collects blobs
-    /// that no file references.
+    /// that no file references (with their owners).
     fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats>;
 }

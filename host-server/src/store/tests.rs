@@ -10,15 +10,17 @@ use super::memory::MemoryStore;
 use super::sqlite::SqliteStore;
 use super::*;
 
-fn key(n: u8) -> LookupKey {
+pub(super) fn key(n: u8) -> LookupKey {
     LookupKey([n; 32])
 }
 
-fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) -> NewBatch<'a> {
+/// Batch `n`: code key `n`, token key `100 + n`, owner `n`.
+pub(super) fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) -> NewBatch<'a> {
     NewBatch {
         code: Code::from_parts(13, u128::from(n)).unwrap(),
         code_key: key(n),
         token_key: key(100 + n),
+        owner: OwnerId([n; 32]),
         created_at: 0,
         expires_at,
         // Tests of staleness set their own.
@@ -27,14 +29,14 @@ fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) -> NewBatch<'
     }
 }
 
-fn live(l: Lookup) -> Batch {
+pub(super) fn live(l: Lookup) -> Batch {
     match l {
         Lookup::Live(b) => b,
         other => panic!("expected a live batch, got {other:?}"),
     }
 }
 
-fn partial_of(b: &Batch, i: usize) -> PartialId {
+pub(super) fn partial_of(b: &Batch, i: usize) -> PartialId {
     match b.files[i].content {
         FileContent::Partial { id, .. } => id,
         FileContent::Blob(_) => panic!("file {i} is complete"),
@@ -42,10 +44,11 @@ fn partial_of(b: &Batch, i: usize) -> PartialId {
 }
 
 /// The content identity of `data` (the SHA-1 the session verified).
-fn content(data: &[u8]) -> Content {
+pub(super) fn content(data: &[u8]) -> Content {
     Content {
         size: data.len() as u64,
         sha1: Sha1Digest::of(data),
+        threshold: 2,
     }
 }
 
@@ -405,7 +408,7 @@ fn memory_store_keeps_the_contract() {
     });
 }
 
-fn reopen(dir: &Path) -> SqliteStore {
+pub(super) fn reopen(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir).unwrap().0
 }
 

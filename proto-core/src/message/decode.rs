@@ -125,6 +125,7 @@ impl<'a> Message<'a> {
             Kind::FileAnnounce => Message::FileAnnounce(body(k, b)?),
             Kind::Proof => Message::Proof(body(k, b)?),
             Kind::Resume => Message::Resume(body(k, b)?),
+            Kind::Join => Message::Join(body(k, b)?),
             Kind::Fetch => Message::Fetch(body(k, b)?),
             Kind::Read => Message::Read(body(k, b)?),
             _ => return Self::decode_both_ways(kind, k, b),

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::{
     encode_data_with, Ack, BatchComplete, BatchOpen, Error, Fetch, FileAnnounce, FilePlan,
-    FileRejected, FileVerified, Grant, Hello, Kind, Manifest, ManifestEntry, Message, Proof, Read,
-    Resume, Rewind, Welcome,
+    FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message, Proof,
+    Read, Resume, Rewind, Welcome,
 };
 use crate::frame::{self, EncodeError};
 use crate::PROTOCOL_VERSION;
@@ -40,6 +40,7 @@ impl Message<'_> {
             Message::FileRejected(m) => encode(m, max_frame, out),
             Message::BatchComplete(m) => encode(m, max_frame, out),
             Message::Resume(m) => encode(m, max_frame, out),
+            Message::Join(m) => encode(m, max_frame, out),
             Message::Fetch(m) => encode(m, max_frame, out),
             Message::Manifest(m) => encode(m, max_frame, out),
             Message::ManifestEntry(m) => encode(m, max_frame, out),
@@ -75,6 +76,7 @@ bodies!(
     FileRejected,
     BatchComplete,
     Resume,
+    Join,
     Fetch,
     Manifest,
     Read,

@@ -23,6 +23,7 @@ pub enum Kind {
     FileRejected = 0x19,
     BatchComplete = 0x1A,
     Resume = 0x1B,
+    Join = 0x1C,
     Fetch = 0x20,
     Manifest = 0x21,
     ManifestEntry = 0x22,
@@ -31,7 +32,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Keepalive,
@@ -49,6 +50,7 @@ impl Kind {
         Kind::FileRejected,
         Kind::BatchComplete,
         Kind::Resume,
+        Kind::Join,
         Kind::Fetch,
         Kind::Manifest,
         Kind::ManifestEntry,

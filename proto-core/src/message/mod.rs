@@ -44,8 +44,8 @@ pub use kind::Kind;
 pub use names::{validate_name, MAX_NAME_LEN};
 pub use session::{Error, Hello, Role, Welcome};
 pub use upload::{
-    Ack, BatchComplete, BatchOpen, FileAnnounce, FilePlan, FileRejected, FileVerified, Grant, Plan,
-    Proof, Resume, ResumeToken, Rewind,
+    Ack, BatchComplete, BatchOpen, FileAnnounce, FilePlan, FileRejected, FileVerified, Grant, Join,
+    Plan, Proof, Resume, ResumeToken, Rewind,
 };
 
 /// Capability bit: the peer can link held content after a proof of ownership.
@@ -78,6 +78,7 @@ pub enum Message<'a> {
     FileRejected(FileRejected),
     BatchComplete(BatchComplete),
     Resume(Resume),
+    Join(Join),
     Fetch(Fetch),
     Manifest(Manifest),
     ManifestEntry(ManifestEntry<'a>),
@@ -105,6 +106,7 @@ impl<'a> Message<'a> {
             Message::FileRejected(_) => Kind::FileRejected,
             Message::BatchComplete(_) => Kind::BatchComplete,
             Message::Resume(_) => Kind::Resume,
+            Message::Join(_) => Kind::Join,
             Message::Fetch(_) => Kind::Fetch,
             Message::Manifest(_) => Kind::Manifest,
             Message::ManifestEntry(_) => Kind::ManifestEntry,

@@ -86,6 +86,7 @@ pub(crate) fn examples() -> Vec<Message<'static>> {
         }),
         Message::BatchComplete(BatchComplete { code }),
         Message::Resume(Resume { token }),
+        Message::Join(Join { token }),
         Message::Fetch(Fetch { code }),
         Message::Manifest(Manifest {
             code,
@@ -338,6 +339,7 @@ const VECTORS: &[&str] = &[
     "0301190606a6d7315e00",
     "11011a0ccac6d3d68b94b9e703f0dd76bc00",
     "17011b5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5041078e00",
+    "17011c5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a3c22551400",
     "1101200ccac6d3d68b94b9e703f4e6f6dd00",
     "1e01210ccac6d3d68b94b9e70380f7c4d50602818003818003018e953bc500",
     "03012226808003a9993e364706816aba3e25717850c26c9cd0d89d8080030666772e62696e036d6dbe00",
@@ -352,6 +354,7 @@ fn directional_decoders_split_the_kinds_between_them() {
         Kind::FileAnnounce,
         Kind::Proof,
         Kind::Resume,
+        Kind::Join,
         Kind::Fetch,
         Kind::Read,
     ];

@@ -154,6 +154,19 @@ pub struct BatchComplete {
     pub code: Code,
 }
 
+/// 0x1C, terminal → relay: the batches this session creates from now on
+/// belong to the same owner as the batch of `token` (its token family),
+/// so the relay may offer instant upload of content that family stored
+/// before (PROTOCOL.md §7.1). No reply; a token the relay does not know
+/// (expired, or never given) leaves the batches a family of their own, and
+/// a relay that does not know this kind answers `Error{UnknownKind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Join {
+    /// A token of an earlier batch of the family.
+    pub token: ResumeToken,
+}
+
 /// 0x1B, terminal → relay: continue the upload this token belongs to. The
 /// relay answers with a [`Grant`] and one [`FilePlan`] per file carrying its
 /// durable offset.

@@ -98,6 +98,7 @@ enum Phase {
 enum Control {
     Hello,
     Resume,
+    Join,
     Keepalive,
     Goodbye,
 }
@@ -110,12 +111,15 @@ pub struct Session<'n, const F: usize> {
     phase: Phase,
     /// The token, from the grant or from [`Session::resume`].
     token: Option<ResumeToken>,
+    /// A token of an earlier batch whose owner a new batch joins
+    /// ([`Session::join_family`]).
+    family: Option<ResumeToken>,
     grant: Option<Grant>,
     /// Relay's frame and window limits, from the welcome and acks.
     peer_max_frame: usize,
     peer_window: u64,
     instant_allowed: bool,
-    control: Deque<Control, 4>,
+    control: Deque<Control, 5>,
     events: Deque<Event, 8>,
     progress_dirty: bool,
     /// When the current wait (for a reply or for ack progress) started.
@@ -147,6 +151,7 @@ impl<'n, const F: usize> Session<'n, F> {
             files: list,
             phase: Phase::Idle,
             token: None,
+            family: None,
             grant: None,
             peer_max_frame: frame::MIN_FRAME_LEN,
             peer_window: 0,
@@ -171,6 +176,17 @@ impl<'n, const F: usize> Session<'n, F> {
         let mut s = Self::new(config, files)?;
         s.token = Some(token);
         Ok(s)
+    }
+
+    /// Asks the relay to count the new batch as stored by the same owner as
+    /// the earlier batch of `token` (a `Join` before announcing, PROTOCOL.md
+    /// §7.1), so content that batch's family stored is uploaded instantly.
+    /// Keep the token of any batch of the family: each joins it. Has no
+    /// effect on a resumed upload (its batch already has an owner). A relay
+    /// that does not know the token, or `Join`, lets the batch start a
+    /// family of its own; nothing else changes.
+    pub fn join_family(&mut self, token: ResumeToken) {
+        self.family = Some(token);
     }
 
     /// The grant, once the relay has sent it.
@@ -347,5 +363,7 @@ impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
     }
 }
 
+#[cfg(test)]
+mod family_tests;
 #[cfg(test)]
 mod tests;

@@ -45,6 +45,9 @@ impl<'n, const F: usize> Session<'n, F> {
                     self.push_control(Control::Resume);
                     self.phase = Phase::AwaitGrant;
                 } else {
+                    if self.family.is_some() {
+                        self.push_control(Control::Join);
+                    }
                     self.phase = Phase::Announcing { next: None };
                 }
                 self.waiting_since = Some(now);
@@ -101,6 +104,8 @@ impl<'n, const F: usize> Session<'n, F> {
             ErrorCode::Internal | ErrorCode::BadFrame => {
                 self.waiting_since = Some(now);
             }
+            // A relay that predates `Join`: the batch is a family of its own.
+            ErrorCode::UnknownKind if e.kind == message::Kind::Join as u8 => {}
             ErrorCode::UnexpectedMessage if self.phase != Phase::Transfer => {
                 // Our view and the relay's diverged (a lost frame during
                 // announcing): start the request over on the timer.

@@ -13,13 +13,13 @@ use crate::message::{
 use crate::time::Duration;
 use std::vec::Vec;
 
-const T0: Instant = Instant::from_millis(1_000);
+pub(super) const T0: Instant = Instant::from_millis(1_000);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn token() -> ResumeToken {
+pub(super) fn token() -> ResumeToken {
     ResumeToken([9; 16])
 }
 
@@ -27,7 +27,7 @@ fn code() -> Code {
     Code::parse("ABCD-EFGH-JKMN").unwrap()
 }
 
-fn welcome(window: u32) -> Message<'static> {
+pub(super) fn welcome(window: u32) -> Message<'static> {
     Message::Welcome(Welcome {
         version: 1,
         role: Role::Relay,
@@ -37,7 +37,7 @@ fn welcome(window: u32) -> Message<'static> {
     })
 }
 
-fn grant(files: u16) -> Message<'static> {
+pub(super) fn grant(files: u16) -> Message<'static> {
     Message::Grant(Grant {
         code: code(),
         expires_at: 2_000_000_000,
@@ -46,7 +46,7 @@ fn grant(files: u16) -> Message<'static> {
     })
 }
 
-fn plan(index: u16, plan: Plan) -> Message<'static> {
+pub(super) fn plan(index: u16, plan: Plan) -> Message<'static> {
     Message::FilePlan(FilePlan { index, plan })
 }
 
@@ -60,7 +60,7 @@ fn ack(file: u16, offset: u64, window: u32) -> Message<'static> {
 
 /// A decoded outgoing message, owned so the test can inspect it.
 #[derive(Debug, Clone, PartialEq)]
-enum Out {
+pub(super) enum Out {
     Hello,
     BatchOpen(u16, u64),
     Announce(u16, u64, std::string::String),
@@ -72,7 +72,11 @@ enum Out {
     Other(Kind),
 }
 
-fn drain<const F: usize>(s: &mut Session<'_, F>, now: Instant, files: &mut [Vec<u8>]) -> Vec<Out> {
+pub(super) fn drain<const F: usize>(
+    s: &mut Session<'_, F>,
+    now: Instant,
+    files: &mut [Vec<u8>],
+) -> Vec<Out> {
     let mut out = Vec::new();
     let mut buf = [0u8; 600];
     for _ in 0..10_000 {
@@ -116,7 +120,7 @@ fn data_offsets(out: &[Out]) -> Vec<(u16, u64, usize)> {
         .collect()
 }
 
-fn metas(files: &[Vec<u8>]) -> Vec<FileMeta<'static>> {
+pub(super) fn metas(files: &[Vec<u8>]) -> Vec<FileMeta<'static>> {
     const NAMES: [&str; 4] = ["a.bin", "b.bin", "c.bin", "d.bin"];
     files
         .iter()

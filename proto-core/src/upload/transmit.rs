@@ -64,6 +64,10 @@ impl<'n, const F: usize> Session<'n, F> {
                     Some(token) => message::encode(&message::Resume { token }, max, out),
                     None => return Ok(None),
                 },
+                Control::Join => match self.family {
+                    Some(token) => message::encode(&message::Join { token }, max, out),
+                    None => return Ok(None),
+                },
                 Control::Keepalive => message::encode_empty(message::Kind::Keepalive, max, out),
                 Control::Goodbye => message::encode_empty(message::Kind::Goodbye, max, out),
             };

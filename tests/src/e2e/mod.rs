@@ -134,6 +134,17 @@ pub fn pickup(state: &Path) -> Command {
     c
 }
 
+/// How many unfinished uploads `pickup send` keeps resume state for in
+/// `state` (its `send-*.json` files; the `family-*.json` beside them is
+/// kept on purpose).
+pub fn resume_states(state: &Path) -> usize {
+    std::fs::read_dir(state).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("send-"))
+            .count()
+    })
+}
+
 /// Runs a command to completion, bounded by [`PATIENCE`] (killed past it).
 pub fn run(cmd: &mut Command) -> Output {
     let mut child = cmd

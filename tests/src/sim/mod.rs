@@ -46,6 +46,7 @@ use pickup_proto::message::{Message, Plan, ResumeToken};
 use pickup_proto::upload;
 use pickup_proto::{Duration, ErrorCode, Instant};
 use pickup_relay::codes::code_key;
+use pickup_relay::disclosure::{DisclosureMode, DisclosureSettings};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
@@ -399,17 +400,30 @@ impl<'a> World<'a> {
         // One run in seven gets codes that live an hour, and a downloader
         // that comes a minute too late.
         let short_lived = rng.chance(150_000);
-        let settings = Settings {
+        let mut settings = Settings {
             ack_delay: Duration::from_millis(rng.range(20, 500)),
             idle_timeout: Duration::from_secs(rng.range(30, 120)),
             code_ttl_secs: if short_lived { 3600 } else { 86_400 },
             ..Settings::default()
         };
+        // The relay's seed also picks what instant upload may reveal, so
+        // every mode runs without another draw from `rng` (which would
+        // change what each earlier seed does); thresholds of 2..=4 owners,
+        // so that content uploaded again is sometimes challenged.
+        let relay_seed = rng.next_u64();
+        settings.disclosure = DisclosureSettings {
+            mode: [
+                DisclosureMode::Threshold,
+                DisclosureMode::OwnerOnly,
+                DisclosureMode::Open,
+            ][(relay_seed % 3) as usize],
+            threshold_max: 2 + ((relay_seed >> 8) % 3) as u32,
+        };
         let store = Arc::new(MemoryStore::new());
         let relay = Relay::new(
             settings.clone(),
             store.clone(),
-            Box::new(SeededRandom::new(rng.next_u64())),
+            Box::new(SeededRandom::new(relay_seed)),
             EPOCH,
         );
         let cut_every = rng

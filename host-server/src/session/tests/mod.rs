@@ -17,6 +17,7 @@ use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Code, Duration, ErrorCode, Instant, Sha1Digest};
 
 use super::*;
+use crate::disclosure::{DisclosureMode, DisclosureSettings};
 use crate::random::SeededRandom;
 use crate::relay::Relay;
 use crate::settings::{Link, Settings, MIN_ACK_WINDOW};
@@ -511,8 +512,21 @@ fn acks_are_durable_and_a_crash_resumes_from_the_durable_offset() {
     );
 }
 
+/// Settings whose instant upload challenges any held content, for tests of
+/// proofs made in a session other than the uploader's (a stranger to it,
+/// to which the default rule reveals nothing: `dedup.rs`).
+fn open_disclosure() -> Settings {
+    Settings {
+        disclosure: DisclosureSettings {
+            mode: DisclosureMode::Open,
+            ..DisclosureSettings::default()
+        },
+        ..Settings::default()
+    }
+}
+
 fn instant_upload_case() {
-    let mut w = World::new(Settings::default());
+    let mut w = World::new(open_disclosure());
     let content = bytes(100_000, 9);
     let mut s = open(&w, 1);
     upload(
@@ -624,7 +638,7 @@ fn collision_case() {
         let (a, b) = collision_pair(pair);
         assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
         for (first, second) in [(&a, &b), (&b, &a)] {
-            let mut w = World::new(Settings::default());
+            let mut w = World::new(open_disclosure());
             let mut s = open(&w, 1);
             let (g1, _, _) = upload(
                 &mut w,
@@ -1859,7 +1873,7 @@ fn written_bytes_are_hashed_beside_the_next_write() {
 
 #[test]
 fn a_challenge_computes_the_proof_it_expects_before_the_proof_arrives() {
-    let mut w = World::new(Settings::default());
+    let mut w = World::new(open_disclosure());
     let content = bytes(100_000, 7);
     let mut s = open(&w, 1);
     upload(
@@ -2132,5 +2146,6 @@ fn empty_files_are_held_at_the_grant() {
     );
 }
 
+mod dedup;
 mod proofs;
 mod quota;

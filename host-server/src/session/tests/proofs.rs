@@ -37,7 +37,7 @@ fn resumes_draw_fresh_challenges_only_while_the_file_has_some_left() {
             challenges_per_file: 3,
             ..ProofSettings::default()
         },
-        ..Settings::default()
+        ..open_disclosure()
     };
     let mut w = World::new(settings);
     let content = bytes(50_000, 3);
@@ -82,7 +82,7 @@ fn a_peer_pays_for_the_bytes_its_challenges_make_the_relay_hash() {
             peer_bytes_per_sec: 1_000,
             ..ProofSettings::default()
         },
-        ..Settings::default()
+        ..open_disclosure()
     };
     let mut w = World::new(settings);
     let content = bytes(50_000, 4);
@@ -121,7 +121,7 @@ fn wrong_proofs_count_as_failed_lookups() {
             peer_per_sec: 0.001,
             ..RateSettings::default()
         },
-        ..Settings::default()
+        ..open_disclosure()
     };
     let mut w = World::new(settings);
     let content = bytes(20_000, 5);

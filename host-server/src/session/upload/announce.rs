@@ -1,7 +1,7 @@
 //! Announcing a batch (`BatchOpen`, `FileAnnounce`), creating it under a
 //! fresh code and token, and resuming one by its token.
 
-use pickup_proto::message::{self, BatchOpen, FileAnnounce, Kind, Resume, ResumeToken};
+use pickup_proto::message::{self, BatchOpen, FileAnnounce, Join, Kind, Resume, ResumeToken};
 use pickup_proto::{ErrorCode, Instant};
 
 use super::super::Session;
@@ -98,6 +98,8 @@ impl Session {
             total,
             owner: self.owner(),
             now,
+            family: self.family,
+            join: self.join,
         }));
     }
 
@@ -114,7 +116,22 @@ impl Session {
         }
     }
 
+    /// A `Join`: the batches this session creates from now on belong to
+    /// the family of `token`'s batch, looked up when the next one is
+    /// created. No reply, and no lookup now: a token the relay does not
+    /// know leaves the batch a family of its own (guessing one is as
+    /// hopeless as guessing a `Resume` token, and joining a family reveals
+    /// only what that family stored).
+    pub(in crate::session) fn on_join(&mut self, j: Join) {
+        self.family = None;
+        self.join = Some(j.token);
+    }
+
     fn activate(&mut self, batch: Batch, token: ResumeToken, candidates: Vec<Vec<BlobId>>) {
+        // The session's later batches join the family of its first, so a
+        // terminal sending the same content again gets it instantly.
+        self.family.get_or_insert(batch.owner);
+        self.join = None;
         self.drop_upload();
         self.next_epoch += 1;
         let up = Upload::start(

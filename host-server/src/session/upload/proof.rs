@@ -30,7 +30,10 @@ impl Challenger<'_> {
     /// A challenge for file `index` (`size` bytes), whose content may be
     /// held in `candidates`; or a plain upload if the proof budget
     /// ([`crate::proof_budget`]) refuses the hashing a challenge costs, or
-    /// no nonce can be drawn.
+    /// no nonce can be drawn. The lookup that found `candidates` kept only
+    /// those the batch's owner may learn the relay holds
+    /// ([`crate::disclosure`]): with none, the plan is the one content the
+    /// relay never saw gets, so it says nothing.
     pub(super) fn challenge(
         &self,
         index: usize,
@@ -131,12 +134,13 @@ impl Upload {
             nonce,
             partial,
             ref mut expected,
-            ..
+            ref mut candidates,
         } = f.state
         else {
             return cx.out.upload(Reply::Plan(p.index));
         };
         let expected = expected.take();
+        let candidates = core::mem::take(candidates);
         f.state = FileState::Proving {
             partial,
             nonce,
@@ -147,10 +151,10 @@ impl Upload {
             epoch: self.epoch,
             file,
             size: f.size,
-            sha1: f.sha1,
             nonce,
             proof: p.proof,
             expected: None,
+            candidates,
         }));
     }
 

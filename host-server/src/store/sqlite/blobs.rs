@@ -12,7 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::rows::{exec, to_i64, to_u64};
 use super::Delta;
 use super::{
-    remove_if_present, BlobId, Content, FileRef, PartialId, Result, SqliteStore, StoreError,
+    remove_if_present, BlobId, Content, FileRef, Holders, OwnerId, PartialId, Result, SqliteStore,
+    StoreError,
 };
 
 /// Most candidate blobs an upload is compared with (more than one means a
@@ -79,14 +80,15 @@ impl SqliteStore {
         // (The old name needs no fsync: after a crash, a partial file whose
         // row is gone is an orphan and recovery deletes it.)
         self.blob_dir_sync.sync()?;
-        let (size, sha1) = (to_i64(content.size)?, content.sha1);
+        let (size, sha1, threshold) = (to_i64(content.size)?, content.sha1, content.threshold);
         let committed = self.write(move |db| {
             exec(
                 db,
-                "INSERT INTO blobs(id, size, sha1, refs) VALUES (?1, ?2, ?3, 1)",
-                params![pid, size, &sha1.0[..]],
+                "INSERT INTO blobs(id, size, sha1, refs, threshold) VALUES (?1, ?2, ?3, 1, ?4)",
+                params![pid, size, &sha1.0[..], threshold],
             )?;
             let durable = Self::set_blob(db, file, pid, pid)?;
+            Self::add_owner(db, file, pid)?;
             // The partial's durable bytes become the blob's.
             Ok((
                 (),
@@ -190,6 +192,7 @@ impl SqliteStore {
             return Ok((false, Delta::default()));
         }
         let durable = Self::set_blob(db, file, partial, blob)?;
+        Self::add_owner(db, file, blob)?;
         Ok((
             true,
             Delta {
@@ -197,6 +200,38 @@ impl SqliteStore {
                 batches: 0,
             },
         ))
+    }
+
+    /// The owner of a file's batch becomes one of `blob`'s owners.
+    fn add_owner(db: &Connection, file: FileRef, blob: i64) -> Result<()> {
+        exec(
+            db,
+            "INSERT OR IGNORE INTO blob_owners(blob, owner) SELECT ?1, owner FROM batches WHERE id = ?2",
+            params![blob, to_i64(file.batch.0)?],
+        )?;
+        Ok(())
+    }
+
+    /// Who holds `blob`, as `owner` may learn it ([`Store::holders`]).
+    ///
+    /// [`Store::holders`]: crate::store::Store::holders
+    pub(super) fn blob_holders(db: &Connection, blob: BlobId, owner: &OwnerId) -> Result<Holders> {
+        let bid = to_i64(blob.0)?;
+        let threshold: Option<i64> = db
+            .prepare_cached("SELECT threshold FROM blobs WHERE id = ?1 AND refs > 0")?
+            .query_row(params![bid], |r| r.get(0))
+            .optional()?;
+        let threshold = threshold.ok_or(StoreError::NotFound)?;
+        let (owners, owned): (i64, bool) = db
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(MAX(owner = ?2), 0) FROM blob_owners WHERE blob = ?1",
+            )?
+            .query_row(params![bid, &owner.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(Holders {
+            owned,
+            owners: to_u64(owners),
+            threshold: u32::try_from(threshold).unwrap_or(u32::MAX),
+        })
     }
 
     /// Points a file at a blob and deletes its partial row, in `tx`;

@@ -56,8 +56,8 @@ pub use self::recovery::Recovery;
 use self::rows::{count_usage, exec, to_i64, to_u64};
 use super::commit::{Delta, GroupCommit};
 use super::{
-    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Lookup, LookupKey, NewBatch,
-    PartialId, Result, Store, StoreError, SweepStats, Usage,
+    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup, LookupKey,
+    NewBatch, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
 };
 
 /// Removes a file; one already gone is not an error.
@@ -156,7 +156,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn create_batch(&self, new: &NewBatch<'_>) -> Result<Batch> {
         let code = new.code;
-        let (code_key, token_key) = (new.code_key, new.token_key);
+        let (code_key, token_key, owner) = (new.code_key, new.token_key, new.owner);
         let (created_at, expires_at) = (to_i64(new.created_at)?, to_i64(new.expires_at)?);
         let files: Vec<(String, u64, Sha1Digest, bool)> = new
             .files
@@ -167,8 +167,8 @@ impl Store for SqliteStore {
         self.write(move |db| {
             exec(
                 db,
-                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at, stale_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at, stale_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     code.len() as i64,
                     &code.value().to_le_bytes()[..],
@@ -177,6 +177,7 @@ impl Store for SqliteStore {
                     created_at,
                     expires_at,
                     stale_at,
+                    &owner.0[..],
                 ],
             )?;
             let id = db.last_insert_rowid();
@@ -212,6 +213,7 @@ impl Store for SqliteStore {
             let batch = Batch {
                 id: BatchId(to_u64(id)),
                 code,
+                owner,
                 created_at: to_u64(created_at),
                 expires_at: to_u64(expires_at),
                 files: records,
@@ -379,6 +381,10 @@ impl Store for SqliteStore {
             }
             None => Ok(false),
         }
+    }
+
+    fn holders(&self, blob: BlobId, owner: &OwnerId) -> Result<Holders> {
+        Self::blob_holders(&self.db(), blob, owner)
     }
 
     fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats> {

@@ -5,8 +5,8 @@ use pickup_proto::{Code, Sha1Digest};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    Batch, BatchId, BlobId, FileContent, FileRecord, FileRef, Lookup, LookupKey, PartialId, Result,
-    SqliteStore, StoreError, Usage,
+    Batch, BatchId, BlobId, FileContent, FileRecord, FileRef, Lookup, LookupKey, OwnerId,
+    PartialId, Result, SqliteStore, StoreError, Usage,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -60,7 +60,7 @@ impl SqliteStore {
         now: u64,
     ) -> Result<Lookup> {
         let sql = format!(
-            "SELECT id, code_len, code_value, created_at, expires_at FROM batches WHERE {key_column} = ?1"
+            "SELECT id, code_len, code_value, created_at, expires_at, owner FROM batches WHERE {key_column} = ?1"
         );
         let row = db
             .query_row(&sql, params![&key.0[..]], |r| {
@@ -70,10 +70,11 @@ impl SqliteStore {
                     r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
                 ))
             })
             .optional()?;
-        let Some((id, code_len, code_value, created_at, expires_at)) = row else {
+        let Some((id, code_len, code_value, created_at, expires_at, owner)) = row else {
             if key_column == "code_key" {
                 let expired: bool = db.query_row(
                     "SELECT EXISTS(SELECT 1 FROM expired WHERE code_key = ?1)",
@@ -94,6 +95,11 @@ impl SqliteStore {
             .map_err(|_| StoreError::Corrupt("code value".into()))?;
         let code = Code::from_parts(to_u64(code_len) as usize, u128::from_le_bytes(value))
             .map_err(|_| StoreError::Corrupt("code".into()))?;
+        let owner = OwnerId(
+            owner
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("batch owner".into()))?,
+        );
         let mut stmt = db.prepare_cached(
             "SELECT f.idx, f.name, f.size, f.sha1, f.partial, f.blob, p.durable
              FROM files f LEFT JOIN partials p ON p.id = f.partial
@@ -130,6 +136,7 @@ impl SqliteStore {
         Ok(Lookup::Live(Batch {
             id: BatchId(to_u64(id)),
             code,
+            owner,
             created_at: to_u64(created_at),
             expires_at: to_u64(expires_at),
             files,

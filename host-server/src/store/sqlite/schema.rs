@@ -10,7 +10,12 @@ use super::Result;
 /// `batches.stale_at` is when the batch is deleted if still incomplete
 /// (NULL: only at `expires_at`, for batches of an earlier relay).
 /// `partials.hashed` is the SHA-1 state of a durable prefix
-/// ([`crate::running_sha1::Midstate`], 28 bytes), or NULL.
+/// ([`crate::running_sha1::Midstate`], 28 bytes), or NULL. `batches.owner`
+/// is the batch's token family ([`crate::store::OwnerId`], 32 bytes);
+/// `blob_owners` lists the families that stored or linked each blob, and
+/// `blobs.threshold` is the number of them past which the relay reveals
+/// that it holds the blob to others ([`crate::disclosure`]; 0 for blobs
+/// stored before thresholds existed).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -18,6 +23,7 @@ CREATE TABLE IF NOT EXISTS batches(
     code_value BLOB NOT NULL,
     code_key BLOB NOT NULL UNIQUE,
     token_key BLOB NOT NULL UNIQUE,
+    owner BLOB NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     stale_at INTEGER
@@ -42,13 +48,19 @@ CREATE TABLE IF NOT EXISTS blobs(
     id INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
     sha1 BLOB NOT NULL,
-    refs INTEGER NOT NULL
+    refs INTEGER NOT NULL,
+    threshold INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS blobs_by_sha1 ON blobs(size, sha1);
 CREATE TABLE IF NOT EXISTS expired(
     code_key BLOB PRIMARY KEY,
     expired_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blob_owners(
+    blob INTEGER NOT NULL,
+    owner BLOB NOT NULL,
+    PRIMARY KEY(blob, owner)
+) WITHOUT ROWID;
 ";
 
 /// Opens (or creates) the database at `path` in WAL mode with
@@ -93,5 +105,27 @@ fn migrate(db: &Connection) -> Result<()> {
         db.execute_batch("ALTER TABLE batches ADD COLUMN stale_at INTEGER")?;
     }
     db.execute_batch("CREATE INDEX IF NOT EXISTS batches_by_staleness ON batches(stale_at)")?;
+    // Batches gained an owner (their token family): a batch made before
+    // is a family of its own, named by its token's lookup key (which no
+    // family derived from a token equals: another domain tag). Blobs
+    // stored before keep no owner and threshold 0, which counts as the
+    // largest a relay draws.
+    if !has_column(db, "batches", "owner")? {
+        db.execute_batch(
+            "ALTER TABLE batches ADD COLUMN owner BLOB;
+             UPDATE batches SET owner = token_key WHERE owner IS NULL;",
+        )?;
+    }
+    if !has_column(db, "blobs", "threshold")? {
+        db.execute_batch("ALTER TABLE blobs ADD COLUMN threshold INTEGER NOT NULL DEFAULT 0")?;
+    }
     Ok(())
+}
+
+fn has_column(db: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(db.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )?)
 }

@@ -56,6 +56,10 @@ impl SqliteStore {
                 .query_map([], |r| r.get::<_, i64>(0))?
                 .map(|r| r.map(to_u64))
                 .collect::<std::result::Result<_, _>>()?;
+            tx.execute(
+                "DELETE FROM blob_owners WHERE blob IN (SELECT id FROM blobs WHERE refs <= 0)",
+                [],
+            )?;
             tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
             tx.commit()?;
             stats.batches += expired.len() as u64;
