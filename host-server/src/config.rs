@@ -69,6 +69,7 @@ use serde::Deserialize;
 use crate::codes::{self, GuessInputs};
 use crate::disclosure::{DisclosureMode, DisclosureSettings, DEFAULT_THRESHOLD_MAX};
 use crate::proof_budget::ProofSettings;
+use crate::quota::QuotaSettings;
 use crate::rate_limit::RateSettings;
 use crate::settings::{Link, Settings};
 
@@ -405,17 +406,19 @@ impl Config {
             max_file_size: self.limits.max_file_size,
             max_files_per_batch: self.limits.max_files_per_batch,
             max_batch_size: self.limits.max_batch_size,
-            disk_quota: self.limits.disk_quota,
             max_live_batches: self.limits.max_live_batches,
-            max_reserved_per_peer: self
-                .limits
-                .max_reserved_per_peer
-                .unwrap_or((self.limits.disk_quota / 4).max(self.limits.max_batch_size)),
-            reservation_timeout_secs: self.limits.reservation_timeout_secs,
-            max_incomplete_batches_per_peer: self.limits.max_incomplete_batches_per_peer,
-            new_batch_burst_per_peer: self.limits.new_batch_burst_per_peer,
-            new_batches_per_hour_per_peer: self.limits.new_batches_per_hour_per_peer,
-            incomplete_ttl_secs: self.limits.incomplete_ttl_secs,
+            quota: QuotaSettings {
+                disk_quota: self.limits.disk_quota,
+                max_reserved_per_peer: self
+                    .limits
+                    .max_reserved_per_peer
+                    .unwrap_or((self.limits.disk_quota / 4).max(self.limits.max_batch_size)),
+                reservation_timeout_secs: self.limits.reservation_timeout_secs,
+                max_incomplete_batches_per_peer: self.limits.max_incomplete_batches_per_peer,
+                new_batch_burst_per_peer: self.limits.new_batch_burst_per_peer,
+                new_batches_per_hour_per_peer: self.limits.new_batches_per_hour_per_peer,
+                incomplete_ttl_secs: self.limits.incomplete_ttl_secs,
+            },
             max_sessions: self.limits.max_sessions,
             max_sessions_per_peer: self.limits.max_sessions_per_peer,
             idle_timeout: Duration::from_secs(self.limits.idle_timeout_secs),
@@ -509,16 +512,18 @@ mod tests {
     #[test]
     fn the_per_peer_reservation_defaults_to_a_quarter_of_the_quota_but_one_batch_at_least() {
         let s = Config::default().settings();
-        assert_eq!(s.max_reserved_per_peer, 8 << 30);
-        assert_eq!(s.max_incomplete_batches_per_peer, 16);
-        assert_eq!(s.incomplete_ttl_secs, 3600);
+        assert_eq!(s.quota.max_reserved_per_peer, 8 << 30);
+        assert_eq!(s.quota.max_incomplete_batches_per_peer, 16);
+        assert_eq!(s.quota.incomplete_ttl_secs, 3600);
         let small = |extra: &str| -> Settings {
             let text = format!("[limits]\ndisk_quota = 4000\nmax_batch_size = 2000\n{extra}");
             toml::from_str::<Config>(&text).unwrap().settings()
         };
-        assert_eq!(small("").max_reserved_per_peer, 2000);
+        assert_eq!(small("").quota.max_reserved_per_peer, 2000);
         assert_eq!(
-            small("max_reserved_per_peer = 3000\n").max_reserved_per_peer,
+            small("max_reserved_per_peer = 3000\n")
+                .quota
+                .max_reserved_per_peer,
             3000
         );
         let mut c = Config::default();

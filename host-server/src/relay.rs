@@ -100,7 +100,7 @@ impl Relay {
         Arc::new(Relay {
             limiter: Mutex::new(RateLimiter::new(settings.rate, now)),
             proofs: Mutex::new(ProofBudget::new(settings.proof, now)),
-            quotas: Mutex::new(Quotas::new(settings.quota())),
+            quotas: Mutex::new(Quotas::new(settings.quota)),
             settings,
             store,
             rng: Mutex::new(rng),

@@ -26,23 +26,10 @@ pub struct Settings {
     pub max_files_per_batch: u16,
     /// Largest batch.
     pub max_batch_size: u64,
-    /// Most content bytes held.
-    pub disk_quota: u64,
     /// Most batches alive at once.
     pub max_live_batches: u64,
-    /// Most bytes one peer's uploads may reserve at once.
-    pub max_reserved_per_peer: u64,
-    /// A reservation without progress for this long (seconds) is released.
-    pub reservation_timeout_secs: u64,
-    /// Most incomplete batches one peer may have at once.
-    pub max_incomplete_batches_per_peer: u32,
-    /// Batches one peer may create at once ...
-    pub new_batch_burst_per_peer: u32,
-    /// ... and per hour, sustained.
-    pub new_batches_per_hour_per_peer: u32,
-    /// An incomplete batch without progress for this long (seconds) is
-    /// deleted, long before `code_ttl_secs`.
-    pub incomplete_ttl_secs: u64,
+    /// Storage reservations and per-peer batch limits (admission).
+    pub quota: QuotaSettings,
     /// Most sessions at once.
     pub max_sessions: usize,
     /// Most sessions at once from one peer.
@@ -63,21 +50,6 @@ pub struct Settings {
     pub instant_upload: bool,
     /// Which held content instant upload may reveal.
     pub disclosure: DisclosureSettings,
-}
-
-impl Settings {
-    /// What admission ([`crate::quota`]) enforces.
-    pub fn quota(&self) -> QuotaSettings {
-        QuotaSettings {
-            disk_quota: self.disk_quota,
-            max_reserved_per_peer: self.max_reserved_per_peer,
-            reservation_timeout_secs: self.reservation_timeout_secs,
-            max_incomplete_batches_per_peer: self.max_incomplete_batches_per_peer,
-            new_batch_burst_per_peer: self.new_batch_burst_per_peer,
-            new_batches_per_hour_per_peer: self.new_batches_per_hour_per_peer,
-            incomplete_ttl_secs: self.incomplete_ttl_secs,
-        }
-    }
 }
 
 /// Link parameters, per transport: what the relay announces in `Welcome`.

@@ -219,7 +219,7 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         settings.max_files_per_batch = 2;
         settings.max_file_size = 1000;
         settings.max_batch_size = 1500;
-        settings.disk_quota = 2000;
+        settings.quota.disk_quota = 2000;
     }
     settings.disclosure = DisclosureSettings {
         mode: match setup >> 6 {

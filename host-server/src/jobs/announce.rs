@@ -155,7 +155,7 @@ fn create_admitted(relay: &Relay, w: &CreateBatch) -> Result<Created, Refused> {
             owner: family,
             created_at: now_secs,
             expires_at: now_secs.saturating_add(s.code_ttl_secs),
-            stale_at: now_secs.saturating_add(s.incomplete_ttl_secs),
+            stale_at: now_secs.saturating_add(s.quota.incomplete_ttl_secs),
             files: &files,
         })
         .map_err(|e| internal("create", e))?;

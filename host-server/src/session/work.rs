@@ -242,7 +242,7 @@ impl Session {
         self.run_due_steps();
         if !self.work.is_syncing() {
             let (session, now_secs) = (self.id, unix_secs(self.clock));
-            let stale_secs = self.relay.settings.incomplete_ttl_secs;
+            let stale_secs = self.relay.settings.quota.incomplete_ttl_secs;
             if let Some(sync) = self
                 .upload
                 .as_deref_mut()

@@ -988,7 +988,10 @@ fn limits_and_hostile_names_are_refused_with_their_codes() {
         max_file_size: 1000,
         max_batch_size: 1500,
         max_files_per_batch: 3,
-        disk_quota: 2500,
+        quota: crate::quota::QuotaSettings {
+            disk_quota: 2500,
+            ..Settings::default().quota
+        },
         ..Default::default()
     };
     let w = World::new(settings);

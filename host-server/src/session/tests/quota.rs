@@ -4,6 +4,7 @@
 //! batch gives its slot back.
 
 use super::*;
+use crate::quota::QuotaSettings;
 
 /// Sends `data[from..to]` of file 0 and lets the ack timer make it durable.
 fn send_durably(w: &World, s: &mut Session, data: &[u8], from: usize, to: usize) {
@@ -22,8 +23,11 @@ fn send_durably(w: &World, s: &mut Session, data: &[u8], from: usize, to: usize)
 #[test]
 fn concurrent_announces_never_overshoot_the_quota() {
     let settings = Settings {
-        disk_quota: 10_000,
-        max_reserved_per_peer: 10_000,
+        quota: QuotaSettings {
+            disk_quota: 10_000,
+            max_reserved_per_peer: 10_000,
+            ..Settings::default().quota
+        },
         ..Settings::default()
     };
     let w = World::new(settings);
@@ -83,7 +87,10 @@ fn concurrent_announces_never_overshoot_the_quota() {
 #[test]
 fn progress_shrinks_the_reservation_and_completion_frees_the_slot() {
     let settings = Settings {
-        max_incomplete_batches_per_peer: 1,
+        quota: QuotaSettings {
+            max_incomplete_batches_per_peer: 1,
+            ..Settings::default().quota
+        },
         ..Settings::default()
     };
     let w = World::new(settings);
@@ -118,9 +125,12 @@ fn progress_shrinks_the_reservation_and_completion_frees_the_slot() {
 #[test]
 fn a_stalled_upload_reserves_again_before_it_stores_more() {
     let settings = Settings {
-        disk_quota: 2000,
-        max_reserved_per_peer: 2000,
-        reservation_timeout_secs: 10,
+        quota: QuotaSettings {
+            disk_quota: 2000,
+            max_reserved_per_peer: 2000,
+            reservation_timeout_secs: 10,
+            ..Settings::default().quota
+        },
         ..Settings::default()
     };
     let mut w = World::new(settings);

@@ -317,7 +317,10 @@ impl Upload {
             acked,
         };
         let (size, sha1) = (f.size, f.sha1);
-        let keep_until = self.keep_due(unix_secs(cx.now), cx.relay.settings.incomplete_ttl_secs);
+        let keep_until = self.keep_due(
+            unix_secs(cx.now),
+            cx.relay.settings.quota.incomplete_ttl_secs,
+        );
         cx.work.push(Work::Complete(Complete {
             held,
             epoch: self.epoch,
