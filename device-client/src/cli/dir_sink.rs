@@ -64,6 +64,14 @@ struct Target {
     /// The file already exists under its final name with the right size:
     /// its bytes are re-hashed, and nothing is written.
     already_final: bool,
+    /// The manifest's SHA-1 for the file.
+    sha1: Sha1Digest,
+    /// `final_path` held a file before this run (not one the sink made).
+    preexisting: bool,
+    /// `final_path` holds something else and may not be replaced: the file
+    /// is skipped (reported as complete to the session, so the rest of the
+    /// batch still arrives) and reported by [`DirSink::conflicts`].
+    conflict: bool,
 }
 
 /// Downloads into a directory: each file is written under its
@@ -92,6 +100,11 @@ pub(crate) struct DirSink {
 
 fn other(kind: ErrorKind, msg: String) -> io::Error {
     io::Error::new(kind, msg)
+}
+
+/// `e` with the path it is about, so the one-line error says where.
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    other(e.kind(), format!("{}: {e}", path.display()))
 }
 
 impl DirSink {
@@ -131,9 +144,23 @@ impl DirSink {
         Ok(())
     }
 
-    /// Final paths of the files, in batch order.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.targets.iter().map(|t| t.final_path.as_path())
+    /// Final paths of the files written or found verified, in batch order,
+    /// with their indexes (conflicts left out).
+    pub fn paths(&self) -> impl Iterator<Item = (usize, &Path)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.conflict)
+            .map(|(i, t)| (i, t.final_path.as_path()))
+    }
+
+    /// Paths that held something else and were left alone (no `--force`,
+    /// or a directory), in batch order.
+    pub fn conflicts(&self) -> impl Iterator<Item = &Path> {
+        self.targets
+            .iter()
+            .filter(|t| t.conflict)
+            .map(|t| t.final_path.as_path())
     }
 
     fn target(&mut self, file: u16) -> io::Result<&mut Target> {
@@ -169,11 +196,18 @@ impl Target {
                 .write(true)
                 .create_new(true)
                 .open(&self.temp_path)
-                .map_err(|e| {
-                    other(
+                .map_err(|e| match (e.kind(), self.temp_path.parent()) {
+                    // The directory is the thing to fix, not our hidden file.
+                    (ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem, Some(dir)) => {
+                        other(
+                            e.kind(),
+                            format!("cannot write into directory {}: {e}", dir.display()),
+                        )
+                    }
+                    _ => other(
                         e.kind(),
                         format!("cannot create {}: {e}", self.temp_path.display()),
-                    )
+                    ),
                 })?;
             self.file = Some(Arc::new(f));
         }
@@ -207,7 +241,8 @@ impl WriteAt for DirSink {
                 ),
             ));
         }
-        pwrite_all(t.temp()?, offset, data)?;
+        let written = pwrite_all(t.temp()?, offset, data);
+        written.map_err(|e| with_path(e, &t.temp_path))?;
         match self.hashed {
             // Only bytes after those handed over changed: keep going.
             Some((f, end)) if f == file && end <= offset => {}
@@ -268,24 +303,27 @@ impl Sink for DirSink {
             temp_path,
             file: None,
             already_final: false,
+            sha1: entry.sha1,
+            preexisting: false,
+            conflict: false,
         };
         if let Ok(meta) = fs::symlink_metadata(&target.final_path) {
+            target.preexisting = true;
             // The same file from an earlier, interrupted run (or any file of
             // the right size): re-hashed, kept if it matches.
             if meta.is_file() && meta.len() == entry.size {
-                target.file = Some(Arc::new(File::open(&target.final_path)?));
+                let f =
+                    File::open(&target.final_path).map_err(|e| with_path(e, &target.final_path))?;
+                target.file = Some(Arc::new(f));
                 target.already_final = true;
                 self.targets.push(target);
                 return Ok(entry.size);
             }
             if !self.force || meta.is_dir() {
-                return Err(other(
-                    ErrorKind::AlreadyExists,
-                    format!(
-                        "{} already exists (use --force to overwrite)",
-                        target.final_path.display()
-                    ),
-                ));
+                // Skipped, not fatal: the rest of the batch still arrives.
+                target.conflict = true;
+                self.targets.push(target);
+                return Ok(entry.size);
             }
         }
         // The temporary file of an interrupted run is continued; a new one
@@ -338,7 +376,15 @@ impl Sink for DirSink {
     /// The SHA-1 of the whole file as it is on disk (not only its first
     /// `size` bytes: a longer file must not verify).
     fn digest(&mut self, file: u16, _size: u64) -> io::Result<Sha1Digest> {
-        let len = match &self.target(file)?.file {
+        let force = self.force;
+        let t = self.target(file)?;
+        if t.conflict {
+            // Accounted for by `conflicts`, not fetched.
+            return Ok(t.sha1);
+        }
+        let mismatch_is_conflict = t.preexisting && t.already_final && !force;
+        let expected = t.sha1;
+        let len = match &t.file {
             Some(f) => f.metadata()?.len(),
             None => 0,
         };
@@ -348,17 +394,27 @@ impl Sink for DirSink {
         }
         self.hash_up_to(file, len)?;
         self.hashed = None;
-        self.hasher.finish()
+        let digest = self.hasher.finish()?;
+        if digest != expected && mismatch_is_conflict {
+            // Someone else's file of the same size: leave it, skip the entry.
+            let t = self.target(file)?;
+            t.conflict = true;
+            t.file = None;
+            return Ok(expected);
+        }
+        Ok(digest)
     }
 
     fn finish(&mut self, file: u16) -> io::Result<()> {
         let force = self.force;
         let t = self.target(file)?;
-        if t.already_final {
+        if t.already_final || t.conflict {
             return Ok(());
         }
         // An empty file has had no write: create it now.
-        t.temp()?.sync_all()?;
+        t.temp()?
+            .sync_all()
+            .map_err(|e| with_path(e, &t.temp_path))?;
         if !force && fs::symlink_metadata(&t.final_path).is_ok() {
             return Err(other(
                 ErrorKind::AlreadyExists,
@@ -368,8 +424,9 @@ impl Sink for DirSink {
                 ),
             ));
         }
-        fs::rename(&t.temp_path, &t.final_path)?;
-        t.file = Some(Arc::new(File::open(&t.final_path)?));
+        fs::rename(&t.temp_path, &t.final_path).map_err(|e| with_path(e, &t.final_path))?;
+        let f = File::open(&t.final_path).map_err(|e| with_path(e, &t.final_path))?;
+        t.file = Some(Arc::new(f));
         t.already_final = true;
         Ok(())
     }
@@ -547,29 +604,37 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("empty")).unwrap(), b"");
     }
 
+    /// Issue 18, item 6: an existing file is skipped and reported, not
+    /// fatal, whether its size differs or only its content.
     #[test]
     fn existing_files_are_not_overwritten_without_force() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"mine").unwrap();
         let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
-        let err = sink.open(&entry(0, "a.txt", b"theirs")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        let theirs = entry(0, "a.txt", b"theirs");
+        assert_eq!(sink.open(&theirs).unwrap(), 6);
+        assert_eq!(sink.digest(0, 6).unwrap(), theirs.sha1);
+        sink.finish(0).unwrap();
+        assert_eq!(sink.conflicts().count(), 1);
+        assert_eq!(sink.paths().count(), 0);
 
-        // Same size, other content: found out when the hash fails.
+        // Same size, other content: found out when the hash differs.
         let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
-        assert_eq!(sink.open(&entry(0, "a.txt", b"ours")).unwrap(), 4);
+        let ours = entry(0, "a.txt", b"ours");
+        assert_eq!(sink.open(&ours).unwrap(), 4);
         assert!(sink.write_at(0, 0, b"x").is_err());
-        assert_eq!(
-            sink.truncate(0).unwrap_err().kind(),
-            ErrorKind::AlreadyExists
-        );
+        assert_eq!(sink.digest(0, 4).unwrap(), ours.sha1);
+        sink.finish(0).unwrap();
+        assert_eq!(sink.conflicts().count(), 1);
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"mine");
+        assert_eq!(listing(dir.path()), ["a.txt"]);
 
         let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
         assert_eq!(sink.open(&entry(0, "a.txt", b"theirs")).unwrap(), 0);
         sink.write_at(0, 0, b"theirs").unwrap();
         sink.finish(0).unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"theirs");
+        assert_eq!(sink.conflicts().count(), 0);
     }
 
     /// The sink's own digests (it verifies for the session) cover a prefix

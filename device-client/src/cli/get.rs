@@ -1,15 +1,16 @@
 //! `pickup get`: download every file of a batch into a directory.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pickup_proto::{download, Code, Duration, ErrorCode};
+use pickup_proto::{download, Code, Duration, ErrorCode, Sha1Digest};
 use serde_json::json;
 
+use super::addr::Addr;
 use super::dir_sink::DirSink;
 use super::send::link_failure;
-use super::show::{escape, size, Ui};
+use super::show::{escape, plural, size, Ui};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
 use crate::{Downloader, Event, RunError};
@@ -37,11 +38,60 @@ pub(crate) fn parse_code(text: &str) -> Result<Code, Failure> {
 }
 
 pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
-    let relay =
-        super::addr::Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
     let code = parse_code(&args.code)?;
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| Failure::new(Exit::Local, format!("{}: {e}", args.dir.display())))?;
+    let created = prepare_dir(&args.dir)?;
+    let result = fetch(&args, relay, code);
+    if result.is_err() {
+        remove_created(&created);
+    }
+    result
+}
+
+/// Makes sure `-o DIR` is a directory, creating it (and missing parents)
+/// if needed. Returns the directories it created, deepest first, so a
+/// failed `get` can take them away again.
+fn prepare_dir(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(Vec::new()),
+        Ok(_) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("-o {} is a file, not a directory", dir.display()),
+            ))
+        }
+        Err(_) => {}
+    }
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(d) = next {
+        if d.as_os_str().is_empty() || std::fs::symlink_metadata(d).is_ok() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        next = d.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Failure::new(
+            Exit::Local,
+            format!("cannot create directory {}: {e}", dir.display()),
+        )
+    })?;
+    Ok(missing)
+}
+
+/// Removes the directories `prepare_dir` created, deepest first, as long
+/// as they are empty: temporary files of a partial download stay (the
+/// next run resumes from them), and so does anything someone else put there.
+fn remove_created(created: &[PathBuf]) {
+    for dir in created {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+    }
+}
+
+fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     let ui = Ui::new(args.common.verbose);
     let mut config = relay.download_config();
     if args.wait {
@@ -59,7 +109,7 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
     let mut connector = relay.connector();
     let clock = StdClock::new();
     // Per file: (size, sha1, bytes reused from an earlier run).
-    let mut entries: Vec<(u64, pickup_proto::Sha1Digest, u64)> = Vec::new();
+    let mut entries: Vec<(u64, Sha1Digest, u64)> = Vec::new();
     ui.bar.set_message("receiving");
     let result = downloader.run(&mut connector, &clock, &mut sink, |event| match event {
         Event::Session(download::Event::Manifest { total_size, .. }) => {
@@ -88,11 +138,17 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
     let relay_key = relay.canonical();
     match result {
         Ok(()) => {
-            let paths: Vec<PathBuf> = sink.paths().map(|p| p.to_path_buf()).collect();
+            let paths: Vec<(PathBuf, (u64, Sha1Digest, u64))> = sink
+                .paths()
+                .filter_map(|(i, p)| Some((p.to_path_buf(), *entries.get(i)?)))
+                .collect();
+            let conflicts: Vec<String> = sink
+                .conflicts()
+                .map(|p| escape(&p.to_string_lossy()))
+                .collect();
             if args.common.json {
                 let files: Vec<_> = paths
                     .iter()
-                    .zip(&entries)
                     .map(|(p, (size, sha1, reused))| {
                         json!({
                             "name": p.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -103,10 +159,14 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
                         })
                     })
                     .collect();
-                println!("{}", json!({"code": code.to_string(), "files": files}));
+                let mut doc = json!({"code": code.to_string(), "files": files});
+                if !conflicts.is_empty() {
+                    doc["conflicts"] = json!(conflicts);
+                }
+                println!("{doc}");
             } else {
                 let tty = std::io::stdout().is_terminal();
-                for (p, (bytes, _, _)) in paths.iter().zip(&entries) {
+                for (p, (bytes, _, _)) in &paths {
                     let shown = escape(&p.to_string_lossy());
                     if tty {
                         println!("  {shown}  ({})", size(*bytes));
@@ -116,7 +176,20 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
                 }
             }
             let _ = std::io::stdout().flush();
-            Ok(())
+            if conflicts.is_empty() {
+                return Ok(());
+            }
+            for c in &conflicts {
+                eprintln!("pickup: {c} already exists and was left alone");
+            }
+            let n = conflicts.len();
+            Err(Failure::new(
+                Exit::Local,
+                format!(
+                    "{n} {} not written: already present with other content (use --force to overwrite)",
+                    plural(n, "file", "files")
+                ),
+            ))
         }
         Err(RunError::Session(e)) => Err(session_failure(e)),
         Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),

@@ -109,6 +109,15 @@ pub(crate) fn utc(secs: u64) -> String {
     )
 }
 
+/// `singular` for one, `plural` otherwise.
+pub(crate) fn plural(n: usize, singular: &'static str, plural: &'static str) -> &'static str {
+    if n == 1 {
+        singular
+    } else {
+        plural
+    }
+}
+
 /// Human size.
 pub(crate) fn size(bytes: u64) -> String {
     HumanBytes(bytes).to_string()

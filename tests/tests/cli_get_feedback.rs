@@ -1,0 +1,194 @@
+//! What `pickup get` leaves on disk when things go wrong, and what the CLI
+//! says while it works (issue 18, items 6 and 7). Every check runs the real
+//! `pickup` and `pickup-relay` binaries over loopback, with stderr not a
+//! terminal (the form scripts and logs see).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Output;
+
+use pickup_tests::e2e::{pickup, run, run_json, same_file, stderr, write_random, TempDir};
+use pickup_tests::relay_process::RelayProcess;
+
+/// Sends `names` from `src` as one batch and returns the code.
+fn send(state: &Path, relay: &RelayProcess, src: &Path, names: &[&str]) -> String {
+    let sent = run_json(
+        pickup(state)
+            .args(["send", "--json", "--relay", &relay.tcp()])
+            .args(names.iter().map(|n| src.join(n))),
+    );
+    sent["code"].as_str().unwrap().to_string()
+}
+
+fn get(state: &Path, relay: &str, code: &str, dest: &Path, extra: &[&str]) -> Output {
+    run(pickup(state)
+        .args(["get", "--relay", relay])
+        .args(extra)
+        .args([code, "-o", dest.to_str().unwrap()]))
+}
+
+/// A loopback address nothing listens on.
+fn dead_relay() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+/// Item 6: `-o new/sub` is created for the download and taken away again
+/// when the download fails before writing anything (unknown code, relay
+/// down); a directory that existed before stays.
+#[test]
+fn a_failed_get_leaves_no_directory_it_created() {
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_random(&src.join("a"), 1_000, 1);
+    let code = send(&state, &relay, &src, &["a"]);
+    // The same code with its last symbol changed: valid, but unknown.
+    let mut unknown = code.clone();
+    let last = unknown.pop().unwrap();
+    unknown.push(if last == '0' { '1' } else { '0' });
+
+    let new = work.path().join("new");
+    let out = get(&state, &relay.tcp(), &unknown, &new.join("sub"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!new.exists(), "unknown code left {}", new.display());
+
+    let out = get(
+        &state,
+        &dead_relay(),
+        &code,
+        &new.join("sub"),
+        &["--no-retransfer"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(!new.exists(), "relay down left {}", new.display());
+
+    // A directory that was there before is not ours to remove.
+    std::fs::create_dir(&new).unwrap();
+    let out = get(&state, &relay.tcp(), &unknown, &new, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(new.is_dir());
+}
+
+/// Item 6: files that exist with other content (another size, or the same
+/// size) are reported and left alone; the rest of the batch arrives, and
+/// the exit code says not everything was written.
+#[test]
+fn a_conflicting_file_does_not_stop_the_batch() {
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_random(&src.join("a"), 2_000, 2);
+    write_random(&src.join("b"), 300_000, 3);
+    write_random(&src.join("c"), 5_000, 4);
+    let code = send(&state, &relay, &src, &["a", "b", "c"]);
+
+    let dest = work.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("a"), b"mine, shorter").unwrap();
+    let same_size = write_random(&dest.join("c"), 5_000, 99);
+
+    let out = get(&state, &relay.tcp(), &code, &dest, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(same_file(&src.join("b"), &dest.join("b")), "b not fetched");
+    assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"mine, shorter");
+    assert_eq!(std::fs::read(dest.join("c")).unwrap(), same_size);
+    for name in ["a", "c"] {
+        let shown = dest.join(name).display().to_string();
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&shown) && l.contains("already exists")),
+            "{name} not reported: {err}"
+        );
+    }
+    assert!(err.contains("--force"), "{err}");
+    // The fetched file is listed on stdout, the skipped ones are not.
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(&dest.join("b").display().to_string()));
+
+    // With --force the same command replaces them.
+    let out = get(&state, &relay.tcp(), &code, &dest, &["--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["a", "b", "c"] {
+        assert!(same_file(&src.join(name), &dest.join(name)), "{name}");
+    }
+}
+
+/// Item 6: `-o` naming a file says so, and leaves the file alone.
+#[test]
+fn an_output_that_is_a_file_is_named_as_such() {
+    let work = TempDir::new("cli-get-feedback");
+    let file = work.path().join("notes.txt");
+    std::fs::write(&file, b"keep me").unwrap();
+    // Checked before the relay is asked: no relay needed.
+    let out = get(
+        &work.path().join("state"),
+        &dead_relay(),
+        "0000-0000-0000-0",
+        &file,
+        &["--no-retransfer"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("-o {} is a file, not a directory", file.display())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+/// A directory this process cannot create files in: a read-only one, or
+/// (when running as root, which ignores modes) sysfs, which refuses
+/// everyone.
+fn unwritable_dir(work: &Path) -> std::path::PathBuf {
+    let dir = work.join("read-only");
+    std::fs::create_dir(&dir).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let probe = dir.join("probe");
+    if std::fs::write(&probe, b"").is_ok() {
+        let _ = std::fs::remove_file(&probe);
+        return Path::new("/sys").to_path_buf();
+    }
+    dir
+}
+
+/// Item 6: a directory that cannot be written to is named in the error.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_directory_is_named() {
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_random(&src.join("a"), 1_000, 5);
+    let code = send(&state, &relay, &src, &["a"]);
+    let dest = unwritable_dir(work.path());
+    let out = get(&state, &relay.tcp(), &code, &dest, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("cannot write into directory {}", dest.display())),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            work.path().join("read-only"),
+            std::fs::Permissions::from_mode(0o755),
+        );
+    }
+}
