@@ -96,6 +96,9 @@ pub(crate) struct DirSink {
     /// The file being verified and the end of the bytes handed to
     /// `hasher`, which are that file's bytes from offset 0, in order.
     hashed: Option<(u16, u64)>,
+    /// Told (name, bytes kept, size) when a file continues from the
+    /// temporary file of an earlier run.
+    on_resume: Option<Box<dyn FnMut(&str, u64, u64)>>,
 }
 
 fn other(kind: ErrorKind, msg: String) -> io::Error {
@@ -115,7 +118,15 @@ impl DirSink {
             targets: Vec::new(),
             hasher: HashThread::new()?,
             hashed: None,
+            on_resume: None,
         })
+    }
+
+    /// Calls `f` with (name, bytes kept, size) whenever a file continues
+    /// from the temporary file of an earlier run, so the user hears why
+    /// the download starts part-way.
+    pub fn on_resume(&mut self, f: impl FnMut(&str, u64, u64) + 'static) {
+        self.on_resume = Some(Box::new(f));
     }
 
     /// Starts `file`'s digest over from its first byte.
@@ -338,6 +349,11 @@ impl Sink for DirSink {
                 len = 0;
             }
             target.file = Some(Arc::new(f));
+        }
+        if len > 0 {
+            if let Some(f) = &mut self.on_resume {
+                f(name, len, entry.size);
+            }
         }
         self.targets.push(target);
         Ok(len)

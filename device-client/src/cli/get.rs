@@ -10,7 +10,7 @@ use serde_json::json;
 use super::addr::Addr;
 use super::dir_sink::DirSink;
 use super::send::link_failure;
-use super::show::{escape, plural, size, Ui};
+use super::show::{escape, say, size, Ui};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
 use crate::{Downloader, Event, RunError};
@@ -101,6 +101,16 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     config.hashing = download::Hashing::BySink;
     let mut sink = DirSink::new(args.dir.clone(), args.force)
         .map_err(|e| Failure::new(Exit::Local, format!("cannot start hashing: {e}")))?;
+    let (bar, tty) = (ui.bar.clone(), ui.tty);
+    sink.on_resume(move |name, kept, total| {
+        let line = format!(
+            "{}: resuming at {} of {}",
+            escape(name),
+            size(kept),
+            size(total)
+        );
+        say(&bar, tty, &line);
+    });
     let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
         config,
         code,
@@ -111,6 +121,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     // Per file: (size, sha1, bytes reused from an earlier run).
     let mut entries: Vec<(u64, Sha1Digest, u64)> = Vec::new();
     ui.bar.set_message("receiving");
+    let mut first_progress = true;
     let result = downloader.run(&mut connector, &clock, &mut sink, |event| match event {
         Event::Session(download::Event::Manifest { total_size, .. }) => {
             ui.bar.set_length(total_size);
@@ -125,6 +136,13 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
             ui.bar.set_message("receiving");
             ui.bar.set_length(total);
             ui.bar.set_position(done);
+            if first_progress {
+                // Bytes kept from an earlier run are not this run's speed:
+                // the rate and eta start from here.
+                first_progress = false;
+                ui.bar.tick();
+                ui.bar.reset_eta();
+            }
         }
         Event::Session(download::Event::Refetch { file }) => {
             ui.note(&format!(
@@ -179,16 +197,18 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
             if conflicts.is_empty() {
                 return Ok(());
             }
-            for c in &conflicts {
-                eprintln!("pickup: {c} already exists and was left alone");
-            }
-            let n = conflicts.len();
+            // Still one line (errors are), naming every file left alone.
+            let message = match conflicts.as_slice() {
+                [one] => format!("{one} already exists with other content"),
+                many => format!(
+                    "{} files already exist with other content: {}",
+                    many.len(),
+                    many.join(", ")
+                ),
+            };
             Err(Failure::new(
                 Exit::Local,
-                format!(
-                    "{n} {} not written: already present with other content (use --force to overwrite)",
-                    plural(n, "file", "files")
-                ),
+                format!("{message}; the rest arrived (use --force to overwrite)"),
             ))
         }
         Err(RunError::Session(e)) => Err(session_failure(e)),

@@ -10,7 +10,7 @@ use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::addr::Addr;
-use super::show::{banner, escape, size, utc, Ui};
+use super::show::{banner, escape, plural, size, utc, Ui};
 use super::source::{sha1_file, SourceFiles};
 use super::state::{FamilyFile, Saved, StateFile};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
@@ -217,10 +217,12 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                     } else {
                         format!("--relay {} ", args.common.relay)
                     };
+                    let n = locals.len();
                     println!(
-                        "  sent {} file(s), {}; get them with: pickup get {relay_arg}{code}",
-                        locals.len(),
-                        size(total)
+                        "  sent {n} {}, {}; get {} with: pickup get {relay_arg}{code}",
+                        plural(n, "file", "files"),
+                        size(total),
+                        plural(n, "it", "them"),
                     );
                 }
                 let _ = std::io::stdout().flush();
@@ -239,7 +241,14 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
             }
             Err(e) => {
                 ui.finish();
-                return Err(failure(e, &names, &relay_key, &connector.last_error));
+                let sizes: Vec<u64> = locals.iter().map(|l| l.size).collect();
+                return Err(failure(
+                    e,
+                    &names,
+                    &sizes,
+                    &relay_key,
+                    &connector.last_error,
+                ));
             }
         }
     }
@@ -267,6 +276,7 @@ fn announce(ui: &Ui, common: &Common, stdout_tty: bool, code: Code, expires_at: 
 fn failure(
     e: RunError<upload::Error, std::io::Error>,
     names: &[&str],
+    sizes: &[u64],
     relay: &str,
     connect_error: &Option<std::io::Error>,
 ) -> Failure {
@@ -291,6 +301,24 @@ fn failure(
         ),
         RunError::Session(upload::Error::TooManyFiles) => {
             Failure::new(Exit::Usage, "no files, or too many files for one batch")
+        }
+        RunError::Session(upload::Error::Relay(ErrorCode::TooLarge)) => {
+            // The relay does not say its limit, nor whether one file or the
+            // whole batch is over it: name what the user can act on.
+            let largest = (0..names.len())
+                .filter_map(|i| Some((sizes.get(i)?, i)))
+                .max_by_key(|(s, _)| **s);
+            let what = match (names.len(), largest) {
+                (1, Some((bytes, _))) => format!("\"{}\" is {}", name(0), size(*bytes)),
+                (n, Some((bytes, i))) => format!(
+                    "the batch is {} in {n} files, the largest \"{}\" ({})",
+                    size(sizes.iter().sum()),
+                    name(i as u16),
+                    size(*bytes)
+                ),
+                _ => String::new(),
+            };
+            Failure::new(Exit::Refused, format!("too large for this relay: {what}"))
         }
         RunError::Session(other) => Failure::new(Exit::Refused, other.to_string()),
         RunError::Storage(e) => Failure::new(Exit::Local, format!("reading files: {e}")),

@@ -123,6 +123,16 @@ pub(crate) fn size(bytes: u64) -> String {
     HumanBytes(bytes).to_string()
 }
 
+/// A line the user needs whether or not stderr is a terminal (a wait, a
+/// resume): above the bar on a terminal, else a plain line on stderr.
+pub(crate) fn say(bar: &ProgressBar, tty: bool, line: &str) {
+    if tty {
+        bar.println(line);
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 /// Progress on stderr when it is a terminal, nothing otherwise; link events
 /// as lines on a terminal or with `--verbose`.
 pub(crate) struct Ui {
@@ -169,11 +179,7 @@ impl Ui {
             format!("waiting: {reason}")
         };
         self.bar.set_message("waiting");
-        if self.tty {
-            self.bar.println(line);
-        } else {
-            eprintln!("{line}");
-        }
+        say(&self.bar, self.tty, &line);
     }
 
     pub fn link(&self, event: &LinkEvent) {
