@@ -48,6 +48,9 @@ pub(crate) fn temp_name(entry: &ManifestEntry<'_>) -> String {
     format!(".pickup-{}.part", h.digest())
 }
 
+/// Told (name, bytes kept, size) of a file continued from an earlier run.
+type OnResume = dyn FnMut(&str, u64, u64);
+
 /// Bytes written and not yet handed to the hasher are read back once this
 /// many have gathered (and at the end of the file).
 const READ_BACK: u64 = 1 << 20;
@@ -98,7 +101,7 @@ pub(crate) struct DirSink {
     hashed: Option<(u16, u64)>,
     /// Told (name, bytes kept, size) when a file continues from the
     /// temporary file of an earlier run.
-    on_resume: Option<Box<dyn FnMut(&str, u64, u64)>>,
+    on_resume: Option<Box<OnResume>>,
 }
 
 fn other(kind: ErrorKind, msg: String) -> io::Error {
