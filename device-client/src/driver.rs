@@ -9,8 +9,10 @@
 
 use embedded_io::{Error as _, Read, Write};
 use pickup_proto::drive::Machine;
-use pickup_proto::frame::Decoder;
+use pickup_proto::frame::{Decoder, Frame};
+use pickup_proto::message::{Kind, Message};
 use pickup_proto::storage::ReadAt;
+use pickup_proto::ErrorCode;
 
 use crate::clock::Clock;
 use crate::link::{is_quiet, Connector, LinkLoss};
@@ -161,8 +163,19 @@ where
     }
 }
 
+/// Whether `frame` is the relay's notice that it is shutting down.
+fn is_shutdown_notice(frame: Frame<'_>) -> bool {
+    frame.kind == Kind::Error as u8
+        && matches!(
+            Message::decode_from_relay(frame),
+            Ok(Message::Error(e)) if e.code == ErrorCode::ShuttingDown
+        )
+}
+
 /// One link's worth of exchange. `Ok(None)`: the machine finished;
-/// `Ok(Some(loss))`: the link is gone.
+/// `Ok(Some(loss))`: the link is gone. After the relay's shutdown notice
+/// whatever ends the link (a broken pipe, EOF) is reported as
+/// [`LinkLoss::ShuttingDown`], which is what the user needs to hear.
 #[allow(clippy::too_many_arguments)]
 fn exchange<M, Io, B, L, K, O>(
     machine: &mut M,
@@ -174,6 +187,50 @@ fn exchange<M, Io, B, L, K, O>(
     retransfer: &mut Retransfer,
     best: &mut u64,
     observer: &mut O,
+) -> Result<Option<LinkLoss>, Io::Error>
+where
+    M: Machine<Io>,
+    Io: ReadAt + ?Sized,
+    B: AsMut<[u8]> + AsRef<[u8]>,
+    L: Read + Write,
+    K: Clock,
+    O: FnMut(Event<M::Event>),
+{
+    let mut closing = false;
+    let outcome = exchange_frames(
+        machine,
+        io,
+        decoder,
+        tx,
+        link,
+        clock,
+        retransfer,
+        best,
+        observer,
+        &mut closing,
+    )?;
+    Ok(outcome.map(|loss| {
+        if closing {
+            LinkLoss::ShuttingDown
+        } else {
+            loss
+        }
+    }))
+}
+
+/// [`exchange`]'s loop; sets `closing` when the relay says it shuts down.
+#[allow(clippy::too_many_arguments)]
+fn exchange_frames<M, Io, B, L, K, O>(
+    machine: &mut M,
+    io: &mut Io,
+    decoder: &mut Decoder<B>,
+    tx: &mut [u8],
+    link: &mut L,
+    clock: &K,
+    retransfer: &mut Retransfer,
+    best: &mut u64,
+    observer: &mut O,
+    closing: &mut bool,
 ) -> Result<Option<LinkLoss>, Io::Error>
 where
     M: Machine<Io>,
@@ -214,6 +271,7 @@ where
                     // Dropped frames are counted by the decoder; the
                     // machine's timers recover whatever they carried.
                     if let Ok(frame) = result {
+                        *closing |= is_shutdown_notice(frame);
                         machine.handle_frame(now, frame, io)?;
                         // The machines keep a short event queue: empty it
                         // after every input so a burst of frames loses none.

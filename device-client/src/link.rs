@@ -57,6 +57,9 @@ pub enum LinkLoss {
     /// The protocol machine declared the link dead: nothing heard for its
     /// idle timeout, or the relay said goodbye or closed the session.
     Silent,
+    /// The relay said it is shutting down (`Error{ShuttingDown}`) before
+    /// the link ended: an orderly stop, not a fault of the link.
+    ShuttingDown,
 }
 
 impl core::fmt::Display for LinkLoss {
@@ -67,6 +70,7 @@ impl core::fmt::Display for LinkLoss {
             LinkLoss::Read(k) => write!(f, "read failed ({k:?})"),
             LinkLoss::Write(k) => write!(f, "write failed ({k:?})"),
             LinkLoss::Silent => f.write_str("no answer from the relay"),
+            LinkLoss::ShuttingDown => f.write_str("relay shutting down"),
         }
     }
 }

@@ -4,12 +4,18 @@
 //! terminal (the form scripts and logs see).
 #![allow(clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::Sha1Digest;
-use pickup_tests::e2e::{pickup, run, run_json, same_file, stderr, write_random, TempDir};
+use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
+use pickup_tests::e2e::{
+    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
+};
 use pickup_tests::relay_process::RelayProcess;
 
 /// Sends `names` from `src` as one batch and returns the code.
@@ -270,4 +276,106 @@ fn too_large_names_the_file_and_its_size() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(expect), "{files:?}: {err}");
     }
+}
+
+/// A process whose stderr lines arrive on a channel as it runs.
+struct Watched {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watched {
+    fn spawn(cmd: &mut std::process::Command) -> Watched {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    fn wait_for_line(&mut self, needle: &str) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            let found = line.contains(needle);
+            self.seen.push(line);
+            if found {
+                return;
+            }
+        }
+        panic!("no line with {needle:?} on stderr: {:?}", self.seen);
+    }
+
+    /// Waits (bounded) for the exit; returns it and all of stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        // The channel closes when the process closes stderr, at its exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            self.seen.push(line);
+        }
+        let status = wait_for("the process to exit", || self.child.try_wait().unwrap());
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Item 7: a relay stopped with SIGTERM tells its sessions `ShuttingDown`;
+/// the CLI says that, not the broken pipe or reset that follows. (A `get
+/// --wait` for an unfinished batch is the session that is surely open
+/// when the relay stops; it also says what it waits for.)
+#[test]
+fn a_relay_shutting_down_is_named() {
+    let mut relay = RelayProcess::start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let file = work.path().join("big.bin");
+    write_random(&file, 16 * 1024 * 1024, 9);
+    // An upload killed part-way (throttled so it is): the batch stays unfinished.
+    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 3);
+    proxy.rate.store(1024 * 1024, Ordering::SeqCst);
+    let send = Running::spawn(
+        pickup(&state)
+            .args(["send", "--relay", &proxy.addr()])
+            .arg(&file),
+    );
+    let code = send.next_line();
+    send.kill();
+
+    let dest = work.path().join("dest");
+    let mut get = Watched::spawn(pickup(&state).args([
+        "get",
+        "--wait",
+        "--max-attempts",
+        "1",
+        "--relay",
+        &relay.tcp(),
+        &code,
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    get.wait_for_line("waiting: the batch is still being uploaded");
+    relay.terminate();
+    let (status, err) = get.finish();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("relay shutting down"), "{err}");
+    assert!(!err.contains("BrokenPipe"), "{err}");
 }

@@ -122,6 +122,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     let mut entries: Vec<(u64, Sha1Digest, u64)> = Vec::new();
     ui.bar.set_message("receiving");
     let mut first_progress = true;
+    let mut said_waiting = false;
     let result = downloader.run(&mut connector, &clock, &mut sink, |event| match event {
         Event::Session(download::Event::Manifest { total_size, .. }) => {
             ui.bar.set_length(total_size);
@@ -129,8 +130,18 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
         Event::Session(download::Event::Entry {
             size, sha1, local, ..
         }) => entries.push((size, sha1, local)),
-        Event::Session(download::Event::NotReady { .. }) => {
+        Event::Session(download::Event::NotReady { received, total }) => {
             ui.bar.set_message("waiting");
+            if !said_waiting {
+                // Said once, whatever stderr is: a silent wait looks like a hang.
+                said_waiting = true;
+                let line = format!(
+                    "waiting: the batch is still being uploaded ({} of {} at the relay)",
+                    size(received),
+                    size(total)
+                );
+                say(&ui.bar, ui.tty, &line);
+            }
         }
         Event::Session(download::Event::Progress { done, total }) => {
             ui.bar.set_message("receiving");

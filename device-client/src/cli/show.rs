@@ -6,6 +6,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pickup_proto::{Code, ErrorCode};
 
 use crate::retransfer::LinkEvent;
+use crate::LinkLoss;
 
 /// A name from the wire made safe to print: control, invisible and
 /// direction-changing characters become `\u{..}` escapes (the relay
@@ -184,6 +185,12 @@ impl Ui {
 
     pub fn link(&self, event: &LinkEvent) {
         match event {
+            // An orderly stop is news even without --verbose: the wait
+            // that follows is the relay's restart, not a broken network.
+            LinkEvent::Lost(LinkLoss::ShuttingDown) => {
+                self.bar.set_message("relay down");
+                say(&self.bar, self.tty, "relay shutting down");
+            }
             LinkEvent::Lost(why) => self.note(&format!("link lost: {why}")),
             LinkEvent::Reconnecting { attempt, after } => {
                 self.bar.set_message(format!("retry #{attempt}"));
