@@ -379,3 +379,71 @@ fn a_relay_shutting_down_is_named() {
     assert!(err.contains("relay shutting down"), "{err}");
     assert!(!err.contains("BrokenPipe"), "{err}");
 }
+
+/// Runs `pickup ARGS` with stdout on a pseudo-terminal (what `send` prints
+/// for a person) and stderr a pipe; returns the exit status and the
+/// terminal's text.
+#[cfg(target_os = "linux")]
+fn run_on_terminal(state: &Path, args: &[String]) -> (std::process::ExitStatus, String) {
+    use nix::fcntl::OFlag;
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use std::io::Read;
+
+    let mut master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(ptsname_r(&master).unwrap())
+        .unwrap();
+    let mut child = {
+        // The command (and its copy of the terminal) is gone once spawned,
+        // so reading the master ends when the child exits.
+        let mut cmd = pickup(state);
+        cmd.args(args)
+            .stdout(Stdio::from(slave))
+            .stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once no process holds the terminal.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = Vec::new();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        text.extend(chunk);
+    }
+    let status = wait_for("pickup to exit", || child.try_wait().unwrap());
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Item 7: the summary a person sees counts files in proper English.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_send_summary_counts_files_properly() {
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_random(&src.join("one"), 100, 10);
+    write_random(&src.join("two"), 100, 11);
+    for (names, expect) in [
+        (&["one"][..], "sent 1 file, 100 B; get it with"),
+        (&["one", "two"][..], "sent 2 files, 200 B; get them with"),
+    ] {
+        let mut args = vec!["send".to_string(), "--relay".into(), relay.tcp()];
+        args.extend(names.iter().map(|n| src.join(n).display().to_string()));
+        let (status, text) = run_on_terminal(&state, &args);
+        assert!(status.success(), "{text}");
+        assert!(text.contains(expect), "{names:?}: {text}");
+        assert!(!text.contains("file(s)"), "{text}");
+    }
+}

@@ -144,9 +144,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
             }
         }
         Event::Session(download::Event::Progress { done, total }) => {
-            ui.bar.set_message("receiving");
-            ui.bar.set_length(total);
-            ui.bar.set_position(done);
+            ui.progress("receiving", done, total);
             if first_progress {
                 // Bytes kept from an earlier run are not this run's speed:
                 // the rate and eta start from here.

@@ -159,8 +159,7 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                 granted = Some((code, expires_at));
             }
             Event::Session(upload::Event::Progress { acked, total }) => {
-                ui.bar.set_length(total);
-                ui.bar.set_position(acked);
+                ui.progress("sending", acked, total);
             }
             Event::Session(upload::Event::Uploading { file, offset }) if offset > 0 => {
                 ui.note(&format!(

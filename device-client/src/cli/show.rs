@@ -159,6 +159,15 @@ impl Ui {
         Ui { bar, tty, verbose }
     }
 
+    /// Bytes moved: `done` of `total`. The bar's label goes back to
+    /// `label`, so a "retry #N" from a reconnect goes once the transfer
+    /// flows again.
+    pub fn progress(&self, label: &'static str, done: u64, total: u64) {
+        self.bar.set_message(label);
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+    }
+
     /// A line above the bar (or on stderr without one), if worth showing.
     pub fn note(&self, line: &str) {
         if self.tty {
@@ -223,6 +232,26 @@ mod tests {
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert_eq!(escape("back\\slash"), "back\\\\slash");
         assert_eq!(escape("ünïcödé"), "ünïcödé");
+    }
+
+    /// Issue 18, item 7: the retry count goes once bytes flow again.
+    #[test]
+    fn flowing_again_clears_the_retry_count() {
+        let ui = Ui {
+            bar: ProgressBar::hidden(),
+            tty: false,
+            verbose: false,
+        };
+        ui.progress("sending", 10, 100);
+        ui.link(&LinkEvent::Reconnecting {
+            attempt: 5,
+            after: pickup_proto::Duration::from_millis(1),
+        });
+        ui.link(&LinkEvent::Reconnected { attempt: 5 });
+        assert_eq!(ui.bar.message(), "retry #5");
+        ui.progress("sending", 20, 100);
+        assert_eq!(ui.bar.message(), "sending");
+        assert_eq!(ui.bar.position(), 20);
     }
 
     #[test]
