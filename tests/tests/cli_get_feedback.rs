@@ -447,3 +447,30 @@ fn the_send_summary_counts_files_properly() {
         assert!(!text.contains("file(s)"), "{text}");
     }
 }
+
+/// Item 7: a `get` the relay rate-limits says so and when it asks again,
+/// instead of waiting without a word.
+#[test]
+fn rate_limiting_is_said() {
+    // One failed lookup at once, then one every 2 s.
+    let relay = RelayProcess::builder()
+        .config("[rate_limit]\npeer_burst = 1\npeer_per_sec = 0.5\n")
+        .start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let dest = work.path().join("dest");
+    let mut said = String::new();
+    // The first unknown code spends the burst; a later one is refused for now.
+    for _ in 0..3 {
+        let out = get(&state, &relay.tcp(), "0000-0000-0000-0", &dest, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        said = stderr(&out);
+        if said.contains("waiting:") {
+            break;
+        }
+    }
+    assert!(
+        said.contains("waiting: rate limited, retrying in "),
+        "{said}"
+    );
+}

@@ -153,6 +153,10 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
                 ui.bar.reset_eta();
             }
         }
+        Event::Session(download::Event::Waiting {
+            reason,
+            retry_in_ms,
+        }) => ui.retrying(reason, retry_in_ms),
         Event::Session(download::Event::Refetch { file }) => {
             ui.note(&format!(
                 "file {file}: earlier partial download did not verify; fetching again"

@@ -192,6 +192,21 @@ impl Ui {
         say(&self.bar, self.tty, &line);
     }
 
+    /// The relay refused for now and the session asks again after
+    /// `retry_in_ms`: always said, like [`Ui::waiting`].
+    pub fn retrying(&self, reason: ErrorCode, retry_in_ms: u32) {
+        let why = match reason {
+            ErrorCode::RateLimited => "rate limited".to_string(),
+            other => other.to_string(),
+        };
+        self.bar.set_message("waiting");
+        let line = format!(
+            "waiting: {why}, retrying in {:.1} s",
+            f64::from(retry_in_ms) / 1000.0
+        );
+        say(&self.bar, self.tty, &line);
+    }
+
     pub fn link(&self, event: &LinkEvent) {
         match event {
             // An orderly stop is news even without --verbose: the wait

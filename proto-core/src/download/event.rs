@@ -60,6 +60,14 @@ pub enum Event {
         /// File index.
         file: u16,
     },
+    /// The relay refused for now (`RateLimited`, `Busy`): the session asks
+    /// again by itself after `retry_in_ms`; a driver should say why it waits.
+    Waiting {
+        /// The relay's reason.
+        reason: ErrorCode,
+        /// Milliseconds until the session asks again.
+        retry_in_ms: u32,
+    },
     /// Nothing heard for the idle timeout: reconnect and call
     /// [`Session::handle_connected`](super::Session::handle_connected).
     LinkLost,

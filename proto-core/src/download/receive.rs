@@ -110,6 +110,13 @@ impl<const F: usize> Session<F> {
                 let wait = Duration::from_millis(u64::from(e.retry_after_ms))
                     .max(self.config.retransmit_timeout);
                 self.retry_at = Some(now + wait);
+                if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Busy) {
+                    // A refusal the user should hear of; the others are noise.
+                    self.push_event(Event::Waiting {
+                        reason: e.code,
+                        retry_in_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+                    });
+                }
             }
             ErrorCode::NotReady
                 if self.config.wait_until_ready.is_some() && self.phase == Phase::Reading =>
