@@ -474,3 +474,32 @@ fn rate_limiting_is_said() {
         "{said}"
     );
 }
+
+/// Item 7: sending content the relay holds again says that it is proving
+/// ownership (the proof reads the whole file), without `--verbose`.
+#[test]
+fn resending_held_content_says_it_proves_ownership() {
+    let relay = RelayProcess::start();
+    let work = TempDir::new("cli-get-feedback");
+    let state = work.path().join("state");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_random(&src.join("video.mp4"), 2 * 1024 * 1024, 12);
+    let first = run(pickup(&state)
+        .args(["send", "--relay", &relay.tcp()])
+        .arg(src.join("video.mp4")));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(!stderr(&first).contains("proving"), "{}", stderr(&first));
+    // The same state directory: the new batch joins the first one's owner.
+    let again = run(pickup(&state)
+        .args(["send", "--relay", &relay.tcp()])
+        .arg(src.join("video.mp4")));
+    let err = stderr(&again);
+    assert!(again.status.success(), "{err}");
+    assert_eq!(
+        err.matches("video.mp4: already at the relay, proving ownership")
+            .count(),
+        1,
+        "{err}"
+    );
+}

@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use clap::Args;
 use pickup_proto::upload::{self, FileMeta};
@@ -10,8 +12,8 @@ use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::addr::Addr;
-use super::show::{banner, escape, plural, size, utc, Ui};
-use super::source::{sha1_file, SourceFiles};
+use super::show::{banner, escape, plural, say, size, utc, Ui};
+use super::source::{sha1_file, SourceFiles, NOT_PROVING};
 use super::state::{FamilyFile, Saved, StateFile};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
@@ -113,7 +115,15 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     if state.is_none() {
         ui.note("no state directory (set --state-dir): an interrupted send will start over");
     }
-    let mut source = SourceFiles { files: opened };
+    let proving = Arc::new(AtomicU32::new(NOT_PROVING));
+    let mut source = SourceFiles {
+        files: opened,
+        proving: Arc::clone(&proving),
+        bar: ui.bar.clone(),
+    };
+    // Files whose proof was announced already (a challenge can repeat
+    // after a reconnect; one line each is enough).
+    let mut announced_proofs = std::collections::BTreeSet::new();
     let mut connector = relay.connector();
     let clock = StdClock::new();
     let stdout_tty = std::io::stdout().is_terminal();
@@ -161,18 +171,47 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
             Event::Session(upload::Event::Progress { acked, total }) => {
                 ui.progress("sending", acked, total);
             }
-            Event::Session(upload::Event::Uploading { file, offset }) if offset > 0 => {
-                ui.note(&format!(
-                    "{}: resuming at {}",
-                    escape(names.get(usize::from(file)).copied().unwrap_or("?")),
-                    size(offset)
-                ));
+            Event::Session(upload::Event::Uploading { file, offset }) => {
+                // A proof that did not convince the relay ends in an upload.
+                let _ = proving.compare_exchange(
+                    u32::from(file),
+                    NOT_PROVING,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                if offset > 0 {
+                    ui.note(&format!(
+                        "{}: resuming at {}",
+                        escape(names.get(usize::from(file)).copied().unwrap_or("?")),
+                        size(offset)
+                    ));
+                }
             }
-            Event::Session(upload::Event::Linked { file }) if args.common.verbose => {
-                ui.note(&format!(
-                    "{}: already at the relay",
-                    escape(names.get(usize::from(file)).copied().unwrap_or("?"))
-                ));
+            Event::Session(upload::Event::Proving { file }) => {
+                // Said whatever stderr is: proving reads the whole file,
+                // which for a large one takes a while with no bytes sent.
+                if announced_proofs.insert(file) {
+                    let line = format!(
+                        "{}: already at the relay, proving ownership",
+                        escape(names.get(usize::from(file)).copied().unwrap_or("?"))
+                    );
+                    say(&ui.bar, ui.tty, &line);
+                }
+                ui.bar.set_message("proving");
+                ui.bar
+                    .set_length(locals.get(usize::from(file)).map_or(0, |l| l.size));
+                ui.bar.set_position(0);
+                ui.bar.reset_eta();
+                proving.store(u32::from(file), Ordering::Relaxed);
+            }
+            Event::Session(upload::Event::Linked { file }) => {
+                proving.store(NOT_PROVING, Ordering::Relaxed);
+                if args.common.verbose {
+                    ui.note(&format!(
+                        "{}: already at the relay",
+                        escape(names.get(usize::from(file)).copied().unwrap_or("?"))
+                    ));
+                }
             }
             Event::Session(upload::Event::Waiting {
                 reason,

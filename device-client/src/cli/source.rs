@@ -3,15 +3,27 @@
 
 use std::fs::File;
 use std::io::{self, ErrorKind};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use indicatif::ProgressBar;
 
 use pickup_proto::storage::ReadAt;
 use pickup_proto::Sha1Digest;
 
 use crate::hash_thread::read_at as read_retrying;
 
+/// No file is being proved (see [`SourceFiles::proving`]).
+pub(crate) const NOT_PROVING: u32 = u32::MAX;
+
 /// The files of an upload, opened once, read at offsets.
 pub(crate) struct SourceFiles {
     pub files: Vec<File>,
+    /// The file whose proof of possession is being computed, or
+    /// [`NOT_PROVING`]. The proof reads the whole file inside the session,
+    /// where no event can report it, so its reads move `bar` from here.
+    pub proving: Arc<AtomicU32>,
+    pub bar: ProgressBar,
 }
 
 impl ReadAt for SourceFiles {
@@ -21,7 +33,11 @@ impl ReadAt for SourceFiles {
             .files
             .get(usize::from(file))
             .ok_or_else(|| io::Error::new(ErrorKind::NotFound, "no such file in the batch"))?;
-        read_retrying(f, offset, buf)
+        let n = read_retrying(f, offset, buf)?;
+        if self.proving.load(Ordering::Relaxed) == u32::from(file) {
+            self.bar.inc(n as u64);
+        }
+        Ok(n)
     }
 }
 
@@ -41,5 +57,31 @@ pub(crate) fn sha1_file(
         h.update(&buf[..n]);
         offset += n as u64;
         progress(n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18, item 7: the proof's reads move the bar, other reads do not.
+    #[test]
+    fn reads_of_the_file_being_proved_move_the_bar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, vec![7u8; 1000]).unwrap();
+        let mut source = SourceFiles {
+            files: vec![File::open(&path).unwrap(), File::open(&path).unwrap()],
+            proving: Arc::new(AtomicU32::new(NOT_PROVING)),
+            bar: ProgressBar::hidden(),
+        };
+        let mut buf = [0u8; 600];
+        assert_eq!(source.read_at(0, 0, &mut buf).unwrap(), 600);
+        assert_eq!(source.bar.position(), 0);
+        source.proving.store(1, Ordering::Relaxed);
+        assert_eq!(source.read_at(0, 0, &mut buf).unwrap(), 600);
+        assert_eq!(source.read_at(1, 0, &mut buf).unwrap(), 600);
+        assert_eq!(source.read_at(1, 600, &mut buf).unwrap(), 400);
+        assert_eq!(source.bar.position(), 1000);
     }
 }

@@ -28,6 +28,14 @@ pub enum Event {
         /// First byte to send.
         offset: u64,
     },
+    /// The relay holds `file`'s content and asks us to prove we hold it
+    /// too: the session reads the whole file once (in `poll_transmit`) to
+    /// answer, then expects [`Event::Linked`]. Reading a large file takes a
+    /// while, so a driver should say what it is doing.
+    Proving {
+        /// File index.
+        file: u16,
+    },
     /// The relay already held `file`'s content and linked it after our proof
     /// (or it was complete from an earlier session).
     Linked {

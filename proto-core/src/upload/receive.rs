@@ -196,13 +196,14 @@ impl<'n, const F: usize> Session<'n, F> {
             Plan::Challenge { nonce } => {
                 if self.instant_allowed {
                     f.state = FileState::ProofDue(nonce);
+                    Some(Event::Proving { file: index })
                 } else {
                     // Not answering: the relay treats silence like a wrong
                     // proof once we send data instead. Ask for the upload plan
                     // with a proof that cannot match.
                     f.state = FileState::ProofDue([0; 32]);
+                    None
                 }
-                None
             }
         };
         if let Some(e) = event {
