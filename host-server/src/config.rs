@@ -513,7 +513,10 @@ mod tests {
         assert_eq!(c.tcp.listen.len(), 2);
         let mut flags = c.clone();
         flags.choose_listeners(&[], &["/dev/ttyS0".into()]);
-        assert!(flags.tcp.listen.is_empty(), "flags replace every file listener");
+        assert!(
+            flags.tcp.listen.is_empty(),
+            "flags replace every file listener"
+        );
         assert_eq!(flags.serial.ports, ["/dev/ttyS0"]);
         let mut none = Config::default();
         none.choose_listeners(&[], &[]);

@@ -143,7 +143,7 @@ impl Session {
                 return self.out.push(Out::Manifest {
                     batch: self.relay.share_manifest(batch),
                     next: 0,
-                })
+                });
             }
             LookupFor::Read(r) => r,
         };

@@ -52,7 +52,7 @@ impl OpLog {
             _ => tracing::info!(
                 session = self.session,
                 peer = %self.peer,
-                reason = %code,
+                reason = ?code,
                 request = ?Kind::from_u8(kind),
                 retry_after_ms,
                 "refused"
