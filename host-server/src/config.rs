@@ -10,7 +10,7 @@
 //! shutdown_grace_secs = 5
 //!
 //! [tcp]
-//! listen = ["127.0.0.1:7425"]
+//! listen = ["127.0.0.1:7425"]   # default: none; see `Config::choose_listeners`
 //! max_frame = 65536          # largest raw frame accepted
 //! window = 33554432          # upload bytes in flight (terminals cap it, at 32 MiB by default)
 //!
@@ -107,7 +107,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TcpConfig {
-    /// Addresses to listen on.
+    /// Addresses to listen on; none by default (which listeners start is
+    /// settled by [`Config::choose_listeners`]).
     pub listen: Vec<SocketAddr>,
     /// Largest raw frame accepted (announced in Welcome).
     pub max_frame: u32,

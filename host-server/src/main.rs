@@ -4,7 +4,9 @@
 //! pickup-relay serve [--tcp ADDR]... [--serial PATH[@BAUD]]... [--data DIR] [--config FILE] [--log-json]
 //! ```
 //!
-//! Without a subcommand it serves too. Flags override the config file.
+//! Without a subcommand it serves too. Flags override the config file;
+//! listeners given as flags replace the file's as a whole
+//! ([`Config::choose_listeners`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
