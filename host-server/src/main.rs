@@ -211,8 +211,8 @@ async fn serve(config: Config) -> Result<(), String> {
         ));
     }
     // Fields, so `--log-json` gives them as JSON values; a kind with no
-    // listener is left out. Text reads
-    // `listening: tcp=A,B serial=P@BAUD`.
+    // listener is left out. Text reads `listening: tcp=A,B serial=P@BAUD`;
+    // the colon stays, as scripts and tests wait for `listening:`.
     tracing::info!(
         tcp = join_or_empty(&tcp_names),
         serial = join_or_empty(&serial_names),
