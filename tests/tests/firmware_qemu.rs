@@ -202,12 +202,10 @@ fn pty_path(text: &str) -> Option<String> {
 }
 
 /// Whether `text` is a pickup code in its display form: Crockford symbols
-/// in groups of four, 4 to 24 symbols.
+/// in groups of three to five (`Code::hyphen_before`), 4 to 24 symbols.
 fn is_pickup_code(text: &str) -> bool {
     let symbols: String = text.chars().filter(|&c| c != '-').collect();
-    let groups: Vec<&str> = text.split('-').collect();
-    let (last, full) = groups.split_last().expect("split yields at least one part");
-    let groups_ok = full.iter().all(|g| g.len() == 4) && (1..=4).contains(&last.len());
+    let groups_ok = text.split('-').all(|g| (3..=5).contains(&g.len()));
     (CODE_MIN_LEN..=CODE_MAX_LEN).contains(&symbols.len())
         && symbols.chars().all(|c| CODE_ALPHABET.contains(c))
         && groups_ok
