@@ -20,7 +20,7 @@ pub(crate) struct GetArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// The pickup code (case and hyphens do not matter)
+    /// The pickup code (case, hyphens and spaces do not matter)
     code: String,
     /// Directory to write the files into (created if missing)
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]

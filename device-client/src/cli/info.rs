@@ -18,7 +18,7 @@ pub(crate) struct InfoArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// The pickup code
+    /// The pickup code (case, hyphens and spaces do not matter)
     code: String,
 }
 
