@@ -116,7 +116,8 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
         ui.note("no state directory (set --state-dir): an interrupted send will start over");
     }
     let mut source = SourceFiles { files: opened };
-    let mut connector = relay.dial()?;
+    // The hashing bar is cleared before the one-line error.
+    let mut connector = relay.dial().inspect_err(|_| ui.finish())?;
     let clock = StdClock::new();
     let stdout_tty = std::io::stdout().is_terminal();
 
