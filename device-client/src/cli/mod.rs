@@ -16,8 +16,8 @@
 //!
 //! Exit codes (see [`Exit`]): 0 success, 1 usage error, 2 the relay refused
 //! (unknown or expired code, batch not ready, quota…), 3 verification failed
-//! (a file does not match its SHA-1), 4 the link failed and retransfer gave
-//! up, 5 local I/O error (including a file that exists without `--force`).
+//! (a file does not match its SHA-1), 4 the relay could not be reached, or
+//! the link failed and retransfer gave up, 5 local I/O error (including a file that exists without `--force`).
 //! Errors are printed as one line on stderr; with `--json`, as one JSON
 //! object `{"error": {"kind", "exit", "message"}}` on stdout instead, so
 //! stdout always holds exactly one JSON document (see [`out`]).
