@@ -8,7 +8,7 @@
 //! pickup [OPTIONS] info CODE           show the batch's manifest
 //! ```
 //!
-//! The options ([`Common`]: `--relay`, `--json`, `-v`, `--state-dir`, the
+//! The options (`Common`: `--relay`, `--json`, `-v`, `--state-dir`, the
 //! retransfer limits) are global: they go before or after the subcommand.
 //!
 //! `ADDR` is `HOST:PORT`, `tcp://HOST:PORT` or `serial:PATH[@BAUD]`
@@ -17,13 +17,13 @@
 //! Exit codes (see [`Exit`]): 0 success, 1 usage error, 2 the relay refused
 //! (unknown or expired code, batch not ready, quota…), 3 verification failed
 //! (a file does not match its SHA-1), 4 the relay could not be reached, or
-//! the link failed and retransfer gave up, 5 local I/O error (including a file that exists without `--force`).
-//! Errors are printed as one line on stderr; with `--json`, as one JSON
+//! the link failed and retransfer gave up, 5 local I/O error (including a
+//! file that exists without `--force`). Errors are printed as one line on stderr; with `--json`, as one JSON
 //! object `{"error": {"kind", "exit", "message"}}` on stdout instead, so
-//! stdout always holds exactly one JSON document (see [`out`]).
+//! stdout always holds exactly one JSON document (module `out`).
 //!
 //! The first connection of a command is dialled before anything else
-//! ([`addr::Addr::dial`]): a relay that cannot be reached fails at once with
+//! (`Addr::dial`): a relay that cannot be reached fails at once with
 //! exit code 4. Reconnecting with backoff is only for links that worked and
 //! then dropped.
 
