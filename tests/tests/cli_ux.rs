@@ -212,6 +212,11 @@ fn codes_typed_by_hand() {
     let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), short]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("too short"), "{}", stderr(&out));
+    // One symbol too many, the same way.
+    let long = format!("{symbols}7");
+    let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), &long]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("too long"), "{}", stderr(&out));
     // A symbol outside the alphabet is named.
     let typo = format!("{}U{}", &symbols[..6], &symbols[7..]);
     let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), &typo]));
