@@ -8,6 +8,7 @@ use pickup_proto::{download, Code, Duration, ErrorCode};
 use serde_json::json;
 
 use super::dir_sink::DirSink;
+use super::out::outln;
 use super::send::link_failure;
 use super::show::{escape, size, Ui};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
@@ -16,9 +17,10 @@ use crate::{Downloader, Event, RunError};
 
 #[derive(Args, Debug)]
 pub(crate) struct GetArgs {
-    #[command(flatten)]
-    common: Common,
-    /// The pickup code (case and hyphens do not matter)
+    /// The global options, copied in by `cli::main` (not parsed here).
+    #[arg(skip)]
+    pub(crate) common: Common,
+    /// The pickup code (case, hyphens and spaces do not matter)
     code: String,
     /// Directory to write the files into (created if missing)
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
@@ -32,8 +34,7 @@ pub(crate) struct GetArgs {
 }
 
 pub(crate) fn parse_code(text: &str) -> Result<Code, Failure> {
-    Code::parse(text.trim())
-        .map_err(|e| Failure::new(Exit::Usage, format!("invalid pickup code: {e}")))
+    Code::parse(text).map_err(|e| Failure::new(Exit::Usage, format!("invalid pickup code: {e}")))
 }
 
 pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
@@ -56,7 +57,7 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
         code,
         args.common.policy(),
     ));
-    let mut connector = relay.connector();
+    let mut connector = relay.dial()?;
     let clock = StdClock::new();
     // Per file: (size, sha1, bytes reused from an earlier run).
     let mut entries: Vec<(u64, pickup_proto::Sha1Digest, u64)> = Vec::new();
@@ -103,29 +104,47 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
                         })
                     })
                     .collect();
-                println!("{}", json!({"code": code.to_string(), "files": files}));
+                outln!("{}", json!({"code": code.to_string(), "files": files}));
             } else {
                 let tty = std::io::stdout().is_terminal();
                 for (p, (bytes, _, _)) in paths.iter().zip(&entries) {
                     let shown = escape(&p.to_string_lossy());
                     if tty {
-                        println!("  {shown}  ({})", size(*bytes));
+                        outln!("  {shown}  ({})", size(*bytes));
                     } else {
-                        println!("{shown}");
+                        outln!("{shown}");
                     }
                 }
             }
             let _ = std::io::stdout().flush();
             Ok(())
         }
-        Err(RunError::Session(e)) => Err(session_failure(e)),
+        Err(RunError::Session(e)) => Err(session_failure(e, &code)),
         Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),
         Err(e) => Err(link_failure(e, &relay_key, &connector.last_error)),
     }
 }
 
-pub(crate) fn session_failure(e: download::Error) -> Failure {
+pub(crate) fn session_failure(e: download::Error, code: &Code) -> Failure {
     match e {
+        // A relay cannot say "too short": any length is some code. A length
+        // other than the default is the likeliest typo, so say so.
+        download::Error::Relay(ErrorCode::UnknownCode) if code.len() != Code::DEFAULT_LEN => {
+            let which = if code.len() < Code::DEFAULT_LEN {
+                "too short"
+            } else {
+                "too long"
+            };
+            Failure::new(
+                Exit::Refused,
+                format!(
+                    "relay refused: {} (the code has {} symbols, {} by default: {which}?)",
+                    ErrorCode::UnknownCode,
+                    code.len(),
+                    Code::DEFAULT_LEN
+                ),
+            )
+        }
         download::Error::HashMismatch { file } => Failure::new(
             Exit::Verification,
             format!("file {file} does not match its SHA-1 (nothing was kept)"),
