@@ -102,7 +102,7 @@ pub fn memory_report() {
     );
 }
 
-/// The code's display form (`7KQ4-M2XD-9RTA`) in `out`. `Code`'s own
+/// The code's display form (`8M80X-5J1X-XP84`) in `out`. `Code`'s own
 /// `Display` does the same through `core::fmt`; this avoids its padding and
 /// UTF-8 checks in flash.
 pub fn display<'b>(code: &Code, out: &'b mut [u8; Code::MAX_TEXT_LEN]) -> &'b str {
@@ -110,7 +110,7 @@ pub fn display<'b>(code: &Code, out: &'b mut [u8; Code::MAX_TEXT_LEN]) -> &'b st
     let symbols = code.write_symbols(&mut symbols).as_bytes();
     let mut n = 0;
     for (i, &symbol) in symbols.iter().enumerate() {
-        if i > 0 && i % 4 == 0 {
+        if code.hyphen_before(i) {
             out[n] = b'-';
             n += 1;
         }

@@ -10,7 +10,7 @@
 //! shutdown_grace_secs = 5
 //!
 //! [tcp]
-//! listen = ["127.0.0.1:7425"]
+//! listen = ["127.0.0.1:7425"]   # default: none; see `Config::choose_listeners`
 //! max_frame = 65536          # largest raw frame accepted
 //! window = 33554432          # upload bytes in flight (terminals cap it, at 32 MiB by default)
 //!
@@ -107,7 +107,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TcpConfig {
-    /// Addresses to listen on.
+    /// Addresses to listen on; none by default (which listeners start is
+    /// settled by [`Config::choose_listeners`]).
     pub listen: Vec<SocketAddr>,
     /// Largest raw frame accepted (announced in Welcome).
     pub max_frame: u32,
@@ -219,13 +220,19 @@ impl Default for Config {
     }
 }
 
+/// The TCP listener when no listener is given anywhere (config or flags).
+pub const DEFAULT_TCP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    pickup_proto::DEFAULT_TCP_PORT,
+));
+
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
-            listen: vec![SocketAddr::from((
-                [127, 0, 0, 1],
-                pickup_proto::DEFAULT_TCP_PORT,
-            ))],
+            // Empty: the default listener is decided once every source is
+            // known (`Config::choose_listeners`), so a config that names
+            // only serial ports does not also bind the default TCP port.
+            listen: Vec::new(),
             max_frame: Link::TCP.max_frame,
             window: Link::TCP.window,
         }
@@ -330,6 +337,23 @@ impl Config {
         self.codes
             .length
             .unwrap_or_else(|| codes::min_code_len(&self.guess_inputs(), codes::TARGET_GUESS_BOUND))
+    }
+
+    /// Settles which listeners start, given those of the command line.
+    ///
+    /// Listeners are all-or-nothing per source: when the command line names
+    /// any (`--tcp` or `--serial`), exactly those start and the config
+    /// file's `[tcp].listen` and `[serial].ports` are ignored; otherwise the
+    /// file's start. Only when neither names one does [`DEFAULT_TCP_LISTEN`]
+    /// start, so `--serial` alone never binds a TCP port.
+    pub fn choose_listeners(&mut self, tcp: &[SocketAddr], serial: &[String]) {
+        if !tcp.is_empty() || !serial.is_empty() {
+            self.tcp.listen = tcp.to_vec();
+            self.serial.ports = serial.to_vec();
+        }
+        if self.tcp.listen.is_empty() && self.serial.ports.is_empty() {
+            self.tcp.listen = vec![DEFAULT_TCP_LISTEN];
+        }
     }
 
     /// The serial ports to serve.
@@ -488,6 +512,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.tcp.listen.len(), 2);
+        let mut flags = c.clone();
+        flags.choose_listeners(&[], &["/dev/ttyS0".into()]);
+        assert!(
+            flags.tcp.listen.is_empty(),
+            "flags replace every file listener"
+        );
+        assert_eq!(flags.serial.ports, ["/dev/ttyS0"]);
+        let mut none = Config::default();
+        none.choose_listeners(&[], &[]);
+        assert_eq!(none.tcp.listen, [DEFAULT_TCP_LISTEN]);
         assert_eq!(c.limits.max_file_size, 10);
         assert_eq!(c.limits.max_files_per_batch, 1000);
         assert_eq!(c.code_len(), 20);

@@ -4,7 +4,9 @@
 //! pickup-relay serve [--tcp ADDR]... [--serial PATH[@BAUD]]... [--data DIR] [--config FILE] [--log-json]
 //! ```
 //!
-//! Without a subcommand it serves too. Flags override the config file.
+//! Without a subcommand it serves too. Flags override the config file;
+//! listeners given as flags replace the file's as a whole
+//! ([`Config::choose_listeners`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,10 +46,12 @@ enum Command {
 
 #[derive(Debug, Args, Default)]
 struct ServeArgs {
-    /// TCP address to listen on (repeatable). Default 127.0.0.1:7425.
+    /// TCP address to listen on (repeatable). Listeners given here replace
+    /// the config file's; with none anywhere, 127.0.0.1:7425.
     #[arg(long = "tcp", value_name = "ADDR")]
     tcp: Vec<SocketAddr>,
-    /// Serial port to serve, PATH or PATH@BAUD (repeatable).
+    /// Serial port to serve, PATH or PATH@BAUD (repeatable). Alone, no TCP
+    /// listener starts.
     #[arg(long = "serial", value_name = "PATH[@BAUD]")]
     serial: Vec<String>,
     /// Data directory. Default ./pickup-data.
@@ -80,12 +84,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if !args.tcp.is_empty() {
-        config.tcp.listen.clone_from(&args.tcp);
-    }
-    if !args.serial.is_empty() {
-        config.serial.ports.clone_from(&args.serial);
-    }
+    config.choose_listeners(&args.tcp, &args.serial);
     if let Some(data) = &args.data {
         config.data.clone_from(data);
     }
@@ -140,6 +139,14 @@ async fn serve(config: Config) -> Result<(), String> {
         missing_blobs = recovery.missing_blobs,
         "store open"
     );
+    // Never chmod-ed here: the operator may have widened them on purpose.
+    for (path, mode) in pickup_relay::store::sqlite::wide_permissions(&config.data) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{mode:o}"),
+            "data readable by other users; the relay creates it private (0700/0600): chmod -R go-rwx to match"
+        );
+    }
     let inputs = config.guess_inputs();
     let code_len = config.code_len();
     let bound = codes::guess_bound(code_len, &inputs);
@@ -165,13 +172,14 @@ async fn serve(config: Config) -> Result<(), String> {
     let relay = Relay::new(settings, Arc::new(store), Box::new(OsRandom), clock.now());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut listeners = Vec::new();
-    let mut names = Vec::new();
+    let mut tcp_names = Vec::new();
+    let mut serial_names = Vec::new();
     for addr in &config.tcp.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        names.push(format!("tcp={local}"));
+        tcp_names.push(local.to_string());
         listeners.push(listener);
     }
     let stop_serial = Arc::new(AtomicBool::new(false));
@@ -181,7 +189,7 @@ async fn serve(config: Config) -> Result<(), String> {
         max: Duration::from_millis(config.serial.reopen_max_ms.max(config.serial.reopen_min_ms)),
     };
     for spec in config.serial_ports()? {
-        names.push(format!("serial={}@{}", spec.path, spec.baud));
+        serial_names.push(format!("{}@{}", spec.path, spec.baud));
         let thread = serial::spawn(
             spec,
             relay.clone(),
@@ -202,7 +210,14 @@ async fn serve(config: Config) -> Result<(), String> {
             shutdown_rx.clone(),
         ));
     }
-    tracing::info!("listening: {}", names.join(" "));
+    // Fields, so `--log-json` gives them as JSON values; a kind with no
+    // listener is left out. Text reads `listening: tcp=A,B serial=P@BAUD`;
+    // the colon stays, as scripts and tests wait for `listening:`.
+    tracing::info!(
+        tcp = join_or_empty(&tcp_names),
+        serial = join_or_empty(&serial_names),
+        "listening:"
+    );
 
     let sweeper = {
         let relay = relay.clone();
@@ -249,6 +264,12 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `items` joined by commas for a log field, or no field when empty
+/// (`None` records nothing).
+fn join_or_empty(items: &[String]) -> Option<tracing::field::DisplayValue<String>> {
+    (!items.is_empty()).then(|| tracing::field::display(items.join(",")))
 }
 
 async fn wait_for_signal() {

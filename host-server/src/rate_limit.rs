@@ -30,7 +30,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use pickup_proto::Instant;
+use pickup_proto::{Duration, Instant};
+
+/// Seconds between two log lines about one rate-limited peer.
+const RATE_LOG_SECS: u64 = 60;
 
 /// Who is asking: the unit of per-peer limits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -168,6 +171,10 @@ struct PeerState {
     bucket: Bucket,
     /// When its last lookup failed.
     failed_at: Option<Instant>,
+    /// When a refusal of this peer was last logged, and the refusals since:
+    /// a guesser is said once a minute, not once a try.
+    limited_logged_at: Option<Instant>,
+    limited_unlogged: u64,
 }
 
 impl PeerState {
@@ -175,6 +182,8 @@ impl PeerState {
         PeerState {
             bucket: Bucket::full(burst, now),
             failed_at: None,
+            limited_logged_at: None,
+            limited_unlogged: 0,
         }
     }
 
@@ -249,10 +258,25 @@ impl RateLimiter {
         }
         let wait = p.bucket.wait_ms(s.peer_per_sec).max(relay_wait);
         if wait == 0 {
-            Ok(())
-        } else {
-            Err(wait)
+            return Ok(());
         }
+        p.limited_unlogged += 1;
+        let due = p
+            .limited_logged_at
+            .is_none_or(|at| now >= at + Duration::from_secs(RATE_LOG_SECS));
+        if due {
+            // `now` is the caller's, so the log follows the limiter's own
+            // time and stays deterministic in the simulator.
+            tracing::info!(
+                %peer,
+                refused = p.limited_unlogged,
+                retry_after_ms = wait,
+                "rate limited: lookups refused (said at most once a minute per peer)"
+            );
+            p.limited_logged_at = Some(now);
+            p.limited_unlogged = 0;
+        }
+        Err(wait)
     }
 
     /// A lookup by `peer` failed: it costs a token of the peer's bucket and

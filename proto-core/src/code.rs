@@ -1,11 +1,15 @@
 //! Pickup codes and their text form.
 //!
 //! A code is `len` symbols of Crockford base32 (5 bits each), shown in groups
-//! of four separated by hyphens: `7KQ4-M2XD-9RTA`. Parsing is forgiving in
-//! the ways humans are sloppy and strict about everything else: case is
-//! ignored, `O` reads as `0`, `I` and `L` read as `1`, hyphens anywhere are
-//! skipped; any other character, or a length outside
-//! [`Code::MIN_LEN`]`..=`[`Code::MAX_LEN`], is an error.
+//! separated by hyphens. Groups hold four symbols where the length divides
+//! evenly (`7KQ4-M2XD-9RTA`); otherwise the length is split into groups of
+//! three to five, longer groups first, so no group is a lone symbol: the
+//! default 13 reads `8M80X-5J1X-XP84`, 14 reads `8M80-X5J1-XXP-84Q`.
+//! Parsing is forgiving in the ways humans are sloppy and strict about
+//! everything else: case is ignored, `O` reads as `0`, `I` and `L` read as
+//! `1` (Crockford's own confusables), hyphens and whitespace anywhere are
+//! skipped, so any grouping parses back; any other character, or a length
+//! outside [`Code::MIN_LEN`]`..=`[`Code::MAX_LEN`], is an error.
 //!
 //! On the wire a code is its length (one byte) followed by its value as a
 //! postcard varint (`u128`), so the relay's choice of length travels with it.
@@ -16,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// The 32 symbols, in value order.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/// Symbols per group in the display form.
+/// Symbols per group in the display form, when the length allows.
 const GROUP: usize = 4;
 
 /// A pickup code: the read-only key to a batch.
@@ -36,7 +40,8 @@ pub enum ParseCodeError {
     TooShort,
     /// More than [`Code::MAX_LEN`] symbols.
     TooLong,
-    /// A character that is neither a Crockford symbol nor a hyphen.
+    /// A character that is neither a Crockford symbol nor a separator
+    /// (hyphen or whitespace).
     InvalidChar(char),
     /// The value does not fit in the stated length (wire form only).
     ValueOutOfRange,
@@ -45,9 +50,11 @@ pub enum ParseCodeError {
 impl fmt::Display for ParseCodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseCodeError::TooShort => write!(f, "code is shorter than {} symbols", Code::MIN_LEN),
-            ParseCodeError::TooLong => write!(f, "code is longer than {} symbols", Code::MAX_LEN),
-            ParseCodeError::InvalidChar(c) => write!(f, "{c:?} is not a code symbol"),
+            ParseCodeError::TooShort => {
+                write!(f, "too short (fewer than {} symbols)", Code::MIN_LEN)
+            }
+            ParseCodeError::TooLong => write!(f, "too long (more than {} symbols)", Code::MAX_LEN),
+            ParseCodeError::InvalidChar(c) => write!(f, "invalid symbol {c:?}"),
             ParseCodeError::ValueOutOfRange => f.write_str("code value does not fit its length"),
         }
     }
@@ -62,6 +69,10 @@ impl Code {
     pub const MAX_LEN: usize = 24;
     /// Longest display form: symbols plus one hyphen between groups.
     pub const MAX_TEXT_LEN: usize = Self::MAX_LEN + Self::MAX_LEN / GROUP;
+    /// The length a relay with default settings issues (README.md, "How
+    /// hard is a code to guess?"). Relays may choose another, so a client
+    /// only uses it to explain an unknown code of another length.
+    pub const DEFAULT_LEN: usize = 13;
 
     /// A code of `len` symbols (clamped to the allowed range) from random
     /// bytes, which the caller draws from a CSPRNG.
@@ -121,7 +132,8 @@ impl Code {
         let mut len = 0usize;
         let mut value = 0u128;
         for c in text.chars() {
-            if c == '-' {
+            // People copy codes with spaces, tabs or line breaks in them.
+            if c == '-' || c.is_whitespace() {
                 continue;
             }
             let symbol = symbol_value(c).ok_or(ParseCodeError::InvalidChar(c))?;
@@ -138,6 +150,29 @@ impl Code {
             len: len as u8,
             value,
         })
+    }
+
+    /// Whether the display form puts a hyphen before symbol `i` (from 0).
+    ///
+    /// Groups are four symbols where that divides the length evenly or
+    /// leaves at least three over; otherwise the length is cut into fewer
+    /// groups of three to five, the longer ones first, so that no group is a
+    /// dangling symbol or two. Parsing accepts any grouping.
+    pub fn hyphen_before(&self, i: usize) -> bool {
+        let len = self.len();
+        // Rounds len / 4 to nearest, so group sizes stay within 3..=5.
+        let groups = ((len + GROUP / 2) / GROUP).max(1);
+        let (base, longer) = (len / groups, len % groups);
+        if i == 0 || i >= len {
+            return false;
+        }
+        // The first `longer` groups have base + 1 symbols.
+        let head = longer * (base + 1);
+        if i <= head {
+            i % (base + 1) == 0
+        } else {
+            (i - head) % base == 0
+        }
     }
 
     /// The canonical symbols without hyphens, into `out`; returns them as text.
@@ -166,15 +201,19 @@ fn symbol_value(c: char) -> Option<u8> {
 }
 
 impl fmt::Display for Code {
-    /// The grouped form, e.g. `7KQ4-M2XD-9RTA`.
+    /// The grouped form, e.g. `7KQ4-M2XD-9RTA` (see [`Code::hyphen_before`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; Self::MAX_LEN];
         let symbols = self.write_symbols(&mut buf);
-        for (i, chunk) in symbols.as_bytes().chunks(GROUP).enumerate() {
-            if i > 0 {
-                f.write_str("-")?;
+        let mut start = 0;
+        for end in 1..=symbols.len() {
+            if end == symbols.len() || self.hyphen_before(end) {
+                if start > 0 {
+                    f.write_str("-")?;
+                }
+                f.write_str(&symbols[start..end])?;
+                start = end;
             }
-            f.write_str(core::str::from_utf8(chunk).map_err(|_| fmt::Error)?)?;
         }
         Ok(())
     }
@@ -233,7 +272,7 @@ mod tests {
     fn display_groups_and_parses_back() {
         let code = Code::from_parts(13, 0x0123_4567_89ab_cdef).unwrap();
         let text = code.to_string();
-        assert_eq!(text, "028T-5CY4-TQKF-F");
+        assert_eq!(text, "028T5-CY4T-QKFF");
         assert_eq!(Code::parse(&text).unwrap(), code);
         let code = Code::from_parts(12, (1u128 << 60) - 1).unwrap();
         assert_eq!(code.to_string(), "ZZZZ-ZZZZ-ZZZZ");
@@ -248,6 +287,9 @@ mod tests {
             "0-1-1-1-a-b-c-d",
             "--0111abcd--",
             "oiLi-AbCd",
+            "0111 ABCD",
+            " 01 11\tab cd\n",
+            "011-1AB-CD",
         ] {
             assert_eq!(Code::parse(text).unwrap(), canonical, "{text}");
         }
@@ -260,7 +302,6 @@ mod tests {
         assert_eq!(Code::parse(""), Err(ParseCodeError::TooShort));
         assert_eq!(Code::parse(&"A".repeat(25)), Err(ParseCodeError::TooLong));
         assert_eq!(Code::parse("ABCU"), Err(ParseCodeError::InvalidChar('U')));
-        assert_eq!(Code::parse("AB CD"), Err(ParseCodeError::InvalidChar(' ')));
         assert_eq!(Code::parse("ABCD_"), Err(ParseCodeError::InvalidChar('_')));
         assert_eq!(Code::parse("ABÇD"), Err(ParseCodeError::InvalidChar('Ç')));
         assert_eq!(
@@ -270,6 +311,60 @@ mod tests {
         assert_eq!(
             Code::parse("ＡＢＣＤ"),
             Err(ParseCodeError::InvalidChar('Ａ'))
+        );
+    }
+
+    #[test]
+    fn groups_never_leave_a_dangling_symbol() {
+        let shapes = [
+            (4, "ZZZZ"),
+            (5, "ZZZZZ"),
+            (6, "ZZZ-ZZZ"),
+            (7, "ZZZZ-ZZZ"),
+            (9, "ZZZZZ-ZZZZ"),
+            (12, "ZZZZ-ZZZZ-ZZZZ"),
+            (13, "ZZZZZ-ZZZZ-ZZZZ"),
+            (14, "ZZZZ-ZZZZ-ZZZ-ZZZ"),
+            (15, "ZZZZ-ZZZZ-ZZZZ-ZZZ"),
+            (17, "ZZZZZ-ZZZZ-ZZZZ-ZZZZ"),
+            (24, "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ"),
+        ];
+        for (len, text) in shapes {
+            let code = Code::from_parts(len, Code::mask(len)).unwrap();
+            assert_eq!(code.to_string(), text, "length {len}");
+        }
+        for len in Code::MIN_LEN..=Code::MAX_LEN {
+            let code = Code::from_random([0xa5; 16], len);
+            let text = code.to_string();
+            assert!(text.len() < Code::MAX_TEXT_LEN, "{text}");
+            for group in text.split('-') {
+                assert!((3..=5).contains(&group.len()) || len < 6, "{text}");
+            }
+            assert_eq!(Code::parse(&text).unwrap(), code);
+            // Any other grouping, spaces included, parses back too.
+            let spaced: std::string::String = text
+                .chars()
+                .filter(|&c| c != '-')
+                .enumerate()
+                .flat_map(|(i, c)| [if i % 3 == 0 { ' ' } else { '-' }, c])
+                .collect();
+            assert_eq!(Code::parse(&spaced).unwrap(), code, "{spaced}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        assert_eq!(
+            ParseCodeError::TooShort.to_string(),
+            "too short (fewer than 4 symbols)"
+        );
+        assert_eq!(
+            ParseCodeError::TooLong.to_string(),
+            "too long (more than 24 symbols)"
+        );
+        assert_eq!(
+            ParseCodeError::InvalidChar('U').to_string(),
+            "invalid symbol 'U'"
         );
     }
 

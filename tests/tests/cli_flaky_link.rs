@@ -93,8 +93,10 @@ fn without_retransfer_a_cut_fails_and_the_next_run_continues() {
                 break v["code"].as_str().unwrap().to_string();
             }
             Some(4) => {
-                let err = stderr(&out);
-                assert!(err.contains("run again to resume"), "{err}");
+                // With --json the error is a JSON object on stdout.
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let err = v["error"]["message"].as_str().unwrap_or_default();
+                assert!(err.contains("run again to resume"), "{v}");
             }
             other => panic!("unexpected exit {other:?}: {}", stderr(&out)),
         }

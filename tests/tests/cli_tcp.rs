@@ -248,7 +248,7 @@ fn exit_codes() {
         file.to_str().unwrap(),
     ]);
     assert_eq!(status, Some(4), "{err}");
-    assert!(err.contains("cannot connect"), "{err}");
+    assert!(err.contains("cannot reach the relay"), "{err}");
     // Help is not an error.
     assert_eq!(code_of(&["--help"]).0, Some(0));
 }

@@ -201,13 +201,12 @@ fn pty_path(text: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_owned)
 }
 
-/// Whether `text` is a pickup code in its display form: Crockford symbols
-/// in groups of four, 4 to 24 symbols.
+/// Whether `text` is a pickup code in its display form: 4 to 24 Crockford
+/// symbols, grouped exactly as `pickup_proto::Code` displays them (the
+/// firmware has its own formatter, so this checks the two agree).
 fn is_pickup_code(text: &str) -> bool {
     let symbols: String = text.chars().filter(|&c| c != '-').collect();
-    let groups: Vec<&str> = text.split('-').collect();
-    let (last, full) = groups.split_last().expect("split yields at least one part");
-    let groups_ok = full.iter().all(|g| g.len() == 4) && (1..=4).contains(&last.len());
+    let groups_ok = pickup_proto::Code::parse(text).is_ok_and(|c| c.to_string() == text);
     (CODE_MIN_LEN..=CODE_MAX_LEN).contains(&symbols.len())
         && symbols.chars().all(|c| CODE_ALPHABET.contains(c))
         && groups_ok
@@ -348,13 +347,15 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
 #[test]
 fn recognises_pickup_codes_and_pty_names() {
     assert!(is_pickup_code("7KQ4-M2XD-9RTA"));
-    assert!(is_pickup_code("7KQ4-M2XD-9"));
+    assert!(is_pickup_code("7KQ4M-2XD9-RTAH"));
+    assert!(!is_pickup_code("7KQ4-M2XD-9RTA-H"), "a dangling symbol");
+    assert!(!is_pickup_code("7kq4-m2xd-9rta"), "upper case only");
     assert!(!is_pickup_code("7KQ"));
     assert!(
         !is_pickup_code("7KQ4-M2XU-9RTA"),
         "U is not a Crockford symbol"
     );
-    assert!(!is_pickup_code("7KQ4M-2XD"), "groups of four");
+    assert!(!is_pickup_code("7KQ4M-2XD"), "eight symbols are 4-4");
     assert_eq!(
         pty_path("char device redirected to /dev/pts/7 (label serial0)").as_deref(),
         Some("/dev/pts/7")

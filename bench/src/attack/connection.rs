@@ -14,7 +14,8 @@ use pickup_proto::message::{
 };
 use pickup_proto::{ErrorCode, Sha1Digest};
 
-/// How long [`Conn::hello`] and [`Conn::expect`] wait for an answer.
+/// How long connecting, a blocked write and [`Conn::expect`] wait (so [`Conn::open`]
+/// waits this long for `Welcome`).
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A message from the relay, owned, reduced to what the attacks look at.

@@ -7,6 +7,7 @@ use pickup_proto::{download, upload, Duration, DEFAULT_TCP_PORT};
 use super::io::StdLink;
 use super::serial::SerialConnector;
 use super::tcp::TcpConnector;
+use super::{Exit, Failure};
 use crate::link::Connector;
 
 /// Serial speed when the address does not name one.
@@ -80,15 +81,49 @@ impl Addr {
         }
     }
 
-    pub fn connector(&self) -> RelayConnector {
-        let inner = match self {
+    /// A connector whose first link is already up, or the one-line failure
+    /// (exit code 4) if the relay cannot be reached.
+    ///
+    /// Why dial before the driver does: the driver's retransfer treats a
+    /// failed connect like a dropped link and backs off for up to minutes,
+    /// which is right for a link that worked, but a wrong address or a relay
+    /// that is not running should be reported at once.
+    pub fn dial(&self) -> Result<RelayConnector, Failure> {
+        let mut inner = match self {
             Addr::Tcp(a) => Inner::Tcp(TcpConnector::new(a.clone())),
             Addr::Serial { path, baud } => Inner::Serial(SerialConnector::new(path.clone(), *baud)),
         };
-        RelayConnector {
-            inner,
-            last_error: None,
+        match inner.connect() {
+            Ok(link) => Ok(RelayConnector {
+                inner,
+                first: Some(link),
+                last_error: None,
+            }),
+            Err(e) => Err(Failure::new(Exit::Link, self.unreachable(&e))),
         }
+    }
+
+    /// "cannot reach the relay at ADDR: REASON — HINT".
+    fn unreachable(&self, e: &io::Error) -> String {
+        let reason = match e.kind() {
+            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            io::ErrorKind::TimedOut => "timed out".to_string(),
+            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            io::ErrorKind::NotFound if matches!(self, Addr::Serial { .. }) => {
+                "no such device".to_string()
+            }
+            _ => e.to_string(),
+        };
+        let hint = match self {
+            Addr::Tcp(_) => "is `pickup-relay serve` running there?",
+            Addr::Serial { .. } => {
+                "is the device plugged in and `pickup-relay serve --serial` on its other end?"
+            }
+        };
+        format!(
+            "cannot reach the relay at {}: {reason} \u{2014} {hint}",
+            self.canonical()
+        )
     }
 
     /// Session tuning for this kind of link: serial lines are slower and
@@ -135,10 +170,21 @@ enum Inner {
     Serial(SerialConnector),
 }
 
-/// A connector for either kind of address; remembers the last connection
-/// error for the one-line message when the driver gives up.
+impl Inner {
+    fn connect(&mut self) -> io::Result<StdLink> {
+        match self {
+            Inner::Tcp(c) => c.connect(),
+            Inner::Serial(c) => c.connect(),
+        }
+    }
+}
+
+/// A connector for either kind of address; hands out the link
+/// [`Addr::dial`] opened first, and remembers the last connection error for
+/// the one-line message when the driver gives up.
 pub(crate) struct RelayConnector {
     inner: Inner,
+    first: Option<StdLink>,
     pub last_error: Option<io::Error>,
 }
 
@@ -148,11 +194,10 @@ impl Connector for RelayConnector {
     type ConnectError = ();
 
     fn connect(&mut self) -> Result<StdLink, ()> {
-        let result = match &mut self.inner {
-            Inner::Tcp(c) => c.connect(),
-            Inner::Serial(c) => c.connect(),
-        };
-        result.map_err(|e| self.last_error = Some(e))
+        if let Some(link) = self.first.take() {
+            return Ok(link);
+        }
+        self.inner.connect().map_err(|e| self.last_error = Some(e))
     }
 }
 

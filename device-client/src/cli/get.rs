@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::addr::Addr;
 use super::dir_sink::DirSink;
+use super::out::outln;
 use super::send::link_failure;
 use super::show::{escape, say, size, Ui};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
@@ -17,9 +18,10 @@ use crate::{Downloader, Event, RunError};
 
 #[derive(Args, Debug)]
 pub(crate) struct GetArgs {
-    #[command(flatten)]
-    common: Common,
-    /// The pickup code (case and hyphens do not matter)
+    /// The global options, copied in by `cli::main` (not parsed here).
+    #[arg(skip)]
+    pub(crate) common: Common,
+    /// The pickup code (case, hyphens and spaces do not matter)
     code: String,
     /// Directory to write the files into (created if missing)
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
@@ -33,8 +35,7 @@ pub(crate) struct GetArgs {
 }
 
 pub(crate) fn parse_code(text: &str) -> Result<Code, Failure> {
-    Code::parse(text.trim())
-        .map_err(|e| Failure::new(Exit::Usage, format!("invalid pickup code: {e}")))
+    Code::parse(text).map_err(|e| Failure::new(Exit::Usage, format!("invalid pickup code: {e}")))
 }
 
 pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
@@ -116,7 +117,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
         code,
         args.common.policy(),
     ));
-    let mut connector = relay.connector();
+    let mut connector = relay.dial()?;
     let clock = StdClock::new();
     // Per file: (size, sha1, bytes reused from an earlier run).
     let mut entries: Vec<(u64, Sha1Digest, u64)> = Vec::new();
@@ -177,7 +178,8 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
                 .conflicts()
                 .map(|p| escape(&p.to_string_lossy()))
                 .collect();
-            if args.common.json {
+            // With --json and conflicts, stdout holds one object: the error.
+            if args.common.json && conflicts.is_empty() {
                 let files: Vec<_> = paths
                     .iter()
                     .map(|(p, (size, sha1, reused))| {
@@ -190,19 +192,15 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
                         })
                     })
                     .collect();
-                let mut doc = json!({"code": code.to_string(), "files": files});
-                if !conflicts.is_empty() {
-                    doc["conflicts"] = json!(conflicts);
-                }
-                println!("{doc}");
-            } else {
+                outln!("{}", json!({"code": code.to_string(), "files": files}));
+            } else if !args.common.json {
                 let tty = std::io::stdout().is_terminal();
                 for (p, (bytes, _, _)) in &paths {
                     let shown = escape(&p.to_string_lossy());
                     if tty {
-                        println!("  {shown}  ({})", size(*bytes));
+                        outln!("  {shown}  ({})", size(*bytes));
                     } else {
-                        println!("{shown}");
+                        outln!("{shown}");
                     }
                 }
             }
@@ -224,14 +222,32 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
                 format!("{message}; the rest arrived (use --force to overwrite)"),
             ))
         }
-        Err(RunError::Session(e)) => Err(session_failure(e)),
+        Err(RunError::Session(e)) => Err(session_failure(e, &code)),
         Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),
         Err(e) => Err(link_failure(e, &relay_key, &connector.last_error)),
     }
 }
 
-pub(crate) fn session_failure(e: download::Error) -> Failure {
+pub(crate) fn session_failure(e: download::Error, code: &Code) -> Failure {
     match e {
+        // A relay cannot say "too short": any length is some code. A length
+        // other than the default is the likeliest typo, so say so.
+        download::Error::Relay(ErrorCode::UnknownCode) if code.len() != Code::DEFAULT_LEN => {
+            let which = if code.len() < Code::DEFAULT_LEN {
+                "too short"
+            } else {
+                "too long"
+            };
+            Failure::new(
+                Exit::Refused,
+                format!(
+                    "relay refused: {} (the code has {} symbols, {} by default: {which}?)",
+                    ErrorCode::UnknownCode,
+                    code.len(),
+                    Code::DEFAULT_LEN
+                ),
+            )
+        }
         download::Error::HashMismatch { file } => Failure::new(
             Exit::Verification,
             format!("file {file} does not match its SHA-1 (nothing was kept)"),

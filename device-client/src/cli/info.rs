@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::get::{parse_code, session_failure};
 use super::manifest_sink::ManifestSink;
+use super::out::outln;
 use super::send::link_failure;
 use super::show::{escape, size, utc};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
@@ -14,9 +15,10 @@ use crate::{Downloader, Event, RunError};
 
 #[derive(Args, Debug)]
 pub(crate) struct InfoArgs {
-    #[command(flatten)]
-    common: Common,
-    /// The pickup code
+    /// The global options, copied in by `cli::main` (not parsed here).
+    #[arg(skip)]
+    pub(crate) common: Common,
+    /// The pickup code (case, hyphens and spaces do not matter)
     code: String,
 }
 
@@ -32,7 +34,7 @@ pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
         args.common.policy(),
     ));
     let mut sink = ManifestSink::default();
-    let mut connector = relay.connector();
+    let mut connector = relay.dial()?;
     let clock = StdClock::new();
     let mut manifest = None;
     let result = downloader.run(&mut connector, &clock, &mut sink, |event| {
@@ -49,7 +51,7 @@ pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
     });
     match result {
         Ok(()) => {}
-        Err(RunError::Session(e)) => return Err(session_failure(e)),
+        Err(RunError::Session(e)) => return Err(session_failure(e, &code)),
         Err(RunError::Storage(e)) => return Err(Failure::new(Exit::Local, e.to_string())),
         Err(e) => return Err(link_failure(e, &relay.canonical(), &connector.last_error)),
     }
@@ -75,23 +77,23 @@ pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
             "received": received,
             "files": files,
         });
-        println!("{doc}");
+        outln!("{doc}");
         return Ok(());
     }
-    println!("code      {code}");
-    println!("expires   {}", utc(expires_at));
+    outln!("code      {code}");
+    outln!("expires   {}", utc(expires_at));
     if ready {
-        println!("status    ready");
+        outln!("status    ready");
     } else {
-        println!(
+        outln!(
             "status    uploading, {} of {} received",
             size(received),
             size(total)
         );
     }
-    println!("files     {}, {} in total", sink.entries.len(), size(total));
+    outln!("files     {}, {} in total", sink.entries.len(), size(total));
     for e in &sink.entries {
-        println!("  {:>10}  {}  {}", size(e.size), e.sha1, escape(&e.name));
+        outln!("  {:>10}  {}  {}", size(e.size), e.sha1, escape(&e.name));
     }
     Ok(())
 }

@@ -3,19 +3,29 @@
 //! progress bars.
 //!
 //! ```text
-//! pickup send [--relay ADDR] FILE...       upload, print the pickup code
-//! pickup get  [--relay ADDR] CODE [-o DIR]  download every file, verified
-//! pickup info [--relay ADDR] CODE           show the batch's manifest
+//! pickup [OPTIONS] send FILE...        upload, print the pickup code
+//! pickup [OPTIONS] get CODE [-o DIR]   download every file, verified
+//! pickup [OPTIONS] info CODE           show the batch's manifest
 //! ```
+//!
+//! The options (`Common`: `--relay`, `--json`, `-v`, `--state-dir`, the
+//! retransfer limits) are global: they go before or after the subcommand.
 //!
 //! `ADDR` is `HOST:PORT`, `tcp://HOST:PORT` or `serial:PATH[@BAUD]`
 //! (default `127.0.0.1:7425`, or `$PICKUP_RELAY`).
 //!
 //! Exit codes (see [`Exit`]): 0 success, 1 usage error, 2 the relay refused
 //! (unknown or expired code, batch not ready, quota…), 3 verification failed
-//! (a file does not match its SHA-1), 4 the link failed and retransfer gave
-//! up, 5 local I/O error (including a file that exists without `--force`).
-//! Errors are printed as one line on stderr.
+//! (a file does not match its SHA-1), 4 the relay could not be reached, or
+//! the link failed and retransfer gave up, 5 local I/O error (including a
+//! file that exists without `--force`). Errors are printed as one line on stderr; with `--json`, as one JSON
+//! object `{"error": {"kind", "exit", "message"}}` on stdout instead, so
+//! stdout always holds exactly one JSON document (module `out`).
+//!
+//! The first connection of a command is dialled before anything else
+//! (`Addr::dial`): a relay that cannot be reached fails at once with
+//! exit code 4. Reconnecting with backoff is only for links that worked and
+//! then dropped.
 
 mod addr;
 mod dir_sink;
@@ -23,6 +33,7 @@ mod get;
 mod info;
 mod io;
 mod manifest_sink;
+mod out;
 mod send;
 mod serial;
 mod show;
@@ -30,6 +41,7 @@ mod source;
 mod state;
 mod tcp;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,7 +69,10 @@ Exit codes:
   2  the relay refused (unknown or expired code, batch not ready, quota, ...)
   3  verification failed (a file does not match its SHA-1)
   4  link failure (could not reach the relay, or gave up reconnecting)
-  5  local I/O error (reading or writing files, existing file without --force)";
+  5  local I/O error (reading or writing files, existing file without --force)
+
+With --json, an error is one JSON object on stdout:
+  {\"error\": {\"kind\": \"link\", \"exit\": 4, \"message\": \"...\"}}";
 
 /// How `pickup` ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +91,20 @@ pub enum Exit {
     Local = 5,
 }
 
+impl Exit {
+    /// The `kind` of a JSON error object.
+    fn kind(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Usage => "usage",
+            Exit::Refused => "refused",
+            Exit::Verification => "verification",
+            Exit::Link => "link",
+            Exit::Local => "local",
+        }
+    }
+}
+
 /// A failed command: its exit code and a one-line message.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -89,6 +118,22 @@ impl Failure {
         let message = message.into().replace(['\n', '\r'], " ");
         Failure { exit, message }
     }
+
+    /// Reports the failure (see the module docs) and returns its exit code.
+    fn report(&self, json: bool) -> ExitCode {
+        if json {
+            let doc = serde_json::json!({"error": {
+                "kind": self.exit.kind(),
+                "exit": self.exit as u8,
+                "message": self.message,
+            }});
+            out::outln!("{doc}");
+        } else {
+            // A closed stderr leaves nothing to tell; the exit code remains.
+            let _ = writeln!(std::io::stderr(), "pickup: error: {}", self.message);
+        }
+        ExitCode::from(self.exit as u8)
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -99,37 +144,47 @@ impl Failure {
     after_help = EXIT_CODES
 )]
 struct Cli {
+    #[command(flatten)]
+    common: Common,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options every command takes.
-#[derive(Args, Debug, Clone)]
+/// Options every command takes, before or after the subcommand's name
+/// (`global`). Each command's arguments carry a copy, filled in by
+/// [`main`] after parsing: clap keeps a global option on the top level only.
+#[derive(Args, Debug, Clone, Default)]
 pub(crate) struct Common {
     /// Relay address: HOST:PORT, tcp://HOST:PORT or serial:PATH[@BAUD]
     #[arg(
         long,
+        global = true,
         value_name = "ADDR",
         env = "PICKUP_RELAY",
-        default_value = "127.0.0.1:7425"
+        default_value = DEFAULT_RELAY
     )]
     pub relay: String,
-    /// Print the result as JSON on stdout (for scripts)
-    #[arg(long)]
+    /// Print the result, or the error, as one JSON object on stdout (for
+    /// scripts)
+    #[arg(long, global = true)]
     pub json: bool,
     /// Do not reconnect when the link drops; fail at once (running the
     /// command again still resumes)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_retransfer: bool,
     /// Reconnect attempts per outage before giving up (0: no limit)
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 10)]
     pub max_attempts: u32,
     /// Give up when an outage lasts this many seconds (0: no limit)
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 120)]
     pub give_up_after: u64,
     /// Log link events (reconnects) on stderr
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Where unfinished uploads are remembered for resuming (used by send)
+    /// [default: $XDG_STATE_HOME/pickup or ~/.local/state/pickup]
+    #[arg(long, global = true, value_name = "DIR", env = "PICKUP_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Common {
@@ -159,6 +214,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() && json_requested() => {
+            // clap's message starts "error: " and goes on with usage lines.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            return Failure::new(Exit::Usage, message).report(true);
+        }
         Err(e) => {
             let exit = if e.use_stderr() {
                 Exit::Usage
@@ -170,18 +232,34 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit as u8);
         }
     };
+    let common = cli.common;
     let result = match cli.command {
-        Command::Send(args) => send::run(args),
-        Command::Get(args) => get::run(args),
-        Command::Info(args) => info::run(args),
+        Command::Send(mut args) => {
+            args.common = common.clone();
+            send::run(args)
+        }
+        Command::Get(mut args) => {
+            args.common = common.clone();
+            get::run(args)
+        }
+        Command::Info(mut args) => {
+            args.common = common.clone();
+            info::run(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("pickup: error: {}", f.message);
-            ExitCode::from(f.exit as u8)
-        }
+        Err(f) => f.report(common.json),
     }
+}
+
+/// Whether `--json` is among the arguments, for errors clap found before
+/// there were parsed options to ask (anything after `--` is an operand).
+fn json_requested() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 /// A state directory from `--state-dir`/`PICKUP_STATE_DIR`, else the XDG default.

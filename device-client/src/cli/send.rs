@@ -12,6 +12,7 @@ use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::addr::Addr;
+use super::out::{out, outln};
 use super::show::{banner, escape, plural, say, size, utc, Ui};
 use super::source::{sha1_file, SourceFiles, NOT_PROVING};
 use super::state::{FamilyFile, Saved, StateFile};
@@ -21,12 +22,9 @@ use crate::{Event, RunError, Uploader};
 
 #[derive(Args, Debug)]
 pub(crate) struct SendArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Where unfinished uploads are remembered for resuming
-    /// [default: $XDG_STATE_HOME/pickup or ~/.local/state/pickup]
-    #[arg(long, value_name = "DIR", env = "PICKUP_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    /// The global options, copied in by `cli::main` (not parsed here).
+    #[arg(skip)]
+    pub(crate) common: Common,
     /// Files to send (one batch, one code)
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
@@ -103,7 +101,11 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let total: u64 = locals.iter().map(|l| l.size).sum();
 
     let relay_key = relay.canonical();
-    let state_dir = args.state_dir.clone().or_else(super::default_state_dir);
+    let state_dir = args
+        .common
+        .state_dir
+        .clone()
+        .or_else(super::default_state_dir);
     let state = state_dir
         .as_ref()
         .map(|dir| StateFile::new(dir, &relay_key, &metas));
@@ -124,7 +126,8 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     // Files whose proof was announced already (a challenge can repeat
     // after a reconnect; one line each is enough).
     let mut announced_proofs = std::collections::BTreeSet::new();
-    let mut connector = relay.connector();
+    // The hashing bar is cleared before the one-line error.
+    let mut connector = relay.dial().inspect_err(|_| ui.finish())?;
     let clock = StdClock::new();
     let stdout_tty = std::io::stdout().is_terminal();
 
@@ -248,7 +251,7 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                         "files": files,
                         "resumed": resumed,
                     });
-                    println!("{doc}");
+                    outln!("{doc}");
                 } else if stdout_tty {
                     let relay_arg = if args.common.relay == super::DEFAULT_RELAY {
                         String::new()
@@ -256,7 +259,7 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                         format!("--relay {} ", args.common.relay)
                     };
                     let n = locals.len();
-                    println!(
+                    outln!(
                         "  sent {n} {}, {}; get {} with: pickup get {relay_arg}{code}",
                         plural(n, "file", "files"),
                         size(total),
@@ -299,14 +302,14 @@ fn announce(ui: &Ui, common: &Common, stdout_tty: bool, code: Code, expires_at: 
     }
     if stdout_tty {
         ui.bar.suspend(|| {
-            println!();
-            print!("{}", banner(&code));
-            println!("  expires {}", utc(expires_at));
-            println!();
+            outln!();
+            out!("{}", banner(&code));
+            outln!("  expires {}", utc(expires_at));
+            outln!();
         });
     } else {
         // Scripts read the code from the first line.
-        println!("{code}");
+        outln!("{code}");
         let _ = std::io::stdout().flush();
     }
 }

@@ -66,7 +66,7 @@ fn glyph(c: char) -> [&'static str; 5] {
     }
 }
 
-/// The code in large block letters, two groups of four per row (fits 80
+/// The code in large block letters, two groups per row (fits 80
 /// columns), then in plain text for copying.
 pub(crate) fn banner(code: &Code) -> String {
     let text = code.to_string();

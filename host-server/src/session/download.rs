@@ -18,7 +18,7 @@ use pickup_proto::{Code, ErrorCode, Instant};
 use super::{Out, Session};
 use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, Work};
 use crate::relay::unix_secs;
-use crate::store::{BlobId, FileContent, StoreError};
+use crate::store::{Batch, BlobId, FileContent, StoreError};
 
 /// Bytes of a stream read ahead of its frames (per read job, and at most
 /// this much waits in memory per stream beyond the chunk being sent).
@@ -61,6 +61,23 @@ impl Stream {
 }
 
 impl Session {
+    /// Tells the operator a download begins: once per session and ready
+    /// batch, however often the terminal fetches it again. The batch is
+    /// named by its id; its code is a secret and never logged.
+    fn log_fetch(&mut self, batch: &Batch) {
+        if batch.ready() && self.fetch_logged != Some(batch.id) {
+            self.fetch_logged = Some(batch.id);
+            tracing::info!(
+                session = self.id,
+                peer = %self.peer,
+                batch = batch.id.0,
+                files = batch.files.len(),
+                bytes = batch.total_size(),
+                "batch fetched"
+            );
+        }
+    }
+
     /// Queues a lookup of `code` for `to`, or the refusal if the rate limit says no.
     fn lookup_code(&mut self, now: Instant, code: Code, to: LookupFor) {
         let kind = lookup_kind(to);
@@ -86,6 +103,7 @@ impl Session {
         if let Some(batch) = self.relay.sending_manifest(&f.code, unix_secs(now)) {
             self.started = true;
             self.found_code = Some(f.code);
+            self.log_fetch(&batch);
             return self.out.push(Out::Manifest { batch, next: 0 });
         }
         self.work.push(Work::FindCode {
@@ -115,17 +133,17 @@ impl Session {
                 } else {
                     ErrorCode::UnknownCode
                 };
-                tracing::debug!(session = self.id, peer = %self.peer, "lookup failed: {refusal}");
                 return self.out.error(refusal, kind);
             }
             Err(e) => return self.internal(kind, &e),
         };
         let r = match to {
             LookupFor::Fetch => {
+                self.log_fetch(&batch);
                 return self.out.push(Out::Manifest {
                     batch: self.relay.share_manifest(batch),
                     next: 0,
-                })
+                });
             }
             LookupFor::Read(r) => r,
         };

@@ -51,10 +51,11 @@ use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Relay};
 use crate::settings::{Link, MIN_ACK_WINDOW};
-use crate::store::OwnerId;
+use crate::store::{BatchId, OwnerId};
 
 mod download;
 mod lookups;
+mod oplog;
 mod outbox;
 mod upload;
 mod work;
@@ -97,6 +98,8 @@ pub struct Session {
     /// The code of the batch this session last found by its code: `Read`s
     /// within it are not guesses (see `lookups`).
     found_code: Option<Code>,
+    /// The batch whose fetch this session last logged (once per batch).
+    fetch_logged: Option<BatchId>,
     /// The latest `now` any input brought: replies rendered later are
     /// judged by it (a verdict for a batch that expired meanwhile is not sent).
     clock: Instant,
@@ -151,6 +154,7 @@ impl Session {
     /// refuse it with (`Busy` over the session limits, `ShuttingDown`).
     pub fn new(relay: Arc<Relay>, peer: Peer, link: Link, now: Instant) -> Result<Self, ErrorCode> {
         let id = relay.open_session(&peer)?;
+        let out = Outbox::new(oplog::OpLog::new(id, peer.clone()));
         Ok(Session {
             relay,
             id,
@@ -163,8 +167,9 @@ impl Session {
             last_heard: now,
             started: false,
             found_code: None,
+            fetch_logged: None,
             clock: now,
-            out: Outbox::default(),
+            out,
             announcing: None,
             announce_refused: false,
             upload: None,
@@ -297,6 +302,7 @@ impl Session {
     /// (the peer ignored `Welcome.max_frame`).
     pub fn handle_dropped(&mut self, now: Instant, why: Dropped) {
         self.clock = self.clock.max(now);
+        self.out.log.dropped(why);
         if why == Dropped::Oversize && self.phase == Phase::Open {
             self.out.push(Out::Error {
                 code: ErrorCode::TooLarge,

@@ -8,6 +8,7 @@ use pickup_proto::frame;
 use pickup_proto::message::{self, Kind, Message};
 use pickup_proto::ErrorCode;
 
+use super::oplog::OpLog;
 use super::upload::Reply;
 use crate::store::Batch;
 
@@ -57,11 +58,15 @@ pub(super) enum Out {
 /// bytes, more tightly: while more than [`MAX_QUEUED_BYTES`] wait, the
 /// session asks for no input ([`Session::wants_input`](super::Session::wants_input)),
 /// so the relay stops reading a peer whose replies do not drain.
-#[derive(Debug, Default)]
+///
+/// Every error reply passes through [`Outbox::push`], which is why the
+/// operator's log of refusals and garbage ([`OpLog`]) lives here.
+#[derive(Debug)]
 pub(super) struct Outbox {
     queue: VecDeque<Out>,
     /// What the queued replies take on the wire, at most ([`wire_cost`]).
     bytes: usize,
+    pub(super) log: OpLog,
 }
 
 /// Most queued replies per session.
@@ -91,6 +96,14 @@ fn wire_cost(out: &Out) -> usize {
 }
 
 impl Outbox {
+    pub(super) fn new(log: OpLog) -> Outbox {
+        Outbox {
+            queue: VecDeque::new(),
+            bytes: 0,
+            log,
+        }
+    }
+
     /// Forgets replies that describe the current upload. They are rendered
     /// from the upload when sent, so once it is replaced they would describe
     /// the new batch instead (found by the relay_session fuzzer).
@@ -129,6 +142,14 @@ impl Outbox {
     }
 
     pub(super) fn push(&mut self, out: Out) {
+        if let Out::Error {
+            code,
+            kind,
+            retry_after_ms,
+        } = out
+        {
+            self.log.error(code, kind, retry_after_ms);
+        }
         if self.queue.len() < MAX_QUEUED {
             self.bytes += wire_cost(&out);
             self.queue.push_back(out);

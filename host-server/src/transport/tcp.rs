@@ -250,7 +250,7 @@ async fn connection(
     let mut session = match Session::new(relay.clone(), peer, link, clock.now()) {
         Ok(s) => s,
         Err(code) => {
-            tracing::info!(%addr, "connection refused: {code}");
+            tracing::info!(%addr, reason = ?code, "connection refused");
             let mut buf = [0u8; 64];
             if let Some(n) = refusal(code, &mut buf) {
                 let _ = stream.try_write(&buf[..n]);

@@ -108,7 +108,7 @@ impl Session {
         match created {
             Ok(c) => {
                 tracing::info!(session = self.id, peer = %self.peer, batch = c.batch.id.0, files = c.batch.files.len(), bytes = c.batch.total_size(), "batch created");
-                self.activate(c.batch, c.token, c.candidates);
+                self.activate(c.batch, c.token, c.candidates, true);
             }
             Err(r) => self
                 .out
@@ -127,14 +127,22 @@ impl Session {
         self.join = Some(j.token);
     }
 
-    fn activate(&mut self, batch: Batch, token: ResumeToken, candidates: Vec<Vec<BlobId>>) {
+    /// Makes `batch` this session's upload; `new` if it was just created
+    /// (not resumed).
+    fn activate(
+        &mut self,
+        batch: Batch,
+        token: ResumeToken,
+        candidates: Vec<Vec<BlobId>>,
+        new: bool,
+    ) {
         // The session's later batches join the family of its first, so a
         // terminal sending the same content again gets it instantly.
         self.family.get_or_insert(batch.owner);
         self.join = None;
         self.drop_upload();
         self.next_epoch += 1;
-        let up = Upload::start(
+        let mut up = Upload::start(
             &self.relay,
             (self.id, &self.peer, self.clock),
             self.next_epoch,
@@ -143,6 +151,9 @@ impl Session {
             candidates,
             self.instant_upload(),
         );
+        if !new {
+            up.resumed();
+        }
         self.out.forget_upload_replies();
         self.upload = Some(Box::new(up));
         self.out.upload(Reply::Grant { next: 0 });
@@ -227,6 +238,6 @@ impl Session {
         self.settle(now);
         self.drop_upload();
         tracing::info!(session = self.id, peer = %self.peer, batch = batch.id.0, received = batch.received(), "upload resumed");
-        self.activate(batch, token, candidates);
+        self.activate(batch, token, candidates, false);
     }
 }

@@ -76,6 +76,10 @@ pub(super) struct Upload {
     /// When the oldest data arrived that no sync has been queued for.
     unsynced_since: Option<Instant>,
     complete_sent: bool,
+    /// "batch complete" was logged, or the batch was complete before this
+    /// upload began: the operator hears of a batch's completion once,
+    /// however often `BatchComplete` is sent again (regrants, resumes).
+    complete_logged: bool,
     /// Bytes taken and not yet written (buffers and queued writes).
     pending_bytes: usize,
     /// A sync is given out and not yet done.
@@ -146,12 +150,19 @@ impl Upload {
             last_data: None,
             unsynced_since: None,
             complete_sent: false,
+            complete_logged: false,
             pending_bytes: 0,
             syncing: false,
             spare: Vec::new(),
             to_hash: VecDeque::new(),
             kept_until: 0,
         }
+    }
+
+    /// A stored batch taken up again (not a new one) that was already
+    /// complete had its completion logged by the upload that completed it.
+    pub(super) fn resumed(&mut self) {
+        self.complete_logged = self.all_done();
     }
 
     pub(super) fn lease(&self) -> &Arc<Lease> {
@@ -378,7 +389,15 @@ impl Upload {
     fn check_complete(&mut self, out: &mut Outbox) {
         if !self.complete_sent && self.all_done() {
             self.complete_sent = true;
-            tracing::info!(batch = self.batch.0, "batch complete");
+            if !self.complete_logged {
+                self.complete_logged = true;
+                tracing::info!(
+                    batch = self.batch.0,
+                    files = self.files.len(),
+                    bytes = self.files.iter().map(|f| f.size).sum::<u64>(),
+                    "batch complete"
+                );
+            }
             out.upload(Reply::BatchComplete);
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, MutexGuard};
 
@@ -84,6 +85,8 @@ impl SqliteStore {
             .write(true)
             .create(create)
             .truncate(false)
+            // Partials become blobs by rename: this is every blob's mode.
+            .mode(super::FILE_MODE)
             .open(self.partial_path(id.0))
         {
             Ok(f) => f,

@@ -32,6 +32,7 @@
 mod blobs;
 mod dir_sync;
 mod handles;
+mod private;
 mod recovery;
 mod rows;
 mod schema;
@@ -52,6 +53,7 @@ use crate::running_sha1::Midstate;
 use self::dir_sync::{sync_dir, DirSync};
 use self::handles::Handles;
 pub use self::handles::OPEN_FILES_PER_KIND;
+pub use self::private::{wide_permissions, DIR_MODE, FILE_MODE};
 pub use self::recovery::Recovery;
 use self::rows::{count_usage, exec, to_i64, to_u64};
 use super::commit::{Delta, GroupCommit};
@@ -91,16 +93,22 @@ impl core::fmt::Debug for SqliteStore {
     }
 }
 
+/// The database's file name in the data directory.
+const DB_FILE: &str = "relay.sqlite";
+
 impl SqliteStore {
     /// Opens (or creates) the store in `dir` and recovers from any crash:
-    /// see the module docs for what recovery does.
+    /// see the module docs for what recovery does. What it creates is
+    /// private ([`DIR_MODE`], [`FILE_MODE`]); what exists keeps its mode.
     pub fn open(dir: &Path) -> Result<(SqliteStore, Recovery)> {
         let partial_dir = dir.join("partial");
         let blob_dir = dir.join("blobs");
-        fs::create_dir_all(&partial_dir)?;
-        fs::create_dir_all(&blob_dir)?;
+        private::create_dir_all(&partial_dir)?;
+        private::create_dir_all(&blob_dir)?;
+        let db_path = dir.join(DB_FILE);
+        private::touch(&db_path)?;
         sync_dir(dir)?;
-        let db = schema::open_db(&dir.join("relay.sqlite"))?;
+        let db = schema::open_db(&db_path)?;
         let store = SqliteStore {
             dir: dir.to_owned(),
             partial_dir,

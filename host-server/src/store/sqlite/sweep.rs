@@ -63,6 +63,12 @@ impl SqliteStore {
             tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
             tx.commit()?;
             stats.batches += expired.len() as u64;
+            // After the commit, so a line means the batch is gone. Incomplete
+            // batches without progress are deleted here too: both are the
+            // end of a batch's life for the operator.
+            for (id, _, _) in &expired {
+                tracing::info!(batch = id, "batch expired");
+            }
         }
         stats.partials += partials.len() as u64;
         stats.blobs += blobs.len() as u64;
