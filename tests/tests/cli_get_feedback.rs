@@ -14,7 +14,7 @@ use pickup_proto::hash::Sha1Hasher;
 use pickup_proto::Sha1Digest;
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
+    json, pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -122,6 +122,16 @@ fn a_conflicting_file_does_not_stop_the_batch() {
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains(&dest.join("b").display().to_string()));
+
+    // With --json, stdout holds one document: the error, exit 5.
+    let out = get(&state, &relay.tcp(), &code, &dest, &["--json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["error"]["exit"], 5, "{doc}");
+    assert!(doc["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&dest.join("a").display().to_string()));
 
     // With --force the same command replaces them.
     let out = get(&state, &relay.tcp(), &code, &dest, &["--force"]);
