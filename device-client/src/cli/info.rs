@@ -1,5 +1,7 @@
 //! `pickup info`: show a batch's manifest.
 
+use std::io::Write;
+
 use clap::Args;
 use pickup_proto::download;
 use serde_json::json;
@@ -8,7 +10,7 @@ use super::get::{parse_code, session_failure};
 use super::manifest_sink::ManifestSink;
 use super::out::outln;
 use super::send::link_failure;
-use super::show::{escape, size, utc};
+use super::show::{escape, retrying_line, size, utc};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
 use crate::{Downloader, Event, RunError};
@@ -37,17 +39,22 @@ pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
     let mut connector = relay.dial()?;
     let clock = StdClock::new();
     let mut manifest = None;
-    let result = downloader.run(&mut connector, &clock, &mut sink, |event| {
-        if let Event::Session(download::Event::Manifest {
+    let result = downloader.run(&mut connector, &clock, &mut sink, |event| match event {
+        Event::Session(download::Event::Manifest {
             total_size,
             received,
             ready,
             expires_at,
             ..
-        }) = event
-        {
-            manifest = Some((total_size, received, ready, expires_at));
+        }) => manifest = Some((total_size, received, ready, expires_at)),
+        // A silent wait looks like a hang (no bar here: a plain line).
+        Event::Session(download::Event::Waiting {
+            reason,
+            retry_in_ms,
+        }) => {
+            let _ = writeln!(std::io::stderr(), "{}", retrying_line(reason, retry_in_ms));
         }
+        _ => {}
     });
     match result {
         Ok(()) => {}

@@ -134,6 +134,19 @@ pub(crate) fn say(bar: &ProgressBar, tty: bool, line: &str) {
     }
 }
 
+/// `waiting: rate limited, retrying in 2.0 s`: a download the relay
+/// refused for now, and when it asks again.
+pub(crate) fn retrying_line(reason: ErrorCode, retry_in_ms: u32) -> String {
+    let why = match reason {
+        ErrorCode::RateLimited => "rate limited".to_string(),
+        other => other.to_string(),
+    };
+    format!(
+        "waiting: {why}, retrying in {:.1} s",
+        f64::from(retry_in_ms) / 1000.0
+    )
+}
+
 /// Progress on stderr when it is a terminal, nothing otherwise; link events
 /// as lines on a terminal or with `--verbose`.
 pub(crate) struct Ui {
@@ -195,16 +208,8 @@ impl Ui {
     /// The relay refused for now and the session asks again after
     /// `retry_in_ms`: always said, like [`Ui::waiting`].
     pub fn retrying(&self, reason: ErrorCode, retry_in_ms: u32) {
-        let why = match reason {
-            ErrorCode::RateLimited => "rate limited".to_string(),
-            other => other.to_string(),
-        };
         self.bar.set_message("waiting");
-        let line = format!(
-            "waiting: {why}, retrying in {:.1} s",
-            f64::from(retry_in_ms) / 1000.0
-        );
-        say(&self.bar, self.tty, &line);
+        say(&self.bar, self.tty, &retrying_line(reason, retry_in_ms));
     }
 
     pub fn link(&self, event: &LinkEvent) {
