@@ -28,6 +28,10 @@ pub struct Config {
     pub wait_until_ready: Option<Duration>,
     /// Who computes each file's SHA-1 for verification.
     pub hashing: Hashing,
+    /// Ask for files' attributes (`CAP_FILE_ATTRS`) and hand them to
+    /// [`Sink::attrs`](super::Sink::attrs). Off by default: a terminal that
+    /// cannot apply them should not make the relay send them.
+    pub file_attrs: bool,
 }
 
 impl Default for Config {
@@ -41,6 +45,7 @@ impl Default for Config {
             manifest_only: false,
             wait_until_ready: None,
             hashing: Hashing::InSession,
+            file_attrs: false,
         }
     }
 }

@@ -366,4 +366,6 @@ impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<F> {
 }
 
 #[cfg(test)]
+mod attrs_tests;
+#[cfg(test)]
 pub(crate) mod tests;

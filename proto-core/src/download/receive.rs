@@ -86,6 +86,11 @@ impl<const F: usize> Session<F> {
                 });
                 self.retry_at = Some(now + self.config.retransmit_timeout);
             }
+            Message::FileAttrs(a)
+                if self.phase == Phase::AwaitManifest && self.config.file_attrs =>
+            {
+                sink.attrs(&a)
+            }
             Message::ManifestEntry(e) if self.phase == Phase::AwaitManifest => {
                 self.on_entry(now, e, sink)?
             }

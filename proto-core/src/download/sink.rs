@@ -1,7 +1,7 @@
 //! Where a download's bytes go ([`Sink`]), and who hashes them ([`Hashing`]).
 
 use crate::hash::{Sha1Digest, Sha1Hasher};
-use crate::message::ManifestEntry;
+use crate::message::{FileAttrs, ManifestEntry};
 use crate::storage::{ReadAt, WriteAt};
 
 /// Who hashes a file's bytes to verify it against the manifest.
@@ -30,6 +30,14 @@ pub trait Sink: ReadAt + WriteAt<Error = <Self as ReadAt>::Error> {
     ///
     /// [`message::validate_name`]: crate::message::validate_name
     fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, <Self as ReadAt>::Error>;
+    /// Attributes of the file of `attrs.index`, with
+    /// [`Config::file_attrs`](super::Config::file_attrs) and a relay that has
+    /// them: they arrive just before the file's entry (and again with each
+    /// manifest). Apply them, if at all, once the file is verified. The
+    /// default ignores them.
+    fn attrs(&mut self, attrs: &FileAttrs) {
+        let _ = attrs;
+    }
     /// Throw away a file's bytes (its reused prefix did not verify).
     fn truncate(&mut self, file: u16) -> Result<(), <Self as ReadAt>::Error>;
     /// The file is complete and verified: make it final (e.g. rename `.part`).

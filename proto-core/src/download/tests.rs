@@ -9,7 +9,7 @@ use crate::time::Duration;
 use std::string::String;
 use std::vec::Vec;
 
-const T0: Instant = Instant::from_millis(5_000);
+pub(super) const T0: Instant = Instant::from_millis(5_000);
 
 /// An in-memory sink that records what the machine asked of it.
 #[derive(Default)]
@@ -22,6 +22,8 @@ pub(crate) struct MemSink {
     truncated: Vec<u16>,
     /// Calls to `read_at` (re-hashing reads back).
     reads: usize,
+    /// What `Sink::attrs` was given, in order.
+    pub(super) attrs: Vec<message::FileAttrs>,
 }
 
 impl ReadAt for MemSink {
@@ -62,6 +64,9 @@ impl Sink for MemSink {
         self.names.push(entry.name.into());
         Ok(len)
     }
+    fn attrs(&mut self, attrs: &message::FileAttrs) {
+        self.attrs.push(*attrs);
+    }
     fn truncate(&mut self, file: u16) -> Result<(), ()> {
         self.truncated.push(file);
         self.files[file as usize].clear();
@@ -73,7 +78,7 @@ impl Sink for MemSink {
     }
 }
 
-fn code() -> Code {
+pub(super) fn code() -> Code {
     Code::parse("ABCD-EFGH-JKMN").unwrap()
 }
 
@@ -139,7 +144,7 @@ impl Batch {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Out {
+pub(super) enum Out {
     Hello,
     Fetch,
     Read(u16, u64, u32),
@@ -149,7 +154,7 @@ enum Out {
     Other(Kind),
 }
 
-fn drain(s: &mut Session<4>, now: Instant, sink: &mut MemSink) -> Vec<Out> {
+pub(super) fn drain(s: &mut Session<4>, now: Instant, sink: &mut MemSink) -> Vec<Out> {
     let mut out = Vec::new();
     let mut buf = [0u8; 300];
     for _ in 0..1000 {

@@ -37,7 +37,11 @@ impl<const F: usize> Session<F> {
                     role: Role::Terminal,
                     max_frame: self.config.max_frame,
                     window,
-                    caps: 0,
+                    caps: if self.config.file_attrs {
+                        message::CAP_FILE_ATTRS
+                    } else {
+                        0
+                    },
                 },
                 frame::MIN_FRAME_LEN,
                 out,

@@ -144,6 +144,7 @@ impl<'a> Message<'a> {
             }
             Kind::Error => Message::Error(body(k, b)?),
             Kind::Ack => Message::Ack(body(k, b)?),
+            Kind::FileAttrs => Message::FileAttrs(body(k, b)?),
             Kind::Data => {
                 let ((file, offset), bytes) = postcard::take_from_bytes::<(u16, u64)>(b)
                     .map_err(|_| DecodeError::BadBody(k))?;

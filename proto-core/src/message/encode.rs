@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use super::{
-    encode_data_with, Ack, BatchComplete, BatchOpen, Error, Fetch, FileAnnounce, FilePlan,
-    FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message, Proof,
-    Read, Resume, Rewind, Welcome,
+    encode_data_with, Ack, BatchComplete, BatchOpen, Error, Fetch, FileAnnounce, FileAttrs,
+    FilePlan, FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry,
+    Message, Proof, Read, Resume, Rewind, Welcome,
 };
 use crate::frame::{self, EncodeError};
 use crate::PROTOCOL_VERSION;
@@ -41,6 +41,7 @@ impl Message<'_> {
             Message::BatchComplete(m) => encode(m, max_frame, out),
             Message::Resume(m) => encode(m, max_frame, out),
             Message::Join(m) => encode(m, max_frame, out),
+            Message::FileAttrs(m) => encode(m, max_frame, out),
             Message::Fetch(m) => encode(m, max_frame, out),
             Message::Manifest(m) => encode(m, max_frame, out),
             Message::ManifestEntry(m) => encode(m, max_frame, out),
@@ -77,6 +78,7 @@ bodies!(
     BatchComplete,
     Resume,
     Join,
+    FileAttrs,
     Fetch,
     Manifest,
     Read,

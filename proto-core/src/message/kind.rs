@@ -24,6 +24,7 @@ pub enum Kind {
     BatchComplete = 0x1A,
     Resume = 0x1B,
     Join = 0x1C,
+    FileAttrs = 0x1D,
     Fetch = 0x20,
     Manifest = 0x21,
     ManifestEntry = 0x22,
@@ -32,7 +33,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Keepalive,
@@ -51,6 +52,7 @@ impl Kind {
         Kind::BatchComplete,
         Kind::Resume,
         Kind::Join,
+        Kind::FileAttrs,
         Kind::Fetch,
         Kind::Manifest,
         Kind::ManifestEntry,

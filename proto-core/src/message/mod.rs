@@ -44,12 +44,16 @@ pub use kind::Kind;
 pub use names::{validate_name, MAX_NAME_LEN};
 pub use session::{Error, Hello, Role, Welcome};
 pub use upload::{
-    Ack, BatchComplete, BatchOpen, FileAnnounce, FilePlan, FileRejected, FileVerified, Grant, Join,
-    Plan, Proof, Resume, ResumeToken, Rewind,
+    Ack, BatchComplete, BatchOpen, FileAnnounce, FileAttrs, FilePlan, FileRejected, FileVerified,
+    Grant, Join, Plan, Proof, Resume, ResumeToken, Rewind,
 };
 
 /// Capability bit: the peer can link held content after a proof of ownership.
 pub const CAP_INSTANT_UPLOAD: u32 = 1 << 0;
+/// Capability bit: the peer sends and accepts [`FileAttrs`] (executable bit
+/// and modification time). Without it in the peer's `Hello` or `Welcome`, a
+/// side sends none, so peers that predate attributes never see the kind.
+pub const CAP_FILE_ATTRS: u32 = 1 << 1;
 /// Capability bit (reserved): push notices to a named target terminal.
 pub const CAP_PUSH_NOTICE: u32 = 1 << 8;
 /// Capability bit (reserved): relay-to-relay forwarding.
@@ -79,6 +83,7 @@ pub enum Message<'a> {
     BatchComplete(BatchComplete),
     Resume(Resume),
     Join(Join),
+    FileAttrs(FileAttrs),
     Fetch(Fetch),
     Manifest(Manifest),
     ManifestEntry(ManifestEntry<'a>),
@@ -107,6 +112,7 @@ impl<'a> Message<'a> {
             Message::BatchComplete(_) => Kind::BatchComplete,
             Message::Resume(_) => Kind::Resume,
             Message::Join(_) => Kind::Join,
+            Message::FileAttrs(_) => Kind::FileAttrs,
             Message::Fetch(_) => Kind::Fetch,
             Message::Manifest(_) => Kind::Manifest,
             Message::ManifestEntry(_) => Kind::ManifestEntry,

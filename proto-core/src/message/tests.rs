@@ -87,6 +87,11 @@ pub(crate) fn examples() -> Vec<Message<'static>> {
         Message::BatchComplete(BatchComplete { code }),
         Message::Resume(Resume { token }),
         Message::Join(Join { token }),
+        Message::FileAttrs(FileAttrs {
+            index: 1,
+            executable: true,
+            mtime: 1_700_000_000,
+        }),
         Message::Fetch(Fetch { code }),
         Message::Manifest(Manifest {
             code,
@@ -340,6 +345,7 @@ const VECTORS: &[&str] = &[
     "11011a0ccac6d3d68b94b9e703f0dd76bc00",
     "17011b5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5041078e00",
     "17011c5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a3c22551400",
+    "0e011d010180c49fd50c0bd25c1600",
     "1101200ccac6d3d68b94b9e703f4e6f6dd00",
     "1e01210ccac6d3d68b94b9e70380f7c4d50602818003818003018e953bc500",
     "03012226808003a9993e364706816aba3e25717850c26c9cd0d89d8080030666772e62696e036d6dbe00",
@@ -364,6 +370,7 @@ fn directional_decoders_split_the_kinds_between_them() {
         Kind::Error,
         Kind::Ack,
         Kind::Data,
+        Kind::FileAttrs,
     ];
     for m in examples() {
         let bytes = wire(&m);
@@ -384,4 +391,35 @@ fn directional_decoders_split_the_kinds_between_them() {
             assert_eq!(from_terminal, Err(DecodeError::WrongDirection(kind as u8)));
         }
     }
+}
+
+#[test]
+fn file_attrs_carry_times_before_1970_and_stay_out_of_old_kinds() {
+    // Signed seconds: a file from 1969 keeps its time (zigzag varint).
+    let old = Message::FileAttrs(FileAttrs {
+        index: 0,
+        executable: false,
+        mtime: -86_400,
+    });
+    assert_eq!(decode_one(&wire(&old)), old);
+    // Why attributes are a kind of their own: a version-1 decoder refuses a
+    // FileAnnounce with any byte after its name, so a trailing field would
+    // break every relay that predates it.
+    let announce = FileAnnounce {
+        index: 0,
+        size: 1,
+        sha1: Sha1Digest::of(b"x"),
+        name: "x",
+    };
+    let mut body = postcard::to_allocvec(&announce).unwrap();
+    body.extend_from_slice(&[1, 0]);
+    let frame = Frame {
+        version: 1,
+        kind: Kind::FileAnnounce as u8,
+        body: &body,
+    };
+    assert_eq!(
+        Message::decode(frame),
+        Err(DecodeError::BadBody(Kind::FileAnnounce as u8))
+    );
 }

@@ -176,3 +176,22 @@ pub struct Resume {
     /// The token from the original grant.
     pub token: ResumeToken,
 }
+
+/// 0x1D, either way: what a file system keeps about a file besides its name
+/// and bytes, for the file of `index`. Sent only to a peer whose `Hello` or
+/// `Welcome` had [`CAP_FILE_ATTRS`](super::CAP_FILE_ATTRS), and always just
+/// before that file's [`FileAnnounce`] (terminal → relay) or
+/// [`ManifestEntry`](super::ManifestEntry) (relay → terminal): a separate
+/// kind rather than a trailing field, because decoders of version 1 refuse
+/// trailing bytes. A file without one has no attributes to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FileAttrs {
+    /// File index.
+    pub index: u16,
+    /// Whether the file is executable (on Unix: any `x` bit was set).
+    pub executable: bool,
+    /// Last modification, in seconds since the Unix epoch; signed, because
+    /// files older than 1970 exist (zigzag varint on the wire).
+    pub mtime: i64,
+}

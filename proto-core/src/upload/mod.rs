@@ -43,7 +43,7 @@ use heapless::{Deque, Vec};
 use crate::drive::{Machine, Progress};
 use crate::frame::{self, Frame};
 use crate::hash::Nonce;
-use crate::message::{self, Grant, ResumeToken};
+use crate::message::{self, FileAttrs, Grant, ResumeToken};
 use crate::storage::ReadAt;
 use crate::time::Instant;
 
@@ -74,6 +74,8 @@ enum FileState {
 #[derive(Debug, Clone, Copy)]
 struct File<'n> {
     meta: FileMeta<'n>,
+    /// Sent before the file's announcement to a relay that accepts them.
+    attrs: Option<FileAttrs>,
     state: FileState,
     acked: u64,
     sent: u64,
@@ -119,6 +121,10 @@ pub struct Session<'n, const F: usize> {
     peer_max_frame: usize,
     peer_window: u64,
     instant_allowed: bool,
+    /// The relay's welcome had `CAP_FILE_ATTRS`.
+    attrs_allowed: bool,
+    /// The current file's `FileAttrs` went out; its `FileAnnounce` is next.
+    attrs_sent: bool,
     control: Deque<Control, 5>,
     events: Deque<Event, 8>,
     progress_dirty: bool,
@@ -140,6 +146,7 @@ impl<'n, const F: usize> Session<'n, F> {
             message::validate_name(meta.name).map_err(|_| Error::InvalidName { file: i as u16 })?;
             list.push(File {
                 meta: *meta,
+                attrs: None,
                 state: FileState::Unplanned,
                 acked: 0,
                 sent: 0,
@@ -156,6 +163,8 @@ impl<'n, const F: usize> Session<'n, F> {
             peer_max_frame: frame::MIN_FRAME_LEN,
             peer_window: 0,
             instant_allowed: false,
+            attrs_allowed: false,
+            attrs_sent: false,
             control: Deque::new(),
             events: Deque::new(),
             progress_dirty: false,
@@ -187,6 +196,21 @@ impl<'n, const F: usize> Session<'n, F> {
     /// family of its own; nothing else changes.
     pub fn join_family(&mut self, token: ResumeToken) {
         self.family = Some(token);
+    }
+
+    /// Attributes (executable bit, modification time) for the file of
+    /// `attrs.index`, sent before its announcement if the relay accepts
+    /// them (`CAP_FILE_ATTRS`); a relay that does not never sees them.
+    /// Call before the session connects. Returns `false` for an index
+    /// outside the batch.
+    pub fn set_attrs(&mut self, attrs: FileAttrs) -> bool {
+        match self.files.get_mut(usize::from(attrs.index)) {
+            Some(f) => {
+                f.attrs = Some(attrs);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The grant, once the relay has sent it.
@@ -363,6 +387,8 @@ impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
     }
 }
 
+#[cfg(test)]
+mod attrs_tests;
 #[cfg(test)]
 mod family_tests;
 #[cfg(test)]

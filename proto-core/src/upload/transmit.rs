@@ -4,7 +4,9 @@
 use super::{Control, Error, FileState, Phase, Session};
 use crate::frame::{self, EncodeError};
 use crate::hash::Sha1Digest;
-use crate::message::{self, BatchOpen, FileAnnounce, Hello, Proof, Role, CAP_INSTANT_UPLOAD};
+use crate::message::{
+    self, BatchOpen, FileAnnounce, Hello, Proof, Role, CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD,
+};
 use crate::storage::{self, ReadAt};
 use crate::time::Instant;
 use crate::PROTOCOL_VERSION;
@@ -53,6 +55,12 @@ impl<'n, const F: usize> Session<'n, F> {
                         window: self.config.max_window,
                         caps: if self.config.instant_upload {
                             CAP_INSTANT_UPLOAD
+                        } else {
+                            0
+                        } | if self.files.iter().any(|f| f.attrs.is_some()) {
+                            // Only a batch with attributes says so: it is
+                            // all the bit asks of the relay.
+                            CAP_FILE_ATTRS
                         } else {
                             0
                         },
@@ -145,19 +153,33 @@ impl<'n, const F: usize> Session<'n, F> {
     fn announce(&mut self, next: Option<u16>, out: &mut [u8]) -> Option<usize> {
         let max = self.peer_max_frame;
         let (encoded, following) = match next {
-            None => (
-                message::encode(
-                    &BatchOpen {
-                        files: self.files.len() as u16,
-                        total_size: self.total_size(),
-                    },
-                    max,
-                    out,
-                ),
-                Phase::Announcing { next: Some(0) },
-            ),
+            None => {
+                self.attrs_sent = false;
+                (
+                    message::encode(
+                        &BatchOpen {
+                            files: self.files.len() as u16,
+                            total_size: self.total_size(),
+                        },
+                        max,
+                        out,
+                    ),
+                    Phase::Announcing { next: Some(0) },
+                )
+            }
             Some(i) => {
-                let f = self.files.get(usize::from(i))?;
+                let f = *self.files.get(usize::from(i))?;
+                if let (Some(attrs), true, false) = (f.attrs, self.attrs_allowed, self.attrs_sent) {
+                    // Attributes go just before their file's announcement,
+                    // while the relay still builds the batch (PROTOCOL.md §5.5).
+                    // They are a few bytes and fit any frame; if not, the
+                    // file simply goes without them.
+                    if let Ok(n) = message::encode(&attrs, max, out) {
+                        self.attrs_sent = true;
+                        return Some(n);
+                    }
+                }
+                self.attrs_sent = false;
                 let following = if usize::from(i) + 1 < self.files.len() {
                     Phase::Announcing { next: Some(i + 1) }
                 } else {
