@@ -5,9 +5,9 @@
 
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
-    Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FilePlan, FileRejected,
-    FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message, Plan, Proof, Read,
-    Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+    Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FileAttrs, FilePlan,
+    FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message, Plan,
+    Proof, Read, Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::ErrorCode;
 
@@ -100,6 +100,11 @@ pub fn every_kind() -> Vec<Message<'static>> {
         }),
         Message::Join(Join {
             token: fuzz_proto::TOKEN,
+        }),
+        Message::FileAttrs(FileAttrs {
+            index: 1,
+            executable: true,
+            mtime: 1_700_000_000,
         }),
         Message::Fetch(Fetch { code }),
         Message::Manifest(Manifest {

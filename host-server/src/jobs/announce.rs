@@ -10,7 +10,7 @@ use crate::disclosure;
 use crate::quota::{Owner, Refusal, Ticket};
 use crate::relay::{lock, unix_secs, Relay};
 use crate::store::{
-    Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, OwnerId, Store, StoreError,
+    Attrs, Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, OwnerId, Store, StoreError,
 };
 
 /// Most candidate blobs a proof is checked against (more than one means a
@@ -26,6 +26,7 @@ pub(crate) struct Announced {
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) sha1: Sha1Digest,
+    pub(crate) attrs: Option<Attrs>,
 }
 
 /// Create a batch under a fresh code and token, within the limits.
@@ -135,6 +136,7 @@ fn create_admitted(relay: &Relay, w: &CreateBatch) -> Result<Created, Refused> {
             name: &f.name,
             size: f.size,
             sha1: f.sha1,
+            attrs: f.attrs,
         })
         .collect();
     let now_secs = unix_secs(w.now);

@@ -104,7 +104,11 @@ impl Session {
             self.started = true;
             self.found_code = Some(f.code);
             self.log_fetch(&batch);
-            return self.out.push(Out::Manifest { batch, next: 0 });
+            return self.out.push(Out::Manifest {
+                batch,
+                next: 0,
+                attrs_sent: false,
+            });
         }
         self.work.push(Work::FindCode {
             code: f.code,
@@ -143,6 +147,7 @@ impl Session {
                 return self.out.push(Out::Manifest {
                     batch: self.relay.share_manifest(batch),
                     next: 0,
+                    attrs_sent: false,
                 });
             }
             LookupFor::Read(r) => r,

@@ -44,7 +44,8 @@ use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
-    self, Kind, Manifest, ManifestEntry, Message, ResumeToken, Role, Welcome, CAP_INSTANT_UPLOAD,
+    self, FileAttrs, Kind, Manifest, ManifestEntry, Message, ResumeToken, Role, Welcome,
+    CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 
@@ -288,6 +289,7 @@ impl Session {
             Message::Data(d) => self.on_data(now, d),
             Message::Resume(r) => self.on_resume(now, r),
             Message::Join(j) => self.on_join(j),
+            Message::FileAttrs(a) => self.on_file_attrs(a),
             Message::Fetch(f) => self.on_fetch(now, f),
             Message::Read(r) if self.found_code == Some(r.code) => self.on_read_in_found(now, r),
             Message::Read(r) => self.on_read(now, r),
@@ -435,11 +437,13 @@ impl Session {
                 role: Role::Relay,
                 max_frame: self.link.max_frame,
                 window: self.link.window,
-                caps: if self.relay.settings.instant_upload {
-                    CAP_INSTANT_UPLOAD
-                } else {
-                    0
-                },
+                // Every relay of this version keeps and serves attributes.
+                caps: CAP_FILE_ATTRS
+                    | if self.relay.settings.instant_upload {
+                        CAP_INSTANT_UPLOAD
+                    } else {
+                        0
+                    },
             })
             .encode(max, out),
             Out::Keepalive => Message::Keepalive.encode(max, out),
@@ -453,32 +457,59 @@ impl Session {
                 retry_after_ms: *retry_after_ms,
             })
             .encode(max, out),
-            Out::Manifest { batch, next } => {
-                let msg = match next.checked_sub(1) {
-                    None => Message::Manifest(Manifest {
-                        code: batch.code,
-                        expires_at: batch.expires_at,
-                        files: batch.files.len() as u16,
-                        total_size: batch.total_size(),
-                        received: batch.received(),
-                        ready: batch.ready(),
-                    }),
+            Out::Manifest {
+                batch,
+                next,
+                attrs_sent,
+            } => {
+                let (msg, following) = match next.checked_sub(1) {
+                    None => (
+                        Message::Manifest(Manifest {
+                            code: batch.code,
+                            expires_at: batch.expires_at,
+                            files: batch.files.len() as u16,
+                            total_size: batch.total_size(),
+                            received: batch.received(),
+                            ready: batch.ready(),
+                        }),
+                        Some(1),
+                    ),
                     Some(i) => {
                         let f = &batch.files[i as usize];
-                        Message::ManifestEntry(ManifestEntry {
+                        match f.attrs {
+                            // Only a peer that offered the bit ever sees
+                            // the kind (PROTOCOL.md §5.5).
+                            Some(a) if !attrs_sent && self.peer_caps & CAP_FILE_ATTRS != 0 => {
+                                let attrs = Message::FileAttrs(FileAttrs {
+                                    index: i as u16,
+                                    executable: a.executable,
+                                    mtime: a.mtime,
+                                });
+                                self.out.push_front(Out::Manifest {
+                                    batch: batch.clone(),
+                                    next: *next,
+                                    attrs_sent: true,
+                                });
+                                return attrs.encode(max, out).ok();
+                            }
+                            _ => {}
+                        }
+                        let entry = Message::ManifestEntry(ManifestEntry {
                             index: i as u16,
                             size: f.size,
                             sha1: f.sha1,
                             received: f.received(),
                             name: &f.name,
-                        })
+                        });
+                        (entry, Some(i + 2))
                     }
                 };
                 let encoded = msg.encode(max, out);
-                if (*next as usize) < batch.files.len() {
+                if let Some(next) = following.filter(|n| *n as usize <= batch.files.len()) {
                     self.out.push_front(Out::Manifest {
                         batch: batch.clone(),
-                        next: next + 1,
+                        next,
+                        attrs_sent: false,
                     });
                 }
                 encoded

@@ -46,10 +46,13 @@ pub(super) enum Out {
     },
     /// A reply about the current upload, rendered from it when sent.
     Upload(Reply),
-    /// `next == 0`: the Manifest; `next == i + 1`: entry `i`.
+    /// `next == 0`: the Manifest; `next == i + 1`: entry `i`, preceded by
+    /// its `FileAttrs` (PROTOCOL.md §5.5) unless `attrs_sent`, when the
+    /// peer asked for them and the file has them.
     Manifest {
         batch: Arc<Batch>,
         next: u32,
+        attrs_sent: bool,
     },
 }
 
@@ -82,13 +85,14 @@ pub(super) const MAX_QUEUED_BYTES: usize = 64 * 1024;
 /// upload has one at a time).
 const REPLY_MAX: usize = 64;
 
-/// The most a `ManifestEntry` takes on the wire.
-const ENTRY_MAX: usize = message::MAX_NAME_LEN + 64;
+/// The most a `ManifestEntry` takes on the wire, with the `FileAttrs`
+/// that may precede it (about 20 bytes).
+const ENTRY_MAX: usize = message::MAX_NAME_LEN + 96;
 
 /// An upper bound on the bytes `out` takes on the wire.
 fn wire_cost(out: &Out) -> usize {
     match out {
-        Out::Manifest { batch, next } => {
+        Out::Manifest { batch, next, .. } => {
             (batch.files.len() + 1).saturating_sub(*next as usize) * ENTRY_MAX
         }
         _ => REPLY_MAX,

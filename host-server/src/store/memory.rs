@@ -187,6 +187,7 @@ impl Store for MemoryStore {
                 name: f.name.to_owned(),
                 size: f.size,
                 sha1: f.sha1,
+                attrs: f.attrs,
                 content,
             });
         }

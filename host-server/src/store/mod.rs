@@ -48,6 +48,8 @@ pub mod memory;
 pub mod sqlite;
 
 #[cfg(test)]
+mod attrs_tests;
+#[cfg(test)]
 mod owner_tests;
 #[cfg(test)]
 mod tests;
@@ -128,6 +130,17 @@ pub struct Holders {
     pub threshold: u32,
 }
 
+/// What a file system keeps about a file besides its name and bytes, as
+/// its uploader announced them (`FileAttrs`, PROTOCOL.md §5.5). The relay
+/// only keeps and returns them; it never applies them to its own files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attrs {
+    /// Whether the file is executable.
+    pub executable: bool,
+    /// Last modification, seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
 /// One file of a batch being created.
 #[derive(Debug, Clone, Copy)]
 pub struct NewFile<'a> {
@@ -137,6 +150,8 @@ pub struct NewFile<'a> {
     pub size: u64,
     /// Announced SHA-1.
     pub sha1: Sha1Digest,
+    /// Announced attributes, if the uploader sent any.
+    pub attrs: Option<Attrs>,
 }
 
 impl NewFile<'_> {
@@ -196,6 +211,8 @@ pub struct FileRecord {
     pub size: u64,
     /// Announced SHA-1.
     pub sha1: Sha1Digest,
+    /// Announced attributes, if the uploader sent any.
+    pub attrs: Option<Attrs>,
     /// Where the bytes are.
     pub content: FileContent,
 }

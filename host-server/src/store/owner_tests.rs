@@ -27,6 +27,7 @@ fn owners<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
         name: "letter",
         size: 6,
         sha1: Sha1Digest::of(b"PIN=42"),
+        attrs: None,
     }];
     // Owner 1 uploads: a new blob with threshold 7.
     let b1 = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
@@ -127,6 +128,7 @@ fn sqlite_store_gives_batches_and_blobs_of_an_earlier_relay_an_owner_and_no_thre
         name: "a",
         size: 4,
         sha1: Sha1Digest::of(b"abcd"),
+        attrs: None,
     }];
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
     let p = partial_of(&b, 0);

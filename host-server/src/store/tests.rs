@@ -66,11 +66,13 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
             name: "a",
             size: 6,
             sha1: Sha1Digest::of(b"abcdef"),
+            attrs: None,
         },
         NewFile {
             name: "b",
             size: 0,
             sha1: Sha1Digest::EMPTY,
+            attrs: None,
         },
     ];
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
@@ -142,16 +144,19 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
             name: "same",
             size: 6,
             sha1: Sha1Digest::of(b"abcdef"),
+            attrs: None,
         },
         NewFile {
             name: "collides",
             size: 6,
             sha1: Sha1Digest::of(b"abcdef"),
+            attrs: None,
         },
         NewFile {
             name: "linked",
             size: 6,
             sha1: Sha1Digest::of(b"abcdef"),
+            attrs: None,
         },
     ];
     let b2 = store.create_batch(&new_batch(2, &files2, 2000)).unwrap();
@@ -279,6 +284,7 @@ fn empty_files<S: Store>(store: &S, blobs: impl Fn() -> usize) {
             name,
             size: 0,
             sha1: Sha1Digest::EMPTY,
+            attrs: None,
         })
         .collect();
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
@@ -298,6 +304,7 @@ fn empty_files<S: Store>(store: &S, blobs: impl Fn() -> usize) {
         name: "odd",
         size: 0,
         sha1: Sha1Digest::of(b"not empty"),
+        attrs: None,
     }];
     let b2 = store.create_batch(&new_batch(2, &odd, 1000)).unwrap();
     let p = partial_of(&b2, 0);
@@ -338,6 +345,7 @@ fn candidates_are_limited<S: Store>(store: &S) {
             name: "c",
             size: 4,
             sha1,
+            attrs: None,
         })
         .collect();
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
@@ -370,6 +378,7 @@ fn hash_states<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
         name: "a",
         size: 300,
         sha1: Sha1Digest::of(&data),
+        attrs: None,
     }];
     let b = store.create_batch(&new_batch(7, &files, 1000)).unwrap();
     let p = partial_of(&b, 0);
@@ -437,11 +446,13 @@ fn sqlite_recovery_truncates_moves_back_and_removes_orphans() {
             name: "a",
             size: 4,
             sha1: Sha1Digest::of(b"abcd"),
+            attrs: None,
         },
         NewFile {
             name: "b",
             size: 2,
             sha1: Sha1Digest::of(b"xy"),
+            attrs: None,
         },
     ];
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
@@ -492,6 +503,7 @@ fn sqlite_store_opens_a_database_of_an_earlier_relay() {
         name: "a",
         size: 4,
         sha1: Sha1Digest::of(b"abcd"),
+        attrs: None,
     }];
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
     let p = partial_of(&b, 0);
@@ -541,11 +553,13 @@ fn sqlite_usage_counters_match_a_recount() {
             name: "a",
             size: 3,
             sha1: Sha1Digest::of(b"abc"),
+            attrs: None,
         },
         NewFile {
             name: "b",
             size: 3,
             sha1: Sha1Digest::of(b"abc"),
+            attrs: None,
         },
     ];
     let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
@@ -603,6 +617,7 @@ fn stale_batches<S: Store>(store: &S) {
         name: "a",
         size: 3,
         sha1: Sha1Digest::of(b"abc"),
+        attrs: None,
     }];
     let mut stalled = new_batch(1, &files, 1000);
     stalled.stale_at = 100;

@@ -1399,6 +1399,10 @@ impl<'a> World<'a> {
             } else {
                 download::Hashing::InSession
             },
+            // Early downloaders ask for file attributes, so the relay's
+            // FileAttrs go through the faults too; drawn from no new random
+            // number, so every seed replays the faults it had before.
+            file_attrs: early,
         }
     }
 

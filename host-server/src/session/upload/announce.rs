@@ -9,13 +9,16 @@ use super::{Reply, Upload};
 use crate::jobs::{Announced, CreateBatch, Created, Found, Refused, Work};
 use crate::quota::{Owner, Refusal};
 use crate::relay::unix_secs;
-use crate::store::{Batch, BlobId, StoreError};
+use crate::store::{Attrs, Batch, BlobId, StoreError};
 
 /// A batch being announced: `BatchOpen` seen, `FileAnnounce`s arriving.
 #[derive(Debug)]
 pub(in crate::session) struct Announcing {
     pub(super) open: BatchOpen,
     pub(super) files: Vec<Announced>,
+    /// The `FileAttrs` just received, for the next `FileAnnounce` if its
+    /// index matches (PROTOCOL.md §5.5).
+    pub(super) attrs: Option<message::FileAttrs>,
 }
 
 impl Session {
@@ -33,7 +36,17 @@ impl Session {
         self.announcing = Some(Box::new(Announcing {
             open: b,
             files: Vec::with_capacity(usize::from(b.files).min(64)),
+            attrs: None,
         }));
+    }
+
+    /// A file's attributes, just before its `FileAnnounce`. Outside an
+    /// announcement they are ignored, not refused: they are advisory, and
+    /// a terminal that restarts its announcement sends them again.
+    pub(in crate::session) fn on_file_attrs(&mut self, a: message::FileAttrs) {
+        if let Some(ann) = self.announcing.as_mut() {
+            ann.attrs = Some(a);
+        }
     }
 
     pub(in crate::session) fn on_file_announce(&mut self, now: Instant, a: FileAnnounce<'_>) {
@@ -59,10 +72,19 @@ impl Session {
             return self.out.error(ErrorCode::TooLarge, Kind::FileAnnounce);
         }
         self.announce_refused = false;
+        let attrs = ann
+            .attrs
+            .take()
+            .filter(|x| x.index == a.index)
+            .map(|x| Attrs {
+                executable: x.executable,
+                mtime: x.mtime,
+            });
         ann.files.push(Announced {
             name: a.name.to_owned(),
             size: a.size,
             sha1: a.sha1,
+            attrs,
         });
         if ann.files.len() < usize::from(ann.open.files) {
             self.announcing = Some(ann);

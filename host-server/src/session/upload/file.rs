@@ -144,5 +144,7 @@ pub(super) struct UpFile {
     pub(super) name: String,
     pub(super) size: u64,
     pub(super) sha1: Sha1Digest,
+    /// As announced; compared when the terminal announces again.
+    pub(super) attrs: Option<crate::store::Attrs>,
     pub(super) state: FileState,
 }

@@ -135,6 +135,7 @@ impl Upload {
                     name: f.name,
                     size: f.size,
                     sha1: f.sha1,
+                    attrs: f.attrs,
                     state,
                 }
             })
@@ -192,11 +193,9 @@ impl Upload {
 
     pub(super) fn same_files(&self, files: &[Announced]) -> bool {
         self.files.len() == files.len()
-            && self
-                .files
-                .iter()
-                .zip(files)
-                .all(|(a, b)| a.name == b.name && a.size == b.size && a.sha1 == b.sha1)
+            && self.files.iter().zip(files).all(|(a, b)| {
+                a.name == b.name && a.size == b.size && a.sha1 == b.sha1 && a.attrs == b.attrs
+            })
     }
 
     /// Bytes not yet durable, over the files not complete: what the

@@ -58,8 +58,8 @@ pub use self::recovery::Recovery;
 use self::rows::{count_usage, exec, to_i64, to_u64};
 use super::commit::{Delta, GroupCommit};
 use super::{
-    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup, LookupKey,
-    NewBatch, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
+    Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
+    LookupKey, NewBatch, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
 };
 
 /// Removes a file; one already gone is not an error.
@@ -166,10 +166,18 @@ impl Store for SqliteStore {
         let code = new.code;
         let (code_key, token_key, owner) = (new.code_key, new.token_key, new.owner);
         let (created_at, expires_at) = (to_i64(new.created_at)?, to_i64(new.expires_at)?);
-        let files: Vec<(String, u64, Sha1Digest, bool)> = new
+        let files: Vec<(String, u64, Sha1Digest, bool, Option<Attrs>)> = new
             .files
             .iter()
-            .map(|f| (f.name.to_owned(), f.size, f.sha1, f.is_empty_content()))
+            .map(|f| {
+                (
+                    f.name.to_owned(),
+                    f.size,
+                    f.sha1,
+                    f.is_empty_content(),
+                    f.attrs,
+                )
+            })
             .collect();
         let stale_at = to_i64(new.stale_at)?;
         self.write(move |db| {
@@ -190,7 +198,7 @@ impl Store for SqliteStore {
             )?;
             let id = db.last_insert_rowid();
             let mut records = Vec::with_capacity(files.len());
-            for (i, (name, size, sha1, empty)) in files.into_iter().enumerate() {
+            for (i, (name, size, sha1, empty, attrs)) in files.into_iter().enumerate() {
                 let content = if empty {
                     exec(
                         db,
@@ -211,10 +219,20 @@ impl Store for SqliteStore {
                         durable: 0,
                     }
                 };
+                if let Some(a) = attrs {
+                    // NULL columns mean "no attributes", as for files of
+                    // an earlier relay; set only when the uploader sent them.
+                    exec(
+                        db,
+                        "UPDATE files SET executable = ?1, mtime = ?2 WHERE batch = ?3 AND idx = ?4",
+                        params![a.executable, a.mtime, id, i as i64],
+                    )?;
+                }
                 records.push(FileRecord {
                     name,
                     size,
                     sha1,
+                    attrs,
                     content,
                 });
             }

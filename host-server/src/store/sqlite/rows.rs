@@ -2,6 +2,8 @@
 //! reading a batch, a file row and the usage counters.
 
 use pickup_proto::{Code, Sha1Digest};
+
+use crate::store::Attrs;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
@@ -101,7 +103,7 @@ impl SqliteStore {
                 .map_err(|_| StoreError::Corrupt("batch owner".into()))?,
         );
         let mut stmt = db.prepare_cached(
-            "SELECT f.idx, f.name, f.size, f.sha1, f.partial, f.blob, p.durable
+            "SELECT f.idx, f.name, f.size, f.sha1, f.partial, f.blob, p.durable, f.executable, f.mtime
              FROM files f LEFT JOIN partials p ON p.id = f.partial
              WHERE f.batch = ?1 ORDER BY f.idx",
         )?;
@@ -113,11 +115,13 @@ impl SqliteStore {
                 r.get::<_, Option<i64>>(4)?,
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<bool>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
             ))
         })?;
         let mut files = Vec::new();
         for row in rows {
-            let (name, size, sha1, partial, blob, durable) = row?;
+            let (name, size, sha1, partial, blob, durable, executable, mtime) = row?;
             let content = match (partial, blob) {
                 (_, Some(b)) => FileContent::Blob(BlobId(to_u64(b))),
                 (Some(p), None) => FileContent::Partial {
@@ -130,6 +134,10 @@ impl SqliteStore {
                 name,
                 size: to_u64(size),
                 sha1: Sha1Digest(digest20(sha1)?),
+                attrs: match (executable, mtime) {
+                    (Some(executable), Some(mtime)) => Some(Attrs { executable, mtime }),
+                    _ => None,
+                },
                 content,
             });
         }

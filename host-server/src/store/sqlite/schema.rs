@@ -15,7 +15,9 @@ use super::Result;
 /// `blob_owners` lists the families that stored or linked each blob, and
 /// `blobs.threshold` is the number of them past which the relay reveals
 /// that it holds the blob to others ([`crate::disclosure`]; 0 for blobs
-/// stored before thresholds existed).
+/// stored before thresholds existed). `files.executable` and `files.mtime`
+/// are a file's announced attributes (PROTOCOL.md §5.5), both NULL when
+/// the uploader sent none.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,6 +39,8 @@ CREATE TABLE IF NOT EXISTS files(
     sha1 BLOB NOT NULL,
     partial INTEGER,
     blob INTEGER,
+    executable INTEGER,
+    mtime INTEGER,
     PRIMARY KEY(batch, idx)
 );
 CREATE TABLE IF NOT EXISTS partials(
@@ -118,6 +122,13 @@ fn migrate(db: &Connection) -> Result<()> {
     }
     if !has_column(db, "blobs", "threshold")? {
         db.execute_batch("ALTER TABLE blobs ADD COLUMN threshold INTEGER NOT NULL DEFAULT 0")?;
+    }
+    // Files gained their attributes; files stored before have none (NULL).
+    if !has_column(db, "files", "executable")? {
+        db.execute_batch(
+            "ALTER TABLE files ADD COLUMN executable INTEGER;
+             ALTER TABLE files ADD COLUMN mtime INTEGER;",
+        )?;
     }
     Ok(())
 }
