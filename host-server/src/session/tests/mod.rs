@@ -8,8 +8,8 @@ use pickup_proto::download::{self, Sink};
 use pickup_proto::frame::Decoder;
 use pickup_proto::hash::ProofHasher;
 use pickup_proto::message::{
-    Ack, BatchOpen, Data, Fetch, FileAnnounce, FilePlan, FileRejected, Grant, Hello, Manifest,
-    ManifestEntry, Message, Plan, Proof, Read, Resume, ResumeToken, Rewind, Role,
+    Ack, BatchOpen, Data, Fetch, FileAnnounce, FileAttrs, FilePlan, FileRejected, Grant, Hello,
+    Manifest, ManifestEntry, Message, Plan, Proof, Read, Resume, ResumeToken, Rewind, Role,
     CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::storage::{ReadAt, WriteAt};
@@ -82,6 +82,7 @@ enum Reply {
     Complete,
     Manifest(Manifest),
     Entry(u16, String, u64),
+    Attrs(FileAttrs),
     Data(u16, u64, Vec<u8>),
     Keepalive,
 }
@@ -100,6 +101,7 @@ fn to_reply(msg: Message<'_>) -> Reply {
         Message::Manifest(m) => Reply::Manifest(m),
         Message::ManifestEntry(e) => Reply::Entry(e.index, e.name.to_owned(), e.received),
         Message::Data(d) => Reply::Data(d.file, d.offset, d.bytes.to_vec()),
+        Message::FileAttrs(a) => Reply::Attrs(a),
         Message::Keepalive => Reply::Keepalive,
         other => panic!("relay sent {other:?}"),
     }
@@ -2149,6 +2151,7 @@ fn empty_files_are_held_at_the_grant() {
     );
 }
 
+mod attrs;
 mod dedup;
 mod proofs;
 mod quota;
