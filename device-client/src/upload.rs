@@ -1,7 +1,7 @@
 //! The blocking upload driver.
 
 use pickup_proto::frame::{self, Decoder};
-use pickup_proto::message::ResumeToken;
+use pickup_proto::message::{FileAttrs, ResumeToken};
 use pickup_proto::storage::ReadAt;
 use pickup_proto::upload::{self, Config, FileMeta, Session};
 use pickup_proto::Code;
@@ -59,6 +59,13 @@ impl<'n, const F: usize, const RX: usize, const TX: usize> Uploader<'n, F, RX, T
             Session::resume(Self::fit(config), files, token)?,
             policy,
         ))
+    }
+
+    /// Attributes (executable bit, modification time) for one file of the
+    /// batch, sent to a relay that keeps them; see
+    /// [`Session::set_attrs`]. Returns `false` for an index outside the batch.
+    pub fn set_attrs(&mut self, attrs: FileAttrs) -> bool {
+        self.session.set_attrs(attrs)
     }
 
     fn fit(mut config: Config) -> Config {

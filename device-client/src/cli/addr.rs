@@ -150,6 +150,8 @@ impl Addr {
             // Reading never waits for the disk: a wide window keeps a fast
             // link busy through the client's own write stalls.
             window: 8 * 1024 * 1024,
+            // get restores them; info shows them.
+            file_attrs: true,
             ..download::Config::default()
         };
         match self {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pickup_proto::download::Sink;
 use pickup_proto::hash::Sha1Hasher;
-use pickup_proto::message::{self, ManifestEntry};
+use pickup_proto::message::{self, FileAttrs, ManifestEntry};
 use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::Sha1Digest;
 
@@ -102,6 +102,9 @@ pub(crate) struct DirSink {
     /// Told (name, bytes kept, size) when a file continues from the
     /// temporary file of an earlier run.
     on_resume: Option<Box<OnResume>>,
+    /// The relay's attributes for each file, by index, applied when the
+    /// file is finished.
+    attrs: Vec<Option<FileAttrs>>,
 }
 
 fn other(kind: ErrorKind, msg: String) -> io::Error {
@@ -122,6 +125,7 @@ impl DirSink {
             hasher: HashThread::new()?,
             hashed: None,
             on_resume: None,
+            attrs: Vec::new(),
         })
     }
 
@@ -197,6 +201,36 @@ impl DirSink {
             ));
         }
         OpenOptions::new().read(true).write(true).open(path)
+    }
+}
+
+/// Gives a verified file the attributes its sender had (PROTOCOL.md §5.5),
+/// on the temporary file so it appears under its name complete. Executable
+/// means `x` wherever the file has `r`: the mode it was created with already
+/// went through the umask, so 0o644 becomes 0o755 and 0o600 becomes 0o700,
+/// as a new executable would be. A file not executable keeps its mode.
+/// Best effort: a file system that keeps no modes or times (FAT, some
+/// network mounts) still gets the verified bytes.
+fn apply_attrs(file: &File, attrs: &FileAttrs) {
+    #[cfg(unix)]
+    if attrs.executable {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = file.metadata() {
+            let mut perms = meta.permissions();
+            let mode = perms.mode();
+            perms.set_mode(mode | (mode & 0o444) >> 2);
+            let _ = file.set_permissions(perms);
+        }
+    }
+    let epoch = std::time::UNIX_EPOCH;
+    let secs = std::time::Duration::from_secs(attrs.mtime.unsigned_abs());
+    let when = if attrs.mtime >= 0 {
+        epoch.checked_add(secs)
+    } else {
+        epoch.checked_sub(secs)
+    };
+    if let Some(when) = when {
+        let _ = file.set_modified(when);
     }
 }
 
@@ -424,16 +458,29 @@ impl Sink for DirSink {
         Ok(digest)
     }
 
+    fn attrs(&mut self, attrs: &FileAttrs) {
+        let i = usize::from(attrs.index);
+        if self.attrs.len() <= i {
+            self.attrs.resize(i + 1, None);
+        }
+        self.attrs[i] = Some(*attrs);
+    }
+
     fn finish(&mut self, file: u16) -> io::Result<()> {
         let force = self.force;
+        let attrs = self.attrs.get(usize::from(file)).copied().flatten();
         let t = self.target(file)?;
         if t.already_final || t.conflict {
+            // Not a file this run made: its mode and time are not ours to change.
             return Ok(());
         }
         // An empty file has had no write: create it now.
-        t.temp()?
-            .sync_all()
-            .map_err(|e| with_path(e, &t.temp_path))?;
+        let temp = t.temp()?;
+        if let Some(attrs) = &attrs {
+            // After the last write, which would move the time again.
+            apply_attrs(temp, attrs);
+        }
+        temp.sync_all().map_err(|e| with_path(e, &t.temp_path))?;
         if !force && fs::symlink_metadata(&t.final_path).is_ok() {
             return Err(other(
                 ErrorKind::AlreadyExists,

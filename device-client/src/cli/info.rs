@@ -73,6 +73,9 @@ pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
                     "size": e.size,
                     "sha1": e.sha1.to_string(),
                     "received": e.received,
+                    // null when the sender kept none (an older client, a device).
+                    "executable": e.attrs.map(|a| a.executable),
+                    "mtime": e.attrs.map(|a| a.mtime),
                 })
             })
             .collect();
@@ -100,7 +103,26 @@ pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
     }
     outln!("files     {}, {} in total", sink.entries.len(), size(total));
     for e in &sink.entries {
-        outln!("  {:>10}  {}  {}", size(e.size), e.sha1, escape(&e.name));
+        outln!(
+            "  {:>10}  {}  {}{}",
+            size(e.size),
+            e.sha1,
+            escape(&e.name),
+            attrs_note(e.attrs)
+        );
     }
     Ok(())
+}
+
+/// What `info` says of a file's attributes, after its name: executable or
+/// not, and when it was modified; nothing if the sender kept none.
+fn attrs_note(attrs: Option<pickup_proto::message::FileAttrs>) -> String {
+    let Some(a) = attrs else {
+        return String::new();
+    };
+    let kind = if a.executable { "executable, " } else { "" };
+    match u64::try_from(a.mtime) {
+        Ok(secs) => format!("  ({kind}modified {})", utc(secs)),
+        Err(_) => format!("  ({kind}modified before 1970)"),
+    }
 }

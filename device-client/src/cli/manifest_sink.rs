@@ -4,7 +4,7 @@
 use std::io::{self, ErrorKind};
 
 use pickup_proto::download::Sink;
-use pickup_proto::message::ManifestEntry;
+use pickup_proto::message::{FileAttrs, ManifestEntry};
 use pickup_proto::storage::{ReadAt, WriteAt};
 use pickup_proto::Sha1Digest;
 
@@ -15,12 +15,16 @@ pub(crate) struct EntryInfo {
     pub size: u64,
     pub sha1: Sha1Digest,
     pub received: u64,
+    /// Executable bit and modification time, if the sender kept them.
+    pub attrs: Option<FileAttrs>,
 }
 
 /// Collects the manifest's entries and stores nothing (`pickup info`).
 #[derive(Default)]
 pub(crate) struct ManifestSink {
     pub entries: Vec<EntryInfo>,
+    /// The `FileAttrs` received for the entry that comes next.
+    pending: Option<FileAttrs>,
 }
 
 impl ReadAt for ManifestSink {
@@ -44,8 +48,13 @@ impl Sink for ManifestSink {
             size: entry.size,
             sha1: entry.sha1,
             received: entry.received,
+            // They arrive just before their entry (PROTOCOL.md §5.5).
+            attrs: self.pending.take().filter(|a| a.index == entry.index),
         });
         Ok(0)
+    }
+    fn attrs(&mut self, attrs: &FileAttrs) {
+        self.pending = Some(*attrs);
     }
     fn truncate(&mut self, _: u16) -> io::Result<()> {
         Err(ErrorKind::Unsupported.into())

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::addr::Addr;
 use super::out::{out, outln};
 use super::show::{banner, escape, plural, say, size, utc, Ui};
-use super::source::{sha1_file, SourceFiles, NOT_PROVING};
+use super::source::{attrs_of, sha1_file, SourceFiles, NOT_PROVING};
 use super::state::{FamilyFile, Saved, StateFile};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
@@ -34,6 +34,8 @@ struct Local {
     name: String,
     size: u64,
     sha1: Sha1Digest,
+    /// Executable bit and modification time, sent to a relay that keeps them.
+    attrs: Option<(bool, i64)>,
 }
 
 pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
@@ -87,7 +89,13 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
         ui.bar.set_position(0);
         let (size, sha1) = sha1_file(&file, |n| ui.bar.inc(n)).map_err(local_err)?;
         opened.push(file);
-        locals.push(Local { name, size, sha1 });
+        let attrs = attrs_of(&meta);
+        locals.push(Local {
+            name,
+            size,
+            sha1,
+            attrs,
+        });
     }
     let metas: Vec<FileMeta<'_>> = locals
         .iter()
@@ -141,6 +149,15 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
             None => Uploader::<'_, MAX_FILES, RX, TX>::new(config, &metas, policy),
         };
         let mut uploader = Box::new(made.map_err(|e| Failure::new(Exit::Usage, e.to_string()))?);
+        for (index, l) in (0u16..).zip(&locals) {
+            if let Some((executable, mtime)) = l.attrs {
+                uploader.set_attrs(message::FileAttrs {
+                    index,
+                    executable,
+                    mtime,
+                });
+            }
+        }
         if let Some(token) = family.as_ref().and_then(FamilyFile::load) {
             uploader.join_family(token);
         }

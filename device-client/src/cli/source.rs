@@ -41,6 +41,24 @@ impl ReadAt for SourceFiles {
     }
 }
 
+/// What `pickup send` keeps of a file besides its bytes: executable if any
+/// `x` bit is set (always `false` where there are none), and its
+/// modification time in whole seconds since the Unix epoch (negative
+/// before 1970). `None` if the system cannot tell the time.
+pub(crate) fn attrs_of(meta: &std::fs::Metadata) -> Option<(bool, i64)> {
+    #[cfg(unix)]
+    let executable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0;
+    #[cfg(not(unix))]
+    let executable = false;
+    let modified = meta.modified().ok()?;
+    let mtime = match modified.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok()?,
+        // Before 1970: whole seconds, rounded towards the epoch.
+        Err(before) => -i64::try_from(before.duration().as_secs()).ok()?,
+    };
+    Some((executable, mtime))
+}
+
 /// SHA-1 of a whole open file, reporting bytes as it goes.
 pub(crate) fn sha1_file(
     file: &File,
