@@ -1321,8 +1321,9 @@ impl<'a> World<'a> {
                         sha1: Sha1Digest::of(c),
                     })
                     .collect();
-                let session = upload::Session::new(config, &metas)
+                let mut session = upload::Session::new(config, &metas)
                     .unwrap_or_else(|e| panic!("a valid batch refused: {e}"));
+                with_attrs(&mut session);
                 Machine::Up {
                     session: Box::new(session),
                     config,
@@ -1427,12 +1428,13 @@ impl<'a> World<'a> {
                         sha1: Sha1Digest::of(c),
                     })
                     .collect();
-                let session = match self.actors[i].token {
+                let mut session = match self.actors[i].token {
                     Some(token) => upload::Session::resume(config, &metas, token),
                     // Restarted before the grant arrived: announce again.
                     None => upload::Session::new(config, &metas),
                 }
                 .unwrap_or_else(|e| panic!("a valid batch refused: {e}"));
+                with_attrs(&mut session);
                 self.actors[i].machine = Some(Machine::Up {
                     session: Box::new(session),
                     config,
@@ -1767,4 +1769,16 @@ pub fn run_many(first: u64, seeds: u64, threads: usize) -> (Vec<Report>, BTreeMa
         }
     });
     results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every simulated upload gives its first file attributes, the same ones
+/// after a restart (a re-announcement that differed would be another
+/// batch), so `FileAttrs` crosses the faulty links both ways: drawn from
+/// no random number, so each seed keeps the faults it had before.
+fn with_attrs<const F: usize>(session: &mut upload::Session<'_, F>) {
+    session.set_attrs(pickup_proto::message::FileAttrs {
+        index: 0,
+        executable: true,
+        mtime: 1_700_000_000,
+    });
 }
