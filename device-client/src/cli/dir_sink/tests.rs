@@ -271,3 +271,47 @@ fn a_symlinked_temp_file_is_refused() {
     assert!(sink.open(&entry(0, "a", b"data")).is_err());
     assert_eq!(std::fs::read(&outside).unwrap(), b"");
 }
+
+/// Issue 18, item 3: paths land in subdirectories the sink creates.
+#[test]
+fn paths_are_written_into_created_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+    for (i, (name, data)) in [("d/e/f.txt", b"one"), ("d/g.txt", b"two")]
+        .into_iter()
+        .enumerate()
+    {
+        let i = i as u16;
+        assert_eq!(sink.open(&entry(i, name, data)).unwrap(), 0);
+        sink.write_at(i, 0, data).unwrap();
+        assert_eq!(sink.digest(i, 3).unwrap(), Sha1Digest::of(data));
+        sink.finish(i).unwrap();
+    }
+    assert_eq!(listing(dir.path()), ["d"]);
+    assert_eq!(std::fs::read(dir.path().join("d/e/f.txt")).unwrap(), b"one");
+    assert_eq!(std::fs::read(dir.path().join("d/g.txt")).unwrap(), b"two");
+    // A file and its own directory cannot both be created.
+    let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+    sink.open(&entry(0, "x", b"")).unwrap();
+    assert!(sink.open(&entry(1, "x/y", b"")).is_err());
+}
+
+/// A symbolic link or a file where the path needs a directory is never
+/// followed: the entry is a conflict and nothing is written through it.
+#[cfg(unix)]
+#[test]
+fn a_symlinked_or_file_parent_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
+    sink.open(&entry(0, "link/x", b"data")).unwrap();
+    sink.open(&entry(1, "file/x", b"data")).unwrap();
+    for i in 0..2 {
+        assert_eq!(sink.digest(i, 4).unwrap(), Sha1Digest::of(b"data"));
+        sink.finish(i).unwrap();
+    }
+    assert_eq!(sink.conflicts().count(), 2);
+    assert_eq!(listing(outside.path()), Vec::<String>::new());
+}
