@@ -31,6 +31,7 @@ mod addr;
 mod dir_sink;
 mod get;
 mod info;
+mod inputs;
 mod io;
 mod manifest_sink;
 mod out;
@@ -39,6 +40,7 @@ mod serial;
 mod show;
 mod source;
 mod state;
+mod stdout_sink;
 mod tcp;
 
 use std::io::Write;
