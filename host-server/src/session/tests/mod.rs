@@ -999,7 +999,10 @@ fn limits_and_hostile_names_are_refused_with_their_codes() {
     let sha = Sha1Digest::of(b"");
     for name in [
         "../etc/passwd",
-        "a/b",
+        "a//b",
+        "/a",
+        "a/",
+        "a/./b",
         "a\\b",
         "..",
         ".",
