@@ -46,7 +46,8 @@ fn make_tree(src: &Path) -> PathBuf {
     top
 }
 
-fn get_into(state: &Path, relay: &RelayProcess, code: &str, dest: &Path) {
+/// Gets `code` into `dest`; returns the names `get --json` reported.
+fn get_into(state: &Path, relay: &RelayProcess, code: &str, dest: &Path) -> Vec<String> {
     let got = run_json(pickup(state).args([
         "get",
         "--json",
@@ -56,7 +57,12 @@ fn get_into(state: &Path, relay: &RelayProcess, code: &str, dest: &Path) {
         "-o",
         dest.to_str().unwrap(),
     ]));
-    assert!(got["files"].as_array().is_some(), "{got}");
+    got["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -97,7 +103,8 @@ fn a_directory_tree_round_trips_inside_the_output_directory() {
     );
 
     let dest = work.path().join("dest");
-    get_into(&state, &relay, sent["code"].as_str().unwrap(), &dest);
+    let got = get_into(&state, &relay, sent["code"].as_str().unwrap(), &dest);
+    assert_eq!(got, names, "get names files as the batch does");
     assert_eq!(tree(&dest.join("photos")), tree(&top));
     // Nothing but the tree: no temporary file left at the top.
     let top_level: Vec<_> = fs::read_dir(&dest)

@@ -159,13 +159,13 @@ impl DirSink {
     }
 
     /// Final paths of the files written or found verified, in batch order,
-    /// with their indexes (conflicts left out).
-    pub fn paths(&self) -> impl Iterator<Item = (usize, &Path)> {
+    /// with their indexes and names in the batch (conflicts left out).
+    pub fn paths(&self) -> impl Iterator<Item = (usize, &str, &Path)> {
         self.targets
             .iter()
             .enumerate()
             .filter(|(_, t)| !t.conflict)
-            .map(|(i, t)| (i, t.final_path.as_path()))
+            .map(|(i, t)| (i, t.name.as_str(), t.final_path.as_path()))
     }
 
     /// Paths that held something else and were left alone (no `--force`,

@@ -175,9 +175,9 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     let relay_key = relay.canonical();
     match result {
         Ok(()) => {
-            let paths: Vec<(PathBuf, (u64, Sha1Digest, u64))> = sink
+            let paths: Vec<(&str, PathBuf, (u64, Sha1Digest, u64))> = sink
                 .paths()
-                .filter_map(|(i, p)| Some((p.to_path_buf(), *entries.get(i)?)))
+                .filter_map(|(i, name, p)| Some((name, p.to_path_buf(), *entries.get(i)?)))
                 .collect();
             let conflicts: Vec<String> = sink
                 .conflicts()
@@ -187,9 +187,10 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
             if args.common.json && conflicts.is_empty() {
                 let files: Vec<_> = paths
                     .iter()
-                    .map(|(p, (size, sha1, reused))| {
+                    .map(|(name, p, (size, sha1, reused))| {
                         json!({
-                            "name": p.file_name().map(|n| n.to_string_lossy().into_owned()),
+                            // The batch's name: a path for a file of a tree.
+                            "name": name,
                             "path": p.to_string_lossy(),
                             "size": size,
                             "sha1": sha1.to_string(),
@@ -200,7 +201,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
                 outln!("{}", json!({"code": code.to_string(), "files": files}));
             } else if !args.common.json {
                 let tty = std::io::stdout().is_terminal();
-                for (p, (bytes, _, _)) in &paths {
+                for (_, p, (bytes, _, _)) in &paths {
                     let shown = escape(&p.to_string_lossy());
                     if tty {
                         outln!("  {shown}  ({})", size(*bytes));
