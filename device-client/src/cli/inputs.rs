@@ -7,7 +7,7 @@
 //! file's size and SHA-1 before the first byte goes up).
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use pickup_proto::message;
@@ -56,6 +56,10 @@ pub(crate) fn gather(
             }
             let name = stdin_name
                 .ok_or_else(|| usage("sending standard input (-) needs --name NAME".into()))?;
+            if io::stdin().is_terminal() {
+                // Otherwise a forgotten pipe looks like a hang.
+                warn("reading standard input until end of file (Ctrl-D)");
+            }
             let s = spool_stdin(spool_dir)?;
             inputs.push(Input {
                 path: s.path.clone(),
@@ -205,4 +209,47 @@ fn spool_stdin(dir: &Path) -> Result<Spool, Failure> {
     io::copy(&mut io::stdin().lock(), &mut file).map_err(local)?;
     file.sync_all().map_err(local)?;
     Ok(spool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(args: &[PathBuf]) -> Result<(Vec<String>, usize), Failure> {
+        let mut warnings = 0;
+        let (inputs, _) = gather(args, None, Path::new("/nonexistent"), &mut |_| {
+            warnings += 1
+        })?;
+        Ok((inputs.into_iter().map(|i| i.name).collect(), warnings))
+    }
+
+    #[test]
+    fn directories_become_sorted_paths_under_their_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        fs::create_dir_all(top.join("b/c")).unwrap();
+        fs::create_dir_all(top.join("empty")).unwrap();
+        for f in ["z", "a", "b/c/d", "b/x"] {
+            fs::write(top.join(f), f).unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/", top.join("link")).unwrap();
+        let (got, warnings) = names(&[top.clone(), dir.path().join("top/a")])
+            .ok()
+            .unwrap();
+        assert_eq!(got, ["top/a", "top/b/c/d", "top/b/x", "top/z", "a"]);
+        assert_eq!(warnings, usize::from(cfg!(unix)));
+        // `top/a` sent twice (as itself and from its directory) collides
+        // only when the names do.
+        assert!(names(&[top.join("a"), top.join("a")]).is_err());
+        // `a` as a file and `a/…` from a directory named `a`.
+        let other = dir.path().join("other/top");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join("f"), b"").unwrap();
+        let file_top = dir.path().join("file/top");
+        fs::create_dir_all(file_top.parent().unwrap()).unwrap();
+        fs::write(&file_top, b"").unwrap();
+        assert!(names(&[file_top, other]).is_err());
+        assert!(names(&[top.join("empty")]).is_err());
+    }
 }

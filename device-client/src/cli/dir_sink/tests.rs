@@ -34,6 +34,11 @@ fn temp_names_are_hidden_ours_and_tied_to_the_entry() {
     // The index does not matter; the name, size and content do.
     assert_eq!(name, temp_name(&entry(3, "a.txt", b"hello")));
     assert_ne!(name, temp_name(&entry(0, "b.txt", b"hello")));
+    // Paths are hashed whole: the same file name in two directories differs.
+    assert_ne!(
+        temp_name(&entry(0, "d/a.txt", b"hello")),
+        temp_name(&entry(0, "e/a.txt", b"hello"))
+    );
     assert_ne!(name, temp_name(&entry(0, "a.txt", b"hellO")));
     assert_ne!(name, temp_name(&entry(0, "a.txt", b"hello!")));
     // Within the name limit for the longest name.
