@@ -256,6 +256,14 @@ fn stdin_send_and_stdout_get_round_trip() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == data, "stdout differs from what was sent");
 
+    // A JSON report would be mixed into the file's bytes.
+    let out = run(pickup(&state).args(["get", "--json", "--relay", &relay.tcp(), code, "-o", "-"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--json and -o -")
+            || String::from_utf8_lossy(&out.stdout).contains("--json and -o -")
+    );
+
     // A batch of two files cannot go to stdout: refused, nothing written.
     let two = work.path().join("two");
     fs::create_dir(&two).unwrap();

@@ -44,6 +44,13 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
     let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
     let code = parse_code(&args.code)?;
     if args.dir.as_os_str() == "-" {
+        if args.common.json {
+            // A JSON report (or error) would land inside the file's bytes.
+            return Err(Failure::new(
+                Exit::Usage,
+                "--json and -o - both write to standard output; use one",
+            ));
+        }
         return fetch_to_stdout(&args, relay, code);
     }
     let created = prepare_dir(&args.dir)?;
