@@ -3,9 +3,9 @@
 //! progress bars.
 //!
 //! ```text
-//! pickup [OPTIONS] send FILE...        upload, print the pickup code
-//! pickup [OPTIONS] get CODE [-o DIR]   download every file, verified
-//! pickup [OPTIONS] info CODE           show the batch's manifest
+//! pickup [OPTIONS] send FILE|DIR|-...  upload, print the pickup code
+//! pickup [OPTIONS] get CODE [-o DIR|-]  download every file, verified
+//! pickup [OPTIONS] info CODE            show the batch's manifest
 //! ```
 //!
 //! The options (`Common`: `--relay`, `--json`, `-v`, `--state-dir`, the
