@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use clap::Args;
 use pickup_proto::upload::{self, FileMeta};
-use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
+use pickup_proto::{Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::addr::Addr;
+use super::inputs::{gather, Input};
 use super::out::{out, outln};
 use super::show::{banner, escape, plural, say, size, utc, Ui};
 use super::source::{sha1_file, SourceFiles, NOT_PROVING};
@@ -25,9 +26,13 @@ pub(crate) struct SendArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// Files to send (one batch, one code)
+    /// Files and directories to send (one batch, one code); `-` reads
+    /// standard input (with --name)
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// The name standard input (`-`) is sent under
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 struct Local {
@@ -38,40 +43,24 @@ struct Local {
 
 pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
-    if args.files.len() > MAX_FILES {
-        return Err(Failure::new(
-            Exit::Usage,
-            format!("at most {MAX_FILES} files per batch"),
-        ));
-    }
     let ui = Ui::new(args.common.verbose);
 
     // Open and hash every file before talking to the relay.
     let mut opened = Vec::new();
     let mut locals: Vec<Local> = Vec::new();
-    for path in &args.files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                Failure::new(
-                    Exit::Usage,
-                    format!("{}: the file name is not valid UTF-8", path.display()),
-                )
-            })?
-            .to_string();
-        if message::validate_name(&name).is_err() {
-            return Err(Failure::new(
-                Exit::Usage,
-                format!("\"{}\" cannot be sent as a file name", escape(&name)),
-            ));
-        }
-        if locals.iter().any(|l| l.name == name) {
-            return Err(Failure::new(
-                Exit::Usage,
-                format!("two files are named \"{}\"", escape(&name)),
-            ));
-        }
+    let state_dir = args
+        .common
+        .state_dir
+        .clone()
+        .or_else(super::default_state_dir);
+    // Standard input is spooled where resume state lives (it can be large,
+    // and /tmp is often small), or in the system's temporary directory.
+    let spool_dir = state_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (inputs, _spool) = gather(&args.files, args.name.as_deref(), &spool_dir, &mut |line| {
+        say(&ui.bar, ui.tty, line)
+    })?;
+    for Input { path, name } in inputs {
+        let path = &path;
         let local_err =
             |e: std::io::Error| Failure::new(Exit::Local, format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(local_err)?;
@@ -101,11 +90,6 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let total: u64 = locals.iter().map(|l| l.size).sum();
 
     let relay_key = relay.canonical();
-    let state_dir = args
-        .common
-        .state_dir
-        .clone()
-        .or_else(super::default_state_dir);
     let state = state_dir
         .as_ref()
         .map(|dir| StateFile::new(dir, &relay_key, &metas));
