@@ -269,7 +269,9 @@ fn hostile_names_are_refused() {
     let long = "n".repeat(256);
     for name in [
         "../../etc/passwd",
-        "a/b",
+        "a//b",
+        "/abs",
+        "a/./b",
         "a\\b",
         "..",
         ".",

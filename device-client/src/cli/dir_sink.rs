@@ -163,13 +163,13 @@ impl DirSink {
     }
 
     /// Final paths of the files written or found verified, in batch order,
-    /// with their indexes (conflicts left out).
-    pub fn paths(&self) -> impl Iterator<Item = (usize, &Path)> {
+    /// with their indexes and names in the batch (conflicts left out).
+    pub fn paths(&self) -> impl Iterator<Item = (usize, &str, &Path)> {
         self.targets
             .iter()
             .enumerate()
             .filter(|(_, t)| !t.conflict)
-            .map(|(i, t)| (i, t.final_path.as_path()))
+            .map(|(i, t)| (i, t.name.as_str(), t.final_path.as_path()))
     }
 
     /// Paths that held something else and were left alone (no `--force`,
@@ -202,6 +202,57 @@ impl DirSink {
         }
         OpenOptions::new().read(true).write(true).open(path)
     }
+}
+
+/// The directories between `dir` and `path` (a path below it), outermost
+/// first.
+fn parents<'p>(dir: &Path, path: &'p Path) -> impl Iterator<Item = &'p Path> {
+    let below: Vec<&Path> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|p| p.starts_with(dir) && *p != dir)
+        .collect();
+    below.into_iter().rev()
+}
+
+/// Whether every directory between `dir` and `path` is a real directory or
+/// missing (then created by [`create_parents`]). A symbolic link is not
+/// usable even if it points at a directory: following it could lead out of
+/// `dir`.
+fn parents_usable(dir: &Path, path: &Path) -> bool {
+    for p in parents(dir, path) {
+        match fs::symlink_metadata(p) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+/// Creates the missing directories between `dir` and `path` one at a time,
+/// refusing any that exists as something other than a real directory
+/// (checked again here: one may have appeared since [`parents_usable`]).
+fn create_parents(dir: &Path, path: &Path) -> io::Result<()> {
+    for p in parents(dir, path) {
+        match fs::create_dir(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let meta = fs::symlink_metadata(p).map_err(|e| with_path(e, p))?;
+                if !meta.is_dir() {
+                    return Err(other(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "{} is not a directory; refusing to write through it",
+                            p.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(with_path(e, p)),
+        }
+    }
+    Ok(())
 }
 
 /// Gives a verified file the attributes its sender had (PROTOCOL.md §5.5),
@@ -319,10 +370,18 @@ impl Sink for DirSink {
                 "manifest entries out of order".into(),
             ));
         }
-        if self.targets.iter().any(|t| t.name == name) {
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|t| message::names_conflict(&t.name, name))
+        {
             return Err(other(
                 ErrorKind::AlreadyExists,
-                format!("the batch names \"{}\" twice", escape(name)),
+                format!(
+                    "the batch names \"{}\" and \"{}\", which cannot both be created",
+                    escape(&t.name),
+                    escape(name)
+                ),
             ));
         }
         let temp_name = temp_name(entry);
@@ -342,7 +401,12 @@ impl Sink for DirSink {
                 ),
             ));
         }
-        let final_path = self.dir.join(name);
+        // Component by component, so the path is built the same on every
+        // system; the temporary file stays at the top of the directory
+        // (its name hashes the whole path, so it is still one per entry).
+        let final_path = name
+            .split(message::SEPARATOR)
+            .fold(self.dir.clone(), |p, c| p.join(c));
         let temp_path = self.dir.join(&temp_name);
         let mut target = Target {
             name: name.to_string(),
@@ -355,6 +419,14 @@ impl Sink for DirSink {
             preexisting: false,
             conflict: false,
         };
+        if !parents_usable(&self.dir, &target.final_path) {
+            // A symbolic link or a file where the path needs a directory:
+            // never written through, reported like any other conflict.
+            target.preexisting = true;
+            target.conflict = true;
+            self.targets.push(target);
+            return Ok(entry.size);
+        }
         if let Ok(meta) = fs::symlink_metadata(&target.final_path) {
             target.preexisting = true;
             // The same file from an earlier, interrupted run (or any file of
@@ -469,6 +541,7 @@ impl Sink for DirSink {
     fn finish(&mut self, file: u16) -> io::Result<()> {
         let force = self.force;
         let attrs = self.attrs.get(usize::from(file)).copied().flatten();
+        let dir = self.dir.clone();
         let t = self.target(file)?;
         if t.already_final || t.conflict {
             // Not a file this run made: its mode and time are not ours to change.
@@ -490,6 +563,7 @@ impl Sink for DirSink {
                 ),
             ));
         }
+        create_parents(&dir, &t.final_path)?;
         fs::rename(&t.temp_path, &t.final_path).map_err(|e| with_path(e, &t.final_path))?;
         let f = File::open(&t.final_path).map_err(|e| with_path(e, &t.final_path))?;
         t.file = Some(Arc::new(f));

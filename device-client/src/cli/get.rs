@@ -12,6 +12,7 @@ use super::dir_sink::DirSink;
 use super::out::outln;
 use super::send::link_failure;
 use super::show::{escape, say, size, Ui};
+use super::stdout_sink::{StdoutSink, MISMATCH};
 use super::{Common, Exit, Failure, MAX_FILES, RX, TX};
 use crate::clock::StdClock;
 use crate::{Downloader, Event, RunError};
@@ -23,7 +24,8 @@ pub(crate) struct GetArgs {
     pub(crate) common: Common,
     /// The pickup code (case, hyphens and spaces do not matter)
     code: String,
-    /// Directory to write the files into (created if missing)
+    /// Directory to write the files into (created if missing); `-` writes
+    /// the file of a one-file batch to standard output
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
     dir: PathBuf,
     /// Replace files that already exist in DIR
@@ -41,6 +43,16 @@ pub(crate) fn parse_code(text: &str) -> Result<Code, Failure> {
 pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
     let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
     let code = parse_code(&args.code)?;
+    if args.dir.as_os_str() == "-" {
+        if args.common.json {
+            // A JSON report (or error) would land inside the file's bytes.
+            return Err(Failure::new(
+                Exit::Usage,
+                "--json and -o - both write to standard output; use one",
+            ));
+        }
+        return fetch_to_stdout(&args, relay, code);
+    }
     let created = prepare_dir(&args.dir)?;
     let result = fetch(&args, relay, code);
     if result.is_err() {
@@ -170,9 +182,9 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     let relay_key = relay.canonical();
     match result {
         Ok(()) => {
-            let paths: Vec<(PathBuf, (u64, Sha1Digest, u64))> = sink
+            let paths: Vec<(&str, PathBuf, (u64, Sha1Digest, u64))> = sink
                 .paths()
-                .filter_map(|(i, p)| Some((p.to_path_buf(), *entries.get(i)?)))
+                .filter_map(|(i, name, p)| Some((name, p.to_path_buf(), *entries.get(i)?)))
                 .collect();
             let conflicts: Vec<String> = sink
                 .conflicts()
@@ -182,9 +194,10 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
             if args.common.json && conflicts.is_empty() {
                 let files: Vec<_> = paths
                     .iter()
-                    .map(|(p, (size, sha1, reused))| {
+                    .map(|(name, p, (size, sha1, reused))| {
                         json!({
-                            "name": p.file_name().map(|n| n.to_string_lossy().into_owned()),
+                            // The batch's name: a path for a file of a tree.
+                            "name": name,
                             "path": p.to_string_lossy(),
                             "size": size,
                             "sha1": sha1.to_string(),
@@ -195,7 +208,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
                 outln!("{}", json!({"code": code.to_string(), "files": files}));
             } else if !args.common.json {
                 let tty = std::io::stdout().is_terminal();
-                for (p, (bytes, _, _)) in &paths {
+                for (_, p, (bytes, _, _)) in &paths {
                     let shown = escape(&p.to_string_lossy());
                     if tty {
                         outln!("  {shown}  ({})", size(*bytes));
@@ -225,6 +238,57 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
         Err(RunError::Session(e)) => Err(session_failure(e, &code)),
         Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),
         Err(e) => Err(link_failure(e, &relay_key, &connector.last_error)),
+    }
+}
+
+/// `-o -`: the one file of the batch to standard output, verified as it
+/// streams (see [`StdoutSink`]). Nothing else is printed on stdout.
+fn fetch_to_stdout(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
+    let ui = Ui::new(args.common.verbose);
+    let mut config = relay.download_config();
+    if args.wait {
+        config.wait_until_ready = Some(Duration::from_secs(2));
+    }
+    config.hashing = download::Hashing::BySink;
+    let mut sink = StdoutSink::new(std::io::stdout().lock());
+    let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
+        config,
+        code,
+        args.common.policy(),
+    ));
+    let mut connector = relay.dial()?;
+    let clock = StdClock::new();
+    ui.bar.set_message("receiving");
+    let result = downloader.run(&mut connector, &clock, &mut sink, |event| match event {
+        Event::Session(download::Event::Manifest { total_size, .. }) => {
+            ui.bar.set_length(total_size);
+        }
+        Event::Session(download::Event::NotReady { .. }) => {
+            ui.bar.set_message("waiting");
+        }
+        Event::Session(download::Event::Progress { done, total }) => {
+            ui.progress("receiving", done, total);
+        }
+        Event::Session(download::Event::Waiting {
+            reason,
+            retry_in_ms,
+        }) => ui.retrying(reason, retry_in_ms),
+        Event::Link(link) => ui.link(&link),
+        _ => {}
+    });
+    ui.finish();
+    match result {
+        Ok(()) => Ok(()),
+        Err(RunError::Session(e)) => Err(session_failure(e, &code)),
+        Err(RunError::Storage(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // The reader took what it wanted (see `out`).
+            std::process::exit(0)
+        }
+        Err(RunError::Storage(e)) if e.to_string() == MISMATCH => {
+            Err(Failure::new(Exit::Verification, MISMATCH))
+        }
+        Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),
+        Err(e) => Err(link_failure(e, &relay.canonical(), &connector.last_error)),
     }
 }
 

@@ -3,9 +3,9 @@
 //! progress bars.
 //!
 //! ```text
-//! pickup [OPTIONS] send FILE...        upload, print the pickup code
-//! pickup [OPTIONS] get CODE [-o DIR]   download every file, verified
-//! pickup [OPTIONS] info CODE           show the batch's manifest
+//! pickup [OPTIONS] send FILE|DIR|-...  upload, print the pickup code
+//! pickup [OPTIONS] get CODE [-o DIR|-]  download every file, verified
+//! pickup [OPTIONS] info CODE            show the batch's manifest
 //! ```
 //!
 //! The options (`Common`: `--relay`, `--json`, `-v`, `--state-dir`, the
@@ -31,6 +31,7 @@ mod addr;
 mod dir_sink;
 mod get;
 mod info;
+mod inputs;
 mod io;
 mod manifest_sink;
 mod out;
@@ -39,6 +40,7 @@ mod serial;
 mod show;
 mod source;
 mod state;
+mod stdout_sink;
 mod tcp;
 
 use std::io::Write;

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
+use pickup_proto::message::FileAttrs;
 use pickup_proto::upload::{self, FileMeta};
-use pickup_proto::{message, Code, ErrorCode, Sha1Digest};
+use pickup_proto::{Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::addr::Addr;
+use super::inputs::{gather, Input};
 use super::out::{out, outln};
 use super::show::{banner, escape, plural, say, size, utc, Ui};
 use super::source::{attrs_of, sha1_file, SourceFiles, NOT_PROVING};
@@ -25,9 +27,13 @@ pub(crate) struct SendArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// Files to send (one batch, one code)
+    /// Files and directories to send (one batch, one code); `-` reads
+    /// standard input (with --name)
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// The name standard input (`-`) is sent under
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 struct Local {
@@ -40,40 +46,24 @@ struct Local {
 
 pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
-    if args.files.len() > MAX_FILES {
-        return Err(Failure::new(
-            Exit::Usage,
-            format!("at most {MAX_FILES} files per batch"),
-        ));
-    }
     let ui = Ui::new(args.common.verbose);
 
     // Open and hash every file before talking to the relay.
     let mut opened = Vec::new();
     let mut locals: Vec<Local> = Vec::new();
-    for path in &args.files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                Failure::new(
-                    Exit::Usage,
-                    format!("{}: the file name is not valid UTF-8", path.display()),
-                )
-            })?
-            .to_string();
-        if message::validate_name(&name).is_err() {
-            return Err(Failure::new(
-                Exit::Usage,
-                format!("\"{}\" cannot be sent as a file name", escape(&name)),
-            ));
-        }
-        if locals.iter().any(|l| l.name == name) {
-            return Err(Failure::new(
-                Exit::Usage,
-                format!("two files are named \"{}\"", escape(&name)),
-            ));
-        }
+    let state_dir = args
+        .common
+        .state_dir
+        .clone()
+        .or_else(super::default_state_dir);
+    // Standard input is spooled where resume state lives (it can be large,
+    // and /tmp is often small), or in the system's temporary directory.
+    let spool_dir = state_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (inputs, spool) = gather(&args.files, args.name.as_deref(), &spool_dir, &mut |line| {
+        say(&ui.bar, ui.tty, line)
+    })?;
+    for Input { path, name } in inputs {
+        let path = &path;
         let local_err =
             |e: std::io::Error| Failure::new(Exit::Local, format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(local_err)?;
@@ -89,7 +79,10 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
         ui.bar.set_position(0);
         let (size, sha1) = sha1_file(&file, |n| ui.bar.inc(n)).map_err(local_err)?;
         opened.push(file);
-        let attrs = attrs_of(&meta);
+        // Standard input has no mode or time of its own: the spool file's
+        // would be made up.
+        let spooled = spool.as_ref().is_some_and(|s| s.path() == path.as_path());
+        let attrs = if spooled { None } else { attrs_of(&meta) };
         locals.push(Local {
             name,
             size,
@@ -109,11 +102,6 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let total: u64 = locals.iter().map(|l| l.size).sum();
 
     let relay_key = relay.canonical();
-    let state_dir = args
-        .common
-        .state_dir
-        .clone()
-        .or_else(super::default_state_dir);
     let state = state_dir
         .as_ref()
         .map(|dir| StateFile::new(dir, &relay_key, &metas));
@@ -151,7 +139,7 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
         let mut uploader = Box::new(made.map_err(|e| Failure::new(Exit::Usage, e.to_string()))?);
         for (index, l) in (0u16..).zip(&locals) {
             if let Some((executable, mtime)) = l.attrs {
-                uploader.set_attrs(message::FileAttrs {
+                uploader.set_attrs(FileAttrs {
                     index,
                     executable,
                     mtime,

@@ -24,11 +24,14 @@ pub enum Hashing {
 /// and a few file-level steps.
 pub trait Sink: ReadAt + WriteAt<Error = <Self as ReadAt>::Error> {
     /// A file of the batch, as the manifest describes it. Validate the name
-    /// (again) with [`message::validate_name`] before using it on disk, and
-    /// return how many leading bytes of it are already present from an
+    /// (again) with [`message::validate_name`] before using it on disk (it
+    /// may be a path: create its directories without following links, and
+    /// refuse one that [`message::names_conflict`] with an earlier entry),
+    /// and return how many leading bytes of it are already present from an
     /// earlier attempt (0 for a new file).
     ///
     /// [`message::validate_name`]: crate::message::validate_name
+    /// [`message::names_conflict`]: crate::message::names_conflict
     fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, <Self as ReadAt>::Error>;
     /// Attributes of the file of `attrs.index`, with
     /// [`Config::file_attrs`](super::Config::file_attrs) and a relay that has

@@ -41,7 +41,7 @@ pub use decode::DecodeError;
 pub use download::{Fetch, Manifest, ManifestEntry, Read};
 pub use encode::{encode, encode_empty, Body};
 pub use kind::Kind;
-pub use names::{validate_name, MAX_NAME_LEN};
+pub use names::{names_conflict, validate_name, MAX_NAME_LEN, SEPARATOR};
 pub use session::{Error, Hello, Role, Welcome};
 pub use upload::{
     Ack, BatchComplete, BatchOpen, FileAnnounce, FileAttrs, FilePlan, FileRejected, FileVerified,

@@ -291,9 +291,13 @@ fn messages_refuse_frames_larger_than_the_peer_accepts() {
 }
 
 #[test]
-fn names_are_single_safe_components() {
+fn names_are_relative_paths_of_safe_components() {
     for good in [
         "a",
+        "a/b",
+        "dir/sub/file.txt",
+        ".hidden/...",
+        &format!("{}/{}", "x".repeat(127), "y".repeat(127)),
         "report.pdf",
         "ünïcødé 名前.txt",
         "...",
@@ -306,8 +310,15 @@ fn names_are_single_safe_components() {
         "",
         ".",
         "..",
-        "a/b",
+        "a/",
+        "/a",
+        "a//b",
+        "a/./b",
+        "a/../b",
+        "../x",
         "../etc/passwd",
+        "/etc/passwd",
+        "a/b\\c",
         "a\\b",
         "C:evil",
         "nul\0byte",
@@ -320,6 +331,23 @@ fn names_are_single_safe_components() {
         &"x".repeat(256),
     ] {
         assert_eq!(validate_name(bad), Err(ErrorCode::InvalidName), "{bad:?}");
+    }
+}
+
+#[test]
+fn names_conflict_when_equal_or_a_directory_of_another() {
+    for (a, b) in [("a", "a"), ("a", "a/b"), ("a/b", "a"), ("d/e", "d/e/f/g")] {
+        assert!(names_conflict(a, b), "{a} {b}");
+    }
+    for (a, b) in [
+        ("a", "b"),
+        ("a", "ab"),
+        ("a/b", "a/c"),
+        ("ab/c", "a"),
+        ("a.b", "a/b"),
+        ("A", "a"),
+    ] {
+        assert!(!names_conflict(a, b), "{a} {b}");
     }
 }
 

@@ -42,7 +42,8 @@ pub struct FileAnnounce<'a> {
     pub size: u64,
     /// SHA-1 of the whole content.
     pub sha1: Sha1Digest,
-    /// File name: UTF-8, 1..=255 bytes, one path component (see [`validate_name`]).
+    /// File name: UTF-8, 1..=255 bytes, a `/`-separated relative path (see
+    /// [`validate_name`]).
     ///
     /// [`validate_name`]: super::validate_name
     pub name: &'a str,

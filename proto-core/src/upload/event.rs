@@ -98,7 +98,8 @@ pub enum Error {
     },
     /// More files than this session's capacity, none at all, or more than a `u16` counts.
     TooManyFiles,
-    /// A file name is invalid or does not fit the relay's frame size.
+    /// A file name is invalid, does not fit the relay's frame size, or
+    /// conflicts with an earlier file's (the same path, or `a` and `a/b`).
     InvalidName {
         /// File index.
         file: u16,

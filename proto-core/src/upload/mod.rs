@@ -138,12 +138,19 @@ pub struct Session<'n, const F: usize> {
 impl<'n, const F: usize> Session<'n, F> {
     /// A new upload of `files`. Fails if there are none or more than `F`.
     pub fn new(config: Config, files: &[FileMeta<'n>]) -> Result<Self, Error> {
-        if files.is_empty() || files.len() > usize::from(u16::MAX) {
+        if files.is_empty() || files.len() > F || files.len() > usize::from(u16::MAX) {
             return Err(Error::TooManyFiles);
         }
         let mut list = Vec::new();
         for (i, meta) in files.iter().enumerate() {
             message::validate_name(meta.name).map_err(|_| Error::InvalidName { file: i as u16 })?;
+            // The relay refuses such a batch too; say which file first.
+            if files[..i]
+                .iter()
+                .any(|m| message::names_conflict(m.name, meta.name))
+            {
+                return Err(Error::InvalidName { file: i as u16 });
+            }
             list.push(File {
                 meta: *meta,
                 attrs: None,

@@ -548,6 +548,15 @@ fn bad_inputs_are_refused_up_front() {
         Session::<2>::new(Config::default(), &[bad]).err(),
         Some(Error::InvalidName { file: 0 })
     );
+    // Issue 18, item 3: two files at one path, or a file that is another's
+    // directory, cannot both be created by a downloader.
+    for (a, b) in [("d/x", "d/x"), ("d", "d/x"), ("d/x/y", "d/x")] {
+        let (a, b) = (FileMeta { name: a, ..m }, FileMeta { name: b, ..m });
+        assert_eq!(
+            Session::<2>::new(Config::default(), &[a, b]).err(),
+            Some(Error::InvalidName { file: 1 })
+        );
+    }
     // A name that does not fit the relay's frames fails with a clear reason.
     let long = "n".repeat(250);
     let m = FileMeta { name: &long, ..m };

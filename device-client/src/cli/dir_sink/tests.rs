@@ -34,6 +34,11 @@ fn temp_names_are_hidden_ours_and_tied_to_the_entry() {
     // The index does not matter; the name, size and content do.
     assert_eq!(name, temp_name(&entry(3, "a.txt", b"hello")));
     assert_ne!(name, temp_name(&entry(0, "b.txt", b"hello")));
+    // Paths are hashed whole: the same file name in two directories differs.
+    assert_ne!(
+        temp_name(&entry(0, "d/a.txt", b"hello")),
+        temp_name(&entry(0, "e/a.txt", b"hello"))
+    );
     assert_ne!(name, temp_name(&entry(0, "a.txt", b"hellO")));
     assert_ne!(name, temp_name(&entry(0, "a.txt", b"hello!")));
     // Within the name limit for the longest name.
@@ -251,7 +256,10 @@ fn digests_cover_prefixes_writes_and_truncation() {
 fn unsafe_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut sink = DirSink::new(dir.path().join("inner"), true).unwrap();
-    for (i, name) in ["../x", "..", "a/b", "c:\\d", "e\u{7}"].iter().enumerate() {
+    for (i, name) in ["../x", "..", "a//b", "/a", "c:\\d", "e\u{7}"]
+        .iter()
+        .enumerate()
+    {
         let err = sink.open(&entry(i as u16, name, b"x")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{name:?}");
     }
@@ -270,4 +278,48 @@ fn a_symlinked_temp_file_is_refused() {
     let mut sink = DirSink::new(inner, true).unwrap();
     assert!(sink.open(&entry(0, "a", b"data")).is_err());
     assert_eq!(std::fs::read(&outside).unwrap(), b"");
+}
+
+/// Issue 18, item 3: paths land in subdirectories the sink creates.
+#[test]
+fn paths_are_written_into_created_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+    for (i, (name, data)) in [("d/e/f.txt", b"one"), ("d/g.txt", b"two")]
+        .into_iter()
+        .enumerate()
+    {
+        let i = i as u16;
+        assert_eq!(sink.open(&entry(i, name, data)).unwrap(), 0);
+        sink.write_at(i, 0, data).unwrap();
+        assert_eq!(sink.digest(i, 3).unwrap(), Sha1Digest::of(data));
+        sink.finish(i).unwrap();
+    }
+    assert_eq!(listing(dir.path()), ["d"]);
+    assert_eq!(std::fs::read(dir.path().join("d/e/f.txt")).unwrap(), b"one");
+    assert_eq!(std::fs::read(dir.path().join("d/g.txt")).unwrap(), b"two");
+    // A file and its own directory cannot both be created.
+    let mut sink = DirSink::new(dir.path().to_path_buf(), false).unwrap();
+    sink.open(&entry(0, "x", b"")).unwrap();
+    assert!(sink.open(&entry(1, "x/y", b"")).is_err());
+}
+
+/// A symbolic link or a file where the path needs a directory is never
+/// followed: the entry is a conflict and nothing is written through it.
+#[cfg(unix)]
+#[test]
+fn a_symlinked_or_file_parent_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let mut sink = DirSink::new(dir.path().to_path_buf(), true).unwrap();
+    sink.open(&entry(0, "link/x", b"data")).unwrap();
+    sink.open(&entry(1, "file/x", b"data")).unwrap();
+    for i in 0..2 {
+        assert_eq!(sink.digest(i, 4).unwrap(), Sha1Digest::of(b"data"));
+        sink.finish(i).unwrap();
+    }
+    assert_eq!(sink.conflicts().count(), 2);
+    assert_eq!(listing(outside.path()), Vec::<String>::new());
 }

@@ -1001,7 +1001,10 @@ fn limits_and_hostile_names_are_refused_with_their_codes() {
     let sha = Sha1Digest::of(b"");
     for name in [
         "../etc/passwd",
-        "a/b",
+        "a//b",
+        "/a",
+        "a/",
+        "a/./b",
         "a\\b",
         "..",
         ".",
@@ -1014,6 +1017,14 @@ fn limits_and_hostile_names_are_refused_with_their_codes() {
             announce(&mut s, w.now(), &[(name, 1, sha)]),
             [Reply::Error(ErrorCode::InvalidName, 0)],
             "{name:?}"
+        );
+    }
+    // Paths of one batch that no downloader could create side by side.
+    for pair in [["a", "a/b"], ["a/b", "a"], ["d/e", "d/e"]] {
+        assert_eq!(
+            announce(&mut s, w.now(), &[(pair[0], 1, sha), (pair[1], 1, sha)]),
+            [Reply::Error(ErrorCode::InvalidName, 0)],
+            "{pair:?}"
         );
     }
     assert_eq!(

@@ -68,6 +68,19 @@ impl Session {
             tracing::debug!(session = self.id, "refused a hostile or invalid file name");
             return self.out.error(code, Kind::FileAnnounce);
         }
+        // Two files at one path, or a file that is another's directory: no
+        // downloader could create both (issue 18, item 3).
+        if ann
+            .files
+            .iter()
+            .any(|f| message::names_conflict(&f.name, a.name))
+        {
+            tracing::debug!(
+                session = self.id,
+                "refused a name that conflicts with an earlier one"
+            );
+            return self.out.error(ErrorCode::InvalidName, Kind::FileAnnounce);
+        }
         if a.size > self.relay.settings.max_file_size {
             return self.out.error(ErrorCode::TooLarge, Kind::FileAnnounce);
         }
