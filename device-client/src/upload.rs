@@ -1,7 +1,9 @@
 //! The blocking upload driver.
 
 use pickup_proto::frame::{self, Decoder};
-use pickup_proto::message::{FileAttrs, ResumeToken};
+#[cfg(feature = "std")]
+use pickup_proto::message::FileAttrs;
+use pickup_proto::message::ResumeToken;
 use pickup_proto::storage::ReadAt;
 use pickup_proto::upload::{self, Config, FileMeta, Session};
 use pickup_proto::Code;
@@ -64,6 +66,9 @@ impl<'n, const F: usize, const RX: usize, const TX: usize> Uploader<'n, F, RX, T
     /// Attributes (executable bit, modification time) for one file of the
     /// batch, sent to a relay that keeps them; see
     /// [`Session::set_attrs`]. Returns `false` for an index outside the batch.
+    /// With `std` (which brings `pickup-proto`'s `file-attrs`): firmware
+    /// that keeps no attributes links no code for them.
+    #[cfg(feature = "std")]
     pub fn set_attrs(&mut self, attrs: FileAttrs) -> bool {
         self.session.set_attrs(attrs)
     }

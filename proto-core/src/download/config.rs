@@ -30,7 +30,8 @@ pub struct Config {
     pub hashing: Hashing,
     /// Ask for files' attributes (`CAP_FILE_ATTRS`) and hand them to
     /// [`Sink::attrs`](super::Sink::attrs). Off by default: a terminal that
-    /// cannot apply them should not make the relay send them.
+    /// cannot apply them should not make the relay send them. Has effect
+    /// only with the feature `file-attrs` (which `std` brings).
     pub file_attrs: bool,
 }
 

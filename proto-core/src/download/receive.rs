@@ -86,6 +86,7 @@ impl<const F: usize> Session<F> {
                 });
                 self.retry_at = Some(now + self.config.retransmit_timeout);
             }
+            #[cfg(any(test, feature = "file-attrs"))]
             Message::FileAttrs(a)
                 if self.phase == Phase::AwaitManifest && self.config.file_attrs =>
             {

@@ -37,7 +37,8 @@ impl<const F: usize> Session<F> {
                     role: Role::Terminal,
                     max_frame: self.config.max_frame,
                     window,
-                    caps: if self.config.file_attrs {
+                    // Without the feature a terminal cannot take them.
+                    caps: if cfg!(any(test, feature = "file-attrs")) && self.config.file_attrs {
                         message::CAP_FILE_ATTRS
                     } else {
                         0

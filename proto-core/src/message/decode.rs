@@ -144,6 +144,9 @@ impl<'a> Message<'a> {
             }
             Kind::Error => Message::Error(body(k, b)?),
             Kind::Ack => Message::Ack(body(k, b)?),
+            // Only a peer that offered CAP_FILE_ATTRS receives it: a
+            // terminal built without the feature has no decoder for it.
+            #[cfg(any(test, feature = "file-attrs"))]
             Kind::FileAttrs => Message::FileAttrs(body(k, b)?),
             Kind::Data => {
                 let ((file, offset), bytes) = postcard::take_from_bytes::<(u16, u64)>(b)

@@ -43,7 +43,9 @@ use heapless::{Deque, Vec};
 use crate::drive::{Machine, Progress};
 use crate::frame::{self, Frame};
 use crate::hash::Nonce;
-use crate::message::{self, FileAttrs, Grant, ResumeToken};
+#[cfg(any(test, feature = "file-attrs"))]
+use crate::message::FileAttrs;
+use crate::message::{self, Grant, ResumeToken};
 use crate::storage::ReadAt;
 use crate::time::Instant;
 
@@ -75,6 +77,7 @@ enum FileState {
 struct File<'n> {
     meta: FileMeta<'n>,
     /// Sent before the file's announcement to a relay that accepts them.
+    #[cfg(any(test, feature = "file-attrs"))]
     attrs: Option<FileAttrs>,
     state: FileState,
     acked: u64,
@@ -122,8 +125,10 @@ pub struct Session<'n, const F: usize> {
     peer_window: u64,
     instant_allowed: bool,
     /// The relay's welcome had `CAP_FILE_ATTRS`.
+    #[cfg(any(test, feature = "file-attrs"))]
     attrs_allowed: bool,
     /// The current file's `FileAttrs` went out; its `FileAnnounce` is next.
+    #[cfg(any(test, feature = "file-attrs"))]
     attrs_sent: bool,
     control: Deque<Control, 5>,
     events: Deque<Event, 8>,
@@ -153,6 +158,7 @@ impl<'n, const F: usize> Session<'n, F> {
             }
             list.push(File {
                 meta: *meta,
+                #[cfg(any(test, feature = "file-attrs"))]
                 attrs: None,
                 state: FileState::Unplanned,
                 acked: 0,
@@ -170,7 +176,9 @@ impl<'n, const F: usize> Session<'n, F> {
             peer_max_frame: frame::MIN_FRAME_LEN,
             peer_window: 0,
             instant_allowed: false,
+            #[cfg(any(test, feature = "file-attrs"))]
             attrs_allowed: false,
+            #[cfg(any(test, feature = "file-attrs"))]
             attrs_sent: false,
             control: Deque::new(),
             events: Deque::new(),
@@ -209,7 +217,8 @@ impl<'n, const F: usize> Session<'n, F> {
     /// `attrs.index`, sent before its announcement if the relay accepts
     /// them (`CAP_FILE_ATTRS`); a relay that does not never sees them.
     /// Call before the session connects. Returns `false` for an index
-    /// outside the batch.
+    /// outside the batch. With the feature `file-attrs` (or `std`).
+    #[cfg(any(test, feature = "file-attrs"))]
     pub fn set_attrs(&mut self, attrs: FileAttrs) -> bool {
         match self.files.get_mut(usize::from(attrs.index)) {
             Some(f) => {

@@ -40,7 +40,10 @@ impl<'n, const F: usize> Session<'n, F> {
                 self.peer_window = u64::from(w.window.min(self.config.max_window));
                 self.instant_allowed =
                     self.config.instant_upload && w.caps & CAP_INSTANT_UPLOAD != 0;
-                self.attrs_allowed = w.caps & message::CAP_FILE_ATTRS != 0;
+                #[cfg(any(test, feature = "file-attrs"))]
+                {
+                    self.attrs_allowed = w.caps & message::CAP_FILE_ATTRS != 0;
+                }
                 self.push_event(Event::Connected);
                 if self.token.is_some() {
                     self.push_control(Control::Resume);

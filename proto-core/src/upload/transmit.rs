@@ -4,9 +4,7 @@
 use super::{Control, Error, FileState, Phase, Session};
 use crate::frame::{self, EncodeError};
 use crate::hash::Sha1Digest;
-use crate::message::{
-    self, BatchOpen, FileAnnounce, Hello, Proof, Role, CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD,
-};
+use crate::message::{self, BatchOpen, FileAnnounce, Hello, Proof, Role, CAP_INSTANT_UPLOAD};
 use crate::storage::{self, ReadAt};
 use crate::time::Instant;
 use crate::PROTOCOL_VERSION;
@@ -57,13 +55,7 @@ impl<'n, const F: usize> Session<'n, F> {
                             CAP_INSTANT_UPLOAD
                         } else {
                             0
-                        } | if self.files.iter().any(|f| f.attrs.is_some()) {
-                            // Only a batch with attributes says so: it is
-                            // all the bit asks of the relay.
-                            CAP_FILE_ATTRS
-                        } else {
-                            0
-                        },
+                        } | self.attrs_caps(),
                     },
                     frame::MIN_FRAME_LEN,
                     out,
@@ -154,7 +146,7 @@ impl<'n, const F: usize> Session<'n, F> {
         let max = self.peer_max_frame;
         let (encoded, following) = match next {
             None => {
-                self.attrs_sent = false;
+                self.attrs_reset();
                 (
                     message::encode(
                         &BatchOpen {
@@ -169,17 +161,10 @@ impl<'n, const F: usize> Session<'n, F> {
             }
             Some(i) => {
                 let f = *self.files.get(usize::from(i))?;
-                if let (Some(attrs), true, false) = (f.attrs, self.attrs_allowed, self.attrs_sent) {
-                    // Attributes go just before their file's announcement,
-                    // while the relay still builds the batch (PROTOCOL.md §5.5).
-                    // They are a few bytes and fit any frame; if not, the
-                    // file simply goes without them.
-                    if let Ok(n) = message::encode(&attrs, max, out) {
-                        self.attrs_sent = true;
-                        return Some(n);
-                    }
+                if let Some(n) = self.attrs_frame(usize::from(i), out) {
+                    return Some(n);
                 }
-                self.attrs_sent = false;
+                self.attrs_reset();
                 let following = if usize::from(i) + 1 < self.files.len() {
                     Phase::Announcing { next: Some(i + 1) }
                 } else {
@@ -207,4 +192,51 @@ impl<'n, const F: usize> Session<'n, F> {
             }
         }
     }
+}
+
+/// File attributes (PROTOCOL.md §5.5), with the feature `file-attrs`.
+#[cfg(any(test, feature = "file-attrs"))]
+impl<const F: usize> Session<'_, F> {
+    /// Only a batch with attributes offers the bit: it is all the bit asks
+    /// of the relay.
+    fn attrs_caps(&self) -> u32 {
+        if self.files.iter().any(|f| f.attrs.is_some()) {
+            message::CAP_FILE_ATTRS
+        } else {
+            0
+        }
+    }
+
+    /// File `i`'s `FileAttrs`, if it has some, the relay takes them and they
+    /// are not sent yet: just before its announcement, while the relay still
+    /// builds the batch. A few bytes, they fit any frame; if not, the file
+    /// simply goes without them.
+    fn attrs_frame(&mut self, i: usize, out: &mut [u8]) -> Option<usize> {
+        let attrs = self.files.get(i)?.attrs?;
+        if !self.attrs_allowed || self.attrs_sent {
+            return None;
+        }
+        let n = message::encode(&attrs, self.peer_max_frame, out).ok()?;
+        self.attrs_sent = true;
+        Some(n)
+    }
+
+    /// The next file's attributes are still to be sent.
+    fn attrs_reset(&mut self) {
+        self.attrs_sent = false;
+    }
+}
+
+/// Without the feature `file-attrs`: no attributes, and no code for them.
+#[cfg(not(any(test, feature = "file-attrs")))]
+impl<const F: usize> Session<'_, F> {
+    fn attrs_caps(&self) -> u32 {
+        0
+    }
+
+    fn attrs_frame(&mut self, _: usize, _: &mut [u8]) -> Option<usize> {
+        None
+    }
+
+    fn attrs_reset(&mut self) {}
 }
