@@ -104,14 +104,20 @@ fn remove_created(created: &[PathBuf]) {
     }
 }
 
-fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
-    let ui = Ui::new(args.common.verbose);
+/// The download configuration of `get`, to a directory or to stdout.
+fn get_config(args: &GetArgs, relay: &Addr) -> download::Config {
     let mut config = relay.download_config();
     if args.wait {
         config.wait_until_ready = Some(Duration::from_secs(2));
     }
-    // The sink verifies, hashing on another core as it writes.
+    // The sink verifies (hashing as it writes), not the state machine.
     config.hashing = download::Hashing::BySink;
+    config
+}
+
+fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
+    let ui = Ui::new(args.common.verbose);
+    let config = get_config(args, &relay);
     let mut sink = DirSink::new(args.dir.clone(), args.force)
         .map_err(|e| Failure::new(Exit::Local, format!("cannot start hashing: {e}")))?;
     let (bar, tty) = (ui.bar.clone(), ui.tty);
@@ -245,11 +251,7 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
 /// streams (see [`StdoutSink`]). Nothing else is printed on stdout.
 fn fetch_to_stdout(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
     let ui = Ui::new(args.common.verbose);
-    let mut config = relay.download_config();
-    if args.wait {
-        config.wait_until_ready = Some(Duration::from_secs(2));
-    }
-    config.hashing = download::Hashing::BySink;
+    let config = get_config(args, &relay);
     let mut sink = StdoutSink::new(std::io::stdout().lock());
     let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
         config,
