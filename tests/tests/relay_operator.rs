@@ -157,6 +157,31 @@ fn a_download_is_logged_with_the_peer_and_the_batch_id_never_the_code() {
 }
 
 #[test]
+fn a_batch_is_logged_created_and_expired_under_its_id() {
+    let mut relay = RelayProcess::builder()
+        .config("sweep_interval_secs = 1\n[codes]\nttl_secs = 3\n")
+        .start();
+    let up = upload_tcp(relay.addr(), &[("a.txt", bytes(100, 3))], None);
+    assert!(up.complete(), "{:?}", up.events);
+    let created = relay.wait_for_log("batch created");
+    let batch = field(&created, "batch=");
+    assert!(created.contains("peer=127.0.0.1"), "{created}");
+    // The sweeper runs every second and the code lives three: the line
+    // comes within a few sweeps (bounded by PATIENCE).
+    let expired = relay.wait_for_log("batch expired");
+    assert_eq!(field(&expired, "batch="), batch, "{created}\n{expired}");
+}
+
+/// The value of `key` (`key=value`) in a text log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    line[at..].split_whitespace().next().unwrap_or("")
+}
+
+#[test]
 fn refusals_are_logged_at_info_with_their_reason() {
     let relay = RelayProcess::builder()
         .config("[limits]\nmax_file_size = 1000\n")
