@@ -182,9 +182,25 @@ fn walk(
         // Not followed: a link could lead anywhere, even into a loop.
         let kind = entry.file_type().map_err(local_err)?;
         if kind.is_dir() {
+            // No name below it could be sent: stop before walking a tree
+            // deeper than any path the protocol carries.
+            if name.len() >= message::MAX_NAME_LEN {
+                return Err(usage(format!(
+                    "\"{}\": paths below it are longer than {} bytes",
+                    escape(&name),
+                    message::MAX_NAME_LEN
+                )));
+            }
             walk(&path, Some(&name), inputs, warn)?;
         } else if kind.is_file() {
             inputs.push(Input { path, name });
+            // `pickup send /` stops here, not after listing the disk.
+            if inputs.len() > MAX_FILES {
+                return Err(usage(format!(
+                    "{}: more than {MAX_FILES} files; at most {MAX_FILES} files per batch",
+                    dir.display()
+                )));
+            }
         } else if kind.is_symlink() {
             warn(&format!("skipping {}: a symbolic link", path.display()));
         } else {
@@ -258,5 +274,30 @@ mod tests {
         fs::write(&file_top, b"").unwrap();
         assert!(names(&[file_top, other]).is_err());
         assert!(names(&[top.join("empty")]).is_err());
+    }
+
+    #[test]
+    fn a_walk_stops_at_the_file_count_and_the_path_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let many = dir.path().join("many");
+        fs::create_dir(&many).unwrap();
+        for i in 0..=MAX_FILES {
+            fs::write(many.join(format!("{i:05}")), b"").unwrap();
+        }
+        let Err(e) = names(&[many]) else {
+            panic!("{} files walked", MAX_FILES + 1)
+        };
+        assert!(e.message.contains("more than"), "{}", e.message);
+        // A chain of directories whose path outgrows any name.
+        let mut deep = dir.path().join("deep");
+        for _ in 0..message::MAX_NAME_LEN / 10 + 1 {
+            deep.push("123456789");
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("f"), b"").unwrap();
+        let Err(e) = names(&[dir.path().join("deep")]) else {
+            panic!("a path past {} bytes walked", message::MAX_NAME_LEN)
+        };
+        assert!(e.message.contains("longer than"), "{}", e.message);
     }
 }
