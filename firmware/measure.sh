@@ -8,7 +8,10 @@
 #
 # Pickup's share is the default build minus the `baseline` build, which keeps
 # the UART driver, the clock, semihosting and the files in flash but makes no
-# pickup call. Flash = .vector_table + .text + .rodata + .data; static RAM =
+# pickup call. The `auth` build authenticates as a terminal as well (PROTOCOL.md
+# §8); its line says what that adds. The `notices` build also listens for a
+# pushed batch (§11), downloads and confirms it; its line says what that adds
+# to `auth`. Flash = .vector_table + .text + .rodata + .data; static RAM =
 # .data + .bss + .uninit; stack = bytes of the painted stack ever touched.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,13 +44,24 @@ sections() {
 }
 
 full=$(build full "")
+auth=$(build auth auth)
+notices=$(build notices notices)
 base=$(build baseline baseline)
 read -r full_flash full_ram < <(sections "$full")
+read -r auth_flash auth_ram < <(sections "$auth")
+read -r notices_flash notices_ram < <(sections "$notices")
 read -r base_flash base_ram < <(sections "$base")
 printf '%-10s %10s %12s\n' build flash static-RAM
-printf '%-10s %10d %12d\n' firmware "$full_flash" "$full_ram" baseline "$base_flash" "$base_ram"
+printf '%-10s %10d %12d\n' firmware "$full_flash" "$full_ram" +auth "$auth_flash" "$auth_ram" \
+    +notices "$notices_flash" "$notices_ram" baseline "$base_flash" "$base_ram"
 printf '%-10s %10d %12d   (budget 16384 / 4096 with the stack)\n' pickup \
     $((full_flash - base_flash)) $((full_ram - base_ram))
+printf '%-10s %10d %12d   (pickup with --features auth)\n' pickup+auth \
+    $((auth_flash - base_flash)) $((auth_ram - base_ram))
+printf '%-10s %10d %12d   (what authenticating adds)\n' auth \
+    $((auth_flash - full_flash)) $((auth_ram - full_ram))
+printf '%-10s %10d %12d   (what listening for notices adds to auth)\n' notices \
+    $((notices_flash - auth_flash)) $((notices_ram - auth_ram))
 
 [ "${1:-}" = "--stack" ] || exit 0
 

@@ -7,7 +7,8 @@
 //!
 //! 1. TCP loopback: upload and download of fresh random content through the
 //!    real relay (release build, on-disk store), beside a raw TCP copy and the
-//!    single-core SHA-1 rate.
+//!    single-core SHA-1 rate; the same file downloaded over HTTP
+//!    (`GET /c/{CODE}/0`, hashed as it arrives like the wire download).
 //! 2. Serial wire efficiency: payload bytes / bytes on the wire over a
 //!    pseudo-terminal pair at the relay's default serial frame size, and the
 //!    same file through lrzsz (`sz`/`rz`) when installed.
@@ -31,13 +32,14 @@ mod client;
 mod relay;
 mod serial;
 mod table;
+mod tcp;
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pickup_proto::frame::{max_encoded_len, Decoder};
+use pickup_proto::frame::Decoder;
 use pickup_proto::message::{Hello, Message, Role};
 use pickup_proto::{download, upload, Sha1Digest};
 use rand::{RngCore, SeedableRng};
@@ -92,150 +94,6 @@ fn tcp_download_config() -> download::Config {
         hashing: download::Hashing::BySink,
         ..download::Config::default()
     }
-}
-
-/// Single-core SHA-1 rates: the `sha1` crate (what hosts use, through
-/// proto-core's `fast-sha1` feature) and `sha1_smol` (what MCUs use).
-///
-/// The reference rate is the best of three passes: this machine's speed
-/// wanders by a third from minute to minute, and a slow pass would make
-/// every ratio against it look better than it is.
-fn sha1_rates(data: &[u8]) -> (f64, f64) {
-    let mut fast = 0f64;
-    let mut a = Sha1Digest::EMPTY;
-    for _ in 0..3 {
-        let t = Instant::now();
-        a = sha1_fast(data);
-        fast = fast.max(rate(data.len(), t.elapsed()));
-    }
-    let t = Instant::now();
-    let b = Sha1Digest(sha1_smol::Sha1::from(data).digest().bytes());
-    let smol = rate(data.len(), t.elapsed());
-    assert_eq!(a, b, "the two SHA-1 implementations disagree");
-    (fast, smol)
-}
-
-/// A rate and the CPU time it took (user + system, of the threads doing it).
-struct Costed {
-    mib_per_sec: f64,
-    cpu_secs: f64,
-}
-
-/// Writing `data` to a file in 64 KiB writes (the relay's frame size) with
-/// an fdatasync every `every` bytes, and once at the end: what the disk
-/// takes durably at the cadence of the relay's acknowledgements. Then the
-/// CPU it takes to read the file back (as the relay does to serve it).
-fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
-    use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir()?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(dir.path().join("durable.bin"))?;
-    let cpu = thread_cpu_secs();
-    let t = Instant::now();
-    let mut unsynced = 0;
-    for (i, chunk) in data.chunks(64 * 1024).enumerate() {
-        file.write_all_at(chunk, (i * 64 * 1024) as u64)?;
-        unsynced += chunk.len();
-        if unsynced >= every {
-            file.sync_data()?;
-            unsynced = 0;
-        }
-    }
-    file.sync_data()?;
-    let written = Costed {
-        mib_per_sec: rate(data.len(), t.elapsed()),
-        cpu_secs: thread_cpu_secs() - cpu,
-    };
-    let cpu = thread_cpu_secs();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut offset = 0;
-    while offset < data.len() {
-        match file.read_at(&mut buf, offset as u64)? {
-            0 => break,
-            n => offset += n,
-        }
-    }
-    Ok((written, thread_cpu_secs() - cpu))
-}
-
-/// Seconds to encode `data` into 64 KiB `Data` frames (COBS + CRC-32C, as
-/// a sender must) and to decode them again (as a receiver must), on one
-/// core. The frames go through one buffer, so only the codec is timed.
-fn frame_codec(data: &[u8]) -> io::Result<(f64, f64)> {
-    let max_frame = pickup_proto::frame::MAX_FRAME_LEN;
-    let mut out = vec![0u8; max_encoded_len(max_frame)];
-    let mut decoder = Decoder::new(vec![0u8; max_frame]);
-    let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
-    let mut offset = 0;
-    while offset < data.len() {
-        let t = Instant::now();
-        let n = pickup_proto::message::encode_data_with(
-            0,
-            offset as u64,
-            data.len() - offset,
-            max_frame,
-            &mut out,
-            |room| {
-                let k = room.len().min(data.len() - offset);
-                room[..k].copy_from_slice(&data[offset..offset + k]);
-                offset += k;
-                Some(k)
-            },
-        )
-        .map_err(|_| io::Error::other("a data frame does not fit"))?;
-        let t2 = Instant::now();
-        encode += t2 - t;
-        let mut input = &out[..n];
-        let frame = decoder.feed(&mut input);
-        let decoded = matches!(frame, Some(Ok(f)) if Message::decode(f).is_ok());
-        decode += t2.elapsed();
-        if !decoded {
-            return Err(io::Error::other("a data frame did not decode"));
-        }
-    }
-    Ok((encode.as_secs_f64(), decode.as_secs_f64()))
-}
-
-/// A plain copy through a loopback TCP connection: the transport's ceiling.
-/// Its CPU time is both ends': the least any transfer over TCP costs.
-fn raw_tcp(data: &[u8]) -> io::Result<Costed> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let len = data.len();
-    let reader = std::thread::spawn(move || -> io::Result<(usize, f64)> {
-        let (mut s, _) = listener.accept()?;
-        let cpu = thread_cpu_secs();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0;
-        while total < len {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
-        Ok((total, thread_cpu_secs() - cpu))
-    });
-    let cpu = thread_cpu_secs();
-    let t = Instant::now();
-    let mut s = TcpStream::connect(addr)?;
-    s.write_all(data)?;
-    drop(s);
-    let writer_cpu = thread_cpu_secs() - cpu;
-    let (got, reader_cpu) = reader
-        .join()
-        .map_err(|_| io::Error::other("reader panicked"))??;
-    let elapsed = t.elapsed();
-    if got != len {
-        return Err(io::Error::other("raw TCP copy lost bytes"));
-    }
-    Ok(Costed {
-        mib_per_sec: rate(len, elapsed),
-        cpu_secs: writer_cpu + reader_cpu,
-    })
 }
 
 fn memory(binary: &std::path::Path, sessions: usize) -> io::Result<Value> {
@@ -549,115 +407,6 @@ fn measure<T>(
     ))
 }
 
-fn tcp(binary: &std::path::Path, len: usize) -> io::Result<Value> {
-    let data = random_bytes(len, 1);
-    let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
-    let raw = raw_tcp(&data)?;
-    let (encode_secs, decode_secs) = frame_codec(&data)?;
-    // What a terminal does before it announces: not in the upload's time.
-    let t = Instant::now();
-    let sha1 = sha1_fast(&data);
-    let announce_hash_secs = t.elapsed().as_secs_f64();
-    let relay = relay::Relay::start(binary, None)?;
-    let (up, up_m) = measure(&relay, || {
-        let mut link = tcp_link(relay.addr)?;
-        client::upload(
-            &mut link,
-            tcp_upload_config(),
-            &["big.bin".into()],
-            std::slice::from_ref(&data),
-            &[sha1],
-        )
-    })?;
-    let (got, down_m) = measure(&relay, || {
-        let mut link = tcp_link(relay.addr)?;
-        client::download(&mut link, tcp_download_config(), up.code)
-    })?;
-    assert_eq!(got, data.len() as u64);
-
-    eprintln!("    instant upload of the same content…");
-    let (again, instant_m) = measure(&relay, || {
-        let mut link = tcp_link(relay.addr)?;
-        client::upload(
-            &mut link,
-            tcp_upload_config(),
-            &["again.bin".into()],
-            std::slice::from_ref(&data),
-            &[sha1],
-        )
-    })?;
-    drop(relay);
-    // After the relay's runs: deleting these files makes the disk busy
-    // (discards), which must not land on the relay's measurements.
-    let (disk_2, read_back_cpu) = durable_write(&data, 2 << 20)?;
-    let (disk_4, _) = durable_write(&data, 4 << 20)?;
-    let (disk_end, _) = durable_write(&data, usize::MAX)?;
-    let upload_rate = len as f64 / MIB / up_m.secs;
-    let download_rate = len as f64 / MIB / down_m.secs;
-    // The floor: CPU no transfer through a verifying, durable relay can
-    // avoid, measured piece by piece above. Both directions: both ends of
-    // a TCP copy, encoding and decoding the frames, one SHA-1 (the relay's
-    // for an upload, the terminal's for a download). Upload: writing
-    // durably at the relay's sync cadence; download: the relay reading
-    // the file. Spread perfectly over every core, it bounds the rate.
-    let sha1_secs = len as f64 / MIB / sha1_rate;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let common = raw.cpu_secs + encode_secs + decode_secs + sha1_secs;
-    let up_floor = common + disk_2.cpu_secs;
-    let down_floor = common + read_back_cpu;
-    let ceiling = |floor: f64| len as f64 / MIB / (floor / cores);
-    let cpu = |m: &Measured| {
-        json!({
-            "secs": m.secs,
-            "client_cpu_secs": m.client_cpu,
-            "relay_cpu_secs": m.relay_cpu,
-        })
-    };
-    Ok(json!({
-        "tcp": {
-            "bytes": len,
-            "sha1_mib_per_sec": sha1_rate,
-            "sha1_smol_mib_per_sec": sha1_smol_rate,
-            "raw_tcp_mib_per_sec": raw.mib_per_sec,
-            "raw_tcp_cpu_secs": raw.cpu_secs,
-            "disk_fdatasync_every_2mib_mib_per_sec": disk_2.mib_per_sec,
-            "disk_fdatasync_every_2mib_cpu_secs": disk_2.cpu_secs,
-            "disk_fdatasync_every_4mib_mib_per_sec": disk_4.mib_per_sec,
-            "disk_one_fdatasync_mib_per_sec": disk_end.mib_per_sec,
-            "read_back_cpu_secs": read_back_cpu,
-            "frame_encode_secs": encode_secs,
-            "frame_decode_secs": decode_secs,
-            "cores": cores,
-            "upload_floor_cpu_secs": up_floor,
-            "download_floor_cpu_secs": down_floor,
-            "upload_ceiling_vs_sha1": ceiling(up_floor) / sha1_rate,
-            "download_ceiling_vs_sha1": ceiling(down_floor) / sha1_rate,
-            "upload_mib_per_sec": upload_rate,
-            "download_mib_per_sec": download_rate,
-            "upload_vs_sha1": upload_rate / sha1_rate,
-            "download_vs_sha1": download_rate / sha1_rate,
-            "upload_vs_raw_tcp": upload_rate / raw.mib_per_sec,
-            "download_vs_raw_tcp": download_rate / raw.mib_per_sec,
-            "announce_hash_secs": announce_hash_secs,
-            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (up_m.secs + announce_hash_secs),
-            "upload": cpu(&up_m),
-            "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
-            "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
-            "upload_ack_latency_p50_ms": percentile_ms(&up.ack_latencies, 0.5),
-            "upload_ack_latency_p99_ms": percentile_ms(&up.ack_latencies, 0.99),
-            "download": cpu(&down_m),
-        },
-        "instant_upload": {
-            "bytes": len,
-            "linked": again.all_linked,
-            "announce_to_complete_secs": instant_m.secs,
-            "upload_secs": up_m.secs,
-            "ratio_to_upload": instant_m.secs / up_m.secs,
-            "cpu": cpu(&instant_m),
-        },
-    }))
-}
-
 fn main() -> io::Result<()> {
     let opts = options()?;
     let sizes = &opts.sizes;
@@ -668,7 +417,7 @@ fn main() -> io::Result<()> {
 
     if run("tcp") {
         eprintln!("1/5 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
-        let tcp = tcp(&binary, sizes.tcp_bytes)?;
+        let tcp = tcp::run(&binary, sizes.tcp_bytes)?;
         report["tcp"] = tcp["tcp"].clone();
         report["instant_upload"] = tcp["instant_upload"].clone();
     }

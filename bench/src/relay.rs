@@ -33,6 +33,8 @@ pub struct Relay {
     child: Child,
     /// Its TCP address.
     pub addr: SocketAddr,
+    /// Its HTTP address (download pages and files).
+    pub http: SocketAddr,
     _data: tempfile::TempDir,
 }
 
@@ -70,12 +72,15 @@ impl Relay {
     pub fn start_config(binary: &Path, serial: Option<&str>, config: &str) -> io::Result<Relay> {
         let data = tempfile::tempdir()?;
         let port = free_port()?;
+        let http_port = free_port()?;
         let config_path = data.path().join("relay.toml");
         std::fs::File::create(&config_path)?.write_all(config.as_bytes())?;
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .arg("--tcp")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{http_port}"))
             .arg("--data")
             .arg(data.path().join("store"))
             .arg("--config")
@@ -92,6 +97,7 @@ impl Relay {
         let relay = Relay {
             child,
             addr,
+            http: ([127, 0, 0, 1], http_port).into(),
             _data: data,
         };
         let deadline = Instant::now() + Duration::from_secs(30);

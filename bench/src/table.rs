@@ -76,6 +76,17 @@ pub fn print_table(r: &Value) {
             f(&t["download"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
         );
         println!(
+            "| HTTP download, same file (`GET /c/{{CODE}}/0`, body hashed) | {:.0} MiB/s ({:.2}x SHA-1, {:.2}x the wire download) | |",
+            f(&t["http_download_mib_per_sec"]),
+            f(&t["http_download_vs_sha1"]),
+            f(&t["http_download_vs_wire_download"]),
+        );
+        println!(
+            "| … CPU per GiB over HTTP: client, relay | {:.2} s, {:.2} s | |",
+            f(&t["http_download"]["client_cpu_secs"]) * GIB / f(&t["bytes"]),
+            f(&t["http_download"]["relay_cpu_secs"]) * GIB / f(&t["bytes"]),
+        );
+        println!(
             "| … floor per GiB: TCP copy {:.2} s + frames {:.2} s + terminal SHA-1 {:.2} s + relay reading {:.2} s of CPU, on {} cores | at most {:.2}x SHA-1 | |",
             f(&t["raw_tcp_cpu_secs"]) * GIB / f(&t["bytes"]),
             (f(&t["frame_encode_secs"]) + f(&t["frame_decode_secs"])) * GIB / f(&t["bytes"]),

@@ -2,6 +2,8 @@
 
 use pickup_proto::download::{self, Config, Session, Sink};
 use pickup_proto::frame::{self, Decoder};
+#[cfg(feature = "auth")]
+use pickup_proto::identity::Credential;
 use pickup_proto::storage::ReadAt;
 use pickup_proto::Code;
 
@@ -17,27 +19,56 @@ use crate::retransfer::RetransferPolicy;
 /// the relay may send (the session's `max_frame` is capped to it). `TX`
 /// encodes requests, receives link reads, and is the buffer through which a
 /// resumed file's local prefix is re-hashed. Compile-time checks: `RX >= 64`,
-/// `TX >= 66`. See the crate docs for the RAM cost.
+/// `TX >= 66`. See the crate docs for the RAM cost. `'a` is the lifetime
+/// of the strings a named download and a credential borrow (feature `auth`).
 #[derive(Debug)]
-pub struct Downloader<const F: usize, const RX: usize, const TX: usize> {
-    session: Session<F>,
+pub struct Downloader<'a, const F: usize, const RX: usize, const TX: usize> {
+    session: Session<'a, F>,
     decoder: Decoder<[u8; RX]>,
     tx: [u8; TX],
     policy: RetransferPolicy,
 }
 
-impl<const F: usize, const RX: usize, const TX: usize> Downloader<F, RX, TX> {
+impl<'a, const F: usize, const RX: usize, const TX: usize> Downloader<'a, F, RX, TX> {
     const BUFFERS_FIT: () = assert!(
         RX >= frame::MIN_FRAME_LEN && TX >= frame::max_encoded_len(frame::MIN_FRAME_LEN),
         "RX must hold a 64-byte frame and TX its encoded form (66 bytes)"
     );
 
     /// A download of the batch behind `code`.
-    pub fn new(mut config: Config, code: Code, policy: RetransferPolicy) -> Self {
+    pub fn new(config: Config, code: Code, policy: RetransferPolicy) -> Self {
+        let config = Self::fit(config);
+        Self::with_session(Session::new(config, code), policy)
+    }
+
+    /// A download of the file `name` of the user `owner` (`FetchNamed`,
+    /// see [`Session::named`]); usually with
+    /// [`authenticate`](Self::authenticate). Each reconnect fetches the
+    /// name again. With the feature `auth`.
+    #[cfg(feature = "auth")]
+    pub fn named(config: Config, owner: &'a str, name: &'a str, policy: RetransferPolicy) -> Self {
+        let config = Self::fit(config);
+        Self::with_session(Session::named(config, owner, name), policy)
+    }
+
+    /// Authenticates every link with `credential` before the fetch (see
+    /// [`Session::authenticate`]); a refusal ends [`run`](Self::run) with
+    /// `RunError::Session(download::Error::Auth(_))`. Call before `run`.
+    /// With the feature `auth`.
+    #[cfg(feature = "auth")]
+    pub fn authenticate(&mut self, credential: Credential<'a>) {
+        self.session.authenticate(credential);
+    }
+
+    fn fit(mut config: Config) -> Config {
         let () = Self::BUFFERS_FIT;
         config.max_frame = config.max_frame.min(RX as u32);
+        config
+    }
+
+    fn with_session(session: Session<'a, F>, policy: RetransferPolicy) -> Self {
         Downloader {
-            session: Session::new(config, code),
+            session,
             decoder: Decoder::new([0; RX]),
             tx: [0; TX],
             policy,
@@ -45,7 +76,7 @@ impl<const F: usize, const RX: usize, const TX: usize> Downloader<F, RX, TX> {
     }
 
     /// The protocol session (progress, error).
-    pub fn session(&self) -> &Session<F> {
+    pub fn session(&self) -> &Session<'a, F> {
         &self.session
     }
 
@@ -93,7 +124,7 @@ impl<const F: usize, const RX: usize, const TX: usize> Downloader<F, RX, TX> {
             parts,
             connector,
             clock,
-            &mut observer,
+            &mut |_: &Session<'a, F>, e| observer(e),
         )
     }
 }

@@ -12,7 +12,7 @@ use pickup_proto::drive::Machine;
 use pickup_proto::frame::{Decoder, Frame};
 use pickup_proto::message::{Kind, Message};
 use pickup_proto::storage::ReadAt;
-use pickup_proto::ErrorCode;
+use pickup_proto::{ErrorCode, Instant};
 
 use crate::clock::Clock;
 use crate::link::{is_quiet, Connector, LinkLoss};
@@ -78,7 +78,8 @@ pub(crate) struct Parts<'a, B> {
     pub policy: RetransferPolicy,
 }
 
-/// Runs `machine` to completion over links from `connector`.
+/// Runs `machine` to completion over links from `connector`. The observer
+/// sees the machine beside each event, as it stood when the event came.
 pub(crate) fn run<M, Io, B, C, K, O>(
     machine: &mut M,
     io: &mut Io,
@@ -93,7 +94,64 @@ where
     B: AsMut<[u8]> + AsRef<[u8]>,
     C: Connector,
     K: Clock,
-    O: FnMut(Event<M::Event>),
+    O: FnMut(&M, Event<M::Event>),
+{
+    let mut until = Until {
+        stop: |_: &M| false,
+        deadline: None,
+    };
+    run_until(machine, io, parts, connector, clock, observer, &mut until).map(|_| ())
+}
+
+/// When a long-lived machine (a notice listener, a sender between
+/// requests) is to be given back to the caller before it finishes.
+pub(crate) struct Until<S> {
+    /// Asked after everything the machine had to send is sent and its
+    /// events are reported: whether the caller has what it waited for.
+    pub stop: S,
+    /// The caller's deadline: no reconnect backoff runs past it.
+    pub deadline: Option<Instant>,
+}
+
+impl<S> Until<S> {
+    /// Reads the clock only with a deadline: the transfers' `run` has
+    /// none, and pays nothing for this check.
+    fn reached<M, K: Clock>(&mut self, machine: &M, clock: &K) -> bool
+    where
+        S: FnMut(&M) -> bool,
+    {
+        (self.stop)(machine) || self.deadline.is_some_and(|d| clock.now() >= d)
+    }
+}
+
+/// How [`run_until`] ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The machine finished.
+    Finished,
+    /// The [`Until`] was reached; the link (if any) was dropped.
+    Stopped,
+}
+
+/// Runs `machine` over links from `connector` until it finishes or
+/// `until` is reached, whichever comes first.
+pub(crate) fn run_until<M, Io, B, C, K, O, S>(
+    machine: &mut M,
+    io: &mut Io,
+    parts: Parts<'_, B>,
+    connector: &mut C,
+    clock: &K,
+    observer: &mut O,
+    until: &mut Until<S>,
+) -> Result<Ended, RunError<M::Error, Io::Error>>
+where
+    M: Machine<Io>,
+    Io: ReadAt + ?Sized,
+    B: AsMut<[u8]> + AsRef<[u8]>,
+    C: Connector,
+    K: Clock,
+    O: FnMut(&M, Event<M::Event>),
+    S: FnMut(&M) -> bool,
 {
     let Parts {
         decoder,
@@ -108,14 +166,17 @@ where
         if machine.is_finished() {
             return match machine.error() {
                 Some(f) => Err(RunError::Session(f)),
-                None => Ok(()),
+                None => Ok(Ended::Finished),
             };
+        }
+        if until.reached(machine, clock) {
+            return Ok(Ended::Stopped);
         }
         let loss = match connector.connect() {
             Err(_) => LinkLoss::Connect,
             Ok(mut link) => {
                 if attempt > 0 {
-                    observer(Event::Link(LinkEvent::Reconnected { attempt }));
+                    observer(machine, Event::Link(LinkEvent::Reconnected { attempt }));
                 }
                 decoder.reset();
                 machine.handle_connected(clock.now());
@@ -129,6 +190,7 @@ where
                     &mut retransfer,
                     &mut best,
                     observer,
+                    until,
                 );
                 machine.handle_disconnected(clock.now());
                 // Events raised just before the loss (a grant read in the
@@ -141,23 +203,33 @@ where
                 }
             }
         };
-        observer(Event::Link(LinkEvent::Lost(loss)));
+        observer(machine, Event::Link(LinkEvent::Lost(loss)));
         let now = clock.now();
         match retransfer.on_loss(now) {
             Decision::GiveUp { attempts } => {
-                observer(Event::Link(LinkEvent::GaveUp {
-                    attempts,
-                    last: loss,
-                }));
+                observer(
+                    machine,
+                    Event::Link(LinkEvent::GaveUp {
+                        attempts,
+                        last: loss,
+                    }),
+                );
                 return Err(RunError::GaveUp {
                     attempts,
                     last: loss,
                 });
             }
             Decision::Retry { attempt: a, after } => {
-                observer(Event::Link(LinkEvent::Reconnecting { attempt: a, after }));
+                observer(
+                    machine,
+                    Event::Link(LinkEvent::Reconnecting { attempt: a, after }),
+                );
                 attempt = a;
-                clock.wait_until(now + after);
+                let mut wake = now + after;
+                if let Some(d) = until.deadline {
+                    wake = wake.min(d);
+                }
+                clock.wait_until(wake);
             }
         }
     }
@@ -172,12 +244,13 @@ fn is_shutdown_notice(frame: Frame<'_>) -> bool {
         )
 }
 
-/// One link's worth of exchange. `Ok(None)`: the machine finished;
+/// One link's worth of exchange. `Ok(None)`: the machine finished, or
+/// `until` was reached;
 /// `Ok(Some(loss))`: the link is gone. After the relay's shutdown notice
 /// whatever ends the link (a broken pipe, EOF) is reported as
 /// [`LinkLoss::ShuttingDown`], which is what the user needs to hear.
 #[allow(clippy::too_many_arguments)]
-fn exchange<M, Io, B, L, K, O>(
+fn exchange<M, Io, B, L, K, O, S>(
     machine: &mut M,
     io: &mut Io,
     decoder: &mut Decoder<B>,
@@ -187,6 +260,7 @@ fn exchange<M, Io, B, L, K, O>(
     retransfer: &mut Retransfer,
     best: &mut u64,
     observer: &mut O,
+    until: &mut Until<S>,
 ) -> Result<Option<LinkLoss>, Io::Error>
 where
     M: Machine<Io>,
@@ -194,7 +268,8 @@ where
     B: AsMut<[u8]> + AsRef<[u8]>,
     L: Read + Write,
     K: Clock,
-    O: FnMut(Event<M::Event>),
+    O: FnMut(&M, Event<M::Event>),
+    S: FnMut(&M) -> bool,
 {
     let mut closing = false;
     let outcome = exchange_frames(
@@ -207,6 +282,7 @@ where
         retransfer,
         best,
         observer,
+        until,
         &mut closing,
     )?;
     Ok(outcome.map(|loss| {
@@ -220,7 +296,7 @@ where
 
 /// [`exchange`]'s loop; sets `closing` when the relay says it shuts down.
 #[allow(clippy::too_many_arguments)]
-fn exchange_frames<M, Io, B, L, K, O>(
+fn exchange_frames<M, Io, B, L, K, O, S>(
     machine: &mut M,
     io: &mut Io,
     decoder: &mut Decoder<B>,
@@ -230,6 +306,7 @@ fn exchange_frames<M, Io, B, L, K, O>(
     retransfer: &mut Retransfer,
     best: &mut u64,
     observer: &mut O,
+    until: &mut Until<S>,
     closing: &mut bool,
 ) -> Result<Option<LinkLoss>, Io::Error>
 where
@@ -238,7 +315,8 @@ where
     B: AsMut<[u8]> + AsRef<[u8]>,
     L: Read + Write,
     K: Clock,
-    O: FnMut(Event<M::Event>),
+    O: FnMut(&M, Event<M::Event>),
+    S: FnMut(&M) -> bool,
 {
     // Consecutive reads that filled the whole buffer (see below).
     let mut full_reads = 0u32;
@@ -253,7 +331,9 @@ where
             return Ok(Some(LinkLoss::Write(e.kind())));
         }
         drain(machine, retransfer, best, observer);
-        if machine.is_finished() {
+        // Checked only here, once what the machine had to say is sent (a
+        // listener's acknowledgement of the notice the caller waits for).
+        if machine.is_finished() || until.reached(machine, clock) {
             return Ok(None);
         }
         if machine.is_idle() {
@@ -310,10 +390,10 @@ fn drain<M, Io, O>(machine: &mut M, retransfer: &mut Retransfer, best: &mut u64,
 where
     M: Machine<Io>,
     Io: ReadAt + ?Sized,
-    O: FnMut(Event<M::Event>),
+    O: FnMut(&M, Event<M::Event>),
 {
     while let Some(e) = machine.poll_event() {
-        observer(Event::Session(e));
+        observer(machine, Event::Session(e));
     }
     let p = progress(machine);
     if p > *best {

@@ -1,6 +1,8 @@
 //! The blocking upload driver.
 
 use pickup_proto::frame::{self, Decoder};
+#[cfg(feature = "auth")]
+use pickup_proto::identity::Credential;
 #[cfg(feature = "std")]
 use pickup_proto::message::FileAttrs;
 use pickup_proto::message::ResumeToken;
@@ -95,6 +97,23 @@ impl<'n, const F: usize, const RX: usize, const TX: usize> Uploader<'n, F, RX, T
         self.session.join_family(token);
     }
 
+    /// Authenticates every link with `credential` right after `Welcome`,
+    /// before the batch is announced or resumed (see
+    /// [`Session::authenticate`]); a refusal ends [`run`](Self::run) with
+    /// `RunError::Session(upload::Error::Auth(_))`. Call before `run`.
+    /// With the feature `auth`.
+    #[cfg(feature = "auth")]
+    pub fn authenticate(&mut self, credential: Credential<'n>) {
+        self.session.authenticate(credential);
+    }
+
+    /// Stores the batch under the authenticated user's names as well (see
+    /// [`Session::set_named`]). Call before `run`. With the feature `auth`.
+    #[cfg(feature = "auth")]
+    pub fn set_named(&mut self, named: bool) {
+        self.session.set_named(named);
+    }
+
     /// The protocol session (grant, progress, error).
     pub fn session(&self) -> &Session<'n, F> {
         &self.session
@@ -127,6 +146,24 @@ impl<'n, const F: usize, const RX: usize, const TX: usize> Uploader<'n, F, RX, T
         clock: &K,
         source: &mut R,
         mut observer: impl FnMut(Event<upload::Event>),
+    ) -> Result<Code, RunError<upload::Error, R::Error>>
+    where
+        C: Connector,
+        K: Clock,
+        R: ReadAt,
+    {
+        self.run_with(connector, clock, source, |_, e| observer(e))
+    }
+
+    /// [`run`](Self::run), with the session beside each event, as it
+    /// stood when the event came: what an observer needs to read more
+    /// than an event carries (the relay's page link at the grant, say).
+    pub fn run_with<C, K, R>(
+        &mut self,
+        connector: &mut C,
+        clock: &K,
+        source: &mut R,
+        mut observer: impl FnMut(&Session<'n, F>, Event<upload::Event>),
     ) -> Result<Code, RunError<upload::Error, R::Error>>
     where
         C: Connector,

@@ -21,6 +21,8 @@
 #![no_main]
 
 mod clock;
+#[cfg(all(feature = "auth", not(feature = "baseline")))]
+mod credential;
 mod data;
 #[cfg(not(feature = "baseline"))]
 mod transfer;
@@ -82,6 +84,8 @@ fn run(clock: &SysTickClock, uart: &mut Pl011) -> bool {
     if ok {
         hprintln!("download verified");
     }
+    #[cfg(feature = "notices")]
+    let ok = transfer::listen(&mut link, clock) && ok;
     hprintln!("uart line errors: {}", uart.line_errors());
     ok
 }

@@ -127,6 +127,8 @@ pub fn display<'b>(code: &Code, out: &'b mut [u8; Code::MAX_TEXT_LEN]) -> &'b st
 trait Failure {
     /// The relay's error code, if the relay refused.
     fn relay_code(&self) -> Option<u8>;
+    /// The relay refused the terminal's credential, or has no accounts.
+    fn auth_refused(&self) -> bool;
 }
 
 impl Failure for upload::Error {
@@ -138,6 +140,9 @@ impl Failure for upload::Error {
             _ => None,
         }
     }
+    fn auth_refused(&self) -> bool {
+        matches!(self, upload::Error::Auth(_))
+    }
 }
 
 impl Failure for download::Error {
@@ -147,12 +152,20 @@ impl Failure for download::Error {
             _ => None,
         }
     }
+    fn auth_refused(&self) -> bool {
+        matches!(self, download::Error::Auth(_))
+    }
 }
 
 fn report<F: Failure, S: core::fmt::Debug>(what: &str, error: RunError<F, S>) {
     match error {
         RunError::Session(f) => match f.relay_code() {
             Some(code) => hprintln!("{}: relay error {}", what, code),
+            // Is the terminal registered with the key in `credential.rs`?
+            // (`cfg!`: an image without `auth` keeps no text for it)
+            None if cfg!(feature = "auth") && f.auth_refused() => {
+                hprintln!("{}: authentication failed", what)
+            }
             None => hprintln!("{}: session failed", what),
         },
         RunError::Storage(_) => hprintln!("{}: storage failed", what),
@@ -195,6 +208,8 @@ pub fn upload(link: &mut UartConnector<'_>, clock: &SysTickClock) -> Option<Code
             return None;
         }
     };
+    #[cfg(feature = "auth")]
+    uploader.authenticate(crate::credential::terminal());
     match uploader.run(link, clock, &mut files, log_link) {
         Ok(code) => Some(code),
         Err(e) => {
@@ -217,7 +232,9 @@ pub fn download(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) 
         ..download::Config::default()
     };
     let mut downloader = Downloader::<FILES, FRAME, TX>::new(config, code, policy());
-    let mut sink = HashSink::new();
+    #[cfg(feature = "auth")]
+    downloader.authenticate(crate::credential::terminal());
+    let mut sink = HashSink::new(Some(&data::NAMES));
     if let Err(e) = downloader.run(link, clock, &mut sink, log_link) {
         report("download failed", e);
         return false;
@@ -241,6 +258,8 @@ pub fn download(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) 
 /// shape of a sink that streams into a flash writer or a decoder.
 struct HashSink {
     files: [Received; FILES],
+    /// The names the batch must have (the uploaded files'), or any.
+    names: Option<&'static [&'static str]>,
 }
 
 #[derive(Clone)]
@@ -265,7 +284,7 @@ enum SinkError {
 }
 
 impl HashSink {
-    fn new() -> Self {
+    fn new(names: Option<&'static [&'static str]>) -> Self {
         let fresh = Received {
             hasher: Sha1Hasher::new(),
             written: 0,
@@ -273,6 +292,7 @@ impl HashSink {
         };
         HashSink {
             files: [fresh.clone(), fresh],
+            names,
         }
     }
 
@@ -307,8 +327,10 @@ impl WriteAt for HashSink {
 
 impl Sink for HashSink {
     fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, SinkError> {
-        if data::NAMES.get(usize::from(entry.index)) != Some(&entry.name) {
-            return Err(SinkError::WrongName);
+        if let Some(names) = self.names {
+            if names.get(usize::from(entry.index)) != Some(&entry.name) {
+                return Err(SinkError::WrongName);
+            }
         }
         // The session opens each file once and resumes it from its own
         // offset after a reconnect; nothing is kept locally, so report 0.
@@ -330,5 +352,81 @@ impl Sink for HashSink {
     fn finish(&mut self, file: u16) -> Result<(), SinkError> {
         self.file(file)?.finished = true;
         Ok(())
+    }
+}
+
+/// Waits five seconds for a batch pushed to this terminal (feature
+/// `notices`), downloads it as this terminal into a [`HashSink`] (the
+/// session checks every file's SHA-1; up to [`FILES`] files), and
+/// confirms it, or refuses it if it cannot be received. A device that
+/// keeps what it receives persists each settled id and hands them back
+/// through `remember_settled` after a reboot; this example starts fresh.
+/// A relay without notices ends this quietly.
+#[cfg(feature = "notices")]
+#[inline(never)] // Its buffers share stack space with the transfers'.
+pub fn listen(link: &mut UartConnector<'_>, clock: &SysTickClock) -> bool {
+    use pickup_device::{Clock, NoticeListener};
+    use pickup_proto::message::RefuseReason;
+    use pickup_proto::notice::ListenConfig;
+
+    let config = ListenConfig {
+        max_frame: FRAME as u32,
+        retransmit_timeout: Duration::from_secs(3),
+        ..ListenConfig::default()
+    };
+    let mut inbox =
+        NoticeListener::<'_, 4, FRAME, TX>::new(config, crate::credential::identity(), policy());
+    let deadline = Some(clock.now() + Duration::from_secs(5));
+    let notice = match inbox.listen(link, clock, deadline, log_link) {
+        Ok(Some(notice)) => notice,
+        Ok(None) => {
+            hprintln!("no notice");
+            return true;
+        }
+        Err(_) => {
+            hprintln!("listening failed");
+            return false;
+        }
+    };
+    // No number: formatting a u64 would link ~1 KiB of division.
+    hprintln!("notice from {}", notice.sender.as_str());
+    let received = receive_pushed(link, clock, notice.code);
+    let verdict = if received {
+        inbox.confirm(notice.id)
+    } else {
+        inbox.refuse(notice.id, RefuseReason::Declined)
+    };
+    let deadline = Some(clock.now() + Duration::from_secs(10));
+    let settled =
+        verdict.is_ok() && matches!(inbox.settle(link, clock, deadline, log_link), Ok(true));
+    if received && settled {
+        hprintln!("pushed batch verified, receipt settled");
+    }
+    received && settled
+}
+
+/// Downloads the pushed batch `code` as this terminal; whether every file
+/// arrived and matched its SHA-1.
+#[cfg(feature = "notices")]
+#[inline(never)]
+fn receive_pushed(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) -> bool {
+    let config = download::Config {
+        max_frame: FRAME as u32,
+        window: 4 * 1024,
+        retransmit_timeout: Duration::from_secs(3),
+        ..download::Config::default()
+    };
+    let mut downloader = Downloader::<FILES, FRAME, TX>::new(config, code, policy());
+    // The relay counts only the target's own download towards the delivery.
+    downloader.authenticate(crate::credential::terminal());
+    let mut sink = HashSink::new(None);
+    match downloader.run(link, clock, &mut sink, log_link) {
+        // The session hashed every file and compared it with the
+        // manifest's SHA-1 before it finished (`Hashing::InSession`).
+        Ok(()) => true,
+        Err(e) => {
+            report("pushed batch failed", e);
+            false
+        }
     }
 }

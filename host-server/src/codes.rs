@@ -93,6 +93,14 @@ pub fn family_owner(token: &ResumeToken) -> OwnerId {
     OwnerId(key(b"pickup token family v1\0", &token.0).0)
 }
 
+/// The owner of every batch an authenticated user (or the user's
+/// terminals) creates: one family per user, so content the user stored
+/// before is linked at once from any session and address, after the
+/// proof of ownership (PROTOCOL.md §7.1, §8).
+pub fn user_owner(user: &str) -> OwnerId {
+    OwnerId(key(b"pickup user family v1\0", user.as_bytes()).0)
+}
+
 /// A fresh code of `len` symbols, or `None` if the random source failed.
 pub fn random_code(rng: &mut dyn Random, len: usize) -> Option<Code> {
     let mut bytes = [0u8; 16];

@@ -19,31 +19,46 @@
 //!  │   store::sqlite    SQLite (WAL, synchronous=FULL) + files by id    │
 //!  │   store::memory    in memory, crash simulation (simulator, fuzz)   │
 //!  └───────────────────────────────────────────────────────────────────┘
+//!   http (axum, beside the sessions): pages, files and ZIPs for browsers,
+//!   through the same relay::Relay (rate limiter) and store::Store, whose
+//!   calls run on tokio's blocking pool
 //! ```
 //!
 //! Settings and link parameters, with their defaults written once, are in
 //! [`settings`]; [`config`] reads them from a file and flags; at start
 //! [`descriptors`] caps sessions by the open-file limit.
+//! [`metrics`] counts what the transports, sessions, jobs and sweeps do,
+//! for an operator to scrape over HTTP (`/metrics`, `/healthz`, `/readyz`).
 //!
 //! The protocol itself (frames, messages, the terminals' state machines)
 //! lives in `pickup-proto`; this crate adds the relay's decisions: codes
 //! and their guessing bound ([`codes`]), failed-lookup limits
-//! ([`rate_limit`]), storage reservations and per-peer batch limits
-//! ([`quota`]), durability ([`store`]) and the transports.
+//! ([`rate_limit`]), who may authenticate ([`directory`]: users,
+//! tokens, terminals) and how often they may fail ([`auth_limit`]),
+//! storage reservations and per-peer batch limits
+//! ([`quota`]), durability ([`store`]), pushes to terminals with their
+//! notices and receipts ([`mailbox`]) and the transports, of which
+//! [`http`] serves browsers.
 //!
 //! # Features
 //!
 //! - `test-support`, for tests only: `random::SeededRandom` (predictable
-//!   secrets), `rate_limit::Peer::Sim` and `store::memory::MemoryStore::crash`,
+//!   secrets), `directory::PasswordParams::FAST_FOR_TESTS` (cheap
+//!   password hashes), `rate_limit::Peer::Sim` and `store::memory::MemoryStore::crash`,
 //!   which the simulator, the fuzzers and unit tests drive the relay with.
 //!   The `pickup-tests` crate turns it on; no relay build should.
 #![forbid(unsafe_code)]
 
+pub mod auth_limit;
 pub mod codes;
 pub mod config;
 pub mod descriptors;
+pub mod directory;
 pub mod disclosure;
+pub mod http;
 pub mod jobs;
+pub mod mailbox;
+pub mod metrics;
 pub mod proof_budget;
 pub mod quota;
 pub mod random;

@@ -1,15 +1,24 @@
-//! `pickup-relay`: serves Pickup batches over TCP and serial ports.
+//! `pickup-relay`: serves Pickup batches over TCP, TLS and serial ports,
+//! and manages the accounts that may authenticate to it ([`admin`]).
 //!
 //! ```text
-//! pickup-relay serve [--tcp ADDR]... [--serial PATH[@BAUD]]... [--data DIR] [--config FILE] [--log-json]
+//! pickup-relay serve [--tcp ADDR]... [--tls ADDR]... [--cert FILE] [--key FILE]
+//!                    [--serial PATH[@BAUD]]... [--http ADDR]... [--https ADDR]...
+//!                    [--metrics ADDR]
+//!                    [--data DIR] [--config FILE] [--log-json]
+//! pickup-relay cert self-signed --name HOST [--cert FILE] [--key FILE] [--data DIR] [--force]
+//! pickup-relay user add|list|passwd|remove|quota …  [--data DIR] [--config FILE]
+//! pickup-relay terminal add|list|remove …           [--data DIR] [--config FILE]
 //! ```
 //!
 //! Without a subcommand it serves too. Flags override the config file;
 //! listeners given as flags replace the file's as a whole
 //! ([`Config::choose_listeners`]).
 
+mod admin;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,10 +26,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
+use pickup_relay::config::{Listeners, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
 use pickup_relay::descriptors;
+use pickup_relay::directory::sqlite::SqliteDirectory;
+use pickup_relay::http;
 use pickup_relay::random::OsRandom;
 use pickup_relay::store::sqlite::SqliteStore;
-use pickup_relay::transport::{self, serial, Clock};
+use pickup_relay::transport::{self, serial, tls, Clock};
 use pickup_relay::{Config, Relay};
 use tokio::sync::watch;
 
@@ -42,6 +54,39 @@ struct Cli {
 enum Command {
     /// Serve batches (the default).
     Serve(ServeArgs),
+    /// Manage users: add, list, passwd, remove, quota.
+    User(admin::UserArgs),
+    /// Manage terminals: add, list, remove.
+    Terminal(admin::TerminalArgs),
+    /// Make TLS certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Write a self-signed certificate and its key (mode 0600), and print
+    /// the certificate's fingerprint for clients' `--pin`.
+    SelfSigned(SelfSignedArgs),
+}
+
+#[derive(Debug, Args)]
+struct SelfSignedArgs {
+    /// The name clients dial: a host name or an IP address.
+    #[arg(long, value_name = "HOST")]
+    name: String,
+    /// Certificate file. Default DIR/tls-cert.pem in the data directory.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Key file. Default DIR/tls-key.pem in the data directory.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Data directory. Default ./pickup-data.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -50,10 +95,34 @@ struct ServeArgs {
     /// the config file's; with none anywhere, 127.0.0.1:7425.
     #[arg(long = "tcp", value_name = "ADDR")]
     tcp: Vec<SocketAddr>,
+    /// TLS address to listen on (repeatable). Like --tcp, replaces the
+    /// config file's listeners.
+    #[arg(long = "tls", value_name = "ADDR")]
+    tls: Vec<SocketAddr>,
+    /// TLS certificate chain (PEM). Default DIR/tls-cert.pem in the data
+    /// directory.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// TLS private key (PEM). Default DIR/tls-key.pem in the data directory.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Serial port to serve, PATH or PATH@BAUD (repeatable). Alone, no TCP
     /// listener starts.
     #[arg(long = "serial", value_name = "PATH[@BAUD]")]
     serial: Vec<String>,
+    /// HTTP address to listen on (repeatable): a download page per code,
+    /// its files and a ZIP of the batch. Like --tcp, replaces the config
+    /// file's listeners.
+    #[arg(long = "http", value_name = "ADDR")]
+    http: Vec<SocketAddr>,
+    /// HTTPS address to listen on (repeatable): the same pages as --http,
+    /// with TLS, using the certificate and key of --cert and --key.
+    #[arg(long = "https", value_name = "ADDR")]
+    https: Vec<SocketAddr>,
+    /// Address to serve /metrics, /healthz and /readyz on (HTTP). Default
+    /// none: no such listener.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Data directory. Default ./pickup-data.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -79,14 +148,37 @@ fn init_logging(json: bool) {
     }
 }
 
-fn config(args: &ServeArgs) -> Result<Config, String> {
-    let mut config = match &args.config {
+/// The config file (or the defaults) with `--data` over it: what `serve`
+/// and the admin commands start from (each then checks it, `serve` once
+/// its listeners are settled).
+fn load_config(file: Option<&Path>, data: Option<&Path>) -> Result<Config, String> {
+    let mut config = match file {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    config.choose_listeners(&args.tcp, &args.serial);
-    if let Some(data) = &args.data {
-        config.data.clone_from(data);
+    if let Some(data) = data {
+        config.data = data.to_owned();
+    }
+    Ok(config)
+}
+
+fn config(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = load_config(args.config.as_deref(), args.data.as_deref())?;
+    config.choose_listeners(&Listeners {
+        tcp: &args.tcp,
+        tls: &args.tls,
+        serial: &args.serial,
+        http: &args.http,
+        https: &args.https,
+    });
+    if args.cert.is_some() {
+        config.tls.cert.clone_from(&args.cert);
+    }
+    if args.key.is_some() {
+        config.tls.key.clone_from(&args.key);
+    }
+    if args.metrics.is_some() {
+        config.metrics.listen = args.metrics;
     }
     config.validate()?;
     Ok(config)
@@ -96,6 +188,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::User(args)) => return admin::user(args),
+        Some(Command::Terminal(args)) => return admin::terminal(args),
+        Some(Command::Cert(CertCommand::SelfSigned(args))) => return self_signed(&args),
         None => cli.serve,
     };
     init_logging(args.log_json);
@@ -121,6 +216,35 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cert self-signed`: the fingerprint alone on stdout, for scripts.
+fn self_signed(args: &SelfSignedArgs) -> ExitCode {
+    let data = args.data.clone().unwrap_or_else(|| Config::default().data);
+    let cert = args
+        .cert
+        .clone()
+        .unwrap_or_else(|| data.join(DEFAULT_TLS_CERT));
+    let key = args
+        .key
+        .clone()
+        .unwrap_or_else(|| data.join(DEFAULT_TLS_KEY));
+    match tls::write_self_signed(&args.name, &cert, &key, args.force) {
+        Ok(fingerprint) => {
+            eprintln!(
+                "wrote {} and {} (key, mode 0600) for {}",
+                cert.display(),
+                key.display(),
+                args.name
+            );
+            println!("{fingerprint}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pickup-relay: error: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -163,13 +287,25 @@ async fn serve(config: Config) -> Result<(), String> {
     if bound >= TARGET_GUESS_BOUND {
         tracing::warn!("the configured code length does not keep the guessing bound below {TARGET_GUESS_BOUND:e}");
     }
-    let endpoints = (config.tcp.listen.len() + config.serial.ports.len()) as u64;
+    let endpoints = (config.tcp.listen.len()
+        + config.tls.listen.len()
+        + config.serial.ports.len()
+        + config.http.listen.len()
+        + config.http.https.len()) as u64;
     let budget = descriptors::plan(endpoints, config.limits.max_sessions)
         .map_err(|e| format!("descriptors: {e}"))?;
     store.limit_open_files(budget.store_files_per_kind);
     let mut settings = config.settings();
     settings.max_sessions = budget.sessions;
-    let relay = Relay::new(settings, Arc::new(store), Box::new(OsRandom), clock.now());
+    let directory = SqliteDirectory::open(&config.data, settings.auth.password)
+        .map_err(|e| format!("cannot open the accounts in {}: {e}", config.data.display()))?;
+    let relay = Relay::with_directory(
+        settings,
+        Arc::new(store),
+        Arc::new(directory),
+        Box::new(OsRandom),
+        clock.now(),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut tcp_names = Vec::new();
@@ -181,6 +317,47 @@ async fn serve(config: Config) -> Result<(), String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tcp_names.push(local.to_string());
         listeners.push(listener);
+    }
+    // One certificate for the TLS wire listeners and the HTTPS ones.
+    let server_tls = if config.tls.listen.is_empty() && config.http.https.is_empty() {
+        None
+    } else {
+        let (cert, key) = config.tls_files();
+        let server = tls::server_config(&cert, &key)?;
+        tracing::info!(
+            cert = %cert.display(),
+            fingerprint = tls::fingerprint_of_file(&cert)?,
+            "TLS certificate"
+        );
+        Some(server)
+    };
+    let mut tls_listeners = Vec::new();
+    let mut tls_names = Vec::new();
+    for addr in &config.tls.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tls_names.push(local.to_string());
+        tls_listeners.push(listener);
+    }
+    let mut http_listeners = Vec::new();
+    let mut http_names = Vec::new();
+    let mut https_names = Vec::new();
+    let plain = config.http.listen.iter().map(|a| (a, false));
+    for (addr, secure) in plain.chain(config.http.https.iter().map(|a| (a, true))) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let tls = if secure {
+            https_names.push(local.to_string());
+            server_tls.clone()
+        } else {
+            http_names.push(local.to_string());
+            None
+        };
+        http_listeners.push((listener, tls));
     }
     let stop_serial = Arc::new(AtomicBool::new(false));
     let mut serial_threads = Vec::new();
@@ -210,12 +387,57 @@ async fn serve(config: Config) -> Result<(), String> {
             shutdown_rx.clone(),
         ));
     }
+    for listener in tls_listeners {
+        let Some(server) = server_tls.clone() else {
+            break;
+        };
+        tokio::spawn(tls::serve(
+            listener,
+            server,
+            relay.clone(),
+            config.tls_link(),
+            clock,
+            shutdown_rx.clone(),
+        ));
+    }
+    if !http_listeners.is_empty() {
+        // One router for every HTTP listener. Metrics and health have
+        // their own listener (`--metrics`), apart from the public pages.
+        let router = http::router(http::HttpState::new(relay.clone(), clock));
+        for (listener, tls) in http_listeners {
+            tokio::spawn(http::serve(
+                listener,
+                tls,
+                router.clone(),
+                relay.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+    }
+    let mut metrics_name = None;
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        metrics_name = Some(tracing::field::display(local));
+        tokio::spawn(pickup_relay::metrics::http::serve(
+            listener,
+            relay.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     // Fields, so `--log-json` gives them as JSON values; a kind with no
-    // listener is left out. Text reads `listening: tcp=A,B serial=P@BAUD`;
+    // listener is left out. Text reads `listening: tcp=A,B tls=C serial=P@BAUD
+    // http=D https=E metrics=M`;
     // the colon stays, as scripts and tests wait for `listening:`.
     tracing::info!(
         tcp = join_or_empty(&tcp_names),
+        tls = join_or_empty(&tls_names),
         serial = join_or_empty(&serial_names),
+        http = join_or_empty(&http_names),
+        https = join_or_empty(&https_names),
+        metrics = metrics_name,
         "listening:"
     );
 

@@ -8,6 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, Weak};
 
 use pickup_proto::{Code, ErrorCode, Instant};
 
+use crate::auth_limit::AuthLimiter;
+use crate::directory::{memory::MemoryDirectory, Directory};
+use crate::mailbox::listeners::Listeners;
+use crate::mailbox::Doorbell;
+use crate::metrics::Metrics;
 use crate::proof_budget::ProofBudget;
 use crate::quota::Quotas;
 use crate::random::Random;
@@ -65,6 +70,10 @@ struct SessionCounts {
 pub struct Relay {
     pub(crate) settings: Settings,
     pub(crate) store: Arc<dyn Store>,
+    /// Users, their tokens and terminals.
+    pub(crate) directory: Arc<dyn Directory>,
+    /// Failed authentications, per account and per peer.
+    pub(crate) auth_limit: Mutex<AuthLimiter>,
     pub(crate) rng: Mutex<Box<dyn Random>>,
     limiter: Mutex<RateLimiter>,
     proofs: Mutex<ProofBudget>,
@@ -78,6 +87,10 @@ pub struct Relay {
     manifests: Mutex<HashMap<Code, Weak<Batch>>>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
+    /// Shared with each session's operator log ([`Relay::metrics_handle`]).
+    metrics: Arc<Metrics>,
+    /// The session listening for each terminal's notices.
+    listeners: Listeners,
 }
 
 impl core::fmt::Debug for Relay {
@@ -90,14 +103,29 @@ impl core::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay over `store`, drawing secrets from `rng`.
+    /// A relay over `store` with no accounts (an empty in-memory
+    /// directory), drawing secrets from `rng`.
     pub fn new(
         settings: Settings,
         store: Arc<dyn Store>,
         rng: Box<dyn Random>,
         now: Instant,
     ) -> Arc<Relay> {
+        let directory = Arc::new(MemoryDirectory::new(settings.auth.password));
+        Relay::with_directory(settings, store, directory, rng, now)
+    }
+
+    /// A relay over `store` whose users and terminals are in `directory`.
+    pub fn with_directory(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        directory: Arc<dyn Directory>,
+        rng: Box<dyn Random>,
+        now: Instant,
+    ) -> Arc<Relay> {
         Arc::new(Relay {
+            directory,
+            auth_limit: Mutex::new(AuthLimiter::new(&settings.auth)),
             limiter: Mutex::new(RateLimiter::new(settings.rate, now)),
             proofs: Mutex::new(ProofBudget::new(settings.proof, now)),
             quotas: Mutex::new(Quotas::new(settings.quota)),
@@ -109,6 +137,8 @@ impl Relay {
             manifests: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
+            listeners: Listeners::default(),
         })
     }
 
@@ -120,6 +150,21 @@ impl Relay {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         &*self.store
+    }
+
+    /// The directory of users and terminals.
+    pub fn directory(&self) -> &dyn Directory {
+        &*self.directory
+    }
+
+    /// The operator's counters and gauges.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics, for a holder that outlives a borrow of the relay.
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Sessions open now.
@@ -157,8 +202,76 @@ impl Relay {
             );
         }
         let secs = unix_secs(now);
-        self.store
+        self.release_removed_accounts();
+        if let Err(e) = self.directory.remove_expired_tokens(secs) {
+            tracing::error!("forgetting expired tokens failed: {e}");
+        }
+        // Deadlines first: a delivery going offline, or a target still
+        // reading, keeps its batch from the store sweep below.
+        let deliveries = self.store.sweep_deliveries(secs, &self.settings.push);
+        if let Err(e) = &deliveries {
+            tracing::error!("sweeping deliveries failed: {e}");
+        }
+        let swept = self
+            .store
             .sweep(secs, secs.saturating_sub(self.settings.expired_memory_secs))
+            .map(|mut stats| {
+                stats.deliveries_offline = deliveries.map_or(0, |d| d.offline);
+                self.metrics.deliveries_swept(&stats);
+                stats
+            });
+        // After the sweep, so the gauges leave out what it removed.
+        match self.store.usage() {
+            Ok(usage) => self.metrics.store_usage(usage),
+            Err(e) => tracing::error!("reading the store's usage failed: {e}"),
+        }
+        swept
+    }
+
+    /// Releases the named files and shares of accounts an operator removed
+    /// ([`Directory::removed_accounts`]), a bounded number per sweep.
+    fn release_removed_accounts(&self) {
+        let names = match self.directory.removed_accounts(256) {
+            Ok(names) => names,
+            Err(e) => return tracing::error!("listing removed accounts failed: {e}"),
+        };
+        let mut released = Vec::with_capacity(names.len());
+        for name in names {
+            match self.store.remove_owner(&name) {
+                Ok(()) => released.push(name),
+                Err(e) => tracing::error!("releasing a removed account's files failed: {e}"),
+            }
+        }
+        if !released.is_empty() {
+            tracing::info!(
+                accounts = released.len(),
+                "released removed accounts' files"
+            );
+            if let Err(e) = self.directory.forget_removed(&released) {
+                tracing::error!("forgetting released accounts failed: {e}");
+            }
+        }
+    }
+
+    /// Session `session` listens for `terminal`'s notices, waking by
+    /// `bell`; a newer listener replaces it (PROTOCOL.md §11).
+    pub(crate) fn listen(&self, terminal: &str, session: u64, bell: Arc<Doorbell>) {
+        self.listeners.listen(terminal, session, bell);
+    }
+
+    /// Session `session` stops listening for `terminal`, if it still did.
+    pub(crate) fn stop_listening(&self, terminal: &str, session: u64) {
+        self.listeners.stop(terminal, session);
+    }
+
+    /// Whether `session` still listens for `terminal`.
+    pub(crate) fn is_listening(&self, terminal: &str, session: u64) -> bool {
+        self.listeners.is_listening(terminal, session)
+    }
+
+    /// A push to `terminal` was committed: wake its listening session.
+    pub(crate) fn ring(&self, terminal: &str) {
+        self.listeners.ring(terminal);
     }
 
     /// The admission state; admission checks and reserves under this lock.

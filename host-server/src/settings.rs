@@ -6,7 +6,9 @@
 
 use pickup_proto::{frame, Duration};
 
+use crate::directory::AuthSettings;
 use crate::disclosure::DisclosureSettings;
+use crate::mailbox::PushSettings;
 use crate::proof_budget::ProofSettings;
 use crate::quota::QuotaSettings;
 use crate::rate_limit::RateSettings;
@@ -50,6 +52,15 @@ pub struct Settings {
     pub instant_upload: bool,
     /// Which held content instant upload may reveal.
     pub disclosure: DisclosureSettings,
+    /// Logins, tokens, failure limits and anonymous access.
+    pub auth: AuthSettings,
+    /// Addressed delivery: deadlines and caps ([`crate::mailbox`]).
+    pub push: PushSettings,
+    /// Where browsers reach the download pages (`[http].public_url`,
+    /// checked by `validate_page_url`, no trailing `/`): sent as a
+    /// `PageLink` to terminals that ask with `CAP_PAGE_LINK`. `None`: the
+    /// relay sends none (it cannot know its public address by itself).
+    pub page_url: Option<String>,
 }
 
 /// Link parameters, per transport: what the relay announces in `Welcome`.
@@ -59,6 +70,9 @@ pub struct Link {
     pub max_frame: u32,
     /// Upload bytes a terminal may have in flight.
     pub window: u32,
+    /// The link is encrypted and the relay authenticated (TLS): secrets such
+    /// as passwords may cross it even from a non-loopback peer.
+    pub encrypted: bool,
 }
 
 /// The smallest terminal window the relay paces its acks by (syncs then come
@@ -70,11 +84,13 @@ impl Link {
     pub const TCP: Link = Link {
         max_frame: frame::MAX_FRAME_LEN as u32,
         window: 32 * 1024 * 1024,
+        encrypted: false,
     };
     /// The serial defaults: 4 KiB frames, 8 MiB window.
     pub const SERIAL: Link = Link {
         max_frame: 4096,
         window: 8 * 1024 * 1024,
+        encrypted: false,
     };
 
     /// The decoder buffer a driver needs for this link.

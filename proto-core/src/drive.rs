@@ -39,8 +39,11 @@ use crate::time::Instant;
 ///
 /// Implemented by [`upload::Session`](crate::upload::Session) for every
 /// [`ReadAt`] source and by [`download::Session`](crate::download::Session)
-/// for every [`Sink`](crate::download::Sink). See the [module
-/// docs](self) for the call order.
+/// for every [`Sink`](crate::download::Sink); with the feature `notices`
+/// also by `notice::Listener` and `notice::Sender`, which touch no files
+/// and take any `Files` type (they never finish but by failing: a driver
+/// stops them on its own condition). See the [module docs](self) for the
+/// call order.
 pub trait Machine<Files: ReadAt + ?Sized> {
     /// What the driver is told about (progress, verdicts, the code…).
     type Event;
@@ -174,5 +177,19 @@ mod tests {
         let code = Code::parse("7KQ4-M2XD-9RTA").unwrap();
         let mut down = download::Session::<1>::new(download::Config::default(), code);
         hello_on_every_link(&mut down, &mut crate::download::tests::MemSink::default());
+
+        // The notice machines touch no files: any source drives them.
+        let me = crate::identity::TerminalIdentity {
+            name: "sensor-1",
+            key: crate::identity::DeviceKey([1; 16]),
+        };
+        let mut listener =
+            crate::notice::Listener::<4>::new(crate::notice::ListenConfig::default(), me);
+        hello_on_every_link(&mut listener, &mut [data.as_slice()]);
+        let mut sender = crate::notice::Sender::new(
+            crate::notice::SendConfig::default(),
+            crate::identity::Credential::Terminal(me),
+        );
+        hello_on_every_link(&mut sender, &mut [data.as_slice()]);
     }
 }

@@ -60,11 +60,29 @@ pub enum ErrorCode {
     /// 21: this peer's uploads already reserve as much storage as the relay
     /// allows one peer; wait and retry.
     PeerQuota = 21,
+    /// 22: the user name and password, the token, or the terminal's answer
+    /// to the challenge did not prove an identity (which one is not said).
+    AuthFailed = 22,
+    /// 23: the request needs an authenticated session (named files).
+    AuthRequired = 23,
+    /// 24: a password was sent over plain TCP from a non-loopback peer;
+    /// use TLS.
+    InsecureLink = 24,
+    /// 25: the user's named files would exceed the user's quota.
+    UserQuota = 25,
+    /// 26: no terminal of this name that the sender may push to (the same
+    /// answer for a name that does not exist, so names cannot be probed).
+    UnknownTerminal = 26,
+    /// 27: the target's or the sender's queue of notices or offline bytes
+    /// is full; with a retry hint when waiting helps.
+    QueueFull = 27,
+    /// 28: no notice of this id is addressed to this session's terminal.
+    UnknownNotice = 28,
 }
 
 impl ErrorCode {
     /// Every code, in wire order: for tests and documentation tables.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::UnknownCode,
         ErrorCode::Expired,
         ErrorCode::RateLimited,
@@ -87,6 +105,13 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::TooManyIncomplete,
         ErrorCode::PeerQuota,
+        ErrorCode::AuthFailed,
+        ErrorCode::AuthRequired,
+        ErrorCode::InsecureLink,
+        ErrorCode::UserQuota,
+        ErrorCode::UnknownTerminal,
+        ErrorCode::QueueFull,
+        ErrorCode::UnknownNotice,
     ];
 
     /// A short human description, for logs and one-line CLI errors.
@@ -114,6 +139,13 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "relay is shutting down",
             ErrorCode::TooManyIncomplete => "too many incomplete batches from this address",
             ErrorCode::PeerQuota => "this address's storage reservation is full",
+            ErrorCode::AuthFailed => "authentication failed",
+            ErrorCode::AuthRequired => "log in first",
+            ErrorCode::InsecureLink => "passwords need a TLS link (tls://) or loopback",
+            ErrorCode::UserQuota => "your account's quota would be exceeded",
+            ErrorCode::UnknownTerminal => "unknown terminal (or not one you may send to)",
+            ErrorCode::QueueFull => "too many deliveries waiting for this terminal or sender",
+            ErrorCode::UnknownNotice => "no such notice for this terminal",
         }
     }
 }

@@ -26,6 +26,7 @@
 //!   byte layouts and test vectors.
 //! - [`code`]: the pickup code and its Crockford base32 text form.
 //! - [`hash`]: SHA-1 digests and the proof of ownership used by instant upload.
+//! - [`identity`]: a terminal's device key and its answer to a relay's challenge.
 //! - [`upload`] and [`download`]: the client state machines, and [`drive`]:
 //!   the [`drive::Machine`] contract through which drivers run either.
 //! - [`storage`]: the read-at / write-at traits through which the machines
@@ -42,6 +43,15 @@
 //! - `fast-sha1`: SHA-1 through the `sha1` crate, with SHA-NI or the AArch64
 //!   SHA extension where the CPU has them (about 2.5–4x `sha1_smol` on the
 //!   development machine).
+//! - `file-attrs`: file attributes in the sessions (`std` brings it).
+//! - `auth`: the sessions authenticate with an [`identity::Credential`]
+//!   and move named files (PROTOCOL.md §8; `std` brings it).
+//! - `notices`: addressed delivery (PROTOCOL.md §11): the relay's notice
+//!   kinds in the decoders and the [`notice`] machines (`notice::Listener`
+//!   for a terminal that receives pushed batches, `notice::Sender` for one
+//!   that pushes); brings `auth` (`std` brings it).
+//! - `page-link`: an upload asks the relay for its download page's base
+//!   URL and keeps it (`std` brings it).
 //! - `defmt`: `defmt::Format` on public types.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
@@ -51,6 +61,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(any(test, feature = "auth"))]
+mod auth;
 pub mod code;
 pub mod download;
 pub mod drive;
@@ -58,7 +70,10 @@ pub mod error;
 mod fixed_bytes;
 pub mod frame;
 pub mod hash;
+pub mod identity;
 pub mod message;
+#[cfg(any(test, feature = "notices"))]
+pub mod notice;
 pub mod storage;
 pub mod time;
 pub mod upload;

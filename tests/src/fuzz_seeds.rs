@@ -16,6 +16,9 @@ use pickup_proto::message::{
     Ack, BatchComplete, Data, Error, FilePlan, FileRejected, FileVerified, Grant, Kind, Manifest,
     ManifestEntry, Message, Plan, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
+use pickup_proto::message::{
+    AuthToken, Authenticated, Challenge, Delivery, DeliveryState, Done, Inbox, Notice, Settled,
+};
 use pickup_proto::ErrorCode;
 
 use crate::samples::{every_kind, of_kind};
@@ -397,6 +400,169 @@ fn download_seeds() -> Vec<Seed> {
     seeds
 }
 
+/// The relay's side of a listener's start: welcome, challenge, the
+/// terminal authenticated.
+fn listener_start(setup: u8) -> Script<4096> {
+    let mut s = Script::<4096>::new(&[setup]);
+    s.connect().transmit().message(&welcome(1024, 0)).transmit();
+    s.message(&Message::Challenge(Challenge { nonce: [3; 16] }))
+        .transmit();
+    s.message(&Message::Authenticated(Authenticated {
+        user: "ada",
+        terminal: "sensor-1",
+        token: AuthToken([0; 16]),
+        expires_at: 0,
+    }))
+    .transmit();
+    s
+}
+
+fn notice(id: u64, sender: &str, total_size: u64) -> Message<'_> {
+    Message::Notice(Notice {
+        id,
+        code: fuzz_proto::code(),
+        sender,
+        files: 1,
+        total_size,
+        expires_at: 1_800_000_000,
+    })
+}
+
+fn notice_session_seeds() -> Vec<Seed> {
+    let mut seeds = Vec::new();
+    // An inbox of two: both handed out and acknowledged; the first
+    // confirmed and settled, the second refused, its Settled lost and
+    // the refusal repeated on the timer.
+    let mut s = listener_start(0);
+    s.message(&Message::Inbox(Inbox { count: 2 }));
+    s.message(&notice(1, "ada", 6))
+        .message(&notice(2, "bob", 700));
+    s.events().transmit();
+    s.app(0, 0).transmit();
+    s.message(&Message::Settled(Settled { id: 1 })).events();
+    s.app(2, 1).transmit().advance(2_500).timers();
+    s.message(&Message::Settled(Settled { id: 2 })).events();
+    seeds.push(seed(
+        "notice_session",
+        "inbox-confirm-refuse",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Ids 1 and 2 remembered as settled; only ada's notices of at most
+    // 100 bytes taken: 1 again gets its Receipt, bob's and a large one
+    // are refused by the policy, an UnknownNotice orphans a verdict.
+    let mut s =
+        listener_start(fuzz_proto::NOTICE_REMEMBER | (3 << fuzz_proto::NOTICE_POLICY_SHIFT));
+    s.message(&Message::Inbox(Inbox { count: 3 }));
+    s.message(&notice(1, "ada", 6)).transmit();
+    s.message(&notice(3, "bob", 6))
+        .message(&notice(4, "ada", 700));
+    s.events().transmit();
+    s.message(&Message::Error(Error {
+        code: ErrorCode::UnknownNotice,
+        kind: Kind::Receipt as u8,
+        retry_after_ms: 0,
+    }));
+    s.events().transmit().advance(2_500).timers().events();
+    seeds.push(seed(
+        "notice_session",
+        "remembered-and-policy",
+        s.as_bytes().to_vec(),
+    ));
+
+    // A ledger of two ids: a third notice waits for a settlement; a
+    // settled id forgotten comes back; the link drops and comes back.
+    let mut s = listener_start(fuzz_proto::NOTICE_SMALL_LEDGER);
+    s.message(&Message::Inbox(Inbox { count: 3 }));
+    s.message(&notice(1, "ada", 6))
+        .message(&notice(2, "ada", 6));
+    s.message(&notice(3, "ada", 6)).events().transmit();
+    s.app(0, 0)
+        .transmit()
+        .message(&Message::Settled(Settled { id: 1 }));
+    s.message(&notice(3, "ada", 6)).events().transmit();
+    s.disconnect()
+        .connect()
+        .transmit()
+        .message(&welcome(1024, 0))
+        .transmit();
+    s.message(&Message::Challenge(Challenge { nonce: [4; 16] }))
+        .transmit();
+    s.advance(20_000).timers().advance(40_000).timers();
+    seeds.push(seed(
+        "notice_session",
+        "small-ledger-relink",
+        s.as_bytes().to_vec(),
+    ));
+
+    // Tiny timers: relisten and retransmit at 1 ms.
+    let mut s = listener_start(fuzz_proto::NOTICE_TINY_TIMERS);
+    s.message(&Message::Inbox(Inbox { count: 1 }))
+        .advance(5)
+        .timers();
+    s.message(&notice(5, "ada", 6))
+        .events()
+        .app(0, 4)
+        .transmit();
+    s.advance(3).timers().fire_timer().transmit();
+    seeds.push(seed("notice_session", "tiny-timers", s.as_bytes().to_vec()));
+
+    // A sender with a token: push (answered), status (two deliveries and
+    // Done), allow bob (Done), then a push refused as rate-limited.
+    let mut s = Script::<4096>::new(&[fuzz_proto::NOTICE_SENDER]);
+    s.connect().transmit().message(&welcome(1024, 0)).transmit();
+    s.message(&Message::Authenticated(Authenticated {
+        user: "ada",
+        terminal: "",
+        token: AuthToken([0; 16]),
+        expires_at: 0,
+    }));
+    s.app_raw(1 << 5).transmit();
+    let delivery = |push_id: u64, state: DeliveryState| {
+        Message::Delivery(Delivery {
+            push_id,
+            code: fuzz_proto::code(),
+            terminal: "sensor-1",
+            state,
+            bytes: 0,
+            total: 6,
+            at: 1_790_000_000,
+            until: 1_800_000_000,
+        })
+    };
+    s.message(&delivery(1, DeliveryState::Queued)).events();
+    s.app_raw(2).transmit();
+    s.message(&delivery(1, DeliveryState::Notified));
+    s.message(&delivery(2, DeliveryState::Delivered));
+    s.message(&Message::Done(Done {
+        kind: Kind::DeliveryStatus as u8,
+    }))
+    .events();
+    s.app_raw(3 | 0x08).transmit();
+    s.message(&Message::Done(Done {
+        kind: Kind::AllowSender as u8,
+    }))
+    .events();
+    s.app_raw(2 << 5).transmit();
+    s.message(&Message::Error(Error {
+        code: ErrorCode::RateLimited,
+        kind: Kind::Push as u8,
+        retry_after_ms: 3_000,
+    }));
+    s.events()
+        .advance(3_000)
+        .timers()
+        .app_raw(4)
+        .advance(20_000)
+        .timers();
+    seeds.push(seed(
+        "notice_session",
+        "sender-push-status-allow",
+        s.as_bytes().to_vec(),
+    ));
+    seeds
+}
+
 fn seed(target: &'static str, name: &str, bytes: Vec<u8>) -> Seed {
     Seed {
         target,
@@ -525,6 +691,156 @@ fn relay_seeds() -> Vec<Seed> {
         "limits-and-guesses",
         s.bytes().to_vec(),
     ));
+    seeds.extend(identity_seeds());
+    seeds
+}
+
+/// Terminal `t` uploads file A (700 bytes) under its name a.bin as its
+/// user's named file, in 255-byte frames (after `hello`: another would
+/// forget the `NamedPut`).
+fn put_named_a(s: &mut RelayScript, t: u8) {
+    s.named_put(t)
+        .batch_open(t, 1, 700)
+        .announce(t, 0, 0)
+        .transmit(t);
+    s.data(t, 0, 0, 255)
+        .data(t, 0, 255, 255)
+        .data(t, 0, 510, 190);
+    s.transmit(t).timers().transmit(t);
+}
+
+/// Seeds that reach identity and named files (PROTOCOL.md §8), on a relay
+/// that refuses anonymous transfers (setup bits 6-7 = 3).
+fn identity_seeds() -> Vec<Seed> {
+    let mut seeds = Vec::new();
+    // Terminal t1 answers its challenge, puts a.bin, fetches and reads it.
+    let mut s = RelayScript::new(0xc0 | 3);
+    s.connect(0).hello(0, 2).transmit(0);
+    s.terminal_auth(0, true).transmit(0);
+    s.challenge_answer(0, true).transmit(0);
+    put_named_a(&mut s, 0);
+    s.fetch_named(0, 0, 0).transmit(0);
+    s.read_named(0, 0, 0, 4096).transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "terminal-named-put-fetch",
+        s.bytes().to_vec(),
+    ));
+
+    // ada logs in, puts a.bin and shares it with bob; bob logs in on
+    // another connection, fetches and reads it.
+    let mut s = RelayScript::new(0xc0 | 3);
+    s.connect(0).hello(0, 2).login(0, 0, true).transmit(0);
+    put_named_a(&mut s, 0);
+    s.share_named(0, 0, 0, true).transmit(0);
+    s.connect(1).hello(1, 2).login(1, 1, true).transmit(1);
+    s.fetch_named(1, 0, 0).transmit(1);
+    s.read_named(1, 0, 0, 4096).transmit(1);
+    seeds.push(seed(
+        "relay_session",
+        "login-share-fetch",
+        s.bytes().to_vec(),
+    ));
+
+    // Wrong passwords for ada until the relay stops checking them; then
+    // the right one is refused too (the account is locked for a while).
+    let mut s = RelayScript::new(0xc0 | 3);
+    s.connect(0).hello(0, 2).transmit(0);
+    for _ in 0..6 {
+        s.login(0, 0, false).transmit(0);
+    }
+    s.login(0, 0, true).transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "wrong-passwords-rate-limited",
+        s.bytes().to_vec(),
+    ));
+    seeds
+}
+
+/// Seeds that reach addressed delivery (PROTOCOL.md §11): t1 listens as
+/// itself, a user pushes a complete batch to it, and the relay sweeps
+/// with time passing.
+fn notice_seeds() -> Vec<Seed> {
+    let mut seeds = Vec::new();
+    // ada pushes to listening t1; the doorbell wakes t1's session, which
+    // acknowledges, downloads and confirms; ada asks how it stands.
+    let mut s = RelayScript::new(3);
+    s.connect_as_t1(0).listen(0).transmit(0);
+    s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+    s.upload_small(1);
+    s.push(1, true, 0, 1).transmit(1);
+    s.wake(0).transmit(0);
+    s.notice_ack(0, 0).transmit(0);
+    s.fetch(0, true).transmit(0).read(0, 0, 0, 100).transmit(0);
+    s.receipt(0, 0).transmit(0);
+    s.delivery_status(1).transmit(1);
+    seeds.push(seed(
+        "relay_session",
+        "push-wake-receipt",
+        s.bytes().to_vec(),
+    ));
+
+    // ada lets bob push to her terminals; bob pushes twice (once again
+    // with the same push id, and to a terminal that does not exist);
+    // t1 listens on two connections (the second takes over), refuses one
+    // notice and sends receipts with forged ids.
+    let mut s = RelayScript::new(3);
+    s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+    s.allow_sender(1, 0, true).transmit(1);
+    s.connect(2).hello(2, 2).login(2, 1, true).transmit(2);
+    s.upload_small(2);
+    s.push(2, true, 0, 1)
+        .push(2, true, 0, 1)
+        .push(2, true, 1, 2);
+    s.transmit(2);
+    s.connect_as_t1(0).listen(0).transmit(0);
+    s.connect_as_t1(1).listen(1).transmit(1);
+    s.push(2, true, 0, 3).transmit(2);
+    s.wake(0).wake(1).transmit(0).transmit(1);
+    s.notice_refuse(1, 0).transmit(1);
+    s.receipt(1, 0x81).receipt(1, 0xff).transmit(1);
+    s.receipt(1, 1).transmit(1);
+    s.delivery_status(2).transmit(2);
+    seeds.push(seed(
+        "relay_session",
+        "allowed-sender-takeover-forged",
+        s.bytes().to_vec(),
+    ));
+
+    // A 60-second code pushed and never confirmed: past the confirm
+    // deadline the sweep makes it Offline (kept 900 s), then Expired.
+    let mut s = RelayScript::new(0x10 | 3);
+    s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+    s.upload_small(1);
+    s.push(1, true, 0, 1).transmit(1);
+    s.advance_secs(61).sweep();
+    s.connect_as_t1(0).listen(0).transmit(0);
+    s.notice_ack(0, 0).transmit(0);
+    s.advance_secs(1000).sweep();
+    s.listen(0).transmit(0);
+    s.receipt(0, 0).transmit(0);
+    s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+    s.delivery_status(1).transmit(1);
+    seeds.push(seed(
+        "relay_session",
+        "offline-then-expired",
+        s.bytes().to_vec(),
+    ));
+
+    // Regression: t1 listens after the 60-second code expired and before
+    // any sweep; the relay listed the expired notice.
+    let mut s = RelayScript::new(0x10 | 3);
+    s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+    s.upload_small(1);
+    s.push(1, true, 0, 1).transmit(1);
+    s.advance_secs(61);
+    s.connect_as_t1(0).listen(0).transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "regression-inbox-lists-expired-before-sweep",
+        s.bytes().to_vec(),
+    ));
     seeds
 }
 
@@ -534,12 +850,15 @@ pub fn proto_seeds() -> Vec<Seed> {
     all.extend(message_decode_seeds());
     all.extend(upload_seeds());
     all.extend(download_seeds());
+    all.extend(notice_session_seeds());
     all
 }
 
 /// Every seed of the `relay_session` target.
 pub fn all_relay_seeds() -> Vec<Seed> {
-    relay_seeds()
+    let mut all = relay_seeds();
+    all.extend(notice_seeds());
+    all
 }
 
 /// The libFuzzer dictionary for the frame and message targets: every kind

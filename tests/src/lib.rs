@@ -12,6 +12,7 @@
 //!   tests/relay_*.rs    ──► relay_process::RelayProcess (the one relay launcher)
 //!                           ⇄ wire_client: client machines over TCP or a pty, raw messages
 //!   tests/cli_*.rs      ──► the `pickup` CLI against a RelayProcess, via e2e
+//!   tests/http_browser.rs ► browser: headless Chromium via chromedriver (WebDriver)
 //! ```
 //!
 //! Shared by all of them: [`mem_files::MemFiles`] (files in memory, as an
@@ -23,6 +24,7 @@
 //! on `pickup-relay`'s `test-support` feature for the relay's test-only
 //! items.
 
+pub mod browser;
 pub mod e2e;
 pub mod fuzz_proto;
 pub mod fuzz_relay;

@@ -134,6 +134,17 @@ impl Sink for MemFiles {
         Ok(())
     }
 
+    fn replace(&mut self, entry: &ManifestEntry<'_>) -> Result<(), Infallible> {
+        self.truncate(entry.index)?;
+        let i = self.slot(entry.index);
+        self.entries[i] = Some(Entry {
+            size: entry.size,
+            sha1: entry.sha1,
+            name: entry.name.to_owned(),
+        });
+        Ok(())
+    }
+
     fn finish(&mut self, file: u16) -> Result<(), Infallible> {
         let i = self.slot(file);
         let Entry { size, sha1, .. } = self.entry(i, "finished").clone();

@@ -193,6 +193,26 @@ impl RelayProcess {
         self.addr().to_string()
     }
 
+    /// The address of the current run's listener of `kind` (`tcp`, `tls`, `http`)
+    /// as its `listening:` line names it; the first one if there are several.
+    /// Only the TCP listener keeps its port across [`RelayProcess::restart`].
+    pub fn listener(&self, kind: &str) -> SocketAddr {
+        let prefix = format!("{kind}=");
+        let line = lock(&self.log)[self.first_line..]
+            .iter()
+            .find(|l| l.contains("listening:"))
+            .cloned()
+            .expect("started");
+        let addrs = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {kind} listener in {line:?}"));
+        let first = addrs.split(',').next().unwrap_or(addrs);
+        first
+            .parse()
+            .unwrap_or_else(|e| panic!("{first:?} in {line:?}: {e}"))
+    }
+
     /// Its data directory.
     pub fn data(&self) -> &Path {
         &self.data

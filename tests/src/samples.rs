@@ -6,8 +6,16 @@
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
     Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FileAttrs, FilePlan,
-    FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message, Plan,
-    Proof, Read, Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+    FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message,
+    PageLink, Plan, Proof, Read, Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+};
+use pickup_proto::message::{
+    AllowSender, Delivery, DeliveryState, DeliveryStatus, Inbox, Notice, NoticeAck, NoticeRefuse,
+    Push, Receipt, RefuseReason, Settled,
+};
+use pickup_proto::message::{
+    AuthToken, Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login,
+    RemoveNamed, ShareNamed, TerminalAuth,
 };
 use pickup_proto::ErrorCode;
 
@@ -42,6 +50,9 @@ pub fn every_kind() -> Vec<Message<'static>> {
             code: ErrorCode::RateLimited,
             kind: 0x20,
             retry_after_ms: 1500,
+        }),
+        Message::PageLink(PageLink {
+            base_url: "https://pickup.example.org",
         }),
         Message::BatchOpen(BatchOpen {
             files: 2,
@@ -127,6 +138,77 @@ pub fn every_kind() -> Vec<Message<'static>> {
             file: 0,
             offset: 0,
             len: 4096,
+        }),
+        Message::Login(Login {
+            user: "ada",
+            password: "correct horse",
+        }),
+        Message::Authenticate(Authenticate {
+            token: AuthToken([0x3c; 16]),
+        }),
+        Message::TerminalAuth(TerminalAuth {
+            terminal: "sensor-1",
+        }),
+        Message::Challenge(Challenge { nonce: [0x96; 16] }),
+        Message::ChallengeAnswer(ChallengeAnswer { mac: sha1 }),
+        Message::Authenticated(Authenticated {
+            user: "ada",
+            terminal: "sensor-1",
+            token: AuthToken::NONE,
+            expires_at: 0,
+        }),
+        Message::Logout,
+        Message::NamedPut,
+        Message::FetchNamed(FetchNamed {
+            owner: "ada",
+            name: "fw.bin",
+        }),
+        Message::ListNamed,
+        Message::RemoveNamed(RemoveNamed { name: "fw.bin" }),
+        Message::ShareNamed(ShareNamed {
+            name: "fw.bin",
+            with: "@sensor-1",
+            allow: true,
+        }),
+        Message::Done(Done {
+            kind: Kind::RemoveNamed as u8,
+        }),
+        Message::Push(Push {
+            push_id: 0x1234_5678_9abc_def0,
+            code,
+            terminal: "sensor-1",
+        }),
+        Message::Delivery(Delivery {
+            push_id: 0x1234_5678_9abc_def0,
+            code,
+            terminal: "sensor-1",
+            state: DeliveryState::Receiving,
+            bytes: 70_000,
+            total: 200_000,
+            at: 1_790_000_000,
+            until: 1_790_086_400,
+        }),
+        Message::DeliveryStatus(DeliveryStatus { code }),
+        Message::Listen,
+        Message::Inbox(Inbox { count: 3 }),
+        Message::Notice(Notice {
+            id: 70_000,
+            code,
+            sender: "ada",
+            files: 2,
+            total_size: 200_000,
+            expires_at: 1_790_086_400,
+        }),
+        Message::NoticeAck(NoticeAck { id: 70_000 }),
+        Message::NoticeRefuse(NoticeRefuse {
+            id: 70_000,
+            reason: RefuseReason::Sender,
+        }),
+        Message::Receipt(Receipt { id: 70_000 }),
+        Message::Settled(Settled { id: 70_000 }),
+        Message::AllowSender(AllowSender {
+            sender: "bob",
+            allow: false,
         }),
     ]
 }

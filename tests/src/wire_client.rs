@@ -12,9 +12,10 @@ use std::time::{Duration, Instant as StdInstant};
 
 use pickup_proto::download;
 use pickup_proto::frame::Decoder;
+use pickup_proto::identity::{terminal_mac, DeviceKey};
 use pickup_proto::message::{
-    Ack, BatchOpen, FileAnnounce, FilePlan, FileRejected, Grant, Hello, Manifest, Message,
-    ResumeToken, Role, CAP_INSTANT_UPLOAD,
+    Ack, BatchOpen, ChallengeAnswer, FileAnnounce, FilePlan, FileRejected, Grant, Hello, Manifest,
+    Message, ResumeToken, Role, TerminalAuth, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Code, ErrorCode, Instant, Sha1Digest};
@@ -292,6 +293,16 @@ pub enum Reply {
     /// File, offset and length.
     Data(u16, u64, usize),
     Keepalive,
+    /// A terminal authentication's nonce.
+    Challenge([u8; 16]),
+    /// `Authenticated`: the user the session acts for.
+    Authenticated(String),
+    /// `Inbox`: how many notices follow.
+    Inbox(u16),
+    /// `Notice`: its id and code.
+    Notice(u64, Code),
+    /// `Settled`: the notice's id.
+    Settled(u64),
     /// Any other kind, by its byte.
     Other(u8),
 }
@@ -364,6 +375,23 @@ impl Raw {
         assert_eq!(self.recv(), Reply::Welcome);
     }
 
+    /// Authenticates as terminal `name` with its device `key`
+    /// (`TerminalAuth`, then the answer to the relay's challenge) and
+    /// expects `Authenticated`. Call after [`Raw::hello`].
+    pub fn terminal_auth(&mut self, name: &str, key: &DeviceKey) {
+        self.send(Message::TerminalAuth(TerminalAuth { terminal: name }));
+        let nonce = match self.recv() {
+            Reply::Challenge(nonce) => nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        let mac = terminal_mac(key, &nonce, name);
+        self.send(Message::ChallengeAnswer(ChallengeAnswer { mac }));
+        match self.recv() {
+            Reply::Authenticated(_) => {}
+            other => panic!("expected Authenticated as {name}, got {other:?}"),
+        }
+    }
+
     /// The next message from the relay (bounded wait).
     pub fn recv(&mut self) -> Reply {
         match self.recv_within(PATIENCE) {
@@ -401,6 +429,11 @@ impl Raw {
                     Ok(Message::ManifestEntry(e)) => Reply::Entry(e.index, e.name.to_owned()),
                     Ok(Message::Data(d)) => Reply::Data(d.file, d.offset, d.bytes.len()),
                     Ok(Message::Keepalive) => Reply::Keepalive,
+                    Ok(Message::Challenge(c)) => Reply::Challenge(c.nonce),
+                    Ok(Message::Authenticated(a)) => Reply::Authenticated(a.user.to_owned()),
+                    Ok(Message::Inbox(i)) => Reply::Inbox(i.count),
+                    Ok(Message::Notice(n)) => Reply::Notice(n.id, n.code),
+                    Ok(Message::Settled(s)) => Reply::Settled(s.id),
                     Ok(other) => Reply::Other(other.kind() as u8),
                     Err(e) => panic!("undecodable reply: {e}"),
                 };

@@ -14,6 +14,18 @@
 //!
 //! Runs when `qemu-system-arm` is installed (CI installs it, with the
 //! `thumbv7m-none-eabi` target) and prints a notice and passes otherwise.
+//!
+//! The same image built with `--features auth` authenticates as the terminal
+//! of `firmware/src/credential.rs` on every link (PROTOCOL.md §8): its test
+//! registers that terminal with `pickup-relay user add` / `terminal add
+//! --key-file` in the relay's data directory first, and once more with
+//! another key, which the firmware must fail on before uploading anything.
+//!
+//! Built with `--features notices`, the image then listens for a batch
+//! pushed to its terminal (PROTOCOL.md §11): its test pushes one with
+//! `pickup send --to` while the terminal is offline, and the firmware must
+//! download it as the terminal, verify it and have its receipt settled,
+//! after which `pickup status` says delivered.
 
 use std::env;
 use std::fs;
@@ -24,8 +36,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pickup_tests::e2e::{pickup_bin, TempDir};
-use pickup_tests::relay_process::RelayProcess;
+use pickup_tests::e2e::{pickup_bin, relay_bin, run_with_input, TempDir};
+use pickup_tests::relay_process::{Builder, RelayProcess};
 
 const QEMU: &str = "qemu-system-arm";
 
@@ -82,11 +94,19 @@ fn run_ok(mut cmd: Command, what: &str) {
     );
 }
 
-/// Builds the firmware in its own target directory; returns the ELF image.
-fn build_firmware() -> PathBuf {
-    let dir = target_dir().join("firmware");
+/// Builds the firmware with `features` in its own target directory (one per
+/// feature set, so the tests' images never overwrite each other); returns
+/// the ELF image.
+fn build_firmware(features: &str) -> PathBuf {
+    let dir = match features {
+        "" => target_dir().join("firmware"),
+        f => target_dir().join(format!("firmware-{}", f.replace([',', ' '], "-"))),
+    };
     let mut cmd = cargo(&workspace_dir().join("firmware"), &dir);
     cmd.args(["build", "--release"]);
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
     run_ok(
         cmd,
         "building the firmware (needs `rustup target add thumbv7m-none-eabi`)",
@@ -239,14 +259,90 @@ fn wait_for_exit(
     }
 }
 
-#[test]
-fn firmware_uploads_and_downloads_through_the_serial_relay() {
-    if !qemu_available() {
-        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
-        return;
+/// One boot of a firmware image against a relay, once QEMU has exited.
+struct Run {
+    status: ExitStatus,
+    transcript: Transcript,
+    relay: RelayProcess,
+}
+
+impl Run {
+    /// What everyone printed, the relay's log after QEMU's lines.
+    fn dump(&self) -> String {
+        format!("{}\n[relay]\n{}", self.transcript.dump(), self.relay.log())
     }
-    let elf = build_firmware();
-    let scratch = TempDir::new("firmware-qemu");
+
+    /// The pickup code the firmware printed, checked to be one.
+    fn code(&self) -> String {
+        let code = self
+            .transcript
+            .firmware
+            .iter()
+            .find_map(|l| l.strip_prefix("pickup code: "))
+            .unwrap_or_else(|| panic!("no pickup code printed:\n{}", self.dump()))
+            .trim()
+            .to_owned();
+        assert!(
+            is_pickup_code(&code),
+            "{code:?} is not a pickup code:\n{}",
+            self.dump()
+        );
+        code
+    }
+
+    /// Asserts the firmware exited 0 after verifying its download; returns
+    /// the code it printed.
+    fn assert_transferred(&self) -> String {
+        assert!(
+            self.status.success(),
+            "the firmware failed ({}):\n{}",
+            self.status,
+            self.dump()
+        );
+        let code = self.code();
+        assert!(
+            self.transcript
+                .firmware
+                .iter()
+                .any(|l| l == "download verified"),
+            "the firmware exited 0 without verifying its download:\n{}",
+            self.dump()
+        );
+        code
+    }
+
+    /// The relay holds exactly the bytes of the firmware's flash under
+    /// `code`: fetched over TCP with the host client.
+    fn assert_relay_holds_the_flash(&self, code: &str, scratch: &TempDir) {
+        let out_dir = scratch.path().join("download");
+        let got = Command::new(pickup_bin())
+            .args(["get", "--relay", &self.relay.tcp(), "--no-retransfer", "-o"])
+            .arg(&out_dir)
+            .arg(code)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pickup get");
+        assert!(
+            got.status.success(),
+            "pickup get {code} failed ({}): {}\n{}",
+            got.status,
+            String::from_utf8_lossy(&got.stderr),
+            self.dump()
+        );
+        for (name, bytes) in firmware_files() {
+            let downloaded = fs::read(out_dir.join(name))
+                .unwrap_or_else(|e| panic!("{name} was not downloaded: {e}"));
+            assert!(
+                downloaded == bytes,
+                "{name} differs from the firmware's flash"
+            );
+        }
+    }
+}
+
+/// Boots `elf` in QEMU with UART0 on a pseudo-terminal, starts the relay
+/// of `relay` serving it, and waits (bounded) for the firmware to exit.
+fn run_firmware(elf: &Path, relay: Builder) -> Run {
     let (tx, lines) = mpsc::channel();
     let mut transcript = Transcript::default();
 
@@ -256,7 +352,7 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         .args(["-display", "none", "-monitor", "none"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-serial", "pty", "-kernel"])
-        .arg(&elf);
+        .arg(elf);
     let mut qemu = Process::spawn("qemu", qemu_cmd, &tx);
 
     let pty_deadline = Instant::now() + PTY_LIMIT;
@@ -273,75 +369,272 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
         );
     };
 
-    let relay = RelayProcess::builder().serial(&pty).start();
-    // What everyone printed, the relay's log after QEMU's lines.
-    let dump = |t: &Transcript| format!("{}\n[relay]\n{}", t.dump(), relay.log());
-
+    let relay = relay.serial(&pty).start();
     let status = wait_for_exit(
         &mut qemu,
         &lines,
         &mut transcript,
         Instant::now() + RUN_LIMIT,
     );
-    let status = status.unwrap_or_else(|| {
+    let Some(status) = status else {
         panic!(
-            "the firmware did not finish within {RUN_LIMIT:?}:\n{}",
-            dump(&transcript)
+            "the firmware did not finish within {RUN_LIMIT:?}:\n{}\n[relay]\n{}",
+            transcript.dump(),
+            relay.log()
         )
-    });
+    };
     // Collect what is still in flight (until 100 ms pass without a line).
     let tail = Instant::now() + Duration::from_secs(2);
     while transcript.next(&lines, tail).is_some() {}
-    assert!(
-        status.success(),
-        "the firmware failed ({status}):\n{}",
-        dump(&transcript)
+    drop(tx);
+    Run {
+        status,
+        transcript,
+        relay,
+    }
+}
+
+#[test]
+fn firmware_uploads_and_downloads_through_the_serial_relay() {
+    if !qemu_available() {
+        // .ci/run installs QEMU: there, a skip would hide a lost check.
+        assert!(
+            std::env::var_os("PICKUP_NO_SKIP").is_none(),
+            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
+        );
+        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+        return;
+    }
+    let elf = build_firmware("");
+    let scratch = TempDir::new("firmware-qemu");
+    let run = run_firmware(&elf, RelayProcess::builder());
+    let code = run.assert_transferred();
+    run.assert_relay_holds_the_flash(&code, &scratch);
+}
+
+/// The terminal name and device key of `firmware/src/credential.rs`, as
+/// its operator registers them (32 hex digits for `--key-file`).
+const FIRMWARE_TERMINAL: &str = "qemu-lm3s6965";
+const FIRMWARE_KEY_HEX: &str = "3c1f8a52d0770eb4912d6ac305e84f19";
+/// Another key: the relay's copy of it is wrong for this firmware.
+const WRONG_KEY_HEX: &str = "3c1f8a52d0770eb4912d6ac305e84f18";
+
+/// Runs `pickup-relay ARGS… --data DATA` with `stdin`, bounded by
+/// [`PATIENCE`]; panics unless it succeeds.
+fn relay_admin(data: &Path, args: &[&str], stdin: &str) {
+    let out = run_with_input(
+        Command::new(relay_bin()).args(args).arg("--data").arg(data),
+        stdin,
     );
-    let code = transcript
+    assert!(
+        out.status.success(),
+        "pickup-relay {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A relay data directory with user `maker` owning the firmware's terminal,
+/// registered with the device key `key_hex`.
+fn data_with_terminal(scratch: &TempDir, key_hex: &str) -> PathBuf {
+    let data = scratch.path().join("data");
+    let key_file = scratch.path().join("device.key");
+    fs::write(&key_file, format!("{key_hex}\n")).expect("write the key file");
+    let key_path = key_file.to_str().expect("a UTF-8 temporary path");
+    relay_admin(
+        &data,
+        &["user", "add", "maker", "--password-stdin"],
+        "correct horse battery staple\n",
+    );
+    relay_admin(
+        &data,
+        &[
+            "terminal",
+            "add",
+            FIRMWARE_TERMINAL,
+            "--owner",
+            "maker",
+            "--key-file",
+            key_path,
+        ],
+        "",
+    );
+    data
+}
+
+/// The relay's log lines saying a session authenticated as the firmware's terminal.
+fn authenticated_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("authenticated") && !l.contains("authentication failed"))
+        .filter(|l| l.contains(FIRMWARE_TERMINAL))
+        .count()
+}
+
+#[test]
+fn firmware_authenticates_as_a_registered_terminal() {
+    if !qemu_available() {
+        // .ci/run installs QEMU: there, a skip would hide a lost check.
+        assert!(
+            std::env::var_os("PICKUP_NO_SKIP").is_none(),
+            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
+        );
+        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+        return;
+    }
+    // `paint-stack` as well, so each run measures the auth image's stack
+    // (it only paints the stack before `main` and prints the figure at the end).
+    let elf = build_firmware("auth,paint-stack");
+
+    let scratch = TempDir::new("firmware-qemu-auth");
+    let data = data_with_terminal(&scratch, FIRMWARE_KEY_HEX);
+    let run = run_firmware(&elf, RelayProcess::builder().data(&data));
+    let code = run.assert_transferred();
+    // One session uploads and the next downloads: each link authenticates.
+    let log = run.relay.log();
+    assert!(
+        authenticated_lines(&log) >= 2,
+        "the relay did not log the terminal's upload and download as authenticated:\n{}",
+        run.dump()
+    );
+    run.assert_relay_holds_the_flash(&code, &scratch);
+    if let Some(stack) = run
+        .transcript
         .firmware
         .iter()
-        .find_map(|l| l.strip_prefix("pickup code: "))
-        .unwrap_or_else(|| panic!("no pickup code printed:\n{}", dump(&transcript)))
-        .trim()
+        .find(|l| l.starts_with("stack high-water mark"))
+    {
+        println!("auth image: {stack}");
+    }
+
+    // The relay holds another key for the terminal: its challenge answer
+    // fails, the firmware says so and stops before announcing anything.
+    let scratch = TempDir::new("firmware-qemu-wrong-key");
+    let data = data_with_terminal(&scratch, WRONG_KEY_HEX);
+    let run = run_firmware(&elf, RelayProcess::builder().data(&data));
+    assert!(
+        !run.status.success(),
+        "the firmware succeeded with a key the relay does not hold:\n{}",
+        run.dump()
+    );
+    assert!(
+        run.transcript
+            .firmware
+            .iter()
+            .any(|l| l == "upload failed: authentication failed"),
+        "the firmware did not report the refused key:\n{}",
+        run.dump()
+    );
+    let log = run.relay.log();
+    assert!(
+        log.contains("authentication failed") && authenticated_lines(&log) == 0,
+        "the relay did not refuse the wrong key:\n{}",
+        run.dump()
+    );
+    assert!(
+        !log.contains("batch created")
+            && !run
+                .transcript
+                .firmware
+                .iter()
+                .any(|l| l.starts_with("pickup code")),
+        "a terminal with a wrong key created a batch:\n{}",
+        run.dump()
+    );
+}
+
+/// `pickup login maker` (the user of [`data_with_terminal`]) at `tcp`,
+/// keeping the token in `state`.
+fn login_maker(state: &Path, tcp: &str) {
+    let login = run_with_input(
+        Command::new(pickup_bin())
+            .args(["--state-dir", state.to_str().expect("UTF-8")])
+            .args(["--relay", tcp, "login", "maker", "--password-stdin"]),
+        "correct horse battery staple\n",
+    );
+    assert!(
+        login.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+}
+
+#[test]
+fn firmware_receives_a_batch_pushed_to_it() {
+    if !qemu_available() {
+        // .ci/run installs QEMU: there, a skip would hide a lost check.
+        assert!(
+            std::env::var_os("PICKUP_NO_SKIP").is_none(),
+            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
+        );
+        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+        return;
+    }
+    let elf = build_firmware("notices");
+    let scratch = TempDir::new("firmware-qemu-push");
+    let data = data_with_terminal(&scratch, FIRMWARE_KEY_HEX);
+
+    // The terminal is offline: its owner pushes a batch, which waits at
+    // the relay (durably: the relay is stopped before the firmware runs).
+    let state = scratch.path().join("state");
+    let pushed = scratch.path().join("pushed.txt");
+    let bytes: Vec<u8> = (0..5_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    fs::write(&pushed, &bytes).expect("write the pushed file");
+    let mut relay = RelayProcess::builder().data(&data).start();
+    let tcp = relay.tcp();
+    login_maker(&state, &tcp);
+    let sent = run_with_input(
+        Command::new(pickup_bin())
+            .args(["--state-dir", state.to_str().expect("UTF-8")])
+            .args(["--relay", &tcp, "send", "--to", FIRMWARE_TERMINAL])
+            .arg(&pushed),
+        "",
+    );
+    assert!(
+        sent.status.success(),
+        "send --to: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let code = String::from_utf8_lossy(&sent.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
         .to_owned();
     assert!(
         is_pickup_code(&code),
-        "{code:?} is not a pickup code:\n{}",
-        dump(&transcript)
+        "no code in {:?}",
+        String::from_utf8_lossy(&sent.stdout)
     );
-    assert!(
-        transcript.firmware.iter().any(|l| l == "download verified"),
-        "the firmware exited 0 without verifying its download:\n{}",
-        dump(&transcript)
-    );
+    relay.terminate();
 
-    // The relay holds exactly the bytes of the firmware's flash, under the
-    // code it printed: fetch them over TCP with the host client.
-    let tcp = relay.tcp();
-    let out_dir = scratch.path().join("download");
-    let got = Command::new(pickup_bin())
-        .args(["get", "--relay", &tcp, "--no-retransfer", "-o"])
-        .arg(&out_dir)
-        .arg(&code)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pickup get");
-    drop(tx);
-    assert!(
-        got.status.success(),
-        "pickup get {code} failed ({}): {}\n{}",
-        got.status,
-        String::from_utf8_lossy(&got.stderr),
-        dump(&transcript)
-    );
-    for (name, bytes) in firmware_files() {
-        let downloaded = fs::read(out_dir.join(name))
-            .unwrap_or_else(|e| panic!("{name} was not downloaded: {e}"));
+    // The firmware's round trip, then its listen: the notice, the batch
+    // downloaded as the terminal and checked, the receipt settled.
+    let run = run_firmware(&elf, RelayProcess::builder().data(&data));
+    assert!(run.status.success(), "the firmware failed:\n{}", run.dump());
+    for line in [
+        "notice from maker",
+        "pushed batch verified, receipt settled",
+    ] {
         assert!(
-            downloaded == bytes,
-            "{name} differs from the firmware's flash"
+            run.transcript.firmware.iter().any(|l| l == line),
+            "the firmware did not say {line:?}:\n{}",
+            run.dump()
         );
     }
+    // This relay listens on another port: a login is kept per address.
+    let tcp = run.relay.tcp();
+    login_maker(&state, &tcp);
+    let status = run_with_input(
+        Command::new(pickup_bin())
+            .args(["--state-dir", state.to_str().expect("UTF-8")])
+            .args(["--relay", &tcp, "status", &code]),
+        "",
+    );
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && said.starts_with(&format!("{FIRMWARE_TERMINAL}: delivered")),
+        "status after the firmware's receipt: {said:?} {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 #[test]

@@ -89,6 +89,21 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
                     _ => assert!(summary.completed, "{name}: {summary:?}"),
                 }
             }
+            "notice_session" => {
+                let summary = fuzz_proto::drive_notice(&s.bytes);
+                // data_bytes counts notices handed out (a listener) or
+                // deliveries reported (a sender).
+                let expected = match name {
+                    "inbox-confirm-refuse" => 2,
+                    "remembered-and-policy" => 0,
+                    "small-ledger-relink" => 3,
+                    "tiny-timers" => 1,
+                    "sender-push-status-allow" => 3,
+                    _ => panic!("no expectation for {name}"),
+                };
+                assert!(!summary.failed, "{name}: {summary:?}");
+                assert_eq!(summary.data_bytes, expected, "{name}: {summary:?}");
+            }
             other => panic!("unknown target {other}"),
         }
     }
@@ -97,6 +112,7 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
         "message_decode",
         "upload_session",
         "download_session",
+        "notice_session",
     ] {
         assert!(
             per_target.get(target).copied().unwrap_or(0) >= 2,
@@ -152,6 +168,68 @@ fn relay_seeds_are_committed_and_reach_their_goal() {
             ),
             "expired-code" => assert_eq!(summary.served, 0, "{name}: {summary:?}"),
             "limits-and-guesses" => assert_eq!(summary.verified, 0, "{name}: {summary:?}"),
+            "terminal-named-put-fetch" => assert_eq!(
+                (
+                    summary.authenticated,
+                    summary.verified,
+                    summary.named_served
+                ),
+                (1, 1, 700),
+                "{name}: {summary:?}"
+            ),
+            "login-share-fetch" => assert_eq!(
+                (
+                    summary.authenticated,
+                    summary.named_manifests,
+                    summary.named_served
+                ),
+                (2, 1, 700),
+                "{name}: {summary:?}"
+            ),
+            "wrong-passwords-rate-limited" => assert_eq!(
+                (
+                    summary.authenticated,
+                    summary.auth_failed,
+                    summary.rate_limited
+                ),
+                (0, 5, 2),
+                "{name}: {summary:?}"
+            ),
+            "push-wake-receipt" => assert_eq!(
+                (
+                    summary.inboxes,
+                    summary.notices,
+                    summary.settled,
+                    summary.deliveries
+                ),
+                (1, 1, 1, 2),
+                "{name}: {summary:?}"
+            ),
+            "allowed-sender-takeover-forged" => assert_eq!(
+                (
+                    summary.inboxes,
+                    summary.notices,
+                    summary.settled,
+                    summary.deliveries
+                ),
+                (2, 3, 3, 5),
+                "{name}: {summary:?}"
+            ),
+            "offline-then-expired" => assert_eq!(
+                (
+                    summary.inboxes,
+                    summary.notices,
+                    summary.settled,
+                    summary.deliveries
+                ),
+                (2, 1, 1, 2),
+                "{name}: {summary:?}"
+            ),
+            "regression-inbox-lists-expired-before-sweep" => assert_eq!(
+                (summary.inboxes, summary.notices),
+                (1, 0),
+                "{name}: {summary:?}"
+            ),
             other => panic!("no expectation for {other}"),
         }
     }

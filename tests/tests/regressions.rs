@@ -44,6 +44,7 @@ const SERIAL_UPLOAD: upload::Config = upload::Config {
     keepalive_interval: Duration::from_secs(5),
     instant_upload: true,
     max_window: 2048,
+    page_link: false,
 };
 
 fn completed(events: &[String]) -> bool {
@@ -109,6 +110,7 @@ fn upload_recovers_from_a_lost_ack_of_its_whole_window() {
     let link = Link {
         max_frame: 4096,
         window: 4 << 20,
+        encrypted: false,
     };
     let mut pair = Pair::new(
         Settings::default(),
@@ -144,6 +146,7 @@ fn upload_recovers_when_the_final_ack_and_verdict_are_lost() {
     let link = Link {
         max_frame: 1024,
         window: 64 * 1024,
+        encrypted: false,
     };
     let mut pair = Pair::new(
         Settings::default(),
@@ -188,6 +191,7 @@ fn line_noise_that_looks_like_an_oversize_frame_does_not_fail_the_upload() {
     let link = Link {
         max_frame: 256,
         window: 64 * 1024,
+        encrypted: false,
     };
     let mut pair = Pair::new(
         Settings::default(),

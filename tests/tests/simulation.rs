@@ -125,6 +125,27 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
         down.per_connection(),
         down.connections,
     );
+    println!(
+        "named files: {} seeds authenticated as a terminal: {} named uploads, {} downloads by name \
+         ({} saw their name replaced), {} impostors refused",
+        reports.iter().filter(|r| r.named).count(),
+        sum(|r| u64::from(r.named_uploads)),
+        sum(|r| u64::from(r.named_downloads)),
+        sum(|r| u64::from(r.replaced)),
+        sum(|r| u64::from(r.impostors)),
+    );
+    println!(
+        "notices: {} seeds with addressed delivery: {} notices handed to an application, \
+         {} delivery answers and status lines, {} relay crashes on purpose, \
+         pushes ended {} delivered, {} refused, {} expired",
+        reports.iter().filter(|r| r.notices).count(),
+        sum(|r| u64::from(r.notices_shown)),
+        sum(|r| u64::from(r.notices_reported)),
+        sum(|r| u64::from(r.notice_crashes)),
+        sum(|r| u64::from(r.notices_delivered)),
+        sum(|r| u64::from(r.notices_refused)),
+        sum(|r| u64::from(r.notices_expired)),
+    );
     for (seed, msg) in &failures {
         println!(
             "seed {seed} failed: {msg}\n  replay: {}",

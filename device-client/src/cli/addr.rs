@@ -7,6 +7,7 @@ use pickup_proto::{download, upload, Duration, DEFAULT_TCP_PORT};
 use super::io::StdLink;
 use super::serial::SerialConnector;
 use super::tcp::TcpConnector;
+use super::tls::{TlsConnector, TlsFailure, Trust};
 use super::{Exit, Failure};
 use crate::link::Connector;
 
@@ -18,6 +19,8 @@ const DEFAULT_BAUD: u32 = 115_200;
 pub(crate) enum Addr {
     /// `HOST:PORT` (or `tcp://HOST:PORT`).
     Tcp(String),
+    /// `tls://HOST:PORT`, and how its certificate is trusted.
+    Tls { hostport: String, trust: Trust },
     /// `serial:PATH[@BAUD]`.
     Serial { path: String, baud: u32 },
 }
@@ -44,45 +47,74 @@ impl Addr {
                 baud,
             });
         }
-        let hostport = text.strip_prefix("tcp://").unwrap_or(text);
-        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
-        if hostport.is_empty() || hostport.contains('/') {
-            return Err(format!(
-                "invalid relay address {text:?}: use HOST:PORT, tcp://HOST:PORT or serial:PATH[@BAUD]"
-            ));
+        if let Some(rest) = text.strip_prefix("tls://") {
+            return Ok(Addr::Tls {
+                hostport: host_port(text, rest)?,
+                trust: Trust::Roots,
+            });
         }
-        // A bare host gets the default port; `[v6]` and `host:port` are kept.
-        let has_port = match hostport.rsplit_once(':') {
-            Some((host, port)) => {
-                let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
-                let plain = !host.contains(':');
-                if (bracketed_v6 || plain) && !host.is_empty() {
-                    port.parse::<u16>()
-                        .map_err(|_| format!("invalid port {port:?} in relay address"))?;
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
-        };
-        Ok(Addr::Tcp(if has_port {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:{DEFAULT_TCP_PORT}")
-        }))
+        let hostport = text.strip_prefix("tcp://").unwrap_or(text);
+        Ok(Addr::Tcp(host_port(text, hostport)?))
     }
 
+    /// This address with `trust` for its certificate: only a `tls://`
+    /// address has one, so anything but the default is refused for others.
+    pub fn with_trust(self, trust: Trust) -> Result<Addr, String> {
+        match self {
+            Addr::Tls { hostport, .. } => Ok(Addr::Tls { hostport, trust }),
+            other if trust == Trust::Roots => Ok(other),
+            other => Err(format!(
+                "--ca and --pin are for tls:// relays, not {}",
+                other.canonical()
+            )),
+        }
+    }
+}
+
+/// `HOST:PORT` of an address (`text`, for messages) without its scheme: a
+/// bare host gets the default port; `[v6]` and `host:port` are kept.
+fn host_port(text: &str, hostport: &str) -> Result<String, String> {
+    let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
+    if hostport.is_empty() || hostport.contains('/') {
+        return Err(format!(
+            "invalid relay address {text:?}: use HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or serial:PATH[@BAUD]"
+        ));
+    }
+    // A bare host gets the default port; `[v6]` and `host:port` are kept.
+    let has_port = match hostport.rsplit_once(':') {
+        Some((host, port)) => {
+            let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
+            let plain = !host.contains(':');
+            if (bracketed_v6 || plain) && !host.is_empty() {
+                port.parse::<u16>()
+                    .map_err(|_| format!("invalid port {port:?} in relay address"))?;
+                true
+            } else {
+                false
+            }
+        }
+        None => false,
+    };
+    Ok(if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{DEFAULT_TCP_PORT}")
+    })
+}
+
+impl Addr {
     /// A stable spelling, for keys and messages.
     pub fn canonical(&self) -> String {
         match self {
             Addr::Tcp(a) => format!("tcp://{a}"),
+            Addr::Tls { hostport, .. } => format!("tls://{hostport}"),
             Addr::Serial { path, baud } => format!("serial:{path}@{baud}"),
         }
     }
 
     /// A connector whose first link is already up, or the one-line failure
-    /// (exit code 4) if the relay cannot be reached.
+    /// (exit code 4) if the relay cannot be reached or its TLS certificate
+    /// is not trusted (exit code 1 if the `--ca` file is unusable).
     ///
     /// Why dial before the driver does: the driver's retransfer treats a
     /// failed connect like a dropped link and backs off for up to minutes,
@@ -91,6 +123,9 @@ impl Addr {
     pub fn dial(&self) -> Result<RelayConnector, Failure> {
         let mut inner = match self {
             Addr::Tcp(a) => Inner::Tcp(TcpConnector::new(a.clone())),
+            Addr::Tls { hostport, trust } => Inner::Tls(Box::new(
+                TlsConnector::new(hostport, trust).map_err(|e| Failure::new(Exit::Usage, e))?,
+            )),
             Addr::Serial { path, baud } => Inner::Serial(SerialConnector::new(path.clone(), *baud)),
         };
         match inner.connect() {
@@ -103,8 +138,12 @@ impl Addr {
         }
     }
 
-    /// "cannot reach the relay at ADDR: REASON — HINT".
+    /// "cannot reach the relay at ADDR: REASON — HINT", or "TLS: REASON"
+    /// for a relay that answered but could not be trusted.
     fn unreachable(&self, e: &io::Error) -> String {
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<TlsFailure>()) {
+            return format!("TLS: {tls}");
+        }
         let reason = match e.kind() {
             io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
             io::ErrorKind::TimedOut => "timed out".to_string(),
@@ -116,6 +155,7 @@ impl Addr {
         };
         let hint = match self {
             Addr::Tcp(_) => "is `pickup-relay serve` running there?",
+            Addr::Tls { .. } => "is `pickup-relay serve --tls` running there?",
             Addr::Serial { .. } => {
                 "is the device plugged in and `pickup-relay serve --serial` on its other end?"
             }
@@ -134,7 +174,7 @@ impl Addr {
             ..upload::Config::default()
         };
         match self {
-            Addr::Tcp(_) => base,
+            Addr::Tcp(_) | Addr::Tls { .. } => base,
             Addr::Serial { .. } => upload::Config {
                 max_frame: 1024,
                 retransmit_timeout: Duration::from_secs(5),
@@ -155,7 +195,7 @@ impl Addr {
             ..download::Config::default()
         };
         match self {
-            Addr::Tcp(_) => base,
+            Addr::Tcp(_) | Addr::Tls { .. } => base,
             Addr::Serial { .. } => download::Config {
                 max_frame: 1024,
                 window: 64 * 1024,
@@ -169,6 +209,7 @@ impl Addr {
 
 enum Inner {
     Tcp(TcpConnector),
+    Tls(Box<TlsConnector>),
     Serial(SerialConnector),
 }
 
@@ -176,6 +217,7 @@ impl Inner {
     fn connect(&mut self) -> io::Result<StdLink> {
         match self {
             Inner::Tcp(c) => c.connect(),
+            Inner::Tls(c) => c.connect(),
             Inner::Serial(c) => c.connect(),
         }
     }
@@ -236,6 +278,19 @@ mod tests {
                 baud: 115_200
             })
         );
+        assert_eq!(
+            Addr::parse("tls://127.0.0.1:7426"),
+            Ok(Addr::Tls {
+                hostport: "127.0.0.1:7426".into(),
+                trust: Trust::Roots
+            })
+        );
+        let tls = Addr::parse("tls://relay.example").unwrap();
+        assert_eq!(tls.canonical(), "tls://relay.example:7425");
+        let pin = Trust::Pin(super::super::tls::Pin::of(b""));
+        assert!(matches!(tls.with_trust(pin.clone()), Ok(Addr::Tls { trust, .. }) if trust == pin));
+        assert!(Addr::parse("1.2.3.4:5").unwrap().with_trust(pin).is_err());
+        assert!(Addr::parse("tls://").is_err());
         assert!(Addr::parse("serial:").is_err());
         assert!(Addr::parse("serial:/dev/x@0").is_err());
         assert!(Addr::parse("host:99999").is_err());

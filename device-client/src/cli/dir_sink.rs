@@ -468,6 +468,13 @@ impl Sink for DirSink {
         Ok(len)
     }
 
+    fn replace(&mut self, entry: &ManifestEntry<'_>) -> io::Result<()> {
+        self.truncate(entry.index)?;
+        // Verified against the content the name holds now.
+        self.target(entry.index)?.sha1 = entry.sha1;
+        Ok(())
+    }
+
     fn truncate(&mut self, file: u16) -> io::Result<()> {
         if self.hashed.is_some_and(|(f, _)| f == file) {
             self.hasher.finish()?;

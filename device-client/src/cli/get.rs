@@ -7,7 +7,8 @@ use clap::Args;
 use pickup_proto::{download, Code, Duration, ErrorCode, Sha1Digest};
 use serde_json::json;
 
-use super::addr::Addr;
+use super::account::Credential;
+use super::addr::{Addr, RelayConnector};
 use super::dir_sink::DirSink;
 use super::out::outln;
 use super::send::link_failure;
@@ -22,7 +23,8 @@ pub(crate) struct GetArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// The pickup code (case, hyphens and spaces do not matter)
+    /// The pickup code (case, hyphens and spaces do not matter), or
+    /// USER/NAME for a user's named file (needs `pickup login` or --terminal)
     code: String,
     /// Directory to write the files into (created if missing); `-` writes
     /// the file of a one-file batch to standard output
@@ -40,9 +42,67 @@ pub(crate) fn parse_code(text: &str) -> Result<Code, Failure> {
     Code::parse(text).map_err(|e| Failure::new(Exit::Usage, format!("invalid pickup code: {e}")))
 }
 
+/// What `get` downloads: a batch by its code, or a user's named file.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Code(Code),
+    Named { owner: String, name: String },
+}
+
+impl Target {
+    fn parse(text: &str) -> Result<Target, Failure> {
+        match text.split_once('/') {
+            // Codes never hold a `/`: USER/NAME.
+            Some((owner, name)) if !owner.is_empty() && !name.is_empty() => Ok(Target::Named {
+                owner: owner.to_owned(),
+                name: name.to_owned(),
+            }),
+            Some(_) => Err(Failure::new(
+                Exit::Usage,
+                format!("{text:?}: a named file is USER/NAME"),
+            )),
+            None => parse_code(text).map(Target::Code),
+        }
+    }
+
+    /// How the target is shown (a code is a secret only to strangers; the
+    /// user typed it).
+    fn shown(&self) -> String {
+        match self {
+            Target::Code(code) => code.to_string(),
+            Target::Named { owner, name } => format!("{owner}/{name}"),
+        }
+    }
+}
+
+/// A downloader for `target`, authenticated with `credential` if any.
+fn downloader<'a>(
+    config: download::Config,
+    target: &'a Target,
+    credential: Option<&'a Credential>,
+    policy: crate::retransfer::RetransferPolicy,
+) -> Box<Downloader<'a, MAX_FILES, RX, TX>> {
+    let mut d = Box::new(match target {
+        Target::Code(code) => Downloader::new(config, *code, policy),
+        Target::Named { owner, name } => Downloader::named(config, owner, name, policy),
+    });
+    if let Some(c) = credential {
+        d.authenticate(c.as_proto());
+    }
+    d
+}
+
 pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
-    let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
-    let code = parse_code(&args.code)?;
+    let relay = args.common.relay_addr()?;
+    let target = Target::parse(&args.code)?;
+    // A named file needs a login; a code is read with one if there is one
+    // (a relay may admit only its users).
+    let credential = match &target {
+        Target::Named { .. } => Some(super::account::required_credential(&args.common)?),
+        Target::Code(_) => super::account::credential(&args.common)?,
+    };
+    let code = &target;
+    let credential = credential.as_ref();
     if args.dir.as_os_str() == "-" {
         if args.common.json {
             // A JSON report (or error) would land inside the file's bytes.
@@ -51,10 +111,10 @@ pub(crate) fn run(args: GetArgs) -> Result<(), Failure> {
                 "--json and -o - both write to standard output; use one",
             ));
         }
-        return fetch_to_stdout(&args, relay, code);
+        return fetch_to_stdout(&args, relay, code, credential);
     }
     let created = prepare_dir(&args.dir)?;
-    let result = fetch(&args, relay, code);
+    let result = fetch(&args, relay, code, credential);
     if result.is_err() {
         remove_created(&created);
     }
@@ -115,10 +175,42 @@ fn get_config(args: &GetArgs, relay: &Addr) -> download::Config {
     config
 }
 
-fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
-    let ui = Ui::new(args.common.verbose);
-    let config = get_config(args, &relay);
-    let mut sink = DirSink::new(args.dir.clone(), args.force)
+/// One file a download put in place.
+pub(crate) struct ReceivedFile {
+    /// Its name in the batch (a path for a file of a tree).
+    pub name: String,
+    /// Where it is.
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha1: Sha1Digest,
+    /// Bytes kept from an earlier run.
+    pub reused: u64,
+}
+
+/// What a download into a directory left: the files in place, and the
+/// existing files it left alone (shown, escaped).
+pub(crate) struct Received {
+    pub files: Vec<ReceivedFile>,
+    pub conflicts: Vec<String>,
+}
+
+/// Downloads `target` into `dir` over links from `connector`, showing
+/// progress on `ui`: every file verified and in place, or the one-line
+/// failure. Files that exist with other content are left alone (without
+/// `force`) and listed in [`Received::conflicts`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn receive_into(
+    dir: &Path,
+    force: bool,
+    config: download::Config,
+    target: &Target,
+    credential: Option<&Credential>,
+    policy: crate::retransfer::RetransferPolicy,
+    connector: &mut RelayConnector,
+    relay_key: &str,
+    ui: &Ui,
+) -> Result<Received, Failure> {
+    let mut sink = DirSink::new(dir.to_path_buf(), force)
         .map_err(|e| Failure::new(Exit::Local, format!("cannot start hashing: {e}")))?;
     let (bar, tty) = (ui.bar.clone(), ui.tty);
     sink.on_resume(move |name, kept, total| {
@@ -130,19 +222,14 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
         );
         say(&bar, tty, &line);
     });
-    let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
-        config,
-        code,
-        args.common.policy(),
-    ));
-    let mut connector = relay.dial()?;
+    let mut downloader = downloader(config, target, credential, policy);
     let clock = StdClock::new();
     // Per file: (size, sha1, bytes reused from an earlier run).
     let mut entries: Vec<(u64, Sha1Digest, u64)> = Vec::new();
     ui.bar.set_message("receiving");
     let mut first_progress = true;
     let mut said_waiting = false;
-    let result = downloader.run(&mut connector, &clock, &mut sink, |event| match event {
+    let result = downloader.run(connector, &clock, &mut sink, |event| match event {
         Event::Session(download::Event::Manifest { total_size, .. }) => {
             ui.bar.set_length(total_size);
         }
@@ -185,79 +272,120 @@ fn fetch(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
         _ => {}
     });
     ui.finish();
-    let relay_key = relay.canonical();
     match result {
-        Ok(()) => {
-            let paths: Vec<(&str, PathBuf, (u64, Sha1Digest, u64))> = sink
+        Ok(()) => Ok(Received {
+            files: sink
                 .paths()
-                .filter_map(|(i, name, p)| Some((name, p.to_path_buf(), *entries.get(i)?)))
-                .collect();
-            let conflicts: Vec<String> = sink
+                .filter_map(|(i, name, p)| {
+                    let (size, sha1, reused) = *entries.get(i)?;
+                    Some(ReceivedFile {
+                        name: name.to_owned(),
+                        path: p.to_path_buf(),
+                        size,
+                        sha1,
+                        reused,
+                    })
+                })
+                .collect(),
+            conflicts: sink
                 .conflicts()
                 .map(|p| escape(&p.to_string_lossy()))
-                .collect();
-            // With --json and conflicts, stdout holds one object: the error.
-            if args.common.json && conflicts.is_empty() {
-                let files: Vec<_> = paths
-                    .iter()
-                    .map(|(name, p, (size, sha1, reused))| {
-                        json!({
-                            // The batch's name: a path for a file of a tree.
-                            "name": name,
-                            "path": p.to_string_lossy(),
-                            "size": size,
-                            "sha1": sha1.to_string(),
-                            "reused": reused,
-                        })
-                    })
-                    .collect();
-                outln!("{}", json!({"code": code.to_string(), "files": files}));
-            } else if !args.common.json {
-                let tty = std::io::stdout().is_terminal();
-                for (_, p, (bytes, _, _)) in &paths {
-                    let shown = escape(&p.to_string_lossy());
-                    if tty {
-                        outln!("  {shown}  ({})", size(*bytes));
-                    } else {
-                        outln!("{shown}");
-                    }
-                }
-            }
-            let _ = std::io::stdout().flush();
-            if conflicts.is_empty() {
-                return Ok(());
-            }
-            // Still one line (errors are), naming every file left alone.
-            let message = match conflicts.as_slice() {
-                [one] => format!("{one} already exists with other content"),
-                many => format!(
-                    "{} files already exist with other content: {}",
-                    many.len(),
-                    many.join(", ")
-                ),
-            };
-            Err(Failure::new(
-                Exit::Local,
-                format!("{message}; the rest arrived (use --force to overwrite)"),
-            ))
-        }
-        Err(RunError::Session(e)) => Err(session_failure(e, &code)),
+                .collect(),
+        }),
+        Err(RunError::Session(e)) => Err(target_failure(e, target)),
         Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),
-        Err(e) => Err(link_failure(e, &relay_key, &connector.last_error)),
+        Err(e) => Err(link_failure(e, relay_key, &connector.last_error)),
     }
+}
+
+/// The one error line for the files a download left alone.
+pub(crate) fn conflict_failure(conflicts: &[String]) -> Failure {
+    // Still one line (errors are), naming every file left alone.
+    let message = match conflicts {
+        [one] => format!("{one} already exists with other content"),
+        many => format!(
+            "{} files already exist with other content: {}",
+            many.len(),
+            many.join(", ")
+        ),
+    };
+    Failure::new(
+        Exit::Local,
+        format!("{message}; the rest arrived (use --force to overwrite)"),
+    )
+}
+
+fn fetch(
+    args: &GetArgs,
+    relay: Addr,
+    code: &Target,
+    credential: Option<&Credential>,
+) -> Result<(), Failure> {
+    let ui = Ui::new(args.common.verbose);
+    let config = get_config(args, &relay);
+    let mut connector = relay.dial()?;
+    let received = receive_into(
+        &args.dir,
+        args.force,
+        config,
+        code,
+        credential,
+        args.common.policy(),
+        &mut connector,
+        &relay.canonical(),
+        &ui,
+    )?;
+    // With --json and conflicts, stdout holds one object: the error.
+    if args.common.json && received.conflicts.is_empty() {
+        let files: Vec<_> = received.files.iter().map(file_json).collect();
+        let doc = match code {
+            Target::Code(c) => json!({"code": c.to_string(), "files": files}),
+            Target::Named { .. } => json!({"name": code.shown(), "files": files}),
+        };
+        outln!("{doc}");
+    } else if !args.common.json {
+        let tty = std::io::stdout().is_terminal();
+        for f in &received.files {
+            let shown = escape(&f.path.to_string_lossy());
+            if tty {
+                outln!("  {shown}  ({})", size(f.size));
+            } else {
+                outln!("{shown}");
+            }
+        }
+    }
+    let _ = std::io::stdout().flush();
+    if received.conflicts.is_empty() {
+        Ok(())
+    } else {
+        Err(conflict_failure(&received.conflicts))
+    }
+}
+
+/// A received file for `--json`.
+pub(crate) fn file_json(f: &ReceivedFile) -> serde_json::Value {
+    json!({
+        // The batch's name: a path for a file of a tree.
+        "name": f.name,
+        "path": f.path.to_string_lossy(),
+        "size": f.size,
+        "sha1": f.sha1.to_string(),
+        "reused": f.reused,
+    })
 }
 
 /// `-o -`: the one file of the batch to standard output, verified as it
 /// streams (see [`StdoutSink`]). Nothing else is printed on stdout.
-fn fetch_to_stdout(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failure> {
+fn fetch_to_stdout(
+    args: &GetArgs,
+    relay: Addr,
+    code: &Target,
+    credential: Option<&Credential>,
+) -> Result<(), Failure> {
     let ui = Ui::new(args.common.verbose);
     let config = get_config(args, &relay);
     let mut sink = StdoutSink::new(std::io::stdout().lock());
-    let mut downloader = Box::new(Downloader::<MAX_FILES, RX, TX>::new(
-        config,
-        code,
-        args.common.policy(),
-    ));
+    let mut downloader = downloader(config, code, credential, args.common.policy());
     let mut connector = relay.dial()?;
     let clock = StdClock::new();
     ui.bar.set_message("receiving");
@@ -281,7 +409,7 @@ fn fetch_to_stdout(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failur
     ui.finish();
     match result {
         Ok(()) => Ok(()),
-        Err(RunError::Session(e)) => Err(session_failure(e, &code)),
+        Err(RunError::Session(e)) => Err(target_failure(e, code)),
         Err(RunError::Storage(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             // The reader took what it wanted (see `out`).
             std::process::exit(0)
@@ -291,6 +419,29 @@ fn fetch_to_stdout(args: &GetArgs, relay: Addr, code: Code) -> Result<(), Failur
         }
         Err(RunError::Storage(e)) => Err(Failure::new(Exit::Local, e.to_string())),
         Err(e) => Err(link_failure(e, &relay.canonical(), &connector.last_error)),
+    }
+}
+
+/// The one line for a failed download of `target`.
+fn target_failure(e: download::Error, target: &Target) -> Failure {
+    match (target, e) {
+        (Target::Code(code), e) => session_failure(e, code),
+        // The same answer for a name that does not exist and one this
+        // user may not read (PROTOCOL.md §8).
+        (Target::Named { .. }, download::Error::Relay(ErrorCode::UnknownCode)) => {
+            Failure::new(Exit::Refused, format!("not found: {}", target.shown()))
+        }
+        (Target::Named { .. }, download::Error::Auth(a)) => {
+            Failure::new(Exit::Refused, format!("authentication failed: {a}"))
+        }
+        (Target::Named { .. }, e) => match e {
+            download::Error::Relay(c) => Failure::new(Exit::Refused, format!("relay refused: {c}")),
+            download::Error::HashMismatch { file } => Failure::new(
+                Exit::Verification,
+                format!("file {file} does not match its SHA-1 (nothing was kept)"),
+            ),
+            other => Failure::new(Exit::Refused, other.to_string()),
+        },
     }
 }
 

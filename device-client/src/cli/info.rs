@@ -25,8 +25,7 @@ pub(crate) struct InfoArgs {
 }
 
 pub(crate) fn run(args: InfoArgs) -> Result<(), Failure> {
-    let relay =
-        super::addr::Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let relay = args.common.relay_addr()?;
     let code = parse_code(&args.code)?;
     let mut config = relay.download_config();
     config.manifest_only = true;

@@ -11,12 +11,15 @@
 //! The options (`Common`: `--relay`, `--json`, `-v`, `--state-dir`, the
 //! retransfer limits) are global: they go before or after the subcommand.
 //!
-//! `ADDR` is `HOST:PORT`, `tcp://HOST:PORT` or `serial:PATH[@BAUD]`
-//! (default `127.0.0.1:7425`, or `$PICKUP_RELAY`).
+//! `ADDR` is `HOST:PORT`, `tcp://HOST:PORT`, `tls://HOST:PORT` or
+//! `serial:PATH[@BAUD]` (default `127.0.0.1:7425`, or `$PICKUP_RELAY`).
+//! A `tls://` relay is trusted by the system's CA store, or by
+//! `--ca FILE` (`$PICKUP_CA`), or by `--pin sha256:HEX` (`$PICKUP_PIN`).
 //!
 //! Exit codes (see [`Exit`]): 0 success, 1 usage error, 2 the relay refused
 //! (unknown or expired code, batch not ready, quota…), 3 verification failed
-//! (a file does not match its SHA-1), 4 the relay could not be reached, or
+//! (a file does not match its SHA-1), 4 the relay could not be reached (or
+//! its TLS certificate is not trusted), or
 //! the link failed and retransfer gave up, 5 local I/O error (including a
 //! file that exists without `--force`). Errors are printed as one line on stderr; with `--json`, as one JSON
 //! object `{"error": {"kind", "exit", "message"}}` on stdout instead, so
@@ -27,12 +30,15 @@
 //! exit code 4. Reconnecting with backoff is only for links that worked and
 //! then dropped.
 
+mod account;
 mod addr;
+mod deliver;
 mod dir_sink;
 mod get;
 mod info;
 mod inputs;
 mod io;
+mod listen;
 mod manifest_sink;
 mod out;
 mod send;
@@ -42,6 +48,7 @@ mod source;
 mod state;
 mod stdout_sink;
 mod tcp;
+mod tls;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,8 +77,11 @@ Exit codes:
   1  usage error (bad arguments, unreadable file name, duplicate names)
   2  the relay refused (unknown or expired code, batch not ready, quota, ...)
   3  verification failed (a file does not match its SHA-1)
-  4  link failure (could not reach the relay, or gave up reconnecting)
+  4  link failure (could not reach the relay, its TLS certificate is not
+     trusted, or gave up reconnecting)
   5  local I/O error (reading or writing files, existing file without --force)
+  6  send --to --wait: a terminal refused the delivery
+  7  send --to --wait: a delivery expired before the terminal confirmed it
 
 With --json, an error is one JSON object on stdout:
   {\"error\": {\"kind\": \"link\", \"exit\": 4, \"message\": \"...\"}}";
@@ -87,10 +97,15 @@ pub enum Exit {
     Refused = 2,
     /// 3: a file did not match its SHA-1.
     Verification = 3,
-    /// 4: the relay could not be reached, or the link kept failing.
+    /// 4: the relay could not be reached (or its TLS certificate was not
+    /// trusted), or the link kept failing.
     Link = 4,
     /// 5: reading or writing local files failed.
     Local = 5,
+    /// 6: a target terminal refused a delivery (`send --to --wait`).
+    Declined = 6,
+    /// 7: a delivery expired unconfirmed (`send --to --wait`).
+    Undelivered = 7,
 }
 
 impl Exit {
@@ -103,6 +118,8 @@ impl Exit {
             Exit::Verification => "verification",
             Exit::Link => "link",
             Exit::Local => "local",
+            Exit::Declined => "declined",
+            Exit::Undelivered => "undelivered",
         }
     }
 }
@@ -157,7 +174,8 @@ struct Cli {
 /// [`main`] after parsing: clap keeps a global option on the top level only.
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct Common {
-    /// Relay address: HOST:PORT, tcp://HOST:PORT or serial:PATH[@BAUD]
+    /// Relay address: HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or
+    /// serial:PATH[@BAUD]
     #[arg(
         long,
         global = true,
@@ -166,6 +184,22 @@ pub(crate) struct Common {
         default_value = DEFAULT_RELAY
     )]
     pub relay: String,
+    /// For tls:// relays: trust the CA certificates of this PEM file
+    /// instead of the system's
+    #[arg(long, global = true, value_name = "FILE", env = "PICKUP_CA")]
+    pub ca: Option<PathBuf>,
+    /// For tls:// relays: trust exactly the certificate with this SHA-256
+    /// (as `pickup-relay cert self-signed` prints it); the host name is not
+    /// checked
+    #[arg(
+        long,
+        global = true,
+        value_name = "sha256:HEX",
+        env = "PICKUP_PIN",
+        conflicts_with = "ca",
+        value_parser = tls::Pin::parse
+    )]
+    pub pin: Option<tls::Pin>,
     /// Print the result, or the error, as one JSON object on stdout (for
     /// scripts)
     #[arg(long, global = true)]
@@ -187,9 +221,30 @@ pub(crate) struct Common {
     /// [default: $XDG_STATE_HOME/pickup or ~/.local/state/pickup]
     #[arg(long, global = true, value_name = "DIR", env = "PICKUP_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Act as this registered terminal (needs --key-file)
+    #[arg(long, global = true, value_name = "NAME", env = "PICKUP_TERMINAL")]
+    pub terminal: Option<String>,
+    /// The terminal's device key file (32 hex digits, as `pickup-relay
+    /// terminal add` printed it)
+    #[arg(long, global = true, value_name = "FILE", env = "PICKUP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Common {
+    /// The relay's address, with how a `tls://` relay is trusted; a usage
+    /// error for an address that does not parse, or `--ca`/`--pin` with a
+    /// relay that is not `tls://`.
+    pub fn relay_addr(&self) -> Result<addr::Addr, Failure> {
+        let trust = match (&self.ca, self.pin) {
+            (_, Some(pin)) => tls::Trust::Pin(pin),
+            (Some(ca), None) => tls::Trust::Ca(ca.clone()),
+            (None, None) => tls::Trust::Roots,
+        };
+        addr::Addr::parse(&self.relay)
+            .and_then(|addr| addr.with_trust(trust))
+            .map_err(|e| Failure::new(Exit::Usage, e))
+    }
+
     pub fn policy(&self) -> RetransferPolicy {
         RetransferPolicy {
             enabled: !self.no_retransfer,
@@ -210,6 +265,26 @@ enum Command {
     Get(get::GetArgs),
     /// Show the manifest of a batch without downloading it
     Info(info::InfoArgs),
+    /// Store files under your user's names (needs `pickup login` or --terminal)
+    Put(send::PutArgs),
+    /// Log in to the relay as a user and keep the session token
+    Login(account::LoginArgs),
+    /// Revoke the kept session token and forget it
+    Logout(account::LogoutArgs),
+    /// Show whom the relay knows this terminal as
+    Whoami(account::WhoamiArgs),
+    /// List your named files
+    Ls(account::LsArgs),
+    /// Delete one of your named files
+    Rm(account::RmArgs),
+    /// Let another user (or @terminal) read one of your named files
+    Share(account::ShareArgs),
+    /// Show where the deliveries of a code you sent with --to stand
+    Status(deliver::StatusArgs),
+    /// Let another user send to your terminals (or, with --remove, no longer)
+    Allow(deliver::AllowArgs),
+    /// As a registered terminal, receive every batch sent to it with --to
+    Listen(listen::ListenArgs),
 }
 
 /// Runs the `pickup` command with the process's arguments.
@@ -247,6 +322,46 @@ pub fn main() -> ExitCode {
         Command::Info(mut args) => {
             args.common = common.clone();
             info::run(args)
+        }
+        Command::Put(mut args) => {
+            args.common = common.clone();
+            send::put(args)
+        }
+        Command::Login(mut args) => {
+            args.common = common.clone();
+            account::login(args)
+        }
+        Command::Logout(mut args) => {
+            args.common = common.clone();
+            account::logout(args)
+        }
+        Command::Whoami(mut args) => {
+            args.common = common.clone();
+            account::whoami(args)
+        }
+        Command::Ls(mut args) => {
+            args.common = common.clone();
+            account::ls(args)
+        }
+        Command::Rm(mut args) => {
+            args.common = common.clone();
+            account::rm(args)
+        }
+        Command::Share(mut args) => {
+            args.common = common.clone();
+            account::share(args)
+        }
+        Command::Status(mut args) => {
+            args.common = common.clone();
+            deliver::status(args)
+        }
+        Command::Allow(mut args) => {
+            args.common = common.clone();
+            deliver::allow(args)
+        }
+        Command::Listen(mut args) => {
+            args.common = common.clone();
+            listen::run(args)
         }
     };
     match result {

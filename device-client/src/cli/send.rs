@@ -12,7 +12,8 @@ use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Code, ErrorCode, Sha1Digest};
 use serde_json::json;
 
-use super::addr::Addr;
+use super::account::Credential;
+use super::deliver;
 use super::inputs::{gather, Input};
 use super::out::{out, outln};
 use super::show::{banner, escape, plural, say, size, utc, Ui};
@@ -34,6 +35,69 @@ pub(crate) struct SendArgs {
     /// The name standard input (`-`) is sent under
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Also deliver the batch to this registered terminal (repeatable):
+    /// it is told at once if connected, else when it next connects
+    /// (needs `pickup login` or --terminal)
+    #[arg(long = "to", value_name = "TERMINAL")]
+    to: Vec<String>,
+    /// With --to: wait until every terminal confirmed the files (exit 0),
+    /// refused them (exit 6) or let them expire (exit 7)
+    #[arg(long, requires = "to")]
+    wait: bool,
+}
+
+/// `pickup put FILE... [--name NAME]`: like `send`, but the files are
+/// stored under the logged-in user's names (PROTOCOL.md §8) instead of
+/// only under a code.
+#[derive(Args, Debug)]
+pub(crate) struct PutArgs {
+    /// The global options, copied in by `cli::main` (not parsed here).
+    #[arg(skip)]
+    pub(crate) common: Common,
+    /// Files to store (each under its file name); `-` reads standard input
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The name to store the one FILE (or standard input) under
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+}
+
+/// `put`: the send of [`PutArgs`]'s files under the user's names.
+pub(crate) fn put(args: PutArgs) -> Result<(), Failure> {
+    if args.name.is_some() && args.files.len() != 1 {
+        return Err(Failure::new(
+            Exit::Usage,
+            "--name names one file: give exactly one FILE",
+        ));
+    }
+    let credential = super::account::required_credential(&args.common)?;
+    // `--name` names standard input as for `send`, or renames the one file.
+    let stdin = args.files.iter().any(|f| f.as_os_str() == "-");
+    let (stdin_name, rename) = if stdin {
+        (args.name, None)
+    } else {
+        (None, args.name)
+    };
+    let send = SendArgs {
+        common: args.common,
+        files: args.files,
+        name: stdin_name,
+        to: Vec::new(),
+        wait: false,
+    };
+    run_mode(send, Some(credential), Some(rename))
+}
+
+pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
+    // A kept login or --terminal authenticates plain sends too, so that a
+    // relay that admits only its users accepts them.
+    let credential = if args.to.is_empty() {
+        super::account::credential(&args.common)?
+    } else {
+        // Before any byte is sent: a push needs an identity.
+        Some(super::account::required_credential(&args.common)?)
+    };
+    run_mode(args, credential, None)
 }
 
 struct Local {
@@ -44,8 +108,17 @@ struct Local {
     attrs: Option<(bool, i64)>,
 }
 
-pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
-    let relay = Addr::parse(&args.common.relay).map_err(|e| Failure::new(Exit::Usage, e))?;
+/// Sends `args`' files, authenticated with `credential` if any. With
+/// `named` (a `put`), under the user's names, the one file renamed to
+/// `named`'s name if it has one.
+fn run_mode(
+    args: SendArgs,
+    credential: Option<Credential>,
+    named: Option<Option<String>>,
+) -> Result<(), Failure> {
+    let rename = named.clone().flatten();
+    let named = named.is_some();
+    let relay = args.common.relay_addr()?;
     let ui = Ui::new(args.common.verbose);
 
     // Open and hash every file before talking to the relay.
@@ -62,8 +135,23 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let (inputs, spool) = gather(&args.files, args.name.as_deref(), &spool_dir, &mut |line| {
         say(&ui.bar, ui.tty, line)
     })?;
-    for Input { path, name } in inputs {
+    for Input { path, mut name } in inputs {
         let path = &path;
+        if named {
+            // One file under --name; a namespace has no directories.
+            if let Some(given) = &rename {
+                name.clone_from(given);
+            }
+            if name.contains('/') {
+                return Err(Failure::new(
+                    Exit::Usage,
+                    format!(
+                        "{}: named files have plain names, not paths (put files, not directories)",
+                        escape(&name)
+                    ),
+                ));
+            }
+        }
         let local_err =
             |e: std::io::Error| Failure::new(Exit::Local, format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(local_err)?;
@@ -130,7 +218,11 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     let mut saved = state.as_ref().and_then(StateFile::load);
     loop {
         let resumed = saved.is_some();
-        let config = relay.upload_config();
+        let config = upload::Config {
+            // Only a batch under a code has a page to link to.
+            page_link: !named,
+            ..relay.upload_config()
+        };
         let policy = args.common.policy();
         let made = match &saved {
             Some(s) => Uploader::<'_, MAX_FILES, RX, TX>::resume(config, &metas, s.token, policy),
@@ -149,13 +241,18 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
         if let Some(token) = family.as_ref().and_then(FamilyFile::load) {
             uploader.join_family(token);
         }
+        if let Some(c) = &credential {
+            uploader.authenticate(c.as_proto());
+        }
+        uploader.set_named(named);
         ui.bar
             .set_message(if resumed { "resuming" } else { "sending" });
         ui.bar.set_length(total);
         ui.bar.set_position(0);
         let mut granted: Option<(Code, u64)> = None;
         let mut save_error = None;
-        let result = uploader.run(&mut connector, &clock, &mut source, |event| match event {
+        // `up`: the session as it stood at the event `e`.
+        let result = uploader.run_with(&mut connector, &clock, &mut source, |up, e| match e {
             Event::Session(upload::Event::Granted {
                 code,
                 expires_at,
@@ -172,7 +269,10 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                             save_error = Some(e);
                         }
                     }
-                    announce(&ui, &args.common, stdout_tty, code, expires_at);
+                    if !named {
+                        let base = up.page_link();
+                        announce(&ui, &args.common, stdout_tty, code, expires_at, base);
+                    }
                 }
                 granted = Some((code, expires_at));
             }
@@ -243,6 +343,27 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                     }
                 }
                 let expires_at = granted.map(|g| g.1).unwrap_or(0);
+                // The latest the relay said, should the first be lost.
+                let link = page_link(uploader.session().page_link(), code);
+                if named {
+                    report_put(&args.common, &locals);
+                    return Ok(());
+                }
+                // The code is out already: a push that fails leaves it usable.
+                let deliveries = if args.to.is_empty() {
+                    Vec::new()
+                } else {
+                    let say_line = |line: &str| say(&ui.bar, ui.tty, line);
+                    let pushed = deliver::push(&args.common, code, &args.to)?;
+                    if args.wait {
+                        deliver::wait(&args.common, code, &args.to, &say_line)?
+                    } else {
+                        for d in &pushed {
+                            say_line(&deliver::line(d));
+                        }
+                        pushed
+                    }
+                };
                 if args.common.json {
                     let files: Vec<_> = locals
                         .iter()
@@ -250,12 +371,19 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                             |l| json!({"name": l.name, "size": l.size, "sha1": l.sha1.to_string()}),
                         )
                         .collect();
-                    let doc = json!({
+                    let mut doc = json!({
                         "code": code.to_string(),
                         "expires_at": expires_at,
                         "files": files,
                         "resumed": resumed,
                     });
+                    if let Some(link) = &link {
+                        doc["link"] = json!(link);
+                    }
+                    if !deliveries.is_empty() {
+                        let list: Vec<_> = deliveries.iter().map(deliver::to_json).collect();
+                        doc["deliveries"] = json!(list);
+                    }
                     outln!("{doc}");
                 } else if stdout_tty {
                     let relay_arg = if args.common.relay == super::DEFAULT_RELAY {
@@ -270,6 +398,9 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
                         size(total),
                         plural(n, "it", "them"),
                     );
+                    if let Some(link) = &link {
+                        outln!("  link: {link}");
+                    }
                 }
                 let _ = std::io::stdout().flush();
                 return Ok(());
@@ -300,21 +431,59 @@ pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
     }
 }
 
-/// Shows the code as soon as the relay grants it.
-fn announce(ui: &Ui, common: &Common, stdout_tty: bool, code: Code, expires_at: u64) {
+/// What `put` says once the names are bound: the names on stdout (one
+/// per line, or JSON).
+fn report_put(common: &Common, locals: &[Local]) {
+    if common.json {
+        let files: Vec<_> = locals
+            .iter()
+            .map(|l| json!({"name": l.name, "size": l.size, "sha1": l.sha1.to_string()}))
+            .collect();
+        outln!("{}", json!({ "files": files }));
+    } else {
+        for l in locals {
+            outln!("{}", escape(&l.name));
+        }
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// The browser link for `code`, when the relay said where its pages are
+/// (a base URL the decoder checked: printable ASCII, safe to print).
+fn page_link(base: Option<&str>, code: Code) -> Option<String> {
+    base.map(|base| format!("{base}/c/{code}"))
+}
+
+/// Shows the code as soon as the relay grants it, and its page's link
+/// when the relay said where its pages are (`page_base`).
+fn announce(
+    ui: &Ui,
+    common: &Common,
+    stdout_tty: bool,
+    code: Code,
+    expires_at: u64,
+    page_base: Option<&str>,
+) {
     if common.json {
         return;
     }
+    let link = page_link(page_base, code);
     if stdout_tty {
         ui.bar.suspend(|| {
             outln!();
             out!("{}", banner(&code));
+            if let Some(link) = link {
+                outln!("  link: {link}");
+            }
             outln!("  expires {}", utc(expires_at));
             outln!();
         });
     } else {
-        // Scripts read the code from the first line.
+        // Scripts read the code from the first line; the link follows.
         outln!("{code}");
+        if let Some(link) = link {
+            outln!("link: {link}");
+        }
         let _ = std::io::stdout().flush();
     }
 }

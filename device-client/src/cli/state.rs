@@ -17,7 +17,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use pickup_proto::hash::Sha1Hasher;
-use pickup_proto::message::ResumeToken;
+use pickup_proto::message::{AuthToken, RefuseReason, ResumeToken};
+use pickup_proto::notice::Verdict;
 use pickup_proto::upload::FileMeta;
 use pickup_proto::Code;
 use serde_json::{json, Value};
@@ -134,6 +135,148 @@ impl FamilyFile {
     }
 }
 
+/// A login kept for one relay: the user and the token `pickup login` got
+/// (a secret: whoever holds it acts as the user until it expires or
+/// `pickup logout` revokes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Login {
+    pub user: String,
+    pub token: AuthToken,
+    pub expires_at: u64,
+}
+
+/// Where the login for one relay lives.
+pub(crate) struct LoginFile {
+    path: PathBuf,
+}
+
+impl LoginFile {
+    /// The login file for `relay`, in `dir`.
+    pub fn new(dir: &Path, relay: &str) -> LoginFile {
+        let mut h = Sha1Hasher::new();
+        h.update(b"pickup login v1\0");
+        h.update(relay.as_bytes());
+        LoginFile {
+            path: dir.join(format!("login-{}.json", h.digest())),
+        }
+    }
+
+    /// The file's path.
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kept login, if there is a readable one.
+    pub fn load(&self) -> Option<Login> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(Login {
+            user: v.get("user")?.as_str()?.to_string(),
+            token: AuthToken(unhex16(v.get("token")?.as_str()?)?),
+            expires_at: v.get("expires_at")?.as_u64()?,
+        })
+    }
+
+    /// Keeps `login` (mode 0600, written atomically).
+    pub fn save(&self, relay: &str, login: &Login) -> io::Result<()> {
+        write_private(
+            &self.path,
+            &json!({
+                "relay": relay,
+                "user": login.user,
+                "token": hex(&login.token.0),
+                "expires_at": login.expires_at,
+            }),
+        )
+    }
+
+    /// Forgets the login; no file is not an error.
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// The verdicts `pickup listen` gave on notices, per relay and terminal:
+/// what the terminal must answer again, never show again, if the relay
+/// sends a notice once more (its `Settled` was lost, or the command was
+/// killed before it came).
+pub(crate) struct VerdictFile {
+    path: PathBuf,
+}
+
+/// Most verdicts a [`VerdictFile`] keeps: the newest. A relay stops
+/// sending a notice once it settled it, so only the few last ones matter.
+pub(crate) const MAX_VERDICTS: usize = 256;
+
+impl VerdictFile {
+    /// The verdict file of `terminal` at `relay`, in `dir`.
+    pub fn new(dir: &Path, relay: &str, terminal: &str) -> VerdictFile {
+        let mut h = Sha1Hasher::new();
+        h.update(b"pickup listen v1\0");
+        h.update(relay.as_bytes());
+        h.update(b"\0");
+        h.update(terminal.as_bytes());
+        VerdictFile {
+            path: dir.join(format!("listen-{}.json", h.digest())),
+        }
+    }
+
+    /// The verdicts kept, oldest first (none if there is no readable file).
+    pub fn load(&self) -> Vec<(u64, Verdict)> {
+        let Ok(text) = fs::read_to_string(&self.path) else {
+            return Vec::new();
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            return Vec::new();
+        };
+        let Some(list) = v.get("verdicts").and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|e| {
+                let id = e.get("id")?.as_u64()?;
+                let verdict = match e.get("verdict")?.as_str()? {
+                    "confirmed" => Verdict::Confirmed,
+                    "too large" => Verdict::Refused(RefuseReason::TooLarge),
+                    "sender" => Verdict::Refused(RefuseReason::Sender),
+                    "no space" => Verdict::Refused(RefuseReason::NoSpace),
+                    "declined" => Verdict::Refused(RefuseReason::Declined),
+                    _ => return None,
+                };
+                Some((id, verdict))
+            })
+            .collect()
+    }
+
+    /// Keeps `verdicts` (the newest [`MAX_VERDICTS`]), mode 0600, atomically.
+    pub fn save(&self, relay: &str, terminal: &str, verdicts: &[(u64, Verdict)]) -> io::Result<()> {
+        let from = verdicts.len().saturating_sub(MAX_VERDICTS);
+        let list: Vec<Value> = verdicts[from..]
+            .iter()
+            .map(|(id, v)| json!({ "id": id, "verdict": verdict_name(*v) }))
+            .collect();
+        write_private(
+            &self.path,
+            &json!({ "relay": relay, "terminal": terminal, "verdicts": list }),
+        )
+    }
+}
+
+/// How a verdict is written down (and shown).
+pub(crate) fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Confirmed => "confirmed",
+        Verdict::Refused(RefuseReason::TooLarge) => "too large",
+        Verdict::Refused(RefuseReason::Sender) => "sender",
+        Verdict::Refused(RefuseReason::NoSpace) => "no space",
+        Verdict::Refused(RefuseReason::Declined) => "declined",
+    }
+}
+
 /// Writes `doc` to `path` readable by its owner only, atomically (a
 /// temporary file renamed over), creating the directory 0700.
 fn write_private(path: &Path, doc: &Value) -> io::Result<()> {
@@ -163,6 +306,26 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use pickup_proto::Sha1Digest;
+
+    #[test]
+    fn verdicts_are_kept_newest_last_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = VerdictFile::new(dir.path(), "tcp://r:1", "sensor-1");
+        assert!(f.load().is_empty());
+        let mut all: Vec<(u64, Verdict)> = (0..MAX_VERDICTS as u64 + 10)
+            .map(|id| (id, Verdict::Confirmed))
+            .collect();
+        all.push((9_999, Verdict::Refused(RefuseReason::TooLarge)));
+        f.save("tcp://r:1", "sensor-1", &all).unwrap();
+        let back = f.load();
+        assert_eq!(back.len(), MAX_VERDICTS);
+        assert_eq!(back.last(), all.last());
+        assert_eq!(back[0].0, 11);
+        // Another terminal at the same relay keeps its own.
+        assert!(VerdictFile::new(dir.path(), "tcp://r:1", "sensor-2")
+            .load()
+            .is_empty());
+    }
 
     #[test]
     fn save_load_remove() {
@@ -203,6 +366,28 @@ mod tests {
         s.remove().unwrap();
         assert_eq!(s.load(), None);
         s.remove().unwrap();
+    }
+
+    #[test]
+    fn a_login_is_kept_per_relay_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = LoginFile::new(dir.path(), "tcp://a:1");
+        let b = LoginFile::new(dir.path(), "tcp://b:1");
+        assert_eq!(a.load(), None);
+        let login = Login {
+            user: "ada".into(),
+            token: AuthToken([9; 16]),
+            expires_at: 1_800_000_000,
+        };
+        a.save("tcp://a:1", &login).unwrap();
+        assert_eq!(a.load(), Some(login));
+        assert_eq!(b.load(), None);
+        let mode = std::fs::metadata(a.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        a.remove().unwrap();
+        a.remove().unwrap();
+        assert_eq!(a.load(), None);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Driver tests over an in-memory link and relay, with time stepped by hand.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
+#[cfg(feature = "notices")]
+mod notice;
 mod relay;
 
 use std::vec::Vec;
@@ -16,10 +19,10 @@ use pickup_tests::mem_files::MemFiles;
 use relay::{MemConnector, Relay, TestClock};
 
 /// 128-byte frames: the smallest configuration the crate docs describe.
-const RX: usize = 128;
-const TX: usize = frame::max_encoded_len(RX);
+pub(super) const RX: usize = 128;
+pub(super) const TX: usize = frame::max_encoded_len(RX);
 
-fn bytes(len: usize, seed: u32) -> Vec<u8> {
+pub(super) fn bytes(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);
     (0..len)
         .map(|_| {
@@ -31,7 +34,7 @@ fn bytes(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn quick_policy() -> RetransferPolicy {
+pub(super) fn quick_policy() -> RetransferPolicy {
     RetransferPolicy {
         enabled: true,
         max_attempts: Some(5),
@@ -41,19 +44,19 @@ fn quick_policy() -> RetransferPolicy {
     }
 }
 
-struct Batch {
-    names: Vec<&'static str>,
-    data: Vec<Vec<u8>>,
+pub(super) struct Batch {
+    pub(super) names: Vec<&'static str>,
+    pub(super) data: Vec<Vec<u8>>,
 }
 
 impl Batch {
-    fn new() -> Batch {
+    pub(super) fn new() -> Batch {
         Batch {
             names: vec!["a.bin", "empty", "notes.txt"],
             data: vec![bytes(5_000, 1), Vec::new(), bytes(300, 2)],
         }
     }
-    fn metas(&self) -> Vec<FileMeta<'static>> {
+    pub(super) fn metas(&self) -> Vec<FileMeta<'static>> {
         self.names
             .iter()
             .zip(&self.data)
@@ -66,7 +69,7 @@ impl Batch {
     }
 }
 
-fn setup(
+pub(super) fn setup(
     max_frame: usize,
 ) -> (
     std::rc::Rc<std::cell::RefCell<Relay>>,
@@ -123,7 +126,7 @@ fn download(
     (result, events)
 }
 
-fn reconnects<E>(events: &[Event<E>]) -> usize {
+pub(super) fn reconnects<E>(events: &[Event<E>]) -> usize {
     events
         .iter()
         .filter(|e| matches!(e, Event::Link(LinkEvent::Reconnected { .. })))
@@ -459,6 +462,22 @@ fn ram_cost() {
         size_of::<download::Session<1>>(),
         size_of::<download::Session<8>>(),
     );
+    #[cfg(feature = "notices")]
+    {
+        use crate::{NoticeListener, NoticeSender};
+        use pickup_proto::notice::{Listener, Sender};
+        const T: usize = frame::max_encoded_len(128);
+        std::println!(
+            "notices, 128-byte frames: NoticeListener<4> {} NoticeListener<8> {} NoticeSender {}; \
+             machines only: Listener<4> {} Listener<8> {} Sender {}",
+            size_of::<NoticeListener<'static, 4, 128, T>>(),
+            size_of::<NoticeListener<'static, 8, 128, T>>(),
+            size_of::<NoticeSender<'static, 128, T>>(),
+            size_of::<Listener<'static, 4>>(),
+            size_of::<Listener<'static, 8>>(),
+            size_of::<Sender<'static>>(),
+        );
+    }
     // Buffers dominate as frames grow; the 128-byte client stays small.
     assert!(small.0 < 2_048 && small.2 < 2_048, "{small:?}");
     assert!(big.0 > 2 * 16_384);

@@ -11,14 +11,18 @@ use std::vec::Vec;
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::ProofHasher;
+use pickup_proto::identity::{terminal_mac, DeviceKey};
 use pickup_proto::message::{
-    self, Ack, Data, FilePlan, FileVerified, Grant, Manifest, ManifestEntry, Message, Plan,
-    ResumeToken, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+    self, Ack, AuthToken, Authenticated, Challenge, Data, FilePlan, FileVerified, Grant, Kind,
+    Manifest, ManifestEntry, Message, Plan, ResumeToken, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::{Code, ErrorCode, Instant, Sha1Digest};
 
 use crate::clock::Clock;
 use crate::link::Connector;
+
+#[cfg(feature = "notices")]
+pub mod notices;
 
 /// A millisecond counter shared by the clock and the link.
 #[derive(Clone, Default)]
@@ -58,8 +62,20 @@ pub struct Relay {
     /// Answer hellos, ignore everything else.
     pub mute_after_welcome: bool,
     pub connects: u32,
+    /// Authenticate terminals holding this key (any name), and refuse
+    /// batches and reads on a link that has not.
+    pub terminal_key: Option<DeviceKey>,
+    /// Links on which a terminal authenticated.
+    pub authentications: u32,
+    /// Names of user "owner": name, batch index.
+    pub named: Vec<(String, usize)>,
     /// Upload payload bytes received, over all links.
     pub data_bytes_in: u64,
+    /// Log in users presenting this token (as "owner").
+    pub user_token: Option<AuthToken>,
+    /// Addressed delivery (PROTOCOL.md §11).
+    #[cfg(feature = "notices")]
+    pub desk: notices::Desk,
     // Per link.
     generation: u32,
     decoder: Decoder<Vec<u8>>,
@@ -68,6 +84,15 @@ pub struct Relay {
     cut: bool,
     client_max_frame: usize,
     announcing: Option<(u16, Vec<File>)>,
+    /// The challenge this link's terminal is to answer, and its name.
+    challenge: Option<([u8; 16], String)>,
+    authenticated: bool,
+    /// The terminal this link authenticated as.
+    link_terminal: Option<String>,
+    /// The link acts for a user (a token, or a terminal for its owner).
+    link_user: bool,
+    /// The read handle `FetchNamed` gave on this link, and its batch.
+    handle: Option<(Code, usize)>,
     /// Download stream: (batch, file, next offset, credit end).
     stream: Option<(usize, u16, u64, u64)>,
 }
@@ -82,7 +107,13 @@ impl Relay {
             refuse_connects: 0,
             mute_after_welcome: false,
             connects: 0,
+            terminal_key: None,
+            authentications: 0,
+            named: Vec::new(),
             data_bytes_in: 0,
+            user_token: None,
+            #[cfg(feature = "notices")]
+            desk: notices::Desk::default(),
             generation: 0,
             decoder: Decoder::new(vec![0; max_frame]),
             out: VecDeque::new(),
@@ -90,6 +121,11 @@ impl Relay {
             cut: false,
             client_max_frame: frame::MIN_FRAME_LEN,
             announcing: None,
+            challenge: None,
+            authenticated: false,
+            link_terminal: None,
+            link_user: false,
+            handle: None,
             stream: None,
         }))
     }
@@ -103,7 +139,83 @@ impl Relay {
         self.cut = false;
         self.client_max_frame = frame::MIN_FRAME_LEN;
         self.announcing = None;
+        self.challenge = None;
+        self.authenticated = false;
+        self.link_terminal = None;
+        self.link_user = false;
+        self.handle = None;
         self.stream = None;
+    }
+
+    /// The identity part of PROTOCOL.md §8 for terminals; `true` if `msg`
+    /// was handled (or refused for want of authentication).
+    fn identity(&mut self, msg: &Message<'_>) -> bool {
+        if let Message::Authenticate(a) = *msg {
+            if self.user_token.is_none() {
+                return false;
+            }
+            if Some(a.token) == self.user_token {
+                self.authenticated = true;
+                self.link_user = true;
+                self.send(Message::Authenticated(Authenticated {
+                    user: "owner",
+                    terminal: "",
+                    token: AuthToken::NONE,
+                    expires_at: 0,
+                }));
+            } else {
+                self.error_for(ErrorCode::AuthFailed, Kind::Authenticate);
+            }
+            return true;
+        }
+        let Some(key) = self.terminal_key else {
+            return false;
+        };
+        match *msg {
+            Message::TerminalAuth(t) => {
+                // Fresh per request: a generation and a counter.
+                let mut nonce = [0u8; 16];
+                nonce[..4].copy_from_slice(&self.generation.to_le_bytes());
+                nonce[4..8].copy_from_slice(&self.authentications.to_le_bytes());
+                nonce[8] = self.link_bytes as u8;
+                self.challenge = Some((nonce, t.terminal.into()));
+                self.send(Message::Challenge(Challenge { nonce }));
+            }
+            Message::ChallengeAnswer(a) => match self.challenge.take() {
+                Some((nonce, name)) if a.mac == terminal_mac(&key, &nonce, &name) => {
+                    self.authenticated = true;
+                    self.link_terminal = Some(name.clone());
+                    self.link_user = true;
+                    self.authentications += 1;
+                    self.send(Message::Authenticated(Authenticated {
+                        user: "owner",
+                        terminal: &name,
+                        token: AuthToken::NONE,
+                        expires_at: 0,
+                    }));
+                }
+                _ => self.error_for(ErrorCode::AuthFailed, Kind::ChallengeAnswer),
+            },
+            Message::BatchOpen(_)
+            | Message::Resume(_)
+            | Message::Fetch(_)
+            | Message::FetchNamed(_)
+            | Message::Read(_)
+                if !self.authenticated =>
+            {
+                self.error_for(ErrorCode::AuthRequired, msg.kind())
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn error_for(&mut self, code: ErrorCode, kind: Kind) {
+        self.send(Message::Error(message::Error {
+            code,
+            kind: kind as u8,
+            retry_after_ms: 0,
+        }));
     }
 
     fn count(&mut self, n: usize) {
@@ -169,6 +281,17 @@ impl Relay {
         for p in plans {
             self.send(Message::FilePlan(p));
         }
+        self.complete_if_done(b);
+    }
+
+    /// `BatchComplete` once every file of batch `b` is verified (what a
+    /// named upload waits for, PROTOCOL.md §8).
+    fn complete_if_done(&mut self, b: usize) {
+        let batch = &self.batches[b];
+        if batch.files.iter().all(|f| f.verified || f.size == 0) {
+            let code = batch.code;
+            self.send(Message::BatchComplete(message::BatchComplete { code }));
+        }
     }
 
     fn held(&self, size: u64, sha1: Sha1Digest) -> Option<Vec<u8>> {
@@ -183,6 +306,13 @@ impl Relay {
         if self.mute_after_welcome && !matches!(msg, Message::Hello(_)) {
             return;
         }
+        if self.identity(&msg) {
+            return;
+        }
+        #[cfg(feature = "notices")]
+        if self.notices(&msg) {
+            return;
+        }
         match msg {
             Message::Hello(h) => {
                 self.client_max_frame = h.max_frame as usize;
@@ -191,7 +321,7 @@ impl Relay {
                     role: Role::Relay,
                     max_frame: self.max_frame as u32,
                     window: self.window,
-                    caps: CAP_INSTANT_UPLOAD,
+                    caps: CAP_INSTANT_UPLOAD | message::CAP_PUSH_NOTICE,
                 }));
             }
             Message::BatchOpen(o) => self.announcing = Some((o.files, Vec::new())),
@@ -249,41 +379,34 @@ impl Relay {
                     index: p.index,
                     plan,
                 }));
+                self.complete_if_done(b);
             }
             Message::Data(d) => self.on_data(d),
+            // Acknowledged, as a relay does: the names of the batch are
+            // then bound when it completes.
+            Message::NamedPut => self.send(Message::Done(message::Done {
+                kind: Kind::NamedPut as u8,
+            })),
             Message::Fetch(f) => match self.batches.iter().position(|b| b.code == f.code) {
-                Some(b) => {
-                    let batch = &self.batches[b];
-                    let total: u64 = batch.files.iter().map(|f| f.size).sum();
-                    let received: u64 = batch.files.iter().map(|f| f.data.len() as u64).sum();
-                    let ready = batch.files.iter().all(|f| f.verified);
-                    let entries: Vec<(u64, Sha1Digest, u64, String)> = batch
-                        .files
-                        .iter()
-                        .map(|f| (f.size, f.sha1, f.data.len() as u64, f.name.clone()))
-                        .collect();
-                    self.send(Message::Manifest(Manifest {
-                        code: f.code,
-                        expires_at: 1_900_000_000,
-                        files: entries.len() as u16,
-                        total_size: total,
-                        received,
-                        ready,
-                    }));
-                    for (i, (size, sha1, received, name)) in entries.iter().enumerate() {
-                        self.send(Message::ManifestEntry(ManifestEntry {
-                            index: i as u16,
-                            size: *size,
-                            sha1: *sha1,
-                            received: *received,
-                            name,
-                        }));
-                    }
-                }
+                Some(b) => self.manifest(b, f.code),
                 None => self.error(ErrorCode::UnknownCode),
             },
+            Message::FetchNamed(f) => match self.named.iter().position(|n| n.0 == f.name) {
+                Some(i) if f.owner == "owner" => {
+                    // A handle of this link only, as a real relay's.
+                    let code =
+                        Code::from_parts(Code::DEFAULT_LEN, 0x1000 + u128::from(self.generation))
+                            .expect("a code");
+                    self.handle = Some((code, self.named[i].1));
+                    self.manifest(self.named[i].1, code);
+                }
+                _ => self.error(ErrorCode::UnknownCode),
+            },
             Message::Read(r) => {
-                if let Some(b) = self.batches.iter().position(|b| b.code == r.code) {
+                let by_handle = self.handle.filter(|h| h.0 == r.code).map(|h| h.1);
+                if let Some(b) =
+                    by_handle.or_else(|| self.batches.iter().position(|b| b.code == r.code))
+                {
                     self.stream = Some((b, r.file, r.offset, r.offset + u64::from(r.len)));
                 }
             }
@@ -295,6 +418,36 @@ impl Relay {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The manifest of batch `b`, under `code`.
+    fn manifest(&mut self, b: usize, code: Code) {
+        let batch = &self.batches[b];
+        let total: u64 = batch.files.iter().map(|f| f.size).sum();
+        let received: u64 = batch.files.iter().map(|f| f.data.len() as u64).sum();
+        let ready = batch.files.iter().all(|f| f.verified);
+        let entries: Vec<(u64, Sha1Digest, u64, String)> = batch
+            .files
+            .iter()
+            .map(|f| (f.size, f.sha1, f.data.len() as u64, f.name.clone()))
+            .collect();
+        self.send(Message::Manifest(Manifest {
+            code,
+            expires_at: 1_900_000_000,
+            files: entries.len() as u16,
+            total_size: total,
+            received,
+            ready,
+        }));
+        for (i, (size, sha1, received, name)) in entries.iter().enumerate() {
+            self.send(Message::ManifestEntry(ManifestEntry {
+                index: i as u16,
+                size: *size,
+                sha1: *sha1,
+                received: *received,
+                name,
+            }));
         }
     }
 
@@ -344,6 +497,7 @@ impl Relay {
         if done {
             assert!(good, "test uploads are never corrupt");
             self.send(Message::FileVerified(FileVerified { index: d.file }));
+            self.complete_if_done(b);
         }
     }
 

@@ -7,6 +7,7 @@ use pickup_proto::{ErrorCode, Instant, Sha1Digest};
 use super::Found;
 use crate::codes::{self, code_key, token_key};
 use crate::disclosure;
+use crate::metrics::InstantUpload;
 use crate::quota::{Owner, Refusal, Ticket};
 use crate::relay::{lock, unix_secs, Relay};
 use crate::store::{
@@ -42,6 +43,8 @@ pub(crate) struct CreateBatch {
     pub(crate) family: Option<OwnerId>,
     /// The token of a `Join` (PROTOCOL.md §7.1).
     pub(crate) join: Option<ResumeToken>,
+    /// A `NamedPut` batch: the user whose quota must hold its files.
+    pub(crate) named: Option<String>,
 }
 
 /// A batch created.
@@ -60,6 +63,15 @@ pub(crate) struct Refused {
 }
 
 pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Refused> {
+    if let Some(owner) = &w.named {
+        // Refused before a byte is stored; checked again when the names
+        // are bound, since other uploads of the user may finish first.
+        let files: Vec<(String, u64)> = w.files.iter().map(|f| (f.name.clone(), f.size)).collect();
+        super::within_quota(relay, owner, &files).map_err(|code| Refused {
+            code,
+            retry_after_ms: 0,
+        })?;
+    }
     let ticket = admit(relay, &w)?;
     match create_admitted(relay, &w) {
         Ok(created) => {
@@ -162,11 +174,27 @@ fn create_admitted(relay: &Relay, w: &CreateBatch) -> Result<Created, Refused> {
         })
         .map_err(|e| internal("create", e))?;
     let candidates = challenge_candidates(relay, &batch);
+    count_instant(relay, &batch, &candidates);
     Ok(Created {
         batch,
         token,
         candidates,
     })
+}
+
+/// Counts the misses of instant upload, decided at creation: a non-empty
+/// file with no held content (none the owner may learn of) to challenge
+/// it against. Challenged files are counted when their proof is checked
+/// (`session::upload::proof`), as hits or failed proofs.
+fn count_instant(relay: &Relay, batch: &Batch, candidates: &[Vec<BlobId>]) {
+    if !relay.settings.instant_upload {
+        return;
+    }
+    for (f, c) in batch.files.iter().zip(candidates) {
+        if f.size > 0 && c.is_empty() {
+            relay.metrics().instant_upload(InstantUpload::Miss, 0);
+        }
+    }
 }
 
 pub(super) fn find(

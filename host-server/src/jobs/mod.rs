@@ -19,22 +19,33 @@
 //! Running a job is the only place the relay blocks: its durability contract
 //! is the [`Store`](crate::store::Store)'s. Each kind of work lives with
 //! its concern: `announce` (creating, looking up), `receive` (writes, syncs,
-//! verdicts), `proof` (proofs of ownership), `read` (reading ahead).
+//! verdicts), `proof` (proofs of ownership), `read` (reading ahead),
+//! `identity` (passwords, tokens, terminals, named files), `notices`
+//! (pushes, notices, receipts: [`crate::mailbox`]).
 
 use std::sync::Arc;
 
-use pickup_proto::message::ResumeToken;
+use pickup_proto::identity::DeviceKey;
+use pickup_proto::message::{AuthToken, ResumeToken};
 use pickup_proto::Code;
 
+use crate::directory::{DirectoryError, TokenInfo};
+
 use crate::relay::{Lease, Relay};
-use crate::store::{Batch, BlobId, StoreError};
+use crate::store::{Batch, BlobId, NamedFile, StoreError};
 
 mod announce;
+mod identity;
+mod notices;
 mod proof;
 mod read;
 mod receive;
 
 pub(crate) use announce::{Announced, CreateBatch, Created, Refused};
+pub(crate) use identity::{
+    named_batch, within_quota, BindNames, Bound, FindNamed, LoggedIn, Login, NameChange, Reader,
+};
+pub(crate) use notices::{NoticeDone, NoticeWork, PushAnswer, PushWork};
 pub(crate) use proof::{CheckProof, ExpectProof, Expected, Proved};
 pub(crate) use read::{BlobRead, ReadBlob};
 pub(crate) use receive::{
@@ -63,6 +74,9 @@ impl Job {
     /// Does the work: disk, database and hashing, blocking. Never panics on
     /// a store failure; the session decides what a failure means.
     pub fn run(self, relay: &Relay) -> JobDone {
+        // Timed whole, hashing and directory work included: what a
+        // session waits for is what the latency histogram should show.
+        let (name, started) = (self.name(), std::time::Instant::now());
         let outcome = match self.work {
             Work::CreateBatch(w) => Outcome::Created(announce::create_batch(relay, w)),
             Work::FindToken { token, now_secs } => Outcome::FoundToken {
@@ -94,7 +108,40 @@ impl Job {
             Work::ExpectProof(w) => Outcome::Expected(proof::expect_proof(&*relay.store, w)),
             Work::CheckProof(w) => Outcome::Proved(proof::check_proof(&*relay.store, w)),
             Work::ReadBlob(w) => Outcome::BlobRead(read::read_blob(&*relay.store, w)),
+            Work::Login(w) => Outcome::LoggedIn(identity::login(relay, w)),
+            Work::CheckToken { token, now_secs } => Outcome::TokenChecked {
+                result: identity::check_token(relay, &token, now_secs),
+            },
+            Work::FindTerminal { name } => Outcome::TerminalFound {
+                result: identity::find_terminal(relay, &name),
+                name,
+            },
+            Work::RevokeToken { token } => Outcome::TokenRevoked {
+                result: relay.directory.revoke_token(&token),
+            },
+            Work::FindNamed { find, handle } => Outcome::FoundNamed {
+                handle,
+                result: identity::find_named(relay, &find),
+            },
+            Work::ListNamed { owner } => Outcome::ListedNamed {
+                result: relay.store.list_names(&owner),
+            },
+            Work::ChangeName {
+                owner,
+                change,
+                now_secs,
+            } => Outcome::NameChanged {
+                result: identity::change_name(relay, &owner, &change, now_secs),
+                change,
+            },
+            Work::BindNames(w) => Outcome::Bound(identity::bind_names(relay, &w)),
+            Work::Push(w) => Outcome::Pushed {
+                answer: notices::push(relay, &w),
+                push: w,
+            },
+            Work::Notice(w) => Outcome::Notice(notices::run(relay, w)),
         };
+        relay.metrics().store_operation(name, started.elapsed());
         JobDone { outcome }
     }
 
@@ -113,6 +160,16 @@ impl Job {
             Work::ExpectProof(_) => "expect-proof",
             Work::CheckProof(_) => "check-proof",
             Work::ReadBlob(_) => "read-blob",
+            Work::Login(_) => "login",
+            Work::CheckToken { .. } => "check-token",
+            Work::FindTerminal { .. } => "find-terminal",
+            Work::RevokeToken { .. } => "revoke-token",
+            Work::FindNamed { .. } => "find-named",
+            Work::ListNamed { .. } => "list-named",
+            Work::ChangeName { .. } => "change-name",
+            Work::BindNames(_) => "bind-names",
+            Work::Push(_) => "push",
+            Work::Notice(ref w) => w.name(),
         }
     }
 }
@@ -139,6 +196,33 @@ pub(crate) enum Work {
     ExpectProof(ExpectProof),
     CheckProof(CheckProof),
     ReadBlob(ReadBlob),
+    Login(Login),
+    CheckToken {
+        token: AuthToken,
+        now_secs: u64,
+    },
+    FindTerminal {
+        name: String,
+    },
+    RevokeToken {
+        token: AuthToken,
+    },
+    FindNamed {
+        find: FindNamed,
+        /// The read handle the manifest will carry.
+        handle: Code,
+    },
+    ListNamed {
+        owner: String,
+    },
+    ChangeName {
+        owner: String,
+        change: NameChange,
+        now_secs: u64,
+    },
+    BindNames(BindNames),
+    Push(PushWork),
+    Notice(NoticeWork),
 }
 
 /// What a code lookup is for.
@@ -171,6 +255,34 @@ pub(crate) enum Outcome {
     Expected(Expected),
     Proved(Proved),
     BlobRead(BlobRead),
+    LoggedIn(LoggedIn),
+    TokenChecked {
+        result: Result<Option<TokenInfo>, DirectoryError>,
+    },
+    TerminalFound {
+        name: String,
+        result: Result<Option<(String, DeviceKey)>, DirectoryError>,
+    },
+    TokenRevoked {
+        result: Result<bool, DirectoryError>,
+    },
+    FoundNamed {
+        handle: Code,
+        result: Result<Option<NamedFile>, StoreError>,
+    },
+    ListedNamed {
+        result: Result<Vec<NamedFile>, StoreError>,
+    },
+    NameChanged {
+        change: NameChange,
+        result: Result<bool, StoreError>,
+    },
+    Bound(Bound),
+    Pushed {
+        push: PushWork,
+        answer: PushAnswer,
+    },
+    Notice(NoticeDone),
 }
 
 /// A batch found by a lookup, with the candidate blobs of each file that

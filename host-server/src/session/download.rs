@@ -17,8 +17,9 @@ use pickup_proto::{Code, ErrorCode, Instant};
 
 use super::{Out, Session};
 use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, Work};
+use crate::metrics::Lookup;
 use crate::relay::unix_secs;
-use crate::store::{Batch, BlobId, FileContent, StoreError};
+use crate::store::{Batch, BatchId, BlobId, FileContent, StoreError};
 
 /// Bytes of a stream read ahead of its frames (per read job, and at most
 /// this much waits in memory per stream beyond the chunk being sent).
@@ -36,6 +37,9 @@ pub(super) struct Stream {
     credit_end: u64,
     /// The batch's expiry (Unix seconds): nothing is served from then on.
     expires_at: u64,
+    /// The stored batch read (`None` for named files): what a terminal's
+    /// progress on a delivery is recorded against.
+    pub(super) batch: Option<BatchId>,
     /// Bytes read ahead, in order from `next`: (offset, bytes).
     chunks: VecDeque<(u64, Vec<u8>)>,
     /// The end of what is read or being read.
@@ -67,6 +71,7 @@ impl Session {
     fn log_fetch(&mut self, batch: &Batch) {
         if batch.ready() && self.fetch_logged != Some(batch.id) {
             self.fetch_logged = Some(batch.id);
+            self.relay.metrics().download_started();
             tracing::info!(
                 session = self.id,
                 peer = %self.peer,
@@ -82,6 +87,7 @@ impl Session {
     fn lookup_code(&mut self, now: Instant, code: Code, to: LookupFor) {
         let kind = lookup_kind(to);
         if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
+            self.relay.metrics().lookup(Lookup::RateLimited);
             return self.out.error_retry(ErrorCode::RateLimited, kind, wait);
         }
         self.work.push(Work::FindCode {
@@ -93,6 +99,7 @@ impl Session {
 
     pub(super) fn on_fetch(&mut self, now: Instant, f: Fetch) {
         if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
+            self.relay.metrics().lookup(Lookup::RateLimited);
             return self
                 .out
                 .error_retry(ErrorCode::RateLimited, Kind::Fetch, wait);
@@ -101,6 +108,7 @@ impl Session {
         // peer or another) is served from memory: a terminal that asks
         // again and again costs no store lookup and no copy.
         if let Some(batch) = self.relay.sending_manifest(&f.code, unix_secs(now)) {
+            self.relay.metrics().lookup(Lookup::Ok);
             self.started = true;
             self.found_code = Some(f.code);
             self.log_fetch(&batch);
@@ -152,6 +160,12 @@ impl Session {
             }
             LookupFor::Read(r) => r,
         };
+        self.start_stream(&batch, r);
+    }
+
+    /// Starts streaming the file a `Read` asks for, from a batch the
+    /// session may read.
+    pub(super) fn start_stream(&mut self, batch: &Batch, r: Read) {
         let Some(f) = batch.files.get(usize::from(r.file)) else {
             return self.out.error(ErrorCode::OutOfRange, Kind::Read);
         };
@@ -173,12 +187,21 @@ impl Session {
             next: r.offset,
             credit_end: r.offset.saturating_add(u64::from(r.len)),
             expires_at: batch.expires_at,
+            batch: Some(batch.id),
             chunks: VecDeque::new(),
             read_end: r.offset,
             reading: false,
             spare: Vec::new(),
         });
         self.read_ahead();
+    }
+
+    /// `batch` is kept until `expires_at` now (its target is reading it):
+    /// a stream of it serves until then.
+    pub(super) fn extend_stream(&mut self, batch: BatchId, expires_at: u64) {
+        if let Some(s) = self.stream.as_mut().filter(|s| s.batch == Some(batch)) {
+            s.expires_at = s.expires_at.max(expires_at);
+        }
     }
 
     /// A downloader's `Ack` extends the credit of the current stream.
@@ -268,10 +291,17 @@ impl Session {
         match encoded {
             Ok(n) => {
                 s.next += sent as u64;
+                let progress = s.batch.map(|b| (b, s.file, s.next));
+                if s.next == s.size {
+                    self.relay.metrics().file_downloaded();
+                }
                 if from + sent == chunk.len() {
                     if let Some((_, buf)) = s.chunks.pop_front() {
                         s.spare = buf;
                     }
+                }
+                if let Some((batch, file, end)) = progress {
+                    self.note_progress(batch, file, end);
                 }
                 self.read_ahead();
                 Some(n)

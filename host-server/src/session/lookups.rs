@@ -33,6 +33,7 @@ impl Session {
     /// remembers its code; a `Read` of that code that finds nothing (the
     /// batch expired or was swept meanwhile) is refused without a charge.
     pub(super) fn on_code_looked_up(&mut self, to: LookupFor, found: Result<Found, StoreError>) {
+        self.relay.metrics().code_looked_up(&found);
         match (&to, &found) {
             (_, Ok(Found::Live(batch, _))) => {
                 self.started = true;

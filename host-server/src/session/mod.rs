@@ -18,6 +18,7 @@
 //!       result → handle_job_done(now, done)
 //!       bytes → frame::Decoder → handle_frame(now, frame)   (handle_dropped on garbage)
 //!       handle_timeout(now)
+//!       doorbell() rung → handle_wake(now)      (a push to the terminal it listens for)
 //!   }
 //!   on EOF: handle_disconnected(now), then run its jobs until is_closed()
 //!   on SIGTERM: shutdown(now), flush, close
@@ -31,6 +32,7 @@
 //!                          │ BatchOpen, FileAnnounce… ─► upload (Grant, FilePlans, Acks, verdicts)
 //!                          │ Resume ─────────────────► upload continues from durable offsets
 //!                          │ Fetch, Read, Ack ───────► download (Manifest, entries, Data)
+//!                          │ Push, Listen, Receipt… ─► notices (Delivery, Inbox, Notice, Settled)
 //! ```
 //!
 //! A session that has no batch yet (none created, resumed or found by its
@@ -44,8 +46,8 @@ use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
-    self, FileAttrs, Kind, Manifest, ManifestEntry, Message, ResumeToken, Role, Welcome,
-    CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD,
+    self, FileAttrs, Kind, Manifest, ManifestEntry, Message, PageLink, ResumeToken, Role, Welcome,
+    CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_PUSH_NOTICE,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 
@@ -55,9 +57,13 @@ use crate::settings::{Link, MIN_ACK_WINDOW};
 use crate::store::{BatchId, OwnerId};
 
 mod download;
+mod identity;
 mod lookups;
+pub(crate) mod named;
+mod notices;
 mod oplog;
 mod outbox;
+mod progress;
 mod upload;
 mod work;
 
@@ -126,6 +132,18 @@ pub struct Session {
     /// Leases of replaced uploads, kept until their queued work is done (a
     /// terminal that takes an upload over still takes it at once).
     retired: Vec<Arc<crate::relay::Lease>>,
+    /// Whom the session acts for, once authenticated (PROTOCOL.md §8).
+    identity: Option<identity::Identity>,
+    /// The challenge sent to a terminal, until its one answer.
+    challenge: Option<Box<identity::Pending>>,
+    /// The token an `Authenticate` is checking.
+    pending_token: Option<pickup_proto::message::AuthToken>,
+    /// A `NamedPut` came: the next batch created or resumed binds names.
+    named_put: bool,
+    /// The named files last fetched or listed, under their read handle.
+    named_read: Option<Arc<crate::store::Batch>>,
+    /// Listening for notices, and the progress of deliveries read.
+    notices: notices::Notices,
 }
 
 impl core::fmt::Debug for Session {
@@ -146,6 +164,7 @@ impl Drop for Session {
         for lease in &self.retired {
             self.relay.release_lease(lease, self.id);
         }
+        self.stop_listening();
         self.relay.close_session(&self.peer);
     }
 }
@@ -155,7 +174,7 @@ impl Session {
     /// refuse it with (`Busy` over the session limits, `ShuttingDown`).
     pub fn new(relay: Arc<Relay>, peer: Peer, link: Link, now: Instant) -> Result<Self, ErrorCode> {
         let id = relay.open_session(&peer)?;
-        let out = Outbox::new(oplog::OpLog::new(id, peer.clone()));
+        let out = Outbox::new(oplog::OpLog::new(id, peer.clone(), relay.metrics_handle()));
         Ok(Session {
             relay,
             id,
@@ -181,6 +200,12 @@ impl Session {
             next_epoch: 0,
             work: WorkQueue::default(),
             retired: Vec::new(),
+            identity: None,
+            challenge: None,
+            pending_token: None,
+            named_put: false,
+            named_read: None,
+            notices: notices::Notices::new(),
         })
     }
 
@@ -283,6 +308,12 @@ impl Session {
                     e.kind
                 );
             }
+            Message::BatchOpen(_) | Message::Resume(_) if !self.may_upload() => {
+                self.out.error(ErrorCode::AuthRequired, kind)
+            }
+            Message::Fetch(_) | Message::Read(_) if !self.may_download() => {
+                self.out.error(ErrorCode::AuthRequired, kind)
+            }
             Message::BatchOpen(b) => self.on_batch_open(b),
             Message::FileAnnounce(a) => self.on_file_announce(now, a),
             Message::Proof(p) => self.on_proof(p),
@@ -291,12 +322,45 @@ impl Session {
             Message::Join(j) => self.on_join(j),
             Message::FileAttrs(a) => self.on_file_attrs(a),
             Message::Fetch(f) => self.on_fetch(now, f),
+            Message::Read(r) if self.named_read.as_ref().is_some_and(|b| b.code == r.code) => {
+                self.on_read_named(r)
+            }
             Message::Read(r) if self.found_code == Some(r.code) => self.on_read_in_found(now, r),
             Message::Read(r) => self.on_read(now, r),
             Message::Ack(a) => self.on_download_ack(a),
+            Message::Login(l) => self.on_login(now, l),
+            Message::Authenticate(a) => self.on_authenticate(now, a),
+            Message::TerminalAuth(t) => self.on_terminal_auth(now, t),
+            Message::ChallengeAnswer(a) => self.on_challenge_answer(now, a),
+            Message::Logout => self.on_logout(),
+            Message::NamedPut => self.on_named_put(),
+            Message::FetchNamed(f) => self.on_fetch_named(now, f),
+            Message::ListNamed => self.on_list_named(),
+            Message::RemoveNamed(r) => self.on_remove_named(now, r),
+            Message::ShareNamed(s) => self.on_share_named(now, s),
+            Message::Push(p) => self.on_push(now, p),
+            Message::DeliveryStatus(s) => self.on_delivery_status(s),
+            Message::Listen => self.on_listen(),
+            Message::NoticeAck(a) => self.on_notice_ack(now, a),
+            Message::NoticeRefuse(r) => self.on_notice_refuse(now, r),
+            Message::Receipt(r) => self.on_receipt(now, r),
+            Message::AllowSender(a) => self.on_allow_sender(a),
             // Relay-to-terminal kinds make no sense here.
             _ => self.out.error(ErrorCode::UnexpectedMessage, kind),
         }
+    }
+
+    /// Whether this session may upload: authenticated, or anonymous
+    /// uploads allowed (`auth.allow_anonymous_upload`).
+    fn may_upload(&self) -> bool {
+        self.identity.is_some() || self.relay.settings.auth.allow_anonymous_upload
+    }
+
+    /// Whether this session may download by code: authenticated, or
+    /// anonymous downloads allowed (`auth.allow_anonymous_download`).
+    /// (Reads of a named file's handle need authentication anyway.)
+    fn may_download(&self) -> bool {
+        self.identity.is_some() || self.relay.settings.auth.allow_anonymous_download
     }
 
     /// The driver's decoder threw bytes away. Noise is normal on a serial
@@ -326,6 +390,12 @@ impl Session {
             self.announcing = None;
             self.stream = None;
             self.out.clear();
+            // Whom the connection acts for stays (a lost Welcome loses no
+            // state); the requests in flight go with the conversation.
+            self.challenge = None;
+            self.pending_token = None;
+            self.named_put = false;
+            self.named_read = None;
             // Lookups and creations for the old conversation would answer
             // questions nobody asks any more.
             self.work.forget_conversation();
@@ -336,6 +406,11 @@ impl Session {
         self.peer_window = h.window;
         self.phase = Phase::Open;
         self.out.push(Out::Welcome);
+        // Only a terminal that prints links is told where the pages are;
+        // after each Welcome, as a repeated Hello may have lost the first.
+        if h.caps & CAP_PAGE_LINK != 0 && self.relay.settings.page_url.is_some() {
+            self.out.push(Out::PageLink);
+        }
     }
 
     /// How long the session may stay silent: shorter until it has a batch.
@@ -359,7 +434,11 @@ impl Session {
             .upload
             .as_ref()
             .and_then(|u| u.ack_deadline(self.relay.settings.ack_delay));
-        Some(ack.map_or(idle, |a| a.min(idle)))
+        let soonest = [ack, self.progress_deadline()]
+            .into_iter()
+            .flatten()
+            .fold(idle, Instant::min);
+        Some(soonest)
     }
 
     /// Fires the timers due at `now`: idle timeout, delayed acknowledgements.
@@ -372,6 +451,10 @@ impl Session {
             tracing::debug!(session = self.id, peer = %self.peer, started = self.started, "idle timeout");
             return self.close_with(now, ErrorCode::IdleTimeout);
         }
+        // Queued here, not only by `poll_job`: a driver may hold its
+        // `poll_job` calls while a job runs, and the deadline must move
+        // on now or it would fire again at once.
+        self.flush_progress(false);
         let due = self
             .upload
             .as_ref()
@@ -431,14 +514,22 @@ impl Session {
     /// Encodes one queued reply; re-queues a cursor that has more to say.
     fn render(&mut self, item: Out, out: &mut [u8]) -> Option<usize> {
         let max = self.peer_max_frame;
+        let item = match item {
+            Out::Deliveries(..) | Out::Notices { .. } | Out::Settled(_) => {
+                return self.render_notices(item, out)
+            }
+            item => item,
+        };
         let encoded = match &item {
             Out::Welcome => Message::Welcome(Welcome {
                 version: PROTOCOL_VERSION,
                 role: Role::Relay,
                 max_frame: self.link.max_frame,
                 window: self.link.window,
-                // Every relay of this version keeps and serves attributes.
+                // Every relay of this version keeps and serves attributes,
+                // and keeps and delivers notices (PROTOCOL.md §11).
                 caps: CAP_FILE_ATTRS
+                    | CAP_PUSH_NOTICE
                     | if self.relay.settings.instant_upload {
                         CAP_INSTANT_UPLOAD
                     } else {
@@ -446,7 +537,27 @@ impl Session {
                     },
             })
             .encode(max, out),
+            Out::PageLink => Message::PageLink(PageLink {
+                base_url: self.relay.settings.page_url.as_deref()?,
+            })
+            .encode(max, out),
             Out::Keepalive => Message::Keepalive.encode(max, out),
+            Out::Authenticated {
+                user,
+                terminal,
+                token,
+                expires_at,
+            } => Message::Authenticated(message::Authenticated {
+                user,
+                terminal,
+                token: *token,
+                expires_at: *expires_at,
+            })
+            .encode(max, out),
+            Out::Challenge { nonce } => {
+                Message::Challenge(message::Challenge { nonce: *nonce }).encode(max, out)
+            }
+            Out::Done(kind) => Message::Done(message::Done { kind: *kind as u8 }).encode(max, out),
             Out::Error {
                 code,
                 kind,
@@ -514,6 +625,7 @@ impl Session {
                 }
                 encoded
             }
+            Out::Deliveries(..) | Out::Notices { .. } | Out::Settled(_) => return None,
             Out::Upload(reply) => {
                 let up = self.upload.as_deref()?;
                 let (msg, more) = up.render(reply, self.link.window, unix_secs(self.clock))?;
@@ -526,7 +638,7 @@ impl Session {
         match encoded {
             Ok(n) => Some(n),
             Err(_) => {
-                // Only a long name in a tiny peer frame gets here.
+                // Only a long name or page URL in a tiny peer frame gets here.
                 tracing::warn!(
                     session = self.id,
                     "reply does not fit the peer's frame: {item:?}"

@@ -8,10 +8,13 @@
 //! one line per try would let a guesser flood the log: the rate limiter
 //! says them at most once a minute per peer ([`crate::rate_limit`]).
 
+use std::sync::Arc;
+
 use pickup_proto::frame::Dropped;
 use pickup_proto::message::Kind;
 use pickup_proto::ErrorCode;
 
+use crate::metrics::Metrics;
 use crate::rate_limit::Peer;
 
 /// A session's log identity and its garbage counters.
@@ -23,20 +26,24 @@ pub(super) struct OpLog {
     dropped_frames: u64,
     /// Errors sent for messages that broke the protocol.
     protocol_errors: u64,
+    /// The relay's counters: every refusal and session event is counted.
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl OpLog {
-    pub(super) fn new(session: u64, peer: Peer) -> OpLog {
+    pub(super) fn new(session: u64, peer: Peer, metrics: Arc<Metrics>) -> OpLog {
         OpLog {
             session,
             peer,
             dropped_frames: 0,
             protocol_errors: 0,
+            metrics,
         }
     }
 
     /// The session answers `code` about a message of `kind`.
     pub(super) fn error(&mut self, code: ErrorCode, kind: u8, retry_after_ms: u32) {
+        self.metrics.refusal(code, kind);
         match code {
             // Said by the rate limiter, aggregated.
             ErrorCode::RateLimited => {}

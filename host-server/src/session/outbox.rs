@@ -10,6 +10,7 @@ use pickup_proto::ErrorCode;
 
 use super::oplog::OpLog;
 use super::upload::Reply;
+use crate::mailbox::DeliveryRecord;
 use crate::store::Batch;
 
 /// How long a refused terminal should wait before trying again.
@@ -38,6 +39,8 @@ pub fn refusal(code: ErrorCode, out: &mut [u8]) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub(super) enum Out {
     Welcome,
+    /// The relay's `PageLink`, right after a `Welcome` (PROTOCOL.md §5.1).
+    PageLink,
     Keepalive,
     Error {
         code: ErrorCode,
@@ -54,6 +57,30 @@ pub(super) enum Out {
         next: u32,
         attrs_sent: bool,
     },
+    /// The session now acts for this user (and terminal).
+    Authenticated {
+        user: String,
+        terminal: String,
+        token: pickup_proto::message::AuthToken,
+        expires_at: u64,
+    },
+    /// A terminal's challenge.
+    Challenge {
+        nonce: [u8; 16],
+    },
+    /// The request of this kind succeeded.
+    Done(Kind),
+    /// `Delivery` frames, one per record (the answer to a `Push`, or a
+    /// `DeliveryStatus`'s list, which a `Done` follows).
+    Deliveries(VecDeque<DeliveryRecord>),
+    /// `Inbox{count}` first if `inbox` is `Some(count)`, then one
+    /// `Notice` per record.
+    Notices {
+        inbox: Option<u16>,
+        list: VecDeque<DeliveryRecord>,
+    },
+    /// A notice's receipt or refusal is stored.
+    Settled(u64),
 }
 
 /// Replies waiting to be sent, bounded twice. In entries: a peer that sends
@@ -95,6 +122,13 @@ fn wire_cost(out: &Out) -> usize {
         Out::Manifest { batch, next, .. } => {
             (batch.files.len() + 1).saturating_sub(*next as usize) * ENTRY_MAX
         }
+        // Two account names of at most 32 bytes, a token, an expiry.
+        Out::Authenticated { .. } => 2 * REPLY_MAX,
+        // A code, an account name and a few numbers each.
+        Out::Deliveries(list) => list.len() * 2 * REPLY_MAX,
+        Out::Notices { list, .. } => (list.len() + 1) * 2 * REPLY_MAX,
+        // The URL and a frame's header, CRC and COBS.
+        Out::PageLink => message::MAX_PAGE_URL_LEN + 16,
         _ => REPLY_MAX,
     }
 }

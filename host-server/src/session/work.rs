@@ -62,8 +62,16 @@ pub(super) struct WorkQueue {
 fn asks(work: &Work) -> bool {
     matches!(
         work,
-        Work::CreateBatch(_) | Work::FindToken { .. } | Work::FindCode { .. }
-    )
+        Work::CreateBatch(_)
+            | Work::FindToken { .. }
+            | Work::FindCode { .. }
+            | Work::Login(_)
+            | Work::CheckToken { .. }
+            | Work::FindTerminal { .. }
+            | Work::FindNamed { .. }
+            | Work::ListNamed { .. }
+            | Work::Push(_)
+    ) || matches!(work, Work::Notice(n) if n.asks())
 }
 
 /// Whether `work` must not run beside a sync (it moves or drops the bytes
@@ -81,7 +89,7 @@ fn blocks(work: &Work) -> bool {
             | Work::HashPrefix(_)
             | Work::ExpectProof(_)
             | Work::ReadBlob(_)
-    )
+    ) && !matches!(work, Work::Notice(n) if !n.blocks())
 }
 
 impl WorkQueue {
@@ -240,6 +248,7 @@ impl Session {
     #[must_use]
     pub fn poll_job(&mut self) -> Option<Job> {
         self.run_due_steps();
+        self.flush_progress(false);
         if !self.work.is_syncing() {
             let (session, now_secs) = (self.id, unix_secs(self.clock));
             let stale_secs = self.relay.settings.quota.incomplete_ttl_secs;
@@ -331,7 +340,27 @@ impl Session {
             }
             Outcome::FoundCode { to, found } if open => self.on_code_looked_up(to, found),
             Outcome::BlobRead(read) => self.on_blob_read(read),
-            Outcome::Created(_) | Outcome::FoundToken { .. } | Outcome::FoundCode { .. } => {}
+            Outcome::LoggedIn(done) if open => self.on_logged_in(done),
+            Outcome::TokenChecked { result } if open => self.on_token_checked(result),
+            Outcome::TerminalFound { name, result } if open => self.on_terminal_found(name, result),
+            Outcome::TokenRevoked { result } if open => self.on_token_revoked(result),
+            Outcome::FoundNamed { handle, result } if open => self.on_found_named(handle, result),
+            Outcome::ListedNamed { result } if open => self.on_listed_named(result),
+            Outcome::NameChanged { change, result } if open => self.on_name_changed(change, result),
+            Outcome::Bound(bound) => self.on_bound(bound),
+            Outcome::Pushed { push, answer } if open => self.on_pushed(&push, answer),
+            Outcome::Notice(done) => self.on_notice_done(open, done),
+            Outcome::Created(_)
+            | Outcome::FoundToken { .. }
+            | Outcome::FoundCode { .. }
+            | Outcome::LoggedIn(_)
+            | Outcome::TokenChecked { .. }
+            | Outcome::TerminalFound { .. }
+            | Outcome::TokenRevoked { .. }
+            | Outcome::FoundNamed { .. }
+            | Outcome::ListedNamed { .. }
+            | Outcome::NameChanged { .. }
+            | Outcome::Pushed { .. } => {}
             upload => {
                 let epoch = match &upload {
                     Outcome::Written(w) => w.epoch,
@@ -403,8 +432,10 @@ impl Session {
         }
     }
 
-    /// Makes every received byte durable and acknowledges it (by jobs).
+    /// Makes every received byte durable and acknowledges it (by jobs),
+    /// and writes the download progress not yet written.
     pub(super) fn settle(&mut self, _now: Instant) {
+        self.flush_progress(true);
         self.with_upload(|up, cx| {
             up.ack_all(cx);
             Ok(())

@@ -4,6 +4,8 @@
 //! are durable as soon as a method returns, partial bytes only once synced.
 //! `MemoryStore::crash` (feature `test-support`) throws away exactly what a
 //! crash would: every partial upload falls back to its durable prefix.
+//! Named files, their shares and kept blobs are metadata: a crash keeps
+//! them as it keeps batches.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -12,9 +14,12 @@ use pickup_proto::Sha1Digest;
 
 use crate::running_sha1::Midstate;
 
+mod mailbox;
+
 use super::{
-    Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup, LookupKey,
-    NewBatch, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
+    Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
+    LookupKey, NameUsage, NamedFile, NewBatch, OwnerId, PartialId, Result, Store, StoreError,
+    SweepStats, Usage,
 };
 
 #[derive(Debug)]
@@ -66,6 +71,39 @@ struct Inner {
     expired: HashMap<LookupKey, u64>,
     partials: BTreeMap<PartialId, Partial>,
     blobs: BTreeMap<BlobId, Blob>,
+    /// Named files by (owner, name); each holds a reference to its blob.
+    names: BTreeMap<(String, String), Named>,
+    /// Read grants: (owner, name, grantee).
+    shares: BTreeSet<(String, String, String)>,
+    /// Blobs of replaced or removed names, held (one reference each) until
+    /// the time given, like `kept_blobs` in SQLite.
+    kept: BTreeMap<BlobId, u64>,
+    /// Deliveries ([`crate::mailbox`]), by id.
+    deliveries: mailbox::Deliveries,
+}
+
+/// A named file's row.
+#[derive(Debug, Clone)]
+struct Named {
+    blob: BlobId,
+    size: u64,
+    sha1: Sha1Digest,
+    attrs: Option<Attrs>,
+    updated_at: u64,
+}
+
+impl Named {
+    fn file(&self, owner: &str, name: &str) -> NamedFile {
+        NamedFile {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            blob: self.blob,
+            size: self.size,
+            sha1: self.sha1,
+            attrs: self.attrs,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 impl Inner {
@@ -104,6 +142,36 @@ impl Inner {
         }
     }
 
+    /// Drops one reference to `blob` (the sweep collects it at zero).
+    fn release(&mut self, blob: BlobId) {
+        if let Some(b) = self.blobs.get_mut(&blob) {
+            b.refs = b.refs.saturating_sub(1);
+        }
+    }
+
+    /// The reference a name held on `blob` now keeps it until `until`
+    /// instead; a blob kept already keeps one reference, to the later time.
+    fn keep(&mut self, blob: BlobId, until: u64) {
+        if blob == BlobId::EMPTY {
+            return;
+        }
+        match self.kept.get_mut(&blob) {
+            Some(t) => {
+                *t = (*t).max(until);
+                self.release(blob);
+            }
+            None => {
+                self.kept.insert(blob, until);
+            }
+        }
+    }
+
+    /// Deletes a name's shares.
+    fn unshare_all(&mut self, owner: &str, name: &str) {
+        self.shares
+            .retain(|(o, n, _)| !(o.as_str() == owner && n.as_str() == name));
+    }
+
     fn file_mut(&mut self, file: FileRef) -> Result<&mut FileRecord> {
         self.batches
             .get_mut(&file.batch)
@@ -128,6 +196,13 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Holds the store's lock until the result is dropped: every call
+    /// waits meanwhile, as on a wedged disk (for readiness tests).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> impl Sized + '_ {
+        self.lock()
+    }
+
     /// Simulates a crash and restart: every partial upload loses the bytes
     /// past its durable offset. Sessions using the store must be dropped
     /// first, as a real crash would drop them. Feature `test-support`.
@@ -138,6 +213,29 @@ impl MemoryStore {
             p.data
                 .truncate(usize::try_from(p.durable).unwrap_or(usize::MAX));
         }
+    }
+
+    /// Blobs whose reference count differs from what holds them: files of
+    /// batches, names and kept blobs (for tests; empty when consistent).
+    #[cfg(test)]
+    pub(crate) fn miscounted_blobs(&self) -> Vec<BlobId> {
+        let inner = self.lock();
+        let mut held: BTreeMap<BlobId, u64> = BTreeMap::new();
+        let files = inner.batches.values().flat_map(|b| &b.batch.files);
+        let blobs = files.filter_map(|f| match f.content {
+            FileContent::Blob(blob) => Some(blob),
+            FileContent::Partial { .. } => None,
+        });
+        let named = inner.names.values().map(|n| n.blob);
+        for blob in blobs.chain(named).chain(inner.kept.keys().copied()) {
+            *held.entry(blob).or_default() += 1;
+        }
+        inner
+            .blobs
+            .iter()
+            .filter(|(id, b)| held.get(id).copied().unwrap_or(0) != b.refs)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Number of blobs held (for tests of collection and deduplication).
@@ -433,10 +531,156 @@ impl Store for MemoryStore {
         }
         let before = inner.expired.len();
         inner.expired.retain(|_, at| *at >= forget_before);
+        inner.sweep_deliveries_of_gone_batches(now, forget_before, &mut stats);
         stats.forgotten = (before - inner.expired.len()) as u64;
+        let released: Vec<BlobId> = inner
+            .kept
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in released {
+            inner.kept.remove(&id);
+            inner.release(id);
+            stats.released += 1;
+        }
         let before = inner.blobs.len();
         inner.blobs.retain(|_, b| b.refs > 0);
         stats.blobs = (before - inner.blobs.len()) as u64;
         Ok(stats)
+    }
+
+    fn bind_names(
+        &self,
+        owner: &str,
+        batch: BatchId,
+        now: u64,
+        keep_replaced_secs: u64,
+    ) -> Result<u64> {
+        let mut inner = self.lock();
+        let b = inner.batches.get(&batch).ok_or(StoreError::NotFound)?;
+        // Checked in full before anything changes: all names or none.
+        let mut bound: BTreeMap<String, Named> = BTreeMap::new();
+        for f in &b.batch.files {
+            let FileContent::Blob(blob) = f.content else {
+                return Err(StoreError::Incomplete);
+            };
+            if blob != BlobId::EMPTY && !inner.blobs.contains_key(&blob) {
+                return Err(StoreError::Corrupt(format!(
+                    "blob {} of a file is gone",
+                    blob.0
+                )));
+            }
+            let named = Named {
+                blob,
+                size: f.size,
+                sha1: f.sha1,
+                attrs: f.attrs,
+                updated_at: now,
+            };
+            bound.insert(f.name.clone(), named);
+        }
+        let until = now.saturating_add(keep_replaced_secs);
+        let count = bound.len() as u64;
+        for (name, named) in bound {
+            // Checked above: the blob exists (or is the empty content).
+            if let Some(b) = inner.blobs.get_mut(&named.blob) {
+                b.refs += 1;
+            }
+            let new_blob = named.blob;
+            if let Some(old) = inner.names.insert((owner.to_owned(), name), named) {
+                if old.blob == new_blob {
+                    inner.release(old.blob);
+                } else {
+                    inner.keep(old.blob, until);
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    fn find_name(&self, owner: &str, name: &str) -> Result<Option<NamedFile>> {
+        let inner = self.lock();
+        Ok(inner
+            .names
+            .get(&(owner.to_owned(), name.to_owned()))
+            .map(|n| n.file(owner, name)))
+    }
+
+    fn list_names(&self, owner: &str) -> Result<Vec<NamedFile>> {
+        let inner = self.lock();
+        Ok(inner
+            .names
+            .range((owner.to_owned(), String::new())..)
+            .take_while(|((o, _), _)| o == owner)
+            .map(|((_, name), n)| n.file(owner, name))
+            .collect())
+    }
+
+    fn remove_name(
+        &self,
+        owner: &str,
+        name: &str,
+        now: u64,
+        keep_replaced_secs: u64,
+    ) -> Result<bool> {
+        let mut inner = self.lock();
+        let Some(old) = inner.names.remove(&(owner.to_owned(), name.to_owned())) else {
+            return Ok(false);
+        };
+        inner.keep(old.blob, now.saturating_add(keep_replaced_secs));
+        inner.unshare_all(owner, name);
+        Ok(true)
+    }
+
+    fn share_name(&self, owner: &str, name: &str, grantee: &str, allow: bool) -> Result<bool> {
+        let mut inner = self.lock();
+        if !inner
+            .names
+            .contains_key(&(owner.to_owned(), name.to_owned()))
+        {
+            return Ok(false);
+        }
+        let share = (owner.to_owned(), name.to_owned(), grantee.to_owned());
+        if allow {
+            inner.shares.insert(share);
+        } else {
+            inner.shares.remove(&share);
+        }
+        Ok(true)
+    }
+
+    fn is_shared(&self, owner: &str, name: &str, grantee: &str) -> Result<bool> {
+        let inner = self.lock();
+        Ok(inner
+            .shares
+            .contains(&(owner.to_owned(), name.to_owned(), grantee.to_owned())))
+    }
+
+    fn name_usage(&self, owner: &str) -> Result<NameUsage> {
+        let names = self.list_names(owner)?;
+        Ok(NameUsage {
+            bytes: names.iter().map(|n| n.size).sum(),
+            files: names.len() as u64,
+        })
+    }
+
+    fn remove_owner(&self, owner: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let owned: Vec<(String, String)> = inner
+            .names
+            .range((owner.to_owned(), String::new())..)
+            .take_while(|((o, _), _)| o == owner)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in owned {
+            if let Some(old) = inner.names.remove(&key) {
+                inner.release(old.blob);
+            }
+        }
+        inner
+            .shares
+            .retain(|(o, _, g)| o.as_str() != owner && g.as_str() != owner);
+        Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Durable state: batches, files, partial uploads, blobs.
+//! Durable state: batches, files, partial uploads, blobs, and users'
+//! named files.
 //!
 //! [`Store`] is the only way the [`Session`](crate::session::Session) logic
 //! reaches storage. It is deliberately narrow (whole-batch records, byte
@@ -38,9 +39,21 @@
 //! (Comparing bytes costs a read of both files, and only when a candidate
 //! exists, where a second digest would cost hashing every byte of every
 //! upload.)
+//!
+//! # Named files
+//!
+//! A user's named file (PROTOCOL.md §8) is a binding `(owner, name) → blob`
+//! made from a complete batch ([`Store::bind_names`]). It holds its blob as
+//! a batch's file does, so the batch may expire and the content stays. A
+//! binding that is replaced or removed does not drop its blob at once: the
+//! store *keeps* the blob until a stated time, so a download that started
+//! on the old content can finish it, and only a sweep after that time
+//! collects it (if nothing else holds it). Blobs are shared across owners
+//! exactly as across batches.
 
 use pickup_proto::{Code, Sha1Digest};
 
+use crate::mailbox::Mailbox;
 use crate::running_sha1::Midstate;
 
 mod commit;
@@ -49,6 +62,10 @@ pub mod sqlite;
 
 #[cfg(test)]
 mod attrs_tests;
+#[cfg(test)]
+mod deliveries_tests;
+#[cfg(test)]
+mod names_tests;
 #[cfg(test)]
 mod owner_tests;
 #[cfg(test)]
@@ -69,6 +86,10 @@ pub enum StoreError {
     /// The stored state contradicts itself.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A file of the batch is still uploading, so the batch's names cannot
+    /// be bound ([`Store::bind_names`]).
+    #[error("batch is incomplete")]
+    Incomplete,
 }
 
 /// Result of a store operation.
@@ -317,11 +338,57 @@ pub struct SweepStats {
     pub partials: u64,
     /// Expired codes forgotten (they now read as unknown).
     pub forgotten: u64,
+    /// Replaced or removed named contents whose keep time passed: no
+    /// longer held for readers of the old content (their blobs are among
+    /// `blobs` if nothing else held them).
+    pub released: u64,
+    /// Deliveries that went `Offline` ([`crate::mailbox`]; counted by
+    /// [`Relay::sweep`](crate::relay::Relay::sweep), which runs the
+    /// deliveries' sweep before the store's).
+    pub deliveries_offline: u64,
+    /// Open deliveries that became `Expired` with their batch.
+    pub deliveries_expired: u64,
+    /// Deliveries of batches gone long enough ago to be forgotten.
+    pub deliveries_forgotten: u64,
+}
+
+/// A user's named file: what `FetchNamed` and `ListNamed` show
+/// (PROTOCOL.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile {
+    /// The user whose namespace holds the name.
+    pub owner: String,
+    /// The name (as announced by the batch that bound it).
+    pub name: String,
+    /// The content.
+    pub blob: BlobId,
+    /// Size of the content in bytes.
+    pub size: u64,
+    /// SHA-1 of the content: a changed one tells a resuming reader that the
+    /// name was replaced.
+    pub sha1: Sha1Digest,
+    /// Attributes announced with the content, if any.
+    pub attrs: Option<Attrs>,
+    /// When the name was last bound, seconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
+/// Bytes and names a user's namespace holds: what user quotas count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameUsage {
+    /// Sum of the sizes of the user's names. Content shared between names
+    /// (or with other users) counts for each name: a quota must not depend
+    /// on what others stored.
+    pub bytes: u64,
+    /// Number of names.
+    pub files: u64,
 }
 
 /// The relay's storage. All methods take `&self` and are safe to call from
-/// many sessions at once; each is atomic.
-pub trait Store: Send + Sync {
+/// many sessions at once; each is atomic. Every store keeps the
+/// deliveries of addressed pushes beside the batches they name
+/// ([`Mailbox`]), under the same durability contract.
+pub trait Store: Mailbox + Send + Sync {
     /// Creates a batch with one partial upload (durable offset 0) per file,
     /// except files of empty content ([`NewFile::is_empty_content`]), which
     /// are complete at once as [`BlobId::EMPTY`].
@@ -382,4 +449,52 @@ pub trait Store: Send + Sync {
     /// forgets codes that expired before `forget_before`, and collects blobs
     /// that no file references (with their owners).
     fn sweep(&self, now: u64, forget_before: u64) -> Result<SweepStats>;
+
+    /// Binds every file of `batch` under `owner`, each by its announced
+    /// name, in one transaction: an existing binding of a name is replaced
+    /// atomically (readers see the old content or the new, never neither),
+    /// and keeps its shares. A replaced blob stays readable (is not
+    /// collected by [`Store::sweep`]) until `now + keep_replaced_secs`, so
+    /// a reader that started on the old content finishes it. If the batch
+    /// names a file twice, its last file wins. Returns how many names were
+    /// bound. `NotFound` if the batch does not exist (expired and swept);
+    /// [`StoreError::Incomplete`] if a file is still uploading, and then
+    /// nothing is bound.
+    fn bind_names(
+        &self,
+        owner: &str,
+        batch: BatchId,
+        now: u64,
+        keep_replaced_secs: u64,
+    ) -> Result<u64>;
+    /// A user's named file, if the name is bound.
+    fn find_name(&self, owner: &str, name: &str) -> Result<Option<NamedFile>>;
+    /// A user's named files, sorted by name (byte order of UTF-8).
+    fn list_names(&self, owner: &str) -> Result<Vec<NamedFile>>;
+    /// Deletes a name and its shares; its blob is collected by a sweep
+    /// once nothing else holds it and `now + keep_replaced_secs` has
+    /// passed. `false`: no such name.
+    fn remove_name(
+        &self,
+        owner: &str,
+        name: &str,
+        now: u64,
+        keep_replaced_secs: u64,
+    ) -> Result<bool>;
+    /// Grants (`allow`) or revokes read access to a name for `grantee` (a
+    /// user name, or `"@"` + a terminal name). Granting twice or revoking
+    /// what was never granted changes nothing. `false`: no such name.
+    fn share_name(&self, owner: &str, name: &str, grantee: &str, allow: bool) -> Result<bool>;
+    /// Whether `grantee` was granted read access to the name. The owner
+    /// itself is not a grantee: the caller checks ownership first.
+    fn is_shared(&self, owner: &str, name: &str, grantee: &str) -> Result<bool>;
+    /// What a user's namespace holds, for user quotas.
+    fn name_usage(&self, owner: &str) -> Result<NameUsage>;
+    /// A user was removed: all its names and their shares go, and so do
+    /// shares granted to it. Its blobs are released at once (a removed user
+    /// has no readers to wait for) and collected by the next sweep unless
+    /// something else holds them. For a removed terminal,
+    /// `remove_owner("@" + name)` drops the shares granted to it (no name
+    /// is owned by such an owner).
+    fn remove_owner(&self, owner: &str) -> Result<()>;
 }

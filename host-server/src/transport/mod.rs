@@ -1,12 +1,17 @@
 //! Drivers that move bytes between a link and a [`Session`](crate::session::Session).
 //!
-//! One file per transport; both feed a [`frame::Decoder`](pickup_proto::frame::Decoder)
-//! and pass time as milliseconds since the Unix epoch ([`Clock`]).
+//! One file per transport; each feeds a [`frame::Decoder`](pickup_proto::frame::Decoder)
+//! and passes time as milliseconds since the Unix epoch ([`Clock`]).
 
 use pickup_proto::Instant;
 
+pub mod counted;
 pub mod serial;
 pub mod tcp;
+pub mod tls;
+
+#[cfg(test)]
+mod tcp_tests;
 
 /// The relay's clock: Unix time at start plus a monotonic elapsed time, so
 /// `now` never goes backwards while expiry still follows wall time.

@@ -27,6 +27,7 @@ use serialport::{SerialPort, TTYPort};
 use super::Clock;
 use crate::config::SerialPortSpec;
 use crate::jobs::{Job, JobDone};
+use crate::metrics::{Bytes, OpenSession, Transport};
 use crate::rate_limit::Peer;
 use crate::relay::Relay;
 use crate::session::{refusal, Session};
@@ -179,12 +180,15 @@ fn run(
     tracing::info!(port = %spec.path, "serial port closed");
 }
 
-fn write_all(port: &mut TTYPort, mut bytes: &[u8]) -> std::io::Result<()> {
+fn write_all(port: &mut TTYPort, mut bytes: &[u8], count: &Bytes) -> std::io::Result<()> {
     let started = std::time::Instant::now();
     while !bytes.is_empty() {
         match port.write(bytes) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) => {
+                count.sent(n);
+                bytes = &bytes[n..];
+            }
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => {
                 if started.elapsed() > WRITE_STALL {
                     return Err(e);
@@ -212,11 +216,19 @@ fn serve_port(
     let mut unfed: Vec<u8> = Vec::new();
     let mut wbuf = Vec::new();
     let mut session: Option<Session> = None;
+    // Counts `session` as open in the metrics while it is `Some`.
+    let mut open: Option<OpenSession> = None;
+    let count = relay.metrics().bytes(Transport::Serial);
     let mut worker = Worker::start(&spec.path, relay.clone())?;
     let mut stopping = false;
     let result = 'serve: loop {
         let now = clock.now();
         if let Some(s) = session.as_mut() {
+            // A push to the terminal this session listens for: the loop
+            // comes by at least every `POLL`, soon enough for a notice.
+            if s.doorbell().rung() {
+                s.handle_wake(now);
+            }
             worker.turn(s, clock, Duration::ZERO);
             if stop.load(Ordering::Acquire) && !stopping {
                 stopping = true;
@@ -227,13 +239,14 @@ fn serve_port(
                 let Some(n) = s.poll_transmit(&mut wbuf) else {
                     break;
                 };
-                if let Err(e) = write_all(&mut port, &wbuf[..n]) {
+                if let Err(e) = write_all(&mut port, &wbuf[..n], &count) {
                     break 'serve Err(e);
                 }
             }
             if s.is_closed() {
                 // The device is done (goodbye or idle): its next bytes open a new session.
                 session = None;
+                open = None;
                 decoder.reset();
                 unfed.clear();
                 continue;
@@ -272,15 +285,19 @@ fn serve_port(
             Ok(n) => n,
             Err(e) => break Err(e),
         };
+        count.received(n);
         let now = clock.now();
         let s = match session.as_mut() {
             Some(s) => s,
             None => match Session::new(relay.clone(), peer.clone(), link, now) {
-                Ok(s) => session.insert(s),
+                Ok(s) => {
+                    open = Some(relay.metrics().session_opened(Transport::Serial));
+                    session.insert(s)
+                }
                 Err(code) => {
                     let mut buf = [0u8; 64];
                     if let Some(n) = refusal(code, &mut buf) {
-                        if let Err(e) = write_all(&mut port, &buf[..n]) {
+                        if let Err(e) = write_all(&mut port, &buf[..n], &count) {
                             break Err(e);
                         }
                     }
@@ -297,6 +314,7 @@ fn serve_port(
         }
         worker.finish(s, clock);
     }
+    drop(open);
     result
 }
 

@@ -1,5 +1,8 @@
 //! TCP: a tokio task per connection, each driving one [`Session`].
 //!
+//! The driving ([`drive`]) takes any tokio byte stream, so TLS
+//! ([`super::tls`]) runs the same loop over its decrypted stream.
+//!
 //! Idle connections are cheap: a session holds no frame buffer until bytes
 //! arrive. The read buffer is one per worker thread (bytes are fed to the
 //! decoder before the next `await`), the 64 KiB decoder buffer exists only
@@ -19,15 +22,20 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use pickup_proto::frame::Decoder;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::counted::Counted;
 use super::Clock;
 use crate::jobs::JobDone;
+use crate::metrics::Transport;
 use crate::rate_limit::Peer;
 use crate::relay::Relay;
 use crate::session::{refusal, Session};
@@ -57,7 +65,8 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let task = connection(stream, addr, relay.clone(), link, clock, shutdown.clone());
+                    let _ = stream.set_nodelay(true);
+                    let task = drive(stream, addr, Transport::Tcp, relay.clone(), link, clock, shutdown.clone());
                     tokio::spawn(task);
                 }
                 Err(e) => {
@@ -106,35 +115,63 @@ fn feed(
     input.len()
 }
 
-/// Reads and handles what has arrived, until the session has something to
-/// say, asks for no more input, or its job has finished (so its result goes
-/// out at once). Bytes read and not taken are kept in `unfed`.
-fn read_burst(
-    stream: &TcpStream,
+/// Reads into the worker thread's buffer: one `poll_read`, as a future for
+/// `select!`. Its bytes are in [`READ_BUF`] when it completes; they are
+/// still there when the branch's handler runs, since nothing awaits in
+/// between, and no other task can run on this thread meanwhile.
+fn poll_read_buf<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    READ_BUF.with_borrow_mut(|buf| {
+        let mut read = ReadBuf::new(buf);
+        match Pin::new(reader).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// Handles the `first` bytes a read left in [`READ_BUF`], then reads on
+/// while more has arrived, until the session has something to say, asks
+/// for no more input, or its job has finished (so its result goes out at
+/// once). Bytes read and not taken are kept in `unfed`.
+///
+/// The reads after the first poll with a no-op waker: they only take what
+/// is there already; the next `select!` poll registers the real waker.
+fn read_burst<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    first: usize,
     session: &mut Session,
     decoder: &mut Option<FrameDecoder>,
     unfed: &mut Vec<u8>,
     clock: &Clock,
     jobs: &Jobs,
 ) -> ReadOutcome {
-    READ_BUF.with_borrow_mut(|buf| {
-        for _ in 0..READS_PER_TURN {
-            match stream.try_read(buf) {
-                Ok(0) => return ReadOutcome::Eof,
-                Ok(n) => {
-                    let rest = feed(session, decoder, &buf[..n], clock);
-                    unfed.extend_from_slice(&buf[n - rest..n]);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadOutcome::Drained,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return ReadOutcome::Failed(e),
-            }
-            if !unfed.is_empty() || session.wants_transmit() || jobs.any_finished() {
-                break;
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut n = first;
+    for turn in 0..READS_PER_TURN {
+        if turn > 0 {
+            match poll_read_buf(reader, &mut cx) {
+                Poll::Ready(Ok(read)) => n = read,
+                Poll::Ready(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
+                Poll::Pending => return ReadOutcome::Drained,
             }
         }
-        ReadOutcome::Drained
-    })
+        if n == 0 {
+            return ReadOutcome::Eof;
+        }
+        READ_BUF.with_borrow(|buf| {
+            let rest = feed(session, decoder, &buf[..n], clock);
+            unfed.extend_from_slice(&buf[n - rest..n]);
+        });
+        if !unfed.is_empty() || session.wants_transmit() || jobs.any_finished() {
+            break;
+        }
+    }
+    ReadOutcome::Drained
 }
 
 /// Encoded frames waiting for the socket: `buf[written..end]`. The buffer
@@ -237,15 +274,21 @@ impl Jobs {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+/// Drives one session over `stream` (a TCP socket, or a TLS stream over
+/// one) from the peer at `addr` until either side closes; its bytes and
+/// the session count in the metrics of `transport`.
+pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
+    stream: S,
     addr: SocketAddr,
+    transport: Transport,
     relay: Arc<Relay>,
     link: Link,
     clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let stream = Counted::new(stream, relay.metrics().bytes(transport));
+    let (mut reader, mut writer): (ReadHalf<Counted<S>>, WriteHalf<Counted<S>>) =
+        tokio::io::split(stream);
     let peer = Peer::for_tcp(addr.ip());
     let mut session = match Session::new(relay.clone(), peer, link, clock.now()) {
         Ok(s) => s,
@@ -253,12 +296,23 @@ async fn connection(
             tracing::info!(%addr, reason = ?code, "connection refused");
             let mut buf = [0u8; 64];
             if let Some(n) = refusal(code, &mut buf) {
-                let _ = stream.try_write(&buf[..n]);
+                // One small frame: it fits the socket's buffer, and a peer
+                // that does not read it must not hold the task.
+                let bounded = std::time::Duration::from_secs(1);
+                let send = async {
+                    writer.write_all(&buf[..n]).await?;
+                    writer.shutdown().await
+                };
+                let _ = tokio::time::timeout(bounded, send).await;
             }
             return;
         }
     };
     let id = session.id();
+    // Rung when a push to the terminal this session listens for is stored.
+    let bell = session.doorbell();
+    // Open until the end of this function, its jobs drained.
+    let _open = relay.metrics().session_opened(transport);
     tracing::debug!(session = id, %addr, "connected");
     let mut jobs = Jobs {
         relay,
@@ -268,6 +322,9 @@ async fn connection(
     // Bytes read that the session did not take yet (it asked for no input).
     let mut unfed: Vec<u8> = Vec::new();
     let mut out = Outgoing::default();
+    // Bytes handed to the stream may wait in it (TLS records), so a flush
+    // follows the last write of a burst.
+    let mut unflushed = false;
     let mut stopping = *shutdown.borrow();
     if stopping {
         session.shutdown(clock.now());
@@ -292,7 +349,7 @@ async fn connection(
             if session.wants_transmit() {
                 out.fill(&mut session);
             }
-            if out.pending().is_empty() {
+            if out.pending().is_empty() && !unflushed {
                 if session.is_closed() {
                     break;
                 }
@@ -306,9 +363,10 @@ async fn connection(
             .map(|t| tokio::time::Instant::from_std(clock.deadline(t)));
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         tokio::select! {
-            ready = stream.readable(), if reading => {
-                let outcome = match ready {
-                    Ok(()) => read_burst(&stream, &mut session, &mut decoder, &mut unfed, &clock, &jobs),
+            read = std::future::poll_fn(|cx| poll_read_buf(&mut reader, cx)), if reading => {
+                let outcome = match read {
+                    Ok(n) => read_burst(&mut reader, n, &mut session, &mut decoder, &mut unfed, &clock, &jobs),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => ReadOutcome::Drained,
                     Err(e) => ReadOutcome::Failed(e),
                 };
                 match outcome {
@@ -325,14 +383,18 @@ async fn connection(
                     }
                 }
             }
-            ready = stream.writable(), if !out.pending().is_empty() => {
-                let result = match ready {
-                    Ok(()) => stream.try_write(out.pending()),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(n) => out.written += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            written = write_or_flush(&mut writer, out.pending()), if !out.pending().is_empty() || unflushed => {
+                match written {
+                    Ok(0) if !out.pending().is_empty() => {
+                        tracing::debug!(session = id, "write failed: the stream takes no more bytes");
+                        session.handle_disconnected(clock.now());
+                        break;
+                    }
+                    Ok(n) => {
+                        out.written += n;
+                        unflushed = n > 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
                         tracing::debug!(session = id, "write failed: {e}");
                         session.handle_disconnected(clock.now());
@@ -348,6 +410,11 @@ async fn connection(
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 session.handle_timeout(clock.now());
             }
+            () = bell.wait() => {
+                if bell.rung() {
+                    session.handle_wake(clock.now());
+                }
+            }
             _ = shutdown.changed(), if !stopping => {
                 stopping = true;
                 session.shutdown(clock.now());
@@ -356,5 +423,21 @@ async fn connection(
     }
     // What was received is made durable even though the peer is gone.
     jobs.drain(&mut session, &clock).await;
+    // A clean end for TLS (close_notify); bounded, the peer may be gone.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.shutdown()).await;
     tracing::debug!(session = id, "closed");
+}
+
+/// Writes what is pending, or, with nothing pending, flushes what the
+/// stream holds; `Ok(0)` after a flush. Both are cancel-safe, as `select!`
+/// needs: a write that did not complete took nothing.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    pending: &[u8],
+) -> std::io::Result<usize> {
+    if pending.is_empty() {
+        writer.flush().await.map(|()| 0)
+    } else {
+        writer.write(pending).await
+    }
 }

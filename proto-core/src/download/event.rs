@@ -2,6 +2,7 @@
 
 use crate::error::ErrorCode;
 use crate::hash::Sha1Digest;
+use crate::identity::AuthError;
 
 /// What the driver should know about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +11,9 @@ use crate::hash::Sha1Digest;
 pub enum Event {
     /// The relay accepted the session.
     Connected,
+    /// The relay accepted the session's credential (feature `auth`); the
+    /// fetch follows.
+    Authenticated,
     /// The manifest arrived (entries go to [`Sink::open`](super::Sink::open) as they come).
     Manifest {
         /// Number of files.
@@ -60,6 +64,12 @@ pub enum Event {
         /// File index.
         file: u16,
     },
+    /// The named file holds other content than on an earlier link (it was
+    /// replaced): its bytes so far are discarded and it is read from 0.
+    Replaced {
+        /// File index.
+        file: u16,
+    },
     /// The relay refused for now (`RateLimited`, `Busy`): the session asks
     /// again by itself after `retry_in_ms`; a driver should say why it waits.
     Waiting {
@@ -99,6 +109,8 @@ pub enum Error {
         /// File index.
         file: u16,
     },
+    /// The session could not authenticate (feature `auth`).
+    Auth(AuthError),
 }
 
 impl core::fmt::Display for Error {
@@ -111,6 +123,7 @@ impl core::fmt::Display for Error {
             }
             Error::ManifestChanged => f.write_str("the batch changed during the download"),
             Error::Sink { file } => write!(f, "file {file} could not be stored"),
+            Error::Auth(e) => write!(f, "{e}"),
         }
     }
 }

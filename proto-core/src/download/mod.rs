@@ -20,6 +20,16 @@
 //! all of it, ready: a ready batch never changes, and every `Read` is
 //! authorised on its own, so the session reads right after `Welcome`.
 //!
+//! With the feature `auth`, a session given a credential
+//! (`Session::authenticate`) runs the handshake of PROTOCOL.md §8 after
+//! every `Welcome`, before its `Fetch`. A named download
+//! (`Session::named`) sends `FetchNamed{owner, name}` instead, and its
+//! `Read`s name the manifest's `code`: a read handle valid on that link
+//! only, so every link fetches the name again and takes the new handle. If
+//! the name now holds other content (another SHA-1), the file's bytes so
+//! far are thrown away ([`Sink::truncate`], [`Event::Replaced`]) and it is
+//! read from 0, never mixed.
+//!
 //! Flow control: a [`Read`](crate::message::Read) starts (or restarts) the
 //! relay's stream of one file at an offset with a credit of up to `window`
 //! bytes; the terminal extends the credit with an
@@ -53,6 +63,8 @@
 //! out, `credit` sizes what it grants and `timers` owns retries,
 //! keepalives and the idle timeout. This file holds the state they share.
 
+use core::marker::PhantomData;
+
 use heapless::{Deque, Vec};
 
 use crate::code::Code;
@@ -61,6 +73,8 @@ use crate::frame::{self, Frame};
 use crate::hash::{Sha1Digest, Sha1Hasher};
 use crate::storage::ReadAt;
 use crate::time::Instant;
+#[cfg(any(test, feature = "auth"))]
+use crate::{auth::Handshake, identity::Credential};
 
 mod config;
 mod credit;
@@ -90,6 +104,9 @@ struct File {
 enum Phase {
     Idle,
     AwaitWelcome,
+    /// The credential's handshake runs; the fetch follows it.
+    #[cfg(any(test, feature = "auth"))]
+    Authenticating,
     AwaitManifest,
     Reading,
     Done,
@@ -108,11 +125,30 @@ enum Control {
     Goodbye,
 }
 
-/// A download of a batch of up to `F` files. See the module docs.
+/// A named file: the user whose namespace holds it, and its name there.
+#[cfg(any(test, feature = "auth"))]
+#[derive(Debug, Clone, Copy)]
+struct Named<'a> {
+    owner: &'a str,
+    name: &'a str,
+}
+
+/// A download of a batch of up to `F` files. See the module docs. `'a`
+/// is the lifetime of the credential's name and of a named file's owner
+/// and name (feature `auth`), which the session borrows.
 #[derive(Debug)]
-pub struct Session<const F: usize> {
+pub struct Session<'a, const F: usize> {
     config: Config,
+    /// What `Read`s name: the code, or a named file's current read handle.
     code: Code,
+    /// The file to fetch by name rather than by code.
+    #[cfg(any(test, feature = "auth"))]
+    named: Option<Named<'a>>,
+    /// The credential's handshake, run after every `Welcome`.
+    #[cfg(any(test, feature = "auth"))]
+    auth: Option<Handshake<'a>>,
+    /// Without the feature `auth` the session borrows nothing.
+    _borrows: PhantomData<&'a str>,
     phase: Phase,
     /// Files as the first manifest described them.
     files: Vec<File, F>,
@@ -150,12 +186,17 @@ pub struct Session<const F: usize> {
     error: Option<Error>,
 }
 
-impl<const F: usize> Session<F> {
+impl<'a, const F: usize> Session<'a, F> {
     /// A download of the batch behind `code`.
     pub fn new(config: Config, code: Code) -> Self {
         Session {
             config,
             code,
+            #[cfg(any(test, feature = "auth"))]
+            named: None,
+            #[cfg(any(test, feature = "auth"))]
+            auth: None,
+            _borrows: PhantomData,
             phase: Phase::Idle,
             files: Vec::new(),
             expected_files: None,
@@ -180,9 +221,47 @@ impl<const F: usize> Session<F> {
         }
     }
 
-    /// The code being downloaded.
+    /// A download of the file `name` in the namespace of the user `owner`
+    /// (`FetchNamed`, PROTOCOL.md §8): a manifest of one file, read through
+    /// the handle it carries. Reading another user's file needs a
+    /// credential ([`authenticate`](Self::authenticate)) that the owner
+    /// shared it with; a name that does not exist, or may not be read,
+    /// fails with `Relay(UnknownCode)`. With the feature `auth`.
+    #[cfg(any(test, feature = "auth"))]
+    pub fn named(config: Config, owner: &'a str, name: &'a str) -> Self {
+        // Reads name the manifest's handle; none goes out before it arrives.
+        let mut s = Self::new(config, Code::from_random([0; 16], Code::MIN_LEN));
+        s.named = Some(Named { owner, name });
+        s
+    }
+
+    /// Authenticates every link with `credential` right after `Welcome`,
+    /// before the fetch (PROTOCOL.md §8): a refusal fails the session with
+    /// [`Error::Auth`]. Call before the session connects. A setter rather
+    /// than a [`Config`] field: the credential borrows the terminal's name,
+    /// and `Config` is a plain `Copy` value without a lifetime. With the
+    /// feature `auth`.
+    #[cfg(any(test, feature = "auth"))]
+    pub fn authenticate(&mut self, credential: Credential<'a>) {
+        self.auth = Some(Handshake::new(credential));
+    }
+
+    /// The code being downloaded; for a named download (`Session::named`), the
+    /// read handle of the latest manifest (meaningless before one).
     pub fn code(&self) -> Code {
         self.code
+    }
+
+    /// Whether the file is fetched by name (its handle changes per link).
+    fn is_named(&self) -> bool {
+        #[cfg(any(test, feature = "auth"))]
+        {
+            self.named.is_some()
+        }
+        #[cfg(not(any(test, feature = "auth")))]
+        {
+            false
+        }
     }
 
     /// Whether the download finished (successfully or not).
@@ -317,7 +396,7 @@ impl<const F: usize> Session<F> {
     }
 }
 
-impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<F> {
+impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<'_, F> {
     type Event = Event;
     type Error = Error;
     fn handle_connected(&mut self, now: Instant) {
@@ -368,4 +447,8 @@ impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<F> {
 #[cfg(test)]
 mod attrs_tests;
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod timer_tests;

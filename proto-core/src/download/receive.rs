@@ -4,12 +4,13 @@
 use super::{Control, Error, Event, File, Hashing, Phase, Session, Sink};
 use crate::error::ErrorCode;
 use crate::frame::{self, Frame};
+use crate::hash::Sha1Hasher;
 use crate::message::{self, ManifestEntry, Message};
 use crate::storage::ReadAt;
 use crate::time::{Duration, Instant};
 use crate::PROTOCOL_VERSION;
 
-impl<const F: usize> Session<F> {
+impl<const F: usize> Session<'_, F> {
     /// Handles one frame from the relay (see [`Machine::handle_frame`]);
     /// undecodable frames are ignored.
     ///
@@ -38,6 +39,12 @@ impl<const F: usize> Session<F> {
             return Ok(());
         }
         self.last_heard = now;
+        #[cfg(any(test, feature = "auth"))]
+        if self.phase == Phase::Authenticating {
+            if let Some(outcome) = self.auth.as_mut().and_then(|h| h.handle(&msg)) {
+                return self.on_auth(now, outcome, sink);
+            }
+        }
         match msg {
             Message::Welcome(w) if self.phase == Phase::AwaitWelcome => {
                 if w.version != PROTOCOL_VERSION {
@@ -47,18 +54,22 @@ impl<const F: usize> Session<F> {
                 self.peer_max_frame =
                     (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
                 self.push_event(Event::Connected);
-                if self.holds_manifest() {
-                    // Every entry arrived on an earlier link and said the
-                    // batch is ready: nothing in it can change, and each
-                    // Read is authorised on its own, so read at once.
-                    self.start_reading(now, sink)?;
-                } else {
-                    self.phase = Phase::AwaitManifest;
-                    self.push_control(Control::Fetch);
+                #[cfg(any(test, feature = "auth"))]
+                if let Some(h) = self.auth.as_mut() {
+                    h.restart();
+                    self.phase = Phase::Authenticating;
                     self.retry_at = Some(now + self.config.retransmit_timeout);
+                    return Ok(());
                 }
+                self.begin(now, sink)?;
             }
-            Message::Manifest(m) if self.phase == Phase::AwaitManifest && m.code == self.code => {
+            // A named file's manifest carries a handle for this link: it is
+            // the code the reads name from now on.
+            Message::Manifest(m)
+                if self.phase == Phase::AwaitManifest
+                    && (m.code == self.code || self.is_named()) =>
+            {
+                self.code = m.code;
                 match self.expected_files {
                     Some(n) if n != m.files => {
                         self.fail(Error::ManifestChanged);
@@ -99,6 +110,54 @@ impl<const F: usize> Session<F> {
             Message::Error(e) => self.on_error(now, e),
             Message::Goodbye => self.link_lost(),
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The relay accepted the session (and its credential): read at once,
+    /// or fetch the manifest.
+    fn begin<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        if self.holds_manifest() {
+            // Every entry arrived on an earlier link and said the
+            // batch is ready: nothing in it can change, and each
+            // Read is authorised on its own, so read at once.
+            self.start_reading(now, sink)
+        } else {
+            self.phase = Phase::AwaitManifest;
+            self.expect_manifest();
+            self.push_control(Control::Fetch);
+            self.retry_at = Some(now + self.config.retransmit_timeout);
+            Ok(())
+        }
+    }
+
+    /// A fetch goes out: its entries count from 0. A named file's entries
+    /// count only after its `Manifest`, which carries the read handle of
+    /// this fetch: an entry whose manifest was lost would leave the reads
+    /// naming an older link's handle, which the relay no longer knows.
+    pub(super) fn expect_manifest(&mut self) {
+        self.entries_seen = if self.is_named() { u16::MAX } else { 0 };
+    }
+
+    #[cfg(any(test, feature = "auth"))]
+    fn on_auth<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        outcome: crate::auth::Outcome,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        use crate::auth::Outcome;
+        match outcome {
+            Outcome::Pending => self.retry_at = Some(now + self.config.retransmit_timeout),
+            Outcome::Authenticated => {
+                self.push_event(Event::Authenticated);
+                return self.begin(now, sink);
+            }
+            Outcome::Failed(e) => self.fail(Error::Auth(e)),
         }
         Ok(())
     }
@@ -151,6 +210,11 @@ impl<const F: usize> Session<F> {
             return Ok(());
         }
         match self.files.get(usize::from(e.index)) {
+            // A name was bound to other content since the last link: what
+            // was read of the old content must not be continued with the new.
+            Some(f) if (f.size != e.size || f.sha1 != e.sha1) && self.is_named() => {
+                self.replace_file(&e, sink)?;
+            }
             Some(f) if f.size != e.size || f.sha1 != e.sha1 => {
                 self.fail(Error::ManifestChanged);
                 return Ok(());
@@ -161,7 +225,14 @@ impl<const F: usize> Session<F> {
                     self.fail(Error::Relay(ErrorCode::InvalidName));
                     return Ok(());
                 }
-                let local = sink.open(&e)?.min(e.size);
+                let mut local = sink.open(&e)?;
+                if local > e.size {
+                    // More than the file holds: not a prefix of it (a
+                    // named file replaced by a shorter one since an
+                    // earlier run). Kept, it would outlive the download.
+                    sink.truncate(e.index)?;
+                    local = 0;
+                }
                 // Entries arrive in index order and `expected <= F`, so this fits.
                 let _ = self.files.push(File {
                     size: e.size,
@@ -201,9 +272,39 @@ impl<const F: usize> Session<F> {
         Ok(())
     }
 
-    /// Whether the whole manifest of a ready batch is known.
+    /// The named file `e.index` holds other content now: forget its bytes
+    /// so far and read it from 0 when its turn comes.
+    fn replace_file<S: Sink + ?Sized>(
+        &mut self,
+        e: &ManifestEntry<'_>,
+        sink: &mut S,
+    ) -> Result<(), <S as ReadAt>::Error> {
+        let Some(f) = self.files.get_mut(usize::from(e.index)) else {
+            return Ok(());
+        };
+        sink.replace(e)?;
+        *f = File {
+            size: e.size,
+            sha1: e.sha1,
+            local: 0,
+            done: false,
+        };
+        if self.current == e.index {
+            self.received = 0;
+            self.prefix_pending = false;
+            self.hasher = Sha1Hasher::new();
+            self.credit_end = 0;
+        }
+        self.progress_dirty = true;
+        self.push_event(Event::Replaced { file: e.index });
+        Ok(())
+    }
+
+    /// Whether the whole manifest of a ready batch is known, and its reads
+    /// need no fetch on a new link (a named file's handle does).
     fn holds_manifest(&self) -> bool {
         self.manifest_ready
+            && !self.is_named()
             && !self.config.manifest_only
             && self.expected_files == Some(self.files.len() as u16)
     }

@@ -41,8 +41,18 @@ pub trait Sink: ReadAt + WriteAt<Error = <Self as ReadAt>::Error> {
     fn attrs(&mut self, attrs: &FileAttrs) {
         let _ = attrs;
     }
-    /// Throw away a file's bytes (its reused prefix did not verify).
+    /// Throw away a file's bytes: its reused prefix did not verify, or a
+    /// named file was bound to other content since the bytes were written
+    /// (feature `auth`). Writes start again at 0.
     fn truncate(&mut self, file: u16) -> Result<(), <Self as ReadAt>::Error>;
+    /// A named file was bound to other content since it was opened
+    /// (feature `auth`): `entry` is its new size and SHA-1, what was
+    /// written of the old content goes, and writes start again at 0. The
+    /// default truncates; a sink that checks sizes or hashes against what
+    /// [`open`](Self::open) told it takes the new ones from `entry`.
+    fn replace(&mut self, entry: &ManifestEntry<'_>) -> Result<(), <Self as ReadAt>::Error> {
+        self.truncate(entry.index)
+    }
     /// The file is complete and verified: make it final (e.g. rename `.part`).
     fn finish(&mut self, file: u16) -> Result<(), <Self as ReadAt>::Error>;
     /// With [`Hashing::BySink`]: the SHA-1 of the first `size` bytes of

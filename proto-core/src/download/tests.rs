@@ -14,12 +14,12 @@ pub(super) const T0: Instant = Instant::from_millis(5_000);
 /// An in-memory sink that records what the machine asked of it.
 #[derive(Default)]
 pub(crate) struct MemSink {
-    files: Vec<Vec<u8>>,
-    names: Vec<String>,
+    pub(super) files: Vec<Vec<u8>>,
+    pub(super) names: Vec<String>,
     /// Bytes present before the download started, by index.
     preexisting: Vec<Vec<u8>>,
-    finished: Vec<u16>,
-    truncated: Vec<u16>,
+    pub(super) finished: Vec<u16>,
+    pub(super) truncated: Vec<u16>,
     /// Calls to `read_at` (re-hashing reads back).
     reads: usize,
     /// What `Sink::attrs` was given, in order.
@@ -83,12 +83,12 @@ pub(super) fn code() -> Code {
 }
 
 /// What the scripted relay serves.
-struct Batch {
+pub(super) struct Batch {
     files: Vec<(String, Vec<u8>)>,
 }
 
 impl Batch {
-    fn new(files: &[(&str, &[u8])]) -> Self {
+    pub(super) fn new(files: &[(&str, &[u8])]) -> Self {
         Batch {
             files: files
                 .iter()
@@ -97,7 +97,13 @@ impl Batch {
         }
     }
 
-    fn manifest(&self, s: &mut Session<4>, now: Instant, sink: &mut MemSink, ready: bool) {
+    pub(super) fn manifest(
+        &self,
+        s: &mut Session<4>,
+        now: Instant,
+        sink: &mut MemSink,
+        ready: bool,
+    ) {
         let total: u64 = self.files.iter().map(|f| f.1.len() as u64).sum();
         s.handle_message(
             now,
@@ -129,7 +135,13 @@ impl Batch {
     }
 
     /// Data frames for `file` from `offset`, `chunk` bytes each, up to `end`.
-    fn data(&self, file: u16, offset: u64, end: u64, chunk: usize) -> Vec<(u16, u64, Vec<u8>)> {
+    pub(super) fn data(
+        &self,
+        file: u16,
+        offset: u64,
+        end: u64,
+        chunk: usize,
+    ) -> Vec<(u16, u64, Vec<u8>)> {
         let bytes = &self.files[file as usize].1;
         let end = (end as usize).min(bytes.len());
         let mut out = Vec::new();
@@ -180,11 +192,16 @@ pub(super) fn drain(s: &mut Session<4>, now: Instant, sink: &mut MemSink) -> Vec
     out
 }
 
-fn events(s: &mut Session<4>) -> Vec<Event> {
+pub(super) fn events(s: &mut Session<4>) -> Vec<Event> {
     core::iter::from_fn(|| s.poll_event()).collect()
 }
 
-fn send(s: &mut Session<4>, now: Instant, sink: &mut MemSink, frames: &[(u16, u64, Vec<u8>)]) {
+pub(super) fn send(
+    s: &mut Session<4>,
+    now: Instant,
+    sink: &mut MemSink,
+    frames: &[(u16, u64, Vec<u8>)],
+) {
     for (file, offset, bytes) in frames {
         s.handle_message(
             now,
@@ -199,18 +216,18 @@ fn send(s: &mut Session<4>, now: Instant, sink: &mut MemSink, frames: &[(u16, u6
     }
 }
 
-fn config(window: u32) -> Config {
+pub(super) fn config(window: u32) -> Config {
     Config {
         window,
         ..Config::default()
     }
 }
 
-fn connected(batch: &Batch, window: u32, sink: &mut MemSink) -> Session<4> {
+pub(super) fn connected(batch: &Batch, window: u32, sink: &mut MemSink) -> Session<'static, 4> {
     connected_with(batch, config(window), sink)
 }
 
-fn connected_with(batch: &Batch, config: Config, sink: &mut MemSink) -> Session<4> {
+fn connected_with(batch: &Batch, config: Config, sink: &mut MemSink) -> Session<'static, 4> {
     let mut s = Session::<4>::new(config, code());
     s.handle_connected(T0);
     assert_eq!(drain(&mut s, T0, sink), [Out::Hello]);
@@ -409,29 +426,6 @@ fn the_first_stream_on_a_new_link_restarts_at_its_first_gap() {
     send(&mut s, T0, &mut sink, &batch.data(0, 0, 1000, 100));
     assert!(s.is_finished());
     assert_eq!(sink.files[0], body);
-}
-
-#[test]
-fn silence_restarts_the_read_and_then_loses_the_link() {
-    let batch = Batch::new(&[("f", &[1u8; 500])]);
-    let mut sink = MemSink::default();
-    let mut s = connected(&batch, 1000, &mut sink);
-    let _ = drain(&mut s, T0, &mut sink);
-    send(&mut s, T0, &mut sink, &batch.data(0, 0, 100, 100));
-    // Nothing more arrives: the read is repeated from the first missing byte.
-    let t1 = s.poll_timeout().unwrap();
-    s.handle_timeout(t1);
-    assert_eq!(drain(&mut s, t1, &mut sink), [Out::Read(0, 100, 1000)]);
-    let mut now = t1;
-    for _ in 0..100 {
-        let Some(t) = s.poll_timeout() else { break };
-        assert!(t >= now);
-        now = t;
-        s.handle_timeout(now);
-        let _ = drain(&mut s, now, &mut sink);
-    }
-    assert!(events(&mut s).contains(&Event::LinkLost));
-    assert_eq!(now, T0 + Config::default().idle_timeout);
 }
 
 #[test]
@@ -655,102 +649,6 @@ fn wrong_bytes_from_the_relay_fail_verification() {
     send(&mut s, T0, &mut sink, &[(0, 0, b"tampered".to_vec())]);
     assert_eq!(s.error(), Some(Error::HashMismatch { file: 0 }));
     assert!(sink.finished.is_empty());
-}
-
-#[test]
-fn relay_errors_fail_or_back_off() {
-    for (code, fatal) in [
-        (ErrorCode::UnknownCode, true),
-        (ErrorCode::Expired, true),
-        (ErrorCode::RateLimited, false),
-        (ErrorCode::Busy, false),
-    ] {
-        let mut sink = MemSink::default();
-        let mut s = Session::<4>::new(config(1000), super::tests::code());
-        s.handle_connected(T0);
-        let _ = drain(&mut s, T0, &mut sink);
-        s.handle_message(
-            T0,
-            Message::Welcome(Welcome {
-                version: 1,
-                role: Role::Relay,
-                max_frame: 4096,
-                window: 0,
-                caps: 0,
-            }),
-            &mut sink,
-        )
-        .unwrap();
-        let _ = drain(&mut s, T0, &mut sink);
-        s.handle_message(
-            T0,
-            Message::Error(message::Error {
-                code,
-                kind: Kind::Fetch as u8,
-                retry_after_ms: 10_000,
-            }),
-            &mut sink,
-        )
-        .unwrap();
-        assert_eq!(s.is_finished(), fatal, "{code:?}");
-        if fatal {
-            assert_eq!(s.error(), Some(Error::Relay(code)));
-        } else {
-            // No retry before the relay's retry_after.
-            let t = s.poll_timeout().unwrap();
-            s.handle_timeout(T0 + Duration::from_millis(9_000));
-            assert!(
-                !drain(&mut s, T0 + Duration::from_millis(9_000), &mut sink).contains(&Out::Fetch)
-            );
-            assert!(t <= T0 + Duration::from_millis(10_000));
-            s.handle_timeout(T0 + Duration::from_millis(10_000));
-            assert!(
-                drain(&mut s, T0 + Duration::from_millis(10_000), &mut sink).contains(&Out::Fetch)
-            );
-        }
-    }
-}
-
-#[test]
-fn not_ready_fails_or_polls_as_configured() {
-    let batch = Batch::new(&[("f", b"x")]);
-    let mut sink = MemSink::default();
-    let mut s = Session::<4>::new(config(1000), code());
-    s.handle_connected(T0);
-    let welcome = Message::Welcome(Welcome {
-        version: 1,
-        role: Role::Relay,
-        max_frame: 4096,
-        window: 0,
-        caps: 0,
-    });
-    s.handle_message(T0, welcome, &mut sink).unwrap();
-    batch.manifest(&mut s, T0, &mut sink, false);
-    assert_eq!(s.error(), Some(Error::Relay(ErrorCode::NotReady)));
-
-    let mut sink = MemSink::default();
-    let wait = Duration::from_secs(30);
-    let mut s = Session::<4>::new(
-        Config {
-            wait_until_ready: Some(wait),
-            ..config(1000)
-        },
-        code(),
-    );
-    s.handle_connected(T0);
-    s.handle_message(T0, welcome, &mut sink).unwrap();
-    let _ = drain(&mut s, T0, &mut sink);
-    batch.manifest(&mut s, T0, &mut sink, false);
-    assert!(!s.is_finished());
-    assert!(events(&mut s)
-        .iter()
-        .any(|e| matches!(e, Event::NotReady { .. })));
-    // Polling is silent on the relay side for longer than the idle timeout;
-    // that is not a lost link.
-    s.handle_timeout(T0 + wait);
-    assert!(drain(&mut s, T0 + wait, &mut sink).contains(&Out::Fetch));
-    batch.manifest(&mut s, T0 + wait, &mut sink, true);
-    assert_eq!(drain(&mut s, T0 + wait, &mut sink), [Out::Read(0, 0, 1000)]);
 }
 
 #[test]

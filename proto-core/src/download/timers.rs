@@ -4,19 +4,31 @@
 use super::{Control, Phase, Session};
 use crate::time::Instant;
 
-impl<const F: usize> Session<F> {
+impl<const F: usize> Session<'_, F> {
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if matches!(self.phase, Phase::Idle | Phase::Done | Phase::Failed) {
             return None;
         }
-        let mut t = (self.last_heard + self.config.idle_timeout)
-            .min(self.last_sent + self.config.keepalive_interval);
+        let mut t = self.last_sent + self.config.keepalive_interval;
+        if !self.polling() {
+            t = t.min(self.last_heard + self.config.idle_timeout);
+        }
         if let Some(r) = self.retry_at {
             t = t.min(r);
         }
         Some(t)
+    }
+
+    /// Whether the whole manifest of a batch that is not ready yet was read
+    /// and the session waits to fetch it again: silence is expected then,
+    /// so the idle timeout does not run.
+    fn polling(&self) -> bool {
+        self.phase == Phase::AwaitManifest
+            && !self.manifest_ready
+            && self.config.wait_until_ready.is_some()
+            && self.expected_files == Some(self.entries_seen)
     }
 
     /// Fires whatever timers are due at `now`.
@@ -24,9 +36,7 @@ impl<const F: usize> Session<F> {
         if matches!(self.phase, Phase::Idle | Phase::Done | Phase::Failed) {
             return;
         }
-        // While polling a batch that is not ready, silence is expected.
-        let polling =
-            self.phase == Phase::AwaitManifest && self.entries_seen > 0 && !self.manifest_ready;
+        let polling = self.polling();
         if !polling && now >= self.last_heard + self.config.idle_timeout {
             return self.link_lost();
         }
@@ -40,8 +50,14 @@ impl<const F: usize> Session<F> {
         self.retry_at = Some(now + self.config.retransmit_timeout);
         match self.phase {
             Phase::AwaitWelcome => self.push_control(Control::Hello),
+            #[cfg(any(test, feature = "auth"))]
+            Phase::Authenticating => {
+                if let Some(h) = self.auth.as_mut() {
+                    h.retransmit();
+                }
+            }
             Phase::AwaitManifest => {
-                self.entries_seen = 0;
+                self.expect_manifest();
                 self.push_control(Control::Fetch);
                 if polling {
                     self.last_heard = now;

@@ -1,14 +1,20 @@
 //! What a download sends: hello, fetch, reads and acks (the relay's credit),
 //! keepalives and goodbye.
 
+#[cfg(any(test, feature = "auth"))]
+use super::Error;
 use super::{Control, Phase, Session, Sink};
-use crate::frame;
+#[cfg(any(test, feature = "auth"))]
+use crate::error::ErrorCode;
+use crate::frame::{self, EncodeError};
+#[cfg(any(test, feature = "auth"))]
+use crate::message::FetchNamed;
 use crate::message::{self, Ack, Fetch, Hello, Read, Role};
 use crate::storage::ReadAt;
 use crate::time::Instant;
 use crate::PROTOCOL_VERSION;
 
-impl<const F: usize> Session<F> {
+impl<const F: usize> Session<'_, F> {
     /// Writes the next frame to send into `out` and returns its length, or
     /// `None` if there is nothing to send now. `out` must hold at least
     /// [`frame::max_encoded_len`] of [`frame::MIN_FRAME_LEN`]; it is also
@@ -24,7 +30,7 @@ impl<const F: usize> Session<F> {
             self.rehash_prefix(now, sink, out)?;
         }
         let Some(c) = self.control.pop_front() else {
-            return Ok(None);
+            return Ok(self.auth_frame(now, out));
         };
         let window = self.config.window;
         let credit = self.credit.get();
@@ -47,7 +53,7 @@ impl<const F: usize> Session<F> {
                 frame::MIN_FRAME_LEN,
                 out,
             ),
-            Control::Fetch => message::encode(&Fetch { code: self.code }, max, out),
+            Control::Fetch => self.fetch(max, out),
             Control::Read | Control::Ack if self.phase != Phase::Reading => return Ok(None),
             Control::Read => {
                 self.credit_end = self.received.saturating_add(u64::from(credit));
@@ -76,5 +82,53 @@ impl<const F: usize> Session<F> {
             self.last_sent = now;
         }
         Ok(n)
+    }
+}
+
+impl<const F: usize> Session<'_, F> {
+    /// `Fetch` by code, or `FetchNamed`; an owner and name too long for
+    /// the relay's frames fail the session (no retry mends that).
+    fn fetch(&mut self, max: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+        #[cfg(any(test, feature = "auth"))]
+        if let Some(n) = self.named {
+            let fetch = FetchNamed {
+                owner: n.owner,
+                name: n.name,
+            };
+            let encoded = message::encode(&fetch, max, out);
+            if encoded.is_err() {
+                self.fail(Error::Relay(ErrorCode::InvalidName));
+            }
+            return encoded;
+        }
+        message::encode(&Fetch { code: self.code }, max, out)
+    }
+
+    /// The handshake's next frame while authenticating; a name that fits
+    /// no frame fails the session.
+    #[cfg(any(test, feature = "auth"))]
+    fn auth_frame(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        if self.phase != Phase::Authenticating {
+            return None;
+        }
+        match self
+            .auth
+            .as_mut()?
+            .poll_transmit(self.peer_max_frame, out)?
+        {
+            Ok(n) => {
+                self.last_sent = now;
+                Some(n)
+            }
+            Err(e) => {
+                self.fail(Error::Auth(e));
+                None
+            }
+        }
+    }
+
+    #[cfg(not(any(test, feature = "auth")))]
+    fn auth_frame(&mut self, _: Instant, _: &mut [u8]) -> Option<usize> {
+        None
     }
 }

@@ -7,7 +7,7 @@ use crate::hash::Sha1Hasher;
 use crate::storage::ReadAt;
 use crate::time::Instant;
 
-impl<const F: usize> Session<F> {
+impl<const F: usize> Session<'_, F> {
     /// Moves to the first unfinished file and starts it.
     pub(super) fn advance<S: Sink + ?Sized>(
         &mut self,

@@ -17,7 +17,8 @@ pub enum DecodeError {
     UnsupportedVersion(u8),
     /// The kind byte is not one this version knows.
     UnknownKind(u8),
-    /// The body does not decode as the kind's message, or has trailing bytes.
+    /// The body does not decode as the kind's message, has trailing bytes,
+    /// or breaks the kind's own rule (a [`PageLink`](super::PageLink)'s URL).
     BadBody(u8),
     /// A known kind that only flows the other way (e.g. a `Fetch` sent to a
     /// terminal), from [`Message::decode_from_relay`] or
@@ -98,7 +99,12 @@ impl<'a> Message<'a> {
     /// Decodes only the kinds a relay sends to a terminal, and the kinds that
     /// flow both ways. A terminal uses this rather than [`Message::decode`]
     /// so that an MCU image carries no decoder for messages it never
-    /// receives (about 1 KiB of flash).
+    /// receives (about 1 KiB of flash). Without the feature `auth` that
+    /// includes the answers to authentication (`Challenge`,
+    /// `Authenticated`, `Done`), and without `notices` the relay's notice
+    /// kinds (`Delivery`, `Inbox`, `Notice`, `Settled`): they decode to
+    /// [`DecodeError::WrongDirection`], here and in [`Message::decode`];
+    /// so does `PageLink` without the feature `page-link`.
     pub fn decode_from_relay(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
         let (kind, k, b) = header(frame)?;
         Ok(match kind {
@@ -111,6 +117,33 @@ impl<'a> Message<'a> {
             Kind::BatchComplete => Message::BatchComplete(body(k, b)?),
             Kind::Manifest => Message::Manifest(body(k, b)?),
             Kind::ManifestEntry => Message::ManifestEntry(body(k, b)?),
+            // Only a terminal that prints links asks for it: one built
+            // without `page-link` has no decoder for it.
+            #[cfg(any(test, feature = "page-link"))]
+            Kind::PageLink => {
+                let link: super::PageLink<'a> = body(k, b)?;
+                // It is printed on a terminal: refused unless inert there.
+                super::validate_page_url(link.base_url).map_err(|_| DecodeError::BadBody(k))?;
+                Message::PageLink(link)
+            }
+            // Only a session that authenticates receives them: a terminal
+            // built without `auth` has no decoder for them.
+            #[cfg(any(test, feature = "auth"))]
+            Kind::Challenge => Message::Challenge(body(k, b)?),
+            #[cfg(any(test, feature = "auth"))]
+            Kind::Authenticated => Message::Authenticated(body(k, b)?),
+            #[cfg(any(test, feature = "auth"))]
+            Kind::Done => Message::Done(body(k, b)?),
+            // Only a listening terminal or a sender that pushes receives
+            // them: an image built without `notices` has no decoder.
+            #[cfg(any(test, feature = "notices"))]
+            Kind::Delivery => Message::Delivery(body(k, b)?),
+            #[cfg(any(test, feature = "notices"))]
+            Kind::Inbox => Message::Inbox(body(k, b)?),
+            #[cfg(any(test, feature = "notices"))]
+            Kind::Notice => Message::Notice(body(k, b)?),
+            #[cfg(any(test, feature = "notices"))]
+            Kind::Settled => Message::Settled(body(k, b)?),
             _ => return Self::decode_both_ways(kind, k, b),
         })
     }
@@ -128,6 +161,35 @@ impl<'a> Message<'a> {
             Kind::Join => Message::Join(body(k, b)?),
             Kind::Fetch => Message::Fetch(body(k, b)?),
             Kind::Read => Message::Read(body(k, b)?),
+            Kind::Push => Message::Push(body(k, b)?),
+            Kind::DeliveryStatus => Message::DeliveryStatus(body(k, b)?),
+            Kind::Listen => {
+                empty(k, b)?;
+                Message::Listen
+            }
+            Kind::NoticeAck => Message::NoticeAck(body(k, b)?),
+            Kind::NoticeRefuse => Message::NoticeRefuse(body(k, b)?),
+            Kind::Receipt => Message::Receipt(body(k, b)?),
+            Kind::AllowSender => Message::AllowSender(body(k, b)?),
+            Kind::Login => Message::Login(body(k, b)?),
+            Kind::Authenticate => Message::Authenticate(body(k, b)?),
+            Kind::TerminalAuth => Message::TerminalAuth(body(k, b)?),
+            Kind::ChallengeAnswer => Message::ChallengeAnswer(body(k, b)?),
+            Kind::Logout => {
+                empty(k, b)?;
+                Message::Logout
+            }
+            Kind::NamedPut => {
+                empty(k, b)?;
+                Message::NamedPut
+            }
+            Kind::FetchNamed => Message::FetchNamed(body(k, b)?),
+            Kind::ListNamed => {
+                empty(k, b)?;
+                Message::ListNamed
+            }
+            Kind::RemoveNamed => Message::RemoveNamed(body(k, b)?),
+            Kind::ShareNamed => Message::ShareNamed(body(k, b)?),
             _ => return Self::decode_both_ways(kind, k, b),
         })
     }

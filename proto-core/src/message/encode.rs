@@ -6,7 +6,15 @@ use serde::Serialize;
 use super::{
     encode_data_with, Ack, BatchComplete, BatchOpen, Error, Fetch, FileAnnounce, FileAttrs,
     FilePlan, FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry,
-    Message, Proof, Read, Resume, Rewind, Welcome,
+    Message, PageLink, Proof, Read, Resume, Rewind, Welcome,
+};
+use super::{
+    AllowSender, Delivery, DeliveryStatus, Inbox, Notice, NoticeAck, NoticeRefuse, Push, Receipt,
+    Settled,
+};
+use super::{
+    Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login, RemoveNamed,
+    ShareNamed, TerminalAuth,
 };
 use crate::frame::{self, EncodeError};
 use crate::PROTOCOL_VERSION;
@@ -22,6 +30,7 @@ impl Message<'_> {
             Message::Keepalive => encode_empty(Kind::Keepalive, max_frame, out),
             Message::Goodbye => encode_empty(Kind::Goodbye, max_frame, out),
             Message::Error(m) => encode(m, max_frame, out),
+            Message::PageLink(m) => encode(m, max_frame, out),
             Message::BatchOpen(m) => encode(m, max_frame, out),
             Message::FileAnnounce(m) => encode(m, max_frame, out),
             Message::Grant(m) => encode(m, max_frame, out),
@@ -46,6 +55,30 @@ impl Message<'_> {
             Message::Manifest(m) => encode(m, max_frame, out),
             Message::ManifestEntry(m) => encode(m, max_frame, out),
             Message::Read(m) => encode(m, max_frame, out),
+            Message::Push(m) => encode(m, max_frame, out),
+            Message::Delivery(m) => encode(m, max_frame, out),
+            Message::DeliveryStatus(m) => encode(m, max_frame, out),
+            Message::Listen => encode_empty(Kind::Listen, max_frame, out),
+            Message::Inbox(m) => encode(m, max_frame, out),
+            Message::Notice(m) => encode(m, max_frame, out),
+            Message::NoticeAck(m) => encode(m, max_frame, out),
+            Message::NoticeRefuse(m) => encode(m, max_frame, out),
+            Message::Receipt(m) => encode(m, max_frame, out),
+            Message::Settled(m) => encode(m, max_frame, out),
+            Message::AllowSender(m) => encode(m, max_frame, out),
+            Message::Login(m) => encode(m, max_frame, out),
+            Message::Authenticate(m) => encode(m, max_frame, out),
+            Message::TerminalAuth(m) => encode(m, max_frame, out),
+            Message::Challenge(m) => encode(m, max_frame, out),
+            Message::ChallengeAnswer(m) => encode(m, max_frame, out),
+            Message::Authenticated(m) => encode(m, max_frame, out),
+            Message::Logout => encode_empty(Kind::Logout, max_frame, out),
+            Message::NamedPut => encode_empty(Kind::NamedPut, max_frame, out),
+            Message::FetchNamed(m) => encode(m, max_frame, out),
+            Message::ListNamed => encode_empty(Kind::ListNamed, max_frame, out),
+            Message::RemoveNamed(m) => encode(m, max_frame, out),
+            Message::ShareNamed(m) => encode(m, max_frame, out),
+            Message::Done(m) => encode(m, max_frame, out),
         }
     }
 }
@@ -82,6 +115,36 @@ bodies!(
     Fetch,
     Manifest,
     Read,
+    DeliveryStatus,
+    Inbox,
+    NoticeAck,
+    NoticeRefuse,
+    Receipt,
+    Settled,
+    Authenticate,
+    Challenge,
+    ChallengeAnswer,
+    Done,
+);
+
+macro_rules! borrowing_bodies {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Body for $ty<'_> { const KIND: Kind = Kind::$ty; })*
+    };
+}
+
+borrowing_bodies!(
+    AllowSender,
+    Push,
+    Delivery,
+    Notice,
+    PageLink,
+    Login,
+    TerminalAuth,
+    Authenticated,
+    FetchNamed,
+    RemoveNamed,
+    ShareNamed,
 );
 
 impl Body for FileAnnounce<'_> {

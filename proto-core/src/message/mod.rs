@@ -12,27 +12,32 @@
 //!
 //! | range        | purpose                                                    |
 //! |--------------|------------------------------------------------------------|
-//! | `0x01..0x0F` | session: hello, welcome, keepalive, goodbye, error         |
+//! | `0x01..0x0F` | session: hello, welcome, keepalive, goodbye, error, page link |
 //! | `0x10..0x1F` | upload: announce, grant, plan, proof, data, ack, verdicts  |
 //! | `0x20..0x2F` | download: fetch, manifest, read                            |
-//! | `0x30..0x3F` | reserved: push notice to a target terminal, store-and-forward |
+//! | `0x30..0x3F` | notices: push to a terminal, listen, receipts, delivery state |
 //! | `0x40..0x4F` | reserved: relay-to-relay forwarding with progress reports  |
+//! | `0x50..0x5F` | identity: login, terminal challenge-response, named files |
 //!
 //! `PROTOCOL.md` at the repository root has the byte layouts, the state
 //! diagrams and a hex test vector for every kind; `tests::VECTORS` below
 //! asserts the same bytes.
 //!
-//! The message types live by kind range (`session`, `upload`, `download`;
+//! The message types live by kind range (`session`, `upload`, `download`,
+//! `notice`, `identity`;
 //! `data` for the zero-copy [`Data`]), with `kind` for the kind byte,
-//! `decode` and `encode` for the two directions of the wire, and `names`
-//! for the file-name rule.
+//! `decode` and `encode` for the two directions of the wire, `names`
+//! for the file-name rule and `page_url` for the page link's.
 
 mod data;
 mod decode;
 mod download;
 mod encode;
+mod identity;
 mod kind;
 mod names;
+mod notice;
+mod page_url;
 mod session;
 mod upload;
 
@@ -40,9 +45,18 @@ pub use data::{encode_data_with, Data, DATA_PREFIX_MAX};
 pub use decode::DecodeError;
 pub use download::{Fetch, Manifest, ManifestEntry, Read};
 pub use encode::{encode, encode_empty, Body};
+pub use identity::{
+    AuthToken, Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login,
+    RemoveNamed, ShareNamed, TerminalAuth,
+};
 pub use kind::Kind;
 pub use names::{names_conflict, validate_name, MAX_NAME_LEN, SEPARATOR};
-pub use session::{Error, Hello, Role, Welcome};
+pub use notice::{
+    AllowSender, Delivery, DeliveryState, DeliveryStatus, Inbox, Notice, NoticeAck, NoticeRefuse,
+    Push, Receipt, RefuseReason, Settled,
+};
+pub use page_url::{validate_page_url, PageUrlError, MAX_PAGE_URL_LEN};
+pub use session::{Error, Hello, PageLink, Role, Welcome};
 pub use upload::{
     Ack, BatchComplete, BatchOpen, FileAnnounce, FileAttrs, FilePlan, FileRejected, FileVerified,
     Grant, Join, Plan, Proof, Resume, ResumeToken, Rewind,
@@ -54,7 +68,13 @@ pub const CAP_INSTANT_UPLOAD: u32 = 1 << 0;
 /// and modification time). Without it in the peer's `Hello` or `Welcome`, a
 /// side sends none, so peers that predate attributes never see the kind.
 pub const CAP_FILE_ATTRS: u32 = 1 << 1;
-/// Capability bit (reserved): push notices to a named target terminal.
+/// Capability bit: the terminal prints a browser link for its code; a relay
+/// with a public URL answers its `Hello` with a [`PageLink`] right after
+/// the [`Welcome`]. Only terminals set it (a relay's `Welcome` never does).
+pub const CAP_PAGE_LINK: u32 = 1 << 2;
+/// Capability bit: the relay keeps and delivers notices (kinds
+/// `0x30..0x3F`, PROTOCOL.md §11); a relay without it answers them with
+/// `Error{UnknownKind}`.
 pub const CAP_PUSH_NOTICE: u32 = 1 << 8;
 /// Capability bit (reserved): relay-to-relay forwarding.
 pub const CAP_FORWARD: u32 = 1 << 9;
@@ -70,6 +90,7 @@ pub enum Message<'a> {
     /// 0x04, either way: the sender is closing the session cleanly. Empty body.
     Goodbye,
     Error(Error),
+    PageLink(PageLink<'a>),
     BatchOpen(BatchOpen),
     FileAnnounce(FileAnnounce<'a>),
     Grant(Grant),
@@ -88,6 +109,44 @@ pub enum Message<'a> {
     Manifest(Manifest),
     ManifestEntry(ManifestEntry<'a>),
     Read(Read),
+    Push(Push<'a>),
+    Delivery(Delivery<'a>),
+    DeliveryStatus(DeliveryStatus),
+    /// 0x33, terminal → relay: this session's terminal receives notices.
+    /// Answered by an [`Inbox`] and its notices; later pushes follow while
+    /// the session lasts. Repeated at will (a terminal that missed a
+    /// notice sends it again). Needs a terminal identity. Empty body.
+    Listen,
+    Inbox(Inbox),
+    Notice(Notice<'a>),
+    NoticeAck(NoticeAck),
+    NoticeRefuse(NoticeRefuse),
+    Receipt(Receipt),
+    Settled(Settled),
+    AllowSender(AllowSender<'a>),
+    Login(Login<'a>),
+    Authenticate(Authenticate),
+    TerminalAuth(TerminalAuth<'a>),
+    Challenge(Challenge),
+    ChallengeAnswer(ChallengeAnswer),
+    Authenticated(Authenticated<'a>),
+    /// 0x56, terminal → relay: revoke the token this session authenticated
+    /// with. Answered by [`Done`]. Empty body.
+    Logout,
+    /// 0x57, terminal → relay: the next batch this session opens or
+    /// resumes stores its files under the session user's names (all bound
+    /// in one step once every file is verified, before `BatchComplete`)
+    /// rather than only under a code. Needs an authenticated session.
+    /// Answered by [`Done`], which the terminal must see before the
+    /// batch's `BatchComplete` to know its names are bound. Empty body.
+    NamedPut,
+    FetchNamed(FetchNamed<'a>),
+    /// 0x59, terminal → relay: list the session user's names. Answered by a
+    /// [`Manifest`] and one [`ManifestEntry`] per name. Empty body.
+    ListNamed,
+    RemoveNamed(RemoveNamed<'a>),
+    ShareNamed(ShareNamed<'a>),
+    Done(Done),
 }
 
 impl<'a> Message<'a> {
@@ -99,6 +158,7 @@ impl<'a> Message<'a> {
             Message::Keepalive => Kind::Keepalive,
             Message::Goodbye => Kind::Goodbye,
             Message::Error(_) => Kind::Error,
+            Message::PageLink(_) => Kind::PageLink,
             Message::BatchOpen(_) => Kind::BatchOpen,
             Message::FileAnnounce(_) => Kind::FileAnnounce,
             Message::Grant(_) => Kind::Grant,
@@ -117,6 +177,30 @@ impl<'a> Message<'a> {
             Message::Manifest(_) => Kind::Manifest,
             Message::ManifestEntry(_) => Kind::ManifestEntry,
             Message::Read(_) => Kind::Read,
+            Message::Push(_) => Kind::Push,
+            Message::Delivery(_) => Kind::Delivery,
+            Message::DeliveryStatus(_) => Kind::DeliveryStatus,
+            Message::Listen => Kind::Listen,
+            Message::Inbox(_) => Kind::Inbox,
+            Message::Notice(_) => Kind::Notice,
+            Message::NoticeAck(_) => Kind::NoticeAck,
+            Message::NoticeRefuse(_) => Kind::NoticeRefuse,
+            Message::Receipt(_) => Kind::Receipt,
+            Message::Settled(_) => Kind::Settled,
+            Message::AllowSender(_) => Kind::AllowSender,
+            Message::Login(_) => Kind::Login,
+            Message::Authenticate(_) => Kind::Authenticate,
+            Message::TerminalAuth(_) => Kind::TerminalAuth,
+            Message::Challenge(_) => Kind::Challenge,
+            Message::ChallengeAnswer(_) => Kind::ChallengeAnswer,
+            Message::Authenticated(_) => Kind::Authenticated,
+            Message::Logout => Kind::Logout,
+            Message::NamedPut => Kind::NamedPut,
+            Message::FetchNamed(_) => Kind::FetchNamed,
+            Message::ListNamed => Kind::ListNamed,
+            Message::RemoveNamed(_) => Kind::RemoveNamed,
+            Message::ShareNamed(_) => Kind::ShareNamed,
+            Message::Done(_) => Kind::Done,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Session messages (kinds `0x01..0x0F`): hello, welcome and error;
-//! keepalive and goodbye have no body.
+//! Session messages (kinds `0x01..0x0F`): hello, welcome, error and the
+//! page link; keepalive and goodbye have no body.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,4 +59,18 @@ pub struct Error {
     pub kind: u8,
     /// For `RateLimited` and `Busy`: milliseconds to wait before retrying; else 0.
     pub retry_after_ms: u32,
+}
+
+/// 0x06, relay → terminal: where the relay's download pages are, so the
+/// terminal can print a browser link for its code: `{base_url}/c/{CODE}`.
+/// Sent once, right after [`Welcome`], only to a terminal whose [`Hello`]
+/// had [`CAP_PAGE_LINK`](super::CAP_PAGE_LINK), and only by a relay with a
+/// public URL configured. The decoder refuses a `base_url` that breaks
+/// [`validate_page_url`](super::validate_page_url): it ends up on a
+/// terminal, so it must be inert there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PageLink<'a> {
+    /// `http://` or `https://`, a host and perhaps a path, no trailing `/`.
+    pub base_url: &'a str,
 }

@@ -33,6 +33,9 @@ pub(crate) fn examples() -> Vec<Message<'static>> {
             kind: Kind::Fetch as u8,
             retry_after_ms: 1500,
         }),
+        Message::PageLink(PageLink {
+            base_url: "https://pickup.example.org",
+        }),
         Message::BatchOpen(BatchOpen {
             files: 2,
             total_size: 49153,
@@ -113,6 +116,77 @@ pub(crate) fn examples() -> Vec<Message<'static>> {
             file: 0,
             offset: 0,
             len: 4096,
+        }),
+        Message::Push(Push {
+            push_id: 0x1234_5678_9abc,
+            code,
+            terminal: "sensor-1",
+        }),
+        Message::Delivery(Delivery {
+            push_id: 0x1234_5678_9abc,
+            code,
+            terminal: "sensor-1",
+            state: DeliveryState::Receiving,
+            bytes: 16384,
+            total: 49153,
+            at: 1_790_000_000,
+            until: 1_790_086_400,
+        }),
+        Message::DeliveryStatus(DeliveryStatus { code }),
+        Message::Listen,
+        Message::Inbox(Inbox { count: 2 }),
+        Message::Notice(Notice {
+            id: 300,
+            code,
+            sender: "ada",
+            files: 2,
+            total_size: 49153,
+            expires_at: 1_790_086_400,
+        }),
+        Message::NoticeAck(NoticeAck { id: 300 }),
+        Message::NoticeRefuse(NoticeRefuse {
+            id: 300,
+            reason: RefuseReason::TooLarge,
+        }),
+        Message::Receipt(Receipt { id: 300 }),
+        Message::Settled(Settled { id: 300 }),
+        Message::AllowSender(AllowSender {
+            sender: "bob",
+            allow: true,
+        }),
+        Message::Login(Login {
+            user: "ada",
+            password: "hunter2",
+        }),
+        Message::Authenticate(Authenticate {
+            token: AuthToken([0x3c; 16]),
+        }),
+        Message::TerminalAuth(TerminalAuth {
+            terminal: "sensor-1",
+        }),
+        Message::Challenge(Challenge { nonce: [0x96; 16] }),
+        Message::ChallengeAnswer(ChallengeAnswer { mac: sha1 }),
+        Message::Authenticated(Authenticated {
+            user: "ada",
+            terminal: "",
+            token: AuthToken([0x3c; 16]),
+            expires_at: 1_790_000_000,
+        }),
+        Message::Logout,
+        Message::NamedPut,
+        Message::FetchNamed(FetchNamed {
+            owner: "ada",
+            name: "fw.bin",
+        }),
+        Message::ListNamed,
+        Message::RemoveNamed(RemoveNamed { name: "fw.bin" }),
+        Message::ShareNamed(ShareNamed {
+            name: "fw.bin",
+            with: "bob",
+            allow: true,
+        }),
+        Message::Done(Done {
+            kind: Kind::ShareNamed as u8,
         }),
     ]
 }
@@ -197,8 +271,8 @@ fn unknown_kinds_versions_and_trailing_bytes_are_errors() {
         body,
     };
     assert_eq!(
-        Message::decode(f(1, 0x30, &[])),
-        Err(DecodeError::UnknownKind(0x30))
+        Message::decode(f(1, 0x3f, &[])),
+        Err(DecodeError::UnknownKind(0x3f))
     );
     assert_eq!(
         Message::decode(f(1, 0xff, &[])),
@@ -243,6 +317,57 @@ fn unknown_kinds_versions_and_trailing_bytes_are_errors() {
         DecodeError::UnknownKind(0x30).code(),
         ErrorCode::UnknownKind
     );
+}
+
+#[test]
+fn page_links_are_inert_urls_and_the_decoder_refuses_others() {
+    for good in [
+        "https://pickup.example.org",
+        "http://127.0.0.1:8080",
+        "https://example.org/pickup",
+        "https://xn--bcher-kva.example/a?b=c#d",
+        "http://x",
+        &std::format!("https://{}", "x".repeat(MAX_PAGE_URL_LEN - 8)),
+    ] {
+        assert_eq!(validate_page_url(good), Ok(()), "{good}");
+    }
+    for (bad, why) in [
+        ("", PageUrlError::Scheme),
+        ("ftp://example.org", PageUrlError::Scheme),
+        ("example.org", PageUrlError::Scheme),
+        ("HTTPS://example.org", PageUrlError::Scheme),
+        ("https://", PageUrlError::Scheme),
+        ("https://example.org/", PageUrlError::TrailingSlash),
+        ("https://example.org/a b", PageUrlError::Unprintable),
+        ("https://example.org\n", PageUrlError::Unprintable),
+        ("https://example.org\x1b[2J", PageUrlError::Unprintable),
+        ("https://example.org\t", PageUrlError::Unprintable),
+        ("https://example.org\x7f", PageUrlError::Unprintable),
+        ("https://example.org\u{85}", PageUrlError::Unprintable),
+        // Shows one address and opens another.
+        (
+            "https://example.org/\u{202e}gro.live",
+            PageUrlError::Unprintable,
+        ),
+        (
+            &std::format!("https://{}", "x".repeat(MAX_PAGE_URL_LEN - 7)),
+            PageUrlError::TooLong,
+        ),
+    ] {
+        assert_eq!(validate_page_url(bad), Err(why), "{bad:?}");
+        // The same URL from the wire is a malformed body.
+        let body = postcard::to_allocvec(&PageLink { base_url: bad }).unwrap();
+        let frame = Frame {
+            version: 1,
+            kind: Kind::PageLink as u8,
+            body: &body,
+        };
+        assert_eq!(
+            Message::decode(frame),
+            Err(DecodeError::BadBody(Kind::PageLink as u8)),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
@@ -358,6 +483,7 @@ const VECTORS: &[&str] = &[
     "070103511c93f100",
     "070104ba78592500",
     "0b01050220dc0b39da6b4f00",
+    "2201061a68747470733a2f2f7069636b75702e6578616d706c652e6f7267255f188100",
     "0b011002818003f1b9aa4e00",
     "2501110103a9993e364706816aba3e25717850c26c9cd0d89d076162632e747874e8d1108500",
     "2701120ccac6d3d68b94b9e70380f7c4d5065a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a02a3c735a100",
@@ -378,6 +504,30 @@ const VECTORS: &[&str] = &[
     "1e01210ccac6d3d68b94b9e70380f7c4d50602818003818003018e953bc500",
     "03012226808003a9993e364706816aba3e25717850c26c9cd0d89d8080030666772e62696e036d6dbe00",
     "0d01230ccac6d3d68b94b9e70301078020d312f6ba00",
+    "210130bcb5e2b3c5c6040ccac6d3d68b94b9e7030873656e736f722d313c36be1e00",
+    "320131bcb5e2b3c5c6040ccac6d3d68b94b9e7030873656e736f722d310280800181800380f7c4d506809acad50608e085da00",
+    "1101320ccac6d3d68b94b9e703eec269ab00",
+    "070133e05570c100",
+    "08013402ac32da2a00",
+    "200135ac020ccac6d3d68b94b9e7030361646102818003809acad506fd49219700",
+    "090136ac029e5a986300",
+    "050137ac020583228bb100",
+    "090138ac024c92788a00",
+    "060139ac023203392f00",
+    "0c013a03626f620159b7aa9900",
+    "130150036164610768756e746572324b19a2c800",
+    "1701513c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3cf209556800",
+    "1001520873656e736f722d31890767fa00",
+    "170153969696969696969696969696969696964ff8ade200",
+    "1b0154a9993e364706816aba3e25717850c26c9cd0d89d424a4f7f00",
+    "070155036164611a3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c80f7c4d5060443adea00",
+    "0701569ed2479500",
+    "0701579d512c6700",
+    "120158036164610666772e62696ec16fdf4300",
+    "070159baee54cb00",
+    "0e015a0666772e62696e576ad2d200",
+    "13015b0666772e62696e03626f62017e0a3b8b00",
+    "08015c5b0dd5c51e00",
 ];
 
 #[test]
@@ -391,6 +541,23 @@ fn directional_decoders_split_the_kinds_between_them() {
         Kind::Join,
         Kind::Fetch,
         Kind::Read,
+        Kind::Push,
+        Kind::DeliveryStatus,
+        Kind::Listen,
+        Kind::NoticeAck,
+        Kind::NoticeRefuse,
+        Kind::Receipt,
+        Kind::AllowSender,
+        Kind::Login,
+        Kind::Authenticate,
+        Kind::TerminalAuth,
+        Kind::ChallengeAnswer,
+        Kind::Logout,
+        Kind::NamedPut,
+        Kind::FetchNamed,
+        Kind::ListNamed,
+        Kind::RemoveNamed,
+        Kind::ShareNamed,
     ];
     let both = [
         Kind::Keepalive,

@@ -15,7 +15,10 @@ fn attrs(index: u16) -> FileAttrs {
 }
 
 /// The caps of the first frame the session sends (its Hello).
-fn hello_caps<const F: usize>(s: &mut Session<'_, F>, files: &[std::vec::Vec<u8>]) -> u32 {
+pub(super) fn hello_caps<const F: usize>(
+    s: &mut Session<'_, F>,
+    files: &[std::vec::Vec<u8>],
+) -> u32 {
     let mut buf = [0u8; 600];
     let mut source: &[std::vec::Vec<u8>] = files;
     let n = s.poll_transmit(T0, &mut source, &mut buf).unwrap().unwrap();

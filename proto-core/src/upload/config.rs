@@ -24,6 +24,12 @@ pub struct Config {
     /// lets a fast link ride out the relay's disk flushes; a serial relay
     /// offers far less anyway.
     pub max_window: u32,
+    /// Ask the relay where its download pages are (`CAP_PAGE_LINK`) and
+    /// keep its answer for `Session::page_link`.
+    /// Off by default: only a terminal that shows the link to a person
+    /// should make the relay send it. Has effect only with the feature
+    /// `page-link` (which `std` brings).
+    pub page_link: bool,
 }
 
 impl Default for Config {
@@ -35,6 +41,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(5),
             instant_upload: true,
             max_window: 32 * 1024 * 1024,
+            page_link: false,
         }
     }
 }

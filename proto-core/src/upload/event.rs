@@ -2,6 +2,7 @@
 
 use crate::code::Code;
 use crate::error::ErrorCode;
+use crate::identity::AuthError;
 use crate::message::ResumeToken;
 
 /// What the driver should know about. Progress is coalesced: at most one
@@ -12,6 +13,9 @@ use crate::message::ResumeToken;
 pub enum Event {
     /// The relay accepted the session.
     Connected,
+    /// The relay accepted the session's credential (feature `auth`); the
+    /// batch is announced or resumed next.
+    Authenticated,
     /// The batch exists: show the code; keep the token to resume later.
     Granted {
         /// The pickup code.
@@ -106,6 +110,8 @@ pub enum Error {
     },
     /// The relay's grant did not match the batch (a token for another batch).
     Mismatch,
+    /// The session could not authenticate (feature `auth`).
+    Auth(AuthError),
 }
 
 impl core::fmt::Display for Error {
@@ -116,6 +122,7 @@ impl core::fmt::Display for Error {
             Error::TooManyFiles => f.write_str("no files, or too many files for one batch"),
             Error::InvalidName { file } => write!(f, "file {file} has an invalid or too long name"),
             Error::Mismatch => f.write_str("the relay's batch does not match these files"),
+            Error::Auth(e) => write!(f, "{e}"),
         }
     }
 }

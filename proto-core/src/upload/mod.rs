@@ -9,7 +9,7 @@
 //! through a [`ReadAt`] source; [`crate::drive`] has the call order.
 //!
 //! ```text
-//!            handle_connected
+//!            handle_connected                       (credential: Authenticating ─Authenticated─┐)
 //!   Idle ───────────────────────► AwaitWelcome ──Welcome──┬─(no token)──► Announcing ──► AwaitGrant
 //!    ▲                                                     └─(token)─────► AwaitGrant (Resume sent)
 //!    │ handle_disconnected / idle timeout                                       │ Grant + FilePlans
@@ -32,6 +32,15 @@
 //! - hearing nothing for [`Config::idle_timeout`] means the link is gone:
 //!   [`Event::LinkLost`], and the driver reconnects.
 //!
+//! With the feature `auth`, a session given a credential
+//! (`Session::authenticate`) runs the handshake of PROTOCOL.md §8 after
+//! every `Welcome`, before anything else; `Session::set_named` stores
+//! the batch under the user's names (`NamedPut` before `BatchOpen`).
+//!
+//! With the feature `page-link` and [`Config::page_link`], the `Hello`
+//! offers `CAP_PAGE_LINK` and a `PageLink` from the relay, in any phase
+//! after `Welcome`, is kept for `Session::page_link`.
+//!
 //! The session's parts: [`Config`] and [`FileMeta`] (its inputs), [`Event`]
 //! and [`Error`] (what it reports); `receive` handles the relay's replies,
 //! `transmit` writes what goes out (control messages, announcements,
@@ -48,6 +57,8 @@ use crate::message::FileAttrs;
 use crate::message::{self, Grant, ResumeToken};
 use crate::storage::ReadAt;
 use crate::time::Instant;
+#[cfg(any(test, feature = "auth"))]
+use crate::{auth::Handshake, identity::Credential};
 
 mod config;
 mod event;
@@ -88,6 +99,9 @@ struct File<'n> {
 enum Phase {
     Idle,
     AwaitWelcome,
+    /// The credential's handshake runs; the exchange starts after it.
+    #[cfg(any(test, feature = "auth"))]
+    Authenticating,
     /// Sending `BatchOpen` (`next == None`) then each `FileAnnounce`.
     Announcing {
         next: Option<u16>,
@@ -130,6 +144,26 @@ pub struct Session<'n, const F: usize> {
     /// The current file's `FileAttrs` went out; its `FileAnnounce` is next.
     #[cfg(any(test, feature = "file-attrs"))]
     attrs_sent: bool,
+    /// The credential's handshake, run after every `Welcome`.
+    #[cfg(any(test, feature = "auth"))]
+    auth: Option<Handshake<'n>>,
+    /// The batch goes under the user's names: `NamedPut` before `BatchOpen`.
+    #[cfg(any(test, feature = "auth"))]
+    named: bool,
+    /// This announcement's `NamedPut` went out; its `BatchOpen` is next.
+    #[cfg(any(test, feature = "auth"))]
+    named_sent: bool,
+    /// The relay acknowledged the latest `NamedPut` (`Done`): the batch
+    /// this link opens or resumes binds its names.
+    #[cfg(any(test, feature = "auth"))]
+    named_acked: bool,
+    /// A `BatchComplete` came after an acknowledged `NamedPut`: the names
+    /// are bound. A named upload is complete only then.
+    #[cfg(any(test, feature = "auth"))]
+    names_bound: bool,
+    /// The relay's download pages, from its latest `PageLink`.
+    #[cfg(any(test, feature = "page-link"))]
+    page_link: Option<heapless::String<{ message::MAX_PAGE_URL_LEN }>>,
     control: Deque<Control, 5>,
     events: Deque<Event, 8>,
     progress_dirty: bool,
@@ -180,6 +214,18 @@ impl<'n, const F: usize> Session<'n, F> {
             attrs_allowed: false,
             #[cfg(any(test, feature = "file-attrs"))]
             attrs_sent: false,
+            #[cfg(any(test, feature = "auth"))]
+            auth: None,
+            #[cfg(any(test, feature = "auth"))]
+            named: false,
+            #[cfg(any(test, feature = "auth"))]
+            named_sent: false,
+            #[cfg(any(test, feature = "auth"))]
+            named_acked: false,
+            #[cfg(any(test, feature = "auth"))]
+            names_bound: false,
+            #[cfg(any(test, feature = "page-link"))]
+            page_link: None,
             control: Deque::new(),
             events: Deque::new(),
             progress_dirty: false,
@@ -227,6 +273,38 @@ impl<'n, const F: usize> Session<'n, F> {
             }
             None => false,
         }
+    }
+
+    /// Authenticates every link with `credential` right after `Welcome`,
+    /// before the batch is announced or resumed (PROTOCOL.md §8): a
+    /// refusal fails the session with [`Error::Auth`]. Call before the
+    /// session connects. A setter rather than a [`Config`] field: the
+    /// credential borrows the terminal's name, and `Config` is a plain
+    /// `Copy` value without a lifetime. With the feature `auth`.
+    #[cfg(any(test, feature = "auth"))]
+    pub fn authenticate(&mut self, credential: Credential<'n>) {
+        self.auth = Some(Handshake::new(credential));
+    }
+
+    /// Stores the batch's files under the session user's names as well as
+    /// under a code: a `NamedPut` goes right before the `BatchOpen`, and
+    /// each name is bound to its file as the file verifies. Needs
+    /// [`authenticate`](Self::authenticate) (the relay refuses the batch
+    /// with `AuthRequired` otherwise); no effect on a resumed upload, whose
+    /// batch is named or not already. With the feature `auth`.
+    #[cfg(any(test, feature = "auth"))]
+    pub fn set_named(&mut self, named: bool) {
+        self.named = named;
+    }
+
+    /// The base URL of the relay's download pages, once it sent one: the
+    /// page of this batch is `{base}/c/{CODE}`. `None` unless
+    /// [`Config::page_link`] asked for it and the relay has a public URL.
+    /// Checked by [`message::validate_page_url`], so safe to print. With
+    /// the feature `page-link`.
+    #[cfg(any(test, feature = "page-link"))]
+    pub fn page_link(&self) -> Option<&str> {
+        self.page_link.as_deref()
     }
 
     /// The grant, once the relay has sent it.
@@ -302,7 +380,10 @@ impl<'n, const F: usize> Session<'n, F> {
     }
 
     fn check_complete(&mut self, now: Instant) {
-        if self.phase == Phase::Transfer && self.files.iter().all(|f| f.state == FileState::Done) {
+        if self.phase == Phase::Transfer
+            && self.files.iter().all(|f| f.state == FileState::Done)
+            && self.names_settled()
+        {
             if let Some(g) = self.grant {
                 let code = g.code;
                 self.phase = Phase::Done;
@@ -313,6 +394,17 @@ impl<'n, const F: usize> Session<'n, F> {
                 self.push_event(Event::Complete { code });
             }
         }
+    }
+
+    /// Whether a named upload's names are bound (always, unnamed): every
+    /// file verified is not enough, the relay binds the names after that
+    /// and says so with `BatchComplete` (PROTOCOL.md §8).
+    fn names_settled(&self) -> bool {
+        #[cfg(any(test, feature = "auth"))]
+        if self.named {
+            return self.names_bound;
+        }
+        true
     }
 
     fn fail(&mut self, e: Error) {
@@ -406,6 +498,10 @@ impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
 #[cfg(test)]
 mod attrs_tests;
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod family_tests;
+#[cfg(test)]
+mod page_link_tests;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,12 @@ impl<'n, const F: usize> Session<'n, F> {
             return;
         }
         self.last_heard = now;
+        #[cfg(any(test, feature = "auth"))]
+        if self.phase == Phase::Authenticating {
+            if let Some(outcome) = self.auth.as_mut().and_then(|h| h.handle(&msg)) {
+                return self.on_auth(now, outcome);
+            }
+        }
         match msg {
             Message::Welcome(w) if self.phase == Phase::AwaitWelcome => {
                 if w.version != PROTOCOL_VERSION {
@@ -45,16 +51,14 @@ impl<'n, const F: usize> Session<'n, F> {
                     self.attrs_allowed = w.caps & message::CAP_FILE_ATTRS != 0;
                 }
                 self.push_event(Event::Connected);
-                if self.token.is_some() {
-                    self.push_control(Control::Resume);
-                    self.phase = Phase::AwaitGrant;
-                } else {
-                    if self.family.is_some() {
-                        self.push_control(Control::Join);
-                    }
-                    self.phase = Phase::Announcing { next: None };
-                }
                 self.waiting_since = Some(now);
+                #[cfg(any(test, feature = "auth"))]
+                if let Some(h) = self.auth.as_mut() {
+                    h.restart();
+                    self.phase = Phase::Authenticating;
+                    return;
+                }
+                self.begin();
             }
             Message::Grant(g) => self.on_grant(now, g),
             Message::FilePlan(p) => self.on_plan(now, p),
@@ -76,16 +80,81 @@ impl<'n, const F: usize> Session<'n, F> {
                 });
             }
             Message::BatchComplete(_) => {
-                // Only a confirmation: completion is decided per file above,
-                // so a lost BatchComplete costs nothing.
+                // For an unnamed batch only a confirmation: completion is
+                // decided per file above, so a lost BatchComplete costs
+                // nothing. A named batch is complete when its names are.
+                #[cfg(any(test, feature = "auth"))]
+                self.on_batch_complete(now);
+            }
+            #[cfg(any(test, feature = "auth"))]
+            Message::Done(d) if d.kind == message::Kind::NamedPut as u8 => {
+                self.named_acked = true;
             }
             Message::Error(e) => self.on_error(now, e),
+            // Kept only if asked for and after the welcome; checked again
+            // although the decoder did, as a driver may hand in a message
+            // it built: this is what gets printed.
+            #[cfg(any(test, feature = "page-link"))]
+            Message::PageLink(p)
+                if self.config.page_link
+                    && self.phase != Phase::AwaitWelcome
+                    && message::validate_page_url(p.base_url).is_ok() =>
+            {
+                self.page_link = heapless::String::try_from(p.base_url).ok();
+            }
             Message::Keepalive => {}
             Message::Goodbye => {
                 self.phase = Phase::Idle;
                 self.push_event(Event::LinkLost);
             }
             _ => {}
+        }
+    }
+
+    /// The relay accepted the session (and its credential): announce the
+    /// batch, or resume it.
+    fn begin(&mut self) {
+        if self.token.is_some() {
+            self.push_control(Control::Resume);
+            self.phase = Phase::AwaitGrant;
+        } else {
+            if self.family.is_some() {
+                self.push_control(Control::Join);
+            }
+            self.phase = Phase::Announcing { next: None };
+        }
+    }
+
+    /// A named batch is complete once the relay bound its names, which it
+    /// does only if it took the `NamedPut` of this link: without its
+    /// acknowledgement (lost, or the relay opened the batch unnamed), the
+    /// upload asks again, `NamedPut` and `Resume`, and the relay binds the
+    /// names of the batch it completes again.
+    #[cfg(any(test, feature = "auth"))]
+    fn on_batch_complete(&mut self, now: Instant) {
+        if !self.named || self.phase != Phase::Transfer {
+            return;
+        }
+        if self.named_acked {
+            self.names_bound = true;
+            self.check_complete(now);
+        } else if self.files.iter().all(|f| f.state == FileState::Done) {
+            self.push_control(Control::Resume);
+            self.waiting_since = Some(now);
+        }
+    }
+
+    #[cfg(any(test, feature = "auth"))]
+    fn on_auth(&mut self, now: Instant, outcome: crate::auth::Outcome) {
+        use crate::auth::Outcome;
+        match outcome {
+            Outcome::Pending => self.waiting_since = Some(now),
+            Outcome::Authenticated => {
+                self.push_event(Event::Authenticated);
+                self.waiting_since = Some(now);
+                self.begin();
+            }
+            Outcome::Failed(e) => self.fail(Error::Auth(e)),
         }
     }
 

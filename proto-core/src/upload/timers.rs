@@ -43,6 +43,12 @@ impl<'n, const F: usize> Session<'n, F> {
         self.waiting_since = Some(now);
         match self.phase {
             Phase::AwaitWelcome => self.push_control(Control::Hello),
+            #[cfg(any(test, feature = "auth"))]
+            Phase::Authenticating => {
+                if let Some(h) = self.auth.as_mut() {
+                    h.retransmit();
+                }
+            }
             Phase::Announcing { .. } => self.phase = Phase::Announcing { next: None },
             Phase::AwaitGrant => {
                 if self.token.is_some() {
@@ -73,7 +79,9 @@ impl<'n, const F: usize> Session<'n, F> {
                     // ProofDue only waits for our own transmit.
                     waiting |= !matches!(f.state, FileState::Done | FileState::ProofDue(_));
                 }
-                if waiting {
+                // A named batch whose files are all verified waits for its
+                // names to be bound: a lost BatchComplete is asked for again.
+                if waiting || !self.names_settled() {
                     self.push_control(Control::Resume);
                 }
             }

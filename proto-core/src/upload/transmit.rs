@@ -42,6 +42,16 @@ impl<'n, const F: usize> Session<'n, F> {
     ) -> Result<Option<usize>, R::Error> {
         let max = self.peer_max_frame;
         if let Some(c) = self.control.pop_front() {
+            if c == Control::Resume && self.token.is_some() {
+                // A named batch resumed on a new link binds its names too:
+                // the relay applies NamedPut to the batch opened or resumed next.
+                if let Some(n) = self.named_frame(out) {
+                    // Room: `c` was just taken from the queue.
+                    let _ = self.control.push_front(c);
+                    return Ok(Some(n));
+                }
+                self.named_reset();
+            }
             let encoded = match c {
                 // Hello must fit the smallest frame any relay accepts.
                 Control::Hello => message::encode(
@@ -55,7 +65,12 @@ impl<'n, const F: usize> Session<'n, F> {
                             CAP_INSTANT_UPLOAD
                         } else {
                             0
-                        } | self.attrs_caps(),
+                        } | self.attrs_caps()
+                            | if cfg!(any(test, feature = "page-link")) && self.config.page_link {
+                                message::CAP_PAGE_LINK
+                            } else {
+                                0
+                            },
                     },
                     frame::MIN_FRAME_LEN,
                     out,
@@ -74,6 +89,8 @@ impl<'n, const F: usize> Session<'n, F> {
             return Ok(encoded.ok());
         }
         match self.phase {
+            #[cfg(any(test, feature = "auth"))]
+            Phase::Authenticating => return Ok(self.auth_frame(max, out)),
             Phase::Announcing { next } => return Ok(self.announce(next, out)),
             Phase::Transfer => {}
             _ => return Ok(None),
@@ -146,6 +163,9 @@ impl<'n, const F: usize> Session<'n, F> {
         let max = self.peer_max_frame;
         let (encoded, following) = match next {
             None => {
+                if let Some(n) = self.named_frame(out) {
+                    return Some(n);
+                }
                 self.attrs_reset();
                 (
                     message::encode(
@@ -181,6 +201,10 @@ impl<'n, const F: usize> Session<'n, F> {
         };
         match encoded {
             Ok(n) => {
+                if next.is_none() {
+                    // A restarted announcement names its batch again.
+                    self.named_reset();
+                }
                 self.phase = following;
                 Some(n)
             }
@@ -239,4 +263,49 @@ impl<const F: usize> Session<'_, F> {
     }
 
     fn attrs_reset(&mut self) {}
+}
+
+/// Authentication and named batches (PROTOCOL.md §8), with the feature `auth`.
+#[cfg(any(test, feature = "auth"))]
+impl<const F: usize> Session<'_, F> {
+    /// The handshake's next frame; a name that fits no frame fails the
+    /// session.
+    fn auth_frame(&mut self, max: usize, out: &mut [u8]) -> Option<usize> {
+        match self.auth.as_mut()?.poll_transmit(max, out)? {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.fail(Error::Auth(e));
+                None
+            }
+        }
+    }
+
+    /// `NamedPut`, if the batch is named and it has not gone out before
+    /// this announcement's `BatchOpen`: the relay applies it to the next
+    /// batch the session opens.
+    fn named_frame(&mut self, out: &mut [u8]) -> Option<usize> {
+        if !self.named || self.named_sent {
+            return None;
+        }
+        let n = message::encode_empty(message::Kind::NamedPut, self.peer_max_frame, out).ok()?;
+        self.named_sent = true;
+        // Its `Done` is what counts, not an earlier one.
+        self.named_acked = false;
+        Some(n)
+    }
+
+    /// The next `BatchOpen` needs its `NamedPut` again.
+    fn named_reset(&mut self) {
+        self.named_sent = false;
+    }
+}
+
+/// Without the feature `auth`: anonymous, unnamed batches only.
+#[cfg(not(any(test, feature = "auth")))]
+impl<const F: usize> Session<'_, F> {
+    fn named_frame(&mut self, _: &mut [u8]) -> Option<usize> {
+        None
+    }
+
+    fn named_reset(&mut self) {}
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!   pickup send/get ──TCP──► faulty::Proxy (seeded flips, drops, dups, cuts) ──TCP──► pickup-relay
 //!   pickup send/get ──pty──► faulty::Cable (the same faults, serial)          ──pty──► pickup-relay --serial
+//!   push:: users, terminals, `send --to`, `status`, `listen` (addressed delivery)
 //! ```
 //!
 //! The binaries are built once per test process with the same profile as
@@ -11,6 +12,7 @@
 //! The relay is started with [`RelayProcess`](crate::relay_process::RelayProcess).
 
 pub mod faulty;
+pub mod push;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -79,6 +81,18 @@ pub fn relay_bin() -> &'static Path {
 /// The `pickup` binary (feature `std` of pickup-device), built on first use.
 pub fn pickup_bin() -> &'static Path {
     &binaries().1
+}
+
+/// Where tests leave files for people to look at after the run (a
+/// screenshot, a driver's log): `target/pickup-e2e/`, created if missing,
+/// never emptied.
+pub fn artefact_dir() -> PathBuf {
+    let dir = profile_dir()
+        .parent()
+        .expect("target/<profile> has a parent")
+        .join("pickup-e2e");
+    std::fs::create_dir_all(&dir).expect("create the artefact directory");
+    dir
 }
 
 /// A directory under the target directory, removed on drop.
@@ -179,6 +193,33 @@ pub fn run(cmd: &mut Command) -> Output {
     }
 }
 
+/// Runs `cmd` with `input` on its standard input, to completion, bounded
+/// by [`PATIENCE`] (killed past it). For the few bytes of a password or a
+/// key: far below a pipe's buffer, written whole before the child reads.
+pub fn run_with_input(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write the command's input");
+    }
+    let start = Instant::now();
+    while child.try_wait().expect("poll the child").is_none() {
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {PATIENCE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("collect the output")
+}
+
 /// Reads a child's pipe to its end on a thread.
 fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
@@ -262,6 +303,12 @@ impl Running {
         self.lines
             .recv_timeout(PATIENCE)
             .expect("a line of output in time")
+    }
+
+    /// The next stdout line if one comes within `wait`; `None` if none
+    /// does (or the process ended and every line was read).
+    pub fn next_line_within(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
     }
 
     /// Kills the process (like a power cut or Ctrl-C) and reaps it.

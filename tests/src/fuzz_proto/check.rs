@@ -12,7 +12,7 @@ use pickup_proto::upload;
 use super::{code, display, CHECK_FRAME, CONTENTS, NAMES, TOKEN};
 
 /// Decodes one frame a session sent, checking it is a whole valid frame.
-fn sent_frame<'b>(wire: &[u8], buf: &'b mut [u8; CHECK_FRAME]) -> (Message<'b>, usize) {
+pub(super) fn sent_frame<'b>(wire: &[u8], buf: &'b mut [u8; CHECK_FRAME]) -> (Message<'b>, usize) {
     let mut decoder = Decoder::new(&mut buf[..]);
     let mut input = wire;
     let raw = match decoder.feed(&mut input) {

@@ -14,6 +14,7 @@
 //! | [`decode_message`] | [`Message::decode`] of one frame body        | round trip through [`Message::encode`]              |
 //! | [`drive_upload`]   | [`upload::Session`] against a fuzzed relay   | sent data is the file's, no busy loop, …            |
 //! | [`drive_download`] | [`download::Session`] against a fuzzed relay | only verified content is finished, no busy loop, …  |
+//! | [`drive_notice`]   | `notice::Listener` or `notice::Sender`       | ids handed out once, verdicts only as given, …      |
 //!
 //! The drivers read their input as a setup prefix and then a list of
 //! operations (one byte each, operands after it). [`Script`] writes such
@@ -26,6 +27,7 @@
 //!   decode.rs      decode_stream, decode_message
 //!   upload.rs      drive_upload: the operation loop over upload::Session
 //!   download.rs    drive_download: the operation loop over download::Session
+//!   notice.rs      drive_notice: the loop over notice::Listener / notice::Sender
 //! ```
 //!
 //! The drivers do not allocate (buffers are fixed arrays on the stack,
@@ -45,6 +47,7 @@ mod check;
 mod decode;
 mod download;
 mod fake_relay;
+mod notice;
 mod script;
 #[cfg(test)]
 mod tests;
@@ -52,6 +55,10 @@ mod upload;
 
 pub use decode::{decode_message, decode_stream};
 pub use download::drive_download;
+pub use notice::{
+    drive_notice, NOTICE_POLICY_SHIFT, NOTICE_REMEMBER, NOTICE_SENDER, NOTICE_SMALL_LEDGER,
+    NOTICE_TINY_TIMERS,
+};
 pub use script::Script;
 pub use upload::drive_upload;
 

@@ -98,7 +98,7 @@ impl<const N: usize> Script<N> {
         s
     }
 
-    fn push(&mut self, bytes: &[u8]) -> &mut Self {
+    pub(super) fn push(&mut self, bytes: &[u8]) -> &mut Self {
         let end = self.len + bytes.len();
         assert!(end <= N, "script longer than its {N}-byte buffer");
         self.buf[self.len..end].copy_from_slice(bytes);

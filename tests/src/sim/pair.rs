@@ -26,7 +26,7 @@ pub enum Terminal<'a> {
     /// An upload over files held in memory.
     Up(Box<upload::Session<'a, 4>>, &'a [Vec<u8>]),
     /// A download into a sink.
-    Down(Box<download::Session<4>>, MemFiles),
+    Down(Box<download::Session<'a, 4>>, MemFiles),
 }
 
 /// A relay over a [`MemoryStore`] and one terminal, linked directly.

@@ -72,6 +72,7 @@ impl World {
 #[derive(Debug, Clone, PartialEq)]
 enum Reply {
     Welcome,
+    PageLink(String),
     Error(ErrorCode, u32),
     Grant(Grant),
     Plan(FilePlan),
@@ -85,11 +86,33 @@ enum Reply {
     Attrs(FileAttrs),
     Data(u16, u64, Vec<u8>),
     Keepalive,
+    Authenticated {
+        user: String,
+        terminal: String,
+        token: pickup_proto::message::AuthToken,
+    },
+    Challenge([u8; 16]),
+    Done(u8),
+    Delivery {
+        push_id: u64,
+        terminal: String,
+        state: pickup_proto::message::DeliveryState,
+        bytes: u64,
+        total: u64,
+    },
+    Inbox(u16),
+    Notice {
+        id: u64,
+        code: Code,
+        sender: String,
+    },
+    Settled(u64),
 }
 
 fn to_reply(msg: Message<'_>) -> Reply {
     match msg {
         Message::Welcome(_) => Reply::Welcome,
+        Message::PageLink(p) => Reply::PageLink(p.base_url.to_owned()),
         Message::Error(e) => Reply::Error(e.code, e.retry_after_ms),
         Message::Grant(g) => Reply::Grant(g),
         Message::FilePlan(p) => Reply::Plan(p),
@@ -103,6 +126,27 @@ fn to_reply(msg: Message<'_>) -> Reply {
         Message::Data(d) => Reply::Data(d.file, d.offset, d.bytes.to_vec()),
         Message::FileAttrs(a) => Reply::Attrs(a),
         Message::Keepalive => Reply::Keepalive,
+        Message::Authenticated(a) => Reply::Authenticated {
+            user: a.user.to_owned(),
+            terminal: a.terminal.to_owned(),
+            token: a.token,
+        },
+        Message::Challenge(c) => Reply::Challenge(c.nonce),
+        Message::Done(d) => Reply::Done(d.kind),
+        Message::Delivery(d) => Reply::Delivery {
+            push_id: d.push_id,
+            terminal: d.terminal.to_owned(),
+            state: d.state,
+            bytes: d.bytes,
+            total: d.total,
+        },
+        Message::Inbox(i) => Reply::Inbox(i.count),
+        Message::Notice(n) => Reply::Notice {
+            id: n.id,
+            code: n.code,
+            sender: n.sender.to_owned(),
+        },
+        Message::Settled(s) => Reply::Settled(s.id),
         other => panic!("relay sent {other:?}"),
     }
 }
@@ -272,7 +316,7 @@ fn upload_with(
     names: &[&str],
     data: &[Vec<u8>],
     token: Option<ResumeToken>,
-    mut stop: impl FnMut(u64) -> bool,
+    stop: impl FnMut(u64) -> bool,
 ) -> (
     Option<Grant>,
     Vec<upload::Event>,
@@ -287,10 +331,26 @@ fn upload_with(
             sha1: Sha1Digest::of(d),
         })
         .collect();
-    let mut c = match token {
+    let c = match token {
         Some(t) => upload::Session::<8>::resume(config, &metas, t).unwrap(),
         None => upload::Session::<8>::new(config, &metas).unwrap(),
     };
+    drive_upload(w, s, c, data, stop)
+}
+
+/// Runs the terminal's upload machine `c` against `s` until it finishes
+/// or `stop(acked)`.
+fn drive_upload(
+    w: &mut World,
+    s: &mut Session,
+    mut c: upload::Session<'static, 8>,
+    data: &[Vec<u8>],
+    mut stop: impl FnMut(u64) -> bool,
+) -> (
+    Option<Grant>,
+    Vec<upload::Event>,
+    upload::Session<'static, 8>,
+) {
     let mut wire = Wire::new();
     let mut events = Vec::new();
     c.handle_connected(w.now());
@@ -1305,6 +1365,7 @@ fn deferred(w: &World, peer: u64) -> Session {
     let link = Link {
         max_frame: 65_536,
         window: 64 * 1024,
+        encrypted: false,
     };
     let mut s = w.session(peer, link);
     send(&mut s, w.now(), hello(0));
@@ -1774,6 +1835,7 @@ fn a_terminal_that_accepts_less_than_the_relays_window_is_acknowledged_in_time()
     let link = Link {
         max_frame: 65_536,
         window: TERMINAL_WINDOW * 4,
+        encrypted: false,
     };
     let mut s = w.session(1, link);
     send(&mut s, w.now(), hello(0));
@@ -2164,5 +2226,8 @@ fn empty_files_are_held_at_the_grant() {
 
 mod attrs;
 mod dedup;
+mod identity;
+mod notices;
+mod page_link;
 mod proofs;
 mod quota;

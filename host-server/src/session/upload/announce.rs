@@ -68,6 +68,10 @@ impl Session {
             tracing::debug!(session = self.id, "refused a hostile or invalid file name");
             return self.out.error(code, Kind::FileAnnounce);
         }
+        if self.named_put && !crate::session::named::valid_stored_name(a.name) {
+            // A namespace is flat: a named file's name is one component.
+            return self.out.error(ErrorCode::InvalidName, Kind::FileAnnounce);
+        }
         // Two files at one path, or a file that is another's directory: no
         // downloader could create both (issue 18, item 3).
         if ann
@@ -133,9 +137,24 @@ impl Session {
             total,
             owner: self.owner(),
             now,
-            family: self.family,
+            // An authenticated user's batches are one family, whatever
+            // token the session holds.
+            family: match &self.identity {
+                Some(id) => Some(crate::codes::user_owner(&id.user)),
+                None => self.family,
+            },
             join: self.join,
+            named: self.named_owner(),
         }));
+    }
+
+    /// The user a `NamedPut` before this batch binds its names for.
+    fn named_owner(&self) -> Option<String> {
+        if self.named_put {
+            self.identity.as_ref().map(|i| i.user.clone())
+        } else {
+            None
+        }
     }
 
     /// A batch was created for the announcement, or refused.
@@ -143,6 +162,7 @@ impl Session {
         match created {
             Ok(c) => {
                 tracing::info!(session = self.id, peer = %self.peer, batch = c.batch.id.0, files = c.batch.files.len(), bytes = c.batch.total_size(), "batch created");
+                self.relay.metrics().upload_started();
                 self.activate(c.batch, c.token, c.candidates, true);
             }
             Err(r) => self
@@ -189,6 +209,11 @@ impl Session {
         if !new {
             up.resumed();
         }
+        // A NamedPut is for the one batch it precedes (created or resumed).
+        if let Some(owner) = self.named_owner() {
+            up.set_named(owner);
+        }
+        self.named_put = false;
         self.out.forget_upload_replies();
         self.upload = Some(Box::new(up));
         self.out.upload(Reply::Grant { next: 0 });

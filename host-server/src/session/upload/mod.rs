@@ -24,7 +24,8 @@ use super::outbox::Outbox;
 use super::work::WorkQueue;
 use super::Session;
 use crate::jobs::{
-    Announced, Complete, Completed, Held, LeaseLost, Outcome, Reset, ResetDone, Verdict, Work,
+    Announced, BindNames, Complete, Completed, Held, LeaseLost, Outcome, Reset, ResetDone, Verdict,
+    Work,
 };
 use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Lease, Relay};
@@ -91,6 +92,11 @@ pub(super) struct Upload {
     /// The store keeps the batch from going stale until this time (Unix
     /// seconds) at least; 0 when not known (it is pushed on by the next sync).
     kept_until: u64,
+    /// A `NamedPut` upload: the user whose names its files are bound under
+    /// once all are verified, before `BatchComplete` is sent.
+    named: Option<String>,
+    /// The names are being bound (a job is out for them).
+    binding: bool,
 }
 
 impl Upload {
@@ -151,6 +157,8 @@ impl Upload {
             last_data: None,
             unsynced_since: None,
             complete_sent: false,
+            named: None,
+            binding: false,
             complete_logged: false,
             pending_bytes: 0,
             syncing: false,
@@ -382,14 +390,52 @@ impl Upload {
                 self.finalize(cx, i);
             }
         }
-        self.check_complete(cx.out);
+        self.check_complete(cx);
     }
 
-    fn check_complete(&mut self, out: &mut Outbox) {
-        if !self.complete_sent && self.all_done() {
+    /// Makes this a `NamedPut` upload of `owner`'s.
+    pub(super) fn set_named(&mut self, owner: String) {
+        self.named = Some(owner);
+    }
+
+    /// Once every file is verified: a named upload binds its names first
+    /// (`BindNames`, then [`names_bound`](Self::names_bound)); any other
+    /// says `BatchComplete`.
+    fn check_complete(&mut self, cx: &mut Ctx<'_>) {
+        if self.complete_sent || self.binding || !self.all_done() {
+            return;
+        }
+        match &self.named {
+            Some(owner) => {
+                self.binding = true;
+                cx.work.push(Work::BindNames(BindNames {
+                    owner: owner.clone(),
+                    batch: self.batch,
+                    files: self
+                        .files
+                        .iter()
+                        .map(|f| (f.name.clone(), f.size))
+                        .collect(),
+                    epoch: self.epoch,
+                    now_secs: unix_secs(cx.now),
+                }));
+            }
+            None => self.say_complete(cx.out),
+        }
+    }
+
+    /// The names of a named upload are bound.
+    pub(super) fn names_bound(&mut self, cx: &mut Ctx<'_>) {
+        self.binding = false;
+        self.say_complete(cx.out);
+    }
+
+    fn say_complete(&mut self, out: &mut Outbox) {
+        if !self.complete_sent {
             self.complete_sent = true;
             if !self.complete_logged {
                 self.complete_logged = true;
+                out.log.metrics.upload_completed();
                 tracing::info!(
                     batch = self.batch.0,
                     files = self.files.len(),
@@ -484,7 +530,7 @@ impl Upload {
                 f.state = FileState::Done;
                 cx.out.ack(c.file);
                 cx.out.upload(Reply::Verified(c.file));
-                self.check_complete(cx.out);
+                self.check_complete(cx);
             }
             Verdict::Mismatch => {
                 tracing::info!(
@@ -572,7 +618,9 @@ impl Session {
             self.drop_upload();
             return self.out.error(ErrorCode::Expired, Kind::Data);
         }
-        if !up.all_done() && !self.relay.quotas().touch(up.batch(), now) {
+        // The reservation first: one map lookup per Data frame, where
+        // `all_done` walks every file of the batch.
+        if !self.relay.quotas().touch(up.batch(), now) && !up.all_done() {
             // The upload stalled and its reservation was released: it
             // reserves its unsent bytes again before storing more.
             let (batch, unsent) = (up.batch(), up.unsent());

@@ -14,6 +14,7 @@ use pickup_proto::{ErrorCode, Instant};
 use super::file::{FileState, Receiving};
 use super::{Ctx, Reply, Upload};
 use crate::jobs::{CheckProof, ExpectProof, Expected, LeaseLost, Proved, Work};
+use crate::metrics::InstantUpload;
 use crate::rate_limit::Peer;
 use crate::relay::Relay;
 use crate::store::{BatchId, BlobId, PartialId};
@@ -193,6 +194,9 @@ impl Upload {
                     blob = blob.0,
                     "linked after proof"
                 );
+                cx.relay
+                    .metrics()
+                    .instant_upload(InstantUpload::Hit, f.size);
                 FileState::Done
             }
             None => {
@@ -202,12 +206,15 @@ impl Upload {
                     "proof refused, uploading"
                 );
                 // A wrong proof is a failed guess at content.
+                cx.relay
+                    .metrics()
+                    .instant_upload(InstantUpload::ProofFailed, 0);
                 cx.relay.failed_lookup(cx.peer, cx.now);
                 FileState::Receiving(Receiving::fresh(partial))
             }
         };
         cx.out.upload(Reply::Plan(p.file));
-        self.check_complete(cx.out);
+        self.check_complete(cx);
         Ok(())
     }
 }

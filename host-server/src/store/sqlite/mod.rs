@@ -1,7 +1,9 @@
 //! The default [`Store`]: metadata in SQLite, contents as files.
 //!
 //! ```text
-//!   DATA/relay.sqlite (+ -wal, -shm)   batches, files, partials, blobs, expired codes
+//!   DATA/relay.sqlite (+ -wal, -shm)   batches, files, partials, blobs, expired codes,
+//!                                      users' names, their shares, kept blobs,
+//!                                      deliveries to terminals (`deliveries.rs`)
 //!   DATA/partial/<id>                  bytes of an upload in progress
 //!   DATA/blobs/<id>                    bytes of a complete, verified file
 //!                                      (none for empty files: BlobId::EMPTY)
@@ -30,8 +32,10 @@
 //! behind each other's disk flushes.
 
 mod blobs;
+mod deliveries;
 mod dir_sync;
 mod handles;
+mod names;
 mod private;
 mod recovery;
 mod rows;
@@ -56,10 +60,12 @@ pub use self::handles::OPEN_FILES_PER_KIND;
 pub use self::private::{wide_permissions, DIR_MODE, FILE_MODE};
 pub use self::recovery::Recovery;
 use self::rows::{count_usage, exec, to_i64, to_u64};
+pub(crate) use self::schema::{connect, db_file, prepare_db_file};
 use super::commit::{Delta, GroupCommit};
 use super::{
     Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
-    LookupKey, NewBatch, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
+    LookupKey, NameUsage, NamedFile, NewBatch, OwnerId, PartialId, Result, Store, StoreError,
+    SweepStats, Usage,
 };
 
 /// Removes a file; one already gone is not an error.
@@ -105,8 +111,7 @@ impl SqliteStore {
         let blob_dir = dir.join("blobs");
         private::create_dir_all(&partial_dir)?;
         private::create_dir_all(&blob_dir)?;
-        let db_path = dir.join(DB_FILE);
-        private::touch(&db_path)?;
+        let db_path = schema::prepare_db_file(dir)?;
         sync_dir(dir)?;
         let db = schema::open_db(&db_path)?;
         let store = SqliteStore {
@@ -421,9 +426,54 @@ impl Store for SqliteStore {
             "DELETE FROM expired WHERE expired_at < ?1",
             params![to_i64(forget_before)?],
         )? as u64;
+        Self::forget_deliveries(&db, to_i64(forget_before)?, &mut stats)?;
         // Writes change the counters only under this lock: a recount here
         // sees exactly the committed state.
         *self.usage_counters() = count_usage(&db)?;
         Ok(stats)
+    }
+
+    fn bind_names(
+        &self,
+        owner: &str,
+        batch: BatchId,
+        now: u64,
+        keep_replaced_secs: u64,
+    ) -> Result<u64> {
+        self.bind_batch_names(owner, batch, now, keep_replaced_secs)
+    }
+
+    fn find_name(&self, owner: &str, name: &str) -> Result<Option<NamedFile>> {
+        self.named_file(owner, name)
+    }
+
+    fn list_names(&self, owner: &str) -> Result<Vec<NamedFile>> {
+        self.named_files(owner)
+    }
+
+    fn remove_name(
+        &self,
+        owner: &str,
+        name: &str,
+        now: u64,
+        keep_replaced_secs: u64,
+    ) -> Result<bool> {
+        self.unbind_name(owner, name, now, keep_replaced_secs)
+    }
+
+    fn share_name(&self, owner: &str, name: &str, grantee: &str, allow: bool) -> Result<bool> {
+        self.set_share(owner, name, grantee, allow)
+    }
+
+    fn is_shared(&self, owner: &str, name: &str, grantee: &str) -> Result<bool> {
+        self.shared_with(owner, name, grantee)
+    }
+
+    fn name_usage(&self, owner: &str) -> Result<NameUsage> {
+        self.names_held(owner)
+    }
+
+    fn remove_owner(&self, owner: &str) -> Result<()> {
+        self.drop_owner(owner)
     }
 }

@@ -25,7 +25,7 @@ pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn digest20(bytes: Vec<u8>) -> Result<[u8; 20]> {
+pub(super) fn digest20(bytes: Vec<u8>) -> Result<[u8; 20]> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("digest of the wrong length".into()))

@@ -1,6 +1,6 @@
 //! The tables, and opening a database: pragmas, schema, migrations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -18,6 +18,16 @@ use super::Result;
 /// stored before thresholds existed). `files.executable` and `files.mtime`
 /// are a file's announced attributes (PROTOCOL.md §5.5), both NULL when
 /// the uploader sent none.
+///
+/// `names` binds a user's name to a blob (PROTOCOL.md §8), with the size,
+/// SHA-1 and attributes of the file that bound it; each row holds one
+/// reference (`blobs.refs`) to its blob, as a file row does. `name_shares`
+/// lists who else may read a name. `kept_blobs` holds one reference to the
+/// blob of a replaced or removed name until `until`, so readers of the old
+/// content finish it; the sweep releases it then. (Tables of the user
+/// directory, `users`, `auth_tokens`, `terminals` and `allowed_senders`,
+/// live in the same file but are not the store's.) The deliveries of
+/// pushes to terminals have their tables in `deliveries.rs`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,15 +75,63 @@ CREATE TABLE IF NOT EXISTS blob_owners(
     owner BLOB NOT NULL,
     PRIMARY KEY(blob, owner)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names(
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    blob INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha1 BLOB NOT NULL,
+    executable INTEGER,
+    mtime INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY(owner, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS name_shares(
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    PRIMARY KEY(owner, name, grantee)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS name_shares_by_grantee ON name_shares(grantee);
+CREATE TABLE IF NOT EXISTS kept_blobs(
+    blob INTEGER PRIMARY KEY,
+    until INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kept_blobs_by_time ON kept_blobs(until);
 ";
 
-/// Opens (or creates) the database at `path` in WAL mode with
-/// `synchronous=FULL`, with every table of [`SCHEMA`].
-pub(super) fn open_db(path: &Path) -> Result<Connection> {
+/// The database file of the data directory `dir`, created private with
+/// `dir` if missing. The store and the account directory
+/// ([`crate::directory::SqliteDirectory`]) both open this one file, each
+/// with its own connection ([`connect`]).
+pub(crate) fn prepare_db_file(dir: &Path) -> std::io::Result<PathBuf> {
+    super::private::create_dir_all(dir)?;
+    let path = db_file(dir);
+    super::private::touch(&path)?;
+    Ok(path)
+}
+
+/// The database file of the data directory `dir` (which may not exist).
+pub(crate) fn db_file(dir: &Path) -> PathBuf {
+    dir.join(super::DB_FILE)
+}
+
+/// A connection to the database at `path` in WAL mode with
+/// `synchronous=FULL`: readers and one writer at a time, across
+/// processes too (an admin command while the relay serves), writers
+/// waiting up to 30 s for each other instead of failing.
+pub(crate) fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let db = Connection::open(path)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
     db.busy_timeout(Duration::from_secs(30))?;
+    Ok(db)
+}
+
+/// Opens (or creates) the database at `path` ([`connect`]) with every
+/// table of [`SCHEMA`].
+pub(super) fn open_db(path: &Path) -> Result<Connection> {
+    let db = connect(path)?;
     db.execute_batch(SCHEMA)?;
     migrate(&db)?;
     Ok(db)
@@ -123,6 +181,9 @@ fn migrate(db: &Connection) -> Result<()> {
     if !has_column(db, "blobs", "threshold")? {
         db.execute_batch("ALTER TABLE blobs ADD COLUMN threshold INTEGER NOT NULL DEFAULT 0")?;
     }
+    // Named files came as tables of their own (names, name_shares,
+    // kept_blobs): SCHEMA creates them in an earlier database, which has
+    // no names to move, and no blob row's count changes.
     // Files gained their attributes; files stored before have none (NULL).
     if !has_column(db, "files", "executable")? {
         db.execute_batch(
@@ -130,6 +191,10 @@ fn migrate(db: &Connection) -> Result<()> {
              ALTER TABLE files ADD COLUMN mtime INTEGER;",
         )?;
     }
+    // Addressed delivery (PROTOCOL.md §11) came with tables of its own,
+    // `deliveries` and `delivery_reads` (see `deliveries.rs`): an earlier
+    // database has no delivery to move, and no other table changes.
+    db.execute_batch(super::deliveries::SCHEMA)?;
     Ok(())
 }
 

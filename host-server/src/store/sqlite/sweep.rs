@@ -1,5 +1,6 @@
 //! Deleting expired batches, and incomplete ones without progress, in
-//! short transactions, then their files.
+//! short transactions, then their files; releasing blobs of replaced or
+//! removed names whose keep time passed.
 
 use rusqlite::params;
 
@@ -10,7 +11,8 @@ use super::{Result, SqliteStore, SweepStats};
 const SWEEP_CHUNK: i64 = 256;
 
 impl SqliteStore {
-    /// One sweep transaction over at most [`SWEEP_CHUNK`] expired batches.
+    /// One sweep transaction over at most [`SWEEP_CHUNK`] expired batches
+    /// and as many kept blobs whose time passed; `true` if more may wait.
     pub(super) fn sweep_chunk(&self, now: u64, stats: &mut SweepStats) -> Result<bool> {
         let mut partials = Vec::new();
         let blobs: Vec<u64>;
@@ -30,7 +32,7 @@ impl SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<std::result::Result<_, _>>()?;
-            more = expired.len() as i64 == SWEEP_CHUNK;
+            let more_expired = expired.len() as i64 == SWEEP_CHUNK;
             for (id, code_key, expires_at) in &expired {
                 let contents: Vec<(Option<i64>, Option<i64>)> = tx
                     .prepare_cached("SELECT partial, blob FROM files WHERE batch = ?1")?
@@ -50,6 +52,21 @@ impl SqliteStore {
                     "INSERT OR REPLACE INTO expired(code_key, expired_at) VALUES (?1, ?2)",
                     params![code_key, expires_at],
                 )?;
+                Self::expire_deliveries(&tx, *id, *expires_at, stats)?;
+            }
+            // Kept blobs of replaced or removed names: their readers have
+            // had their time. As many per transaction as batches.
+            let released: Vec<i64> = tx
+                .prepare_cached("SELECT blob FROM kept_blobs WHERE until <= ?1 LIMIT ?2")?
+                .query_map(params![to_i64(now)?, SWEEP_CHUNK], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            more = more_expired || released.len() as i64 == SWEEP_CHUNK;
+            for blob in &released {
+                tx.execute(
+                    "UPDATE blobs SET refs = refs - 1 WHERE id = ?1",
+                    params![blob],
+                )?;
+                tx.execute("DELETE FROM kept_blobs WHERE blob = ?1", params![blob])?;
             }
             blobs = tx
                 .prepare("SELECT id FROM blobs WHERE refs <= 0")?
@@ -63,6 +80,7 @@ impl SqliteStore {
             tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
             tx.commit()?;
             stats.batches += expired.len() as u64;
+            stats.released += released.len() as u64;
             // After the commit, so a line means the batch is gone. Incomplete
             // batches without progress are deleted here too: both are the
             // end of a batch's life for the operator.

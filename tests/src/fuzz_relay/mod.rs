@@ -17,7 +17,8 @@
 //!   (uploads announce SHA-1s of fixed contents, so anything else means the
 //!   relay verified or served wrong bytes), and only from a complete batch;
 //! - a session's timer is never left in the past after `handle_timeout`,
-//!   and its output always runs dry.
+//!   and its output always runs dry;
+//! - identity and named files keep theirs (the `identity` module's doc).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,12 +32,16 @@ use pickup_proto::message::{
 };
 use pickup_proto::{Duration, Instant};
 use pickup_relay::codes::code_key;
+use pickup_relay::directory::MemoryDirectory;
 use pickup_relay::disclosure::{DisclosureMode, DisclosureSettings};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::{FileContent, Lookup, Store};
 use pickup_relay::{Job, Link, Relay, Session, Settings};
+
+mod identity;
+mod notices;
 
 /// File contents the terminals announce: their SHA-1s are honest.
 const CONTENTS: [&[u8]; 4] = [
@@ -100,9 +105,30 @@ struct Terminal {
     /// When the session last took any input: replies waiting in its outbox
     /// were produced no later than this.
     last_input: Instant,
+    /// What the connection said and was told about identity.
+    id: identity::Conn,
+    /// What the connection said and was told about notices.
+    notices: notices::Conn,
 }
 
 impl Terminal {
+    /// Notes what the terminal sent, however it was made (plausible, raw
+    /// frame or noise: the fuzzer may find a handle or a credential).
+    fn sent(
+        &mut self,
+        ids: &identity::Run,
+        book: &mut notices::Book,
+        now: Instant,
+        msg: &Message<'_>,
+    ) {
+        if let Message::Read(r) = msg {
+            self.reading = Some((r.code, r.file));
+        }
+        identity::note_sent(&mut self.id, ids, msg);
+        self.notices.may_be_terminal |= self.id.answered_as_terminal();
+        notices::note_sent(&mut self.notices, book, now.as_millis() / 1000, msg);
+    }
+
     /// Runs the job taken and every job the session gives out, at once.
     fn run_jobs(&mut self, relay: &Relay, now: Instant) {
         for _ in 0..MAX_DRAIN {
@@ -153,12 +179,18 @@ struct Fuzz {
     settings: Settings,
     link: Link,
     store: Arc<MemoryStore>,
+    /// Users and terminals: outlive a crash, as a database would.
+    directory: Arc<MemoryDirectory>,
     relay: Arc<Relay>,
     terminals: [Option<Terminal>; TERMINALS],
     /// What each terminal announced last, by file index: which of
     /// [`CONTENTS`]. A terminal knows its files across connections.
     announced: [Vec<usize>; TERMINALS],
     batches: BTreeMap<Code, Batch>,
+    /// Tokens given out, across connections.
+    ids: identity::Run,
+    /// Deliveries, receipts and refusals, across connections and crashes.
+    book: notices::Book,
     out: Vec<u8>,
     seed: u64,
     trace: bool,
@@ -180,6 +212,24 @@ pub struct RelaySummary {
     pub crashes: u32,
     /// Challenges (instant upload) the relay issued.
     pub challenges: u32,
+    /// `Authenticated` answers.
+    pub authenticated: u32,
+    /// `AuthFailed` refusals.
+    pub auth_failed: u32,
+    /// `RateLimited` refusals (of any request).
+    pub rate_limited: u32,
+    /// Manifests under a read handle (`FetchNamed`, `ListNamed`).
+    pub named_manifests: u32,
+    /// Data bytes served through read handles.
+    pub named_served: u64,
+    /// `Delivery` answers (to `Push` and `DeliveryStatus`).
+    pub deliveries: u32,
+    /// `Inbox` answers to `Listen`.
+    pub inboxes: u32,
+    /// `Notice`s sent (in an inbox or live).
+    pub notices: u32,
+    /// `Settled` answers.
+    pub settled: u32,
 }
 
 /// Runs the relay session logic on fuzzer bytes; panics if an invariant breaks.
@@ -189,9 +239,16 @@ pub struct RelaySummary {
 /// a 2000-byte quota), `bit 4` a 60-second code lifetime, `bit 5` deferred
 /// jobs (run at the next `timers` operation, or when the session waits for
 /// one before it takes more input), `bits 6-7` what instant upload may
-/// reveal (0 a threshold of 2 owners, 1 owner only, 2-3 open). Then operations,
+/// reveal (0 a threshold of 2 owners, 1 owner only, 2-3 open; 3 also
+/// refuses anonymous uploads and downloads). Then operations,
 /// one byte each (`op % 10`) with the terminal in the top bits
 /// (`op / 10 % 3`), and operands after them.
+///
+/// Every run starts with users ada (password `ada-pw`) and bob (`bob-pw`)
+/// and terminal t1 of ada's (key 16 × 7). A plausible message (`say`)
+/// picks its request by a selector byte: below 224 transfers, 224..240
+/// addressed delivery and doorbell wakes (the `notices` module), 240 and
+/// up identity and named files (the `identity` module).
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
     run(data, false)
 }
@@ -229,6 +286,11 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         },
         threshold_max: 2,
     };
+    if setup >> 6 == 3 {
+        settings.auth.allow_anonymous_upload = false;
+        settings.auth.allow_anonymous_download = false;
+    }
+    settings.push = notices::push_settings();
     if setup & 0x10 != 0 {
         settings.code_ttl_secs = 60;
         settings.expired_memory_secs = 120;
@@ -236,11 +298,14 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
     let link = Link {
         max_frame: [64, 256, 1024, 4096][usize::from(setup & 3)],
         window: 1024,
+        encrypted: false,
     };
     let store = Arc::new(MemoryStore::new());
-    let relay = Relay::new(
+    let directory = identity::directory();
+    let relay = Relay::with_directory(
         settings.clone(),
         store.clone(),
+        directory.clone(),
         Box::new(SeededRandom::new(u64::from(setup))),
         START,
     );
@@ -249,10 +314,13 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
         settings,
         link,
         store,
+        directory,
         relay,
         terminals: [None, None, None],
         announced: [Vec::new(), Vec::new(), Vec::new()],
         batches: BTreeMap::new(),
+        ids: identity::Run::default(),
+        book: notices::Book::default(),
         out: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
         seed: u64::from(setup),
         trace,
@@ -353,6 +421,7 @@ fn run(data: &[u8], trace: bool) -> RelaySummary {
                 term.run_jobs(&relay, now);
             }
         }
+        fuzz.check_deliveries();
     }
     // Whatever is left must drain: the driver runs every job it is given.
     for t in 0..TERMINALS {
@@ -391,6 +460,8 @@ impl Fuzz {
                 reading: None,
                 job: None,
                 last_input: self.now,
+                id: identity::Conn::default(),
+                notices: notices::Conn::default(),
             });
         }
         Some(())
@@ -399,9 +470,13 @@ impl Fuzz {
     fn frame(&mut self, t: usize, f: Frame<'_>) {
         let now = self.now;
         if let Some(term) = self.terminals[t].as_mut() {
-            if let Ok(Message::Hello(h)) = Message::decode(f) {
+            let msg = Message::decode(f);
+            if let Ok(Message::Hello(h)) = msg {
                 term.max_frame =
                     (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
+            }
+            if let Ok(msg) = msg {
+                term.sent(&self.ids, &mut self.book, now, &msg);
             }
             term.wait_for_input(&self.relay, now);
             term.last_input = now;
@@ -433,11 +508,6 @@ impl Fuzz {
             if let Message::BatchOpen(_) = msg {
                 self.announced[t].clear();
             }
-            if let Message::Read(r) = msg {
-                if let Some(term) = self.terminals[t].as_mut() {
-                    term.reading = Some((r.code, r.file));
-                }
-            }
             self.log(format_args!("terminal {t} says {msg:?}"));
             self.frame(t, f);
         }
@@ -453,7 +523,13 @@ impl Fuzz {
                 term.wait_for_input(&self.relay, now);
                 term.last_input = now;
                 match r {
-                    Ok(f) => term.session.handle_frame(now, f),
+                    Ok(f) => {
+                        // Noise may hold a whole credential: it counts.
+                        if let Ok(msg) = Message::decode(f) {
+                            term.sent(&self.ids, &mut self.book, now, &msg);
+                        }
+                        term.session.handle_frame(now, f)
+                    }
                     Err(why) => term.session.handle_dropped(now, why),
                 }
             }
@@ -464,6 +540,9 @@ impl Fuzz {
     fn plausible(&mut self, t: usize, input: &mut Input<'_>) -> Option<()> {
         let sel = input.byte()?;
         let arg = input.byte()?;
+        if sel >= 240 {
+            return self.plausible_identity(t, sel, arg, input);
+        }
         let known: Vec<Code> = self.batches.keys().copied().collect();
         let code = if known.is_empty() || arg % 8 == 7 {
             // A code nobody was given (almost surely).
@@ -471,6 +550,9 @@ impl Fuzz {
         } else {
             known[usize::from(arg) % known.len()]
         };
+        if (224..240).contains(&sel) {
+            return self.plausible_notice(t, sel, arg, code, input);
+        }
         let term_code = self.terminals[t].as_ref().and_then(|x| x.code);
         let file = u16::from(arg % 4);
         let msg_owned: Message<'static> = match sel % 12 {
@@ -700,15 +782,23 @@ impl Fuzz {
                     "verified bytes differ from the SHA-1"
                 );
             }
+            Message::Data(d) if reading.is_some_and(|(code, _)| !self.is_batch(code)) => {
+                let (code, file) = reading.expect("data only after a read");
+                assert_eq!(d.file, file, "data for another file than read");
+                self.check_named_data(t, code, &d, summary);
+            }
             Message::Data(d) => {
                 let (code, file) = reading.expect("data only after a read");
                 assert_eq!(d.file, file, "data for another file than read");
                 // Like a verdict, data waiting in the outbox was produced at
                 // the session's last input: the batch must have been live
                 // then (a session that hears nothing does not know the time).
+                // (A delivery may have moved the expiry past the grant's:
+                // offline files and the target's reads keep a batch longer.)
                 let known = self.batches.get(&code).expect("data for a granted code");
                 assert!(
-                    produced_secs < known.expires_at,
+                    produced_secs < known.expires_at
+                        || self.lookup_at(code, produced_secs).is_some(),
                     "data from a batch expired when it was produced"
                 );
                 let content: Vec<u8> = match self.lookup_at(code, produced_secs) {
@@ -754,8 +844,21 @@ impl Fuzz {
                 );
                 summary.served += d.bytes.len() as u64;
             }
-            _ => {}
+            Message::Manifest(m) => {
+                let known = self.is_batch(m.code);
+                self.check_identity(t, &msg, known, summary);
+            }
+            other => {
+                self.check_notice(t, &other, summary);
+                self.check_identity(t, &other, false, summary)
+            }
         }
+    }
+
+    /// Whether `code` is a batch's (granted to the run, or in the store):
+    /// anything else the relay names is a read handle.
+    fn is_batch(&self, code: Code) -> bool {
+        self.batches.contains_key(&code) || self.store.code_taken(&code_key(&code)).unwrap_or(false)
     }
 
     fn check_durable(&self, code: Code, file: u16, offset: u64, what: &str) {
@@ -785,6 +888,13 @@ impl Fuzz {
                     term.last_input = now;
                     term.session.handle_job_done(now, job.run(&self.relay));
                 }
+            }
+        }
+        // A driver wakes a session whose doorbell rang.
+        for term in self.terminals.iter_mut().flatten() {
+            if term.session.doorbell().rung() {
+                term.last_input = self.now;
+                term.session.handle_wake(self.now);
             }
         }
         for t in 0..TERMINALS {
@@ -851,9 +961,10 @@ impl Fuzz {
             }
         }
         self.seed = self.seed.wrapping_add(1);
-        self.relay = Relay::new(
+        self.relay = Relay::with_directory(
             self.settings.clone(),
             self.store.clone(),
+            self.directory.clone(),
             Box::new(SeededRandom::new(self.seed)),
             self.now,
         );

@@ -1,0 +1,318 @@
+//! Row 1: the TCP loopback transfer through the real relay, beside the
+//! machine's floors (raw TCP copy, SHA-1, durable writes, the frame
+//! codec), the same file over HTTP, and instant upload of it.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use pickup_proto::frame::{max_encoded_len, Decoder};
+use pickup_proto::message::Message;
+use pickup_proto::Sha1Digest;
+use serde_json::{json, Value};
+
+use crate::{
+    client, measure, percentile_ms, random_bytes, rate, relay, sha1_fast, tcp_download_config,
+    tcp_link, tcp_upload_config, thread_cpu_secs, Measured, MIB,
+};
+
+/// Single-core SHA-1 rates: the `sha1` crate (what hosts use, through
+/// proto-core's `fast-sha1` feature) and `sha1_smol` (what MCUs use).
+///
+/// The reference rate is the best of three passes: this machine's speed
+/// wanders by a third from minute to minute, and a slow pass would make
+/// every ratio against it look better than it is.
+fn sha1_rates(data: &[u8]) -> (f64, f64) {
+    let mut fast = 0f64;
+    let mut a = Sha1Digest::EMPTY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        a = sha1_fast(data);
+        fast = fast.max(rate(data.len(), t.elapsed()));
+    }
+    let t = Instant::now();
+    let b = Sha1Digest(sha1_smol::Sha1::from(data).digest().bytes());
+    let smol = rate(data.len(), t.elapsed());
+    assert_eq!(a, b, "the two SHA-1 implementations disagree");
+    (fast, smol)
+}
+
+/// A rate and the CPU time it took (user + system, of the threads doing it).
+struct Costed {
+    mib_per_sec: f64,
+    cpu_secs: f64,
+}
+
+/// Writing `data` to a file in 64 KiB writes (the relay's frame size) with
+/// an fdatasync every `every` bytes, and once at the end: what the disk
+/// takes durably at the cadence of the relay's acknowledgements. Then the
+/// CPU it takes to read the file back (as the relay does to serve it).
+fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir()?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("durable.bin"))?;
+    let cpu = thread_cpu_secs();
+    let t = Instant::now();
+    let mut unsynced = 0;
+    for (i, chunk) in data.chunks(64 * 1024).enumerate() {
+        file.write_all_at(chunk, (i * 64 * 1024) as u64)?;
+        unsynced += chunk.len();
+        if unsynced >= every {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+    }
+    file.sync_data()?;
+    let written = Costed {
+        mib_per_sec: rate(data.len(), t.elapsed()),
+        cpu_secs: thread_cpu_secs() - cpu,
+    };
+    let cpu = thread_cpu_secs();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0;
+    while offset < data.len() {
+        match file.read_at(&mut buf, offset as u64)? {
+            0 => break,
+            n => offset += n,
+        }
+    }
+    Ok((written, thread_cpu_secs() - cpu))
+}
+
+/// Seconds to encode `data` into 64 KiB `Data` frames (COBS + CRC-32C, as
+/// a sender must) and to decode them again (as a receiver must), on one
+/// core. The frames go through one buffer, so only the codec is timed.
+fn frame_codec(data: &[u8]) -> io::Result<(f64, f64)> {
+    let max_frame = pickup_proto::frame::MAX_FRAME_LEN;
+    let mut out = vec![0u8; max_encoded_len(max_frame)];
+    let mut decoder = Decoder::new(vec![0u8; max_frame]);
+    let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
+    let mut offset = 0;
+    while offset < data.len() {
+        let t = Instant::now();
+        let n = pickup_proto::message::encode_data_with(
+            0,
+            offset as u64,
+            data.len() - offset,
+            max_frame,
+            &mut out,
+            |room| {
+                let k = room.len().min(data.len() - offset);
+                room[..k].copy_from_slice(&data[offset..offset + k]);
+                offset += k;
+                Some(k)
+            },
+        )
+        .map_err(|_| io::Error::other("a data frame does not fit"))?;
+        let t2 = Instant::now();
+        encode += t2 - t;
+        let mut input = &out[..n];
+        let frame = decoder.feed(&mut input);
+        let decoded = matches!(frame, Some(Ok(f)) if Message::decode(f).is_ok());
+        decode += t2.elapsed();
+        if !decoded {
+            return Err(io::Error::other("a data frame did not decode"));
+        }
+    }
+    Ok((encode.as_secs_f64(), decode.as_secs_f64()))
+}
+
+/// A plain copy through a loopback TCP connection: the transport's ceiling.
+/// Its CPU time is both ends': the least any transfer over TCP costs.
+fn raw_tcp(data: &[u8]) -> io::Result<Costed> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let len = data.len();
+    let reader = std::thread::spawn(move || -> io::Result<(usize, f64)> {
+        let (mut s, _) = listener.accept()?;
+        let cpu = thread_cpu_secs();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        while total < len {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        Ok((total, thread_cpu_secs() - cpu))
+    });
+    let cpu = thread_cpu_secs();
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(data)?;
+    drop(s);
+    let writer_cpu = thread_cpu_secs() - cpu;
+    let (got, reader_cpu) = reader
+        .join()
+        .map_err(|_| io::Error::other("reader panicked"))??;
+    let elapsed = t.elapsed();
+    if got != len {
+        return Err(io::Error::other("raw TCP copy lost bytes"));
+    }
+    Ok(Costed {
+        mib_per_sec: rate(len, elapsed),
+        cpu_secs: writer_cpu + reader_cpu,
+    })
+}
+
+pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
+    let data = random_bytes(len, 1);
+    let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
+    let raw = raw_tcp(&data)?;
+    let (encode_secs, decode_secs) = frame_codec(&data)?;
+    // What a terminal does before it announces: not in the upload's time.
+    let t = Instant::now();
+    let sha1 = sha1_fast(&data);
+    let announce_hash_secs = t.elapsed().as_secs_f64();
+    let relay = relay::Relay::start(binary, None)?;
+    let (up, up_m) = measure(&relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::upload(
+            &mut link,
+            tcp_upload_config(),
+            &["big.bin".into()],
+            std::slice::from_ref(&data),
+            &[sha1],
+        )
+    })?;
+    let (got, down_m) = measure(&relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::download(&mut link, tcp_download_config(), up.code)
+    })?;
+    assert_eq!(got, data.len() as u64);
+    eprintln!("    HTTP download of the same file…");
+    let (http_sha1, http_m) = measure(&relay, || http_download(relay.http, &up.code.to_string()))?;
+    if http_sha1 != sha1 {
+        return Err(io::Error::other("the HTTP download's SHA-1 differs"));
+    }
+
+    eprintln!("    instant upload of the same content…");
+    let (again, instant_m) = measure(&relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::upload(
+            &mut link,
+            tcp_upload_config(),
+            &["again.bin".into()],
+            std::slice::from_ref(&data),
+            &[sha1],
+        )
+    })?;
+    drop(relay);
+    // After the relay's runs: deleting these files makes the disk busy
+    // (discards), which must not land on the relay's measurements.
+    let (disk_2, read_back_cpu) = durable_write(&data, 2 << 20)?;
+    let (disk_4, _) = durable_write(&data, 4 << 20)?;
+    let (disk_end, _) = durable_write(&data, usize::MAX)?;
+    let upload_rate = len as f64 / MIB / up_m.secs;
+    let download_rate = len as f64 / MIB / down_m.secs;
+    let http_rate = len as f64 / MIB / http_m.secs;
+    // The floor: CPU no transfer through a verifying, durable relay can
+    // avoid, measured piece by piece above. Both directions: both ends of
+    // a TCP copy, encoding and decoding the frames, one SHA-1 (the relay's
+    // for an upload, the terminal's for a download). Upload: writing
+    // durably at the relay's sync cadence; download: the relay reading
+    // the file. Spread perfectly over every core, it bounds the rate.
+    let sha1_secs = len as f64 / MIB / sha1_rate;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let common = raw.cpu_secs + encode_secs + decode_secs + sha1_secs;
+    let up_floor = common + disk_2.cpu_secs;
+    let down_floor = common + read_back_cpu;
+    let ceiling = |floor: f64| len as f64 / MIB / (floor / cores);
+    let cpu = |m: &Measured| {
+        json!({
+            "secs": m.secs,
+            "client_cpu_secs": m.client_cpu,
+            "relay_cpu_secs": m.relay_cpu,
+        })
+    };
+    Ok(json!({
+        "tcp": {
+            "bytes": len,
+            "sha1_mib_per_sec": sha1_rate,
+            "sha1_smol_mib_per_sec": sha1_smol_rate,
+            "raw_tcp_mib_per_sec": raw.mib_per_sec,
+            "raw_tcp_cpu_secs": raw.cpu_secs,
+            "disk_fdatasync_every_2mib_mib_per_sec": disk_2.mib_per_sec,
+            "disk_fdatasync_every_2mib_cpu_secs": disk_2.cpu_secs,
+            "disk_fdatasync_every_4mib_mib_per_sec": disk_4.mib_per_sec,
+            "disk_one_fdatasync_mib_per_sec": disk_end.mib_per_sec,
+            "read_back_cpu_secs": read_back_cpu,
+            "frame_encode_secs": encode_secs,
+            "frame_decode_secs": decode_secs,
+            "cores": cores,
+            "upload_floor_cpu_secs": up_floor,
+            "download_floor_cpu_secs": down_floor,
+            "upload_ceiling_vs_sha1": ceiling(up_floor) / sha1_rate,
+            "download_ceiling_vs_sha1": ceiling(down_floor) / sha1_rate,
+            "upload_mib_per_sec": upload_rate,
+            "download_mib_per_sec": download_rate,
+            "upload_vs_sha1": upload_rate / sha1_rate,
+            "download_vs_sha1": download_rate / sha1_rate,
+            "upload_vs_raw_tcp": upload_rate / raw.mib_per_sec,
+            "download_vs_raw_tcp": download_rate / raw.mib_per_sec,
+            "announce_hash_secs": announce_hash_secs,
+            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (up_m.secs + announce_hash_secs),
+            "upload": cpu(&up_m),
+            "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
+            "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
+            "upload_ack_latency_p50_ms": percentile_ms(&up.ack_latencies, 0.5),
+            "upload_ack_latency_p99_ms": percentile_ms(&up.ack_latencies, 0.99),
+            "download": cpu(&down_m),
+            "http_download_mib_per_sec": http_rate,
+            "http_download_vs_sha1": http_rate / sha1_rate,
+            "http_download_vs_wire_download": http_rate / download_rate,
+            "http_download": cpu(&http_m),
+        },
+        "instant_upload": {
+            "bytes": len,
+            "linked": again.all_linked,
+            "announce_to_complete_secs": instant_m.secs,
+            "upload_secs": up_m.secs,
+            "ratio_to_upload": instant_m.secs / up_m.secs,
+            "cpu": cpu(&instant_m),
+        },
+    }))
+}
+
+/// `GET /c/{code}/0` over plain HTTP/1.1 at `http`, hashing the body as it
+/// arrives (as the wire download verifies): the body's SHA-1.
+fn http_download(http: std::net::SocketAddr, code: &str) -> io::Result<Sha1Digest> {
+    use sha1::Digest;
+    let mut s = TcpStream::connect(http)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "GET /c/{code}/0 HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut head = Vec::new();
+    let mut hasher = sha1::Sha1::new();
+    let mut in_body = false;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if in_body {
+            hasher.update(&buf[..n]);
+            continue;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !head.starts_with(b"HTTP/1.1 200") {
+                let status = String::from_utf8_lossy(&head[..head.len().min(64)]).into_owned();
+                return Err(io::Error::other(format!("HTTP download: {status}")));
+            }
+            hasher.update(&head[end + 4..]);
+            in_body = true;
+        } else if head.len() > 64 << 10 {
+            return Err(io::Error::other("HTTP download: no end of headers"));
+        }
+    }
+    Ok(Sha1Digest(hasher.finalize().into()))
+}

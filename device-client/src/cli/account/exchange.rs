@@ -1,0 +1,330 @@
+//! One request at a time over a fresh link: what the account and
+//! named-file commands need (a login, a listing, a removal), which have
+//! no bytes to move and nothing to resume.
+//!
+//! ```text
+//!   dial ──Hello──► Welcome ──[authenticate]──► request ──► reply | Error
+//! ```
+//!
+//! Every wait is bounded ([`REPLY_TIMEOUT`]); a relay that does not answer
+//! is a link failure (exit code 4), an `Error` naming the request a refusal.
+
+use std::time::{Duration, Instant};
+
+use embedded_io::{Read, Write};
+use pickup_proto::frame::Decoder;
+use pickup_proto::identity::{terminal_mac, TerminalIdentity};
+use pickup_proto::message::{
+    AuthToken, Authenticate, ChallengeAnswer, DeliveryState, Hello, Kind, Message, Role,
+    TerminalAuth,
+};
+use pickup_proto::{Code, ErrorCode, Sha1Digest, PROTOCOL_VERSION};
+
+use crate::cli::addr::{Addr, RelayConnector};
+use crate::cli::io::StdLink;
+use crate::cli::{Exit, Failure, RX, TX};
+use crate::link::{is_quiet, Connector};
+
+/// Most deliveries of one code a status listing keeps.
+const MAX_DELIVERIES: usize = 4096;
+
+/// How long the relay may take to answer one request (a password check
+/// costs it tens of milliseconds; a busy relay more).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A relay's answer to one request, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Authenticated {
+        user: String,
+        terminal: String,
+        token: AuthToken,
+        expires_at: u64,
+    },
+    Challenge([u8; 16]),
+    Done,
+    /// A manifest and its entries.
+    Listing(Vec<Listed>),
+    /// Where one delivery stands (the answer to a `Push`).
+    Delivery(Delivered),
+    /// The deliveries of a code (the answer to a `DeliveryStatus`).
+    Deliveries(Vec<Delivered>),
+}
+
+/// A `Delivery` message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub push_id: u64,
+    pub code: Code,
+    pub terminal: String,
+    pub state: DeliveryState,
+    pub bytes: u64,
+    pub total: u64,
+    pub at: u64,
+    pub until: u64,
+}
+
+impl Delivered {
+    fn of(d: &pickup_proto::message::Delivery<'_>) -> Delivered {
+        Delivered {
+            push_id: d.push_id,
+            code: d.code,
+            terminal: d.terminal.to_string(),
+            state: d.state,
+            bytes: d.bytes,
+            total: d.total,
+            at: d.at,
+            until: d.until,
+        }
+    }
+}
+
+/// One named file of a listing: name, size, SHA-1.
+pub(crate) type Listed = (String, u64, Sha1Digest);
+
+/// One open session with the relay.
+pub(crate) struct Exchange {
+    link: StdLink,
+    decoder: Decoder<Vec<u8>>,
+    peer_max_frame: usize,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+    /// Bytes read and not yet fed to the decoder.
+    pending: Vec<u8>,
+    relay: String,
+}
+
+impl Exchange {
+    /// Dials `addr` and opens a session (Hello, Welcome).
+    pub fn open(addr: &Addr) -> Result<Exchange, Failure> {
+        let mut connector: RelayConnector = addr.dial()?;
+        let link = connector
+            .connect()
+            .map_err(|()| Failure::new(Exit::Link, "the link to the relay failed"))?;
+        let mut ex = Exchange {
+            link,
+            decoder: Decoder::new(vec![0u8; RX]),
+            peer_max_frame: pickup_proto::frame::MIN_FRAME_LEN,
+            tx: vec![0u8; TX],
+            rx: vec![0u8; 4096],
+            pending: Vec::new(),
+            relay: addr.canonical(),
+        };
+        ex.send(&Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Terminal,
+            max_frame: RX as u32,
+            window: 0,
+            caps: 0,
+        }))?;
+        ex.await_reply(Kind::Hello, |m| match m {
+            Message::Welcome(w) => Some(Ok(w.max_frame)),
+            _ => None,
+        })
+        .map(|max| ex.peer_max_frame = (max as usize).max(pickup_proto::frame::MIN_FRAME_LEN))?;
+        Ok(ex)
+    }
+
+    fn send(&mut self, msg: &Message<'_>) -> Result<(), Failure> {
+        let n = msg
+            .encode(self.peer_max_frame, &mut self.tx)
+            .map_err(|_| Failure::new(Exit::Usage, "request too long for the relay's frames"))?;
+        self.link
+            .write_all(&self.tx[..n])
+            .and_then(|()| self.link.flush())
+            .map_err(|e| self.lost(&e.to_string()))
+    }
+
+    fn lost(&self, why: &str) -> Failure {
+        Failure::new(
+            Exit::Link,
+            format!("the link to the relay at {} failed: {why}", self.relay),
+        )
+    }
+
+    /// Reads frames until `pick` takes one (or an `Error` about `kind`
+    /// arrives), within [`REPLY_TIMEOUT`].
+    fn await_reply<T>(
+        &mut self,
+        kind: Kind,
+        mut pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
+    ) -> Result<T, Failure> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            // Decode what is buffered first.
+            let mut input: &[u8] = &self.pending;
+            let mut verdict = None;
+            while !input.is_empty() && verdict.is_none() {
+                let Some(Ok(frame)) = self.decoder.feed(&mut input) else {
+                    continue;
+                };
+                let Ok(msg) = Message::decode_from_relay(frame) else {
+                    continue;
+                };
+                verdict = match msg {
+                    Message::Error(e) if e.kind == kind as u8 => Some(Err(e.code)),
+                    Message::Error(e) if e.kind == 0 && is_fatal(e.code) => Some(Err(e.code)),
+                    other => pick(other),
+                };
+            }
+            let used = self.pending.len() - input.len();
+            self.pending.drain(..used);
+            if let Some(v) = verdict {
+                return v.map_err(|code| refusal(code, &self.relay));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.lost("no answer"));
+            }
+            match self.link.read(&mut self.rx) {
+                Ok(0) => return Err(self.lost("connection closed by the relay")),
+                Ok(n) => self.pending.extend_from_slice(&self.rx[..n]),
+                Err(e) if is_quiet(embedded_io::Error::kind(&e)) => {}
+                Err(e) => return Err(self.lost(&e.to_string())),
+            }
+        }
+    }
+
+    /// Sends `msg` and waits for its reply.
+    pub fn request(&mut self, msg: &Message<'_>) -> Result<Reply, Failure> {
+        let kind = msg.kind();
+        self.send(msg)?;
+        let mut listing: Option<(usize, Vec<Listed>)> = None;
+        let mut deliveries = Vec::new();
+        self.await_reply(kind, |m| match m {
+            Message::Delivery(d) if kind == Kind::Push => {
+                Some(Ok(Reply::Delivery(Delivered::of(&d))))
+            }
+            Message::Delivery(d) if kind == Kind::DeliveryStatus => {
+                // Bounded by what one relay keeps per sender and code.
+                if deliveries.len() < MAX_DELIVERIES {
+                    deliveries.push(Delivered::of(&d));
+                }
+                None
+            }
+            Message::Done(d) if kind == Kind::DeliveryStatus && d.kind == kind as u8 => {
+                Some(Ok(Reply::Deliveries(core::mem::take(&mut deliveries))))
+            }
+            Message::Authenticated(a) => Some(Ok(Reply::Authenticated {
+                user: a.user.to_string(),
+                terminal: a.terminal.to_string(),
+                token: a.token,
+                expires_at: a.expires_at,
+            })),
+            Message::Challenge(c) => Some(Ok(Reply::Challenge(c.nonce))),
+            Message::Done(d) if d.kind == kind as u8 => Some(Ok(Reply::Done)),
+            Message::Manifest(m) if m.files == 0 => Some(Ok(Reply::Listing(Vec::new()))),
+            Message::Manifest(m) => {
+                listing = Some((usize::from(m.files), Vec::new()));
+                None
+            }
+            Message::ManifestEntry(e) => {
+                let (want, files) = listing.as_mut()?;
+                files.push((e.name.to_string(), e.size, e.sha1));
+                (files.len() == *want).then(|| Ok(Reply::Listing(core::mem::take(files))))
+            }
+            _ => None,
+        })
+    }
+
+    /// Authenticates the session as a terminal or with a kept token; the
+    /// user the session now acts for.
+    pub fn authenticate(&mut self, who: &Credential) -> Result<String, Failure> {
+        let reply = match who {
+            Credential::Token(token) => {
+                self.request(&Message::Authenticate(Authenticate { token: *token }))?
+            }
+            Credential::Terminal { name, key } => {
+                let id = TerminalIdentity { name, key: *key };
+                let Reply::Challenge(nonce) =
+                    self.request(&Message::TerminalAuth(TerminalAuth { terminal: name }))?
+                else {
+                    return Err(Failure::new(Exit::Refused, "the relay sent no challenge"));
+                };
+                let mac = terminal_mac(&id.key, &nonce, id.name);
+                self.request(&Message::ChallengeAnswer(ChallengeAnswer { mac }))?
+            }
+        };
+        match reply {
+            Reply::Authenticated { user, .. } => Ok(user),
+            _ => Err(Failure::new(
+                Exit::Refused,
+                "the relay did not authenticate",
+            )),
+        }
+    }
+
+    /// Ends the session politely.
+    pub fn close(mut self) {
+        let _ = self.send(&Message::Goodbye);
+    }
+}
+
+/// How a command authenticates.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    /// The token of a `pickup login`.
+    Token(AuthToken),
+    /// A registered terminal and its device key.
+    Terminal {
+        name: String,
+        key: pickup_proto::identity::DeviceKey,
+    },
+}
+
+impl Credential {
+    /// As the protocol machines take it.
+    pub fn as_proto(&self) -> pickup_proto::identity::Credential<'_> {
+        match self {
+            Credential::Token(token) => pickup_proto::identity::Credential::Token(*token),
+            Credential::Terminal { name, key } => {
+                pickup_proto::identity::Credential::Terminal(TerminalIdentity { name, key: *key })
+            }
+        }
+    }
+}
+
+/// Errors with no request to name that end the session.
+fn is_fatal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::IdleTimeout
+    )
+}
+
+/// The one line for a refusal.
+pub(crate) fn refusal(code: ErrorCode, relay: &str) -> Failure {
+    let text = match code {
+        ErrorCode::AuthFailed => {
+            "authentication failed: wrong user name, password, token or key".to_string()
+        }
+        ErrorCode::UnknownKind => format!("the relay at {relay} has no accounts (it is older)"),
+        ErrorCode::UnknownCode => "not found".to_string(),
+        ErrorCode::AuthRequired => {
+            format!("not logged in to {relay}: run `pickup login USER` first")
+        }
+        ErrorCode::UnknownTerminal => {
+            "unknown terminal, or not one you may send to (its owner can allow you with `pickup allow`)"
+                .to_string()
+        }
+        code => code.describe().to_string(),
+    };
+    let exit = match code {
+        ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::IdleTimeout => Exit::Link,
+        _ => Exit::Refused,
+    };
+    Failure::new(exit, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_what_to_do() {
+        let f = refusal(ErrorCode::AuthRequired, "tcp://r:1");
+        assert_eq!(f.exit, Exit::Refused);
+        assert!(f.message.contains("pickup login"), "{}", f.message);
+        assert_eq!(refusal(ErrorCode::Busy, "x").exit, Exit::Link);
+        assert_eq!(refusal(ErrorCode::UnknownCode, "x").message, "not found");
+    }
+}

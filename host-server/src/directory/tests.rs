@@ -1,0 +1,364 @@
+//! The same checks against both directories: each test body takes a
+//! `&dyn Directory` and runs once per implementation.
+
+use pickup_proto::identity::DeviceKey;
+use pickup_proto::message::AuthToken;
+
+use super::*;
+
+const FAST: PasswordParams = PasswordParams::FAST_FOR_TESTS;
+
+/// Runs `check` on a fresh memory directory and a fresh SQLite one.
+fn each(check: impl Fn(&dyn Directory)) {
+    check(&MemoryDirectory::new(FAST));
+    let dir = tempfile::tempdir().unwrap();
+    check(&SqliteDirectory::open(&dir.path().join("data"), FAST).unwrap());
+}
+
+fn key(n: u8) -> DeviceKey {
+    DeviceKey([n; 16])
+}
+
+fn token(n: u8) -> AuthToken {
+    AuthToken([n; 16])
+}
+
+#[test]
+fn users_are_added_listed_changed_and_removed() {
+    each(|d| {
+        d.add_user("bob", "pw-b", 20).unwrap();
+        d.add_user("ada", "pw-a", 10).unwrap();
+        let names: Vec<_> = d.users().unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["ada", "bob"], "sorted by name");
+        let ada = d.user("ada").unwrap().unwrap();
+        assert_eq!(
+            ada,
+            UserRecord {
+                name: "ada".into(),
+                quota_bytes: None,
+                quota_files: None,
+                created_at: 10
+            }
+        );
+        d.set_quota("ada", Some(1 << 40), Some(7)).unwrap();
+        let ada = d.user("ada").unwrap().unwrap();
+        assert_eq!((ada.quota_bytes, ada.quota_files), (Some(1 << 40), Some(7)));
+        d.set_quota("ada", None, Some(u64::MAX)).unwrap();
+        let ada = d.user("ada").unwrap().unwrap();
+        assert_eq!(ada.quota_bytes, None);
+        // SQLite keeps at most i64::MAX: as good as no limit.
+        assert!(ada.quota_files >= Some(i64::MAX as u64));
+        d.remove_user("bob").unwrap();
+        assert_eq!(d.user("bob").unwrap(), None);
+        assert_eq!(d.users().unwrap().len(), 1);
+        assert_eq!(
+            d.remove_user("bob"),
+            Err(DirectoryError::NotFound("user \"bob\"".into()))
+        );
+        assert_eq!(
+            d.remove_user("bob").unwrap_err().to_string(),
+            "no user \"bob\""
+        );
+        assert!(matches!(
+            d.set_quota("bob", None, None),
+            Err(DirectoryError::NotFound(_))
+        ));
+        assert!(matches!(
+            d.set_password("bob", "x"),
+            Err(DirectoryError::NotFound(_))
+        ));
+    });
+}
+
+#[test]
+fn a_taken_name_is_refused_whether_user_or_terminal() {
+    each(|d| {
+        d.add_user("ada", "pw", 0).unwrap();
+        let e = d.add_user("ada", "other", 0).unwrap_err();
+        assert_eq!(e, DirectoryError::Exists("user \"ada\"".into()));
+        assert_eq!(e.to_string(), "user \"ada\" already exists");
+        assert!(
+            d.check_password("ada", "pw").unwrap(),
+            "the first password stays"
+        );
+        d.add_terminal("sensor-1", "ada", key(1), 0).unwrap();
+        assert!(matches!(
+            d.add_terminal("sensor-1", "ada", key(2), 0),
+            Err(DirectoryError::Exists(_))
+        ));
+        assert!(matches!(
+            d.add_user("sensor-1", "pw", 0),
+            Err(DirectoryError::Exists(_))
+        ));
+        assert!(matches!(
+            d.add_terminal("ada", "ada", key(2), 0),
+            Err(DirectoryError::Exists(_))
+        ));
+        assert_eq!(d.terminal("sensor-1").unwrap().unwrap().key, key(1));
+    });
+}
+
+#[test]
+fn passwords_are_checked_and_unknown_users_fail_alike() {
+    each(|d| {
+        d.add_user("ada", "hunter2", 0).unwrap();
+        assert!(d.check_password("ada", "hunter2").unwrap());
+        assert!(!d.check_password("ada", "hunter3").unwrap());
+        assert!(!d.check_password("ada", "").unwrap());
+        assert!(!d.check_password("bob", "hunter2").unwrap());
+        assert!(!d.check_password("bob", "pickup dummy password").unwrap());
+        assert!(!d.check_password("../etc", "hunter2").unwrap());
+        d.set_password("ada", "correct horse").unwrap();
+        assert!(!d.check_password("ada", "hunter2").unwrap());
+        assert!(d.check_password("ada", "correct horse").unwrap());
+    });
+}
+
+#[test]
+fn tokens_expire_are_revoked_and_die_with_a_new_password() {
+    each(|d| {
+        d.add_user("ada", "pw", 0).unwrap();
+        d.add_user("bob", "pw", 0).unwrap();
+        d.add_token("ada", &token(1), 100).unwrap();
+        d.add_token("ada", &token(2), 100).unwrap();
+        d.add_token("bob", &token(3), 100).unwrap();
+        assert!(matches!(
+            d.add_token("eve", &token(4), 100),
+            Err(DirectoryError::NotFound(_))
+        ));
+        let info = d.check_token(&token(1), 99).unwrap().unwrap();
+        assert_eq!(
+            info,
+            TokenInfo {
+                user: "ada".into(),
+                expires_at: 100
+            }
+        );
+        assert_eq!(d.check_token(&token(1), 100).unwrap(), None, "expired");
+        assert_eq!(d.check_token(&token(9), 0).unwrap(), None, "unknown");
+        assert!(d.revoke_token(&token(2)).unwrap());
+        assert!(!d.revoke_token(&token(2)).unwrap());
+        assert_eq!(d.check_token(&token(2), 0).unwrap(), None, "revoked");
+        d.set_password("ada", "new").unwrap();
+        assert_eq!(d.check_token(&token(1), 0).unwrap(), None, "passwd revokes");
+        assert!(
+            d.check_token(&token(3), 0).unwrap().is_some(),
+            "others' stay"
+        );
+        d.add_token("bob", &token(5), 50).unwrap();
+        assert_eq!(d.remove_expired_tokens(50).unwrap(), 1);
+        assert!(d.check_token(&token(3), 50).unwrap().is_some());
+    });
+}
+
+#[test]
+fn removing_a_user_removes_its_terminals_and_tokens() {
+    each(|d| {
+        d.add_user("ada", "pw", 0).unwrap();
+        d.add_user("bob", "pw", 0).unwrap();
+        d.add_terminal("t-ada", "ada", key(1), 5).unwrap();
+        d.add_terminal("t-bob", "bob", key(2), 6).unwrap();
+        assert!(matches!(
+            d.add_terminal("t-eve", "eve", key(3), 0),
+            Err(DirectoryError::NotFound(_))
+        ));
+        d.add_token("ada", &token(1), 100).unwrap();
+        assert_eq!(
+            d.terminal("t-ada").unwrap().unwrap(),
+            TerminalRecord {
+                name: "t-ada".into(),
+                owner: "ada".into(),
+                key: key(1),
+                created_at: 5
+            }
+        );
+        d.remove_user("ada").unwrap();
+        assert_eq!(d.terminal("t-ada").unwrap(), None);
+        assert_eq!(d.check_token(&token(1), 0).unwrap(), None);
+        let names: Vec<_> = d.terminals().unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["t-bob"]);
+        d.remove_terminal("t-bob").unwrap();
+        assert!(d.terminals().unwrap().is_empty());
+        assert_eq!(
+            d.remove_terminal("t-bob").unwrap_err().to_string(),
+            "no terminal \"t-bob\""
+        );
+        // The name is free again, for either kind of account, once the
+        // relay released what the terminal held.
+        d.forget_removed(&d.removed_accounts(10).unwrap()).unwrap();
+        d.add_user("t-bob", "pw", 0).unwrap();
+    });
+}
+
+#[test]
+fn hostile_names_are_refused() {
+    let long = "a".repeat(4096);
+    let hostile = [
+        "",
+        "/",
+        "a/b",
+        "..",
+        ".hidden",
+        "-rf",
+        "_x",
+        "Ada",
+        "a b",
+        "a\n",
+        "a\u{0}",
+        "a\u{1b}[2J",
+        "é",
+        "ａ",
+        &long,
+        &"b".repeat(33),
+    ];
+    each(|d| {
+        d.add_user("ada", "pw", 0).unwrap();
+        for name in hostile {
+            let e = d.add_user(name, "pw", 0).unwrap_err();
+            assert!(matches!(e, DirectoryError::InvalidName(_)), "{name:?}: {e}");
+            assert!(e.to_string().len() < 200, "the error quotes a bounded name");
+            assert!(!e.to_string().contains('\n'), "escaped");
+            assert!(matches!(
+                d.add_terminal(name, "ada", key(1), 0),
+                Err(DirectoryError::InvalidName(_))
+            ));
+            assert!(matches!(
+                d.add_terminal("t", name, key(1), 0),
+                Err(DirectoryError::InvalidName(_))
+            ));
+            assert!(matches!(
+                d.remove_user(name),
+                Err(DirectoryError::InvalidName(_))
+            ));
+            assert_eq!(d.user(name).unwrap(), None);
+            assert!(!d.check_password(name, "pw").unwrap());
+        }
+        assert_eq!(d.users().unwrap().len(), 1);
+        assert!(d.terminals().unwrap().is_empty());
+    });
+    for ok in ["a", "0", "ada.lovelace", "sensor_1-b", &"c".repeat(32)] {
+        validate_account_name(ok).unwrap();
+    }
+}
+
+#[test]
+fn the_database_holds_no_password_nor_token_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let d = SqliteDirectory::open(&data, FAST).unwrap();
+        d.add_user("ada", "hunter2-secret", 1).unwrap();
+        d.add_token("ada", &token(0x3c), 100).unwrap();
+        d.add_terminal("t", "ada", key(0x77), 1).unwrap();
+    }
+    let d = SqliteDirectory::open(&data, FAST).unwrap();
+    assert!(d.check_password("ada", "hunter2-secret").unwrap());
+    assert!(d.check_token(&token(0x3c), 0).unwrap().is_some());
+    assert_eq!(d.terminal("t").unwrap().unwrap().key, key(0x77));
+    drop(d);
+    let mut bytes = std::fs::read(data.join("relay.sqlite")).unwrap();
+    // The last connection's close moved the WAL into the file; read any
+    // WAL left all the same.
+    bytes.extend(std::fs::read(data.join("relay.sqlite-wal")).unwrap_or_default());
+    let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!find(b"hunter2-secret"));
+    assert!(!find(&[0x3c; 16]));
+    assert!(find(&[0x77; 16]), "device keys are stored: HMACs need them");
+}
+
+#[test]
+fn the_store_and_the_directory_share_one_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = SqliteDirectory::open(&data, FAST).unwrap();
+    d.add_user("ada", "pw", 1).unwrap();
+    // The store opens the same file afterwards, keeps its own tables and
+    // leaves the directory's alone.
+    let (_store, _) = crate::store::sqlite::SqliteStore::open(&data).unwrap();
+    assert!(d.user("ada").unwrap().is_some());
+    let again = SqliteDirectory::open(&data, FAST).unwrap();
+    assert!(again.check_password("ada", "pw").unwrap());
+}
+
+/// An unknown user's check costs what a wrong password's does (the dummy
+/// hash), at the real parameters: without it the answer would come
+/// thousands of times sooner. Best of three each, and a wide margin, so a
+/// busy machine does not fail it.
+#[test]
+fn an_unknown_user_takes_as_long_as_a_wrong_password() {
+    let d = MemoryDirectory::new(PasswordParams::DEFAULT);
+    d.add_user("ada", "hunter2", 0).unwrap();
+    let best = |name: &str| {
+        (0..3)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                assert!(!d.check_password(name, "wrong").unwrap());
+                start.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let (known, unknown) = (best("ada"), best("bob"));
+    assert!(
+        unknown * 3 > known && known * 3 > unknown,
+        "known {known:?}, unknown {unknown:?}"
+    );
+}
+
+#[test]
+fn removed_accounts_wait_for_the_relay_and_keep_their_names_until_released() {
+    each(|d| {
+        d.add_user("ada", "pw", 1).unwrap();
+        d.add_terminal("t1", "ada", key(1), 1).unwrap();
+        d.add_user("bob", "pw", 1).unwrap();
+        d.add_terminal("t2", "bob", key(2), 1).unwrap();
+        assert_eq!(d.removed_accounts(10).unwrap(), Vec::<String>::new());
+        d.remove_terminal("t2").unwrap();
+        d.remove_user("ada").unwrap();
+        assert_eq!(d.removed_accounts(10).unwrap(), ["@t1", "@t2", "ada"]);
+        assert_eq!(d.removed_accounts(2).unwrap(), ["@t1", "@t2"]);
+        // Taken again before the relay released the files: they would be
+        // inherited.
+        assert!(matches!(
+            d.add_user("ada", "pw", 2),
+            Err(DirectoryError::Exists(_))
+        ));
+        assert!(matches!(
+            d.add_terminal("t1", "bob", key(3), 2),
+            Err(DirectoryError::Exists(_))
+        ));
+        d.forget_removed(&["@t1".to_owned(), "ada".to_owned()])
+            .unwrap();
+        assert_eq!(d.removed_accounts(10).unwrap(), ["@t2"]);
+        d.add_user("ada", "pw", 3).unwrap();
+        d.add_terminal("t1", "ada", key(4), 3).unwrap();
+    });
+}
+
+#[test]
+fn allowed_senders_are_granted_withdrawn_and_go_with_either_user() {
+    each(|d| {
+        d.add_user("ada", "pw-a", 1).unwrap();
+        d.add_user("bob", "pw-b", 1).unwrap();
+        d.add_user("cy", "pw-c", 1).unwrap();
+        assert!(!d.allows_sender("ada", "bob").unwrap());
+        d.allow_sender("ada", "bob", true).unwrap();
+        d.allow_sender("ada", "bob", true).unwrap();
+        assert!(d.allows_sender("ada", "bob").unwrap());
+        assert!(!d.allows_sender("bob", "ada").unwrap(), "one way only");
+        assert_eq!(d.allowed_senders("ada").unwrap(), ["bob"]);
+        d.allow_sender("ada", "bob", false).unwrap();
+        assert!(!d.allows_sender("ada", "bob").unwrap());
+        // A grant to a name nobody holds is not kept for its next holder.
+        assert!(matches!(
+            d.allow_sender("ada", "nobody", true),
+            Err(DirectoryError::NotFound(_))
+        ));
+        assert!(d.allow_sender("ada", "../x", true).is_err());
+        d.allow_sender("ada", "cy", true).unwrap();
+        d.allow_sender("cy", "ada", true).unwrap();
+        d.remove_user("cy").unwrap();
+        assert!(!d.allows_sender("ada", "cy").unwrap());
+        assert!(d.allowed_senders("cy").unwrap().is_empty());
+    });
+}

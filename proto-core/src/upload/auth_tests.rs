@@ -1,0 +1,210 @@
+//! An upload that authenticates ([`Session::authenticate`]) and one that
+//! stores its batch under names ([`Session::set_named`]), against a relay
+//! played by hand (PROTOCOL.md §8).
+
+use super::tests::{grant, metas, plan, welcome, T0};
+use super::*;
+use crate::auth::tests::{
+    authenticated, challenge, expected_answer, refusal, sent, terminal, Sent, NAME, TOKEN,
+};
+use crate::error::ErrorCode;
+use crate::identity::{AuthError, Credential};
+use crate::message::{Kind, Plan};
+use std::vec::Vec;
+
+/// What the session sends now, decoded.
+fn drain<const F: usize>(s: &mut Session<'_, F>, now: Instant, files: &[Vec<u8>]) -> Vec<Sent> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 600];
+    while let Some(n) = s.poll_transmit(now, &mut &*files, &mut buf).unwrap() {
+        out.push(sent(&buf[..n]));
+    }
+    out
+}
+
+fn events<const F: usize>(s: &mut Session<'_, F>) -> Vec<Event> {
+    core::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn welcomed<'n>(metas: &'n [FileMeta<'n>], credential: Credential<'n>) -> Session<'n, 4> {
+    let mut s = Session::<4>::new(Config::default(), metas).unwrap();
+    s.authenticate(credential);
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(100_000));
+    s
+}
+
+#[test]
+fn a_terminal_authenticates_with_the_mac_of_the_challenge_then_uploads() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = welcomed(&metas, terminal());
+    // Nothing of the batch goes out before the relay accepts the terminal.
+    assert_eq!(
+        drain(&mut s, T0, &files),
+        [Sent::Hello, Sent::TerminalAuth(NAME.into())]
+    );
+    s.handle_message(T0, challenge(7));
+    assert_eq!(drain(&mut s, T0, &files), [expected_answer(7)]);
+    assert!(!events(&mut s).contains(&Event::Authenticated));
+    s.handle_message(T0, authenticated());
+    assert!(events(&mut s).contains(&Event::Authenticated));
+    assert_eq!(
+        drain(&mut s, T0, &files),
+        [Sent::BatchOpen, Sent::Announce(0)]
+    );
+    s.handle_message(T0, grant(1));
+    s.handle_message(T0, plan(0, Plan::Held));
+    assert!(s.is_finished() && s.error().is_none(), "{:?}", s.error());
+}
+
+#[test]
+fn a_wrong_answer_fails_the_upload_with_auth_refused() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = welcomed(&metas, terminal());
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, challenge(7));
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, refusal(ErrorCode::AuthFailed, Kind::ChallengeAnswer, 0));
+    assert!(s.is_finished());
+    assert_eq!(s.error(), Some(Error::Auth(AuthError::Refused)));
+    assert!(events(&mut s).contains(&Event::Failed(Error::Auth(AuthError::Refused))));
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn an_old_relay_without_accounts_is_a_clear_failure() {
+    // A relay that predates the kinds says UnknownKind; one whose messages
+    // know them but whose sessions do not says UnexpectedMessage. Neither
+    // is asked again (that would ping-pong with it).
+    for code in [ErrorCode::UnknownKind, ErrorCode::UnexpectedMessage] {
+        let files = std::vec![std::vec![1u8; 10]];
+        let metas = metas(&files);
+        let mut s = welcomed(&metas, terminal());
+        drain(&mut s, T0, &files);
+        s.handle_message(T0, refusal(code, Kind::TerminalAuth, 0));
+        assert_eq!(s.error(), Some(Error::Auth(AuthError::RelayHasNoAccounts)));
+        assert!(drain(&mut s, T0, &files).is_empty());
+    }
+}
+
+#[test]
+fn a_lost_challenge_or_verdict_sends_the_request_again() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = welcomed(&metas, terminal());
+    drain(&mut s, T0, &files);
+    let rto = Config::default().retransmit_timeout;
+    // The challenge is lost: after the retransmit timeout, a new request.
+    let t1 = T0 + rto;
+    assert_eq!(s.poll_timeout(), Some(t1));
+    s.handle_timeout(t1);
+    assert_eq!(drain(&mut s, t1, &files), [Sent::TerminalAuth(NAME.into())]);
+    s.handle_message(t1, challenge(8));
+    assert_eq!(drain(&mut s, t1, &files), [expected_answer(8)]);
+    // The verdict is lost too: the request again, never the old answer.
+    let t2 = t1 + rto;
+    s.handle_timeout(t2);
+    assert_eq!(drain(&mut s, t2, &files), [Sent::TerminalAuth(NAME.into())]);
+    s.handle_message(t2, challenge(9));
+    assert_eq!(drain(&mut s, t2, &files), [expected_answer(9)]);
+    s.handle_message(t2, authenticated());
+    assert_eq!(
+        drain(&mut s, t2, &files),
+        [Sent::BatchOpen, Sent::Announce(0)]
+    );
+}
+
+#[test]
+fn a_rate_limited_terminal_waits_and_asks_again() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = welcomed(&metas, terminal());
+    drain(&mut s, T0, &files);
+    s.handle_message(
+        T0,
+        refusal(ErrorCode::RateLimited, Kind::TerminalAuth, 5_000),
+    );
+    assert!(!s.is_finished());
+    assert!(events(&mut s).contains(&Event::Waiting {
+        reason: ErrorCode::RateLimited,
+        retry_after_ms: 5_000
+    }));
+    let t = s.poll_timeout().unwrap();
+    assert!(t >= T0 + crate::time::Duration::from_millis(5_000));
+    s.handle_timeout(t);
+    // (after a keepalive: the wait was longer than its interval)
+    assert!(drain(&mut s, t, &files).ends_with(&[Sent::TerminalAuth(NAME.into())]));
+}
+
+#[test]
+fn a_token_authenticates_and_a_named_batch_says_so_before_every_batch_open() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+    s.authenticate(Credential::Token(TOKEN));
+    s.set_named(true);
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(100_000));
+    assert_eq!(
+        drain(&mut s, T0, &files),
+        [Sent::Hello, Sent::Authenticate(TOKEN)]
+    );
+    s.handle_message(T0, authenticated());
+    assert_eq!(
+        drain(&mut s, T0, &files),
+        [Sent::NamedPut, Sent::BatchOpen, Sent::Announce(0)]
+    );
+    // No grant: the announcement starts over, named again.
+    let t = T0 + Config::default().retransmit_timeout;
+    s.handle_timeout(t);
+    assert_eq!(
+        drain(&mut s, t, &files),
+        [Sent::NamedPut, Sent::BatchOpen, Sent::Announce(0)]
+    );
+}
+
+#[test]
+fn every_new_link_authenticates_again_before_resuming() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = welcomed(&metas, Credential::Token(TOKEN));
+    s.set_named(true);
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, authenticated());
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, grant(1));
+    s.handle_message(T0, plan(0, Plan::Upload { offset: 0 }));
+    s.handle_disconnected(T0);
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(100_000));
+    assert_eq!(
+        drain(&mut s, T0, &files),
+        [Sent::Hello, Sent::Authenticate(TOKEN)]
+    );
+    s.handle_message(T0, authenticated());
+    // The batch exists: it is resumed, named again so that the relay binds
+    // its names when it completes.
+    assert_eq!(drain(&mut s, T0, &files), [Sent::NamedPut, Sent::Resume]);
+    // And again after the next cut.
+    s.handle_disconnected(T0);
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(100_000));
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, authenticated());
+    assert_eq!(drain(&mut s, T0, &files), [Sent::NamedPut, Sent::Resume]);
+}
+
+#[test]
+fn an_anonymous_unnamed_upload_sends_nothing_new() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(100_000));
+    assert_eq!(
+        drain(&mut s, T0, &files),
+        [Sent::Hello, Sent::BatchOpen, Sent::Announce(0)]
+    );
+}
