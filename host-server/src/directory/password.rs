@@ -148,4 +148,28 @@ mod tests {
         .is_err());
         assert!(!DummyHash::new(p).verify("pickup dummy password"));
     }
+
+    /// An unknown user's check costs what a wrong password's does because
+    /// the dummy hash is made under the same algorithm, version and cost
+    /// parameters as every stored hash: argon2's work depends on nothing
+    /// else. (Checked on the strings, not with a stopwatch.)
+    #[test]
+    fn the_dummy_hash_costs_what_a_stored_hash_costs() {
+        for params in [PasswordParams::DEFAULT, PasswordParams::FAST_FOR_TESTS] {
+            let dummy = DummyHash::new(params);
+            let stored = hash("hunter2", params).unwrap();
+            let (dummy, stored) = (
+                PasswordHash::new(&dummy.0).unwrap(),
+                PasswordHash::new(&stored).unwrap(),
+            );
+            assert_eq!(dummy.algorithm, stored.algorithm);
+            assert_eq!(dummy.version, stored.version);
+            assert_eq!(dummy.params, stored.params);
+            assert_eq!(
+                dummy.hash.map(|h| h.len()),
+                stored.hash.map(|h| h.len()),
+                "the same output length"
+            );
+        }
+    }
 }
