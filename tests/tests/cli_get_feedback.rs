@@ -10,11 +10,10 @@ use std::process::{Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pickup_proto::hash::Sha1Hasher;
-use pickup_proto::Sha1Digest;
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    json, pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
+    json, partial_name as temp_name, pickup, run, run_json, same_file, stderr, wait_for,
+    write_random, Running, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -210,17 +209,6 @@ fn an_unwritable_directory_is_named() {
             std::fs::Permissions::from_mode(0o755),
         );
     }
-}
-
-/// The name `pickup get` keeps an unfinished file under (see
-/// `temp_name` in the CLI's `dir_sink.rs`).
-fn temp_name(name: &str, content: &[u8]) -> String {
-    let mut h = Sha1Hasher::new();
-    h.update(b"pickup get\0");
-    h.update(&Sha1Digest::of(content).0);
-    h.update(&(content.len() as u64).to_le_bytes());
-    h.update(name.as_bytes());
-    format!(".pickup-{}.part", h.digest())
 }
 
 /// Item 7: a `get` that continues an earlier run's temporary file says so
