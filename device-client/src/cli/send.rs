@@ -606,3 +606,38 @@ pub(crate) fn link_failure<F, S>(
         Failure::new(Exit::Link, format!("{why} (run again to resume)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RelayLimits = RelayLimits {
+        max_file_size: 1 << 30,
+        max_batch_size: 2 << 30,
+        max_files: 1000,
+    };
+
+    #[test]
+    fn too_large_names_the_limit_broken_or_without_limits_the_largest_file() {
+        let names = ["a.bin", "big.bin", "c.bin"];
+        let over_file = [10, 3 << 30, 10];
+        assert_eq!(
+            too_large(&names, &over_file, Some(LIMITS)),
+            "\"big.bin\" is 3.00 GiB; the relay takes at most 1.00 GiB per file"
+        );
+        let over_batch = [1 << 30, 1 << 30, 1 << 30];
+        assert_eq!(
+            too_large(&names, &over_batch, Some(LIMITS)),
+            "the batch is 3.00 GiB in 3 files; the relay takes at most 2.00 GiB per batch"
+        );
+        // A relay that does not say its limits (an older one).
+        assert_eq!(
+            too_large(&names, &over_file, None),
+            "the batch is 3.00 GiB in 3 files, the largest \"big.bin\" (3.00 GiB)"
+        );
+        assert_eq!(
+            too_large(&["big.bin"], &[3 << 30], None),
+            "\"big.bin\" is 3.00 GiB"
+        );
+    }
+}
