@@ -52,6 +52,8 @@
 //!   that pushes); brings `auth` (`std` brings it).
 //! - `page-link`: an upload asks the relay for its download page's base
 //!   URL and keeps it (`std` brings it).
+//! - `relay-limits`: an upload asks the relay for its batch limits and
+//!   keeps them (`std` brings it).
 //! - `defmt`: `defmt::Format` on public types.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]

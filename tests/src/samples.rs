@@ -7,7 +7,7 @@ use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
     Ack, BatchComplete, BatchOpen, Data, Error, Fetch, FileAnnounce, FileAttrs, FilePlan,
     FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry, Message,
-    PageLink, Plan, Proof, Read, Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
+    PageLink, Plan, Proof, Read, RelayLimits, Resume, Rewind, Role, Welcome, CAP_INSTANT_UPLOAD,
 };
 use pickup_proto::message::{
     AllowSender, Delivery, DeliveryState, DeliveryStatus, Inbox, Notice, NoticeAck, NoticeRefuse,
@@ -53,6 +53,11 @@ pub fn every_kind() -> Vec<Message<'static>> {
         }),
         Message::PageLink(PageLink {
             base_url: "https://pickup.example.org",
+        }),
+        Message::RelayLimits(RelayLimits {
+            max_file_size: 1 << 30,
+            max_batch_size: 3 << 30,
+            max_files: 1000,
         }),
         Message::BatchOpen(BatchOpen {
             files: 2,

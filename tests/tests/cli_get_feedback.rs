@@ -10,11 +10,10 @@ use std::process::{Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pickup_proto::hash::Sha1Hasher;
-use pickup_proto::Sha1Digest;
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    json, pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
+    json, partial_name as temp_name, pickup, run, run_json, same_file, stderr, wait_for,
+    write_random, Running, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -212,17 +211,6 @@ fn an_unwritable_directory_is_named() {
     }
 }
 
-/// The name `pickup get` keeps an unfinished file under (see
-/// `temp_name` in the CLI's `dir_sink.rs`).
-fn temp_name(name: &str, content: &[u8]) -> String {
-    let mut h = Sha1Hasher::new();
-    h.update(b"pickup get\0");
-    h.update(&Sha1Digest::of(content).0);
-    h.update(&(content.len() as u64).to_le_bytes());
-    h.update(name.as_bytes());
-    format!(".pickup-{}.part", h.digest())
-}
-
 /// Item 7: a `get` that continues an earlier run's temporary file says so
 /// (the bar and its rate start from there too), and the file verifies.
 #[test]
@@ -259,12 +247,13 @@ fn a_resumed_get_says_where_it_resumes() {
     assert!(!stderr(&out).contains("resuming"), "{}", stderr(&out));
 }
 
-/// Item 7: a file over the relay's limit is named with its size (the
-/// relay does not say its limit).
+/// Item 7: a batch over one of the relay's limits is refused with the file
+/// (or batch) that breaks it, its size, and the limit, which the relay
+/// states in its `RelayLimits` (PROTOCOL.md §5.1).
 #[test]
-fn too_large_names_the_file_and_its_size() {
+fn too_large_names_the_file_its_size_and_the_relays_limit() {
     let relay = RelayProcess::builder()
-        .config("[limits]\nmax_file_size = 4096\n")
+        .config("[limits]\nmax_file_size = 6000\nmax_batch_size = 8000\nmax_files_per_batch = 3\n")
         .start();
     let work = TempDir::new("cli-get-feedback");
     let state = work.path().join("state");
@@ -272,11 +261,30 @@ fn too_large_names_the_file_and_its_size() {
     std::fs::create_dir(&src).unwrap();
     write_random(&src.join("big.iso"), 10_000, 7);
     write_random(&src.join("small.txt"), 100, 8);
+    write_random(&src.join("half-a.bin"), 5_000, 9);
+    write_random(&src.join("half-b.bin"), 5_000, 10);
+    let per_file = "\"big.iso\" is 9.77 KiB; the relay takes at most 5.86 KiB per file";
     for (files, expect) in [
-        (&["big.iso"][..], "too large for this relay: \"big.iso\" is 9.77 KiB"),
+        (
+            &["big.iso"][..],
+            format!("too large for this relay: {per_file}"),
+        ),
+        // The file over the per-file limit, not just the largest.
         (
             &["small.txt", "big.iso"][..],
-            "too large for this relay: the batch is 9.86 KiB in 2 files, the largest \"big.iso\" (9.77 KiB)",
+            format!("too large for this relay: {per_file}"),
+        ),
+        // Each file fits, together they do not.
+        (
+            &["half-a.bin", "half-b.bin"][..],
+            "too large for this relay: the batch is 9.77 KiB in 2 files; \
+             the relay takes at most 7.81 KiB per batch"
+                .to_owned(),
+        ),
+        (
+            &["small.txt", "half-a.bin", "half-b.bin", "big.iso"][..],
+            "too many files for this relay: 4 files; the relay takes at most 3 per batch"
+                .to_owned(),
         ),
     ] {
         let out = run(pickup(&state)
@@ -284,7 +292,7 @@ fn too_large_names_the_file_and_its_size() {
             .args(files.iter().map(|n| src.join(n))));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains(expect), "{files:?}: {err}");
+        assert!(err.contains(&expect), "{files:?}: {err}");
     }
 }
 

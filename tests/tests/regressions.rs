@@ -45,6 +45,7 @@ const SERIAL_UPLOAD: upload::Config = upload::Config {
     instant_upload: true,
     max_window: 2048,
     page_link: false,
+    relay_limits: false,
 };
 
 fn completed(events: &[String]) -> bool {

@@ -172,6 +172,55 @@ fn a_batch_is_logged_created_and_expired_under_its_id() {
     assert_eq!(field(&expired, "batch="), batch, "{created}\n{expired}");
 }
 
+/// Item 10: an upload interrupted and resumed by its token is logged
+/// resumed once, under the batch's id (the one its creation logged, and
+/// never the code), with what the relay held of it.
+#[test]
+fn a_resumed_upload_is_logged_once_under_its_batch_id() {
+    let mut relay = RelayProcess::start();
+    // Larger than the relay's largest ack step (PROTOCOL.md §5.4), so the
+    // first ack leaves some of it to send.
+    let files = [("a.bin", bytes(16 << 20, 4))];
+    // Cut once the relay made some of it durable: the grant is out.
+    // A narrow window keeps most of it unsent when the link is cut.
+    let config = pickup_proto::upload::Config {
+        max_window: 1 << 20,
+        ..upload_config(65_536)
+    };
+    let cut = upload(&mut connect(relay.addr()), config, &files, None, |acked| {
+        acked > 0
+    });
+    assert!(!cut.complete() && cut.acked > 0, "{:?}", cut.events);
+    let again = upload_tcp(relay.addr(), &files, Some(cut.token()));
+    assert!(again.complete(), "{:?}", again.events);
+    assert!(
+        again.resumed_at().is_some_and(|at| at > 0),
+        "{:?}",
+        again.events
+    );
+    let created = relay.wait_for_log("batch created");
+    // The completion follows the resumption in the same session: once it
+    // is logged, so is every resumption of this upload.
+    relay.wait_for_log("batch complete");
+    let log = relay.log();
+    let resumed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("upload resumed"))
+        .collect();
+    assert_eq!(resumed.len(), 1, "{log}");
+    let line = resumed[0];
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("peer=127.0.0.1"), "{line}");
+    assert_eq!(field(line, "batch="), field(&created, "batch="), "{log}");
+    assert_ne!(field(line, "received="), "0", "{line}");
+    let code = cut.code().to_string();
+    let bare: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    assert!(
+        !log.contains(&code) && !log.contains(&bare),
+        "the code {code} is a secret:\n{log}"
+    );
+}
+
 /// The value of `key` (`key=value`) in a text log line.
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let at = line

@@ -192,6 +192,28 @@ pub(crate) struct ReceivedFile {
 pub(crate) struct Received {
     pub files: Vec<ReceivedFile>,
     pub conflicts: Vec<String>,
+    /// How long this run's transfer took (connecting included).
+    pub elapsed: std::time::Duration,
+}
+
+impl Received {
+    /// Bytes this run fetched: the files' sizes less what earlier runs
+    /// left, so a resumed download's rate is this run's, not the file's.
+    pub fn fetched(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| f.size.saturating_sub(f.reused))
+            .sum()
+    }
+
+    /// This run's rate in bytes per second (0 for an instant run).
+    pub fn rate(&self) -> u64 {
+        let ms = self.elapsed.as_millis();
+        if ms == 0 {
+            return 0;
+        }
+        u64::try_from(u128::from(self.fetched()) * 1000 / ms).unwrap_or(u64::MAX)
+    }
 }
 
 /// Downloads `target` into `dir` over links from `connector`, showing
@@ -229,6 +251,7 @@ pub(crate) fn receive_into(
     ui.bar.set_message("receiving");
     let mut first_progress = true;
     let mut said_waiting = false;
+    let started = std::time::Instant::now();
     let result = downloader.run(connector, &clock, &mut sink, |event| match event {
         Event::Session(download::Event::Manifest { total_size, .. }) => {
             ui.bar.set_length(total_size);
@@ -272,8 +295,10 @@ pub(crate) fn receive_into(
         _ => {}
     });
     ui.finish();
+    let elapsed = started.elapsed();
     match result {
         Ok(()) => Ok(Received {
+            elapsed,
             files: sink
                 .paths()
                 .filter_map(|(i, name, p)| {
@@ -335,13 +360,34 @@ fn fetch(
         &relay.canonical(),
         &ui,
     )?;
+    let (fetched, rate) = (received.fetched(), received.rate());
+    let kept: u64 = received.files.iter().map(|f| f.reused).sum();
+    let mut line = format!(
+        "received {} in {:.1} s ({}/s)",
+        size(fetched),
+        received.elapsed.as_secs_f64(),
+        size(rate)
+    );
+    if kept > 0 {
+        line.push_str(&format!("; {} kept from an earlier run", size(kept)));
+    }
+    // Shown where the link lines are (a terminal, or -v); the bar is gone.
+    if ui.tty || args.common.verbose {
+        eprintln!("{line}");
+    }
     // With --json and conflicts, stdout holds one object: the error.
     if args.common.json && received.conflicts.is_empty() {
         let files: Vec<_> = received.files.iter().map(file_json).collect();
-        let doc = match code {
+        // This run's bytes, time and rate: a resumed download's rate is
+        // not inflated by what an earlier run fetched.
+        let elapsed_ms = u64::try_from(received.elapsed.as_millis()).unwrap_or(u64::MAX);
+        let mut doc = match code {
             Target::Code(c) => json!({"code": c.to_string(), "files": files}),
             Target::Named { .. } => json!({"name": code.shown(), "files": files}),
         };
+        doc["fetched"] = json!(fetched);
+        doc["elapsed_ms"] = json!(elapsed_ms);
+        doc["rate"] = json!(rate);
         outln!("{doc}");
     } else if !args.common.json {
         let tty = std::io::stdout().is_terminal();

@@ -284,7 +284,9 @@ impl Listening<'_> {
             &self.ui,
         );
         match got {
-            Ok(Received { files, conflicts }) if conflicts.is_empty() => {
+            Ok(Received {
+                files, conflicts, ..
+            }) if conflicts.is_empty() => {
                 self.verdicts.keep(notice.id, Verdict::Confirmed)?;
                 self.inbox
                     .confirm(notice.id)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
-use pickup_proto::message::FileAttrs;
+use pickup_proto::message::{FileAttrs, RelayLimits};
 use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{Code, ErrorCode, Sha1Digest};
 use serde_json::json;
@@ -221,6 +221,8 @@ fn run_mode(
         let config = upload::Config {
             // Only a batch under a code has a page to link to.
             page_link: !named,
+            // A refusal then names the limit the batch broke.
+            relay_limits: true,
             ..relay.upload_config()
         };
         let policy = args.common.policy();
@@ -419,10 +421,12 @@ fn run_mode(
             Err(e) => {
                 ui.finish();
                 let sizes: Vec<u64> = locals.iter().map(|l| l.size).collect();
+                let limits = uploader.session().relay_limits();
                 return Err(failure(
                     e,
                     &names,
                     &sizes,
+                    limits,
                     &relay_key,
                     &connector.last_error,
                 ));
@@ -492,6 +496,7 @@ fn failure(
     e: RunError<upload::Error, std::io::Error>,
     names: &[&str],
     sizes: &[u64],
+    limits: Option<RelayLimits>,
     relay: &str,
     connect_error: &Option<std::io::Error>,
 ) -> Failure {
@@ -517,27 +522,65 @@ fn failure(
         RunError::Session(upload::Error::TooManyFiles) => {
             Failure::new(Exit::Usage, "no files, or too many files for one batch")
         }
-        RunError::Session(upload::Error::Relay(ErrorCode::TooLarge)) => {
-            // The relay does not say its limit, nor whether one file or the
-            // whole batch is over it: name what the user can act on.
-            let largest = (0..names.len())
-                .filter_map(|i| Some((sizes.get(i)?, i)))
-                .max_by_key(|(s, _)| **s);
-            let what = match (names.len(), largest) {
-                (1, Some((bytes, _))) => format!("\"{}\" is {}", name(0), size(*bytes)),
-                (n, Some((bytes, i))) => format!(
-                    "the batch is {} in {n} files, the largest \"{}\" ({})",
-                    size(sizes.iter().sum()),
-                    name(i as u16),
-                    size(*bytes)
-                ),
-                _ => String::new(),
-            };
-            Failure::new(Exit::Refused, format!("too large for this relay: {what}"))
+        RunError::Session(upload::Error::Relay(ErrorCode::TooLarge)) => Failure::new(
+            Exit::Refused,
+            format!(
+                "too large for this relay: {}",
+                too_large(names, sizes, limits)
+            ),
+        ),
+        RunError::Session(upload::Error::Relay(ErrorCode::TooManyFiles)) => {
+            let most = limits.map_or(String::new(), |l| {
+                format!("; the relay takes at most {} per batch", l.max_files)
+            });
+            Failure::new(
+                Exit::Refused,
+                format!("too many files for this relay: {} files{most}", names.len()),
+            )
         }
         RunError::Session(other) => Failure::new(Exit::Refused, other.to_string()),
         RunError::Storage(e) => Failure::new(Exit::Local, format!("reading files: {e}")),
         RunError::GaveUp { .. } => link_failure(e, relay, connect_error),
+    }
+}
+
+/// What a `TooLarge` refusal broke, naming what the user can act on: the
+/// first file over the relay's per-file limit, else the batch over its
+/// per-batch limit, with the limit itself when the relay said it
+/// (`RelayLimits`); a relay that did not say gets the largest file.
+fn too_large(names: &[&str], sizes: &[u64], limits: Option<RelayLimits>) -> String {
+    let name = |i: usize| escape(names.get(i).copied().unwrap_or("?"));
+    let total: u64 = sizes.iter().sum();
+    let n = names.len();
+    if let Some(l) = limits {
+        if let Some(i) = sizes.iter().position(|s| *s > l.max_file_size) {
+            let bytes = sizes.get(i).copied().unwrap_or(0);
+            return format!(
+                "\"{}\" is {}; the relay takes at most {} per file",
+                name(i),
+                size(bytes),
+                size(l.max_file_size)
+            );
+        }
+        if total > l.max_batch_size {
+            return format!(
+                "the batch is {} in {n} {}; the relay takes at most {} per batch",
+                size(total),
+                plural(n, "file", "files"),
+                size(l.max_batch_size)
+            );
+        }
+    }
+    let largest = sizes.iter().enumerate().max_by_key(|(_, s)| **s);
+    match (n, largest) {
+        (1, Some((_, bytes))) => format!("\"{}\" is {}", name(0), size(*bytes)),
+        (_, Some((i, bytes))) => format!(
+            "the batch is {} in {n} files, the largest \"{}\" ({})",
+            size(total),
+            name(i),
+            size(*bytes)
+        ),
+        _ => String::new(),
     }
 }
 
@@ -561,5 +604,40 @@ pub(crate) fn link_failure<F, S>(
         )
     } else {
         Failure::new(Exit::Link, format!("{why} (run again to resume)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RelayLimits = RelayLimits {
+        max_file_size: 1 << 30,
+        max_batch_size: 2 << 30,
+        max_files: 1000,
+    };
+
+    #[test]
+    fn too_large_names_the_limit_broken_or_without_limits_the_largest_file() {
+        let names = ["a.bin", "big.bin", "c.bin"];
+        let over_file = [10, 3 << 30, 10];
+        assert_eq!(
+            too_large(&names, &over_file, Some(LIMITS)),
+            "\"big.bin\" is 3.00 GiB; the relay takes at most 1.00 GiB per file"
+        );
+        let over_batch = [1 << 30, 1 << 30, 1 << 30];
+        assert_eq!(
+            too_large(&names, &over_batch, Some(LIMITS)),
+            "the batch is 3.00 GiB in 3 files; the relay takes at most 2.00 GiB per batch"
+        );
+        // A relay that does not say its limits (an older one).
+        assert_eq!(
+            too_large(&names, &over_file, None),
+            "the batch is 3.00 GiB in 3 files, the largest \"big.bin\" (3.00 GiB)"
+        );
+        assert_eq!(
+            too_large(&["big.bin"], &[3 << 30], None),
+            "\"big.bin\" is 3.00 GiB"
+        );
     }
 }

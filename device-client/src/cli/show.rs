@@ -1,5 +1,6 @@
 //! What the CLI prints: escaped names, the big code, dates, progress bars.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -153,6 +154,9 @@ pub(crate) struct Ui {
     pub bar: ProgressBar,
     pub tty: bool,
     verbose: bool,
+    /// The attempt a reconnect's "retry #N" label shows, until bytes
+    /// flow again.
+    retry: Cell<Option<u32>>,
 }
 
 impl Ui {
@@ -169,13 +173,26 @@ impl Ui {
         } else {
             ProgressBar::hidden()
         };
-        Ui { bar, tty, verbose }
+        Ui {
+            bar,
+            tty,
+            verbose,
+            retry: Cell::new(None),
+        }
     }
 
     /// Bytes moved: `done` of `total`. The bar's label goes back to
     /// `label`, so a "retry #N" from a reconnect goes once the transfer
-    /// flows again.
+    /// flows again; a line says so, as the end of the reconnect lines
+    /// (and what a log without the bar shows).
     pub fn progress(&self, label: &'static str, done: u64, total: u64) {
+        if let Some(attempt) = self.retry.take() {
+            self.note(&format!(
+                "link restored (attempt {attempt}): {label} again at {} of {}",
+                size(done),
+                size(total)
+            ));
+        }
         self.bar.set_message(label);
         self.bar.set_length(total);
         self.bar.set_position(done);
@@ -222,6 +239,7 @@ impl Ui {
             }
             LinkEvent::Lost(why) => self.note(&format!("link lost: {why}")),
             LinkEvent::Reconnecting { attempt, after } => {
+                self.retry.set(Some(*attempt));
                 self.bar.set_message(format!("retry #{attempt}"));
                 self.note(&format!(
                     "reconnecting in {:.1} s (attempt {attempt})",
@@ -261,6 +279,7 @@ mod tests {
             bar: ProgressBar::hidden(),
             tty: false,
             verbose: false,
+            retry: Cell::new(None),
         };
         ui.progress("sending", 10, 100);
         ui.link(&LinkEvent::Reconnecting {
@@ -272,6 +291,10 @@ mod tests {
         ui.progress("sending", 20, 100);
         assert_eq!(ui.bar.message(), "sending");
         assert_eq!(ui.bar.position(), 20);
+        // Said once per reconnect, not at every step.
+        assert_eq!(ui.retry.get(), None);
+        ui.progress("sending", 30, 100);
+        assert_eq!(ui.retry.get(), None);
     }
 
     #[test]

@@ -46,8 +46,9 @@ use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame};
 use pickup_proto::message::{
-    self, FileAttrs, Kind, Manifest, ManifestEntry, Message, PageLink, ResumeToken, Role, Welcome,
-    CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_PUSH_NOTICE,
+    self, FileAttrs, Kind, Manifest, ManifestEntry, Message, PageLink, RelayLimits, ResumeToken,
+    Role, Welcome, CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_PUSH_NOTICE,
+    CAP_RELAY_LIMITS,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant, PROTOCOL_VERSION};
 
@@ -411,6 +412,11 @@ impl Session {
         if h.caps & CAP_PAGE_LINK != 0 && self.relay.settings.page_url.is_some() {
             self.out.push(Out::PageLink);
         }
+        // Likewise the limits behind TooLarge and TooManyFiles, for a
+        // terminal that names the one a batch breaks (PROTOCOL.md §5.1).
+        if h.caps & CAP_RELAY_LIMITS != 0 {
+            self.out.push(Out::RelayLimits);
+        }
     }
 
     /// How long the session may stay silent: shorter until it has a batch.
@@ -541,6 +547,15 @@ impl Session {
                 base_url: self.relay.settings.page_url.as_deref()?,
             })
             .encode(max, out),
+            Out::RelayLimits => {
+                let s = &self.relay.settings;
+                Message::RelayLimits(RelayLimits {
+                    max_file_size: s.max_file_size,
+                    max_batch_size: s.max_batch_size,
+                    max_files: s.max_files_per_batch,
+                })
+                .encode(max, out)
+            }
             Out::Keepalive => Message::Keepalive.encode(max, out),
             Out::Authenticated {
                 user,

@@ -41,6 +41,9 @@ pub(super) enum Out {
     Welcome,
     /// The relay's `PageLink`, right after a `Welcome` (PROTOCOL.md §5.1).
     PageLink,
+    /// The relay's `RelayLimits`, right after a `Welcome` (and its
+    /// `PageLink`), PROTOCOL.md §5.1.
+    RelayLimits,
     Keepalive,
     Error {
         code: ErrorCode,

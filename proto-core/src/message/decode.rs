@@ -104,7 +104,8 @@ impl<'a> Message<'a> {
     /// `Authenticated`, `Done`), and without `notices` the relay's notice
     /// kinds (`Delivery`, `Inbox`, `Notice`, `Settled`): they decode to
     /// [`DecodeError::WrongDirection`], here and in [`Message::decode`];
-    /// so does `PageLink` without the feature `page-link`.
+    /// so does `PageLink` without the feature `page-link`, and
+    /// `RelayLimits` without `relay-limits`.
     pub fn decode_from_relay(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
         let (kind, k, b) = header(frame)?;
         Ok(match kind {
@@ -126,6 +127,9 @@ impl<'a> Message<'a> {
                 super::validate_page_url(link.base_url).map_err(|_| DecodeError::BadBody(k))?;
                 Message::PageLink(link)
             }
+            // Only a terminal that asks for them (a host) receives them.
+            #[cfg(any(test, feature = "relay-limits"))]
+            Kind::RelayLimits => Message::RelayLimits(body(k, b)?),
             // Only a session that authenticates receives them: a terminal
             // built without `auth` has no decoder for them.
             #[cfg(any(test, feature = "auth"))]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{
     encode_data_with, Ack, BatchComplete, BatchOpen, Error, Fetch, FileAnnounce, FileAttrs,
     FilePlan, FileRejected, FileVerified, Grant, Hello, Join, Kind, Manifest, ManifestEntry,
-    Message, PageLink, Proof, Read, Resume, Rewind, Welcome,
+    Message, PageLink, Proof, Read, RelayLimits, Resume, Rewind, Welcome,
 };
 use super::{
     AllowSender, Delivery, DeliveryStatus, Inbox, Notice, NoticeAck, NoticeRefuse, Push, Receipt,
@@ -31,6 +31,7 @@ impl Message<'_> {
             Message::Goodbye => encode_empty(Kind::Goodbye, max_frame, out),
             Message::Error(m) => encode(m, max_frame, out),
             Message::PageLink(m) => encode(m, max_frame, out),
+            Message::RelayLimits(m) => encode(m, max_frame, out),
             Message::BatchOpen(m) => encode(m, max_frame, out),
             Message::FileAnnounce(m) => encode(m, max_frame, out),
             Message::Grant(m) => encode(m, max_frame, out),
@@ -100,6 +101,7 @@ bodies!(
     Hello,
     Welcome,
     Error,
+    RelayLimits,
     BatchOpen,
     Grant,
     FilePlan,

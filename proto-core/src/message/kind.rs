@@ -12,6 +12,7 @@ pub enum Kind {
     Goodbye = 0x04,
     Error = 0x05,
     PageLink = 0x06,
+    RelayLimits = 0x07,
     BatchOpen = 0x10,
     FileAnnounce = 0x11,
     Grant = 0x12,
@@ -58,13 +59,14 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 48] = [
+    pub const ALL: [Kind; 49] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Keepalive,
         Kind::Goodbye,
         Kind::Error,
         Kind::PageLink,
+        Kind::RelayLimits,
         Kind::BatchOpen,
         Kind::FileAnnounce,
         Kind::Grant,

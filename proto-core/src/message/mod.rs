@@ -12,7 +12,7 @@
 //!
 //! | range        | purpose                                                    |
 //! |--------------|------------------------------------------------------------|
-//! | `0x01..0x0F` | session: hello, welcome, keepalive, goodbye, error, page link |
+//! | `0x01..0x0F` | session: hello, welcome, keepalive, goodbye, error, page link, limits |
 //! | `0x10..0x1F` | upload: announce, grant, plan, proof, data, ack, verdicts  |
 //! | `0x20..0x2F` | download: fetch, manifest, read                            |
 //! | `0x30..0x3F` | notices: push to a terminal, listen, receipts, delivery state |
@@ -56,7 +56,7 @@ pub use notice::{
     Push, Receipt, RefuseReason, Settled,
 };
 pub use page_url::{validate_page_url, PageUrlError, MAX_PAGE_URL_LEN};
-pub use session::{Error, Hello, PageLink, Role, Welcome};
+pub use session::{Error, Hello, PageLink, RelayLimits, Role, Welcome};
 pub use upload::{
     Ack, BatchComplete, BatchOpen, FileAnnounce, FileAttrs, FilePlan, FileRejected, FileVerified,
     Grant, Join, Plan, Proof, Resume, ResumeToken, Rewind,
@@ -72,6 +72,12 @@ pub const CAP_FILE_ATTRS: u32 = 1 << 1;
 /// with a public URL answers its `Hello` with a [`PageLink`] right after
 /// the [`Welcome`]. Only terminals set it (a relay's `Welcome` never does).
 pub const CAP_PAGE_LINK: u32 = 1 << 2;
+/// Capability bit: the terminal wants the relay's batch limits; the relay
+/// answers its `Hello` with a [`RelayLimits`] right after the [`Welcome`]
+/// (and the [`PageLink`], if any). Only terminals set it, and only hosts:
+/// an MCU image built without the feature `relay-limits` never does, so it
+/// never receives the kind.
+pub const CAP_RELAY_LIMITS: u32 = 1 << 3;
 /// Capability bit: the relay keeps and delivers notices (kinds
 /// `0x30..0x3F`, PROTOCOL.md §11); a relay without it answers them with
 /// `Error{UnknownKind}`.
@@ -91,6 +97,7 @@ pub enum Message<'a> {
     Goodbye,
     Error(Error),
     PageLink(PageLink<'a>),
+    RelayLimits(RelayLimits),
     BatchOpen(BatchOpen),
     FileAnnounce(FileAnnounce<'a>),
     Grant(Grant),
@@ -159,6 +166,7 @@ impl<'a> Message<'a> {
             Message::Goodbye => Kind::Goodbye,
             Message::Error(_) => Kind::Error,
             Message::PageLink(_) => Kind::PageLink,
+            Message::RelayLimits(_) => Kind::RelayLimits,
             Message::BatchOpen(_) => Kind::BatchOpen,
             Message::FileAnnounce(_) => Kind::FileAnnounce,
             Message::Grant(_) => Kind::Grant,

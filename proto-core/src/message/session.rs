@@ -1,5 +1,5 @@
-//! Session messages (kinds `0x01..0x0F`): hello, welcome, error and the
-//! page link; keepalive and goodbye have no body.
+//! Session messages (kinds `0x01..0x0F`): hello, welcome, error, the
+//! page link and the relay's limits; keepalive and goodbye have no body.
 
 use serde::{Deserialize, Serialize};
 
@@ -73,4 +73,21 @@ pub struct Error {
 pub struct PageLink<'a> {
     /// `http://` or `https://`, a host and perhaps a path, no trailing `/`.
     pub base_url: &'a str,
+}
+
+/// 0x07, relay → terminal: the largest batch the relay takes, so a
+/// terminal can say which limit a refusal broke, or check before it sends.
+/// Sent once, right after [`Welcome`] (after a [`PageLink`] if any), only
+/// to a terminal whose [`Hello`] had
+/// [`CAP_RELAY_LIMITS`](super::CAP_RELAY_LIMITS). Informative: the relay
+/// still refuses what breaks them (`TooLarge`, `TooManyFiles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RelayLimits {
+    /// Largest file, in bytes.
+    pub max_file_size: u64,
+    /// Largest batch (the sum of its files' sizes), in bytes.
+    pub max_batch_size: u64,
+    /// Most files in one batch.
+    pub max_files: u16,
 }

@@ -36,6 +36,11 @@ pub(crate) fn examples() -> Vec<Message<'static>> {
         Message::PageLink(PageLink {
             base_url: "https://pickup.example.org",
         }),
+        Message::RelayLimits(RelayLimits {
+            max_file_size: 1 << 30,
+            max_batch_size: 3 << 30,
+            max_files: 1000,
+        }),
         Message::BatchOpen(BatchOpen {
             files: 2,
             total_size: 49153,
@@ -320,6 +325,41 @@ fn unknown_kinds_versions_and_trailing_bytes_are_errors() {
 }
 
 #[test]
+fn relay_limits_encode_as_three_varints_and_decode_back() {
+    let limits = RelayLimits {
+        max_file_size: u64::MAX,
+        max_batch_size: 0,
+        max_files: u16::MAX,
+    };
+    let mut out = [0u8; 64];
+    let n = Message::RelayLimits(limits).encode(64, &mut out).unwrap();
+    assert_eq!(decode_one(&out[..n]), Message::RelayLimits(limits));
+    // Body: ten varint bytes of u64::MAX, one of 0, three of u16::MAX.
+    let body = postcard::to_allocvec(&limits).unwrap();
+    assert_eq!(body.len(), 10 + 1 + 3);
+    // A truncated body is refused, never read past.
+    let short = Frame {
+        version: crate::PROTOCOL_VERSION,
+        kind: Kind::RelayLimits as u8,
+        body: &body[..body.len() - 1],
+    };
+    assert_eq!(
+        Message::decode(short),
+        Err(DecodeError::BadBody(Kind::RelayLimits as u8))
+    );
+    // It flows relay to terminal only: a relay's decoder refuses it.
+    let whole = Frame {
+        version: crate::PROTOCOL_VERSION,
+        kind: Kind::RelayLimits as u8,
+        body: &body,
+    };
+    assert_eq!(
+        Message::decode_from_terminal(whole),
+        Err(DecodeError::WrongDirection(Kind::RelayLimits as u8))
+    );
+}
+
+#[test]
 fn page_links_are_inert_urls_and_the_decoder_refuses_others() {
     for good in [
         "https://pickup.example.org",
@@ -484,6 +524,7 @@ const VECTORS: &[&str] = &[
     "070104ba78592500",
     "0b01050220dc0b39da6b4f00",
     "2201061a68747470733a2f2f7069636b75702e6578616d706c652e6f7267255f188100",
+    "1301078080808004808080800ce8072ea6412200",
     "0b011002818003f1b9aa4e00",
     "2501110103a9993e364706816aba3e25717850c26c9cd0d89d076162632e747874e8d1108500",
     "2701120ccac6d3d68b94b9e70380f7c4d5065a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a02a3c735a100",

@@ -30,6 +30,11 @@ pub struct Config {
     /// should make the relay send it. Has effect only with the feature
     /// `page-link` (which `std` brings).
     pub page_link: bool,
+    /// Ask the relay for its batch limits (`CAP_RELAY_LIMITS`) and keep
+    /// them for `Session::relay_limits`. Off by default, for the same
+    /// reason; has effect only with the feature `relay-limits` (which
+    /// `std` brings).
+    pub relay_limits: bool,
 }
 
 impl Default for Config {
@@ -42,6 +47,7 @@ impl Default for Config {
             instant_upload: true,
             max_window: 32 * 1024 * 1024,
             page_link: false,
+            relay_limits: false,
         }
     }
 }

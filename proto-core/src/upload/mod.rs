@@ -39,7 +39,9 @@
 //!
 //! With the feature `page-link` and [`Config::page_link`], the `Hello`
 //! offers `CAP_PAGE_LINK` and a `PageLink` from the relay, in any phase
-//! after `Welcome`, is kept for `Session::page_link`.
+//! after `Welcome`, is kept for `Session::page_link`. Likewise with
+//! `relay-limits` and [`Config::relay_limits`]: `CAP_RELAY_LIMITS`, and
+//! the relay's `RelayLimits` kept for `Session::relay_limits`.
 //!
 //! The session's parts: [`Config`] and [`FileMeta`] (its inputs), [`Event`]
 //! and [`Error`] (what it reports); `receive` handles the relay's replies,
@@ -164,6 +166,9 @@ pub struct Session<'n, const F: usize> {
     /// The relay's download pages, from its latest `PageLink`.
     #[cfg(any(test, feature = "page-link"))]
     page_link: Option<heapless::String<{ message::MAX_PAGE_URL_LEN }>>,
+    /// The relay's batch limits, from its latest `RelayLimits`.
+    #[cfg(any(test, feature = "relay-limits"))]
+    relay_limits: Option<message::RelayLimits>,
     control: Deque<Control, 5>,
     events: Deque<Event, 8>,
     progress_dirty: bool,
@@ -226,6 +231,8 @@ impl<'n, const F: usize> Session<'n, F> {
             names_bound: false,
             #[cfg(any(test, feature = "page-link"))]
             page_link: None,
+            #[cfg(any(test, feature = "relay-limits"))]
+            relay_limits: None,
             control: Deque::new(),
             events: Deque::new(),
             progress_dirty: false,
@@ -305,6 +312,15 @@ impl<'n, const F: usize> Session<'n, F> {
     #[cfg(any(test, feature = "page-link"))]
     pub fn page_link(&self) -> Option<&str> {
         self.page_link.as_deref()
+    }
+
+    /// The relay's batch limits, once it sent them: what a `TooLarge` or
+    /// `TooManyFiles` refusal broke. `None` unless
+    /// [`Config::relay_limits`] asked for them and the relay says them.
+    /// With the feature `relay-limits`.
+    #[cfg(any(test, feature = "relay-limits"))]
+    pub fn relay_limits(&self) -> Option<message::RelayLimits> {
+        self.relay_limits
     }
 
     /// The grant, once the relay has sent it.
@@ -503,5 +519,7 @@ mod auth_tests;
 mod family_tests;
 #[cfg(test)]
 mod page_link_tests;
+#[cfg(test)]
+mod relay_limits_tests;
 #[cfg(test)]
 mod tests;

@@ -102,6 +102,12 @@ impl<'n, const F: usize> Session<'n, F> {
             {
                 self.page_link = heapless::String::try_from(p.base_url).ok();
             }
+            #[cfg(any(test, feature = "relay-limits"))]
+            Message::RelayLimits(l)
+                if self.config.relay_limits && self.phase != Phase::AwaitWelcome =>
+            {
+                self.relay_limits = Some(l);
+            }
             Message::Keepalive => {}
             Message::Goodbye => {
                 self.phase = Phase::Idle;

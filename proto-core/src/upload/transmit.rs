@@ -70,6 +70,13 @@ impl<'n, const F: usize> Session<'n, F> {
                                 message::CAP_PAGE_LINK
                             } else {
                                 0
+                            }
+                            | if cfg!(any(test, feature = "relay-limits"))
+                                && self.config.relay_limits
+                            {
+                                message::CAP_RELAY_LIMITS
+                            } else {
+                                0
                             },
                     },
                     frame::MIN_FRAME_LEN,

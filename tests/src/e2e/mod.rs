@@ -355,3 +355,15 @@ pub fn write_random(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     std::fs::write(path, &data).expect("write a test file");
     data
 }
+
+/// The name `pickup get` keeps an unfinished download of `content` as
+/// batch file `name` under (see `temp_name` in the CLI's `dir_sink.rs`):
+/// what a test writes to stand for an interrupted earlier run.
+pub fn partial_name(name: &str, content: &[u8]) -> String {
+    let mut h = pickup_proto::hash::Sha1Hasher::new();
+    h.update(b"pickup get\0");
+    h.update(&pickup_proto::Sha1Digest::of(content).0);
+    h.update(&(content.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    format!(".pickup-{}.part", h.digest())
+}

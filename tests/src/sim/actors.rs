@@ -319,6 +319,7 @@ impl<'a> World<'a> {
             },
             // Not drawn: a new draw would change what every seed does.
             page_link: false,
+            relay_limits: false,
         }
     }
 

@@ -73,6 +73,7 @@ impl World {
 enum Reply {
     Welcome,
     PageLink(String),
+    RelayLimits(message::RelayLimits),
     Error(ErrorCode, u32),
     Grant(Grant),
     Plan(FilePlan),
@@ -113,6 +114,7 @@ fn to_reply(msg: Message<'_>) -> Reply {
     match msg {
         Message::Welcome(_) => Reply::Welcome,
         Message::PageLink(p) => Reply::PageLink(p.base_url.to_owned()),
+        Message::RelayLimits(l) => Reply::RelayLimits(l),
         Message::Error(e) => Reply::Error(e.code, e.retry_after_ms),
         Message::Grant(g) => Reply::Grant(g),
         Message::FilePlan(p) => Reply::Plan(p),
@@ -2231,3 +2233,4 @@ mod notices;
 mod page_link;
 mod proofs;
 mod quota;
+mod relay_limits;
