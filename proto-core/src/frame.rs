@@ -336,25 +336,48 @@ pub fn encode_with(
     out: &mut [u8],
     write_body: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> Result<usize, EncodeError> {
-    // The COBS output after i input bytes is at most 1 + i + ceil(i/254)
-    // bytes long, so starting the raw frame `shift` bytes in, with
-    // shift >= 2 + raw_len/254, keeps the writer behind the reader.
-    let shift = 2 + out.len() / 254;
-    let raw_cap = out.len().saturating_sub(shift).min(max_frame);
+    let (shift, raw_cap) = body_room(out.len(), max_frame)?;
+    let body = &mut out[shift + HEADER_LEN..shift + raw_cap - CRC_LEN];
+    let body_len = write_body(body).ok_or(EncodeError::TooLarge)?;
+    seal(version, kind, out, shift, raw_cap, body_len)
+}
+
+// `encode_with` is instantiated once per message type a program sends; the
+// two halves below are not generic, so each instance is little more than
+// its body's encoder (issue 21: a terminal's image carries one copy).
+
+/// Where [`encode_with`] builds the raw frame in an `out_len`-byte buffer:
+/// `(shift, raw_cap)`. The COBS output after i input bytes is at most
+/// 1 + i + ceil(i/254) bytes long, so starting the raw frame `shift` bytes
+/// in, with shift >= 2 + raw_len/254, keeps the writer behind the reader.
+fn body_room(out_len: usize, max_frame: usize) -> Result<(usize, usize), EncodeError> {
+    let shift = 2 + out_len / 254;
+    let raw_cap = out_len.saturating_sub(shift).min(max_frame);
     if raw_cap < OVERHEAD {
         return Err(EncodeError::TooLarge);
     }
-    let raw = &mut out[shift..shift + raw_cap];
-    raw[0] = version;
-    raw[1] = kind;
-    let body_len =
-        write_body(&mut raw[HEADER_LEN..raw_cap - CRC_LEN]).ok_or(EncodeError::TooLarge)?;
+    Ok((shift, raw_cap))
+}
+
+/// Completes the raw frame at `out[shift..]` around its `body_len`-byte
+/// body (header, CRC) and COBS-encodes it to the front of `out`.
+fn seal(
+    version: u8,
+    kind: u8,
+    out: &mut [u8],
+    shift: usize,
+    raw_cap: usize,
+    body_len: usize,
+) -> Result<usize, EncodeError> {
     let raw_len = HEADER_LEN + body_len + CRC_LEN;
     if raw_len > raw_cap {
         return Err(EncodeError::TooLarge);
     }
+    let raw = &mut out[shift..shift + raw_len];
+    raw[0] = version;
+    raw[1] = kind;
     let crc = crc32c(&raw[..HEADER_LEN + body_len]);
-    raw[HEADER_LEN + body_len..raw_len].copy_from_slice(&crc.to_le_bytes());
+    raw[HEADER_LEN + body_len..].copy_from_slice(&crc.to_le_bytes());
     Ok(cobs_in_place(out, shift, raw_len))
 }
 
