@@ -28,6 +28,11 @@ mod data;
 mod transfer;
 mod uart;
 
+// The baseline links no pickup code but keeps the dependency, so that
+// both builds resolve the same crates (nightly cargo warns otherwise).
+#[cfg(feature = "baseline")]
+use pickup_device as _;
+
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 
