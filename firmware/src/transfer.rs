@@ -198,21 +198,28 @@ impl Failure for download::Error {
     }
 }
 
-fn report<F: Failure, S: core::fmt::Debug>(what: &str, error: RunError<F, S>) {
-    match error {
+/// Prints why `what` failed. Generic only as far as sorting the failure:
+/// the printing is one copy for every direction.
+fn report<F: Failure, S>(what: &str, error: RunError<F, S>) {
+    let (why, number) = match error {
         RunError::Session(f) => match f.relay_code() {
-            Some(code) => hprintln!("{}: relay error {}", what, code),
+            Some(code) => ("relay error", Some(u32::from(code))),
             // Is the terminal registered with the key in `credential.rs`?
             // (`cfg!`: an image without `auth` keeps no text for it)
-            None if cfg!(feature = "auth") && f.auth_refused() => {
-                hprintln!("{}: authentication failed", what)
-            }
-            None => hprintln!("{}: session failed", what),
+            None if cfg!(feature = "auth") && f.auth_refused() => ("authentication failed", None),
+            None => ("session failed", None),
         },
-        RunError::Storage(_) => hprintln!("{}: storage failed", what),
-        RunError::GaveUp { attempts, .. } => {
-            hprintln!("{}: link lost, gave up after {} attempts", what, attempts)
-        }
+        RunError::Storage(_) => ("storage failed", None),
+        RunError::GaveUp { attempts, .. } => ("link lost, gave up; attempts", Some(attempts)),
+    };
+    print_failure(what, why, number);
+}
+
+#[inline(never)]
+fn print_failure(what: &str, why: &str, number: Option<u32>) {
+    match number {
+        Some(n) => hprintln!("{}: {} {}", what, why, n),
+        None => hprintln!("{}: {}", what, why),
     }
 }
 
