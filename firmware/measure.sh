@@ -114,8 +114,9 @@ for name in "${names[@]}"; do
     if [ "$name" = baseline ]; then
         printf '%-14s %8d %10d\n' "$name" "${flash[$name]}" "${ram[$name]}"
     else
-        printf '%-14s %8d %10d %13d %11d  %s\n' "$name" "${flash[$name]}" "${ram[$name]}" \
-            "$share" $((ram[$name] - ram[baseline])) "$verdict"
+        line=$(printf '%-14s %8d %10d %13d %11d  %s' "$name" "${flash[$name]}" "${ram[$name]}" \
+            "$share" $((ram[$name] - ram[baseline])) "$verdict")
+        echo "${line%"${line##*[! ]}"}"
     fi
 done
 printf 'auth adds %d B of flash to both; notices add %d B to +auth (reported apart from the goals)\n' \

@@ -14,6 +14,9 @@
 //!   UART0 (PL011) ══ QEMU -serial pty ══ pickup-relay serve --serial /dev/pts/N
 //! ```
 //!
+//! Built with `--no-default-features --features upload` it only uploads and
+//! prints the code; with `--no-default-features --features download` it only
+//! downloads the code given on the semihosting command line and verifies it.
 //! Built with `--features baseline` it keeps the hardware (UART, clock,
 //! semihosting, the files in flash) and leaves pickup out, so that the size
 //! difference between the two builds is pickup's share; see `README.md`.
