@@ -80,6 +80,7 @@ pub(crate) struct Parts<'a, B> {
 
 /// Runs `machine` to completion over links from `connector`. The observer
 /// sees the machine beside each event, as it stood when the event came.
+#[cfg(any(feature = "upload", feature = "download"))]
 pub(crate) fn run<M, Io, B, C, K, O>(
     machine: &mut M,
     io: &mut Io,

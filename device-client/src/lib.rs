@@ -70,6 +70,11 @@
 //!
 //! # Features
 //!
+//! - `upload` and `download` (default, and brought by `std`): [`Uploader`]
+//!   and [`Downloader`] with `pickup-proto`'s machine and decoders for
+//!   each. Firmware that moves files one way builds with
+//!   `default-features = false` and the one it needs: the other
+//!   direction's machine, driver and decoders are then not compiled.
 //! - `std` (default): the `pickup` CLI (module `cli`), `clock::StdClock`,
 //!   [`hash_thread::HashThread`] (download verification on another core),
 //!   and `std::io::Error` as a link error. Firmware builds with
@@ -95,12 +100,19 @@
 )]
 
 pub mod clock;
+#[cfg(feature = "download")]
 pub mod download;
+// `Event` and `RunError` stay public; the loop is linked by the drivers.
+#[cfg_attr(
+    not(any(feature = "upload", feature = "download", feature = "notices")),
+    allow(dead_code)
+)]
 mod driver;
 pub mod link;
 #[cfg(feature = "notices")]
 pub mod notice;
 pub mod retransfer;
+#[cfg(feature = "upload")]
 pub mod upload;
 
 #[cfg(feature = "std")]
@@ -109,12 +121,14 @@ pub mod cli;
 pub mod hash_thread;
 
 pub use clock::Clock;
+#[cfg(feature = "download")]
 pub use download::Downloader;
 pub use driver::{Event, RunError};
 pub use link::{Connector, LinkLoss};
 #[cfg(feature = "notices")]
 pub use notice::{NoticeListener, NoticeSender};
 pub use retransfer::{LinkEvent, RetransferPolicy};
+#[cfg(feature = "upload")]
 pub use upload::Uploader;
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //!   UART0 (PL011) ══ QEMU -serial pty ══ pickup-relay serve --serial /dev/pts/N
 //! ```
 //!
+//! Built with `--no-default-features --features upload` it only uploads and
+//! prints the code; with `--no-default-features --features download` it only
+//! downloads the code given on the semihosting command line and verifies it.
 //! Built with `--features baseline` it keeps the hardware (UART, clock,
 //! semihosting, the files in flash) and leaves pickup out, so that the size
 //! difference between the two builds is pickup's share; see `README.md`.
@@ -27,6 +30,11 @@ mod data;
 #[cfg(not(feature = "baseline"))]
 mod transfer;
 mod uart;
+
+// The baseline links no pickup code but keeps the dependency, so that
+// both builds resolve the same crates (nightly cargo warns otherwise).
+#[cfg(feature = "baseline")]
+use pickup_device as _;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
@@ -71,24 +79,45 @@ fn main() -> ! {
     }
 }
 
-/// Upload, print the code, download and verify.
+/// Upload, print the code, download and verify; an image with one
+/// direction does its half (the download-only one takes the code from the
+/// semihosting command line).
 #[cfg(not(feature = "baseline"))]
 fn run(clock: &SysTickClock, uart: &mut Pl011) -> bool {
     let mut link = transfer::UartConnector::new(uart);
-    let Some(code) = transfer::upload(&mut link, clock) else {
+    #[cfg(feature = "upload")]
+    let code = {
+        let Some(code) = transfer::upload(&mut link, clock) else {
+            return false;
+        };
+        let mut text = [0u8; pickup_proto::Code::MAX_TEXT_LEN];
+        hprintln!("pickup code: {}", transfer::display(&code, &mut text));
+        code
+    };
+    #[cfg(not(feature = "upload"))]
+    let Some(code) = transfer::code_from_host() else {
+        hprintln!("no pickup code on the semihosting command line");
         return false;
     };
-    let mut text = [0u8; pickup_proto::Code::MAX_TEXT_LEN];
-    hprintln!("pickup code: {}", transfer::display(&code, &mut text));
+    #[cfg(feature = "download")]
     let ok = transfer::download(&mut link, clock, code);
+    #[cfg(feature = "download")]
     if ok {
         hprintln!("download verified");
     }
+    #[cfg(not(feature = "download"))]
+    let ok = {
+        let _ = code;
+        true
+    };
     #[cfg(feature = "notices")]
     let ok = transfer::listen(&mut link, clock) && ok;
     hprintln!("uart line errors: {}", uart.line_errors());
     ok
 }
+
+#[cfg(not(any(feature = "baseline", feature = "upload", feature = "download")))]
+compile_error!("build with `upload`, `download` (the default: both) or `baseline`");
 
 /// The same hardware work without pickup: send both files raw over UART0 and
 /// drain whatever arrives for 100 ms.
@@ -111,12 +140,35 @@ fn run(clock: &SysTickClock, uart: &mut Pl011) -> bool {
             received += uart.read(&mut buf).unwrap_or(0);
         }
     }
+    links_what_any_firmware_does(&mut buf, received);
     hprintln!(
         "received {} bytes, {} line errors",
         received,
         uart.line_errors()
     );
     true
+}
+
+/// What any firmware links whether or not it uses pickup: the compiler's
+/// `memcpy`, `memset` and `memcmp` on data only known at run time, and
+/// `core::str::from_utf8`. The baseline calls them here (through
+/// `black_box`, so they are not folded away) so that pickup's share counts
+/// only what pickup adds.
+#[cfg(feature = "baseline")]
+fn links_what_any_firmware_does(buf: &mut [u8; 64], received: usize) {
+    use core::hint::black_box;
+
+    // Lengths and offsets the compiler cannot know: the built-ins for any
+    // alignment (`__aeabi_memcpy`, `__aeabi_memclr`, `__aeabi_memset`).
+    let n = black_box(received) % buf.len();
+    let at = black_box(n / 2);
+    let mut copy = [0u8; 64];
+    copy[at..n].copy_from_slice(&buf[..n - at]); // memcpy
+    buf[n..].fill(0); // memclr
+    copy[n..].fill(black_box(0xa5)); // memset
+    let same = black_box(&copy[..n]) == black_box(&buf[..n]); // memcmp (bcmp)
+    let text = core::str::from_utf8(black_box(&buf[..n])).is_ok();
+    black_box((same, text));
 }
 
 /// Bytes of stack ever used: the stack was painted with

@@ -12,11 +12,20 @@ use core::convert::Infallible;
 
 use cortex_m_semihosting::hprintln;
 use pickup_device::link::{Connector, Polled, PolledError};
-use pickup_device::{Downloader, Event, LinkEvent, RetransferPolicy, RunError, Uploader};
+#[cfg(feature = "download")]
+use pickup_device::Downloader;
+#[cfg(feature = "upload")]
+use pickup_device::Uploader;
+use pickup_device::{Event, LinkEvent, RetransferPolicy, RunError};
+#[cfg(feature = "download")]
 use pickup_proto::download::{self, Sink};
+#[cfg(feature = "download")]
 use pickup_proto::hash::Sha1Hasher;
+#[cfg(feature = "download")]
 use pickup_proto::message::ManifestEntry;
+#[cfg(feature = "download")]
 use pickup_proto::storage::{ReadAt, WriteAt};
+#[cfg(feature = "upload")]
 use pickup_proto::upload::{self, FileMeta};
 use pickup_proto::{frame, Code, Duration, Sha1Digest};
 
@@ -92,19 +101,49 @@ fn log_link<E>(event: Event<E>) {
 #[cfg(feature = "paint-stack")]
 pub fn memory_report() {
     use core::mem::size_of;
+    #[cfg(feature = "upload")]
     hprintln!(
-        "size_of: Uploader {} (session {}), Downloader {} (session {}), HashSink {}",
+        "size_of: Uploader {} (session {})",
         size_of::<Uploader<'static, FILES, FRAME, TX>>(),
         size_of::<pickup_proto::upload::Session<'static, FILES>>(),
+    );
+    #[cfg(feature = "download")]
+    hprintln!(
+        "size_of: Downloader {} (session {}), HashSink {}",
         size_of::<Downloader<FILES, FRAME, TX>>(),
         size_of::<pickup_proto::download::Session<FILES>>(),
         size_of::<HashSink>()
     );
 }
 
+/// The code to download, from the semihosting command line (its last
+/// word: QEMU's `-semihosting-config enable=on,arg=pickup-firmware,arg=CODE`).
+/// What a download-only terminal gets from its user (a keypad, a QR code)
+/// or from another device.
+#[cfg(all(feature = "download", not(feature = "upload")))]
+pub fn code_from_host() -> Option<Code> {
+    let mut line = [0u8; 80];
+    // SAFETY: GET_CMDLINE writes at most `line.len()` bytes, NUL-terminated,
+    // into `line`, which outlives the call; the block is two words as the
+    // semihosting specification asks.
+    let failed = unsafe {
+        cortex_m_semihosting::syscall(
+            cortex_m_semihosting::nr::GET_CMDLINE,
+            &[line.as_mut_ptr() as usize, line.len() - 1],
+        )
+    };
+    if failed != 0 {
+        return None;
+    }
+    let end = line.iter().position(|&b| b == 0)?;
+    let text = core::str::from_utf8(&line[..end]).ok()?;
+    Code::parse(text.split(' ').next_back()?).ok()
+}
+
 /// The code's display form (`8M80X-5J1X-XP84`) in `out`. `Code`'s own
 /// `Display` does the same through `core::fmt`; this avoids its padding and
 /// UTF-8 checks in flash.
+#[cfg(feature = "upload")]
 pub fn display<'b>(code: &Code, out: &'b mut [u8; Code::MAX_TEXT_LEN]) -> &'b str {
     let mut symbols = [0u8; Code::MAX_LEN];
     let symbols = code.write_symbols(&mut symbols).as_bytes();
@@ -131,6 +170,7 @@ trait Failure {
     fn auth_refused(&self) -> bool;
 }
 
+#[cfg(feature = "upload")]
 impl Failure for upload::Error {
     fn relay_code(&self) -> Option<u8> {
         match *self {
@@ -145,6 +185,7 @@ impl Failure for upload::Error {
     }
 }
 
+#[cfg(feature = "download")]
 impl Failure for download::Error {
     fn relay_code(&self) -> Option<u8> {
         match *self {
@@ -157,25 +198,33 @@ impl Failure for download::Error {
     }
 }
 
-fn report<F: Failure, S: core::fmt::Debug>(what: &str, error: RunError<F, S>) {
-    match error {
+/// Prints why `what` failed. Generic only as far as sorting the failure:
+/// the printing is one copy for every direction.
+fn report<F: Failure, S>(what: &str, error: RunError<F, S>) {
+    let (why, number) = match error {
         RunError::Session(f) => match f.relay_code() {
-            Some(code) => hprintln!("{}: relay error {}", what, code),
+            Some(code) => ("relay error", Some(u32::from(code))),
             // Is the terminal registered with the key in `credential.rs`?
             // (`cfg!`: an image without `auth` keeps no text for it)
-            None if cfg!(feature = "auth") && f.auth_refused() => {
-                hprintln!("{}: authentication failed", what)
-            }
-            None => hprintln!("{}: session failed", what),
+            None if cfg!(feature = "auth") && f.auth_refused() => ("authentication failed", None),
+            None => ("session failed", None),
         },
-        RunError::Storage(_) => hprintln!("{}: storage failed", what),
-        RunError::GaveUp { attempts, .. } => {
-            hprintln!("{}: link lost, gave up after {} attempts", what, attempts)
-        }
+        RunError::Storage(_) => ("storage failed", None),
+        RunError::GaveUp { attempts, .. } => ("link lost, gave up; attempts", Some(attempts)),
+    };
+    print_failure(what, why, number);
+}
+
+#[inline(never)]
+fn print_failure(what: &str, why: &str, number: Option<u32>) {
+    match number {
+        Some(n) => hprintln!("{}: {} {}", what, why, n),
+        None => hprintln!("{}: {}", what, why),
     }
 }
 
 /// Uploads the batch; `None` after printing why it failed.
+#[cfg(feature = "upload")]
 #[inline(never)] // Its buffers share stack space with `download`'s.
 pub fn upload(link: &mut UartConnector<'_>, clock: &SysTickClock) -> Option<Code> {
     let mut files = files();
@@ -221,6 +270,7 @@ pub fn upload(link: &mut UartConnector<'_>, clock: &SysTickClock) -> Option<Code
 
 /// Downloads the batch behind `code` and checks it against the files in
 /// flash; `false` after printing what did not match.
+#[cfg(feature = "download")]
 #[inline(never)] // Its buffers share stack space with `upload`'s.
 pub fn download(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) -> bool {
     let config = download::Config {
@@ -256,12 +306,14 @@ pub fn download(link: &mut UartConnector<'_>, clock: &SysTickClock, code: Code) 
 /// A download sink that hashes each file's bytes as they arrive and keeps
 /// none of them: how a device checks a download bigger than its RAM, and the
 /// shape of a sink that streams into a flash writer or a decoder.
+#[cfg(feature = "download")]
 struct HashSink {
     files: [Received; FILES],
     /// The names the batch must have (the uploaded files'), or any.
     names: Option<&'static [&'static str]>,
 }
 
+#[cfg(feature = "download")]
 #[derive(Clone)]
 struct Received {
     hasher: Sha1Hasher,
@@ -271,6 +323,7 @@ struct Received {
 }
 
 /// Why the sink refused a step; the session reports it as a storage error.
+#[cfg(feature = "download")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SinkError {
     /// A file index beyond [`FILES`].
@@ -283,6 +336,7 @@ enum SinkError {
     NothingStored,
 }
 
+#[cfg(feature = "download")]
 impl HashSink {
     fn new(names: Option<&'static [&'static str]>) -> Self {
         let fresh = Received {
@@ -303,6 +357,7 @@ impl HashSink {
     }
 }
 
+#[cfg(feature = "download")]
 impl ReadAt for HashSink {
     type Error = SinkError;
     fn read_at(&mut self, _: u16, _: u64, _: &mut [u8]) -> Result<usize, SinkError> {
@@ -312,6 +367,7 @@ impl ReadAt for HashSink {
     }
 }
 
+#[cfg(feature = "download")]
 impl WriteAt for HashSink {
     type Error = SinkError;
     fn write_at(&mut self, file: u16, offset: u64, data: &[u8]) -> Result<(), SinkError> {
@@ -325,6 +381,7 @@ impl WriteAt for HashSink {
     }
 }
 
+#[cfg(feature = "download")]
 impl Sink for HashSink {
     fn open(&mut self, entry: &ManifestEntry<'_>) -> Result<u64, SinkError> {
         if let Some(names) = self.names {

@@ -35,6 +35,21 @@ use crate::frame::Frame;
 use crate::storage::ReadAt;
 use crate::time::Instant;
 
+/// Whether an error answers no message of ours but a frame the relay could
+/// not take apart (kind 0: oversize, undecodable). On a noisy serial line
+/// that is garbage that happened to look like a frame; the timers recover
+/// whatever was lost, so it must not end the exchange. Shared by every
+/// machine (upload, download, notices), so it is linked once.
+#[cfg(any(test, feature = "upload", feature = "download", feature = "notices"))]
+pub(crate) fn noise(e: &crate::message::Error) -> bool {
+    use crate::error::ErrorCode;
+    e.kind == 0
+        && matches!(
+            e.code,
+            ErrorCode::TooLarge | ErrorCode::BadFrame | ErrorCode::UnknownKind
+        )
+}
+
 /// A client state machine driven over a link, with file bytes in `Files`.
 ///
 /// Implemented by [`upload::Session`](crate::upload::Session) for every

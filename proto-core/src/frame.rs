@@ -180,10 +180,14 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         // How many bytes at the front of `input` are known to hold no zero.
         // In a COBS stream zeros are only delimiters, so one scan to the
         // next zero covers a whole frame's runs (see `bulk_copy`).
+        #[cfg(any(test, feature = "std"))]
         let mut horizon = 0usize;
         while let Some((&byte, rest)) = input.split_first() {
             *input = rest;
-            horizon = horizon.saturating_sub(1);
+            #[cfg(any(test, feature = "std"))]
+            {
+                horizon = horizon.saturating_sub(1);
+            }
             if self.skipping {
                 if byte == 0 {
                     self.skipping = false;
@@ -199,6 +203,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
                 continue;
             }
             self.consumed += 1;
+            #[cfg(any(test, feature = "std"))]
             if let Some(run) = self.bulk_copy(byte, input, &mut horizon) {
                 // Fast path: `byte` began (or continued) a run of plain data
                 // bytes, copied as a block; `run` more were taken from `input`.
@@ -237,6 +242,11 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// run reaches past it. A run is at most 254 bytes, so scanning per run
     /// would start a search every 254 bytes; this starts about one per
     /// frame.
+    ///
+    /// Hosts only (`std`): an MCU reads a UART a few bytes at a time, where
+    /// the byte-wise state machine is as fast, and the fast path with
+    /// `memchr` costs its image about 1 KiB of flash.
+    #[cfg(any(test, feature = "std"))]
     fn bulk_copy(&mut self, byte: u8, input: &mut &[u8], horizon: &mut usize) -> Option<usize> {
         let (remaining, chain) = match self.cobs {
             cobs::DecoderState::Grab(n) if n > 0 => (n, false),
@@ -326,25 +336,48 @@ pub fn encode_with(
     out: &mut [u8],
     write_body: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> Result<usize, EncodeError> {
-    // The COBS output after i input bytes is at most 1 + i + ceil(i/254)
-    // bytes long, so starting the raw frame `shift` bytes in, with
-    // shift >= 2 + raw_len/254, keeps the writer behind the reader.
-    let shift = 2 + out.len() / 254;
-    let raw_cap = out.len().saturating_sub(shift).min(max_frame);
+    let (shift, raw_cap) = body_room(out.len(), max_frame)?;
+    let body = &mut out[shift + HEADER_LEN..shift + raw_cap - CRC_LEN];
+    let body_len = write_body(body).ok_or(EncodeError::TooLarge)?;
+    seal(version, kind, out, shift, raw_cap, body_len)
+}
+
+// `encode_with` is instantiated once per message type a program sends; the
+// two halves below are not generic, so each instance is little more than
+// its body's encoder (issue 21: a terminal's image carries one copy).
+
+/// Where [`encode_with`] builds the raw frame in an `out_len`-byte buffer:
+/// `(shift, raw_cap)`. The COBS output after i input bytes is at most
+/// 1 + i + ceil(i/254) bytes long, so starting the raw frame `shift` bytes
+/// in, with shift >= 2 + raw_len/254, keeps the writer behind the reader.
+fn body_room(out_len: usize, max_frame: usize) -> Result<(usize, usize), EncodeError> {
+    let shift = 2 + out_len / 254;
+    let raw_cap = out_len.saturating_sub(shift).min(max_frame);
     if raw_cap < OVERHEAD {
         return Err(EncodeError::TooLarge);
     }
-    let raw = &mut out[shift..shift + raw_cap];
-    raw[0] = version;
-    raw[1] = kind;
-    let body_len =
-        write_body(&mut raw[HEADER_LEN..raw_cap - CRC_LEN]).ok_or(EncodeError::TooLarge)?;
+    Ok((shift, raw_cap))
+}
+
+/// Completes the raw frame at `out[shift..]` around its `body_len`-byte
+/// body (header, CRC) and COBS-encodes it to the front of `out`.
+fn seal(
+    version: u8,
+    kind: u8,
+    out: &mut [u8],
+    shift: usize,
+    raw_cap: usize,
+    body_len: usize,
+) -> Result<usize, EncodeError> {
     let raw_len = HEADER_LEN + body_len + CRC_LEN;
     if raw_len > raw_cap {
         return Err(EncodeError::TooLarge);
     }
+    let raw = &mut out[shift..shift + raw_len];
+    raw[0] = version;
+    raw[1] = kind;
     let crc = crc32c(&raw[..HEADER_LEN + body_len]);
-    raw[HEADER_LEN + body_len..raw_len].copy_from_slice(&crc.to_le_bytes());
+    raw[HEADER_LEN + body_len..].copy_from_slice(&crc.to_le_bytes());
     Ok(cobs_in_place(out, shift, raw_len))
 }
 
@@ -362,6 +395,19 @@ pub fn encode_raw(
     })
 }
 
+/// Where the first zero of `bytes` is: with `memchr` on hosts (`std`),
+/// whose word-at-a-time or SIMD search is the encoder's hot loop there;
+/// with a plain loop on an MCU, which spares its image `memchr`.
+#[cfg(any(test, feature = "std"))]
+fn zero_in(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr(0, bytes)
+}
+
+#[cfg(not(any(test, feature = "std")))]
+fn zero_in(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == 0)
+}
+
 /// COBS-encodes `out[start..start + len]` to `out[0..]` and appends the
 /// delimiter; returns the encoded length. The caller guarantees
 /// `start >= 2 + len / 254` and room for the result (both hold by
@@ -369,7 +415,7 @@ pub fn encode_raw(
 /// already read.
 ///
 /// Written by hand rather than with `cobs::EncoderState` because it moves
-/// whole runs found with `memchr` instead of a state-machine step per byte:
+/// whole runs found with [`zero_in`] instead of a state-machine step per byte:
 /// this is the hot path of every data frame. Its output is identical to
 /// `cobs::encode` (a unit test compares them).
 fn cobs_in_place(out: &mut [u8], start: usize, len: usize) -> usize {
@@ -378,7 +424,7 @@ fn cobs_in_place(out: &mut [u8], start: usize, len: usize) -> usize {
     let mut w = 0;
     loop {
         let max = (end - r).min(254);
-        let run = memchr::memchr(0, &out[r..r + max]).unwrap_or(max);
+        let run = zero_in(&out[r..r + max]).unwrap_or(max);
         // The destination starts before the source, so a forward copy is
         // correct even where they overlap. Hosts (`std`) have `memmove`
         // linked anyway and it copies a run several times faster; MCU

@@ -35,10 +35,17 @@
 //!
 //! # Features
 //!
-//! All off by default, which is what a microcontroller wants.
+//! On by default: `upload` and `download`, the two client machines and
+//! the decoders of what the relay sends each. A terminal that moves files
+//! one way only builds with `default-features = false` and the one it
+//! needs, and its image carries neither the other machine nor the other
+//! direction's decoders (firmware/README.md has the figures). The rest are
+//! off by default, which is what a microcontroller wants.
 //!
-//! - `std`: `std::error::Error` impls; COBS runs are moved with `memmove`,
-//!   which hosts link anyway.
+//! - `std`: `std::error::Error` impls; COBS runs are found with `memchr`
+//!   and moved with `memmove` (which hosts link anyway), and the frame
+//!   decoder copies runs in bulk. Without it the frame layer takes plain
+//!   byte loops, smaller in an MCU's flash.
 //! - `fast-crc`: hardware CRC-32C (SSE 4.2, AArch64 CRC) through `crc32c`.
 //! - `fast-sha1`: SHA-1 through the `sha1` crate, with SHA-NI or the AArch64
 //!   SHA extension where the CPU has them (about 2.5–4x `sha1_smol` on the
@@ -63,9 +70,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-#[cfg(any(test, feature = "auth"))]
+// Only the machines authenticate: with `auth` but none of them, nothing to link.
+#[cfg(any(
+    test,
+    all(
+        feature = "auth",
+        any(feature = "upload", feature = "download", feature = "notices")
+    )
+))]
 mod auth;
 pub mod code;
+#[cfg(any(test, feature = "download"))]
 pub mod download;
 pub mod drive;
 pub mod error;
@@ -78,6 +93,7 @@ pub mod message;
 pub mod notice;
 pub mod storage;
 pub mod time;
+#[cfg(any(test, feature = "upload"))]
 pub mod upload;
 
 pub use code::Code;

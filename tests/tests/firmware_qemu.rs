@@ -12,6 +12,11 @@
 //!   └───────────────────────────────┘
 //! ```
 //!
+//! The one-way images run too: the upload-only one (`--no-default-features
+//! --features upload`) must leave its flash at the relay, and the
+//! download-only one must fetch and verify a batch the host client sent,
+//! by the code given on its semihosting command line.
+//!
 //! Runs when `qemu-system-arm` is installed (CI installs it, with the
 //! `thumbv7m-none-eabi` target) and prints a notice and passes otherwise.
 //!
@@ -27,17 +32,19 @@
 //! download it as the terminal, verify it and have its receipt settled,
 //! after which `pickup status` says delivered.
 
+#[path = "firmware_qemu/process.rs"]
+mod process;
+
 use std::env;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use pickup_tests::e2e::{pickup_bin, relay_bin, run_with_input, TempDir};
 use pickup_tests::relay_process::{Builder, RelayProcess};
+use process::{Line, Process, Transcript};
 
 const QEMU: &str = "qemu-system-arm";
 
@@ -98,12 +105,26 @@ fn run_ok(mut cmd: Command, what: &str) {
 /// feature set, so the tests' images never overwrite each other); returns
 /// the ELF image.
 fn build_firmware(features: &str) -> PathBuf {
-    let dir = match features {
-        "" => target_dir().join("firmware"),
-        f => target_dir().join(format!("firmware-{}", f.replace([',', ' '], "-"))),
+    build_image(features, true)
+}
+
+/// Builds the image of one direction, `upload` or `download`, without the
+/// other (`--no-default-features`).
+fn build_one_way(direction: &str) -> PathBuf {
+    build_image(direction, false)
+}
+
+fn build_image(features: &str, default_features: bool) -> PathBuf {
+    let dir = match (features, default_features) {
+        ("", true) => target_dir().join("firmware"),
+        (f, true) => target_dir().join(format!("firmware-{}", f.replace([',', ' '], "-"))),
+        (f, false) => target_dir().join(format!("firmware-only-{}", f.replace([',', ' '], "-"))),
     };
     let mut cmd = cargo(&workspace_dir().join("firmware"), &dir);
     cmd.args(["build", "--release"]);
+    if !default_features {
+        cmd.arg("--no-default-features");
+    }
     if !features.is_empty() {
         cmd.args(["--features", features]);
     }
@@ -133,87 +154,6 @@ fn firmware_files() -> [(&'static str, Vec<u8>); 2] {
     ]
 }
 
-/// A child process that is killed when the test ends, however it ends.
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    /// Starts `cmd` with its stdout and stderr sent, line by line, to `lines`.
-    fn spawn(name: &'static str, mut cmd: Command, lines: &Sender<Line>) -> Process {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        forward(name, child.stdout.take().expect("piped"), lines.clone());
-        forward(name, child.stderr.take().expect("piped"), lines.clone());
-        Process { child }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// One line of output of one process.
-struct Line {
-    from: &'static str,
-    text: String,
-}
-
-fn forward(from: &'static str, stream: impl Read + Send + 'static, lines: Sender<Line>) {
-    thread::spawn(move || {
-        for text in BufReader::new(stream).lines() {
-            let Ok(text) = text else { break };
-            if lines.send(Line { from, text }).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-/// Everything the processes printed, for assertions and failure messages.
-#[derive(Default)]
-struct Transcript {
-    lines: Vec<String>,
-    /// QEMU's output: the firmware's semihosting prints.
-    firmware: Vec<String>,
-}
-
-impl Transcript {
-    fn take(&mut self, line: Line) {
-        self.lines.push(format!("[{}] {}", line.from, line.text));
-        if line.from == "qemu" {
-            self.firmware.push(line.text);
-        }
-    }
-
-    /// Waits up to 100 ms (and not past `deadline`) for the next line;
-    /// keeps it and returns its text.
-    fn next(&mut self, lines: &Receiver<Line>, deadline: Instant) -> Option<String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left.min(Duration::from_millis(100))) {
-            Ok(line) => {
-                let text = line.text.clone();
-                self.take(line);
-                Some(text)
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
-    }
-
-    fn dump(&self) -> String {
-        self.lines.join("\n")
-    }
-}
-
 /// The pseudo-terminal QEMU connected UART0 to, from its
 /// `char device redirected to /dev/pts/N (label serial0)` line.
 fn pty_path(text: &str) -> Option<String> {
@@ -232,13 +172,23 @@ fn is_pickup_code(text: &str) -> bool {
         && groups_ok
 }
 
-fn qemu_available() -> bool {
-    Command::new(QEMU)
+/// Whether to skip: QEMU is not installed (one line says so). Under
+/// `PICKUP_NO_SKIP` (.ci/run installs QEMU) a skip would hide a lost check.
+fn qemu_missing() -> bool {
+    let available = Command::new(QEMU)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            env::var_os("PICKUP_NO_SKIP").is_none(),
+            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
+        );
+        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+    }
+    !available
 }
 
 /// Waits for QEMU to exit, keeping what everyone prints.
@@ -343,14 +293,25 @@ impl Run {
 /// Boots `elf` in QEMU with UART0 on a pseudo-terminal, starts the relay
 /// of `relay` serving it, and waits (bounded) for the firmware to exit.
 fn run_firmware(elf: &Path, relay: Builder) -> Run {
+    run_firmware_with(elf, relay, None)
+}
+
+/// [`run_firmware`], with `code` on the semihosting command line (where
+/// the download-only image takes the code to download from).
+fn run_firmware_with(elf: &Path, relay: Builder, code: Option<&str>) -> Run {
     let (tx, lines) = mpsc::channel();
     let mut transcript = Transcript::default();
 
+    let mut semihosting = String::from("enable=on,target=native");
+    if let Some(code) = code {
+        semihosting.push_str(",arg=pickup-firmware,arg=");
+        semihosting.push_str(code);
+    }
     let mut qemu_cmd = Command::new(QEMU);
     qemu_cmd
         .args(["-machine", "lm3s6965evb", "-cpu", "cortex-m3"])
         .args(["-display", "none", "-monitor", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-semihosting-config", &semihosting])
         .args(["-serial", "pty", "-kernel"])
         .arg(elf);
     let mut qemu = Process::spawn("qemu", qemu_cmd, &tx);
@@ -396,13 +357,7 @@ fn run_firmware(elf: &Path, relay: Builder) -> Run {
 
 #[test]
 fn firmware_uploads_and_downloads_through_the_serial_relay() {
-    if !qemu_available() {
-        // .ci/run installs QEMU: there, a skip would hide a lost check.
-        assert!(
-            std::env::var_os("PICKUP_NO_SKIP").is_none(),
-            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
-        );
-        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+    if qemu_missing() {
         return;
     }
     let elf = build_firmware("");
@@ -410,6 +365,65 @@ fn firmware_uploads_and_downloads_through_the_serial_relay() {
     let run = run_firmware(&elf, RelayProcess::builder());
     let code = run.assert_transferred();
     run.assert_relay_holds_the_flash(&code, &scratch);
+}
+
+#[test]
+fn upload_only_firmware_uploads_its_flash() {
+    if qemu_missing() {
+        return;
+    }
+    let elf = build_one_way("upload");
+    let scratch = TempDir::new("firmware-qemu-upload-only");
+    let run = run_firmware(&elf, RelayProcess::builder());
+    assert!(run.status.success(), "the firmware failed:\n{}", run.dump());
+    let code = run.code();
+    run.assert_relay_holds_the_flash(&code, &scratch);
+}
+
+#[test]
+fn download_only_firmware_downloads_a_batch_by_its_code() {
+    if qemu_missing() {
+        return;
+    }
+    let elf = build_one_way("download");
+    let scratch = TempDir::new("firmware-qemu-download-only");
+    // The batch: the firmware's two files, sent by the host client to a
+    // relay whose store the firmware's relay then serves.
+    let data = scratch.path().join("data");
+    let mut sent_files = Vec::new();
+    for (name, bytes) in firmware_files() {
+        let path = scratch.path().join(name);
+        fs::write(&path, bytes).expect("write a file to send");
+        sent_files.push(path);
+    }
+    let mut relay = RelayProcess::builder().data(&data).start();
+    let sent = run_with_input(
+        Command::new(pickup_bin())
+            .arg("--state-dir")
+            .arg(scratch.path().join("state"))
+            .args(["--relay", &relay.tcp(), "send"])
+            .args(&sent_files),
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    let code = stdout.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        sent.status.success() && is_pickup_code(&code),
+        "pickup send: {stdout:?} {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    relay.terminate();
+
+    let run = run_firmware_with(&elf, RelayProcess::builder().data(&data), Some(&code));
+    assert!(run.status.success(), "the firmware failed:\n{}", run.dump());
+    assert!(
+        run.transcript
+            .firmware
+            .iter()
+            .any(|l| l == "download verified"),
+        "the firmware exited 0 without verifying {code}:\n{}",
+        run.dump()
+    );
 }
 
 /// The terminal name and device key of `firmware/src/credential.rs`, as
@@ -472,13 +486,7 @@ fn authenticated_lines(log: &str) -> usize {
 
 #[test]
 fn firmware_authenticates_as_a_registered_terminal() {
-    if !qemu_available() {
-        // .ci/run installs QEMU: there, a skip would hide a lost check.
-        assert!(
-            std::env::var_os("PICKUP_NO_SKIP").is_none(),
-            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
-        );
-        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+    if qemu_missing() {
         return;
     }
     // `paint-stack` as well, so each run measures the auth image's stack
@@ -560,13 +568,7 @@ fn login_maker(state: &Path, tcp: &str) {
 
 #[test]
 fn firmware_receives_a_batch_pushed_to_it() {
-    if !qemu_available() {
-        // .ci/run installs QEMU: there, a skip would hide a lost check.
-        assert!(
-            std::env::var_os("PICKUP_NO_SKIP").is_none(),
-            "{QEMU} is not installed and PICKUP_NO_SKIP is set"
-        );
-        eprintln!("NOTICE: {QEMU} is not installed; skipping the firmware test");
+    if qemu_missing() {
         return;
     }
     let elf = build_firmware("notices");

@@ -163,7 +163,7 @@ impl<const F: usize> Session<'_, F> {
     }
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
-        if crate::upload::noise(&e) {
+        if crate::drive::noise(&e) {
             return;
         }
         match e.code {

@@ -85,6 +85,19 @@ fn empty(kind: u8, bytes: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
+/// A [`Data`] body: file and offset, then the payload to the end (no
+/// length prefix). Either direction carries it: a terminal's upload, a
+/// relay's download.
+fn data(k: u8, b: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let ((file, offset), bytes) =
+        postcard::take_from_bytes::<(u16, u64)>(b).map_err(|_| DecodeError::BadBody(k))?;
+    Ok(Message::Data(Data {
+        file,
+        offset,
+        bytes,
+    }))
+}
+
 impl<'a> Message<'a> {
     /// Decodes a CRC-checked frame of any kind (what a relay receives is a
     /// subset, but a relay also decodes for logs and tests). Never panics;
@@ -104,20 +117,41 @@ impl<'a> Message<'a> {
     /// `Authenticated`, `Done`), and without `notices` the relay's notice
     /// kinds (`Delivery`, `Inbox`, `Notice`, `Settled`): they decode to
     /// [`DecodeError::WrongDirection`], here and in [`Message::decode`];
-    /// so does `PageLink` without the feature `page-link`, and
-    /// `RelayLimits` without `relay-limits`.
+    /// so does `PageLink` without the feature `page-link`, `RelayLimits`
+    /// without `relay-limits`, what only an uploader receives (`Grant`,
+    /// `FilePlan`, `Ack`, `Rewind`, the verdicts, `BatchComplete`) without
+    /// `upload`, and what only a downloader receives (`Manifest`,
+    /// `ManifestEntry`, `Data`) without `download`. `Ack` and `Data` flow
+    /// both ways, but each direction's entry decodes them only for the
+    /// machine that receives them.
     pub fn decode_from_relay(frame: Frame<'a>) -> Result<Message<'a>, DecodeError> {
         let (kind, k, b) = header(frame)?;
         Ok(match kind {
             Kind::Welcome => Message::Welcome(body(k, b)?),
+            // Only an uploading terminal receives them: an image built
+            // without `upload` has no decoder for them.
+            #[cfg(any(test, feature = "upload"))]
             Kind::Grant => Message::Grant(body(k, b)?),
+            #[cfg(any(test, feature = "upload"))]
             Kind::FilePlan => Message::FilePlan(body(k, b)?),
+            #[cfg(any(test, feature = "upload"))]
+            Kind::Ack => Message::Ack(body(k, b)?),
+            #[cfg(any(test, feature = "upload"))]
             Kind::Rewind => Message::Rewind(body(k, b)?),
+            #[cfg(any(test, feature = "upload"))]
             Kind::FileVerified => Message::FileVerified(body(k, b)?),
+            #[cfg(any(test, feature = "upload"))]
             Kind::FileRejected => Message::FileRejected(body(k, b)?),
+            #[cfg(any(test, feature = "upload"))]
             Kind::BatchComplete => Message::BatchComplete(body(k, b)?),
+            // Only a downloading terminal receives them: an image built
+            // without `download` has no decoder for them.
+            #[cfg(any(test, feature = "download"))]
             Kind::Manifest => Message::Manifest(body(k, b)?),
+            #[cfg(any(test, feature = "download"))]
             Kind::ManifestEntry => Message::ManifestEntry(body(k, b)?),
+            #[cfg(any(test, feature = "download"))]
+            Kind::Data => data(k, b)?,
             // Only a terminal that prints links asks for it: one built
             // without `page-link` has no decoder for it.
             #[cfg(any(test, feature = "page-link"))]
@@ -165,6 +199,8 @@ impl<'a> Message<'a> {
             Kind::Join => Message::Join(body(k, b)?),
             Kind::Fetch => Message::Fetch(body(k, b)?),
             Kind::Read => Message::Read(body(k, b)?),
+            Kind::Ack => Message::Ack(body(k, b)?),
+            Kind::Data => data(k, b)?,
             Kind::Push => Message::Push(body(k, b)?),
             Kind::DeliveryStatus => Message::DeliveryStatus(body(k, b)?),
             Kind::Listen => {
@@ -209,20 +245,10 @@ impl<'a> Message<'a> {
                 Message::Goodbye
             }
             Kind::Error => Message::Error(body(k, b)?),
-            Kind::Ack => Message::Ack(body(k, b)?),
             // Only a peer that offered CAP_FILE_ATTRS receives it: a
             // terminal built without the feature has no decoder for it.
             #[cfg(any(test, feature = "file-attrs"))]
             Kind::FileAttrs => Message::FileAttrs(body(k, b)?),
-            Kind::Data => {
-                let ((file, offset), bytes) = postcard::take_from_bytes::<(u16, u64)>(b)
-                    .map_err(|_| DecodeError::BadBody(k))?;
-                Message::Data(Data {
-                    file,
-                    offset,
-                    bytes,
-                })
-            }
             _ => return Err(DecodeError::WrongDirection(k)),
         })
     }

@@ -21,8 +21,10 @@ pub const SEPARATOR: char = '/';
 /// is a relative path below the download directory on Unix and Windows.
 /// The relay never uses names on disk at all.
 pub fn validate_name(name: &str) -> Result<(), ErrorCode> {
-    let ok =
-        !name.is_empty() && name.len() <= MAX_NAME_LEN && name.split(SEPARATOR).all(component_ok);
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && bytes.split(|&b| b == SEPARATOR as u8).all(component_ok);
     if ok {
         Ok(())
     } else {
@@ -30,13 +32,19 @@ pub fn validate_name(name: &str) -> Result<(), ErrorCode> {
     }
 }
 
-fn component_ok(c: &str) -> bool {
-    !c.is_empty()
-        && c != "."
-        && c != ".."
-        && !c
-            .chars()
-            .any(|ch| ch.is_control() || matches!(ch, '\\' | ':'))
+/// One component of a valid name. Byte-wise over the UTF-8 (what an MCU
+/// that checks every manifest name can afford: no `char` decoding), and
+/// the same rule as `char::is_control` plus `\` and `:`: the control
+/// characters are U+0000..U+001F and U+007F (single bytes) and
+/// U+0080..U+009F (`C2 80`..`C2 9F`); no other character's encoding
+/// contains those byte sequences.
+fn component_ok(c: &[u8]) -> bool {
+    let control_or_reserved = c.iter().enumerate().any(|(i, &b)| {
+        b < 0x20
+            || matches!(b, 0x7f | b'\\' | b':')
+            || (b == 0xc2 && c.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    });
+    !c.is_empty() && c != b"." && c != b".." && !control_or_reserved
 }
 
 /// Whether two names of one batch cannot both be created: they are equal,
@@ -51,5 +59,33 @@ pub fn names_conflict(a: &str, b: &str) -> bool {
         Some("") => true,
         Some(rest) => rest.starts_with(SEPARATOR),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-wise rule agrees with the `char` one it replaced, for
+    /// every character up to U+0800 and a few beyond, in every position.
+    #[test]
+    fn byte_wise_rule_matches_the_char_rule() {
+        let by_chars = |c: &str| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && !c
+                    .chars()
+                    .any(|ch| ch.is_control() || matches!(ch, '\\' | ':'))
+        };
+        let beyond = ['\u{2028}', '\u{feff}', '\u{10ffff}', '\u{e000}'];
+        for ch in (0..0x800u32).filter_map(char::from_u32).chain(beyond) {
+            for text in [format!("{ch}"), format!("a{ch}b"), format!("é{ch}")] {
+                assert_eq!(component_ok(text.as_bytes()), by_chars(&text), "{:?}", text);
+            }
+        }
+        assert!(validate_name("dir/é.txt").is_ok());
+        assert!(validate_name("a//b").is_err() && validate_name("/a").is_err());
+        assert!(validate_name("a/../b").is_err() && validate_name("a\u{85}").is_err());
     }
 }

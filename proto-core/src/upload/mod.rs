@@ -70,7 +70,6 @@ mod transmit;
 
 pub use config::{Config, FileMeta};
 pub use event::{Error, Event};
-pub(crate) use receive::noise;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileState {

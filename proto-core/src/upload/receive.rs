@@ -2,6 +2,7 @@
 //! verdicts and errors, each moving the session's state.
 
 use super::{Control, Error, Event, FileState, Phase, Session};
+use crate::drive::noise;
 use crate::error::ErrorCode;
 use crate::frame::{self, Frame};
 use crate::message::{self, Ack, FilePlan, Grant, Message, Plan, Rewind, CAP_INSTANT_UPLOAD};
@@ -334,16 +335,4 @@ impl<'n, const F: usize> Session<'n, F> {
             });
         }
     }
-}
-
-/// Whether an error answers no message of ours but a frame the relay could
-/// not take apart (kind 0: oversize, undecodable). On a noisy serial line
-/// that is garbage that happened to look like a frame; the timers recover
-/// whatever was lost, so it must not end the transfer.
-pub(crate) fn noise(e: &message::Error) -> bool {
-    e.kind == 0
-        && matches!(
-            e.code,
-            ErrorCode::TooLarge | ErrorCode::BadFrame | ErrorCode::UnknownKind
-        )
 }
