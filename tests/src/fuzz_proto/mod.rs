@@ -28,6 +28,7 @@
 //!   upload.rs      drive_upload: the operation loop over upload::Session
 //!   download.rs    drive_download: the operation loop over download::Session
 //!   notice.rs      drive_notice: the loop over notice::Listener / notice::Sender
+//!   notice/        listener.rs, sender.rs: each machine's checks and app calls
 //! ```
 //!
 //! The drivers do not allocate (buffers are fixed arrays on the stack,

@@ -1,19 +1,16 @@
 //! [`drive_notice`]: the addressed-delivery machines, a
 //! [`notice::Listener`] or a [`notice::Sender`], against a relay whose
 //! every word comes from the data.
+//!
+//! [`notice::Listener`]: pickup_proto::notice::Listener
+//! [`notice::Sender`]: pickup_proto::notice::Sender
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use pickup_proto::identity::{Credential, DeviceKey, TerminalIdentity};
+use pickup_proto::identity::{DeviceKey, TerminalIdentity};
 use pickup_proto::message::{
     self, AuthToken, Authenticated, Challenge, Delivery, DeliveryState, Done, Inbox, Kind, Message,
     Notice, RefuseReason, Role, Settled, Welcome, CAP_PUSH_NOTICE,
 };
-use pickup_proto::notice::{
-    self, AcceptFrom, ListenConfig, ListenEvent, Listener, Policy, RequestKind, SendConfig,
-    SendEvent, Sender, Verdict,
-};
-use pickup_proto::{Duration, ErrorCode, Instant};
+use pickup_proto::{Duration, Instant};
 
 use super::check::sent_frame;
 use super::script::{
@@ -22,7 +19,16 @@ use super::script::{
 };
 use super::{code, Summary, CHECK_FRAME, MAX_DRAIN, MAX_TIMER_ROUNDS, TX_BUF};
 
+mod listener;
+mod sender;
+
+use listener::drive_listener;
+use sender::drive_sender;
+
 /// Setup bit for [`drive_notice`]: drive a [`Sender`] (else a [`Listener`]).
+///
+/// [`Sender`]: pickup_proto::notice::Sender
+/// [`Listener`]: pickup_proto::notice::Listener
 pub const NOTICE_SENDER: u8 = 0x01;
 /// Setup bit for [`drive_notice`]: a listener that records 2 ids (else 32,
 /// more than the ids the fake relay uses, so none is ever forgotten).
@@ -134,31 +140,6 @@ fn relay_message<'a>(input: &mut Input<'a>) -> Option<Message<'a>> {
     })
 }
 
-/// What a listener run knows, to check what it says and reports.
-#[derive(Default)]
-struct ListenBook {
-    /// Ids handed to the application, with the number of times it had been
-    /// settled then (see `settles`) and `orphanings` then.
-    handed: BTreeMap<u64, (u32, u32)>,
-    /// `UnknownNotice` answers to a verdict: the ledger may forget the
-    /// orphaned id (after settled ones); the error names no id.
-    orphanings: u32,
-    /// Per id, the `Settled` the relay sent and the `remember_settled`
-    /// calls: only these let a small ledger forget an id it handed out
-    /// (the `Settled` event itself may be dropped from a full queue).
-    settles: BTreeMap<u64, u32>,
-    /// Per id, `settles` when its first notice since the last full drain
-    /// of events came: a handing out now happened no earlier.
-    first_notice: BTreeMap<u64, (u32, u32)>,
-    /// The application's verdicts (and remembered ones).
-    verdicts: BTreeMap<u64, Verdict>,
-    /// Ids of the notices the relay sent (for acknowledgements and
-    /// automatic refusals).
-    noticed: BTreeSet<u64>,
-    /// Ids remembered as settled at the start.
-    remembered: BTreeSet<u64>,
-}
-
 /// Runs a [`notice::Listener`] or a [`notice::Sender`] against a relay
 /// whose every message comes from `data`.
 ///
@@ -180,6 +161,9 @@ struct ListenBook {
 /// a finished machine stays finished with the same error and no timers;
 /// timers are never further out than the idle timeout, and none is left
 /// in the past once the due timers ran.
+///
+/// [`notice::Listener`]: pickup_proto::notice::Listener
+/// [`notice::Sender`]: pickup_proto::notice::Sender
 pub fn drive_notice(data: &[u8]) -> Summary {
     let mut input = Input { data };
     let Some(setup) = input.byte() else {
@@ -193,27 +177,6 @@ pub fn drive_notice(data: &[u8]) -> Summary {
     } else {
         drive_listener::<32>(setup, input)
     }
-}
-
-fn listen_config(setup: u8) -> ListenConfig<'static> {
-    const ONLY_ADA: &[&str] = &["ada"];
-    let policy = (setup >> NOTICE_POLICY_SHIFT) & 3;
-    let mut config = ListenConfig {
-        policy: Policy {
-            max_size: if policy & 1 != 0 { 100 } else { u64::MAX },
-            accept_from: if policy & 2 != 0 {
-                AcceptFrom::Only(ONLY_ADA)
-            } else {
-                AcceptFrom::Any
-            },
-        },
-        ..ListenConfig::default()
-    };
-    if setup & NOTICE_TINY_TIMERS != 0 {
-        config.retransmit_timeout = Duration::from_millis(0);
-        config.relisten_interval = Duration::from_millis(1);
-    }
-    config
 }
 
 /// Reads an advance operand: milliseconds, or seconds with the high bit.
@@ -338,381 +301,6 @@ fn run<M: Driven>(
         }
     }
     summary.failed = finished.is_some();
-    summary
-}
-
-impl<const N: usize> Driven for Listener<'_, N> {
-    fn connected(&mut self, now: Instant) {
-        self.handle_connected(now)
-    }
-    fn disconnected(&mut self, now: Instant) {
-        self.handle_disconnected(now)
-    }
-    fn frame(&mut self, now: Instant, f: pickup_proto::frame::Frame<'_>) {
-        self.handle_frame(now, f)
-    }
-    fn message(&mut self, now: Instant, msg: Message<'_>) {
-        self.handle_message(now, msg)
-    }
-    fn timeout(&mut self, now: Instant) {
-        self.handle_timeout(now)
-    }
-    fn next_timer(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
-        self.poll_transmit(now, out)
-    }
-    fn finished(&self) -> bool {
-        self.is_finished()
-    }
-    fn idle_timeout(&self) -> Duration {
-        ListenConfig::default().idle_timeout
-    }
-}
-
-impl Driven for Sender<'_> {
-    fn connected(&mut self, now: Instant) {
-        self.handle_connected(now)
-    }
-    fn disconnected(&mut self, now: Instant) {
-        self.handle_disconnected(now)
-    }
-    fn frame(&mut self, now: Instant, f: pickup_proto::frame::Frame<'_>) {
-        self.handle_frame(now, f)
-    }
-    fn message(&mut self, now: Instant, msg: Message<'_>) {
-        self.handle_message(now, msg)
-    }
-    fn timeout(&mut self, now: Instant) {
-        self.handle_timeout(now)
-    }
-    fn next_timer(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
-        self.poll_transmit(now, out)
-    }
-    fn finished(&self) -> bool {
-        self.is_finished()
-    }
-    fn idle_timeout(&self) -> Duration {
-        SendConfig::default().idle_timeout
-    }
-}
-
-fn drive_listener<const N: usize>(setup: u8, input: Input<'_>) -> Summary {
-    let config = listen_config(setup);
-    let mut l = Listener::<N>::new(config, ME);
-    let mut book = ListenBook::default();
-    if setup & NOTICE_REMEMBER != 0 {
-        for (id, v) in [
-            (1, Verdict::Confirmed),
-            (2, Verdict::Refused(RefuseReason::Declined)),
-        ] {
-            if l.remember_settled(id, v).is_ok() {
-                book.remembered.insert(id);
-                book.verdicts.insert(id, v);
-            }
-        }
-    }
-    let book = std::cell::RefCell::new(book);
-    let strict = N >= IDS.len();
-    let mut notices = 0u64;
-    let mut summary = run(
-        &mut l,
-        input,
-        &mut |msg| {
-            let mut book = book.borrow_mut();
-            match msg {
-                Message::Notice(n) => {
-                    book.noticed.insert(n.id);
-                    let now = (
-                        book.settles.get(&n.id).copied().unwrap_or(0),
-                        book.orphanings,
-                    );
-                    book.first_notice.entry(n.id).or_insert(now);
-                }
-                Message::Error(e)
-                    if e.code == ErrorCode::UnknownNotice
-                        && (e.kind == Kind::Receipt as u8
-                            || e.kind == Kind::NoticeRefuse as u8) =>
-                {
-                    book.orphanings += 1;
-                }
-                // What may let a small ledger forget an id handed out: its
-                // `Settled` event can be dropped from a full event queue.
-                Message::Settled(s) => *book.settles.entry(s.id).or_default() += 1,
-                _ => {}
-            }
-        },
-        &mut |_, msg, raw| {
-            let book = book.borrow();
-            match msg {
-                Message::Hello(h) => {
-                    assert_eq!(h.role, Role::Terminal);
-                    assert!(
-                        raw <= pickup_proto::frame::MIN_FRAME_LEN,
-                        "hello over 64 bytes"
-                    );
-                }
-                Message::TerminalAuth(a) => assert_eq!(a.terminal, ME.name),
-                Message::ChallengeAnswer(_) | Message::Listen | Message::Keepalive => {}
-                Message::Goodbye => {}
-                Message::NoticeAck(a) => assert!(
-                    book.noticed.contains(&a.id),
-                    "NoticeAck for {}, which the relay never noticed",
-                    a.id
-                ),
-                Message::Receipt(r) => assert_eq!(
-                    book.verdicts.get(&r.id),
-                    Some(&Verdict::Confirmed),
-                    "Receipt for {}, which the application did not confirm",
-                    r.id
-                ),
-                Message::NoticeRefuse(r) => {
-                    let policy = book.noticed.contains(&r.id)
-                        && matches!(r.reason, RefuseReason::TooLarge | RefuseReason::Sender);
-                    match book.verdicts.get(&r.id) {
-                        Some(Verdict::Refused(why)) if *why == r.reason => {}
-                        None if policy => {}
-                        // A small ledger forgets settled ids (the oldest
-                        // first): the policy may refuse one anew.
-                        Some(_) if policy && !strict => {}
-                        other => {
-                            panic!("NoticeRefuse {r:?}, but the application's verdict is {other:?}")
-                        }
-                    }
-                }
-                other => panic!("a listener never sends {other:?}"),
-            }
-        },
-        &mut |l| {
-            for _ in 0..MAX_DRAIN {
-                let Some(e) = l.poll_event() else {
-                    book.borrow_mut().first_notice.clear();
-                    return;
-                };
-                let mut book = book.borrow_mut();
-                match e {
-                    ListenEvent::Notice(n) => {
-                        notices += 1;
-                        assert!(
-                            !book.remembered.contains(&n.id) || !strict,
-                            "notice {} handed out, but it was settled before the start",
-                            n.id
-                        );
-                        // Settled since the last handing out (the counts
-                        // are bounds: the listener queued the event at some
-                        // notice since the last drain).
-                        let now = (
-                            book.settles.get(&n.id).copied().unwrap_or(0),
-                            book.orphanings,
-                        );
-                        let low = book.first_notice.get(&n.id).copied().unwrap_or(now);
-                        if let Some(then) = book.handed.insert(n.id, low) {
-                            assert!(
-                                !strict && (now.0 > then.0 || now.1 > then.1),
-                                "notice {} handed to the application twice",
-                                n.id
-                            );
-                        }
-                        // Only the ids the relay sent.
-                        assert!(book.noticed.contains(&n.id), "notice {} invented", n.id);
-                    }
-                    ListenEvent::AutoRefused { id, reason } => {
-                        assert!(book.noticed.contains(&id), "auto-refused {id} invented");
-                        assert!(!book.handed.contains_key(&id) || !strict);
-                        book.verdicts.entry(id).or_insert(Verdict::Refused(reason));
-                    }
-                    _ => {}
-                }
-            }
-        },
-        &mut |l, input| {
-            let sel = input.byte()?;
-            let id = IDS[usize::from(sel >> 2) % IDS.len()];
-            let verdict = match sel % 4 {
-                0 | 1 => Verdict::Confirmed,
-                2 => Verdict::Refused(REASONS[usize::from(sel >> 5) % REASONS.len()]),
-                _ => {
-                    // remember_settled mid-run (what a driver restores).
-                    let v = Verdict::Confirmed;
-                    let mut book = book.borrow_mut();
-                    if !book.verdicts.contains_key(&id) && l.remember_settled(id, v).is_ok() {
-                        book.verdicts.insert(id, v);
-                        *book.settles.entry(id).or_default() += 1;
-                    }
-                    return Some(());
-                }
-            };
-            let r = match verdict {
-                Verdict::Confirmed => l.confirm(id),
-                Verdict::Refused(why) => l.refuse(id, why),
-            };
-            let mut book = book.borrow_mut();
-            match r {
-                Ok(()) => {
-                    // A small ledger may have forgotten a settled id: a
-                    // new verdict on it is the application's to give.
-                    if !strict {
-                        book.verdicts.insert(id, verdict);
-                    }
-                    let was = *book.verdicts.entry(id).or_insert(verdict);
-                    // An id settled by another session keeps no verdict here.
-                    if let Some(v) = l.verdict(id) {
-                        assert_eq!(v, was, "verdict of {id} changed");
-                    }
-                }
-                Err(notice::VerdictError::Decided(v)) => {
-                    assert_ne!(v, verdict);
-                    let policy = book.noticed.contains(&id)
-                        && matches!(
-                            v,
-                            Verdict::Refused(RefuseReason::TooLarge | RefuseReason::Sender)
-                        );
-                    if strict && !policy {
-                        assert_eq!(book.verdicts.get(&id), Some(&v), "a verdict nobody gave");
-                    }
-                }
-                Err(_) => {}
-            }
-            Some(())
-        },
-        &|l| l.error().map(|e| format!("{e:?}")),
-    );
-    // The relay's notices feed the checks: record them as they go in.
-    let _ = &mut summary;
-    summary.data_bytes = notices;
-    summary
-}
-
-fn drive_sender(setup: u8, input: Input<'_>) -> Summary {
-    let credential = if setup & 0x02 != 0 {
-        Credential::Terminal(ME)
-    } else {
-        Credential::Token(AuthToken([9; 16]))
-    };
-    let mut s = Sender::new(SendConfig::default(), credential);
-    /// The application's request in progress: what it is, and whether
-    /// it went out already.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum Req {
-        Push(u64, &'static str),
-        Status,
-        Allow(&'static str, bool),
-    }
-    let current: std::cell::Cell<Option<Req>> = std::cell::Cell::new(None);
-    // The application cancelled since the last answer: a late answer may come.
-    let cancelled = std::cell::Cell::new(false);
-    let mut deliveries = 0u64;
-    let mut summary = run(
-        &mut s,
-        input,
-        &mut |_| {},
-        &mut |s, msg, raw| match msg {
-            Message::Hello(h) => {
-                assert_eq!(h.role, Role::Terminal);
-                assert!(
-                    raw <= pickup_proto::frame::MIN_FRAME_LEN,
-                    "hello over 64 bytes"
-                );
-            }
-            Message::Authenticate(_)
-            | Message::TerminalAuth(_)
-            | Message::ChallengeAnswer(_)
-            | Message::Keepalive
-            | Message::Goodbye => {}
-            Message::Push(p) => {
-                assert!(s.is_busy(), "a Push with no request");
-                match current.get() {
-                    Some(Req::Push(id, t)) => {
-                        assert_eq!((p.push_id, p.code, p.terminal), (id, code(), t));
-                    }
-                    other => panic!("a Push while the application asked {other:?}"),
-                }
-            }
-            Message::DeliveryStatus(d) => {
-                assert_eq!(current.get(), Some(Req::Status), "a DeliveryStatus unasked");
-                assert_eq!(d.code, code());
-            }
-            Message::AllowSender(a) => match current.get() {
-                Some(Req::Allow(who, allow)) => assert_eq!((a.sender, a.allow), (who, allow)),
-                other => panic!("an AllowSender while the application asked {other:?}"),
-            },
-            other => panic!("a sender never sends {other:?}"),
-        },
-        &mut |s| {
-            for _ in 0..MAX_DRAIN {
-                let Some(e) = s.poll_event() else { return };
-                let kind = |r: Req| match r {
-                    Req::Push(..) => RequestKind::Push,
-                    Req::Status => RequestKind::Status,
-                    Req::Allow(..) => RequestKind::AllowSender,
-                };
-                match e {
-                    SendEvent::Delivery(d) => {
-                        deliveries += 1;
-                        match current.get() {
-                            Some(Req::Push(id, _)) => assert_eq!(d.push_id, id),
-                            Some(Req::Status) => {}
-                            other => panic!("a delivery event while {other:?}"),
-                        }
-                        assert_eq!(d.code, code());
-                    }
-                    SendEvent::Done(k) | SendEvent::Refused { request: k, .. } => {
-                        match current.take() {
-                            Some(asked) => {
-                                assert_eq!(kind(asked), k, "an answer to another request")
-                            }
-                            None => assert!(cancelled.get(), "an answer to no request"),
-                        }
-                        cancelled.set(false);
-                        assert!(!s.is_busy(), "answered, yet busy");
-                    }
-                    _ => {}
-                }
-            }
-        },
-        &mut |s, input| {
-            let sel = input.byte()?;
-            let was_busy = s.is_busy();
-            let r = match sel % 5 {
-                0 | 1 => {
-                    let t = TERMINALS[usize::from(sel >> 3) % TERMINALS.len()];
-                    let id = u64::from(sel >> 5);
-                    s.push(id, code(), t).map(|()| Req::Push(id, t))
-                }
-                2 => s.status(code()).map(|()| Req::Status),
-                3 => {
-                    let who = ["bob", "a-sender-name-longer-than-32-bytes!"][usize::from(sel >> 7)];
-                    let allow = sel & 0x08 != 0;
-                    s.allow_sender(who, allow).map(|()| Req::Allow(who, allow))
-                }
-                _ => {
-                    s.cancel();
-                    assert!(!s.is_busy(), "cancelled, yet busy");
-                    current.set(None);
-                    cancelled.set(true);
-                    return Some(());
-                }
-            };
-            match r {
-                Ok(req) => {
-                    assert!(!was_busy, "a second request taken while busy");
-                    current.set(Some(req));
-                    cancelled.set(false);
-                }
-                Err(notice::RequestError::Busy) => {
-                    assert!(s.is_busy(), "refused as busy, yet not busy")
-                }
-                Err(_) => {}
-            }
-            Some(())
-        },
-        &|s| s.error().map(|e| format!("{e:?}")),
-    );
-    summary.data_bytes = deliveries;
     summary
 }
 

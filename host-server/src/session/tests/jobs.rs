@@ -1,0 +1,281 @@
+//! Store work given out as jobs to a driver that runs them late: nothing is
+//! acknowledged or verified before the jobs it depends on ran, a stale
+//! session's job records nothing, and hashing runs beside the next write.
+
+use super::*;
+
+/// A session whose driver runs syncs itself (as the TCP transport does),
+/// with a small window so a few KiB start a sync.
+fn deferred(w: &World, peer: u64) -> Session {
+    let link = Link {
+        max_frame: 65_536,
+        window: 64 * 1024,
+        encrypted: false,
+    };
+    let mut s = w.session(peer, link);
+    send(&mut s, w.now(), hello(0));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    s
+}
+
+#[test]
+fn a_sync_is_acknowledged_only_after_its_job_ran() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(100_000, 3);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 100_000, Sha1Digest::of(&data))],
+    ));
+    // A quarter window (16 KiB) in: a sync is due, but nothing is durable
+    // and nothing is acknowledged until its job has run.
+    send_only(&mut s, w.now(), data_msg(0, &data[..20_000]));
+    assert_eq!(drain_only(&mut s), []);
+    let write = s.poll_job().expect("a write");
+    assert_eq!(write.name(), "write");
+    assert!(s.poll_job().is_none(), "the sync waits for the write");
+    // More data arrives while the job runs: the session keeps taking it.
+    assert!(s.wants_input());
+    send_only(&mut s, w.now(), data_msg(20_000, &data[20_000..30_000]));
+    assert_eq!(drain_only(&mut s), []);
+    let done = write.run(&w.relay);
+    s.handle_job_done(w.now(), done);
+    assert_eq!(drain_only(&mut s), [], "written is not durable");
+    let job = s.poll_job().expect("the sync");
+    assert_eq!(job.name(), "sync");
+    assert_eq!(durable(&w, &g.code), 0);
+    let done = job.run(&w.relay);
+    assert_eq!(durable(&w, &g.code), 20_000);
+    assert_eq!(drain_only(&mut s), [], "no ack before the driver reports");
+    s.handle_job_done(w.now(), done);
+    assert_eq!(
+        drain_only(&mut s),
+        [Reply::Ack(Ack {
+            file: 0,
+            offset: 20_000,
+            window: 64 * 1024
+        })]
+    );
+    // A crash now keeps exactly the acknowledged bytes.
+    w.store.crash();
+    assert_eq!(durable(&w, &g.code), 20_000);
+}
+
+#[test]
+fn a_file_is_verified_only_after_the_writes_before_it() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(50_000, 4);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 50_000, Sha1Digest::of(&data))],
+    ));
+    send_only(&mut s, w.now(), data_msg(0, &data[..20_000]));
+    let job = s.poll_job().expect("a write and sync");
+    // The rest arrives before the driver got to the job: the verdict waits
+    // for it, and the session takes no input until the verdict is in.
+    send_only(&mut s, w.now(), data_msg(20_000, &data[20_000..]));
+    assert!(!s.wants_input());
+    assert_eq!(drain_only(&mut s), []);
+    let done = job.run(&w.relay);
+    s.handle_job_done(w.now(), done);
+    assert_eq!(
+        drain(&mut s),
+        [
+            Reply::Ack(Ack {
+                file: 0,
+                offset: 50_000,
+                window: 64 * 1024
+            }),
+            Reply::Verified(0),
+            Reply::Complete
+        ]
+    );
+    assert!(s.wants_input());
+    assert!(s.poll_job().is_none());
+    let mut d = w.session(2, Link::TCP);
+    let mut w = w;
+    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+}
+
+#[test]
+fn the_ack_timer_syncs_by_a_job() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(1000, 5);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", 1000, Sha1Digest::of(&data))],
+    ));
+    send_only(&mut s, w.now(), data_msg(0, &data[..100]));
+    assert!(s.poll_job().is_none(), "below the step: no write yet");
+    let t = s.poll_timeout().unwrap();
+    assert_eq!(t, w.now() + Settings::default().ack_delay);
+    s.handle_timeout(t);
+    assert_eq!(drain_only(&mut s), []);
+    let write = s.poll_job().expect("the timer's write");
+    let done = write.run(&w.relay);
+    s.handle_job_done(t, done);
+    assert_eq!(drain_only(&mut s), []);
+    let job = s.poll_job().expect("the timer's sync");
+    let done = job.run(&w.relay);
+    s.handle_job_done(t, done);
+    assert_eq!(
+        drain_only(&mut s),
+        [Reply::Ack(Ack {
+            file: 0,
+            offset: 100,
+            window: 64 * 1024
+        })]
+    );
+    assert_eq!(durable(&w, &g.code), 100);
+}
+
+#[test]
+fn a_job_of_a_taken_over_upload_records_nothing() {
+    let w = World::new(Settings::default());
+    let mut old = deferred(&w, 1);
+    let data = bytes(40_000, 6);
+    let g = grant_of(&announce(
+        &mut old,
+        w.now(),
+        &[("f", 40_000, Sha1Digest::of(&data))],
+    ));
+    send_only(&mut old, w.now(), data_msg(0, &data[..20_000]));
+    let write = old.poll_job().expect("a write");
+    let done = write.run(&w.relay);
+    old.handle_job_done(w.now(), done);
+    let job = old.poll_job().expect("its sync");
+    // The terminal reconnects before the old session's job ran.
+    let mut new = deferred(&w, 1);
+    send(
+        &mut new,
+        w.now(),
+        Message::Resume(Resume { token: g.token }),
+    );
+    assert!(drain(&mut new).contains(&Reply::Plan(FilePlan {
+        index: 0,
+        plan: Plan::Upload { offset: 0 }
+    })));
+    let done = job.run(&w.relay);
+    old.handle_job_done(w.now(), done);
+    assert_eq!(drain(&mut old), [], "no ack from a stale session");
+    assert_eq!(durable(&w, &g.code), 0);
+    send(&mut new, w.now(), data_msg(0, &data));
+    assert!(drain(&mut new).contains(&Reply::Complete));
+}
+
+#[test]
+fn a_whole_upload_with_late_jobs_round_trips() {
+    let mut w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(3 << 20, 8);
+    let meta = [FileMeta {
+        name: "big",
+        size: data.len() as u64,
+        sha1: Sha1Digest::of(&data),
+    }];
+    let config = upload::Config {
+        max_frame: 65_536,
+        ..upload::Config::default()
+    };
+    let mut c = upload::Session::<8>::new(config, &meta).unwrap();
+    let mut wire = Wire::new();
+    let files = [data.clone()];
+    let mut acks = 0;
+    let mut pending: Vec<Job> = Vec::new();
+    c.handle_connected(w.now());
+    for round in 0..10_000 {
+        let now = w.now();
+        let mut source: &[Vec<u8>] = &files;
+        // Send a little at a time, so jobs overlap with data.
+        for _ in 0..4 {
+            if !s.wants_input() {
+                break;
+            }
+            let Some(n) = c.poll_transmit(now, &mut source, &mut wire.buf).unwrap() else {
+                break;
+            };
+            let mut input = &wire.buf[..n];
+            while let Some(f) = wire.relay_dec.feed(&mut input) {
+                s.handle_frame(now, f.unwrap());
+            }
+        }
+        pending.extend(std::iter::from_fn(|| s.poll_job()));
+        // The "job threads" finish the jobs given out every other round.
+        if round % 2 == 1 {
+            for job in core::mem::take(&mut pending) {
+                let done = job.run(&w.relay);
+                s.handle_job_done(now, done);
+            }
+            pending.extend(std::iter::from_fn(|| s.poll_job()));
+        }
+        let mut out = vec![0u8; s.transmit_buffer_len()];
+        while let Some(n) = s.poll_transmit(&mut out) {
+            let mut input = &out[..n];
+            while let Some(f) = wire.term_dec.feed(&mut input) {
+                let f = f.unwrap();
+                acks += usize::from(f.kind == pickup_proto::message::Kind::Ack as u8);
+                c.handle_frame(now, f);
+            }
+        }
+        while c.poll_event().is_some() {}
+        if c.is_finished() {
+            break;
+        }
+        w.now += 1;
+        c.handle_timeout(w.now());
+        s.handle_timeout(w.now());
+    }
+    assert!(c.is_finished());
+    assert!(acks > 4, "acks came during the upload, not only at its end");
+    let code = c.grant().unwrap().code;
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(download(&mut w, &mut d, code).unwrap().files, [data]);
+}
+
+#[test]
+fn written_bytes_are_hashed_beside_the_next_write() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(900_000, 5);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", data.len() as u64, Sha1Digest::of(&data))],
+    ));
+    // A quarter window's worth: written (and a sync wanted) at once.
+    send_only(&mut s, w.now(), data_msg(0, &data[..60_000]));
+    let write = s.poll_job().expect("a write");
+    assert_eq!(write.name(), "write");
+    assert!(s.poll_job().is_none(), "nothing to hash before the write");
+    run_all(&w, &mut s, vec![write]);
+    // A chunk's worth more: written while the first bytes are hashed and
+    // synced, three jobs out at once.
+    for offset in (60_000..600_000).step_by(60_000) {
+        send_only(
+            &mut s,
+            w.now(),
+            data_msg(offset, &data[offset..offset + 60_000]),
+        );
+    }
+    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).take(4).collect();
+    let mut names: Vec<&str> = jobs.iter().map(Job::name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["hash-bytes", "sync", "write"]);
+    run_all(&w, &mut s, jobs);
+    for (i, chunk) in data[600_000..].chunks(60_000).enumerate() {
+        send(&mut s, w.now(), data_msg(600_000 + i * 60_000, chunk));
+    }
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
+        "{replies:?}"
+    );
+    let mut d = w.session(2, Link::TCP);
+    let mut w = w;
+    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+}
