@@ -8,7 +8,7 @@ use pickup_proto::{download, Code, Duration, ErrorCode, Sha1Digest};
 use serde_json::json;
 
 use super::account::Credential;
-use super::addr::{Addr, RelayConnector};
+use super::addr::{RelayConnector, Relays};
 use super::dir_sink::DirSink;
 use super::out::outln;
 use super::send::link_failure;
@@ -165,7 +165,7 @@ fn remove_created(created: &[PathBuf]) {
 }
 
 /// The download configuration of `get`, to a directory or to stdout.
-fn get_config(args: &GetArgs, relay: &Addr) -> download::Config {
+fn get_config(args: &GetArgs, relay: &Relays) -> download::Config {
     let mut config = relay.download_config();
     if args.wait {
         config.wait_until_ready = Some(Duration::from_secs(2));
@@ -342,7 +342,7 @@ pub(crate) fn conflict_failure(conflicts: &[String]) -> Failure {
 
 fn fetch(
     args: &GetArgs,
-    relay: Addr,
+    relay: Relays,
     code: &Target,
     credential: Option<&Credential>,
 ) -> Result<(), Failure> {
@@ -424,7 +424,7 @@ pub(crate) fn file_json(f: &ReceivedFile) -> serde_json::Value {
 /// streams (see [`StdoutSink`]). Nothing else is printed on stdout.
 fn fetch_to_stdout(
     args: &GetArgs,
-    relay: Addr,
+    relay: Relays,
     code: &Target,
     credential: Option<&Credential>,
 ) -> Result<(), Failure> {

@@ -22,7 +22,7 @@ use pickup_proto::notice::{AcceptFrom, ListenConfig, ListenEvent, NoticeInfo, Po
 use serde_json::json;
 
 use super::account::Credential;
-use super::addr::{Addr, RelayConnector};
+use super::addr::{RelayConnector, Relays};
 use super::get::{conflict_failure, file_json, receive_into, Received, Target};
 use super::out::outln;
 use super::send::link_failure;
@@ -86,10 +86,12 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), Failure> {
         .or_else(default_state_dir)
         .ok_or_else(|| Failure::new(Exit::Usage, "no state directory: set --state-dir or HOME"))?;
     make_dir(&args.dir)?;
+    // The relay (all of them, for a list) as messages name it; state is
+    // kept under `key()`, the first address (see `Relays`).
     let relay_key = relay.canonical();
     let verdicts = Verdicts {
-        file: VerdictFile::new(&state_dir, &relay_key, name),
-        relay: relay_key.clone(),
+        file: VerdictFile::new(&state_dir, &relay.key(), name),
+        relay: relay.key(),
         terminal: name.clone(),
         kept: Vec::new(),
     };
@@ -210,7 +212,7 @@ struct Listening<'a> {
     inbox: Box<NoticeListener<'a, LEDGER, NOTICE_RX, NOTICE_TX>>,
     verdicts: Verdicts,
     connector: RelayConnector,
-    relay: Addr,
+    relay: Relays,
     relay_key: String,
     ui: Ui,
 }

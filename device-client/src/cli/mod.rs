@@ -13,6 +13,8 @@
 //!
 //! `ADDR` is `HOST:PORT`, `tcp://HOST:PORT`, `tls://HOST:PORT` or
 //! `serial:PATH[@BAUD]` (default `127.0.0.1:7425`, or `$PICKUP_RELAY`).
+//! Several, comma-separated or with `--relay` repeated, are tried in order
+//! (`addr::Relays`).
 //! A `tls://` relay is trusted by the system's CA store, or by
 //! `--ca FILE` (`$PICKUP_CA`), or by `--pin sha256:HEX` (`$PICKUP_PIN`).
 //!
@@ -26,9 +28,10 @@
 //! stdout always holds exactly one JSON document (module `out`).
 //!
 //! The first connection of a command is dialled before anything else
-//! (`Addr::dial`): a relay that cannot be reached fails at once with
-//! exit code 4. Reconnecting with backoff is only for links that worked and
-//! then dropped.
+//! (`Relays::dial`): a relay that cannot be reached (none of the relays,
+//! for a list) fails at once with exit code 4. Reconnecting with backoff is
+//! only for links that worked and then dropped; each attempt tries every
+//! address, the one that worked last first.
 
 mod account;
 mod addr;
@@ -175,11 +178,12 @@ struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct Common {
     /// Relay address: HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or
-    /// serial:PATH[@BAUD]
+    /// serial:PATH[@BAUD]; several, comma-separated, are tried in order
+    /// until one connects
     #[arg(
         long,
         global = true,
-        value_name = "ADDR",
+        value_name = "ADDR[,ADDR...]",
         env = "PICKUP_RELAY",
         default_value = DEFAULT_RELAY
     )]
@@ -231,17 +235,17 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    /// The relay's address, with how a `tls://` relay is trusted; a usage
-    /// error for an address that does not parse, or `--ca`/`--pin` with a
-    /// relay that is not `tls://`.
-    pub fn relay_addr(&self) -> Result<addr::Addr, Failure> {
+    /// The relay's addresses, with how `tls://` relays are trusted; a usage
+    /// error for an address that does not parse, or `--ca`/`--pin` with no
+    /// relay that is `tls://`.
+    pub fn relay_addr(&self) -> Result<addr::Relays, Failure> {
         let trust = match (&self.ca, self.pin) {
             (_, Some(pin)) => tls::Trust::Pin(pin),
             (Some(ca), None) => tls::Trust::Ca(ca.clone()),
             (None, None) => tls::Trust::Roots,
         };
-        addr::Addr::parse(&self.relay)
-            .and_then(|addr| addr.with_trust(trust))
+        addr::Relays::parse(&self.relay)
+            .and_then(|relays| relays.with_trust(trust))
             .map_err(|e| Failure::new(Exit::Usage, e))
     }
 

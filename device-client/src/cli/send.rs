@@ -189,7 +189,10 @@ fn run_mode(
     let names: Vec<&str> = locals.iter().map(|l| l.name.as_str()).collect();
     let total: u64 = locals.iter().map(|l| l.size).sum();
 
-    let relay_key = relay.canonical();
+    // State is kept under the first address (see `Relays`); messages name
+    // them all.
+    let relay_key = relay.key();
+    let relay_name = relay.canonical();
     let state = state_dir
         .as_ref()
         .map(|dir| StateFile::new(dir, &relay_key, &metas));
@@ -390,6 +393,9 @@ fn run_mode(
                 } else if stdout_tty {
                     let relay_arg = if args.common.relay == super::DEFAULT_RELAY {
                         String::new()
+                    } else if args.common.relay.contains(',') {
+                        // A list as one word, whatever spaces it was given with.
+                        format!("--relay {relay_name} ")
                     } else {
                         format!("--relay {} ", args.common.relay)
                     };
@@ -418,6 +424,23 @@ fn run_mode(
                 }
                 saved = None;
             }
+            Err(RunError::Session(upload::Error::Relay(ErrorCode::UnknownToken)))
+                if granted.is_some() =>
+            {
+                // Granted in this run, then unknown after a reconnect: the
+                // link moved to a relay (of a `--relay` list) that does not
+                // share the first one's storage. The code given out is that
+                // relay's; the saved state lets a later run resume there
+                // or start over.
+                ui.finish();
+                return Err(Failure::new(
+                    Exit::Refused,
+                    format!(
+                        "after reconnecting, the relay at {} does not know this upload (relays that do not share storage cannot resume each other's uploads); run again to resume or start over",
+                        connector.current()
+                    ),
+                ));
+            }
             Err(e) => {
                 ui.finish();
                 let sizes: Vec<u64> = locals.iter().map(|l| l.size).collect();
@@ -427,7 +450,7 @@ fn run_mode(
                     &names,
                     &sizes,
                     limits,
-                    &relay_key,
+                    &relay_name,
                     &connector.last_error,
                 ));
             }

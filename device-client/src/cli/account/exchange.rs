@@ -20,7 +20,7 @@ use pickup_proto::message::{
 };
 use pickup_proto::{Code, ErrorCode, Sha1Digest, PROTOCOL_VERSION};
 
-use crate::cli::addr::{Addr, RelayConnector};
+use crate::cli::addr::{RelayConnector, Relays};
 use crate::cli::io::StdLink;
 use crate::cli::{Exit, Failure, RX, TX};
 use crate::link::{is_quiet, Connector};
@@ -96,7 +96,7 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// Dials `addr` and opens a session (Hello, Welcome).
-    pub fn open(addr: &Addr) -> Result<Exchange, Failure> {
+    pub fn open(addr: &Relays) -> Result<Exchange, Failure> {
         let mut connector: RelayConnector = addr.dial()?;
         let link = connector
             .connect()

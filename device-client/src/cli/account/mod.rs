@@ -17,7 +17,7 @@ use serde_json::json;
 
 pub(crate) use exchange::{Credential, Delivered, Exchange, Reply};
 
-use super::addr::Addr;
+use super::addr::Relays;
 use super::state::{Login, LoginFile};
 use super::{default_state_dir, Common, Exit, Failure};
 
@@ -31,7 +31,7 @@ fn state_dir(common: &Common) -> Result<PathBuf, Failure> {
 
 /// The relay's address with how a `tls://` relay is trusted (`--ca`,
 /// `--pin`), as every command dials it.
-fn relay_addr(common: &Common) -> Result<Addr, Failure> {
+fn relay_addr(common: &Common) -> Result<Relays, Failure> {
     common.relay_addr()
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn credential(common: &Common) -> Result<Option<Credential>, Failure>
         }));
     }
     let addr = relay_addr(common)?;
-    let file = LoginFile::new(&state_dir(common)?, &addr.canonical());
+    let file = LoginFile::new(&state_dir(common)?, &addr.key());
     Ok(file.load().map(|l| Credential::Token(l.token)))
 }
 
@@ -178,9 +178,10 @@ pub(crate) fn login(args: LoginArgs) -> Result<(), Failure> {
     };
     ex.close();
     let relay = addr.canonical();
-    LoginFile::new(&dir, &relay)
+    let key = addr.key();
+    LoginFile::new(&dir, &key)
         .save(
-            &relay,
+            &key,
             &Login {
                 user: user.clone(),
                 token,
@@ -209,7 +210,7 @@ pub(crate) struct LogoutArgs {
 pub(crate) fn logout(args: LogoutArgs) -> Result<(), Failure> {
     let addr = relay_addr(&args.common)?;
     let relay = addr.canonical();
-    let file = LoginFile::new(&state_dir(&args.common)?, &relay);
+    let file = LoginFile::new(&state_dir(&args.common)?, &addr.key());
     let Some(kept) = file.load() else {
         return Err(Failure::new(
             Exit::Refused,
