@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    pickup, pickup_bin, resume_states, run, run_json, same_file, stderr, wait_for, write_random,
-    Running, TempDir,
+    pickup, pickup_bin, received, resume_states, run, run_json, same_file, stderr, wait_for,
+    write_random, Running, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -35,19 +35,6 @@ const PROGRESS: u64 = 2 * MIB;
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// Bytes of the batch `code` the relay at `relay` holds, if it knows it.
-fn received(state: &std::path::Path, relay: &str, code: &str) -> Option<u64> {
-    let out = pickup(state)
-        .args(["info", "--json", "--relay", relay, code])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["received"].as_u64()
 }
 
 /// (1) The first address refuses, the second is a relay: send and get both

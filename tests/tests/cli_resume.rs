@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
-    pickup, resume_states, run, run_json, same_file, stderr, wait_for, write_random, Running,
-    TempDir,
+    pickup, received, resume_states, run, run_json, same_file, stderr, wait_for, write_random,
+    Running, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -24,18 +24,6 @@ const PROGRESS: u64 = 8 * MIB;
 /// What may be in flight and lost at the kill (the relay's TCP window is
 /// 4 MiB), plus socket buffers.
 const SLACK: u64 = 8 * MIB;
-
-fn received(state: &std::path::Path, relay: &RelayProcess, code: &str) -> Option<u64> {
-    let out = pickup(state)
-        .args(["info", "--json", "--relay", &relay.tcp(), code])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["received"].as_u64()
-}
 
 #[test]
 fn send_resumes_after_the_process_is_killed() {
@@ -55,10 +43,10 @@ fn send_resumes_after_the_process_is_killed() {
     // The code is printed as soon as the relay grants the batch.
     let code = first.next_line();
     let durable = wait_for("upload progress at the relay", || {
-        received(&state, &relay, &code).filter(|r| *r >= PROGRESS)
+        received(&state, &relay.tcp(), &code).filter(|r| *r >= PROGRESS)
     });
     first.kill();
-    let at_kill = received(&state, &relay, &code).unwrap();
+    let at_kill = received(&state, &relay.tcp(), &code).unwrap();
     assert!(at_kill >= durable && at_kill < SIZE, "{at_kill}");
     assert_eq!(resume_states(&state), 1, "resume state kept");
 

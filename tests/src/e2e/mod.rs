@@ -148,6 +148,21 @@ pub fn pickup(state: &Path) -> Command {
     c
 }
 
+/// Bytes of the batch `code` that the relay at `relay` holds (`pickup info
+/// --json`'s `received`), or `None` if it does not know the code or cannot
+/// be reached.
+pub fn received(state: &Path, relay: &str, code: &str) -> Option<u64> {
+    let out = pickup(state)
+        .args(["info", "--json", "--relay", relay, code])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["received"].as_u64()
+}
+
 /// How many unfinished uploads `pickup send` keeps resume state for in
 /// `state` (its `send-*.json` files; the `family-*.json` beside them is
 /// kept on purpose).
