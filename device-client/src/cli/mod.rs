@@ -35,6 +35,7 @@ mod addr;
 mod deliver;
 mod dir_sink;
 mod get;
+mod hash_cache;
 mod info;
 mod inputs;
 mod io;
