@@ -38,6 +38,7 @@ mod addr;
 mod deliver;
 mod dir_sink;
 mod get;
+mod hash_cache;
 mod info;
 mod inputs;
 mod io;

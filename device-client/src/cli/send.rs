@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::account::Credential;
 use super::deliver;
+use super::hash_cache::{HashCache, Key};
 use super::inputs::{gather, Input};
 use super::out::{out, outln};
 use super::show::{banner, escape, plural, say, size, utc, Ui};
@@ -106,6 +107,39 @@ struct Local {
     sha1: Sha1Digest,
     /// Executable bit and modification time, sent to a relay that keeps them.
     attrs: Option<(bool, i64)>,
+    /// Where the file was opened (hashed again from its open handle).
+    path: PathBuf,
+    /// The file's hash cache key, if it can have one (not standard input).
+    key: Option<Key>,
+    /// `sha1` came from the hash cache and was not checked in this run:
+    /// if the relay rejects it, the file is hashed again (once).
+    from_cache: bool,
+}
+
+/// Hashes the open `file` (opened at `path`), moving the bar, and
+/// records the hash under `key` if the file did not change meanwhile.
+fn hash_and_record(
+    ui: &Ui,
+    file: &File,
+    path: &std::path::Path,
+    key: Option<&Key>,
+    cache: Option<&mut HashCache>,
+) -> Result<(u64, Sha1Digest), Failure> {
+    let local_err =
+        |e: std::io::Error| Failure::new(Exit::Local, format!("{}: {e}", path.display()));
+    ui.bar.set_message("hashing");
+    ui.bar.set_length(file.metadata().map_err(local_err)?.len());
+    ui.bar.set_position(0);
+    let (size, sha1) = sha1_file(file, |n| ui.bar.inc(n)).map_err(local_err)?;
+    // A file written while it was hashed has another key afterwards: its
+    // hash may mix old and new bytes, so it is not kept.
+    if let (Some(key), Some(cache)) = (key, cache) {
+        let after = file.metadata().ok().and_then(|m| Key::of(path, &m));
+        if after.as_ref() == Some(key) && key.size() == size {
+            cache.insert(key.clone(), sha1);
+        }
+    }
+    Ok((size, sha1))
 }
 
 /// Sends `args`' files, authenticated with `credential` if any. With
@@ -132,6 +166,14 @@ fn run_mode(
     // Standard input is spooled where resume state lives (it can be large,
     // and /tmp is often small), or in the system's temporary directory.
     let spool_dir = state_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let verbose = args.common.verbose;
+    let mut cache = state_dir.as_ref().map(|dir| {
+        HashCache::load(dir, &mut |line| {
+            if verbose {
+                ui.note(line);
+            }
+        })
+    });
     let (inputs, spool) = gather(&args.files, args.name.as_deref(), &spool_dir, &mut |line| {
         say(&ui.bar, ui.tty, line)
     })?;
@@ -162,46 +204,52 @@ fn run_mode(
                 format!("{}: not a regular file", path.display()),
             ));
         }
-        ui.bar.set_message("hashing");
-        ui.bar.set_length(meta.len());
-        ui.bar.set_position(0);
-        let (size, sha1) = sha1_file(&file, |n| ui.bar.inc(n)).map_err(local_err)?;
-        opened.push(file);
         // Standard input has no mode or time of its own: the spool file's
-        // would be made up.
+        // would be made up, and its path is a new temporary file each run.
         let spooled = spool.as_ref().is_some_and(|s| s.path() == path.as_path());
+        let key = if spooled || cache.is_none() {
+            None
+        } else {
+            Key::of(path, &meta)
+        };
+        let cached = match (&key, cache.as_mut()) {
+            (Some(k), Some(c)) => c.get(k),
+            _ => None,
+        };
+        let (size, sha1) = match cached {
+            Some(sha1) => {
+                if args.common.verbose {
+                    ui.note(&format!("{}: hash from cache", escape(&name)));
+                }
+                (meta.len(), sha1)
+            }
+            None => hash_and_record(&ui, &file, path, key.as_ref(), cache.as_mut())?,
+        };
+        opened.push(file);
         let attrs = if spooled { None } else { attrs_of(&meta) };
         locals.push(Local {
             name,
             size,
             sha1,
             attrs,
+            path: path.clone(),
+            key,
+            from_cache: cached.is_some(),
         });
     }
-    let metas: Vec<FileMeta<'_>> = locals
-        .iter()
-        .map(|l| FileMeta {
-            name: &l.name,
-            size: l.size,
-            sha1: l.sha1,
-        })
-        .collect();
-    let names: Vec<&str> = locals.iter().map(|l| l.name.as_str()).collect();
+    save_cache(&ui, cache.as_mut());
     let total: u64 = locals.iter().map(|l| l.size).sum();
 
     // State is kept under the first address (see `Relays`); messages name
     // them all.
     let relay_key = relay.key();
     let relay_name = relay.canonical();
-    let state = state_dir
-        .as_ref()
-        .map(|dir| StateFile::new(dir, &relay_key, &metas));
     // The token of the latest batch sent to this relay: the new batch joins
     // its owner, so content sent before goes up instantly.
     let family = state_dir
         .as_ref()
         .map(|dir| FamilyFile::new(dir, &relay_key));
-    if state.is_none() {
+    if state_dir.is_none() {
         ui.note("no state directory (set --state-dir): an interrupted send will start over");
     }
     let proving = Arc::new(AtomicU32::new(NOT_PROVING));
@@ -218,8 +266,26 @@ fn run_mode(
     let clock = StdClock::new();
     let stdout_tty = std::io::stdout().is_terminal();
 
-    let mut saved = state.as_ref().and_then(StateFile::load);
+    // False once an attempt showed the saved upload is not to be resumed.
+    let mut resume_saved = true;
     loop {
+        let metas: Vec<FileMeta<'_>> = locals
+            .iter()
+            .map(|l| FileMeta {
+                name: &l.name,
+                size: l.size,
+                sha1: l.sha1,
+            })
+            .collect();
+        let names: Vec<&str> = locals.iter().map(|l| l.name.as_str()).collect();
+        let state = state_dir
+            .as_ref()
+            .map(|dir| StateFile::new(dir, &relay_key, &metas));
+        let saved = if resume_saved {
+            state.as_ref().and_then(StateFile::load)
+        } else {
+            None
+        };
         let resumed = saved.is_some();
         let config = upload::Config {
             // Only a batch under a code has a page to link to.
@@ -336,7 +402,7 @@ fn run_mode(
         if let Some(e) = save_error {
             ui.note(&format!("warning: could not save resume state: {e}"));
         }
-        match result {
+        let rehash = match result {
             Ok(code) => {
                 ui.finish();
                 if let Some(s) = &state {
@@ -422,7 +488,34 @@ fn run_mode(
                 if let Some(s) = &state {
                     let _ = s.remove();
                 }
-                saved = None;
+                resume_saved = false;
+                None
+            }
+            // The relay checks every byte against the announced hash, so a
+            // stale cache entry ends here (or in a failed proof, which is
+            // answered with an upload that ends here), never in a file
+            // stored as verified with other content. The file is hashed
+            // again and a new batch sent; at most once per file, since
+            // the hash is then this run's own.
+            Err(RunError::Session(upload::Error::Rejected {
+                file,
+                reason: ErrorCode::HashMismatch,
+            })) if locals.get(usize::from(file)).is_some_and(|l| l.from_cache) => {
+                let line = format!(
+                    "{}: changed since its hash was cached; hashing it again and sending a new batch{}",
+                    escape(names.get(usize::from(file)).copied().unwrap_or("?")),
+                    if granted.is_some() && !args.common.json && !named {
+                        " (the code above will not work)"
+                    } else {
+                        ""
+                    }
+                );
+                say(&ui.bar, ui.tty, &line);
+                if let Some(s) = &state {
+                    let _ = s.remove();
+                }
+                resume_saved = false;
+                Some(usize::from(file))
             }
             Err(RunError::Session(upload::Error::Relay(ErrorCode::UnknownToken)))
                 if granted.is_some() =>
@@ -454,7 +547,33 @@ fn run_mode(
                     &connector.last_error,
                 ));
             }
+        };
+        // The session borrows `locals` (through `metas`) until it is gone.
+        drop(uploader);
+        if let Some(index) = rehash {
+            let (Some(local), Some(file)) = (locals.get_mut(index), source.files.get(index)) else {
+                continue;
+            };
+            if let (Some(key), Some(c)) = (&local.key, cache.as_mut()) {
+                c.remove(key);
+                // As the file is now, should it have changed again.
+                local.key = file.metadata().ok().and_then(|m| Key::of(&local.path, &m));
+            }
+            let (size, sha1) =
+                hash_and_record(&ui, file, &local.path, local.key.as_ref(), cache.as_mut())?;
+            local.size = size;
+            local.sha1 = sha1;
+            local.from_cache = false;
+            save_cache(&ui, cache.as_mut());
         }
+    }
+}
+
+/// Writes the hash cache back; a failure costs the next send a pass over
+/// its files, so it is only mentioned.
+fn save_cache(ui: &Ui, cache: Option<&mut HashCache>) {
+    if let Some(Err(e)) = cache.map(HashCache::save) {
+        ui.note(&format!("warning: could not save the hash cache: {e}"));
     }
 }
 

@@ -279,7 +279,7 @@ pub(crate) fn verdict_name(v: Verdict) -> &'static str {
 
 /// Writes `doc` to `path` readable by its owner only, atomically (a
 /// temporary file renamed over), creating the directory 0700.
-fn write_private(path: &Path, doc: &Value) -> io::Result<()> {
+pub(crate) fn write_private(path: &Path, doc: &Value) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
