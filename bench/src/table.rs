@@ -150,9 +150,11 @@ pub fn print_table(r: &Value) {
     let i = &r["instant_upload"];
     if !i.is_null() {
         println!(
-            "| instant upload of held content (proof included) | {:.2} s, {:.2}x of uploading it | |",
+            "| instant upload of held content (proof included) | {:.2} s, {:.2}x of uploading it, {:.2}x of one SHA-1 pass ({:.2} s) | ≤ 1.1x of the SHA-1 pass |",
             f(&i["announce_to_complete_secs"]),
-            f(&i["ratio_to_upload"])
+            f(&i["ratio_to_upload"]),
+            f(&i["ratio_to_proof_hash"]),
+            f(&i["proof_hash_secs"])
         );
     }
     let a = &r["attack"];
