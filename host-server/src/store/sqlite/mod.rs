@@ -399,22 +399,34 @@ impl Store for SqliteStore {
         content: &Content,
     ) -> Result<BlobId> {
         let pid = to_i64(partial.0)?;
-        // The verified SHA-1 becomes the record's first (equal to the
-        // announced one for wire uploads; a tus upload may announce none).
-        // Recorded ahead of the blob, so a completion that fails after it
-        // leaves a record whose SHA-1 is still that of its durable bytes.
+        // The verified SHA-1 becomes the record's first, ahead of the blob,
+        // so a completion that fails after it leaves a record whose SHA-1
+        // is still that of its durable bytes. It differs from the record's
+        // only for a tus upload that declared none: a wire upload's is the
+        // announced one, and costs no commit here.
         let (sha1, batch_id) = (content.sha1, to_i64(file.batch.0)?);
-        self.write(move |db| {
-            let n = exec(
-                db,
-                "UPDATE files SET sha1 = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
-                params![&sha1.0[..], batch_id, file.index, pid],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(((), Delta::default()))
-        })?;
+        let recorded: Option<Vec<u8>> = self
+            .db()
+            .prepare_cached(
+                "SELECT sha1 FROM files WHERE batch = ?1 AND idx = ?2 AND partial = ?3",
+            )?
+            .query_row(params![batch_id, file.index, pid], |r| r.get(0))
+            .optional()?;
+        match recorded {
+            None => return Err(StoreError::NotFound),
+            Some(old) if old[..] == sha1.0[..] => {}
+            Some(_) => self.write(move |db| {
+                let n = exec(
+                    db,
+                    "UPDATE files SET sha1 = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
+                    params![&sha1.0[..], batch_id, file.index, pid],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(((), Delta::default()))
+            })?,
+        }
         if content.size == 0 {
             return self.complete_empty(file, partial);
         }
