@@ -1,0 +1,312 @@
+//! Issue 15's browser acceptance of the upload page: a real headless
+//! Chromium (Debian's `chromium` and `chromium-driver`) on the real relay's
+//! `GET /` chooses files through the page's file input, the page uploads
+//! them over tus and shows a code, and `pickup get` of that code returns
+//! the same bytes. A second test reloads the page in the middle of a
+//! throttled upload and proves, from the relay's own count of durable tus
+//! bytes, that choosing the same file again resumed the upload instead of
+//! starting it over. A screenshot of the finished page is left at
+//! `target/pickup-e2e/upload-page.png` (and at phone width,
+//! `upload-page-phone.png`).
+//!
+//! Without the packages the browser tests print one `skipped:` line and
+//! pass; with `PICKUP_NO_SKIP` set they fail instead (see http_browser.rs).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pickup_tests::browser::{self, Driver, Session};
+use pickup_tests::e2e::{artefact_dir, pickup, run_json, wait_for, write_random, TempDir};
+use pickup_tests::relay_process::RelayProcess;
+use serde_json::{json, Value};
+
+const SKIPPED: &str = "skipped: http_upload_page needs Debian's chromium and chromium-driver \
+(apt-get install chromium chromium-driver)";
+
+/// The relay's counter of tus bytes made durable, as `/metrics` encodes it.
+const TUS_BYTES: &str = "pickup_tus_received_bytes_total";
+
+/// Whether the browser tests can run; prints the skip line when not (and
+/// fails instead under `PICKUP_NO_SKIP`).
+fn chromium_here() -> bool {
+    let Some(path) = browser::missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("PICKUP_NO_SKIP").is_none(),
+        "http_upload_page cannot run: {path} is missing and PICKUP_NO_SKIP is set \
+(apt-get install chromium chromium-driver)"
+    );
+    // Straight to stderr: libtest hides what a passing test prints.
+    let _ = writeln!(std::io::stderr(), "{SKIPPED}");
+    false
+}
+
+/// One request over a plain connection: status, head and body.
+fn http(addr: SocketAddr, method: &str, target: &str, headers: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of header `name` in `head`, if any.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    })
+}
+
+/// The relay's durable offset of the tus upload at `url` (a path), and its
+/// pickup code once it has one.
+fn tus_head(addr: SocketAddr, url: &str) -> (u64, Option<String>) {
+    let (status, head, _) = http(addr, "HEAD", url, "Tus-Resumable: 1.0.0\r\n");
+    assert_eq!(status, 200, "HEAD {url}: {head}");
+    let offset = header(&head, "upload-offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Upload-Offset in {head}"));
+    (offset, header(&head, "pickup-code"))
+}
+
+/// The relay's count of tus bytes made durable so far.
+fn tus_bytes(metrics: SocketAddr) -> u64 {
+    let (status, head, body) = http(metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{head}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(TUS_BYTES)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {TUS_BYTES} in\n{body}"))
+}
+
+/// A relay serving HTTP (the page and tus) and its metrics.
+fn relay() -> RelayProcess {
+    RelayProcess::builder()
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .arg("--metrics")
+        .arg("127.0.0.1:0")
+        .start()
+}
+
+/// The page's state (`idle`, `uploading`, `done`, `error`); panics with
+/// the page's message on `error`.
+fn page_state(session: &Session) -> String {
+    let state = session.execute(
+        "return [document.body.dataset.state || '', document.getElementById('error').textContent];",
+        &[],
+    );
+    let [state, error] = [&state[0], &state[1]].map(|v| v.as_str().unwrap_or("").to_owned());
+    assert_ne!(state, "error", "the page failed: {error}");
+    state
+}
+
+/// Chooses `files` through the page's file input, as a person does.
+fn choose(session: &Session, files: &[&Path]) {
+    let input = session.find_all("input[type=file]");
+    assert_eq!(input.len(), 1, "one file input");
+    let paths: Vec<_> = files.iter().map(|p| p.to_str().unwrap()).collect();
+    session.send_keys(&input[0], &paths.join("\n"));
+}
+
+/// Waits (bounded) for the page to show a code; the code.
+fn code_shown(session: &Session) -> String {
+    wait_for("the page to show a code", || {
+        (page_state(session) == "done").then_some(())
+    });
+    session.text(&session.find_all("#code")[0])
+}
+
+/// `pickup get CODE` into a fresh directory; that directory.
+fn get(relay: &RelayProcess, code: &str) -> TempDir {
+    let state = TempDir::new("upload-page-state");
+    let out = TempDir::new("upload-page-got");
+    run_json(
+        pickup(state.path())
+            .args(["get", "--json", "--relay", &relay.tcp(), code, "-o"])
+            .arg(out.path()),
+    );
+    out
+}
+
+#[test]
+fn the_page_is_off_when_configured_off_and_keeps_its_own_policy() {
+    let on = relay();
+    let addr = on.listener("http");
+    let (status, head, body) = http(addr, "GET", "/", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(body.contains("/upload.js"), "{body}");
+    let policy = header(&head, "content-security-policy").unwrap();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(!policy.contains("unsafe"), "{policy}");
+    // Every other response keeps the strict policy.
+    let (_, head, _) = http(addr, "GET", "/c/unknown", "");
+    let policy = header(&head, "content-security-policy").unwrap();
+    assert!(!policy.contains("script-src"), "{policy}");
+
+    let off = RelayProcess::builder()
+        .config("[http]\nupload_page = false\n")
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .start();
+    let addr = off.listener("http");
+    for path in ["/", "/upload.js", "/upload.css"] {
+        assert_eq!(http(addr, "GET", path, "").0, 404, "{path}");
+    }
+}
+
+#[test]
+fn chromium_uploads_two_files_and_pickup_gets_them() {
+    if !chromium_here() {
+        return;
+    }
+    let started = Instant::now();
+    let relay = relay();
+    let addr = relay.listener("http");
+    let src = TempDir::new("upload-page-src");
+    let originals = [
+        ("notes.txt", 1_500_000, 21),
+        ("photo.jpg", 3 * 1024 * 1024 + 17, 22),
+    ]
+    .map(|(name, len, seed)| {
+        let path = src.path().join(name);
+        let bytes = write_random(&path, len, seed);
+        (path, bytes)
+    });
+
+    let downloads = TempDir::new("upload-page-downloads");
+    let driver = Driver::start(&artefact_dir().join("chromedriver.log"));
+    let session = driver.session(downloads.path());
+    session.goto(&format!("http://{addr}/"));
+    assert_eq!(page_state(&session), "idle");
+    choose(&session, &[&originals[1].0, &originals[0].0]);
+    let code = code_shown(&session);
+    let link = session.property(&session.find_all("#link")[0], "value");
+    assert_eq!(link, json!(format!("http://{addr}/c/{code}")));
+    let names: Vec<_> = session
+        .find_all("#list .name")
+        .iter()
+        .map(|e| session.text(e))
+        .collect();
+    assert_eq!(names, ["notes.txt", "photo.jpg"]);
+    // Nothing is kept for resuming once the code is there.
+    let kept = session.execute("return localStorage.length;", &[]);
+    assert_eq!(kept, json!(0));
+
+    let shot = artefact_dir().join("upload-page.png");
+    std::fs::write(&shot, session.screenshot()).unwrap();
+    session.set_window_size(390, 844);
+    let phone = artefact_dir().join("upload-page-phone.png");
+    std::fs::write(&phone, session.screenshot()).unwrap();
+
+    let got = get(&relay, &code);
+    for (path, bytes) in &originals {
+        let name = path.file_name().unwrap();
+        assert_eq!(
+            &std::fs::read(got.path().join(name)).unwrap(),
+            bytes,
+            "{name:?}"
+        );
+    }
+    println!(
+        "chromium: 2 files uploaded through the page, code {code} fetched by pickup get \
+in {:?}; screenshots {} and {}",
+        started.elapsed(),
+        shot.display(),
+        phone.display()
+    );
+}
+
+#[test]
+fn a_reload_mid_upload_resumes_from_the_relays_offset() {
+    if !chromium_here() {
+        return;
+    }
+    let relay = relay();
+    let addr = relay.listener("http");
+    let metrics = relay.listener("metrics");
+    let src = TempDir::new("upload-page-big");
+    let path = src.path().join("big.bin");
+    let size: u64 = 24 << 20;
+    let bytes = write_random(&path, size as usize, 23);
+
+    let downloads = TempDir::new("upload-page-downloads");
+    let driver = Driver::start(&artefact_dir().join("chromedriver.log"));
+    let session = driver.session(downloads.path());
+    session.goto(&format!("http://{addr}/"));
+    // 2 MiB/s: the first 8 MiB PATCH takes seconds, the file over ten.
+    session.throttle(2 << 20, 64 << 20);
+    choose(&session, &[&path]);
+
+    // The upload's address, as the page keeps it for resuming.
+    let url = wait_for("the page to keep its upload URL", || {
+        let v = session.execute(
+            "for (let i = 0; i < localStorage.length; i++) { \
+               const v = JSON.parse(localStorage.getItem(localStorage.key(i))); \
+               if (v && v.urls && v.urls[0]) return v.urls[0]; } \
+             return null;",
+            &[],
+        );
+        v.as_str().map(str::to_owned)
+    });
+    let before = wait_for("the relay to hold part of the file", || {
+        let (offset, _) = tus_head(addr, &url);
+        (offset > 0).then_some(offset)
+    });
+    assert!(before < size, "the whole file went before the reload");
+    session.refresh();
+    assert_eq!(page_state(&session), "idle");
+    // What the relay holds once the interrupted PATCH is over: read twice,
+    // a second apart, until it stays put.
+    let mut held = tus_head(addr, &url).0;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = tus_head(addr, &url).0;
+        if now == held {
+            break;
+        }
+        held = now;
+    }
+    assert!(
+        held >= before && held < size,
+        "{before} then {held} of {size}"
+    );
+
+    session.unthrottle();
+    choose(&session, &[&path]);
+    let code = code_shown(&session);
+    let resumed: Value = session.execute(
+        "return Number(document.querySelector('#list li').dataset.resumedFrom);",
+        &[],
+    );
+    assert_eq!(resumed, json!(held), "the page resumed where the relay was");
+    // The same upload completed, and the relay made each byte durable once:
+    // starting over would have counted the `held` bytes a second time.
+    assert_eq!(tus_head(addr, &url), (size, Some(code.clone())));
+    let durable = tus_bytes(metrics);
+    assert!(durable < size + held, "{durable} durable bytes for {size}");
+
+    let got = get(&relay, &code);
+    assert!(std::fs::read(got.path().join("big.bin")).unwrap() == bytes);
+    println!(
+        "chromium: reload at {held} of {size} bytes (HEAD saw {before} first); resumed there; \
+{durable} tus bytes durable in all; code {code}"
+    );
+}
