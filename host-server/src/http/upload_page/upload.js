@@ -11,7 +11,10 @@
 // localStorage under the files' fingerprint (name, size, lastModified), so
 // choosing the same files again after a reload asks the relay how far each
 // got (GET /tus/batches/{handle}, HEAD) and goes on from there. A failed
-// PATCH is retried with backoff from the offset a HEAD reports.
+// PATCH is retried with backoff from the offset a HEAD reports. No
+// Upload-Checksum: the relay would then keep nothing of an interrupted
+// PATCH, so resuming would lose up to a whole CHUNK; without it every byte
+// the relay made durable counts (TCP, or TLS, guards the bytes in transit).
 'use strict';
 
 (() => {
@@ -23,7 +26,7 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    input: $('files'), drop: $('drop'), progress: $('progress'), status: $('status'),
+    form: $('form'), input: $('files'), drop: $('drop'), progress: $('progress'), status: $('status'),
     list: $('list'), retry: $('retry'), error: $('error'), done: $('done'),
     code: $('code'), link: $('link'), copy: $('copy'), copied: $('copied'),
     command: $('get-command'), again: $('again'),
@@ -158,9 +161,12 @@
   function note(text) { ui.status.textContent = text; }
 
   function fail(err) {
+    ui.progress.querySelector('h2').textContent = 'Upload stopped';
+    note('');
     ui.error.textContent = err.message;
     ui.error.hidden = false;
     ui.retry.hidden = !err.retry;
+    ui.form.hidden = false;
     document.body.dataset.state = 'error';
   }
 
@@ -237,29 +243,22 @@
     return r.header('Pickup-Code');
   }
 
-  /** The SHA-1 of `blob` for Upload-Checksum, when the browser offers it
-   *  (SubtleCrypto exists only in a secure context: HTTPS or localhost). */
-  async function checksum(blob) {
-    if (!window.crypto || !window.crypto.subtle) return null;
-    const digest = new Uint8Array(await crypto.subtle.digest('SHA-1', await blob.arrayBuffer()));
-    return `sha1 ${btoa(String.fromCharCode(...digest))}`;
-  }
-
   /** PATCHes `entry` from the relay's offset to its end; the last code seen. */
   async function send(entry, entries) {
     let code = null;
     let attempt = 0;
     entry.li.dataset.resumedFrom = String(entry.offset);
-    if (entry.offset > 0) entry.meta.textContent = `Resuming from ${size(entry.offset)}`;
     show(entry, entry.offset);
+    overall(entries);
+    if (entry.offset > 0 && entry.offset < entry.file.size) {
+      entry.meta.textContent = `Resuming from ${size(entry.offset)} of ${size(entry.file.size)}`;
+    }
     while (entry.offset < entry.file.size || (entry.file.size === 0 && !entry.sent)) {
       const start = entry.offset;
       const piece = entry.file.slice(start, Math.min(start + CHUNK, entry.file.size));
       const headers = {
         'Upload-Offset': String(start), 'Content-Type': 'application/offset+octet-stream',
       };
-      const sum = await checksum(piece);
-      if (sum) headers['Upload-Checksum'] = sum;
       const r = await request('PATCH', entry.url, headers, piece, (loaded) => {
         show(entry, start + loaded);
         overall(entries);
@@ -273,8 +272,8 @@
         overall(entries);
         continue;
       }
-      // Lost connection, 5xx, 409 (our offset is not the relay's), 460 (the
-      // piece came damaged), 429: wait, then go on from the relay's offset.
+      // Lost connection, 5xx, 409 (our offset is not the relay's), 429:
+      // wait, then go on from the offset the relay holds.
       attempt += 1;
       await backoff(r, attempt, entry.file.name);
       code = (await head(entry)) || code;
@@ -361,6 +360,7 @@
     ui.retry.hidden = true;
     ui.done.hidden = true;
     ui.drop.disabled = true;
+    ui.form.hidden = true;
     ui.progress.hidden = false;
     ui.progress.querySelector('h2').textContent = 'Uploading';
     document.body.dataset.state = 'uploading';
@@ -404,6 +404,7 @@
     ui.done.hidden = true;
     ui.progress.hidden = true;
     ui.list.replaceChildren();
+    ui.form.hidden = false;
     document.body.dataset.state = 'idle';
     ui.drop.focus();
   });
