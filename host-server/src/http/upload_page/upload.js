@@ -282,6 +282,10 @@
     return code;
   }
 
+  /** Whether an answer says a kept upload or batch is no more (so the
+   *  files start over rather than fail). */
+  const gone = (r) => r.status === 404 || r.status === 410;
+
   /** Uploads `files` (sorted), resuming what localStorage and the relay know. */
   async function upload(files) {
     const key = fingerprint(files);
@@ -294,11 +298,10 @@
       if (saved.urls && saved.urls[0]) {
         entry.url = saved.urls[0];
         const r = await request('HEAD', entry.url, {});
-        if (r.status === 200) {
-          entry.offset = Number(r.header('Upload-Offset')) || 0;
-          code = r.header('Pickup-Code');
+        if (gone(r)) {
+          entry.url = null;  // expired or ended: start over
         } else {
-          entry.url = null;  // gone or never there: start over
+          code = await head(entry);
         }
       }
       if (!entry.url) {
@@ -310,8 +313,12 @@
     } else {
       let status = null;
       if (saved.batch) {
-        const r = await request('GET', `/tus/batches/${saved.batch}`, { Accept: 'application/json' });
-        if (r.status === 200) status = JSON.parse(r.text);
+        const url = `/tus/batches/${saved.batch}`;
+        const first = await request('GET', url, { Accept: 'application/json' });
+        if (!gone(first)) {
+          const r = await insist(() => request('GET', url, { Accept: 'application/json' }), [200]);
+          status = JSON.parse(r.text);
+        }
       }
       if (status && !status.open && status.code) {
         entries.forEach((e) => { e.offset = e.file.size; show(e, e.file.size); });
