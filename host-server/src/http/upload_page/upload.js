@@ -282,10 +282,6 @@
     return code;
   }
 
-  /** Whether an answer says a kept upload or batch is no more (so the
-   *  files start over rather than fail). */
-  const gone = (r) => r.status === 404 || r.status === 410;
-
   /** Uploads `files` (sorted), resuming what localStorage and the relay know. */
   async function upload(files) {
     const key = fingerprint(files);
@@ -297,11 +293,12 @@
       const [entry] = entries;
       if (saved.urls && saved.urls[0]) {
         entry.url = saved.urls[0];
-        const r = await request('HEAD', entry.url, {});
-        if (gone(r)) {
-          entry.url = null;  // expired or ended: start over
+        const r = await insist(() => request('HEAD', entry.url, {}), [200, 404, 410]);
+        if (r.status === 200) {
+          entry.offset = Number(r.header('Upload-Offset')) || 0;
+          code = r.header('Pickup-Code');
         } else {
-          code = await head(entry);
+          entry.url = null;  // expired or ended: start over
         }
       }
       if (!entry.url) {
@@ -313,12 +310,9 @@
     } else {
       let status = null;
       if (saved.batch) {
-        const url = `/tus/batches/${saved.batch}`;
-        const first = await request('GET', url, { Accept: 'application/json' });
-        if (!gone(first)) {
-          const r = await insist(() => request('GET', url, { Accept: 'application/json' }), [200]);
-          status = JSON.parse(r.text);
-        }
+        const r = await insist(() => request('GET', `/tus/batches/${saved.batch}`,
+          { Accept: 'application/json' }), [200, 404, 410]);
+        if (r.status === 200) status = JSON.parse(r.text);  // else: gone, start over
       }
       if (status && !status.open && status.code) {
         entries.forEach((e) => { e.offset = e.file.size; show(e, e.file.size); });
