@@ -13,13 +13,14 @@
 //! pass; with `PICKUP_NO_SKIP` set they fail instead (see http_browser.rs).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pickup_tests::browser::{self, Driver, Session};
 use pickup_tests::e2e::{artefact_dir, pickup, run_json, wait_for, write_random, TempDir};
+use pickup_tests::http_client::request;
 use pickup_tests::relay_process::RelayProcess;
 use serde_json::{json, Value};
 
@@ -45,51 +46,23 @@ fn chromium_here() -> bool {
     false
 }
 
-/// One request over a plain connection: status, head and body.
-fn http(addr: SocketAddr, method: &str, target: &str, headers: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n"
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let text = String::from_utf8_lossy(&all).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, head.to_owned(), body.to_owned())
-}
-
-/// The value of header `name` in `head`, if any.
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().find_map(|l| {
-        l.split_once(':')
-            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_owned())
-    })
-}
-
 /// The relay's durable offset of the tus upload at `url` (a path), and its
 /// pickup code once it has one.
 fn tus_head(addr: SocketAddr, url: &str) -> (u64, Option<String>) {
-    let (status, head, _) = http(addr, "HEAD", url, "Tus-Resumable: 1.0.0\r\n");
-    assert_eq!(status, 200, "HEAD {url}: {head}");
-    let offset = header(&head, "upload-offset")
+    let r = request(addr, "HEAD", url, &[("Tus-Resumable", "1.0.0")]);
+    assert_eq!(r.status, 200, "HEAD {url}: {r:?}");
+    let offset = r
+        .header("upload-offset")
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no Upload-Offset in {head}"));
-    (offset, header(&head, "pickup-code"))
+        .unwrap_or_else(|| panic!("no Upload-Offset in {r:?}"));
+    (offset, r.header("pickup-code").map(str::to_owned))
 }
 
 /// The relay's count of tus bytes made durable so far.
 fn tus_bytes(metrics: SocketAddr) -> u64 {
-    let (status, head, body) = http(metrics, "GET", "/metrics", "");
-    assert_eq!(status, 200, "{head}");
+    let r = request(metrics, "GET", "/metrics", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.text();
     body.lines()
         .find_map(|l| l.strip_prefix(TUS_BYTES)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
@@ -150,16 +123,18 @@ fn get(relay: &RelayProcess, code: &str) -> TempDir {
 fn the_page_is_off_when_configured_off_and_keeps_its_own_policy() {
     let on = relay();
     let addr = on.listener("http");
-    let (status, head, body) = http(addr, "GET", "/", "");
-    assert_eq!(status, 200, "{head}");
-    assert!(body.contains("/upload.js"), "{body}");
-    let policy = header(&head, "content-security-policy").unwrap();
+    let page = request(addr, "GET", "/", &[]);
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.text().contains("/upload.js"), "{page:?}");
+    let policy = page.header("content-security-policy").unwrap();
     assert!(policy.contains("script-src 'self'"), "{policy}");
     assert!(!policy.contains("unsafe"), "{policy}");
     // Every other response keeps the strict policy.
-    let (_, head, _) = http(addr, "GET", "/c/unknown", "");
-    let policy = header(&head, "content-security-policy").unwrap();
-    assert!(!policy.contains("script-src"), "{policy}");
+    for target in ["/c/unknown", "/nothing"] {
+        let other = request(addr, "GET", target, &[]);
+        let policy = other.header("content-security-policy").unwrap();
+        assert!(!policy.contains("script-src"), "{target}: {policy}");
+    }
 
     let off = RelayProcess::builder()
         .config("[http]\nupload_page = false\n")
@@ -168,7 +143,7 @@ fn the_page_is_off_when_configured_off_and_keeps_its_own_policy() {
         .start();
     let addr = off.listener("http");
     for path in ["/", "/upload.js", "/upload.css"] {
-        assert_eq!(http(addr, "GET", path, "").0, 404, "{path}");
+        assert_eq!(request(addr, "GET", path, &[]).status, 404, "{path}");
     }
 }
 
