@@ -18,8 +18,8 @@ mod mailbox;
 
 use super::{
     Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
-    LookupKey, NameUsage, NamedFile, NewBatch, OwnerId, PartialId, Result, Store, StoreError,
-    SweepStats, Usage,
+    LookupKey, NameUsage, NamedFile, NewBatch, NewFile, OwnerId, PartialId, Result, Store,
+    StoreError, SweepStats, Usage,
 };
 
 #[derive(Debug)]
@@ -118,6 +118,28 @@ impl Inner {
             Some(b) => Lookup::Live(self.snapshot(&b.batch)),
             None if expired_key.is_some_and(|k| self.expired.contains_key(k)) => Lookup::Expired,
             None => Lookup::Unknown,
+        }
+    }
+
+    /// A new file's record, with its partial upload unless it is the
+    /// empty content.
+    fn new_file(&mut self, f: &NewFile<'_>) -> FileRecord {
+        let content = if f.is_empty_content() {
+            FileContent::Blob(BlobId::EMPTY)
+        } else {
+            let partial = PartialId(self.id());
+            self.partials.insert(partial, Partial::default());
+            FileContent::Partial {
+                id: partial,
+                durable: 0,
+            }
+        };
+        FileRecord {
+            name: f.name.to_owned(),
+            size: f.size,
+            sha1: f.sha1,
+            attrs: f.attrs,
+            content,
         }
     }
 
@@ -269,26 +291,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Corrupt("duplicate code or token".into()));
         }
         let id = BatchId(inner.id());
-        let mut files = Vec::with_capacity(new.files.len());
-        for f in new.files {
-            let content = if f.is_empty_content() {
-                FileContent::Blob(BlobId::EMPTY)
-            } else {
-                let partial = PartialId(inner.id());
-                inner.partials.insert(partial, Partial::default());
-                FileContent::Partial {
-                    id: partial,
-                    durable: 0,
-                }
-            };
-            files.push(FileRecord {
-                name: f.name.to_owned(),
-                size: f.size,
-                sha1: f.sha1,
-                attrs: f.attrs,
-                content,
-            });
-        }
+        let files = new.files.iter().map(|f| inner.new_file(f)).collect();
         let batch = Batch {
             id,
             code: new.code,
@@ -296,6 +299,7 @@ impl Store for MemoryStore {
             created_at: new.created_at,
             expires_at: new.expires_at,
             files,
+            open: new.open,
         };
         inner.by_code.insert(new.code_key, id);
         inner.by_token.insert(new.token_key, id);
@@ -334,6 +338,27 @@ impl Store for MemoryStore {
             bytes: blobs + partial,
             batches: inner.batches.len() as u64,
         })
+    }
+
+    fn add_file(&self, batch: BatchId, file: &NewFile<'_>) -> Result<FileRef> {
+        let mut inner = self.lock();
+        let index = match inner.batches.get(&batch) {
+            Some(b) if b.batch.open => b.batch.files.len(),
+            _ => return Err(StoreError::NotFound),
+        };
+        let index =
+            u16::try_from(index).map_err(|_| StoreError::Corrupt("too many files".into()))?;
+        let record = inner.new_file(file);
+        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
+        b.batch.files.push(record);
+        Ok(FileRef { batch, index })
+    }
+
+    fn close_batch(&self, batch: BatchId) -> Result<()> {
+        let mut inner = self.lock();
+        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
+        b.batch.open = false;
+        Ok(())
     }
 
     fn end_batch(&self, batch: BatchId, now: u64) -> Result<()> {
