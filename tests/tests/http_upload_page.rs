@@ -185,6 +185,8 @@ fn chromium_uploads_two_files_and_pickup_gets_them() {
     let kept = session.execute("return localStorage.length;", &[]);
     assert_eq!(kept, json!(0));
 
+    // Tall enough to show the code and both files.
+    session.set_window_size(900, 1000);
     let shot = artefact_dir().join("upload-page.png");
     std::fs::write(&shot, session.screenshot()).unwrap();
     session.set_window_size(390, 844);
