@@ -547,3 +547,151 @@ fn uploads_need_a_login_token_when_anonymous_uploads_are_off() {
         b"hello"
     );
 }
+
+/// `POST /tus/` adding `name` (`data.len()` bytes) to the open batch `handle`.
+fn create_in(http: SocketAddr, handle: &str, name: &str, len: usize) -> Response {
+    let meta = format!(
+        "filename {},batch {}",
+        b64(name.as_bytes()),
+        b64(handle.as_bytes())
+    );
+    let len = len.to_string();
+    request_with_body(
+        http,
+        "POST",
+        "/tus/",
+        &[TUS, ("Upload-Length", &len), ("Upload-Metadata", &meta)],
+        b"",
+    )
+}
+
+fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+#[test]
+fn several_files_share_one_code_once_the_batch_is_closed() {
+    let (relay, http) = http_relay("");
+    let opened = request_with_body(http, "POST", "/tus/batches", &[TUS], b"");
+    assert_eq!(opened.status, 201, "{}", opened.text());
+    let handle = opened.header("pickup-batch").unwrap().to_owned();
+    assert_eq!(
+        opened.header("location"),
+        Some(format!("/tus/batches/{handle}").as_str())
+    );
+    let body = json(&opened);
+    assert_eq!(body["batch"], handle.as_str());
+    assert!(body["expires"].as_str().unwrap().ends_with('Z'));
+    let close = format!("/tus/batches/{handle}/close");
+    assert_eq!(
+        request_with_body(http, "POST", &close, &[TUS], b"").status,
+        422
+    );
+
+    let (one, two) = (random(40_000, 7), random(25_000, 8));
+    let first = create_in(http, &handle, "dir/one.bin", one.len());
+    assert_eq!(location(&first), format!("/tus/{handle}/0"));
+    assert_eq!(
+        first.header("pickup-code"),
+        None,
+        "an open batch's code is not told"
+    );
+    let second = location(&create_in(http, &handle, "two.bin", two.len()));
+    assert_eq!(second, format!("/tus/{handle}/1"));
+    // A name another file of the batch has (or is the directory of).
+    assert_eq!(create_in(http, &handle, "two.bin", 5).status, 400);
+    assert_eq!(create_in(http, &handle, "dir", 5).status, 400);
+    assert_eq!(head(http, &second).header("pickup-code"), None);
+
+    assert_eq!(
+        patch(http, &format!("/tus/{handle}/0"), 0, &one, &[]).status,
+        204
+    );
+    let early = request_with_body(http, "POST", &close, &[TUS], b"");
+    assert_eq!(early.status, 409, "{}", early.text());
+    assert_eq!(json(&early)["incomplete"], serde_json::json!([1]));
+    let status = json(&request(
+        http,
+        "GET",
+        &format!("/tus/batches/{handle}"),
+        &[TUS],
+    ));
+    assert_eq!(status["open"], true);
+    assert!(status.get("code").is_none());
+    assert_eq!(status["files"][0]["complete"], true);
+    assert_eq!(status["files"][1]["offset"], 0);
+    assert_eq!(status["files"][1]["name"], "two.bin");
+    // A file of an open batch is not terminated alone.
+    assert_eq!(request(http, "DELETE", &second, &[TUS]).status, 409);
+
+    assert_eq!(patch(http, &second, 0, &two, &[]).status, 204);
+    let closed = request_with_body(http, "POST", &close, &[TUS], b"");
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    let code = closed.header("pickup-code").unwrap().to_owned();
+    let body = json(&closed);
+    assert_eq!(body["code"], code.as_str());
+    assert_eq!(body["link"], format!("/c/{code}").as_str());
+    assert_eq!(body["files"], 2);
+    // Idempotent; and the batch takes no more files.
+    let again = request_with_body(http, "POST", &close, &[TUS], b"");
+    assert_eq!(
+        (again.status, json(&again)["code"].clone()),
+        (200, body["code"].clone())
+    );
+    assert_eq!(create_in(http, &handle, "late.bin", 5).status, 409);
+    assert_eq!(
+        head(http, &second).header("pickup-code"),
+        Some(code.as_str())
+    );
+    let status = json(&request(
+        http,
+        "GET",
+        &format!("/tus/batches/{handle}"),
+        &[TUS],
+    ));
+    assert_eq!(
+        (status["open"].clone(), status["code"].clone()),
+        (false.into(), code.as_str().into())
+    );
+
+    let dir = TempDir::new("tus-batch-get");
+    let dest = dir.path().join("out");
+    let out = run(pickup(&dir.path().join("state"))
+        .args(["get", "--relay", &relay.tcp(), &code, "-o"])
+        .arg(&dest));
+    assert!(out.status.success(), "pickup get: {}", stderr(&out));
+    assert_eq!(std::fs::read(dest.join("dir/one.bin")).unwrap(), one);
+    assert_eq!(std::fs::read(dest.join("two.bin")).unwrap(), two);
+}
+
+#[test]
+fn an_open_batch_is_not_resumed_over_the_wire() {
+    let (relay, http) = http_relay("");
+    let opened = request_with_body(http, "POST", "/tus/batches", &[TUS], b"");
+    let handle = opened.header("pickup-batch").unwrap().to_owned();
+    location(&create_in(http, &handle, "a.bin", 10));
+    let mut token = [0u8; 16];
+    for (i, b) in token.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&handle[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let mut raw = pickup_tests::wire_client::Raw::connect(relay.addr());
+    raw.hello();
+    raw.send(pickup_proto::message::Message::Resume(
+        pickup_proto::message::Resume {
+            token: pickup_proto::message::ResumeToken(token),
+        },
+    ));
+    let reply = loop {
+        match raw.recv() {
+            pickup_tests::wire_client::Reply::Keepalive => {}
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(
+            reply,
+            pickup_tests::wire_client::Reply::Error(pickup_proto::ErrorCode::UnknownToken, _)
+        ),
+        "{reply:?}"
+    );
+}
