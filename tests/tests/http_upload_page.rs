@@ -2,10 +2,10 @@
 //! Chromium (Debian's `chromium` and `chromium-driver`) on the real relay's
 //! `GET /` chooses files through the page's file input, the page uploads
 //! them over tus and shows a code, and `pickup get` of that code returns
-//! the same bytes. A second test reloads the page in the middle of a
-//! throttled upload and proves, from the relay's own count of durable tus
-//! bytes, that choosing the same file again resumed the upload instead of
-//! starting it over. A screenshot of the finished page is left at
+//! the same bytes. Two more reload the page in the middle of a throttled
+//! upload (one file; a batch of two) and prove, from the relay's own count
+//! of durable tus bytes, that choosing the same files again resumed every
+//! upload instead of starting it over. A screenshot of the finished page is left at
 //! `target/pickup-e2e/upload-page.png` (and at phone width,
 //! `upload-page-phone.png`).
 //!
@@ -211,82 +211,130 @@ in {:?}; screenshots {} and {}",
     );
 }
 
-#[test]
-fn a_reload_mid_upload_resumes_from_the_relays_offset() {
-    if !chromium_here() {
-        return;
-    }
+/// Chooses `files` (name, length) on a throttled page, reloads it once
+/// the relay holds part of the last (largest) one, chooses them again and
+/// checks that every file resumed from the relay's offset: the page says
+/// where each went on from, the same uploads completed, the relay made
+/// no byte durable twice, and `pickup get` returns the originals.
+fn reload_and_resume(files: &[(&str, usize)]) {
     let relay = relay();
     let addr = relay.listener("http");
     let metrics = relay.listener("metrics");
     let src = TempDir::new("upload-page-big");
-    let path = src.path().join("big.bin");
-    let size: u64 = 24 << 20;
-    let bytes = write_random(&path, size as usize, 23);
+    let originals: Vec<_> = files
+        .iter()
+        .zip(30..)
+        .map(|(&(name, len), seed)| {
+            let path = src.path().join(name);
+            let bytes = write_random(&path, len, seed);
+            (path, bytes)
+        })
+        .collect();
+    let paths: Vec<&Path> = originals.iter().map(|(p, _)| p.as_path()).collect();
+    let total: u64 = files.iter().map(|&(_, len)| len as u64).sum();
+    let last = files.len() - 1;
 
     let downloads = TempDir::new("upload-page-downloads");
     let driver = Driver::start(&artefact_dir().join("chromedriver.log"));
     let session = driver.session(downloads.path());
     session.goto(&format!("http://{addr}/"));
-    // 2 MiB/s: the first 8 MiB PATCH takes seconds, the file over ten.
+    // 2 MiB/s: an 8 MiB PATCH takes seconds, the largest file over ten.
     session.throttle(2 << 20, 64 << 20);
-    choose(&session, &[&path]);
+    choose(&session, &paths);
 
-    // The upload's address, as the page keeps it for resuming.
-    let url = wait_for("the page to keep its upload URL", || {
+    // The uploads' addresses, as the page keeps them for resuming (in the
+    // order of `files`, which the page sorts by name as given here).
+    let urls: Vec<String> = wait_for("the page to keep every upload URL", || {
         let v = session.execute(
             "for (let i = 0; i < localStorage.length; i++) { \
                const v = JSON.parse(localStorage.getItem(localStorage.key(i))); \
-               if (v && v.urls && v.urls[0]) return v.urls[0]; } \
+               if (v && v.urls && v.urls.length === arguments[0]) return v.urls; } \
              return null;",
-            &[],
+            &[json!(files.len())],
         );
-        v.as_str().map(str::to_owned)
+        let urls: Vec<String> = v
+            .as_array()?
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect();
+        (urls.len() == files.len()).then_some(urls)
     });
-    let before = wait_for("the relay to hold part of the file", || {
-        let (offset, _) = tus_head(addr, &url);
+    let before = wait_for("the relay to hold part of the last file", || {
+        let (offset, _) = tus_head(addr, &urls[last]);
         (offset > 0).then_some(offset)
     });
-    assert!(before < size, "the whole file went before the reload");
+    assert!(
+        before < files[last].1 as u64,
+        "the whole file went before the reload"
+    );
     session.refresh();
     assert_eq!(page_state(&session), "idle");
-    // What the relay holds once the interrupted PATCH is over: read twice,
-    // a second apart, until it stays put.
-    let mut held = tus_head(addr, &url).0;
+    // What the relay holds once the interrupted PATCH is over: read a
+    // second apart until it stays put.
+    let offsets = || -> Vec<u64> { urls.iter().map(|u| tus_head(addr, u).0).collect() };
+    let mut held = offsets();
     for _ in 0..30 {
         std::thread::sleep(Duration::from_secs(1));
-        let now = tus_head(addr, &url).0;
+        let now = offsets();
         if now == held {
             break;
         }
         held = now;
     }
     assert!(
-        held >= before && held < size,
-        "{before} then {held} of {size}"
+        held[last] >= before && held[last] < files[last].1 as u64,
+        "{before} then {held:?} of {files:?}"
     );
 
     session.unthrottle();
-    choose(&session, &[&path]);
+    choose(&session, &paths);
     let code = code_shown(&session);
     let resumed: Value = session.execute(
-        "return Number(document.querySelector('#list li').dataset.resumedFrom);",
+        "return Array.from(document.querySelectorAll('#list li'), \
+           (li) => Number(li.dataset.resumedFrom));",
         &[],
     );
     assert_eq!(resumed, json!(held), "the page resumed where the relay was");
-    // The same upload completed, and the relay made each byte durable once:
-    // starting over would have counted the `held` bytes a second time.
-    assert_eq!(tus_head(addr, &url), (size, Some(code.clone())));
+    // The same uploads completed, and the relay made each byte durable
+    // once: starting over would have counted the held bytes again.
+    for (url, &(_, len)) in urls.iter().zip(files) {
+        assert_eq!(tus_head(addr, url), (len as u64, Some(code.clone())));
+    }
     let durable = tus_bytes(metrics);
+    let held_sum: u64 = held.iter().sum();
     assert!(
-        (size..size + held).contains(&durable),
-        "{durable} durable bytes for {size}"
+        (total..total + held_sum).contains(&durable),
+        "{durable} durable bytes for {total}"
     );
 
     let got = get(&relay, &code);
-    assert!(std::fs::read(got.path().join("big.bin")).unwrap() == bytes);
+    for (path, bytes) in &originals {
+        let name = path.file_name().unwrap();
+        assert!(
+            std::fs::read(got.path().join(name)).unwrap() == *bytes,
+            "{name:?}"
+        );
+    }
     println!(
-        "chromium: reload at {held} of {size} bytes (HEAD saw {before} first); resumed there; \
-{durable} tus bytes durable in all; code {code}"
+        "chromium: reload with {held:?} of {files:?} held (HEAD saw {before} of the last \
+first); resumed there; {durable} tus bytes durable in all; code {code}"
     );
+}
+
+#[test]
+fn a_reload_mid_upload_resumes_from_the_relays_offset() {
+    if !chromium_here() {
+        return;
+    }
+    reload_and_resume(&[("big.bin", 24 << 20)]);
+}
+
+#[test]
+fn a_reload_mid_batch_resumes_every_file() {
+    if !chromium_here() {
+        return;
+    }
+    // Sorted by name, as the page orders them: the small file is complete
+    // when the large one is under way.
+    reload_and_resume(&[("a-small.txt", 700_000), ("b-large.bin", 20 << 20)]);
 }
