@@ -5,7 +5,9 @@
 //! the same bytes. Two more reload the page in the middle of a throttled
 //! upload (one file; a batch of two) and prove, from the relay's own count
 //! of durable tus bytes, that choosing the same files again resumed every
-//! upload instead of starting it over. A screenshot of the finished page is left at
+//! upload instead of starting it over. The page also takes a dropped file
+//! after "Send more files", and says why a relay refused (login needed,
+//! file too large). A screenshot of the finished page is left at
 //! `target/pickup-e2e/upload-page.png` (and at phone width,
 //! `upload-page-phone.png`).
 //!
@@ -202,13 +204,78 @@ fn chromium_uploads_two_files_and_pickup_gets_them() {
             "{name:?}"
         );
     }
+
+    // "Send more files", then a file dropped on the page (a drop event
+    // carrying a file made in the page: WebDriver cannot drag from disk).
+    session.click(&session.find_all("#again")[0]);
+    assert_eq!(page_state(&session), "idle");
+    session.execute(
+        "const data = new DataTransfer(); \
+         data.items.add(new File([arguments[0]], 'dropped.txt')); \
+         document.getElementById('drop').dispatchEvent( \
+           new DragEvent('drop', { bubbles: true, cancelable: true, dataTransfer: data }));",
+        &[json!("dropped on the page\n")],
+    );
+    let dropped = code_shown(&session);
+    assert_ne!(dropped, code);
+    let got = get(&relay, &dropped);
+    assert_eq!(
+        std::fs::read(got.path().join("dropped.txt")).unwrap(),
+        b"dropped on the page\n"
+    );
     println!(
         "chromium: 2 files uploaded through the page, code {code} fetched by pickup get \
-in {:?}; screenshots {} and {}",
+in {:?}; a dropped file too ({dropped}); screenshots {} and {}",
         started.elapsed(),
         shot.display(),
         phone.display()
     );
+}
+
+/// Waits (bounded) for the page to stop with an error; the message shown.
+fn error_shown(session: &Session) -> String {
+    wait_for("the page to show an error", || {
+        let v = session.execute(
+            "return document.body.dataset.state === 'error' \
+               ? document.getElementById('error').textContent : null;",
+            &[],
+        );
+        v.as_str().map(str::to_owned)
+    })
+}
+
+#[test]
+fn the_page_says_why_the_relay_refused() {
+    if !chromium_here() {
+        return;
+    }
+    let src = TempDir::new("upload-page-refused");
+    let path = src.path().join("report.pdf");
+    write_random(&path, 5000, 40);
+    let downloads = TempDir::new("upload-page-downloads");
+    let driver = Driver::start(&artefact_dir().join("chromedriver.log"));
+    let session = driver.session(downloads.path());
+    for (config, expected) in [
+        (
+            "[auth]\nallow_anonymous_upload = false\n",
+            "signed-in users",
+        ),
+        (
+            "[limits]\nmax_file_size = 4096\n",
+            "“report.pdf”: too large",
+        ),
+    ] {
+        let relay = RelayProcess::builder()
+            .config(config)
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .start();
+        session.goto(&format!("http://{}/", relay.listener("http")));
+        choose(&session, &[&path]);
+        let error = error_shown(&session);
+        assert!(error.contains(expected), "{config}: {error:?}");
+        println!("chromium: {config:?} -> {error:?}");
+    }
 }
 
 /// Chooses `files` (name, length) on a throttled page, reloads it once
