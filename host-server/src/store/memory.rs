@@ -15,6 +15,7 @@ use pickup_proto::Sha1Digest;
 use crate::running_sha1::Midstate;
 
 mod mailbox;
+mod open;
 
 use super::{
     Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
@@ -118,28 +119,6 @@ impl Inner {
             Some(b) => Lookup::Live(self.snapshot(&b.batch)),
             None if expired_key.is_some_and(|k| self.expired.contains_key(k)) => Lookup::Expired,
             None => Lookup::Unknown,
-        }
-    }
-
-    /// A new file's record, with its partial upload unless it is the
-    /// empty content.
-    fn new_file(&mut self, f: &NewFile<'_>) -> FileRecord {
-        let content = if f.is_empty_content() {
-            FileContent::Blob(BlobId::EMPTY)
-        } else {
-            let partial = PartialId(self.id());
-            self.partials.insert(partial, Partial::default());
-            FileContent::Partial {
-                id: partial,
-                durable: 0,
-            }
-        };
-        FileRecord {
-            name: f.name.to_owned(),
-            size: f.size,
-            sha1: f.sha1,
-            attrs: f.attrs,
-            content,
         }
     }
 
@@ -341,30 +320,18 @@ impl Store for MemoryStore {
     }
 
     fn add_file(&self, batch: BatchId, file: &NewFile<'_>) -> Result<FileRef> {
-        let mut inner = self.lock();
-        let index = match inner.batches.get(&batch) {
-            Some(b) if b.batch.open => b.batch.files.len(),
-            _ => return Err(StoreError::NotFound),
-        };
-        let index =
-            u16::try_from(index).map_err(|_| StoreError::Corrupt("too many files".into()))?;
-        let record = inner.new_file(file);
-        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
-        b.batch.files.push(record);
-        Ok(FileRef { batch, index })
+        self.lock().add_file(batch, file)
     }
 
     fn close_batch(&self, batch: BatchId) -> Result<()> {
-        let mut inner = self.lock();
-        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
-        b.batch.open = false;
+        self.lock().batch_mut(batch)?.open = false;
         Ok(())
     }
 
     fn end_batch(&self, batch: BatchId, now: u64) -> Result<()> {
-        let mut inner = self.lock();
-        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
-        b.batch.expires_at = b.batch.expires_at.min(now);
+        let b = &mut *self.lock();
+        let b = b.batch_mut(batch)?;
+        b.expires_at = b.expires_at.min(now);
         Ok(())
     }
 

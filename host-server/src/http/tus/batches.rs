@@ -241,6 +241,11 @@ pub(super) async fn add(
             }
             Err(e) => return Err(internal(&e)),
         };
+        // A file added is progress: the batch does not go stale sooner.
+        let keep = unix_secs(now).saturating_add(relay.settings().quota.incomplete_ttl_secs);
+        if let Err(e) = relay.store().keep_incomplete(batch.id, keep) {
+            tracing::warn!("cannot record a tus batch's progress: {e}");
+        }
         let key = crate::codes::token_key(&token);
         match relay.store().find_by_token(&key, unix_secs(now)) {
             Ok(crate::store::Lookup::Live(batch)) => Ok(Found {
