@@ -403,7 +403,10 @@ async fn serve(config: Config) -> Result<(), String> {
     if !http_listeners.is_empty() {
         // One router for every HTTP listener. Metrics and health have
         // their own listener (`--metrics`), apart from the public pages.
-        let router = http::router(http::HttpState::new(relay.clone(), clock));
+        let mut router = http::router(http::HttpState::new(relay.clone(), clock));
+        if config.http.upload_page {
+            router = router.merge(http::upload_page::router());
+        }
         for (listener, tls) in http_listeners {
             tokio::spawn(http::serve(
                 listener,

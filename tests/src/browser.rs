@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The client is hand-rolled over `std::net` and `serde_json`: the tests
-//! need nine commands, which do not justify an async runtime and a
+//! need fifteen commands, which do not justify an async runtime and a
 //! WebDriver crate. One connection per command, its answer read to its
 //! `Content-Length` within a timeout; a session is deleted (closing
 //! Chromium) when its handle drops, and chromedriver killed when its own
@@ -236,6 +236,62 @@ impl Session {
             &format!("/element/{}/click", element.0),
             Some(&json!({})),
         );
+    }
+
+    /// Types `text` into `element`; for an `<input type=file>`, `text` is
+    /// the absolute paths of the files to choose, one per line.
+    pub fn send_keys(&self, element: &Element, text: &str) {
+        self.command(
+            "POST",
+            &format!("/element/{}/value", element.0),
+            Some(&json!({ "text": text })),
+        );
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page
+    /// and returns what it returns.
+    pub fn execute(&self, script: &str, args: &[Value]) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(&json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Reloads the page, as the browser's reload button does, and waits
+    /// for it to load.
+    pub fn refresh(&self) {
+        self.command("POST", "/refresh", Some(&json!({})));
+    }
+
+    /// Resizes the window to `width` × `height` CSS pixels.
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(&json!({ "width": width, "height": height })),
+        );
+    }
+
+    /// Limits the page's network to `upload` and `download` bytes per
+    /// second (Chromium's emulated network conditions, which chromedriver
+    /// exposes as an extension command); stays until changed.
+    pub fn throttle(&self, upload: u64, download: u64) {
+        self.command(
+            "POST",
+            "/chromium/network_conditions",
+            Some(&json!({ "network_conditions": {
+                "offline": false,
+                "latency": 0,
+                "upload_throughput": upload,
+                "download_throughput": download,
+            }})),
+        );
+    }
+
+    /// Lifts the limits of [`Session::throttle`].
+    pub fn unthrottle(&self) {
+        self.command("DELETE", "/chromium/network_conditions", None);
     }
 
     /// A PNG of the viewport.

@@ -64,7 +64,7 @@ pub const DEFAULT_TLS_KEY: &str = "tls-key.pem";
 
 /// HTTP listeners: a page per code, its files and a ZIP of the batch
 /// ([`crate::http`]).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Addresses to listen on; none by default (HTTP is off).
@@ -77,6 +77,20 @@ pub struct HttpConfig {
     /// (PROTOCOL.md §5.1). A trailing `/` is dropped; the rest must pass
     /// `pickup_proto::message::validate_page_url`. None by default.
     pub public_url: Option<String>,
+    /// Serve the upload page at `/` ([`crate::http::upload_page`]); on by
+    /// default. Off, `GET /` is 404; the tus endpoint answers either way.
+    pub upload_page: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Vec::new(),
+            https: Vec::new(),
+            public_url: None,
+            upload_page: true,
+        }
+    }
 }
 
 impl HttpConfig {

@@ -24,6 +24,7 @@
 //! https = ["0.0.0.0:8443"]   # the same with TLS, [tls] cert and key; default: none
 //! public_url = "https://pickup.example.org"   # default: none; terminals that
 //!                            # ask get it and print `{public_url}/c/{CODE}`
+//! upload_page = true         # GET / serves the browser upload page (tus); default: true
 //!
 //! [metrics]                  # GET /metrics, /healthz, /readyz (crate::metrics)
 //! listen = "127.0.0.1:9425"  # default: none, no metrics listener

@@ -173,6 +173,16 @@ fn the_auth_section_parses_over_its_defaults_and_is_checked() {
 }
 
 #[test]
+fn the_upload_page_is_on_unless_turned_off() {
+    assert!(Config::default().http.upload_page);
+    let c: Config = toml::from_str("[http]\nlisten = [\"127.0.0.1:5\"]").unwrap();
+    assert!(c.http.upload_page, "on when [http] leaves it out");
+    let c: Config = toml::from_str("[http]\nupload_page = false").unwrap();
+    assert!(!c.http.upload_page);
+    assert!(toml::from_str::<Config>("[http]\nupload_page = \"no\"").is_err());
+}
+
+#[test]
 fn the_public_url_loses_its_trailing_slash_and_must_be_inert() {
     let c: Config = toml::from_str("[http]\npublic_url = \"https://pickup.example.org/\"").unwrap();
     c.validate().unwrap();

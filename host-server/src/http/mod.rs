@@ -7,6 +7,7 @@
 //!   GET /c/{CODE}/zip      zip.rs    every file in one stored ZIP, {CODE}.zip
 //!   GET /c/{CODE}/{NAME}   files.rs  one file by its name, percent-decoded, matched exactly
 //!                          range.rs  Range, If-Range, If-None-Match for both downloads
+//!   GET /                  upload_page/  the browser upload page and its script and style
 //! ```
 //!
 //! The last segment is read in that order: all digits is an index, `zip`
@@ -33,7 +34,8 @@
 //!
 //! Every response carries `Content-Security-Policy: default-src 'none';
 //! style-src 'unsafe-inline'` (no script runs, nothing is loaded from
-//! elsewhere), `X-Content-Type-Options: nosniff` and
+//! elsewhere; the upload page alone, whose script is its purpose, has
+//! [`upload_page::PAGE_POLICY`]), `X-Content-Type-Options: nosniff` and
 //! `Referrer-Policy: no-referrer` (a code in the address never leaks to
 //! another site).
 
@@ -61,6 +63,7 @@ mod files;
 mod page;
 pub mod range;
 mod tus;
+pub mod upload_page;
 mod zip;
 
 /// Bytes read from the store per step of a download.
