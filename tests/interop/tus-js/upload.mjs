@@ -25,6 +25,13 @@ if (!endpoint || !file || !storagePath) {
   process.exit(2)
 }
 const chunkSize = Number(chunkArg ?? 1024 * 1024)
+
+// One line per failure: tus-js-client's errors carry the whole request and
+// response objects, which would bury the status and body in pages of dump.
+function fail(err) {
+  console.error(`upload.mjs: ${err?.message ?? err}`)
+  process.exit(1)
+}
 const size = statSync(file).size
 const urlStorage = new FileUrlStorage(storagePath)
 
@@ -70,7 +77,7 @@ const first = await new Promise((resolve, reject) => {
     }),
   )
   upload.start()
-})
+}).catch(fail)
 
 // Second pass: a new Upload of the same file, resumed from the storage.
 const second = await new Promise((resolve, reject) => {
@@ -94,15 +101,13 @@ const second = await new Promise((resolve, reject) => {
       upload.start()
     })
     .catch(reject)
-})
+}).catch(fail)
 
 if (second.url !== first.url) {
-  console.error(`the resume created a new upload: ${first.url} then ${second.url}`)
-  process.exit(1)
+  fail(`the resume created a new upload: ${first.url} then ${second.url}`)
 }
 if (!(headOffset > 0)) {
-  console.error(`the resume started at offset ${headOffset}, not past 0`)
-  process.exit(1)
+  fail(`the resume started at offset ${headOffset}, not past 0`)
 }
 console.log(
   JSON.stringify({
