@@ -353,6 +353,29 @@ impl Relay {
         lease
     }
 
+    /// The batch's lease for `session` if nobody holds it now; `None` while
+    /// another writer (a wire session or another tus request) does. A tus
+    /// PATCH takes it this way: a second concurrent PATCH is refused
+    /// rather than interleaved, while a wire resume still takes over.
+    pub(crate) fn try_lease(&self, batch: BatchId, session: u64) -> Option<Arc<Lease>> {
+        let mut leases = lock(&self.leases);
+        if leases.contains_key(&batch) {
+            return None;
+        }
+        let lease = Arc::new(Lease {
+            batch,
+            owner: RwLock::new(session),
+        });
+        leases.insert(batch, lease.clone());
+        Some(lease)
+    }
+
+    /// A writer id that no session has: what a tus request holds a lease
+    /// as (its connection's session slot is counted by the listener).
+    pub(crate) fn writer_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn release_lease(&self, lease: &Lease, session: u64) {
         let mut leases = lock(&self.leases);
         if *lease.owner() == session {

@@ -60,6 +60,7 @@ mod conn;
 mod files;
 mod page;
 pub mod range;
+mod tus;
 mod zip;
 
 /// Bytes read from the store per step of a download.
@@ -105,6 +106,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/c/{code}", get(page_route))
         .route("/c/{code}/{*file}", get(file_route))
+        .merge(tus::router())
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "Not found", "There is nothing here.") })
         .layer(axum::middleware::map_response(secure))
         .with_state(state)

@@ -1,7 +1,7 @@
 //! Announcing and resuming: creating a batch under a fresh code, and the
 //! lookups by code and token (with the candidates a challenge needs).
 
-use pickup_proto::message::ResumeToken;
+use pickup_proto::message::{self, ResumeToken};
 use pickup_proto::{ErrorCode, Instant, Sha1Digest};
 
 use super::Found;
@@ -10,6 +10,7 @@ use crate::disclosure;
 use crate::metrics::InstantUpload;
 use crate::quota::{Owner, Refusal, Ticket};
 use crate::relay::{lock, unix_secs, Relay};
+use crate::settings::Settings;
 use crate::store::{
     Attrs, Batch, BlobId, FileContent, Lookup, NewBatch, NewFile, OwnerId, Store, StoreError,
 };
@@ -62,7 +63,50 @@ pub(crate) struct Refused {
     pub(crate) retry_after_ms: u32,
 }
 
-pub(super) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Refused> {
+/// Whether a batch of `files` files and `total` bytes may be announced
+/// at all: the relay's per-batch limits, checked before anything else
+/// (the wire's `BatchOpen`, a tus creation).
+pub(crate) fn check_batch(settings: &Settings, files: u16, total: u64) -> Result<(), ErrorCode> {
+    if files == 0 || files > settings.max_files_per_batch {
+        return Err(ErrorCode::TooManyFiles);
+    }
+    if total > settings.max_batch_size {
+        return Err(ErrorCode::TooLarge);
+    }
+    Ok(())
+}
+
+/// Whether one file may be announced under `name` with `size` bytes: the
+/// name rules every downloader relies on, then the file-size limit (the
+/// wire's `FileAnnounce`, a tus creation).
+pub(crate) fn check_file(settings: &Settings, name: &str, size: u64) -> Result<(), ErrorCode> {
+    message::validate_name(name)?;
+    if size > settings.max_file_size {
+        return Err(ErrorCode::TooLarge);
+    }
+    Ok(())
+}
+
+/// Takes a reservation for the unsent bytes of `batch` (owned by `owner`)
+/// if it holds none, under the admission lock like a new batch's
+/// admission (see [`crate::quota::Quotas::resume`]): a stalled upload's
+/// reservation was released, or the relay restarted.
+pub(crate) fn reserve_again(
+    relay: &Relay,
+    owner: &Owner,
+    batch: &Batch,
+    now: Instant,
+) -> Result<(), Refusal> {
+    if batch.ready() {
+        return Ok(());
+    }
+    let unsent = batch.total_size().saturating_sub(batch.received());
+    let mut quotas = relay.quotas();
+    let stored = relay.store.usage().map(|u| u.bytes).unwrap_or(0);
+    quotas.resume(owner, batch.id, unsent, stored, now)
+}
+
+pub(crate) fn create_batch(relay: &Relay, w: CreateBatch) -> Result<Created, Refused> {
     if let Some(owner) = &w.named {
         // Refused before a byte is stored; checked again when the names
         // are bound, since other uploads of the user may finish first.

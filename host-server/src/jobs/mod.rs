@@ -41,7 +41,9 @@ mod proof;
 mod read;
 mod receive;
 
-pub(crate) use announce::{Announced, CreateBatch, Created, Refused};
+pub(crate) use announce::{
+    check_batch, check_file, create_batch, reserve_again, Announced, CreateBatch, Created, Refused,
+};
 pub(crate) use identity::{
     named_batch, within_quota, BindNames, Bound, FindNamed, LoggedIn, Login, NameChange, Reader,
 };

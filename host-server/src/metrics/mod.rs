@@ -166,6 +166,8 @@ pub struct Metrics {
     sessions: [Gauge; 4],
     uploads_started: Counter,
     uploads_completed: Counter,
+    tus_bytes: Counter,
+    tus_completed: Counter,
     downloads_started: Counter,
     files_downloaded: Counter,
     refusals: Family<RefusalLabels, Counter>,
@@ -322,6 +324,14 @@ impl Metrics {
             "pickup_uploads_completed",
             "Uploaded batches complete: every file verified or linked",
         );
+        let tus_bytes = counter(
+            "pickup_tus_received_bytes",
+            "Bytes of tus PATCH bodies made durable (HTTP uploads)",
+        );
+        let tus_completed = counter(
+            "pickup_tus_uploads_completed",
+            "tus uploads complete: the file verified and kept",
+        );
         let downloads_started = counter(
             "pickup_downloads_started",
             "Ready batches whose manifest a session fetched (once per session and batch)",
@@ -402,6 +412,8 @@ impl Metrics {
             sessions,
             uploads_started,
             uploads_completed,
+            tus_bytes,
+            tus_completed,
             downloads_started,
             files_downloaded,
             refusals,
@@ -448,6 +460,16 @@ impl Metrics {
     /// An upload's batch is complete.
     pub fn upload_completed(&self) {
         self.uploads_completed.inc();
+    }
+
+    /// `n` bytes of a tus PATCH became durable.
+    pub fn tus_received(&self, n: u64) {
+        self.tus_bytes.inc_by(n);
+    }
+
+    /// A tus upload completed (its file verified and kept).
+    pub fn tus_completed(&self) {
+        self.tus_completed.inc();
     }
 
     /// A session began downloading a ready batch.

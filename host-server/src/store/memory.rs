@@ -336,6 +336,13 @@ impl Store for MemoryStore {
         })
     }
 
+    fn end_batch(&self, batch: BatchId, now: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
+        b.batch.expires_at = b.batch.expires_at.min(now);
+        Ok(())
+    }
+
     fn keep_incomplete(&self, batch: BatchId, stale_at: u64) -> Result<()> {
         let mut inner = self.lock();
         let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
@@ -422,6 +429,8 @@ impl Store for MemoryStore {
             FileContent::Partial { id, .. } if id == partial => {}
             _ => return Err(StoreError::NotFound),
         }
+        // As the SQLite store: the verified SHA-1 becomes the record's.
+        inner.file_mut(file)?.sha1 = content.sha1;
         if content.size == 0 {
             inner.partials.remove(&partial);
             inner.file_mut(file)?.content = FileContent::Blob(BlobId::EMPTY);

@@ -70,6 +70,8 @@ mod names_tests;
 mod owner_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tus_tests;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -399,6 +401,10 @@ pub trait Store: Mailbox + Send + Sync {
     fn find_by_code(&self, code: &LookupKey, now: u64) -> Result<Lookup>;
     /// The batch behind a resume token.
     fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup>;
+    /// Ends a batch now: it expires at `now` (Unix seconds), so its code
+    /// and token answer as expired and the next sweep deletes it (a tus
+    /// termination). `NotFound` if there is no such batch.
+    fn end_batch(&self, batch: BatchId, now: u64) -> Result<()>;
     /// Counts for quota and live-batch limits.
     fn usage(&self) -> Result<Usage>;
     /// An incomplete batch made progress: it is not deleted for lack of
@@ -432,7 +438,9 @@ pub trait Store: Mailbox + Send + Sync {
     /// content*, or make the partial's bytes a new blob (fsync, rename, fsync
     /// directory). A SHA-1 collision therefore gets a blob of its own. An
     /// empty file becomes [`BlobId::EMPTY`]. Either way the batch's owner
-    /// becomes one of the blob's owners ([`Store::holders`]).
+    /// becomes one of the blob's owners ([`Store::holders`]), and
+    /// `content.sha1` becomes the file record's SHA-1 (the announced one
+    /// for a wire upload; a tus upload may have announced none).
     fn complete_file(&self, file: FileRef, partial: PartialId, content: &Content)
         -> Result<BlobId>;
     /// Links a file to a blob after a proof of ownership; drops its partial.

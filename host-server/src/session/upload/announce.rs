@@ -23,14 +23,10 @@ pub(in crate::session) struct Announcing {
 
 impl Session {
     pub(in crate::session) fn on_batch_open(&mut self, b: BatchOpen) {
-        let s = &self.relay.settings;
         self.announcing = None;
         self.announce_refused = true;
-        if b.files == 0 || b.files > s.max_files_per_batch {
-            return self.out.error(ErrorCode::TooManyFiles, Kind::BatchOpen);
-        }
-        if b.total_size > s.max_batch_size {
-            return self.out.error(ErrorCode::TooLarge, Kind::BatchOpen);
+        if let Err(code) = crate::jobs::check_batch(&self.relay.settings, b.files, b.total_size) {
+            return self.out.error(code, Kind::BatchOpen);
         }
         self.announce_refused = false;
         self.announcing = Some(Box::new(Announcing {
@@ -64,8 +60,8 @@ impl Session {
                 .out
                 .error(ErrorCode::UnexpectedMessage, Kind::FileAnnounce);
         }
-        if let Err(code) = message::validate_name(a.name) {
-            tracing::debug!(session = self.id, "refused a hostile or invalid file name");
+        if let Err(code) = crate::jobs::check_file(&self.relay.settings, a.name, a.size) {
+            tracing::debug!(session = self.id, ?code, "refused a file's name or size");
             return self.out.error(code, Kind::FileAnnounce);
         }
         if self.named_put && !crate::session::named::valid_stored_name(a.name) {
@@ -84,9 +80,6 @@ impl Session {
                 "refused a name that conflicts with an earlier one"
             );
             return self.out.error(ErrorCode::InvalidName, Kind::FileAnnounce);
-        }
-        if a.size > self.relay.settings.max_file_size {
-            return self.out.error(ErrorCode::TooLarge, Kind::FileAnnounce);
         }
         self.announce_refused = false;
         let attrs = ann
@@ -233,14 +226,7 @@ impl Session {
     /// Takes a reservation for the unsent bytes of `batch` if it holds
     /// none (see [`crate::quota::Quotas::resume`]).
     pub(in crate::session) fn reserve_again(&self, batch: &Batch) -> Result<(), Refusal> {
-        if batch.ready() {
-            return Ok(());
-        }
-        let unsent = batch.total_size().saturating_sub(batch.received());
-        // Under the admission lock, like a new batch's admission.
-        let mut quotas = self.relay.quotas();
-        let stored = self.relay.store.usage().map(|u| u.bytes).unwrap_or(0);
-        quotas.resume(&self.owner(), batch.id, unsent, stored, self.clock)
+        crate::jobs::reserve_again(&self.relay, &self.owner(), batch, self.clock)
     }
 
     pub(in crate::session) fn internal(&mut self, kind: Kind, e: &StoreError) {

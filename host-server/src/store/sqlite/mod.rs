@@ -275,6 +275,21 @@ impl Store for SqliteStore {
         Ok(*self.usage_counters())
     }
 
+    fn end_batch(&self, batch: BatchId, now: u64) -> Result<()> {
+        let (batch, now) = (to_i64(batch.0)?, to_i64(now)?);
+        self.write(move |db| {
+            let n = exec(
+                db,
+                "UPDATE batches SET expires_at = MIN(expires_at, ?2) WHERE id = ?1",
+                params![batch, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(((), Delta::default()))
+        })
+    }
+
     fn keep_incomplete(&self, batch: BatchId, stale_at: u64) -> Result<()> {
         let (batch, stale_at) = (to_i64(batch.0)?, to_i64(stale_at)?);
         self.write(move |db| {
@@ -376,6 +391,22 @@ impl Store for SqliteStore {
         content: &Content,
     ) -> Result<BlobId> {
         let pid = to_i64(partial.0)?;
+        // The verified SHA-1 becomes the record's first (equal to the
+        // announced one for wire uploads; a tus upload may announce none).
+        // Recorded ahead of the blob, so a completion that fails after it
+        // leaves a record whose SHA-1 is still that of its durable bytes.
+        let (sha1, batch_id) = (content.sha1, to_i64(file.batch.0)?);
+        self.write(move |db| {
+            let n = exec(
+                db,
+                "UPDATE files SET sha1 = ?1 WHERE batch = ?2 AND idx = ?3 AND partial = ?4",
+                params![&sha1.0[..], batch_id, file.index, pid],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(((), Delta::default()))
+        })?;
         if content.size == 0 {
             return self.complete_empty(file, partial);
         }
