@@ -18,6 +18,7 @@ use clap::{Args, Subcommand};
 use pickup_proto::identity::DeviceKey;
 use pickup_relay::directory::{Directory, SqliteDirectory, UserRecord};
 use pickup_relay::random::{OsRandom, Random};
+use pickup_relay::relay::utc_text;
 
 /// Where the relay's data is: the same flags as `serve`.
 #[derive(Debug, Args)]
@@ -376,27 +377,6 @@ fn read_password(user: &str, from_stdin: bool) -> Result<String, String> {
 
 fn limit_text(limit: Option<u64>) -> String {
     limit.map_or_else(|| "none".to_owned(), |n| n.to_string())
-}
-
-/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_text(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days to a civil date (Howard Hinnant's algorithm), from 1970-01-01.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Prints `header` and `rows` on stdout in columns two spaces apart.

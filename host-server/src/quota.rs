@@ -303,6 +303,23 @@ impl Quotas {
         Ok(())
     }
 
+    /// `batch` grew by `bytes` (a file added to an open tus batch): its
+    /// reservation takes them from the quota, or refuses as
+    /// [`admit`](Self::admit) would. A batch holding no reservation
+    /// (released, or the relay restarted) must [`resume`](Self::resume)
+    /// first.
+    pub fn grow(&mut self, batch: BatchId, bytes: u64, stored: u64) -> Result<(), Refusal> {
+        let Some(e) = self.batches.get(&batch).filter(|e| !e.released) else {
+            return Err(refusal(ErrorCode::Internal, 0));
+        };
+        let owner = e.owner.clone();
+        self.charge(&owner, bytes, stored)?;
+        if let Some(e) = self.batches.get_mut(&batch) {
+            e.reserved = e.reserved.saturating_add(bytes);
+        }
+        Ok(())
+    }
+
     /// Bytes of `batch` arrived: its reservation's timer starts again.
     /// `false` if it holds no reservation (released or never taken): the
     /// upload must [`resume`](Self::resume) before it stores more.

@@ -29,6 +29,7 @@ pub mod e2e;
 pub mod fuzz_proto;
 pub mod fuzz_relay;
 pub mod fuzz_seeds;
+pub mod http_client;
 pub mod mem_files;
 pub mod relay_process;
 pub mod samples;

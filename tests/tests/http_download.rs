@@ -16,92 +16,9 @@ use std::time::Duration;
 
 use pickup_proto::{Code, Sha1Digest};
 use pickup_tests::e2e::{pickup, run, run_json, stdout, write_random, TempDir};
+use pickup_tests::http_client::{exchange, http_relay, request, request_from, Response};
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::wire_client::{self, Raw, Reply};
-
-/// A response, read whole (every request says `Connection: close`).
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends `raw` (a whole request) over `stream` and reads the answer.
-fn exchange(mut stream: TcpStream, raw: &[u8]) -> Response {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream.write_all(raw).unwrap();
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let split = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&all)));
-    let head = String::from_utf8(all[..split].to_vec()).unwrap();
-    let body = all[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    let r = Response {
-        status,
-        headers,
-        body,
-    };
-    if !raw.starts_with(b"HEAD") && r.status != 304 {
-        if let Some(len) = r.header("content-length") {
-            assert_eq!(r.body.len(), len.parse::<usize>().unwrap(), "{raw:?}");
-        }
-    }
-    r
-}
-
-/// `METHOD target` from 127.0.0.1 with `headers`.
-fn request(http: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
-    request_from(http, Ipv4Addr::LOCALHOST, method, target, headers)
-}
-
-fn request_from(
-    http: SocketAddr,
-    source: Ipv4Addr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-) -> Response {
-    let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        raw.push_str(&format!("{n}: {v}\r\n"));
-    }
-    raw.push_str("\r\n");
-    let stream = wire_client::connect_from(http, source);
-    exchange(stream, raw.as_bytes())
-}
 
 fn get(http: SocketAddr, target: &str) -> Response {
     request(http, "GET", target, &[])
@@ -109,17 +26,6 @@ fn get(http: SocketAddr, target: &str) -> Response {
 
 fn range(http: SocketAddr, target: &str, value: &str) -> Response {
     request(http, "GET", target, &[("Range", value)])
-}
-
-/// A relay serving HTTP too, on a port the OS picks; `config` as TOML.
-fn http_relay(config: &str) -> (RelayProcess, SocketAddr) {
-    let relay = RelayProcess::builder()
-        .config(config)
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .start();
-    let http = relay.listener("http");
-    (relay, http)
 }
 
 /// Sends `paths` with `pickup send`; the code.

@@ -15,6 +15,7 @@ fn batch(files: &[(&str, &[u8])]) -> Batch {
         owner: OwnerId([0; 32]),
         created_at: 1_796_400_000,
         expires_at: 1_796_486_400,
+        open: false,
         files: files
             .iter()
             .enumerate()

@@ -46,6 +46,8 @@ pub(crate) struct CreateBatch {
     pub(crate) join: Option<ResumeToken>,
     /// A `NamedPut` batch: the user whose quota must hold its files.
     pub(crate) named: Option<String>,
+    /// Created open, for files to be added before its close (a tus batch).
+    pub(crate) open: bool,
 }
 
 /// A batch created.
@@ -215,6 +217,7 @@ fn create_admitted(relay: &Relay, w: &CreateBatch) -> Result<Created, Refused> {
             expires_at: now_secs.saturating_add(s.code_ttl_secs),
             stale_at: now_secs.saturating_add(s.quota.incomplete_ttl_secs),
             files: &files,
+            open: w.open,
         })
         .map_err(|e| internal("create", e))?;
     let candidates = challenge_candidates(relay, &batch);

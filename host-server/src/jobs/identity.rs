@@ -117,6 +117,7 @@ pub(crate) fn named_batch(files: &[NamedFile], handle: pickup_proto::Code) -> Ba
         created_at: files.iter().map(|f| f.updated_at).max().unwrap_or(0),
         // Named files do not expire.
         expires_at: u64::MAX,
+        open: false,
         files: files
             .iter()
             .map(|f| FileRecord {

@@ -15,11 +15,12 @@ use pickup_proto::Sha1Digest;
 use crate::running_sha1::Midstate;
 
 mod mailbox;
+mod open;
 
 use super::{
     Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
-    LookupKey, NameUsage, NamedFile, NewBatch, OwnerId, PartialId, Result, Store, StoreError,
-    SweepStats, Usage,
+    LookupKey, NameUsage, NamedFile, NewBatch, NewFile, OwnerId, PartialId, Result, Store,
+    StoreError, SweepStats, Usage,
 };
 
 #[derive(Debug)]
@@ -269,26 +270,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Corrupt("duplicate code or token".into()));
         }
         let id = BatchId(inner.id());
-        let mut files = Vec::with_capacity(new.files.len());
-        for f in new.files {
-            let content = if f.is_empty_content() {
-                FileContent::Blob(BlobId::EMPTY)
-            } else {
-                let partial = PartialId(inner.id());
-                inner.partials.insert(partial, Partial::default());
-                FileContent::Partial {
-                    id: partial,
-                    durable: 0,
-                }
-            };
-            files.push(FileRecord {
-                name: f.name.to_owned(),
-                size: f.size,
-                sha1: f.sha1,
-                attrs: f.attrs,
-                content,
-            });
-        }
+        let files = new.files.iter().map(|f| inner.new_file(f)).collect();
         let batch = Batch {
             id,
             code: new.code,
@@ -296,6 +278,7 @@ impl Store for MemoryStore {
             created_at: new.created_at,
             expires_at: new.expires_at,
             files,
+            open: new.open,
         };
         inner.by_code.insert(new.code_key, id);
         inner.by_token.insert(new.token_key, id);
@@ -336,10 +319,19 @@ impl Store for MemoryStore {
         })
     }
 
+    fn add_file(&self, batch: BatchId, file: &NewFile<'_>) -> Result<FileRef> {
+        self.lock().add_file(batch, file)
+    }
+
+    fn close_batch(&self, batch: BatchId) -> Result<()> {
+        self.lock().batch_mut(batch)?.open = false;
+        Ok(())
+    }
+
     fn end_batch(&self, batch: BatchId, now: u64) -> Result<()> {
-        let mut inner = self.lock();
-        let b = inner.batches.get_mut(&batch).ok_or(StoreError::NotFound)?;
-        b.batch.expires_at = b.batch.expires_at.min(now);
+        let b = &mut *self.lock();
+        let b = b.batch_mut(batch)?;
+        b.expires_at = b.expires_at.min(now);
         Ok(())
     }
 

@@ -209,6 +209,9 @@ pub struct NewBatch<'a> {
     pub stale_at: u64,
     /// The files, in index order.
     pub files: &'a [NewFile<'a>],
+    /// Created open: files may be added ([`Store::add_file`]) until
+    /// [`Store::close_batch`], and the batch serves nothing until then.
+    pub open: bool,
 }
 
 /// Where a file's bytes are.
@@ -265,14 +268,18 @@ pub struct Batch {
     pub expires_at: u64,
     /// The files, in index order.
     pub files: Vec<FileRecord>,
+    /// Files may still be added (a tus batch before its close).
+    pub open: bool,
 }
 
 impl Batch {
-    /// Every file is complete: the code serves the batch.
+    /// Closed and every file complete: the code serves the batch.
     pub fn ready(&self) -> bool {
-        self.files
-            .iter()
-            .all(|f| matches!(f.content, FileContent::Blob(_)))
+        !self.open
+            && self
+                .files
+                .iter()
+                .all(|f| matches!(f.content, FileContent::Blob(_)))
     }
 
     /// Sum of the file sizes.
@@ -401,6 +408,14 @@ pub trait Store: Mailbox + Send + Sync {
     fn find_by_code(&self, code: &LookupKey, now: u64) -> Result<Lookup>;
     /// The batch behind a resume token.
     fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup>;
+    /// Adds a file to an open batch, at the next index, as
+    /// [`Store::create_batch`] would have made it. `NotFound` if there is
+    /// no such batch or it is closed.
+    fn add_file(&self, batch: BatchId, file: &NewFile<'_>) -> Result<FileRef>;
+    /// Closes an open batch: no file is added any more, and it serves its
+    /// files once all are complete. Closing a closed batch changes
+    /// nothing; `NotFound` if there is no such batch.
+    fn close_batch(&self, batch: BatchId) -> Result<()>;
     /// Ends a batch now: it expires at `now` (Unix seconds), so its code
     /// and token answer as expired and the next sweep deletes it (a tus
     /// termination). `NotFound` if there is no such batch.
@@ -452,7 +467,7 @@ pub trait Store: Mailbox + Send + Sync {
     /// the blob is gone.
     fn holders(&self, blob: BlobId, owner: &OwnerId) -> Result<Holders>;
 
-    /// Deletes batches expired at `now` and incomplete ones whose
+    /// Deletes batches expired at `now` and incomplete or open ones whose
     /// `stale_at` has passed, remembers their codes as expired,
     /// forgets codes that expired before `forget_before`, and collects blobs
     /// that no file references (with their owners).

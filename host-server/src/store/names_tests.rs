@@ -244,7 +244,7 @@ fn sqlite_store_binds_replaces_and_removes_names_across_reopens() {
         drop(s);
         reopen(&path)
     }));
-    assert_eq!(sqlite_miscounted_blobs(&path), []);
+    assert_eq!(sqlite_miscounted_blobs(&path), Vec::<i64>::new());
 }
 
 /// A batch with a file still uploading binds nothing, not even its
@@ -290,7 +290,7 @@ fn incomplete_batches_bind_nothing() {
     assert_eq!(memory.miscounted_blobs(), []);
     let dir = tempfile::tempdir().unwrap();
     incomplete_batches(&reopen(dir.path()));
-    assert_eq!(sqlite_miscounted_blobs(dir.path()), []);
+    assert_eq!(sqlite_miscounted_blobs(dir.path()), Vec::<i64>::new());
 }
 
 /// Grants and revocations, for users and terminals; they follow the name
@@ -345,7 +345,7 @@ fn sqlite_store_shares_names() {
         drop(s);
         reopen(&path)
     }));
-    assert_eq!(sqlite_miscounted_blobs(&path), []);
+    assert_eq!(sqlite_miscounted_blobs(&path), Vec::<i64>::new());
 }
 
 /// Two owners binding the same content share one blob: removing one
@@ -406,7 +406,7 @@ fn owners_share_content_and_keep_each_others() {
     assert_eq!(memory.miscounted_blobs(), []);
     let dir = tempfile::tempdir().unwrap();
     shared_content(&reopen(dir.path()));
-    assert_eq!(sqlite_miscounted_blobs(dir.path()), []);
+    assert_eq!(sqlite_miscounted_blobs(dir.path()), Vec::<i64>::new());
 }
 
 #[test]
@@ -498,7 +498,7 @@ fn a_sweep_releases_every_kept_blob_whose_time_passed() {
     assert_eq!(memory.blob_count(), 0);
     let dir = tempfile::tempdir().unwrap();
     many_kept_blobs(&reopen(dir.path()));
-    assert_eq!(sqlite_miscounted_blobs(dir.path()), []);
+    assert_eq!(sqlite_miscounted_blobs(dir.path()), Vec::<i64>::new());
     assert_eq!(
         std::fs::read_dir(dir.path().join("blobs")).unwrap().count(),
         0

@@ -26,6 +26,7 @@ pub(super) fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) ->
         // Tests of staleness set their own.
         stale_at: expires_at,
         files,
+        open: false,
     }
 }
 

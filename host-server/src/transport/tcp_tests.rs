@@ -135,6 +135,7 @@ fn relay() -> (Arc<Relay>, Code) {
             expires_at: clock.now().as_millis() / 1000 + 3600,
             stale_at: u64::MAX,
             files: &files,
+            open: false,
         })
         .unwrap();
     let crate::store::FileContent::Partial { id, .. } = batch.files[0].content else {

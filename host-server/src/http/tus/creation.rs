@@ -28,10 +28,12 @@ use crate::relay::{lock, unix_secs};
 const TOKEN_ACCOUNT: &str = "";
 
 /// What a creation asks for, read from its headers.
-struct Wanted {
-    name: String,
-    size: u64,
-    sha1: Option<Sha1Digest>,
+pub(super) struct Wanted {
+    pub(super) name: String,
+    pub(super) size: u64,
+    pub(super) sha1: Option<Sha1Digest>,
+    /// The open batch to add the file to (`batch` metadata), if any.
+    pub(super) batch: Option<String>,
 }
 
 pub(super) async fn create(
@@ -48,7 +50,29 @@ pub(super) async fn create(
         Ok(user) => user,
         Err(refusal) => return refusal,
     };
+    let found = match wanted.batch.clone() {
+        Some(handle) => match super::batches::add(&state, &addr, &handle, wanted).await {
+            Ok(found) => found,
+            Err(refusal) => return refusal,
+        },
+        None => match create_single(&state, &addr, wanted, user).await {
+            Ok(found) => found,
+            Err(refusal) => return refusal,
+        },
+    };
+    let location = format!("/tus/{}/{}", handle_of(&found.token), found.index);
+    created(&state, &addr, &headers, body, found, location).await
+}
+
+/// A batch of the one file `wanted`, closed from the start.
+async fn create_single(
+    state: &HttpState,
+    addr: &SocketAddr,
+    wanted: Wanted,
+    user: Option<String>,
+) -> Result<Found, Response> {
     let now = state.clock.now();
+    let size = wanted.size;
     let work = CreateBatch {
         files: vec![Announced {
             name: wanted.name,
@@ -67,34 +91,46 @@ pub(super) async fn create(
         family: user.as_deref().map(crate::codes::user_owner),
         join: None,
         named: None,
+        open: false,
     };
     let relay = state.relay.clone();
     let created = match tokio::task::spawn_blocking(move || jobs::create_batch(&relay, work)).await
     {
         Ok(Ok(created)) => created,
-        Ok(Err(r)) => return refused(r.code, r.retry_after_ms),
-        Err(e) => return internal(&e),
+        Ok(Err(r)) => return Err(refused(r.code, r.retry_after_ms)),
+        Err(e) => return Err(internal(&e)),
     };
     state.relay.metrics().upload_started();
-    tracing::info!(peer = %addr.ip(), batch = created.batch.id.0, bytes = wanted.size, "tus upload created");
-    let found = Found {
+    tracing::info!(peer = %addr.ip(), batch = created.batch.id.0, bytes = size, "tus upload created");
+    Ok(Found {
         token: created.token,
         batch: created.batch,
         index: 0,
-    };
-    let location = format!("/tus/{}/0", handle_of(&found.token));
+    })
+}
+
+/// Answers a creation whose upload is `found`, taking its body as the
+/// first PATCH if it has one.
+async fn created(
+    state: &HttpState,
+    addr: &SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+    found: Found,
+    location: String,
+) -> Response {
     let mut offset = None;
     let batch = found.batch.clone();
-    if is_offset_stream(&headers) {
+    if is_offset_stream(headers) {
         // creation-with-upload: the body is a PATCH at offset 0. Whatever
         // it ends in, the upload exists: the answer is 201 with the
         // offset that is durable, and the client goes on from there.
         let p = Patch {
             offset: 0,
-            content_length: content_length(&headers),
+            content_length: content_length(headers),
             checksum: None,
         };
-        offset = Some(patch::receive(&state, &addr, found, p, body).await.offset);
+        offset = Some(patch::receive(state, addr, found, p, body).await.offset);
     }
     let mut r = text(StatusCode::CREATED, "created");
     let h = r.headers_mut();
@@ -126,12 +162,10 @@ fn read_headers(state: &HttpState, headers: &HeaderMap) -> Result<Wanted, Respon
         }
         None => Default::default(),
     };
-    if meta.contains_key("batch") {
-        return Err(text(
-            StatusCode::NOT_FOUND,
-            "no such batch (several files under one code are not offered yet)",
-        ));
-    }
+    let batch = match meta.get("batch") {
+        Some(h) => Some(String::from_utf8(h.clone()).map_err(|_| bad("batch is not a handle"))?),
+        None => None,
+    };
     let name = meta
         .get("filename")
         .or_else(|| meta.get("name"))
@@ -151,14 +185,19 @@ fn read_headers(state: &HttpState, headers: &HeaderMap) -> Result<Wanted, Respon
             ErrorCode::TooLarge | ErrorCode::TooManyFiles => refused(code, 0),
             code => bad(&format!("file name refused: {code:?} (names are relative paths of / separated parts, no empty, . or .. part, no control characters or backslash)")),
         })?;
-    Ok(Wanted { name, size, sha1 })
+    Ok(Wanted {
+        name,
+        size,
+        sha1,
+        batch,
+    })
 }
 
 /// The user an `Authorization: Bearer TOKEN` (a token from `pickup
 /// login`, in hex) authenticates, or `None` for an anonymous upload; the
 /// refusal (401) when a token is wrong or anonymous uploads are off. Token
 /// guesses spend the same limiter as the wire's `Authenticate` (429).
-async fn login(
+pub(super) async fn login(
     state: &HttpState,
     addr: &SocketAddr,
     headers: &HeaderMap,

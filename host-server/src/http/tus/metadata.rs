@@ -11,6 +11,10 @@ use pickup_proto::Sha1Digest;
 /// of a request head anyway, this only bounds the map.
 const MAX_PAIRS: usize = 32;
 
+/// The longest header taken: a name is at most a few KiB of base64, and
+/// nothing else a client sends needs more.
+pub const MAX_LEN: usize = 8 * 1024;
+
 /// Why an `Upload-Metadata` header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetadataError {
@@ -23,12 +27,18 @@ pub enum MetadataError {
     /// More pairs than a client needs.
     #[error("too many Upload-Metadata pairs")]
     TooMany,
+    /// Longer than [`MAX_LEN`].
+    #[error("Upload-Metadata is too long")]
+    TooLong,
 }
 
 /// The decoded pairs of an `Upload-Metadata` header (values are bytes:
 /// the protocol does not say they are text).
 pub fn parse(header: &str) -> Result<HashMap<String, Vec<u8>>, MetadataError> {
     let mut pairs = HashMap::new();
+    if header.len() > MAX_LEN {
+        return Err(MetadataError::TooLong);
+    }
     if header.trim().is_empty() {
         return Ok(pairs);
     }
@@ -109,6 +119,8 @@ mod tests {
         );
         let many: Vec<String> = (0..40).map(|i| format!("k{i} YQ==")).collect();
         assert_eq!(parse(&many.join(",")), Err(MetadataError::TooMany));
+        let long = format!("filename {}", "QUFB".repeat(MAX_LEN / 4));
+        assert_eq!(parse(&long), Err(MetadataError::TooLong));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //!   OPTIONS /tus/                   capabilities
-//!   POST    /tus/                   creation.rs  a one-file batch (+ creation-with-upload)
+//!   POST    /tus/                   creation.rs  a file: a one-file batch, or one more of an open one
+//!   POST    /tus/batches            batches.rs   an open batch, for several files under one code
+//!   GET     /tus/batches/{handle}   batches.rs   its files and their progress
+//!   POST    /tus/batches/{handle}/close  batches.rs  closed: its code serves its files
 //!   HEAD    /tus/{handle}/{index}   upload.rs    durable offset, length, code
 //!   PATCH   /tus/{handle}/{index}   patch.rs     bytes at the durable offset
 //!   DELETE  /tus/{handle}/{index}   upload.rs    termination
@@ -17,13 +20,17 @@
 //! batch's upload lease, so a wire resume and a second PATCH never
 //! interleave with one in progress.
 
+// Handlers return their refusal as the `Err` of a `Result<_, Response>`:
+// one per request, on the way out, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, head, options, post};
+use axum::routing::{delete, get, head, options, post};
 use axum::Router;
 use base64::Engine;
 use pickup_proto::message::ResumeToken;
@@ -35,6 +42,7 @@ use crate::rate_limit::Peer;
 use crate::relay::unix_secs;
 use crate::store::{Batch, Lookup};
 
+mod batches;
 pub mod checksum;
 mod creation;
 pub mod metadata;
@@ -70,6 +78,9 @@ pub(super) fn router() -> Router<HttpState> {
     Router::new()
         .route("/tus/", post(creation::create).options(capabilities))
         .route("/tus", options(capabilities))
+        .route("/tus/batches", post(batches::open))
+        .route("/tus/batches/{handle}", get(batches::status))
+        .route("/tus/batches/{handle}/close", post(batches::close))
         .route(
             "/tus/{handle}/{index}",
             head(upload::head)
@@ -220,9 +231,29 @@ async fn find(
     handle: &str,
     index: &str,
 ) -> Result<Found, Response> {
-    let unknown = || text(StatusCode::NOT_FOUND, "no such upload");
     // Malformed URLs find nothing: answered without a lookup.
-    let (Some(token), Ok(index)) = (parse_handle(handle), index.parse::<u16>()) else {
+    let Ok(index) = index.parse::<u16>() else {
+        return Err(text(StatusCode::NOT_FOUND, "no such upload"));
+    };
+    let (token, batch) = find_batch(state, addr, handle).await?;
+    if usize::from(index) >= batch.files.len() {
+        return Err(text(StatusCode::NOT_FOUND, "no such upload"));
+    }
+    Ok(Found {
+        token,
+        batch,
+        index: usize::from(index),
+    })
+}
+
+/// The live batch behind a handle, as [`find`] looks it up.
+async fn find_batch(
+    state: &HttpState,
+    addr: &SocketAddr,
+    handle: &str,
+) -> Result<(ResumeToken, Batch), Response> {
+    let unknown = || text(StatusCode::NOT_FOUND, "no such upload");
+    let Some(token) = parse_handle(handle) else {
         return Err(unknown());
     };
     let peer = Peer::for_tcp(addr.ip());
@@ -238,12 +269,7 @@ async fn find(
     })
     .await;
     match found {
-        Ok(Ok(Lookup::Live(batch))) if usize::from(index) < batch.files.len() => Ok(Found {
-            token,
-            batch,
-            index: usize::from(index),
-        }),
-        Ok(Ok(Lookup::Live(_))) => Err(unknown()),
+        Ok(Ok(Lookup::Live(batch))) => Ok((token, batch)),
         Ok(Ok(Lookup::Expired)) => {
             state.relay.failed_lookup(&peer, now);
             Err(text(StatusCode::GONE, "this upload has expired"))
@@ -258,11 +284,14 @@ async fn find(
 }
 
 /// Adds what every answer about an upload of `batch` carries: its expiry
-/// and its pickup code (a tus batch is closed from the start, so its code
-/// is the uploader's to know).
+/// and, once the batch is closed, its pickup code (an open batch's code
+/// is revealed by its close).
 fn describe(h: &mut HeaderMap, batch: &Batch) {
     if let Ok(v) = HeaderValue::from_str(&super::http_date(batch.expires_at)) {
         h.insert(UPLOAD_EXPIRES, v);
+    }
+    if batch.open {
+        return;
     }
     let code = batch.code.to_string();
     if let (Ok(c), Ok(l)) = (

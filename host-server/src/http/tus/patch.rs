@@ -71,6 +71,8 @@ pub(super) struct Done {
     pub(super) offset: u64,
     /// The refusal, if the PATCH (or part of it) was refused.
     pub(super) refusal: Option<Response>,
+    /// This PATCH completed the file (verified and stored).
+    pub(super) completed: bool,
 }
 
 impl Done {
@@ -78,6 +80,7 @@ impl Done {
         Done {
             offset,
             refusal: Some(refusal),
+            completed: false,
         }
     }
 }
@@ -180,6 +183,7 @@ async fn receive_task(
             return Done {
                 offset: size,
                 refusal,
+                completed: false,
             };
         }
         FileContent::Partial { id, durable } => (id, durable),
@@ -257,11 +261,25 @@ async fn receive_task(
         Ok(done) => done,
         Err(e) => Done::refused(durable, internal(&e)),
     };
+    // The batch is complete when this file completed it and no file can
+    // be added any more (an open batch completes at its close).
+    let others = found
+        .batch
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != found.index);
+    let others_done = others
+        .clone()
+        .all(|(_, f)| matches!(f.content, FileContent::Blob(_)));
+    let others_unsent: u64 = others.map(|(_, f)| f.size - f.received()).sum();
     let mut quotas = relay.quotas();
-    if done.offset == size && done.refusal.is_none() {
+    if done.completed && others_done && !found.batch.open {
         quotas.finished(found.batch.id);
+        relay.metrics().upload_completed();
     } else {
-        quotas.progress(found.batch.id, size - done.offset, state.clock.now());
+        let unsent = others_unsent.saturating_add(size - done.offset);
+        quotas.progress(found.batch.id, unsent, state.clock.now());
     }
     done
 }
@@ -574,6 +592,7 @@ fn finish(fed: Fed, checksum: Option<Sha1Digest>, end_state: Ending, start: u64)
         return Done {
             offset: w.synced,
             refusal,
+            completed: false,
         };
     }
     let digest = w.hasher.digest();
@@ -607,7 +626,6 @@ fn finish(fed: Fed, checksum: Option<Sha1Digest>, end_state: Ending, start: u64)
         Some(Ok(Err(mismatch))) => Done::refused(0, mismatch),
         Some(Ok(Ok(()))) => {
             relay.metrics().tus_completed();
-            relay.metrics().upload_completed();
             tracing::info!(
                 batch = end_state.file.batch.0,
                 bytes = end_state.size,
@@ -616,6 +634,7 @@ fn finish(fed: Fed, checksum: Option<Sha1Digest>, end_state: Ending, start: u64)
             Done {
                 offset: w.synced,
                 refusal: refusal.take(),
+                completed: true,
             }
         }
     }

@@ -35,7 +35,7 @@ pub(super) async fn head(
     r
 }
 
-/// `DELETE`: the upload's batch ends now (its code and handle then answer
+/// `DELETE`: the upload's (closed) batch ends now (its code and handle then answer
 /// as expired, and the next sweep deletes its bytes); its reservation is
 /// given back.
 pub(super) async fn terminate(
@@ -47,6 +47,12 @@ pub(super) async fn terminate(
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
+    if batch.open {
+        return super::text(
+            StatusCode::CONFLICT,
+            "a file of an open batch cannot be terminated alone; let the batch expire",
+        );
+    }
     let relay = state.relay.clone();
     let now = unix_secs(state.clock.now());
     let ended = tokio::task::spawn_blocking(move || relay.store().end_batch(batch.id, now)).await;

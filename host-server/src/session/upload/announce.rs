@@ -138,6 +138,7 @@ impl Session {
             },
             join: self.join,
             named: self.named_owner(),
+            open: false,
         }));
     }
 
@@ -252,6 +253,12 @@ impl Session {
         token: ResumeToken,
         found: Result<Found, StoreError>,
     ) {
+        // An open batch (a tus batch before its close) is not resumed over
+        // the wire: its Grant would reveal the code before the close.
+        let found = match found {
+            Ok(Found::Live(batch, _)) if batch.open => Ok(Found::Unknown),
+            found => found,
+        };
         let (batch, candidates) = match found {
             Ok(Found::Live(batch, candidates)) => (batch, candidates),
             Ok(found) => {

@@ -64,8 +64,8 @@ pub(crate) use self::schema::{connect, db_file, prepare_db_file};
 use super::commit::{Delta, GroupCommit};
 use super::{
     Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
-    LookupKey, NameUsage, NamedFile, NewBatch, OwnerId, PartialId, Result, Store, StoreError,
-    SweepStats, Usage,
+    LookupKey, NameUsage, NamedFile, NewBatch, NewFile, OwnerId, PartialId, Result, Store,
+    StoreError, SweepStats, Usage,
 };
 
 /// Removes a file; one already gone is not an error.
@@ -171,7 +171,7 @@ impl Store for SqliteStore {
         let code = new.code;
         let (code_key, token_key, owner) = (new.code_key, new.token_key, new.owner);
         let (created_at, expires_at) = (to_i64(new.created_at)?, to_i64(new.expires_at)?);
-        let files: Vec<(String, u64, Sha1Digest, bool, Option<Attrs>)> = new
+        let files: Vec<FileRow> = new
             .files
             .iter()
             .map(|f| {
@@ -184,12 +184,12 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
-        let stale_at = to_i64(new.stale_at)?;
+        let (stale_at, open) = (to_i64(new.stale_at)?, new.open);
         self.write(move |db| {
             exec(
                 db,
-                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at, stale_at, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at, expires_at, stale_at, owner, open)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     code.len() as i64,
                     &code.value().to_le_bytes()[..],
@@ -199,47 +199,13 @@ impl Store for SqliteStore {
                     expires_at,
                     stale_at,
                     &owner.0[..],
+                    open,
                 ],
             )?;
             let id = db.last_insert_rowid();
             let mut records = Vec::with_capacity(files.len());
-            for (i, (name, size, sha1, empty, attrs)) in files.into_iter().enumerate() {
-                let content = if empty {
-                    exec(
-                        db,
-                        "INSERT INTO files(batch, idx, name, size, sha1, blob) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
-                        params![id, i as i64, name, &sha1.0[..], to_i64(BlobId::EMPTY.0)?],
-                    )?;
-                    FileContent::Blob(BlobId::EMPTY)
-                } else {
-                    exec(db, "INSERT INTO partials(durable) VALUES (0)", [])?;
-                    let partial = db.last_insert_rowid();
-                    exec(
-                        db,
-                        "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![id, i as i64, name, to_i64(size)?, &sha1.0[..], partial],
-                    )?;
-                    FileContent::Partial {
-                        id: PartialId(to_u64(partial)),
-                        durable: 0,
-                    }
-                };
-                if let Some(a) = attrs {
-                    // NULL columns mean "no attributes", as for files of
-                    // an earlier relay; set only when the uploader sent them.
-                    exec(
-                        db,
-                        "UPDATE files SET executable = ?1, mtime = ?2 WHERE batch = ?3 AND idx = ?4",
-                        params![a.executable, a.mtime, id, i as i64],
-                    )?;
-                }
-                records.push(FileRecord {
-                    name,
-                    size,
-                    sha1,
-                    attrs,
-                    content,
-                });
+            for (i, file) in files.into_iter().enumerate() {
+                records.push(insert_file(db, id, i as i64, file)?);
             }
             let batch = Batch {
                 id: BatchId(to_u64(id)),
@@ -248,6 +214,7 @@ impl Store for SqliteStore {
                 created_at: to_u64(created_at),
                 expires_at: to_u64(expires_at),
                 files: records,
+                open,
             };
             // Nothing is stored yet: the announced bytes are a reservation.
             Ok((batch, Delta { bytes: 0, batches: 1 }))
@@ -273,6 +240,47 @@ impl Store for SqliteStore {
 
     fn usage(&self) -> Result<Usage> {
         Ok(*self.usage_counters())
+    }
+
+    fn add_file(&self, batch: BatchId, file: &NewFile<'_>) -> Result<FileRef> {
+        let id = to_i64(batch.0)?;
+        let file = (
+            file.name.to_owned(),
+            file.size,
+            file.sha1,
+            file.is_empty_content(),
+            file.attrs,
+        );
+        self.write(move |db| {
+            let open: Option<bool> = db
+                .query_row("SELECT open FROM batches WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if open != Some(true) {
+                return Err(StoreError::NotFound);
+            }
+            let next: i64 = db.query_row(
+                "SELECT COALESCE(MAX(idx) + 1, 0) FROM files WHERE batch = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
+            let index =
+                u16::try_from(next).map_err(|_| StoreError::Corrupt("too many files".into()))?;
+            insert_file(db, id, next, file)?;
+            Ok((FileRef { batch, index }, Delta::default()))
+        })
+    }
+
+    fn close_batch(&self, batch: BatchId) -> Result<()> {
+        let id = to_i64(batch.0)?;
+        self.write(move |db| {
+            let n = exec(db, "UPDATE batches SET open = 0 WHERE id = ?1", params![id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(((), Delta::default()))
+        })
     }
 
     fn end_batch(&self, batch: BatchId, now: u64) -> Result<()> {
@@ -507,4 +515,50 @@ impl Store for SqliteStore {
     fn remove_owner(&self, owner: &str) -> Result<()> {
         self.drop_owner(owner)
     }
+}
+
+/// A file as [`Store::create_batch`] and [`Store::add_file`] store it:
+/// name, size, SHA-1, whether it is the empty content, attributes.
+type FileRow = (String, u64, Sha1Digest, bool, Option<Attrs>);
+
+/// Inserts file `idx` of batch `batch` (with its partial upload unless it
+/// is the empty content), in the caller's transaction.
+fn insert_file(db: &Connection, batch: i64, idx: i64, file: FileRow) -> Result<FileRecord> {
+    let (name, size, sha1, empty, attrs) = file;
+    let content = if empty {
+        exec(
+            db,
+            "INSERT INTO files(batch, idx, name, size, sha1, blob) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+            params![batch, idx, name, &sha1.0[..], to_i64(BlobId::EMPTY.0)?],
+        )?;
+        FileContent::Blob(BlobId::EMPTY)
+    } else {
+        exec(db, "INSERT INTO partials(durable) VALUES (0)", [])?;
+        let partial = db.last_insert_rowid();
+        exec(
+            db,
+            "INSERT INTO files(batch, idx, name, size, sha1, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![batch, idx, name, to_i64(size)?, &sha1.0[..], partial],
+        )?;
+        FileContent::Partial {
+            id: PartialId(to_u64(partial)),
+            durable: 0,
+        }
+    };
+    if let Some(a) = attrs {
+        // NULL columns mean "no attributes", as for files of an earlier
+        // relay; set only when the uploader sent them.
+        exec(
+            db,
+            "UPDATE files SET executable = ?1, mtime = ?2 WHERE batch = ?3 AND idx = ?4",
+            params![a.executable, a.mtime, batch, idx],
+        )?;
+    }
+    Ok(FileRecord {
+        name,
+        size,
+        sha1,
+        attrs,
+        content,
+    })
 }

@@ -62,7 +62,7 @@ impl SqliteStore {
         now: u64,
     ) -> Result<Lookup> {
         let sql = format!(
-            "SELECT id, code_len, code_value, created_at, expires_at, owner FROM batches WHERE {key_column} = ?1"
+            "SELECT id, code_len, code_value, created_at, expires_at, owner, open FROM batches WHERE {key_column} = ?1"
         );
         let row = db
             .query_row(&sql, params![&key.0[..]], |r| {
@@ -73,10 +73,11 @@ impl SqliteStore {
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, bool>(6)?,
                 ))
             })
             .optional()?;
-        let Some((id, code_len, code_value, created_at, expires_at, owner)) = row else {
+        let Some((id, code_len, code_value, created_at, expires_at, owner, open)) = row else {
             if key_column == "code_key" {
                 let expired: bool = db.query_row(
                     "SELECT EXISTS(SELECT 1 FROM expired WHERE code_key = ?1)",
@@ -148,6 +149,7 @@ impl SqliteStore {
             created_at: to_u64(created_at),
             expires_at: to_u64(expires_at),
             files,
+            open,
         }))
     }
 

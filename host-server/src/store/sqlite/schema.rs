@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS batches(
     owner BLOB NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
-    stale_at INTEGER
+    stale_at INTEGER,
+    open INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_by_expiry ON batches(expires_at);
 CREATE TABLE IF NOT EXISTS files(
@@ -190,6 +191,11 @@ fn migrate(db: &Connection) -> Result<()> {
             "ALTER TABLE files ADD COLUMN executable INTEGER;
              ALTER TABLE files ADD COLUMN mtime INTEGER;",
         )?;
+    }
+    // Batches may be open (tus batches before their close); every batch
+    // stored before is closed.
+    if !has_column(db, "batches", "open")? {
+        db.execute_batch("ALTER TABLE batches ADD COLUMN open INTEGER NOT NULL DEFAULT 0")?;
     }
     // Addressed delivery (PROTOCOL.md §11) came with tables of its own,
     // `deliveries` and `delivery_reads` (see `deliveries.rs`): an earlier

@@ -25,7 +25,8 @@ impl SqliteStore {
                     "SELECT id, code_key, MIN(expires_at, ?1) FROM batches
                      WHERE expires_at <= ?1
                         OR (stale_at <= ?1
-                            AND EXISTS(SELECT 1 FROM files WHERE batch = batches.id AND partial IS NOT NULL))
+                            AND (open = 1
+                                OR EXISTS(SELECT 1 FROM files WHERE batch = batches.id AND partial IS NOT NULL)))
                      LIMIT ?2",
                 )?
                 .query_map(params![to_i64(now)?, SWEEP_CHUNK], |r| {
