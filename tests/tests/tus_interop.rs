@@ -9,6 +9,9 @@
 //!   pickup get CODE ◄──────────────────────────── TCP ──────────────────────────────────────────┘  bytes compared
 //! ```
 //!
+//! tuspy sends a SHA-1 `Upload-Checksum` with every PATCH (the checksum
+//! extension); tus-js-client has no checksum support.
+//!
 //! Each client keeps the upload URL in its own URL storage (a JSON file),
 //! as a program that is run twice would, and the scripts check that the
 //! second run resumed the first's upload past offset 0; the test checks

@@ -3,7 +3,8 @@
     python upload.py ENDPOINT FILE URL_STORAGE_JSON [CHUNK_BYTES]
 
 Uploads FILE to ENDPOINT (e.g. http://127.0.0.1:PORT/tus/) with metadata
-`filename`, one `upload_chunk()` (CHUNK_BYTES, 1 MiB by default) at a time,
+`filename`, one `upload_chunk()` (CHUNK_BYTES, 1 MiB by default) at a
+time, each PATCH with a SHA-1 `Upload-Checksum` (the checksum extension),
 and stops once at least 30 % is acknowledged. A second uploader of the same
 file, given the same URL storage (tuspy's FileStorage, a JSON file), finds
 the upload there and resumes it. Prints one JSON line:
@@ -34,6 +35,9 @@ def uploader(endpoint, path, storage, chunk_size):
         metadata={"filename": os.path.basename(path)},
         store_url=True,
         url_storage=storage,
+        # Every PATCH carries `Upload-Checksum: sha1 …` (the checksum
+        # extension, with tuspy's own digest and encoding).
+        upload_checksum=True,
     )
 
 
