@@ -15,7 +15,11 @@
 //! 3. Concurrency: many simultaneous two-file uploads of 64 KiB each.
 //! 4. Memory: relay RSS with many idle TCP sessions.
 //! 5. Instant upload: announce to completion for content the relay holds.
-//! 6. Under attack (`--only attack`): an honest 32 MiB send + get alone and
+//! 6. tus (`--only tus`, issue 15): the same file uploaded with
+//!    tus-js-client to Pickup's `/tus/` and to `@tus/server` +
+//!    `@tus/file-store` (see the `tus` module; needs `npm ci` in `bench/tus`,
+//!    else the rows say `skipped: …`).
+//! 7. Under attack (`--only attack`): an honest 32 MiB send + get alone and
 //!    while one attacking address runs the attacks of issue 20, items 1–5
 //!    (see the `attack` module). `--attack-config FILE` gives that relay its
 //!    config (default: none, the relay's built-in limits).
@@ -33,6 +37,7 @@ mod relay;
 mod serial;
 mod table;
 mod tcp;
+mod tus;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -53,6 +58,7 @@ struct Sizes {
     serial_bytes: usize,
     concurrent: usize,
     idle_sessions: usize,
+    tus_bytes: usize,
 }
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -274,8 +280,9 @@ struct Options {
 
 fn usage() -> io::Error {
     io::Error::other(
-        "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory,attack] \
-         [--tcp-mib N] [--serial-mib N] [--concurrent N] [--idle N] [--attack-config FILE]",
+        "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory,tus,attack] \
+         [--tcp-mib N] [--serial-mib N] [--concurrent N] [--idle N] [--tus-mib N] \
+         [--attack-config FILE]",
     )
 }
 
@@ -301,7 +308,7 @@ fn options() -> io::Result<Options> {
                     .map(str::to_owned)
                     .collect()
             }
-            "--tcp-mib" | "--serial-mib" | "--concurrent" | "--idle" => {
+            "--tcp-mib" | "--serial-mib" | "--concurrent" | "--idle" | "--tus-mib" => {
                 let n = args
                     .next()
                     .and_then(|v| v.parse::<usize>().ok())
@@ -317,6 +324,7 @@ fn options() -> io::Result<Options> {
             serial_bytes: 2 << 20,
             concurrent: 100,
             idle_sessions: 1_000,
+            tus_bytes: 128 << 20,
         }
     } else {
         Sizes {
@@ -324,6 +332,7 @@ fn options() -> io::Result<Options> {
             serial_bytes: 16 << 20,
             concurrent: 1_000,
             idle_sessions: 10_000,
+            tus_bytes: 1 << 30,
         }
     };
     for (flag, n) in overrides {
@@ -331,6 +340,7 @@ fn options() -> io::Result<Options> {
             "--tcp-mib" => sizes.tcp_bytes = n << 20,
             "--serial-mib" => sizes.serial_bytes = n << 20,
             "--concurrent" => sizes.concurrent = n,
+            "--tus-mib" => sizes.tus_bytes = n << 20,
             _ => sizes.idle_sessions = n,
         }
     }
@@ -416,32 +426,39 @@ fn main() -> io::Result<()> {
     let mut report = json!({ "quick": opts.quick });
 
     if run("tcp") {
-        eprintln!("1/5 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
+        eprintln!("1/6 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
         let tcp = tcp::run(&binary, sizes.tcp_bytes)?;
         report["tcp"] = tcp["tcp"].clone();
         report["instant_upload"] = tcp["instant_upload"].clone();
     }
     if run("serial") {
         eprintln!(
-            "2/5 serial wire efficiency with {} MiB…",
+            "2/6 serial wire efficiency with {} MiB…",
             sizes.serial_bytes >> 20
         );
         report["serial"] = serial(&binary, sizes.serial_bytes)?;
     }
     if run("concurrency") {
-        eprintln!("3/5 {} concurrent two-file uploads…", sizes.concurrent);
+        eprintln!("3/6 {} concurrent two-file uploads…", sizes.concurrent);
         report["concurrency"] = concurrency(&binary, sizes.concurrent)?;
     }
     if run("memory") {
         eprintln!(
-            "4/5 relay memory with {} idle sessions…",
+            "4/6 relay memory with {} idle sessions…",
             sizes.idle_sessions
         );
         report["memory"] = memory(&binary, sizes.idle_sessions)?;
     }
+    if run("tus") {
+        eprintln!(
+            "5/6 {} MiB with tus-js-client to Pickup /tus/ and to @tus/server…",
+            sizes.tus_bytes >> 20
+        );
+        report["tus"] = tus::run(&binary, sizes.tus_bytes)?;
+    }
     if run("attack") {
         eprintln!(
-            "5/5 honest {} MiB send+get, alone and under attack…",
+            "6/6 honest {} MiB send+get, alone and under attack…",
             opts.attack.honest_bytes >> 20
         );
         report["attack"] = attack::run(&binary, &opts.attack)?;

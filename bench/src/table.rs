@@ -157,6 +157,33 @@ pub fn print_table(r: &Value) {
             f(&i["proof_hash_secs"])
         );
     }
+    let u = &r["tus"];
+    if !u.is_null() {
+        let bytes = u["bytes"].as_u64().unwrap_or(0);
+        let size = if bytes % (1 << 30) == 0 {
+            format!("{} GiB", bytes >> 30)
+        } else {
+            format!("{} MiB", bytes >> 20)
+        };
+        let rows = [
+            ("Pickup /tus/", &u["pickup"]),
+            ("@tus/server + @tus/file-store", &u["tus_server_file_store"]),
+        ];
+        for (server, row) in rows {
+            let figure = match u["skipped"].as_str() {
+                Some(why) => format!("skipped: {why}"),
+                None => format!(
+                    "{:.2} s, {:.0} MiB/s; server CPU {:.2} s per GiB",
+                    f(&row["secs"]),
+                    f(&row["mib_per_sec"]),
+                    f(&row["server_cpu_secs"]) * GIB / bytes as f64,
+                ),
+            };
+            println!(
+                "| {size} upload, tus-js-client → {server} (default chunk size: unlimited, one PATCH) | {figure} | |"
+            );
+        }
+    }
     let a = &r["attack"];
     if !a.is_null() {
         crate::attack::report::print_rows(a);
