@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The client is hand-rolled over `std::net` and `serde_json`: the tests
-//! need fifteen commands, which do not justify an async runtime and a
+//! need some twenty commands, which do not justify an async runtime and a
 //! WebDriver crate. One connection per command, its answer read to its
 //! `Content-Length` within a timeout; a session is deleted (closing
 //! Chromium) when its handle drops, and chromedriver killed when its own
@@ -292,6 +292,47 @@ impl Session {
     /// Lifts the limits of [`Session::throttle`].
     pub fn unthrottle(&self) {
         self.command("DELETE", "/chromium/network_conditions", None);
+    }
+
+    /// Takes the page off the network, as a dropped Wi-Fi does: Chromium's
+    /// emulated offline fails the requests in flight and every new one at
+    /// once, until [`Session::throttle`] or [`Session::unthrottle`] puts
+    /// it back online.
+    pub fn go_offline(&self) {
+        self.command(
+            "POST",
+            "/chromium/network_conditions",
+            Some(&json!({ "network_conditions": {
+                "offline": true,
+                "latency": 0,
+                // Required by chromedriver; meaningless while offline.
+                "upload_throughput": 1 << 20,
+                "download_throughput": 1 << 20,
+            }})),
+        );
+    }
+
+    /// Sets the page origin's permission `name` (`clipboard-read`,
+    /// `clipboard-write`, ...) to `state` (`granted`, `denied`, `prompt`),
+    /// as a person answering the browser's question would (WebDriver's
+    /// "Set Permission", from the Permissions specification).
+    pub fn set_permission(&self, name: &str, state: &str) {
+        self.command(
+            "POST",
+            "/permissions",
+            Some(&json!({ "descriptor": { "name": name }, "state": state })),
+        );
+    }
+
+    /// Runs `script` (a function body whose last argument is a callback)
+    /// in the page and returns the value it passes to that callback: for
+    /// what the page can only learn through a promise.
+    pub fn execute_async(&self, script: &str, args: &[Value]) -> Value {
+        self.command(
+            "POST",
+            "/execute/async",
+            Some(&json!({ "script": script, "args": args })),
+        )
     }
 
     /// A PNG of the viewport.

@@ -34,4 +34,5 @@ pub mod mem_files;
 pub mod relay_process;
 pub mod samples;
 pub mod sim;
+pub mod upload_page;
 pub mod wire_client;

@@ -15,110 +15,24 @@
 //! pass; with `PICKUP_NO_SKIP` set they fail instead (see http_browser.rs).
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pickup_tests::browser::{self, Driver, Session};
-use pickup_tests::e2e::{artefact_dir, pickup, run_json, wait_for, write_random, TempDir};
+use pickup_tests::browser::Driver;
+use pickup_tests::e2e::{artefact_dir, wait_for, write_random, TempDir};
 use pickup_tests::http_client::request;
 use pickup_tests::relay_process::RelayProcess;
+use pickup_tests::upload_page::{
+    choose, chromium_here, code_shown, error_shown, get, kept_urls, page_relay, page_state,
+    tus_bytes, tus_head,
+};
 use serde_json::{json, Value};
 
-const SKIPPED: &str = "skipped: http_upload_page needs Debian's chromium and chromium-driver \
-(apt-get install chromium chromium-driver)";
-
-/// The relay's counter of tus bytes made durable, as `/metrics` encodes it.
-const TUS_BYTES: &str = "pickup_tus_received_bytes_total";
-
-/// Whether the browser tests can run; prints the skip line when not (and
-/// fails instead under `PICKUP_NO_SKIP`).
-fn chromium_here() -> bool {
-    let Some(path) = browser::missing() else {
-        return true;
-    };
-    assert!(
-        std::env::var_os("PICKUP_NO_SKIP").is_none(),
-        "http_upload_page cannot run: {path} is missing and PICKUP_NO_SKIP is set \
-(apt-get install chromium chromium-driver)"
-    );
-    // Straight to stderr: libtest hides what a passing test prints.
-    let _ = writeln!(std::io::stderr(), "{SKIPPED}");
-    false
-}
-
-/// The relay's durable offset of the tus upload at `url` (a path), and its
-/// pickup code once it has one.
-fn tus_head(addr: SocketAddr, url: &str) -> (u64, Option<String>) {
-    let r = request(addr, "HEAD", url, &[("Tus-Resumable", "1.0.0")]);
-    assert_eq!(r.status, 200, "HEAD {url}: {r:?}");
-    let offset = r
-        .header("upload-offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no Upload-Offset in {r:?}"));
-    (offset, r.header("pickup-code").map(str::to_owned))
-}
-
-/// The relay's count of tus bytes made durable so far.
-fn tus_bytes(metrics: SocketAddr) -> u64 {
-    let r = request(metrics, "GET", "/metrics", &[]);
-    assert_eq!(r.status, 200, "{r:?}");
-    let body = r.text();
-    body.lines()
-        .find_map(|l| l.strip_prefix(TUS_BYTES)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {TUS_BYTES} in\n{body}"))
-}
+const TEST: &str = "http_upload_page";
 
 /// A relay serving HTTP (the page and tus) and its metrics.
 fn relay() -> RelayProcess {
-    RelayProcess::builder()
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .arg("--metrics")
-        .arg("127.0.0.1:0")
-        .start()
-}
-
-/// The page's state (`idle`, `uploading`, `done`, `error`); panics with
-/// the page's message on `error`.
-fn page_state(session: &Session) -> String {
-    let state = session.execute(
-        "return [document.body.dataset.state || '', document.getElementById('error').textContent];",
-        &[],
-    );
-    let [state, error] = [&state[0], &state[1]].map(|v| v.as_str().unwrap_or("").to_owned());
-    assert_ne!(state, "error", "the page failed: {error}");
-    state
-}
-
-/// Chooses `files` through the page's file input, as a person does.
-fn choose(session: &Session, files: &[&Path]) {
-    let input = session.find_all("input[type=file]");
-    assert_eq!(input.len(), 1, "one file input");
-    let paths: Vec<_> = files.iter().map(|p| p.to_str().unwrap()).collect();
-    session.send_keys(&input[0], &paths.join("\n"));
-}
-
-/// Waits (bounded) for the page to show a code; the code.
-fn code_shown(session: &Session) -> String {
-    wait_for("the page to show a code", || {
-        (page_state(session) == "done").then_some(())
-    });
-    session.text(&session.find_all("#code")[0])
-}
-
-/// `pickup get CODE` into a fresh directory; that directory.
-fn get(relay: &RelayProcess, code: &str) -> TempDir {
-    let state = TempDir::new("upload-page-state");
-    let out = TempDir::new("upload-page-got");
-    run_json(
-        pickup(state.path())
-            .args(["get", "--json", "--relay", &relay.tcp(), code, "-o"])
-            .arg(out.path()),
-    );
-    out
+    page_relay().start()
 }
 
 #[test]
@@ -151,7 +65,7 @@ fn the_page_is_off_when_configured_off_and_keeps_its_own_policy() {
 
 #[test]
 fn chromium_uploads_two_files_and_pickup_gets_them() {
-    if !chromium_here() {
+    if !chromium_here(TEST) {
         return;
     }
     let started = Instant::now();
@@ -232,21 +146,9 @@ in {:?}; a dropped file too ({dropped}); screenshots {} and {}",
     );
 }
 
-/// Waits (bounded) for the page to stop with an error; the message shown.
-fn error_shown(session: &Session) -> String {
-    wait_for("the page to show an error", || {
-        let v = session.execute(
-            "return document.body.dataset.state === 'error' \
-               ? document.getElementById('error').textContent : null;",
-            &[],
-        );
-        v.as_str().map(str::to_owned)
-    })
-}
-
 #[test]
 fn the_page_says_why_the_relay_refused() {
-    if !chromium_here() {
+    if !chromium_here(TEST) {
         return;
     }
     let src = TempDir::new("upload-page-refused");
@@ -311,21 +213,7 @@ fn reload_and_resume(files: &[(&str, usize)]) {
 
     // The uploads' addresses, as the page keeps them for resuming (in the
     // order of `files`, which the page sorts by name as given here).
-    let urls: Vec<String> = wait_for("the page to keep every upload URL", || {
-        let v = session.execute(
-            "for (let i = 0; i < localStorage.length; i++) { \
-               const v = JSON.parse(localStorage.getItem(localStorage.key(i))); \
-               if (v && v.urls && v.urls.length === arguments[0]) return v.urls; } \
-             return null;",
-            &[json!(files.len())],
-        );
-        let urls: Vec<String> = v
-            .as_array()?
-            .iter()
-            .filter_map(|u| u.as_str().map(str::to_owned))
-            .collect();
-        (urls.len() == files.len()).then_some(urls)
-    });
+    let urls = kept_urls(&session, files.len());
     let before = wait_for("the relay to hold part of the last file", || {
         let (offset, _) = tus_head(addr, &urls[last]);
         (offset > 0).then_some(offset)
@@ -390,7 +278,7 @@ first); resumed there; {durable} tus bytes durable in all; code {code}"
 
 #[test]
 fn a_reload_mid_upload_resumes_from_the_relays_offset() {
-    if !chromium_here() {
+    if !chromium_here(TEST) {
         return;
     }
     reload_and_resume(&[("big.bin", 24 << 20)]);
@@ -398,7 +286,7 @@ fn a_reload_mid_upload_resumes_from_the_relays_offset() {
 
 #[test]
 fn a_reload_mid_batch_resumes_every_file() {
-    if !chromium_here() {
+    if !chromium_here(TEST) {
         return;
     }
     // Sorted by name, as the page orders them: the small file is complete

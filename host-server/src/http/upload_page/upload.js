@@ -20,7 +20,8 @@
 (() => {
   const CHUNK = 8 * 1024 * 1024;   // bytes per PATCH: progress and resume granularity
   const MAX_ATTEMPTS = 8;          // failed requests in a row before giving up
-  const MAX_WAIT_MS = 30000;       // longest backoff, and longest Retry-After honoured
+  const MAX_WAIT_MS = 30000;       // longest backoff after a failure
+  const MAX_RETRY_AFTER_S = 300;   // longest Retry-After waited for on the page
   const STORE = 'pickup-upload:';  // localStorage key prefix
   const TUS = { 'Tus-Resumable': '1.0.0' };
 
@@ -122,7 +123,14 @@
     let wait = Math.min(MAX_WAIT_MS, 1000 * 2 ** (attempt - 1));
     if (r.status === 429) {
       const after = Number(r.header('Retry-After'));
-      if (after > 0) wait = Math.min(MAX_WAIT_MS, after * 1000);
+      if (after > MAX_RETRY_AFTER_S) {
+        // Longer than anyone watches a page for: say when to come back
+        // rather than asking again and again meanwhile.
+        const minutes = Math.ceil(after / 60);
+        throw new Failure(`The relay is busy and asks to wait about ${minutes} minutes. `
+          + 'Try again then.', true);
+      }
+      if (after > 0) wait = after * 1000;
       note(`The relay is busy; waiting ${Math.ceil(wait / 1000)} s before going on.`);
     } else {
       note(r.status === 0
