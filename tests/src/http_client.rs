@@ -172,3 +172,13 @@ pub fn http_relay(config: &str) -> (RelayProcess, SocketAddr) {
     let http = relay.listener("http");
     (relay, http)
 }
+
+/// The value of the sample `series` (metric name and labels, as the
+/// relay's `/metrics` encodes them) in the OpenMetrics text `scrape`.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{scrape}"))
+}

@@ -7,28 +7,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::Ordering;
 
 use pickup_tests::e2e::faulty::{Cable, LinkFaults, Proxy};
-use pickup_tests::e2e::{
-    pickup, relay_bin, run, run_with_input, stderr, stdout, write_random, TempDir,
-};
+use pickup_tests::e2e::push::admin;
+use pickup_tests::e2e::{pickup, run, run_with_input, stderr, stdout, write_random, TempDir};
 use pickup_tests::relay_process::RelayProcess;
-
-/// `pickup-relay ARGS… --data DATA` with `input`; must succeed; its stdout.
-fn admin(data: &Path, args: &[&str], input: &str) -> String {
-    let out = run_with_input(
-        Command::new(relay_bin()).args(args).arg("--data").arg(data),
-        input,
-    );
-    assert!(
-        out.status.success(),
-        "pickup-relay {args:?}: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
 
 fn ok(out: Output) -> String {
     assert!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use pickup_proto::{Code, Sha1Digest};
 use pickup_tests::e2e::{pickup, run, run_json, stdout, write_random, TempDir};
-use pickup_tests::http_client::{exchange, http_relay, request, request_from, Response};
+use pickup_tests::http_client::{exchange, http_relay, request, request_from, sample, Response};
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::wire_client::{self, Raw, Reply};
 
@@ -437,17 +437,6 @@ fn connections_hold_session_slots_and_idle_ones_are_closed() {
         );
     }
     assert_eq!(get(http, "/").status, 404);
-}
-
-/// The value of the sample `series` (name with labels) in a scrape.
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in:\n{scrape}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[test]

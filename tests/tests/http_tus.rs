@@ -7,14 +7,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use pickup_proto::Sha1Digest;
-use pickup_tests::e2e::{pickup, relay_bin, run, run_with_input, stderr, TempDir};
-use pickup_tests::http_client::{abandon_body, http_relay, request, request_with_body, Response};
+use pickup_tests::e2e::push::admin;
+use pickup_tests::e2e::{pickup, run, run_with_input, stderr, TempDir};
+use pickup_tests::http_client::{
+    abandon_body, http_relay, request, request_with_body, sample, Response,
+};
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::sim::rng::SimRng;
 
@@ -87,16 +88,6 @@ fn pickup_get(relay: &RelayProcess, code: &str, name: &str) -> Vec<u8> {
         .arg(&dest));
     assert!(out.status.success(), "pickup get: {}", stderr(&out));
     std::fs::read(dest.join(name)).unwrap()
-}
-
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in:\n{scrape}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -484,19 +475,6 @@ fn termination_and_expiry_end_uploads() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(status, 410);
-}
-
-/// `pickup-relay ARGS… --data DATA` with `input`; must succeed.
-fn admin(data: &Path, args: &[&str], input: &str) {
-    let out = run_with_input(
-        Command::new(relay_bin()).args(args).arg("--data").arg(data),
-        input,
-    );
-    assert!(
-        out.status.success(),
-        "pickup-relay {args:?}: {}",
-        stderr(&out)
-    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pickup_tests::e2e::{
     pickup, relay_bin, run, run_json, same_file, stderr, write_random, TempDir,
 };
+use pickup_tests::http_client::sample;
 use pickup_tests::relay_process::RelayProcess;
 
 /// One HTTP/1.1 GET, the connection closed after it: (status, headers, body).
@@ -35,14 +36,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
     (status, head.to_owned(), body.to_owned())
-}
-
-/// The value of the sample `series` (name and labels as encoded).
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
 }
 
 fn metrics(addr: SocketAddr) -> String {
