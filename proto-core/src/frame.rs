@@ -205,7 +205,8 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         }
     }
 
-    /// The framing the decoder expects.
+    /// The framing the decoder expects (after the marker, if it was told
+    /// to [switch at it](Decoder::switch_at_marker)).
     pub fn framing(&self) -> Framing {
         #[cfg(any(test, feature = "length-prefixed"))]
         if self.prefixed.is_some() {
@@ -219,7 +220,11 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// §2.1), with the rest of the same read still to feed; a partial frame
     /// is forgotten. Setting the framing already in use changes nothing.
     pub fn set_framing(&mut self, framing: Framing) {
-        if framing == self.framing() {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        let pending = self.prefixed.is_some_and(|s| s.pending());
+        #[cfg(not(any(test, feature = "length-prefixed")))]
+        let pending = false;
+        if framing == self.framing() && !pending {
             return;
         }
         self.reset();
@@ -245,7 +250,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         self.consumed = 0;
         #[cfg(any(test, feature = "length-prefixed"))]
         if let Some(state) = self.prefixed.as_mut() {
-            *state = length_prefixed::State::default();
+            *state = state.restart();
         }
     }
 
@@ -255,7 +260,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// tail of an oversize frame would be read as frames of its own.
     pub fn in_frame(&self) -> bool {
         #[cfg(any(test, feature = "length-prefixed"))]
-        if let Some(state) = &self.prefixed {
+        if let Some(state) = self.prefixed.filter(|s| !s.pending()) {
             return state.in_frame();
         }
         self.consumed > 0 || self.skipping
@@ -276,9 +281,19 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// `input` until it returns `None`.
     pub fn feed(&mut self, input: &mut &[u8]) -> Option<Result<Frame<'_>, Dropped>> {
         #[cfg(any(test, feature = "length-prefixed"))]
-        if self.prefixed.is_some() {
-            return self.feed_prefixed(input);
-        }
+        let found = if self.prefixed.is_some() {
+            self.feed_prefixed(input)
+        } else {
+            self.feed_cobs(input)
+        };
+        #[cfg(not(any(test, feature = "length-prefixed")))]
+        let found = self.feed_cobs(input);
+        Some(found?.map(|len| self.view(len)))
+    }
+
+    /// [`Decoder::feed`] in COBS; a frame is returned as its raw length,
+    /// for [`Decoder::view`].
+    fn feed_cobs(&mut self, input: &mut &[u8]) -> Option<Result<usize, Dropped>> {
         // How many bytes at the front of `input` are known to hold no zero.
         // In a COBS stream zeros are only delimiters, so one scan to the
         // next zero covers a whole frame's runs (see `bulk_copy`).
@@ -386,8 +401,9 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         Some(take)
     }
 
-    /// Checks the raw frame in `buf[..len]` and returns it, or drops it.
-    fn finish(&mut self) -> Result<Frame<'_>, Dropped> {
+    /// Checks the raw frame in `buf[..len]` and returns its length, or
+    /// drops it.
+    fn finish(&mut self) -> Result<usize, Dropped> {
         let len = self.len;
         if len < OVERHEAD {
             return Err(self.drop_frame(Dropped::TooShort, false));
@@ -402,12 +418,18 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         self.stats.frames += 1;
         self.len = 0;
         self.consumed = 0;
+        Ok(len)
+    }
+
+    /// The frame [`Decoder::finish`] checked, `len` bytes at the front of
+    /// the buffer.
+    fn view(&self, len: usize) -> Frame<'_> {
         let raw = &self.buf.as_ref()[..len];
-        Ok(Frame {
+        Frame {
             version: raw[0],
             kind: raw[1],
             body: &raw[HEADER_LEN..len - CRC_LEN],
-        })
+        }
     }
 }
 

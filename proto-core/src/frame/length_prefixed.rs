@@ -21,7 +21,7 @@
 //! CRC does not match; after a wrong marker nothing can be trusted, and the
 //! decoder drops the rest of the stream until [`Decoder::reset`].
 
-use super::{Decoder, Dropped, Frame, OVERHEAD};
+use super::{Decoder, Dropped, OVERHEAD};
 
 /// The byte every length-prefixed frame starts with.
 pub const MARKER: u8 = 0x00;
@@ -43,12 +43,28 @@ pub(super) struct State {
     skip: usize,
     /// A wrong marker was seen: the stream has lost its place.
     lost: bool,
+    /// Still in COBS until a frame starts with the marker.
+    pending: bool,
 }
 
 impl State {
     /// Part of a frame has arrived, or more bytes are to be skipped.
     pub(super) fn in_frame(&self) -> bool {
         self.got > 0 || self.skip > 0 || self.lost
+    }
+
+    /// The state after [`Decoder::reset`]: no frame, the stream's place
+    /// found again, and still waiting for the marker if it was.
+    pub(super) fn restart(self) -> State {
+        State {
+            pending: self.pending,
+            ..State::default()
+        }
+    }
+
+    /// Decoding COBS until the marker.
+    pub(super) fn pending(&self) -> bool {
+        self.pending
     }
 }
 
@@ -63,13 +79,52 @@ pub(super) fn write_prefix(out: &mut [u8], raw_len: usize) -> usize {
 }
 
 impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
-    /// [`Decoder::feed`] in the length-prefixed framing.
-    pub(super) fn feed_prefixed(
-        &mut self,
-        input: &mut &[u8],
-    ) -> Option<Result<Frame<'_>, Dropped>> {
+    /// Keeps decoding COBS until a frame starts with [`MARKER`], and the
+    /// length-prefixed framing from that frame on.
+    ///
+    /// For a relay: its decoder cannot know which of the terminal's frames
+    /// is the first one sent after the terminal read the `Welcome` (a
+    /// terminal may repeat its `Hello` in COBS meanwhile), but no COBS frame
+    /// starts with the marker, so the stream says so itself (PROTOCOL.md
+    /// §2.1). A terminal, which knows its switch point (right after the
+    /// `Welcome`), calls [`Decoder::set_framing`] instead.
+    pub fn switch_at_marker(&mut self) {
+        if self.prefixed.is_none() {
+            self.prefixed = Some(State {
+                pending: true,
+                ..State::default()
+            });
+        }
+    }
+
+    /// [`Decoder::feed`] in the length-prefixed framing (or COBS before
+    /// the marker, see [`Decoder::switch_at_marker`]); a frame is returned
+    /// as its raw length.
+    pub(super) fn feed_prefixed(&mut self, input: &mut &[u8]) -> Option<Result<usize, Dropped>> {
         let capacity = self.buf.as_ref().len();
         loop {
+            let state = self.prefixed.as_mut()?;
+            if state.pending {
+                let whole: &[u8] = input;
+                let &first = whole.first()?;
+                if first == MARKER && self.consumed == 0 && !self.skipping {
+                    state.pending = false;
+                    continue;
+                }
+                // The rest of one COBS frame: up to and with its delimiter,
+                // so that the COBS decoder never reads the marker after it.
+                let end = whole
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map_or(whole.len(), |i| i + 1);
+                let mut head = &whole[..end];
+                let found = self.feed_cobs(&mut head);
+                *input = &whole[end - head.len()..];
+                match found {
+                    Some(found) => return Some(found),
+                    None => continue,
+                }
+            }
             if input.is_empty() {
                 return None;
             }

@@ -21,9 +21,15 @@ use crate::PROTOCOL_VERSION;
 
 impl Message<'_> {
     /// Encodes the message as one delimited frame into `out`, refusing to
-    /// exceed `max_frame` raw bytes (the peer's limit). Returns the number of
-    /// bytes to send.
-    pub fn encode(&self, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    /// exceed `max_frame` raw bytes (the peer's limit; a
+    /// [`frame::Format`] also names the framing, a bare `usize` means
+    /// COBS). Returns the number of bytes to send.
+    pub fn encode(
+        &self,
+        max_frame: impl Into<frame::Format>,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let max_frame = max_frame.into();
         match self {
             Message::Hello(m) => encode(m, max_frame, out),
             Message::Welcome(m) => encode(m, max_frame, out),
@@ -158,15 +164,24 @@ impl Body for ManifestEntry<'_> {
 }
 
 /// Encodes one message as a delimited frame into `out` (at most `max_frame`
-/// raw bytes). Typed, so a program links the encoders of only the messages
-/// it sends: what keeps a terminal's image small.
-pub fn encode<T: Body>(body: &T, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+/// raw bytes, in COBS or the framing a [`frame::Format`] names). Typed, so
+/// a program links the encoders of only the messages it sends: what keeps
+/// a terminal's image small.
+pub fn encode<T: Body>(
+    body: &T,
+    max_frame: impl Into<frame::Format>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     frame::encode_with(PROTOCOL_VERSION, T::KIND as u8, max_frame, out, |buf| {
         postcard::to_slice(body, buf).ok().map(|s| s.len())
     })
 }
 
 /// Encodes a message with an empty body (`Keepalive`, `Goodbye`).
-pub fn encode_empty(kind: Kind, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn encode_empty(
+    kind: Kind,
+    max_frame: impl Into<frame::Format>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     frame::encode_with(PROTOCOL_VERSION, kind as u8, max_frame, out, |_| Some(0))
 }

@@ -242,3 +242,50 @@ fn a_bare_max_frame_still_means_cobs() {
     assert_eq!(a[..n], b[..m]);
     assert_eq!(a[n - 1], 0, "COBS ends in its delimiter");
 }
+
+#[test]
+fn a_relay_decoder_reads_cobs_until_the_first_marker() {
+    // A repeated Hello and a Keepalive in COBS, then the terminal's first
+    // prefixed frames, all in one read.
+    let mut wire = std::vec![0u8; 128];
+    let n = encode_raw(1, 0x01, b"hello", &mut wire).unwrap();
+    let m = encode_raw(1, 0x03, b"", &mut wire[n..]).unwrap();
+    wire.truncate(n + m);
+    wire.extend(encode_vec(0x10, b"open"));
+    wire.extend(encode_vec(0x11, b"announce"));
+    for split in 1..wire.len() {
+        let mut dec = Decoder::new(std::vec![0u8; 256]);
+        dec.switch_at_marker();
+        assert_eq!(dec.framing(), PREFIXED);
+        let mut got = Vec::new();
+        for chunk in wire.chunks(split) {
+            let mut input = chunk;
+            while let Some(r) = dec.feed(&mut input) {
+                got.push(r.unwrap().kind);
+            }
+        }
+        assert_eq!(got, [0x01, 0x03, 0x10, 0x11], "split {split}");
+        // Switched for good: COBS is now the wrong framing.
+        let mut input = &wire[..n];
+        assert_eq!(dec.feed(&mut input), Some(Err(Dropped::WrongFraming)));
+    }
+}
+
+#[test]
+fn an_oversize_cobs_frame_before_the_marker_does_not_eat_it() {
+    let mut wire = std::vec![0x55u8; 100];
+    wire.push(0);
+    wire.extend(encode_vec(0x10, b"open"));
+    let mut dec = Decoder::new(std::vec![0u8; 64]);
+    dec.switch_at_marker();
+    let (frames, drops) = decode_all(&mut dec, &wire);
+    assert_eq!(drops, [Dropped::Oversize]);
+    assert_eq!(frames, [(0x10, b"open".to_vec())]);
+    // A reset while waiting still waits for the marker.
+    dec.reset();
+    dec.switch_at_marker();
+    let mut cobs = [0u8; 64];
+    let n = encode_raw(1, 0x03, b"", &mut cobs).unwrap();
+    let (frames, _) = decode_all(&mut dec, &cobs[..n]);
+    assert_eq!(frames, [], "already switched: the marker came");
+}
