@@ -88,9 +88,10 @@ impl<'a> Handshake<'a> {
     /// does not fit them, which no retry mends.
     pub(crate) fn poll_transmit(
         &mut self,
-        max: usize,
+        max: impl Into<crate::frame::Format>,
         out: &mut [u8],
     ) -> Option<Result<usize, AuthError>> {
+        let max = max.into();
         let (encoded, next) = match (self.step, self.credential) {
             (Step::Request, Credential::Terminal(id)) => (
                 message::encode(&TerminalAuth { terminal: id.name }, max, out),

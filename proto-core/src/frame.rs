@@ -73,6 +73,31 @@ pub enum Framing {
     LengthPrefixed,
 }
 
+impl Framing {
+    /// The capability bits a `Hello` or `Welcome` carries for this framing
+    /// when `wanted`: [`CAP_LENGTH_PREFIX`](crate::message::CAP_LENGTH_PREFIX),
+    /// or nothing without the feature `length-prefixed`.
+    pub fn offer(wanted: bool) -> u32 {
+        if cfg!(any(test, feature = "length-prefixed")) && wanted {
+            crate::message::CAP_LENGTH_PREFIX
+        } else {
+            0
+        }
+    }
+
+    /// The framing of every frame after the `Welcome`, for a side that
+    /// [offered](Framing::offer) it when `wanted` and whose peer's caps are
+    /// `peer_caps`.
+    pub fn negotiated(wanted: bool, peer_caps: u32) -> Framing {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        if wanted && peer_caps & crate::message::CAP_LENGTH_PREFIX != 0 {
+            return Framing::LengthPrefixed;
+        }
+        let _ = (wanted, peer_caps);
+        Framing::Cobs
+    }
+}
+
 /// How frames to one peer are written: the framing and the peer's
 /// `max_frame`. A bare `usize` converts to COBS framing, which is what
 /// every frame before the `Welcome` uses.
