@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use pickup_proto::frame::Decoder;
+use pickup_proto::frame::{Decoder, Framing};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -102,6 +102,12 @@ fn feed(
     let now = clock.now();
     let max_frame = session.max_frame();
     let dec = decoder.get_or_insert_with(|| Decoder::new(vec![0u8; max_frame].into_boxed_slice()));
+    if session.framing() == Framing::LengthPrefixed {
+        // The Welcome that agreed on it is out: the terminal's frames turn
+        // length-prefixed at its first marker (PROTOCOL.md §2.1). Also for
+        // a decoder released between frames and allocated again.
+        dec.switch_at_marker();
+    }
     while session.wants_input() {
         match dec.feed(&mut input) {
             Some(Ok(frame)) => session.handle_frame(now, frame),
