@@ -169,8 +169,9 @@ async fn cobs_after_the_switch_closes_the_link_with_bad_frame() {
     dec.set_framing(Framing::LengthPrefixed);
     let mut input = &[prefix, raw].concat()[..];
     let frame = dec.feed(&mut input).unwrap().unwrap();
-    let Ok(Message::Error(e)) = Message::decode(frame) else {
-        panic!("expected an Error");
+    let msg = Message::decode(frame);
+    let Ok(Message::Error(e)) = msg else {
+        panic!("expected an Error, got {msg:?}");
     };
     assert_eq!(e.code, ErrorCode::BadFrame);
     // Then the relay hangs up.

@@ -97,6 +97,14 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         }
     }
 
+    /// Told to [switch at the marker](Decoder::switch_at_marker) and not
+    /// seen it yet. A driver that releases idle decoders remembers when
+    /// this turned false, and [sets](Decoder::set_framing) the framing on
+    /// the next one.
+    pub fn awaiting_marker(&self) -> bool {
+        self.prefixed.is_some_and(|s| s.pending)
+    }
+
     /// [`Decoder::feed`] in the length-prefixed framing (or COBS before
     /// the marker, see [`Decoder::switch_at_marker`]); a frame is returned
     /// as its raw length.

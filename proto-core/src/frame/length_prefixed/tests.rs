@@ -257,6 +257,7 @@ fn a_relay_decoder_reads_cobs_until_the_first_marker() {
         let mut dec = Decoder::new(std::vec![0u8; 256]);
         dec.switch_at_marker();
         assert_eq!(dec.framing(), PREFIXED);
+        assert!(dec.awaiting_marker());
         let mut got = Vec::new();
         for chunk in wire.chunks(split) {
             let mut input = chunk;
@@ -265,6 +266,7 @@ fn a_relay_decoder_reads_cobs_until_the_first_marker() {
             }
         }
         assert_eq!(got, [0x01, 0x03, 0x10, 0x11], "split {split}");
+        assert!(!dec.awaiting_marker());
         // Switched for good: COBS is now the wrong framing.
         let mut input = &wire[..n];
         assert_eq!(dec.feed(&mut input), Some(Err(Dropped::WrongFraming)));
