@@ -181,6 +181,8 @@ where
                 }
                 decoder.reset();
                 machine.handle_connected(clock.now());
+                // Every link starts in COBS (PROTOCOL.md §2.1).
+                decoder.set_framing(machine.framing());
                 let outcome = exchange(
                     machine,
                     io,
@@ -354,6 +356,9 @@ where
                     if let Ok(frame) = result {
                         *closing |= is_shutdown_notice(frame);
                         machine.handle_frame(now, frame, io)?;
+                        // A Welcome that agreed on the length prefix turns
+                        // the relay's next frame, in this same read, to it.
+                        decoder.set_framing(machine.framing());
                         // The machines keep a short event queue: empty it
                         // after every input so a burst of frames loses none.
                         drain(machine, retransfer, best, observer);

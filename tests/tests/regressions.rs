@@ -46,6 +46,7 @@ const SERIAL_UPLOAD: upload::Config = upload::Config {
     max_window: 2048,
     page_link: false,
     relay_limits: false,
+    length_prefix: false,
 };
 
 fn completed(events: &[String]) -> bool {
