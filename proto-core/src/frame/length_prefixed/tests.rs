@@ -52,22 +52,31 @@ fn hex(s: impl AsRef<str>) -> Vec<u8> {
         .collect()
 }
 
-/// PROTOCOL.md §2.1's vectors, byte for byte.
+/// PROTOCOL.md §2.1's vectors: kind, body, wire bytes.
+const VECTORS: [(u8, &[u8], &str); 2] = [
+    (0x03, b"", "000600000103511c93f1"),
+    (0x15, b"\x00\x00hello", "000d00000115000068656c6c6f6c858f7c"),
+];
+
 #[test]
 fn protocol_vectors() {
-    // Keepalive: §10's raw frame `0103 511c93f1` behind its prefix.
-    assert_eq!(
-        encode_vec(0x03, b""),
-        hex(concat!("00060000", "0103511c93f1"))
-    );
-    // Data, file 0, offset 0, payload "hello".
-    assert_eq!(
-        encode_vec(0x15, b"\x00\x00hello"),
-        hex(concat!("000d0000", "0115", "000068656c6c6f", "6c858f7c"))
-    );
-    // A 300-byte body: 306 = 0x132 raw bytes.
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
+    for (kind, body, wire) in VECTORS {
+        assert_eq!(encode_vec(kind, body), hex(wire), "kind {kind:#04x}");
+        let (frames, drops) = decode_all(&mut decoder(64), &hex(wire));
+        assert_eq!(
+            (frames, drops),
+            (std::vec![(kind, body.to_vec())], std::vec![])
+        );
+        assert!(doc.contains(wire), "PROTOCOL.md lacks vector {wire}");
+    }
+    // §10's Keepalive: the same raw frame, the same CRC.
+    assert!(doc.contains("| Keepalive | `0103` | `(empty)` | `511c93f1` |"));
+    // A 306-byte raw frame: the length takes its second byte.
     let wire = encode_vec(0x15, &[0xab; 300]);
     assert_eq!(wire[..6], hex("003201000115")[..]);
+    assert!(doc.contains("begins `00320100…` (length 0x000132)"));
     assert_eq!(wire.len(), PREFIX_LEN + 306);
 }
 
