@@ -158,8 +158,8 @@ pub struct Frame<'a> {
 pub enum Dropped {
     /// A length-prefixed frame did not start with its marker byte: the peer
     /// speaks COBS, or the stream lost its place. Nothing after it can be
-    /// delimited, so the decoder drops the rest of the stream until
-    /// [`Decoder::reset`].
+    /// delimited, so the decoder reports this once and drops the rest of
+    /// the stream until [`Decoder::reset`].
     WrongFraming,
     /// The CRC did not match: bits were flipped or bytes lost.
     BadCrc,

@@ -213,11 +213,13 @@ fn cobs_fed_to_a_prefixed_decoder_fails_on_its_first_byte() {
     assert_eq!(drops, [Dropped::WrongFraming]);
     assert_eq!(frames, []);
     assert_eq!(dec.stats().dropped_bytes, wire.len() as u64);
-    // Lost for good: later input is dropped too, and said so.
+    // Lost for good: later input is dropped too, counted, not said again.
     let mut input = &wire[..];
-    assert_eq!(dec.feed(&mut input), Some(Err(Dropped::WrongFraming)));
     assert_eq!(dec.feed(&mut input), None);
+    assert!(input.is_empty());
+    assert!(dec.in_frame());
     assert_eq!(dec.stats().dropped_frames, 1);
+    assert_eq!(dec.stats().dropped_bytes, 2 * wire.len() as u64);
     dec.reset();
     let (frames, _) = decode_all(&mut dec, &encode_vec(2, b"again"));
     assert_eq!(frames, [(2, b"again".to_vec())]);
@@ -279,6 +281,7 @@ fn a_relay_decoder_reads_cobs_until_the_first_marker() {
         // Switched for good: COBS is now the wrong framing.
         let mut input = &wire[..n];
         assert_eq!(dec.feed(&mut input), Some(Err(Dropped::WrongFraming)));
+        assert_eq!(dec.feed(&mut input), None);
     }
 }
 
