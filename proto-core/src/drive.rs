@@ -94,6 +94,12 @@ pub trait Machine<Files: ReadAt + ?Sized> {
         crate::frame::Framing::Cobs
     }
 
+    /// Offer only COBS on later links: a length-prefixed frame arrived
+    /// broken, so the transport is not as reliable as it was taken for
+    /// (a driver then drops the link, as the stream may have lost its
+    /// place). Machines that never offer the length prefix ignore it.
+    fn keep_cobs(&mut self) {}
+
     /// Writes the next frame to send into `out` and returns its length, or
     /// `None` when there is nothing to send now. `out` must hold at least
     /// [`frame::max_encoded_len`](crate::frame::max_encoded_len) of the

@@ -424,6 +424,9 @@ impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<'_, F> {
     fn framing(&self) -> frame::Framing {
         self.framing
     }
+    fn keep_cobs(&mut self) {
+        self.config.length_prefix = false;
+    }
     fn poll_transmit(
         &mut self,
         now: Instant,

@@ -490,6 +490,9 @@ impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
     fn framing(&self) -> frame::Framing {
         self.framing
     }
+    fn keep_cobs(&mut self) {
+        self.config.length_prefix = false;
+    }
     fn poll_transmit(
         &mut self,
         now: Instant,
@@ -524,6 +527,8 @@ mod attrs_tests;
 mod auth_tests;
 #[cfg(test)]
 mod family_tests;
+#[cfg(test)]
+mod framing_tests;
 #[cfg(test)]
 mod page_link_tests;
 #[cfg(test)]
