@@ -19,7 +19,7 @@
 //! COBS serves every link, and is all a serial line ever sees. On a
 //! reliable byte stream (TCP, TLS) the peers may agree on a second
 //! [`Framing`], the same raw frame behind a length prefix, which costs no
-//! pass over the bytes (see [`length_prefixed`], feature
+//! pass over the bytes (see the module `length_prefixed`, feature
 //! `length-prefixed`). Sizes are counted on the raw frame: a peer's
 //! `max_frame` is the largest raw frame it accepts, and the encoded form
 //! (either framing) is at most [`max_encoded_len`] bytes.
@@ -59,7 +59,7 @@ pub const fn max_encoded_len(raw_len: usize) -> usize {
 /// Every link starts in [`Framing::Cobs`]; `Hello` and `Welcome` always
 /// travel in it. Peers that both offer
 /// [`CAP_LENGTH_PREFIX`](crate::message::CAP_LENGTH_PREFIX) on a reliable
-/// transport switch to [`Framing::LengthPrefixed`] for every frame after
+/// transport switch to `Framing::LengthPrefixed` for every frame after
 /// the `Welcome` (PROTOCOL.md §2.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
