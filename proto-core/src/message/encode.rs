@@ -24,12 +24,18 @@ impl Message<'_> {
     /// exceed `max_frame` raw bytes (the peer's limit; a
     /// [`frame::Format`] also names the framing, a bare `usize` means
     /// COBS). Returns the number of bytes to send.
+    #[inline]
     pub fn encode(
         &self,
         max_frame: impl Into<frame::Format>,
         out: &mut [u8],
     ) -> Result<usize, EncodeError> {
-        let max_frame = max_frame.into();
+        self.encode_as(max_frame.into(), out)
+    }
+
+    // The generic `encode` only converts, inlined: a program that passes
+    // both a `usize` and a `Format` links one copy of this.
+    fn encode_as(&self, max_frame: frame::Format, out: &mut [u8]) -> Result<usize, EncodeError> {
         match self {
             Message::Hello(m) => encode(m, max_frame, out),
             Message::Welcome(m) => encode(m, max_frame, out),
@@ -167,9 +173,20 @@ impl Body for ManifestEntry<'_> {
 /// raw bytes, in COBS or the framing a [`frame::Format`] names). Typed, so
 /// a program links the encoders of only the messages it sends: what keeps
 /// a terminal's image small.
+#[inline]
 pub fn encode<T: Body>(
     body: &T,
     max_frame: impl Into<frame::Format>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    encode_as(body, max_frame.into(), out)
+}
+
+/// [`encode`] past the conversion, so each body type's encoder is linked
+/// once whatever its callers pass.
+fn encode_as<T: Body>(
+    body: &T,
+    max_frame: frame::Format,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
     frame::encode_with(PROTOCOL_VERSION, T::KIND as u8, max_frame, out, |buf| {
@@ -178,9 +195,18 @@ pub fn encode<T: Body>(
 }
 
 /// Encodes a message with an empty body (`Keepalive`, `Goodbye`).
+#[inline]
 pub fn encode_empty(
     kind: Kind,
     max_frame: impl Into<frame::Format>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    encode_empty_as(kind, max_frame.into(), out)
+}
+
+fn encode_empty_as(
+    kind: Kind,
+    max_frame: frame::Format,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
     frame::encode_with(PROTOCOL_VERSION, kind as u8, max_frame, out, |_| Some(0))
