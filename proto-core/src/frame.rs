@@ -231,7 +231,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     }
 
     /// The framing the decoder expects (after the marker, if it was told
-    /// to [switch at it](Decoder::switch_at_marker)).
+    /// to switch at it, `Decoder::switch_at_marker`).
     pub fn framing(&self) -> Framing {
         #[cfg(any(test, feature = "length-prefixed"))]
         if self.prefixed.is_some() {
