@@ -214,6 +214,7 @@ where
                 while let Some(result) = decoder.feed(&mut input) {
                     if let Ok(frame) = result {
                         session.handle_frame(now, frame, files)?;
+                        decoder.set_framing(session.framing());
                     }
                 }
             }

@@ -84,18 +84,21 @@ fn tcp_link(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
+/// As the CLI uploads over TCP: 64 KiB frames, the length prefix.
 fn tcp_upload_config() -> upload::Config {
     upload::Config {
         max_frame: pickup_proto::frame::MAX_FRAME_LEN as u32,
+        length_prefix: true,
         ..upload::Config::default()
     }
 }
 
-/// As the CLI downloads over TCP: 64 KiB frames, an 8 MiB window, and the
-/// sink verifying on another core.
+/// As the CLI downloads over TCP: 64 KiB frames, the length prefix, an
+/// 8 MiB window, and the sink verifying on another core.
 fn tcp_download_config() -> download::Config {
     download::Config {
         max_frame: pickup_proto::frame::MAX_FRAME_LEN as u32,
+        length_prefix: true,
         window: 8 * 1024 * 1024,
         hashing: download::Hashing::BySink,
         ..download::Config::default()

@@ -9,7 +9,7 @@
 
 use embedded_io::{Error as _, Read, Write};
 use pickup_proto::drive::Machine;
-use pickup_proto::frame::{Decoder, Frame};
+use pickup_proto::frame::{Decoder, Frame, Framing};
 use pickup_proto::message::{Kind, Message};
 use pickup_proto::storage::ReadAt;
 use pickup_proto::{ErrorCode, Instant};
@@ -181,6 +181,8 @@ where
                 }
                 decoder.reset();
                 machine.handle_connected(clock.now());
+                // Every link starts in COBS (PROTOCOL.md §2.1).
+                decoder.set_framing(machine.framing());
                 let outcome = exchange(
                     machine,
                     io,
@@ -348,12 +350,23 @@ where
                 caught_up = n < tx.len();
                 let now = clock.now();
                 let mut input = &tx[..n];
+                let mut prefixed = machine.framing() != Framing::Cobs;
                 while let Some(result) = decoder.feed(&mut input) {
-                    // Dropped frames are counted by the decoder; the
-                    // machine's timers recover whatever they carried.
+                    // Dropped frames are counted by the decoder; in COBS
+                    // the machine's timers recover whatever they carried.
+                    // A length-prefixed stream that drops one may have
+                    // lost its place: start over on a new link.
+                    if result.is_err() && prefixed {
+                        machine.keep_cobs();
+                        return Ok(Some(LinkLoss::Garbled));
+                    }
                     if let Ok(frame) = result {
                         *closing |= is_shutdown_notice(frame);
                         machine.handle_frame(now, frame, io)?;
+                        // A Welcome that agreed on the length prefix turns
+                        // the relay's next frame, in this same read, to it.
+                        decoder.set_framing(machine.framing());
+                        prefixed = machine.framing() != Framing::Cobs;
                         // The machines keep a short event queue: empty it
                         // after every input so a burst of frames loses none.
                         drain(machine, retransfer, best, observer);

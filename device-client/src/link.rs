@@ -60,6 +60,11 @@ pub enum LinkLoss {
     /// The relay said it is shutting down (`Error{ShuttingDown}`) before
     /// the link ended: an orderly stop, not a fault of the link.
     ShuttingDown,
+    /// A length-prefixed frame arrived broken (PROTOCOL.md §2.1): the link
+    /// is not the reliable stream it was taken for, and a broken length
+    /// loses the stream's place. The next link starts over in COBS, which
+    /// finds frames again after noise.
+    Garbled,
 }
 
 impl core::fmt::Display for LinkLoss {
@@ -71,6 +76,7 @@ impl core::fmt::Display for LinkLoss {
             LinkLoss::Write(k) => write!(f, "write failed ({k:?})"),
             LinkLoss::Silent => f.write_str("no answer from the relay"),
             LinkLoss::ShuttingDown => f.write_str("relay shutting down"),
+            LinkLoss::Garbled => f.write_str("garbled frames from the relay"),
         }
     }
 }

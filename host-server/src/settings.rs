@@ -73,6 +73,11 @@ pub struct Link {
     /// The link is encrypted and the relay authenticated (TLS): secrets such
     /// as passwords may cross it even from a non-loopback peer.
     pub encrypted: bool,
+    /// The transport loses, corrupts and reorders no byte (TCP, TLS): the
+    /// relay offers the length-prefixed framing (`CAP_LENGTH_PREFIX`,
+    /// PROTOCOL.md §2.1). Never on a serial line, which needs COBS to
+    /// find frames again after noise.
+    pub reliable: bool,
 }
 
 /// The smallest terminal window the relay paces its acks by (syncs then come
@@ -85,12 +90,14 @@ impl Link {
         max_frame: frame::MAX_FRAME_LEN as u32,
         window: 32 * 1024 * 1024,
         encrypted: false,
+        reliable: true,
     };
     /// The serial defaults: 4 KiB frames, 8 MiB window.
     pub const SERIAL: Link = Link {
         max_frame: 4096,
         window: 8 * 1024 * 1024,
         encrypted: false,
+        reliable: false,
     };
 
     /// The decoder buffer a driver needs for this link.

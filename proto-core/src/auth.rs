@@ -86,9 +86,19 @@ impl<'a> Handshake<'a> {
     /// The next handshake frame, if one is due, encoded for a relay that
     /// takes frames of `max` raw bytes. `Err` when the terminal's name
     /// does not fit them, which no retry mends.
+    #[inline]
     pub(crate) fn poll_transmit(
         &mut self,
-        max: usize,
+        max: impl Into<crate::frame::Format>,
+        out: &mut [u8],
+    ) -> Option<Result<usize, AuthError>> {
+        self.poll_transmit_as(max.into(), out)
+    }
+
+    /// [`Self::poll_transmit`] past the conversion (linked once).
+    fn poll_transmit_as(
+        &mut self,
+        max: crate::frame::Format,
         out: &mut [u8],
     ) -> Option<Result<usize, AuthError>> {
         let (encoded, next) = match (self.step, self.credential) {

@@ -20,6 +20,7 @@
 //!       if m.is_idle() { the machine gave the link up: drop it, reconnect }
 //!       wait for bytes from the link, or until m.poll_timeout()
 //!       bytes → frame::Decoder → m.handle_frame(now, frame, files)?   (every frame, in order)
+//!                  decoder.set_framing(m.framing())                  (after each frame)
 //!       if now >= m.poll_timeout() { m.handle_timeout(now) }
 //!   }
 //!   m.handle_disconnected(now)                    the link is gone (EOF, error, given up)
@@ -84,6 +85,20 @@ pub trait Machine<Files: ReadAt + ?Sized> {
 
     /// Fires whatever timers are due at `now`.
     fn handle_timeout(&mut self, now: Instant);
+
+    /// The framing of the relay's frames from now on: COBS until a
+    /// `Welcome` agreed on the length-prefixed one (PROTOCOL.md §2.1). A
+    /// driver passes it to [`Decoder::set_framing`](crate::frame::Decoder::set_framing)
+    /// after every frame it handled, before it feeds the rest of the read.
+    fn framing(&self) -> crate::frame::Framing {
+        crate::frame::Framing::Cobs
+    }
+
+    /// Offer only COBS on later links: a length-prefixed frame arrived
+    /// broken, so the transport is not as reliable as it was taken for
+    /// (a driver then drops the link, as the stream may have lost its
+    /// place). Machines that never offer the length prefix ignore it.
+    fn keep_cobs(&mut self) {}
 
     /// Writes the next frame to send into `out` and returns its length, or
     /// `None` when there is nothing to send now. `out` must hold at least

@@ -16,9 +16,13 @@
 //! 64 KiB (a unit test proves it exhaustively for 640-byte frames) and every
 //! burst of up to 32 bits.
 //!
-//! The same framing serves serial and TCP. Sizes are counted on the raw
-//! frame: a peer's `max_frame` is the largest raw frame it accepts, and the
-//! encoded form is at most [`max_encoded_len`] bytes.
+//! COBS serves every link, and is all a serial line ever sees. On a
+//! reliable byte stream (TCP, TLS) the peers may agree on a second
+//! [`Framing`], the same raw frame behind a length prefix, which costs no
+//! pass over the bytes (see the module `length_prefixed`, feature
+//! `length-prefixed`). Sizes are counted on the raw frame: a peer's
+//! `max_frame` is the largest raw frame it accepts, and the encoded form
+//! (either framing) is at most [`max_encoded_len`] bytes.
 //!
 //! Nothing here panics on input or allocates: [`Decoder`] works in a buffer
 //! the caller sizes, and [`encode_with`] in the caller's output slice.
@@ -37,9 +41,82 @@ pub const MIN_FRAME_LEN: usize = 64;
 /// The largest `max_frame` a peer may announce.
 pub const MAX_FRAME_LEN: usize = 65_536;
 
-/// The largest encoded size (COBS plus delimiter) of a raw frame of `raw_len` bytes.
+/// The largest encoded size (COBS plus delimiter, or with the feature
+/// `length-prefixed` also the length prefix) of a raw frame of `raw_len`
+/// bytes.
 pub const fn max_encoded_len(raw_len: usize) -> usize {
-    raw_len + raw_len / 254 + 2
+    let cobs = raw_len + raw_len / 254 + 2;
+    #[cfg(any(test, feature = "length-prefixed"))]
+    if raw_len + length_prefixed::PREFIX_LEN > cobs {
+        // Below 508 bytes the prefix costs more than COBS's overhead.
+        return raw_len + length_prefixed::PREFIX_LEN;
+    }
+    cobs
+}
+
+/// How raw frames are delimited on a byte stream.
+///
+/// Every link starts in [`Framing::Cobs`]; `Hello` and `Welcome` always
+/// travel in it. Peers that both offer
+/// [`CAP_LENGTH_PREFIX`](crate::message::CAP_LENGTH_PREFIX) on a reliable
+/// transport switch to `Framing::LengthPrefixed` for every frame after
+/// the `Welcome` (PROTOCOL.md §2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Framing {
+    /// COBS plus a 0x00 delimiter: resynchronises after noise.
+    #[default]
+    Cobs,
+    /// A marker byte and a 3-byte length before the raw frame: no pass over
+    /// the bytes, for reliable streams only.
+    #[cfg(any(test, feature = "length-prefixed"))]
+    LengthPrefixed,
+}
+
+impl Framing {
+    /// The capability bits a `Hello` or `Welcome` carries for this framing
+    /// when `wanted`: [`CAP_LENGTH_PREFIX`](crate::message::CAP_LENGTH_PREFIX),
+    /// or nothing without the feature `length-prefixed`.
+    pub fn offer(wanted: bool) -> u32 {
+        if cfg!(any(test, feature = "length-prefixed")) && wanted {
+            crate::message::CAP_LENGTH_PREFIX
+        } else {
+            0
+        }
+    }
+
+    /// The framing of every frame after the `Welcome`, for a side that
+    /// [offered](Framing::offer) it when `wanted` and whose peer's caps are
+    /// `peer_caps`.
+    pub fn negotiated(wanted: bool, peer_caps: u32) -> Framing {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        if wanted && peer_caps & crate::message::CAP_LENGTH_PREFIX != 0 {
+            return Framing::LengthPrefixed;
+        }
+        let _ = (wanted, peer_caps);
+        Framing::Cobs
+    }
+}
+
+/// How frames to one peer are written: the framing and the peer's
+/// `max_frame`. A bare `usize` converts to COBS framing, which is what
+/// every frame before the `Welcome` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Format {
+    /// How frames are delimited.
+    pub framing: Framing,
+    /// The largest raw frame the peer accepts.
+    pub max_frame: usize,
+}
+
+impl From<usize> for Format {
+    fn from(max_frame: usize) -> Format {
+        Format {
+            framing: Framing::Cobs,
+            max_frame,
+        }
+    }
 }
 
 /// CRC-32C, the iSCSI polynomial: better error detection than CRC-32 (IEEE)
@@ -74,10 +151,16 @@ pub struct Frame<'a> {
 }
 
 /// Why the decoder threw bytes away. Dropping is normal on a noisy line: the
-/// decoder has already resynchronised when it reports one.
+/// decoder has already resynchronised when it reports one (but for
+/// [`Dropped::WrongFraming`], after which a stream cannot be trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Dropped {
+    /// A length-prefixed frame did not start with its marker byte: the peer
+    /// speaks COBS, or the stream lost its place. Nothing after it can be
+    /// delimited, so the decoder reports this once and drops the rest of
+    /// the stream until [`Decoder::reset`].
+    WrongFraming,
     /// The CRC did not match: bits were flipped or bytes lost.
     BadCrc,
     /// The bytes were not valid COBS (a frame cut short, or garbage).
@@ -127,6 +210,9 @@ pub struct Decoder<B> {
     /// Bytes of the current frame consumed so far (for `dropped_bytes`).
     consumed: u64,
     stats: Stats,
+    /// Where a length-prefixed frame stands; `None` while decoding COBS.
+    #[cfg(any(test, feature = "length-prefixed"))]
+    prefixed: Option<length_prefixed::State>,
 }
 
 impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
@@ -139,6 +225,40 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
             skipping: false,
             consumed: 0,
             stats: Stats::default(),
+            #[cfg(any(test, feature = "length-prefixed"))]
+            prefixed: None,
+        }
+    }
+
+    /// The framing the decoder expects (after the marker, if it was told
+    /// to switch at it, `Decoder::switch_at_marker`).
+    pub fn framing(&self) -> Framing {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        if self.prefixed.is_some() {
+            return Framing::LengthPrefixed;
+        }
+        Framing::Cobs
+    }
+
+    /// Expects `framing` from the next byte on. Drivers call it between
+    /// frames, right after the frame that switched the link (PROTOCOL.md
+    /// §2.1), with the rest of the same read still to feed; a partial frame
+    /// is forgotten. Setting the framing already in use changes nothing.
+    pub fn set_framing(&mut self, framing: Framing) {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        let pending = self.prefixed.is_some_and(|s| s.pending());
+        #[cfg(not(any(test, feature = "length-prefixed")))]
+        let pending = false;
+        if framing == self.framing() && !pending {
+            return;
+        }
+        self.reset();
+        #[cfg(any(test, feature = "length-prefixed"))]
+        {
+            self.prefixed = match framing {
+                Framing::Cobs => None,
+                Framing::LengthPrefixed => Some(length_prefixed::State::default()),
+            };
         }
     }
 
@@ -153,6 +273,10 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         self.cobs = cobs::DecoderState::Idle;
         self.skipping = false;
         self.consumed = 0;
+        #[cfg(any(test, feature = "length-prefixed"))]
+        if let Some(state) = self.prefixed.as_mut() {
+            *state = state.restart();
+        }
     }
 
     /// Whether the decoder is inside a frame: one partly received, or the
@@ -160,6 +284,10 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// that releases an idle decoder must keep it while this holds, or the
     /// tail of an oversize frame would be read as frames of its own.
     pub fn in_frame(&self) -> bool {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        if let Some(state) = self.prefixed.filter(|s| !s.pending()) {
+            return state.in_frame();
+        }
         self.consumed > 0 || self.skipping
     }
 
@@ -177,6 +305,20 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// is dropped, or `input` is empty (`None`). Call it again with the same
     /// `input` until it returns `None`.
     pub fn feed(&mut self, input: &mut &[u8]) -> Option<Result<Frame<'_>, Dropped>> {
+        #[cfg(any(test, feature = "length-prefixed"))]
+        let found = if self.prefixed.is_some() {
+            self.feed_prefixed(input)
+        } else {
+            self.feed_cobs(input)
+        };
+        #[cfg(not(any(test, feature = "length-prefixed")))]
+        let found = self.feed_cobs(input);
+        Some(found?.map(|len| self.view(len)))
+    }
+
+    /// [`Decoder::feed`] in COBS; a frame is returned as its raw length,
+    /// for [`Decoder::view`].
+    fn feed_cobs(&mut self, input: &mut &[u8]) -> Option<Result<usize, Dropped>> {
         // How many bytes at the front of `input` are known to hold no zero.
         // In a COBS stream zeros are only delimiters, so one scan to the
         // next zero covers a whole frame's runs (see `bulk_copy`).
@@ -284,7 +426,9 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         Some(take)
     }
 
-    fn finish(&mut self) -> Result<Frame<'_>, Dropped> {
+    /// Checks the raw frame in `buf[..len]` and returns its length, or
+    /// drops it.
+    fn finish(&mut self) -> Result<usize, Dropped> {
         let len = self.len;
         if len < OVERHEAD {
             return Err(self.drop_frame(Dropped::TooShort, false));
@@ -299,12 +443,18 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
         self.stats.frames += 1;
         self.len = 0;
         self.consumed = 0;
+        Ok(len)
+    }
+
+    /// The frame [`Decoder::finish`] checked, `len` bytes at the front of
+    /// the buffer.
+    fn view(&self, len: usize) -> Frame<'_> {
         let raw = &self.buf.as_ref()[..len];
-        Ok(Frame {
+        Frame {
             version: raw[0],
             kind: raw[1],
             body: &raw[HEADER_LEN..len - CRC_LEN],
-        })
+        }
     }
 }
 
@@ -324,22 +474,25 @@ impl core::fmt::Display for EncodeError {
 
 /// Encodes one frame into `out`, writing the body with `write_body`.
 ///
-/// `write_body` gets the space available for the body and returns how many
-/// bytes it wrote (or `None` if it did not fit). The raw frame is built at
-/// the back of `out` and COBS-encoded forwards in place, so no second buffer
-/// is needed: this matters on a device with a few KiB of RAM. Returns the
-/// encoded length including the 0x00 delimiter.
+/// `format` is the peer's `max_frame` (a `usize`: COBS) or a [`Format`]
+/// naming the framing too. `write_body` gets the space available for the
+/// body and returns how many bytes it wrote (or `None` if it did not fit).
+/// The raw frame is built at the back of `out` and COBS-encoded forwards in
+/// place, so no second buffer is needed: this matters on a device with a
+/// few KiB of RAM. Returns the encoded length including the 0x00 delimiter
+/// (or the length prefix).
 pub fn encode_with(
     version: u8,
     kind: u8,
-    max_frame: usize,
+    format: impl Into<Format>,
     out: &mut [u8],
     write_body: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> Result<usize, EncodeError> {
-    let (shift, raw_cap) = body_room(out.len(), max_frame)?;
+    let format = format.into();
+    let (shift, raw_cap) = body_room(format, out.len())?;
     let body = &mut out[shift + HEADER_LEN..shift + raw_cap - CRC_LEN];
     let body_len = write_body(body).ok_or(EncodeError::TooLarge)?;
-    seal(version, kind, out, shift, raw_cap, body_len)
+    seal(format.framing, version, kind, out, shift, raw_cap, body_len)
 }
 
 // `encode_with` is instantiated once per message type a program sends; the
@@ -350,9 +503,19 @@ pub fn encode_with(
 /// `(shift, raw_cap)`. The COBS output after i input bytes is at most
 /// 1 + i + ceil(i/254) bytes long, so starting the raw frame `shift` bytes
 /// in, with shift >= 2 + raw_len/254, keeps the writer behind the reader.
-fn body_room(out_len: usize, max_frame: usize) -> Result<(usize, usize), EncodeError> {
-    let shift = 2 + out_len / 254;
-    let raw_cap = out_len.saturating_sub(shift).min(max_frame);
+/// A length-prefixed frame starts right after its prefix.
+fn body_room(format: Format, out_len: usize) -> Result<(usize, usize), EncodeError> {
+    let shift = match format.framing {
+        Framing::Cobs => 2 + out_len / 254,
+        #[cfg(any(test, feature = "length-prefixed"))]
+        Framing::LengthPrefixed => length_prefixed::PREFIX_LEN,
+    };
+    let raw_cap = out_len.saturating_sub(shift).min(format.max_frame);
+    #[cfg(any(test, feature = "length-prefixed"))]
+    let raw_cap = match format.framing {
+        Framing::LengthPrefixed => raw_cap.min(length_prefixed::MAX_RAW_LEN),
+        Framing::Cobs => raw_cap,
+    };
     if raw_cap < OVERHEAD {
         return Err(EncodeError::TooLarge);
     }
@@ -360,8 +523,10 @@ fn body_room(out_len: usize, max_frame: usize) -> Result<(usize, usize), EncodeE
 }
 
 /// Completes the raw frame at `out[shift..]` around its `body_len`-byte
-/// body (header, CRC) and COBS-encodes it to the front of `out`.
+/// body (header, CRC) and COBS-encodes it to the front of `out`, or writes
+/// its length prefix.
 fn seal(
+    framing: Framing,
     version: u8,
     kind: u8,
     out: &mut [u8],
@@ -378,7 +543,11 @@ fn seal(
     raw[1] = kind;
     let crc = crc32c(&raw[..HEADER_LEN + body_len]);
     raw[HEADER_LEN + body_len..].copy_from_slice(&crc.to_le_bytes());
-    Ok(cobs_in_place(out, shift, raw_len))
+    match framing {
+        Framing::Cobs => Ok(cobs_in_place(out, shift, raw_len)),
+        #[cfg(any(test, feature = "length-prefixed"))]
+        Framing::LengthPrefixed => Ok(length_prefixed::write_prefix(out, raw_len)),
+    }
 }
 
 /// Encodes a frame whose body is already serialized.
@@ -461,5 +630,7 @@ fn cobs_in_place(out: &mut [u8], start: usize, len: usize) -> usize {
     w + 1
 }
 
+#[cfg(any(test, feature = "length-prefixed"))]
+pub mod length_prefixed;
 #[cfg(test)]
 mod tests;

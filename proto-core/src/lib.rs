@@ -21,7 +21,8 @@
 //!
 //! - [`frame`]: [`frame::encode_with`] a message into a delimited frame and
 //!   [`frame::Decoder`] to take frames back out of a byte stream in any split,
-//!   resynchronising after garbage.
+//!   resynchronising after garbage; COBS everywhere, or a length prefix on
+//!   a reliable stream once both sides agreed.
 //! - [`message`]: every message of the exchange, see `PROTOCOL.md` for the
 //!   byte layouts and test vectors.
 //! - [`code`]: the pickup code and its Crockford base32 text form.
@@ -46,6 +47,10 @@
 //!   and moved with `memmove` (which hosts link anyway), and the frame
 //!   decoder copies runs in bulk. Without it the frame layer takes plain
 //!   byte loops, smaller in an MCU's flash.
+//! - `length-prefixed`: the second framing, for reliable streams
+//!   (PROTOCOL.md §2.1): `frame::Framing::LengthPrefixed` and the
+//!   machines' `length_prefix` option (`std` brings it). Off, an image
+//!   carries no code for it.
 //! - `fast-crc`: hardware CRC-32C (SSE 4.2, AArch64 CRC) through `crc32c`.
 //! - `fast-sha1`: SHA-1 through the `sha1` crate, with SHA-NI or the AArch64
 //!   SHA extension where the CPU has them (about 2.5–4x `sha1_smol` on the

@@ -60,10 +60,12 @@ fn proto_seeds_are_committed_and_reach_their_goal() {
             "frame_decoder" => {
                 let frames = fuzz_proto::decode_stream(&s.bytes);
                 let expected = match name {
-                    "every-kind-whole" | "every-kind-bytewise" => {
-                        samples::every_kind().len() as u64
-                    }
+                    "every-kind-whole"
+                    | "every-kind-bytewise"
+                    | "prefixed-every-kind-whole"
+                    | "prefixed-every-kind-bytewise" => samples::every_kind().len() as u64,
                     "noise-and-cut-frame" => 2,
+                    "switch-at-marker" => 2,
                     _ => 1,
                 };
                 assert_eq!(frames, expected, "{name}");

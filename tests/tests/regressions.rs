@@ -46,6 +46,7 @@ const SERIAL_UPLOAD: upload::Config = upload::Config {
     max_window: 2048,
     page_link: false,
     relay_limits: false,
+    length_prefix: false,
 };
 
 fn completed(events: &[String]) -> bool {
@@ -112,6 +113,7 @@ fn upload_recovers_from_a_lost_ack_of_its_whole_window() {
         max_frame: 4096,
         window: 4 << 20,
         encrypted: false,
+        reliable: false,
     };
     let mut pair = Pair::new(
         Settings::default(),
@@ -148,6 +150,7 @@ fn upload_recovers_when_the_final_ack_and_verdict_are_lost() {
         max_frame: 1024,
         window: 64 * 1024,
         encrypted: false,
+        reliable: false,
     };
     let mut pair = Pair::new(
         Settings::default(),
@@ -193,6 +196,7 @@ fn line_noise_that_looks_like_an_oversize_frame_does_not_fail_the_upload() {
         max_frame: 256,
         window: 64 * 1024,
         encrypted: false,
+        reliable: false,
     };
     let mut pair = Pair::new(
         Settings::default(),

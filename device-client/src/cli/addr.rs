@@ -167,10 +167,14 @@ impl Addr {
     }
 
     /// Session tuning for this kind of link: serial lines are slower and
-    /// smaller frames lose less to noise.
+    /// smaller frames lose less to noise. TCP and TLS ask for the
+    /// length-prefixed framing, which spares both ends a COBS pass over
+    /// every byte; a serial line keeps COBS, which finds frames again
+    /// after noise (PROTOCOL.md §2.1).
     pub fn upload_config(&self) -> upload::Config {
         let base = upload::Config {
             max_frame: super::RX as u32,
+            length_prefix: true,
             ..upload::Config::default()
         };
         match self {
@@ -179,6 +183,7 @@ impl Addr {
                 max_frame: 1024,
                 retransmit_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(30),
+                length_prefix: false,
                 ..base
             },
         }
@@ -192,6 +197,7 @@ impl Addr {
             window: 8 * 1024 * 1024,
             // get restores them; info shows them.
             file_attrs: true,
+            length_prefix: true,
             ..download::Config::default()
         };
         match self {
@@ -201,6 +207,7 @@ impl Addr {
                 window: 64 * 1024,
                 retransmit_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(30),
+                length_prefix: false,
                 ..base
             },
         }

@@ -248,6 +248,7 @@ impl Config {
             max_frame: self.tcp.max_frame,
             window: self.tcp.window,
             encrypted: false,
+            reliable: true,
         }
     }
 
@@ -265,6 +266,7 @@ impl Config {
             max_frame: self.serial.max_frame,
             window: self.serial.window,
             encrypted: false,
+            reliable: false,
         }
     }
 }

@@ -262,6 +262,7 @@ impl Session {
 
     /// The next `Data` frame of the stream, from the bytes read ahead.
     pub(super) fn poll_data(&mut self, out: &mut [u8]) -> Option<usize> {
+        let format = self.format();
         let s = self.stream.as_mut()?;
         let end = s.credit_end.min(s.size);
         if s.next >= end {
@@ -282,12 +283,11 @@ impl Session {
             .unwrap_or(usize::MAX)
             .min(avail.len());
         let mut sent = 0;
-        let encoded =
-            message::encode_data_with(s.file, s.next, want, self.peer_max_frame, out, |room| {
-                room.copy_from_slice(&avail[..room.len()]);
-                sent = room.len();
-                Some(sent)
-            });
+        let encoded = message::encode_data_with(s.file, s.next, want, format, out, |room| {
+            room.copy_from_slice(&avail[..room.len()]);
+            sent = room.len();
+            Some(sent)
+        });
         match encoded {
             Ok(n) => {
                 s.next += sent as u64;

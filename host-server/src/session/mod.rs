@@ -44,7 +44,7 @@
 
 use std::sync::Arc;
 
-use pickup_proto::frame::{self, Dropped, Frame};
+use pickup_proto::frame::{self, Dropped, Frame, Framing};
 use pickup_proto::message::{
     self, FileAttrs, Kind, Manifest, ManifestEntry, Message, PageLink, RelayLimits, ResumeToken,
     Role, Welcome, CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_PUSH_NOTICE,
@@ -95,6 +95,12 @@ pub struct Session {
     link: Link,
     phase: Phase,
     peer_max_frame: usize,
+    /// How frames go to the terminal: COBS until the `Welcome` that agrees
+    /// on the length prefix is sent, then for good (PROTOCOL.md §2.1).
+    framing: Framing,
+    /// The last `Hello` asked for the length prefix on a reliable link:
+    /// the framing switches once its `Welcome` is out.
+    prefix_agreed: bool,
     peer_caps: u32,
     /// Upload bytes the terminal keeps in flight at most, from its `Hello`
     /// (0: it did not say).
@@ -183,6 +189,8 @@ impl Session {
             link,
             phase: Phase::AwaitHello,
             peer_max_frame: frame::MIN_FRAME_LEN,
+            framing: Framing::Cobs,
+            prefix_agreed: false,
             peer_caps: 0,
             peer_window: 0,
             last_heard: now,
@@ -236,6 +244,23 @@ impl Session {
     /// The largest raw frame this session accepts: size the decoder with it.
     pub fn max_frame(&self) -> usize {
         self.link.max_frame()
+    }
+
+    /// The framing of what this session sends from now on, and of what the
+    /// terminal sends once it has read the `Welcome`: when it is
+    /// [`Framing::LengthPrefixed`], the driver calls
+    /// [`Decoder::switch_at_marker`](frame::Decoder::switch_at_marker) on
+    /// its decoder (PROTOCOL.md §2.1).
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// How frames go to the terminal now.
+    pub(super) fn format(&self) -> frame::Format {
+        frame::Format {
+            framing: self.framing,
+            max_frame: self.peer_max_frame,
+        }
     }
 
     /// The smallest `out` buffer for [`poll_transmit`](Self::poll_transmit)
@@ -370,6 +395,15 @@ impl Session {
     pub fn handle_dropped(&mut self, now: Instant, why: Dropped) {
         self.clock = self.clock.max(now);
         self.out.log.dropped(why);
+        if why == Dropped::WrongFraming && !matches!(self.phase, Phase::Closing | Phase::Closed) {
+            // The terminal does not speak the framing it agreed to: nothing
+            // more can be delimited on this link.
+            tracing::debug!(
+                session = self.id,
+                "terminal ignored the length prefix it asked for"
+            );
+            return self.close_with(now, ErrorCode::BadFrame);
+        }
         if why == Dropped::Oversize && self.phase == Phase::Open {
             self.out.push(Out::Error {
                 code: ErrorCode::TooLarge,
@@ -404,6 +438,8 @@ impl Session {
         self.peer_max_frame =
             (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
         self.peer_caps = h.caps;
+        self.prefix_agreed =
+            Framing::negotiated(self.link.reliable, h.caps) == Framing::LengthPrefixed;
         self.peer_window = h.window;
         self.phase = Phase::Open;
         self.out.push(Out::Welcome);
@@ -519,7 +555,7 @@ impl Session {
 
     /// Encodes one queued reply; re-queues a cursor that has more to say.
     fn render(&mut self, item: Out, out: &mut [u8]) -> Option<usize> {
-        let max = self.peer_max_frame;
+        let max = self.format();
         let item = match item {
             Out::Deliveries(..) | Out::Notices { .. } | Out::Settled(_) => {
                 return self.render_notices(item, out)
@@ -536,6 +572,7 @@ impl Session {
                 // and keeps and delivers notices (PROTOCOL.md §11).
                 caps: CAP_FILE_ATTRS
                     | CAP_PUSH_NOTICE
+                    | Framing::offer(self.link.reliable)
                     | if self.relay.settings.instant_upload {
                         CAP_INSTANT_UPLOAD
                     } else {
@@ -651,7 +688,14 @@ impl Session {
             }
         };
         match encoded {
-            Ok(n) => Some(n),
+            Ok(n) => {
+                if matches!(item, Out::Welcome) && self.prefix_agreed {
+                    // The Welcome went in COBS; every frame after it goes
+                    // length-prefixed, for good (PROTOCOL.md §2.1).
+                    self.framing = Framing::LengthPrefixed;
+                }
+                Some(n)
+            }
             Err(_) => {
                 // Only a long name or page URL in a tiny peer frame gets here.
                 tracing::warn!(

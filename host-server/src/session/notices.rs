@@ -373,7 +373,7 @@ impl Session {
 impl Session {
     /// Encodes the next frame of a notices reply; re-queues the rest.
     pub(super) fn render_notices(&mut self, item: Out, out: &mut [u8]) -> Option<usize> {
-        let max = self.peer_max_frame;
+        let max = self.format();
         let encoded = match item {
             Out::Settled(id) => Message::Settled(message::Settled { id }).encode(max, out),
             Out::Notices {

@@ -11,6 +11,8 @@ pub mod tcp;
 pub mod tls;
 
 #[cfg(test)]
+mod framing_tests;
+#[cfg(test)]
 mod tcp_tests;
 
 /// The relay's clock: Unix time at start plus a monotonic elapsed time, so

@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use pickup_proto::frame::Decoder;
+use pickup_proto::frame::{Decoder, Framing};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -82,6 +82,15 @@ pub async fn serve(
 
 type FrameDecoder = Decoder<Box<[u8]>>;
 
+/// The decoder, allocated only while a frame is partly read, and whether
+/// the terminal's frames have turned length-prefixed (which outlives the
+/// decoder).
+#[derive(Default)]
+struct Inbound {
+    decoder: Option<FrameDecoder>,
+    prefixed: bool,
+}
+
 enum ReadOutcome {
     /// Nothing more to read now, or the session wants no more for now.
     Drained,
@@ -93,15 +102,19 @@ enum ReadOutcome {
 /// Feeds bytes to the session, while it asks for input, through a decoder
 /// allocated on demand and released between frames. Returns how many bytes
 /// at the end it did not take.
-fn feed(
-    session: &mut Session,
-    decoder: &mut Option<FrameDecoder>,
-    mut input: &[u8],
-    clock: &Clock,
-) -> usize {
+fn feed(session: &mut Session, inbound: &mut Inbound, mut input: &[u8], clock: &Clock) -> usize {
     let now = clock.now();
     let max_frame = session.max_frame();
-    let dec = decoder.get_or_insert_with(|| Decoder::new(vec![0u8; max_frame].into_boxed_slice()));
+    let dec = inbound
+        .decoder
+        .get_or_insert_with(|| Decoder::new(vec![0u8; max_frame].into_boxed_slice()));
+    if inbound.prefixed {
+        dec.set_framing(Framing::LengthPrefixed);
+    } else if session.framing() == Framing::LengthPrefixed {
+        // The Welcome that agreed on it is out: the terminal's frames turn
+        // length-prefixed at its first marker (PROTOCOL.md §2.1).
+        dec.switch_at_marker();
+    }
     while session.wants_input() {
         match dec.feed(&mut input) {
             Some(Ok(frame)) => session.handle_frame(now, frame),
@@ -109,8 +122,11 @@ fn feed(
             None => break,
         }
     }
+    if dec.framing() == Framing::LengthPrefixed && !dec.awaiting_marker() {
+        inbound.prefixed = true;
+    }
     if !dec.in_frame() {
-        *decoder = None;
+        inbound.decoder = None;
     }
     input.len()
 }
@@ -144,7 +160,7 @@ fn read_burst<R: AsyncRead + Unpin>(
     reader: &mut R,
     first: usize,
     session: &mut Session,
-    decoder: &mut Option<FrameDecoder>,
+    inbound: &mut Inbound,
     unfed: &mut Vec<u8>,
     clock: &Clock,
     jobs: &Jobs,
@@ -164,7 +180,7 @@ fn read_burst<R: AsyncRead + Unpin>(
             return ReadOutcome::Eof;
         }
         READ_BUF.with_borrow(|buf| {
-            let rest = feed(session, decoder, &buf[..n], clock);
+            let rest = feed(session, inbound, &buf[..n], clock);
             unfed.extend_from_slice(&buf[n - rest..n]);
         });
         if !unfed.is_empty() || session.wants_transmit() || jobs.any_finished() {
@@ -318,7 +334,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
         relay,
         running: Vec::with_capacity(2),
     };
-    let mut decoder: Option<FrameDecoder> = None;
+    let mut inbound = Inbound::default();
     // Bytes read that the session did not take yet (it asked for no input).
     let mut unfed: Vec<u8> = Vec::new();
     let mut out = Outgoing::default();
@@ -338,7 +354,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
         }
         jobs.start(&mut session);
         if !unfed.is_empty() && session.wants_input() {
-            let rest = feed(&mut session, &mut decoder, &unfed, &clock);
+            let rest = feed(&mut session, &mut inbound, &unfed, &clock);
             unfed.drain(..unfed.len() - rest);
             if unfed.is_empty() {
                 unfed = Vec::new();
@@ -365,7 +381,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
         tokio::select! {
             read = std::future::poll_fn(|cx| poll_read_buf(&mut reader, cx)), if reading => {
                 let outcome = match read {
-                    Ok(n) => read_burst(&mut reader, n, &mut session, &mut decoder, &mut unfed, &clock, &jobs),
+                    Ok(n) => read_burst(&mut reader, n, &mut session, &mut inbound, &mut unfed, &clock, &jobs),
                     Err(e) if e.kind() == ErrorKind::Interrupted => ReadOutcome::Drained,
                     Err(e) => ReadOutcome::Failed(e),
                 };

@@ -33,6 +33,14 @@ pub struct Config {
     /// cannot apply them should not make the relay send them. Has effect
     /// only with the feature `file-attrs` (which `std` brings).
     pub file_attrs: bool,
+    /// Offer the length-prefixed framing (`CAP_LENGTH_PREFIX`,
+    /// PROTOCOL.md §2.1): set it on a reliable link (TCP, TLS), never on a
+    /// serial line. Once the relay agrees, every frame after its `Welcome`
+    /// goes without COBS, and the driver's decoder follows
+    /// [`Machine::framing`](crate::drive::Machine::framing). Off by
+    /// default; has effect only with the feature `length-prefixed` (which
+    /// `std` brings).
+    pub length_prefix: bool,
 }
 
 impl Default for Config {
@@ -47,6 +55,7 @@ impl Default for Config {
             wait_until_ready: None,
             hashing: Hashing::InSession,
             file_attrs: false,
+            length_prefix: false,
         }
     }
 }

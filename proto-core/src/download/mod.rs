@@ -176,6 +176,8 @@ pub struct Session<'a, const F: usize> {
     /// older stream of the file can still arrive (a new link, a new file).
     stale_until: u64,
     peer_max_frame: usize,
+    /// How frames go to the relay: COBS until a `Welcome` agrees otherwise.
+    framing: frame::Framing,
     control: Deque<Control, 6>,
     events: Deque<Event, 8>,
     progress_dirty: bool,
@@ -211,6 +213,7 @@ impl<'a, const F: usize> Session<'a, F> {
             restart_pending: false,
             stale_until: 0,
             peer_max_frame: frame::MIN_FRAME_LEN,
+            framing: frame::Framing::Cobs,
             control: Deque::new(),
             events: Deque::new(),
             progress_dirty: false,
@@ -316,6 +319,8 @@ impl<'a, const F: usize> Session<'a, F> {
         }
         self.control.clear();
         self.push_control(Control::Hello);
+        // Every link starts in COBS (PROTOCOL.md §2.1).
+        self.framing = frame::Framing::Cobs;
         self.stale_until = u64::MAX;
         self.phase = Phase::AwaitWelcome;
         self.retry_at = Some(now + self.config.retransmit_timeout);
@@ -415,6 +420,12 @@ impl<const F: usize, S: Sink + ?Sized> Machine<S> for Session<'_, F> {
     }
     fn handle_timeout(&mut self, now: Instant) {
         Session::handle_timeout(self, now)
+    }
+    fn framing(&self) -> frame::Framing {
+        self.framing
+    }
+    fn keep_cobs(&mut self) {
+        self.config.length_prefix = false;
     }
     fn poll_transmit(
         &mut self,

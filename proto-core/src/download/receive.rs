@@ -53,6 +53,7 @@ impl<const F: usize> Session<'_, F> {
                 }
                 self.peer_max_frame =
                     (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
+                self.framing = frame::Framing::negotiated(self.config.length_prefix, w.caps);
                 self.push_event(Event::Connected);
                 #[cfg(any(test, feature = "auth"))]
                 if let Some(h) = self.auth.as_mut() {

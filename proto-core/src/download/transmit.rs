@@ -34,7 +34,10 @@ impl<const F: usize> Session<'_, F> {
         };
         let window = self.config.window;
         let credit = self.credit.get();
-        let max = self.peer_max_frame;
+        let max = frame::Format {
+            framing: self.framing,
+            max_frame: self.peer_max_frame,
+        };
         let encoded = match c {
             // Hello must fit the smallest frame any relay accepts.
             Control::Hello => message::encode(
@@ -48,7 +51,7 @@ impl<const F: usize> Session<'_, F> {
                         message::CAP_FILE_ATTRS
                     } else {
                         0
-                    },
+                    } | frame::Framing::offer(self.config.length_prefix),
                 },
                 frame::MIN_FRAME_LEN,
                 out,
@@ -88,7 +91,7 @@ impl<const F: usize> Session<'_, F> {
 impl<const F: usize> Session<'_, F> {
     /// `Fetch` by code, or `FetchNamed`; an owner and name too long for
     /// the relay's frames fail the session (no retry mends that).
-    fn fetch(&mut self, max: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    fn fetch(&mut self, max: frame::Format, out: &mut [u8]) -> Result<usize, EncodeError> {
         #[cfg(any(test, feature = "auth"))]
         if let Some(n) = self.named {
             let fetch = FetchNamed {
@@ -111,11 +114,13 @@ impl<const F: usize> Session<'_, F> {
         if self.phase != Phase::Authenticating {
             return None;
         }
-        match self
-            .auth
-            .as_mut()?
-            .poll_transmit(self.peer_max_frame, out)?
-        {
+        match self.auth.as_mut()?.poll_transmit(
+            frame::Format {
+                framing: self.framing,
+                max_frame: self.peer_max_frame,
+            },
+            out,
+        )? {
             Ok(n) => {
                 self.last_sent = now;
                 Some(n)

@@ -37,7 +37,7 @@ pub fn encode_data_with(
     file: u16,
     offset: u64,
     max_len: usize,
-    max_frame: usize,
+    max_frame: impl Into<frame::Format>,
     out: &mut [u8],
     fill: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> Result<usize, EncodeError> {

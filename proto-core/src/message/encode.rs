@@ -21,9 +21,21 @@ use crate::PROTOCOL_VERSION;
 
 impl Message<'_> {
     /// Encodes the message as one delimited frame into `out`, refusing to
-    /// exceed `max_frame` raw bytes (the peer's limit). Returns the number of
-    /// bytes to send.
-    pub fn encode(&self, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+    /// exceed `max_frame` raw bytes (the peer's limit; a
+    /// [`frame::Format`] also names the framing, a bare `usize` means
+    /// COBS). Returns the number of bytes to send.
+    #[inline]
+    pub fn encode(
+        &self,
+        max_frame: impl Into<frame::Format>,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        self.encode_as(max_frame.into(), out)
+    }
+
+    // The generic `encode` only converts, inlined: a program that passes
+    // both a `usize` and a `Format` links one copy of this.
+    fn encode_as(&self, max_frame: frame::Format, out: &mut [u8]) -> Result<usize, EncodeError> {
         match self {
             Message::Hello(m) => encode(m, max_frame, out),
             Message::Welcome(m) => encode(m, max_frame, out),
@@ -158,15 +170,44 @@ impl Body for ManifestEntry<'_> {
 }
 
 /// Encodes one message as a delimited frame into `out` (at most `max_frame`
-/// raw bytes). Typed, so a program links the encoders of only the messages
-/// it sends: what keeps a terminal's image small.
-pub fn encode<T: Body>(body: &T, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+/// raw bytes, in COBS or the framing a [`frame::Format`] names). Typed, so
+/// a program links the encoders of only the messages it sends: what keeps
+/// a terminal's image small.
+#[inline]
+pub fn encode<T: Body>(
+    body: &T,
+    max_frame: impl Into<frame::Format>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    encode_as(body, max_frame.into(), out)
+}
+
+/// [`encode`] past the conversion, so each body type's encoder is linked
+/// once whatever its callers pass.
+fn encode_as<T: Body>(
+    body: &T,
+    max_frame: frame::Format,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     frame::encode_with(PROTOCOL_VERSION, T::KIND as u8, max_frame, out, |buf| {
         postcard::to_slice(body, buf).ok().map(|s| s.len())
     })
 }
 
 /// Encodes a message with an empty body (`Keepalive`, `Goodbye`).
-pub fn encode_empty(kind: Kind, max_frame: usize, out: &mut [u8]) -> Result<usize, EncodeError> {
+#[inline]
+pub fn encode_empty(
+    kind: Kind,
+    max_frame: impl Into<frame::Format>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    encode_empty_as(kind, max_frame.into(), out)
+}
+
+fn encode_empty_as(
+    kind: Kind,
+    max_frame: frame::Format,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     frame::encode_with(PROTOCOL_VERSION, kind as u8, max_frame, out, |_| Some(0))
 }

@@ -78,6 +78,13 @@ pub const CAP_PAGE_LINK: u32 = 1 << 2;
 /// an MCU image built without the feature `relay-limits` never does, so it
 /// never receives the kind.
 pub const CAP_RELAY_LIMITS: u32 = 1 << 3;
+/// Capability bit: the sender can switch to the length-prefixed framing
+/// ([`frame::Framing::LengthPrefixed`](crate::frame::Framing)) on this
+/// link, which it offers only on a reliable transport (TCP, TLS; never a
+/// serial line). When the terminal's `Hello` and the relay's `Welcome` both
+/// carry it, each side sends every frame after the `Welcome` length-prefixed
+/// and reads every frame after it that way (PROTOCOL.md §2.1).
+pub const CAP_LENGTH_PREFIX: u32 = 1 << 4;
 /// Capability bit: the relay keeps and delivers notices (kinds
 /// `0x30..0x3F`, PROTOCOL.md §11); a relay without it answers them with
 /// `Error{UnknownKind}`.

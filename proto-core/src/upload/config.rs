@@ -35,6 +35,14 @@ pub struct Config {
     /// reason; has effect only with the feature `relay-limits` (which
     /// `std` brings).
     pub relay_limits: bool,
+    /// Offer the length-prefixed framing (`CAP_LENGTH_PREFIX`,
+    /// PROTOCOL.md §2.1): set it on a reliable link (TCP, TLS), never on a
+    /// serial line. Once the relay agrees, every frame after its `Welcome`
+    /// goes without COBS, and the driver's decoder follows
+    /// [`Machine::framing`](crate::drive::Machine::framing). Off by
+    /// default; has effect only with the feature `length-prefixed` (which
+    /// `std` brings).
+    pub length_prefix: bool,
 }
 
 impl Default for Config {
@@ -48,6 +56,7 @@ impl Default for Config {
             max_window: 32 * 1024 * 1024,
             page_link: false,
             relay_limits: false,
+            length_prefix: false,
         }
     }
 }

@@ -137,6 +137,8 @@ pub struct Session<'n, const F: usize> {
     grant: Option<Grant>,
     /// Relay's frame and window limits, from the welcome and acks.
     peer_max_frame: usize,
+    /// How frames go to the relay: COBS until a `Welcome` agrees otherwise.
+    framing: frame::Framing,
     peer_window: u64,
     instant_allowed: bool,
     /// The relay's welcome had `CAP_FILE_ATTRS`.
@@ -212,6 +214,7 @@ impl<'n, const F: usize> Session<'n, F> {
             family: None,
             grant: None,
             peer_max_frame: frame::MIN_FRAME_LEN,
+            framing: frame::Framing::Cobs,
             peer_window: 0,
             instant_allowed: false,
             #[cfg(any(test, feature = "file-attrs"))]
@@ -372,6 +375,8 @@ impl<'n, const F: usize> Session<'n, F> {
         }
         self.control.clear();
         self.push_control(Control::Hello);
+        // Every link starts in COBS (PROTOCOL.md §2.1).
+        self.framing = frame::Framing::Cobs;
         self.phase = Phase::AwaitWelcome;
         self.waiting_since = Some(now);
         self.last_heard = now;
@@ -482,6 +487,12 @@ impl<const F: usize, R: ReadAt + ?Sized> Machine<R> for Session<'_, F> {
     fn handle_timeout(&mut self, now: Instant) {
         Session::handle_timeout(self, now)
     }
+    fn framing(&self) -> frame::Framing {
+        self.framing
+    }
+    fn keep_cobs(&mut self) {
+        self.config.length_prefix = false;
+    }
     fn poll_transmit(
         &mut self,
         now: Instant,
@@ -516,6 +527,8 @@ mod attrs_tests;
 mod auth_tests;
 #[cfg(test)]
 mod family_tests;
+#[cfg(test)]
+mod framing_tests;
 #[cfg(test)]
 mod page_link_tests;
 #[cfg(test)]

@@ -45,6 +45,7 @@ impl<'n, const F: usize> Session<'n, F> {
                 self.peer_max_frame =
                     (w.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
                 self.peer_window = u64::from(w.window.min(self.config.max_window));
+                self.framing = frame::Framing::negotiated(self.config.length_prefix, w.caps);
                 self.instant_allowed =
                     self.config.instant_upload && w.caps & CAP_INSTANT_UPLOAD != 0;
                 #[cfg(any(test, feature = "file-attrs"))]

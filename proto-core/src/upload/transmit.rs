@@ -10,6 +10,14 @@ use crate::time::Instant;
 use crate::PROTOCOL_VERSION;
 
 impl<'n, const F: usize> Session<'n, F> {
+    /// How frames go to the relay now.
+    fn peer_format(&self) -> frame::Format {
+        frame::Format {
+            framing: self.framing,
+            max_frame: self.peer_max_frame,
+        }
+    }
+
     fn bytes_in_flight(&self) -> u64 {
         self.files.iter().fold(0u64, |t, f| {
             t.saturating_add(f.sent.saturating_sub(f.acked))
@@ -40,7 +48,7 @@ impl<'n, const F: usize> Session<'n, F> {
         source: &mut R,
         out: &mut [u8],
     ) -> Result<Option<usize>, R::Error> {
-        let max = self.peer_max_frame;
+        let max = self.peer_format();
         if let Some(c) = self.control.pop_front() {
             if c == Control::Resume && self.token.is_some() {
                 // A named batch resumed on a new link binds its names too:
@@ -77,7 +85,8 @@ impl<'n, const F: usize> Session<'n, F> {
                                 message::CAP_RELAY_LIMITS
                             } else {
                                 0
-                            },
+                            }
+                            | frame::Framing::offer(self.config.length_prefix),
                     },
                     frame::MIN_FRAME_LEN,
                     out,
@@ -167,7 +176,7 @@ impl<'n, const F: usize> Session<'n, F> {
     }
 
     fn announce(&mut self, next: Option<u16>, out: &mut [u8]) -> Option<usize> {
-        let max = self.peer_max_frame;
+        let max = self.peer_format();
         let (encoded, following) = match next {
             None => {
                 if let Some(n) = self.named_frame(out) {
@@ -247,7 +256,7 @@ impl<const F: usize> Session<'_, F> {
         if !self.attrs_allowed || self.attrs_sent {
             return None;
         }
-        let n = message::encode(&attrs, self.peer_max_frame, out).ok()?;
+        let n = message::encode(&attrs, self.peer_format(), out).ok()?;
         self.attrs_sent = true;
         Some(n)
     }
@@ -277,7 +286,7 @@ impl<const F: usize> Session<'_, F> {
 impl<const F: usize> Session<'_, F> {
     /// The handshake's next frame; a name that fits no frame fails the
     /// session.
-    fn auth_frame(&mut self, max: usize, out: &mut [u8]) -> Option<usize> {
+    fn auth_frame(&mut self, max: frame::Format, out: &mut [u8]) -> Option<usize> {
         match self.auth.as_mut()?.poll_transmit(max, out)? {
             Ok(n) => Some(n),
             Err(e) => {
@@ -294,7 +303,7 @@ impl<const F: usize> Session<'_, F> {
         if !self.named || self.named_sent {
             return None;
         }
-        let n = message::encode_empty(message::Kind::NamedPut, self.peer_max_frame, out).ok()?;
+        let n = message::encode_empty(message::Kind::NamedPut, self.peer_format(), out).ok()?;
         self.named_sent = true;
         // Its `Done` is what counts, not an earlier one.
         self.named_acked = false;

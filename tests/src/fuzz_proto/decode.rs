@@ -1,7 +1,7 @@
 //! The codec entry points: [`decode_stream`] for the frame decoder,
 //! [`decode_message`] for message bodies.
 
-use pickup_proto::frame::{self, Decoder, Frame};
+use pickup_proto::frame::{self, Decoder, Frame, Framing};
 use pickup_proto::message::{self, Message};
 
 use super::display;
@@ -22,11 +22,40 @@ pub(super) struct StreamDigest {
     pub(super) stats: frame::Stats,
 }
 
-/// Feeds `stream` to a decoder in chunks whose lengths cycle through
-/// `splits` (each plus one; empty means all at once) and fingerprints the
-/// frames and drops, round-tripping every frame that decodes as a message.
-pub(super) fn run_decoder(stream: &[u8], splits: &[u8]) -> StreamDigest {
+/// How [`decode_stream`]'s decoder delimits frames (PROTOCOL.md §2,
+/// §2.1), chosen by the input's first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// COBS throughout: a terminal, or a serial link.
+    Cobs,
+    /// Length-prefixed from the first byte: a terminal after its `Welcome`.
+    Prefixed,
+    /// COBS until a frame begins with the marker, then length-prefixed:
+    /// the relay after a `Welcome` that agreed on it.
+    SwitchAtMarker,
+}
+
+impl Mode {
+    pub(super) fn of(byte: u8) -> Mode {
+        match byte % 3 {
+            0 => Mode::Cobs,
+            1 => Mode::Prefixed,
+            _ => Mode::SwitchAtMarker,
+        }
+    }
+}
+
+/// Feeds `stream` to a decoder in `mode`, in chunks whose lengths cycle
+/// through `splits` (each plus one; empty means all at once) and
+/// fingerprints the frames and drops, round-tripping every frame that
+/// decodes as a message.
+pub(super) fn run_decoder(mode: Mode, stream: &[u8], splits: &[u8]) -> StreamDigest {
     let mut decoder = Decoder::new([0u8; STREAM_FRAME]);
+    match mode {
+        Mode::Cobs => {}
+        Mode::Prefixed => decoder.set_framing(Framing::LengthPrefixed),
+        Mode::SwitchAtMarker => decoder.switch_at_marker(),
+    }
     let mut record = [0u8; STREAM_FRAME + 3];
     let mut wire = [0u8; frame::max_encoded_len(STREAM_FRAME)];
     let mut scratch = [0u8; STREAM_FRAME];
@@ -120,15 +149,21 @@ fn check_round_trip(f: Frame<'_>, wire: &mut [u8], scratch: &mut [u8]) -> bool {
 
 /// Feeds arbitrary bytes to a [`frame::Decoder`] and checks what comes out.
 ///
-/// The first four bytes (if present) choose the split: the rest is fed in
-/// chunks of `byte + 1` bytes cycling through them. The same stream is also
-/// fed in one piece; both runs must produce the same frames, drops and
-/// statistics. Every frame that decodes as a [`Message`] must survive an
-/// encode / decode round trip. Returns how many frames decoded.
+/// The first byte (if present) chooses the framing ([`Mode`]: its value
+/// modulo 3 is COBS, length-prefixed, or COBS until the marker). The next
+/// four choose the split: the rest is fed in chunks of `byte + 1` bytes
+/// cycling through them. The same stream is also fed in one piece; both
+/// runs must produce the same frames, drops and statistics. Every frame
+/// that decodes as a [`Message`] must survive an encode / decode round
+/// trip. Returns how many frames decoded.
 pub fn decode_stream(data: &[u8]) -> u64 {
+    let (mode, data) = match data.split_first() {
+        Some((&m, rest)) => (Mode::of(m), rest),
+        None => (Mode::Cobs, data),
+    };
     let (splits, stream) = data.split_at(data.len().min(4));
-    let whole = run_decoder(stream, &[]);
-    let split = run_decoder(stream, splits);
+    let whole = run_decoder(mode, stream, &[]);
+    let split = run_decoder(mode, stream, splits);
     assert_eq!(whole, split, "the split of the input changed the result");
     let stats = whole.stats;
     assert_eq!(stats.frames, whole.frames);

@@ -2,7 +2,7 @@
 //! checkers that catch what they should, and random inputs.
 
 use pickup_proto::download::Sink;
-use pickup_proto::frame::Decoder;
+use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::{
     self, Ack, FilePlan, FileVerified, Grant, Kind, Manifest, ManifestEntry, Message, Plan,
@@ -11,7 +11,7 @@ use pickup_proto::message::{
 use pickup_proto::storage::WriteAt;
 
 use super::check::{FuzzSink, SinkFile, UploadChecker, SINK_CAP};
-use super::decode::run_decoder;
+use super::decode::{run_decoder, Mode};
 use super::script::{Input, OP_ADVANCE, OP_CONNECT, OP_FRAME, OP_RELAY, OP_SETTLE};
 use super::*;
 use crate::samples::{every_kind, of_kind};
@@ -42,16 +42,42 @@ fn wire(msg: &Message<'_>) -> Vec<u8> {
     out
 }
 
+fn wire_prefixed(msg: &Message<'_>) -> Vec<u8> {
+    let format = frame::Format {
+        framing: frame::Framing::LengthPrefixed,
+        max_frame: 1024,
+    };
+    let mut out = std::vec![0u8; 2048];
+    let n = msg.encode(format, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
 #[test]
 fn decode_stream_finds_every_frame_in_any_split() {
     let msgs = every_kind();
-    let mut stream = std::vec![1u8, 0, 6, 250];
+    let mut stream = std::vec![0u8, 1, 0, 6, 250];
     for m in &msgs {
         stream.extend(wire(m));
     }
     assert_eq!(decode_stream(&stream), msgs.len() as u64);
+    // Length-prefixed, from the first byte or after COBS frames.
+    let mut prefixed = std::vec![1u8, 1, 0, 6, 250];
+    let mut switching = std::vec![2u8, 3, 0, 9, 1];
+    switching.extend(wire(&of_kind(Kind::Hello)));
+    for m in &msgs {
+        prefixed.extend(wire_prefixed(m));
+        switching.extend(wire_prefixed(m));
+    }
+    assert_eq!(decode_stream(&prefixed), msgs.len() as u64);
+    assert_eq!(decode_stream(&switching), msgs.len() as u64 + 1);
+    // COBS to a length-prefixed decoder: nothing, and one drop.
+    let mut wrong = std::vec![1u8, 0, 0, 0, 0];
+    wrong.extend(wire(&of_kind(Kind::Hello)));
+    assert_eq!(decode_stream(&wrong), 0);
+    assert_eq!(run_decoder(Mode::Prefixed, &wrong[5..], &[]).drops, 1);
     // Garbage in front and a cut frame in the middle lose only what they hit.
-    let mut noisy = std::vec![3u8, 1, 4, 1];
+    let mut noisy = std::vec![0u8, 3, 1, 4, 1];
     noisy.extend_from_slice(b"\x07garbage");
     noisy.push(0);
     noisy.extend(wire(&of_kind(Kind::Hello)));
@@ -60,7 +86,7 @@ fn decode_stream_finds_every_frame_in_any_split() {
     noisy.push(0);
     noisy.extend(wire(&of_kind(Kind::Grant)));
     assert_eq!(decode_stream(&noisy), 2);
-    let digest = run_decoder(&noisy[4..], &[]);
+    let digest = run_decoder(Mode::Cobs, &noisy[5..], &[]);
     assert_eq!(digest.messages, 2);
     assert_eq!(digest.drops, 2);
 }

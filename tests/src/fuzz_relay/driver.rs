@@ -60,6 +60,7 @@ pub(super) fn run(data: &[u8], trace: bool) -> RelaySummary {
         max_frame: [64, 256, 1024, 4096][usize::from(setup & 3)],
         window: 1024,
         encrypted: false,
+        reliable: false,
     };
     let store = Arc::new(MemoryStore::new());
     let directory = identity::directory();

@@ -43,6 +43,20 @@ pub fn wire(msg: &Message<'_>) -> Vec<u8> {
     out
 }
 
+/// The length-prefixed wire form of `msg` (PROTOCOL.md §2.1).
+pub fn wire_prefixed(msg: &Message<'_>) -> Vec<u8> {
+    let format = frame::Format {
+        framing: frame::Framing::LengthPrefixed,
+        max_frame: 4096,
+    };
+    let mut out = vec![0u8; frame::max_encoded_len(4096)];
+    let n = msg
+        .encode(format, &mut out)
+        .expect("example messages fit 4 KiB");
+    out.truncate(n);
+    out
+}
+
 /// The kind byte and body of `msg`: the `message_decode` target's input.
 pub fn kind_and_body(msg: &Message<'_>) -> Vec<u8> {
     let w = wire(msg);

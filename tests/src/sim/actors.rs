@@ -320,6 +320,8 @@ impl<'a> World<'a> {
             // Not drawn: a new draw would change what every seed does.
             page_link: false,
             relay_limits: false,
+            // The simulated link corrupts and drops bytes: COBS.
+            length_prefix: false,
         }
     }
 
@@ -350,6 +352,7 @@ impl<'a> World<'a> {
             // FileAttrs go through the faults too; drawn from no new random
             // number, so every seed replays the faults it had before.
             file_attrs: early,
+            length_prefix: false,
         }
     }
 

@@ -32,6 +32,7 @@ impl<'a> World<'a> {
             max_frame: [64, 256, 1024, 4096, 65_536][rng.below(5) as usize],
             window: [1024, 8192, 65_536, 4 << 20][rng.below(4) as usize],
             encrypted: false,
+            reliable: false,
         };
         // One run in seven gets codes that live an hour, and a downloader
         // that comes a minute too late.

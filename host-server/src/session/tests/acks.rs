@@ -135,6 +135,7 @@ fn a_terminal_that_accepts_less_than_the_relays_window_is_acknowledged_in_time()
         max_frame: 65_536,
         window: TERMINAL_WINDOW * 4,
         encrypted: false,
+        reliable: false,
     };
     let mut s = w.session(1, link);
     send(&mut s, w.now(), hello(0));

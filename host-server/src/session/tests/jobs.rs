@@ -11,6 +11,7 @@ fn deferred(w: &World, peer: u64) -> Session {
         max_frame: 65_536,
         window: 64 * 1024,
         encrypted: false,
+        reliable: false,
     };
     let mut s = w.session(peer, link);
     send(&mut s, w.now(), hello(0));

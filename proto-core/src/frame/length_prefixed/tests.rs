@@ -1,0 +1,305 @@
+//! The length-prefixed framing: vectors, round trips, every way a frame is
+//! dropped, and switching a decoder between framings.
+
+use super::super::*;
+use super::PREFIX_LEN;
+use std::vec::Vec;
+
+const PREFIXED: Framing = Framing::LengthPrefixed;
+
+fn format(max_frame: usize) -> Format {
+    Format {
+        framing: PREFIXED,
+        max_frame,
+    }
+}
+
+fn encode_vec(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = std::vec![0u8; max_encoded_len(body.len() + OVERHEAD)];
+    let n = encode_with(1, kind, format(MAX_FRAME_LEN), &mut out, |space| {
+        space.get_mut(..body.len())?.copy_from_slice(body);
+        Some(body.len())
+    })
+    .unwrap();
+    out.truncate(n);
+    out
+}
+
+fn decoder(cap: usize) -> Decoder<Vec<u8>> {
+    let mut dec = Decoder::new(std::vec![0u8; cap]);
+    dec.set_framing(PREFIXED);
+    dec
+}
+
+fn decode_all(dec: &mut Decoder<Vec<u8>>, wire: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Dropped>) {
+    let mut frames = Vec::new();
+    let mut drops = Vec::new();
+    let mut input = wire;
+    while let Some(r) = dec.feed(&mut input) {
+        match r {
+            Ok(f) => frames.push((f.kind, f.body.to_vec())),
+            Err(d) => drops.push(d),
+        }
+    }
+    (frames, drops)
+}
+
+fn hex(s: impl AsRef<str>) -> Vec<u8> {
+    let s = s.as_ref();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// PROTOCOL.md §2.1's vectors: kind, body, wire bytes.
+const VECTORS: [(u8, &[u8], &str); 2] = [
+    (0x03, b"", "000600000103511c93f1"),
+    (0x15, b"\x00\x00hello", "000d00000115000068656c6c6f6c858f7c"),
+];
+
+#[test]
+fn protocol_vectors() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
+    for (kind, body, wire) in VECTORS {
+        assert_eq!(encode_vec(kind, body), hex(wire), "kind {kind:#04x}");
+        let (frames, drops) = decode_all(&mut decoder(64), &hex(wire));
+        assert_eq!(
+            (frames, drops),
+            (std::vec![(kind, body.to_vec())], std::vec![])
+        );
+        assert!(doc.contains(wire), "PROTOCOL.md lacks vector {wire}");
+    }
+    // §10's Keepalive: the same raw frame, the same CRC.
+    assert!(doc.contains("| Keepalive | `0103` | `(empty)` | `511c93f1` |"));
+    // A 306-byte raw frame: the length takes its second byte.
+    let wire = encode_vec(0x15, &[0xab; 300]);
+    assert_eq!(wire[..6], hex("003201000115")[..]);
+    assert!(doc.contains("begins `00320100…` (length 0x000132)"));
+    assert_eq!(wire.len(), PREFIX_LEN + 306);
+}
+
+#[test]
+fn every_length_round_trips() {
+    for len in 0..1100usize {
+        let body: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+        let wire = encode_vec(0x42, &body);
+        assert_eq!(wire.len(), PREFIX_LEN + OVERHEAD + len);
+        assert!(wire.len() <= max_encoded_len(len + OVERHEAD), "len {len}");
+        let (frames, drops) = decode_all(&mut decoder(len + OVERHEAD), &wire);
+        assert_eq!(drops, []);
+        assert_eq!(frames, [(0x42, body)], "len {len}");
+    }
+}
+
+#[test]
+fn the_largest_frame_fits_max_encoded_len_and_one_byte_more_does_not() {
+    let body = std::vec![0u8; MAX_FRAME_LEN - OVERHEAD];
+    let mut out = std::vec![0u8; max_encoded_len(MAX_FRAME_LEN)];
+    let n = encode_with(1, 0x15, format(MAX_FRAME_LEN), &mut out, |space| {
+        space.get_mut(..body.len())?.copy_from_slice(&body);
+        Some(body.len())
+    })
+    .unwrap();
+    assert_eq!(n, MAX_FRAME_LEN + PREFIX_LEN);
+    let (frames, drops) = decode_all(&mut decoder(MAX_FRAME_LEN), &out[..n]);
+    assert_eq!((frames.len(), drops), (1, std::vec![]));
+    let too_big = encode_with(1, 0x15, format(MAX_FRAME_LEN), &mut out, |space| {
+        Some(space.len() + 1)
+    });
+    assert_eq!(too_big, Err(EncodeError::TooLarge));
+}
+
+#[test]
+fn the_peers_max_frame_bounds_the_encoder() {
+    let mut out = [0u8; 256];
+    let fits = encode_with(1, 7, format(64), &mut out, |space| Some(space.len()));
+    assert_eq!(fits, Ok(64 + PREFIX_LEN));
+    let over = encode_with(1, 7, format(64), &mut out, |_| Some(64 - OVERHEAD + 1));
+    assert_eq!(over, Err(EncodeError::TooLarge));
+    // The smallest buffer `max_encoded_len` names still takes a full frame.
+    let mut small = [0u8; max_encoded_len(64)];
+    let fits = encode_with(1, 7, format(64), &mut small, |space| Some(space.len()));
+    assert_eq!(fits, Ok(64 + PREFIX_LEN));
+}
+
+#[test]
+fn any_split_of_the_input_gives_the_same_frames() {
+    let mut wire = encode_vec(1, b"first");
+    wire.extend(encode_vec(2, &[0u8; 300]));
+    wire.extend(encode_vec(3, b""));
+    for split in 1..wire.len() {
+        let mut dec = decoder(512);
+        let mut got = Vec::new();
+        for chunk in wire.chunks(split) {
+            let mut input = chunk;
+            while let Some(r) = dec.feed(&mut input) {
+                got.push(r.unwrap().kind);
+            }
+        }
+        assert_eq!(got, [1, 2, 3], "split {split}");
+        assert!(!dec.in_frame());
+    }
+}
+
+#[test]
+fn a_bad_crc_drops_that_frame_only() {
+    let mut wire = encode_vec(1, b"payload");
+    let last = wire.len() - 1;
+    wire[last] ^= 0x01;
+    let frame_len = wire.len() as u64;
+    wire.extend(encode_vec(2, b"next"));
+    let mut dec = decoder(256);
+    let (frames, drops) = decode_all(&mut dec, &wire);
+    assert_eq!(drops, [Dropped::BadCrc]);
+    assert_eq!(frames, [(2, b"next".to_vec())]);
+    let stats = dec.stats();
+    assert_eq!((stats.frames, stats.dropped_frames), (1, 1));
+    assert_eq!(stats.dropped_bytes, frame_len);
+}
+
+#[test]
+fn a_length_below_a_header_and_crc_is_skipped() {
+    // Length 5: one byte short of the smallest raw frame.
+    let mut wire = hex("000500000103000000");
+    wire.extend(encode_vec(2, b"next"));
+    let mut dec = decoder(256);
+    let (frames, drops) = decode_all(&mut dec, &wire);
+    assert_eq!(drops, [Dropped::TooShort]);
+    assert_eq!(frames, [(2, b"next".to_vec())]);
+    assert_eq!(dec.stats().dropped_bytes, 9);
+}
+
+#[test]
+fn an_oversize_frame_is_skipped_by_its_length() {
+    let big = encode_vec(1, &[0x55; 200]);
+    let mut wire = big.clone();
+    wire.extend(encode_vec(2, b"next"));
+    let mut dec = decoder(64);
+    let mut input = &wire[..10];
+    assert_eq!(dec.feed(&mut input), Some(Err(Dropped::Oversize)));
+    assert_eq!(dec.feed(&mut input), None);
+    assert!(dec.in_frame(), "the rest of it is still to be skipped");
+    let (frames, drops) = decode_all(&mut dec, &wire[10..]);
+    assert_eq!(drops, []);
+    assert_eq!(frames, [(2, b"next".to_vec())]);
+    assert_eq!(dec.stats().dropped_bytes, big.len() as u64);
+}
+
+#[test]
+fn a_truncated_frame_waits_and_reset_forgets_it() {
+    let wire = encode_vec(1, b"payload");
+    let mut dec = decoder(256);
+    let mut input = &wire[..wire.len() - 1];
+    assert_eq!(dec.feed(&mut input), None);
+    assert!(input.is_empty());
+    assert!(dec.in_frame());
+    dec.reset();
+    assert!(!dec.in_frame());
+    assert_eq!(dec.framing(), PREFIXED, "reset keeps the framing");
+    let (frames, _) = decode_all(&mut dec, &wire);
+    assert_eq!(frames, [(1, b"payload".to_vec())]);
+}
+
+#[test]
+fn cobs_fed_to_a_prefixed_decoder_fails_on_its_first_byte() {
+    let mut cobs = [0u8; 64];
+    let n = encode_raw(1, 0x03, b"", &mut cobs).unwrap();
+    let mut wire = cobs[..n].to_vec();
+    wire.extend(encode_vec(2, b"prefixed"));
+    let mut dec = decoder(256);
+    let (frames, drops) = decode_all(&mut dec, &wire);
+    assert_eq!(drops, [Dropped::WrongFraming]);
+    assert_eq!(frames, []);
+    assert_eq!(dec.stats().dropped_bytes, wire.len() as u64);
+    // Lost for good: later input is dropped too, counted, not said again.
+    let mut input = &wire[..];
+    assert_eq!(dec.feed(&mut input), None);
+    assert!(input.is_empty());
+    assert!(dec.in_frame());
+    assert_eq!(dec.stats().dropped_frames, 1);
+    assert_eq!(dec.stats().dropped_bytes, 2 * wire.len() as u64);
+    dec.reset();
+    let (frames, _) = decode_all(&mut dec, &encode_vec(2, b"again"));
+    assert_eq!(frames, [(2, b"again".to_vec())]);
+}
+
+#[test]
+fn a_decoder_switches_framing_between_frames_of_one_read() {
+    // Hello and Welcome travel in COBS, everything after in the prefix.
+    let mut wire = std::vec![0u8; 64];
+    let n = encode_raw(1, 0x02, b"welcome", &mut wire).unwrap();
+    wire.truncate(n);
+    wire.extend(encode_vec(0x12, b"grant"));
+    let mut dec = Decoder::new(std::vec![0u8; 256]);
+    let mut input = &wire[..];
+    let first = dec.feed(&mut input).unwrap().unwrap();
+    assert_eq!(first.kind, 0x02);
+    dec.set_framing(PREFIXED);
+    let second = dec.feed(&mut input).unwrap().unwrap();
+    assert_eq!((second.kind, second.body), (0x12, &b"grant"[..]));
+    assert_eq!(dec.feed(&mut input), None);
+    dec.set_framing(Framing::Cobs);
+    assert_eq!(dec.framing(), Framing::Cobs);
+}
+
+#[test]
+fn a_bare_max_frame_still_means_cobs() {
+    let mut a = [0u8; 64];
+    let mut b = [0u8; 64];
+    let n = encode_with(1, 3, 64, &mut a, |_| Some(0)).unwrap();
+    let m = encode_raw(1, 3, b"", &mut b).unwrap();
+    assert_eq!(a[..n], b[..m]);
+    assert_eq!(a[n - 1], 0, "COBS ends in its delimiter");
+}
+
+#[test]
+fn a_relay_decoder_reads_cobs_until_the_first_marker() {
+    // A repeated Hello and a Keepalive in COBS, then the terminal's first
+    // prefixed frames, all in one read.
+    let mut wire = std::vec![0u8; 128];
+    let n = encode_raw(1, 0x01, b"hello", &mut wire).unwrap();
+    let m = encode_raw(1, 0x03, b"", &mut wire[n..]).unwrap();
+    wire.truncate(n + m);
+    wire.extend(encode_vec(0x10, b"open"));
+    wire.extend(encode_vec(0x11, b"announce"));
+    for split in 1..wire.len() {
+        let mut dec = Decoder::new(std::vec![0u8; 256]);
+        dec.switch_at_marker();
+        assert_eq!(dec.framing(), PREFIXED);
+        assert!(dec.awaiting_marker());
+        let mut got = Vec::new();
+        for chunk in wire.chunks(split) {
+            let mut input = chunk;
+            while let Some(r) = dec.feed(&mut input) {
+                got.push(r.unwrap().kind);
+            }
+        }
+        assert_eq!(got, [0x01, 0x03, 0x10, 0x11], "split {split}");
+        assert!(!dec.awaiting_marker());
+        // Switched for good: COBS is now the wrong framing.
+        let mut input = &wire[..n];
+        assert_eq!(dec.feed(&mut input), Some(Err(Dropped::WrongFraming)));
+        assert_eq!(dec.feed(&mut input), None);
+    }
+}
+
+#[test]
+fn an_oversize_cobs_frame_before_the_marker_does_not_eat_it() {
+    let mut wire = std::vec![0x55u8; 100];
+    wire.push(0);
+    wire.extend(encode_vec(0x10, b"open"));
+    let mut dec = Decoder::new(std::vec![0u8; 64]);
+    dec.switch_at_marker();
+    let (frames, drops) = decode_all(&mut dec, &wire);
+    assert_eq!(drops, [Dropped::Oversize]);
+    assert_eq!(frames, [(0x10, b"open".to_vec())]);
+    // A reset while waiting still waits for the marker.
+    dec.reset();
+    dec.switch_at_marker();
+    let mut cobs = [0u8; 64];
+    let n = encode_raw(1, 0x03, b"", &mut cobs).unwrap();
+    let (frames, _) = decode_all(&mut dec, &cobs[..n]);
+    assert_eq!(frames, [], "already switched: the marker came");
+}
