@@ -149,7 +149,7 @@ fn check_round_trip(f: Frame<'_>, wire: &mut [u8], scratch: &mut [u8]) -> bool {
 
 /// Feeds arbitrary bytes to a [`frame::Decoder`] and checks what comes out.
 ///
-/// The first byte (if present) chooses the framing ([`Mode`]: its value
+/// The first byte (if present) chooses the framing (`Mode`: its value
 /// modulo 3 is COBS, length-prefixed, or COBS until the marker). The next
 /// four choose the split: the rest is fed in chunks of `byte + 1` bytes
 /// cycling through them. The same stream is also fed in one piece; both

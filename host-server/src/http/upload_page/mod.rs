@@ -11,7 +11,7 @@
 //! no template, no build step, nothing fetched from elsewhere. These routes
 //! alone answer with [`PAGE_POLICY`], which lets the page run its own
 //! script and talk to its own origin; every other response keeps the
-//! stricter policy of [`super::secure`]. Served only when
+//! stricter policy the HTTP face sets (`http::secure`). Served only when
 //! `[http] upload_page` is on (the default); off, `GET /` falls through to
 //! the 404 of every unknown path.
 
