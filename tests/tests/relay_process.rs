@@ -41,11 +41,16 @@ fn kill_9_mid_upload_loses_no_acknowledged_byte() {
     let content = bytes(48 << 20, 3);
     let files = [("big.bin", content.clone())];
     // Stop driving the client once 8 MiB are acknowledged: up to a window
-    // more is in flight or being written when the relay is killed.
+    // more is in flight or being written when the relay is killed. The
+    // window is capped at 4 MiB: with the default 32 MiB a busy machine
+    // let the client send all 48 MiB between two reads of its acks, and
+    // the relay completed the file before the kill.
     let mut conn = connect(relay.addr());
-    let first = upload(&mut conn, upload_config(65_536), &files, None, |acked| {
-        acked >= 8 << 20
-    });
+    let config = pickup_proto::upload::Config {
+        max_window: 4 << 20,
+        ..upload_config(65_536)
+    };
+    let first = upload(&mut conn, config, &files, None, |acked| acked >= 8 << 20);
     let acked = first.acked;
     assert!(acked >= 8 << 20 && !first.finished);
     relay.kill9();
