@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use pickup_proto::Sha1Digest;
 use pickup_tests::e2e::{pickup, run_json, TempDir};
+use pickup_tests::http_client::http_relay;
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::sim::rng::SimRng;
 use pickup_tests::wire_client;
@@ -35,17 +36,6 @@ fn write_large(path: &Path, len: u64, seed: u64) -> Sha1Digest {
     }
     out.flush().unwrap();
     hasher.digest()
-}
-
-/// A relay serving HTTP too, on a port the OS picks.
-fn http_relay(config: &str) -> (RelayProcess, SocketAddr) {
-    let relay = RelayProcess::builder()
-        .config(config)
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .start();
-    let http = relay.listener("http");
-    (relay, http)
 }
 
 fn send(state: &Path, relay: &RelayProcess, file: &Path) -> String {

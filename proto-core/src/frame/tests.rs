@@ -11,7 +11,11 @@ fn encode_vec(kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn decode_all(wire: &[u8], cap: usize) -> (Vec<(u8, Vec<u8>)>, Vec<Dropped>) {
-    let mut dec = Decoder::new(std::vec![0u8; cap]);
+    drain(&mut Decoder::new(std::vec![0u8; cap]), wire)
+}
+
+/// Everything `dec` makes of `wire`: the frames (kind, body) and the drops.
+pub(super) fn drain(dec: &mut Decoder<Vec<u8>>, wire: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Dropped>) {
     let mut frames = Vec::new();
     let mut drops = Vec::new();
     let mut input = wire;

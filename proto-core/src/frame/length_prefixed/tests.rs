@@ -1,6 +1,7 @@
 //! The length-prefixed framing: vectors, round trips, every way a frame is
 //! dropped, and switching a decoder between framings.
 
+use super::super::tests::drain;
 use super::super::*;
 use super::PREFIX_LEN;
 use std::vec::Vec;
@@ -31,19 +32,6 @@ fn decoder(cap: usize) -> Decoder<Vec<u8>> {
     dec
 }
 
-fn decode_all(dec: &mut Decoder<Vec<u8>>, wire: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Dropped>) {
-    let mut frames = Vec::new();
-    let mut drops = Vec::new();
-    let mut input = wire;
-    while let Some(r) = dec.feed(&mut input) {
-        match r {
-            Ok(f) => frames.push((f.kind, f.body.to_vec())),
-            Err(d) => drops.push(d),
-        }
-    }
-    (frames, drops)
-}
-
 fn hex(s: impl AsRef<str>) -> Vec<u8> {
     let s = s.as_ref();
     (0..s.len())
@@ -64,7 +52,7 @@ fn protocol_vectors() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
     for (kind, body, wire) in VECTORS {
         assert_eq!(encode_vec(kind, body), hex(wire), "kind {kind:#04x}");
-        let (frames, drops) = decode_all(&mut decoder(64), &hex(wire));
+        let (frames, drops) = drain(&mut decoder(64), &hex(wire));
         assert_eq!(
             (frames, drops),
             (std::vec![(kind, body.to_vec())], std::vec![])
@@ -87,7 +75,7 @@ fn every_length_round_trips() {
         let wire = encode_vec(0x42, &body);
         assert_eq!(wire.len(), PREFIX_LEN + OVERHEAD + len);
         assert!(wire.len() <= max_encoded_len(len + OVERHEAD), "len {len}");
-        let (frames, drops) = decode_all(&mut decoder(len + OVERHEAD), &wire);
+        let (frames, drops) = drain(&mut decoder(len + OVERHEAD), &wire);
         assert_eq!(drops, []);
         assert_eq!(frames, [(0x42, body)], "len {len}");
     }
@@ -103,7 +91,7 @@ fn the_largest_frame_fits_max_encoded_len_and_one_byte_more_does_not() {
     })
     .unwrap();
     assert_eq!(n, MAX_FRAME_LEN + PREFIX_LEN);
-    let (frames, drops) = decode_all(&mut decoder(MAX_FRAME_LEN), &out[..n]);
+    let (frames, drops) = drain(&mut decoder(MAX_FRAME_LEN), &out[..n]);
     assert_eq!((frames.len(), drops), (1, std::vec![]));
     let too_big = encode_with(1, 0x15, format(MAX_FRAME_LEN), &mut out, |space| {
         Some(space.len() + 1)
@@ -151,7 +139,7 @@ fn a_bad_crc_drops_that_frame_only() {
     let frame_len = wire.len() as u64;
     wire.extend(encode_vec(2, b"next"));
     let mut dec = decoder(256);
-    let (frames, drops) = decode_all(&mut dec, &wire);
+    let (frames, drops) = drain(&mut dec, &wire);
     assert_eq!(drops, [Dropped::BadCrc]);
     assert_eq!(frames, [(2, b"next".to_vec())]);
     let stats = dec.stats();
@@ -165,7 +153,7 @@ fn a_length_below_a_header_and_crc_is_skipped() {
     let mut wire = hex("000500000103000000");
     wire.extend(encode_vec(2, b"next"));
     let mut dec = decoder(256);
-    let (frames, drops) = decode_all(&mut dec, &wire);
+    let (frames, drops) = drain(&mut dec, &wire);
     assert_eq!(drops, [Dropped::TooShort]);
     assert_eq!(frames, [(2, b"next".to_vec())]);
     assert_eq!(dec.stats().dropped_bytes, 9);
@@ -181,7 +169,7 @@ fn an_oversize_frame_is_skipped_by_its_length() {
     assert_eq!(dec.feed(&mut input), Some(Err(Dropped::Oversize)));
     assert_eq!(dec.feed(&mut input), None);
     assert!(dec.in_frame(), "the rest of it is still to be skipped");
-    let (frames, drops) = decode_all(&mut dec, &wire[10..]);
+    let (frames, drops) = drain(&mut dec, &wire[10..]);
     assert_eq!(drops, []);
     assert_eq!(frames, [(2, b"next".to_vec())]);
     assert_eq!(dec.stats().dropped_bytes, big.len() as u64);
@@ -198,7 +186,7 @@ fn a_truncated_frame_waits_and_reset_forgets_it() {
     dec.reset();
     assert!(!dec.in_frame());
     assert_eq!(dec.framing(), PREFIXED, "reset keeps the framing");
-    let (frames, _) = decode_all(&mut dec, &wire);
+    let (frames, _) = drain(&mut dec, &wire);
     assert_eq!(frames, [(1, b"payload".to_vec())]);
 }
 
@@ -209,7 +197,7 @@ fn cobs_fed_to_a_prefixed_decoder_fails_on_its_first_byte() {
     let mut wire = cobs[..n].to_vec();
     wire.extend(encode_vec(2, b"prefixed"));
     let mut dec = decoder(256);
-    let (frames, drops) = decode_all(&mut dec, &wire);
+    let (frames, drops) = drain(&mut dec, &wire);
     assert_eq!(drops, [Dropped::WrongFraming]);
     assert_eq!(frames, []);
     assert_eq!(dec.stats().dropped_bytes, wire.len() as u64);
@@ -221,7 +209,7 @@ fn cobs_fed_to_a_prefixed_decoder_fails_on_its_first_byte() {
     assert_eq!(dec.stats().dropped_frames, 1);
     assert_eq!(dec.stats().dropped_bytes, 2 * wire.len() as u64);
     dec.reset();
-    let (frames, _) = decode_all(&mut dec, &encode_vec(2, b"again"));
+    let (frames, _) = drain(&mut dec, &encode_vec(2, b"again"));
     assert_eq!(frames, [(2, b"again".to_vec())]);
 }
 
@@ -292,7 +280,7 @@ fn an_oversize_cobs_frame_before_the_marker_does_not_eat_it() {
     wire.extend(encode_vec(0x10, b"open"));
     let mut dec = Decoder::new(std::vec![0u8; 64]);
     dec.switch_at_marker();
-    let (frames, drops) = decode_all(&mut dec, &wire);
+    let (frames, drops) = drain(&mut dec, &wire);
     assert_eq!(drops, [Dropped::Oversize]);
     assert_eq!(frames, [(0x10, b"open".to_vec())]);
     // A reset while waiting still waits for the marker.
@@ -300,6 +288,6 @@ fn an_oversize_cobs_frame_before_the_marker_does_not_eat_it() {
     dec.switch_at_marker();
     let mut cobs = [0u8; 64];
     let n = encode_raw(1, 0x03, b"", &mut cobs).unwrap();
-    let (frames, _) = decode_all(&mut dec, &cobs[..n]);
+    let (frames, _) = drain(&mut dec, &cobs[..n]);
     assert_eq!(frames, [], "already switched: the marker came");
 }
