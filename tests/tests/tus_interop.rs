@@ -10,7 +10,9 @@
 //! ```
 //!
 //! tuspy sends a SHA-1 `Upload-Checksum` with every PATCH (the checksum
-//! extension); tus-js-client has no checksum support.
+//! extension); tus-js-client has no checksum support. A third test runs
+//! `tests/interop/tus-js/batch.mjs`: two files under one code through
+//! `/tus/batches` (docs/tus.md), fetched together with `pickup get`.
 //!
 //! Each client keeps the upload URL in its own URL storage (a JSON file),
 //! as a program that is run twice would, and the scripts check that the
@@ -68,8 +70,9 @@ fn available(test: &str, missing: Option<String>) -> bool {
     false
 }
 
-/// `node upload.mjs` with tus-js-client installed, or why not.
-fn tus_js() -> Result<Command, String> {
+/// `node SCRIPT` (a script of `tests/interop/tus-js`) with tus-js-client
+/// installed, or why not.
+fn tus_js(script: &str) -> Result<Command, String> {
     let dir = interop_dir().join("tus-js");
     if !runs(Path::new("node"), "--version") {
         return Err("node on the PATH".into());
@@ -78,7 +81,7 @@ fn tus_js() -> Result<Command, String> {
         return Err(format!("tus-js-client (npm ci in {})", dir.display()));
     }
     let mut c = Command::new("node");
-    c.arg(dir.join("upload.mjs"));
+    c.arg(dir.join(script));
     Ok(c)
 }
 
@@ -181,7 +184,7 @@ fetched by code {code}",
 
 #[test]
 fn tus_js_client_uploads_interrupts_resumes_and_the_code_serves_the_file() {
-    let client = tus_js();
+    let client = tus_js("upload.mjs");
     if available(
         "tus_interop (tus-js-client)",
         client.as_ref().err().cloned(),
@@ -195,5 +198,66 @@ fn tuspy_uploads_interrupts_resumes_and_the_code_serves_the_file() {
     let client = tuspy();
     if available("tus_interop (tuspy)", client.as_ref().err().cloned()) {
         upload_interrupt_resume_get(client.unwrap(), "tuspy");
+    }
+}
+
+/// Several files under one code with a real client: `batch.mjs` opens a
+/// batch, uploads two files with tus-js-client (metadata `batch`),
+/// closes it, and `pickup get` of the code returns both files.
+#[test]
+fn tus_js_client_uploads_two_files_under_one_code() {
+    let client = tus_js("batch.mjs");
+    if !available(
+        "tus_interop (tus-js-client, batch)",
+        client.as_ref().err().cloned(),
+    ) {
+        return;
+    }
+    let relay = RelayProcess::builder()
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .start();
+    let src = TempDir::new("tus-batch-src");
+    let names = ["first.bin", "second.bin"];
+    let originals: Vec<Vec<u8>> = names
+        .iter()
+        .zip([3 << 20, 1_234_567])
+        .enumerate()
+        .map(|(i, (name, len))| write_random(&src.path().join(name), len, 30 + i as u64))
+        .collect();
+    let mut client = client.unwrap();
+    client.arg(format!("http://{}", relay.listener("http")));
+    for name in names {
+        client.arg(src.path().join(name));
+    }
+    let out = run(&mut client);
+    assert!(
+        out.status.success(),
+        "batch.mjs failed ({}):\nstdout: {}\nstderr: {}\nrelay log:\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out),
+        relay.log()
+    );
+    let text = stdout(&out);
+    let report: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("batch.mjs printed no JSON line ({e}): {text}"));
+    assert_eq!(report["files"], 2, "{report}");
+    let code = report["code"].as_str().unwrap();
+    let state = TempDir::new("tus-batch-state");
+    let dest = TempDir::new("tus-batch-dest");
+    let got = run_json(pickup(state.path()).args([
+        "get",
+        "--json",
+        "--relay",
+        &relay.tcp(),
+        code,
+        "-o",
+        dest.path().to_str().unwrap(),
+    ]));
+    for (name, original) in names.iter().zip(&originals) {
+        let fetched = std::fs::read(dest.path().join(name))
+            .unwrap_or_else(|e| panic!("{name} not fetched ({e}); pickup get said {got}"));
+        assert!(fetched == *original, "{name}: the fetched bytes differ");
     }
 }
