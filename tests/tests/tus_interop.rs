@@ -161,20 +161,7 @@ fn upload_interrupt_resume_get(mut client: Command, label: &str) {
     let code = report["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no Pickup-Code in {report}"));
-    let state = TempDir::new(&format!("tus-{label}-state"));
-    let dest = TempDir::new(&format!("tus-{label}-dest"));
-    let got = run_json(pickup(state.path()).args([
-        "get",
-        "--json",
-        "--relay",
-        &relay.tcp(),
-        code,
-        "-o",
-        dest.path().to_str().unwrap(),
-    ]));
-    let fetched = std::fs::read(dest.path().join(&name))
-        .unwrap_or_else(|e| panic!("{name} not fetched ({e}); pickup get said {got}"));
-    assert!(fetched == original, "{name}: the fetched bytes differ");
+    assert_fetched(&relay, code, label, &[(&name, &original)]);
     println!(
         "{label}: {} bytes via {url}, interrupted at {aborted_at}, resumed from {resumed_from}, \
 fetched by code {code}",
@@ -244,8 +231,14 @@ fn tus_js_client_uploads_two_files_under_one_code() {
         .unwrap_or_else(|e| panic!("batch.mjs printed no JSON line ({e}): {text}"));
     assert_eq!(report["files"], 2, "{report}");
     let code = report["code"].as_str().unwrap();
-    let state = TempDir::new("tus-batch-state");
-    let dest = TempDir::new("tus-batch-dest");
+    let expected: Vec<(&str, &Vec<u8>)> = names.into_iter().zip(&originals).collect();
+    assert_fetched(&relay, code, "batch", &expected);
+}
+
+/// `pickup get CODE` from `relay` returns exactly these files.
+fn assert_fetched(relay: &RelayProcess, code: &str, label: &str, files: &[(&str, &Vec<u8>)]) {
+    let state = TempDir::new(&format!("tus-{label}-state"));
+    let dest = TempDir::new(&format!("tus-{label}-dest"));
     let got = run_json(pickup(state.path()).args([
         "get",
         "--json",
@@ -255,9 +248,9 @@ fn tus_js_client_uploads_two_files_under_one_code() {
         "-o",
         dest.path().to_str().unwrap(),
     ]));
-    for (name, original) in names.iter().zip(&originals) {
+    for (name, original) in files {
         let fetched = std::fs::read(dest.path().join(name))
             .unwrap_or_else(|e| panic!("{name} not fetched ({e}); pickup get said {got}"));
-        assert!(fetched == *original, "{name}: the fetched bytes differ");
+        assert!(fetched == **original, "{name}: the fetched bytes differ");
     }
 }
