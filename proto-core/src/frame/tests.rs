@@ -92,8 +92,18 @@ fn any_split_of_the_input_gives_the_same_frames() {
     let mut wire = encode_vec(1, b"first");
     wire.extend(encode_vec(2, &[0u8; 300]));
     wire.extend(encode_vec(3, b""));
+    assert_every_split_gives(&wire, &[1, 2, 3], || Decoder::new(std::vec![0u8; 512]));
+}
+
+/// Fed `wire` in chunks of every size, a fresh decoder from `decoder`
+/// returns frames of exactly `kinds` and ends between frames.
+pub(super) fn assert_every_split_gives(
+    wire: &[u8],
+    kinds: &[u8],
+    decoder: impl Fn() -> Decoder<Vec<u8>>,
+) {
     for split in 1..wire.len() {
-        let mut dec = Decoder::new([0u8; 512]);
+        let mut dec = decoder();
         let mut got = Vec::new();
         for chunk in wire.chunks(split) {
             let mut input = chunk;
@@ -101,7 +111,8 @@ fn any_split_of_the_input_gives_the_same_frames() {
                 got.push(r.unwrap().kind);
             }
         }
-        assert_eq!(got, [1, 2, 3], "split {split}");
+        assert_eq!(got, kinds, "split {split}");
+        assert!(!dec.in_frame(), "split {split}");
     }
 }
 
