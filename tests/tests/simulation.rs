@@ -174,17 +174,22 @@ fn uploads_taken_over_by_another_relay_instance_are_fenced() {
     }
     let seeds = env_u64("PICKUP_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let first = env_u64("PICKUP_SIM_FIRST").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = sim::takeover::run_takeovers(first, seeds);
+    let (reports, failures) = sim::takeover::run_takeovers(first, seeds, threads);
     std::panic::set_hook(hook);
-    let reports = match result {
-        Ok(reports) => reports,
-        Err((seed, msg)) => panic!(
+    for (seed, msg) in &failures {
+        println!(
             "seed {seed} failed: {msg}\n  replay: {}",
-            replay_command(seed)
-        ),
-    };
+            replay_command(*seed)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "takeover seeds failed: {:?}",
+        failures.keys()
+    );
     let fenced = reports.iter().filter(|r| r.late_durable_jobs > 0).count();
     let told = reports.iter().filter(|r| r.told).count();
     println!(

@@ -24,7 +24,9 @@
 //! - the terminal completes its upload on B, and a download through a
 //!   third instance is byte-identical.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pickup_proto::code::Code;
 use pickup_proto::download;
@@ -34,6 +36,7 @@ use pickup_proto::message::Message;
 use pickup_proto::upload::{self, Event, FileMeta};
 use pickup_proto::{Duration, Instant};
 use pickup_relay::codes::code_key;
+use pickup_relay::directory::{MemoryDirectory, PasswordParams};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
@@ -119,6 +122,8 @@ struct Uploader<'a> {
     files: &'a [Vec<u8>],
     /// Decodes what a relay sends it.
     decoder: Decoder<Vec<u8>>,
+    /// Decodes what it sends (to count its data bytes).
+    tap: Decoder<Vec<u8>>,
     buf: Vec<u8>,
     code: Option<Code>,
     granted: bool,
@@ -135,10 +140,9 @@ impl Uploader<'_> {
             Err(never) => match never {},
         };
         let wire = self.buf[..n].to_vec();
-        let mut tap = Decoder::new(vec![0; frame::MAX_FRAME_LEN]);
         let mut input = &wire[..];
         let mut data = 0;
-        while let Some(r) = tap.feed(&mut input) {
+        while let Some(r) = self.tap.feed(&mut input) {
             if let Ok(Ok(Message::Data(d))) = r.map(Message::decode) {
                 data += d.bytes.len() as u64;
             }
@@ -316,10 +320,14 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
     };
     let store_a = Arc::new(MemoryStore::new());
     let store_b = Arc::new(store_a.another_instance());
+    // The instances share their directory too (and making one costs a
+    // password hash).
+    let directory = Arc::new(MemoryDirectory::new(PasswordParams::FAST_FOR_TESTS));
     let relay = |store: &Arc<MemoryStore>, salt: u64| {
-        Relay::new(
+        Relay::with_directory(
             settings.clone(),
             store.clone(),
+            directory.clone(),
             Box::new(SeededRandom::new(seed ^ salt)),
             START,
         )
@@ -339,6 +347,7 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
         session: upload::Session::new(config, &metas).expect("a valid batch"),
         files: &files,
         decoder: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
+        tap: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
         buf: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
         code: None,
         granted: false,
@@ -461,9 +470,9 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
     // A third instance serves the download.
     let store_c = Arc::new(store_a.another_instance());
     let down = download::Session::new(download::Config::default(), code);
-    let mut pair = Pair::with_store(
+    let mut pair = Pair::with_relay(
+        relay(&store_c, 0xc),
         store_c,
-        settings,
         link,
         Terminal::Down(Box::new(down), MemFiles::default()),
     );
@@ -480,22 +489,37 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
     report
 }
 
-/// Runs `count` seeds from `first`; returns the reports, or the first
-/// failure's seed and message.
-pub fn run_takeovers(first: u64, count: u64) -> Result<Vec<TakeoverReport>, (u64, String)> {
-    let mut reports = Vec::new();
-    for seed in first..first.saturating_add(count) {
-        match std::panic::catch_unwind(|| run_takeover(seed)) {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                return Err((seed, msg));
-            }
+/// Runs `count` seeds from `first` on `threads` threads; returns the
+/// reports and the failures' messages by seed.
+pub fn run_takeovers(
+    first: u64,
+    count: u64,
+    threads: usize,
+) -> (Vec<TakeoverReport>, BTreeMap<u64, String>) {
+    let next = AtomicU64::new(first);
+    let results = Mutex::new((Vec::new(), BTreeMap::new()));
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= first.saturating_add(count) {
+                    return;
+                }
+                let outcome = std::panic::catch_unwind(|| run_takeover(seed));
+                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                match outcome {
+                    Ok(report) => r.0.push(report),
+                    Err(payload) => {
+                        let msg = payload
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "panic".to_owned());
+                        r.1.insert(seed, msg);
+                    }
+                }
+            });
         }
-    }
-    Ok(reports)
+    });
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
