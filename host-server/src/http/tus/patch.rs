@@ -666,3 +666,6 @@ struct Ending {
 fn hex(d: &Sha1Digest) -> String {
     d.0.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests;
