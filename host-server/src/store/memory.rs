@@ -7,7 +7,7 @@
 //! Named files, their shares and kept blobs are metadata: a crash keeps
 //! them as it keeps batches.
 //!
-//! Several handles may share one state ([`MemoryStore::another_instance`],
+//! Several handles may share one state (`MemoryStore::another_instance`,
 //! feature `test-support`), as relay instances share a database: each
 //! handle holds its own upload fences (see `fence`).
 
