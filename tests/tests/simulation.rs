@@ -162,3 +162,45 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
     // real work, not skipped seeds.
     assert!(sum(|r| u64::from(r.downloads)) >= seeds);
 }
+
+/// Two relay instances over one store: an upload resumed on the second
+/// while the first still holds a session for it (`sim::takeover`). The
+/// same seed range as the main simulation; `PICKUP_SIM_SEED` replays one.
+#[test]
+fn uploads_taken_over_by_another_relay_instance_are_fenced() {
+    if let Some(seed) = env_u64("PICKUP_SIM_SEED") {
+        eprintln!("{:#?}", sim::takeover::run_takeover(seed));
+        return;
+    }
+    let seeds = env_u64("PICKUP_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let first = env_u64("PICKUP_SIM_FIRST").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let (reports, failures) = sim::takeover::run_takeovers(first, seeds, threads);
+    std::panic::set_hook(hook);
+    for (seed, msg) in &failures {
+        println!(
+            "seed {seed} failed: {msg}\n  replay: {}",
+            replay_command(*seed)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "takeover seeds failed: {:?}",
+        failures.keys()
+    );
+    let fenced = reports.iter().filter(|r| r.late_durable_jobs > 0).count();
+    let told = reports.iter().filter(|r| r.told).count();
+    println!(
+        "takeover: {} seeds from {first}, {fenced} with late upload steps on the first relay (refused), {told} told their terminal",
+        reports.len()
+    );
+    // Most seeds leave the first relay work to do after the takeover:
+    // otherwise the scenario checks nothing.
+    assert!(
+        fenced * 2 >= reports.len(),
+        "only {fenced} of {} seeds had late upload steps",
+        reports.len()
+    );
+}

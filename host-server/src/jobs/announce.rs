@@ -244,6 +244,27 @@ fn count_instant(relay: &Relay, batch: &Batch, candidates: &[Vec<BlobId>]) {
     }
 }
 
+/// The batch behind a `Resume`'s token. A live upload still to finish is
+/// taken over ([`Store::take_upload`]) before its session takes the lease:
+/// another relay instance that held it can make nothing more durable, and
+/// the batch returned holds all it did. (An open batch is not resumed over
+/// the wire, and a ready one has nothing left to upload.)
+pub(super) fn resume(
+    store: &dyn Store,
+    token: &ResumeToken,
+    now_secs: u64,
+) -> Result<Lookup, StoreError> {
+    match store.find_by_token(&token_key(token), now_secs)? {
+        Lookup::Live(b) if !b.open && !b.ready() => match store.take_upload(b.id) {
+            Ok(b) => Ok(Lookup::Live(b)),
+            // Swept between the two calls: as if the lookup came later.
+            Err(StoreError::NotFound) => Ok(Lookup::Expired),
+            Err(e) => Err(e),
+        },
+        found => Ok(found),
+    }
+}
+
 pub(super) fn find(
     relay: &Relay,
     lookup: impl FnOnce(&dyn Store) -> Result<Lookup, StoreError>,

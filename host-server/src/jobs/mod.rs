@@ -83,9 +83,7 @@ impl Job {
             Work::CreateBatch(w) => Outcome::Created(announce::create_batch(relay, w)),
             Work::FindToken { token, now_secs } => Outcome::FoundToken {
                 token,
-                found: announce::find(relay, |s| {
-                    s.find_by_token(&crate::codes::token_key(&token), now_secs)
-                }),
+                found: announce::find(relay, |s| announce::resume(s, &token, now_secs)),
             },
             Work::FindCode { code, now_secs, to } => Outcome::FoundCode {
                 to,
@@ -310,5 +308,18 @@ pub(crate) struct Held {
 impl Held {
     fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, LeaseLost> {
         self.lease.run(self.session, f).ok_or(LeaseLost)
+    }
+
+    /// Runs a store step of the upload as [`run`](Self::run) does; a step
+    /// the store refused because another relay instance took the upload
+    /// over ([`StoreError::Fenced`]) is a lost lease too.
+    fn step<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<Result<T, StoreError>, LeaseLost> {
+        match self.run(f)? {
+            Err(StoreError::Fenced) => Err(LeaseLost),
+            done => Ok(done),
+        }
     }
 }

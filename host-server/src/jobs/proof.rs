@@ -100,7 +100,7 @@ pub(super) fn check_proof(store: &dyn Store, w: CheckProof) -> Proved {
         if !proves(blob) {
             continue;
         }
-        match w.held.run(|| store.link_file(w.file, blob)) {
+        match w.held.step(|| store.link_file(w.file, blob)) {
             Err(lost) => {
                 linked = Err(lost);
                 break;

@@ -37,7 +37,7 @@ pub(crate) struct Written {
 
 pub(super) fn write(store: &dyn Store, w: Write) -> Written {
     let end = w.offset + w.bytes.len() as u64;
-    let outcome = w.held.run(|| {
+    let outcome = w.held.step(|| {
         if w.bytes.is_empty() {
             return Ok(());
         }
@@ -142,7 +142,7 @@ pub(super) fn sync(store: &dyn Store, w: Sync) -> Synced {
         partial: w.partial,
         at: w.at,
         beside: w.beside,
-        result: w.held.run(|| {
+        result: w.held.step(|| {
             store.sync_partial(w.partial, w.at, w.hashed.as_ref())?;
             keep(store, w.held.lease.batch, w.keep_until);
             Ok(())
@@ -264,11 +264,12 @@ pub(crate) enum Verdict {
 pub(super) fn complete(store: &dyn Store, w: Complete, threshold: u32) -> Completed {
     // Without a hasher nothing can be verified: a mismatch by construction.
     let digest = w.hasher.map(|h| h.digest());
-    let result = w.held.run(|| {
+    let result = w.held.step(|| {
         let Some(digest) = digest.filter(|d| *d == w.sha1) else {
             return match store.reset_partial(w.partial) {
-                Ok(()) => Verdict::Mismatch,
-                Err(e) => Verdict::MismatchNotReset(e),
+                Ok(()) => Ok(Verdict::Mismatch),
+                Err(StoreError::Fenced) => Err(StoreError::Fenced),
+                Err(e) => Ok(Verdict::MismatchNotReset(e)),
             };
         };
         let content = Content {
@@ -279,11 +280,13 @@ pub(super) fn complete(store: &dyn Store, w: Complete, threshold: u32) -> Comple
         match store.complete_file(w.file, w.partial, &content) {
             Ok(blob) => {
                 keep(store, w.file.batch, w.keep_until);
-                Verdict::Kept(blob)
+                Ok(Verdict::Kept(blob))
             }
-            Err(e) => Verdict::Failed(e),
+            Err(StoreError::Fenced) => Err(StoreError::Fenced),
+            Err(e) => Ok(Verdict::Failed(e)),
         }
     });
+    let result = result.map(|r| r.unwrap_or_else(Verdict::Failed));
     Completed {
         epoch: w.epoch,
         file: w.file.index,
@@ -315,6 +318,6 @@ pub(super) fn reset(store: &dyn Store, w: Reset) -> ResetDone {
         epoch: w.epoch,
         file: w.file,
         reason: w.reason,
-        result: w.held.run(|| store.reset_partial(w.partial)),
+        result: w.held.step(|| store.reset_partial(w.partial)),
     }
 }

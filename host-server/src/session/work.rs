@@ -15,7 +15,8 @@
 
 use std::collections::VecDeque;
 
-use pickup_proto::Instant;
+use pickup_proto::message::Kind;
+use pickup_proto::{ErrorCode, Instant};
 
 use super::upload::{Armed, Ctx};
 use super::{Phase, Session, Upload};
@@ -458,7 +459,11 @@ impl Session {
     }
 
     /// Runs `f` on the active upload; drops the upload if another session
-    /// took it over meanwhile.
+    /// (of this relay, or of another instance over the same store: a
+    /// fenced store step) took it over meanwhile. The terminal is told at
+    /// once, with the answer a `Data` for no upload gets
+    /// (`UnexpectedMessage`, which makes it reconnect and resume), rather
+    /// than left to wait for acks that will not come.
     pub(super) fn with_upload(
         &mut self,
         f: impl FnOnce(&mut Upload, &mut Ctx<'_>) -> Result<(), LeaseLost>,
@@ -478,7 +483,12 @@ impl Session {
         };
         if f(up, &mut cx).is_err() {
             tracing::info!(session = self.id, "upload taken over by a newer session");
-            self.upload = None;
+            if let Some(up) = self.upload.take() {
+                // Still ours if another instance took the upload: given
+                // back, as after any upload, once its queued work is done.
+                self.retired.push(up.lease().clone());
+            }
+            self.out.error(ErrorCode::UnexpectedMessage, Kind::Data);
         }
     }
 }

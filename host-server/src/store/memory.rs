@@ -6,14 +6,20 @@
 //! crash would: every partial upload falls back to its durable prefix.
 //! Named files, their shares and kept blobs are metadata: a crash keeps
 //! them as it keeps batches.
+//!
+//! Several handles may share one state (`MemoryStore::another_instance`,
+//! feature `test-support`), as relay instances share a database: each
+//! handle holds its own upload fences (see `fence`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pickup_proto::Sha1Digest;
 
 use crate::running_sha1::Midstate;
 
+mod fence;
+mod inspect;
 mod mailbox;
 mod open;
 
@@ -30,10 +36,14 @@ struct StoredBatch {
     token_key: LookupKey,
     /// Deleted at this time while incomplete (see [`NewBatch::stale_at`]).
     stale_at: u64,
+    /// The upload's fence: bumped by every [`Store::take_upload`].
+    fence: u64,
 }
 
 #[derive(Debug)]
 struct Partial {
+    /// The batch whose file it is (its fence guards it).
+    batch: BatchId,
     /// Every byte written, durable or not.
     data: Vec<u8>,
     durable: u64,
@@ -41,9 +51,10 @@ struct Partial {
     hashed: Midstate,
 }
 
-impl Default for Partial {
-    fn default() -> Self {
+impl Partial {
+    fn new(batch: BatchId) -> Self {
         Partial {
+            batch,
             data: Vec::new(),
             durable: 0,
             hashed: Midstate::START,
@@ -184,7 +195,10 @@ impl Inner {
 /// Everything in memory. Cheap to create; share it behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// The fence this handle holds per batch it took
+    /// ([`Store::take_upload`]); 0 for the others. Locked after `inner`.
+    fences: Mutex<HashMap<BatchId, u64>>,
 }
 
 impl MemoryStore {
@@ -195,61 +209,6 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Holds the store's lock until the result is dropped: every call
-    /// waits meanwhile, as on a wedged disk (for readiness tests).
-    #[cfg(test)]
-    pub(crate) fn hold(&self) -> impl Sized + '_ {
-        self.lock()
-    }
-
-    /// Simulates a crash and restart: every partial upload loses the bytes
-    /// past its durable offset. Sessions using the store must be dropped
-    /// first, as a real crash would drop them. Feature `test-support`.
-    #[cfg(any(test, feature = "test-support"))]
-    pub fn crash(&self) {
-        let mut inner = self.lock();
-        for p in inner.partials.values_mut() {
-            p.data
-                .truncate(usize::try_from(p.durable).unwrap_or(usize::MAX));
-        }
-    }
-
-    /// Blobs whose reference count differs from what holds them: files of
-    /// batches, names and kept blobs (for tests; empty when consistent).
-    #[cfg(test)]
-    pub(crate) fn miscounted_blobs(&self) -> Vec<BlobId> {
-        let inner = self.lock();
-        let mut held: BTreeMap<BlobId, u64> = BTreeMap::new();
-        let files = inner.batches.values().flat_map(|b| &b.batch.files);
-        let blobs = files.filter_map(|f| match f.content {
-            FileContent::Blob(blob) => Some(blob),
-            FileContent::Partial { .. } => None,
-        });
-        let named = inner.names.values().map(|n| n.blob);
-        for blob in blobs.chain(named).chain(inner.kept.keys().copied()) {
-            *held.entry(blob).or_default() += 1;
-        }
-        inner
-            .blobs
-            .iter()
-            .filter(|(id, b)| held.get(id).copied().unwrap_or(0) != b.refs)
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    /// Number of blobs held (for tests of collection and deduplication).
-    pub fn blob_count(&self) -> usize {
-        self.lock().blobs.len()
-    }
-
-    /// A blob's bytes (for tests); [`BlobId::EMPTY`] holds none.
-    pub fn blob_bytes(&self, id: BlobId) -> Option<Vec<u8>> {
-        if id == BlobId::EMPTY {
-            return Some(Vec::new());
-        }
-        self.lock().blobs.get(&id).map(|b| b.data.clone())
     }
 }
 
@@ -270,7 +229,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Corrupt("duplicate code or token".into()));
         }
         let id = BatchId(inner.id());
-        let files = new.files.iter().map(|f| inner.new_file(f)).collect();
+        let files = new.files.iter().map(|f| inner.new_file(id, f)).collect();
         let batch = Batch {
             id,
             code: new.code,
@@ -289,6 +248,7 @@ impl Store for MemoryStore {
                 code_key: new.code_key,
                 token_key: new.token_key,
                 stale_at: new.stale_at,
+                fence: 0,
             },
         );
         Ok(batch)
@@ -307,6 +267,10 @@ impl Store for MemoryStore {
     fn find_by_token(&self, token: &LookupKey, now: u64) -> Result<Lookup> {
         let inner = self.lock();
         Ok(inner.lookup(inner.by_token.get(token), None, now))
+    }
+
+    fn take_upload(&self, batch: BatchId) -> Result<Batch> {
+        self.take(batch)
     }
 
     fn usage(&self) -> Result<Usage> {
@@ -344,6 +308,7 @@ impl Store for MemoryStore {
 
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
         let mut inner = self.lock();
+        self.check_partial(&inner, id)?;
         let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
         let start = usize::try_from(offset).map_err(|_| StoreError::NotFound)?;
         let end = start + data.len();
@@ -356,6 +321,7 @@ impl Store for MemoryStore {
 
     fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
         let mut inner = self.lock();
+        self.check_partial(&inner, id)?;
         let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
         if durable > p.data.len() as u64 || hashed.is_some_and(|h| h.len > durable) {
             return Err(StoreError::Corrupt(
@@ -384,6 +350,7 @@ impl Store for MemoryStore {
     fn reset_partial(&self, id: PartialId) -> Result<()> {
         {
             let mut inner = self.lock();
+            self.check_partial(&inner, id)?;
             let p = inner.partials.get_mut(&id).ok_or(StoreError::NotFound)?;
             p.data.clear();
         }
@@ -417,6 +384,7 @@ impl Store for MemoryStore {
         content: &Content,
     ) -> Result<BlobId> {
         let mut inner = self.lock();
+        self.check(&inner, file.batch)?;
         match inner.file_mut(file)?.content {
             FileContent::Partial { id, .. } if id == partial => {}
             _ => return Err(StoreError::NotFound),
@@ -473,6 +441,7 @@ impl Store for MemoryStore {
 
     fn link_file(&self, file: FileRef, blob: BlobId) -> Result<bool> {
         let mut inner = self.lock();
+        self.check(&inner, file.batch)?;
         let partial = match inner.file_mut(file)?.content {
             FileContent::Partial { id, .. } => id,
             FileContent::Blob(_) => return Err(StoreError::NotFound),

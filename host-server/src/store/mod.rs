@@ -92,6 +92,11 @@ pub enum StoreError {
     /// be bound ([`Store::bind_names`]).
     #[error("batch is incomplete")]
     Incomplete,
+    /// Another relay instance took this upload over
+    /// ([`Store::take_upload`]): this durable step was refused and nothing
+    /// changed.
+    #[error("another relay instance took this upload over")]
+    Fenced,
 }
 
 /// Result of a store operation.
@@ -420,6 +425,14 @@ pub trait Store: Mailbox + Send + Sync {
     /// and token answer as expired and the next sweep deletes it (a tus
     /// termination). `NotFound` if there is no such batch.
     fn end_batch(&self, batch: BatchId, now: u64) -> Result<()>;
+    /// This relay instance now owns the upload of `batch` (a terminal
+    /// resumed it here): bumps the batch's fence, so durable steps of the
+    /// upload through any other instance's handle fail with
+    /// [`StoreError::Fenced`] from now on (see "Upload ownership" above),
+    /// and returns the batch as read after the bump, holding everything
+    /// the previous owner made durable. `NotFound` if there is no such
+    /// batch.
+    fn take_upload(&self, batch: BatchId) -> Result<Batch>;
     /// Counts for quota and live-batch limits.
     fn usage(&self) -> Result<Usage>;
     /// An incomplete batch made progress: it is not deleted for lack of

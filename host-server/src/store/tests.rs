@@ -370,6 +370,42 @@ fn candidates_are_fetched_up_to_a_limit() {
     candidates_are_limited(&reopen(dir.path()));
 }
 
+/// Taking an upload returns the batch with what was made durable, and the
+/// taker's own steps go on; an unknown batch is `NotFound`.
+fn take_upload<S: Store>(store: &S) {
+    let files = [NewFile {
+        name: "t",
+        size: 4,
+        sha1: Sha1Digest::of(b"abcd"),
+        attrs: None,
+    }];
+    let b = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let p = partial_of(&b, 0);
+    store.write_partial(p, 0, b"abcd").unwrap();
+    store.sync_partial(p, 3, None).unwrap();
+    let taken = store.take_upload(b.id).unwrap();
+    assert_eq!(taken.files[0].received(), 3);
+    assert_eq!(taken.id, b.id);
+    store.sync_partial(p, 4, None).unwrap();
+    let file = FileRef {
+        batch: b.id,
+        index: 0,
+    };
+    store.complete_file(file, p, &content(b"abcd")).unwrap();
+    assert!(store.take_upload(b.id).unwrap().ready());
+    assert!(matches!(
+        store.take_upload(BatchId(9999)),
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[test]
+fn taking_an_upload_reloads_its_batch() {
+    take_upload(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    take_upload(&reopen(dir.path()));
+}
+
 /// The SHA-1 state recorded with a durable offset survives a crash, stays
 /// when a sync records none, and is gone after a reset.
 fn hash_states<S: Store>(mut store: S, crash: impl Fn(S) -> S) {

@@ -49,6 +49,7 @@ pub mod link;
 pub mod named;
 pub mod pair;
 pub mod rng;
+pub mod takeover;
 pub mod traffic;
 
 use std::collections::BTreeMap;

@@ -74,6 +74,17 @@ impl<'a> Pair<'a> {
             Box::new(SeededRandom::new(7)),
             START,
         );
+        Self::with_relay(relay, store, link, terminal)
+    }
+
+    /// Like [`Pair::new`] with a relay made by the caller over `store`
+    /// (a relay instance among others over one store).
+    pub fn with_relay(
+        relay: Arc<Relay>,
+        store: Arc<MemoryStore>,
+        link: Link,
+        terminal: Terminal<'a>,
+    ) -> Self {
         Pair {
             now: START,
             relay,

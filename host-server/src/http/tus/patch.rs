@@ -15,7 +15,11 @@
 //! The request holds the batch's upload lease ([`Relay::try_lease`])
 //! while it writes: a second PATCH meanwhile gets 423, and a wire resume
 //! that takes the lease over stops this one (its later writes are
-//! refused, so the two never interleave).
+//! refused, so the two never interleave). Across relay instances the
+//! store's fence does the same: each PATCH takes the upload over
+//! ([`Store::take_upload`](crate::store::Store::take_upload)) before it
+//! reads the durable offset, and a PATCH whose steps the store refuses as
+//! [`StoreError::Fenced`] ends as one whose lease was taken.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -317,12 +321,18 @@ fn prepare(
     now: u64,
 ) -> Result<(u64, Box<RunningSha1>), Response> {
     let store = relay.store();
-    let durable = match store.find_by_token(&token_key(token), now) {
+    let found = match store.find_by_token(&token_key(token), now) {
+        Ok(Lookup::Live(b)) => store.take_upload(b.id).map(Lookup::Live),
+        other => other,
+    };
+    let durable = match found {
         Ok(Lookup::Live(b)) => match b.files.get(index).map(|f| f.content) {
             Some(FileContent::Partial { id, durable }) if id == partial => durable,
             _ => return Err(text(StatusCode::CONFLICT, "the upload changed; ask HEAD")),
         },
-        Ok(_) => return Err(text(StatusCode::GONE, "this upload has expired")),
+        Ok(_) | Err(StoreError::NotFound) => {
+            return Err(text(StatusCode::GONE, "this upload has expired"))
+        }
         Err(e) => return Err(internal(&e)),
     };
     let start = match store.partial_hash_state(partial) {
@@ -406,7 +416,10 @@ impl Writer {
                 Ok(())
             })
             .ok_or(StepError::Lost)?
-            .map_err(StepError::Store)
+            .map_err(|e| match e {
+                StoreError::Fenced => StepError::Lost,
+                e => StepError::Store(e),
+            })
     }
 
     /// Makes `..at` durable with the SHA-1 state over it.
@@ -566,7 +579,7 @@ fn finish(fed: Fed, checksum: Option<Sha1Digest>, end_state: Ending, start: u64)
     }
     if w.at > w.synced {
         match lease.run(writer, || w.sync()) {
-            None => return lost(w.synced),
+            None | Some(Err(StoreError::Fenced)) => return lost(w.synced),
             Some(Err(e)) => return Done::refused(w.synced, internal(&e)),
             Some(Ok(())) => {}
         }
@@ -621,7 +634,7 @@ fn finish(fed: Fed, checksum: Option<Sha1Digest>, end_state: Ending, start: u64)
         Ok(Ok(()))
     });
     match completed {
-        None => lost(w.synced),
+        None | Some(Err(StoreError::Fenced)) => lost(w.synced),
         Some(Err::<_, StoreError>(e)) => Done::refused(w.synced, internal(&e)),
         Some(Ok(Err(mismatch))) => Done::refused(0, mismatch),
         Some(Ok(Ok(()))) => {
@@ -653,3 +666,6 @@ struct Ending {
 fn hex(d: &Sha1Digest) -> String {
     d.0.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -163,10 +163,84 @@ fn a_job_of_a_taken_over_upload_records_nothing() {
     })));
     let done = job.run(&w.relay);
     old.handle_job_done(w.now(), done);
-    assert_eq!(drain(&mut old), [], "no ack from a stale session");
+    assert_eq!(
+        drain(&mut old),
+        [Reply::Error(ErrorCode::UnexpectedMessage, 0)],
+        "no ack from a stale session: it tells its terminal it lost the upload"
+    );
     assert_eq!(durable(&w, &g.code), 0);
     send(&mut new, w.now(), data_msg(0, &data));
     assert!(drain(&mut new).contains(&Reply::Complete));
+}
+
+/// Another relay instance over the same store takes the upload over while
+/// this one's session still holds it (and its lease): the store fences
+/// the old session's sync, which drops the upload as after a local
+/// takeover, tells its terminal, and gives its lease back.
+#[test]
+fn a_sync_fenced_by_another_instance_drops_the_upload() {
+    let w = World::new(Settings::default());
+    let store = Arc::new(w.store.another_instance());
+    let other = World {
+        relay: Relay::new(
+            Settings::default(),
+            store.clone(),
+            Box::new(SeededRandom::new(43)),
+            w.now(),
+        ),
+        store,
+        now: w.now,
+    };
+    let mut old = deferred(&w, 1);
+    let data = bytes(40_000, 7);
+    let g = grant_of(&announce(
+        &mut old,
+        w.now(),
+        &[("f", 40_000, Sha1Digest::of(&data))],
+    ));
+    send_only(&mut old, w.now(), data_msg(0, &data[..20_000]));
+    let write = old.poll_job().expect("a write");
+    let done = write.run(&w.relay);
+    old.handle_job_done(w.now(), done);
+    let sync = old.poll_job().expect("its sync");
+    // The terminal resumes on the other instance before the sync ran.
+    let mut new = deferred(&other, 2);
+    send(
+        &mut new,
+        other.now(),
+        Message::Resume(Resume { token: g.token }),
+    );
+    assert!(drain(&mut new).contains(&Reply::Plan(FilePlan {
+        index: 0,
+        plan: Plan::Upload { offset: 0 }
+    })));
+    let done = sync.run(&w.relay);
+    old.handle_job_done(w.now(), done);
+    assert_eq!(
+        drain(&mut old),
+        [Reply::Error(ErrorCode::UnexpectedMessage, 0)],
+        "no ack from a fenced session"
+    );
+    assert_eq!(durable(&w, &g.code), 0);
+    assert!(
+        w.relay.try_lease(batch_of(&w, &g.code), 99).is_some(),
+        "the fenced session gave its lease back"
+    );
+    send(&mut new, other.now(), data_msg(0, &data));
+    assert!(drain(&mut new).contains(&Reply::Complete));
+    assert_eq!(durable(&w, &g.code), 40_000);
+}
+
+/// The batch behind `code`.
+fn batch_of(w: &World, code: &Code) -> crate::store::BatchId {
+    match w
+        .store
+        .find_by_code(&crate::codes::code_key(code), T0 / 1000)
+        .unwrap()
+    {
+        Lookup::Live(b) => b.id,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -237,7 +237,11 @@ fn a_newer_session_takes_an_upload_over() {
             bytes: &data[4..],
         }),
     );
-    assert_eq!(drain(&mut old), []);
+    // Its write is refused: the stale session drops the upload and says so.
+    assert_eq!(
+        drain(&mut old),
+        [Reply::Error(ErrorCode::UnexpectedMessage, 0)]
+    );
     send(
         &mut new,
         w.now(),

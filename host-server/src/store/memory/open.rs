@@ -9,12 +9,12 @@ use crate::store::{
 impl Inner {
     /// A new file's record, with its partial upload unless it is the
     /// empty content.
-    pub(super) fn new_file(&mut self, f: &NewFile<'_>) -> FileRecord {
+    pub(super) fn new_file(&mut self, batch: BatchId, f: &NewFile<'_>) -> FileRecord {
         let content = if f.is_empty_content() {
             FileContent::Blob(BlobId::EMPTY)
         } else {
             let partial = crate::store::PartialId(self.id());
-            self.partials.insert(partial, Partial::default());
+            self.partials.insert(partial, Partial::new(batch));
             FileContent::Partial {
                 id: partial,
                 durable: 0,
@@ -45,7 +45,7 @@ impl Inner {
         };
         let index =
             u16::try_from(index).map_err(|_| StoreError::Corrupt("too many files".into()))?;
-        let record = self.new_file(file);
+        let record = self.new_file(batch, file);
         self.batch_mut(batch)?.files.push(record);
         Ok(FileRef { batch, index })
     }

@@ -238,6 +238,30 @@ impl Store for SqliteStore {
         self.load(&self.db(), "token_key", token, now)
     }
 
+    /// One relay process serves a SQLite store (its recovery at start
+    /// assumes no other writer), so there is no other instance to fence:
+    /// the relay's leases already decide which session writes. Taking an upload only reloads
+    /// the batch (by its token's key, ignoring expiry as the caller just
+    /// found it live).
+    fn take_upload(&self, batch: BatchId) -> Result<Batch> {
+        let db = self.db();
+        let key: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT token_key FROM batches WHERE id = ?1",
+                params![to_i64(batch.0)?],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let key: [u8; 32] = key
+            .ok_or(StoreError::NotFound)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("token key".into()))?;
+        match self.load(&db, "token_key", &LookupKey(key), 0)? {
+            Lookup::Live(b) => Ok(b),
+            Lookup::Expired | Lookup::Unknown => Err(StoreError::NotFound),
+        }
+    }
+
     fn usage(&self) -> Result<Usage> {
         Ok(*self.usage_counters())
     }
