@@ -96,16 +96,28 @@
 //! max_open_per_sender_terminal = 20    # ... from one sender
 //! max_open_per_sender = 1000
 //! max_offline_bytes_per_sender = 4294967296
+//!
+//! [store]                    # where state is kept (`crate::store`)
+//! backend = "sqlite"         # or "postgres": PostgreSQL + S3, shared by instances
+//! # postgres_url = "host=/run/postgresql dbname=pickup user=pickup"
+//! # postgres_connections = 32
+//!
+//! [store.s3]                 # contents, with backend = "postgres"; unset keys
+//! # endpoint = "http://127.0.0.1:9000"   # from the AWS_* variables
+//! # region = "us-east-1"
+//! # bucket = "pickup"
+//! # prefix = "relay-1"
 //! ```
 
 //!
 //! The sections live by concern: `listeners` (`[tcp]`, `[tls]`, `[http]`,
 //! `[metrics]`, `[serial]` and which of them start), `limits` (`[limits]`,
-//! `[codes]`); the other sections' types belong to the module they
+//! `[codes]`), `store` (`[store]`); the other sections' types belong to the module they
 //! configure (`[rate_limit]`, `[proof]`, `[auth]`).
 
 mod limits;
 mod listeners;
+mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -126,6 +138,7 @@ pub use listeners::{
     HttpConfig, Listeners, MetricsConfig, SerialConfig, SerialPortSpec, TcpConfig, TlsConfig,
     DEFAULT_TCP_LISTEN, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
 };
+pub use store::{Backend, S3Config, StoreConfig, DEFAULT_POSTGRES_CONNECTIONS};
 
 /// Everything the relay can be told.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -165,6 +178,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Addressed delivery: deadlines and caps.
     pub push: PushSettings,
+    /// Where state is kept: SQLite (default) or PostgreSQL + S3.
+    pub store: StoreConfig,
 }
 
 /// The settings of a relay with no configuration.
@@ -194,6 +209,7 @@ impl Default for Config {
             proof: ProofSettings::default(),
             auth: AuthSettings::default(),
             push: PushSettings::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -224,6 +240,7 @@ impl Config {
 
     /// Checks ranges that would otherwise fail later or silently.
     pub fn validate(&self) -> Result<(), String> {
+        self.store.check()?;
         let frame_range = frame::MIN_FRAME_LEN as u32..=frame::MAX_FRAME_LEN as u32;
         for (what, max_frame, window) in [
             ("tcp", self.tcp.max_frame, self.tcp.window),

@@ -252,3 +252,25 @@ fn validation_catches_bad_ranges() {
     c.serial.ports = vec!["/dev/x@fast".into()];
     assert!(c.validate().is_err());
 }
+
+#[test]
+fn the_postgres_backend_needs_a_database_and_a_bucket() {
+    let c: Config = toml::from_str("[store]\nbackend = \"postgres\"\n").unwrap();
+    assert!(c.validate().unwrap_err().contains("postgres_url"));
+    let c: Config = toml::from_str(
+        "[store]\nbackend = \"postgres\"\npostgres_url = \"host=/run/pg dbname=p\"\n",
+    )
+    .unwrap();
+    assert!(c.validate().unwrap_err().contains("bucket"));
+    let c: Config = toml::from_str(
+        "[store]\nbackend = \"postgres\"\npostgres_url = \"host=/run/pg dbname=p\"\n\
+         [store.s3]\nbucket = \"pickup\"\nendpoint = \"http://127.0.0.1:9000\"\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.store.backend, Backend::Postgres);
+    // Postgres settings under the SQLite backend are a mistake, said at start.
+    let c: Config = toml::from_str("[store]\npostgres_url = \"host=/x\"\n").unwrap();
+    assert!(c.validate().unwrap_err().contains("backend = \"postgres\""));
+    assert!(toml::from_str::<Config>("[store]\nbackend = \"mysql\"\n").is_err());
+}
