@@ -58,6 +58,7 @@ use crate::running_sha1::Midstate;
 
 mod commit;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
