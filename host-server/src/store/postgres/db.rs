@@ -111,8 +111,9 @@ pub(crate) struct Db {
 impl Drop for Db {
     fn drop(&mut self) {
         // Dropping a runtime waits for its tasks, which tokio refuses (with
-        // a panic) on another runtime's worker: where the relay's `serve`
-        // drops its `Relay`. The tasks are connections; let them go.
+        // a panic) on another runtime's worker, where an async task holding
+        // the last `Arc<Relay>` would drop it. The tasks are connections;
+        // let them go.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
@@ -223,9 +224,9 @@ pub(crate) fn to_u64(n: i64, what: &'static str) -> Result<u64, DbError> {
 mod tests {
     use pickup_test_servers::{require, Postgres};
 
-    /// The relay's `serve` is async: its `Relay`, and so its `Db`s, are
-    /// dropped on a runtime worker, where dropping a runtime the plain way
-    /// panics.
+    /// The relay's tasks are async: the last holder of its `Relay`, and so
+    /// of its `Db`s, may be one, on a runtime worker, where dropping a
+    /// runtime the plain way panics.
     #[test]
     fn a_db_dropped_on_a_runtime_worker_shuts_down_quietly() {
         let Some(pg) = require("a_db_dropped_on_a_runtime_worker", Postgres::shared()) else {
