@@ -54,6 +54,8 @@ use crate::store::postgres::db::{Db, DbError};
 use crate::store::postgres::migrations::{check_durability, migrate, MIGRATIONS};
 
 mod queries;
+#[cfg(test)]
+mod tests;
 
 /// A database error with its causes: `tokio_postgres` says only "db error"
 /// and keeps the server's message as the source.
