@@ -26,12 +26,14 @@
 //!   adder finds no user; the remover finds the new row and deletes it).
 //!   Foreign keys back this up in the schema.
 //!
-//! [`Db`] retries a step whose connection was lost, and a commit whose
-//! answer was lost may have happened. Every step is therefore safe to run
-//! twice, and a step whose earlier try reached its commit answers as that
-//! try would have: a repeated `add_user` finds its own row (the salted hash
-//! is unique to it), a repeated `remove_user` does not report the user it
-//! removed as missing, a repeated `revoke_token` still says it revoked.
+//! The pool (`store::postgres::db`) retries a step whose connection was
+//! lost, and a commit whose answer was lost may have happened. Every step
+//! is therefore safe to run twice, and a step whose earlier try reached its
+//! commit answers as that try would have: a repeated `add_user` finds its
+//! own row (the salted hash is unique to it), a repeated `remove_user` does
+//! not report the user it removed as missing, a repeated `revoke_token`
+//! still says it revoked. (Had that commit failed and another removed the
+//! user meanwhile, the removal reports success too: the end is the same.)
 //!
 //! Numbers are `BIGINT`s clamped as [`super::sqlite`] clamps them: a quota
 //! or time past `i64::MAX` is stored as `i64::MAX`. Names are `COLLATE "C"`,
