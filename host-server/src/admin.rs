@@ -7,9 +7,9 @@
 //! `pickup_relay::directory::sqlite`), and the relay sees the change at
 //! its next login. With `[store] backend = "postgres"` (`--config`) it
 //! opens the configured database instead, which every instance shares
-//! (`pickup_relay::directory::postgres`). Results go to stdout (lists, and the one line a script
-//! may capture: a new terminal's key); everything said to the operator
-//! goes to stderr. Exit status 0, or 1 with one `error: …` line.
+//! (`pickup_relay::directory::postgres`). Results go to stdout (lists,
+//! and the one line a script may capture: a new terminal's key);
+//! everything said to the operator goes to stderr. Exit status 0, or 1 with one `error: …` line.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

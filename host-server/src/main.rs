@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
-use pickup_relay::config::{Backend, DEFAULT_POSTGRES_CONNECTIONS};
-use pickup_relay::config::{Listeners, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
+use pickup_relay::config::{
+    Backend, Listeners, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
+};
 use pickup_relay::descriptors;
 use pickup_relay::directory::{Directory, PasswordParams, PgDirectory, SqliteDirectory};
 use pickup_relay::http;
