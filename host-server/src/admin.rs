@@ -5,9 +5,11 @@
 //! config file's `data`) with a connection of its own, so it works while a
 //! relay serves the same directory (SQLite WAL and a busy timeout; see
 //! `pickup_relay::directory::sqlite`), and the relay sees the change at
-//! its next login. Results go to stdout (lists, and the one line a script
-//! may capture: a new terminal's key); everything said to the operator
-//! goes to stderr. Exit status 0, or 1 with one `error: …` line.
+//! its next login. With `[store] backend = "postgres"` (`--config`) it
+//! opens the configured database instead, which every instance shares
+//! (`pickup_relay::directory::postgres`). Results go to stdout (lists,
+//! and the one line a script may capture: a new terminal's key);
+//! everything said to the operator goes to stderr. Exit status 0, or 1 with one `error: …` line.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -16,7 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use pickup_proto::identity::DeviceKey;
-use pickup_relay::directory::{Directory, SqliteDirectory, UserRecord};
+use pickup_relay::config::Backend;
+use pickup_relay::directory::{Directory, PgDirectory, SqliteDirectory, UserRecord};
 use pickup_relay::random::{OsRandom, Random};
 use pickup_relay::relay::utc_text;
 
@@ -156,19 +159,32 @@ fn report(result: Result<(), String>) -> ExitCode {
     }
 }
 
-/// The directory of the data directory `place` names; `create` lets
-/// `add` start a data directory no relay has served yet, while the other
-/// commands report a missing one (most likely a mistyped `--data`).
-fn open(place: &Place, create: bool) -> Result<SqliteDirectory, String> {
+/// Connections an admin command keeps: it runs one step at a time.
+const ADMIN_POSTGRES_CONNECTIONS: usize = 1;
+
+/// The directory `place` names: with `backend = "postgres"` the
+/// configuration's database (its schema brought up to date), else the
+/// data directory's. There `create` lets `add` start a data directory no
+/// relay has served yet, while the other commands report a missing one
+/// (most likely a mistyped `--data`).
+fn open(place: &Place, create: bool) -> Result<Box<dyn Directory>, String> {
     let config = crate::load_config(place.config.as_deref(), place.data.as_deref())?;
     config.validate()?;
     let params = config.auth.password;
+    if config.store.backend == Backend::Postgres {
+        // `validate` has checked that the URL is there.
+        let url = config.store.postgres_url.as_deref().unwrap_or_default();
+        return PgDirectory::open(url, ADMIN_POSTGRES_CONNECTIONS, params)
+            .map(|d| Box::new(d) as Box<dyn Directory>)
+            .map_err(|e| format!("the accounts in postgres: {e}"));
+    }
     let dir = if create {
         SqliteDirectory::open(&config.data, params)
     } else {
         SqliteDirectory::open_existing(&config.data, params)
     };
-    dir.map_err(|e| e.to_string())
+    dir.map(|d| Box::new(d) as Box<dyn Directory>)
+        .map_err(|e| e.to_string())
 }
 
 fn unix_now() -> u64 {
@@ -215,7 +231,7 @@ fn run_user(args: UserArgs) -> Result<(), String> {
             password_stdin,
         } => {
             let dir = open(&args.place, false)?;
-            existing_user(&dir, &name)?;
+            existing_user(&*dir, &name)?;
             let password = read_password(&name, password_stdin)?;
             dir.set_password(&name, &password)
                 .map_err(|e| e.to_string())?;
@@ -234,7 +250,7 @@ fn run_user(args: UserArgs) -> Result<(), String> {
         }
         UserCommand::Quota { name, bytes, files } => {
             let dir = open(&args.place, false)?;
-            let mut user = existing_user(&dir, &name)?;
+            let mut user = existing_user(&*dir, &name)?;
             if bytes.is_some() || files.is_some() {
                 // Read, then written: an operator's command racing another
                 // operator's on the same user keeps the last one's values.
@@ -255,7 +271,7 @@ fn run_user(args: UserArgs) -> Result<(), String> {
             remove,
         } => {
             let dir = open(&args.place, false)?;
-            existing_user(&dir, &owner)?;
+            existing_user(&*dir, &owner)?;
             let Some(sender) = sender else {
                 if remove {
                     return Err("--remove needs the SENDER to withdraw".into());
@@ -282,7 +298,7 @@ fn run_user(args: UserArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn existing_user(dir: &SqliteDirectory, name: &str) -> Result<UserRecord, String> {
+fn existing_user(dir: &dyn Directory, name: &str) -> Result<UserRecord, String> {
     pickup_relay::directory::validate_account_name(name).map_err(|e| e.to_string())?;
     dir.user(name)
         .map_err(|e| e.to_string())?

@@ -26,9 +26,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
-use pickup_relay::config::{Listeners, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
+use pickup_relay::config::{
+    Backend, Listeners, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
+};
 use pickup_relay::descriptors;
-use pickup_relay::directory::sqlite::SqliteDirectory;
+use pickup_relay::directory::{Directory, PasswordParams, PgDirectory, SqliteDirectory};
 use pickup_relay::http;
 use pickup_relay::random::OsRandom;
 use pickup_relay::store::sqlite::SqliteStore;
@@ -249,6 +251,37 @@ fn self_signed(args: &SelfSignedArgs) -> ExitCode {
     }
 }
 
+/// The accounts: in the data directory's SQLite database, or with
+/// `[store] backend = "postgres"` in the database every instance shares.
+async fn open_directory(
+    config: &Config,
+    params: PasswordParams,
+) -> Result<Arc<dyn Directory>, String> {
+    match config.store.backend {
+        Backend::Sqlite => SqliteDirectory::open(&config.data, params)
+            .map(|d| Arc::new(d) as Arc<dyn Directory>)
+            .map_err(|e| format!("cannot open the accounts in {}: {e}", config.data.display())),
+        Backend::Postgres => {
+            // Checked by `validate`. Never logged: it may hold a password.
+            let url = config.store.postgres_url.clone().unwrap_or_default();
+            let connections = config
+                .store
+                .postgres_connections
+                .unwrap_or(DEFAULT_POSTGRES_CONNECTIONS);
+            // Off the runtime's workers: the directory blocks on a runtime
+            // of its own.
+            let open =
+                tokio::task::spawn_blocking(move || PgDirectory::open(&url, connections, params));
+            let directory = open
+                .await
+                .map_err(|e| format!("cannot open the accounts in postgres: {e}"))?
+                .map_err(|e| format!("cannot open the accounts in postgres: {e}"))?;
+            tracing::info!(connections, "accounts in postgres");
+            Ok(Arc::new(directory))
+        }
+    }
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     let clock = Clock::new();
     let (store, recovery) = SqliteStore::open(&config.data)
@@ -297,12 +330,11 @@ async fn serve(config: Config) -> Result<(), String> {
     store.limit_open_files(budget.store_files_per_kind);
     let mut settings = config.settings();
     settings.max_sessions = budget.sessions;
-    let directory = SqliteDirectory::open(&config.data, settings.auth.password)
-        .map_err(|e| format!("cannot open the accounts in {}: {e}", config.data.display()))?;
+    let directory = open_directory(&config, settings.auth.password).await?;
     let relay = Relay::with_directory(
         settings,
         Arc::new(store),
-        Arc::new(directory),
+        directory,
         Box::new(OsRandom),
         clock.now(),
     );

@@ -10,11 +10,13 @@
 //!   │ auth_tokens  SHA-256(token) → user, expires_at                  │
 //!   │ terminals    name → owner (a user), device key, created         │
 //!   │ allowed_senders  owner → a user who may push to its terminals   │
-//!   ├───────────────────────────────┬─────────────────────────────────┤
-//!   │ sqlite::SqliteDirectory       │ memory::MemoryDirectory         │
-//!   │ DATA/relay.sqlite, its own    │ simulator, fuzzers, unit tests  │
-//!   │ connection and tables         │                                 │
-//!   └───────────────────────────────┴─────────────────────────────────┘
+//!   ├─────────────────────┬──────────────────────┬────────────────────┤
+//!   │ sqlite::            │ postgres::           │ memory::           │
+//!   │ SqliteDirectory     │ PgDirectory          │ MemoryDirectory    │
+//!   │ DATA/relay.sqlite,  │ backend = "postgres":│ simulator, fuzzers,│
+//!   │ its own connection  │ one database for all │ unit tests         │
+//!   │ and tables          │ instances            │                    │
+//!   └─────────────────────┴──────────────────────┴────────────────────┘
 //! ```
 //!
 //! What a stolen database gives away, and why each column is what it is:
@@ -37,6 +39,7 @@
 
 pub mod memory;
 pub mod password;
+pub mod postgres;
 pub mod settings;
 pub mod sqlite;
 #[cfg(test)]
@@ -48,6 +51,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::memory::MemoryDirectory;
 pub use self::password::PasswordParams;
+pub use self::postgres::PgDirectory;
 pub use self::settings::AuthSettings;
 pub use self::sqlite::SqliteDirectory;
 

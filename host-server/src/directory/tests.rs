@@ -1,18 +1,34 @@
-//! The same checks against both directories: each test body takes a
-//! `&dyn Directory` and runs once per implementation.
+//! The same checks against every directory: each test body takes a
+//! `&dyn Directory` and runs once per implementation (PostgreSQL's when
+//! the test servers have it, else with a `skipped:` line).
 
 use pickup_proto::identity::DeviceKey;
 use pickup_proto::message::AuthToken;
+use pickup_test_servers::{require, Postgres};
 
 use super::*;
 
 const FAST: PasswordParams = PasswordParams::FAST_FOR_TESTS;
 
-/// Runs `check` on a fresh memory directory and a fresh SQLite one.
+/// A PostgreSQL directory on a fresh database, `None` (after a `skipped:`
+/// line) without PostgreSQL.
+fn postgres(test: &str) -> Option<PgDirectory> {
+    let pg = require(test, Postgres::shared())?;
+    let url = pg.database().unwrap();
+    Some(PgDirectory::open(&url, 2, FAST).unwrap())
+}
+
+/// Runs `check` on a fresh memory directory, a fresh SQLite one and a
+/// fresh PostgreSQL one.
 fn each(check: impl Fn(&dyn Directory)) {
     check(&MemoryDirectory::new(FAST));
     let dir = tempfile::tempdir().unwrap();
     check(&SqliteDirectory::open(&dir.path().join("data"), FAST).unwrap());
+    // libtest runs each test on a thread named after it: the skip line's.
+    let thread = std::thread::current();
+    if let Some(pg) = postgres(thread.name().unwrap_or("a directory test")) {
+        check(&pg);
+    }
 }
 
 fn key(n: u8) -> DeviceKey {
@@ -232,6 +248,13 @@ fn hostile_names_are_refused() {
             ));
             assert_eq!(d.user(name).unwrap(), None);
             assert!(!d.check_password(name, "pw").unwrap());
+            assert_eq!(d.terminal(name).unwrap(), None);
+            assert!(!d.allows_sender("ada", name).unwrap());
+            assert!(d.allowed_senders(name).unwrap().is_empty());
+            assert!(matches!(
+                d.add_token(name, &token(1), 100),
+                Err(DirectoryError::NotFound(_))
+            ));
         }
         assert_eq!(d.users().unwrap().len(), 1);
         assert!(d.terminals().unwrap().is_empty());
@@ -336,4 +359,134 @@ fn allowed_senders_are_granted_withdrawn_and_go_with_either_user() {
         assert!(!d.allows_sender("ada", "cy").unwrap());
         assert!(d.allowed_senders("cy").unwrap().is_empty());
     });
+}
+
+/// Two handles on one database, as two relay instances (or a relay and
+/// an admin command) hold them.
+fn two_handles(test: &str) -> Option<(PgDirectory, PgDirectory)> {
+    let pg = require(test, Postgres::shared())?;
+    let url = pg.database().unwrap();
+    let a = PgDirectory::open(&url, 2, FAST).unwrap();
+    let b = PgDirectory::open(&url, 2, FAST).unwrap();
+    Some((a, b))
+}
+
+#[test]
+fn postgres_instances_see_each_others_changes_at_once() {
+    let Some((a, b)) = two_handles("postgres_instances_see_each_others_changes_at_once") else {
+        return;
+    };
+    a.add_user("ada", "hunter2", 1).unwrap();
+    assert!(b.check_password("ada", "hunter2").unwrap());
+    assert!(matches!(
+        b.add_user("ada", "other", 2),
+        Err(DirectoryError::Exists(_))
+    ));
+    b.add_token("ada", &token(1), 100).unwrap();
+    assert_eq!(a.check_token(&token(1), 0).unwrap().unwrap().user, "ada");
+    assert!(a.revoke_token(&token(1)).unwrap());
+    assert_eq!(b.check_token(&token(1), 0).unwrap(), None);
+    a.add_token("ada", &token(2), 100).unwrap();
+    b.set_password("ada", "new").unwrap();
+    assert_eq!(a.check_token(&token(2), 0).unwrap(), None);
+    assert!(a.check_password("ada", "new").unwrap());
+    a.add_terminal("t1", "ada", key(1), 1).unwrap();
+    assert_eq!(b.terminal("t1").unwrap().unwrap().key, key(1));
+    b.remove_user("ada").unwrap();
+    assert_eq!(a.user("ada").unwrap(), None);
+    assert_eq!(a.terminal("t1").unwrap(), None);
+    assert_eq!(a.removed_accounts(10).unwrap(), ["@t1", "ada"]);
+}
+
+/// Rounds of each race below: each round is two calls on two threads,
+/// released together; a broken rule shows up in some round, not surely in
+/// one.
+const RACE_ROUNDS: usize = 10;
+
+/// Runs `left` and `right` at once on two threads.
+fn race<L: Send, R: Send>(
+    left: impl FnOnce() -> L + Send,
+    right: impl FnOnce() -> R + Send,
+) -> (L, R) {
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let l = s.spawn(|| {
+            start.wait();
+            left()
+        });
+        let r = s.spawn(|| {
+            start.wait();
+            right()
+        });
+        (l.join().unwrap(), r.join().unwrap())
+    })
+}
+
+#[test]
+fn postgres_instances_adding_one_name_at_once_get_one_account() {
+    let Some((a, b)) = two_handles("postgres_instances_adding_one_name_at_once") else {
+        return;
+    };
+    a.add_user("owner", "pw", 0).unwrap();
+    for round in 0..RACE_ROUNDS {
+        let name = format!("u{round}");
+        let (one, two) = race(
+            || a.add_user(&name, "from-a", 0),
+            || b.add_user(&name, "from-b", 0),
+        );
+        let exists = DirectoryError::Exists(user_named(&name));
+        match (&one, &two) {
+            (Ok(()), Err(e)) | (Err(e), Ok(())) => assert_eq!(*e, exists),
+            other => panic!("round {round}: {other:?}"),
+        }
+        let winner = if one.is_ok() { "from-a" } else { "from-b" };
+        assert!(b.check_password(&name, winner).unwrap());
+        // A user and a terminal of one name: one namespace.
+        let name = format!("x{round}");
+        let (user, terminal) = race(
+            || a.add_user(&name, "pw", 0),
+            || b.add_terminal(&name, "owner", key(1), 0),
+        );
+        assert!(
+            user.is_ok() != terminal.is_ok(),
+            "round {round}: {user:?} {terminal:?}"
+        );
+        assert!(matches!(user.and(terminal), Err(DirectoryError::Exists(_))));
+    }
+}
+
+#[test]
+fn postgres_nothing_outlives_a_user_removed_while_it_is_added() {
+    let Some((a, b)) = two_handles("postgres_nothing_outlives_a_user_removed") else {
+        return;
+    };
+    a.add_user("ada", "pw", 0).unwrap();
+    for round in 0..RACE_ROUNDS {
+        let (owner, terminal) = (format!("o{round}"), format!("t{round}"));
+        a.add_user(&owner, "pw", 0).unwrap();
+        let tok = token(round as u8);
+        let (added, removed) = race(
+            || {
+                (
+                    b.add_terminal(&terminal, &owner, key(2), 0),
+                    b.add_token(&owner, &tok, 100),
+                    b.allow_sender(&owner, "ada", true),
+                    b.allow_sender("ada", &owner, true),
+                )
+            },
+            || a.remove_user(&owner),
+        );
+        removed.unwrap();
+        for result in [added.0, added.1, added.2, added.3] {
+            assert!(
+                matches!(result, Ok(()) | Err(DirectoryError::NotFound(_))),
+                "round {round}: {result:?}"
+            );
+        }
+        assert_eq!(a.terminal(&terminal).unwrap(), None, "round {round}");
+        assert_eq!(a.check_token(&tok, 0).unwrap(), None, "round {round}");
+        assert!(a.allowed_senders(&owner).unwrap().is_empty());
+        assert!(!a.allows_sender("ada", &owner).unwrap());
+    }
+    assert!(a.allowed_senders("ada").unwrap().is_empty());
 }

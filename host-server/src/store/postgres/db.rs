@@ -103,8 +103,21 @@ impl From<PoolError> for DbError {
 
 /// Connections to one PostgreSQL database, and the runtime that drives them.
 pub(crate) struct Db {
-    rt: tokio::runtime::Runtime,
+    /// `None` only once dropped (see the `Drop` impl).
+    rt: Option<tokio::runtime::Runtime>,
     pool: Pool,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its tasks, which tokio refuses (with
+        // a panic) on another runtime's worker, where an async task holding
+        // the last `Arc<Relay>` would drop it. The tasks are connections;
+        // let them go.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -140,7 +153,7 @@ impl Db {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        let db = Db { rt, pool };
+        let db = Db { rt: Some(rt), pool };
         db.block_on(db.transaction(async |tx| {
             tx.execute("SELECT 1", &[]).await?;
             Ok(())
@@ -151,13 +164,20 @@ impl Db {
     /// Runs `f` to completion on the store's runtime, from a thread that is
     /// not a runtime worker (a job's blocking thread, an admin command).
     pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        self.runtime().block_on(f)
     }
 
     /// A handle to the store's runtime, for tasks that outlive one step
     /// (LISTEN connections, background collection).
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
-        self.rt.handle()
+        self.runtime().handle()
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        // Taken only by `drop`, after which no method runs.
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the Db")
     }
 
     /// Runs `step` in a transaction (READ COMMITTED) and commits it; tries
@@ -198,4 +218,22 @@ pub(crate) fn to_i64(n: u64, what: &'static str) -> Result<i64, DbError> {
 /// A `BIGINT` as the unsigned number it stores.
 pub(crate) fn to_u64(n: i64, what: &'static str) -> Result<u64, DbError> {
     u64::try_from(n).map_err(|_| DbError::Range(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use pickup_test_servers::{require, Postgres};
+
+    /// The relay's tasks are async: the last holder of its `Relay`, and so
+    /// of its `Db`s, may be one, on a runtime worker, where dropping a
+    /// runtime the plain way panics.
+    #[test]
+    fn a_db_dropped_on_a_runtime_worker_shuts_down_quietly() {
+        let Some(pg) = require("a_db_dropped_on_a_runtime_worker", Postgres::shared()) else {
+            return;
+        };
+        let db = super::Db::connect(&pg.database().unwrap(), 1).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        rt.block_on(async move { drop(db) });
+    }
 }

@@ -25,7 +25,11 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[];
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 2,
+    name: "directory",
+    sql: include_str!("migrations/0002_directory.sql"),
+}];
 
 /// The advisory lock migrations run under ("pickup" in ASCII).
 const LOCK: i64 = 0x7069_636b_7570;
