@@ -462,6 +462,10 @@ async fn serve(config: Config) -> Result<(), String> {
             shutdown_rx.clone(),
         ));
     }
+    // Before `listening:`: a supervisor or test that sends SIGTERM as soon
+    // as it reads that line must get a clean shutdown, not the default
+    // action (an abrupt exit).
+    let signals = ShutdownSignals::install();
     // Fields, so `--log-json` gives them as JSON values; a kind with no
     // listener is left out. Text reads `listening: tcp=A,B tls=C serial=P@BAUD
     // http=D https=E metrics=M`;
@@ -500,7 +504,7 @@ async fn serve(config: Config) -> Result<(), String> {
         })
     };
 
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!(sessions = relay.sessions(), "shutting down");
     relay.begin_shutdown();
     sweeper.abort();
@@ -529,20 +533,36 @@ fn join_or_empty(items: &[String]) -> Option<tracing::field::DisplayValue<String
     (!items.is_empty()).then(|| tracing::field::display(items.join(",")))
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+enum ShutdownSignals {
+    Unix(tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    /// The handlers could not be installed: Ctrl-C only.
+    CtrlC,
+}
+
+impl ShutdownSignals {
+    fn install() -> ShutdownSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => ShutdownSignals::Unix(int, term),
+            _ => ShutdownSignals::CtrlC,
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    async fn wait(self) {
+        match self {
+            ShutdownSignals::Unix(mut int, mut term) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            ShutdownSignals::CtrlC => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
