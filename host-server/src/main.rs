@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
-use pickup_relay::config::{Listeners, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
+use pickup_relay::config::{Listeners, Peers, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
 use pickup_relay::descriptors;
 use pickup_relay::directory::sqlite::SqliteDirectory;
 use pickup_relay::http;
@@ -194,7 +194,9 @@ fn main() -> ExitCode {
         None => cli.serve,
     };
     init_logging(args.log_json);
-    let config = match config(&args) {
+    // The peers' key files are read once, at start, and checked there.
+    let config = config(&args).and_then(|c| Ok((c.load_peers()?, c)));
+    let (peers, config) = match config {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("configuration: {e}");
@@ -211,7 +213,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, peers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -249,7 +251,7 @@ fn self_signed(args: &SelfSignedArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     let clock = Clock::new();
     let (store, recovery) = SqliteStore::open(&config.data)
         .map_err(|e| format!("cannot open the store in {}: {e}", config.data.display()))?;
@@ -297,6 +299,10 @@ async fn serve(config: Config) -> Result<(), String> {
     store.limit_open_files(budget.store_files_per_kind);
     let mut settings = config.settings();
     settings.max_sessions = budget.sessions;
+    for peer in peers.iter() {
+        tracing::info!(peer = %peer.name, addr = ?peer.addr, "peer relay");
+    }
+    settings.peers = peers;
     let directory = SqliteDirectory::open(&config.data, settings.auth.password)
         .map_err(|e| format!("cannot open the accounts in {}: {e}", config.data.display()))?;
     let relay = Relay::with_directory(
