@@ -186,6 +186,13 @@ impl PeerConfig {
     }
 }
 
+/// The synthetic owner a peer relay's session acts for (its batches'
+/// owner family, docs/design/forwarding.md §2): `peer:` and its name.
+/// Account names never hold a `:`, so it is no user's or terminal's.
+pub fn peer_owner(name: &str) -> String {
+    format!("peer:{name}")
+}
+
 /// Checks every entry and that no name is listed twice (no I/O).
 pub fn check(peers: &[PeerConfig]) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();

@@ -32,21 +32,16 @@ use pickup_proto::message::{
 use pickup_proto::{ErrorCode, Instant};
 
 use super::{Out, Session};
+use crate::config::peers::peer_owner;
 use crate::directory::{validate_account_name, DirectoryError, TokenInfo};
 use crate::jobs::{self, LoggedIn, Work};
 use crate::rate_limit::Peer;
 use crate::relay::{lock, unix_secs};
 
-/// The synthetic owner a peer relay's session acts for: `peer:` and its
-/// name. Account names never hold a `:`, so it is no user's.
-pub(crate) fn peer_owner(name: &str) -> String {
-    format!("peer:{name}")
-}
-
 /// Whom an authenticated session acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Identity {
-    /// The user (a terminal's owner), or [`peer_owner`] for a peer relay.
+    /// The user (a terminal's owner), or `peer:NAME` for a peer relay ([`peer_owner`]).
     pub(super) user: String,
     /// The terminal, if a terminal authenticated.
     pub(super) terminal: Option<String>,
