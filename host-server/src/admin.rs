@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use pickup_proto::identity::DeviceKey;
+use pickup_relay::config::peers::parse_key;
 use pickup_relay::config::Backend;
 use pickup_relay::directory::{Directory, PgDirectory, SqliteDirectory, UserRecord};
 use pickup_relay::random::{OsRandom, Random};
@@ -430,27 +431,17 @@ fn print_table<const N: usize>(
         .map_err(|e| format!("cannot print: {e}"))
 }
 
-/// A device key from `path`: 32 hex digits, surrounding whitespace ignored.
+/// A device key from `path`: 32 hex digits, surrounding whitespace ignored
+/// (the form peers' key files share, [`pickup_relay::config::peers::parse_key`]).
 fn read_key_file(path: &std::path::Path) -> Result<DeviceKey, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let hex = text.trim();
-    let mut key = [0u8; 16];
-    let parsed = hex.len() == 32
-        && hex.is_ascii()
-        && key.iter_mut().enumerate().all(|(i, b)| {
-            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map(|v| *b = v)
-                .is_ok()
-        });
-    if parsed {
-        Ok(DeviceKey(key))
-    } else {
-        Err(format!(
+    parse_key(&text).ok_or_else(|| {
+        format!(
             "{} does not hold a device key (32 hex digits)",
             path.display()
-        ))
-    }
+        )
+    })
 }
 
 #[cfg(test)]

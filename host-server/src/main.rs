@@ -27,7 +27,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
 use pickup_relay::config::{
-    Backend, Listeners, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
+    Backend, Listeners, Peers, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
 };
 use pickup_relay::descriptors;
 use pickup_relay::directory::{Directory, PasswordParams, PgDirectory, SqliteDirectory};
@@ -196,7 +196,9 @@ fn main() -> ExitCode {
         None => cli.serve,
     };
     init_logging(args.log_json);
-    let config = match config(&args) {
+    // The peers' key files are read once, at start, and checked there.
+    let config = config(&args).and_then(|c| Ok((c.load_peers()?, c)));
+    let (peers, config) = match config {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("configuration: {e}");
@@ -213,7 +215,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, peers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -282,7 +284,7 @@ async fn open_directory(
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     let clock = Clock::new();
     let (store, recovery) = SqliteStore::open(&config.data)
         .map_err(|e| format!("cannot open the store in {}: {e}", config.data.display()))?;
@@ -330,6 +332,10 @@ async fn serve(config: Config) -> Result<(), String> {
     store.limit_open_files(budget.store_files_per_kind);
     let mut settings = config.settings();
     settings.max_sessions = budget.sessions;
+    for peer in peers.iter() {
+        tracing::info!(peer = %peer.name, addr = ?peer.addr, "peer relay");
+    }
+    settings.peers = peers;
     let directory = open_directory(&config, settings.auth.password).await?;
     let relay = Relay::with_directory(
         settings,

@@ -6,6 +6,7 @@
 
 use pickup_proto::{frame, Duration};
 
+use crate::config::Peers;
 use crate::directory::AuthSettings;
 use crate::disclosure::DisclosureSettings;
 use crate::mailbox::PushSettings;
@@ -61,6 +62,9 @@ pub struct Settings {
     /// `PageLink` to terminals that ask with `CAP_PAGE_LINK`. `None`: the
     /// relay sends none (it cannot know its public address by itself).
     pub page_url: Option<String>,
+    /// The peer relays a `Role::Relay` session may authenticate as
+    /// (`[[peers]]`, [`crate::config::Config::load_peers`]); none by default.
+    pub peers: Peers,
 }
 
 /// Link parameters, per transport: what the relay announces in `Welcome`.

@@ -10,12 +10,18 @@
 //! domain label keeps the MAC from meaning anything in another protocol,
 //! the relay's fresh nonce makes every answer single-use, and the name
 //! binds the answer to the identity claimed.
+//!
+//! A relay that forwards to a peer relay answers the same challenge with
+//! [`relay_mac`]: the same construction under its own label, so a
+//! terminal's key never authenticates a relay and a relay's shared key
+//! never authenticates a terminal, even where an operator reused one.
 
 use crate::hash::{Sha1Digest, Sha1Hasher};
 use crate::message::AuthToken;
 
 /// A terminal's device key: 128 random bits shared by the terminal and
-/// its relay, never sent over the link.
+/// its relay, never sent over the link. Two peer relays share a key of
+/// the same shape ([`relay_mac`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DeviceKey(pub [u8; 16]);
 
@@ -76,6 +82,10 @@ impl core::fmt::Display for AuthError {
 /// The label every terminal MAC starts with.
 pub const TERMINAL_MAC_LABEL: &[u8] = b"pickup terminal auth v1\0";
 
+/// The label every relay MAC starts with: a relay authenticating to a
+/// peer relay (its `Hello` says `Role::Relay`).
+pub const RELAY_MAC_LABEL: &[u8] = b"pickup relay auth v1\0";
+
 const BLOCK: usize = 64;
 
 /// HMAC-SHA1 of the concatenation of `parts`, keyed by `key` (at most one
@@ -111,6 +121,13 @@ pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> Sha1Digest {
 /// [`TERMINAL_MAC_LABEL`] ‖ nonce ‖ the terminal's name.
 pub fn terminal_mac(key: &DeviceKey, nonce: &[u8; 16], terminal: &str) -> Sha1Digest {
     hmac_sha1(&key.0, &[TERMINAL_MAC_LABEL, nonce, terminal.as_bytes()])
+}
+
+/// A relay's answer to a peer relay's challenge: HMAC-SHA1 under the key
+/// the two relays share of [`RELAY_MAC_LABEL`] ‖ nonce ‖ the name the
+/// peer lists the answering relay under.
+pub fn relay_mac(key: &DeviceKey, nonce: &[u8; 16], relay: &str) -> Sha1Digest {
+    hmac_sha1(&key.0, &[RELAY_MAC_LABEL, nonce, relay.as_bytes()])
 }
 
 /// Compares two MACs in time independent of where they differ, so a
@@ -172,5 +189,23 @@ mod tests {
             &mac,
             &terminal_mac(&DeviceKey([8; 16]), &[1; 16], "sensor-1")
         ));
+    }
+
+    #[test]
+    fn a_terminal_answer_never_authenticates_a_relay() {
+        for (key, nonce, name) in [
+            (DeviceKey([7; 16]), [1; 16], "sensor-1"),
+            (DeviceKey([0; 16]), [0; 16], ""),
+            (DeviceKey([0xff; 16]), [0xaa; 16], "relay-b"),
+        ] {
+            let terminal = terminal_mac(&key, &nonce, name);
+            let relay = relay_mac(&key, &nonce, name);
+            assert!(!macs_equal(&terminal, &relay));
+            assert!(macs_equal(&relay, &relay_mac(&key, &nonce, name)));
+        }
+        // The labels differ within their common length, so the two MACs'
+        // inputs differ whatever the nonce and name.
+        let n = TERMINAL_MAC_LABEL.len().min(RELAY_MAC_LABEL.len());
+        assert_ne!(TERMINAL_MAC_LABEL[..n], RELAY_MAC_LABEL[..n]);
     }
 }

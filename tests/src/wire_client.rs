@@ -365,9 +365,15 @@ impl Raw {
 
     /// Says hello as a terminal (64 KiB frames) and expects a welcome.
     pub fn hello(&mut self) {
+        self.hello_as(Role::Terminal);
+    }
+
+    /// Says hello in `role` (a peer relay says `Role::Relay`) and expects
+    /// a welcome.
+    pub fn hello_as(&mut self, role: Role) {
         self.send(Message::Hello(Hello {
             version: 1,
-            role: Role::Terminal,
+            role,
             max_frame: 65_536,
             window: 1 << 20,
             caps: CAP_INSTANT_UPLOAD,

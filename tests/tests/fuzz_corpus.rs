@@ -197,6 +197,20 @@ fn relay_seeds_are_committed_and_reach_their_goal() {
                 (0, 5, 2),
                 "{name}: {summary:?}"
             ),
+            "peer-authenticates-then-uploads" => assert_eq!(
+                (summary.authenticated, summary.grants, summary.verified),
+                (1, 1, 1),
+                "{name}: {summary:?}"
+            ),
+            "peer-and-terminal-keys-do-not-cross" => assert_eq!(
+                (
+                    summary.authenticated,
+                    summary.auth_failed,
+                    summary.rate_limited
+                ),
+                (0, 5, 0),
+                "{name}: {summary:?}"
+            ),
             "push-wake-receipt" => assert_eq!(
                 (
                     summary.inboxes,

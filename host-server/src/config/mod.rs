@@ -107,16 +107,24 @@
 //! # region = "us-east-1"
 //! # bucket = "pickup"
 //! # prefix = "relay-1"
+//!
+//! [[peers]]                  # a relay this one forwards to and accepts forwards from
+//! name = "relay-b"           # its name here, and this relay's name in its [[peers]]: terminal-name rules
+//! addr = "tls://relay-b.example.org:7426"   # or tcp://HOST:PORT
+//! key_file = "/etc/pickup/relay-b.key"      # the shared key, 32 hex digits, mode 0600
+//! # ca = "/etc/pickup/ca.pem"               # tls:// only: trust this CA, or
+//! # pin = "sha256:…"                        # exactly this certificate
 //! ```
 
 //!
 //! The sections live by concern: `listeners` (`[tcp]`, `[tls]`, `[http]`,
 //! `[metrics]`, `[serial]` and which of them start), `limits` (`[limits]`,
-//! `[codes]`), `store` (`[store]`); the other sections' types belong to the module they
+//! `[codes]`), `store` (`[store]`), `peers` (`[[peers]]`); the other sections' types belong to the module they
 //! configure (`[rate_limit]`, `[proof]`, `[auth]`).
 
 mod limits;
 mod listeners;
+pub mod peers;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -138,6 +146,7 @@ pub use listeners::{
     HttpConfig, Listeners, MetricsConfig, SerialConfig, SerialPortSpec, TcpConfig, TlsConfig,
     DEFAULT_TCP_LISTEN, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
 };
+pub use peers::{PeerAddr, PeerConfig, PeerRelay, PeerTrust, Peers};
 pub use store::{Backend, S3Config, StoreConfig, DEFAULT_POSTGRES_CONNECTIONS};
 
 /// Everything the relay can be told.
@@ -180,6 +189,9 @@ pub struct Config {
     pub push: PushSettings,
     /// Where state is kept: SQLite (default) or PostgreSQL + S3.
     pub store: StoreConfig,
+    /// Peer relays (`[[peers]]`): their keys are read by
+    /// [`Config::load_peers`], not by [`Config::settings`].
+    pub peers: Vec<PeerConfig>,
 }
 
 /// The settings of a relay with no configuration.
@@ -210,6 +222,7 @@ impl Default for Config {
             auth: AuthSettings::default(),
             push: PushSettings::default(),
             store: StoreConfig::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -298,10 +311,25 @@ impl Config {
         }
         self.auth.validate()?;
         self.push.validate()?;
+        peers::check(&self.peers)?;
         self.serial_ports().map(|_| ())
     }
 
-    /// The settings every session shares.
+    /// The peer relays with their keys read from their key files: what
+    /// goes into [`Settings::peers`]. `Err` names the entry and the file.
+    pub fn load_peers(&self) -> Result<Peers, String> {
+        peers::check(&self.peers)?;
+        Peers::new(
+            self.peers
+                .iter()
+                .map(PeerConfig::load)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    }
+
+    /// The settings every session shares, with no peer relays: reading
+    /// their keys takes I/O that may fail, so the caller puts
+    /// [`Config::load_peers`] into [`Settings::peers`].
     pub fn settings(&self) -> Settings {
         Settings {
             code_len: self.code_len(),
@@ -340,6 +368,7 @@ impl Config {
             auth: self.auth,
             push: self.push,
             page_url: self.http.page_url().map(str::to_owned),
+            peers: Peers::default(),
         }
     }
 }

@@ -274,3 +274,50 @@ fn the_postgres_backend_needs_a_database_and_a_bucket() {
     assert!(c.validate().unwrap_err().contains("backend = \"postgres\""));
     assert!(toml::from_str::<Config>("[store]\nbackend = \"mysql\"\n").is_err());
 }
+
+#[test]
+fn peers_are_read_from_toml_and_their_keys_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("b.key");
+    std::fs::write(&key, "0f".repeat(16)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[[peers]]\nname = \"relay-b\"\naddr = \"tls://127.0.0.1:7426\"\nkey_file = {key:?}\n\
+         pin = \"sha256:{}\"\n\n[[peers]]\nname = \"relay-c\"\naddr = \"tcp://c.example:7425\"\n\
+         key_file = {key:?}\n",
+        "ab".repeat(32)
+    );
+    let c: Config = toml::from_str(&text).unwrap();
+    c.validate().unwrap();
+    let peers = c.load_peers().unwrap();
+    let b = peers.get("relay-b").unwrap();
+    assert_eq!(b.key, pickup_proto::identity::DeviceKey([0x0f; 16]));
+    assert_eq!(
+        b.addr,
+        PeerAddr::Tls {
+            hostport: "127.0.0.1:7426".into(),
+            trust: PeerTrust::Pin([0xab; 32])
+        }
+    );
+    assert_eq!(
+        peers.get("relay-c").unwrap().addr,
+        PeerAddr::Tcp("c.example:7425".into())
+    );
+    // The settings carry none until the caller puts them in.
+    assert!(c.settings().peers.is_empty());
+    // A key file others may read is refused at start, naming the peer.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = c.load_peers().unwrap_err();
+    assert!(e.contains("relay-b") && e.contains("chmod 600"), "{e}");
+    // Names twice, bad names and unknown keys are refused before any file is read.
+    let twice = text.replace("relay-c", "relay-b");
+    let e = toml::from_str::<Config>(&twice)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
+    let bad = text.replace("relay-c", "Relay C");
+    assert!(toml::from_str::<Config>(&bad).unwrap().validate().is_err());
+    assert!(toml::from_str::<Config>(&format!("{text}secret = \"x\"\n")).is_err());
+}

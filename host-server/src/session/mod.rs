@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use pickup_proto::frame::{self, Dropped, Frame, Framing};
 use pickup_proto::message::{
-    self, Kind, Message, ResumeToken, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_RELAY_LIMITS,
+    self, Kind, Message, ResumeToken, Role, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_RELAY_LIMITS,
 };
 use pickup_proto::{Code, Duration, ErrorCode, Instant};
 
@@ -101,6 +101,10 @@ pub struct Session {
     /// the framing switches once its `Welcome` is out.
     prefix_agreed: bool,
     peer_caps: u32,
+    /// Who the last `Hello` said is speaking: a terminal, or a peer relay
+    /// that must authenticate as one of `Settings::peers` first
+    /// ([`Session::relay_refusal`]).
+    role: Role,
     /// Upload bytes the terminal keeps in flight at most, from its `Hello`
     /// (0: it did not say).
     peer_window: u32,
@@ -191,6 +195,7 @@ impl Session {
             framing: Framing::Cobs,
             prefix_agreed: false,
             peer_caps: 0,
+            role: Role::Terminal,
             peer_window: 0,
             last_heard: now,
             started: false,
@@ -319,6 +324,11 @@ impl Session {
             }
             _ => {}
         }
+        if self.role == Role::Relay {
+            if let Some(code) = self.relay_refusal(&msg) {
+                return self.out.error(code, kind);
+            }
+        }
         match msg {
             Message::Keepalive => self.out.push(Out::Keepalive),
             Message::Goodbye => {
@@ -437,6 +447,15 @@ impl Session {
         self.peer_max_frame =
             (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
         self.peer_caps = h.caps;
+        if h.role != self.role {
+            // A terminal's identity is no peer's and the reverse: whom the
+            // connection acted for goes with the role it was gained in.
+            if self.identity.take().is_some() {
+                self.stop_listening();
+            }
+            self.challenge = None;
+            self.role = h.role;
+        }
         self.prefix_agreed =
             Framing::negotiated(self.link.reliable, h.caps) == Framing::LengthPrefixed;
         self.peer_window = h.window;

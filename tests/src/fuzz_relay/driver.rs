@@ -52,6 +52,7 @@ pub(super) fn run(data: &[u8], trace: bool) -> RelaySummary {
         settings.auth.allow_anonymous_download = false;
     }
     settings.push = notices::push_settings();
+    settings.peers = identity::peers();
     if setup & 0x10 != 0 {
         settings.code_ttl_secs = 60;
         settings.expired_memory_secs = 120;

@@ -9,7 +9,10 @@
 //!   right password of an existing user, a token this run was given, or
 //!   the right MAC for a challenge the connection received. Its `user` and
 //!   `terminal` are the ones that credential names (terminal t1 acts for
-//!   ada), a login carries a fresh token and the others none;
+//!   ada, peer relay r1 for `peer:r1`), a login carries a fresh token and
+//!   the others none. Which answer is right depends on the connection's
+//!   role: t1's `terminal_mac` as a terminal, r1's `relay_mac` as a relay
+//!   (never the other), and a relay-role connection has no other credential;
 //! - `Challenge` answers a `TerminalAuth` the connection sent;
 //! - a `Manifest` under a code that is no batch's (a named file's read
 //!   handle) goes only to a connection that authenticated, and says the
@@ -23,12 +26,13 @@ use std::sync::Arc;
 
 use pickup_proto::code::Code;
 use pickup_proto::hash::Sha1Digest;
-use pickup_proto::identity::{terminal_mac, DeviceKey};
+use pickup_proto::identity::{relay_mac, terminal_mac, DeviceKey};
 use pickup_proto::message::{
-    AuthToken, Authenticate, ChallengeAnswer, FetchNamed, Login, Message, Read, RemoveNamed,
+    AuthToken, Authenticate, ChallengeAnswer, FetchNamed, Login, Message, Read, RemoveNamed, Role,
     ShareNamed, TerminalAuth,
 };
 use pickup_proto::ErrorCode;
+use pickup_relay::config::{PeerAddr, PeerRelay, Peers};
 use pickup_relay::directory::{Directory, MemoryDirectory, PasswordParams};
 
 use super::{Fuzz, Input, RelaySummary, CONTENTS, START};
@@ -39,6 +43,11 @@ const USERS: [(&str, &str); 2] = [("ada", "ada-pw"), ("bob", "bob-pw")];
 const TERMINAL: &str = "t1";
 const TERMINAL_OWNER: &str = "ada";
 const TERMINAL_KEY: DeviceKey = DeviceKey([7; 16]);
+/// The one peer relay the relay lists, the owner it acts for, and the key
+/// they share.
+const PEER: &str = "r1";
+const PEER_OWNER: &str = "peer:r1";
+const PEER_KEY: DeviceKey = DeviceKey([0x42; 16]);
 
 /// Whom `Login` names: the users, one nobody registered, and names the
 /// directory must refuse (a path, a control character, empty, too long).
@@ -51,8 +60,8 @@ const LOGIN_USERS: [&str; 6] = [
     "an-account-name-longer-than-32-characters",
 ];
 /// What `TerminalAuth` names: the terminal, an unknown one, a user (not a
-/// terminal), and hostile names.
-const TERMINAL_NAMES: [&str; 4] = [TERMINAL, "t9", "ada", "-t1"];
+/// terminal), hostile names, and the peer relay.
+const TERMINAL_NAMES: [&str; 5] = [TERMINAL, "t9", "ada", "-t1", PEER];
 /// Whose names `FetchNamed` asks for.
 const OWNERS: [&str; 4] = ["ada", "bob", "carol", "../ada"];
 /// Named files asked for: the upload names the driver announces (a.bin,
@@ -77,6 +86,16 @@ pub(super) fn directory() -> Arc<MemoryDirectory> {
     Arc::new(dir)
 }
 
+/// The peer relays a run's relay lists: r1.
+pub(super) fn peers() -> Peers {
+    Peers::new([PeerRelay {
+        name: PEER.to_owned(),
+        addr: PeerAddr::Tcp("127.0.0.1:7425".to_owned()),
+        key: PEER_KEY,
+    }])
+    .expect("one peer")
+}
+
 /// How a credential authenticates, which decides the answer's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
@@ -84,8 +103,10 @@ enum Via {
     Login,
     /// A token: the answer carries none.
     Token,
-    /// A challenge answer: no token and no expiry.
+    /// A terminal's challenge answer: no token and no expiry.
     Terminal,
+    /// A peer relay's challenge answer: no token and no expiry.
+    Peer,
 }
 
 /// An identity a credential the connection sent could authenticate.
@@ -120,6 +141,8 @@ pub(super) struct Conn {
     handles: BTreeMap<Code, BTreeMap<u16, Sha1Digest>>,
     /// A right challenge answer of t1's went out.
     terminal_answer: bool,
+    /// The last `Hello` said `Role::Relay`.
+    relay_role: bool,
 }
 
 impl Conn {
@@ -141,6 +164,21 @@ pub(super) struct Run {
 /// and `TerminalAuth`s.
 pub(super) fn note_sent(conn: &mut Conn, run: &Run, msg: &Message<'_>) {
     let expected = match msg {
+        Message::Hello(h) => {
+            conn.relay_role = h.role == Role::Relay;
+            None
+        }
+        // A relay-role connection authenticates as a peer or not at all.
+        Message::Login(_) | Message::Authenticate(_) if conn.relay_role => None,
+        Message::ChallengeAnswer(a) if conn.relay_role => conn
+            .nonces
+            .iter()
+            .any(|n| relay_mac(&PEER_KEY, n, PEER) == a.mac)
+            .then(|| Expected {
+                user: PEER_OWNER.to_owned(),
+                terminal: PEER,
+                via: Via::Peer,
+            }),
         Message::Login(l) => USERS
             .iter()
             .any(|&(u, p)| u == l.user && p == l.password)
@@ -218,7 +256,14 @@ impl Fuzz {
                 let nonce = conn
                     .and_then(|c| c.nonces.last().copied())
                     .unwrap_or([0; 16]);
-                let mut mac = terminal_mac(&TERMINAL_KEY, &nonce, TERMINAL);
+                // As the connection's role asks (or, with 0x40, as the
+                // other role would: a key that must not open this door).
+                let as_relay = conn.is_some_and(|c| c.relay_role) != (arg & 0x40 != 0);
+                let mut mac = if as_relay {
+                    relay_mac(&PEER_KEY, &nonce, PEER)
+                } else {
+                    terminal_mac(&TERMINAL_KEY, &nonce, TERMINAL)
+                };
                 if arg & 0x80 != 0 {
                     mac.0[usize::from(arg) % 20] ^= 1 | arg;
                 }
@@ -303,6 +348,7 @@ impl Fuzz {
                     }
                     Via::Token => assert!(a.expires_at > 0, "a token with no expiry"),
                     Via::Terminal => assert_eq!(a.expires_at, 0, "a terminal's expiry"),
+                    Via::Peer => assert_eq!(a.expires_at, 0, "a peer's expiry"),
                 }
                 conn.maybe_authenticated = true;
                 summary.authenticated += 1;
@@ -407,9 +453,22 @@ impl super::RelayScript {
         self.say(t, 242, if known { 0 } else { 1 }, &[])
     }
 
-    /// Terminal `t` answers its last challenge as t1 would, rightly or not.
+    /// Terminal `t` answers its last challenge as t1 would (as r1, on a
+    /// relay-role connection), rightly or not.
     pub fn challenge_answer(&mut self, t: u8, right: bool) -> &mut Self {
         self.say(t, 243, if right { 0 } else { 0x80 }, &[])
+    }
+
+    /// Terminal `t` names itself r1, the peer relay.
+    pub fn peer_auth(&mut self, t: u8) -> &mut Self {
+        self.say(t, 242, 4, &[])
+    }
+
+    /// Terminal `t` answers its last challenge rightly, but as the other
+    /// role would: r1's relay MAC on a terminal connection, t1's terminal
+    /// MAC on a relay one.
+    pub fn cross_answer(&mut self, t: u8) -> &mut Self {
+        self.say(t, 243, 0x40, &[])
     }
 
     /// Terminal `t` logs out.

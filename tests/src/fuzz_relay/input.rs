@@ -53,7 +53,11 @@ impl Fuzz {
         let msg_owned: Message<'static> = match sel % 12 {
             0 => Message::Hello(Hello {
                 version: 1,
-                role: Role::Terminal,
+                role: if arg & 0x20 != 0 {
+                    Role::Relay
+                } else {
+                    Role::Terminal
+                },
                 max_frame: [64, 300, 4096, 65_536][usize::from(arg % 4)],
                 window: 4096,
                 caps: if arg & 0x10 != 0 {

@@ -46,6 +46,12 @@ impl RelayScript {
         self.say(t, 0, size % 4, &[])
     }
 
+    /// Terminal `t` says hello as a peer relay (`Role::Relay`), `size` as
+    /// in [`hello`](Self::hello).
+    pub fn hello_as_relay(&mut self, t: u8, size: u8) -> &mut Self {
+        self.say(t, 0, (size % 4) | 0x20, &[])
+    }
+
     /// Terminal `t` opens a batch of `files` (below 4) totalling `total` bytes.
     pub fn batch_open(&mut self, t: u8, files: u8, total: u16) -> &mut Self {
         self.say(t, 1, files % 4, &total.to_le_bytes())

@@ -188,6 +188,54 @@ fn identity_seeds() -> Vec<Seed> {
         "wrong-passwords-rate-limited",
         s.bytes().to_vec(),
     ));
+
+    // A peer relay: refused before it authenticates (although terminals
+    // may upload anonymously here), then r1's answer, then its upload.
+    let mut s = RelayScript::new(3);
+    s.connect(0).hello_as_relay(0, 2).transmit(0);
+    s.batch_open(0, 1, 700).announce(0, 0, 0).transmit(0);
+    s.peer_auth(0)
+        .transmit(0)
+        .challenge_answer(0, true)
+        .transmit(0);
+    s.batch_open(0, 1, 700).announce(0, 0, 0).transmit(0);
+    let mut off = 0u16;
+    while off < 700 {
+        let len = (700 - off).min(255);
+        s.data(0, 0, off, len as u8);
+        off += len;
+    }
+    s.transmit(0).timers().transmit(0);
+    seeds.push(seed(
+        "relay_session",
+        "peer-authenticates-then-uploads",
+        s.bytes().to_vec(),
+    ));
+
+    // Keys do not cross: r1's wrong key, t1's key on a relay connection,
+    // r1's key on a terminal connection.
+    let mut s = RelayScript::new(3);
+    s.connect(0).hello_as_relay(0, 2).transmit(0);
+    s.peer_auth(0)
+        .transmit(0)
+        .challenge_answer(0, false)
+        .transmit(0);
+    s.peer_auth(0).transmit(0).cross_answer(0).transmit(0);
+    s.terminal_auth(0, true)
+        .transmit(0)
+        .cross_answer(0)
+        .transmit(0);
+    s.connect(1).hello(1, 2).transmit(1);
+    s.peer_auth(1).transmit(1).cross_answer(1).transmit(1);
+    s.terminal_auth(1, true)
+        .transmit(1)
+        .cross_answer(1)
+        .transmit(1);
+    seeds.push(seed(
+        "relay_session",
+        "peer-and-terminal-keys-do-not-cross",
+        s.bytes().to_vec(),
+    ));
     seeds
 }
 

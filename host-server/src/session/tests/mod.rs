@@ -556,6 +556,7 @@ mod limits;
 mod lookups;
 mod notices;
 mod page_link;
+mod peers;
 mod proofs;
 mod quota;
 mod relay_limits;
