@@ -25,7 +25,15 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[];
+pub(crate) const MIGRATIONS: &[Migration] = &[SHARED_LIMITS];
+
+/// Version 3: the failed-lookup buckets all instances claim from
+/// ([`super::lookup_budget`]).
+pub(crate) const SHARED_LIMITS: Migration = Migration {
+    version: 3,
+    name: "shared_limits",
+    sql: include_str!("migrations/0003_shared_limits.sql"),
+};
 
 /// The advisory lock migrations run under ("pickup" in ASCII).
 const LOCK: i64 = 0x7069_636b_7570;
