@@ -1,7 +1,7 @@
 //! What a relay instance shares with the other instances of its cluster
-//! besides the store: the failed-lookup budget
-//! ([`lookup_budget`](super::lookup_budget)) and the notice doorbells
-//! ([`notices`](super::notices)).
+//! besides the store: the failed-lookup budget (`lookup_budget`,
+//! docs/design/scale-out.md §6.1) and the notice doorbells (`notices`,
+//! §6.3).
 //!
 //! ```text
 //!   serve, backend = postgres:

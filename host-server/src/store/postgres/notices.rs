@@ -44,7 +44,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// may ring twice, which is harmless.
 #[cfg_attr(
     not(test),
-    allow(dead_code, reason = "called by the postgres Mailbox::push, which lands apart")
+    allow(
+        dead_code,
+        reason = "called by the postgres Mailbox::push, which lands apart"
+    )
 )]
 pub(crate) async fn notify_terminal(tx: &Transaction<'_>, terminal: &str) -> Result<(), DbError> {
     tx.execute("SELECT pg_notify('pickup_notice', $1)", &[&terminal])
