@@ -317,6 +317,9 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
         global_burst = inputs.global_burst,
         max_live_batches = inputs.max_live_batches,
         reserved_share = config.rate_limit.reserved_share,
+        failed_lookups = pickup_relay::rate_limit::budget_scope(
+            config.store.backend == pickup_relay::config::Backend::Postgres
+        ),
         "codes: P(any live code guessed within a year) <= {bound:.3e}"
     );
     if bound >= TARGET_GUESS_BOUND {

@@ -25,9 +25,19 @@
 //! ```
 //!
 //! Time is an argument ([`Instant`]), so the limiter is deterministic.
+//!
+//! Several relay instances over one shared store must not each allow the
+//! relay's bucket, or N instances would multiply the guessing budget. In
+//! *shared* mode ([`RateLimiter::share`]) the relay's two parts spend only
+//! tokens claimed ahead from a budget all instances draw on
+//! ([`Stock`], filled by `store::postgres::lookup_budget`), so `check` and
+//! `failed` stay in memory; per-peer buckets and suspects stay local. When
+//! nothing refills the stock it runs dry and lookups are refused: the
+//! limiter fails closed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use pickup_proto::{Duration, Instant};
@@ -109,18 +119,97 @@ impl Default for RateSettings {
 
 impl RateSettings {
     /// Burst and rate of the reserved part of the relay's bucket.
-    fn reserved(&self) -> (u32, f64) {
+    pub(crate) fn reserved(&self) -> (u32, f64) {
         let share = self.reserved_share.clamp(0.0, 1.0);
         let burst = (f64::from(self.global_burst) * share).floor() as u32;
         (burst.min(self.global_burst), self.global_per_sec * share)
     }
 
     /// Burst and rate of the part of the relay's bucket everyone shares.
-    fn shared(&self) -> (u32, f64) {
+    pub(crate) fn shared(&self) -> (u32, f64) {
         let (burst, rate) = self.reserved();
         (self.global_burst - burst, self.global_per_sec - rate)
     }
 }
+
+/// How the guessing bound's budget is counted, for the start-up line:
+/// `shared` when the relay's bucket is claimed from a budget all instances
+/// share ([`RateLimiter::share`]).
+pub fn budget_scope(shared: bool) -> &'static str {
+    if shared {
+        "failed lookups shared by all instances (postgres)"
+    } else {
+        "failed lookups counted by this relay alone"
+    }
+}
+
+/// One of the two parts of the relay's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The part everyone may spend.
+    Shared,
+    /// The part only clean peers may spend.
+    Reserved,
+}
+
+/// Tokens of the relay's bucket this instance claimed from a budget shared
+/// with other instances, not spent yet. The limiter spends them one failed
+/// lookup at a time; a claimer adds whole claims.
+///
+/// A count may go below zero: a lookup checked while a token was there may
+/// fail after another took it (as in local mode, lookups in flight are not
+/// counted ahead). The debt is paid from the next claims.
+#[derive(Debug, Default)]
+pub struct Stock {
+    shared: AtomicI64,
+    reserved: AtomicI64,
+}
+
+impl Stock {
+    fn part(&self, part: Part) -> &AtomicI64 {
+        match part {
+            Part::Shared => &self.shared,
+            Part::Reserved => &self.reserved,
+        }
+    }
+
+    /// Adds `tokens` claimed for `part`.
+    pub fn add(&self, part: Part, tokens: u32) {
+        self.part(part)
+            .fetch_add(i64::from(tokens), Ordering::AcqRel);
+    }
+
+    /// Tokens of `part` on hand (negative: owed).
+    pub fn available(&self, part: Part) -> i64 {
+        self.part(part).load(Ordering::Acquire)
+    }
+
+    fn take(&self, part: Part) {
+        self.part(part).fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Milliseconds until `part` (refilled at `per_sec` across the
+    /// instances) may hold a token again: a guess, since other instances
+    /// claim too, but never less than a claimer's turn.
+    fn wait_ms(&self, part: Part, per_sec: f64) -> u32 {
+        if self.available(part) >= 1 {
+            return 0;
+        }
+        if per_sec <= 0.0 {
+            return u32::MAX;
+        }
+        let ms = (1000.0 / per_sec).ceil();
+        if ms >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            (ms as u32).max(STOCK_WAIT_MIN_MS)
+        }
+    }
+}
+
+/// The shortest wait a refusal in shared mode names: about one turn of the
+/// task that claims tokens.
+const STOCK_WAIT_MIN_MS: u32 = 50;
 
 /// Peers remembered at most; past this, full buckets are forgotten and new
 /// peers share one overflow bucket (the global bucket still bounds guessing).
@@ -200,6 +289,9 @@ pub struct RateLimiter {
     settings: RateSettings,
     shared: Bucket,
     reserved: Bucket,
+    /// In shared mode, the claimed tokens that stand for the relay's
+    /// buckets (`shared` and `reserved` are then unused).
+    stock: Option<Arc<Stock>>,
     peers: HashMap<Peer, PeerState>,
     overflow: PeerState,
 }
@@ -211,6 +303,7 @@ impl RateLimiter {
             settings,
             shared: Bucket::full(settings.shared().0, now),
             reserved: Bucket::full(settings.reserved().0, now),
+            stock: None,
             peers: HashMap::new(),
             overflow: PeerState::new(settings.peer_burst, now),
         }
@@ -227,6 +320,36 @@ impl RateLimiter {
         self.peers
             .entry(peer.clone())
             .or_insert_with(|| PeerState::new(s.peer_burst, now))
+    }
+
+    /// Shared mode: from now on the relay's buckets spend only `stock`,
+    /// which starts empty and is filled by whoever claims from the budget
+    /// shared by all instances. Per-peer buckets are unchanged.
+    pub fn share(&mut self, stock: Arc<Stock>) {
+        self.stock = Some(stock);
+    }
+
+    /// Whether the relay's buckets are shared ([`share`](Self::share)).
+    pub fn is_shared(&self) -> bool {
+        self.stock.is_some()
+    }
+
+    /// Milliseconds until the shared and the reserved part hold a token.
+    fn relay_waits(&mut self, now: Instant) -> (u32, u32) {
+        let s = self.settings;
+        match &self.stock {
+            Some(stock) => (
+                stock.wait_ms(Part::Shared, s.shared().1),
+                stock.wait_ms(Part::Reserved, s.reserved().1),
+            ),
+            None => {
+                self.refill_relay(now);
+                (
+                    self.shared.wait_ms(s.shared().1),
+                    self.reserved.wait_ms(s.reserved().1),
+                )
+            }
+        }
     }
 
     fn refill_relay(&mut self, now: Instant) {
@@ -248,9 +371,7 @@ impl RateLimiter {
     /// May `peer` look something up now? `Err(ms)` says how long to wait.
     pub fn check(&mut self, peer: &Peer, now: Instant) -> Result<(), u32> {
         let s = self.settings;
-        self.refill_relay(now);
-        let mut relay_wait = self.shared.wait_ms(s.shared().1);
-        let reserved_wait = self.reserved.wait_ms(s.reserved().1);
+        let (mut relay_wait, reserved_wait) = self.relay_waits(now);
         let p = self.peer_state(peer, now);
         p.bucket.refill(s.peer_burst, s.peer_per_sec, now);
         if p.clean(s.suspect_secs, now) {
@@ -284,11 +405,19 @@ impl RateLimiter {
     /// and the peer was clean), and the peer is a suspect from now on.
     pub fn failed(&mut self, peer: &Peer, now: Instant) {
         let s = self.settings;
-        self.refill_relay(now);
         let p = self.peer_state(peer, now);
         p.bucket.tokens -= 1.0;
         let clean = p.clean(s.suspect_secs, now);
         p.failed_at = Some(now);
+        if let Some(stock) = &self.stock {
+            if stock.available(Part::Shared) >= 1 || !clean {
+                stock.take(Part::Shared);
+            } else {
+                stock.take(Part::Reserved);
+            }
+            return;
+        }
+        self.refill_relay(now);
         if self.shared.tokens >= 1.0 || !clean {
             self.shared.tokens -= 1.0;
         } else {
@@ -403,6 +532,80 @@ mod tests {
         assert_eq!(l.tracked_peers(), 21);
         l.prune(at(90_000));
         assert_eq!(l.tracked_peers(), 0);
+    }
+
+    /// Shared mode spends only the stock given to it: time alone refills
+    /// nothing, and per-peer buckets still apply.
+    #[test]
+    fn shared_mode_spends_only_claimed_stock() {
+        let mut l = RateLimiter::new(settings(), at(0));
+        let stock = Arc::new(Stock::default());
+        l.share(stock.clone());
+        assert!(l.is_shared());
+        // The shared part refills at 2/s across the instances: a guess of
+        // 500 ms, however long nothing was claimed.
+        assert_eq!(l.check(&Peer::Sim(1), at(0)), Err(500));
+        assert_eq!(l.check(&Peer::Sim(1), at(600_000)), Err(500));
+        let now = at(600_000);
+        stock.add(Part::Shared, 2);
+        for i in 10..12 {
+            assert_eq!(l.check(&Peer::Sim(i), now), Ok(()));
+            l.failed(&Peer::Sim(i), now);
+        }
+        assert_eq!(stock.available(Part::Shared), 0);
+        assert_eq!(l.check(&Peer::Sim(20), now), Err(500));
+        // Plenty of stock: the peer's own bucket (3) still refuses it.
+        stock.add(Part::Shared, 10);
+        for _ in 0..3 {
+            assert_eq!(l.check(&Peer::Sim(30), now), Ok(()));
+            l.failed(&Peer::Sim(30), now);
+        }
+        assert_eq!(l.check(&Peer::Sim(30), now), Err(1000));
+        assert_eq!(stock.available(Part::Shared), 7);
+    }
+
+    /// In shared mode too, the reserve is for clean peers; a failure after
+    /// the stock ran out is owed and paid from the next claim.
+    #[test]
+    fn shared_mode_keeps_the_reserve_for_clean_peers() {
+        let s = RateSettings {
+            peer_burst: 3,
+            peer_per_sec: 1.0,
+            global_burst: 4,
+            global_per_sec: 2.0,
+            reserved_share: 0.5,
+            suspect_secs: 60,
+        };
+        let mut l = RateLimiter::new(s, at(0));
+        let stock = Arc::new(Stock::default());
+        l.share(stock.clone());
+        stock.add(Part::Shared, 1);
+        stock.add(Part::Reserved, 1);
+        let (suspect, clean, late) = (Peer::Sim(1), Peer::Sim(2), Peer::Sim(3));
+        assert_eq!(l.check(&suspect, at(0)), Ok(()));
+        l.failed(&suspect, at(0));
+        // The shared part is spent: the suspect may not use the reserve.
+        assert_eq!(l.check(&suspect, at(0)), Err(1000));
+        assert_eq!(l.check(&clean, at(0)), Ok(()));
+        l.failed(&clean, at(0));
+        assert_eq!(stock.available(Part::Reserved), 0);
+        assert_eq!(l.check(&late, at(0)), Err(1000));
+        // A lookup let in earlier fails now: the shared part owes a token.
+        l.failed(&suspect, at(0));
+        assert_eq!(stock.available(Part::Shared), -1);
+        stock.add(Part::Shared, 1);
+        assert_eq!(l.check(&late, at(0)), Err(1000));
+        stock.add(Part::Shared, 1);
+        assert_eq!(l.check(&late, at(0)), Ok(()));
+    }
+
+    #[test]
+    fn the_start_up_line_names_the_shared_budget() {
+        assert_eq!(
+            budget_scope(true),
+            "failed lookups shared by all instances (postgres)"
+        );
+        assert_ne!(budget_scope(false), budget_scope(true));
     }
 
     #[test]

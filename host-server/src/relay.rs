@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::proof_budget::ProofBudget;
 use crate::quota::Quotas;
 use crate::random::Random;
-use crate::rate_limit::{Peer, RateLimiter};
+use crate::rate_limit::{Peer, RateLimiter, Stock};
 use crate::settings::Settings;
 use crate::store::{Batch, BatchId, Store, StoreError, SweepStats};
 
@@ -298,6 +298,24 @@ impl Relay {
     /// A push to `terminal` was committed: wake its listening session.
     pub(crate) fn ring(&self, terminal: &str) {
         self.listeners.ring(terminal);
+    }
+
+    /// Every listening session may have missed a push (the doorbells of
+    /// other instances were lost for a while): wake them all.
+    pub(crate) fn ring_all(&self) {
+        self.listeners.ring_all();
+    }
+
+    /// Failed lookups from now on spend only `stock`, tokens claimed from
+    /// the budget all instances of a cluster share
+    /// ([`RateLimiter::share`]); per-peer limits stay this relay's.
+    pub fn share_lookup_budget(&self, stock: Arc<Stock>) {
+        lock(&self.limiter).share(stock);
+    }
+
+    /// Whether failed lookups spend a budget shared with other instances.
+    pub fn lookup_budget_is_shared(&self) -> bool {
+        lock(&self.limiter).is_shared()
     }
 
     /// The admission state; admission checks and reserves under this lock.

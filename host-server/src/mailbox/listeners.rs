@@ -82,4 +82,32 @@ impl Listeners {
             bell.ring();
         }
     }
+
+    /// Wakes every listener on this relay: pushes may have been missed
+    /// (another instance's doorbells were lost while the relay was not
+    /// listening to them), and a session woken for nothing loads nothing.
+    pub(crate) fn ring_all(&self) {
+        for (_, bell) in lock(&self.by_terminal).values() {
+            bell.ring();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_all_wakes_every_listener_once() {
+        let listeners = Listeners::default();
+        let bells: Vec<Arc<Doorbell>> = (0..3).map(|_| Arc::default()).collect();
+        for (i, bell) in bells.iter().enumerate() {
+            listeners.listen(&format!("t{i}"), i as u64, bell.clone());
+        }
+        listeners.stop("t2", 2);
+        listeners.ring_all();
+        assert!(bells[0].rung() && bells[1].rung());
+        assert!(!bells[2].rung(), "no longer listening");
+        assert!(!bells[0].rung(), "rung once");
+    }
 }

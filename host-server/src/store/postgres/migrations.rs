@@ -25,11 +25,23 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[DIRECTORY, SHARED_LIMITS];
+
+/// Version 2: users, tokens, terminals and allowed senders
+/// ([`crate::directory::PgDirectory`]).
+pub(crate) const DIRECTORY: Migration = Migration {
     version: 2,
     name: "directory",
     sql: include_str!("migrations/0002_directory.sql"),
-}];
+};
+
+/// Version 3: the failed-lookup buckets all instances claim from
+/// ([`super::lookup_budget`]).
+pub(crate) const SHARED_LIMITS: Migration = Migration {
+    version: 3,
+    name: "shared_limits",
+    sql: include_str!("migrations/0003_shared_limits.sql"),
+};
 
 /// The advisory lock migrations run under ("pickup" in ASCII).
 const LOCK: i64 = 0x7069_636b_7570;
@@ -147,6 +159,15 @@ mod tests {
     fn db(test: &str) -> Option<Db> {
         let pg = require(test, Postgres::shared())?;
         Some(Db::connect(&pg.database().expect("a database"), 4).expect("connect"))
+    }
+
+    /// `migrate` skips every version at or below the database's, so the
+    /// list must count 1, 2, 3… without a gap or a swap.
+    #[test]
+    fn the_schema_is_numbered_without_gaps() {
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let expected: Vec<i32> = (1..=MIGRATIONS.len() as i32).collect();
+        assert_eq!(versions, expected);
     }
 
     #[test]
