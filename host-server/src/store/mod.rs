@@ -57,6 +57,7 @@ use crate::mailbox::Mailbox;
 use crate::running_sha1::Midstate;
 
 mod commit;
+mod contents;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
