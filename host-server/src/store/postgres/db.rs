@@ -56,6 +56,10 @@ pub enum DbError {
     /// The store's runtime could not be started.
     #[error("postgres runtime: {0}")]
     Runtime(std::io::Error),
+    /// A step refused its change (no such record, fenced, …): its
+    /// transaction was rolled back, and the store answers this error.
+    #[error("{0}")]
+    Refused(Box<crate::store::StoreError>),
 }
 
 impl DbError {
@@ -156,6 +160,7 @@ impl Db {
 
     /// A handle to the store's runtime, for tasks that outlive one step
     /// (LISTEN connections, background collection).
+    #[allow(dead_code)] // for the LISTEN/NOTIFY and S3 slices
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         self.rt.handle()
     }
@@ -196,6 +201,7 @@ pub(crate) fn to_i64(n: u64, what: &'static str) -> Result<i64, DbError> {
 }
 
 /// A `BIGINT` as the unsigned number it stores.
+#[allow(dead_code)] // for the directory
 pub(crate) fn to_u64(n: i64, what: &'static str) -> Result<u64, DbError> {
     u64::try_from(n).map_err(|_| DbError::Range(what))
 }

@@ -25,7 +25,11 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[];
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "store",
+    sql: include_str!("migrations/0001_store.sql"),
+}];
 
 /// The advisory lock migrations run under ("pickup" in ASCII).
 const LOCK: i64 = 0x7069_636b_7570;

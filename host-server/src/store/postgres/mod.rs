@@ -1,12 +1,40 @@
 //! The `postgres` backend: metadata in PostgreSQL, shared by every relay
 //! instance of a cluster (docs/design/scale-out.md).
 //!
+//! ```text
+//!   PostgreSQL   batches, files, partials, blobs, expired codes, names,
+//!                their shares, kept blobs, deliveries (migrations/0001_store.sql)
+//!   DATA/partial/<id>, DATA/blobs/<id>   contents, as the SQLite store keeps
+//!                them (store::contents), until they move to S3
+//! ```
+//!
 //! - `db`: the connection pool, the store's own runtime, and transactions
 //!   retried across a lost connection;
 //! - `migrations`: the versioned schema, applied at start and by
-//!   `pickup-relay migrate`.
+//!   `pickup-relay migrate`;
+//! - `store`: [`PgStore`], opening it, upload fences, the short steps;
+//! - `blobs`, `names`, `sweep`, `deliveries`, `rows`: the SQL of the
+//!   SQLite store's modules of the same names.
+//!
+//! Durability: every step is one transaction committed with
+//! `synchronous_commit` on (checked at open); `sync_partial` fsyncs the
+//! partial file first. Upload ownership across instances: every durable
+//! step of an upload (sync, reset, complete, link) checks the batch's
+//! `lease_fence` under `FOR SHARE` against the fence this instance took
+//! ([`Store::take_upload`](crate::store::Store::take_upload)), and is
+//! refused with [`StoreError::Fenced`](crate::store::StoreError::Fenced)
+//! if another instance took the upload since.
 
+mod blobs;
 pub(crate) mod db;
+mod deliveries;
 pub(crate) mod migrations;
+mod names;
+mod rows;
+mod store;
+mod sweep;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use db::DbError;
+pub use store::{migrate_database, PgStore};
