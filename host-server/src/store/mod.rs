@@ -58,6 +58,7 @@ use crate::running_sha1::Midstate;
 
 mod commit;
 mod contents;
+pub use contents::Recovery;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;

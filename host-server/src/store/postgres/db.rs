@@ -107,8 +107,20 @@ impl From<PoolError> for DbError {
 
 /// Connections to one PostgreSQL database, and the runtime that drives them.
 pub(crate) struct Db {
-    rt: tokio::runtime::Runtime,
+    /// Present until the `Db` drops (see its `Drop`).
+    rt: Option<tokio::runtime::Runtime>,
     pool: Pool,
+}
+
+impl Drop for Db {
+    /// Stops the runtime without waiting for its tasks: a store may be
+    /// dropped anywhere, the relay's own runtime included, where dropping
+    /// a runtime the ordinary way (which blocks) panics.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -144,7 +156,7 @@ impl Db {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        let db = Db { rt, pool };
+        let db = Db { rt: Some(rt), pool };
         db.block_on(db.transaction(async |tx| {
             tx.execute("SELECT 1", &[]).await?;
             Ok(())
@@ -155,14 +167,20 @@ impl Db {
     /// Runs `f` to completion on the store's runtime, from a thread that is
     /// not a runtime worker (a job's blocking thread, an admin command).
     pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        self.runtime().block_on(f)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime is present until the Db drops")
     }
 
     /// A handle to the store's runtime, for tasks that outlive one step
     /// (LISTEN connections, background collection).
     #[allow(dead_code)] // for the LISTEN/NOTIFY and S3 slices
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
-        self.rt.handle()
+        self.runtime().handle()
     }
 
     /// Runs `step` in a transaction (READ COMMITTED) and commits it; tries

@@ -92,13 +92,29 @@ impl PgStore {
         self.files.limit_open_files(per_kind);
     }
 
-    /// Runs `step` as one committed transaction from this (blocking)
-    /// thread; a step refused with a [`StoreError`] rolls back.
+    /// Runs `step` as one committed transaction from this thread, and
+    /// waits for it; a step refused with a [`StoreError`] rolls back.
+    ///
+    /// Store calls come from jobs on blocking threads, except a few that
+    /// sessions make from their tasks (`usage` when a quota is checked
+    /// again): on a worker of a multi-thread runtime the wait is wrapped
+    /// in `block_in_place`, which hands the worker's other tasks to
+    /// another worker instead of stalling them (and which only runs the
+    /// closure on a blocking thread).
     pub(super) fn run<T>(
         &self,
         step: impl AsyncFnMut(&Transaction<'_>) -> std::result::Result<T, DbError>,
     ) -> Result<T> {
-        Ok(self.db.block_on(self.db.transaction(step))?)
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let step = self.db.transaction(step);
+        let on_runtime =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        let done = if on_runtime {
+            tokio::task::block_in_place(|| self.db.block_on(step))
+        } else {
+            self.db.block_on(step)
+        };
+        Ok(done?)
     }
 
     fn fences(&self) -> MutexGuard<'_, HashMap<BatchId, i64>> {

@@ -173,3 +173,24 @@ fn migrate_database_reports_the_schema_version() {
     assert!(again.is_empty());
     drop(fx.open());
 }
+
+/// A session's task may ask for the usage on a runtime worker (a quota
+/// checked again): the store waits without stalling that runtime, and
+/// without tokio's panic at a runtime started within a runtime.
+#[test]
+fn a_call_from_a_runtime_worker_is_answered() {
+    let Some(fx) = Fixture::new("a_call_from_a_runtime_worker_is_answered") else {
+        return;
+    };
+    let store = std::sync::Arc::new(fx.open());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let task = {
+        let store = store.clone();
+        rt.spawn(async move { store.usage() })
+    };
+    let usage = rt.block_on(task).unwrap().unwrap();
+    assert_eq!(usage, crate::store::Usage::default());
+}
