@@ -32,7 +32,7 @@ impl From<DbError> for StoreError {
 /// Metadata in PostgreSQL, shared by every relay instance of a cluster;
 /// contents (in this version) as local files under the data directory,
 /// kept exactly as the SQLite store keeps them
-/// ([`contents`](crate::store::contents)). Instances of one database
+/// (the `store::contents` module). Instances of one database
 /// therefore share one data directory until contents move to S3.
 pub struct PgStore {
     pub(super) db: Db,
