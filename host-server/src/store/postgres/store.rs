@@ -261,11 +261,12 @@ impl Store for PgStore {
         let code_value = new.code.value().to_le_bytes();
         let code_len = new.code.len() as i64;
         self.run(async |tx| {
-            let id: i64 = tx
-                .query_one(
+            let inserted = tx
+                .query_opt(
                     "INSERT INTO batches(code_len, code_value, code_key, token_key, created_at,
                          expires_at, stale_at, owner, open)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (token_key) DO NOTHING RETURNING id",
                     &[
                         &code_len,
                         &&code_value[..],
@@ -278,8 +279,16 @@ impl Store for PgStore {
                         &new.open,
                     ],
                 )
-                .await?
-                .get(0);
+                .await?;
+            // Tokens are random and never reused: the batch of this token
+            // is this batch, made by a try whose commit answer was lost.
+            let Some(inserted) = inserted else {
+                return match load(tx, KeyColumn::Token, &new.token_key, 0).await? {
+                    Lookup::Live(b) if b.code == new.code => Ok(b),
+                    _ => Err(corrupt("a resume token's key is taken")),
+                };
+            };
+            let id: i64 = inserted.get(0);
             let mut records = Vec::with_capacity(files.len());
             for (i, file) in files.iter().enumerate() {
                 records.push(insert_file(tx, id, i as i64, file).await?);

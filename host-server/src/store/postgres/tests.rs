@@ -194,3 +194,27 @@ fn a_call_from_a_runtime_worker_is_answered() {
     let usage = rt.block_on(task).unwrap().unwrap();
     assert_eq!(usage, crate::store::Usage::default());
 }
+
+/// A step is tried again when its connection is lost, even after a
+/// commit whose answer was lost: creating a batch again finds the batch
+/// of its (random, never reused) token instead of failing.
+#[test]
+fn a_batch_created_again_is_the_batch_of_its_token() {
+    let Some(fx) = Fixture::new("a_batch_created_again_is_the_batch_of_its_token") else {
+        return;
+    };
+    let store = fx.open();
+    let files = [NewFile {
+        name: "f",
+        size: 3,
+        sha1: Sha1Digest::of(b"abc"),
+        attrs: None,
+    }];
+    let first = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let again = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.usage().unwrap().batches, 1);
+    let mut other = new_batch(2, &files, 1000);
+    other.token_key = key(101);
+    assert!(store.create_batch(&other).is_err());
+}
