@@ -3,7 +3,8 @@
 //! so a push checks its batch and a deadline moves a batch's expiry in the
 //! transaction that changes the delivery. Delivery ids are identities,
 //! never reused. A retried push is recognised by `UNIQUE(sender,
-//! push_id)` even when two instances store it at once; the sweep's chunks
+//! push_id)` even when two instances store it at once; pushes that count
+//! against the same caps take turns (advisory locks); the sweep's chunks
 //! skip rows another instance's sweep holds.
 
 use pickup_proto::message::DeliveryState;
@@ -190,6 +191,16 @@ impl Mailbox for PgStore {
         let now = int(p.now)?;
         let code_value = p.code.value().to_le_bytes();
         self.run(async |tx| {
+            // The caps count a terminal's and a sender's open deliveries:
+            // pushes to the same terminal or from the same sender take
+            // turns across instances, so two cannot both fit the last
+            // place. (Always terminal first, then sender: no lock cycle.)
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('push-terminal:' || $1, 0)),
+                        pg_advisory_xact_lock(hashtextextended('push-sender:' || $2, 0))",
+                &[&p.terminal, &p.sender],
+            )
+            .await?;
             if let Some(d) = by_push(tx, p.sender, p.push_id).await? {
                 return Ok(Pushed::Again(d));
             }

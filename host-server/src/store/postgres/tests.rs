@@ -218,3 +218,47 @@ fn a_batch_created_again_is_the_batch_of_its_token() {
     other.token_key = key(101);
     assert!(store.create_batch(&other).is_err());
 }
+
+/// Two instances pushing to one terminal at once cannot both take its
+/// last open place.
+#[test]
+fn caps_hold_across_instances_pushing_at_once() {
+    use crate::mailbox::{Mailbox, NewPush, PushSettings, Pushed};
+    let Some(fx) = Fixture::new("caps_hold_across_instances_pushing_at_once") else {
+        return;
+    };
+    let (a, b) = (fx.open(), fx.open());
+    let files = [NewFile {
+        name: "e",
+        size: 0,
+        sha1: Sha1Digest::EMPTY,
+        attrs: None,
+    }];
+    let batch = new_batch(1, &files, 1000);
+    a.create_batch(&batch).unwrap();
+    let limits = PushSettings {
+        max_open_per_terminal: 1,
+        ..PushSettings::default()
+    };
+    let push = |store: &PgStore, sender: &'static str| {
+        let p = NewPush {
+            sender,
+            push_id: 1,
+            code: batch.code,
+            code_key: batch.code_key,
+            terminal: "desk",
+            now: 10,
+        };
+        store.push(&p, &limits).unwrap()
+    };
+    let (pa, pb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| push(&a, "ada"));
+        let tb = s.spawn(|| push(&b, "bob"));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let queued = [&pa, &pb]
+        .iter()
+        .filter(|p| matches!(p, Pushed::Queued(_)))
+        .count();
+    assert_eq!(queued, 1, "{pa:?} {pb:?}");
+}
