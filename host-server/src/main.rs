@@ -9,6 +9,7 @@
 //! pickup-relay cert self-signed --name HOST [--cert FILE] [--key FILE] [--data DIR] [--force]
 //! pickup-relay user add|list|passwd|remove|quota …  [--data DIR] [--config FILE]
 //! pickup-relay terminal add|list|remove …           [--data DIR] [--config FILE]
+//! pickup-relay migrate [--config FILE]
 //! ```
 //!
 //! Without a subcommand it serves too. Flags override the config file;
@@ -33,7 +34,9 @@ use pickup_relay::descriptors;
 use pickup_relay::directory::{Directory, PasswordParams, PgDirectory, SqliteDirectory};
 use pickup_relay::http;
 use pickup_relay::random::OsRandom;
+use pickup_relay::store::postgres::{migrate_database, Cluster, PgStore};
 use pickup_relay::store::sqlite::SqliteStore;
+use pickup_relay::store::{Recovery, Store};
 use pickup_relay::transport::{self, serial, tls, Clock};
 use pickup_relay::{Config, Relay};
 use tokio::sync::watch;
@@ -63,6 +66,16 @@ enum Command {
     /// Make TLS certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Bring the PostgreSQL schema of `[store]` up to this relay's
+    /// (backend = "postgres"; `serve` does so too), and print its version.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// TOML configuration file, with `[store]`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +206,7 @@ fn main() -> ExitCode {
         Some(Command::User(args)) => return admin::user(args),
         Some(Command::Terminal(args)) => return admin::terminal(args),
         Some(Command::Cert(CertCommand::SelfSigned(args))) => return self_signed(&args),
+        Some(Command::Migrate(args)) => return migrate(&args),
         None => cli.serve,
     };
     init_logging(args.log_json);
@@ -284,11 +298,79 @@ async fn open_directory(
     }
 }
 
-async fn serve(config: Config, peers: Peers) -> Result<(), String> {
-    let clock = Clock::new();
-    let (store, recovery) = SqliteStore::open(&config.data)
-        .map_err(|e| format!("cannot open the store in {}: {e}", config.data.display()))?;
+/// With `[store] backend = "postgres"`: shares the failed-lookup budget
+/// and notice doorbells with every instance on the database.
+async fn join_cluster(config: &Config, relay: &Arc<Relay>) -> Result<Option<Cluster>, String> {
+    if config.store.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    // Checked by `validate`. Never logged: it may hold a password.
+    let url = config.store.postgres_url.clone().unwrap_or_default();
+    let relay = relay.clone();
+    // Off the runtime's workers: the cluster blocks on a runtime of its own.
+    tokio::task::spawn_blocking(move || {
+        let cluster = Cluster::connect(&url)?;
+        cluster.join(&relay)?;
+        Ok(cluster)
+    })
+    .await
+    .map_err(|e| format!("joining the cluster panicked: {e}"))?
+    .map(Some)
+    .map_err(|e: pickup_relay::store::postgres::DbError| format!("cannot join the cluster: {e}"))
+}
+
+/// `migrate`: the schema's version alone on stdout, for scripts.
+fn migrate(args: &MigrateArgs) -> ExitCode {
+    let result = load_config(args.config.as_deref(), None).and_then(|config| {
+        config.validate()?;
+        match (config.store.backend, config.store.postgres_url) {
+            (Backend::Postgres, Some(url)) => migrate_database(&url).map_err(|e| e.to_string()),
+            _ => Err("migrate needs [store] backend = \"postgres\" and its postgres_url".into()),
+        }
+    });
+    match result {
+        Ok((applied, version)) => {
+            eprintln!("applied {} migration(s)", applied.len());
+            println!("{version}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pickup-relay: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The store `[store]` names, opened (and recovered) off the runtime's
+/// workers, with at most `files_per_kind` contents files open per kind.
+async fn open_store(config: &Config, files_per_kind: usize) -> Result<Arc<dyn Store>, String> {
+    let data = config.data.clone();
+    let store = config.store.clone();
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        match store.backend {
+            Backend::Sqlite => {
+                let (store, recovery) = SqliteStore::open(&data)
+                    .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
+                store.limit_open_files(files_per_kind);
+                Ok((Arc::new(store) as Arc<dyn Store>, recovery))
+            }
+            Backend::Postgres => {
+                let url = store.postgres_url.unwrap_or_default();
+                let connections = store
+                    .postgres_connections
+                    .unwrap_or(pickup_relay::config::DEFAULT_POSTGRES_CONNECTIONS);
+                let (store, recovery) = PgStore::open(&url, connections, &data)
+                    .map_err(|e| format!("cannot open the postgres store: {e}"))?;
+                store.limit_open_files(files_per_kind);
+                Ok((Arc::new(store) as Arc<dyn Store>, recovery))
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("opening the store panicked: {e}"))?;
+    let (store, recovery): (Arc<dyn Store>, Recovery) = opened?;
     tracing::info!(
+        backend = ?config.store.backend,
         data = %config.data.display(),
         batches = recovery.batches,
         resumable_partials = recovery.partials,
@@ -298,14 +380,11 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
         missing_blobs = recovery.missing_blobs,
         "store open"
     );
-    // Never chmod-ed here: the operator may have widened them on purpose.
-    for (path, mode) in pickup_relay::store::sqlite::wide_permissions(&config.data) {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{mode:o}"),
-            "data readable by other users; the relay creates it private (0700/0600): chmod -R go-rwx to match"
-        );
-    }
+    Ok(store)
+}
+
+async fn serve(config: Config, peers: Peers) -> Result<(), String> {
+    let clock = Clock::new();
     let inputs = config.guess_inputs();
     let code_len = config.code_len();
     let bound = codes::guess_bound(code_len, &inputs);
@@ -332,7 +411,15 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
         + config.http.https.len()) as u64;
     let budget = descriptors::plan(endpoints, config.limits.max_sessions)
         .map_err(|e| format!("descriptors: {e}"))?;
-    store.limit_open_files(budget.store_files_per_kind);
+    let store = open_store(&config, budget.store_files_per_kind).await?;
+    // Never chmod-ed here: the operator may have widened them on purpose.
+    for (path, mode) in pickup_relay::store::sqlite::wide_permissions(&config.data) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{mode:o}"),
+            "data readable by other users; the relay creates it private (0700/0600): chmod -R go-rwx to match"
+        );
+    }
     let mut settings = config.settings();
     settings.max_sessions = budget.sessions;
     for peer in peers.iter() {
@@ -340,13 +427,9 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     }
     settings.peers = peers;
     let directory = open_directory(&config, settings.auth.password).await?;
-    let relay = Relay::with_directory(
-        settings,
-        Arc::new(store),
-        directory,
-        Box::new(OsRandom),
-        clock.now(),
-    );
+    let relay = Relay::with_directory(settings, store, directory, Box::new(OsRandom), clock.now());
+    // Held while the relay serves: its tasks end when it drops.
+    let _cluster = join_cluster(&config, &relay).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut tcp_names = Vec::new();

@@ -1,7 +1,7 @@
 //! [`RelayProcess`]: the one way every test starts a real `pickup-relay`.
 //!
 //! ```text
-//!   RelayProcess::builder().config(toml).serial(pty).open_files(256).start()
+//!   RelayProcess::builder().config(toml).backend(&b).serial(pty).open_files(256).start()
 //!     └─ [sh -c 'ulimit -n 256 && exec …'] pickup-relay serve --tcp 127.0.0.1:0 --data <temp>/data [--config] [--serial]
 //!          stderr ──► lines kept in memory (log, wait_for_log)
 //!          "listening: tcp=127.0.0.1:PORT" ──► addr(); a restart reuses PORT
@@ -23,12 +23,49 @@ use std::time::{Duration, Instant};
 
 use crate::e2e::{relay_bin, TempDir, PATIENCE};
 
+/// Where a relay keeps its state: the `[store]` of the config file the
+/// [`Builder`] writes. One test definition runs on each
+/// ([`both_backends!`](crate::both_backends)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite under the data directory (the relay's default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL: a database of the test's own, by connection string.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL on a fresh database of the test process's shared server;
+    /// `None` (after a `skipped:` line) where PostgreSQL is not installed.
+    pub fn postgres(test: &str) -> Option<Backend> {
+        use pickup_test_servers::{require, Postgres};
+        let pg = require(test, Postgres::shared())?;
+        Some(Backend::Postgres(pg.database().expect("a fresh database")))
+    }
+
+    /// The `[store]` section, as TOML (none for SQLite, the default).
+    fn store_section(&self) -> String {
+        match self {
+            Backend::Sqlite => String::new(),
+            // The bucket satisfies the config's check: contents stay
+            // under the data directory until the S3 store lands.
+            Backend::Postgres(url) => format!(
+                "\n[store]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n\
+                 [store.s3]\nbucket = \"unused\"\n",
+                url.replace('\\', "\\\\").replace('"', "\\\"")
+            ),
+        }
+    }
+}
+
 /// How to start a relay; see [`RelayProcess::builder`].
 #[derive(Debug, Default)]
 #[must_use]
 pub struct Builder {
     data: Option<PathBuf>,
     config: Option<String>,
+    backend: Backend,
     args: Vec<String>,
     ulimit: Option<String>,
 }
@@ -45,6 +82,13 @@ impl Builder {
     /// The relay's configuration file, as TOML text.
     pub fn config(mut self, toml: &str) -> Builder {
         self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Keeps the relay's state in `backend` (its `[store]` is appended to
+    /// the config file, which is written even without [`Builder::config`]).
+    pub fn backend(mut self, backend: &Backend) -> Builder {
+        self.backend = backend.clone();
         self
     }
 
@@ -78,7 +122,12 @@ impl Builder {
         let scratch = TempDir::new("relay");
         let data = self.data.unwrap_or_else(|| scratch.path().join("data"));
         let mut args = Vec::new();
-        if let Some(text) = &self.config {
+        let store = self.backend.store_section();
+        let config = match (self.config, store.is_empty()) {
+            (config, true) => config,
+            (config, false) => Some(config.unwrap_or_default() + &store),
+        };
+        if let Some(text) = &config {
             let path = scratch.path().join("relay.toml");
             std::fs::write(&path, text).expect("write the relay's config");
             args.push("--config".to_owned());
@@ -96,6 +145,15 @@ impl Builder {
             _scratch: scratch,
         };
         relay.spawn();
+        if matches!(self.backend, Backend::Postgres(_)) {
+            // A test on PostgreSQL that silently ran on SQLite would
+            // prove nothing.
+            assert!(
+                relay.log().contains("backend=Postgres"),
+                "the relay did not open the postgres store: {}",
+                relay.log()
+            );
+        }
         relay
     }
 }
@@ -339,4 +397,34 @@ impl Drop for RelayProcess {
 
 fn lock(log: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
     log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One end-to-end test on both backends: `fn NAME(backend: Backend) {…}`
+/// becomes the tests `NAME::sqlite` and `NAME::postgres`, the second
+/// skipped (with a line) where PostgreSQL is not installed. The body
+/// starts its relay with [`Builder::backend`].
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($backend: $crate::relay_process::Backend) $body
+
+            #[test]
+            fn sqlite() {
+                body($crate::relay_process::Backend::Sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                let test = concat!(stringify!($name), "::postgres");
+                if let Some(backend) = $crate::relay_process::Backend::postgres(test) {
+                    body(backend);
+                }
+            }
+        }
+    };
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use pickup_proto::{Code, Sha1Digest};
+use pickup_tests::both_backends;
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
     pickup, resume_states, run, run_json, same_file, stderr, stdout, write_random, Running, TempDir,
@@ -15,76 +16,77 @@ fn sha1_hex(path: &Path) -> String {
     Sha1Digest::of(&std::fs::read(path).unwrap()).to_string()
 }
 
-#[test]
-fn send_info_get_round_trip() {
-    let relay = RelayProcess::start();
-    let work = TempDir::new("cli-tcp");
-    let state = work.path().join("state");
-    let src = work.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    write_random(&src.join("photo.jpg"), 3 * 1024 * 1024 + 17, 1);
-    std::fs::write(src.join("empty"), b"").unwrap();
-    std::fs::write(src.join("notes.txt"), "remember the milk\n").unwrap();
-    let names = ["photo.jpg", "empty", "notes.txt"];
+both_backends! {
+    fn send_info_get_round_trip(backend: Backend) {
+        let relay = RelayProcess::builder().backend(&backend).start();
+        let work = TempDir::new("cli-tcp");
+        let state = work.path().join("state");
+        let src = work.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        write_random(&src.join("photo.jpg"), 3 * 1024 * 1024 + 17, 1);
+        std::fs::write(src.join("empty"), b"").unwrap();
+        std::fs::write(src.join("notes.txt"), "remember the milk\n").unwrap();
+        let names = ["photo.jpg", "empty", "notes.txt"];
 
-    let sent = run_json(
-        pickup(&state)
-            .args(["send", "--json", "--relay", &relay.tcp()])
-            .args(names.iter().map(|n| src.join(n))),
-    );
-    let code = sent["code"].as_str().unwrap().to_string();
-    Code::parse(&code).unwrap();
-    assert_eq!(sent["resumed"], false);
-    let files = sent["files"].as_array().unwrap();
-    assert_eq!(files.len(), 3);
-    for (f, name) in files.iter().zip(names) {
-        assert_eq!(f["name"], name);
-        assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
-    }
-    // A completed upload leaves no resume state behind.
-    assert_eq!(resume_states(&state), 0);
+        let sent = run_json(
+            pickup(&state)
+                .args(["send", "--json", "--relay", &relay.tcp()])
+                .args(names.iter().map(|n| src.join(n))),
+        );
+        let code = sent["code"].as_str().unwrap().to_string();
+        Code::parse(&code).unwrap();
+        assert_eq!(sent["resumed"], false);
+        let files = sent["files"].as_array().unwrap();
+        assert_eq!(files.len(), 3);
+        for (f, name) in files.iter().zip(names) {
+            assert_eq!(f["name"], name);
+            assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
+        }
+        // A completed upload leaves no resume state behind.
+        assert_eq!(resume_states(&state), 0);
 
-    let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.tcp(), &code]));
-    assert_eq!(info["code"], code.as_str());
-    assert_eq!(info["ready"], true);
-    let total: u64 = names
-        .iter()
-        .map(|n| std::fs::metadata(src.join(n)).unwrap().len())
-        .sum();
-    assert_eq!(info["total_size"], total);
-    assert_eq!(info["received"], total);
-    for (f, name) in info["files"].as_array().unwrap().iter().zip(names) {
-        assert_eq!(f["name"], name);
-        assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
-    }
+        let info = run_json(pickup(&state).args(["info", "--json", "--relay", &relay.tcp(), &code]));
+        assert_eq!(info["code"], code.as_str());
+        assert_eq!(info["ready"], true);
+        let total: u64 = names
+            .iter()
+            .map(|n| std::fs::metadata(src.join(n)).unwrap().len())
+            .sum();
+        assert_eq!(info["total_size"], total);
+        assert_eq!(info["received"], total);
+        for (f, name) in info["files"].as_array().unwrap().iter().zip(names) {
+            assert_eq!(f["name"], name);
+            assert_eq!(f["sha1"], sha1_hex(&src.join(name)));
+        }
 
-    // The code is typed by humans: case and hyphens do not matter.
-    let sloppy = code.to_lowercase().replace('-', "");
-    let dest = work.path().join("dest");
-    let got = run_json(pickup(&state).args([
-        "get",
-        "--json",
-        "--relay",
-        &relay.tcp(),
-        &sloppy,
-        "-o",
-        dest.to_str().unwrap(),
-    ]));
-    assert_eq!(got["files"].as_array().unwrap().len(), 3);
-    for name in names {
-        assert!(same_file(&src.join(name), &dest.join(name)), "{name}");
+        // The code is typed by humans: case and hyphens do not matter.
+        let sloppy = code.to_lowercase().replace('-', "");
+        let dest = work.path().join("dest");
+        let got = run_json(pickup(&state).args([
+            "get",
+            "--json",
+            "--relay",
+            &relay.tcp(),
+            &sloppy,
+            "-o",
+            dest.to_str().unwrap(),
+        ]));
+        assert_eq!(got["files"].as_array().unwrap().len(), 3);
+        for name in names {
+            assert!(same_file(&src.join(name), &dest.join(name)), "{name}");
+        }
+        let part_files = std::fs::read_dir(&dest)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".part")
+            })
+            .count();
+        assert_eq!(part_files, 0);
     }
-    let part_files = std::fs::read_dir(&dest)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".part")
-        })
-        .count();
-    assert_eq!(part_files, 0);
 }
 
 #[test]
@@ -253,52 +255,52 @@ fn exit_codes() {
     assert_eq!(code_of(&["--help"]).0, Some(0));
 }
 
-#[test]
-fn content_the_relay_holds_is_not_sent_again() {
-    let relay = RelayProcess::start();
-    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
-    let work = TempDir::new("cli-tcp");
-    let state = work.path().join("state");
-    let original = work.path().join("original.iso");
-    write_random(&original, 3 * 1024 * 1024, 9);
-    let copy_dir = work.path().join("copy");
-    std::fs::create_dir(&copy_dir).unwrap();
-    let copy = copy_dir.join("same-bytes.iso");
-    std::fs::copy(&original, &copy).unwrap();
+both_backends! {
+    fn content_the_relay_holds_is_not_sent_again(backend: Backend) {
+        let relay = RelayProcess::builder().backend(&backend).start();
+        let proxy = Proxy::start(relay.port(), LinkFaults::default(), 1);
+        let work = TempDir::new("cli-tcp");
+        let state = work.path().join("state");
+        let original = work.path().join("original.iso");
+        write_random(&original, 3 * 1024 * 1024, 9);
+        let copy_dir = work.path().join("copy");
+        std::fs::create_dir(&copy_dir).unwrap();
+        let copy = copy_dir.join("same-bytes.iso");
+        std::fs::copy(&original, &copy).unwrap();
 
-    // Both sends from the same state directory to the same address: the
-    // second joins the first's owner, to which the relay may reveal that it
-    // holds the bytes (PROTOCOL.md §7.1).
-    run_json(
-        pickup(&state)
-            .args(["send", "--json", "--relay", &proxy.addr()])
-            .arg(&original),
-    );
-    let before = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst);
-    let sent = run_json(
-        pickup(&state)
-            .args(["send", "--json", "--relay", &proxy.addr()])
-            .arg(&copy),
-    );
-    let uploaded = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst) - before;
-    assert!(
-        uploaded < 64 * 1024,
-        "{uploaded} bytes sent for a 3 MiB file the relay holds"
-    );
+        // Both sends from the same state directory to the same address: the
+        // second joins the first's owner, to which the relay may reveal that it
+        // holds the bytes (PROTOCOL.md §7.1).
+        run_json(
+            pickup(&state)
+                .args(["send", "--json", "--relay", &proxy.addr()])
+                .arg(&original),
+        );
+        let before = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst);
+        let sent = run_json(
+            pickup(&state)
+                .args(["send", "--json", "--relay", &proxy.addr()])
+                .arg(&copy),
+        );
+        let uploaded = proxy.stats.up.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(
+            uploaded < 64 * 1024,
+            "{uploaded} bytes sent for a 3 MiB file the relay holds"
+        );
 
-    let dest = work.path().join("dest");
-    run_json(pickup(&state).args([
-        "get",
-        "--json",
-        "--relay",
-        &relay.tcp(),
-        sent["code"].as_str().unwrap(),
-        "-o",
-        dest.to_str().unwrap(),
-    ]));
-    assert!(same_file(&original, &dest.join("same-bytes.iso")));
+        let dest = work.path().join("dest");
+        run_json(pickup(&state).args([
+            "get",
+            "--json",
+            "--relay",
+            &relay.tcp(),
+            sent["code"].as_str().unwrap(),
+            "-o",
+            dest.to_str().unwrap(),
+        ]));
+        assert!(same_file(&original, &dest.join("same-bytes.iso")));
+    }
 }
-
 #[test]
 fn get_wait_downloads_once_the_upload_finishes() {
     let relay = RelayProcess::start();

@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use pickup_tests::both_backends;
 use pickup_tests::e2e::faulty::{Cable, LinkFaults, Proxy};
 use pickup_tests::e2e::{json, pickup, run, wait_for, write_random, Running, TempDir};
 use pickup_tests::relay_process::RelayProcess;
@@ -144,54 +145,54 @@ fn info_received(state: &Path, relay: &str, code: &str) -> Option<(u64, bool)> {
     Some((doc["received"].as_u64()?, doc["ready"].as_bool()?))
 }
 
-#[test]
-fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes() {
-    let dir = TempDir::new("relay-kill");
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).expect("mkdir");
-    let files = batch(&src, 24 * MIB, 3);
-    let mut relay = RelayProcess::start();
-    // A clean but slow path (8 MiB/s) so the kill lands mid-upload.
-    let proxy = Proxy::start(relay.port(), LinkFaults::default(), 3);
-    proxy.rate.store(8 * MIB as u64, Ordering::SeqCst);
-    let state = dir.path().join("up-state");
-    let mut cmd = pickup(&state);
-    cmd.args(["send", "--relay", &proxy.addr(), "--give-up-after", "150"]);
-    for (name, _) in &files {
-        cmd.arg(src.join(name));
+both_backends! {
+    fn relay_killed_mid_upload_keeps_durable_bytes_and_the_upload_resumes(backend: Backend) {
+        let dir = TempDir::new("relay-kill");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        let files = batch(&src, 24 * MIB, 3);
+        let mut relay = RelayProcess::builder().backend(&backend).start();
+        // A clean but slow path (8 MiB/s) so the kill lands mid-upload.
+        let proxy = Proxy::start(relay.port(), LinkFaults::default(), 3);
+        proxy.rate.store(8 * MIB as u64, Ordering::SeqCst);
+        let state = dir.path().join("up-state");
+        let mut cmd = pickup(&state);
+        cmd.args(["send", "--relay", &proxy.addr(), "--give-up-after", "150"]);
+        for (name, _) in &files {
+            cmd.arg(src.join(name));
+        }
+        let sender = Running::spawn(&mut cmd);
+        // Without --json the code is the first line, printed at the grant.
+        let code = sender.next_line();
+        let info_state = dir.path().join("info-state");
+        let (before, ready) = wait_for("upload progress at the relay", || {
+            info_received(&info_state, &relay.tcp(), &code).filter(|(r, _)| *r >= 4 * MIB as u64)
+        });
+        relay.kill9();
+        assert!(
+            !ready,
+            "the upload finished before the kill; nothing was tested"
+        );
+        relay.restart();
+        // What the relay called durable before the kill is still there.
+        let (after, _) = info_received(&info_state, &relay.tcp(), &code)
+            .expect("the batch survives the relay's crash");
+        assert!(
+            after >= before,
+            "the relay lost durable bytes in the crash: {before} before, {after} after"
+        );
+        proxy.rate.store(0, Ordering::SeqCst);
+        let (status, _stdout, stderr) = sender.finish();
+        assert!(
+            status.success(),
+            "the upload did not survive the relay's crash: {stderr}\nrelay log: {}",
+            relay.log()
+        );
+        let dest = dir.path().join("dest");
+        get_json(&dir.path().join("down-state"), &relay.tcp(), &code, &dest);
+        assert_downloaded(&dest, &files);
     }
-    let sender = Running::spawn(&mut cmd);
-    // Without --json the code is the first line, printed at the grant.
-    let code = sender.next_line();
-    let info_state = dir.path().join("info-state");
-    let (before, ready) = wait_for("upload progress at the relay", || {
-        info_received(&info_state, &relay.tcp(), &code).filter(|(r, _)| *r >= 4 * MIB as u64)
-    });
-    relay.kill9();
-    assert!(
-        !ready,
-        "the upload finished before the kill; nothing was tested"
-    );
-    relay.restart();
-    // What the relay called durable before the kill is still there.
-    let (after, _) = info_received(&info_state, &relay.tcp(), &code)
-        .expect("the batch survives the relay's crash");
-    assert!(
-        after >= before,
-        "the relay lost durable bytes in the crash: {before} before, {after} after"
-    );
-    proxy.rate.store(0, Ordering::SeqCst);
-    let (status, _stdout, stderr) = sender.finish();
-    assert!(
-        status.success(),
-        "the upload did not survive the relay's crash: {stderr}\nrelay log: {}",
-        relay.log()
-    );
-    let dest = dir.path().join("dest");
-    get_json(&dir.path().join("down-state"), &relay.tcp(), &code, &dest);
-    assert_downloaded(&dest, &files);
 }
-
 #[test]
 fn get_of_unknown_and_expired_codes_fails_cleanly_and_writes_nothing() {
     let dir = TempDir::new("codes");

@@ -431,3 +431,60 @@ fn a_wider_existing_data_directory_is_warned_about_and_left_as_it_is() {
     assert_eq!(mode(&data.join("blobs")), 0o700);
     assert_eq!(mode(&data.join("relay.sqlite")), 0o600);
 }
+
+/// `pickup-relay migrate` brings a PostgreSQL database to the relay's
+/// schema once, prints its version alone on stdout, and refuses a config
+/// without the postgres backend.
+#[test]
+fn migrate_applies_the_schema_once_and_prints_its_version() {
+    use pickup_tests::relay_process::Backend;
+    let scratch = TempDir::new("relay-migrate");
+    let sqlite = scratch.path().join("sqlite.toml");
+    std::fs::write(&sqlite, "").unwrap();
+    let refused = Command::new(relay_bin())
+        .args(["migrate", "--config"])
+        .arg(&sqlite)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("backend = \"postgres\""));
+    let Some(Backend::Postgres(url)) = Backend::postgres("migrate_applies_the_schema_once") else {
+        return;
+    };
+    let config = scratch.path().join("pg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n\
+             [store.s3]\nbucket = \"unused\"\n"
+        ),
+    )
+    .unwrap();
+    let migrate = || {
+        let out = Command::new(relay_bin())
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // A fresh database gets every migration there is, the version's number.
+    let (version, said) = migrate();
+    let n: u32 = version.trim_end().parse().expect("a version number");
+    assert!(n >= 1 && version.ends_with('\n'), "{version:?}");
+    assert!(
+        said.contains(&format!("applied {n} migration(s)")),
+        "{said}"
+    );
+    let (again, said) = migrate();
+    assert_eq!(again, version);
+    assert!(said.contains("applied 0 migration(s)"), "{said}");
+}

@@ -99,3 +99,14 @@ fn sqlite_store_migrates_files_of_an_earlier_relay_to_no_attributes() {
     );
     assert_eq!(b.files[0].attrs, files[0].attrs);
 }
+
+#[test]
+fn pg_store_keeps_attributes_across_a_reopen() {
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_keeps_attributes") else {
+        return;
+    };
+    keeps_attributes(&fx.open());
+    let b = live(fx.open().find_by_code(&tests::key(1), 10).unwrap());
+    assert_eq!(b.files[0].attrs, files()[0].attrs);
+    assert_eq!(b.files[2].attrs, None);
+}

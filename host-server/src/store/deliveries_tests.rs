@@ -7,6 +7,7 @@ use pickup_proto::message::DeliveryState;
 use pickup_proto::Sha1Digest;
 
 use super::memory::MemoryStore;
+use super::postgres::PgStore;
 use super::tests::{content, key, new_batch, partial_of, reopen};
 use super::*;
 use crate::mailbox::rules::Cap;
@@ -352,4 +353,29 @@ fn a_sweep_takes_every_due_delivery_offline_in_chunks() {
     many_go_offline(&MemoryStore::new());
     let dir = tempfile::tempdir().unwrap();
     many_go_offline(&reopen(dir.path()));
+}
+
+#[test]
+fn pg_store_keeps_deliveries_across_a_reopen() {
+    type Fx = crate::store::postgres::tests::Fixture;
+    let Some(fx) = Fx::new("pg_store_keeps_deliveries_across_a_reopen") else {
+        return;
+    };
+    drop(lifecycle(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    }));
+    for (test, body) in [
+        ("pg_caps_hold", caps::<PgStore> as fn(&PgStore)),
+        ("pg_deadlines_hold", deadlines::<PgStore>),
+        (
+            "pg_a_sweep_takes_every_due_delivery_offline",
+            many_go_offline::<PgStore>,
+        ),
+    ] {
+        let Some(fx) = Fx::new(test) else {
+            return;
+        };
+        body(&fx.open());
+    }
 }

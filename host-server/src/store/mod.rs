@@ -4,11 +4,14 @@
 //! [`Store`] is the only way the [`Session`](crate::session::Session) logic
 //! reaches storage. It is deliberately narrow (whole-batch records, byte
 //! ranges of partial files and blobs, a handful of transitions) so that a
-//! networked backend can implement it later. Two implementations live here:
+//! networked backend can implement it. Three implementations live here:
 //!
 //! - [`sqlite::SqliteStore`], the default: metadata in SQLite (WAL,
 //!   `synchronous=FULL`), contents as plain files under the data directory,
-//!   named by internal id only.
+//!   named by internal id only (`contents`, shared with the next one).
+//! - [`postgres::PgStore`] (`[store] backend = "postgres"`): metadata in
+//!   PostgreSQL, shared by relay instances, which fence each other's
+//!   uploads; contents still as files under the data directory.
 //! - [`memory::MemoryStore`]: everything in memory, for the simulator, the
 //!   fuzzers and unit tests; `MemoryStore::crash` (feature `test-support`)
 //!   drops exactly what was never made durable.
@@ -57,6 +60,8 @@ use crate::mailbox::Mailbox;
 use crate::running_sha1::Midstate;
 
 mod commit;
+mod contents;
+pub use contents::Recovery;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;

@@ -6,6 +6,7 @@
 use pickup_proto::Sha1Digest;
 
 use super::memory::MemoryStore;
+use super::postgres::PgStore;
 use super::tests::{content, key, live, new_batch, partial_of, reopen};
 use super::*;
 
@@ -503,4 +504,41 @@ fn a_sweep_releases_every_kept_blob_whose_time_passed() {
         std::fs::read_dir(dir.path().join("blobs")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn pg_store_keeps_names_across_reopens() {
+    type Fx = crate::store::postgres::tests::Fixture;
+    let Some(fx) = Fx::new("pg_store_binds_replaces_and_removes_names") else {
+        return;
+    };
+    drop(bind_replace_remove(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    }));
+    assert_eq!(fx.miscounted_blobs(), Vec::<i64>::new());
+    let Some(fx) = Fx::new("pg_store_shares_names") else {
+        return;
+    };
+    drop(shares(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    }));
+    for (test, body) in [
+        (
+            "pg_incomplete_batches_bind_nothing",
+            incomplete_batches::<PgStore> as fn(&PgStore),
+        ),
+        ("pg_owners_share_content", shared_content::<PgStore>),
+        (
+            "pg_a_sweep_releases_every_kept_blob",
+            many_kept_blobs::<PgStore>,
+        ),
+    ] {
+        let Some(fx) = Fx::new(test) else {
+            return;
+        };
+        body(&fx.open());
+        assert_eq!(fx.miscounted_blobs(), Vec::<i64>::new(), "{test}");
+    }
 }

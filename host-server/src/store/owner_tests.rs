@@ -166,3 +166,14 @@ fn sqlite_store_gives_batches_and_blobs_of_an_earlier_relay_an_owner_and_no_thre
     let h = store.holders(blob, &owner(2)).unwrap();
     assert_eq!((h.owned, h.owners, h.threshold), (true, 1, 0));
 }
+
+#[test]
+fn pg_store_counts_owners() {
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_counts_owners") else {
+        return;
+    };
+    owners(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    });
+}

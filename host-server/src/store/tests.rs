@@ -693,3 +693,48 @@ fn incomplete_batches_without_progress_go_stale() {
     let dir = tempfile::tempdir().unwrap();
     stale_batches(&reopen(dir.path()));
 }
+
+#[test]
+fn pg_store_keeps_the_contract() {
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_keeps_the_contract")
+    else {
+        return;
+    };
+    contract(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    });
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_keeps_hash_states") else {
+        return;
+    };
+    hash_states(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    });
+}
+
+#[test]
+fn pg_store_shares_empty_content_and_limits_candidates() {
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_shares_empty_content")
+    else {
+        return;
+    };
+    empty_files(&fx.open(), || fx.blob_files());
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_limits_candidates") else {
+        return;
+    };
+    candidates_are_limited(&fx.open());
+}
+
+#[test]
+fn pg_store_takes_uploads_and_sweeps_stale_batches() {
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_takes_uploads") else {
+        return;
+    };
+    take_upload(&fx.open());
+    let Some(fx) = crate::store::postgres::tests::Fixture::new("pg_store_sweeps_stale_batches")
+    else {
+        return;
+    };
+    stale_batches(&fx.open());
+}

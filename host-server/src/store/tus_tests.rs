@@ -155,3 +155,21 @@ fn sqlite_batches_of_an_earlier_relay_are_closed() {
     store.add_file(open.id, &files[0]).unwrap();
     assert!(live(store.find_by_code(&super::tests::key(6), 0).unwrap()).open);
 }
+
+#[test]
+fn pg_store_records_sha1_ends_batches_and_takes_files_until_closed() {
+    let Some(fx) =
+        crate::store::postgres::tests::Fixture::new("pg_store_records_sha1_and_ends_batches")
+    else {
+        return;
+    };
+    let store = fx.open();
+    completion_records_the_sha1(&store);
+    ended_batches_expire_now(&store);
+    let Some(fx) =
+        crate::store::postgres::tests::Fixture::new("pg_open_batches_take_files_until_closed")
+    else {
+        return;
+    };
+    open_batches(&fx.open());
+}

@@ -74,12 +74,13 @@ mod tests {
 
     use crate::running_sha1::Midstate;
     use crate::store::memory::MemoryStore;
+    use crate::store::postgres::tests::Fixture;
     use crate::store::{
         Batch, Content, FileContent, FileRef, LookupKey, NewBatch, NewFile, OwnerId, PartialId,
         Store, StoreError,
     };
 
-    fn batch(store: &MemoryStore, size: u64) -> (Batch, PartialId) {
+    fn batch<S: Store>(store: &S, size: u64) -> (Batch, PartialId) {
         let code = Code::from_parts(9, 12345).expect("valid code");
         let files = [NewFile {
             name: "a.bin",
@@ -164,11 +165,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn taking_back_fences_the_other_handle() {
-        let first = MemoryStore::new();
-        let second = first.another_instance();
-        let (b, partial) = batch(&first, 8);
+    /// Two handles on one state (two relay instances): the last to take
+    /// the upload holds it.
+    fn taking_back<S: Store>(first: &S, second: &S) {
+        let (b, partial) = batch(first, 8);
         second.take_upload(b.id).expect("taken");
         first.take_upload(b.id).expect("taken back");
         first.write_partial(partial, 0, b"ab").expect("written");
@@ -185,9 +185,17 @@ mod tests {
     }
 
     #[test]
-    fn one_handle_taking_again_keeps_its_own_steps() {
-        let store = MemoryStore::new();
-        let (b, partial) = batch(&store, 4);
+    fn taking_back_fences_the_other_handle() {
+        let first = MemoryStore::new();
+        taking_back(&first, &first.another_instance());
+        let Some(fx) = Fixture::new("pg_taking_back_fences_the_other_handle") else {
+            return;
+        };
+        taking_back(&fx.open(), &fx.open());
+    }
+
+    fn taking_again<S: Store>(store: &S) {
+        let (b, partial) = batch(store, 4);
         store.take_upload(b.id).expect("taken");
         store.take_upload(b.id).expect("taken again");
         store.write_partial(partial, 0, b"abcd").expect("written");
@@ -196,5 +204,14 @@ mod tests {
             store.take_upload(crate::store::BatchId(999)),
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[test]
+    fn one_handle_taking_again_keeps_its_own_steps() {
+        taking_again(&MemoryStore::new());
+        let Some(fx) = Fixture::new("pg_one_handle_taking_again_keeps_its_own_steps") else {
+            return;
+        };
+        taking_again(&fx.open());
     }
 }

@@ -56,6 +56,10 @@ pub enum DbError {
     /// The store's runtime could not be started.
     #[error("postgres runtime: {0}")]
     Runtime(std::io::Error),
+    /// A step refused its change (no such record, fenced, …): its
+    /// transaction was rolled back, and the store answers this error.
+    #[error("{0}")]
+    Refused(Box<crate::store::StoreError>),
 }
 
 impl DbError {
@@ -213,11 +217,6 @@ impl Db {
 /// `n` as a `BIGINT`.
 pub(crate) fn to_i64(n: u64, what: &'static str) -> Result<i64, DbError> {
     i64::try_from(n).map_err(|_| DbError::Range(what))
-}
-
-/// A `BIGINT` as the unsigned number it stores.
-pub(crate) fn to_u64(n: i64, what: &'static str) -> Result<u64, DbError> {
-    u64::try_from(n).map_err(|_| DbError::Range(what))
 }
 
 #[cfg(test)]

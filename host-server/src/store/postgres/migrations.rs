@@ -25,7 +25,15 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[DIRECTORY, SHARED_LIMITS];
+pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS];
+
+/// Version 1: batches, files, partials, blobs, names, deliveries
+/// ([`super::PgStore`]).
+pub(crate) const STORE: Migration = Migration {
+    version: 1,
+    name: "store",
+    sql: include_str!("migrations/0001_store.sql"),
+};
 
 /// Version 2: users, tokens, terminals and allowed senders
 /// ([`crate::directory::PgDirectory`]).

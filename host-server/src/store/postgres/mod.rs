@@ -2,24 +2,52 @@
 //! S3-compatible object storage, both shared by every relay instance of a
 //! cluster (docs/design/scale-out.md).
 //!
+//! ```text
+//!   PostgreSQL   batches, files, partials, blobs, expired codes, names,
+//!                their shares, kept blobs, deliveries (migrations/0001_store.sql)
+//!   DATA/partial/<id>, DATA/blobs/<id>   contents, as the SQLite store keeps
+//!                them (store::contents), until they move to S3
+//! ```
+//!
 //! - `db`: the connection pool, the store's own runtime, and transactions
 //!   retried across a lost connection;
 //! - `migrations`: the versioned schema, applied at start and by
 //!   `pickup-relay migrate`;
+//! - `store`: [`PgStore`], opening it, upload fences, the short steps;
+//! - `blobs`, `names`, `sweep`, `deliveries`, `rows`: the SQL of the
+//!   SQLite store's modules of the same names;
 //! - [`objects`]: contents in S3: partial uploads as multipart uploads plus
 //!   create-only tail segments, blobs, ranged reads, byte comparison;
 //! - `lookup_budget`: the failed-lookup budget all instances claim from;
 //! - `notices`: notice doorbells across instances over `LISTEN/NOTIFY`;
 //! - [`cluster`]: both, joined to a relay by the main wiring;
 //! - `handoff`: dropping the store's runtime off its own workers.
+//!
+//! Durability: every step is one transaction committed with
+//! `synchronous_commit` on (checked at open); `sync_partial` fsyncs the
+//! partial file first. Upload ownership across instances: every durable
+//! step of an upload (sync, reset, complete, link) checks the batch's
+//! `lease_fence` under `FOR SHARE` against the fence this instance took
+//! ([`Store::take_upload`](crate::store::Store::take_upload)), and is
+//! refused with [`StoreError::Fenced`](crate::store::StoreError::Fenced)
+//! if another instance took the upload since.
 
+mod blobs;
 pub mod cluster;
 pub(crate) mod db;
+mod deliveries;
 pub(crate) mod handoff;
 pub(crate) mod lookup_budget;
 pub(crate) mod migrations;
+mod names;
 pub(crate) mod notices;
 pub mod objects;
+mod rows;
+mod store;
+mod sweep;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use cluster::Cluster;
 pub use db::DbError;
+pub use store::{migrate_database, PgStore};

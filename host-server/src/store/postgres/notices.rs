@@ -42,13 +42,6 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// `terminal`'s listener ([`spawn_notice_listener`]). Nothing is delivered
 /// if the transaction rolls back, and a push retried after a lost commit
 /// may ring twice, which is harmless.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "called by the postgres Mailbox::push, which lands apart"
-    )
-)]
 pub(crate) async fn notify_terminal(tx: &Transaction<'_>, terminal: &str) -> Result<(), DbError> {
     tx.execute("SELECT pg_notify('pickup_notice', $1)", &[&terminal])
         .await?;

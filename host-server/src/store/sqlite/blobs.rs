@@ -2,26 +2,18 @@
 //! (deduplication compares bytes, not only hashes), or moving the partial
 //! file into `blobs/` under durability rule 3; and the blob rows.
 
-use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
-
 use pickup_proto::Sha1Digest;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::{exec, to_i64, to_u64};
 use super::Delta;
 use super::{
-    remove_if_present, BlobId, Content, FileRef, Holders, OwnerId, PartialId, Result, SqliteStore,
-    StoreError,
+    BlobId, Content, FileRef, Holders, OwnerId, PartialId, Result, SqliteStore, StoreError,
 };
 
 /// Most candidate blobs an upload is compared with (more than one means a
 /// SHA-1 collision is stored; more than a few is an attack).
 pub(super) const MAX_COMPARED: usize = 4;
-
-/// Bytes compared per read when checking an upload against a blob.
-const COMPARE_CHUNK: usize = 256 * 1024;
 
 impl SqliteStore {
     /// Shares the first of (at most [`MAX_COMPARED`]) `candidates` that holds
@@ -36,7 +28,7 @@ impl SqliteStore {
     ) -> Result<Option<BlobId>> {
         let pid = to_i64(partial.0)?;
         for blob in candidates.into_iter().take(MAX_COMPARED) {
-            match self.same_bytes(partial, blob, content.size) {
+            match self.files.same_bytes(partial, blob, content.size) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -51,7 +43,7 @@ impl SqliteStore {
             if !shared {
                 continue;
             }
-            self.drop_partial_file(partial.0)?;
+            self.files.drop_partial_file(partial.0)?;
             return Ok(Some(blob));
         }
         Ok(None)
@@ -66,20 +58,7 @@ impl SqliteStore {
         content: &Content,
     ) -> Result<BlobId> {
         let pid = to_i64(partial.0)?;
-        let h = self
-            .partial_handle(partial, true)?
-            .ok_or(StoreError::NotFound)?;
-        h.file.sync_all()?;
-        self.close_partial(partial.0);
-        let blob_path = self.blob_path(partial.0);
-        match fs::rename(self.partial_path(partial.0), &blob_path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
-            other => other?,
-        }
-        // The new name must be durable before the row that points at it.
-        // (The old name needs no fsync: after a crash, a partial file whose
-        // row is gone is an orphan and recovery deletes it.)
-        self.blob_dir_sync.sync()?;
+        self.files.promote(partial)?;
         let (size, sha1, threshold) = (to_i64(content.size)?, content.sha1, content.threshold);
         let committed = self.write(move |db| {
             exec(
@@ -100,12 +79,8 @@ impl SqliteStore {
         });
         if let Err(e) = committed {
             // No row points at the blob file. Swept meanwhile: it is garbage.
-            // Otherwise put it back where a retry (or recovery) expects it.
-            if matches!(e, StoreError::NotFound)
-                || fs::rename(&blob_path, self.partial_path(partial.0)).is_err()
-            {
-                remove_if_present(&blob_path)?;
-            }
+            self.files
+                .demote(partial, matches!(e, StoreError::NotFound))?;
             return Err(e);
         }
         Ok(BlobId(partial.0))
@@ -143,35 +118,8 @@ impl SqliteStore {
                 },
             ))
         })?;
-        self.drop_partial_file(partial.0)?;
+        self.files.drop_partial_file(partial.0)?;
         Ok(BlobId::EMPTY)
-    }
-
-    /// Whether the first `size` bytes of a partial upload equal a blob.
-    fn same_bytes(&self, partial: PartialId, blob: BlobId, size: u64) -> Result<bool> {
-        let p = self
-            .partial_handle(partial, false)?
-            .ok_or(StoreError::NotFound)?;
-        let b = self.blob_handle(blob)?;
-        let mut left = vec![0u8; COMPARE_CHUNK];
-        let mut right = vec![0u8; COMPARE_CHUNK];
-        let mut offset = 0u64;
-        while offset < size {
-            let n = usize::try_from(size - offset)
-                .unwrap_or(usize::MAX)
-                .min(COMPARE_CHUNK);
-            p.file.read_exact_at(&mut left[..n], offset)?;
-            match b.read_exact_at(&mut right[..n], offset) {
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
-                other => other?,
-            }
-            if left[..n] != right[..n] {
-                return Ok(false);
-            }
-            offset += n as u64;
-        }
-        // Same prefix: the blob must also end here.
-        Ok(b.read_at(&mut right[..1], size)? == 0)
     }
 
     /// Points `file` (still in `partial`) at the existing `blob`, taking a

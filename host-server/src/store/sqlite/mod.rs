@@ -33,20 +33,14 @@
 
 mod blobs;
 mod deliveries;
-mod dir_sync;
-mod handles;
 mod names;
-mod private;
 mod recovery;
 mod rows;
 mod schema;
 mod sweep;
 
-use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 
 use pickup_proto::Sha1Digest;
@@ -54,41 +48,45 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::running_sha1::Midstate;
 
-use self::dir_sync::{sync_dir, DirSync};
-use self::handles::Handles;
-pub use self::handles::OPEN_FILES_PER_KIND;
-pub use self::private::{wide_permissions, DIR_MODE, FILE_MODE};
-pub use self::recovery::Recovery;
 use self::rows::{count_usage, exec, to_i64, to_u64};
 pub(crate) use self::schema::{connect, db_file, prepare_db_file};
 use super::commit::{Delta, GroupCommit};
+use super::contents::{sync_dir, Contents};
+pub use super::contents::{Recovery, DIR_MODE, FILE_MODE, OPEN_FILES_PER_KIND};
 use super::{
     Attrs, Batch, BatchId, BlobId, Content, FileContent, FileRecord, FileRef, Holders, Lookup,
     LookupKey, NameUsage, NamedFile, NewBatch, NewFile, OwnerId, PartialId, Result, Store,
     StoreError, SweepStats, Usage,
 };
 
-/// Removes a file; one already gone is not an error.
-fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+/// The store's directories and database in `dir` that group or others may
+/// access, with their permission bits; missing entries are skipped.
+pub fn wide_permissions(dir: &Path) -> Vec<(PathBuf, u32)> {
+    [
+        dir.to_path_buf(),
+        dir.join("partial"),
+        dir.join("blobs"),
+        dir.join(DB_FILE),
+    ]
+    .into_iter()
+    .filter_map(|path| {
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some((path, mode))
+    })
+    .collect()
 }
 
 /// SQLite metadata plus one file per partial upload and per blob.
 pub struct SqliteStore {
     dir: PathBuf,
-    partial_dir: PathBuf,
-    blob_dir: PathBuf,
+    /// The partial and blob files.
+    files: Contents,
     db: Mutex<Connection>,
     /// Writes share transactions and WAL fsyncs ([`GroupCommit`]).
     group: GroupCommit,
     /// The counters behind [`Store::usage`], kept current by every commit
     /// (and recounted by a sweep) instead of summing tables per request.
     usage: Mutex<Usage>,
-    handles: Mutex<Handles>,
-    blob_dir_sync: DirSync,
 }
 
 impl core::fmt::Debug for SqliteStore {
@@ -107,22 +105,16 @@ impl SqliteStore {
     /// see the module docs for what recovery does. What it creates is
     /// private ([`DIR_MODE`], [`FILE_MODE`]); what exists keeps its mode.
     pub fn open(dir: &Path) -> Result<(SqliteStore, Recovery)> {
-        let partial_dir = dir.join("partial");
-        let blob_dir = dir.join("blobs");
-        private::create_dir_all(&partial_dir)?;
-        private::create_dir_all(&blob_dir)?;
+        let files = Contents::open(dir)?;
         let db_path = schema::prepare_db_file(dir)?;
         sync_dir(dir)?;
         let db = schema::open_db(&db_path)?;
         let store = SqliteStore {
             dir: dir.to_owned(),
-            partial_dir,
-            blob_dir_sync: DirSync::new(blob_dir.clone()),
-            blob_dir,
+            files,
             db: Mutex::new(db),
             group: GroupCommit::default(),
             usage: Mutex::new(Usage::default()),
-            handles: Mutex::new(Handles::default()),
         };
         let recovery = store.recover()?;
         *store.usage_counters() = count_usage(&store.db())?;
@@ -157,12 +149,11 @@ impl SqliteStore {
         self.group.write(&|| self.db(), &apply, change)
     }
 
-    fn partial_path(&self, id: u64) -> PathBuf {
-        self.partial_dir.join(id.to_string())
-    }
-
-    fn blob_path(&self, id: u64) -> PathBuf {
-        self.blob_dir.join(id.to_string())
+    /// Keeps at most `per_kind` partial and `per_kind` blob files open
+    /// ([`OPEN_FILES_PER_KIND`] by default), closing the surplus at once; a
+    /// handle a running store call holds closes when that call is done.
+    pub fn limit_open_files(&self, per_kind: usize) {
+        self.files.limit_open_files(per_kind);
     }
 }
 
@@ -335,18 +326,11 @@ impl Store for SqliteStore {
     }
 
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
-        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
-        h.file.write_all_at(data, offset)?;
-        Ok(())
+        self.files.write_partial(id, offset, data)
     }
 
     fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
-        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
-        h.file.sync_data()?;
-        if !h.dir_synced.load(Ordering::Acquire) {
-            sync_dir(&self.partial_dir)?;
-            h.dir_synced.store(true, Ordering::Release);
-        }
+        self.files.sync_partial(id)?;
         if hashed.is_some_and(|h| h.len > durable) {
             return Err(StoreError::Corrupt(
                 "hash state past the durable offset".into(),
@@ -392,16 +376,11 @@ impl Store for SqliteStore {
     }
 
     fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        match self.partial_handle(id, false)? {
-            Some(h) => Ok(h.file.read_at(buf, offset)?),
-            None => Ok(0),
-        }
+        self.files.read_partial(id, offset, buf)
     }
 
     fn reset_partial(&self, id: PartialId) -> Result<()> {
-        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
-        h.file.set_len(0)?;
-        h.file.sync_all()?;
+        self.files.truncate_partial(id)?;
         self.sync_partial(id, 0, Some(&Midstate::START))
     }
 
@@ -410,10 +389,7 @@ impl Store for SqliteStore {
     }
 
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if id == BlobId::EMPTY {
-            return Ok(0);
-        }
-        Ok(self.blob_handle(id)?.read_at(buf, offset)?)
+        self.files.read_blob(id, offset, buf)
     }
 
     fn complete_file(
@@ -482,7 +458,7 @@ impl Store for SqliteStore {
         })?;
         match linked {
             Some(pid) => {
-                self.drop_partial_file(to_u64(pid))?;
+                self.files.drop_partial_file(to_u64(pid))?;
                 Ok(true)
             }
             None => Ok(false),

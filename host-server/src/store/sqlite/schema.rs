@@ -106,9 +106,9 @@ CREATE INDEX IF NOT EXISTS kept_blobs_by_time ON kept_blobs(until);
 /// ([`crate::directory::SqliteDirectory`]) both open this one file, each
 /// with its own connection ([`connect`]).
 pub(crate) fn prepare_db_file(dir: &Path) -> std::io::Result<PathBuf> {
-    super::private::create_dir_all(dir)?;
+    crate::store::contents::create_dir_all(dir)?;
     let path = db_file(dir);
-    super::private::touch(&path)?;
+    crate::store::contents::touch(&path)?;
     Ok(path)
 }
 

@@ -92,10 +92,10 @@ impl SqliteStore {
         stats.partials += partials.len() as u64;
         stats.blobs += blobs.len() as u64;
         for id in partials {
-            self.drop_partial_file(id)?;
+            self.files.drop_partial_file(id)?;
         }
         for id in blobs {
-            self.drop_blob_file(id)?;
+            self.files.drop_blob_file(id)?;
         }
         Ok(more)
     }

@@ -9,17 +9,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, MutexGuard};
 
-use super::{remove_if_present, BlobId, PartialId, Result, SqliteStore, StoreError};
+use super::{remove_if_present, BlobId, Contents, PartialId, Result, StoreError};
 
 /// Open file handles kept per kind (partial uploads, blobs) by default, so
 /// a stream of data frames does not reopen its file for every frame
-/// ([`SqliteStore::limit_open_files`] sets another number).
+/// ([`SqliteStore::limit_open_files`](crate::store::sqlite::SqliteStore::limit_open_files)
+/// sets another number).
 pub const OPEN_FILES_PER_KIND: usize = 256;
 
-pub(super) struct PartialHandle {
-    pub(super) file: File,
+pub(crate) struct PartialHandle {
+    pub(crate) file: File,
     /// The file's directory entry has been made durable.
-    pub(super) dir_synced: AtomicBool,
+    pub(crate) dir_synced: AtomicBool,
 }
 
 pub(super) struct Handles {
@@ -54,25 +55,23 @@ fn cache_insert<V>(map: &mut HashMap<u64, V>, capacity: usize, key: u64, value: 
     map.insert(key, value);
 }
 
-impl SqliteStore {
-    fn handles(&self) -> MutexGuard<'_, Handles> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+impl Handles {
+    /// Keeps at most `per_kind` handles of each kind from now on.
+    pub(super) fn limit(&mut self, per_kind: usize) {
+        self.capacity = per_kind.max(1);
+        shrink(&mut self.partials, self.capacity);
+        shrink(&mut self.blobs, self.capacity);
     }
+}
 
-    /// Keeps at most `per_kind` partial and `per_kind` blob files open
-    /// ([`OPEN_FILES_PER_KIND`] by default), closing the surplus at once; a handle a
-    /// running store call holds closes when that call is done.
-    pub fn limit_open_files(&self, per_kind: usize) {
-        let mut h = self.handles();
-        h.capacity = per_kind.max(1);
-        let capacity = h.capacity;
-        shrink(&mut h.partials, capacity);
-        shrink(&mut h.blobs, capacity);
+impl Contents {
+    pub(super) fn handles(&self) -> MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The partial file's handle; `None` if it does not exist and `create`
     /// is false.
-    pub(super) fn partial_handle(
+    pub(crate) fn partial_handle(
         &self,
         id: PartialId,
         create: bool,
@@ -103,7 +102,8 @@ impl SqliteStore {
         Ok(Some(h))
     }
 
-    pub(super) fn blob_handle(&self, id: BlobId) -> Result<Arc<File>> {
+    /// A blob file's handle; `NotFound` if it has no file.
+    pub(crate) fn blob_handle(&self, id: BlobId) -> Result<Arc<File>> {
         if let Some(h) = self.handles().blobs.get(&id.0) {
             return Ok(h.clone());
         }
@@ -119,16 +119,18 @@ impl SqliteStore {
     }
 
     /// Forgets the partial file's handle (before its file is renamed).
-    pub(super) fn close_partial(&self, id: u64) {
+    pub(crate) fn close_partial(&self, id: u64) {
         self.handles().partials.remove(&id);
     }
 
-    pub(super) fn drop_partial_file(&self, id: u64) -> Result<()> {
+    /// Deletes a partial file (its row is gone or becomes a blob's).
+    pub(crate) fn drop_partial_file(&self, id: u64) -> Result<()> {
         self.close_partial(id);
         remove_if_present(&self.partial_path(id))
     }
 
-    pub(super) fn drop_blob_file(&self, id: u64) -> Result<()> {
+    /// Deletes a collected blob's file.
+    pub(crate) fn drop_blob_file(&self, id: u64) -> Result<()> {
         self.handles().blobs.remove(&id);
         remove_if_present(&self.blob_path(id))
     }

@@ -7,7 +7,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use super::Result;
 
 /// Makes the entries of `dir` (creations, renames, removals) durable.
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)?.sync_all()?;
     Ok(())
 }

@@ -7,12 +7,13 @@
 //! shared-memory files the mode of the database file, which is why
 //! pre-creating that one file is enough. Existing entries are never chmod-ed:
 //! an operator may have widened them on purpose (a backup group, say), so
-//! [`wide_permissions`] only reports them, for a warning at start.
+//! [`wide_permissions`](crate::store::sqlite::wide_permissions) only
+//! reports them, for a warning at start.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::{ErrorKind, Result};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
 
 /// Mode of every directory the store creates.
 pub const DIR_MODE: u32 = 0o700;
@@ -20,12 +21,12 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and any missing parents with [`DIR_MODE`].
-pub(super) fn create_dir_all(dir: &Path) -> Result<()> {
+pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
 /// Creates `path` empty with [`FILE_MODE`] unless it exists.
-pub(super) fn touch(path: &Path) -> Result<()> {
+pub(crate) fn touch(path: &Path) -> Result<()> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -36,21 +37,4 @@ pub(super) fn touch(path: &Path) -> Result<()> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// The store's directories and database in `dir` that group or others may
-/// access, with their permission bits; missing entries are skipped.
-pub fn wide_permissions(dir: &Path) -> Vec<(PathBuf, u32)> {
-    [
-        dir.to_path_buf(),
-        dir.join("partial"),
-        dir.join("blobs"),
-        dir.join(super::DB_FILE),
-    ]
-    .into_iter()
-    .filter_map(|path| {
-        let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then_some((path, mode))
-    })
-    .collect()
 }

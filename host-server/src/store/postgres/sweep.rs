@@ -1,0 +1,211 @@
+//! Deleting expired batches, and incomplete ones without progress, in
+//! short transactions, then their files; releasing kept blobs whose time
+//! passed; collecting blobs nothing holds (store/sqlite/sweep.rs).
+//!
+//! Every instance sweeps (docs/design/scale-out.md §5.2): each chunk locks
+//! its rows `FOR UPDATE SKIP LOCKED`, so instances sweeping at once take
+//! disjoint chunks and never do the same work twice; forgetting codes and
+//! deliveries are `DELETE`s, idempotent.
+
+use tokio_postgres::Transaction;
+
+use super::db::DbError;
+use super::rows::{int, nat};
+use super::store::PgStore;
+use crate::mailbox::rules::{self, OPEN_STATES_SQL};
+use crate::store::{Result, SweepStats};
+use pickup_proto::message::DeliveryState;
+
+/// Rows (batches, kept blobs, blobs) one sweep transaction takes at most,
+/// so sessions are not held up long.
+const SWEEP_CHUNK: i64 = 256;
+
+/// What one chunk deleted, for the files to go after its commit.
+#[derive(Default)]
+struct Chunk {
+    stats: SweepStats,
+    partials: Vec<u64>,
+    blobs: Vec<u64>,
+    batches: Vec<i64>,
+    more: bool,
+}
+
+impl PgStore {
+    /// [`Store::sweep`](crate::store::Store::sweep).
+    pub(super) fn sweep_all(&self, now: u64, forget_before: u64) -> Result<SweepStats> {
+        let mut stats = SweepStats::default();
+        let now = int(now)?;
+        loop {
+            let chunk = self.run(async |tx| sweep_chunk(tx, now).await)?;
+            add(&mut stats, &chunk.stats);
+            // After the commit, so a line means the batch is gone.
+            for id in &chunk.batches {
+                tracing::info!(batch = id, "batch expired");
+            }
+            for &id in &chunk.partials {
+                self.files.drop_partial_file(id)?;
+            }
+            for &id in &chunk.blobs {
+                self.files.drop_blob_file(id)?;
+            }
+            if !chunk.more {
+                break;
+            }
+        }
+        let forget_before = int(forget_before)?;
+        let forgotten = self.run(async |tx| {
+            let mut s = SweepStats {
+                forgotten: tx
+                    .execute(
+                        "DELETE FROM expired WHERE expired_at < $1",
+                        &[&forget_before],
+                    )
+                    .await?,
+                ..SweepStats::default()
+            };
+            forget_deliveries(tx, forget_before, &mut s).await?;
+            Ok(s)
+        })?;
+        add(&mut stats, &forgotten);
+        Ok(stats)
+    }
+}
+
+fn add(total: &mut SweepStats, s: &SweepStats) {
+    total.batches += s.batches;
+    total.blobs += s.blobs;
+    total.partials += s.partials;
+    total.forgotten += s.forgotten;
+    total.released += s.released;
+    total.deliveries_expired += s.deliveries_expired;
+    total.deliveries_forgotten += s.deliveries_forgotten;
+}
+
+/// One sweep transaction: at most [`SWEEP_CHUNK`] expired or stale
+/// batches, as many kept blobs whose time passed, as many blobs nothing
+/// holds, each skipping rows another sweep holds.
+async fn sweep_chunk(tx: &Transaction<'_>, now: i64) -> std::result::Result<Chunk, DbError> {
+    let mut chunk = Chunk::default();
+    let expired = tx
+        .query(
+            "SELECT id, code_key, LEAST(expires_at, $1) FROM batches
+             WHERE expires_at <= $1
+                OR (stale_at <= $1
+                    AND (open
+                         OR EXISTS(SELECT 1 FROM files
+                                   WHERE batch = batches.id AND partial IS NOT NULL)))
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&now, &SWEEP_CHUNK],
+        )
+        .await?;
+    for row in &expired {
+        let (id, code_key, expired_at): (i64, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
+        let contents = tx
+            .query(
+                "DELETE FROM files WHERE batch = $1 RETURNING partial, blob",
+                &[&id],
+            )
+            .await?;
+        for c in contents {
+            let (partial, blob): (Option<i64>, Option<i64>) = (c.get(0), c.get(1));
+            if let Some(b) = blob {
+                tx.execute("UPDATE blobs SET refs = refs - 1 WHERE id = $1", &[&b])
+                    .await?;
+            } else if let Some(p) = partial {
+                tx.execute("DELETE FROM partials WHERE id = $1", &[&p])
+                    .await?;
+                chunk.partials.push(nat(p));
+            }
+        }
+        tx.execute("DELETE FROM batches WHERE id = $1", &[&id])
+            .await?;
+        tx.execute(
+            "INSERT INTO expired(code_key, expired_at) VALUES ($1, $2)
+             ON CONFLICT (code_key) DO UPDATE SET expired_at = EXCLUDED.expired_at",
+            &[&code_key, &expired_at],
+        )
+        .await?;
+        chunk.stats.deliveries_expired += tx
+            .execute(
+                &format!(
+                    "UPDATE deliveries SET state = $2, at = $3
+                     WHERE batch = $1 AND state IN {OPEN_STATES_SQL}"
+                ),
+                &[
+                    &id,
+                    &i64::from(rules::state_code(DeliveryState::Expired)),
+                    &expired_at,
+                ],
+            )
+            .await?;
+        chunk.batches.push(id);
+    }
+    // Kept blobs of replaced or removed names: their readers have had
+    // their time.
+    let released = tx
+        .query(
+            "DELETE FROM kept_blobs WHERE blob IN
+                 (SELECT blob FROM kept_blobs WHERE until <= $1
+                  LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING blob",
+            &[&now, &SWEEP_CHUNK],
+        )
+        .await?;
+    for row in &released {
+        tx.execute(
+            "UPDATE blobs SET refs = refs - 1 WHERE id = $1",
+            &[&row.get::<_, i64>(0)],
+        )
+        .await?;
+    }
+    // A blob at zero never gains a reference again (a share needs
+    // `refs > 0`), so collecting it races with nothing.
+    let collected: Vec<i64> = tx
+        .query(
+            "DELETE FROM blobs WHERE id IN
+                 (SELECT id FROM blobs WHERE refs <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+            &[&SWEEP_CHUNK],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute(
+        "DELETE FROM blob_owners WHERE blob = ANY($1)",
+        &[&collected],
+    )
+    .await?;
+    chunk.more = [expired.len(), released.len(), collected.len()]
+        .iter()
+        .any(|&n| n as i64 == SWEEP_CHUNK);
+    chunk.stats.batches = expired.len() as u64;
+    chunk.stats.released = released.len() as u64;
+    chunk.stats.partials = chunk.partials.len() as u64;
+    chunk.stats.blobs = collected.len() as u64;
+    chunk.blobs = collected.into_iter().map(nat).collect();
+    Ok(chunk)
+}
+
+/// Forgets deliveries whose batch is gone and whose expiry is older than
+/// `forget_before`, as the relay forgets expired codes.
+async fn forget_deliveries(
+    tx: &Transaction<'_>,
+    forget_before: i64,
+    stats: &mut SweepStats,
+) -> std::result::Result<(), DbError> {
+    let gone = "SELECT id FROM deliveries WHERE until < $1
+                AND NOT EXISTS(SELECT 1 FROM batches WHERE id = deliveries.batch)";
+    tx.execute(
+        &format!("DELETE FROM delivery_reads WHERE delivery IN ({gone})"),
+        &[&forget_before],
+    )
+    .await?;
+    stats.deliveries_forgotten += tx
+        .execute(
+            &format!("DELETE FROM deliveries WHERE id IN ({gone})"),
+            &[&forget_before],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The PostgreSQL store under test: a fresh database and data directory
+//! per test ([`Fixture`], which the store contract tests of `store/` open
+//! too), and what only a shared database has: fences across two handles,
+//! sweeps of two instances at once. Each test skips (passes with a line)
+//! when PostgreSQL is absent, unless `PICKUP_NO_SKIP=1`.
+
+use pickup_proto::Sha1Digest;
+use pickup_test_servers::{require, Postgres};
+
+use super::PgStore;
+use crate::store::tests::{content, key, live, new_batch, partial_of};
+use crate::store::{FileContent, FileRef, NewFile, Store, StoreError};
+
+/// A fresh database and data directory; "crash" is dropping a store and
+/// [`Fixture::open`]ing another on both.
+pub(crate) struct Fixture {
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// `None` (after the skip line) without PostgreSQL.
+    pub(crate) fn new(test: &str) -> Option<Fixture> {
+        let pg = require(test, Postgres::shared())?;
+        Some(Fixture {
+            url: pg.database().expect("a database"),
+            dir: tempfile::tempdir().expect("a data directory"),
+        })
+    }
+
+    /// A store on the fixture's database and data directory.
+    pub(crate) fn open(&self) -> PgStore {
+        PgStore::open(&self.url, 4, self.dir.path()).unwrap().0
+    }
+
+    /// Blobs whose reference count differs from the rows that hold them
+    /// (files, names, kept blobs): empty when consistent.
+    pub(crate) fn miscounted_blobs(&self) -> Vec<i64> {
+        let store = self.open();
+        store
+            .run(async |tx| {
+                let rows = tx
+                    .query(
+                        "SELECT id FROM blobs WHERE refs !=
+                         (SELECT COUNT(*) FROM files WHERE blob = blobs.id)
+                       + (SELECT COUNT(*) FROM names WHERE blob = blobs.id)
+                       + (SELECT COUNT(*) FROM kept_blobs WHERE blob = blobs.id)",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })
+            .unwrap()
+    }
+
+    /// Files in the data directory's `blobs/`.
+    pub(crate) fn blob_files(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("blobs"))
+            .unwrap()
+            .count()
+    }
+}
+
+/// Two handles on one database are two instances: the later take wins,
+/// and the older holder's sync is refused with nothing changed; the new
+/// holder goes on and completes.
+#[test]
+fn a_taken_upload_fences_the_older_instance() {
+    let Some(fx) = Fixture::new("a_taken_upload_fences_the_older_instance") else {
+        return;
+    };
+    let (a, b) = (fx.open(), fx.open());
+    let files = [NewFile {
+        name: "f",
+        size: 6,
+        sha1: Sha1Digest::of(b"abcdef"),
+        attrs: None,
+    }];
+    let batch = a.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let p = partial_of(&batch, 0);
+    a.write_partial(p, 0, b"abc").unwrap();
+    a.sync_partial(p, 3, None).unwrap();
+    let taken = b.take_upload(batch.id).unwrap();
+    assert_eq!(taken.files[0].received(), 3);
+    a.write_partial(p, 3, b"d").unwrap();
+    assert!(matches!(
+        a.sync_partial(p, 4, None),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(a.reset_partial(p), Err(StoreError::Fenced)));
+    let file = FileRef {
+        batch: batch.id,
+        index: 0,
+    };
+    assert!(matches!(
+        a.complete_file(file, p, &content(b"abcdef")),
+        Err(StoreError::Fenced)
+    ));
+    let seen = live(b.find_by_code(&key(1), 10).unwrap());
+    assert_eq!(
+        seen.files[0].content,
+        FileContent::Partial { id: p, durable: 3 },
+        "the fenced sync changed nothing"
+    );
+    b.write_partial(p, 3, b"def").unwrap();
+    b.sync_partial(p, 6, None).unwrap();
+    b.complete_file(file, p, &content(b"abcdef")).unwrap();
+    assert!(live(a.find_by_code(&key(1), 10).unwrap()).ready());
+    // Taking it back makes `a` the holder again.
+    a.take_upload(batch.id).unwrap();
+    assert!(matches!(
+        b.link_file(file, crate::store::BlobId(1)),
+        Err(StoreError::Fenced)
+    ));
+}
+
+/// Two instances sweeping at once delete each expired batch once: their
+/// counts add up to the batches there were, and everything is gone.
+#[test]
+fn sweeps_of_two_instances_do_disjoint_work() {
+    let Some(fx) = Fixture::new("sweeps_of_two_instances_do_disjoint_work") else {
+        return;
+    };
+    let (a, b) = (fx.open(), fx.open());
+    let names: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
+    let mut batches = 0u64;
+    for n in 0..120u8 {
+        let data = [n; 3];
+        let files = [NewFile {
+            name: &names[usize::from(n)],
+            size: 3,
+            sha1: Sha1Digest::of(&data),
+            attrs: None,
+        }];
+        let made = a.create_batch(&new_batch(n, &files, 100)).unwrap();
+        let p = partial_of(&made, 0);
+        a.write_partial(p, 0, &data).unwrap();
+        if n % 2 == 0 {
+            let file = FileRef {
+                batch: made.id,
+                index: 0,
+            };
+            a.complete_file(file, p, &content(&data)).unwrap();
+        } else {
+            a.sync_partial(p, 3, None).unwrap();
+        }
+        batches += 1;
+    }
+    let (sa, sb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.sweep(100, 0).unwrap());
+        let tb = s.spawn(|| b.sweep(100, 0).unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(sa.batches + sb.batches, batches);
+    assert_eq!(sa.blobs + sb.blobs, 60);
+    assert_eq!(sa.partials + sb.partials, 60);
+    assert_eq!(a.usage().unwrap(), Default::default());
+    assert_eq!(fx.blob_files(), 0);
+    assert_eq!(a.sweep(100, 0).unwrap(), Default::default());
+}
+
+/// `pickup-relay migrate` applies every migration once and reports the
+/// version; a store opens on the database it made.
+#[test]
+fn migrate_database_reports_the_schema_version() {
+    let Some(fx) = Fixture::new("migrate_database_reports_the_schema_version") else {
+        return;
+    };
+    let (applied, current) = super::migrate_database(&fx.url).unwrap();
+    assert_eq!(current, super::migrations::MIGRATIONS.len() as i32);
+    assert_eq!(applied.len(), super::migrations::MIGRATIONS.len());
+    let (again, _) = super::migrate_database(&fx.url).unwrap();
+    assert!(again.is_empty());
+    drop(fx.open());
+}
+
+/// A session's task may ask for the usage on a runtime worker (a quota
+/// checked again): the store waits without stalling that runtime, and
+/// without tokio's panic at a runtime started within a runtime.
+#[test]
+fn a_call_from_a_runtime_worker_is_answered() {
+    let Some(fx) = Fixture::new("a_call_from_a_runtime_worker_is_answered") else {
+        return;
+    };
+    let store = std::sync::Arc::new(fx.open());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let task = {
+        let store = store.clone();
+        rt.spawn(async move { store.usage() })
+    };
+    let usage = rt.block_on(task).unwrap().unwrap();
+    assert_eq!(usage, crate::store::Usage::default());
+}
+
+/// A step is tried again when its connection is lost, even after a
+/// commit whose answer was lost: creating a batch again finds the batch
+/// of its (random, never reused) token instead of failing.
+#[test]
+fn a_batch_created_again_is_the_batch_of_its_token() {
+    let Some(fx) = Fixture::new("a_batch_created_again_is_the_batch_of_its_token") else {
+        return;
+    };
+    let store = fx.open();
+    let files = [NewFile {
+        name: "f",
+        size: 3,
+        sha1: Sha1Digest::of(b"abc"),
+        attrs: None,
+    }];
+    let first = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let again = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.usage().unwrap().batches, 1);
+    let mut other = new_batch(2, &files, 1000);
+    other.token_key = key(101);
+    assert!(store.create_batch(&other).is_err());
+}
+
+/// Two instances pushing to one terminal at once cannot both take its
+/// last open place.
+#[test]
+fn caps_hold_across_instances_pushing_at_once() {
+    use crate::mailbox::{Mailbox, NewPush, PushSettings, Pushed};
+    let Some(fx) = Fixture::new("caps_hold_across_instances_pushing_at_once") else {
+        return;
+    };
+    let (a, b) = (fx.open(), fx.open());
+    let files = [NewFile {
+        name: "e",
+        size: 0,
+        sha1: Sha1Digest::EMPTY,
+        attrs: None,
+    }];
+    let batch = new_batch(1, &files, 1000);
+    a.create_batch(&batch).unwrap();
+    let limits = PushSettings {
+        max_open_per_terminal: 1,
+        ..PushSettings::default()
+    };
+    let push = |store: &PgStore, sender: &'static str| {
+        let p = NewPush {
+            sender,
+            push_id: 1,
+            code: batch.code,
+            code_key: batch.code_key,
+            terminal: "desk",
+            now: 10,
+        };
+        store.push(&p, &limits).unwrap()
+    };
+    let (pa, pb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| push(&a, "ada"));
+        let tb = s.spawn(|| push(&b, "bob"));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let queued = [&pa, &pb]
+        .iter()
+        .filter(|p| matches!(p, Pushed::Queued(_)))
+        .count();
+    assert_eq!(queued, 1, "{pa:?} {pb:?}");
+}
