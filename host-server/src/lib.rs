@@ -55,6 +55,7 @@ pub mod config;
 pub mod descriptors;
 pub mod directory;
 pub mod disclosure;
+pub mod forward;
 pub mod http;
 pub mod jobs;
 pub mod mailbox;
