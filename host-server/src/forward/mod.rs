@@ -21,9 +21,11 @@
 //! `peer:NAME`). The batch's SHA-1s come from its record; only a proof
 //! reads a whole file, hashed under the peer's challenge.
 //!
-//! The runner blocks its thread for the whole forward (the driver is the
-//! blocking one of the CLI): run it on a thread of its own, or on tokio's
-//! blocking pool. The durable queue of forwards, their retries and the
+//! The runner blocks its caller for the whole forward (the driver is the
+//! blocking one of the CLI): call it from a thread of its own or from
+//! tokio's blocking pool. It runs the session on a thread it starts with
+//! a stack of [`STACK`] bytes, since the session keeps a slot per file and
+//! a frame buffer each way, built in place. The durable queue of forwards, their retries and the
 //! messages that start and watch them are later steps of issue 17.
 //!
 //! The peer authenticates this relay under the name of the `[[peers]]`
@@ -36,7 +38,7 @@ mod tests;
 
 use pickup_device::cli::dial::{Dialled, PeerTrust, RelayDial, RX, TX};
 use pickup_device::clock::StdClock;
-use pickup_device::retransfer::{LinkEvent, RetransferPolicy};
+use pickup_device::retransfer::LinkEvent;
 use pickup_device::{Connector, Event, RunError, Uploader};
 use pickup_proto::identity::{Credential, RelayIdentity};
 use pickup_proto::message::ResumeToken;
@@ -47,6 +49,8 @@ use crate::codes::code_key;
 use crate::config::peers::{PeerAddr, PeerRelay, PeerTrust as ConfigTrust};
 use crate::store::{Lookup, Store};
 
+/// How a run retries lost links: [`Forward::policy`].
+pub use pickup_device::retransfer::RetransferPolicy;
 pub use source::{BatchSource, Liveness, SourceError, RECHECK};
 
 /// Most files one forwarded batch may hold: as many as `pickup send` sends.
@@ -143,6 +147,9 @@ pub enum ForwardError {
     /// This relay's store failed.
     #[error("{0}")]
     Source(SourceError),
+    /// The forward's thread could not be started.
+    #[error("cannot start the forward's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// One forward to run: which batch, to which peer, from where.
@@ -201,10 +208,31 @@ impl<S: Store + ?Sized> Connector for LiveConnector<'_, S> {
     }
 }
 
+/// The stack of the thread a forward runs on (see the module docs).
+pub const STACK: usize = 16 << 20;
+
 /// Runs `job` to its end: the peer's code once every file is verified
 /// there. `progress` hears every change of state or of the bytes durable
-/// at the peer. Blocks the calling thread (see the module docs).
+/// at the peer, on the forward's thread. Blocks the caller (see the
+/// module docs).
 pub fn run<S: Store + ?Sized>(
+    job: &Forward<'_, S>,
+    progress: impl FnMut(&Progress) + Send,
+) -> Result<Forwarded, ForwardError> {
+    std::thread::scope(|scope| {
+        let forward = std::thread::Builder::new()
+            .name("forward".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, || run_here(job, progress))
+            .map_err(ForwardError::Thread)?;
+        forward
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// [`run`] on the calling thread.
+fn run_here<S: Store + ?Sized>(
     job: &Forward<'_, S>,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Forwarded, ForwardError> {
