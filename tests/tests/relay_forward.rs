@@ -12,7 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use pickup_proto::identity::DeviceKey;
+use pickup_proto::identity::{AuthError, DeviceKey};
+use pickup_proto::upload;
 use pickup_proto::Code;
 use pickup_relay::config::peers::{PeerConfig, PeerRelay};
 use pickup_relay::forward::{self, ForwardError, ForwardState, Progress, RetransferPolicy};
@@ -174,6 +175,22 @@ fn a_batch_forwarded_to_a_peer_is_served_there_and_its_content_crosses_once() {
     let (paths, code) = pair.send_to_a(sizes);
     let store = pair.stop_a();
 
+    // A key B does not share: a clear refusal, nothing granted.
+    let right = pair.peer.key;
+    pair.peer.key = DeviceKey([0x11; 16]);
+    let (refused, _) = forward_once(&store, &pair, code, None, RetransferPolicy::DISABLED);
+    assert!(
+        matches!(
+            refused,
+            Err(ForwardError::Refused {
+                error: upload::Error::Auth(AuthError::Refused),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    pair.peer.key = right;
+
     let policy = RetransferPolicy::default();
     let (first, heard) = forward_once(&store, &pair, code, None, policy);
     let first = first.unwrap();
@@ -243,8 +260,10 @@ fn a_forward_cut_mid_way_resumes_with_the_peers_token() {
     check_reports(&heard, total);
     assert_eq!(resumed.token, token, "the same batch at B");
     let sent = pair.up() - before;
+    // At most the bytes not yet acknowledged, and framing (B may hold
+    // more than it acknowledged before the cut: then less crosses).
     assert!(
-        sent < total - durable / 2,
+        sent < total - durable + total / 50,
         "the resumed forward sent {sent} bytes; {durable} of {total} were durable"
     );
     pair.get_from_b(&resumed.code, &paths, "resumed");

@@ -183,6 +183,42 @@ fn dialler(peer: &PeerRelay) -> Result<RelayDial, String> {
     }
 }
 
+/// Where a forward stands after the driver's `event`: the states of
+/// [`ForwardState`] from the upload's events, and the bytes from its
+/// progress (durable at the peer, so they never go back within a run).
+fn advance(state: Progress, event: Event<upload::Event>) -> Progress {
+    match event {
+        Event::Session(upload::Event::Granted { token, .. }) => Progress {
+            state: ForwardState::Transferring,
+            token: Some(token),
+            ..state
+        },
+        // A new link to a batch the peer granted: the session resumes it.
+        Event::Session(upload::Event::Authenticated) if state.token.is_some() => Progress {
+            state: ForwardState::Transferring,
+            ..state
+        },
+        Event::Session(upload::Event::Progress { acked, .. }) => Progress {
+            state: match state.state {
+                ForwardState::Transferring if acked >= state.total => ForwardState::Verifying,
+                other => other,
+            },
+            sent: acked,
+            ..state
+        },
+        Event::Session(upload::Event::Complete { .. }) => Progress {
+            state: ForwardState::Done,
+            sent: state.total,
+            ..state
+        },
+        Event::Link(LinkEvent::Lost(_)) => Progress {
+            state: ForwardState::Connecting,
+            ..state
+        },
+        _ => state,
+    }
+}
+
 /// A connector that asks [`Liveness`] before every dial: a batch that
 /// expired during an outage is not forwarded on the next link.
 struct LiveConnector<'a, S: ?Sized> {
@@ -237,8 +273,8 @@ fn run_here<S: Store + ?Sized>(
     mut progress: impl FnMut(&Progress),
 ) -> Result<Forwarded, ForwardError> {
     let key = code_key(&job.code);
-    let live = |now| job.store.find_by_code(&key, now);
-    let batch = match live(source::unix_now()).map_err(|e| ForwardError::Source(e.into()))? {
+    let found = job.store.find_by_code(&key, source::unix_now());
+    let batch = match found.map_err(|e| ForwardError::Source(e.into()))? {
         Lookup::Live(b) => b,
         Lookup::Expired | Lookup::Unknown => return Err(ForwardError::UnknownBatch),
     };
@@ -301,40 +337,7 @@ fn run_here<S: Store + ?Sized>(
 
     let clock = StdClock::new();
     let result = uploader.run(&mut connector, &clock, &mut source, |event| {
-        let next = match event {
-            Event::Session(upload::Event::Granted { token, .. }) => Progress {
-                state: ForwardState::Transferring,
-                token: Some(token),
-                ..state
-            },
-            Event::Session(upload::Event::Progress { acked, .. }) => Progress {
-                state: if acked >= total && state.state == ForwardState::Transferring {
-                    ForwardState::Verifying
-                } else {
-                    state.state
-                },
-                sent: acked,
-                ..state
-            },
-            Event::Session(upload::Event::Complete { .. }) => Progress {
-                state: ForwardState::Done,
-                sent: total,
-                ..state
-            },
-            Event::Link(LinkEvent::Lost(_)) => Progress {
-                state: ForwardState::Connecting,
-                ..state
-            },
-            Event::Session(upload::Event::Linked { .. } | upload::Event::Verified { .. })
-                if state.state == ForwardState::Connecting =>
-            {
-                Progress {
-                    state: ForwardState::Transferring,
-                    ..state
-                }
-            }
-            _ => state,
-        };
+        let next = advance(state, event);
         if next != state {
             state = next;
             progress(&state);

@@ -183,3 +183,61 @@ fn forward_reads_peer_addresses_as_the_cli_does() {
     assert_eq!(config.max_frame, RX as u32);
     assert!(config.length_prefix && config.instant_upload);
 }
+
+#[test]
+fn forward_states_follow_the_uploads_events() {
+    use pickup_device::retransfer::LinkEvent;
+    use pickup_device::{Event, LinkLoss};
+    use pickup_proto::message::ResumeToken;
+    use pickup_proto::upload;
+
+    let token = ResumeToken([3; 16]);
+    let start = Progress {
+        state: ForwardState::Connecting,
+        sent: 0,
+        total: 100,
+        token: None,
+    };
+    let session = |e| Event::Session(e);
+    let granted = session(upload::Event::Granted {
+        code: code(1),
+        expires_at: 9,
+        token,
+    });
+    let acked = |acked| session(upload::Event::Progress { acked, total: 100 });
+    let lost = Event::Link(LinkEvent::Lost(LinkLoss::Eof));
+    let steps = [
+        // Authenticated before any grant: still connecting.
+        (
+            session(upload::Event::Authenticated),
+            ForwardState::Connecting,
+            0,
+        ),
+        (granted, ForwardState::Transferring, 0),
+        (acked(40), ForwardState::Transferring, 40),
+        (lost, ForwardState::Connecting, 40),
+        // A new link to the granted batch resumes it.
+        (
+            session(upload::Event::Authenticated),
+            ForwardState::Transferring,
+            40,
+        ),
+        (acked(100), ForwardState::Verifying, 100),
+        (
+            session(upload::Event::Verified { file: 0 }),
+            ForwardState::Verifying,
+            100,
+        ),
+        (
+            session(upload::Event::Complete { code: code(1) }),
+            ForwardState::Done,
+            100,
+        ),
+    ];
+    let mut state = start;
+    for (i, (event, want, sent)) in steps.into_iter().enumerate() {
+        state = advance(state, event);
+        assert_eq!((state.state, state.sent), (want, sent), "step {i}");
+    }
+    assert_eq!(state.token, Some(token));
+}
