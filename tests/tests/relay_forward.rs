@@ -5,11 +5,13 @@
 //! later step), and `pickup get` at B returns the same bytes. Every byte
 //! towards B crosses a counting proxy: a second forward of the same
 //! content crosses as proofs only, and a forward cut mid-way resumes with
-//! the peer's token from B's durable offsets.
+//! the peer's token from B's durable offsets. A `tls://` peer is trusted
+//! by its pin, as `pickup --pin` trusts a relay.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 
 use pickup_proto::identity::{AuthError, DeviceKey};
@@ -19,7 +21,9 @@ use pickup_relay::config::peers::{PeerConfig, PeerRelay};
 use pickup_relay::forward::{self, ForwardError, ForwardState, Progress, RetransferPolicy};
 use pickup_relay::store::sqlite::SqliteStore;
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
-use pickup_tests::e2e::{pickup, run, run_json, same_file, stderr, write_random, TempDir};
+use pickup_tests::e2e::{
+    pickup, relay_bin, run, run_json, same_file, stderr, write_random, TempDir,
+};
 use pickup_tests::relay_process::RelayProcess;
 
 /// The pair's name: each relay lists the other under it.
@@ -45,6 +49,11 @@ fn peer_toml(addr: &str, key_file: &Path) -> String {
 
 impl Pair {
     fn start(faults: LinkFaults) -> Pair {
+        Pair::start_with(faults, &[])
+    }
+
+    /// [`Pair::start`], B started with `b_args` after `serve`'s own.
+    fn start_with(faults: LinkFaults, b_args: &[&str]) -> Pair {
         let work = TempDir::new("forward");
         let key_file = work.path().join("pair.key");
         let hex: String = KEY.0.iter().map(|b| format!("{b:02x}")).collect();
@@ -56,7 +65,9 @@ impl Pair {
         let a = RelayProcess::builder()
             .config(&peer_toml(&proxy.addr(), &key_file))
             .start();
-        let b = RelayProcess::builder()
+        let b = b_args
+            .iter()
+            .fold(RelayProcess::builder(), |b, arg| b.arg(arg))
             .config(&peer_toml(&a.addr().to_string(), &key_file))
             .start();
         proxy.retarget(b.port());
@@ -267,4 +278,52 @@ fn a_forward_cut_mid_way_resumes_with_the_peers_token() {
         "the resumed forward sent {sent} bytes; {durable} of {total} were durable"
     );
     pair.get_from_b(&resumed.code, &paths, "resumed");
+}
+
+/// `pickup-relay cert self-signed` for 127.0.0.1 in `dir`: (cert, key, pin).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = run(Command::new(relay_bin())
+        .args(["cert", "self-signed", "--name", "127.0.0.1", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key));
+    assert!(out.status.success(), "cert self-signed: {}", stderr(&out));
+    let pin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (cert, key, pin)
+}
+
+#[test]
+fn a_tls_peer_is_trusted_by_its_pin_and_a_wrong_pin_fails_the_dial() {
+    let certs = TempDir::new("forward-tls");
+    let (cert, key, pin) = self_signed(certs.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls_args = ["--tls", "127.0.0.1:0", "--cert", cert, "--key", key];
+    let mut pair = Pair::start_with(LinkFaults::default(), &tls_args);
+    let (paths, code) = pair.send_to_a([1000, 70_000, 0]);
+    let store = pair.stop_a();
+    let tls = pair.b.listener("tls");
+    let mut entry = PeerConfig {
+        name: PAIR.into(),
+        addr: format!("tls://{tls}"),
+        key_file: pair.work.path().join("pair.key"),
+        ca: None,
+        pin: Some(pin.clone()),
+    };
+
+    // Another certificate's pin: the dial fails with the TLS reason.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    entry.pin = Some(wrong);
+    pair.peer = entry.load().unwrap();
+    let (refused, _) = forward_once(&store, &pair, code, None, RetransferPolicy::DISABLED);
+    match refused {
+        Err(ForwardError::Dial { reason, .. }) => assert!(reason.contains("TLS"), "{reason}"),
+        other => panic!("expected a TLS refusal, got {other:?}"),
+    }
+
+    entry.pin = Some(pin);
+    pair.peer = entry.load().unwrap();
+    let (forwarded, heard) = forward_once(&store, &pair, code, None, RetransferPolicy::default());
+    check_reports(&heard, 71_000);
+    pair.get_from_b(&forwarded.unwrap().code, &paths, "over-tls");
 }

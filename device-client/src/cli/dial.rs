@@ -126,3 +126,32 @@ impl Connector for Dialled {
         self.0.connect().map(DialledLink)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_trust_read_as_the_clis_relay_ca_and_pin() {
+        let tcp = RelayDial::new("tcp://127.0.0.1:7425", PeerTrust::Roots).unwrap();
+        assert_eq!(tcp.canonical(), "tcp://127.0.0.1:7425");
+        assert!(tcp.upload_config().length_prefix);
+        assert_eq!(tcp.upload_config().max_frame, RX as u32);
+        let pinned = RelayDial::new("tls://relay-b.example:7426", PeerTrust::Pin([1; 32]));
+        assert_eq!(pinned.unwrap().canonical(), "tls://relay-b.example:7426");
+        // As `--pin` with a tcp:// relay: refused, not ignored.
+        let e = RelayDial::new("tcp://127.0.0.1:7425", PeerTrust::Pin([1; 32])).unwrap_err();
+        assert!(e.contains("tls://"), "{e}");
+        assert!(RelayDial::new("tcp://", PeerTrust::Roots).is_err());
+    }
+
+    #[test]
+    fn an_unreachable_relay_is_one_line_naming_it() {
+        // Port 1 on loopback: nothing listens (connection refused).
+        let e = RelayDial::new("127.0.0.1:1", PeerTrust::Roots)
+            .unwrap()
+            .dial()
+            .unwrap_err();
+        assert!(e.contains("127.0.0.1:1") && !e.contains('\n'), "{e}");
+    }
+}
