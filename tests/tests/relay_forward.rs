@@ -6,7 +6,8 @@
 //! towards B crosses a counting proxy: a second forward of the same
 //! content crosses as proofs only, and a forward cut mid-way resumes with
 //! the peer's token from B's durable offsets. A `tls://` peer is trusted
-//! by its pin, as `pickup --pin` trusts a relay.
+//! by its pin, as `pickup --pin` trusts a relay; a source batch ended
+//! mid-forward ends the forward with `SourceExpired`.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +21,7 @@ use pickup_proto::Code;
 use pickup_relay::config::peers::{PeerConfig, PeerRelay};
 use pickup_relay::forward::{self, ForwardError, ForwardState, Progress, RetransferPolicy};
 use pickup_relay::store::sqlite::SqliteStore;
+use pickup_relay::store::{Lookup, Store};
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::{
     pickup, relay_bin, run, run_json, same_file, stderr, write_random, TempDir,
@@ -326,4 +328,46 @@ fn a_tls_peer_is_trusted_by_its_pin_and_a_wrong_pin_fails_the_dial() {
     let (forwarded, heard) = forward_once(&store, &pair, code, None, RetransferPolicy::default());
     check_reports(&heard, 71_000);
     pair.get_from_b(&forwarded.unwrap().code, &paths, "over-tls");
+}
+
+#[test]
+fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
+    let mut pair = Pair::start(LinkFaults::default());
+    let (_, code) = pair.send_to_a([2_000_000, 2_000_000, 2_000_000]);
+    let store = pair.stop_a();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let id = match store
+        .find_by_code(&pickup_relay::codes::code_key(&code), now())
+        .unwrap()
+    {
+        Lookup::Live(b) => b.id,
+        other => panic!("A lost the batch: {other:?}"),
+    };
+    // Slow enough that the forward still reads a while after the end.
+    pair.proxy.rate.store(1_000_000, Ordering::SeqCst);
+    let job = forward::Forward {
+        store: &store,
+        code,
+        peer: &pair.peer,
+        resume: None,
+        policy: RetransferPolicy::default(),
+    };
+    // The owner ends the batch once the peer granted it.
+    let mut ended = false;
+    let result = forward::run(&job, |p| {
+        if p.state == ForwardState::Transferring && !ended {
+            store.end_batch(id, now()).unwrap();
+            ended = true;
+        }
+    });
+    assert!(ended);
+    assert!(
+        matches!(result, Err(ForwardError::SourceExpired { token: Some(_) })),
+        "{result:?}"
+    );
 }
