@@ -43,7 +43,8 @@ pub struct Liveness<'a, S: ?Sized> {
     key: LookupKey,
     id: BatchId,
     expires_at: u64,
-    checked_at: Option<Instant>,
+    /// When the store last said the batch is live.
+    checked_at: Instant,
 }
 
 impl<'a, S: Store + ?Sized> Liveness<'a, S> {
@@ -54,7 +55,7 @@ impl<'a, S: Store + ?Sized> Liveness<'a, S> {
             key,
             id: batch.id,
             expires_at: batch.expires_at,
-            checked_at: Some(Instant::now()),
+            checked_at: Instant::now(),
         }
     }
 
@@ -65,15 +66,14 @@ impl<'a, S: Store + ?Sized> Liveness<'a, S> {
         if now >= self.expires_at {
             return Err(SourceError::Expired);
         }
-        let due = self.checked_at.is_none_or(|t| t.elapsed() >= RECHECK);
-        if force || due {
+        if force || self.checked_at.elapsed() >= RECHECK {
             match self.store.find_by_code(&self.key, now)? {
                 // The code names this batch still (a code is never reused
                 // while its batch is known, but say so rather than assume).
                 Lookup::Live(b) if b.id == self.id => self.expires_at = b.expires_at,
                 _ => return Err(SourceError::Expired),
             }
-            self.checked_at = Some(Instant::now());
+            self.checked_at = Instant::now();
         }
         Ok(())
     }
