@@ -38,7 +38,8 @@
 //! storage reservations and per-peer batch limits
 //! ([`quota`]), durability ([`store`]), pushes to terminals with their
 //! notices and receipts ([`mailbox`]) and the transports, of which
-//! [`http`] serves browsers.
+//! [`http`] serves browsers. [`forward`] copies a batch to a peer relay
+//! (`[[peers]]`) as a terminal would upload it, with the CLI's driver.
 //!
 //! # Features
 //!
@@ -55,6 +56,7 @@ pub mod config;
 pub mod descriptors;
 pub mod directory;
 pub mod disclosure;
+pub mod forward;
 pub mod http;
 pub mod jobs;
 pub mod mailbox;

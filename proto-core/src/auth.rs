@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   Welcome ──► Request ──TerminalAuth──► AwaitReply ──Challenge──► Answer ──ChallengeAnswer──► AwaitVerdict
-//!                  ▲          (terminal)      │                                                   │
+//!                  ▲    (terminal, relay)     │                                                   │
 //!                  │      ──Authenticate──►   │ Authenticated (token)           Authenticated     │
 //!                  │          (token)         ▼                                                   ▼
 //!                  └── retransmit timer ── (waiting)                                            Done
@@ -18,11 +18,14 @@
 //! the same way. A new link starts over: what a relay knows of a session
 //! ends with its link.
 //!
+//! A relay's credential runs the terminal's steps, with the relay's MAC
+//! ([`relay_mac`]); its session's `Hello` says `Role::Relay` ([`Handshake::role`]).
+//!
 //! With the feature `auth` only.
 
 use crate::error::ErrorCode;
 use crate::frame::EncodeError;
-use crate::identity::{terminal_mac, AuthError, Credential};
+use crate::identity::{relay_mac, terminal_mac, AuthError, Credential};
 use crate::message::{self, Authenticate, ChallengeAnswer, Kind, Message, TerminalAuth};
 
 /// Where the handshake stands on the current link.
@@ -70,6 +73,11 @@ impl<'a> Handshake<'a> {
         }
     }
 
+    /// The role the session's `Hello` says: the credential's.
+    pub(crate) fn role(&self) -> message::Role {
+        self.credential.role()
+    }
+
     /// A `Welcome` on a new link: authenticate from the start.
     pub(crate) fn restart(&mut self) {
         self.step = Step::Request;
@@ -106,12 +114,23 @@ impl<'a> Handshake<'a> {
                 message::encode(&TerminalAuth { terminal: id.name }, max, out),
                 Step::AwaitReply,
             ),
+            (Step::Request, Credential::Relay(id)) => (
+                message::encode(&TerminalAuth { terminal: id.name }, max, out),
+                Step::AwaitReply,
+            ),
             (Step::Request, Credential::Token(token)) => (
                 message::encode(&Authenticate { token }, max, out),
                 Step::AwaitReply,
             ),
             (Step::Answer(nonce), Credential::Terminal(id)) => {
                 let mac = terminal_mac(&id.key, &nonce, id.name);
+                (
+                    message::encode(&ChallengeAnswer { mac }, max, out),
+                    Step::AwaitVerdict,
+                )
+            }
+            (Step::Answer(nonce), Credential::Relay(id)) => {
+                let mac = relay_mac(&id.key, &nonce, id.name);
                 (
                     message::encode(&ChallengeAnswer { mac }, max, out),
                     Step::AwaitVerdict,
@@ -137,7 +156,7 @@ impl<'a> Handshake<'a> {
         match (*msg, self.credential) {
             // The latest challenge is the one to answer: a request sent
             // again replaced the one before it at the relay.
-            (Message::Challenge(c), Credential::Terminal(_)) => {
+            (Message::Challenge(c), Credential::Terminal(_) | Credential::Relay(_)) => {
                 self.step = Step::Answer(c.nonce);
                 Some(Outcome::Pending)
             }

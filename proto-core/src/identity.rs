@@ -17,7 +17,7 @@
 //! never authenticates a terminal, even where an operator reused one.
 
 use crate::hash::{Sha1Digest, Sha1Hasher};
-use crate::message::AuthToken;
+use crate::message::{AuthToken, Role};
 
 /// A terminal's device key: 128 random bits shared by the terminal and
 /// its relay, never sent over the link. Two peer relays share a key of
@@ -42,6 +42,18 @@ pub struct TerminalIdentity<'a> {
     pub key: DeviceKey,
 }
 
+/// A relay's identity towards one peer relay: the name that peer's
+/// operator lists it under (the peer's `[[peers]]`) and the key the two
+/// relays share. What the relay's forwarder uploads with
+/// ([`Credential::Relay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayIdentity<'a> {
+    /// The name the peer knows this relay by.
+    pub name: &'a str,
+    /// The key both relays hold.
+    pub key: DeviceKey,
+}
+
 /// What a session authenticates with, right after `Welcome` and before its
 /// first request (PROTOCOL.md §8): given to `upload::Session::authenticate`
 /// or `download::Session::authenticate` (feature `auth`).
@@ -52,6 +64,22 @@ pub enum Credential<'a> {
     Terminal(TerminalIdentity<'a>),
     /// A token an earlier `Login` returned: `Authenticate`.
     Token(AuthToken),
+    /// A relay forwarding to a peer relay: its `Hello` says
+    /// [`Role::Relay`], then `TerminalAuth` with the name the peer lists
+    /// it under and the answer [`relay_mac`]. A peer relay's session may
+    /// only upload, so only `upload::Session` has a use for it.
+    Relay(RelayIdentity<'a>),
+}
+
+impl Credential<'_> {
+    /// The role a session with this credential says in its `Hello`: the
+    /// relay reads the `TerminalAuth` that follows by it (PROTOCOL.md §8).
+    pub fn role(&self) -> Role {
+        match self {
+            Credential::Terminal(_) | Credential::Token(_) => Role::Terminal,
+            Credential::Relay(_) => Role::Relay,
+        }
+    }
 }
 
 /// Why a session could not authenticate.

@@ -36,6 +36,7 @@
 mod account;
 mod addr;
 mod deliver;
+pub mod dial;
 mod dir_sink;
 mod get;
 mod hash_cache;

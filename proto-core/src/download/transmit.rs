@@ -43,7 +43,7 @@ impl<const F: usize> Session<'_, F> {
             Control::Hello => message::encode(
                 &Hello {
                     version: PROTOCOL_VERSION,
-                    role: Role::Terminal,
+                    role: self.hello_role(),
                     max_frame: self.config.max_frame,
                     window,
                     // Without the feature a terminal cannot take them.
@@ -89,6 +89,15 @@ impl<const F: usize> Session<'_, F> {
 }
 
 impl<const F: usize> Session<'_, F> {
+    /// The role the `Hello` says: the credential's, else a terminal's.
+    fn hello_role(&self) -> Role {
+        #[cfg(any(test, feature = "auth"))]
+        if let Some(auth) = &self.auth {
+            return auth.role();
+        }
+        Role::Terminal
+    }
+
     /// `Fetch` by code, or `FetchNamed`; an owner and name too long for
     /// the relay's frames fail the session (no retry mends that).
     fn fetch(&mut self, max: frame::Format, out: &mut [u8]) -> Result<usize, EncodeError> {

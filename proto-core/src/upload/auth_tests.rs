@@ -9,7 +9,7 @@ use crate::auth::tests::{
 };
 use crate::error::ErrorCode;
 use crate::identity::{AuthError, Credential};
-use crate::message::{Kind, Plan};
+use crate::message::{self, Kind, Plan, Role};
 use std::vec::Vec;
 
 /// What the session sends now, decoded.
@@ -207,4 +207,82 @@ fn an_anonymous_unnamed_upload_sends_nothing_new() {
         drain(&mut s, T0, &files),
         [Sent::Hello, Sent::BatchOpen, Sent::Announce(0)]
     );
+}
+
+/// The role in the `Hello` a session sends first on a new link.
+fn hello_role<const F: usize>(s: &mut Session<'_, F>, files: &[Vec<u8>]) -> Role {
+    let mut buf = [0u8; 600];
+    let n = s
+        .poll_transmit(T0, &mut &*files, &mut buf)
+        .unwrap()
+        .unwrap();
+    let mut dec = crate::frame::Decoder::new([0u8; 600]);
+    let mut input = &buf[..n];
+    let frame = dec.feed(&mut input).unwrap().unwrap();
+    match message::Message::decode(frame).unwrap() {
+        message::Message::Hello(h) => h.role,
+        m => panic!("not a Hello: {m:?}"),
+    }
+}
+
+#[test]
+fn a_relay_says_its_role_and_answers_with_the_relay_mac() {
+    use crate::identity::{relay_mac, terminal_mac, RelayIdentity};
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let me = RelayIdentity {
+        name: "relay-a",
+        key: crate::auth::tests::KEY,
+    };
+    let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+    s.authenticate(Credential::Relay(me));
+    for _link in 0..2 {
+        s.handle_connected(T0);
+        assert_eq!(hello_role(&mut s, &files), Role::Relay);
+        s.handle_message(T0, welcome(100_000));
+        // The relay's name goes in a TerminalAuth, as a terminal's does.
+        assert_eq!(
+            drain(&mut s, T0, &files),
+            [Sent::TerminalAuth("relay-a".into())]
+        );
+        s.handle_message(T0, challenge(7));
+        let answer = drain(&mut s, T0, &files);
+        // Under the relay label, never the terminal one.
+        assert_eq!(
+            answer,
+            [Sent::Answer(relay_mac(&me.key, &[7; 16], "relay-a"))]
+        );
+        assert_ne!(
+            answer,
+            [Sent::Answer(terminal_mac(&me.key, &[7; 16], "relay-a"))]
+        );
+        s.handle_message(T0, authenticated());
+        assert!(events(&mut s).contains(&Event::Authenticated));
+        s.handle_disconnected(T0);
+    }
+    // With a terminal's credential, or none, the Hello says Terminal.
+    for credential in [Some(terminal()), Some(Credential::Token(TOKEN)), None] {
+        let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+        if let Some(c) = credential {
+            s.authenticate(c);
+        }
+        s.handle_connected(T0);
+        assert_eq!(hello_role(&mut s, &files), Role::Terminal);
+    }
+}
+
+#[test]
+fn a_refused_relay_fails_with_auth_refused() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let me = crate::identity::RelayIdentity {
+        name: "relay-a",
+        key: crate::auth::tests::KEY,
+    };
+    let mut s = welcomed(&metas, Credential::Relay(me));
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, challenge(1));
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, refusal(ErrorCode::AuthFailed, Kind::ChallengeAnswer, 0));
+    assert_eq!(s.error(), Some(Error::Auth(AuthError::Refused)));
 }

@@ -18,6 +18,16 @@ impl<'n, const F: usize> Session<'n, F> {
         }
     }
 
+    /// The role the `Hello` says: the credential's (a relay forwarding
+    /// says `Relay`), else a terminal's.
+    fn hello_role(&self) -> Role {
+        #[cfg(any(test, feature = "auth"))]
+        if let Some(auth) = &self.auth {
+            return auth.role();
+        }
+        Role::Terminal
+    }
+
     fn bytes_in_flight(&self) -> u64 {
         self.files.iter().fold(0u64, |t, f| {
             t.saturating_add(f.sent.saturating_sub(f.acked))
@@ -65,7 +75,7 @@ impl<'n, const F: usize> Session<'n, F> {
                 Control::Hello => message::encode(
                     &Hello {
                         version: PROTOCOL_VERSION,
-                        role: Role::Terminal,
+                        role: self.hello_role(),
                         max_frame: self.config.max_frame,
                         // The relay paces its acks to fit what we keep in flight.
                         window: self.config.max_window,

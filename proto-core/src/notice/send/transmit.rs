@@ -2,7 +2,7 @@
 
 use super::{Control, Phase, Request, SendError, Sender};
 use crate::frame;
-use crate::message::{self, AllowSender, DeliveryStatus, Hello, Kind, Push, Role};
+use crate::message::{self, AllowSender, DeliveryStatus, Hello, Kind, Push};
 use crate::time::Instant;
 use crate::PROTOCOL_VERSION;
 
@@ -22,7 +22,7 @@ impl Sender<'_> {
                 Control::Hello => message::encode(
                     &Hello {
                         version: PROTOCOL_VERSION,
-                        role: Role::Terminal,
+                        role: self.auth.role(),
                         max_frame: self.config.max_frame,
                         window: 0,
                         caps: message::CAP_PUSH_NOTICE,

@@ -1,0 +1,373 @@
+//! Forwarding between two relay processes (issue 17, step 2): a batch
+//! uploaded to relay A with `pickup send` is forwarded to relay B by the
+//! forward runner (`pickup_relay::forward::run`, in-process over A's data
+//! directory once A stopped: the wire request that starts a forward is a
+//! later step), and `pickup get` at B returns the same bytes. Every byte
+//! towards B crosses a counting proxy: a second forward of the same
+//! content crosses as proofs only, and a forward cut mid-way resumes with
+//! the peer's token from B's durable offsets. A `tls://` peer is trusted
+//! by its pin, as `pickup --pin` trusts a relay; a source batch ended
+//! mid-forward ends the forward with `SourceExpired`.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use pickup_proto::identity::{AuthError, DeviceKey};
+use pickup_proto::upload;
+use pickup_proto::Code;
+use pickup_relay::config::peers::{PeerConfig, PeerRelay};
+use pickup_relay::forward::{self, ForwardError, ForwardState, Progress, RetransferPolicy};
+use pickup_relay::store::sqlite::SqliteStore;
+use pickup_relay::store::{Lookup, Store};
+use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
+use pickup_tests::e2e::{
+    pickup, relay_bin, run, run_json, same_file, stderr, write_random, TempDir,
+};
+use pickup_tests::relay_process::RelayProcess;
+
+/// The pair's name: each relay lists the other under it.
+const PAIR: &str = "pair-ab";
+const KEY: DeviceKey = DeviceKey([0x5a; 16]);
+
+/// Two relays listing each other, B behind a counting proxy.
+struct Pair {
+    a: RelayProcess,
+    b: RelayProcess,
+    proxy: Proxy,
+    /// A's entry for B, key read, as A's forwarder would hold it.
+    peer: PeerRelay,
+    work: TempDir,
+}
+
+fn peer_toml(addr: &str, key_file: &Path) -> String {
+    format!(
+        "[[peers]]\nname = \"{PAIR}\"\naddr = \"tcp://{addr}\"\nkey_file = {:?}\n",
+        key_file.display().to_string()
+    )
+}
+
+impl Pair {
+    fn start(faults: LinkFaults) -> Pair {
+        Pair::start_with(faults, &[])
+    }
+
+    /// [`Pair::start`], B started with `b_args` after `serve`'s own.
+    fn start_with(faults: LinkFaults, b_args: &[&str]) -> Pair {
+        let work = TempDir::new("forward");
+        let key_file = work.path().join("pair.key");
+        let hex: String = KEY.0.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key_file, format!("{hex}\n")).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // B's port is known once B runs: the proxy is retargeted then.
+        let proxy = Proxy::start(1, faults, 17);
+        proxy.set_faults(false);
+        let a = RelayProcess::builder()
+            .config(&peer_toml(&proxy.addr(), &key_file))
+            .start();
+        let b = b_args
+            .iter()
+            .fold(RelayProcess::builder(), |b, arg| b.arg(arg))
+            .config(&peer_toml(&a.addr().to_string(), &key_file))
+            .start();
+        proxy.retarget(b.port());
+        let peer = PeerConfig {
+            name: PAIR.into(),
+            addr: format!("tcp://{}", proxy.addr()),
+            key_file,
+            ca: None,
+            pin: None,
+        }
+        .load()
+        .unwrap();
+        Pair {
+            a,
+            b,
+            proxy,
+            peer,
+            work,
+        }
+    }
+
+    /// Bytes that crossed towards B so far.
+    fn up(&self) -> u64 {
+        self.proxy.stats.up.load(Ordering::SeqCst)
+    }
+
+    /// Three files of `sizes` sent to A with `pickup send`: their paths and A's code.
+    fn send_to_a(&self, sizes: [usize; 3]) -> (Vec<PathBuf>, Code) {
+        let src = self.work.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let paths: Vec<PathBuf> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let path = src.join(format!("file-{i}.bin"));
+                write_random(&path, len, 100 + i as u64);
+                path
+            })
+            .collect();
+        let sent = run_json(
+            pickup(&self.work.path().join("state-a"))
+                .args(["send", "--json", "--relay", &self.a.tcp()])
+                .args(&paths),
+        );
+        let code = Code::parse(sent["code"].as_str().unwrap()).unwrap();
+        (paths, code)
+    }
+
+    /// `pickup get` of B's `code` into a fresh directory; each file is
+    /// compared with its source.
+    fn get_from_b(&self, code: &Code, sources: &[PathBuf], label: &str) {
+        let dest = self.work.path().join(label);
+        std::fs::create_dir_all(&dest).unwrap();
+        let out = run(pickup(&self.work.path().join("state-b"))
+            .args(["get", "--relay", &self.b.tcp(), &code.to_string(), "-o"])
+            .arg(&dest));
+        assert!(out.status.success(), "{}", stderr(&out));
+        for src in sources {
+            let got = dest.join(src.file_name().unwrap());
+            assert!(same_file(src, &got), "{} differs", got.display());
+        }
+    }
+
+    /// Stops A (its batch stays in its data directory) and opens its store,
+    /// as A's own forwarder would hold it.
+    fn stop_a(&mut self) -> SqliteStore {
+        assert!(self.a.terminate().success());
+        SqliteStore::open(self.a.data()).unwrap().0
+    }
+}
+
+/// Runs one forward; every progress report, in order, beside the result.
+fn forward_once(
+    store: &SqliteStore,
+    pair: &Pair,
+    code: Code,
+    resume: Option<pickup_proto::message::ResumeToken>,
+    policy: RetransferPolicy,
+) -> (Result<forward::Forwarded, ForwardError>, Vec<Progress>) {
+    let mut heard = Vec::new();
+    let job = forward::Forward {
+        store,
+        code,
+        peer: &pair.peer,
+        resume,
+        policy,
+    };
+    let result = forward::run(&job, |p| heard.push(*p));
+    (result, heard)
+}
+
+/// The reports say what a forward did: bytes durable at the peer never
+/// go back, and a finished one ends `Done` with every byte.
+fn check_reports(heard: &[Progress], total: u64) {
+    assert_eq!(
+        heard.first().map(|p| p.state),
+        Some(ForwardState::Connecting)
+    );
+    for w in heard.windows(2) {
+        assert!(w[1].sent >= w[0].sent, "progress went back: {heard:?}");
+        assert_eq!(w[1].total, total);
+    }
+    let last = heard.last().unwrap();
+    assert_eq!(
+        (last.state, last.sent),
+        (ForwardState::Done, total),
+        "{heard:?}"
+    );
+}
+
+#[test]
+fn a_batch_forwarded_to_a_peer_is_served_there_and_its_content_crosses_once() {
+    let mut pair = Pair::start(LinkFaults::default());
+    let sizes = [300_000, 1_200_000, 17];
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    let (paths, code) = pair.send_to_a(sizes);
+    let store = pair.stop_a();
+
+    // A key B does not share: a clear refusal, nothing granted.
+    let right = pair.peer.key;
+    pair.peer.key = DeviceKey([0x11; 16]);
+    let (refused, _) = forward_once(&store, &pair, code, None, RetransferPolicy::DISABLED);
+    assert!(
+        matches!(
+            refused,
+            Err(ForwardError::Refused {
+                error: upload::Error::Auth(AuthError::Refused),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    pair.peer.key = right;
+
+    let policy = RetransferPolicy::default();
+    let (first, heard) = forward_once(&store, &pair, code, None, policy);
+    let first = first.unwrap();
+    check_reports(&heard, total);
+    assert!(heard.iter().any(|p| p.state == ForwardState::Transferring));
+    assert_eq!(first.total, total);
+    assert_ne!(first.code, code, "B issues its own code");
+    let crossed = pair.up();
+    assert!(crossed >= total, "only {crossed} of {total} bytes crossed");
+    pair.get_from_b(&first.code, &paths, "first");
+
+    // The same content again: B holds it from this relay, so each file
+    // crosses as a proof of ownership, not as its bytes.
+    let (second, heard) = forward_once(&store, &pair, code, None, policy);
+    let second = second.unwrap();
+    check_reports(&heard, total);
+    assert_ne!(second.code, first.code, "a forward is a new batch at B");
+    let again = pair.up() - crossed;
+    assert!(
+        again * 100 < total,
+        "the second forward sent {again} bytes of {total}"
+    );
+    pair.get_from_b(&second.code, &paths, "second");
+}
+
+#[test]
+fn a_forward_cut_mid_way_resumes_with_the_peers_token() {
+    let sizes = [2_000_000, 3_000_000, 1_000_000];
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    // Every connection is cut after about two thirds of the batch.
+    let cut = total * 2 / 3;
+    let mut pair = Pair::start(LinkFaults {
+        cut_after: Some((cut, cut + 1)),
+        ..LinkFaults::default()
+    });
+    let (paths, code) = pair.send_to_a(sizes);
+    let store = pair.stop_a();
+
+    // Paced, so that B's acks (a sync every 2 MiB at most) come back
+    // before the cut on a loopback that would otherwise outrun them.
+    pair.proxy.rate.store(8_000_000, Ordering::SeqCst);
+    pair.proxy.set_faults(true);
+    let (cut_short, heard) = forward_once(&store, &pair, code, None, RetransferPolicy::DISABLED);
+    let token = match cut_short {
+        Err(ForwardError::LinkLost {
+            token: Some(token), ..
+        }) => token,
+        other => panic!("expected a lost link with the peer's token, got {other:?}"),
+    };
+    let durable = heard.last().unwrap().sent;
+    assert!(durable > 0 && durable < total, "{heard:?}");
+    assert_eq!(heard.iter().rev().find_map(|p| p.token), Some(token));
+    assert_eq!(pair.proxy.stats.cuts.load(Ordering::SeqCst), 1);
+
+    // The link is whole again: the forward resumes from B's durable
+    // offsets and sends only what B did not hold.
+    pair.proxy.set_faults(false);
+    let before = pair.up();
+    let (resumed, heard) = forward_once(
+        &store,
+        &pair,
+        code,
+        Some(token),
+        RetransferPolicy::default(),
+    );
+    let resumed = resumed.unwrap();
+    check_reports(&heard, total);
+    assert_eq!(resumed.token, token, "the same batch at B");
+    let sent = pair.up() - before;
+    // At most the bytes not yet acknowledged, and framing (B may hold
+    // more than it acknowledged before the cut: then less crosses).
+    assert!(
+        sent < total - durable + total / 50,
+        "the resumed forward sent {sent} bytes; {durable} of {total} were durable"
+    );
+    pair.get_from_b(&resumed.code, &paths, "resumed");
+}
+
+/// `pickup-relay cert self-signed` for 127.0.0.1 in `dir`: (cert, key, pin).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = run(Command::new(relay_bin())
+        .args(["cert", "self-signed", "--name", "127.0.0.1", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key));
+    assert!(out.status.success(), "cert self-signed: {}", stderr(&out));
+    let pin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (cert, key, pin)
+}
+
+#[test]
+fn a_tls_peer_is_trusted_by_its_pin_and_a_wrong_pin_fails_the_dial() {
+    let certs = TempDir::new("forward-tls");
+    let (cert, key, pin) = self_signed(certs.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls_args = ["--tls", "127.0.0.1:0", "--cert", cert, "--key", key];
+    let mut pair = Pair::start_with(LinkFaults::default(), &tls_args);
+    let (paths, code) = pair.send_to_a([1000, 70_000, 0]);
+    let store = pair.stop_a();
+    let tls = pair.b.listener("tls");
+    let mut entry = PeerConfig {
+        name: PAIR.into(),
+        addr: format!("tls://{tls}"),
+        key_file: pair.work.path().join("pair.key"),
+        ca: None,
+        pin: Some(pin.clone()),
+    };
+
+    // Another certificate's pin: the dial fails with the TLS reason.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    entry.pin = Some(wrong);
+    pair.peer = entry.load().unwrap();
+    let (refused, _) = forward_once(&store, &pair, code, None, RetransferPolicy::DISABLED);
+    match refused {
+        Err(ForwardError::Dial { reason, .. }) => assert!(reason.contains("TLS"), "{reason}"),
+        other => panic!("expected a TLS refusal, got {other:?}"),
+    }
+
+    entry.pin = Some(pin);
+    pair.peer = entry.load().unwrap();
+    let (forwarded, heard) = forward_once(&store, &pair, code, None, RetransferPolicy::default());
+    check_reports(&heard, 71_000);
+    pair.get_from_b(&forwarded.unwrap().code, &paths, "over-tls");
+}
+
+#[test]
+fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
+    let mut pair = Pair::start(LinkFaults::default());
+    let (_, code) = pair.send_to_a([2_000_000, 2_000_000, 2_000_000]);
+    let store = pair.stop_a();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let id = match store
+        .find_by_code(&pickup_relay::codes::code_key(&code), now())
+        .unwrap()
+    {
+        Lookup::Live(b) => b.id,
+        other => panic!("A lost the batch: {other:?}"),
+    };
+    // Slow enough that the forward still reads a while after the end.
+    pair.proxy.rate.store(1_000_000, Ordering::SeqCst);
+    let job = forward::Forward {
+        store: &store,
+        code,
+        peer: &pair.peer,
+        resume: None,
+        policy: RetransferPolicy::default(),
+    };
+    // The owner ends the batch once the peer granted it.
+    let mut ended = false;
+    let result = forward::run(&job, |p| {
+        if p.state == ForwardState::Transferring && !ended {
+            store.end_batch(id, now()).unwrap();
+            ended = true;
+        }
+    });
+    assert!(ended);
+    assert!(
+        matches!(result, Err(ForwardError::SourceExpired { token: Some(_) })),
+        "{result:?}"
+    );
+}
