@@ -404,3 +404,52 @@ fn another_instance_continues_an_upload_from_shared_storage() {
     a.sweep(1000, 0).unwrap();
     assert_eq!(fx.objects(), 0);
 }
+
+/// Two instances finishing the same bytes at once (design §4): the
+/// content lock orders their decisions, the second compares with the
+/// first's blob and shares it, and the copy it stored is collected.
+#[test]
+fn the_same_bytes_finished_on_two_instances_at_once_make_one_blob() {
+    let Some(fx) = Fixture::new("the_same_bytes_finished_on_two_instances_at_once_make_one_blob")
+    else {
+        return;
+    };
+    let other_dir = tempfile::tempdir().unwrap();
+    let (a, b) = (fx.open(), fx.open_in(other_dir.path()));
+    let data = b"the same bytes, twice".repeat(1000);
+    let files = [NewFile {
+        name: "same",
+        size: data.len() as u64,
+        sha1: Sha1Digest::of(&data),
+        attrs: None,
+    }];
+    let upload = |store: &PgStore, n: u8| {
+        let batch = store.create_batch(&new_batch(n, &files, 1000)).unwrap();
+        let p = partial_of(&batch, 0);
+        store.write_partial(p, 0, &data).unwrap();
+        let file = FileRef {
+            batch: batch.id,
+            index: 0,
+        };
+        (file, p)
+    };
+    let (fa, pa) = upload(&a, 1);
+    let (fb, pb) = upload(&b, 2);
+    let (ba, bb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.complete_file(fa, pa, &content(&data)).unwrap());
+        let tb = s.spawn(|| b.complete_file(fb, pb, &content(&data)).unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(ba, bb, "one blob, shared");
+    assert_eq!(
+        a.candidates(data.len() as u64, &Sha1Digest::of(&data), 4)
+            .unwrap(),
+        [ba]
+    );
+    assert!(fx.miscounted_blobs().is_empty());
+    a.sweep(10, 0).unwrap();
+    assert_eq!(fx.blob_files(), 1, "the second copy is collected");
+    let mut buf = vec![0u8; data.len() + 1];
+    assert_eq!(b.read_blob(ba, 0, &mut buf).unwrap(), data.len());
+    assert!(buf[..data.len()] == data[..]);
+}

@@ -2,7 +2,8 @@
 //! syncs into object storage and then one fenced commit, reads for a
 //! resume, and a reset.
 
-use super::rows::{int, refused};
+use super::layout::PartialRow;
+use super::rows::{int, nat, refused};
 use super::store::PgStore;
 use crate::running_sha1::Midstate;
 use crate::store::{BatchId, PartialId, Result, StoreError};
@@ -29,16 +30,24 @@ impl PgStore {
             ));
         }
         let pid = int(id.0)?;
-        let mut row = self.run(async |tx| self.partial_row(tx, pid).await)?;
-        // Checked before anything is written: a fenced instance leaves
-        // the objects to the new holder.
-        self.run(async |tx| self.check_fence(tx, row.batch).await)?;
+        let mut row = self.fenced_row(pid)?;
         let hashed_len = hashed.map_or(row.hashed_len, |h| h.len);
         if row.layout.sync_needs_multipart(durable, hashed_len) {
             self.ensure_multipart(id, &mut row)?;
         }
         let synced = self.wait(self.objects.sync(&row.layout, durable, hashed_len))?;
         self.run(async |tx| self.commit_synced(tx, &row, durable, hashed, &synced).await)
+    }
+
+    /// Partial `pid`'s rows, refused with `Fenced` if another instance
+    /// took its upload: checked before anything is written, so a fenced
+    /// instance leaves the objects to the new holder.
+    fn fenced_row(&self, pid: i64) -> Result<PartialRow> {
+        self.run(async |tx| {
+            let row = self.partial_row(tx, pid).await?;
+            self.check_fence(tx, row.batch).await?;
+            Ok(row)
+        })
     }
 
     /// [`Store::read_partial`](crate::store::Store::read_partial): from
@@ -56,8 +65,7 @@ impl PgStore {
     /// apart from the old ones, which the collector deletes later.
     pub(super) fn reset(&self, id: PartialId) -> Result<()> {
         let pid = int(id.0)?;
-        let row = self.run(async |tx| self.partial_row(tx, pid).await)?;
-        self.run(async |tx| self.check_fence(tx, row.batch).await)?;
+        let row = self.fenced_row(pid)?;
         // Segments a crashed or fenced writer left without a row.
         let listed = self.wait(self.objects.list_tail(id.0))?;
         // A completion whose commit failed may have left the blob's key
@@ -92,7 +100,7 @@ impl PgStore {
                 .get(0);
             Ok(fence)
         })?;
-        self.hold(BatchId(super::rows::nat(row.batch)), fence);
+        self.hold(BatchId(nat(row.batch)), fence);
         self.wait(self.objects.drop_spool(id.0))
     }
 }
