@@ -31,6 +31,10 @@ impl PgStore {
         }
         let pid = int(id.0)?;
         let mut row = self.fenced_row(pid)?;
+        // A state shorter than the bytes already in parts would leave a
+        // resume bytes it cannot read back (invariant I2): keep the
+        // recorded one.
+        let hashed = hashed.filter(|h| h.len >= row.layout.parts_end);
         let hashed_len = hashed.map_or(row.hashed_len, |h| h.len);
         if row.layout.sync_needs_multipart(durable, hashed_len) {
             self.ensure_multipart(id, &mut row)?;
