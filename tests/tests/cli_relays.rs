@@ -221,6 +221,18 @@ fn an_upload_resumes_on_another_instance_of_the_cluster() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(out.contains(&code) || out.is_empty(), "{out}");
     assert_eq!(resume_states(&work.path().join("state")), 0, "{err}");
+    // The second relay continued from what the first made durable.
+    let log = second.log();
+    let resumed_at = log
+        .lines()
+        .filter(|l| l.contains("upload resumed"))
+        .filter_map(|l| l.split("received=").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
+    assert!(
+        resumed_at.is_some_and(|r| r >= PROGRESS),
+        "the second relay did not resume from the first's progress: {log}"
+    );
 
     let state = work.path().join("state");
     first.restart();
