@@ -453,3 +453,48 @@ fn the_same_bytes_finished_on_two_instances_at_once_make_one_blob() {
     assert_eq!(b.read_blob(ba, 0, &mut buf).unwrap(), data.len());
     assert!(buf[..data.len()] == data[..]);
 }
+
+/// A reset dooms the old segments, and the same ranges written again
+/// after it are new objects: collecting the old ones leaves the new bytes
+/// readable and the upload completes with them.
+#[test]
+fn bytes_synced_after_a_reset_survive_the_collection_of_the_old_ones() {
+    let Some(fx) = Fixture::new("bytes_synced_after_a_reset_survive_the_collection") else {
+        return;
+    };
+    let store = fx.open();
+    let files = [NewFile {
+        name: "f",
+        size: 6,
+        sha1: Sha1Digest::of(b"abcdef"),
+        attrs: None,
+    }];
+    let batch = store.create_batch(&new_batch(1, &files, 1000)).unwrap();
+    let p = partial_of(&batch, 0);
+    store.write_partial(p, 0, b"XYZ").unwrap();
+    store.sync_partial(p, 3, None).unwrap();
+    store.reset_partial(p).unwrap();
+    store.write_partial(p, 0, b"abc").unwrap();
+    store.sync_partial(p, 3, None).unwrap();
+    store.sweep(10, 0).unwrap();
+    // A crash empties the spool: the bytes come from the new segment.
+    // (The reset took the upload's fence again, so the restarted
+    // instance takes it, as every resume does, before it goes on.)
+    drop(store);
+    let store = fx.open();
+    store.take_upload(batch.id).unwrap();
+    let mut buf = [0u8; 3];
+    assert_eq!(store.read_partial(p, 0, &mut buf).unwrap(), 3);
+    assert_eq!(&buf, b"abc");
+    store.write_partial(p, 3, b"def").unwrap();
+    let file = FileRef {
+        batch: batch.id,
+        index: 0,
+    };
+    let blob = store.complete_file(file, p, &content(b"abcdef")).unwrap();
+    store.sweep(10, 0).unwrap();
+    let mut all = [0u8; 7];
+    assert_eq!(store.read_blob(blob, 0, &mut all).unwrap(), 6);
+    assert_eq!(&all[..6], b"abcdef");
+    assert_eq!(fx.objects(), 1, "only the blob is left");
+}

@@ -66,7 +66,10 @@ impl PgStore {
     /// [`Store::reset_partial`](crate::store::Store::reset_partial): every
     /// stored byte is doomed and the partial starts again, under a fence
     /// of its own. Taking the fence again keeps the new segments' keys
-    /// apart from the old ones, which the collector deletes later.
+    /// apart from the old ones, which the collector deletes later (a
+    /// create-only PUT finding an old segment would take it for its own).
+    /// Like any take, it means an instance that did not hold the new
+    /// fence takes the upload before its next step, as every resume does.
     pub(super) fn reset(&self, id: PartialId) -> Result<()> {
         let pid = int(id.0)?;
         let row = self.fenced_row(pid)?;
