@@ -359,9 +359,9 @@ async fn open_store(config: &Config, files_per_kind: usize) -> Result<Arc<dyn St
                 let connections = store
                     .postgres_connections
                     .unwrap_or(pickup_relay::config::DEFAULT_POSTGRES_CONNECTIONS);
-                let (store, recovery) = PgStore::open(&url, connections, &data)
+                let s3 = pickup_relay::store::postgres::object_store_config(&store.s3);
+                let (store, recovery) = PgStore::open(&url, connections, &data, &s3)
                     .map_err(|e| format!("cannot open the postgres store: {e}"))?;
-                store.limit_open_files(files_per_kind);
                 Ok((Arc::new(store) as Arc<dyn Store>, recovery))
             }
         }

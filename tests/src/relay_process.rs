@@ -31,32 +31,54 @@ pub enum Backend {
     /// SQLite under the data directory (the relay's default).
     #[default]
     Sqlite,
-    /// PostgreSQL: a database of the test's own, by connection string.
-    Postgres(String),
+    /// PostgreSQL and S3: a database of the test's own, by connection
+    /// string, and a bucket of its own for the contents. Relays given the
+    /// same ones are instances of one cluster, whatever their data
+    /// directories.
+    Postgres {
+        /// The database's connection string.
+        url: String,
+        /// The bucket (`[store.s3]`).
+        bucket: pickup_test_servers::Bucket,
+    },
 }
 
 impl Backend {
-    /// PostgreSQL on a fresh database of the test process's shared server;
-    /// `None` (after a `skipped:` line) where PostgreSQL is not installed.
+    /// PostgreSQL on a fresh database of the test process's shared
+    /// server, with a fresh bucket of its shared S3 server; `None` (after
+    /// a `skipped:` line) where either is not installed.
     pub fn postgres(test: &str) -> Option<Backend> {
-        use pickup_test_servers::{require, Postgres};
+        use pickup_test_servers::{require, Postgres, S3};
         let pg = require(test, Postgres::shared())?;
-        Some(Backend::Postgres(pg.database().expect("a fresh database")))
+        let s3 = require(test, S3::shared())?;
+        Some(Backend::Postgres {
+            url: pg.database().expect("a fresh database"),
+            bucket: s3.bucket().expect("a fresh bucket"),
+        })
     }
 
     /// The `[store]` section, as TOML (none for SQLite, the default).
     fn store_section(&self) -> String {
         match self {
             Backend::Sqlite => String::new(),
-            // The bucket satisfies the config's check: contents stay
-            // under the data directory until the S3 store lands.
-            Backend::Postgres(url) => format!(
-                "\n[store]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n\
-                 [store.s3]\nbucket = \"unused\"\n",
-                url.replace('\\', "\\\\").replace('"', "\\\"")
+            Backend::Postgres { url, bucket } => format!(
+                "\n[store]\nbackend = \"postgres\"\npostgres_url = {}\n\
+                 [store.s3]\nendpoint = {}\nregion = {}\nbucket = {}\nprefix = \"relay\"\n\
+                 access_key_id = {}\nsecret_access_key = {}\n",
+                toml_str(url),
+                toml_str(&bucket.endpoint),
+                toml_str(&bucket.region),
+                toml_str(&bucket.name),
+                toml_str(&bucket.access_key_id),
+                toml_str(&bucket.secret_access_key),
             ),
         }
     }
+}
+
+/// `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// How to start a relay; see [`RelayProcess::builder`].
@@ -145,7 +167,7 @@ impl Builder {
             _scratch: scratch,
         };
         relay.spawn();
-        if matches!(self.backend, Backend::Postgres(_)) {
+        if matches!(self.backend, Backend::Postgres { .. }) {
             // A test on PostgreSQL that silently ran on SQLite would
             // prove nothing.
             assert!(

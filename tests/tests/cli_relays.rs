@@ -9,7 +9,9 @@
 //! What the failover tests saw: two relays cannot serve one data directory
 //! at once (SQLite locking), so a second relay either has its own data (the
 //! upload cannot continue there: a clear error, exit 2) or takes over the
-//! data of one that died (the upload resumes there and completes).
+//! data of one that died (the upload resumes there and completes). Relays
+//! of one `postgres` cluster (one database, one bucket) share everything
+//! but their data directories: the upload resumes on any of them.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::Ordering;
@@ -20,7 +22,7 @@ use pickup_tests::e2e::{
     pickup, pickup_bin, received, resume_states, run, run_json, same_file, stderr, wait_for,
     write_random, Running, TempDir,
 };
-use pickup_tests::relay_process::RelayProcess;
+use pickup_tests::relay_process::{Backend, RelayProcess};
 
 const MIB: u64 = 1024 * 1024;
 /// Large enough that the throttled upload is still running when the
@@ -196,4 +198,55 @@ fn an_upload_resumes_on_the_next_address_when_it_serves_the_same_data() {
         dest.to_str().unwrap(),
     ]));
     assert!(same_file(&file, &dest.join("video.mp4")));
+}
+
+/// (3c) Two relays of one cluster (one PostgreSQL database, one bucket,
+/// each its own data directory) both running: the one serving an upload
+/// dies by `kill -9`, the reconnect moves on to the other, which takes the
+/// upload over from what the first made durable (segments in S3, the hash
+/// state in PostgreSQL) and completes it. The file comes back
+/// byte-identical from the survivor, and from the first once restarted.
+#[test]
+fn an_upload_resumes_on_another_instance_of_the_cluster() {
+    let Some(backend) = Backend::postgres("an_upload_resumes_on_another_instance_of_the_cluster")
+    else {
+        return;
+    };
+    let mut first = RelayProcess::builder().backend(&backend).start();
+    let second = RelayProcess::builder().backend(&backend).start();
+    assert_ne!(first.data(), second.data());
+    let work = TempDir::new("cli-relays");
+    let (send, code, file) = send_until_the_first_relay_dies(&work, &mut first, &second.tcp());
+    let (status, out, err) = send.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(out.contains(&code) || out.is_empty(), "{out}");
+    assert_eq!(resume_states(&work.path().join("state")), 0, "{err}");
+    // The second relay continued from what the first made durable.
+    let log = second.log();
+    let resumed_at = log
+        .lines()
+        .filter(|l| l.contains("upload resumed"))
+        .filter_map(|l| l.split("received=").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
+    assert!(
+        resumed_at.is_some_and(|r| r >= PROGRESS),
+        "the second relay did not resume from the first's progress: {log}"
+    );
+
+    let state = work.path().join("state");
+    first.restart();
+    for (relay, dest) in [(&second, "from-second"), (&first, "from-first")] {
+        let dest = work.path().join(dest);
+        run_json(pickup(&state).args([
+            "get",
+            "--json",
+            "--relay",
+            &relay.tcp(),
+            &code,
+            "-o",
+            dest.to_str().unwrap(),
+        ]));
+        assert!(same_file(&file, &dest.join("video.mp4")), "{dest:?}");
+    }
 }

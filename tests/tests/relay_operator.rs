@@ -448,7 +448,8 @@ fn migrate_applies_the_schema_once_and_prints_its_version() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("backend = \"postgres\""));
-    let Some(Backend::Postgres(url)) = Backend::postgres("migrate_applies_the_schema_once") else {
+    let Some(Backend::Postgres { url, .. }) = Backend::postgres("migrate_applies_the_schema_once")
+    else {
         return;
     };
     let config = scratch.path().join("pg.toml");

@@ -8,10 +8,11 @@
 //!
 //! - [`sqlite::SqliteStore`], the default: metadata in SQLite (WAL,
 //!   `synchronous=FULL`), contents as plain files under the data directory,
-//!   named by internal id only (`contents`, shared with the next one).
+//!   named by internal id only (`contents`).
 //! - [`postgres::PgStore`] (`[store] backend = "postgres"`): metadata in
-//!   PostgreSQL, shared by relay instances, which fence each other's
-//!   uploads; contents still as files under the data directory.
+//!   PostgreSQL and contents in S3-compatible object storage, both shared
+//!   by relay instances, which fence each other's uploads; the data
+//!   directory holds only an instance's spool of unsynced bytes.
 //! - [`memory::MemoryStore`]: everything in memory, for the simulator, the
 //!   fuzzers and unit tests; `MemoryStore::crash` (feature `test-support`)
 //!   drops exactly what was never made durable.

@@ -38,7 +38,7 @@ pub struct S3 {
 }
 
 /// A fresh, empty bucket, and how to reach it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bucket {
     /// `http://127.0.0.1:<port>` (path-style requests).
     pub endpoint: String,

@@ -1,6 +1,7 @@
-//! Contents as local files, for every store that keeps them on its own disk
-//! (the SQLite store, and the PostgreSQL store until its contents move to
-//! S3): one file per partial upload and per blob, named by internal id.
+//! Contents as local files, for the store that keeps them on its own disk
+//! (the SQLite store; the PostgreSQL store keeps them in S3, see
+//! `store::postgres::objects`): one file per partial upload and per blob,
+//! named by internal id.
 //!
 //! ```text
 //!   DATA/partial/<id>    bytes of an upload in progress

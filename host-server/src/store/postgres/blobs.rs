@@ -1,7 +1,6 @@
-//! Finishing an upload: sharing a stored blob with the same bytes, or
-//! making the partial file a blob (rule 3 of
-//! [`contents`](crate::store::contents)); linking after a proof; the blob
-//! rows. The SQL of store/sqlite/blobs.rs, each commit fenced.
+//! Finishing an upload: completing its object, then sharing a stored blob
+//! with the same bytes or making it a blob; linking after a proof; the
+//! blob rows. The SQL of store/sqlite/blobs.rs, each commit fenced.
 
 use pickup_proto::Sha1Digest;
 use tokio_postgres::Transaction;
@@ -28,9 +27,11 @@ impl PgStore {
         self.run(async |tx| candidates(tx, size, sha1, limit).await)
     }
 
-    /// [`Store::complete_file`](crate::store::Store::complete_file), as
-    /// the SQLite store does it: no transaction is open across an fsync or
-    /// a comparison of bytes.
+    /// [`Store::complete_file`](crate::store::Store::complete_file)
+    /// (design §3.2, §4): the blob object completed, compared with the
+    /// candidates outside any transaction, then the decision taken under
+    /// the content identity's advisory lock: share an equal blob (and doom
+    /// our copy) or make ours a blob.
     pub(super) fn complete(
         &self,
         file: FileRef,
@@ -70,66 +71,142 @@ impl PgStore {
         if content.size == 0 {
             self.run(async |tx| {
                 self.check_fence(tx, batch).await?;
+                let upload = self.upload_of(tx, pid).await?;
+                self.doom_partial(tx, pid, upload.as_deref(), true, &[])
+                    .await?;
                 set_blob(tx, file, pid, int(BlobId::EMPTY.0)?).await
             })?;
-            self.files.drop_partial_file(partial.0)?;
+            self.wait(self.objects.drop_spool(partial.0))?;
             return Ok(BlobId::EMPTY);
         }
         let size = int(content.size)?;
-        let found = self.run(async |tx| {
-            expect_partial(tx, file, pid).await?;
-            candidates(tx, size, &sha1, MAX_COMPARED as i64).await
-        })?;
-        for blob in found.into_iter().take(MAX_COMPARED) {
-            match self.files.same_bytes(partial, blob, content.size) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(blob = blob.0, "cannot compare with a stored blob: {e}");
-                    continue;
-                }
-            }
-            // Same bytes: share the blob, if it is still there (a sweep
-            // may have collected it meanwhile).
-            let bid = int(blob.0)?;
-            let shared = self.run(async |tx| {
-                self.check_fence(tx, batch).await?;
-                share_blob(tx, file, pid, bid).await
-            })?;
-            if shared {
-                self.files.drop_partial_file(partial.0)?;
-                return Ok(blob);
-            }
-        }
-        self.files.promote(partial)?;
-        let threshold = i64::from(content.threshold);
-        let committed = self.run(async |tx| {
+        // Fenced before anything is written: a fenced instance leaves the
+        // objects to the new holder.
+        let mut row = self.run(async |tx| {
             self.check_fence(tx, batch).await?;
-            // A retry of a commit whose answer was lost finds it made.
-            let made = tx
-                .query_opt(
-                    "SELECT 1 FROM files WHERE batch = $1 AND idx = $2 AND blob = $3",
-                    &[&batch, &idx, &pid],
+            expect_partial(tx, file, pid).await?;
+            self.partial_row(tx, pid).await
+        })?;
+        if row.layout.complete_needs_multipart(content.size) {
+            self.ensure_multipart(partial, &mut row)?;
+        }
+        self.wait(self.objects.complete(&row.layout, content.size))?;
+        // Segments a crashed or fenced writer left without a row.
+        let listed = self.wait(self.objects.list_tail(partial.0))?;
+        let threshold = i64::from(content.threshold);
+        let lock = content_lock(content.size, &sha1);
+        let mut compared: Vec<(BlobId, bool)> = Vec::new();
+        // Each round compares at least one more candidate, so rounds are
+        // bounded by the candidates an upload is compared with at most.
+        for _ in 0..=MAX_COMPARED {
+            let decided = self.run(async |tx| {
+                self.check_fence(tx, batch).await?;
+                // A retry of a commit whose answer was lost finds it made.
+                let made = tx
+                    .query_opt(
+                        "SELECT blob FROM files WHERE batch = $1 AND idx = $2 AND blob IS NOT NULL",
+                        &[&batch, &idx],
+                    )
+                    .await?;
+                if let Some(made) = made.map(|r| r.get::<_, i64>(0)) {
+                    let ours =
+                        made == pid || compared.iter().any(|&(b, same)| same && b.0 == nat(made));
+                    if ours {
+                        return Ok(Decision::Done(BlobId(nat(made))));
+                    }
+                }
+                // Two instances finishing the same content take turns
+                // here: the second sees the first's blob and compares.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+                    .await?;
+                let found = candidates(tx, size, &sha1, MAX_COMPARED as i64).await?;
+                let fresh: Vec<BlobId> = found
+                    .iter()
+                    .filter(|b| !compared.iter().any(|(c, _)| c == *b))
+                    .copied()
+                    .collect();
+                if !fresh.is_empty() {
+                    return Ok(Decision::Compare(fresh));
+                }
+                // Shared or made a blob, the upload is complete: its
+                // segments go either way.
+                self.doom_partial(tx, pid, None, false, &listed).await?;
+                for (blob, same) in &compared {
+                    if !same || !found.contains(blob) {
+                        continue;
+                    }
+                    if share_blob(tx, file, pid, int(blob.0)?).await? {
+                        // Our own copy of the same bytes is garbage.
+                        self.doom(tx, &self.objects.blob_key(partial.0), None)
+                            .await?;
+                        return Ok(Decision::Done(*blob));
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO blobs(id, size, sha1, refs, threshold) VALUES ($1, $2, $3, 1, $4)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&pid, &size, &&sha1.0[..], &threshold],
                 )
                 .await?;
-            if made.is_some() {
-                return Ok(());
+                set_blob(tx, file, pid, pid).await?;
+                add_owner(tx, file, pid).await?;
+                Ok(Decision::Done(BlobId(partial.0)))
+            });
+            match decided {
+                Ok(Decision::Done(blob)) => {
+                    self.wait(self.objects.drop_spool(partial.0))?;
+                    return Ok(blob);
+                }
+                Ok(Decision::Compare(fresh)) => {
+                    for blob in fresh {
+                        let same = match self.wait(self.objects.same_bytes(
+                            partial.0,
+                            blob.0,
+                            content.size,
+                        )) {
+                            Ok(same) => same,
+                            Err(e) => {
+                                tracing::warn!(
+                                    blob = blob.0,
+                                    "cannot compare with a stored blob: {e}"
+                                );
+                                false
+                            }
+                        };
+                        compared.push((blob, same));
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, StoreError::NotFound) {
+                        self.doom_orphan_blob(pid)?;
+                    }
+                    return Err(e);
+                }
             }
-            tx.execute(
-                "INSERT INTO blobs(id, size, sha1, refs, threshold) VALUES ($1, $2, $3, 1, $4)
-                 ON CONFLICT (id) DO NOTHING",
-                &[&pid, &size, &&sha1.0[..], &threshold],
-            )
-            .await?;
-            set_blob(tx, file, pid, pid).await?;
-            add_owner(tx, file, pid).await
-        });
-        if let Err(e) = committed {
-            self.files
-                .demote(partial, matches!(e, StoreError::NotFound))?;
-            return Err(e);
         }
-        Ok(BlobId(partial.0))
+        Err(StoreError::Corrupt(format!(
+            "more than {MAX_COMPARED} blobs with the size and SHA-1 of partial {pid}"
+        )))
+    }
+
+    /// The completed `blobs/{pid}` of an upload whose file went meanwhile
+    /// (swept): no row will ever name it, unless one does already.
+    fn doom_orphan_blob(&self, pid: i64) -> Result<()> {
+        let key = self.objects.blob_key(nat(pid));
+        self.run(async |tx| {
+            let named = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM blobs WHERE id = $1)
+                         OR EXISTS(SELECT 1 FROM partials WHERE id = $1)",
+                    &[&pid],
+                )
+                .await?
+                .get::<_, bool>(0);
+            if !named {
+                self.doom(tx, &key, None).await?;
+            }
+            Ok(())
+        })
     }
 
     /// [`Store::link_file`](crate::store::Store::link_file).
@@ -140,11 +217,17 @@ impl PgStore {
             let pid = file_partial(tx, file)
                 .await?
                 .ok_or_else(|| refused(StoreError::NotFound))?;
-            Ok(share_blob(tx, file, pid, bid).await?.then_some(pid))
+            let upload = self.upload_of(tx, pid).await?;
+            if !share_blob(tx, file, pid, bid).await? {
+                return Ok(None);
+            }
+            self.doom_partial(tx, pid, upload.as_deref(), true, &[])
+                .await?;
+            Ok(Some(pid))
         })?;
         match linked {
             Some(pid) => {
-                self.files.drop_partial_file(nat(pid))?;
+                self.wait(self.objects.drop_spool(nat(pid)))?;
                 Ok(true)
             }
             None => Ok(false),
@@ -177,6 +260,23 @@ impl PgStore {
             })
         })
     }
+}
+
+/// What a completion's decision transaction found.
+enum Decision {
+    /// The file points at this blob now.
+    Done(BlobId),
+    /// Blobs of the same size and SHA-1 not compared yet: compare them
+    /// (outside any transaction) and decide again.
+    Compare(Vec<BlobId>),
+}
+
+/// The advisory lock of a content identity (design §4): the first eight
+/// bytes of its SHA-1 XOR its size.
+fn content_lock(size: u64, sha1: &Sha1Digest) -> i64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&sha1.0[..8]);
+    i64::from_le_bytes(head) ^ (size as i64)
 }
 
 async fn candidates(

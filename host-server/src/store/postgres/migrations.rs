@@ -25,7 +25,7 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS];
+pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS, OBJECTS];
 
 /// Version 1: batches, files, partials, blobs, names, deliveries
 /// ([`super::PgStore`]).
@@ -49,6 +49,14 @@ pub(crate) const SHARED_LIMITS: Migration = Migration {
     version: 3,
     name: "shared_limits",
     sql: include_str!("migrations/0003_shared_limits.sql"),
+};
+
+/// Version 4: where partial uploads are in object storage, and the
+/// objects waiting to be deleted ([`super::objects`]).
+pub(crate) const OBJECTS: Migration = Migration {
+    version: 4,
+    name: "objects",
+    sql: include_str!("migrations/0004_objects.sql"),
 };
 
 /// The advisory lock migrations run under ("pickup" in ASCII).

@@ -4,9 +4,10 @@
 //!
 //! ```text
 //!   PostgreSQL   batches, files, partials, blobs, expired codes, names,
-//!                their shares, kept blobs, deliveries (migrations/0001_store.sql)
-//!   DATA/partial/<id>, DATA/blobs/<id>   contents, as the SQLite store keeps
-//!                them (store::contents), until they move to S3
+//!                their shares, kept blobs, deliveries (migrations/0001_store.sql);
+//!                parts, segments, doomed objects (migrations/0004_objects.sql)
+//!   S3           blobs/<id>, tail/<partial>/<fence>/<start>-<end>  (objects)
+//!   DATA/spool/<partial>   bytes received and not synced yet, this instance's only
 //! ```
 //!
 //! - `db`: the connection pool, the store's own runtime, and transactions
@@ -16,6 +17,9 @@
 //! - `store`: [`PgStore`], opening it, upload fences, the short steps;
 //! - `blobs`, `names`, `sweep`, `deliveries`, `rows`: the SQL of the
 //!   SQLite store's modules of the same names;
+//! - `uploads`: the steps of a partial upload (spool, sync, read, reset);
+//! - `layout`: where a partial's bytes are, as rows; doomed objects and
+//!   their collector;
 //! - [`objects`]: contents in S3: partial uploads as multipart uploads plus
 //!   create-only tail segments, blobs, ranged reads, byte comparison;
 //! - `lookup_budget`: the failed-lookup budget all instances claim from;
@@ -24,8 +28,8 @@
 //! - `handoff`: dropping the store's runtime off its own workers.
 //!
 //! Durability: every step is one transaction committed with
-//! `synchronous_commit` on (checked at open); `sync_partial` fsyncs the
-//! partial file first. Upload ownership across instances: every durable
+//! `synchronous_commit` on (checked at open); `sync_partial` writes the
+//! bytes to object storage first, then commits where they are. Upload ownership across instances: every durable
 //! step of an upload (sync, reset, complete, link) checks the batch's
 //! `lease_fence` under `FOR SHARE` against the fence this instance took
 //! ([`Store::take_upload`](crate::store::Store::take_upload)), and is
@@ -37,6 +41,7 @@ pub mod cluster;
 pub(crate) mod db;
 mod deliveries;
 pub(crate) mod handoff;
+mod layout;
 pub(crate) mod lookup_budget;
 pub(crate) mod migrations;
 mod names;
@@ -47,7 +52,8 @@ mod store;
 mod sweep;
 #[cfg(test)]
 pub(crate) mod tests;
+mod uploads;
 
 pub use cluster::Cluster;
 pub use db::DbError;
-pub use store::{migrate_database, PgStore};
+pub use store::{migrate_database, object_store_config, PgStore, COLLECT_DELAY_SECS};

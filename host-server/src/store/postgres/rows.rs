@@ -231,8 +231,8 @@ pub(super) async fn insert_file(
     } else {
         let partial: i64 = tx
             .query_one(
-                "INSERT INTO partials(batch, durable) VALUES ($1, 0) RETURNING id",
-                &[&batch],
+                "INSERT INTO partials(batch, durable, part_size) VALUES ($1, 0, $2) RETURNING id",
+                &[&batch, &int(super::objects::part_size_for(file.size))?],
             )
             .await?
             .get(0);

@@ -2,6 +2,7 @@
 //! one statement or one short transaction each.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -10,10 +11,11 @@ use tokio_postgres::Transaction;
 
 use super::db::{Db, DbError};
 use super::migrations::{check_durability, migrate, MIGRATIONS};
+use super::objects::{ObjectStoreConfig, Objects};
 use super::rows::{corrupt, KeyColumn};
 use super::rows::{count_usage, file_partial, insert_file, int, load, nat, refused, FileRow};
 use crate::running_sha1::Midstate;
-use crate::store::contents::{Contents, Recovery};
+use crate::store::contents::Recovery;
 use crate::store::{
     Batch, BatchId, BlobId, Content, FileRef, Holders, Lookup, LookupKey, NameUsage, NamedFile,
     NewBatch, NewFile, OwnerId, PartialId, Result, Store, StoreError, SweepStats, Usage,
@@ -29,18 +31,24 @@ impl From<DbError> for StoreError {
     }
 }
 
-/// Metadata in PostgreSQL, shared by every relay instance of a cluster;
-/// contents (in this version) as local files under the data directory,
-/// kept exactly as the SQLite store keeps them
-/// (the `store::contents` module). Instances of one database
-/// therefore share one data directory until contents move to S3.
+/// How long a doomed object waits before it is deleted, unless
+/// [`PgStore::set_collect_delay`] says otherwise: readers that found it
+/// just before it became unreachable have their time (design §5.3).
+pub const COLLECT_DELAY_SECS: i64 = 60;
+
+/// Metadata in PostgreSQL and contents in S3-compatible object storage,
+/// both shared by every relay instance of a cluster. The data directory
+/// holds only this instance's spool (bytes received and not yet synced),
+/// emptied at open: instances need not share it.
 pub struct PgStore {
     pub(super) db: Db,
-    pub(super) files: Contents,
+    pub(super) objects: Objects,
     dir: PathBuf,
     /// The fence this instance holds per batch whose upload it took
     /// ([`Store::take_upload`]); a batch it created holds fence 0.
     fences: Mutex<HashMap<BatchId, i64>>,
+    /// Seconds a doomed object waits before the collector deletes it.
+    pub(super) collect_delay: i64,
 }
 
 impl core::fmt::Debug for PgStore {
@@ -49,6 +57,29 @@ impl core::fmt::Debug for PgStore {
             .field("dir", &self.dir)
             .field("db", &self.db)
             .finish_non_exhaustive()
+    }
+}
+
+/// The object storage `[store.s3]` names: region from the key, else
+/// `AWS_REGION`, else `us-east-1`; plain HTTP only to an endpoint that
+/// says `http://`.
+pub fn object_store_config(s3: &crate::config::S3Config) -> ObjectStoreConfig {
+    let region = s3
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| "us-east-1".into());
+    ObjectStoreConfig {
+        endpoint: s3.endpoint.clone(),
+        region,
+        bucket: s3.bucket.clone().unwrap_or_default(),
+        prefix: s3.prefix.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key: s3.secret_access_key.clone(),
+        allow_http: s3
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://")),
     }
 }
 
@@ -63,20 +94,29 @@ pub fn migrate_database(url: &str) -> std::result::Result<(Vec<i32>, i32), DbErr
 
 impl PgStore {
     /// Connects at most `connections` connections to `url`, refuses a
-    /// server that could lose a commit, applies missing migrations, and
-    /// recovers the files under `data_dir` against the committed rows (as
-    /// [`SqliteStore::open`](crate::store::sqlite::SqliteStore::open)).
-    /// Call it from a thread that is not a runtime worker.
-    pub fn open(url: &str, connections: usize, data_dir: &Path) -> Result<(PgStore, Recovery)> {
-        let files = Contents::open(data_dir)?;
+    /// server that could lose a commit, applies missing migrations, opens
+    /// the object storage `s3` names, and empties the spool under
+    /// `data_dir` (nothing in it is trusted: another instance may have
+    /// continued those uploads). Nothing shared is changed: other
+    /// instances' uploads go on. Call it from a thread that is not a
+    /// runtime worker.
+    pub fn open(
+        url: &str,
+        connections: usize,
+        data_dir: &Path,
+        s3: &ObjectStoreConfig,
+    ) -> Result<(PgStore, Recovery)> {
         let db = Db::connect(url, connections)?;
         db.block_on(check_durability(&db))?;
         db.block_on(migrate(&db, MIGRATIONS))?;
+        let objects = Objects::connect(s3, data_dir)?;
+        db.block_on(objects.clear_spool())?;
         let store = PgStore {
             db,
-            files,
+            objects,
             dir: data_dir.to_owned(),
             fences: Mutex::default(),
+            collect_delay: COLLECT_DELAY_SECS,
         };
         let recovery = store.recover()?;
         Ok((store, recovery))
@@ -87,9 +127,10 @@ impl PgStore {
         &self.dir
     }
 
-    /// Keeps at most `per_kind` partial and `per_kind` blob files open.
-    pub fn limit_open_files(&self, per_kind: usize) {
-        self.files.limit_open_files(per_kind);
+    /// Sets how long doomed objects wait before they are deleted (tests
+    /// collect at once).
+    pub fn set_collect_delay(&mut self, secs: i64) {
+        self.collect_delay = secs.max(0);
     }
 
     /// Runs `step` as one committed transaction from this thread, and
@@ -105,23 +146,42 @@ impl PgStore {
         &self,
         step: impl AsyncFnMut(&Transaction<'_>) -> std::result::Result<T, DbError>,
     ) -> Result<T> {
+        Ok(self.block_on(self.db.transaction(step))?)
+    }
+
+    /// Runs an object storage step on the store's runtime and waits for
+    /// it, as [`run`](Self::run) does.
+    pub(super) fn wait<T>(
+        &self,
+        step: impl Future<Output = super::objects::Result<T>>,
+    ) -> Result<T> {
+        Ok(self.block_on(step)?)
+    }
+
+    /// Waits for `f` on the store's runtime (see [`run`](Self::run)).
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        let step = self.db.transaction(step);
         let on_runtime =
             Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-        let done = if on_runtime {
-            tokio::task::block_in_place(|| self.db.block_on(step))
+        if on_runtime {
+            tokio::task::block_in_place(|| self.db.block_on(f))
         } else {
-            self.db.block_on(step)
-        };
-        Ok(done?)
+            self.db.block_on(f)
+        }
     }
 
     fn fences(&self) -> MutexGuard<'_, HashMap<BatchId, i64>> {
         self.fences.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn held(&self, batch: i64) -> i64 {
+    /// Records `fence` as the one this instance holds for `batch`.
+    pub(super) fn hold(&self, batch: BatchId, fence: i64) {
+        let mut fences = self.fences();
+        let held = fences.entry(batch).or_default();
+        *held = (*held).max(fence);
+    }
+
+    pub(super) fn held(&self, batch: i64) -> i64 {
         self.fences()
             .get(&BatchId(nat(batch)))
             .copied()
@@ -149,21 +209,6 @@ impl PgStore {
         }
     }
 
-    /// [`check_fence`](Self::check_fence) for the batch of partial `id`.
-    pub(super) async fn check_partial_fence(
-        &self,
-        tx: &Transaction<'_>,
-        id: i64,
-    ) -> std::result::Result<(), DbError> {
-        let row = tx
-            .query_opt("SELECT batch FROM partials WHERE id = $1", &[&id])
-            .await?;
-        match row {
-            Some(r) => self.check_fence(tx, r.get(0)).await,
-            None => Ok(()),
-        }
-    }
-
     /// Forgets the fences of batches that no longer exist (swept by any
     /// instance), so the map stays as small as the live batches taken here.
     pub(super) fn forget_fences(&self) -> Result<()> {
@@ -181,66 +226,23 @@ impl PgStore {
         Ok(())
     }
 
-    /// Makes the files agree with the committed rows (see
-    /// [`Contents::recover`]).
+    /// What there is to resume: nothing is repaired, since nothing of
+    /// the contents is this instance's alone any more.
     fn recover(&self) -> Result<Recovery> {
-        let (partials, blobs, batches) = self.run(async |tx| {
-            let partials: Vec<(u64, u64)> = tx
-                .query("SELECT id, durable FROM partials", &[])
-                .await?
-                .iter()
-                .map(|r| (nat(r.get(0)), nat(r.get(1))))
-                .collect();
-            let blobs: HashSet<u64> = tx
-                .query("SELECT id FROM blobs", &[])
-                .await?
-                .iter()
-                .map(|r| nat(r.get(0)))
-                .collect();
-            let batches: i64 = tx
-                .query_one("SELECT COUNT(*) FROM batches", &[])
-                .await?
-                .get(0);
-            Ok((partials, blobs, batches))
+        let (partials, batches): (i64, i64) = self.run(async |tx| {
+            let row = tx
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM partials WHERE durable > 0),
+                            (SELECT COUNT(*) FROM batches)",
+                    &[],
+                )
+                .await?;
+            Ok((row.get(0), row.get(1)))
         })?;
-        let (mut report, shortened) = self.files.recover(&partials, &blobs)?;
-        for s in shortened {
-            let (len, id) = (int(s.len)?, int(s.id)?);
-            self.run(async |tx| {
-                tx.execute(
-                    "UPDATE partials SET durable = $1, hashed = NULL WHERE id = $2",
-                    &[&len, &id],
-                )
-                .await?;
-                Ok(())
-            })?;
-        }
-        report.batches = nat(batches);
-        Ok(report)
-    }
-
-    /// Records the durable offset of partial `id` (fenced), after its
-    /// bytes were made durable.
-    fn commit_durable(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
-        if hashed.is_some_and(|h| h.len > durable) {
-            return Err(StoreError::Corrupt(
-                "hash state past the durable offset".into(),
-            ));
-        }
-        let (durable, id) = (int(durable)?, int(id.0)?);
-        let hashed = hashed.map(|h| h.to_bytes().to_vec());
-        self.run(async |tx| {
-            self.check_partial_fence(tx, id).await?;
-            let n = tx
-                .execute(
-                    "UPDATE partials SET durable = $1, hashed = COALESCE($3, hashed) WHERE id = $2",
-                    &[&durable, &id, &hashed],
-                )
-                .await?;
-            if n == 0 {
-                return Err(refused(StoreError::NotFound));
-            }
-            Ok(())
+        Ok(Recovery {
+            partials: nat(partials),
+            batches: nat(batches),
+            ..Recovery::default()
         })
     }
 }
@@ -401,7 +403,17 @@ impl Store for PgStore {
                 Lookup::Expired | Lookup::Unknown => Err(refused(StoreError::NotFound)),
             }
         })?;
-        self.fences().insert(batch, fence);
+        let before = self.fences().insert(batch, fence).unwrap_or(0);
+        if fence == before + 1 {
+            return Ok(taken);
+        }
+        // Another instance took the upload since this one held it: what
+        // was spooled here may not be what that one made durable since.
+        for file in &taken.files {
+            if let crate::store::FileContent::Partial { id, .. } = file.content {
+                self.wait(self.objects.drop_spool(id.0))?;
+            }
+        }
         Ok(taken)
     }
 
@@ -422,12 +434,11 @@ impl Store for PgStore {
     }
 
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
-        self.files.write_partial(id, offset, data)
+        self.spool(id, offset, data)
     }
 
     fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
-        self.files.sync_partial(id)?;
-        self.commit_durable(id, durable, hashed)
+        self.sync(id, durable, hashed)
     }
 
     fn partial_hash_state(&self, id: PartialId) -> Result<Option<Midstate>> {
@@ -443,16 +454,11 @@ impl Store for PgStore {
     }
 
     fn read_partial(&self, id: PartialId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        self.files.read_partial(id, offset, buf)
+        self.read_spooled(id, offset, buf)
     }
 
     fn reset_partial(&self, id: PartialId) -> Result<()> {
-        // Fenced before the file changes, not only at the commit: the
-        // file is the new owner's as much as this instance's.
-        let pid = int(id.0)?;
-        self.run(async |tx| self.check_partial_fence(tx, pid).await)?;
-        self.files.truncate_partial(id)?;
-        self.commit_durable(id, 0, Some(&Midstate::START))
+        self.reset(id)
     }
 
     fn candidates(&self, size: u64, sha1: &Sha1Digest, limit: usize) -> Result<Vec<BlobId>> {
@@ -460,7 +466,10 @@ impl Store for PgStore {
     }
 
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        self.files.read_blob(id, offset, buf)
+        if id == BlobId::EMPTY {
+            return Ok(0);
+        }
+        self.wait(self.objects.read_blob(id.0, offset, buf))
     }
 
     fn complete_file(

@@ -1,6 +1,8 @@
 //! Deleting expired batches, and incomplete ones without progress, in
-//! short transactions, then their files; releasing kept blobs whose time
-//! passed; collecting blobs nothing holds (store/sqlite/sweep.rs).
+//! short transactions, their objects doomed in the same ones; releasing
+//! kept blobs whose time passed; collecting blobs nothing holds
+//! (store/sqlite/sweep.rs); then deleting the doomed objects whose time
+//! has come (design §5.3).
 //!
 //! Every instance sweeps (docs/design/scale-out.md §5.2): each chunk locks
 //! its rows `FOR UPDATE SKIP LOCKED`, so instances sweeping at once take
@@ -25,7 +27,6 @@ const SWEEP_CHUNK: i64 = 256;
 struct Chunk {
     stats: SweepStats,
     partials: Vec<u64>,
-    blobs: Vec<u64>,
     batches: Vec<i64>,
     more: bool,
 }
@@ -36,17 +37,14 @@ impl PgStore {
         let mut stats = SweepStats::default();
         let now = int(now)?;
         loop {
-            let chunk = self.run(async |tx| sweep_chunk(tx, now).await)?;
+            let chunk = self.run(async |tx| self.sweep_chunk(tx, now).await)?;
             add(&mut stats, &chunk.stats);
             // After the commit, so a line means the batch is gone.
             for id in &chunk.batches {
                 tracing::info!(batch = id, "batch expired");
             }
             for &id in &chunk.partials {
-                self.files.drop_partial_file(id)?;
-            }
-            for &id in &chunk.blobs {
-                self.files.drop_blob_file(id)?;
+                self.wait(self.objects.drop_spool(id))?;
             }
             if !chunk.more {
                 break;
@@ -67,6 +65,7 @@ impl PgStore {
             Ok(s)
         })?;
         add(&mut stats, &forgotten);
+        self.collect_doomed()?;
         Ok(stats)
     }
 }
@@ -81,110 +80,122 @@ fn add(total: &mut SweepStats, s: &SweepStats) {
     total.deliveries_forgotten += s.deliveries_forgotten;
 }
 
-/// One sweep transaction: at most [`SWEEP_CHUNK`] expired or stale
-/// batches, as many kept blobs whose time passed, as many blobs nothing
-/// holds, each skipping rows another sweep holds.
-async fn sweep_chunk(tx: &Transaction<'_>, now: i64) -> std::result::Result<Chunk, DbError> {
-    let mut chunk = Chunk::default();
-    let expired = tx
-        .query(
-            "SELECT id, code_key, LEAST(expires_at, $1) FROM batches
+impl PgStore {
+    /// One sweep transaction: at most [`SWEEP_CHUNK`] expired or stale
+    /// batches, as many kept blobs whose time passed, as many blobs nothing
+    /// holds, each skipping rows another sweep holds; their objects doomed.
+    async fn sweep_chunk(
+        &self,
+        tx: &Transaction<'_>,
+        now: i64,
+    ) -> std::result::Result<Chunk, DbError> {
+        let mut chunk = Chunk::default();
+        let expired = tx
+            .query(
+                "SELECT id, code_key, LEAST(expires_at, $1) FROM batches
              WHERE expires_at <= $1
                 OR (stale_at <= $1
                     AND (open
                          OR EXISTS(SELECT 1 FROM files
                                    WHERE batch = batches.id AND partial IS NOT NULL)))
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-            &[&now, &SWEEP_CHUNK],
-        )
-        .await?;
-    for row in &expired {
-        let (id, code_key, expired_at): (i64, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
-        let contents = tx
-            .query(
-                "DELETE FROM files WHERE batch = $1 RETURNING partial, blob",
-                &[&id],
+                &[&now, &SWEEP_CHUNK],
             )
             .await?;
-        for c in contents {
-            let (partial, blob): (Option<i64>, Option<i64>) = (c.get(0), c.get(1));
-            if let Some(b) = blob {
-                tx.execute("UPDATE blobs SET refs = refs - 1 WHERE id = $1", &[&b])
-                    .await?;
-            } else if let Some(p) = partial {
-                tx.execute("DELETE FROM partials WHERE id = $1", &[&p])
-                    .await?;
-                chunk.partials.push(nat(p));
+        for row in &expired {
+            let (id, code_key, expired_at): (i64, Vec<u8>, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            let contents = tx
+                .query(
+                    "DELETE FROM files WHERE batch = $1 RETURNING partial, blob",
+                    &[&id],
+                )
+                .await?;
+            for c in contents {
+                let (partial, blob): (Option<i64>, Option<i64>) = (c.get(0), c.get(1));
+                if let Some(b) = blob {
+                    tx.execute("UPDATE blobs SET refs = refs - 1 WHERE id = $1", &[&b])
+                        .await?;
+                } else if let Some(p) = partial {
+                    let upload = self.upload_of(tx, p).await?;
+                    self.doom_partial(tx, p, upload.as_deref(), true, &[])
+                        .await?;
+                    tx.execute("DELETE FROM partials WHERE id = $1", &[&p])
+                        .await?;
+                    chunk.partials.push(nat(p));
+                }
             }
-        }
-        tx.execute("DELETE FROM batches WHERE id = $1", &[&id])
-            .await?;
-        tx.execute(
-            "INSERT INTO expired(code_key, expired_at) VALUES ($1, $2)
+            tx.execute("DELETE FROM batches WHERE id = $1", &[&id])
+                .await?;
+            tx.execute(
+                "INSERT INTO expired(code_key, expired_at) VALUES ($1, $2)
              ON CONFLICT (code_key) DO UPDATE SET expired_at = EXCLUDED.expired_at",
-            &[&code_key, &expired_at],
-        )
-        .await?;
-        chunk.stats.deliveries_expired += tx
-            .execute(
-                &format!(
-                    "UPDATE deliveries SET state = $2, at = $3
-                     WHERE batch = $1 AND state IN {OPEN_STATES_SQL}"
-                ),
-                &[
-                    &id,
-                    &i64::from(rules::state_code(DeliveryState::Expired)),
-                    &expired_at,
-                ],
+                &[&code_key, &expired_at],
             )
             .await?;
-        chunk.batches.push(id);
-    }
-    // Kept blobs of replaced or removed names: their readers have had
-    // their time.
-    let released = tx
-        .query(
-            "DELETE FROM kept_blobs WHERE blob IN
+            chunk.stats.deliveries_expired += tx
+                .execute(
+                    &format!(
+                        "UPDATE deliveries SET state = $2, at = $3
+                     WHERE batch = $1 AND state IN {OPEN_STATES_SQL}"
+                    ),
+                    &[
+                        &id,
+                        &i64::from(rules::state_code(DeliveryState::Expired)),
+                        &expired_at,
+                    ],
+                )
+                .await?;
+            chunk.batches.push(id);
+        }
+        // Kept blobs of replaced or removed names: their readers have had
+        // their time.
+        let released = tx
+            .query(
+                "DELETE FROM kept_blobs WHERE blob IN
                  (SELECT blob FROM kept_blobs WHERE until <= $1
                   LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING blob",
-            &[&now, &SWEEP_CHUNK],
-        )
-        .await?;
-    for row in &released {
-        tx.execute(
-            "UPDATE blobs SET refs = refs - 1 WHERE id = $1",
-            &[&row.get::<_, i64>(0)],
-        )
-        .await?;
-    }
-    // A blob at zero never gains a reference again (a share needs
-    // `refs > 0`), so collecting it races with nothing.
-    let collected: Vec<i64> = tx
-        .query(
-            "DELETE FROM blobs WHERE id IN
+                &[&now, &SWEEP_CHUNK],
+            )
+            .await?;
+        for row in &released {
+            tx.execute(
+                "UPDATE blobs SET refs = refs - 1 WHERE id = $1",
+                &[&row.get::<_, i64>(0)],
+            )
+            .await?;
+        }
+        // A blob at zero never gains a reference again (a share needs
+        // `refs > 0`), so collecting it races with nothing.
+        let collected: Vec<i64> = tx
+            .query(
+                "DELETE FROM blobs WHERE id IN
                  (SELECT id FROM blobs WHERE refs <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING id",
-            &[&SWEEP_CHUNK],
+                &[&SWEEP_CHUNK],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.execute(
+            "DELETE FROM blob_owners WHERE blob = ANY($1)",
+            &[&collected],
         )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    tx.execute(
-        "DELETE FROM blob_owners WHERE blob = ANY($1)",
-        &[&collected],
-    )
-    .await?;
-    chunk.more = [expired.len(), released.len(), collected.len()]
-        .iter()
-        .any(|&n| n as i64 == SWEEP_CHUNK);
-    chunk.stats.batches = expired.len() as u64;
-    chunk.stats.released = released.len() as u64;
-    chunk.stats.partials = chunk.partials.len() as u64;
-    chunk.stats.blobs = collected.len() as u64;
-    chunk.blobs = collected.into_iter().map(nat).collect();
-    Ok(chunk)
+        .await?;
+        for &id in &collected {
+            self.doom(tx, &self.objects.blob_key(nat(id)), None).await?;
+        }
+        chunk.more = [expired.len(), released.len(), collected.len()]
+            .iter()
+            .any(|&n| n as i64 == SWEEP_CHUNK);
+        chunk.stats.batches = expired.len() as u64;
+        chunk.stats.released = released.len() as u64;
+        chunk.stats.partials = chunk.partials.len() as u64;
+        chunk.stats.blobs = collected.len() as u64;
+        Ok(chunk)
+    }
 }
 
 /// Forgets deliveries whose batch is gone and whose expiry is older than

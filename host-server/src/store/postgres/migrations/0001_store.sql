@@ -2,7 +2,7 @@
 -- column for column (docs/design/scale-out.md §2.2). Ids that must never be
 -- reused are identities; a blob takes the id of the partial upload it was
 -- (content_ids), so the two share one sequence. Every number is BIGINT, so
--- each binds as an i64. The S3 tables and columns come with the S3 slice.
+-- each binds as an i64. The S3 tables and columns are migration 4.
 
 CREATE TABLE batches(
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

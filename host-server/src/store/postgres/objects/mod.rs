@@ -301,6 +301,16 @@ impl Objects {
         Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
     }
 
+    /// How many objects there are under `{prefix}/{dir}` (tests: what
+    /// is left after a sweep).
+    #[cfg(test)]
+    pub(crate) async fn count_under(&self, dir: &str) -> Result<usize> {
+        use futures_util::TryStreamExt;
+        let under = self.prefix.clone().join(dir);
+        let metas: Vec<_> = self.s3.list(Some(&under)).try_collect().await?;
+        Ok(metas.len())
+    }
+
     /// One ranged GET: the bytes (fewer at the object's end) and the
     /// object's full size.
     async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<(bytes::Bytes, u64)> {
