@@ -17,6 +17,7 @@
 //! ([`Config::choose_listeners`]).
 
 mod admin;
+mod backend;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,16 +28,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pickup_relay::codes::{self, TARGET_GUESS_BOUND};
-use pickup_relay::config::{
-    Backend, Listeners, Peers, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY,
-};
+use pickup_relay::config::{Listeners, Peers, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
 use pickup_relay::descriptors;
-use pickup_relay::directory::{Directory, PasswordParams, PgDirectory, SqliteDirectory};
 use pickup_relay::http;
 use pickup_relay::random::OsRandom;
-use pickup_relay::store::postgres::{migrate_database, Cluster, PgStore};
-use pickup_relay::store::sqlite::SqliteStore;
-use pickup_relay::store::{Recovery, Store};
 use pickup_relay::transport::{self, serial, tls, Clock};
 use pickup_relay::{Config, Relay};
 use tokio::sync::watch;
@@ -206,7 +201,7 @@ fn main() -> ExitCode {
         Some(Command::User(args)) => return admin::user(args),
         Some(Command::Terminal(args)) => return admin::terminal(args),
         Some(Command::Cert(CertCommand::SelfSigned(args))) => return self_signed(&args),
-        Some(Command::Migrate(args)) => return migrate(&args),
+        Some(Command::Migrate(args)) => return backend::migrate(&args),
         None => cli.serve,
     };
     init_logging(args.log_json);
@@ -267,122 +262,6 @@ fn self_signed(args: &SelfSignedArgs) -> ExitCode {
     }
 }
 
-/// The accounts: in the data directory's SQLite database, or with
-/// `[store] backend = "postgres"` in the database every instance shares.
-async fn open_directory(
-    config: &Config,
-    params: PasswordParams,
-) -> Result<Arc<dyn Directory>, String> {
-    match config.store.backend {
-        Backend::Sqlite => SqliteDirectory::open(&config.data, params)
-            .map(|d| Arc::new(d) as Arc<dyn Directory>)
-            .map_err(|e| format!("cannot open the accounts in {}: {e}", config.data.display())),
-        Backend::Postgres => {
-            // Checked by `validate`. Never logged: it may hold a password.
-            let url = config.store.postgres_url.clone().unwrap_or_default();
-            let connections = config
-                .store
-                .postgres_connections
-                .unwrap_or(DEFAULT_POSTGRES_CONNECTIONS);
-            // Off the runtime's workers: the directory blocks on a runtime
-            // of its own.
-            let open =
-                tokio::task::spawn_blocking(move || PgDirectory::open(&url, connections, params));
-            let directory = open
-                .await
-                .map_err(|e| format!("cannot open the accounts in postgres: {e}"))?
-                .map_err(|e| format!("cannot open the accounts in postgres: {e}"))?;
-            tracing::info!(connections, "accounts in postgres");
-            Ok(Arc::new(directory))
-        }
-    }
-}
-
-/// With `[store] backend = "postgres"`: shares the failed-lookup budget
-/// and notice doorbells with every instance on the database.
-async fn join_cluster(config: &Config, relay: &Arc<Relay>) -> Result<Option<Cluster>, String> {
-    if config.store.backend != Backend::Postgres {
-        return Ok(None);
-    }
-    // Checked by `validate`. Never logged: it may hold a password.
-    let url = config.store.postgres_url.clone().unwrap_or_default();
-    let relay = relay.clone();
-    // Off the runtime's workers: the cluster blocks on a runtime of its own.
-    tokio::task::spawn_blocking(move || {
-        let cluster = Cluster::connect(&url)?;
-        cluster.join(&relay)?;
-        Ok(cluster)
-    })
-    .await
-    .map_err(|e| format!("joining the cluster panicked: {e}"))?
-    .map(Some)
-    .map_err(|e: pickup_relay::store::postgres::DbError| format!("cannot join the cluster: {e}"))
-}
-
-/// `migrate`: the schema's version alone on stdout, for scripts.
-fn migrate(args: &MigrateArgs) -> ExitCode {
-    let result = load_config(args.config.as_deref(), None).and_then(|config| {
-        config.validate()?;
-        match (config.store.backend, config.store.postgres_url) {
-            (Backend::Postgres, Some(url)) => migrate_database(&url).map_err(|e| e.to_string()),
-            _ => Err("migrate needs [store] backend = \"postgres\" and its postgres_url".into()),
-        }
-    });
-    match result {
-        Ok((applied, version)) => {
-            eprintln!("applied {} migration(s)", applied.len());
-            println!("{version}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("pickup-relay: error: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// The store `[store]` names, opened (and recovered) off the runtime's
-/// workers, with at most `files_per_kind` contents files open per kind.
-async fn open_store(config: &Config, files_per_kind: usize) -> Result<Arc<dyn Store>, String> {
-    let data = config.data.clone();
-    let store = config.store.clone();
-    let opened = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        match store.backend {
-            Backend::Sqlite => {
-                let (store, recovery) = SqliteStore::open(&data)
-                    .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
-                store.limit_open_files(files_per_kind);
-                Ok((Arc::new(store) as Arc<dyn Store>, recovery))
-            }
-            Backend::Postgres => {
-                let url = store.postgres_url.unwrap_or_default();
-                let connections = store
-                    .postgres_connections
-                    .unwrap_or(pickup_relay::config::DEFAULT_POSTGRES_CONNECTIONS);
-                let s3 = pickup_relay::store::postgres::object_store_config(&store.s3);
-                let (store, recovery) = PgStore::open(&url, connections, &data, &s3)
-                    .map_err(|e| format!("cannot open the postgres store: {e}"))?;
-                Ok((Arc::new(store) as Arc<dyn Store>, recovery))
-            }
-        }
-    })
-    .await
-    .map_err(|e| format!("opening the store panicked: {e}"))?;
-    let (store, recovery): (Arc<dyn Store>, Recovery) = opened?;
-    tracing::info!(
-        backend = ?config.store.backend,
-        data = %config.data.display(),
-        batches = recovery.batches,
-        resumable_partials = recovery.partials,
-        truncated = recovery.truncated,
-        orphans_removed = recovery.orphans,
-        moved_back = recovery.moved_back,
-        missing_blobs = recovery.missing_blobs,
-        "store open"
-    );
-    Ok(store)
-}
-
 async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     let clock = Clock::new();
     let inputs = config.guess_inputs();
@@ -411,7 +290,7 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
         + config.http.https.len()) as u64;
     let budget = descriptors::plan(endpoints, config.limits.max_sessions)
         .map_err(|e| format!("descriptors: {e}"))?;
-    let store = open_store(&config, budget.store_files_per_kind).await?;
+    let store = backend::open_store(&config, budget.store_files_per_kind).await?;
     // Never chmod-ed here: the operator may have widened them on purpose.
     for (path, mode) in pickup_relay::store::sqlite::wide_permissions(&config.data) {
         tracing::warn!(
@@ -426,10 +305,10 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
         tracing::info!(peer = %peer.name, addr = ?peer.addr, "peer relay");
     }
     settings.peers = peers;
-    let directory = open_directory(&config, settings.auth.password).await?;
+    let directory = backend::open_directory(&config, settings.auth.password).await?;
     let relay = Relay::with_directory(settings, store, directory, Box::new(OsRandom), clock.now());
     // Held while the relay serves: its tasks end when it drops.
-    let _cluster = join_cluster(&config, &relay).await?;
+    let _cluster = backend::join_cluster(&config, &relay).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut tcp_names = Vec::new();
