@@ -135,10 +135,14 @@ fn the_ack_timer_syncs_by_a_job() {
     assert_eq!(durable(&w, &g.code), 100);
 }
 
-#[test]
-fn a_job_of_a_taken_over_upload_records_nothing() {
-    let w = World::new(Settings::default());
-    let mut old = deferred(&w, 1);
+/// A session of `w` writes half a file and queues its sync; the terminal
+/// resumes on `to` (the same relay, or another instance over the same
+/// store) before that sync runs; then it runs. The stale session's
+/// replies must be only the error that sends its terminal to resume: no
+/// ack, nothing durable. Returns the stale session (alive: dropping it
+/// would release its lease anyway), the new one, the grant and the file.
+fn resumed_before_sync(w: &World, to: &World, peer: u64) -> (Session, Session, Grant, Vec<u8>) {
+    let mut old = deferred(w, 1);
     let data = bytes(40_000, 6);
     let g = grant_of(&announce(
         &mut old,
@@ -149,26 +153,32 @@ fn a_job_of_a_taken_over_upload_records_nothing() {
     let write = old.poll_job().expect("a write");
     let done = write.run(&w.relay);
     old.handle_job_done(w.now(), done);
-    let job = old.poll_job().expect("its sync");
-    // The terminal reconnects before the old session's job ran.
-    let mut new = deferred(&w, 1);
+    let sync = old.poll_job().expect("its sync");
+    let mut new = deferred(to, peer);
     send(
         &mut new,
-        w.now(),
+        to.now(),
         Message::Resume(Resume { token: g.token }),
     );
     assert!(drain(&mut new).contains(&Reply::Plan(FilePlan {
         index: 0,
         plan: Plan::Upload { offset: 0 }
     })));
-    let done = job.run(&w.relay);
+    let done = sync.run(&w.relay);
     old.handle_job_done(w.now(), done);
     assert_eq!(
         drain(&mut old),
         [Reply::Error(ErrorCode::UnexpectedMessage, 0)],
         "no ack from a stale session: it tells its terminal it lost the upload"
     );
-    assert_eq!(durable(&w, &g.code), 0);
+    assert_eq!(durable(w, &g.code), 0);
+    (old, new, g, data)
+}
+
+#[test]
+fn a_job_of_a_taken_over_upload_records_nothing() {
+    let w = World::new(Settings::default());
+    let (_old, mut new, _, data) = resumed_before_sync(&w, &w, 1);
     send(&mut new, w.now(), data_msg(0, &data));
     assert!(drain(&mut new).contains(&Reply::Complete));
 }
@@ -191,37 +201,7 @@ fn a_sync_fenced_by_another_instance_drops_the_upload() {
         store,
         now: w.now,
     };
-    let mut old = deferred(&w, 1);
-    let data = bytes(40_000, 7);
-    let g = grant_of(&announce(
-        &mut old,
-        w.now(),
-        &[("f", 40_000, Sha1Digest::of(&data))],
-    ));
-    send_only(&mut old, w.now(), data_msg(0, &data[..20_000]));
-    let write = old.poll_job().expect("a write");
-    let done = write.run(&w.relay);
-    old.handle_job_done(w.now(), done);
-    let sync = old.poll_job().expect("its sync");
-    // The terminal resumes on the other instance before the sync ran.
-    let mut new = deferred(&other, 2);
-    send(
-        &mut new,
-        other.now(),
-        Message::Resume(Resume { token: g.token }),
-    );
-    assert!(drain(&mut new).contains(&Reply::Plan(FilePlan {
-        index: 0,
-        plan: Plan::Upload { offset: 0 }
-    })));
-    let done = sync.run(&w.relay);
-    old.handle_job_done(w.now(), done);
-    assert_eq!(
-        drain(&mut old),
-        [Reply::Error(ErrorCode::UnexpectedMessage, 0)],
-        "no ack from a fenced session"
-    );
-    assert_eq!(durable(&w, &g.code), 0);
+    let (_old, mut new, g, data) = resumed_before_sync(&w, &other, 2);
     assert!(
         w.relay.try_lease(batch_of(&w, &g.code), 99).is_some(),
         "the fenced session gave its lease back"
