@@ -86,6 +86,25 @@ pub enum Event {
     Failed(Error),
 }
 
+impl Event {
+    /// Whether the event only reports progress (the driver may show it, but
+    /// need not act on it): these are what a full event queue drops first.
+    pub(crate) fn is_report(&self) -> bool {
+        matches!(
+            self,
+            Event::Connected
+                | Event::Authenticated
+                | Event::Uploading { .. }
+                | Event::Proving { .. }
+                | Event::Linked { .. }
+                | Event::Verified { .. }
+                | Event::Progress { .. }
+                | Event::Retransmit { .. }
+                | Event::Waiting { .. }
+        )
+    }
+}
+
 /// Why an upload failed for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

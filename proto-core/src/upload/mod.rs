@@ -443,8 +443,24 @@ impl<'n, const F: usize> Session<'n, F> {
 
     fn push_event(&mut self, e: Event) {
         if self.events.is_full() {
-            // A driver that never polls events loses the oldest, not the newest.
-            self.events.pop_front();
+            // A driver that has not polled for a while loses the oldest
+            // report, never what it must act on (the grant, a lost link,
+            // the end): a grant arrives with a plan (a report) per file, so
+            // a batch of 8 or more files fills the queue at once.
+            match self.events.iter().position(Event::is_report) {
+                Some(at) => {
+                    let mut kept = Deque::new();
+                    for (i, e) in self.events.iter().enumerate() {
+                        if i != at {
+                            let _ = kept.push_back(*e);
+                        }
+                    }
+                    self.events = kept;
+                }
+                None => {
+                    self.events.pop_front();
+                }
+            }
         }
         let _ = self.events.push_back(e);
     }

@@ -700,3 +700,45 @@ fn a_refusal_with_a_reason_is_reported_and_retried_after_the_hint() {
         .iter()
         .any(|o| matches!(o, Out::BatchOpen(..))));
 }
+
+/// A grant arrives with a plan per file, each a report for the driver; a
+/// driver that polls only after reading them all must still see the grant
+/// (the simulator's seed 128477521248078 lost it: the code was never shown).
+#[test]
+fn a_grant_is_never_lost_to_a_queue_full_of_reports() {
+    let mut files = std::vec![
+        std::vec![1u8; 100],
+        std::vec![2u8; 100],
+        std::vec![3u8; 100],
+        std::vec![4u8; 100]
+    ];
+    let metas = metas(&files);
+    let mut s = Session::<4>::new(Config::default(), &metas).unwrap();
+    s.handle_connected(T0);
+    drain(&mut s, T0, &mut files);
+    s.handle_message(T0, welcome(100_000));
+    drain(&mut s, T0, &mut files);
+    s.handle_message(T0, grant(4));
+    for i in 0..4u16 {
+        s.handle_message(
+            T0,
+            plan(
+                i,
+                Plan::Challenge {
+                    nonce: [i as u8; 32],
+                },
+            ),
+        );
+    }
+    for i in 0..4u16 {
+        s.handle_message(T0, plan(i, Plan::Upload { offset: 0 }));
+    }
+    let ev = events(&mut s);
+    // Progress is coalesced apart from the queue, whose 8 places overflowed.
+    let queued = ev.iter().filter(|e| !matches!(e, Event::Progress { .. }));
+    assert_eq!(queued.count(), 8, "{ev:?}");
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Granted { .. })),
+        "{ev:?}"
+    );
+}
