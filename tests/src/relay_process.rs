@@ -57,6 +57,19 @@ impl Backend {
         })
     }
 
+    /// Another empty store of the same kind, for a test that needs a
+    /// relay knowing nothing within one definition: SQLite as it is (every
+    /// relay without [`Builder::data`] has its own directory), PostgreSQL
+    /// on a new database and bucket of the same shared servers.
+    pub fn fresh(&self) -> Backend {
+        match self {
+            Backend::Sqlite => Backend::Sqlite,
+            Backend::Postgres { .. } => {
+                Backend::postgres("Backend::fresh").expect("the servers of the first store")
+            }
+        }
+    }
+
     /// The `[store]` section, as TOML (none for SQLite, the default).
     fn store_section(&self) -> String {
         match self {

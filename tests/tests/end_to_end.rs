@@ -193,47 +193,49 @@ both_backends! {
         assert_downloaded(&dest, &files);
     }
 }
-#[test]
-fn get_of_unknown_and_expired_codes_fails_cleanly_and_writes_nothing() {
-    let dir = TempDir::new("codes");
-    let relay = RelayProcess::builder()
-        .config("sweep_interval_secs = 1\n[codes]\nttl_secs = 2\nexpired_memory_secs = 3600\n")
-        .start();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).expect("mkdir");
-    let files = batch(&src, 10 * KIB, 4);
-    let state = dir.path().join("state");
-    let code = send_json(&state, &relay.tcp(), &src, &files);
+both_backends! {
+    fn get_of_unknown_and_expired_codes_fails_cleanly_and_writes_nothing(backend: Backend) {
+        let dir = TempDir::new("codes");
+        let relay = RelayProcess::builder()
+            .config("sweep_interval_secs = 1\n[codes]\nttl_secs = 2\nexpired_memory_secs = 3600\n")
+            .backend(&backend)
+            .start();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        let files = batch(&src, 10 * KIB, 4);
+        let state = dir.path().join("state");
+        let code = send_json(&state, &relay.tcp(), &src, &files);
 
-    // Wait (bounded) until the relay says the code expired.
-    let expired = wait_for("the code to expire", || {
-        let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), &code]));
-        (out.status.code() == Some(2)).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    });
-    assert!(expired.contains("expired"), "info: {expired}");
-    let dest = dir.path().join("expired-dest");
-    let out = run(pickup(&state)
-        .args(["get", "--relay", &relay.tcp(), &code, "-o"])
-        .arg(&dest));
-    assert_eq!(out.status.code(), Some(2), "get of an expired code");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("expired"), "get: {stderr}");
-    assert_eq!(
-        stderr.trim().lines().count(),
-        1,
-        "one line of error: {stderr}"
-    );
-    assert_no_files(&dest);
+        // Wait (bounded) until the relay says the code expired.
+        let expired = wait_for("the code to expire", || {
+            let out = run(pickup(&state).args(["info", "--relay", &relay.tcp(), &code]));
+            (out.status.code() == Some(2)).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        });
+        assert!(expired.contains("expired"), "info: {expired}");
+        let dest = dir.path().join("expired-dest");
+        let out = run(pickup(&state)
+            .args(["get", "--relay", &relay.tcp(), &code, "-o"])
+            .arg(&dest));
+        assert_eq!(out.status.code(), Some(2), "get of an expired code");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("expired"), "get: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "one line of error: {stderr}"
+        );
+        assert_no_files(&dest);
 
-    // A well-formed code nobody was given.
-    let dest = dir.path().join("unknown-dest");
-    let out = run(pickup(&state)
-        .args(["get", "--relay", &relay.tcp(), "7KQ4-M2XD-9RTA-H5NE", "-o"])
-        .arg(&dest));
-    assert_eq!(out.status.code(), Some(2), "get of an unknown code");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown"), "get: {stderr}");
-    assert_no_files(&dest);
+        // A well-formed code nobody was given.
+        let dest = dir.path().join("unknown-dest");
+        let out = run(pickup(&state)
+            .args(["get", "--relay", &relay.tcp(), "7KQ4-M2XD-9RTA-H5NE", "-o"])
+            .arg(&dest));
+        assert_eq!(out.status.code(), Some(2), "get of an unknown code");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("unknown"), "get: {stderr}");
+        assert_no_files(&dest);
+    }
 }
 
 /// Nothing was written under `dir` (it may not even exist).

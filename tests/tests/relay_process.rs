@@ -11,6 +11,7 @@ use pickup_proto::message::{
     BatchOpen, Data, Fetch, FilePlan, Message, Plan, Proof, Read, Resume, ResumeToken,
 };
 use pickup_proto::{download, Code, ErrorCode, Sha1Digest};
+use pickup_tests::both_backends;
 use pickup_tests::relay_process::RelayProcess;
 use pickup_tests::wire_client::*;
 
@@ -162,61 +163,72 @@ fn instant_upload_links_on_a_right_proof_and_a_wrong_proof_uploads() {
     );
 }
 
-#[test]
-fn sha1_collision_pairs_download_byte_identical_in_both_orders() {
-    for (a, b) in collision_pairs() {
-        assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
-        for (first, second) in [(&a, &b), (&b, &a)] {
-            // `open`: the second upload is challenged against the first.
-            let relay = RelayProcess::builder()
-                .config("dedup_disclosure = \"open\"\n")
-                .start();
-            let one = upload_tcp(relay.addr(), &[("one", first.clone())], None);
-            let two = upload_tcp(relay.addr(), &[("two", second.clone())], None);
-            assert!(one.complete() && two.complete());
-            assert!(!two.linked(), "a SHA-1 collision was linked");
-            assert!(download_tcp(relay.addr(), one.code()).unwrap().files[0] == *first);
-            assert!(download_tcp(relay.addr(), two.code()).unwrap().files[0] == *second);
-            // And both in one batch.
-            let both = upload_tcp(
-                relay.addr(),
-                &[("x", first.clone()), ("y", second.clone())],
-                None,
-            );
-            let got = download_tcp(relay.addr(), both.code()).unwrap();
-            assert!(got.files[0] == *first && got.files[1] == *second);
+both_backends! {
+    fn sha1_collision_pairs_download_byte_identical_in_both_orders(backend: Backend) {
+        for (a, b) in collision_pairs() {
+            assert_eq!(Sha1Digest::of(&a), Sha1Digest::of(&b));
+            for (first, second) in [(&a, &b), (&b, &a)] {
+                // `open`: the second upload is challenged against the first.
+                // A fresh store per order: the first upload stores its half.
+                let relay = RelayProcess::builder()
+                    .config("dedup_disclosure = \"open\"\n")
+                    .backend(&backend.fresh())
+                    .start();
+                let one = upload_tcp(relay.addr(), &[("one", first.clone())], None);
+                let two = upload_tcp(relay.addr(), &[("two", second.clone())], None);
+                assert!(one.complete() && two.complete());
+                assert!(!two.linked(), "a SHA-1 collision was linked");
+                assert!(download_tcp(relay.addr(), one.code()).unwrap().files[0] == *first);
+                assert!(download_tcp(relay.addr(), two.code()).unwrap().files[0] == *second);
+                // And both in one batch.
+                let both = upload_tcp(
+                    relay.addr(),
+                    &[("x", first.clone()), ("y", second.clone())],
+                    None,
+                );
+                let got = download_tcp(relay.addr(), both.code()).unwrap();
+                assert!(got.files[0] == *first && got.files[1] == *second);
+            }
         }
     }
 }
 
-#[test]
-fn expired_and_unknown_codes() {
-    let config = "sweep_interval_secs = 1\n[codes]\nttl_secs = 2\n";
-    let relay = RelayProcess::builder().config(config).start();
-    let up = upload_tcp(relay.addr(), &[("f", bytes(1000, 9))], None);
-    assert!(download_tcp(relay.addr(), up.code()).is_ok());
-    std::thread::sleep(std::time::Duration::from_millis(3_500));
-    assert_eq!(
-        download_tcp(relay.addr(), up.code()).err(),
-        Some(download::Error::Relay(ErrorCode::Expired))
-    );
-    let unknown = Code::from_parts(13, 0x1234_5678).unwrap();
-    assert_eq!(
-        download_tcp(relay.addr(), unknown).err(),
-        Some(download::Error::Relay(ErrorCode::UnknownCode))
-    );
-    // The uploader's token is gone with the batch.
-    let mut raw = Raw::connect(relay.addr());
-    raw.hello();
-    raw.send(Message::Resume(Resume { token: up.token() }));
-    let reply = raw.recv();
-    assert!(
-        matches!(
-            reply,
-            Reply::Error(ErrorCode::Expired | ErrorCode::UnknownToken, _)
-        ),
-        "{reply:?}"
-    );
+both_backends! {
+    fn expired_and_unknown_codes(backend: Backend) {
+        // Long enough for the first download on a loaded machine.
+        let config = "sweep_interval_secs = 1\n[codes]\nttl_secs = 8\n";
+        let relay = RelayProcess::builder()
+            .config(config)
+            .backend(&backend)
+            .start();
+        let up = upload_tcp(relay.addr(), &[("f", bytes(1000, 9))], None);
+        assert!(download_tcp(relay.addr(), up.code()).is_ok());
+        // Bounded: about 8 s, at most 120 tries of 0.5 s.
+        let expired = (0..120)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                download_tcp(relay.addr(), up.code()).err()
+            })
+            .expect("the code still downloads after a minute");
+        assert_eq!(expired, download::Error::Relay(ErrorCode::Expired));
+        let unknown = Code::from_parts(13, 0x1234_5678).unwrap();
+        assert_eq!(
+            download_tcp(relay.addr(), unknown).err(),
+            Some(download::Error::Relay(ErrorCode::UnknownCode))
+        );
+        // The uploader's token is gone with the batch.
+        let mut raw = Raw::connect(relay.addr());
+        raw.hello();
+        raw.send(Message::Resume(Resume { token: up.token() }));
+        let reply = raw.recv();
+        assert!(
+            matches!(
+                reply,
+                Reply::Error(ErrorCode::Expired | ErrorCode::UnknownToken, _)
+            ),
+            "{reply:?}"
+        );
+    }
 }
 
 #[test]
