@@ -209,3 +209,34 @@ fn an_unknown_or_unreadable_name_fails_like_an_unknown_code() {
     .unwrap();
     assert_eq!(s.error(), Some(Error::Relay(ErrorCode::UnknownCode)));
 }
+
+/// Two fetches on one link, answered either side of the name's
+/// replacement: the reads went out under the first answer's handle, which
+/// the second made stale (simulator seed 128477521259313). The relay's
+/// UnknownCode for them means "fetch again", not "no such file".
+#[test]
+fn reads_under_a_handle_a_later_fetch_replaced_fetch_again() {
+    let old = std::vec![1u8; 1000];
+    let new = std::vec![2u8; 700];
+    let mut sink = MemSink::default();
+    let mut s = named_session();
+    link_up(&mut s, &mut sink);
+    manifest(&mut s, &mut sink, handle(1), &old);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(1), 0, 0)]);
+    s.handle_message(
+        T0,
+        refusal(ErrorCode::UnknownCode, Kind::Read, 0),
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(s.error(), None);
+    assert_eq!(
+        drain(&mut s, T0, &mut sink),
+        [Sent::FetchNamed(OWNER.into(), FILE.into())]
+    );
+    manifest(&mut s, &mut sink, handle(2), &new);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(2), 0, 0)]);
+    data(&mut s, &mut sink, &new, 0, 700);
+    assert!(s.is_finished() && s.error().is_none(), "{:?}", s.error());
+    assert_eq!(sink.files[0], new);
+}

@@ -193,6 +193,18 @@ impl<const F: usize> Session<'_, F> {
             ErrorCode::UnexpectedMessage | ErrorCode::IdleTimeout | ErrorCode::ShuttingDown => {
                 self.link_lost()
             }
+            // A named file's reads name the handle of the latest fetch on
+            // this link; a repeated fetch answered after the name was
+            // replaced made a newer handle, and the reads went out under
+            // the older one before its manifest arrived. Fetch again: the
+            // answer names the handle the relay serves (and says whether
+            // the content changed).
+            ErrorCode::UnknownCode if self.is_named() && self.phase == Phase::Reading => {
+                self.phase = Phase::AwaitManifest;
+                self.expect_manifest();
+                self.push_control(Control::Fetch);
+                self.retry_at = Some(now + self.config.retransmit_timeout);
+            }
             code => self.fail(Error::Relay(code)),
         }
     }
