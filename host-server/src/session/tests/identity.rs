@@ -22,19 +22,7 @@ fn accounts(settings: Settings) -> World {
     dir.add_user("ada", "ada-pw", t).unwrap();
     dir.add_user("bob", "bob-pw", t).unwrap();
     dir.add_terminal("sensor-1", "ada", KEY, t).unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let relay = Relay::with_directory(
-        settings,
-        store.clone(),
-        dir,
-        Box::new(SeededRandom::new(42)),
-        Instant::from_millis(T0),
-    );
-    World {
-        store,
-        relay,
-        now: T0,
-    }
+    World::with_directory(settings, dir)
 }
 
 fn login(s: &mut Session, now: Instant, user: &str, password: &str) -> Vec<Reply> {

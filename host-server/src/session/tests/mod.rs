@@ -48,6 +48,26 @@ impl World {
         }
     }
 
+    /// A relay over a memory store whose accounts are `directory`.
+    fn with_directory(
+        settings: Settings,
+        directory: Arc<crate::directory::MemoryDirectory>,
+    ) -> World {
+        let store = Arc::new(MemoryStore::new());
+        let relay = Relay::with_directory(
+            settings,
+            store.clone(),
+            directory,
+            Box::new(SeededRandom::new(42)),
+            Instant::from_millis(T0),
+        );
+        World {
+            store,
+            relay,
+            now: T0,
+        }
+    }
+
     fn now(&self) -> Instant {
         Instant::from_millis(self.now)
     }

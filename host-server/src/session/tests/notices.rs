@@ -26,19 +26,7 @@ fn world(settings: Settings) -> World {
     }
     dir.add_terminal("desk", "ada", DESK, t).unwrap();
     dir.add_terminal("phone", "bob", PHONE, t).unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let relay = Relay::with_directory(
-        settings,
-        store.clone(),
-        dir,
-        Box::new(SeededRandom::new(42)),
-        Instant::from_millis(T0),
-    );
-    World {
-        store,
-        relay,
-        now: T0,
-    }
+    World::with_directory(settings, dir)
 }
 
 fn user(w: &World, peer: u64, name: &str) -> Session {

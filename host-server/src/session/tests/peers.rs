@@ -31,19 +31,7 @@ fn peered() -> World {
     dir.add_user("ada", "ada-pw", t).unwrap();
     dir.add_terminal("sensor-1", "ada", SENSOR_KEY, t).unwrap();
     dir.add_terminal("relay-b", "ada", PEER_KEY, t).unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let relay = Relay::with_directory(
-        settings,
-        store.clone(),
-        dir,
-        Box::new(SeededRandom::new(42)),
-        Instant::from_millis(T0),
-    );
-    World {
-        store,
-        relay,
-        now: T0,
-    }
+    World::with_directory(settings, dir)
 }
 
 fn hello_as(role: Role) -> Message<'static> {
