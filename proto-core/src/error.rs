@@ -78,11 +78,17 @@ pub enum ErrorCode {
     QueueFull = 27,
     /// 28: no notice of this id is addressed to this session's terminal.
     UnknownNotice = 28,
+    /// 29: a newer session (on this relay, or on another instance sharing
+    /// its storage) resumed this upload's token, so this session no longer
+    /// holds the upload. Sent to the older session only: a terminal that
+    /// reconnected never reads it, so whoever does is a second uploader of
+    /// the same token, and stops.
+    TakenOver = 29,
 }
 
 impl ErrorCode {
     /// Every code, in wire order: for tests and documentation tables.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::UnknownCode,
         ErrorCode::Expired,
         ErrorCode::RateLimited,
@@ -112,6 +118,7 @@ impl ErrorCode {
         ErrorCode::UnknownTerminal,
         ErrorCode::QueueFull,
         ErrorCode::UnknownNotice,
+        ErrorCode::TakenOver,
     ];
 
     /// A short human description, for logs and one-line CLI errors.
@@ -146,6 +153,7 @@ impl ErrorCode {
             ErrorCode::UnknownTerminal => "unknown terminal (or not one you may send to)",
             ErrorCode::QueueFull => "too many deliveries waiting for this terminal or sender",
             ErrorCode::UnknownNotice => "no such notice for this terminal",
+            ErrorCode::TakenOver => "another connection resumed this upload",
         }
     }
 }

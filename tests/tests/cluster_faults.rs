@@ -251,3 +251,81 @@ fn a_batch_still_uploading_elsewhere_is_not_ready_then_served() {
     );
     assert!(same_file(&file, &waited.join("video.mp4")));
 }
+
+/// Copies the files of directory `from` into a new directory `to` (the
+/// CLI's state: resume records, family tokens), keeping their modes.
+fn copy_state(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// (4) Two clients resume the same token on two instances at once (one
+/// resume state copied, as a user who ran the same interrupted send from
+/// two shells might): the later resume takes the upload; the earlier
+/// client is told so and stops with a clear error (exit 2) instead of
+/// taking it back, and the other completes it. The file comes back
+/// byte-identical from both instances.
+#[test]
+fn two_clients_resuming_one_token_on_two_instances_end_with_one_winner() {
+    let Some(backend) =
+        Backend::postgres("two_clients_resuming_one_token_on_two_instances_end_with_one_winner")
+    else {
+        return;
+    };
+    let first = RelayProcess::builder().backend(&backend).start();
+    let second = RelayProcess::builder().backend(&backend).start();
+    let work = TempDir::new("cluster-faults");
+    // Both clients dial the same address (the resume record is per
+    // address): the proxy sends new connections to A, then to B.
+    let proxy = Proxy::start(first.port(), LinkFaults::default(), 8);
+    proxy.rate.store(SLOW, Ordering::SeqCst);
+    let (interrupted, code, file) = send_under_way(&work, &proxy.addr(), &first, 8);
+    interrupted.kill();
+    let state = work.path().join("state");
+    let twin = work.path().join("twin-state");
+    copy_state(&state, &twin);
+    assert_eq!(resume_states(&twin), 1);
+
+    let resume = |state: &Path| {
+        Running::spawn(
+            pickup(state)
+                .args(["send", "-v", "--relay", &proxy.addr()])
+                .arg(&file),
+        )
+    };
+    // The code is printed once the relay has answered the resume.
+    let at_first = resume(&state);
+    assert_eq!(at_first.next_line(), code);
+    proxy.retarget(second.port());
+    let at_second = resume(&twin);
+    assert_eq!(at_second.next_line(), code);
+
+    let (lost, _, lost_err) = at_first.finish();
+    let (won, _, won_err) = at_second.finish();
+    assert_eq!(won.code(), Some(0), "{won_err}");
+    assert_eq!(lost.code(), Some(2), "{lost_err}");
+    assert_eq!(
+        lost_err.lines().last().unwrap_or_default(),
+        format!(
+            "pickup: error: another connection resumed this upload at tcp://{} (the same resume state used by two runs?); this run stops and the other one goes on",
+            proxy.addr()
+        ),
+        "{lost_err}"
+    );
+    assert!(!lost_err.contains("panicked"), "{lost_err}");
+    // The winner's record is gone; the loser's stays for a later run.
+    assert_eq!(resume_states(&twin), 0);
+    assert_eq!(resume_states(&state), 1);
+    assert!(
+        first.log().contains("upload taken over by a newer session"),
+        "{}",
+        first.log()
+    );
+    get_identical(&work, &second, &code, &file, "from-second");
+    get_identical(&work, &first, &code, &file, "from-first");
+}

@@ -460,10 +460,12 @@ impl Session {
 
     /// Runs `f` on the active upload; drops the upload if another session
     /// (of this relay, or of another instance over the same store: a
-    /// fenced store step) took it over meanwhile. The terminal is told at
-    /// once, with the answer a `Data` for no upload gets
-    /// (`UnexpectedMessage`, which makes it reconnect and resume), rather
-    /// than left to wait for acks that will not come.
+    /// fenced store step) took it over meanwhile. This connection's
+    /// terminal is told at once (`TakenOver`) rather than left to wait for
+    /// acks that will not come. A terminal that moved to a new connection
+    /// itself never reads it; one that does is a second uploader of the
+    /// same token, and stops, so two of them cannot take the upload from
+    /// each other in turn.
     pub(super) fn with_upload(
         &mut self,
         f: impl FnOnce(&mut Upload, &mut Ctx<'_>) -> Result<(), LeaseLost>,
@@ -488,7 +490,7 @@ impl Session {
                 // back, as after any upload, once its queued work is done.
                 self.retired.push(up.lease().clone());
             }
-            self.out.error(ErrorCode::UnexpectedMessage, Kind::Data);
+            self.out.error(ErrorCode::TakenOver, Kind::Data);
         }
     }
 }

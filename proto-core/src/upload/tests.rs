@@ -428,6 +428,30 @@ fn unknown_token_fails_cleanly() {
 }
 
 #[test]
+fn an_upload_taken_over_by_another_connection_stops_without_retrying() {
+    // A second uploader of the same token resumed it elsewhere: unlike a
+    // lost link (`UnexpectedMessage`, reconnect and resume), this session
+    // stops, so the two cannot take the upload from each other in turn.
+    let mut files = std::vec![std::vec![1u8; 10_000]];
+    let metas = metas(&files);
+    let mut s = granted(&mut files, &metas, 1000);
+    let _ = drain(&mut s, T0, &mut files);
+    s.handle_message(
+        T0,
+        Message::Error(message::Error {
+            code: ErrorCode::TakenOver,
+            kind: Kind::Data as u8,
+            retry_after_ms: 0,
+        }),
+    );
+    assert_eq!(s.error(), Some(Error::Relay(ErrorCode::TakenOver)));
+    assert!(s.is_finished());
+    assert!(!events(&mut s).contains(&Event::LinkLost));
+    assert!(drain(&mut s, T0, &mut files).is_empty());
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
 fn challenge_is_answered_with_a_proof_over_the_nonce() {
     let mut files = std::vec![b"shared content".to_vec()];
     let metas = metas(&files);

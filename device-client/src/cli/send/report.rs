@@ -118,6 +118,12 @@ pub(super) fn failure(
                 format!("too many files for this relay: {} files{most}", names.len()),
             )
         }
+        RunError::Session(upload::Error::Relay(ErrorCode::TakenOver)) => Failure::new(
+            Exit::Refused,
+            format!(
+                "another connection resumed this upload at {relay} (the same resume state used by two runs?); this run stops and the other one goes on"
+            ),
+        ),
         RunError::Session(other) => Failure::new(Exit::Refused, other.to_string()),
         RunError::Storage(e) => Failure::new(Exit::Local, format!("reading files: {e}")),
         RunError::GaveUp { .. } => link_failure(e, relay, connect_error),

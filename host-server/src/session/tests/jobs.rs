@@ -168,7 +168,7 @@ fn resumed_before_sync(w: &World, to: &World, peer: u64) -> (Session, Session, G
     old.handle_job_done(w.now(), done);
     assert_eq!(
         drain(&mut old),
-        [Reply::Error(ErrorCode::UnexpectedMessage, 0)],
+        [Reply::Error(ErrorCode::TakenOver, 0)],
         "no ack from a stale session: it tells its terminal it lost the upload"
     );
     assert_eq!(durable(w, &g.code), 0);

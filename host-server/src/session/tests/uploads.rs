@@ -238,10 +238,7 @@ fn a_newer_session_takes_an_upload_over() {
         }),
     );
     // Its write is refused: the stale session drops the upload and says so.
-    assert_eq!(
-        drain(&mut old),
-        [Reply::Error(ErrorCode::UnexpectedMessage, 0)]
-    );
+    assert_eq!(drain(&mut old), [Reply::Error(ErrorCode::TakenOver, 0)]);
     send(
         &mut new,
         w.now(),
