@@ -204,3 +204,48 @@ fn uploads_taken_over_by_another_relay_instance_are_fenced() {
         reports.len()
     );
 }
+
+/// A relay-to-relay pair (`sim::forward`): a batch forwarded from the
+/// relay holding it to a peer with the terminal upload machine, with
+/// crashes of either relay on the way. The same seed range as the main
+/// simulation; `PICKUP_SIM_SEED` replays one.
+#[test]
+fn forwards_between_relays_survive_crashes_on_both_sides() {
+    if let Some(seed) = env_u64("PICKUP_SIM_SEED") {
+        eprintln!("{:#?}", sim::forward::run_forward(seed));
+        return;
+    }
+    let seeds = env_u64("PICKUP_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let first = env_u64("PICKUP_SIM_FIRST").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let (reports, failures) = sim::forward::run_forwards(first, seeds, threads);
+    std::panic::set_hook(hook);
+    for (seed, msg) in &failures {
+        println!(
+            "seed {seed} failed: {msg}\n  replay: {}",
+            replay_command(*seed)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "forward seeds failed: {:?}",
+        failures.keys()
+    );
+    let source = reports.iter().filter(|r| r.source_crashes > 0).count();
+    let peer = reports.iter().filter(|r| r.peer_crashes > 0).count();
+    let sent: u64 = reports.iter().map(|r| r.sent).sum();
+    let size: u64 = reports.iter().map(|r| r.size).sum();
+    println!(
+        "forward: {} seeds from {first}, {source} with the source's forwarder dying, {peer} with the peer relay dying; {sent} file bytes crossed for {size}",
+        reports.len()
+    );
+    // Both kinds of crash happen in a run of any size, or the scenario
+    // checks less than it says.
+    assert!(
+        seeds < 100 || (source * 10 >= reports.len() && peer * 10 >= reports.len()),
+        "too few crashes: {source} source, {peer} peer in {} seeds",
+        reports.len()
+    );
+}

@@ -45,6 +45,8 @@
 //! and number of steps: a session that waits forever fails the seed.
 
 mod batches;
+mod direct;
+pub mod forward;
 pub mod link;
 pub mod named;
 pub mod pair;

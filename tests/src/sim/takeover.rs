@@ -25,30 +25,26 @@
 //!   third instance is byte-identical.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use pickup_proto::code::Code;
 use pickup_proto::download;
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::Message;
-use pickup_proto::upload::{self, Event, FileMeta};
-use pickup_proto::{Duration, Instant};
-use pickup_relay::codes::code_key;
+use pickup_proto::upload::{self, FileMeta};
+use pickup_proto::Duration;
 use pickup_relay::directory::{MemoryDirectory, PasswordParams};
 use pickup_relay::random::SeededRandom;
-use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
-use pickup_relay::store::{Batch, FileContent, Lookup, Store};
-use pickup_relay::{Link, Relay, Session, Settings};
+use pickup_relay::{Link, Relay, Settings};
 
+use super::direct::{
+    deliver, durable_state, exchange, run_seeds, run_until, Side, Uploader, MAX_ROUNDS,
+};
 use super::pair::{Pair, Terminal, START};
 use super::rng::SimRng;
 use crate::mem_files::MemFiles;
 
-/// Frames (or timer firings) a phase may take before it counts as stuck.
-const MAX_ROUNDS: usize = 200_000;
 /// Names of the files (a batch has at most this many).
 const NAMES: [&str; 3] = ["a.bin", "b.bin", "c.bin"];
 /// Jobs that make an upload's state durable (or would, unfenced).
@@ -71,108 +67,6 @@ pub struct TakeoverReport {
     pub told: bool,
 }
 
-/// One relay instance's session for the terminal.
-struct Side {
-    relay: Arc<Relay>,
-    link: Link,
-    session: Session,
-    decoder: Decoder<Vec<u8>>,
-}
-
-impl Side {
-    fn open(relay: &Arc<Relay>, link: Link, now: Instant) -> Side {
-        let session = Session::new(relay.clone(), Peer::Sim(1), link, now)
-            .unwrap_or_else(|e| panic!("relay refused the connection: {e:?}"));
-        Side {
-            relay: relay.clone(),
-            link,
-            session,
-            decoder: Decoder::new(vec![0; link.max_frame()]),
-        }
-    }
-
-    /// Hands the relay an encoded frame.
-    fn feed(&mut self, now: Instant, mut wire: &[u8]) {
-        while let Some(r) = self.decoder.feed(&mut wire) {
-            match r {
-                Ok(f) => self.session.handle_frame(now, f),
-                Err(why) => self.session.handle_dropped(now, why),
-            }
-        }
-    }
-
-    /// Runs the session's jobs as they come; returns their names.
-    fn run_jobs(&mut self, now: Instant) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        for _ in 0..MAX_ROUNDS {
-            let Some(job) = self.session.poll_job() else {
-                return names;
-            };
-            names.push(job.name());
-            let done = job.run(&self.relay);
-            self.session.handle_job_done(now, done);
-        }
-        panic!("a relay session never stops giving out jobs");
-    }
-}
-
-/// The terminal: the upload machine over its files.
-struct Uploader<'a> {
-    session: upload::Session<'a, 4>,
-    files: &'a [Vec<u8>],
-    /// Decodes what a relay sends it.
-    decoder: Decoder<Vec<u8>>,
-    /// Decodes what it sends (to count its data bytes).
-    tap: Decoder<Vec<u8>>,
-    buf: Vec<u8>,
-    code: Option<Code>,
-    granted: bool,
-    complete: bool,
-    lost_link: bool,
-}
-
-impl Uploader<'_> {
-    /// The next frame it sends, and the file bytes it carries.
-    fn transmit(&mut self, now: Instant) -> Option<(Vec<u8>, u64)> {
-        let mut src: &[Vec<u8>] = self.files;
-        let n = match self.session.poll_transmit(now, &mut src, &mut self.buf) {
-            Ok(n) => n?,
-            Err(never) => match never {},
-        };
-        let wire = self.buf[..n].to_vec();
-        let mut input = &wire[..];
-        let mut data = 0;
-        while let Some(r) = self.tap.feed(&mut input) {
-            if let Ok(Ok(Message::Data(d))) = r.map(Message::decode) {
-                data += d.bytes.len() as u64;
-            }
-        }
-        Some((wire, data))
-    }
-
-    /// Takes what a relay sent.
-    fn receive(&mut self, now: Instant, mut wire: &[u8]) {
-        while let Some(r) = self.decoder.feed(&mut wire) {
-            let Ok(f) = r else { continue };
-            let msg = Message::decode(f).expect("the relay sends valid messages");
-            // Every grant, not only the first (the machine reports that one).
-            if let Message::Grant(g) = &msg {
-                self.code = Some(g.code);
-                self.granted = true;
-            }
-            self.session.handle_message(now, msg);
-        }
-        while let Some(e) = self.session.poll_event() {
-            match e {
-                Event::Complete { .. } => self.complete = true,
-                Event::LinkLost => self.lost_link = true,
-                Event::Failed(e) => panic!("the upload failed: {e:?}"),
-                _ => {}
-            }
-        }
-    }
-}
-
 /// Everything relay A sends, decoded: `(file, offset)` of its acks, and
 /// whether it sent an error.
 #[derive(Default)]
@@ -192,105 +86,6 @@ fn drain(side: &mut Side, out: &mut [u8], said: &mut Said) {
                 _ => {}
             }
         }
-    }
-}
-
-/// Delivers everything `side` says to the terminal.
-fn deliver(side: &mut Side, up: &mut Uploader<'_>, now: Instant, out: &mut [u8]) -> bool {
-    let mut moved = false;
-    while let Some(n) = side.session.poll_transmit(out) {
-        moved = true;
-        up.receive(now, &out[..n]);
-    }
-    moved
-}
-
-/// The batch under `code` and the bytes it holds durably, per file.
-fn durable_state(store: &MemoryStore, code: &Code, now: Instant) -> (Batch, Vec<Vec<u8>>) {
-    let batch = match store.find_by_code(&code_key(code), now.as_millis() / 1000) {
-        Ok(Lookup::Live(b)) => b,
-        other => panic!("the batch is gone: {other:?}"),
-    };
-    let bytes = batch
-        .files
-        .iter()
-        .map(|f| match f.content {
-            FileContent::Partial { id, durable } => {
-                let mut buf = vec![0u8; durable as usize];
-                let n = store.read_partial(id, 0, &mut buf).expect("readable");
-                buf.truncate(n);
-                buf
-            }
-            FileContent::Blob(id) => store.blob_bytes(id).expect("a held blob"),
-        })
-        .collect();
-    (batch, bytes)
-}
-
-/// Exchanges frames between the terminal and `side` until neither has
-/// anything to say, or `limit` frames of the terminal went. Returns the
-/// frames the terminal sent.
-fn exchange(
-    side: &mut Side,
-    up: &mut Uploader<'_>,
-    now: Instant,
-    out: &mut [u8],
-    limit: usize,
-) -> usize {
-    let mut sent = 0;
-    for _ in 0..MAX_ROUNDS {
-        let mut moved = false;
-        if sent < limit {
-            if let Some((wire, _)) = up.transmit(now) {
-                sent += 1;
-                moved = true;
-                side.feed(now, &wire);
-            }
-        }
-        side.run_jobs(now);
-        moved |= deliver(side, up, now, out);
-        if !moved {
-            return sent;
-        }
-    }
-    panic!("the terminal and relay never went quiet");
-}
-
-/// Exchanges frames with `side` (a relay over `relay`), firing timers when
-/// both go quiet and reconnecting after a lost link, until `done`.
-fn run_until(
-    side: &mut Side,
-    relay: &Arc<Relay>,
-    up: &mut Uploader<'_>,
-    now: &mut Instant,
-    out: &mut [u8],
-    done: impl Fn(&Uploader<'_>) -> bool,
-) {
-    for _ in 0..MAX_ROUNDS {
-        for _ in 0..MAX_ROUNDS {
-            if done(up) || exchange(side, up, *now, out, 1) == 0 {
-                break;
-            }
-        }
-        if done(up) {
-            return;
-        }
-        if core::mem::take(&mut up.lost_link) {
-            up.session.handle_disconnected(*now);
-            *side = Side::open(relay, side.link, *now);
-            up.session.handle_connected(*now);
-            continue;
-        }
-        let next = [up.session.poll_timeout(), side.session.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        let Some(next) = next else {
-            return;
-        };
-        *now = (*now).max(next);
-        up.session.handle_timeout(*now);
-        side.session.handle_timeout(*now);
     }
 }
 
@@ -343,17 +138,10 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
         max_frame: link.max_frame,
         ..upload::Config::default()
     };
-    let mut up = Uploader {
-        session: upload::Session::new(config, &metas).expect("a valid batch"),
-        files: &files,
-        decoder: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
-        tap: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
-        buf: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
-        code: None,
-        granted: false,
-        complete: false,
-        lost_link: false,
-    };
+    let mut up = Uploader::new(
+        upload::Session::new(config, &metas).expect("a valid batch"),
+        &files,
+    );
     let mut out = vec![0u8; frame::max_encoded_len(frame::MAX_FRAME_LEN)];
     let mut now = START;
     // At least one frame of data after the cut: the terminal cannot
@@ -496,30 +284,5 @@ pub fn run_takeovers(
     count: u64,
     threads: usize,
 ) -> (Vec<TakeoverReport>, BTreeMap<u64, String>) {
-    let next = AtomicU64::new(first);
-    let results = Mutex::new((Vec::new(), BTreeMap::new()));
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= first.saturating_add(count) {
-                    return;
-                }
-                let outcome = std::panic::catch_unwind(|| run_takeover(seed));
-                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                match outcome {
-                    Ok(report) => r.0.push(report),
-                    Err(payload) => {
-                        let msg = payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "panic".to_owned());
-                        r.1.insert(seed, msg);
-                    }
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
+    run_seeds(first, count, threads, run_takeover)
 }
