@@ -12,7 +12,7 @@
 //! offset; then its link to A stalls, holding the frames it sent next, and
 //! A's disk falls behind (the jobs those frames give run late). The
 //! terminal reconnects to relay B and resumes its token: B takes the
-//! upload over ([`Store::take_upload`]) and moves it on for a seeded while.
+//! upload over ([`Store::take_upload`](pickup_relay::store::Store::take_upload)) and moves it on for a seeded while.
 //! Only then do A's late frames arrive and its late jobs run, with its
 //! timers. The checks:
 //!
