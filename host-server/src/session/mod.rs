@@ -77,6 +77,11 @@ use outbox::{Out, Outbox};
 use upload::Upload;
 use work::WorkQueue;
 
+/// How often a session that waits for the store (and so reads nothing)
+/// sends a `Keepalive`: a terminal sends its own every 5 s and gives the
+/// link up after 15 s of silence by default.
+pub const BUSY_KEEPALIVE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     AwaitHello,
@@ -109,6 +114,9 @@ pub struct Session {
     /// (0: it did not say).
     peer_window: u32,
     last_heard: Instant,
+    /// When the session last gave the driver a frame: while it waits for
+    /// the store it speaks at least every [`BUSY_KEEPALIVE`].
+    last_said: Instant,
     /// A batch was created, resumed or found by its code: the session
     /// idles out after the transfer timeout, no longer the shorter one.
     started: bool,
@@ -198,6 +206,7 @@ impl Session {
             role: Role::Terminal,
             peer_window: 0,
             last_heard: now,
+            last_said: now,
             started: false,
             found_code: None,
             fetch_logged: None,
@@ -489,7 +498,13 @@ impl Session {
         if self.is_closed() || matches!(self.phase, Phase::Closing | Phase::Closed) {
             return None;
         }
-        let idle = self.last_heard + self.idle_timeout();
+        // Waiting for the store, the session reads nothing: the terminal's
+        // silence is then ours, and the idle clock stops (see `busy`).
+        let silence = if self.work.blocked() {
+            self.last_said + BUSY_KEEPALIVE
+        } else {
+            self.last_heard + self.idle_timeout()
+        };
         let ack = self
             .upload
             .as_ref()
@@ -497,17 +512,28 @@ impl Session {
         let soonest = [ack, self.progress_deadline()]
             .into_iter()
             .flatten()
-            .fold(idle, Instant::min);
+            .fold(silence, Instant::min);
         Some(soonest)
     }
 
-    /// Fires the timers due at `now`: idle timeout, delayed acknowledgements.
+    /// Fires the timers due at `now`: idle timeout, delayed
+    /// acknowledgements, and a `Keepalive` while the store keeps the
+    /// session waiting.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
         }
-        if now >= self.last_heard + self.idle_timeout() {
+        if self.work.blocked() {
+            // A busy store (a creation behind hundreds of others, a
+            // database failing over) can keep a reply for longer than a
+            // terminal's idle timeout: say that the relay is alive, or
+            // the terminal gives the link up and asks again, adding load.
+            if now >= self.last_said + BUSY_KEEPALIVE {
+                self.last_said = now;
+                self.out.push(Out::Keepalive);
+            }
+        } else if now >= self.last_heard + self.idle_timeout() {
             tracing::debug!(session = self.id, peer = %self.peer, started = self.started, "idle timeout");
             return self.close_with(now, ErrorCode::IdleTimeout);
         }
@@ -560,6 +586,14 @@ impl Session {
     /// its length, or `None` when there is nothing to send now.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<usize> {
+        let n = self.next_frame(out);
+        if n.is_some() {
+            self.last_said = self.clock;
+        }
+        n
+    }
+
+    fn next_frame(&mut self, out: &mut [u8]) -> Option<usize> {
         while let Some(item) = self.out.pop() {
             if let Some(n) = self.render(item, out) {
                 return Some(n);

@@ -318,6 +318,11 @@ impl Session {
     /// A job from [`poll_job`](Self::poll_job) has been run: take its result.
     pub fn handle_job_done(&mut self, now: Instant, done: JobDone) {
         self.clock = self.clock.max(now);
+        if self.work.blocked() {
+            // The session read nothing while it waited: the terminal's
+            // silence meanwhile was the store's, not its own.
+            self.last_heard = self.last_heard.max(now);
+        }
         let wanted = match &done.outcome {
             Outcome::Synced(s) if s.beside => {
                 self.work.sync_finished();

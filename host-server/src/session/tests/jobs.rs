@@ -334,3 +334,55 @@ fn written_bytes_are_hashed_beside_the_next_write() {
     let mut w = w;
     assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
 }
+
+#[test]
+fn a_session_waiting_for_the_store_keeps_the_link_alive_and_does_not_idle_out() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(1_000, 4);
+    let t0 = w.now();
+    send_only(
+        &mut s,
+        t0,
+        Message::BatchOpen(BatchOpen {
+            files: 1,
+            total_size: 1_000,
+        }),
+    );
+    send_only(
+        &mut s,
+        t0,
+        Message::FileAnnounce(FileAnnounce {
+            index: 0,
+            size: 1_000,
+            sha1: Sha1Digest::of(&data),
+            name: "f",
+        }),
+    );
+    let create = s.poll_job().expect("the creation");
+    assert!(!s.wants_input(), "the creation holds the input back");
+    // The store takes a minute, twice the idle timeout before a transfer:
+    // a keepalive every 5 s, and the session stays open.
+    let mut keepalives = 0;
+    for second in 1..=60u64 {
+        let now = t0 + Duration::from_secs(second);
+        let due = s.poll_timeout().expect("a timer");
+        assert!(due <= t0 + Duration::from_secs(second + 5), "{second}");
+        if due <= now {
+            s.handle_timeout(now);
+        }
+        for r in drain_only(&mut s) {
+            assert_eq!(r, Reply::Keepalive, "at {second} s");
+            keepalives += 1;
+        }
+    }
+    assert_eq!(keepalives, 12);
+    let later = t0 + Duration::from_secs(60);
+    let done = create.run(&w.relay);
+    s.handle_job_done(later, done);
+    assert!(matches!(drain(&mut s)[..], [Reply::Grant(_), ..]));
+    // The idle clock starts again from the reply, not from the request.
+    s.handle_timeout(later + Duration::from_secs(29));
+    assert!(!s.is_closed());
+    assert_eq!(drain_only(&mut s), []);
+}
