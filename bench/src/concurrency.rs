@@ -2,6 +2,7 @@
 //! spread in turn over one relay or several (instances of one cluster on
 //! the `postgres` backend), each relay's RSS sampled while they run.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -52,11 +53,12 @@ pub fn run(relays: &[&Relay], uploads: usize) -> io::Result<Value> {
         barrier.wait();
         let start = Instant::now();
         let mut latencies = Vec::new();
-        let mut failures = 0usize;
+        let mut failures = BTreeMap::<String, usize>::new();
         for h in handles {
             match h.join() {
                 Ok(Ok(d)) => latencies.push(d),
-                _ => failures += 1,
+                Ok(Err(e)) => *failures.entry(e.to_string()).or_default() += 1,
+                Err(_) => *failures.entry("client panicked".into()).or_default() += 1,
             }
         }
         let elapsed = start.elapsed();
@@ -80,7 +82,9 @@ pub fn run(relays: &[&Relay], uploads: usize) -> io::Result<Value> {
     Ok(json!({
         "uploads": uploads,
         "relays": relays.len(),
-        "failures": failures,
+        "failures": failures.values().sum::<usize>(),
+        // What the failed clients were told, and how many were told it.
+        "failure_reasons": failures,
         "completions_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
         "p50_ms": pct(0, 0.50),
         "p99_ms": pct(0, 0.99),

@@ -164,6 +164,8 @@ fn s3_requests(log: &std::path::Path, from: u64, to: u64) -> io::Result<Requests
             "PUT" => "put_other",
             "POST" if query.contains("uploadId=") => "complete_multipart",
             "POST" if query.contains("uploads") => "create_multipart",
+            // object_store deletes by `DeleteObjects`, one key each.
+            "POST" if query.contains("delete") => "delete_objects",
             "POST" => "post_other",
             "DELETE" if query.contains("uploadId=") => "abort_multipart",
             "DELETE" => "delete",
