@@ -18,7 +18,7 @@ const RSS_EVERY: Duration = Duration::from_millis(50);
 
 /// `uploads` clients, client `i` on `relays[i % relays.len()]`, all
 /// released at once; latencies, rate, failures, and each relay's CPU and
-/// RSS (before, peak, after).
+/// RSS (before, peak, after) and threads (before, peak).
 pub fn run(relays: &[&Relay], uploads: usize) -> io::Result<Value> {
     if relays.is_empty() {
         return Err(io::Error::other("no relay to upload to"));
@@ -48,7 +48,8 @@ pub fn run(relays: &[&Relay], uploads: usize) -> io::Result<Value> {
     let relay_cpu: Vec<f64> = relays.iter().map(|r| r.cpu_secs()).collect();
     let clients_cpu = cpu_secs("/proc/self/stat");
     let stop = AtomicBool::new(false);
-    let (elapsed, latencies, failures, rss_peak) = std::thread::scope(|s| {
+    let threads_before: Vec<u64> = relays.iter().map(|r| r.threads().unwrap_or(0)).collect();
+    let (elapsed, latencies, failures, (rss_peak, threads_peak)) = std::thread::scope(|s| {
         let sampler = s.spawn(|| sample_rss(relays, &stop));
         barrier.wait();
         let start = Instant::now();
@@ -97,21 +98,26 @@ pub fn run(relays: &[&Relay], uploads: usize) -> io::Result<Value> {
         "relay_rss_before_bytes": rss_before,
         "relay_rss_peak_bytes": rss_peak,
         "relay_rss_after_bytes": rss_after,
+        "relay_threads_before": threads_before,
+        "relay_threads_peak": threads_peak,
     }))
 }
 
-/// Samples every relay's RSS until told to stop; each one's peak.
-fn sample_rss(relays: &[&Relay], stop: &AtomicBool) -> Vec<u64> {
-    let mut peak = vec![0u64; relays.len()];
-    let sample = |peak: &mut Vec<u64>| {
-        for (p, r) in peak.iter_mut().zip(relays) {
-            *p = (*p).max(r.rss().unwrap_or(0));
+/// Samples every relay's RSS and thread count until told to stop; each
+/// one's peaks.
+fn sample_rss(relays: &[&Relay], stop: &AtomicBool) -> (Vec<u64>, Vec<u64>) {
+    let mut rss = vec![0u64; relays.len()];
+    let mut threads = vec![0u64; relays.len()];
+    let sample = |rss: &mut Vec<u64>, threads: &mut Vec<u64>| {
+        for ((m, t), r) in rss.iter_mut().zip(threads.iter_mut()).zip(relays) {
+            *m = (*m).max(r.rss().unwrap_or(0));
+            *t = (*t).max(r.threads().unwrap_or(0));
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        sample(&mut peak);
+        sample(&mut rss, &mut threads);
         std::thread::sleep(RSS_EVERY);
     }
-    sample(&mut peak);
-    peak
+    sample(&mut rss, &mut threads);
+    (rss, threads)
 }

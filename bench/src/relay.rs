@@ -132,17 +132,27 @@ impl Relay {
     pub fn rss(&self) -> io::Result<u64> {
         rss_of(self.child.id())
     }
+
+    /// Threads of the relay process (runtime workers, blocking threads
+    /// held by store steps, helpers).
+    pub fn threads(&self) -> io::Result<u64> {
+        status_field(self.child.id(), "Threads:")
+    }
 }
 
 /// Resident set size of process `pid`, in bytes.
 pub fn rss_of(pid: u32) -> io::Result<u64> {
+    Ok(status_field(pid, "VmRSS:")? * 1024)
+}
+
+/// A number of `/proc/PID/status` (`VmRSS:` in kB, `Threads:`).
+fn status_field(pid: u32, field: &str) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| io::Error::other("no VmRSS"))?;
-    Ok(kib * 1024)
+        .ok_or_else(|| io::Error::other(format!("no {field}")))
 }
 
 impl Drop for Relay {

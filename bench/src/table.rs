@@ -311,9 +311,26 @@ fn print_postgres(r: &Value) {
             f(&k["pg_cpu_secs"]),
             f(&k["s3_cpu_secs"]),
         );
+        let count = |v: &Value| -> String {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                })
+                .unwrap_or_default()
+        };
         println!(
-            "| … PostgreSQL connections to the database, both instances: before, after | {}, {} | |",
-            c["pg_connections_before"], c["pg_connections_after"],
+            "| … relay threads before, peak: SQLite / PostgreSQL + S3 per instance; PostgreSQL connections, both instances: before, after | {} / {}, {}; {}, {} | |",
+            or_dash(
+                !sc.is_null(),
+                format!("{}, {}", count(&sc["relay_threads_before"]), count(&sc["relay_threads_peak"]))
+            ),
+            count(&c["relay_threads_before"]),
+            count(&c["relay_threads_peak"]),
+            c["pg_connections_before"],
+            c["pg_connections_after"],
         );
         let n = f(&c["uploads"]);
         println!(
