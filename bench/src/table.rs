@@ -205,9 +205,12 @@ fn print_postgres(r: &Value) {
         let per_gib = |v: &Value, bytes: &Value| f(v) * GIB / f(bytes);
         let up_bytes = &t["bytes"];
         let down_bytes = &t["download_bytes"];
-        let mib_of = |v: &Value| v.as_u64().unwrap_or(0) >> 20;
+        let mib_of = |v: &Value| match v.as_u64() {
+            Some(bytes) => format!("{} MiB", bytes >> 20),
+            None => "not run".into(),
+        };
         println!(
-            "| upload: SQLite ({} MiB) / PostgreSQL + S3 ({} MiB, one instance) | {} / {:.0} MiB/s ({:.2}x SHA-1) | |",
+            "| upload: SQLite ({}) / PostgreSQL + S3 ({}, one instance) | {} / {:.0} MiB/s ({:.2}x SHA-1) | |",
             mib_of(&s["bytes"]),
             mib_of(&t["bytes"]),
             or_dash(
@@ -241,7 +244,7 @@ fn print_postgres(r: &Value) {
             per_gib(&c["s3_segment_bytes_put"], up_bytes) / MIB,
         );
         println!(
-            "| download: SQLite ({} MiB) / PostgreSQL + S3 ({} MiB, one instance) | {} / {:.0} MiB/s ({:.2}x SHA-1) | |",
+            "| download: SQLite ({}) / PostgreSQL + S3 ({}, one instance) | {} / {:.0} MiB/s ({:.2}x SHA-1) | |",
             mib_of(&s["bytes"]),
             mib_of(&t["download_bytes"]),
             or_dash(
