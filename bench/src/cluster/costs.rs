@@ -3,11 +3,11 @@
 //! (`pg_stat_database`), its processes' CPU; S3 requests by kind, counted
 //! from moto's access log, and moto's CPU.
 //!
-//! PostgreSQL 15 publishes a backend's statistics when the backend has
-//! been idle a while (at most 10 s, `PGSTAT_IDLE_INTERVAL`), so a snapshot
-//! is taken [`SETTLE`] after the phase it closes; the `psql` that reads a
-//! snapshot is itself one committed transaction, counted in the next one
-//! and subtracted here.
+//! PostgreSQL (15 and later) publishes a backend's statistics when the
+//! backend has been idle a while (at most 10 s, `PGSTAT_IDLE_INTERVAL`), so
+//! a snapshot is taken [`SETTLE`] after the phase it closes; the `psql`
+//! that reads a snapshot is itself one committed transaction, counted in
+//! the next one and subtracted here.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek};

@@ -8,7 +8,7 @@
 //!              └────► relay B ──┴──► both ─► moto_server (private S3, loopback)
 //! ```
 //!
-//! The servers are `pickup-test-servers`' own: PostgreSQL 15 from Debian's
+//! The servers are `pickup-test-servers`' own: PostgreSQL from Debian's
 //! binaries with `fsync=off` (the relay's `synchronous_commit` left on),
 //! and moto, an S3 server in Python that keeps objects in memory or
 //! temporary files. Neither is a production server; their CPU is reported
@@ -77,8 +77,13 @@ pub fn run(binary: &Path, settings: &Settings) -> io::Result<Value> {
     let idle_end = servers.snapshot()?;
     let idle = servers.between(&idle_start, &idle_end)?;
 
+    let version = servers
+        .pg
+        .psql(&servers.db, "SHOW server_version")
+        .map_err(io::Error::other)?;
     let mut out = json!({
-        "servers": "pickup-test-servers: PostgreSQL 15 (fsync=off, synchronous_commit on), moto_server",
+        "servers": "pickup-test-servers: PostgreSQL (fsync=off, synchronous_commit on), moto_server",
+        "postgres_version": version.trim(),
         "idle": idle,
         "relay_rss_started_bytes": rss_started,
     });
