@@ -2,7 +2,7 @@
 //! machine and against ZMODEM, every figure measured side by side in one run.
 //!
 //! ```text
-//! cargo run --release -p pickup-bench -- [--quick] [--json PATH]
+//! cargo run --release -p pickup-bench -- [--quick] [--json PATH] [--only PARTS] [--backend B]
 //! ```
 //!
 //! 1. TCP loopback: upload and download of fresh random content through the
@@ -24,6 +24,18 @@
 //!    (see the `attack` module). `--attack-config FILE` gives that relay its
 //!    config (default: none, the relay's built-in limits).
 //!
+//! `--backend sqlite|postgres|both` (default `sqlite`) chooses the store
+//! under parts 1 and 3: with `postgres` the bench starts a private
+//! PostgreSQL and S3 server (`pickup-test-servers`: Debian's PostgreSQL,
+//! moto), uploads and downloads through one relay instance
+//! (`--pg-mib N`, default the TCP size; `--pg-download-mib N`, default
+//! the same but at most 128 MiB, as moto reads a whole object for each
+//! 1 MiB ranged GET the relay makes) and spreads
+//! the concurrent uploads over two instances sharing the database and the
+//! bucket, counting what each phase cost PostgreSQL and S3 (see the
+//! `cluster` module); `both` runs the SQLite rows too, in the same run.
+//! The other parts always run on SQLite.
+//!
 //! `PICKUP_BENCH_RELAY=/path/to/pickup-relay` runs another relay build
 //! instead of this workspace's.
 //!
@@ -33,6 +45,8 @@
 
 mod attack;
 mod client;
+mod cluster;
+mod concurrency;
 mod relay;
 mod serial;
 mod table;
@@ -55,6 +69,9 @@ const GIB: f64 = 1024.0 * MIB;
 
 struct Sizes {
     tcp_bytes: usize,
+    /// The `postgres` backend's upload and download (default: `tcp_bytes`).
+    pg_upload_bytes: Option<usize>,
+    pg_download_bytes: Option<usize>,
     serial_bytes: usize,
     concurrent: usize,
     idle_sessions: usize,
@@ -156,64 +173,6 @@ fn memory(binary: &std::path::Path, sessions: usize) -> io::Result<Value> {
     }))
 }
 
-fn concurrency(binary: &std::path::Path, uploads: usize) -> io::Result<Value> {
-    let relay = relay::Relay::start(binary, None)?;
-    let addr = relay.addr;
-    // Every client has its data before the clock starts.
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(uploads + 1));
-    let handles: Vec<_> = (0..uploads)
-        .map(|i| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || -> io::Result<[Duration; 3]> {
-                let files = vec![
-                    random_bytes(64 * 1024, 2 * i as u64),
-                    random_bytes(64 * 1024, 2 * i as u64 + 1),
-                ];
-                let sha1s: Vec<_> = files.iter().map(|f| sha1_fast(f)).collect();
-                let names = vec!["one.bin".to_string(), "two.bin".to_string()];
-                barrier.wait();
-                let t = Instant::now();
-                let mut link = tcp_link(addr)?;
-                let up = client::upload(&mut link, tcp_upload_config(), &names, &files, &sha1s)?;
-                Ok([t.elapsed(), up.welcomed_after, up.granted_after])
-            })
-        })
-        .collect();
-    let relay_cpu = relay.cpu_secs();
-    let clients_cpu = cpu_secs("/proc/self/stat");
-    barrier.wait();
-    let start = Instant::now();
-    let mut latencies = Vec::new();
-    let mut failures = 0usize;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(d)) => latencies.push(d),
-            _ => failures += 1,
-        }
-    }
-    let elapsed = start.elapsed();
-    let relay_cpu = relay.cpu_secs() - relay_cpu;
-    let clients_cpu = cpu_secs("/proc/self/stat") - clients_cpu;
-    let pct = |which: usize, p: f64| {
-        let mut v: Vec<Duration> = latencies.iter().map(|l| l[which]).collect();
-        v.sort();
-        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(json!({
-        "uploads": uploads,
-        "failures": failures,
-        "completions_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
-        "p50_ms": pct(0, 0.50),
-        "p99_ms": pct(0, 0.99),
-        "welcome_p50_ms": pct(1, 0.50),
-        "grant_p50_ms": pct(2, 0.50),
-        "wall_secs": elapsed.as_secs_f64(),
-        "relay_cpu_secs": relay_cpu,
-        "clients_cpu_secs": clients_cpu,
-    }))
-}
-
 fn serial(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let data = random_bytes(len, 7);
     let sha1 = sha1_fast(&data);
@@ -279,13 +238,33 @@ struct Options {
     only: Vec<String>,
     /// The under-attack row's settings.
     attack: attack::Settings,
+    /// Which stores the `tcp` and `concurrency` parts run on.
+    backend: Backend,
+}
+
+/// `--backend`: the store under the `tcp` and `concurrency` parts (the
+/// other parts always run on SQLite).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+impl Backend {
+    fn sqlite(self) -> bool {
+        self != Backend::Postgres
+    }
+    fn postgres(self) -> bool {
+        self != Backend::Sqlite
+    }
 }
 
 fn usage() -> io::Error {
     io::Error::other(
         "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory,tus,attack] \
-         [--tcp-mib N] [--serial-mib N] [--concurrent N] [--idle N] [--tus-mib N] \
-         [--attack-config FILE]",
+         [--backend sqlite|postgres|both] [--tcp-mib N] [--pg-mib N] [--pg-download-mib N] \
+         [--serial-mib N] [--concurrent N] [--idle N] [--tus-mib N] [--attack-config FILE]",
     )
 }
 
@@ -296,9 +275,18 @@ fn options() -> io::Result<Options> {
     let mut only = Vec::new();
     let mut overrides: Vec<(String, usize)> = Vec::new();
     let mut attack = attack::Settings::default();
+    let mut backend = Backend::Sqlite;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--backend" => {
+                backend = match args.next().as_deref() {
+                    Some("sqlite") => Backend::Sqlite,
+                    Some("postgres") => Backend::Postgres,
+                    Some("both") => Backend::Both,
+                    _ => return Err(usage()),
+                }
+            }
             "--attack-config" => {
                 attack.relay_config = std::fs::read_to_string(args.next().ok_or_else(usage)?)?
             }
@@ -311,7 +299,8 @@ fn options() -> io::Result<Options> {
                     .map(str::to_owned)
                     .collect()
             }
-            "--tcp-mib" | "--serial-mib" | "--concurrent" | "--idle" | "--tus-mib" => {
+            "--tcp-mib" | "--pg-mib" | "--pg-download-mib" | "--serial-mib" | "--concurrent"
+            | "--idle" | "--tus-mib" => {
                 let n = args
                     .next()
                     .and_then(|v| v.parse::<usize>().ok())
@@ -324,6 +313,8 @@ fn options() -> io::Result<Options> {
     let mut sizes = if quick {
         Sizes {
             tcp_bytes: 128 << 20,
+            pg_upload_bytes: None,
+            pg_download_bytes: None,
             serial_bytes: 2 << 20,
             concurrent: 100,
             idle_sessions: 1_000,
@@ -332,6 +323,8 @@ fn options() -> io::Result<Options> {
     } else {
         Sizes {
             tcp_bytes: 1 << 30,
+            pg_upload_bytes: None,
+            pg_download_bytes: None,
             serial_bytes: 16 << 20,
             concurrent: 1_000,
             idle_sessions: 10_000,
@@ -341,6 +334,8 @@ fn options() -> io::Result<Options> {
     for (flag, n) in overrides {
         match flag.as_str() {
             "--tcp-mib" => sizes.tcp_bytes = n << 20,
+            "--pg-mib" => sizes.pg_upload_bytes = Some(n << 20),
+            "--pg-download-mib" => sizes.pg_download_bytes = Some(n << 20),
             "--serial-mib" => sizes.serial_bytes = n << 20,
             "--concurrent" => sizes.concurrent = n,
             "--tus-mib" => sizes.tus_bytes = n << 20,
@@ -355,6 +350,7 @@ fn options() -> io::Result<Options> {
         sizes,
         only,
         attack,
+        backend,
     })
 }
 
@@ -428,7 +424,7 @@ fn main() -> io::Result<()> {
     let binary = relay::build()?;
     let mut report = json!({ "quick": opts.quick });
 
-    if run("tcp") {
+    if run("tcp") && opts.backend.sqlite() {
         eprintln!("1/6 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
         let tcp = tcp::run(&binary, sizes.tcp_bytes)?;
         report["tcp"] = tcp["tcp"].clone();
@@ -441,9 +437,24 @@ fn main() -> io::Result<()> {
         );
         report["serial"] = serial(&binary, sizes.serial_bytes)?;
     }
-    if run("concurrency") {
+    if run("concurrency") && opts.backend.sqlite() {
         eprintln!("3/6 {} concurrent two-file uploads…", sizes.concurrent);
-        report["concurrency"] = concurrency(&binary, sizes.concurrent)?;
+        let relay = relay::Relay::start(&binary, None)?;
+        report["concurrency"] = concurrency::run(&[&relay], sizes.concurrent)?;
+    }
+    if (run("tcp") || run("concurrency")) && opts.backend.postgres() {
+        eprintln!("3b/6 the same on the postgres backend (PostgreSQL + S3)…");
+        let upload_bytes = sizes.pg_upload_bytes.unwrap_or(sizes.tcp_bytes);
+        let settings = cluster::Settings {
+            upload_bytes,
+            download_bytes: sizes
+                .pg_download_bytes
+                .unwrap_or(upload_bytes.min(cluster::DEFAULT_DOWNLOAD_MAX)),
+            transfer: run("tcp"),
+            uploads: run("concurrency").then_some(sizes.concurrent),
+            sha1_mib_per_sec: report["tcp"]["sha1_mib_per_sec"].as_f64(),
+        };
+        report["postgres"] = cluster::run(&binary, &settings)?;
     }
     if run("memory") {
         eprintln!(

@@ -38,6 +38,20 @@ pub struct Relay {
     _data: tempfile::TempDir,
 }
 
+/// The bench's config: limits raised for benchmarking, `limits` more
+/// lines for `[limits]`, then `tables`.
+fn bench_config(limits: &str, tables: &str) -> String {
+    // `open` disclosure: the instant-upload row measures a proof from a
+    // second connection, which the default rule treats as a stranger
+    // and would answer with a plain upload.
+    format!(
+        "dedup_disclosure = \"open\"\n[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
+         max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n\
+         max_incomplete_batches_per_peer = 100000\nnew_batch_burst_per_peer = 100000\n{limits}\n{tables}",
+        big = 64u64 << 30
+    )
+}
+
 /// A free loopback port (bound, then released for the relay to take).
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -54,16 +68,13 @@ impl Relay {
     /// As [`start`](Self::start), with more lines for the config's
     /// `[limits]` table.
     pub fn start_with(binary: &Path, serial: Option<&str>, limits: &str) -> io::Result<Relay> {
-        // `open` disclosure: the instant-upload row measures a proof from a
-        // second connection, which the default rule treats as a stranger
-        // and would answer with a plain upload.
-        let config = format!(
-            "dedup_disclosure = \"open\"\n[limits]\nmax_file_size = {big}\nmax_batch_size = {big}\ndisk_quota = {big}\n\
-             max_sessions = 20000\nmax_sessions_per_peer = 20000\nidle_timeout_secs = 600\n\
-             max_incomplete_batches_per_peer = 100000\nnew_batch_burst_per_peer = 100000\n{limits}\n",
-            big = 64u64 << 30
-        );
-        Relay::start_config(binary, serial, &config)
+        Relay::start_config(binary, serial, &bench_config(limits, ""))
+    }
+
+    /// As [`start`](Self::start), with more tables after `[limits]` (the
+    /// `[store]` of the `postgres` backend).
+    pub fn start_with_tables(binary: &Path, tables: &str) -> io::Result<Relay> {
+        Relay::start_config(binary, None, &bench_config("", tables))
     }
 
     /// Starts the relay with exactly this config file (empty: the relay's
@@ -119,14 +130,29 @@ impl Relay {
 
     /// Resident set size of the relay process, in bytes.
     pub fn rss(&self) -> io::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .ok_or_else(|| io::Error::other("no VmRSS"))?;
-        Ok(kib * 1024)
+        rss_of(self.child.id())
     }
+
+    /// Threads of the relay process (runtime workers, blocking threads
+    /// held by store steps, helpers).
+    pub fn threads(&self) -> io::Result<u64> {
+        status_field(self.child.id(), "Threads:")
+    }
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> io::Result<u64> {
+    Ok(status_field(pid, "VmRSS:")? * 1024)
+}
+
+/// A number of `/proc/PID/status` (`VmRSS:` in kB, `Threads:`).
+fn status_field(pid: u32, field: &str) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| io::Error::other(format!("no {field}")))
 }
 
 impl Drop for Relay {

@@ -138,6 +138,9 @@ pub fn print_table(r: &Value) {
             f(&c["clients_cpu_secs"]),
         );
     }
+    if !r["postgres"].is_null() {
+        print_postgres(r);
+    }
     let m = &r["memory"];
     if !m.is_null() {
         println!(
@@ -188,4 +191,165 @@ pub fn print_table(r: &Value) {
     if !a.is_null() {
         crate::attack::report::print_rows(a);
     }
+}
+
+/// The `postgres` backend's rows, each beside the SQLite figure of the
+/// same run when that ran (`--backend both`).
+fn print_postgres(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let p = &r["postgres"];
+    let t = &p["tcp"];
+    let s = &r["tcp"];
+    let or_dash = |present: bool, text: String| if present { text } else { "—".into() };
+    if !t.is_null() {
+        let per_gib = |v: &Value, bytes: &Value| f(v) * GIB / f(bytes);
+        let up_bytes = &t["bytes"];
+        let down_bytes = &t["download_bytes"];
+        let mib_of = |v: &Value| match v.as_u64() {
+            Some(bytes) => format!("{} MiB", bytes >> 20),
+            None => "not run".into(),
+        };
+        println!(
+            "| upload: SQLite ({}) / PostgreSQL + S3 ({}, one instance) | {} / {:.0} MiB/s ({:.2}x SHA-1) | |",
+            mib_of(&s["bytes"]),
+            mib_of(&t["bytes"]),
+            or_dash(
+                !s.is_null(),
+                format!("{:.0} MiB/s ({:.2}x SHA-1)", f(&s["upload_mib_per_sec"]), f(&s["upload_vs_sha1"]))
+            ),
+            f(&t["upload_mib_per_sec"]),
+            f(&t["upload_vs_sha1"]),
+        );
+        let c = &t["upload_costs"];
+        println!(
+            "| … CPU per GiB uploaded: relay SQLite / PostgreSQL + S3; PostgreSQL, moto | {} / {:.2} s; {:.2} s, {:.2} s | |",
+            or_dash(!s.is_null(), format!("{:.2} s", per_gib(&s["upload"]["relay_cpu_secs"], &s["bytes"]))),
+            per_gib(&t["upload"]["relay_cpu_secs"], up_bytes),
+            per_gib(&c["pg_cpu_secs"], up_bytes),
+            per_gib(&c["s3_cpu_secs"], up_bytes),
+        );
+        println!(
+            "| … per GiB uploaded: PostgreSQL commits, rows inserted / updated / deleted, WAL | {:.0}, {:.0} / {:.0} / {:.0}, {:.1} MiB | |",
+            per_gib(&c["pg_commits"], up_bytes),
+            per_gib(&c["pg_rows_inserted"], up_bytes),
+            per_gib(&c["pg_rows_updated"], up_bytes),
+            per_gib(&c["pg_rows_deleted"], up_bytes),
+            per_gib(&c["pg_wal_bytes"], up_bytes) / MIB,
+        );
+        println!(
+            "| … per GiB uploaded: S3 requests (parts, tail segments), tail segment bytes | {:.0} ({:.0}, {:.0}), {:.0} MiB | |",
+            per_gib(&c["s3_requests_total"], up_bytes),
+            per_gib(&c["s3_requests"]["upload_part"], up_bytes),
+            per_gib(&c["s3_requests"]["put_segment"], up_bytes),
+            per_gib(&c["s3_segment_bytes_put"], up_bytes) / MIB,
+        );
+        println!(
+            "| download: SQLite ({}) / PostgreSQL + S3 ({}, one instance) | {} / {:.0} MiB/s ({:.2}x SHA-1) | |",
+            mib_of(&s["bytes"]),
+            mib_of(&t["download_bytes"]),
+            or_dash(
+                !s.is_null(),
+                format!("{:.0} MiB/s ({:.2}x SHA-1)", f(&s["download_mib_per_sec"]), f(&s["download_vs_sha1"]))
+            ),
+            f(&t["download_mib_per_sec"]),
+            f(&t["download_vs_sha1"]),
+        );
+        let c = &t["download_costs"];
+        println!(
+            "| … CPU per GiB downloaded: relay SQLite / PostgreSQL + S3; PostgreSQL, moto; S3 GETs per GiB | {} / {:.2} s; {:.2} s, {:.2} s; {:.0} | |",
+            or_dash(!s.is_null(), format!("{:.2} s", per_gib(&s["download"]["relay_cpu_secs"], &s["bytes"]))),
+            per_gib(&t["download"]["relay_cpu_secs"], down_bytes),
+            per_gib(&c["pg_cpu_secs"], down_bytes),
+            per_gib(&c["s3_cpu_secs"], down_bytes),
+            per_gib(&c["s3_requests"]["get"], down_bytes),
+        );
+    }
+    let c = &p["concurrency"];
+    let sc = &r["concurrency"];
+    if !c.is_null() {
+        let figure = |c: &Value| {
+            format!(
+                "{:.0}/s, p50 {:.0} ms, p99 {:.0} ms, {} failures",
+                f(&c["completions_per_sec"]),
+                f(&c["p50_ms"]),
+                f(&c["p99_ms"]),
+                c["failures"]
+            )
+        };
+        println!(
+            "| {} concurrent two-file uploads of 64 KiB: SQLite (one relay) / PostgreSQL + S3 (two instances) | {} / {} | 0 failures |",
+            c["uploads"],
+            or_dash(!sc.is_null(), figure(sc)),
+            figure(c),
+        );
+        let mib = |v: &Value| -> String {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| format!("{:.0}", f(x) / MIB))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                })
+                .unwrap_or_default()
+        };
+        let secs = |v: &Value| -> String {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| format!("{:.2}", f(x)))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                })
+                .unwrap_or_default()
+        };
+        let k = &c["costs"];
+        println!(
+            "| … relay CPU, RSS peak: SQLite / PostgreSQL + S3 per instance; PostgreSQL, moto CPU | {} / {} s, {} MiB; {:.2} s, {:.2} s | |",
+            or_dash(
+                !sc.is_null(),
+                format!("{} s, {} MiB", secs(&sc["relay_cpu_secs_each"]), mib(&sc["relay_rss_peak_bytes"]))
+            ),
+            secs(&c["relay_cpu_secs_each"]),
+            mib(&c["relay_rss_peak_bytes"]),
+            f(&k["pg_cpu_secs"]),
+            f(&k["s3_cpu_secs"]),
+        );
+        let count = |v: &Value| -> String {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                })
+                .unwrap_or_default()
+        };
+        println!(
+            "| … relay threads before, peak: SQLite / PostgreSQL + S3 per instance; PostgreSQL connections, both instances: before, after | {} / {}, {}; {}, {} | |",
+            or_dash(
+                !sc.is_null(),
+                format!("{}, {}", count(&sc["relay_threads_before"]), count(&sc["relay_threads_peak"]))
+            ),
+            count(&c["relay_threads_before"]),
+            count(&c["relay_threads_peak"]),
+            c["pg_connections_before"],
+            c["pg_connections_after"],
+        );
+        let n = f(&c["uploads"]);
+        println!(
+            "| … per batch: PostgreSQL commits, rows inserted / updated / deleted, WAL; S3 requests | {:.1}, {:.1} / {:.1} / {:.1}, {:.1} KiB; {:.1} | |",
+            f(&k["pg_commits"]) / n,
+            f(&k["pg_rows_inserted"]) / n,
+            f(&k["pg_rows_updated"]) / n,
+            f(&k["pg_rows_deleted"]) / n,
+            f(&k["pg_wal_bytes"]) / n / 1024.0,
+            f(&k["s3_requests_total"]) / n,
+        );
+    }
+    let i = &p["idle"];
+    println!(
+        "| postgres backend, one idle instance: PostgreSQL commits, S3 requests per minute | {:.0}, {:.0} | |",
+        f(&i["pg_commits"]) * 60.0 / f(&i["secs"]),
+        f(&i["s3_requests_total"]) * 60.0 / f(&i["secs"]),
+    );
 }

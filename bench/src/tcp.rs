@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pickup_proto::frame::{max_encoded_len, Decoder};
 use pickup_proto::message::Message;
-use pickup_proto::Sha1Digest;
+use pickup_proto::{Code, Sha1Digest};
 use serde_json::{json, Value};
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
 /// The reference rate is the best of three passes: this machine's speed
 /// wanders by a third from minute to minute, and a slow pass would make
 /// every ratio against it look better than it is.
-fn sha1_rates(data: &[u8]) -> (f64, f64) {
+pub fn sha1_rates(data: &[u8]) -> (f64, f64) {
     let mut fast = 0f64;
     let mut a = Sha1Digest::EMPTY;
     for _ in 0..3 {
@@ -160,6 +160,38 @@ fn raw_tcp(data: &[u8]) -> io::Result<Costed> {
     })
 }
 
+/// Uploads one file (`file`, a one-element slice, whose SHA-1 is `sha1`)
+/// through `relay`, as the CLI does over TCP, measured.
+pub fn upload(
+    relay: &relay::Relay,
+    file: &[Vec<u8>],
+    sha1: Sha1Digest,
+) -> io::Result<(client::Uploaded, Measured)> {
+    measure(relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::upload(
+            &mut link,
+            tcp_upload_config(),
+            &["big.bin".into()],
+            file,
+            &[sha1],
+        )
+    })
+}
+
+/// Downloads the batch `code` (one file of `len` bytes) through `relay`,
+/// verifying it, as the CLI does over TCP, measured.
+pub fn download(relay: &relay::Relay, code: Code, len: usize) -> io::Result<Measured> {
+    let (got, m) = measure(relay, || {
+        let mut link = tcp_link(relay.addr)?;
+        client::download(&mut link, tcp_download_config(), code)
+    })?;
+    if got != len as u64 {
+        return Err(io::Error::other(format!("downloaded {got} bytes of {len}")));
+    }
+    Ok(m)
+}
+
 pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let data = random_bytes(len, 1);
     let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
@@ -170,21 +202,8 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let sha1 = sha1_fast(&data);
     let announce_hash_secs = t.elapsed().as_secs_f64();
     let relay = relay::Relay::start(binary, None)?;
-    let (up, up_m) = measure(&relay, || {
-        let mut link = tcp_link(relay.addr)?;
-        client::upload(
-            &mut link,
-            tcp_upload_config(),
-            &["big.bin".into()],
-            std::slice::from_ref(&data),
-            &[sha1],
-        )
-    })?;
-    let (got, down_m) = measure(&relay, || {
-        let mut link = tcp_link(relay.addr)?;
-        client::download(&mut link, tcp_download_config(), up.code)
-    })?;
-    assert_eq!(got, data.len() as u64);
+    let (up, up_m) = upload(&relay, std::slice::from_ref(&data), sha1)?;
+    let down_m = download(&relay, up.code, data.len())?;
     eprintln!("    HTTP download of the same file…");
     let (http_sha1, http_m) = measure(&relay, || http_download(relay.http, &up.code.to_string()))?;
     if http_sha1 != sha1 {

@@ -130,6 +130,14 @@ impl Postgres {
         checked("psql", out).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`):
+    /// its children are the server's backends, so a benchmark can count
+    /// the CPU time the server spent.
+    pub fn server_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// Restarts the server (`pg_ctl restart -m fast`): every connection is
     /// closed, as when an operator restarts PostgreSQL.
     pub fn restart(&self) -> Result<(), String> {

@@ -33,6 +33,8 @@ const REGION: &str = "us-east-1";
 pub struct S3 {
     endpoint: String,
     child: Mutex<Child>,
+    /// moto's output: one line per request it answered.
+    log: PathBuf,
     /// Killed by `Drop` (not the shared server, which its watchdog stops).
     owned: bool,
 }
@@ -92,6 +94,7 @@ impl S3 {
             let s3 = S3 {
                 endpoint: format!("http://127.0.0.1:{port}"),
                 child: Mutex::new(child),
+                log: dir.join("log"),
                 owned: true,
             };
             match s3.wait_ready(port) {
@@ -108,6 +111,18 @@ impl S3 {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The file moto writes its output to: werkzeug's access log, one
+    /// line per request answered (`"PUT /bucket/key?partNumber=1&… HTTP/1.1" 200 -`),
+    /// which a benchmark reads to count requests by kind.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
+    /// The process id of the server (to read its CPU time and memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().ok().map(|c| c.id())
     }
 
     /// A new, empty bucket.

@@ -1,0 +1,123 @@
+//! Row 3: many simultaneous two-file uploads of 64 KiB each, the clients
+//! spread in turn over one relay or several (instances of one cluster on
+//! the `postgres` backend), each relay's RSS sampled while they run.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::relay::Relay;
+use crate::{client, cpu_secs, random_bytes, sha1_fast, tcp_link, tcp_upload_config};
+
+/// How often each relay's RSS is read while the uploads run.
+const RSS_EVERY: Duration = Duration::from_millis(50);
+
+/// `uploads` clients, client `i` on `relays[i % relays.len()]`, all
+/// released at once; latencies, rate, failures, and each relay's CPU and
+/// RSS (before, peak, after) and threads (before, peak).
+pub fn run(relays: &[&Relay], uploads: usize) -> io::Result<Value> {
+    if relays.is_empty() {
+        return Err(io::Error::other("no relay to upload to"));
+    }
+    // Every client has its data before the clock starts.
+    let barrier = Arc::new(Barrier::new(uploads + 1));
+    let handles: Vec<_> = (0..uploads)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let addr = relays[i % relays.len()].addr;
+            std::thread::spawn(move || -> io::Result<[Duration; 3]> {
+                let files = vec![
+                    random_bytes(64 * 1024, 2 * i as u64),
+                    random_bytes(64 * 1024, 2 * i as u64 + 1),
+                ];
+                let sha1s: Vec<_> = files.iter().map(|f| sha1_fast(f)).collect();
+                let names = vec!["one.bin".to_string(), "two.bin".to_string()];
+                barrier.wait();
+                let t = Instant::now();
+                let mut link = tcp_link(addr)?;
+                let up = client::upload(&mut link, tcp_upload_config(), &names, &files, &sha1s)?;
+                Ok([t.elapsed(), up.welcomed_after, up.granted_after])
+            })
+        })
+        .collect();
+    let rss_before: Vec<u64> = relays.iter().map(|r| r.rss().unwrap_or(0)).collect();
+    let relay_cpu: Vec<f64> = relays.iter().map(|r| r.cpu_secs()).collect();
+    let clients_cpu = cpu_secs("/proc/self/stat");
+    let stop = AtomicBool::new(false);
+    let threads_before: Vec<u64> = relays.iter().map(|r| r.threads().unwrap_or(0)).collect();
+    let (elapsed, latencies, failures, (rss_peak, threads_peak)) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_rss(relays, &stop));
+        barrier.wait();
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        let mut failures = BTreeMap::<String, usize>::new();
+        for h in handles {
+            match h.join() {
+                Ok(Ok(d)) => latencies.push(d),
+                Ok(Err(e)) => *failures.entry(e.to_string()).or_default() += 1,
+                Err(_) => *failures.entry("client panicked".into()).or_default() += 1,
+            }
+        }
+        let elapsed = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let peak = sampler.join().unwrap_or_default();
+        (elapsed, latencies, failures, peak)
+    });
+    let relay_cpu: Vec<f64> = relays
+        .iter()
+        .zip(&relay_cpu)
+        .map(|(r, before)| r.cpu_secs() - before)
+        .collect();
+    let clients_cpu = cpu_secs("/proc/self/stat") - clients_cpu;
+    let rss_after: Vec<u64> = relays.iter().map(|r| r.rss().unwrap_or(0)).collect();
+    let pct = |which: usize, p: f64| {
+        let mut v: Vec<Duration> = latencies.iter().map(|l| l[which]).collect();
+        v.sort();
+        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(json!({
+        "uploads": uploads,
+        "relays": relays.len(),
+        "failures": failures.values().sum::<usize>(),
+        // What the failed clients were told, and how many were told it.
+        "failure_reasons": failures,
+        "completions_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "p50_ms": pct(0, 0.50),
+        "p99_ms": pct(0, 0.99),
+        "welcome_p50_ms": pct(1, 0.50),
+        "grant_p50_ms": pct(2, 0.50),
+        "wall_secs": elapsed.as_secs_f64(),
+        "relay_cpu_secs": relay_cpu.iter().sum::<f64>(),
+        "relay_cpu_secs_each": relay_cpu,
+        "clients_cpu_secs": clients_cpu,
+        "relay_rss_before_bytes": rss_before,
+        "relay_rss_peak_bytes": rss_peak,
+        "relay_rss_after_bytes": rss_after,
+        "relay_threads_before": threads_before,
+        "relay_threads_peak": threads_peak,
+    }))
+}
+
+/// Samples every relay's RSS and thread count until told to stop; each
+/// one's peaks.
+fn sample_rss(relays: &[&Relay], stop: &AtomicBool) -> (Vec<u64>, Vec<u64>) {
+    let mut rss = vec![0u64; relays.len()];
+    let mut threads = vec![0u64; relays.len()];
+    let sample = |rss: &mut Vec<u64>, threads: &mut Vec<u64>| {
+        for ((m, t), r) in rss.iter_mut().zip(threads.iter_mut()).zip(relays) {
+            *m = (*m).max(r.rss().unwrap_or(0));
+            *t = (*t).max(r.threads().unwrap_or(0));
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        sample(&mut rss, &mut threads);
+        std::thread::sleep(RSS_EVERY);
+    }
+    sample(&mut rss, &mut threads);
+    (rss, threads)
+}
