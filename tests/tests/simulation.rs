@@ -163,21 +163,28 @@ fn simulated_transfers_survive_faults_crashes_and_restarts() {
     assert!(sum(|r| u64::from(r.downloads)) >= seeds);
 }
 
-/// Two relay instances over one store: an upload resumed on the second
-/// while the first still holds a session for it (`sim::takeover`). The
-/// same seed range as the main simulation; `PICKUP_SIM_SEED` replays one.
-#[test]
-fn uploads_taken_over_by_another_relay_instance_are_fenced() {
+/// A range's reports, and the failing seeds with their messages.
+type Outcomes<R> = (Vec<R>, std::collections::BTreeMap<u64, String>);
+
+/// A two-relay scenario over the main simulation's seed range: replays
+/// `PICKUP_SIM_SEED` alone (its report on stderr; `None`), else runs the
+/// range through `run_range` and fails naming every failing seed; the
+/// reports and the range's first seed for the scenario's own checks.
+fn scenario<R: std::fmt::Debug>(
+    name: &str,
+    replay: fn(u64) -> R,
+    run_range: fn(u64, u64, usize) -> Outcomes<R>,
+) -> Option<(Vec<R>, u64)> {
     if let Some(seed) = env_u64("PICKUP_SIM_SEED") {
-        eprintln!("{:#?}", sim::takeover::run_takeover(seed));
-        return;
+        eprintln!("{:#?}", replay(seed));
+        return None;
     }
     let seeds = env_u64("PICKUP_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let first = env_u64("PICKUP_SIM_FIRST").unwrap_or(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let (reports, failures) = sim::takeover::run_takeovers(first, seeds, threads);
+    let (reports, failures) = run_range(first, seeds, threads);
     std::panic::set_hook(hook);
     for (seed, msg) in &failures {
         println!(
@@ -187,9 +194,24 @@ fn uploads_taken_over_by_another_relay_instance_are_fenced() {
     }
     assert!(
         failures.is_empty(),
-        "takeover seeds failed: {:?}",
+        "{name} seeds failed: {:?}",
         failures.keys()
     );
+    Some((reports, first))
+}
+
+/// Two relay instances over one store: an upload resumed on the second
+/// while the first still holds a session for it (`sim::takeover`). The
+/// same seed range as the main simulation; `PICKUP_SIM_SEED` replays one.
+#[test]
+fn uploads_taken_over_by_another_relay_instance_are_fenced() {
+    let Some((reports, first)) = scenario(
+        "takeover",
+        sim::takeover::run_takeover,
+        sim::takeover::run_takeovers,
+    ) else {
+        return;
+    };
     let fenced = reports.iter().filter(|r| r.late_durable_jobs > 0).count();
     let told = reports.iter().filter(|r| r.told).count();
     println!(
@@ -211,28 +233,13 @@ fn uploads_taken_over_by_another_relay_instance_are_fenced() {
 /// simulation; `PICKUP_SIM_SEED` replays one.
 #[test]
 fn forwards_between_relays_survive_crashes_on_both_sides() {
-    if let Some(seed) = env_u64("PICKUP_SIM_SEED") {
-        eprintln!("{:#?}", sim::forward::run_forward(seed));
+    let Some((reports, first)) = scenario(
+        "forward",
+        sim::forward::run_forward,
+        sim::forward::run_forwards,
+    ) else {
         return;
-    }
-    let seeds = env_u64("PICKUP_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let first = env_u64("PICKUP_SIM_FIRST").unwrap_or(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let (reports, failures) = sim::forward::run_forwards(first, seeds, threads);
-    std::panic::set_hook(hook);
-    for (seed, msg) in &failures {
-        println!(
-            "seed {seed} failed: {msg}\n  replay: {}",
-            replay_command(*seed)
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "forward seeds failed: {:?}",
-        failures.keys()
-    );
+    };
     let source = reports.iter().filter(|r| r.source_crashes > 0).count();
     let peer = reports.iter().filter(|r| r.peer_crashes > 0).count();
     let sent: u64 = reports.iter().map(|r| r.sent).sum();
@@ -244,7 +251,7 @@ fn forwards_between_relays_survive_crashes_on_both_sides() {
     // Both kinds of crash happen in a run of any size, or the scenario
     // checks less than it says.
     assert!(
-        seeds < 100 || (source * 10 >= reports.len() && peer * 10 >= reports.len()),
+        reports.len() < 100 || (source * 10 >= reports.len() && peer * 10 >= reports.len()),
         "too few crashes: {source} source, {peer} peer in {} seeds",
         reports.len()
     );

@@ -104,30 +104,7 @@ pub(super) fn sha1_collision() -> (Vec<u8>, Vec<u8>) {
 /// Runs `seeds` seeds from `first` on `threads` threads; returns the
 /// reports and, for each failing seed, its panic message.
 pub fn run_many(first: u64, seeds: u64, threads: usize) -> (Vec<Report>, BTreeMap<u64, String>) {
-    let next = std::sync::atomic::AtomicU64::new(first);
-    let results = std::sync::Mutex::new((Vec::new(), BTreeMap::new()));
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if seed >= first + seeds {
-                    return;
-                }
-                let outcome = std::panic::catch_unwind(|| run_seed(seed, Options::default()));
-                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                match outcome {
-                    Ok(report) => r.0.push(report),
-                    Err(payload) => {
-                        let msg = payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "panic".to_owned());
-                        r.1.insert(seed, msg);
-                    }
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
+    super::seeds::run_seeds(first, seeds, threads, |seed| {
+        run_seed(seed, Options::default())
+    })
 }

@@ -3,11 +3,10 @@
 //! two-relay scenarios (`takeover`, `forward`), where the scenario decides
 //! which relay instance a frame reaches and when a side crashes.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pickup_proto::code::Code;
+use pickup_proto::download;
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::message::{Message, ResumeToken};
 use pickup_proto::upload::{self, Event};
@@ -17,6 +16,9 @@ use pickup_relay::rate_limit::Peer;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::{Batch, FileContent, Lookup, Store};
 use pickup_relay::{Link, Relay, Session};
+
+use super::pair::{Pair, Terminal};
+use crate::mem_files::MemFiles;
 
 /// Frames (or timer firings) a phase may take before it counts as stuck.
 pub(super) const MAX_ROUNDS: usize = 200_000;
@@ -254,39 +256,27 @@ pub(super) fn run_until(
     }
 }
 
-/// Runs `count` seeds from `first` on `threads` threads through `run`
-/// (which panics on a failed check); returns the reports and the
-/// failures' messages by seed.
-pub(super) fn run_seeds<R: Send>(
-    first: u64,
-    count: u64,
-    threads: usize,
-    run: fn(u64) -> R,
-) -> (Vec<R>, BTreeMap<u64, String>) {
-    let next = AtomicU64::new(first);
-    let results = Mutex::new((Vec::new(), BTreeMap::new()));
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= first.saturating_add(count) {
-                    return;
-                }
-                let outcome = std::panic::catch_unwind(|| run(seed));
-                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                match outcome {
-                    Ok(report) => r.0.push(report),
-                    Err(payload) => {
-                        let msg = payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "panic".to_owned());
-                        r.1.insert(seed, msg);
-                    }
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
+/// Downloads the batch `code` through `relay` (over `store`) from `now`:
+/// the files it got, the events of the download, and the time after it.
+pub(super) fn download(
+    relay: Arc<Relay>,
+    store: Arc<MemoryStore>,
+    link: Link,
+    code: Code,
+    now: Instant,
+) -> (Vec<Vec<u8>>, Vec<String>, Instant) {
+    let down = download::Session::new(download::Config::default(), code);
+    let mut pair = Pair::with_relay(
+        relay,
+        store,
+        link,
+        Terminal::Down(Box::new(down), MemFiles::default()),
+    );
+    pair.now = now;
+    pair.connect();
+    let events = pair.run(1_000, &mut |_| false);
+    let Terminal::Down(_, sink) = pair.terminal else {
+        unreachable!("a download pair");
+    };
+    (sink.files, events, pair.now)
 }

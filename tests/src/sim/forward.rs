@@ -23,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pickup_proto::download;
 use pickup_proto::frame;
 use pickup_proto::identity::{Credential, DeviceKey, RelayIdentity};
 use pickup_proto::message::ResumeToken;
@@ -35,10 +34,10 @@ use pickup_relay::random::SeededRandom;
 use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::{Link, Relay, Settings};
 
-use super::direct::{deliver, durable_state, run_seeds, run_until, Side, Uploader, MAX_ROUNDS};
-use super::pair::{Pair, Terminal, START};
+use super::direct::{deliver, download, durable_state, run_until, Side, Uploader, MAX_ROUNDS};
+use super::pair::START;
 use super::rng::SimRng;
-use crate::mem_files::MemFiles;
+use super::seeds::run_seeds;
 
 /// The name the two relays list each other under.
 const PEER: &str = "pair";
@@ -310,25 +309,12 @@ pub fn run_forward(seed: u64) -> ForwardReport {
     drop(b);
 
     // The peer serves the copy under its own code.
-    let down = download::Session::new(download::Config::default(), code_b);
-    let mut pair = Pair::with_relay(
-        peer.start(now),
-        peer.store.clone(),
-        link,
-        Terminal::Down(Box::new(down), MemFiles::default()),
-    );
-    pair.now = now;
-    pair.connect();
-    let events = pair.run(1_000, &mut |_| false);
-    let Terminal::Down(_, sink) = &pair.terminal else {
-        unreachable!("a download pair");
-    };
+    let (got, events, after) = download(peer.start(now), peer.store.clone(), link, code_b, now);
     assert!(
-        sink.files == files,
+        got == files,
         "seed {seed}: the copy at B differs from the batch at A ({events:?})"
     );
-    now = pair.now;
-    drop(pair);
+    now = after;
 
     // The same content forwarded again: the peer holds it, the source
     // proves it holds it too, and no file byte crosses.

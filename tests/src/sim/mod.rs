@@ -51,6 +51,7 @@ pub mod link;
 pub mod named;
 pub mod pair;
 pub mod rng;
+mod seeds;
 pub mod takeover;
 pub mod traffic;
 

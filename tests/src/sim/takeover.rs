@@ -27,7 +27,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pickup_proto::download;
 use pickup_proto::frame::{self, Decoder};
 use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::Message;
@@ -39,11 +38,11 @@ use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::{Link, Relay, Settings};
 
 use super::direct::{
-    deliver, durable_state, exchange, run_seeds, run_until, Side, Uploader, MAX_ROUNDS,
+    deliver, download, durable_state, exchange, run_until, Side, Uploader, MAX_ROUNDS,
 };
-use super::pair::{Pair, Terminal, START};
+use super::pair::START;
 use super::rng::SimRng;
-use crate::mem_files::MemFiles;
+use super::seeds::run_seeds;
 
 /// Names of the files (a batch has at most this many).
 const NAMES: [&str; 3] = ["a.bin", "b.bin", "c.bin"];
@@ -257,21 +256,9 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
 
     // A third instance serves the download.
     let store_c = Arc::new(store_a.another_instance());
-    let down = download::Session::new(download::Config::default(), code);
-    let mut pair = Pair::with_relay(
-        relay(&store_c, 0xc),
-        store_c,
-        link,
-        Terminal::Down(Box::new(down), MemFiles::default()),
-    );
-    pair.now = now;
-    pair.connect();
-    let events = pair.run(1_000, &mut |_| false);
-    let Terminal::Down(_, sink) = &pair.terminal else {
-        unreachable!("a download pair");
-    };
+    let (got, events, _) = download(relay(&store_c, 0xc), store_c, link, code, now);
     assert!(
-        sink.files == files,
+        got == files,
         "seed {seed}: the download differs from the upload ({events:?})"
     );
     report
