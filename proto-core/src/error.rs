@@ -78,11 +78,16 @@ pub enum ErrorCode {
     QueueFull = 27,
     /// 28: no notice of this id is addressed to this session's terminal.
     UnknownNotice = 28,
+    /// 29: the relay lists no peer relay of this name (PROTOCOL.md §12).
+    UnknownPeer = 29,
+    /// 30: the peer relay could not be reached, or the link to it was
+    /// lost and reconnecting gave up (a forward's reason).
+    PeerUnreachable = 30,
 }
 
 impl ErrorCode {
     /// Every code, in wire order: for tests and documentation tables.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::UnknownCode,
         ErrorCode::Expired,
         ErrorCode::RateLimited,
@@ -112,6 +117,8 @@ impl ErrorCode {
         ErrorCode::UnknownTerminal,
         ErrorCode::QueueFull,
         ErrorCode::UnknownNotice,
+        ErrorCode::UnknownPeer,
+        ErrorCode::PeerUnreachable,
     ];
 
     /// A short human description, for logs and one-line CLI errors.
@@ -146,6 +153,8 @@ impl ErrorCode {
             ErrorCode::UnknownTerminal => "unknown terminal (or not one you may send to)",
             ErrorCode::QueueFull => "too many deliveries waiting for this terminal or sender",
             ErrorCode::UnknownNotice => "no such notice for this terminal",
+            ErrorCode::UnknownPeer => "no peer relay of this name",
+            ErrorCode::PeerUnreachable => "the peer relay could not be reached",
         }
     }
 }
