@@ -156,6 +156,7 @@ fn forward_once(
         peer: &pair.peer,
         resume,
         policy,
+        stop: None,
     };
     let result = forward::run(&job, |p| heard.push(*p));
     (result, heard)
@@ -356,6 +357,7 @@ fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
         peer: &pair.peer,
         resume: None,
         policy: RetransferPolicy::default(),
+        stop: None,
     };
     // The owner ends the batch once the peer granted it.
     let mut ended = false;

@@ -127,6 +127,7 @@ fn forward_refuses_unknown_incomplete_and_expired_batches_before_dialling() {
         peer: &peer,
         resume: None,
         policy: RetransferPolicy::DISABLED,
+        stop: None,
     };
     let mut heard = Vec::new();
     let mut run = |n| super::run(&job(n), |p| heard.push(*p));
@@ -147,6 +148,7 @@ fn forward_to_an_unreachable_peer_is_a_dial_error_naming_it() {
         peer: &peer,
         resume: None,
         policy: RetransferPolicy::DISABLED,
+        stop: None,
     };
     let mut heard = Vec::new();
     let e = run(&job, |p| heard.push(*p)).unwrap_err();
