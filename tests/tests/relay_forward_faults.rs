@@ -39,8 +39,7 @@ use pickup_relay::store::{Lookup, Store};
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
 use pickup_tests::e2e::push::{add_user, login, unix_now};
 use pickup_tests::e2e::{
-    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir,
-    PATIENCE,
+    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir, PATIENCE,
 };
 use pickup_tests::relay_process::RelayProcess;
 use serde_json::Value;
@@ -137,7 +136,8 @@ impl Pair {
         let a = RelayProcess::builder().config(&a_config).start();
         let mut b_config = String::new();
         if let Some(ttl) = setup.b_incomplete_ttl_secs {
-            b_config += &format!("sweep_interval_secs = 1\n[limits]\nincomplete_ttl_secs = {ttl}\n");
+            b_config +=
+                &format!("sweep_interval_secs = 1\n[limits]\nincomplete_ttl_secs = {ttl}\n");
         }
         b_config += &format!("[tcp]\nwindow = {WINDOW}\n");
         b_config += &peer_toml(&a.addr().to_string(), &b_key);
@@ -283,16 +283,23 @@ fn overhead_margin(total: u64) -> u64 {
     total / 400 + (256 << 10)
 }
 
-/// Statuses' bytes never go back, and every one counts the whole batch.
-fn check_monotonic(seen: &[Value], total: u64) {
-    for w in seen.windows(2) {
-        assert!(
-            w[1]["sent"].as_u64() >= w[0]["sent"].as_u64(),
-            "progress went back: {} then {}",
-            w[0],
-            w[1]
-        );
-    }
+/// Statuses' bytes never go back, except `fallbacks` times, and every
+/// one counts the whole batch. A source killed -9 loses what its
+/// forwarder had not yet written of the peer's acknowledgements (it
+/// writes them at most once a second, `forward::service::WRITE_EVERY`):
+/// a watcher that follows the forward across the restart hears the bytes
+/// as last written once, then the peer's durable offsets again.
+fn check_monotonic(seen: &[Value], total: u64, fallbacks: usize) {
+    let back: Vec<(&Value, &Value)> = seen
+        .windows(2)
+        .filter(|w| w[1]["sent"].as_u64() < w[0]["sent"].as_u64())
+        .map(|w| (&w[0], &w[1]))
+        .collect();
+    assert!(
+        back.len() <= fallbacks,
+        "progress went back {} times: {back:?}",
+        back.len()
+    );
     for s in seen {
         assert_eq!(s["total"].as_u64(), Some(total), "{s}");
     }
@@ -336,15 +343,18 @@ fn killed_at_30_percent(victim: Victim, seed: u64) {
     }
     let resumed = wait_for("the forward moving on after the restart", || {
         let s = pair.status(id);
-        (s["sent"].as_u64() > Some(at_kill.saturating_sub(WINDOW)) || state(&s) == "done")
-            .then_some(s)
+        (s["sent"].as_u64() > Some(at_kill) || state(&s) == "done").then_some(s)
     });
     eprintln!("after the restart: {resumed}");
 
     // The watcher rode out the restart (of A: it dialled again).
     let (last, code_exit, seen) = watch.end();
     assert_eq!((state(&last), code_exit), ("done", Some(0)), "{last}");
-    check_monotonic(&seen, total);
+    let fallbacks = match victim {
+        Victim::Source => 1,
+        Victim::Peer => 0,
+    };
+    check_monotonic(&seen, total, fallbacks);
     let crossed = pair.up();
     eprintln!(
         "done after {:?}: {crossed} bytes crossed for a {total}-byte file \
@@ -403,7 +413,12 @@ fn a_peer_with_another_key_fails_the_forward_with_a_clear_reason() {
         "{s}"
     );
     assert!(s["peer_code"].is_null(), "{s}");
-    assert!(pair.b.log().contains("auth"), "B logged no refusal");
+    assert!(
+        pair.b.log().contains("authentication failed"),
+        "B logged no refusal: {}",
+        pair.b.log()
+    );
+    eprintln!("pickup forward: {}; status {s}", err.trim());
 
     // With --json the failure is a JSON error as well.
     let out = run(&mut pair.forward_cmd(&[&code, "--to", PAIR, "--json"]));
@@ -443,7 +458,9 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
 
     // The rest of the minute, reading statuses as they come.
     while down.elapsed() < OUTAGE {
-        let _ = watch.run.next_line_within(OUTAGE.saturating_sub(down.elapsed()));
+        let _ = watch
+            .run
+            .next_line_within(OUTAGE.saturating_sub(down.elapsed()));
     }
     let before = pair.status(id);
     eprintln!("B back after {:?}; last status {before}", down.elapsed());
@@ -451,7 +468,7 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
 
     let (last, exit, seen) = watch.end();
     assert_eq!((state(&last), exit), ("done", Some(0)), "{last}");
-    check_monotonic(&seen, total);
+    check_monotonic(&seen, total, 0);
     let attempts = before["attempts"].as_u64().unwrap();
     // Without backoff a failing attempt (three dials a few hundred
     // milliseconds apart) would come round about every second: dozens in
@@ -460,7 +477,7 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
         (2..=20).contains(&attempts),
         "{attempts} attempts in a minute's outage: {before}"
     );
-    assert!(last["attempts"].as_u64() > Some(attempts), "{last}");
+    eprintln!("done after {:?}: {last}", down.elapsed());
     pair.check_at_b(last["peer_code"].as_str().unwrap(), &paths, "got");
 }
 
@@ -470,9 +487,10 @@ fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_co
     // expires about 20 s into the forward.
     let mut pair = Pair::start(Setup {
         a_ttl_secs: Some(20),
-        b_incomplete_ttl_secs: Some(5),
+        b_incomplete_ttl_secs: Some(10),
         ..Setup::default()
     });
+    let sent_at = Instant::now();
     let (_, code) = pair.send_to_a(&[24 << 20], 5000);
     pair.proxy.rate.store(512 << 10, Ordering::SeqCst);
     let mut watch = pair.forward(&code);
@@ -488,20 +506,33 @@ fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_co
     );
     assert!(last["peer_code"].is_null(), "{last}");
     let s = pair.status(id);
-    assert_eq!((state(&s), s["attempts"].as_u64()), ("failed", Some(1)), "{s}");
+    assert_eq!(
+        (state(&s), s["attempts"].as_u64()),
+        ("failed", Some(1)),
+        "{s}"
+    );
     let sent = s["sent"].as_u64().unwrap();
     assert!(sent > 0 && sent < (24 << 20), "{s}");
 
+    eprintln!(
+        "failed {:?} after the send began: {last}",
+        sent_at.elapsed()
+    );
+
     // B granted the batch (A kept its token): the partial copy's code,
-    // read from B's store, must not serve it.
-    assert!(pair.a.terminate().success());
+    // read from B's store, must not serve it. B is stopped first, so
+    // that it does not sweep the copy before the test found it.
+    pair.b.kill9();
+    pair.a.kill9();
     let (a_store, _) = SqliteStore::open(pair.a.data()).unwrap();
     let token = a_store.forward(id).unwrap().unwrap().peer_token;
     let token = token.expect("B granted the batch before the source expired");
     drop(a_store);
-    assert!(pair.b.terminate().success());
     let (b_store, _) = SqliteStore::open(pair.b.data()).unwrap();
-    let partial = match b_store.find_by_token(&token_key(&token), unix_now()).unwrap() {
+    let partial = match b_store
+        .find_by_token(&token_key(&token), unix_now())
+        .unwrap()
+    {
         Lookup::Live(batch) => batch,
         other => panic!("B lost the partial copy before its sweep: {other:?}"),
     };
@@ -510,14 +541,24 @@ fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_co
     pair.b.restart();
     let peer_code = partial.code.to_string();
     let (out, dest) = pair.get_from_b(&peer_code, "partial");
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(!dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none());
+    eprintln!("B's partial copy by its code: {}", err.trim());
 
-    // B sweeps the stale partial copy: then its code is unknown there.
+    // B sweeps the stale partial copy: then its code is gone there.
     let gone = wait_for("B sweeping the partial copy", || {
         let (out, _) = pair.get_from_b(&peer_code, "swept");
         let err = stderr(&out);
         (out.status.code() == Some(2) && !err.contains("still being uploaded")).then_some(err)
     });
-    eprintln!("B after its sweep: {}", gone.trim());
+    assert!(
+        gone.contains("expired") || gone.contains("unknown"),
+        "{gone}"
+    );
+    eprintln!(
+        "B {:?} after the send began, after its sweep: {}",
+        sent_at.elapsed(),
+        gone.trim()
+    );
 }
