@@ -7,7 +7,8 @@
 //! content crosses as proofs only, and a forward cut mid-way resumes with
 //! the peer's token from B's durable offsets. A `tls://` peer is trusted
 //! by its pin, as `pickup --pin` trusts a relay; a source batch ended
-//! mid-forward ends the forward with `SourceExpired`.
+//! mid-forward ends the forward with `SourceExpired`; a peer that is down
+//! makes the forwarder retry until it is back.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -533,4 +534,60 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A loopback port nothing listens on (one we bound and closed).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `pickup forward --status ID --json` at A as the user of `state`.
+fn status_json(pair: &Pair, state: &Path, id: u64) -> serde_json::Value {
+    run_json(pickup(state).args([
+        "--relay",
+        &pair.a.tcp(),
+        "forward",
+        "--status",
+        &id.to_string(),
+        "--json",
+    ]))
+}
+
+#[test]
+fn a_forward_to_a_peer_that_is_down_retries_and_completes_once_it_is_back() {
+    let pair = Pair::start(LinkFaults::default());
+    let state = ada_at_a(&pair);
+    let sizes = [100_000, 200_000, 300_000];
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    let (paths, code) = pair.send_to_a(sizes);
+    // B is unreachable behind the proxy's address.
+    pair.proxy.retarget(closed_port());
+    let (statuses, out) = std::thread::scope(|s| {
+        let cli = s.spawn(|| forward_cli(&pair, &state, &code));
+        // A fresh relay's first forward is 1. Wait (bounded) for its
+        // first failed attempt, then bring B back.
+        let mut seen = None;
+        for _ in 0..300 {
+            let st = status_json(&pair, &state, 1);
+            if st["state"] == "retrying" {
+                seen = Some(st);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let retrying = seen.expect("the forward never went to retrying");
+        assert_eq!(retrying["reason"], "the peer relay could not be reached");
+        pair.proxy.retarget(pair.b.port());
+        cli.join().unwrap()
+    });
+    assert!(out.status.success(), "forward: {}", stderr(&out));
+    let (_, peer_code) = check_statuses(&statuses, total);
+    assert!(
+        statuses.iter().any(|s| s["state"] == "retrying"),
+        "the watch never showed the retry: {statuses:?}"
+    );
+    let attempts = statuses.last().unwrap()["attempts"].as_u64().unwrap();
+    assert!(attempts >= 2, "{statuses:?}");
+    pair.get_from_b(&peer_code, &paths, "after-outage");
 }
