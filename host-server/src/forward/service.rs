@@ -329,7 +329,83 @@ pub async fn serve(relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Peers;
+    use crate::random::SeededRandom;
+    use crate::store::forwards::NewForward;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Forwards, Store};
     use pickup_proto::identity::AuthError;
+
+    /// A relay over a memory store that lists the peer of the runner's
+    /// tests (nothing listens there).
+    fn relay(store: &Arc<MemoryStore>) -> Arc<Relay> {
+        let settings = crate::settings::Settings {
+            peers: Peers::new([super::super::tests::peer()]).unwrap(),
+            ..Default::default()
+        };
+        Relay::new(
+            settings,
+            store.clone(),
+            Box::new(SeededRandom::new(1)),
+            pickup_proto::Instant::from_millis(unix_now() * 1000),
+        )
+    }
+
+    /// Claims the one forward due and runs its attempt, as `serve` does.
+    fn attempt_once(relay: &Relay) -> ForwardRecord {
+        let now = unix_now();
+        let mut claimed = relay.store.claim_forwards(now, now + 60, 4).unwrap();
+        assert_eq!(claimed.len(), 1);
+        let record = claimed.remove(0);
+        let a = Attempt {
+            written: Mutex::new((record.state, record.sent, record.peer_token)),
+            record,
+            stop: AtomicBool::new(false),
+        };
+        attempt(relay, &a);
+        relay.store.forward(a.record.id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_batch_no_longer_live_or_a_peer_no_longer_listed_fails_the_forward() {
+        let store = Arc::new(MemoryStore::new());
+        let relay = relay(&store);
+        let b = super::super::tests::batch(&store, 1, true);
+        let new = |peer| NewForward {
+            batch: b.id,
+            code: b.code,
+            requester: "ada",
+            peer,
+            total: b.total_size(),
+            now: unix_now(),
+        };
+        // The owner ended the batch after the request.
+        let f = store.create_forward(&new("pair-ab")).unwrap();
+        store.end_batch(b.id, unix_now()).unwrap();
+        let r = attempt_once(&relay);
+        assert_eq!(r.id, f.id);
+        assert_eq!(
+            (r.state, r.last_error),
+            (ForwardState::Failed, Some(ErrorCode::Expired))
+        );
+        // A peer removed from [[peers]] since the request.
+        let live = super::super::tests::batch(&store, 2, true);
+        let f = store
+            .create_forward(&NewForward {
+                batch: live.id,
+                code: live.code,
+                ..new("site-gone")
+            })
+            .unwrap();
+        let r = attempt_once(&relay);
+        assert_eq!(r.id, f.id);
+        assert_eq!(
+            (r.state, r.last_error),
+            (ForwardState::Failed, Some(ErrorCode::UnknownPeer))
+        );
+        // Nothing is left running on the board.
+        assert_eq!(relay.forward_board().status(&r).rate, 0);
+    }
 
     #[test]
     fn failures_that_may_pass_retry_with_capped_backoff_until_the_last_attempt() {

@@ -451,8 +451,9 @@ impl Session {
             self.named_put = false;
             self.named_read = None;
             // Lookups and creations for the old conversation would answer
-            // questions nobody asks any more.
+            // questions nobody asks any more; so would a watch's statuses.
             self.work.forget_conversation();
+            self.stop_watching();
         }
         self.peer_max_frame =
             (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);

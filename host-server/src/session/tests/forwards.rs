@@ -227,3 +227,31 @@ fn a_failed_forward_reports_its_reason_and_a_retry_queues_it_again() {
     );
     assert_eq!(status_of(&drain(&mut ada)).state, ForwardState::Queued);
 }
+
+#[test]
+fn a_hello_again_ends_the_watch_and_a_new_one_starts_clean() {
+    let mut w = world();
+    let code = uploaded(&mut w, 1, b"watched twice");
+    let mut ada = user(&w, 2, "ada");
+    let [Reply::ForwardAccepted(id)] = request(&mut ada, w.now(), code, "site-b")[..] else {
+        panic!("not accepted");
+    };
+    // The watch's first load is queued, not yet run, when the terminal
+    // starts over: nothing of the old watch is said or kept.
+    send_only(
+        &mut ada,
+        w.now(),
+        Message::ForwardWatch(ForwardWatch { id, once: false }),
+    );
+    send(&mut ada, w.now(), hello(CAP_INSTANT_UPLOAD));
+    assert_eq!(drain(&mut ada), [Reply::Welcome]);
+    w.relay.forward_board().ring(id);
+    assert!(!ada.doorbell().rung(), "the old watch is gone");
+    // Identity stays across a Hello: a new watch works.
+    assert_eq!(
+        status_of(&watch(&mut ada, w.now(), id, false)).state,
+        ForwardState::Queued
+    );
+    w.relay.forward_board().ring(id);
+    assert!(ada.doorbell().rung());
+}
