@@ -169,6 +169,21 @@ impl Attempt {
     }
 }
 
+/// What the progress `p` of a run of the claimed forward `r` writes:
+/// (state, sent, token). A resumed run reports 0 bytes until the peer's
+/// offsets arrive (its first `Transferring` comes before them), but the
+/// bytes the peer holds under the same token never go back: written as
+/// they came, a status read from the store (after a crash of this relay,
+/// or on another instance) showed 0 for a second of every resumed attempt.
+fn to_write(r: &ForwardRecord, p: &Progress) -> (ForwardState, u64, Option<ResumeToken>) {
+    let sent = if p.token.is_some() && p.token == r.peer_token {
+        p.sent.max(r.sent)
+    } else {
+        p.sent
+    };
+    (p.state, sent, p.token)
+}
+
 /// Runs one claimed forward to the end of this attempt and settles it.
 fn attempt(relay: &Relay, a: &Attempt) {
     let r = &a.record;
@@ -197,7 +212,7 @@ fn attempt(relay: &Relay, a: &Attempt) {
                     return;
                 }
                 let mut written = lock(&a.written);
-                let next = (p.state, p.sent, p.token);
+                let next = to_write(r, p);
                 let due = next.0 != written.0 || next.2 != written.2;
                 if next != *written && (due || last_write.elapsed() >= WRITE_EVERY) {
                     *written = next;
@@ -405,6 +420,42 @@ mod tests {
         );
         // Nothing is left running on the board.
         assert_eq!(relay.forward_board().status(&r).rate, 0);
+    }
+
+    #[test]
+    fn a_resumed_run_never_writes_fewer_bytes_than_the_peer_held_under_its_token() {
+        let store = Arc::new(MemoryStore::new());
+        let b = super::super::tests::batch(&store, 1, true);
+        let token = ResumeToken([3; 16]);
+        let mut r = store
+            .create_forward(&NewForward {
+                batch: b.id,
+                code: b.code,
+                requester: "ada",
+                peer: "pair-ab",
+                total: 1_000_000,
+                now: unix_now(),
+            })
+            .unwrap();
+        r.sent = 660_000;
+        r.peer_token = Some(token);
+        let p = |sent, token| Progress {
+            state: ForwardState::Transferring,
+            sent,
+            total: 1_000_000,
+            token,
+        };
+        // Before the peer's offsets arrive, and after them.
+        assert_eq!(to_write(&r, &p(0, Some(token))).1, 660_000);
+        assert_eq!(to_write(&r, &p(940_000, Some(token))).1, 940_000);
+        // Another grant is another copy at the peer: its own bytes.
+        let other = Some(ResumeToken([4; 16]));
+        assert_eq!(
+            to_write(&r, &p(0, other)),
+            (ForwardState::Transferring, 0, other)
+        );
+        r.peer_token = None;
+        assert_eq!(to_write(&r, &p(0, None)).1, 0);
     }
 
     #[test]
