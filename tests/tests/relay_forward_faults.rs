@@ -248,6 +248,24 @@ impl Watch {
         panic!("no status {what}; seen: {:?}", self.seen);
     }
 
+    /// Reads statuses until `deadline`, whatever they say; panics if the
+    /// command ends first.
+    fn read_until(&mut self, deadline: Instant) {
+        for _ in 0..MAX_LINES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if let Some(line) = self.run.next_line_within(left) {
+                let status = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON status ({e}): {line}"));
+                self.seen.push(status);
+            } else if Instant::now() < deadline {
+                panic!("pickup forward ended early; seen: {:?}", self.seen);
+            }
+        }
+    }
+
     /// The forward's id, from the first status.
     fn id(&mut self) -> u64 {
         let first = self.until("at all", |_| true);
@@ -420,9 +438,28 @@ fn a_peer_with_another_key_fails_the_forward_with_a_clear_reason() {
     );
     eprintln!("pickup forward: {}; status {s}", err.trim());
 
-    // With --json the failure is a JSON error as well.
+    // With --json: the statuses end in `failed` with the reason, then
+    // the error object.
     let out = run(&mut pair.forward_cmd(&[&code, "--to", PAIR, "--json"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let [.., status, error] = lines.as_slice() else {
+        panic!("no status and error in {text}");
+    };
+    assert_eq!(
+        (state(status), status["reason"].as_str()),
+        ("failed", Some("authentication failed")),
+        "{text}"
+    );
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.ends_with("failed: authentication failed") && error["error"]["exit"] == 2,
+        "{text}"
+    );
 }
 
 /// How long the peer stays down.
@@ -457,11 +494,7 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
     eprintln!("after {:?}: {second}", down.elapsed());
 
     // The rest of the minute, reading statuses as they come.
-    while down.elapsed() < OUTAGE {
-        let _ = watch
-            .run
-            .next_line_within(OUTAGE.saturating_sub(down.elapsed()));
-    }
+    watch.read_until(down + OUTAGE);
     let before = pair.status(id);
     eprintln!("B back after {:?}; last status {before}", down.elapsed());
     pair.b.restart();
