@@ -10,6 +10,7 @@
 //!              │  state or token changed, or a second passed ──► advance_forward(Progress{sent, token, lease})
 //!              ├ Ok ─────────────────────────────► advance_forward(Done{peer code})
 //!              └ Err: may pass, attempts left ───► advance_forward(Retry{reason, now + 2^attempts s (capped)})
+//!                     the peer lost its copy ───► advance_forward(Restart: no token, from zero)
 //!                     will not pass, or the last ► advance_forward(Fail{reason})
 //!     every lease/4: renew the lease of each running forward
 //!   shutdown: stop every run (at its next read or connect) ──► Retry{ShuttingDown, due now}
@@ -118,6 +119,13 @@ pub fn settle(e: &ForwardError, attempts: u32, s: &ForwardSettings, now: u64) ->
             reason,
             peer_token,
             next_attempt_at: now,
+        };
+    }
+    // The peer swept the partial copy: a new one, from zero.
+    if reason == ErrorCode::UnknownToken && attempts < s.max_attempts {
+        return ForwardChange::Restart {
+            reason,
+            next_attempt_at: now.saturating_add(s.backoff_secs(attempts)),
         };
     }
     if may_pass && attempts < s.max_attempts {
@@ -520,6 +528,18 @@ mod tests {
                 ..
             }
         ));
+        // A peer that lost the partial copy: the next attempt starts over.
+        let forgotten = ForwardError::Refused {
+            peer: "b".into(),
+            error: upload::Error::Relay(ErrorCode::UnknownToken),
+        };
+        assert_eq!(
+            settle(&forgotten, 1, &s, 100),
+            ForwardChange::Restart {
+                reason: ErrorCode::UnknownToken,
+                next_attempt_at: 102
+            }
+        );
         let stopped = ForwardError::Stopped { token: None };
         assert!(matches!(
             settle(&stopped, 8, &s, 100),

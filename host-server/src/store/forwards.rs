@@ -131,6 +131,15 @@ pub enum ForwardChange {
         /// When the next attempt may start.
         next_attempt_at: u64,
     },
+    /// The attempt failed because the peer no longer knows its token
+    /// (it swept the partial copy): the next attempt, at
+    /// `next_attempt_at`, starts a new copy from zero.
+    Restart {
+        /// Why.
+        reason: ErrorCode,
+        /// When the next attempt may start.
+        next_attempt_at: u64,
+    },
     /// The forward gives up.
     Fail {
         /// Why.
@@ -177,6 +186,17 @@ impl ForwardChange {
                 r.state = ForwardState::Retrying;
                 r.last_error = Some(reason);
                 r.peer_token = peer_token.or(r.peer_token);
+                r.next_attempt_at = next_attempt_at;
+                r.lease_until = 0;
+            }
+            ForwardChange::Restart {
+                reason,
+                next_attempt_at,
+            } => {
+                r.state = ForwardState::Retrying;
+                r.last_error = Some(reason);
+                r.peer_token = None;
+                r.sent = 0;
                 r.next_attempt_at = next_attempt_at;
                 r.lease_until = 0;
             }

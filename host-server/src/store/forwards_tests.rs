@@ -192,6 +192,22 @@ fn leases_and_retries<S: Store>(store: &S) {
     assert_eq!(store.retry_forward(f.id, "ada", 141).unwrap(), Some(r));
     let c = claim_one(store, 141);
     assert_eq!((c.id, c.attempts, c.claim), (f.id, 1, 3));
+    // The peer lost its partial copy: the token and bytes go.
+    let p = progress(ForwardState::Transferring, 700, Some(ResumeToken([4; 16])));
+    store.advance_forward(f.id, 3, &p, 142).unwrap().unwrap();
+    let restart = ForwardChange::Restart {
+        reason: ErrorCode::UnknownToken,
+        next_attempt_at: 150,
+    };
+    let r = store
+        .advance_forward(f.id, 3, &restart, 143)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.state, r.sent, r.peer_token),
+        (ForwardState::Retrying, 0, None)
+    );
+    assert_eq!(store.forward(f.id).unwrap().unwrap(), r);
 }
 
 #[test]
