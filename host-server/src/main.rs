@@ -475,6 +475,14 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
         })
     };
 
+    // Forwards to peer relays (issue 17): a relay without peers has none
+    // to run, but may hold some queued before its peers were removed; they
+    // fail as UnknownPeer once claimed.
+    let forwarder = tokio::spawn(pickup_relay::forward::service::serve(
+        relay.clone(),
+        shutdown_rx.clone(),
+    ));
+
     signals.wait().await;
     tracing::info!(sessions = relay.sessions(), "shutting down");
     relay.begin_shutdown();
@@ -487,6 +495,11 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     }
     for t in serial_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    // Runs stop at their next read or connect and are written due again.
+    let until = grace.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(until, forwarder).await.is_err() {
+        tracing::warn!("forwards still stopping at exit; they resume from the peer's offsets");
     }
     if relay.sessions() > 0 {
         tracing::warn!(

@@ -117,6 +117,8 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     /// The session listening for each terminal's notices.
     listeners: Listeners,
+    /// The running forwards' live progress and their watchers.
+    forwards: crate::forward::board::Board,
 }
 
 impl core::fmt::Debug for Relay {
@@ -165,6 +167,7 @@ impl Relay {
             shutting_down: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
             listeners: Listeners::default(),
+            forwards: Default::default(),
         })
     }
 
@@ -293,6 +296,12 @@ impl Relay {
     /// Whether `session` still listens for `terminal`.
     pub(crate) fn is_listening(&self, terminal: &str, session: u64) -> bool {
         self.listeners.is_listening(terminal, session)
+    }
+
+    /// The running forwards' live progress, their watchers, and the
+    /// forwarder's doorbell ([`crate::forward::board`]).
+    pub fn forward_board(&self) -> &crate::forward::board::Board {
+        &self.forwards
     }
 
     /// A push to `terminal` was committed: wake its listening session.

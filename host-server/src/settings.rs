@@ -6,7 +6,7 @@
 
 use pickup_proto::{frame, Duration};
 
-use crate::config::Peers;
+use crate::config::{ForwardSettings, Peers};
 use crate::directory::AuthSettings;
 use crate::disclosure::DisclosureSettings;
 use crate::mailbox::PushSettings;
@@ -65,6 +65,8 @@ pub struct Settings {
     /// The peer relays a `Role::Relay` session may authenticate as
     /// (`[[peers]]`, [`crate::config::Config::load_peers`]); none by default.
     pub peers: Peers,
+    /// Forwards to peer relays (`[forward]`, [`crate::forward::service`]).
+    pub forward: ForwardSettings,
 }
 
 /// Link parameters, per transport: what the relay announces in `Welcome`.

@@ -78,17 +78,22 @@ pub enum ErrorCode {
     QueueFull = 27,
     /// 28: no notice of this id is addressed to this session's terminal.
     UnknownNotice = 28,
-    /// 29: a newer session (on this relay, or on another instance sharing
+    /// 29: the relay lists no peer relay of this name (PROTOCOL.md §12).
+    UnknownPeer = 29,
+    /// 30: the peer relay could not be reached, or the link to it was
+    /// lost and reconnecting gave up (a forward's reason).
+    PeerUnreachable = 30,
+    /// 31: a newer session (on this relay, or on another instance sharing
     /// its storage) resumed this upload's token, so this session no longer
     /// holds the upload. Sent to the older session only: a terminal that
     /// reconnected never reads it, so whoever does is a second uploader of
     /// the same token, and stops.
-    TakenOver = 29,
+    TakenOver = 31,
 }
 
 impl ErrorCode {
     /// Every code, in wire order: for tests and documentation tables.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::UnknownCode,
         ErrorCode::Expired,
         ErrorCode::RateLimited,
@@ -118,6 +123,8 @@ impl ErrorCode {
         ErrorCode::UnknownTerminal,
         ErrorCode::QueueFull,
         ErrorCode::UnknownNotice,
+        ErrorCode::UnknownPeer,
+        ErrorCode::PeerUnreachable,
         ErrorCode::TakenOver,
     ];
 
@@ -153,6 +160,8 @@ impl ErrorCode {
             ErrorCode::UnknownTerminal => "unknown terminal (or not one you may send to)",
             ErrorCode::QueueFull => "too many deliveries waiting for this terminal or sender",
             ErrorCode::UnknownNotice => "no such notice for this terminal",
+            ErrorCode::UnknownPeer => "no peer relay of this name",
+            ErrorCode::PeerUnreachable => "the peer relay could not be reached",
             ErrorCode::TakenOver => "another connection resumed this upload",
         }
     }

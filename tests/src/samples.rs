@@ -17,6 +17,9 @@ use pickup_proto::message::{
     AuthToken, Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login,
     RemoveNamed, ShareNamed, TerminalAuth,
 };
+use pickup_proto::message::{
+    ForwardAccepted, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
+};
 use pickup_proto::ErrorCode;
 
 use crate::fuzz_proto;
@@ -215,6 +218,24 @@ pub fn every_kind() -> Vec<Message<'static>> {
             sender: "bob",
             allow: false,
         }),
+        Message::ForwardRequest(ForwardRequest { code, peer: "r1" }),
+        Message::ForwardAccepted(ForwardAccepted { id: 300 }),
+        Message::ForwardWatch(ForwardWatch {
+            id: 300,
+            once: false,
+        }),
+        Message::ForwardStatus(ForwardStatus {
+            id: 300,
+            state: ForwardState::Done,
+            sent: 70_000,
+            total: 70_000,
+            rate: 1 << 20,
+            attempts: 2,
+            reason: None,
+            peer_code: Some(code),
+            peer_expires_at: 1_790_086_400,
+        }),
+        Message::ForwardRetry(ForwardRetry { id: 300 }),
     ]
 }
 

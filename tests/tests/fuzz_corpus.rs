@@ -211,6 +211,11 @@ fn relay_seeds_are_committed_and_reach_their_goal() {
                 (0, 5, 0),
                 "{name}: {summary:?}"
             ),
+            // Accepted, a status once, a watch's first status and a
+            // retry's; bob's watch and retry are refused.
+            "forward-request-watch" => {
+                assert_eq!(summary.forward_answers, 4, "{name}: {summary:?}")
+            }
             "push-wake-receipt" => assert_eq!(
                 (
                     summary.inboxes,

@@ -1,13 +1,14 @@
-//! Forwarding between two relay processes (issue 17, step 2): a batch
-//! uploaded to relay A with `pickup send` is forwarded to relay B by the
-//! forward runner (`pickup_relay::forward::run`, in-process over A's data
-//! directory once A stopped: the wire request that starts a forward is a
-//! later step), and `pickup get` at B returns the same bytes. Every byte
+//! Forwarding between two relay processes (issue 17): a batch uploaded to
+//! relay A with `pickup send` is forwarded to relay B, by `pickup forward`
+//! through A's forwarder (the first tests), or by the forward runner
+//! (`pickup_relay::forward::run`, in-process over A's data directory once
+//! A stopped), and `pickup get` at B returns the same bytes. Every byte
 //! towards B crosses a counting proxy: a second forward of the same
 //! content crosses as proofs only, and a forward cut mid-way resumes with
 //! the peer's token from B's durable offsets. A `tls://` peer is trusted
 //! by its pin, as `pickup --pin` trusts a relay; a source batch ended
-//! mid-forward ends the forward with `SourceExpired`.
+//! mid-forward ends the forward with `SourceExpired`; a peer that is down
+//! makes the forwarder retry until it is back.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -23,8 +24,9 @@ use pickup_relay::forward::{self, ForwardError, ForwardState, Progress, Retransf
 use pickup_relay::store::sqlite::SqliteStore;
 use pickup_relay::store::{Lookup, Store};
 use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
+use pickup_tests::e2e::push::{add_user, login};
 use pickup_tests::e2e::{
-    pickup, relay_bin, run, run_json, same_file, stderr, write_random, TempDir,
+    pickup, relay_bin, run, run_json, same_file, stderr, stdout, write_random, TempDir,
 };
 use pickup_tests::relay_process::RelayProcess;
 
@@ -56,16 +58,25 @@ impl Pair {
 
     /// [`Pair::start`], B started with `b_args` after `serve`'s own.
     fn start_with(faults: LinkFaults, b_args: &[&str]) -> Pair {
+        Pair::start_keyed(faults, b_args, KEY)
+    }
+
+    /// [`Pair::start_with`], A's entry for B holding `a_key` (B's holds
+    /// [`KEY`]).
+    fn start_keyed(faults: LinkFaults, b_args: &[&str], a_key: DeviceKey) -> Pair {
         let work = TempDir::new("forward");
         let key_file = work.path().join("pair.key");
-        let hex: String = KEY.0.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&key_file, format!("{hex}\n")).unwrap();
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let a_key_file = work.path().join("a-pair.key");
+        for (path, key) in [(&key_file, KEY), (&a_key_file, a_key)] {
+            let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(path, format!("{hex}\n")).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         // B's port is known once B runs: the proxy is retargeted then.
         let proxy = Proxy::start(1, faults, 17);
         proxy.set_faults(false);
         let a = RelayProcess::builder()
-            .config(&peer_toml(&proxy.addr(), &key_file))
+            .config(&peer_toml(&proxy.addr(), &a_key_file))
             .start();
         let b = b_args
             .iter()
@@ -156,6 +167,7 @@ fn forward_once(
         peer: &pair.peer,
         resume,
         policy,
+        stop: None,
     };
     let result = forward::run(&job, |p| heard.push(*p));
     (result, heard)
@@ -356,6 +368,7 @@ fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
         peer: &pair.peer,
         resume: None,
         policy: RetransferPolicy::default(),
+        stop: None,
     };
     // The owner ends the batch once the peer granted it.
     let mut ended = false;
@@ -370,4 +383,211 @@ fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
         matches!(result, Err(ForwardError::SourceExpired { token: Some(_) })),
         "{result:?}"
     );
+}
+
+/// ada, logged in at A with the state directory `send_to_a` uses.
+fn ada_at_a(pair: &Pair) -> PathBuf {
+    add_user(pair.a.data(), "ada");
+    let state = pair.work.path().join("state-a");
+    login(&state, &pair.a.tcp(), "ada");
+    state
+}
+
+/// `pickup forward CODE --to PAIR --json` at A as ada: the statuses it
+/// printed (one JSON object a line), and the process's output.
+fn forward_cli(
+    pair: &Pair,
+    state: &Path,
+    code: &Code,
+) -> (Vec<serde_json::Value>, std::process::Output) {
+    let out = run(pickup(state).args([
+        "--relay",
+        &pair.a.tcp(),
+        "forward",
+        &code.to_string(),
+        "--to",
+        PAIR,
+        "--json",
+    ]));
+    // A failure's error object follows the statuses.
+    let statuses = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+        })
+        .filter(|v| v.get("error").is_none())
+        .collect();
+    (statuses, out)
+}
+
+/// The statuses of one forward: one id, bytes that never go back, and
+/// the last one `Done` with every byte and the peer's code.
+fn check_statuses(statuses: &[serde_json::Value], total: u64) -> (u64, Code) {
+    let id = statuses[0]["id"].as_u64().unwrap();
+    for w in statuses.windows(2) {
+        assert_eq!(w[1]["id"].as_u64(), Some(id));
+        assert!(
+            w[1]["sent"].as_u64() >= w[0]["sent"].as_u64(),
+            "progress went back: {statuses:?}"
+        );
+    }
+    let last = statuses.last().unwrap();
+    assert_eq!(last["state"], "done", "{statuses:?}");
+    assert_eq!(
+        (last["sent"].as_u64(), last["total"].as_u64()),
+        (Some(total), Some(total))
+    );
+    (
+        id,
+        Code::parse(last["peer_code"].as_str().unwrap()).unwrap(),
+    )
+}
+
+#[test]
+fn pickup_forward_copies_a_batch_to_the_peer_and_the_same_content_crosses_as_proofs() {
+    let pair = Pair::start(LinkFaults::default());
+    let state = ada_at_a(&pair);
+    let sizes = [300_000, 1_200_000, 17];
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    let (paths, code) = pair.send_to_a(sizes);
+
+    let (statuses, out) = forward_cli(&pair, &state, &code);
+    assert!(out.status.success(), "forward: {}", stderr(&out));
+    let (id, first) = check_statuses(&statuses, total);
+    assert_ne!(first, code, "B issues its own code");
+    let crossed = pair.up();
+    assert!(crossed >= total, "only {crossed} of {total} bytes crossed");
+    pair.get_from_b(&first, &paths, "cli-first");
+
+    // The same content again: B holds it from A, so each file crosses as
+    // a proof of ownership, not as its bytes.
+    let (statuses, out) = forward_cli(&pair, &state, &code);
+    assert!(out.status.success(), "forward: {}", stderr(&out));
+    let (second_id, second) = check_statuses(&statuses, total);
+    assert!(second_id > id, "ids are never reused");
+    assert_ne!(second, first, "a forward is a new batch at B");
+    let again = pair.up() - crossed;
+    assert!(
+        again * 100 < total,
+        "the second forward sent {again} bytes of {total}"
+    );
+    pair.get_from_b(&second, &paths, "cli-second");
+
+    // Later, from another process: the first forward as it ended.
+    let shown = run_json(pickup(&state).args([
+        "--relay",
+        &pair.a.tcp(),
+        "forward",
+        "--status",
+        &id.to_string(),
+        "--json",
+    ]));
+    assert_eq!(
+        (shown["state"].as_str(), shown["peer_code"].as_str()),
+        (Some("done"), Some(first.to_string().as_str()))
+    );
+    // Another user of A is told nothing about it.
+    add_user(pair.a.data(), "bob");
+    let bob = pair.work.path().join("state-bob");
+    login(&bob, &pair.a.tcp(), "bob");
+    let out = run(pickup(&bob).args([
+        "--relay",
+        &pair.a.tcp(),
+        "forward",
+        "--status",
+        &id.to_string(),
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
+    let pair = Pair::start_keyed(LinkFaults::default(), &[], DeviceKey([0x11; 16]));
+    let state = ada_at_a(&pair);
+    let (_, code) = pair.send_to_a([1000, 2000, 3000]);
+    let (statuses, out) = forward_cli(&pair, &state, &code);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let last = statuses.last().unwrap();
+    assert_eq!(last["state"], "failed", "{statuses:?}");
+    assert_eq!(last["reason"], "authentication failed", "{statuses:?}");
+    assert_eq!(last["attempts"], 1, "a wrong key is not retried");
+    // The failure is one JSON error object after the statuses.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("failed: authentication failed"),
+        "{}",
+        stdout(&out)
+    );
+    let id = last["id"].as_u64().unwrap();
+    // Retried by command: queued again, and it fails the same way.
+    let out = run(pickup(&state).args([
+        "--relay",
+        &pair.a.tcp(),
+        "forward",
+        "--retry",
+        &id.to_string(),
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A loopback port nothing listens on (one we bound and closed).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `pickup forward --status ID --json` at A as the user of `state`.
+fn status_json(pair: &Pair, state: &Path, id: u64) -> serde_json::Value {
+    run_json(pickup(state).args([
+        "--relay",
+        &pair.a.tcp(),
+        "forward",
+        "--status",
+        &id.to_string(),
+        "--json",
+    ]))
+}
+
+#[test]
+fn a_forward_to_a_peer_that_is_down_retries_and_completes_once_it_is_back() {
+    let pair = Pair::start(LinkFaults::default());
+    let state = ada_at_a(&pair);
+    let sizes = [100_000, 200_000, 300_000];
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    let (paths, code) = pair.send_to_a(sizes);
+    // B is unreachable behind the proxy's address.
+    pair.proxy.retarget(closed_port());
+    let (statuses, out) = std::thread::scope(|s| {
+        let cli = s.spawn(|| forward_cli(&pair, &state, &code));
+        // A fresh relay's first forward is 1. Wait (bounded) for its
+        // first failed attempt, then bring B back.
+        let mut seen = None;
+        for _ in 0..300 {
+            let st = status_json(&pair, &state, 1);
+            if st["state"] == "retrying" {
+                seen = Some(st);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let retrying = seen.expect("the forward never went to retrying");
+        assert_eq!(retrying["reason"], "the peer relay could not be reached");
+        pair.proxy.retarget(pair.b.port());
+        cli.join().unwrap()
+    });
+    assert!(out.status.success(), "forward: {}", stderr(&out));
+    let (_, peer_code) = check_statuses(&statuses, total);
+    assert!(
+        statuses.iter().any(|s| s["state"] == "retrying"),
+        "the watch never showed the retry: {statuses:?}"
+    );
+    let attempts = statuses.last().unwrap()["attempts"].as_u64().unwrap();
+    assert!(attempts >= 2, "{statuses:?}");
+    pair.get_from_b(&peer_code, &paths, "after-outage");
 }

@@ -6,6 +6,7 @@
 //! pickup [OPTIONS] send FILE|DIR|-...  upload, print the pickup code
 //! pickup [OPTIONS] get CODE [-o DIR|-]  download every file, verified
 //! pickup [OPTIONS] info CODE            show the batch's manifest
+//! pickup [OPTIONS] forward CODE --to PEER   copy it to a peer relay (forward.rs)
 //! ```
 //!
 //! The options (`Common`: `--relay`, `--json`, `-v`, `--state-dir`, the
@@ -38,6 +39,7 @@ mod addr;
 mod deliver;
 pub mod dial;
 mod dir_sink;
+mod forward;
 mod get;
 mod hash_cache;
 mod info;
@@ -291,6 +293,8 @@ enum Command {
     Allow(deliver::AllowArgs),
     /// As a registered terminal, receive every batch sent to it with --to
     Listen(listen::ListenArgs),
+    /// Copy a batch to a peer relay and follow the copy (needs `pickup login`)
+    Forward(forward::ForwardArgs),
 }
 
 /// Runs the `pickup` command with the process's arguments.
@@ -368,6 +372,10 @@ pub fn main() -> ExitCode {
         Command::Listen(mut args) => {
             args.common = common.clone();
             listen::run(args)
+        }
+        Command::Forward(mut args) => {
+            args.common = common.clone();
+            forward::run(args)
         }
     };
     match result {

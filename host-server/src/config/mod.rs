@@ -108,6 +108,12 @@
 //! # bucket = "pickup"
 //! # prefix = "relay-1"
 //!
+//! [forward]                  # forwards to peer relays (`crate::forward::service`)
+//! max_active = 4             # run at once by this instance
+//! max_attempts = 8           # then Failed
+//! backoff_cap_secs = 300     # the n-th failure waits 2^n s, at most this
+//! lease_secs = 60            # a dead instance's forward is taken up after this
+//!
 //! [[peers]]                  # a relay this one forwards to and accepts forwards from
 //! name = "relay-b"           # its name here, and this relay's name in its [[peers]]: terminal-name rules
 //! addr = "tls://relay-b.example.org:7426"   # or tcp://HOST:PORT
@@ -119,9 +125,10 @@
 //!
 //! The sections live by concern: `listeners` (`[tcp]`, `[tls]`, `[http]`,
 //! `[metrics]`, `[serial]` and which of them start), `limits` (`[limits]`,
-//! `[codes]`), `store` (`[store]`), `peers` (`[[peers]]`); the other sections' types belong to the module they
+//! `[codes]`), `store` (`[store]`), `peers` (`[[peers]]`), `forward` (`[forward]`); the other sections' types belong to the module they
 //! configure (`[rate_limit]`, `[proof]`, `[auth]`).
 
+mod forward;
 mod limits;
 mod listeners;
 pub mod peers;
@@ -141,6 +148,7 @@ use crate::quota::QuotaSettings;
 use crate::rate_limit::RateSettings;
 use crate::settings::Settings;
 
+pub use forward::ForwardSettings;
 pub use limits::{CodeConfig, Limits};
 pub use listeners::{
     HttpConfig, Listeners, MetricsConfig, SerialConfig, SerialPortSpec, TcpConfig, TlsConfig,
@@ -192,6 +200,8 @@ pub struct Config {
     /// Peer relays (`[[peers]]`): their keys are read by
     /// [`Config::load_peers`], not by [`Config::settings`].
     pub peers: Vec<PeerConfig>,
+    /// Forwards to peer relays: how many at once, attempts, backoff.
+    pub forward: ForwardSettings,
 }
 
 /// The settings of a relay with no configuration.
@@ -223,6 +233,7 @@ impl Default for Config {
             push: PushSettings::default(),
             store: StoreConfig::default(),
             peers: Vec::new(),
+            forward: ForwardSettings::default(),
         }
     }
 }
@@ -311,6 +322,7 @@ impl Config {
         }
         self.auth.validate()?;
         self.push.validate()?;
+        self.forward.validate()?;
         peers::check(&self.peers)?;
         self.serial_ports().map(|_| ())
     }
@@ -369,6 +381,7 @@ impl Config {
             push: self.push,
             page_url: self.http.page_url().map(str::to_owned),
             peers: Peers::default(),
+            forward: self.forward,
         }
     }
 }

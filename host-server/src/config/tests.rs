@@ -221,6 +221,33 @@ fn the_push_section_parses_over_its_defaults_and_is_checked() {
     assert!(c.validate().is_err(), "an Inbox counts in 16 bits");
 }
 
+#[test]
+fn the_forward_section_parses_over_its_defaults_and_is_checked() {
+    let c: Config = toml::from_str("[forward]\nmax_active = 2\nbackoff_cap_secs = 10\n").unwrap();
+    let f = c.settings().forward;
+    assert_eq!((f.max_active, f.backoff_cap_secs), (2, 10));
+    assert_eq!(
+        (f.max_attempts, f.lease_secs),
+        (8, 60),
+        "the rest keep their defaults"
+    );
+    assert!(c.validate().is_ok());
+    // 2^n seconds after the n-th failure, capped.
+    let waits: Vec<u64> = (1..=5).map(|n| f.backoff_secs(n)).collect();
+    assert_eq!(waits, [2, 4, 8, 10, 10]);
+    assert_eq!(f.backoff_secs(200), 10, "no overflow");
+    assert!(toml::from_str::<Config>("[forward]\nmax_actives = 1").is_err());
+    for bad in [
+        "[forward]\nmax_active = 0",
+        "[forward]\nmax_attempts = 256",
+        "[forward]\nbackoff_cap_secs = 0",
+        "[forward]\nlease_secs = 3",
+    ] {
+        let c: Config = toml::from_str(bad).unwrap();
+        assert!(c.validate().is_err(), "{bad}");
+    }
+}
+
 /// The README's defaults block is what the relay does with no config.
 #[test]
 fn the_readme_states_the_defaults() {

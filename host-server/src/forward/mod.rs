@@ -25,16 +25,21 @@
 //! blocking one of the CLI): call it from a thread of its own or from
 //! tokio's blocking pool. It runs the session on a thread it starts with
 //! a stack of [`STACK`] bytes, since the session keeps a slot per file and
-//! a frame buffer each way, built in place. The durable queue of forwards, their retries and the
-//! messages that start and watch them are later steps of issue 17.
+//! a frame buffer each way, built in place. The durable queue of forwards
+//! is the store's ([`crate::store::forwards`]); [`service`] claims and runs
+//! it, and [`board`] keeps the live progress that sessions report.
 //!
 //! The peer authenticates this relay under the name of the `[[peers]]`
 //! entry (`PeerConfig::name`): each relay of a pair lists the other under
 //! the pair's one name, with the pair's one key.
 
+pub mod board;
+pub mod service;
 mod source;
 #[cfg(test)]
 mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pickup_device::cli::dial::{Dialled, PeerTrust, RelayDial, RX, TX};
 use pickup_device::clock::StdClock;
@@ -56,18 +61,9 @@ pub use source::{BatchSource, Liveness, SourceError, RECHECK};
 /// Most files one forwarded batch may hold: as many as `pickup send` sends.
 pub const MAX_FILES: usize = 1024;
 
-/// Where a forward stands (design §3's states, those of one run).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardState {
-    /// Dialling the peer or authenticating (again, after a lost link).
-    Connecting,
-    /// The peer granted the batch: bytes or proofs are crossing.
-    Transferring,
-    /// Every byte is durable at the peer; its verdicts are awaited.
-    Verifying,
-    /// The peer verified every file: its code serves the copy.
-    Done,
-}
+/// Where a forward stands: the wire's states (PROTOCOL.md §12), of which
+/// one run reports `Connecting`, `Transferring`, `Verifying` and `Done`.
+pub use pickup_proto::message::ForwardState;
 
 /// What the progress callback is told, on every change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +104,13 @@ pub enum ForwardError {
     /// The batch has more files than [`MAX_FILES`].
     #[error("the batch has more files than a forward takes ({MAX_FILES})")]
     TooManyFiles,
+    /// The forward was told to stop (`Forward::stop`: the relay shuts
+    /// down); running it again with `token` resumes it.
+    #[error("the forward was stopped")]
+    Stopped {
+        /// The peer's token, if it granted the batch.
+        token: Option<ResumeToken>,
+    },
     /// The source batch expired or was ended during the forward.
     #[error("the source batch expired during the forward")]
     SourceExpired {
@@ -166,6 +169,9 @@ pub struct Forward<'a, S: ?Sized> {
     pub resume: Option<ResumeToken>,
     /// How lost links are retried within this run.
     pub policy: RetransferPolicy,
+    /// Set, the run stops at its next read or connect
+    /// ([`ForwardError::Stopped`]).
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// How the CLI's dialler reads a peer's address.
@@ -225,6 +231,8 @@ struct LiveConnector<'a, S: ?Sized> {
     inner: Dialled,
     live: Liveness<'a, S>,
     expired: bool,
+    stop: Option<&'a AtomicBool>,
+    stopped: bool,
 }
 
 impl<S: Store + ?Sized> Connector for LiveConnector<'_, S> {
@@ -236,6 +244,10 @@ impl<S: Store + ?Sized> Connector for LiveConnector<'_, S> {
     type ConnectError = ();
 
     fn connect(&mut self) -> Result<Self::Link<'_>, ()> {
+        if self.stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+            self.stopped = true;
+            return Err(());
+        }
         if self.live.check(true).is_err() {
             self.expired = true;
             return Err(());
@@ -284,7 +296,9 @@ fn run_here<S: Store + ?Sized>(
     if batch.files.len() > MAX_FILES {
         return Err(ForwardError::TooManyFiles);
     }
-    let mut source = BatchSource::new(job.store, key, &batch).ok_or(ForwardError::NotReady)?;
+    let mut source = BatchSource::new(job.store, key, &batch)
+        .ok_or(ForwardError::NotReady)?
+        .stop_on(job.stop);
     let metas: Vec<FileMeta<'_>> = batch
         .files
         .iter()
@@ -318,6 +332,8 @@ fn run_here<S: Store + ?Sized>(
         inner: dial.dial().map_err(dial_error)?,
         live,
         expired: false,
+        stop: job.stop,
+        stopped: false,
     };
 
     let config = dial.upload_config();
@@ -360,6 +376,8 @@ fn run_here<S: Store + ?Sized>(
             }),
         },
         Err(RunError::Storage(SourceError::Expired)) => Err(ForwardError::SourceExpired { token }),
+        Err(RunError::Storage(SourceError::Stopped)) => Err(ForwardError::Stopped { token }),
+        Err(RunError::GaveUp { .. }) if connector.stopped => Err(ForwardError::Stopped { token }),
         Err(RunError::Storage(e)) => Err(ForwardError::Source(e)),
         Err(RunError::Session(error)) => Err(ForwardError::Refused {
             peer: peer(),

@@ -9,6 +9,7 @@
 //! before each read, so data frames and proofs of ownership alike stop
 //! when the batch goes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pickup_proto::storage::ReadAt;
@@ -27,6 +28,9 @@ pub enum SourceError {
     /// The store failed.
     #[error("the source store failed: {0}")]
     Store(#[from] StoreError),
+    /// The forward was told to stop ([`Forward::stop`](super::Forward::stop)).
+    #[error("the forward was stopped")]
+    Stopped,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -86,6 +90,7 @@ pub struct BatchSource<'a, S: ?Sized> {
     store: &'a S,
     blobs: Vec<BlobId>,
     live: Liveness<'a, S>,
+    stop: Option<&'a AtomicBool>,
 }
 
 impl<'a, S: Store + ?Sized> BatchSource<'a, S> {
@@ -103,7 +108,14 @@ impl<'a, S: Store + ?Sized> BatchSource<'a, S> {
             store,
             blobs,
             live: Liveness::new(store, key, batch),
+            stop: None,
         })
+    }
+
+    /// Reads fail with [`SourceError::Stopped`] once `stop` is set.
+    pub fn stop_on(mut self, stop: Option<&'a AtomicBool>) -> Self {
+        self.stop = stop;
+        self
     }
 }
 
@@ -111,6 +123,9 @@ impl<S: Store + ?Sized> ReadAt for BatchSource<'_, S> {
     type Error = SourceError;
 
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
+        if self.stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+            return Err(SourceError::Stopped);
+        }
         self.live.check(false)?;
         match self.blobs.get(usize::from(file)) {
             Some(blob) => Ok(self.store.read_blob(*blob, offset, buf)?),

@@ -14,12 +14,12 @@ use crate::store::{Batch, FileContent, FileRef, NewBatch, NewFile, OwnerId};
 
 const FILES: [&[u8]; 3] = [b"first file", b"", b"the third file, a little longer"];
 
-fn code(n: u8) -> Code {
+pub(super) fn code(n: u8) -> Code {
     Code::from_parts(13, u128::from(n)).unwrap()
 }
 
 /// Batch `n` of [`FILES`], expiring in an hour; `complete` uploads them.
-fn batch(store: &MemoryStore, n: u8, complete: bool) -> Batch {
+pub(super) fn batch(store: &MemoryStore, n: u8, complete: bool) -> Batch {
     let files: Vec<NewFile<'_>> = FILES
         .iter()
         .enumerate()
@@ -67,7 +67,7 @@ fn batch(store: &MemoryStore, n: u8, complete: bool) -> Batch {
     }
 }
 
-fn peer() -> PeerRelay {
+pub(super) fn peer() -> PeerRelay {
     PeerRelay {
         name: "pair-ab".into(),
         // Nothing listens there: the refusals below come before a dial.
@@ -127,6 +127,7 @@ fn forward_refuses_unknown_incomplete_and_expired_batches_before_dialling() {
         peer: &peer,
         resume: None,
         policy: RetransferPolicy::DISABLED,
+        stop: None,
     };
     let mut heard = Vec::new();
     let mut run = |n| super::run(&job(n), |p| heard.push(*p));
@@ -147,6 +148,7 @@ fn forward_to_an_unreachable_peer_is_a_dial_error_naming_it() {
         peer: &peer,
         resume: None,
         policy: RetransferPolicy::DISABLED,
+        stop: None,
     };
     let mut heard = Vec::new();
     let e = run(&job, |p| heard.push(*p)).unwrap_err();

@@ -21,7 +21,8 @@
 //! its concern: `announce` (creating, looking up), `receive` (writes, syncs,
 //! verdicts), `proof` (proofs of ownership), `read` (reading ahead),
 //! `identity` (passwords, tokens, terminals, named files), `notices`
-//! (pushes, notices, receipts: [`crate::mailbox`]).
+//! (pushes, notices, receipts: [`crate::mailbox`]), `forwards` (requests,
+//! status and retries of forwards to peer relays).
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use crate::relay::{Lease, Relay};
 use crate::store::{Batch, BlobId, NamedFile, StoreError};
 
 mod announce;
+mod forwards;
 mod identity;
 mod notices;
 mod proof;
@@ -44,6 +46,7 @@ mod receive;
 pub(crate) use announce::{
     check_batch, check_file, create_batch, reserve_again, Announced, CreateBatch, Created, Refused,
 };
+pub(crate) use forwards::{ForwardDone, ForwardWork, Look};
 pub(crate) use identity::{
     named_batch, within_quota, BindNames, Bound, FindNamed, LoggedIn, Login, NameChange, Reader,
 };
@@ -140,6 +143,7 @@ impl Job {
                 push: w,
             },
             Work::Notice(w) => Outcome::Notice(notices::run(relay, w)),
+            Work::Forward(w) => Outcome::Forward(forwards::run(relay, w)),
         };
         relay.metrics().store_operation(name, started.elapsed());
         JobDone { outcome }
@@ -170,6 +174,7 @@ impl Job {
             Work::BindNames(_) => "bind-names",
             Work::Push(_) => "push",
             Work::Notice(ref w) => w.name(),
+            Work::Forward(ref w) => w.name(),
         }
     }
 }
@@ -223,6 +228,7 @@ pub(crate) enum Work {
     BindNames(BindNames),
     Push(PushWork),
     Notice(NoticeWork),
+    Forward(ForwardWork),
 }
 
 /// What a code lookup is for.
@@ -283,6 +289,7 @@ pub(crate) enum Outcome {
         answer: PushAnswer,
     },
     Notice(NoticeDone),
+    Forward(ForwardDone),
 }
 
 /// A batch found by a lookup, with the candidate blobs of each file that

@@ -200,6 +200,7 @@ impl Session {
         if self.identity.as_ref() != Some(&identity) {
             // Live notices were for whom the session acted for before.
             self.stop_listening();
+            self.stop_watching();
         }
         self.out.push(Out::Authenticated {
             user: identity.user.clone(),
@@ -410,6 +411,7 @@ impl Session {
         // What was fetched as the user is not read after it, and notices
         // for its terminal stop.
         self.stop_listening();
+        self.stop_watching();
         self.named_read = None;
         self.named_put = false;
         match identity.token {

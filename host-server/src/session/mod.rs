@@ -18,7 +18,8 @@
 //!       result → handle_job_done(now, done)
 //!       bytes → frame::Decoder → handle_frame(now, frame)   (handle_dropped on garbage)
 //!       handle_timeout(now)
-//!       doorbell() rung → handle_wake(now)      (a push to the terminal it listens for)
+//!       doorbell() rung → handle_wake(now)      (a push to the terminal it listens for,
+//!                                                 or a change of the forward it watches)
 //!   }
 //!   on EOF: handle_disconnected(now), then run its jobs until is_closed()
 //!   on SIGTERM: shutdown(now), flush, close
@@ -33,6 +34,7 @@
 //!                          │ Resume ─────────────────► upload continues from durable offsets
 //!                          │ Fetch, Read, Ack ───────► download (Manifest, entries, Data)
 //!                          │ Push, Listen, Receipt… ─► notices (Delivery, Inbox, Notice, Settled)
+//!                          │ ForwardRequest, Watch… ─► forwards (ForwardAccepted, ForwardStatus)
 //! ```
 //!
 //! A session that has no batch yet (none created, resumed or found by its
@@ -56,6 +58,7 @@ use crate::settings::{Link, MIN_ACK_WINDOW};
 use crate::store::{BatchId, OwnerId};
 
 mod download;
+mod forwards;
 mod identity;
 mod lookups;
 pub(crate) mod named;
@@ -162,6 +165,8 @@ pub struct Session {
     named_read: Option<Arc<crate::store::Batch>>,
     /// Listening for notices, and the progress of deliveries read.
     notices: notices::Notices,
+    /// The forward this session reports (`ForwardWatch`).
+    watching: Option<forwards::Watching>,
 }
 
 impl core::fmt::Debug for Session {
@@ -183,6 +188,7 @@ impl Drop for Session {
             self.relay.release_lease(lease, self.id);
         }
         self.stop_listening();
+        self.stop_watching();
         self.relay.close_session(&self.peer);
     }
 }
@@ -228,6 +234,7 @@ impl Session {
             named_put: false,
             named_read: None,
             notices: notices::Notices::new(),
+            watching: None,
         })
     }
 
@@ -389,6 +396,9 @@ impl Session {
             Message::NoticeRefuse(r) => self.on_notice_refuse(now, r),
             Message::Receipt(r) => self.on_receipt(now, r),
             Message::AllowSender(a) => self.on_allow_sender(a),
+            Message::ForwardRequest(r) => self.on_forward_request(now, r),
+            Message::ForwardWatch(w) => self.on_forward_watch(w),
+            Message::ForwardRetry(r) => self.on_forward_retry(now, r),
             // Relay-to-terminal kinds make no sense here.
             _ => self.out.error(ErrorCode::UnexpectedMessage, kind),
         }
@@ -450,8 +460,9 @@ impl Session {
             self.named_put = false;
             self.named_read = None;
             // Lookups and creations for the old conversation would answer
-            // questions nobody asks any more.
+            // questions nobody asks any more; so would a watch's statuses.
             self.work.forget_conversation();
+            self.stop_watching();
         }
         self.peer_max_frame =
             (h.max_frame as usize).clamp(frame::MIN_FRAME_LEN, frame::MAX_FRAME_LEN);
@@ -461,6 +472,7 @@ impl Session {
             // connection acted for goes with the role it was gained in.
             if self.identity.take().is_some() {
                 self.stop_listening();
+                self.stop_watching();
             }
             self.challenge = None;
             self.role = h.role;
@@ -509,7 +521,7 @@ impl Session {
             .upload
             .as_ref()
             .and_then(|u| u.ack_deadline(self.relay.settings.ack_delay));
-        let soonest = [ack, self.progress_deadline()]
+        let soonest = [ack, self.progress_deadline(), self.watch_deadline()]
             .into_iter()
             .flatten()
             .fold(silence, Instant::min);
@@ -541,6 +553,7 @@ impl Session {
         // `poll_job` calls while a job runs, and the deadline must move
         // on now or it would fire again at once.
         self.flush_progress(false);
+        self.watch_timeout(now);
         let due = self
             .upload
             .as_ref()

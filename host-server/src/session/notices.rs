@@ -70,9 +70,13 @@ impl Session {
     }
 
     /// The doorbell rang: if this session still listens for its
-    /// terminal, it loads the notices it has not sent yet (by a job).
+    /// terminal, it loads the notices it has not sent yet (by a job); if
+    /// it watches a forward, its status (PROTOCOL.md §12).
     pub fn handle_wake(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
+        if self.phase == Phase::Open {
+            self.wake_watch(now);
+        }
         let Some(terminal) = self.notices.listening.clone() else {
             return;
         };

@@ -84,6 +84,10 @@ pub(super) enum Out {
     },
     /// A notice's receipt or refusal is stored.
     Settled(u64),
+    /// A forward request is stored under this id (PROTOCOL.md §12).
+    ForwardAccepted(u64),
+    /// Where a forward stands.
+    ForwardStatus(message::ForwardStatus),
 }
 
 /// Replies waiting to be sent, bounded twice. In entries: a peer that sends

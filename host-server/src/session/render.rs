@@ -4,7 +4,7 @@
 use pickup_proto::frame::Framing;
 use pickup_proto::message::{
     self, FileAttrs, Manifest, ManifestEntry, Message, PageLink, RelayLimits, Role, Welcome,
-    CAP_FILE_ATTRS, CAP_INSTANT_UPLOAD, CAP_PUSH_NOTICE,
+    CAP_FILE_ATTRS, CAP_FORWARD, CAP_INSTANT_UPLOAD, CAP_PUSH_NOTICE,
 };
 use pickup_proto::PROTOCOL_VERSION;
 
@@ -31,6 +31,12 @@ impl Session {
                 // and keeps and delivers notices (PROTOCOL.md §11).
                 caps: CAP_FILE_ATTRS
                     | CAP_PUSH_NOTICE
+                    // Forwards go to peer relays: only a relay with some.
+                    | if self.relay.settings.peers.is_empty() {
+                        0
+                    } else {
+                        CAP_FORWARD
+                    }
                     | Framing::offer(self.link.reliable)
                     | if self.relay.settings.instant_upload {
                         CAP_INSTANT_UPLOAD
@@ -137,6 +143,10 @@ impl Session {
                 encoded
             }
             Out::Deliveries(..) | Out::Notices { .. } | Out::Settled(_) => return None,
+            Out::ForwardAccepted(id) => {
+                Message::ForwardAccepted(message::ForwardAccepted { id: *id }).encode(max, out)
+            }
+            Out::ForwardStatus(status) => Message::ForwardStatus(*status).encode(max, out),
             Out::Upload(reply) => {
                 let up = self.upload.as_deref()?;
                 let (msg, more) = up.render(reply, self.link.window, unix_secs(self.clock))?;

@@ -73,6 +73,7 @@ fn asks(work: &Work) -> bool {
             | Work::ListNamed { .. }
             | Work::Push(_)
     ) || matches!(work, Work::Notice(n) if n.asks())
+        || matches!(work, Work::Forward(f) if f.asks())
 }
 
 /// Whether `work` must not run beside a sync (it moves or drops the bytes
@@ -91,6 +92,7 @@ fn blocks(work: &Work) -> bool {
             | Work::ExpectProof(_)
             | Work::ReadBlob(_)
     ) && !matches!(work, Work::Notice(n) if !n.blocks())
+        && !matches!(work, Work::Forward(f) if !f.blocks())
 }
 
 impl WorkQueue {
@@ -356,6 +358,7 @@ impl Session {
             Outcome::Bound(bound) => self.on_bound(bound),
             Outcome::Pushed { push, answer } if open => self.on_pushed(&push, answer),
             Outcome::Notice(done) => self.on_notice_done(open, done),
+            Outcome::Forward(done) => self.on_forward_done(open, done),
             Outcome::Created(_)
             | Outcome::FoundToken { .. }
             | Outcome::FoundCode { .. }

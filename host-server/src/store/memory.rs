@@ -19,6 +19,7 @@ use pickup_proto::Sha1Digest;
 use crate::running_sha1::Midstate;
 
 mod fence;
+mod forwards;
 mod inspect;
 mod mailbox;
 mod open;
@@ -92,6 +93,8 @@ struct Inner {
     kept: BTreeMap<BlobId, u64>,
     /// Deliveries ([`crate::mailbox`]), by id.
     deliveries: mailbox::Deliveries,
+    /// Forwards ([`super::forwards`]), by id.
+    forwards: forwards::Queue,
 }
 
 /// A named file's row.

@@ -59,9 +59,11 @@ use pickup_proto::{Code, Sha1Digest};
 
 use crate::mailbox::Mailbox;
 use crate::running_sha1::Midstate;
+pub use forwards::Forwards;
 
 mod commit;
 mod contents;
+pub mod forwards;
 pub use contents::Recovery;
 pub mod memory;
 pub mod postgres;
@@ -71,6 +73,8 @@ pub mod sqlite;
 mod attrs_tests;
 #[cfg(test)]
 mod deliveries_tests;
+#[cfg(test)]
+mod forwards_tests;
 #[cfg(test)]
 mod names_tests;
 #[cfg(test)]
@@ -408,8 +412,9 @@ pub struct NameUsage {
 /// The relay's storage. All methods take `&self` and are safe to call from
 /// many sessions at once; each is atomic. Every store keeps the
 /// deliveries of addressed pushes beside the batches they name
-/// ([`Mailbox`]), under the same durability contract.
-pub trait Store: Mailbox + Send + Sync {
+/// ([`Mailbox`]), and the queue of forwards to peer relays
+/// ([`Forwards`]), under the same durability contract.
+pub trait Store: Mailbox + Forwards + Send + Sync {
     /// Creates a batch with one partial upload (durable offset 0) per file,
     /// except files of empty content ([`NewFile::is_empty_content`]), which
     /// are complete at once as [`BlobId::EMPTY`].

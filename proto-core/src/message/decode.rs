@@ -116,7 +116,8 @@ impl<'a> Message<'a> {
     /// includes the answers to authentication (`Challenge`,
     /// `Authenticated`, `Done`), and without `notices` the relay's notice
     /// kinds (`Delivery`, `Inbox`, `Notice`, `Settled`): they decode to
-    /// [`DecodeError::WrongDirection`], here and in [`Message::decode`];
+    /// [`DecodeError::WrongDirection`], here and in [`Message::decode`]
+    /// (and so do `ForwardAccepted` and `ForwardStatus` without `forward`);
     /// so does `PageLink` without the feature `page-link`, `RelayLimits`
     /// without `relay-limits`, what only an uploader receives (`Grant`,
     /// `FilePlan`, `Ack`, `Rewind`, the verdicts, `BatchComplete`) without
@@ -182,6 +183,11 @@ impl<'a> Message<'a> {
             Kind::Notice => Message::Notice(body(k, b)?),
             #[cfg(any(test, feature = "notices"))]
             Kind::Settled => Message::Settled(body(k, b)?),
+            // Only a host that forwards receives them.
+            #[cfg(any(test, feature = "forward"))]
+            Kind::ForwardAccepted => Message::ForwardAccepted(body(k, b)?),
+            #[cfg(any(test, feature = "forward"))]
+            Kind::ForwardStatus => Message::ForwardStatus(body(k, b)?),
             _ => return Self::decode_both_ways(kind, k, b),
         })
     }
@@ -211,6 +217,9 @@ impl<'a> Message<'a> {
             Kind::NoticeRefuse => Message::NoticeRefuse(body(k, b)?),
             Kind::Receipt => Message::Receipt(body(k, b)?),
             Kind::AllowSender => Message::AllowSender(body(k, b)?),
+            Kind::ForwardRequest => Message::ForwardRequest(body(k, b)?),
+            Kind::ForwardWatch => Message::ForwardWatch(body(k, b)?),
+            Kind::ForwardRetry => Message::ForwardRetry(body(k, b)?),
             Kind::Login => Message::Login(body(k, b)?),
             Kind::Authenticate => Message::Authenticate(body(k, b)?),
             Kind::TerminalAuth => Message::TerminalAuth(body(k, b)?),

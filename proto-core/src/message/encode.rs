@@ -16,6 +16,7 @@ use super::{
     Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login, RemoveNamed,
     ShareNamed, TerminalAuth,
 };
+use super::{ForwardAccepted, ForwardRequest, ForwardRetry, ForwardStatus, ForwardWatch};
 use crate::frame::{self, EncodeError};
 use crate::PROTOCOL_VERSION;
 
@@ -79,6 +80,11 @@ impl Message<'_> {
             Message::Receipt(m) => encode(m, max_frame, out),
             Message::Settled(m) => encode(m, max_frame, out),
             Message::AllowSender(m) => encode(m, max_frame, out),
+            Message::ForwardRequest(m) => encode(m, max_frame, out),
+            Message::ForwardAccepted(m) => encode(m, max_frame, out),
+            Message::ForwardWatch(m) => encode(m, max_frame, out),
+            Message::ForwardStatus(m) => encode(m, max_frame, out),
+            Message::ForwardRetry(m) => encode(m, max_frame, out),
             Message::Login(m) => encode(m, max_frame, out),
             Message::Authenticate(m) => encode(m, max_frame, out),
             Message::TerminalAuth(m) => encode(m, max_frame, out),
@@ -135,6 +141,10 @@ bodies!(
     NoticeRefuse,
     Receipt,
     Settled,
+    ForwardAccepted,
+    ForwardWatch,
+    ForwardStatus,
+    ForwardRetry,
     Authenticate,
     Challenge,
     ChallengeAnswer,
@@ -149,6 +159,7 @@ macro_rules! borrowing_bodies {
 
 borrowing_bodies!(
     AllowSender,
+    ForwardRequest,
     Push,
     Delivery,
     Notice,

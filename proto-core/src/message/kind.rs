@@ -42,6 +42,11 @@ pub enum Kind {
     Receipt = 0x38,
     Settled = 0x39,
     AllowSender = 0x3A,
+    ForwardRequest = 0x40,
+    ForwardAccepted = 0x41,
+    ForwardWatch = 0x42,
+    ForwardStatus = 0x43,
+    ForwardRetry = 0x44,
     Login = 0x50,
     Authenticate = 0x51,
     TerminalAuth = 0x52,
@@ -59,7 +64,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 49] = [
+    pub const ALL: [Kind; 54] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Keepalive,
@@ -96,6 +101,11 @@ impl Kind {
         Kind::Receipt,
         Kind::Settled,
         Kind::AllowSender,
+        Kind::ForwardRequest,
+        Kind::ForwardAccepted,
+        Kind::ForwardWatch,
+        Kind::ForwardStatus,
+        Kind::ForwardRetry,
         Kind::Login,
         Kind::Authenticate,
         Kind::TerminalAuth,

@@ -16,7 +16,7 @@
 //! | `0x10..0x1F` | upload: announce, grant, plan, proof, data, ack, verdicts  |
 //! | `0x20..0x2F` | download: fetch, manifest, read                            |
 //! | `0x30..0x3F` | notices: push to a terminal, listen, receipts, delivery state |
-//! | `0x40..0x4F` | reserved: relay-to-relay forwarding with progress reports  |
+//! | `0x40..0x4F` | forwarding: copy a batch to a peer relay, its progress     |
 //! | `0x50..0x5F` | identity: login, terminal challenge-response, named files |
 //!
 //! `PROTOCOL.md` at the repository root has the byte layouts, the state
@@ -24,7 +24,7 @@
 //! asserts the same bytes.
 //!
 //! The message types live by kind range (`session`, `upload`, `download`,
-//! `notice`, `identity`;
+//! `notice`, `forward`, `identity`;
 //! `data` for the zero-copy [`Data`]), with `kind` for the kind byte,
 //! `decode` and `encode` for the two directions of the wire, `names`
 //! for the file-name rule and `page_url` for the page link's.
@@ -33,6 +33,7 @@ mod data;
 mod decode;
 mod download;
 mod encode;
+mod forward;
 mod identity;
 mod kind;
 mod names;
@@ -45,6 +46,9 @@ pub use data::{encode_data_with, Data, DATA_PREFIX_MAX};
 pub use decode::DecodeError;
 pub use download::{Fetch, Manifest, ManifestEntry, Read};
 pub use encode::{encode, encode_empty, Body};
+pub use forward::{
+    ForwardAccepted, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
+};
 pub use identity::{
     AuthToken, Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login,
     RemoveNamed, ShareNamed, TerminalAuth,
@@ -89,7 +93,9 @@ pub const CAP_LENGTH_PREFIX: u32 = 1 << 4;
 /// `0x30..0x3F`, PROTOCOL.md §11); a relay without it answers them with
 /// `Error{UnknownKind}`.
 pub const CAP_PUSH_NOTICE: u32 = 1 << 8;
-/// Capability bit (reserved): relay-to-relay forwarding.
+/// Capability bit: the relay forwards batches to peer relays on a user's
+/// request (kinds `0x40..0x4F`, PROTOCOL.md §12); a relay without it
+/// answers them with `Error{UnknownKind}`.
 pub const CAP_FORWARD: u32 = 1 << 9;
 
 /// Any message, borrowing names and data from the frame it was decoded from.
@@ -138,6 +144,11 @@ pub enum Message<'a> {
     Receipt(Receipt),
     Settled(Settled),
     AllowSender(AllowSender<'a>),
+    ForwardRequest(ForwardRequest<'a>),
+    ForwardAccepted(ForwardAccepted),
+    ForwardWatch(ForwardWatch),
+    ForwardStatus(ForwardStatus),
+    ForwardRetry(ForwardRetry),
     Login(Login<'a>),
     Authenticate(Authenticate),
     TerminalAuth(TerminalAuth<'a>),
@@ -203,6 +214,11 @@ impl<'a> Message<'a> {
             Message::Receipt(_) => Kind::Receipt,
             Message::Settled(_) => Kind::Settled,
             Message::AllowSender(_) => Kind::AllowSender,
+            Message::ForwardRequest(_) => Kind::ForwardRequest,
+            Message::ForwardAccepted(_) => Kind::ForwardAccepted,
+            Message::ForwardWatch(_) => Kind::ForwardWatch,
+            Message::ForwardStatus(_) => Kind::ForwardStatus,
+            Message::ForwardRetry(_) => Kind::ForwardRetry,
             Message::Login(_) => Kind::Login,
             Message::Authenticate(_) => Kind::Authenticate,
             Message::TerminalAuth(_) => Kind::TerminalAuth,

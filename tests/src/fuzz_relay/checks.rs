@@ -183,6 +183,7 @@ impl Fuzz {
             }
             other => {
                 self.check_notice(t, &other, summary);
+                self.check_forward(t, &other, summary);
                 self.check_identity(t, &other, false, summary)
             }
         }

@@ -18,7 +18,8 @@ use pickup_relay::store::{FileContent, Store};
 use pickup_relay::{Link, Relay, Session, Settings};
 
 use super::{
-    identity, notices, Fuzz, Input, RelaySummary, Terminal, CONTENTS, MAX_DRAIN, START, TERMINALS,
+    forwards, identity, notices, Fuzz, Input, RelaySummary, Terminal, CONTENTS, MAX_DRAIN, START,
+    TERMINALS,
 };
 
 pub(super) fn run(data: &[u8], trace: bool) -> RelaySummary {
@@ -84,6 +85,7 @@ pub(super) fn run(data: &[u8], trace: bool) -> RelaySummary {
         batches: BTreeMap::new(),
         ids: identity::Run::default(),
         book: notices::Book::default(),
+        forwards: forwards::Book::default(),
         out: vec![0; frame::max_encoded_len(frame::MAX_FRAME_LEN)],
         seed: u64::from(setup),
         trace,
@@ -213,6 +215,7 @@ impl Terminal {
         identity::note_sent(&mut self.id, ids, msg);
         self.notices.may_be_terminal |= self.id.answered_as_terminal();
         notices::note_sent(&mut self.notices, book, now.as_millis() / 1000, msg);
+        forwards::note_sent(&mut self.forwards, msg);
     }
 
     /// Runs the job taken and every job the session gives out, at once.
@@ -276,6 +279,7 @@ impl Fuzz {
                 last_input: self.now,
                 id: identity::Conn::default(),
                 notices: notices::Conn::default(),
+                forwards: forwards::Conn::default(),
             });
         }
         Some(())

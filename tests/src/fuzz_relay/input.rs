@@ -35,7 +35,7 @@ impl Fuzz {
     pub(super) fn plausible(&mut self, t: usize, input: &mut Input<'_>) -> Option<()> {
         let sel = input.byte()?;
         let arg = input.byte()?;
-        if sel >= 240 {
+        if (240..251).contains(&sel) {
             return self.plausible_identity(t, sel, arg, input);
         }
         let known: Vec<Code> = self.batches.keys().copied().collect();
@@ -47,6 +47,10 @@ impl Fuzz {
         };
         if (224..240).contains(&sel) {
             return self.plausible_notice(t, sel, arg, code, input);
+        }
+        if sel >= 251 {
+            self.plausible_forward(t, sel, arg, code);
+            return Some(());
         }
         let term_code = self.terminals[t].as_ref().and_then(|x| x.code);
         let file = u16::from(arg % 4);

@@ -18,7 +18,8 @@
 //!   relay verified or served wrong bytes), and only from a complete batch;
 //! - a session's timer is never left in the past after `handle_timeout`,
 //!   and its output always runs dry;
-//! - identity and named files keep theirs (the `identity` module's doc).
+//! - identity and named files keep theirs (the `identity` module's doc),
+//!   and so do notices and forwards (the `notices` and `forwards` modules').
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use pickup_relay::{Job, Link, Relay, Session, Settings};
 
 mod checks;
 mod driver;
+mod forwards;
 mod identity;
 mod input;
 mod notices;
@@ -89,6 +91,8 @@ struct Terminal {
     id: identity::Conn,
     /// What the connection said and was told about notices.
     notices: notices::Conn,
+    /// What the connection said and was told about forwards.
+    forwards: forwards::Conn,
 }
 
 /// What the run knows about a batch the relay granted.
@@ -120,6 +124,8 @@ struct Fuzz {
     ids: identity::Run,
     /// Deliveries, receipts and refusals, across connections and crashes.
     book: notices::Book,
+    /// Forward ids the relay gave, across connections and crashes.
+    forwards: forwards::Book,
     out: Vec<u8>,
     seed: u64,
     trace: bool,
@@ -159,6 +165,8 @@ pub struct RelaySummary {
     pub notices: u32,
     /// `Settled` answers.
     pub settled: u32,
+    /// `ForwardAccepted` and `ForwardStatus` answers.
+    pub forward_answers: u32,
 }
 
 /// Runs the relay session logic on fuzzer bytes; panics if an invariant breaks.
@@ -176,8 +184,9 @@ pub struct RelaySummary {
 /// Every run starts with users ada (password `ada-pw`) and bob (`bob-pw`)
 /// and terminal t1 of ada's (key 16 × 7). A plausible message (`say`)
 /// picks its request by a selector byte: below 224 transfers, 224..240
-/// addressed delivery and doorbell wakes (the `notices` module), 240 and
-/// up identity and named files (the `identity` module).
+/// addressed delivery and doorbell wakes (the `notices` module), 240..251
+/// identity and named files (the `identity` module), 251 and up forwards
+/// (the `forwards` module).
 pub fn drive_relay(data: &[u8]) -> RelaySummary {
     run(data, false)
 }

@@ -19,7 +19,7 @@ mod upload_session;
 use download_session::download_seeds;
 use frames::{frame_decoder_seeds, message_decode_seeds};
 use notice_session::notice_session_seeds;
-use relay_session::{notice_seeds, relay_seeds};
+use relay_session::{forward_seeds, notice_seeds, relay_seeds};
 use upload_session::upload_seeds;
 
 /// One seed file: the fuzz target, the file name, the bytes.
@@ -108,6 +108,7 @@ pub fn proto_seeds() -> Vec<Seed> {
 pub fn all_relay_seeds() -> Vec<Seed> {
     let mut all = relay_seeds();
     all.extend(notice_seeds());
+    all.extend(forward_seeds());
     all
 }
 

@@ -324,3 +324,28 @@ pub(super) fn notice_seeds() -> Vec<Seed> {
     ));
     seeds
 }
+
+/// Seeds that reach forwarding (PROTOCOL.md §12): ada asks to forward a
+/// complete batch to r1 (and to an unlisted peer), watches and retries
+/// it; bob asks about ada's forward and is told nothing.
+pub(super) fn forward_seeds() -> Vec<Seed> {
+    let mut s = RelayScript::new(3);
+    s.connect(0).hello(0, 2).login(0, 0, true).transmit(0);
+    s.upload_small(0);
+    s.forward_request(0, true, true)
+        .forward_request(0, true, false)
+        .transmit(0);
+    s.forward_watch(0, 0, true, true)
+        .forward_watch(0, 0, true, false)
+        .forward_retry(0, 0)
+        .transmit(0);
+    s.connect(1).hello(1, 2).login(1, 1, true).transmit(1);
+    s.forward_watch(1, 0, true, true)
+        .forward_retry(1, 0)
+        .transmit(1);
+    vec![seed(
+        "relay_session",
+        "forward-request-watch",
+        s.bytes().to_vec(),
+    )]
+}

@@ -15,8 +15,8 @@ use embedded_io::{Read, Write};
 use pickup_proto::frame::Decoder;
 use pickup_proto::identity::{terminal_mac, TerminalIdentity};
 use pickup_proto::message::{
-    AuthToken, Authenticate, ChallengeAnswer, DeliveryState, Hello, Kind, Message, Role,
-    TerminalAuth,
+    AuthToken, Authenticate, ChallengeAnswer, DeliveryState, ForwardStatus, Hello, Kind, Message,
+    Role, TerminalAuth,
 };
 use pickup_proto::{Code, ErrorCode, Sha1Digest, PROTOCOL_VERSION};
 
@@ -49,6 +49,10 @@ pub(crate) enum Reply {
     Delivery(Delivered),
     /// The deliveries of a code (the answer to a `DeliveryStatus`).
     Deliveries(Vec<Delivered>),
+    /// The id of a forward the relay stored (the answer to a `ForwardRequest`).
+    ForwardAccepted(u64),
+    /// Where a forward stands (the answer to a `ForwardWatch` or `ForwardRetry`).
+    ForwardStatus(ForwardStatus),
 }
 
 /// A `Delivery` message, owned.
@@ -147,9 +151,21 @@ impl Exchange {
     fn await_reply<T>(
         &mut self,
         kind: Kind,
-        mut pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
+        pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
     ) -> Result<T, Failure> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
+        self.await_until(kind, deadline, pick)?
+            .ok_or_else(|| self.lost("no answer"))
+    }
+
+    /// [`await_reply`](Self::await_reply) until `deadline`: `None` if
+    /// nothing came by then.
+    fn await_until<T>(
+        &mut self,
+        kind: Kind,
+        deadline: Instant,
+        mut pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
+    ) -> Result<Option<T>, Failure> {
         loop {
             // Decode what is buffered first.
             let mut input: &[u8] = &self.pending;
@@ -170,10 +186,10 @@ impl Exchange {
             let used = self.pending.len() - input.len();
             self.pending.drain(..used);
             if let Some(v) = verdict {
-                return v.map_err(|code| refusal(code, &self.relay));
+                return v.map(Some).map_err(|code| refusal(code, &self.relay));
             }
             if Instant::now() >= deadline {
-                return Err(self.lost("no answer"));
+                return Ok(None);
             }
             match self.link.read(&mut self.rx) {
                 Ok(0) => return Err(self.lost("connection closed by the relay")),
@@ -211,6 +227,14 @@ impl Exchange {
                 expires_at: a.expires_at,
             })),
             Message::Challenge(c) => Some(Ok(Reply::Challenge(c.nonce))),
+            Message::ForwardAccepted(a) if kind == Kind::ForwardRequest => {
+                Some(Ok(Reply::ForwardAccepted(a.id)))
+            }
+            Message::ForwardStatus(s)
+                if matches!(kind, Kind::ForwardWatch | Kind::ForwardRetry) =>
+            {
+                Some(Ok(Reply::ForwardStatus(s)))
+            }
             Message::Done(d) if d.kind == kind as u8 => Some(Ok(Reply::Done)),
             Message::Manifest(m) if m.files == 0 => Some(Ok(Reply::Listing(Vec::new()))),
             Message::Manifest(m) => {
@@ -224,6 +248,20 @@ impl Exchange {
             }
             _ => None,
         })
+    }
+
+    /// The next `ForwardStatus` of a watch (`ForwardWatch` without
+    /// `once`, answered already), if one comes within `wait`. A quiet
+    /// relay is asked with a `Keepalive` so the session stays open.
+    pub fn next_status(&mut self, wait: Duration) -> Result<Option<ForwardStatus>, Failure> {
+        let status = self.await_until(Kind::ForwardWatch, Instant::now() + wait, |m| match m {
+            Message::ForwardStatus(s) => Some(Ok(s)),
+            _ => None,
+        })?;
+        if status.is_none() {
+            self.send(&Message::Keepalive)?;
+        }
+        Ok(status)
     }
 
     /// Authenticates the session as a terminal or with a kept token; the
@@ -301,6 +339,9 @@ pub(crate) fn refusal(code: ErrorCode, relay: &str) -> Failure {
         ErrorCode::UnknownCode => "not found".to_string(),
         ErrorCode::AuthRequired => {
             format!("not logged in to {relay}: run `pickup login USER` first")
+        }
+        ErrorCode::UnknownPeer => {
+            "unknown peer relay: the relay lists no peer of this name in its [[peers]]".to_string()
         }
         ErrorCode::UnknownTerminal => {
             "unknown terminal, or not one you may send to (its owner can allow you with `pickup allow`)"

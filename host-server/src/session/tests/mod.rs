@@ -128,6 +128,8 @@ enum Reply {
         sender: String,
     },
     Settled(u64),
+    ForwardAccepted(u64),
+    ForwardStatus(pickup_proto::message::ForwardStatus),
 }
 
 fn to_reply(msg: Message<'_>) -> Reply {
@@ -169,6 +171,8 @@ fn to_reply(msg: Message<'_>) -> Reply {
             sender: n.sender.to_owned(),
         },
         Message::Settled(s) => Reply::Settled(s.id),
+        Message::ForwardAccepted(a) => Reply::ForwardAccepted(a.id),
+        Message::ForwardStatus(s) => Reply::ForwardStatus(s),
         other => panic!("relay sent {other:?}"),
     }
 }
@@ -569,6 +573,7 @@ mod acks;
 mod attrs;
 mod dedup;
 mod downloads;
+mod forwards;
 mod identity;
 mod instant_upload;
 mod jobs;

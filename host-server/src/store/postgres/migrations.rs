@@ -25,7 +25,7 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS, OBJECTS];
+pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS, OBJECTS, FORWARDS];
 
 /// Version 1: batches, files, partials, blobs, names, deliveries
 /// ([`super::PgStore`]).
@@ -57,6 +57,14 @@ pub(crate) const OBJECTS: Migration = Migration {
     version: 4,
     name: "objects",
     sql: include_str!("migrations/0004_objects.sql"),
+};
+
+/// Version 5: the queue of forwards to peer relays
+/// (`store/postgres/forwards.rs`).
+pub(crate) const FORWARDS: Migration = Migration {
+    version: 5,
+    name: "forwards",
+    sql: include_str!("migrations/0005_forwards.sql"),
 };
 
 /// The advisory lock migrations run under ("pickup" in ASCII).

@@ -5,7 +5,8 @@
 //! ```text
 //!   PostgreSQL   batches, files, partials, blobs, expired codes, names,
 //!                their shares, kept blobs, deliveries (migrations/0001_store.sql);
-//!                parts, segments, doomed objects (migrations/0004_objects.sql)
+//!                parts, segments, doomed objects (migrations/0004_objects.sql);
+//!                forwards (migrations/0005_forwards.sql)
 //!   S3           blobs/<id>, tail/<partial>/<fence>/<start>-<end>  (objects)
 //!   DATA/spool/<partial>   bytes received and not synced yet, this instance's only
 //! ```
@@ -15,7 +16,7 @@
 //! - `migrations`: the versioned schema, applied at start and by
 //!   `pickup-relay migrate`;
 //! - `store`: [`PgStore`], opening it, upload fences, the short steps;
-//! - `blobs`, `names`, `sweep`, `deliveries`, `rows`: the SQL of the
+//! - `blobs`, `names`, `sweep`, `deliveries`, `forwards`, `rows`: the SQL of the
 //!   SQLite store's modules of the same names;
 //! - `uploads`: the steps of a partial upload (spool, sync, read, reset);
 //! - `layout`: where a partial's bytes are, as rows; doomed objects and
@@ -40,6 +41,7 @@ mod blobs;
 pub mod cluster;
 pub(crate) mod db;
 mod deliveries;
+mod forwards;
 pub(crate) mod handoff;
 mod layout;
 pub(crate) mod lookup_budget;

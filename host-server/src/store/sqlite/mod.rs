@@ -33,6 +33,7 @@
 
 mod blobs;
 mod deliveries;
+mod forwards;
 mod names;
 mod recovery;
 mod rows;

@@ -27,7 +27,8 @@ use super::Result;
 /// content finish it; the sweep releases it then. (Tables of the user
 /// directory, `users`, `auth_tokens`, `terminals` and `allowed_senders`,
 /// live in the same file but are not the store's.) The deliveries of
-/// pushes to terminals have their tables in `deliveries.rs`.
+/// pushes to terminals have their tables in `deliveries.rs`, the forwards to
+/// peer relays theirs in `forwards.rs`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -201,6 +202,9 @@ fn migrate(db: &Connection) -> Result<()> {
     // `deliveries` and `delivery_reads` (see `deliveries.rs`): an earlier
     // database has no delivery to move, and no other table changes.
     db.execute_batch(super::deliveries::SCHEMA)?;
+    // Forwarding to peer relays (docs/design/forwarding.md) came with a
+    // table of its own, `forwards` (see `forwards.rs`).
+    db.execute_batch(super::forwards::SCHEMA)?;
     Ok(())
 }
 

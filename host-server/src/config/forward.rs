@@ -1,0 +1,62 @@
+//! `[forward]`: how the forwarder runs the queue of forwards to peer
+//! relays (docs/design/forwarding.md §3, [`crate::forward::service`]).
+//! The one place its defaults are written.
+
+use serde::Deserialize;
+
+/// `[forward]` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardSettings {
+    /// Forwards this relay instance runs at once; more wait `Queued`.
+    pub max_active: u32,
+    /// Attempts before a forward is `Failed` (at most 255: the wire
+    /// counts attempts in a byte).
+    pub max_attempts: u32,
+    /// The longest wait between two attempts: the n-th failed attempt
+    /// waits 2^n seconds, at most this long.
+    pub backoff_cap_secs: u64,
+    /// How long a claim on a running forward lasts without being renewed:
+    /// a forward of an instance that died is taken up again after it.
+    pub lease_secs: u64,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        ForwardSettings {
+            max_active: 4,
+            max_attempts: 8,
+            backoff_cap_secs: 300,
+            lease_secs: 60,
+        }
+    }
+}
+
+impl ForwardSettings {
+    /// Checks ranges that would stop every forward or overflow the wire.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_active == 0 {
+            return Err("forward.max_active must be at least 1".into());
+        }
+        if !(1..=255).contains(&self.max_attempts) {
+            return Err("forward.max_attempts must be within 1..=255".into());
+        }
+        if self.backoff_cap_secs == 0 {
+            return Err("forward.backoff_cap_secs must be positive".into());
+        }
+        if self.lease_secs < 4 {
+            return Err(
+                "forward.lease_secs must be at least 4 (it is renewed every quarter)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The wait after the `attempts`-th failed attempt: 2^attempts
+    /// seconds, capped.
+    pub fn backoff_secs(&self, attempts: u32) -> u64 {
+        1u64.checked_shl(attempts)
+            .unwrap_or(u64::MAX)
+            .min(self.backoff_cap_secs)
+    }
+}

@@ -1,0 +1,552 @@
+//! The forwarder: the relay's task that claims due forwards from the
+//! store's queue ([`crate::store::forwards`]), runs each with [`run`] on
+//! a blocking thread, and settles it (docs/design/forwarding.md §3).
+//!
+//! ```text
+//!   loop (every POLL, or at once when a forward is queued: Board::kick)
+//!     free slots (forward.max_active − running) ──► claim_forwards(now, now + lease, free)
+//!       └► per claimed forward, on the blocking pool:
+//!            run(Forward{code, peer, resume: stored peer_token}) ── progress ──► Board::update (watchers wake)
+//!              │  state or token changed, or a second passed ──► advance_forward(Progress{sent, token, lease})
+//!              ├ Ok ─────────────────────────────► advance_forward(Done{peer code})
+//!              └ Err: may pass, attempts left ───► advance_forward(Retry{reason, now + 2^attempts s (capped)})
+//!                     the peer lost its copy ───► advance_forward(Restart: no token, from zero)
+//!                     will not pass, or the last ► advance_forward(Fail{reason})
+//!     every lease/4: renew the lease of each running forward
+//!   shutdown: stop every run (at its next read or connect) ──► Retry{ShuttingDown, due now}
+//! ```
+//!
+//! `sent` is written from the runner's progress, which counts only bytes
+//! durable at the peer; a resumed run starts from the peer's durable
+//! offsets whatever was written, so writing it at most once a second
+//! loses nothing but a second of the status after a crash. A write that
+//! finds the claim gone (the lease ran out and another instance took the
+//! forward) stops the run: two instances never drive one forward on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pickup_proto::error::ErrorCode;
+use pickup_proto::message::{ForwardState, ResumeToken};
+use pickup_proto::upload;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::source::unix_now;
+use super::{run, Forward, ForwardError, Progress, RetransferPolicy};
+use crate::config::ForwardSettings;
+use crate::relay::{lock, Relay};
+use crate::store::forwards::{ForwardChange, ForwardRecord};
+
+/// How often the forwarder looks for due forwards without being kicked
+/// (a retry's time came, another instance's lease ran out).
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// The progress of a run is written at most this often (and at every
+/// change of state or token).
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// How a run retries lost links before the attempt fails: briefly, since
+/// the forwarder's own backoff follows.
+pub fn link_policy() -> RetransferPolicy {
+    RetransferPolicy {
+        enabled: true,
+        max_attempts: Some(3),
+        initial_backoff: pickup_proto::Duration::from_millis(250),
+        max_backoff: pickup_proto::Duration::from_secs(2),
+        give_up_after: Some(pickup_proto::Duration::from_secs(15)),
+    }
+}
+
+/// Why an attempt failed, and whether another attempt may help.
+pub fn reason(e: &ForwardError) -> (ErrorCode, bool) {
+    match e {
+        ForwardError::UnknownBatch | ForwardError::SourceExpired { .. } => {
+            (ErrorCode::Expired, false)
+        }
+        ForwardError::NotReady => (ErrorCode::NotReady, false),
+        ForwardError::TooManyFiles => (ErrorCode::TooManyFiles, false),
+        ForwardError::Stopped { .. } => (ErrorCode::ShuttingDown, true),
+        ForwardError::Dial { .. } | ForwardError::LinkLost { .. } => {
+            (ErrorCode::PeerUnreachable, true)
+        }
+        ForwardError::Source(_) | ForwardError::Thread(_) => (ErrorCode::Internal, true),
+        ForwardError::Refused { error, .. } => match *error {
+            upload::Error::Auth(_) => (ErrorCode::AuthFailed, false),
+            upload::Error::Relay(code) => (
+                code,
+                matches!(
+                    code,
+                    ErrorCode::Busy
+                        | ErrorCode::Internal
+                        | ErrorCode::ShuttingDown
+                        | ErrorCode::RateLimited
+                        | ErrorCode::IdleTimeout
+                        | ErrorCode::TooManyIncomplete
+                        | ErrorCode::PeerQuota
+                        | ErrorCode::BadFrame
+                ),
+            ),
+            upload::Error::Rejected { reason, .. } => (reason, false),
+            upload::Error::TooManyFiles => (ErrorCode::TooManyFiles, false),
+            upload::Error::InvalidName { .. } => (ErrorCode::InvalidName, false),
+            upload::Error::Mismatch => (ErrorCode::UnexpectedMessage, false),
+            // A newer machine's error: not retried blindly.
+            _ => (ErrorCode::Internal, false),
+        },
+    }
+}
+
+/// The peer's token an error carries, if the peer granted the batch.
+fn token_of(e: &ForwardError) -> Option<ResumeToken> {
+    match e {
+        ForwardError::SourceExpired { token }
+        | ForwardError::Stopped { token }
+        | ForwardError::LinkLost { token, .. } => *token,
+        _ => None,
+    }
+}
+
+/// What a failed attempt (the `attempts`-th) does to its forward at `now`.
+pub fn settle(e: &ForwardError, attempts: u32, s: &ForwardSettings, now: u64) -> ForwardChange {
+    let (reason, may_pass) = reason(e);
+    let peer_token = token_of(e);
+    // A stop is the relay's, not the forward's: it is due again at once.
+    if matches!(e, ForwardError::Stopped { .. }) {
+        return ForwardChange::Retry {
+            reason,
+            peer_token,
+            next_attempt_at: now,
+        };
+    }
+    // The peer swept the partial copy: a new one, from zero.
+    if reason == ErrorCode::UnknownToken && attempts < s.max_attempts {
+        return ForwardChange::Restart {
+            reason,
+            next_attempt_at: now.saturating_add(s.backoff_secs(attempts)),
+        };
+    }
+    if may_pass && attempts < s.max_attempts {
+        ForwardChange::Retry {
+            reason,
+            peer_token,
+            next_attempt_at: now.saturating_add(s.backoff_secs(attempts)),
+        }
+    } else {
+        ForwardChange::Fail { reason, peer_token }
+    }
+}
+
+/// One running attempt, shared by its thread and the forwarder's loop.
+#[derive(Debug)]
+struct Attempt {
+    record: ForwardRecord,
+    stop: AtomicBool,
+    /// What was last written (state, sent, token), and the store's
+    /// writes of it: the runner and the lease renewal take turns.
+    written: Mutex<(ForwardState, u64, Option<ResumeToken>)>,
+}
+
+impl Attempt {
+    /// Writes the progress with a lease to `lease_until`; a claim that is
+    /// gone stops the run.
+    fn write(&self, relay: &Relay, w: (ForwardState, u64, Option<ResumeToken>), lease_until: u64) {
+        let change = ForwardChange::Progress {
+            state: w.0,
+            sent: w.1,
+            peer_token: w.2,
+            lease_until,
+        };
+        let r = &self.record;
+        match relay
+            .store
+            .advance_forward(r.id, r.claim, &change, unix_now())
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(
+                    forward = r.id,
+                    "forward taken over by another claim; stopping"
+                );
+                self.stop.store(true, Ordering::Release);
+            }
+            Err(e) => tracing::error!(forward = r.id, "forward progress not written: {e}"),
+        }
+    }
+}
+
+/// What the progress `p` of a run of the claimed forward `r` writes:
+/// (state, sent, token). A resumed run reports 0 bytes until the peer's
+/// offsets arrive (its first `Transferring` comes before them), but the
+/// bytes the peer holds under the same token never go back: written as
+/// they came, a status read from the store (after a crash of this relay,
+/// or on another instance) showed 0 for a second of every resumed attempt.
+fn to_write(r: &ForwardRecord, p: &Progress) -> (ForwardState, u64, Option<ResumeToken>) {
+    let sent = if p.token.is_some() && p.token == r.peer_token {
+        p.sent.max(r.sent)
+    } else {
+        p.sent
+    };
+    (p.state, sent, p.token)
+}
+
+/// Runs one claimed forward to the end of this attempt and settles it.
+fn attempt(relay: &Relay, a: &Attempt) {
+    let r = &a.record;
+    let s = relay.settings.forward;
+    let board = relay.forward_board();
+    let now = unix_now;
+    board.update(r.id, ForwardState::Connecting, r.sent, Instant::now());
+    let outcome = match relay.settings.peers.get(&r.peer) {
+        None => Err(ForwardError::Dial {
+            peer: r.peer.clone(),
+            reason: "no such peer in [[peers]]".into(),
+        }),
+        Some(peer) => {
+            let job = Forward {
+                store: &*relay.store,
+                code: r.code,
+                peer,
+                resume: r.peer_token,
+                policy: link_policy(),
+                stop: Some(&a.stop),
+            };
+            let mut last_write = Instant::now();
+            run(&job, |p: &Progress| {
+                board.update(r.id, p.state, p.sent, Instant::now());
+                if p.state == ForwardState::Done {
+                    return;
+                }
+                let mut written = lock(&a.written);
+                let next = to_write(r, p);
+                let due = next.0 != written.0 || next.2 != written.2;
+                if next != *written && (due || last_write.elapsed() >= WRITE_EVERY) {
+                    *written = next;
+                    a.write(relay, next, now() + s.lease_secs);
+                    last_write = Instant::now();
+                }
+            })
+        }
+    };
+    let change = match &outcome {
+        Ok(f) => ForwardChange::Done {
+            peer_code: f.code,
+            peer_expires_at: f.expires_at,
+            peer_token: f.token,
+        },
+        Err(ForwardError::Dial { reason, .. }) if relay.settings.peers.get(&r.peer).is_none() => {
+            tracing::warn!(forward = r.id, peer = %r.peer, "{reason}");
+            ForwardChange::Fail {
+                reason: ErrorCode::UnknownPeer,
+                peer_token: None,
+            }
+        }
+        Err(e) => settle(e, r.attempts, &s, now()),
+    };
+    match &outcome {
+        Ok(f) => {
+            tracing::info!(forward = r.id, peer = %r.peer, code = %f.code, bytes = f.total, "forward done")
+        }
+        Err(e) => {
+            tracing::warn!(forward = r.id, peer = %r.peer, attempt = r.attempts, "forward attempt failed: {e}")
+        }
+    }
+    // Under the lock: no renewal writes after the outcome.
+    let _written = lock(&a.written);
+    if let Err(e) = relay.store.advance_forward(r.id, r.claim, &change, now()) {
+        tracing::error!(forward = r.id, "forward outcome not written: {e}");
+    }
+    board.finish(r.id);
+}
+
+/// Claims what is due into the free slots; the claimed forwards.
+async fn claim(relay: &Arc<Relay>, free: usize) -> Vec<ForwardRecord> {
+    let relay = relay.clone();
+    let lease = relay.settings.forward.lease_secs;
+    let claimed = tokio::task::spawn_blocking(move || {
+        let now = unix_now();
+        relay.store.claim_forwards(now, now + lease, free)
+    })
+    .await;
+    match claimed {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => {
+            tracing::error!("claiming forwards failed: {e}");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::error!("claiming forwards panicked: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// The forwarder of `relay`, until `shutdown` turns true: then every run
+/// stops at its next read or connect and is settled due again, and this
+/// returns once all are.
+pub async fn serve(relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
+    let s = relay.settings.forward;
+    let renew_every = Duration::from_secs((s.lease_secs / 4).max(1));
+    let mut running: HashMap<u64, Arc<Attempt>> = HashMap::new();
+    let mut threads: JoinSet<u64> = JoinSet::new();
+    let mut renew = tokio::time::interval(renew_every);
+    let mut stopping = *shutdown.borrow();
+    loop {
+        let free = (s.max_active as usize).saturating_sub(running.len());
+        if !stopping && free > 0 {
+            for record in claim(&relay, free).await {
+                let a = Arc::new(Attempt {
+                    written: Mutex::new((record.state, record.sent, record.peer_token)),
+                    record,
+                    stop: AtomicBool::new(false),
+                });
+                running.insert(a.record.id, a.clone());
+                let relay = relay.clone();
+                threads.spawn_blocking(move || {
+                    attempt(&relay, &a);
+                    a.record.id
+                });
+            }
+        }
+        if stopping && running.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = relay.forward_board().kicked(), if !stopping => {}
+            _ = tokio::time::sleep(POLL), if !stopping => {}
+            done = threads.join_next(), if !threads.is_empty() => match done {
+                Some(Ok(id)) => { running.remove(&id); }
+                Some(Err(e)) => {
+                    tracing::error!("a forward's thread failed: {e}");
+                    // Which one is unknown: drop those whose thread is gone.
+                    running.retain(|_, a| Arc::strong_count(a) > 1);
+                }
+                None => {}
+            },
+            _ = renew.tick() => {
+                let list: Vec<Arc<Attempt>> = running.values().cloned().collect();
+                let relay = relay.clone();
+                let lease = s.lease_secs;
+                let _ = tokio::task::spawn_blocking(move || {
+                    for a in list {
+                        let written = lock(&a.written);
+                        a.write(&relay, *written, unix_now() + lease);
+                    }
+                })
+                .await;
+            }
+            changed = shutdown.changed(), if !stopping => {
+                if changed.is_err() || *shutdown.borrow() {
+                    stopping = true;
+                    for a in running.values() {
+                        a.stop.store(true, Ordering::Release);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Peers;
+    use crate::random::SeededRandom;
+    use crate::store::forwards::NewForward;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Forwards, Store};
+    use pickup_proto::identity::AuthError;
+
+    /// A relay over a memory store that lists the peer of the runner's
+    /// tests (nothing listens there).
+    fn relay(store: &Arc<MemoryStore>) -> Arc<Relay> {
+        let settings = crate::settings::Settings {
+            peers: Peers::new([super::super::tests::peer()]).unwrap(),
+            ..Default::default()
+        };
+        Relay::new(
+            settings,
+            store.clone(),
+            Box::new(SeededRandom::new(1)),
+            pickup_proto::Instant::from_millis(unix_now() * 1000),
+        )
+    }
+
+    /// Claims the one forward due and runs its attempt, as `serve` does.
+    fn attempt_once(relay: &Relay) -> ForwardRecord {
+        let now = unix_now();
+        let mut claimed = relay.store.claim_forwards(now, now + 60, 4).unwrap();
+        assert_eq!(claimed.len(), 1);
+        let record = claimed.remove(0);
+        let a = Attempt {
+            written: Mutex::new((record.state, record.sent, record.peer_token)),
+            record,
+            stop: AtomicBool::new(false),
+        };
+        attempt(relay, &a);
+        relay.store.forward(a.record.id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_batch_no_longer_live_or_a_peer_no_longer_listed_fails_the_forward() {
+        let store = Arc::new(MemoryStore::new());
+        let relay = relay(&store);
+        let b = super::super::tests::batch(&store, 1, true);
+        let new = |peer| NewForward {
+            batch: b.id,
+            code: b.code,
+            requester: "ada",
+            peer,
+            total: b.total_size(),
+            now: unix_now(),
+        };
+        // The owner ended the batch after the request.
+        let f = store.create_forward(&new("pair-ab")).unwrap();
+        store.end_batch(b.id, unix_now()).unwrap();
+        let r = attempt_once(&relay);
+        assert_eq!(r.id, f.id);
+        assert_eq!(
+            (r.state, r.last_error),
+            (ForwardState::Failed, Some(ErrorCode::Expired))
+        );
+        // A peer removed from [[peers]] since the request.
+        let live = super::super::tests::batch(&store, 2, true);
+        let f = store
+            .create_forward(&NewForward {
+                batch: live.id,
+                code: live.code,
+                ..new("site-gone")
+            })
+            .unwrap();
+        let r = attempt_once(&relay);
+        assert_eq!(r.id, f.id);
+        assert_eq!(
+            (r.state, r.last_error),
+            (ForwardState::Failed, Some(ErrorCode::UnknownPeer))
+        );
+        // Nothing is left running on the board.
+        assert_eq!(relay.forward_board().status(&r).rate, 0);
+    }
+
+    #[test]
+    fn a_resumed_run_never_writes_fewer_bytes_than_the_peer_held_under_its_token() {
+        let store = Arc::new(MemoryStore::new());
+        let b = super::super::tests::batch(&store, 1, true);
+        let token = ResumeToken([3; 16]);
+        let mut r = store
+            .create_forward(&NewForward {
+                batch: b.id,
+                code: b.code,
+                requester: "ada",
+                peer: "pair-ab",
+                total: 1_000_000,
+                now: unix_now(),
+            })
+            .unwrap();
+        r.sent = 660_000;
+        r.peer_token = Some(token);
+        let p = |sent, token| Progress {
+            state: ForwardState::Transferring,
+            sent,
+            total: 1_000_000,
+            token,
+        };
+        // Before the peer's offsets arrive, and after them.
+        assert_eq!(to_write(&r, &p(0, Some(token))).1, 660_000);
+        assert_eq!(to_write(&r, &p(940_000, Some(token))).1, 940_000);
+        // Another grant is another copy at the peer: its own bytes.
+        let other = Some(ResumeToken([4; 16]));
+        assert_eq!(
+            to_write(&r, &p(0, other)),
+            (ForwardState::Transferring, 0, other)
+        );
+        r.peer_token = None;
+        assert_eq!(to_write(&r, &p(0, None)).1, 0);
+    }
+
+    #[test]
+    fn failures_that_may_pass_retry_with_capped_backoff_until_the_last_attempt() {
+        let s = ForwardSettings {
+            max_attempts: 4,
+            backoff_cap_secs: 5,
+            ..ForwardSettings::default()
+        };
+        let lost = ForwardError::LinkLost {
+            peer: "b".into(),
+            reason: "reset".into(),
+            token: Some(ResumeToken([1; 16])),
+        };
+        let waits: Vec<ForwardChange> = (1..=4).map(|n| settle(&lost, n, &s, 100)).collect();
+        let at = |c: &ForwardChange| match c {
+            ForwardChange::Retry {
+                next_attempt_at,
+                peer_token,
+                reason,
+            } => {
+                assert_eq!(
+                    (*peer_token, *reason),
+                    (Some(ResumeToken([1; 16])), ErrorCode::PeerUnreachable)
+                );
+                Some(*next_attempt_at)
+            }
+            _ => None,
+        };
+        assert_eq!(
+            waits.iter().map(at).collect::<Vec<_>>(),
+            [Some(102), Some(104), Some(105), None]
+        );
+        assert_eq!(
+            waits[3],
+            ForwardChange::Fail {
+                reason: ErrorCode::PeerUnreachable,
+                peer_token: Some(ResumeToken([1; 16]))
+            }
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_or_an_expired_batch_fails_at_once_and_a_stop_is_due_again_now() {
+        let s = ForwardSettings::default();
+        let refused = ForwardError::Refused {
+            peer: "b".into(),
+            error: upload::Error::Auth(AuthError::Refused),
+        };
+        assert_eq!(
+            settle(&refused, 1, &s, 100),
+            ForwardChange::Fail {
+                reason: ErrorCode::AuthFailed,
+                peer_token: None
+            }
+        );
+        let expired = ForwardError::SourceExpired { token: None };
+        assert!(matches!(
+            settle(&expired, 1, &s, 100),
+            ForwardChange::Fail {
+                reason: ErrorCode::Expired,
+                ..
+            }
+        ));
+        // A peer that lost the partial copy: the next attempt starts over.
+        let forgotten = ForwardError::Refused {
+            peer: "b".into(),
+            error: upload::Error::Relay(ErrorCode::UnknownToken),
+        };
+        assert_eq!(
+            settle(&forgotten, 1, &s, 100),
+            ForwardChange::Restart {
+                reason: ErrorCode::UnknownToken,
+                next_attempt_at: 102
+            }
+        );
+        let stopped = ForwardError::Stopped { token: None };
+        assert!(matches!(
+            settle(&stopped, 8, &s, 100),
+            ForwardChange::Retry {
+                next_attempt_at: 100,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,283 @@
+//! The queue of forwards ([`crate::store::forwards`]) checked against
+//! every store: a forward's whole life across a crash (for SQLite and
+//! PostgreSQL a close and reopen), claims and their fences, due times and
+//! leases, and who may retry what.
+
+use pickup_proto::error::ErrorCode;
+use pickup_proto::message::{ForwardState, ResumeToken};
+
+use super::forwards::{ForwardChange, ForwardRecord, NewForward};
+use super::memory::MemoryStore;
+use super::postgres::PgStore;
+use super::tests::reopen;
+use super::*;
+
+fn code(n: u8) -> Code {
+    Code::from_parts(13, u128::from(n)).unwrap()
+}
+
+fn new_forward(n: u8, requester: &str, now: u64) -> NewForward<'_> {
+    NewForward {
+        batch: BatchId(u64::from(n)),
+        code: code(n),
+        requester,
+        peer: "site-b",
+        total: 1000 + u64::from(n),
+        now,
+    }
+}
+
+fn progress(state: ForwardState, sent: u64, token: Option<ResumeToken>) -> ForwardChange {
+    ForwardChange::Progress {
+        state,
+        sent,
+        peer_token: token,
+        lease_until: 10_000,
+    }
+}
+
+fn claim_one<S: Store>(store: &S, now: u64) -> ForwardRecord {
+    let mut claimed = store.claim_forwards(now, now + 30, 1).unwrap();
+    assert_eq!(claimed.len(), 1, "one forward due at {now}");
+    claimed.remove(0)
+}
+
+/// Request, claim, progress, a failed attempt, a fenced runner, the next
+/// claim, done; `crash` between steps keeps every change.
+fn lifecycle<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
+    let f = store.create_forward(&new_forward(1, "ada", 100)).unwrap();
+    assert_eq!((f.state, f.attempts, f.claim), (ForwardState::Queued, 0, 0));
+    assert_eq!((f.sent, f.total, f.requester.as_str()), (0, 1001, "ada"));
+    let second = store.create_forward(&new_forward(2, "bob", 100)).unwrap();
+    assert!(second.id > f.id);
+    store = crash(store);
+    assert_eq!(store.forward(f.id).unwrap(), Some(f.clone()));
+
+    // Oldest first, one at a time.
+    let c = claim_one(&store, 100);
+    assert_eq!(
+        (c.id, c.state, c.attempts, c.claim),
+        (f.id, ForwardState::Connecting, 1, 1)
+    );
+    assert_eq!(c.lease_until, 130);
+    let token = ResumeToken([9; 16]);
+    let p = store
+        .advance_forward(
+            f.id,
+            1,
+            &progress(ForwardState::Transferring, 400, Some(token)),
+            101,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (p.state, p.sent, p.peer_token),
+        (ForwardState::Transferring, 400, Some(token))
+    );
+    store = crash(store);
+    let r = store.forward(f.id).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.sent, r.peer_token, r.updated_at),
+        (ForwardState::Transferring, 400, Some(token), 101)
+    );
+
+    // The attempt fails; the forward is not due before its next attempt.
+    let retry = ForwardChange::Retry {
+        reason: ErrorCode::PeerUnreachable,
+        peer_token: None,
+        next_attempt_at: 200,
+    };
+    let r = store
+        .advance_forward(f.id, 1, &retry, 102)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.state, r.last_error),
+        (ForwardState::Retrying, Some(ErrorCode::PeerUnreachable))
+    );
+    assert_eq!(
+        r.peer_token,
+        Some(token),
+        "a failed attempt keeps the peer's token"
+    );
+    // Not running any more: the old claim changes nothing.
+    assert_eq!(
+        store
+            .advance_forward(f.id, 1, &progress(ForwardState::Verifying, 900, None), 103)
+            .unwrap(),
+        None
+    );
+    let c = claim_one(&store, 150);
+    assert_eq!(c.id, second.id, "the retrying forward waits for its time");
+    let fail = ForwardChange::Fail {
+        reason: ErrorCode::Expired,
+        peer_token: None,
+    };
+    let failed = store
+        .advance_forward(second.id, c.claim, &fail, 150)
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.state, ForwardState::Failed);
+    store = crash(store);
+    assert!(store.claim_forwards(199, 230, 5).unwrap().is_empty());
+    let again = claim_one(&store, 200);
+    assert_eq!(
+        (again.id, again.attempts, again.claim, again.sent),
+        (f.id, 2, 2, 400)
+    );
+    // The first claim is fenced off.
+    assert_eq!(
+        store
+            .advance_forward(f.id, 1, &progress(ForwardState::Verifying, 900, None), 201)
+            .unwrap(),
+        None
+    );
+    let done = ForwardChange::Done {
+        peer_code: code(77),
+        peer_expires_at: 5000,
+        peer_token: token,
+    };
+    let d = store.advance_forward(f.id, 2, &done, 202).unwrap().unwrap();
+    assert_eq!(
+        (d.state, d.sent, d.peer_code, d.peer_expires_at),
+        (ForwardState::Done, 1001, Some(code(77)), 5000)
+    );
+    store = crash(store);
+    assert_eq!(store.forward(f.id).unwrap(), Some(d));
+    // Done and Failed are final: no claim; no retry of a done forward.
+    assert!(store.claim_forwards(10_000, 10_030, 5).unwrap().is_empty());
+    let r = store.retry_forward(f.id, "ada", 300).unwrap().unwrap();
+    assert_eq!(r.state, ForwardState::Done);
+    assert_eq!(store.forward(999).unwrap(), None);
+    store
+}
+
+/// A running forward whose lease ran out is due again (its instance
+/// crashed); failures and retries by command, by the requester only.
+fn leases_and_retries<S: Store>(store: &S) {
+    let f = store.create_forward(&new_forward(3, "ada", 100)).unwrap();
+    let c = claim_one(store, 100);
+    assert_eq!(c.id, f.id);
+    assert!(
+        store.claim_forwards(129, 160, 5).unwrap().is_empty(),
+        "leased"
+    );
+    let c = claim_one(store, 130);
+    assert_eq!(
+        (c.claim, c.attempts, c.state),
+        (2, 2, ForwardState::Connecting)
+    );
+    let fail = ForwardChange::Fail {
+        reason: ErrorCode::AuthFailed,
+        peer_token: None,
+    };
+    let r = store.advance_forward(f.id, 2, &fail, 131).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.last_error),
+        (ForwardState::Failed, Some(ErrorCode::AuthFailed))
+    );
+    assert!(store.claim_forwards(10_000, 10_030, 5).unwrap().is_empty());
+    // Another user sees nothing, and changes nothing.
+    assert_eq!(store.retry_forward(f.id, "bob", 140).unwrap(), None);
+    assert_eq!(
+        store.forward(f.id).unwrap().unwrap().state,
+        ForwardState::Failed
+    );
+    let r = store.retry_forward(f.id, "ada", 140).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.attempts, r.last_error, r.next_attempt_at),
+        (ForwardState::Queued, 0, None, 140)
+    );
+    // A queued forward is reported as it is.
+    assert_eq!(store.retry_forward(f.id, "ada", 141).unwrap(), Some(r));
+    let c = claim_one(store, 141);
+    assert_eq!((c.id, c.attempts, c.claim), (f.id, 1, 3));
+    // The peer lost its partial copy: the token and bytes go.
+    let p = progress(ForwardState::Transferring, 700, Some(ResumeToken([4; 16])));
+    store.advance_forward(f.id, 3, &p, 142).unwrap().unwrap();
+    let restart = ForwardChange::Restart {
+        reason: ErrorCode::UnknownToken,
+        next_attempt_at: 150,
+    };
+    let r = store
+        .advance_forward(f.id, 3, &restart, 143)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.state, r.sent, r.peer_token),
+        (ForwardState::Retrying, 0, None)
+    );
+    assert_eq!(store.forward(f.id).unwrap().unwrap(), r);
+}
+
+#[test]
+fn memory_store_keeps_forwards_through_a_crash() {
+    lifecycle(MemoryStore::new(), |s| {
+        s.crash();
+        s
+    });
+    leases_and_retries(&MemoryStore::new());
+}
+
+#[test]
+fn sqlite_store_keeps_forwards_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    drop(lifecycle(reopen(&path), |s| {
+        drop(s);
+        reopen(&path)
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    leases_and_retries(&reopen(dir.path()));
+}
+
+#[test]
+fn pg_store_keeps_forwards_across_a_reopen() {
+    type Fx = crate::store::postgres::tests::Fixture;
+    let Some(fx) = Fx::new("pg_store_keeps_forwards_across_a_reopen") else {
+        return;
+    };
+    drop(lifecycle(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    }));
+    let Some(fx) = Fx::new("pg_forward_leases_and_retries") else {
+        return;
+    };
+    leases_and_retries::<PgStore>(&fx.open());
+}
+
+/// Two instances claiming at once never take the same forward.
+#[test]
+fn pg_instances_claim_disjoint_forwards() {
+    type Fx = crate::store::postgres::tests::Fixture;
+    let Some(fx) = Fx::new("pg_instances_claim_disjoint_forwards") else {
+        return;
+    };
+    let first = fx.open();
+    let other_dir = tempfile::tempdir().unwrap();
+    let second = fx.open_in(other_dir.path());
+    for n in 0..40 {
+        first.create_forward(&new_forward(n, "ada", 100)).unwrap();
+    }
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            (0..20)
+                .flat_map(|_| first.claim_forwards(100, 200, 3).unwrap())
+                .collect::<Vec<_>>()
+        });
+        let b = s.spawn(|| {
+            (0..20)
+                .flat_map(|_| second.claim_forwards(100, 200, 3).unwrap())
+                .collect::<Vec<_>>()
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut ids: Vec<u64> = a.iter().chain(&b).map(|r| r.id).collect();
+    ids.sort();
+    let claimed = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "a forward claimed twice");
+    assert_eq!(claimed, 40, "every due forward claimed once");
+    assert!(a.iter().chain(&b).all(|r| r.claim == 1));
+}

@@ -1,0 +1,116 @@
+//! The memory store's [`Forwards`]: the queue beside its batches, under
+//! the same lock. Forwards are metadata: `MemoryStore::crash` keeps them.
+
+use std::collections::BTreeMap;
+
+use pickup_proto::message::ForwardState;
+
+use super::MemoryStore;
+use crate::store::forwards::{
+    apply_claim, apply_retry, ForwardChange, ForwardRecord, Forwards, NewForward,
+};
+use crate::store::Result;
+
+/// The forwards of a [`MemoryStore`].
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    next_id: u64,
+    by_id: BTreeMap<u64, ForwardRecord>,
+}
+
+impl Forwards for MemoryStore {
+    fn create_forward(&self, new: &NewForward<'_>) -> Result<ForwardRecord> {
+        let mut inner = self.lock();
+        let q = &mut inner.forwards;
+        q.next_id += 1;
+        let record = ForwardRecord {
+            id: q.next_id,
+            batch: new.batch,
+            code: new.code,
+            requester: new.requester.to_owned(),
+            peer: new.peer.to_owned(),
+            state: ForwardState::Queued,
+            sent: 0,
+            total: new.total,
+            attempts: 0,
+            next_attempt_at: new.now,
+            last_error: None,
+            peer_token: None,
+            peer_code: None,
+            peer_expires_at: 0,
+            claim: 0,
+            lease_until: 0,
+            created_at: new.now,
+            updated_at: new.now,
+        };
+        q.by_id.insert(record.id, record.clone());
+        Ok(record)
+    }
+
+    fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
+        Ok(self.lock().forwards.by_id.get(&id).cloned())
+    }
+
+    fn claim_forwards(
+        &self,
+        now: u64,
+        lease_until: u64,
+        limit: usize,
+    ) -> Result<Vec<ForwardRecord>> {
+        let mut inner = self.lock();
+        let mut due: Vec<&mut ForwardRecord> = inner
+            .forwards
+            .by_id
+            .values_mut()
+            .filter(|r| r.is_due(now))
+            .collect();
+        // Oldest due first, as the SQL stores order them.
+        due.sort_by_key(|r| (due_at(r), r.id));
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|r| {
+                apply_claim(r, now, lease_until);
+                r.clone()
+            })
+            .collect())
+    }
+
+    fn advance_forward(
+        &self,
+        id: u64,
+        claim: u64,
+        change: &ForwardChange,
+        now: u64,
+    ) -> Result<Option<ForwardRecord>> {
+        let mut inner = self.lock();
+        match inner.forwards.by_id.get_mut(&id) {
+            Some(r) if r.claim == claim && r.state.is_running() => {
+                change.apply(r, now);
+                Ok(Some(r.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn retry_forward(&self, id: u64, requester: &str, now: u64) -> Result<Option<ForwardRecord>> {
+        let mut inner = self.lock();
+        match inner.forwards.by_id.get_mut(&id) {
+            Some(r) if r.requester == requester => {
+                apply_retry(r, now);
+                Ok(Some(r.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// When a due forward became due: its next attempt, or the end of its
+/// lease for a running one.
+pub(crate) fn due_at(r: &ForwardRecord) -> u64 {
+    if r.state.is_running() {
+        r.lease_until
+    } else {
+        r.next_attempt_at
+    }
+}

@@ -1,0 +1,216 @@
+//! The PostgreSQL store's [`Forwards`]: store/sqlite/forwards.rs on
+//! PostgreSQL (migrations/0005_forwards.sql). Instances claim from one
+//! queue: a claim takes due rows `FOR UPDATE SKIP LOCKED`, so two
+//! instances claiming at once take disjoint rows, and each later change
+//! holds its row `FOR UPDATE` and checks the claim number, so an instance
+//! whose lease ran out and whose forward another took over changes
+//! nothing.
+
+use pickup_proto::error::ErrorCode;
+use pickup_proto::message::{ForwardState, ResumeToken};
+use tokio_postgres::{Row, Transaction};
+
+use super::db::DbError;
+use super::rows::{code, corrupt, int, nat};
+use super::store::PgStore;
+use crate::store::forwards::{
+    apply_claim, apply_retry, ForwardChange, ForwardRecord, Forwards, NewForward,
+};
+use crate::store::{BatchId, Result};
+
+type Step<T> = std::result::Result<T, DbError>;
+
+/// Columns a [`ForwardRecord`] is read from, in [`record`]'s order.
+const COLUMNS: &str = "id, batch, code_len, code_value, requester, peer, state, sent, total, \
+                       attempts, next_attempt_at, last_error, peer_token, peer_code_len, \
+                       peer_code_value, peer_expires_at, claim, lease_until, created_at, \
+                       updated_at";
+
+fn record(r: &Row) -> Step<ForwardRecord> {
+    let state = u8::try_from(r.get::<_, i64>(6))
+        .ok()
+        .and_then(ForwardState::from_number)
+        .ok_or_else(|| corrupt("forward state"))?;
+    let last_error = match r.get::<_, Option<i64>>(11) {
+        None => None,
+        Some(n) => Some(
+            *ErrorCode::ALL
+                .get(usize::try_from(n).unwrap_or(usize::MAX))
+                .ok_or_else(|| corrupt("forward error"))?,
+        ),
+    };
+    let peer_token = match r.get::<_, Option<Vec<u8>>>(12) {
+        None => None,
+        Some(t) => Some(ResumeToken(
+            t.try_into().map_err(|_| corrupt("forward token"))?,
+        )),
+    };
+    let peer_code = match (r.get::<_, Option<i64>>(13), r.get::<_, Option<Vec<u8>>>(14)) {
+        (Some(len), Some(value)) => Some(code(len, value)?),
+        _ => None,
+    };
+    Ok(ForwardRecord {
+        id: nat(r.get(0)),
+        batch: BatchId(nat(r.get(1))),
+        code: code(r.get(2), r.get(3))?,
+        requester: r.get(4),
+        peer: r.get(5),
+        state,
+        sent: nat(r.get(7)),
+        total: nat(r.get(8)),
+        attempts: u32::try_from(r.get::<_, i64>(9)).unwrap_or(u32::MAX),
+        next_attempt_at: nat(r.get(10)),
+        last_error,
+        peer_token,
+        peer_code,
+        peer_expires_at: nat(r.get(15)),
+        claim: nat(r.get(16)),
+        lease_until: nat(r.get(17)),
+        created_at: nat(r.get(18)),
+        updated_at: nat(r.get(19)),
+    })
+}
+
+/// Forward `id`, its row held `FOR UPDATE` when `lock`.
+async fn by_id(tx: &Transaction<'_>, id: u64, lock: bool) -> Step<Option<ForwardRecord>> {
+    let Ok(id) = i64::try_from(id) else {
+        return Ok(None);
+    };
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {COLUMNS} FROM forwards WHERE id = $1{lock}");
+    tx.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(record)
+        .transpose()
+}
+
+/// Writes back every column a transition may change.
+async fn save(tx: &Transaction<'_>, r: &ForwardRecord) -> Step<()> {
+    tx.execute(
+        "UPDATE forwards SET state = $2, sent = $3, attempts = $4, next_attempt_at = $5,
+             last_error = $6, peer_token = $7, peer_code_len = $8, peer_code_value = $9,
+             peer_expires_at = $10, claim = $11, lease_until = $12, updated_at = $13
+         WHERE id = $1",
+        &[
+            &int(r.id)?,
+            &i64::from(r.state.number()),
+            &int(r.sent)?,
+            &i64::from(r.attempts),
+            &int(r.next_attempt_at)?,
+            &r.last_error.map(|e| e as i64),
+            &r.peer_token.map(|t| t.0.to_vec()),
+            &r.peer_code.map(|c| c.len() as i64),
+            &r.peer_code.map(|c| c.value().to_le_bytes().to_vec()),
+            &int(r.peer_expires_at)?,
+            &int(r.claim)?,
+            &int(r.lease_until)?,
+            &int(r.updated_at)?,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+impl Forwards for PgStore {
+    fn create_forward(&self, new: &NewForward<'_>) -> Result<ForwardRecord> {
+        let now = int(new.now)?;
+        let code_value = new.code.value().to_le_bytes();
+        self.run(async |tx| {
+            let row = tx
+                .query_one(
+                    "INSERT INTO forwards(batch, code_len, code_value, requester, peer, state,
+                         sent, total, attempts, next_attempt_at, peer_expires_at, claim,
+                         lease_until, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, $8, 0, 0, 0, $8, $8)
+                     RETURNING id",
+                    &[
+                        &int(new.batch.0)?,
+                        &(new.code.len() as i64),
+                        &&code_value[..],
+                        &new.requester,
+                        &new.peer,
+                        &i64::from(ForwardState::Queued.number()),
+                        &int(new.total)?,
+                        &now,
+                    ],
+                )
+                .await?;
+            by_id(tx, nat(row.get(0)), false)
+                .await?
+                .ok_or_else(|| corrupt("a forward just stored"))
+        })
+    }
+
+    fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
+        self.run(async |tx| by_id(tx, id, false).await)
+    }
+
+    fn claim_forwards(
+        &self,
+        now: u64,
+        lease_until: u64,
+        limit: usize,
+    ) -> Result<Vec<ForwardRecord>> {
+        let (now_i, limit) = (int(now)?, i64::try_from(limit).unwrap_or(i64::MAX));
+        let n = |s: ForwardState| s.number();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM forwards
+             WHERE (state IN ({c}, {t}, {v}) AND lease_until <= $1)
+                OR (state IN ({q}, {r}) AND next_attempt_at <= $1)
+             ORDER BY CASE WHEN state IN ({q}, {r}) THEN next_attempt_at ELSE lease_until END, id
+             LIMIT $2 FOR UPDATE SKIP LOCKED",
+            c = n(ForwardState::Connecting),
+            t = n(ForwardState::Transferring),
+            v = n(ForwardState::Verifying),
+            q = n(ForwardState::Queued),
+            r = n(ForwardState::Retrying),
+        );
+        self.run(async |tx| {
+            let rows = tx.query(&sql, &[&now_i, &limit]).await?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut r = record(row)?;
+                apply_claim(&mut r, now, lease_until);
+                save(tx, &r).await?;
+                claimed.push(r);
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn advance_forward(
+        &self,
+        id: u64,
+        claim: u64,
+        change: &ForwardChange,
+        now: u64,
+    ) -> Result<Option<ForwardRecord>> {
+        self.run(async |tx| {
+            let Some(mut r) = by_id(tx, id, true).await? else {
+                return Ok(None);
+            };
+            if r.claim != claim || !r.state.is_running() {
+                return Ok(None);
+            }
+            change.apply(&mut r, now);
+            save(tx, &r).await?;
+            Ok(Some(r))
+        })
+    }
+
+    fn retry_forward(&self, id: u64, requester: &str, now: u64) -> Result<Option<ForwardRecord>> {
+        self.run(async |tx| {
+            let Some(mut r) = by_id(tx, id, true)
+                .await?
+                .filter(|r| r.requester == requester)
+            else {
+                return Ok(None);
+            };
+            if apply_retry(&mut r, now) {
+                save(tx, &r).await?;
+            }
+            Ok(Some(r))
+        })
+    }
+}
