@@ -542,16 +542,18 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// `pickup forward --status ID --json` at A as the user of `state`.
-fn status_json(pair: &Pair, state: &Path, id: u64) -> serde_json::Value {
-    run_json(pickup(state).args([
+/// `pickup forward --status ID --json` at A as the user of `state`;
+/// `None` while A knows no such forward (not requested yet).
+fn status_json(pair: &Pair, state: &Path, id: u64) -> Option<serde_json::Value> {
+    let out = run(pickup(state).args([
         "--relay",
         &pair.a.tcp(),
         "forward",
         "--status",
         &id.to_string(),
         "--json",
-    ]))
+    ]));
+    out.status.success().then(|| pickup_tests::e2e::json(&out))
 }
 
 #[test]
@@ -569,10 +571,11 @@ fn a_forward_to_a_peer_that_is_down_retries_and_completes_once_it_is_back() {
         // first failed attempt, then bring B back.
         let mut seen = None;
         for _ in 0..300 {
-            let st = status_json(&pair, &state, 1);
-            if st["state"] == "retrying" {
-                seen = Some(st);
-                break;
+            if let Some(st) = status_json(&pair, &state, 1) {
+                if st["state"] == "retrying" {
+                    seen = Some(st);
+                    break;
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
