@@ -230,6 +230,7 @@ fn the_readme_names_every_option_and_invents_none() {
     // README runs beside them (cargo, rustup and the bench).
     let tools = [
         "--attack-config",
+        "--backend",
         "--bin",
         "--features",
         "--locked",
