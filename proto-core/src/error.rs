@@ -89,11 +89,14 @@ pub enum ErrorCode {
     /// reconnected never reads it, so whoever does is a second uploader of
     /// the same token, and stops.
     TakenOver = 31,
+    /// 32: the session's user may not do this on this relay (a forward by
+    /// a user the relay's `forward.users` does not list).
+    NotAllowed = 32,
 }
 
 impl ErrorCode {
     /// Every code, in wire order: for tests and documentation tables.
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::UnknownCode,
         ErrorCode::Expired,
         ErrorCode::RateLimited,
@@ -126,6 +129,7 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::PeerUnreachable,
         ErrorCode::TakenOver,
+        ErrorCode::NotAllowed,
     ];
 
     /// A short human description, for logs and one-line CLI errors.
@@ -163,6 +167,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "no peer relay of this name",
             ErrorCode::PeerUnreachable => "the peer relay could not be reached",
             ErrorCode::TakenOver => "another connection resumed this upload",
+            ErrorCode::NotAllowed => "your account may not do this on this relay",
         }
     }
 }

@@ -58,12 +58,12 @@ impl Pair {
 
     /// [`Pair::start`], B started with `b_args` after `serve`'s own.
     fn start_with(faults: LinkFaults, b_args: &[&str]) -> Pair {
-        Pair::start_keyed(faults, b_args, KEY)
+        Pair::start_keyed(faults, b_args, KEY, "")
     }
 
     /// [`Pair::start_with`], A's entry for B holding `a_key` (B's holds
-    /// [`KEY`]).
-    fn start_keyed(faults: LinkFaults, b_args: &[&str], a_key: DeviceKey) -> Pair {
+    /// [`KEY`]) and A's configuration ending with `a_toml`.
+    fn start_keyed(faults: LinkFaults, b_args: &[&str], a_key: DeviceKey, a_toml: &str) -> Pair {
         let work = TempDir::new("forward");
         let key_file = work.path().join("pair.key");
         let a_key_file = work.path().join("a-pair.key");
@@ -76,7 +76,10 @@ impl Pair {
         let proxy = Proxy::start(1, faults, 17);
         proxy.set_faults(false);
         let a = RelayProcess::builder()
-            .config(&peer_toml(&proxy.addr(), &a_key_file))
+            .config(&format!(
+                "{}{a_toml}",
+                peer_toml(&proxy.addr(), &a_key_file)
+            ))
             .start();
         let b = b_args
             .iter()
@@ -504,7 +507,7 @@ fn pickup_forward_copies_a_batch_to_the_peer_and_the_same_content_crosses_as_pro
 
 #[test]
 fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
-    let pair = Pair::start_keyed(LinkFaults::default(), &[], DeviceKey([0x11; 16]));
+    let pair = Pair::start_keyed(LinkFaults::default(), &[], DeviceKey([0x11; 16]), "");
     let state = ada_at_a(&pair);
     let (_, code) = pair.send_to_a([1000, 2000, 3000]);
     let (statuses, out) = forward_cli(&pair, &state, &code);
@@ -593,4 +596,33 @@ fn a_forward_to_a_peer_that_is_down_retries_and_completes_once_it_is_back() {
     let attempts = statuses.last().unwrap()["attempts"].as_u64().unwrap();
     assert!(attempts >= 2, "{statuses:?}");
     pair.get_from_b(&peer_code, &paths, "after-outage");
+}
+
+/// `[forward] users` lists who may forward: bob, logged in but not
+/// listed, is refused at once with a clear line (exit 2) and no forward
+/// is stored; ada, listed, forwards.
+#[test]
+fn only_the_users_the_relay_lets_forward_may() {
+    let pair = Pair::start_keyed(
+        LinkFaults::default(),
+        &[],
+        KEY,
+        "\n[forward]\nusers = [\"ada\"]\n",
+    );
+    let ada = ada_at_a(&pair);
+    let (_, code) = pair.send_to_a([1000, 2000, 3000]);
+    add_user(pair.a.data(), "bob");
+    let bob = pair.work.path().join("state-bob");
+    login(&bob, &pair.a.tcp(), "bob");
+    let (statuses, out) = forward_cli(&pair, &bob, &code);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(statuses.is_empty(), "{statuses:?}");
+    assert!(
+        stdout(&out).contains("your account may not do this on this relay"),
+        "{}",
+        stdout(&out)
+    );
+    let (statuses, out) = forward_cli(&pair, &ada, &code);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(statuses.last().unwrap()["state"], "done", "{statuses:?}");
 }

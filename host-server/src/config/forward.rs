@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 /// `[forward]` in the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardSettings {
     /// Forwards this relay instance runs at once; more wait `Queued`.
@@ -19,6 +19,10 @@ pub struct ForwardSettings {
     /// How long a claim on a running forward lasts without being renewed:
     /// a forward of an instance that died is taken up again after it.
     pub lease_secs: u64,
+    /// Who may ask this relay to forward a batch: unset, every user
+    /// logged in here; a list, only these users (an empty list: nobody).
+    /// Forwards spend this relay's bandwidth and the peer's storage.
+    pub users: Option<Vec<String>>,
 }
 
 impl Default for ForwardSettings {
@@ -28,6 +32,7 @@ impl Default for ForwardSettings {
             max_attempts: 8,
             backoff_cap_secs: 300,
             lease_secs: 60,
+            users: None,
         }
     }
 }
@@ -49,7 +54,18 @@ impl ForwardSettings {
                 "forward.lease_secs must be at least 4 (it is renewed every quarter)".into(),
             );
         }
+        for user in self.users.iter().flatten() {
+            crate::directory::validate_account_name(user)
+                .map_err(|e| format!("forward.users: {user:?}: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// Whether `user` (logged in) may ask for a forward.
+    pub fn may_forward(&self, user: &str) -> bool {
+        self.users
+            .as_ref()
+            .is_none_or(|users| users.iter().any(|u| u == user))
     }
 
     /// The wait after the `attempts`-th failed attempt: 2^attempts

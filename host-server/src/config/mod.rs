@@ -381,7 +381,7 @@ impl Config {
             push: self.push,
             page_url: self.http.page_url().map(str::to_owned),
             peers: Peers::default(),
-            forward: self.forward,
+            forward: self.forward.clone(),
         }
     }
 }

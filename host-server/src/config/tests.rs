@@ -224,7 +224,7 @@ fn the_push_section_parses_over_its_defaults_and_is_checked() {
 #[test]
 fn the_forward_section_parses_over_its_defaults_and_is_checked() {
     let c: Config = toml::from_str("[forward]\nmax_active = 2\nbackoff_cap_secs = 10\n").unwrap();
-    let f = c.settings().forward;
+    let f = c.settings().forward.clone();
     assert_eq!((f.max_active, f.backoff_cap_secs), (2, 10));
     assert_eq!(
         (f.max_attempts, f.lease_secs),

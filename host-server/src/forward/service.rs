@@ -195,7 +195,7 @@ fn to_write(r: &ForwardRecord, p: &Progress) -> (ForwardState, u64, Option<Resum
 /// Runs one claimed forward to the end of this attempt and settles it.
 fn attempt(relay: &Relay, a: &Attempt) {
     let r = &a.record;
-    let s = relay.settings.forward;
+    let s = &relay.settings.forward;
     let board = relay.forward_board();
     let now = unix_now;
     board.update(r.id, ForwardState::Connecting, r.sent, Instant::now());
@@ -287,7 +287,7 @@ async fn claim(relay: &Arc<Relay>, free: usize) -> Vec<ForwardRecord> {
 /// stops at its next read or connect and is settled due again, and this
 /// returns once all are.
 pub async fn serve(relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
-    let s = relay.settings.forward;
+    let s = &relay.settings.forward;
     let renew_every = Duration::from_secs((s.lease_secs / 4).max(1));
     let mut running: HashMap<u64, Arc<Attempt>> = HashMap::new();
     let mut threads: JoinSet<u64> = JoinSet::new();

@@ -64,6 +64,9 @@ impl Session {
         let Some(requester) = self.forward_user(Kind::ForwardRequest) else {
             return;
         };
+        if !self.relay.settings.forward.may_forward(&requester) {
+            return self.out.error(ErrorCode::NotAllowed, Kind::ForwardRequest);
+        }
         if self.relay.settings.peers.get(r.peer).is_none() {
             return self.out.error(ErrorCode::UnknownPeer, Kind::ForwardRequest);
         }
@@ -120,6 +123,11 @@ impl Session {
         let Some(requester) = self.forward_user(Kind::ForwardRetry) else {
             return;
         };
+        // A retry starts new traffic: a user taken off the list may still
+        // watch a forward, not restart it.
+        if !self.relay.settings.forward.may_forward(&requester) {
+            return self.out.error(ErrorCode::NotAllowed, Kind::ForwardRetry);
+        }
         self.work.push(Work::Forward(ForwardWork::Retry {
             requester,
             id: r.id,

@@ -16,6 +16,11 @@ use crate::store::Forwards;
 
 /// Users ada and bob; the relay lists the peer site-b.
 fn world() -> World {
+    world_with(crate::config::ForwardSettings::default())
+}
+
+/// [`world`] with `forward` as the relay's `[forward]`.
+fn world_with(forward: crate::config::ForwardSettings) -> World {
     let peer = PeerRelay {
         name: "site-b".into(),
         addr: PeerAddr::Tcp("127.0.0.1:7425".into()),
@@ -23,6 +28,7 @@ fn world() -> World {
     };
     let settings = Settings {
         peers: Peers::new([peer]).unwrap(),
+        forward,
         ..Settings::default()
     };
     let dir = Arc::new(MemoryDirectory::new(PasswordParams::FAST_FOR_TESTS));
@@ -254,4 +260,29 @@ fn a_hello_again_ends_the_watch_and_a_new_one_starts_clean() {
     );
     w.relay.forward_board().ring(id);
     assert!(ada.doorbell().rung());
+}
+
+#[test]
+fn only_the_users_forward_users_lists_may_request_or_retry() {
+    let mut w = world_with(crate::config::ForwardSettings {
+        users: Some(vec!["ada".into()]),
+        ..crate::config::ForwardSettings::default()
+    });
+    let code = uploaded(&mut w, 1, b"forward me");
+    let mut bob = user(&w, 2, "bob");
+    assert_eq!(
+        request(&mut bob, w.now(), code, "site-b"),
+        [Reply::Error(ErrorCode::NotAllowed, 0)]
+    );
+    send(
+        &mut bob,
+        w.now(),
+        Message::ForwardRetry(ForwardRetry { id: 1 }),
+    );
+    assert_eq!(drain(&mut bob), [Reply::Error(ErrorCode::NotAllowed, 0)]);
+    let mut ada = user(&w, 3, "ada");
+    assert!(matches!(
+        request(&mut ada, w.now(), code, "site-b")[..],
+        [Reply::ForwardAccepted(_)]
+    ));
 }
