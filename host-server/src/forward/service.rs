@@ -243,7 +243,7 @@ fn attempt(relay: &Relay, a: &Attempt) {
                 peer_token: None,
             }
         }
-        Err(e) => settle(e, r.attempts, &s, now()),
+        Err(e) => settle(e, r.attempts, s, now()),
     };
     match &outcome {
         Ok(f) => {
