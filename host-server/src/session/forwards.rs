@@ -2,7 +2,7 @@
 //! `ForwardWatch` and the statuses that follow it, `ForwardRetry`.
 //!
 //! ```text
-//!   ForwardRequest ──(user? peer listed? limiter?)──► job: batch live and ready? store ──► ForwardAccepted | Error
+//!   ForwardRequest ──(user? may forward? peer listed? limiter?)──► job: batch live and ready? store ──► ForwardAccepted | Error
 //!   ForwardWatch{once} ──(user?)──► job ──► ForwardStatus | Error{UnknownCode}
 //!   ForwardWatch ──► Board::watch(id, bell); job ──► ForwardStatus
 //!   doorbell (the forward changed) ──► handle_wake ──(≥ 250 ms since the last status, else a timer)──►

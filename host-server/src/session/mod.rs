@@ -511,7 +511,7 @@ impl Session {
             return None;
         }
         // Waiting for the store, the session reads nothing: the terminal's
-        // silence is then ours, and the idle clock stops (see `busy`).
+        // silence is then ours, and the idle clock stops (`handle_timeout`).
         let silence = if self.work.blocked() {
             self.last_said + BUSY_KEEPALIVE
         } else {
