@@ -4,7 +4,7 @@
 //! forwarder is played by hand against the store and the board.
 
 use pickup_proto::message::{
-    ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch, Login,
+    ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
 };
 
 use super::*;
@@ -37,21 +37,6 @@ fn world_with(forward: crate::config::ForwardSettings) -> World {
             .unwrap();
     }
     World::with_directory(settings, dir)
-}
-
-fn user(w: &World, peer: u64, name: &str) -> Session {
-    let mut s = open(w, peer);
-    let password = format!("{name}-pw");
-    send(
-        &mut s,
-        w.now(),
-        Message::Login(Login {
-            user: name,
-            password: &password,
-        }),
-    );
-    assert!(matches!(&drain(&mut s)[..], [Reply::Authenticated { .. }]));
-    s
 }
 
 fn uploaded(w: &mut World, peer: u64, data: &[u8]) -> Code {

@@ -253,6 +253,23 @@ fn open(w: &World, peer: u64) -> Session {
     s
 }
 
+/// A session logged in as `name`, whose password the directory holds as
+/// `{name}-pw` (the identity, notice and forward tests' users).
+fn user(w: &World, peer: u64, name: &str) -> Session {
+    let mut s = open(w, peer);
+    let password = format!("{name}-pw");
+    send(
+        &mut s,
+        w.now(),
+        Message::Login(pickup_proto::message::Login {
+            user: name,
+            password: &password,
+        }),
+    );
+    assert!(matches!(&drain(&mut s)[..], [Reply::Authenticated { .. }]));
+    s
+}
+
 /// Announces `files` (name, size, sha1) by hand and returns the replies.
 fn announce(s: &mut Session, now: Instant, files: &[(&str, u64, Sha1Digest)]) -> Vec<Reply> {
     send(

@@ -4,8 +4,8 @@
 
 use pickup_proto::identity::{terminal_mac, DeviceKey};
 use pickup_proto::message::{
-    AllowSender, ChallengeAnswer, DeliveryState, DeliveryStatus, Kind, Login, NoticeAck,
-    NoticeRefuse, Push, Receipt, RefuseReason, TerminalAuth,
+    AllowSender, ChallengeAnswer, DeliveryState, DeliveryStatus, Kind, NoticeAck, NoticeRefuse,
+    Push, Receipt, RefuseReason, TerminalAuth,
 };
 
 use super::*;
@@ -27,21 +27,6 @@ fn world(settings: Settings) -> World {
     dir.add_terminal("desk", "ada", DESK, t).unwrap();
     dir.add_terminal("phone", "bob", PHONE, t).unwrap();
     World::with_directory(settings, dir)
-}
-
-fn user(w: &World, peer: u64, name: &str) -> Session {
-    let mut s = open(w, peer);
-    let password = format!("{name}-pw");
-    send(
-        &mut s,
-        w.now(),
-        Message::Login(Login {
-            user: name,
-            password: &password,
-        }),
-    );
-    assert!(matches!(&drain(&mut s)[..], [Reply::Authenticated { .. }]));
-    s
 }
 
 fn terminal(w: &World, peer: u64, name: &str, key: DeviceKey) -> Session {
