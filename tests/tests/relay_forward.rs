@@ -390,10 +390,22 @@ fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
 
 /// ada, logged in at A with the state directory `send_to_a` uses.
 fn ada_at_a(pair: &Pair) -> PathBuf {
-    add_user(pair.a.data(), "ada");
-    let state = pair.work.path().join("state-a");
-    login(&state, &pair.a.tcp(), "ada");
+    user_at_a(pair, "ada", "state-a")
+}
+
+/// A new user `name` of A, logged in with the state directory `dir`.
+fn user_at_a(pair: &Pair, name: &str, dir: &str) -> PathBuf {
+    add_user(pair.a.data(), name);
+    let state = pair.work.path().join(dir);
+    login(&state, &pair.a.tcp(), name);
     state
+}
+
+/// `pickup --relay A forward ARGS…` as the user of `state`.
+fn forward_cmd(pair: &Pair, state: &Path, args: &[&str]) -> Command {
+    let mut cmd = pickup(state);
+    cmd.args(["--relay", &pair.a.tcp(), "forward"]).args(args);
+    cmd
 }
 
 /// `pickup forward CODE --to PAIR --json` at A as ada: the statuses it
@@ -403,15 +415,11 @@ fn forward_cli(
     state: &Path,
     code: &Code,
 ) -> (Vec<serde_json::Value>, std::process::Output) {
-    let out = run(pickup(state).args([
-        "--relay",
-        &pair.a.tcp(),
-        "forward",
-        &code.to_string(),
-        "--to",
-        PAIR,
-        "--json",
-    ]));
+    let out = run(&mut forward_cmd(
+        pair,
+        state,
+        &[&code.to_string(), "--to", PAIR, "--json"],
+    ));
     // A failure's error object follows the statuses.
     let statuses = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -478,29 +486,22 @@ fn pickup_forward_copies_a_batch_to_the_peer_and_the_same_content_crosses_as_pro
     pair.get_from_b(&second, &paths, "cli-second");
 
     // Later, from another process: the first forward as it ended.
-    let shown = run_json(pickup(&state).args([
-        "--relay",
-        &pair.a.tcp(),
-        "forward",
-        "--status",
-        &id.to_string(),
-        "--json",
-    ]));
+    let shown = run_json(&mut forward_cmd(
+        &pair,
+        &state,
+        &["--status", &id.to_string(), "--json"],
+    ));
     assert_eq!(
         (shown["state"].as_str(), shown["peer_code"].as_str()),
         (Some("done"), Some(first.to_string().as_str()))
     );
     // Another user of A is told nothing about it.
-    add_user(pair.a.data(), "bob");
-    let bob = pair.work.path().join("state-bob");
-    login(&bob, &pair.a.tcp(), "bob");
-    let out = run(pickup(&bob).args([
-        "--relay",
-        &pair.a.tcp(),
-        "forward",
-        "--status",
-        &id.to_string(),
-    ]));
+    let bob = user_at_a(&pair, "bob", "state-bob");
+    let out = run(&mut forward_cmd(
+        &pair,
+        &bob,
+        &["--status", &id.to_string()],
+    ));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
@@ -524,13 +525,11 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
     );
     let id = last["id"].as_u64().unwrap();
     // Retried by command: queued again, and it fails the same way.
-    let out = run(pickup(&state).args([
-        "--relay",
-        &pair.a.tcp(),
-        "forward",
-        "--retry",
-        &id.to_string(),
-    ]));
+    let out = run(&mut forward_cmd(
+        &pair,
+        &state,
+        &["--retry", &id.to_string()],
+    ));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("authentication failed"),
@@ -548,14 +547,11 @@ fn closed_port() -> u16 {
 /// `pickup forward --status ID --json` at A as the user of `state`;
 /// `None` while A knows no such forward (not requested yet).
 fn status_json(pair: &Pair, state: &Path, id: u64) -> Option<serde_json::Value> {
-    let out = run(pickup(state).args([
-        "--relay",
-        &pair.a.tcp(),
-        "forward",
-        "--status",
-        &id.to_string(),
-        "--json",
-    ]));
+    let out = run(&mut forward_cmd(
+        pair,
+        state,
+        &["--status", &id.to_string(), "--json"],
+    ));
     out.status.success().then(|| pickup_tests::e2e::json(&out))
 }
 
@@ -611,9 +607,7 @@ fn only_the_users_the_relay_lets_forward_may() {
     );
     let ada = ada_at_a(&pair);
     let (_, code) = pair.send_to_a([1000, 2000, 3000]);
-    add_user(pair.a.data(), "bob");
-    let bob = pair.work.path().join("state-bob");
-    login(&bob, &pair.a.tcp(), "bob");
+    let bob = user_at_a(&pair, "bob", "state-bob");
     let (statuses, out) = forward_cli(&pair, &bob, &code);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(statuses.is_empty(), "{statuses:?}");
