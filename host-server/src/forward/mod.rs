@@ -52,7 +52,7 @@ use pickup_proto::Code;
 
 use crate::codes::code_key;
 use crate::config::peers::{PeerAddr, PeerRelay, PeerTrust as ConfigTrust};
-use crate::store::{Lookup, Store};
+use crate::store::{FileRecord, Lookup, Store};
 
 /// How a run retries lost links: [`Forward::policy`].
 pub use pickup_device::retransfer::RetransferPolicy;
@@ -299,15 +299,7 @@ fn run_here<S: Store + ?Sized>(
     let mut source = BatchSource::new(job.store, key, &batch)
         .ok_or(ForwardError::NotReady)?
         .stop_on(job.stop);
-    let metas: Vec<FileMeta<'_>> = batch
-        .files
-        .iter()
-        .map(|f| FileMeta {
-            name: &f.name,
-            size: f.size,
-            sha1: f.sha1,
-        })
-        .collect();
+    let metas: Vec<FileMeta<'_>> = batch.files.iter().map(FileRecord::meta).collect();
     let total = batch.total_size();
     let peer = || job.peer.name.clone();
     let dial_error = |reason| ForwardError::Dial {

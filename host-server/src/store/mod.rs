@@ -260,6 +260,16 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
+    /// What an upload of this file announces (a forward to a peer relay
+    /// uploads the batch as a terminal would).
+    pub fn meta(&self) -> pickup_proto::upload::FileMeta<'_> {
+        pickup_proto::upload::FileMeta {
+            name: &self.name,
+            size: self.size,
+            sha1: self.sha1,
+        }
+    }
+
     /// Bytes durably held.
     pub fn received(&self) -> u64 {
         match self.content {

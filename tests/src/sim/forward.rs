@@ -32,6 +32,7 @@ use pickup_relay::config::{PeerAddr, PeerRelay, Peers};
 use pickup_relay::directory::{MemoryDirectory, PasswordParams};
 use pickup_relay::random::SeededRandom;
 use pickup_relay::store::memory::MemoryStore;
+use pickup_relay::store::FileRecord;
 use pickup_relay::{Link, Relay, Settings};
 
 use super::direct::{deliver, download, durable_state, run_until, Side, Uploader, MAX_ROUNDS};
@@ -194,15 +195,7 @@ pub fn run_forward(seed: u64) -> ForwardReport {
     let (batch, held) = durable_state(&store_a, &code_a, now);
     assert!(batch.ready(), "seed {seed}: A's batch is not ready");
     assert!(held == files, "seed {seed}: A holds other bytes");
-    let forwarded: Vec<FileMeta<'_>> = batch
-        .files
-        .iter()
-        .map(|f| FileMeta {
-            name: &f.name,
-            size: f.size,
-            sha1: f.sha1,
-        })
-        .collect();
+    let forwarded: Vec<FileMeta<'_>> = batch.files.iter().map(FileRecord::meta).collect();
 
     let mut peer = PeerRelayUnderTest {
         settings: Settings {
