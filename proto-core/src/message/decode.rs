@@ -220,6 +220,8 @@ impl<'a> Message<'a> {
             Kind::ForwardRequest => Message::ForwardRequest(body(k, b)?),
             Kind::ForwardWatch => Message::ForwardWatch(body(k, b)?),
             Kind::ForwardRetry => Message::ForwardRetry(body(k, b)?),
+            Kind::ForwardPush => Message::ForwardPush(body(k, b)?),
+            Kind::PeerPush => Message::PeerPush(body(k, b)?),
             Kind::Login => Message::Login(body(k, b)?),
             Kind::Authenticate => Message::Authenticate(body(k, b)?),
             Kind::TerminalAuth => Message::TerminalAuth(body(k, b)?),

@@ -16,7 +16,10 @@ use super::{
     Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login, RemoveNamed,
     ShareNamed, TerminalAuth,
 };
-use super::{ForwardAccepted, ForwardRequest, ForwardRetry, ForwardStatus, ForwardWatch};
+use super::{
+    ForwardAccepted, ForwardPush, ForwardRequest, ForwardRetry, ForwardStatus, ForwardWatch,
+    PeerPush,
+};
 use crate::frame::{self, EncodeError};
 use crate::PROTOCOL_VERSION;
 
@@ -85,6 +88,8 @@ impl Message<'_> {
             Message::ForwardWatch(m) => encode(m, max_frame, out),
             Message::ForwardStatus(m) => encode(m, max_frame, out),
             Message::ForwardRetry(m) => encode(m, max_frame, out),
+            Message::ForwardPush(m) => encode(m, max_frame, out),
+            Message::PeerPush(m) => encode(m, max_frame, out),
             Message::Login(m) => encode(m, max_frame, out),
             Message::Authenticate(m) => encode(m, max_frame, out),
             Message::TerminalAuth(m) => encode(m, max_frame, out),
@@ -160,6 +165,8 @@ macro_rules! borrowing_bodies {
 borrowing_bodies!(
     AllowSender,
     ForwardRequest,
+    ForwardPush,
+    PeerPush,
     Push,
     Delivery,
     Notice,

@@ -6,7 +6,10 @@
 //! to the peer itself (as a terminal would, PROTOCOL.md §5.2); these kinds
 //! only start a forward, report where it stands and retry a failed one.
 //! All need an authenticated user session (PROTOCOL.md §8); only the user
-//! who asked sees a forward. PROTOCOL.md §12 has the exchange.
+//! who asked sees a forward. [`ForwardPush`] forwards and then pushes the
+//! copy to a terminal at the peer, which the forwarding relay asks of the
+//! peer with [`PeerPush`] on its own relay-role session. PROTOCOL.md §12
+//! has the exchanges.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,4 +143,53 @@ pub struct ForwardStatus {
 pub struct ForwardRetry {
     /// The forward.
     pub id: u64,
+}
+
+/// 0x45, terminal → relay: forward the complete batch `code` to the peer
+/// relay `peer`, as a [`ForwardRequest`] does, and once the peer verified
+/// the copy, push it there to the peer's registered terminal `terminal`
+/// from this session's user (the notice names the sender `user@relay`,
+/// where `relay` is this relay's name at the peer). Answered by
+/// [`ForwardAccepted`]; a retry (the same `push_id` from the same user)
+/// answers with the forward it made. Errors as for [`ForwardRequest`],
+/// and `Error{UnknownTerminal}` for a name no terminal can have. Whether
+/// the peer takes the push shows in the forward's status: `Done` once the
+/// peer queued the notice, `Failed` with the peer's refusal (the peer's
+/// code then still names the copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ForwardPush<'a> {
+    /// The batch, by its code on this relay.
+    pub code: Code,
+    /// The peer relay's name.
+    pub peer: &'a str,
+    /// The target terminal's registered name at the peer.
+    pub terminal: &'a str,
+    /// Chosen by the sender, once per push; a retry repeats it.
+    pub push_id: u64,
+}
+
+/// 0x46, relay → relay: push the peer's batch `code` to its registered
+/// terminal `terminal`, from user `sender` of the asking relay. Only on a
+/// session that authenticated as a listed peer relay
+/// (`Error{AuthRequired}` otherwise). The peer names the sender
+/// `sender@relay`, with `relay` the asking relay's `[[peers]]` name, and
+/// takes the push only if the terminal's owner allows that sender
+/// (`AllowSender`); otherwise it answers as to a `Push`: a [`Delivery`]
+/// (also for a retry with the same `push_id` from the same sender), or
+/// `Error{UnknownTerminal}`, `Error{UnknownCode}`, `Error{Expired}`,
+/// `Error{NotReady}`, `Error{QueueFull}`.
+///
+/// [`Delivery`]: super::Delivery
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerPush<'a> {
+    /// The sender's id for the push.
+    pub push_id: u64,
+    /// The batch, by its code on the receiving relay.
+    pub code: Code,
+    /// The target terminal's registered name.
+    pub terminal: &'a str,
+    /// The user of the asking relay who pushes.
+    pub sender: &'a str,
 }

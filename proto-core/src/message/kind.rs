@@ -47,6 +47,8 @@ pub enum Kind {
     ForwardWatch = 0x42,
     ForwardStatus = 0x43,
     ForwardRetry = 0x44,
+    ForwardPush = 0x45,
+    PeerPush = 0x46,
     Login = 0x50,
     Authenticate = 0x51,
     TerminalAuth = 0x52,
@@ -64,7 +66,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 54] = [
+    pub const ALL: [Kind; 56] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Keepalive,
@@ -106,6 +108,8 @@ impl Kind {
         Kind::ForwardWatch,
         Kind::ForwardStatus,
         Kind::ForwardRetry,
+        Kind::ForwardPush,
+        Kind::PeerPush,
         Kind::Login,
         Kind::Authenticate,
         Kind::TerminalAuth,

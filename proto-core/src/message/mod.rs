@@ -47,7 +47,8 @@ pub use decode::DecodeError;
 pub use download::{Fetch, Manifest, ManifestEntry, Read};
 pub use encode::{encode, encode_empty, Body};
 pub use forward::{
-    ForwardAccepted, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
+    ForwardAccepted, ForwardPush, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus,
+    ForwardWatch, PeerPush,
 };
 pub use identity::{
     AuthToken, Authenticate, Authenticated, Challenge, ChallengeAnswer, Done, FetchNamed, Login,
@@ -149,6 +150,8 @@ pub enum Message<'a> {
     ForwardWatch(ForwardWatch),
     ForwardStatus(ForwardStatus),
     ForwardRetry(ForwardRetry),
+    ForwardPush(ForwardPush<'a>),
+    PeerPush(PeerPush<'a>),
     Login(Login<'a>),
     Authenticate(Authenticate),
     TerminalAuth(TerminalAuth<'a>),
@@ -219,6 +222,8 @@ impl<'a> Message<'a> {
             Message::ForwardWatch(_) => Kind::ForwardWatch,
             Message::ForwardStatus(_) => Kind::ForwardStatus,
             Message::ForwardRetry(_) => Kind::ForwardRetry,
+            Message::ForwardPush(_) => Kind::ForwardPush,
+            Message::PeerPush(_) => Kind::PeerPush,
             Message::Login(_) => Kind::Login,
             Message::Authenticate(_) => Kind::Authenticate,
             Message::TerminalAuth(_) => Kind::TerminalAuth,
