@@ -59,18 +59,21 @@ pub(super) fn write(store: &dyn Store, w: Write) -> Written {
     }
 }
 
-/// Hash written bytes of a file into its running SHA-1: `bytes[skip..]`
-/// are the file's bytes from the hasher's position on. It runs beside the
-/// ordered work (the next write), so hashing and writing share the cores.
+/// Hash written bytes of a file into its running SHA-1: the buffers in
+/// `bufs` hold the file's bytes from `offset` on, one after another, and
+/// `bufs[0][skip..]` starts at the hasher's position. It runs beside the
+/// ordered work (the next write), so hashing and writing share the cores;
+/// it takes every written buffer that waits, so a hasher that falls
+/// behind catches up without a round trip through the session per buffer.
 #[derive(Debug)]
 pub(crate) struct HashBytes {
     pub(crate) epoch: u64,
     pub(crate) file: u16,
     pub(crate) partial: PartialId,
-    /// The file offset of `bytes[0]`.
+    /// The file offset of `bufs[0][0]`.
     pub(crate) offset: u64,
     pub(crate) skip: usize,
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bufs: Vec<Vec<u8>>,
     pub(crate) hasher: Box<RunningSha1>,
 }
 
@@ -83,23 +86,27 @@ pub(crate) struct BytesHashed {
     /// The hasher now covers the file's first `end` bytes.
     pub(crate) end: u64,
     pub(crate) hasher: Box<RunningSha1>,
-    /// The buffer, with the bytes the job was given: they stop waiting
-    /// when the session releases it.
-    pub(crate) buf: Vec<u8>,
+    /// The buffers, with the bytes the job was given: they stop waiting
+    /// when the session releases them.
+    pub(crate) bufs: Vec<Vec<u8>>,
 }
 
 pub(super) fn hash_bytes(mut w: HashBytes) -> BytesHashed {
-    if let Some(bytes) = w.bytes.get(w.skip..) {
-        w.hasher.update(bytes);
+    let mut end = w.offset;
+    for (i, buf) in w.bufs.iter().enumerate() {
+        let skip = if i == 0 { w.skip } else { 0 };
+        if let Some(bytes) = buf.get(skip..) {
+            w.hasher.update(bytes);
+        }
+        end += buf.len() as u64;
     }
-    let end = w.offset + w.bytes.len() as u64;
     BytesHashed {
         epoch: w.epoch,
         file: w.file,
         partial: w.partial,
         end,
         hasher: w.hasher,
-        buf: w.bytes,
+        bufs: w.bufs,
     }
 }
 

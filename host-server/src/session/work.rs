@@ -490,6 +490,7 @@ impl Session {
             out: &mut self.out,
             work: &mut self.work,
             window,
+            window_stated: self.peer_window != 0,
         };
         if f(up, &mut cx).is_err() {
             tracing::info!(session = self.id, "upload taken over by a newer session");

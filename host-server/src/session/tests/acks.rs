@@ -196,3 +196,46 @@ fn a_slow_link_is_acknowledged_every_half_second_whatever_the_window() {
         ]
     );
 }
+
+/// The first ack of a file sent in 32 KiB frames by a terminal whose
+/// `Hello` said `window` (0: nothing), over TCP.
+fn first_ack_offset(window: u32) -> u64 {
+    const FRAME: usize = 32 * 1024;
+    let w = World::new(Settings::default());
+    let mut s = w.session(1, Link::TCP);
+    let hello = Hello {
+        version: 1,
+        role: Role::Terminal,
+        max_frame: 65_536,
+        window,
+        caps: 0,
+    };
+    send(&mut s, w.now(), Message::Hello(hello));
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    let len = 16 << 20;
+    let data = bytes(len, 9);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("big", len as u64, Sha1Digest::of(&data))],
+    ));
+    for (i, chunk) in data.chunks(FRAME).enumerate() {
+        send(&mut s, w.now(), data_msg(i * FRAME, chunk));
+        if let Some(Reply::Ack(a)) = drain(&mut s).into_iter().next() {
+            assert!(durable(&w, &g.code) >= a.offset);
+            return a.offset;
+        }
+    }
+    panic!("no ack within the file");
+}
+
+/// Each ack costs an fsync and a commit: a terminal that states a wide
+/// window is acknowledged every quarter of it (8 MiB for the CLI's 32
+/// MiB), one that states nothing every 2 MiB (it may accept less than the
+/// relay's window without saying so).
+#[test]
+fn the_ack_step_is_a_quarter_of_a_stated_window_and_capped_for_an_unstated_one() {
+    assert_eq!(first_ack_offset(32 << 20), 8 << 20);
+    assert_eq!(first_ack_offset(0), 2 << 20);
+    assert_eq!(first_ack_offset(4 << 20), 1 << 20);
+}

@@ -40,11 +40,13 @@ const BUF_CAPACITY: usize = WRITE_CHUNK + pickup_proto::frame::MAX_FRAME_LEN;
 /// allocations would cost a page fault per 4 KiB written).
 pub(super) const MAX_SPARE: usize = 4;
 
-/// Most bytes between two syncs started by data. Terminals cap the window
-/// the relay offers (at 32 MiB by default), so the cadence must not grow
-/// with the relay's window: an operator may offer a larger window to
-/// terminals that accept one (it lets them ride out slow disk flushes)
-/// without starving the others.
+/// Most bytes between two syncs started by data for a terminal that did
+/// not say how much it keeps in flight (`Hello.window` = 0): it may accept
+/// less than the relay's window without saying so, so the cadence must not
+/// grow with the relay's window (an operator may offer a larger window to
+/// terminals that accept one, to ride out slow disk flushes) or such a
+/// terminal would wait for acks that come only after a pause. A terminal
+/// that states its window is paced by it alone ([`sync_step`]).
 pub(super) const ACK_STEP_MAX: u64 = 2 << 20;
 
 /// Longest a received byte waits before a sync for it is queued while data
@@ -54,11 +56,19 @@ pub(super) const ACK_STEP_MAX: u64 = 2 << 20;
 /// well within it.
 pub(super) const ACK_AGE_MAX: Duration = Duration::from_millis(500);
 
-/// How many unacknowledged bytes start a sync: a quarter of the window, so
-/// the ack of the bytes synced arrives while the terminal still has half
-/// its window to send, and no more than [`ACK_STEP_MAX`].
-pub(super) fn sync_step(window: u32) -> u64 {
-    u64::from(window / 4).min(ACK_STEP_MAX)
+/// How many unacknowledged bytes start a sync: a quarter of the window
+/// acks are paced by, so the ack of the bytes synced arrives while the
+/// terminal still has half its window to send. When the terminal stated
+/// its window (`stated`), the window is one it keeps in flight: a wide one
+/// means fewer syncs (each an fsync and a commit) per GiB, 8 MiB steps for
+/// the CLI's 32 MiB. Otherwise no more than [`ACK_STEP_MAX`].
+pub(super) fn sync_step(window: u32, stated: bool) -> u64 {
+    let quarter = u64::from(window / 4);
+    if stated {
+        quarter
+    } else {
+        quarter.min(ACK_STEP_MAX)
+    }
 }
 
 /// Whether a file holds bytes that are not yet acknowledged.
@@ -120,7 +130,11 @@ impl Upload {
         if self.sync_pending() {
             return;
         }
-        let step = if overdue { 1 } else { sync_step(cx.window) };
+        let step = if overdue {
+            1
+        } else {
+            sync_step(cx.window, cx.window_stated)
+        };
         let due = self.files.iter().position(|f| match &f.state {
             FileState::Receiving(r) => r.received > r.syncing_to && r.received - r.acked >= step,
             _ => false,

@@ -3,9 +3,11 @@
 //! A file's running SHA-1 covers its bytes in order, and knows how many
 //! ([`Hashing::Home`]). Bytes are hashed after their write has finished:
 //! the write hands its buffer back to the upload's hash queue, and one job
-//! at a time, beside the ordered work, takes a file's hasher and its next
-//! written bytes and brings both back. So one chunk is hashed while the
-//! next is written. A buffer the hasher already covers (a re-hash from the
+//! at a time, beside the ordered work, takes a file's hasher and every
+//! written buffer of it that follows on, and brings them back. So one
+//! chunk is hashed while the next is written, and a hasher that fell
+//! behind takes all that waits in one job (a round trip through the
+//! session per buffer left the hashing thread idle between buffers). A buffer the hasher already covers (a re-hash from the
 //! store overtook it) is skipped; one past it (bytes dropped after a
 //! failure) makes the hash unknown. A resumed upload's durable prefix is
 //! re-hashed from the store by a job before more bytes count, and so is a
@@ -164,6 +166,23 @@ impl Upload {
                 }
                 Next::Hash => {
                     let t = self.to_hash.remove(i)?;
+                    let (partial, mut bufs) = (t.partial, vec![t.bytes]);
+                    let mut next_at = end;
+                    // The file's later buffers that follow on, in order:
+                    // hashed by the same job.
+                    let mut j = i;
+                    while let Some(u) = self.to_hash.get(j) {
+                        if u.file != file {
+                            j += 1;
+                            continue;
+                        }
+                        if u.partial != partial || u.offset != next_at {
+                            break;
+                        }
+                        let u = self.to_hash.remove(j)?;
+                        next_at += u.bytes.len() as u64;
+                        bufs.push(u.bytes);
+                    }
                     let hash = match &mut self.files[usize::from(file)].state {
                         FileState::Receiving(r) => &mut r.hash,
                         FileState::Verifying { hash, .. } => hash,
@@ -176,10 +195,10 @@ impl Upload {
                     return Some(HashBytes {
                         epoch: self.epoch,
                         file,
-                        partial: t.partial,
+                        partial,
                         offset,
                         skip: (at - offset) as usize,
-                        bytes: t.bytes,
+                        bufs,
                         hasher,
                     });
                 }
@@ -188,9 +207,11 @@ impl Upload {
         None
     }
 
-    /// Written bytes are hashed: the hasher comes home, the buffer is free.
-    pub(super) fn on_bytes_hashed(&mut self, h: BytesHashed) {
-        release(&mut self.pending_bytes, &mut self.spare, h.buf);
+    /// Written bytes are hashed: the hasher comes home, the buffers are free.
+    pub(super) fn on_bytes_hashed(&mut self, mut h: BytesHashed) {
+        for buf in h.bufs.drain(..) {
+            release(&mut self.pending_bytes, &mut self.spare, buf);
+        }
         let (hash, taken, midstate) = match self
             .files
             .get_mut(usize::from(h.file))

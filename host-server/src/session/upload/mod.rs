@@ -60,6 +60,8 @@ pub(super) struct Ctx<'a> {
     pub(super) work: &'a mut WorkQueue,
     /// The window acks are paced by.
     pub(super) window: u32,
+    /// The terminal stated its window in its `Hello`.
+    pub(super) window_stated: bool,
 }
 
 /// The upload a session is serving: one batch, after its grant.
