@@ -43,6 +43,10 @@
 //! `target/pickup-bench.json`). Nothing here asserts a target: the figures
 //! are for people to read.
 
+// The report is one `json!` literal per part, deeper than serde_json's
+// macro expands by default.
+#![recursion_limit = "256"]
+
 mod attack;
 mod client;
 mod cluster;
