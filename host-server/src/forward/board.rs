@@ -33,6 +33,11 @@ struct Live {
     sent: u64,
     /// (when, sent) within [`RATE_WINDOW`], oldest first.
     samples: VecDeque<(Instant, u64)>,
+    /// The attempt entered `Transferring` and its bytes have not moved
+    /// since: their first move is where the peer's durable offsets put a
+    /// resumed copy (it crossed earlier), so it starts the samples anew
+    /// instead of counting as bytes sent in an instant.
+    fresh: bool,
 }
 
 impl Live {
@@ -71,8 +76,19 @@ impl Board {
                 state,
                 sent,
                 samples: VecDeque::new(),
+                fresh: false,
             });
+            if state != entry.state {
+                // The rate is of one state's bytes: a new attempt or a
+                // new link starts it anew.
+                entry.samples.clear();
+                entry.fresh = state == ForwardState::Transferring;
+            }
             entry.state = state;
+            if entry.fresh && sent > entry.sent {
+                entry.samples.clear();
+                entry.fresh = false;
+            }
             entry.sent = entry.sent.max(sent);
             entry.samples.push_back((now, entry.sent));
             while entry
@@ -225,5 +241,23 @@ mod tests {
         board.unwatch(7, 1);
         board.update(7, ForwardState::Transferring, 5000, t0);
         assert!(!bell.rung(), "no longer watching");
+    }
+
+    /// A resumed attempt's first report jumps to the peer's durable
+    /// offsets: those bytes crossed in an earlier attempt, not at the rate
+    /// of a jump.
+    #[test]
+    fn the_rate_after_a_resume_counts_only_the_bytes_this_attempt_sent() {
+        let board = Board::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        board.update(7, ForwardState::Connecting, 0, at(0));
+        board.update(7, ForwardState::Transferring, 0, at(10));
+        board.update(7, ForwardState::Transferring, 100 << 20, at(20));
+        assert_eq!(board.status(&record(ForwardState::Transferring)).rate, 0);
+        board.update(7, ForwardState::Transferring, (100 << 20) + 1000, at(1020));
+        board.update(7, ForwardState::Transferring, (100 << 20) + 2000, at(2020));
+        let s = board.status(&record(ForwardState::Transferring));
+        assert_eq!((s.sent, s.rate), ((100 << 20) + 2000, 1000));
     }
 }
