@@ -9,6 +9,9 @@
 //!            run(Forward{code, peer, resume: stored peer_token}) ── progress ──► Board::update (watchers wake)
 //!              │  state or token changed, or a second passed ──► advance_forward(Progress{sent, token, lease})
 //!              ├ Ok ─────────────────────────────► advance_forward(Done{peer code})
+//!              ├ Ok, a push forward ─────────────► advance_forward(Pushed{peer code}) (still Verifying)
+//!              │    └► push::push(PeerPush) ── Delivery ──► advance_forward(Done{peer code})
+//!              │        (a later attempt that finds the peer code recorded and live starts here)
 //!              └ Err: may pass, attempts left ───► advance_forward(Retry{reason, now + 2^attempts s (capped)})
 //!                     the peer lost its copy ───► advance_forward(Restart: no token, from zero)
 //!                     will not pass, or the last ► advance_forward(Fail{reason})
@@ -34,8 +37,10 @@ use pickup_proto::upload;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::push::{self, Push};
 use super::source::unix_now;
-use super::{run, Forward, ForwardError, Progress, RetransferPolicy};
+use super::{run, Forward, ForwardError, Forwarded, Progress, RetransferPolicy};
+use crate::config::peers::PeerRelay;
 use crate::config::ForwardSettings;
 use crate::relay::{lock, Relay};
 use crate::store::forwards::{ForwardChange, ForwardRecord};
@@ -73,6 +78,7 @@ pub fn reason(e: &ForwardError) -> (ErrorCode, bool) {
             (ErrorCode::PeerUnreachable, true)
         }
         ForwardError::Source(_) | ForwardError::Thread(_) => (ErrorCode::Internal, true),
+        ForwardError::Push { error, .. } => super::push::reason(error),
         ForwardError::Refused { error, .. } => match *error {
             upload::Error::Auth(_) => (ErrorCode::AuthFailed, false),
             upload::Error::Relay(code) => (
@@ -192,6 +198,105 @@ fn to_write(r: &ForwardRecord, p: &Progress) -> (ForwardState, u64, Option<Resum
     (p.state, sent, p.token)
 }
 
+/// The copy of a claimed forward: run to the peer's verification, or,
+/// for a push forward whose copy an earlier attempt recorded and which
+/// has not expired there, the recorded one without running.
+fn copy(relay: &Relay, a: &Attempt, peer: &PeerRelay) -> Result<Forwarded, ForwardError> {
+    let r = &a.record;
+    let s = &relay.settings.forward;
+    let board = relay.forward_board();
+    let now = unix_now;
+    if let (Some(_), Some(code), Some(token)) = (&r.push, r.verified_copy(now()), r.peer_token) {
+        board.update(r.id, ForwardState::Verifying, r.total, Instant::now());
+        return Ok(Forwarded {
+            code,
+            expires_at: r.peer_expires_at,
+            token,
+            total: r.total,
+        });
+    }
+    let job = Forward {
+        store: &*relay.store,
+        code: r.code,
+        peer,
+        resume: r.peer_token,
+        policy: link_policy(),
+        stop: Some(&a.stop),
+    };
+    let mut last_write = Instant::now();
+    run(&job, |p: &Progress| {
+        // A push forward is done only once the peer took the push.
+        let shown = match p.state {
+            ForwardState::Done if r.push.is_some() => ForwardState::Verifying,
+            state => state,
+        };
+        board.update(r.id, shown, p.sent, Instant::now());
+        if p.state == ForwardState::Done {
+            return;
+        }
+        let mut written = lock(&a.written);
+        let next = to_write(r, p);
+        let due = next.0 != written.0 || next.2 != written.2;
+        if next != *written && (due || last_write.elapsed() >= WRITE_EVERY) {
+            *written = next;
+            a.write(relay, next, now() + s.lease_secs);
+            last_write = Instant::now();
+        }
+    })
+}
+
+/// The push step of a push forward whose copy `f` the peer verified:
+/// records the copy (`Pushed`, unless recorded already), then asks the
+/// peer to queue the push. `Err(Stopped)` if the claim is gone.
+fn push_copy(
+    relay: &Relay,
+    a: &Attempt,
+    peer: &PeerRelay,
+    f: &Forwarded,
+) -> Result<(), ForwardError> {
+    let r = &a.record;
+    let Some(target) = &r.push else {
+        return Ok(());
+    };
+    if r.peer_code != Some(f.code) {
+        let lease_until = unix_now() + relay.settings.forward.lease_secs;
+        let change = ForwardChange::Pushed {
+            peer_code: f.code,
+            peer_expires_at: f.expires_at,
+            peer_token: f.token,
+            lease_until,
+        };
+        // Under the lock: a renewal after this writes the copy's bytes.
+        let mut written = lock(&a.written);
+        *written = (ForwardState::Verifying, r.total, Some(f.token));
+        match relay
+            .store
+            .advance_forward(r.id, r.claim, &change, unix_now())
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(
+                    forward = r.id,
+                    "forward taken over by another claim; stopping"
+                );
+                return Err(ForwardError::Stopped {
+                    token: Some(f.token),
+                });
+            }
+            Err(e) => return Err(ForwardError::Source(e.into())),
+        }
+    }
+    let state = push::push(&Push {
+        peer,
+        push_id: target.push_id,
+        code: f.code,
+        terminal: &target.terminal,
+        sender: &r.requester,
+    })?;
+    tracing::info!(forward = r.id, peer = %peer.name, terminal = %target.terminal, ?state, "push queued at the peer");
+    Ok(())
+}
+
 /// Runs one claimed forward to the end of this attempt and settles it.
 fn attempt(relay: &Relay, a: &Attempt) {
     let r = &a.record;
@@ -204,31 +309,7 @@ fn attempt(relay: &Relay, a: &Attempt) {
             peer: r.peer.clone(),
             reason: "no such peer in [[peers]]".into(),
         }),
-        Some(peer) => {
-            let job = Forward {
-                store: &*relay.store,
-                code: r.code,
-                peer,
-                resume: r.peer_token,
-                policy: link_policy(),
-                stop: Some(&a.stop),
-            };
-            let mut last_write = Instant::now();
-            run(&job, |p: &Progress| {
-                board.update(r.id, p.state, p.sent, Instant::now());
-                if p.state == ForwardState::Done {
-                    return;
-                }
-                let mut written = lock(&a.written);
-                let next = to_write(r, p);
-                let due = next.0 != written.0 || next.2 != written.2;
-                if next != *written && (due || last_write.elapsed() >= WRITE_EVERY) {
-                    *written = next;
-                    a.write(relay, next, now() + s.lease_secs);
-                    last_write = Instant::now();
-                }
-            })
-        }
+        Some(peer) => copy(relay, a, peer).and_then(|f| push_copy(relay, a, peer, &f).map(|()| f)),
     };
     let change = match &outcome {
         Ok(f) => ForwardChange::Done {
@@ -354,9 +435,10 @@ mod tests {
     use super::*;
     use crate::config::Peers;
     use crate::random::SeededRandom;
-    use crate::store::forwards::NewForward;
+    use crate::store::forwards::{Created, NewForward, PushTarget};
     use crate::store::memory::MemoryStore;
     use crate::store::{Forwards, Store};
+    use pickup_device::cli::dial::PeerError;
     use pickup_proto::identity::AuthError;
 
     /// A relay over a memory store that lists the peer of the runner's
@@ -401,9 +483,15 @@ mod tests {
             peer,
             total: b.total_size(),
             now: unix_now(),
+            push: None,
+            max_open: 64,
         };
         // The owner ended the batch after the request.
-        let f = store.create_forward(&new("pair-ab")).unwrap();
+        let stored = |new: &NewForward<'_>| match store.create_forward(new).unwrap() {
+            Created::New(f) => f,
+            other => panic!("not stored: {other:?}"),
+        };
+        let f = stored(&new("pair-ab"));
         store.end_batch(b.id, unix_now()).unwrap();
         let r = attempt_once(&relay);
         assert_eq!(r.id, f.id);
@@ -413,13 +501,11 @@ mod tests {
         );
         // A peer removed from [[peers]] since the request.
         let live = super::super::tests::batch(&store, 2, true);
-        let f = store
-            .create_forward(&NewForward {
-                batch: live.id,
-                code: live.code,
-                ..new("site-gone")
-            })
-            .unwrap();
+        let f = stored(&NewForward {
+            batch: live.id,
+            code: live.code,
+            ..new("site-gone")
+        });
         let r = attempt_once(&relay);
         assert_eq!(r.id, f.id);
         assert_eq!(
@@ -431,20 +517,109 @@ mod tests {
     }
 
     #[test]
+    fn a_push_forward_with_its_copy_recorded_only_pushes_and_keeps_the_copy_on_failure() {
+        let store = Arc::new(MemoryStore::new());
+        let relay = relay(&store);
+        let b = super::super::tests::batch(&store, 1, true);
+        let created = store.create_forward(&NewForward {
+            batch: b.id,
+            code: b.code,
+            requester: "ada",
+            peer: "pair-ab",
+            total: b.total_size(),
+            now: unix_now(),
+            push: Some(PushTarget {
+                terminal: "phone".into(),
+                push_id: 9,
+            }),
+            max_open: 64,
+        });
+        let Ok(Created::New(f)) = created else {
+            panic!("not stored: {created:?}");
+        };
+        // An earlier attempt's copy, verified by the peer.
+        let now = unix_now();
+        let c = store.claim_forwards(now, now + 60, 1).unwrap().remove(0);
+        let peer_code = pickup_proto::Code::from_parts(13, 77).unwrap();
+        let pushed = ForwardChange::Pushed {
+            peer_code,
+            peer_expires_at: now + 3600,
+            peer_token: ResumeToken([6; 16]),
+            lease_until: now,
+        };
+        store.advance_forward(f.id, c.claim, &pushed, now).unwrap();
+        // The source batch is gone: a copy would fail with Expired; the
+        // push only dials the peer (nothing listens there).
+        store.end_batch(b.id, now).unwrap();
+        let r = attempt_once(&relay);
+        assert_eq!(
+            (r.state, r.last_error, r.peer_code, r.sent),
+            (
+                ForwardState::Retrying,
+                Some(ErrorCode::PeerUnreachable),
+                Some(peer_code),
+                b.total_size()
+            )
+        );
+    }
+
+    #[test]
+    fn a_push_the_peer_refuses_fails_and_one_that_may_pass_retries() {
+        let s = ForwardSettings::default();
+        let push = |error| ForwardError::Push {
+            peer: "b".into(),
+            error,
+        };
+        for code in [
+            ErrorCode::UnknownTerminal,
+            ErrorCode::UnknownCode,
+            ErrorCode::Expired,
+            ErrorCode::QueueFull,
+            ErrorCode::AuthFailed,
+            ErrorCode::UnknownKind,
+        ] {
+            assert_eq!(
+                settle(&push(PeerError::Refused(code)), 1, &s, 100),
+                ForwardChange::Fail {
+                    reason: code,
+                    peer_token: None
+                }
+            );
+        }
+        for (error, reason) in [
+            (PeerError::Refused(ErrorCode::Busy), ErrorCode::Busy),
+            (PeerError::Refused(ErrorCode::Internal), ErrorCode::Internal),
+            (PeerError::Link("reset".into()), ErrorCode::PeerUnreachable),
+        ] {
+            assert_eq!(
+                settle(&push(error), 1, &s, 100),
+                ForwardChange::Retry {
+                    reason,
+                    peer_token: None,
+                    next_attempt_at: 102
+                }
+            );
+        }
+    }
+
+    #[test]
     fn a_resumed_run_never_writes_fewer_bytes_than_the_peer_held_under_its_token() {
         let store = Arc::new(MemoryStore::new());
         let b = super::super::tests::batch(&store, 1, true);
         let token = ResumeToken([3; 16]);
-        let mut r = store
-            .create_forward(&NewForward {
-                batch: b.id,
-                code: b.code,
-                requester: "ada",
-                peer: "pair-ab",
-                total: 1_000_000,
-                now: unix_now(),
-            })
-            .unwrap();
+        let created = store.create_forward(&NewForward {
+            batch: b.id,
+            code: b.code,
+            requester: "ada",
+            peer: "pair-ab",
+            total: 1_000_000,
+            now: unix_now(),
+            push: None,
+            max_open: 64,
+        });
+        let Ok(Created::New(mut r)) = created else {
+            panic!("not stored: {created:?}");
+        };
         r.sent = 660_000;
         r.peer_token = Some(token);
         let p = |sent, token| Progress {

@@ -399,6 +399,7 @@ impl Session {
             Message::ForwardRequest(r) => self.on_forward_request(now, r),
             Message::ForwardWatch(w) => self.on_forward_watch(w),
             Message::ForwardRetry(r) => self.on_forward_retry(now, r),
+            Message::ForwardPush(p) => self.on_forward_push(now, p),
             // Relay-to-terminal kinds make no sense here.
             _ => self.out.error(ErrorCode::UnexpectedMessage, kind),
         }

@@ -25,7 +25,14 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS, OBJECTS, FORWARDS];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    STORE,
+    DIRECTORY,
+    SHARED_LIMITS,
+    OBJECTS,
+    FORWARDS,
+    FORWARD_PUSH,
+];
 
 /// Version 1: batches, files, partials, blobs, names, deliveries
 /// ([`super::PgStore`]).
@@ -65,6 +72,14 @@ pub(crate) const FORWARDS: Migration = Migration {
     version: 5,
     name: "forwards",
     sql: include_str!("migrations/0005_forwards.sql"),
+};
+
+/// Version 6: a forward's push target, unique push ids per requester
+/// (`store/postgres/forwards.rs`).
+pub(crate) const FORWARD_PUSH: Migration = Migration {
+    version: 6,
+    name: "forward_push",
+    sql: include_str!("migrations/0006_forward_push.sql"),
 };
 
 /// The advisory lock migrations run under ("pickup" in ASCII).
