@@ -70,7 +70,7 @@ fn state_name(state: ForwardState) -> &'static str {
 }
 
 /// `s` for `--json`.
-fn to_json(s: &ForwardStatus) -> Value {
+pub(crate) fn to_json(s: &ForwardStatus) -> Value {
     json!({
         "id": s.id,
         "state": state_name(s.state),
@@ -150,8 +150,9 @@ fn show(common: &Common, ui: &Ui, s: &ForwardStatus, last: &mut Option<ForwardSt
 }
 
 /// Follows forward `id` until it is `Done` or `Failed`, dialling again
-/// after a lost link within the retransfer limits; its final status.
-fn follow(common: &Common, id: u64, ui: &Ui) -> Result<ForwardStatus, Failure> {
+/// after a lost link within the retransfer limits; its final status
+/// (also what `pickup send --to TERMINAL@PEER` shows of its forwards).
+pub(crate) fn follow(common: &Common, id: u64, ui: &Ui) -> Result<ForwardStatus, Failure> {
     let mut retransfer = Retransfer::new(common.policy());
     let clock = StdClock::new();
     let mut last = None;
