@@ -2,7 +2,7 @@
 //! send --to TERMINAL` pushes the batch it just sent, `--wait` follows the
 //! delivery to its end, `pickup status CODE` shows where each delivery
 //! stands, and `pickup allow USER` lets another user push to one's own
-//! terminals.
+//! terminals (`USER@PAIR`: a user of a peer relay, PROTOCOL.md §12.1).
 //!
 //! `--to TERMINAL@PEER` names a terminal at a peer relay (PROTOCOL.md
 //! §12.1): [`push_across`] asks this relay to forward the batch there and
@@ -388,7 +388,8 @@ pub(crate) struct AllowArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// The user who may send to your terminals
+    /// The user who may send to your terminals: a user of this relay, or
+    /// USER@PAIR for a user of the peer relay both list as PAIR
     user: String,
     /// Withdraw the permission instead
     #[arg(long)]

@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     SHARED_LIMITS,
     OBJECTS,
     FORWARDS,
+    REMOTE_SENDERS,
     FORWARD_PUSH,
 ];
 
@@ -74,12 +75,20 @@ pub(crate) const FORWARDS: Migration = Migration {
     sql: include_str!("migrations/0005_forwards.sql"),
 };
 
-/// Version 6: a forward's push target, unique push ids per requester
+/// Version 6: an allowed sender may be a peer relay's user, `user@relay`
+/// ([`crate::directory::remote_sender`]), so it no longer refers to users.
+pub(crate) const REMOTE_SENDERS: Migration = Migration {
+    version: 6,
+    name: "remote_senders",
+    sql: include_str!("migrations/0006_remote_senders.sql"),
+};
+
+/// Version 7: a forward's push target, unique push ids per requester
 /// (`store/postgres/forwards.rs`).
 pub(crate) const FORWARD_PUSH: Migration = Migration {
-    version: 6,
+    version: 7,
     name: "forward_push",
-    sql: include_str!("migrations/0006_forward_push.sql"),
+    sql: include_str!("migrations/0007_forward_push.sql"),
 };
 
 /// The advisory lock migrations run under ("pickup" in ASCII).
