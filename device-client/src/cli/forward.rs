@@ -109,9 +109,15 @@ fn line(s: &ForwardStatus) -> String {
                 s.attempts
             )
         }
-        ForwardState::Failed => {
-            format!("forward {id}: failed after {} attempts{reason}", s.attempts)
-        }
+        ForwardState::Failed => match s.peer_code {
+            // A push forward that failed at the push: the copy is there.
+            Some(code) => format!(
+                "forward {id}: failed after {} attempts{reason}; the copy is at the peer as {code} until {}",
+                s.attempts,
+                utc(s.peer_expires_at)
+            ),
+            None => format!("forward {id}: failed after {} attempts{reason}", s.attempts),
+        },
         other => format!("forward {id}: {}", state_name(other)),
     }
 }
@@ -294,10 +300,20 @@ mod tests {
             line(&status(ForwardState::Transferring)),
             "forward 7: transferring, 1.00 MiB of 4.00 MiB"
         );
+        let failed = ForwardStatus {
+            peer_code: None,
+            ..status(ForwardState::Failed)
+        };
         assert_eq!(
-            line(&status(ForwardState::Failed)),
+            line(&failed),
             "forward 7: failed after 2 attempts: the peer relay could not be reached"
         );
+        // Failed at the push: the copy at the peer is named.
+        let at_peer = format!(
+            "; the copy is at the peer as 7KQ4-M2XD-9RTA until {}",
+            utc(1_790_000_000)
+        );
+        assert!(line(&status(ForwardState::Failed)).ends_with(&at_peer));
         assert!(line(&status(ForwardState::Done)).contains("as 7KQ4-M2XD-9RTA until 2026-"));
         let j = to_json(&status(ForwardState::Done));
         assert_eq!(
