@@ -118,6 +118,13 @@ pub(super) fn run(relay: &Relay, w: ForwardWork) -> ForwardDone {
         } => ForwardDone::Requested {
             kind,
             result: (|| {
+                // A retried push: the forward it made, whatever its batch
+                // became since (create_forward checks again, atomically).
+                if let Some(p) = &push {
+                    if let Some(f) = store.forward_by_push(&requester, p.push_id)? {
+                        return Ok(Ok(f.id));
+                    }
+                }
                 let batch = match store.find_by_code(&code_key(&code), now_secs)? {
                     Lookup::Live(b) => b,
                     Lookup::Expired => return Ok(Err(ErrorCode::Expired)),

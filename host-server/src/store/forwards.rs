@@ -338,6 +338,10 @@ pub trait Forwards {
     fn create_forward(&self, new: &NewForward<'_>) -> Result<Created>;
     /// The forward `id`, if there is one.
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>>;
+    /// The forward `requester` made with push id `push_id`, if any: a
+    /// retried `ForwardPush` is answered with it before its batch is
+    /// looked up (the batch may have ended since).
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>>;
     /// Claims at most `limit` forwards due at `now`
     /// ([`ForwardRecord::is_due`]), oldest due first: each becomes
     /// `Connecting` under a new claim with a lease to `lease_until`, one

@@ -248,6 +248,13 @@ fn pushes_and_caps<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
     // Push ids are the requester's own.
     let theirs = create(&store, &push(1, "bob", 7, 2));
     assert_ne!(theirs.id, p.id);
+    assert_eq!(store.forward_by_push("ada", 7).unwrap(), Some(p.clone()));
+    assert_eq!(
+        store.forward_by_push("bob", 7).unwrap(),
+        Some(theirs.clone())
+    );
+    assert_eq!(store.forward_by_push("ada", 8).unwrap(), None);
+    assert_eq!(store.forward_by_push("carl", 7).unwrap(), None);
     store = crash(store);
     assert_eq!(store.forward(p.id).unwrap(), Some(p.clone()));
 

@@ -354,6 +354,21 @@ fn a_push_is_checked_as_a_request_and_its_retry_answers_the_same_forward() {
         status_of(&watch(&mut ada, w.now(), id, true)).state,
         ForwardState::Queued
     );
+    // The batch ended since: a retry still gets the forward it made.
+    let key = crate::codes::code_key(&code);
+    let crate::store::Lookup::Live(batch) = w.store.find_by_code(&key, w.now / 1000).unwrap()
+    else {
+        panic!("the batch is live");
+    };
+    w.store.end_batch(batch.id, w.now / 1000).unwrap();
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "phone", 1),
+        [Reply::ForwardAccepted(id)]
+    );
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "phone", 3),
+        [Reply::Error(ErrorCode::Expired, 0)]
+    );
 }
 
 #[test]

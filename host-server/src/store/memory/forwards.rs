@@ -62,6 +62,16 @@ impl Forwards for MemoryStore {
         Ok(self.lock().forwards.by_id.get(&id).cloned())
     }
 
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+        let inner = self.lock();
+        let mut mine = inner.forwards.by_id.values();
+        Ok(mine
+            .find(|r| {
+                r.requester == requester && r.push.as_ref().map(|p| p.push_id) == Some(push_id)
+            })
+            .cloned())
+    }
+
     fn claim_forwards(
         &self,
         now: u64,

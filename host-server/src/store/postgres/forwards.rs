@@ -97,6 +97,20 @@ async fn by_id(tx: &Transaction<'_>, id: u64, lock: bool) -> Step<Option<Forward
         .transpose()
 }
 
+/// The forward `requester` made with push id `push_id`.
+async fn by_push(
+    tx: &Transaction<'_>,
+    requester: &str,
+    push_id: u64,
+) -> Step<Option<ForwardRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM forwards WHERE requester = $1 AND push_id = $2");
+    tx.query_opt(&sql, &[&requester, &(push_id as i64)])
+        .await?
+        .as_ref()
+        .map(record)
+        .transpose()
+}
+
 /// Writes back every column a transition may change.
 async fn save(tx: &Transaction<'_>, r: &ForwardRecord) -> Step<()> {
     tx.execute(
@@ -137,11 +151,9 @@ impl Forwards for PgStore {
                 &[&new.requester],
             )
             .await?;
-            if let Some(push_id) = push_id {
-                let sql =
-                    format!("SELECT {COLUMNS} FROM forwards WHERE requester = $1 AND push_id = $2");
-                if let Some(row) = tx.query_opt(&sql, &[&new.requester, &push_id]).await? {
-                    return Ok(Created::Again(record(&row)?));
+            if let Some(push_id) = new.push.as_ref().map(|p| p.push_id) {
+                if let Some(r) = by_push(tx, new.requester, push_id).await? {
+                    return Ok(Created::Again(r));
                 }
             }
             let open: i64 = tx
@@ -188,6 +200,10 @@ impl Forwards for PgStore {
 
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
         self.run(async |tx| by_id(tx, id, false).await)
+    }
+
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+        self.run(async |tx| by_push(tx, requester, push_id).await)
     }
 
     fn claim_forwards(

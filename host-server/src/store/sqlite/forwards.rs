@@ -160,6 +160,14 @@ fn by_id(db: &Connection, id: u64) -> Result<Option<ForwardRecord>> {
         .transpose()
 }
 
+fn by_push(db: &Connection, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM forwards WHERE requester = ?1 AND push_id = ?2");
+    db.prepare_cached(&sql)?
+        .query_row(params![requester, push_id as i64], record)
+        .optional()?
+        .transpose()
+}
+
 /// Writes back every column a transition may change.
 fn save(db: &Connection, r: &ForwardRecord) -> Result<()> {
     exec(
@@ -258,6 +266,10 @@ impl Forwards for SqliteStore {
 
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
         by_id(&self.db(), id)
+    }
+
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+        by_push(&self.db(), requester, push_id)
     }
 
     fn claim_forwards(
