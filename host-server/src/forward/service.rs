@@ -286,6 +286,12 @@ fn push_copy(
             Err(e) => return Err(ForwardError::Source(e.into())),
         }
     }
+    // The relay stops: the copy is recorded, the push is the next attempt's.
+    if a.stop.load(Ordering::Acquire) {
+        return Err(ForwardError::Stopped {
+            token: Some(f.token),
+        });
+    }
     let state = push::push(&Push {
         peer,
         push_id: target.push_id,

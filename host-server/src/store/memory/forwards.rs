@@ -64,8 +64,10 @@ impl Forwards for MemoryStore {
 
     fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
         let inner = self.lock();
-        let mut mine = inner.forwards.by_id.values();
-        Ok(mine
+        Ok(inner
+            .forwards
+            .by_id
+            .values()
             .find(|r| {
                 r.requester == requester && r.push.as_ref().map(|p| p.push_id) == Some(push_id)
             })
