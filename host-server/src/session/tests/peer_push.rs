@@ -166,6 +166,14 @@ fn a_peers_push_to_an_allowing_owners_terminal_is_noticed_as_from_user_at_peer()
     );
     let stored = w.store.delivery_by_push("alice@site-a", 41).unwrap();
     assert_eq!(stored.map(|d| d.terminal), Some("desk".to_owned()));
+    // Counted as pushes are.
+    let text = w.relay.metrics().encode();
+    for line in [
+        "pickup_pushes_total{result=\"queued\"} 1",
+        "pickup_pushes_total{result=\"retried\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
 }
 
 #[test]
@@ -335,6 +343,9 @@ fn a_peers_users_have_caps_of_their_own() {
         peer_push_error(&mut site_a, w.now(), code, "desk", "alice"),
         (ErrorCode::QueueFull, PEER_PUSH)
     );
+    let text = w.relay.metrics().encode();
+    let full = "pickup_pushes_total{result=\"queue_full\"} 1";
+    assert!(text.contains(full), "{full} missing from\n{text}");
     // Another user of the same peer is another sender.
     let replies = peer_push(&mut site_a, w.now(), 0, code, "desk", "bob");
     assert!(
