@@ -227,7 +227,7 @@ fn without_the_owners_grant_for_that_relays_user_the_terminal_is_unknown() {
 #[test]
 fn only_a_peer_relays_session_may_push_for_a_peers_user() {
     let mut w = world(Default::default());
-    let (_, code) = forwarded(&mut w, 1, "site-a", SITE_A, b"asked by the wrong side");
+    let (mut site_a, code) = forwarded(&mut w, 1, "site-a", SITE_A, b"asked by the wrong side");
     let mut ada = user(&w, 2, "ada");
     assert_eq!(allow(&mut ada, w.now(), "alice@site-a", true), ALLOWED);
     let required = (ErrorCode::AuthRequired, PEER_PUSH);
@@ -248,6 +248,13 @@ fn only_a_peer_relays_session_may_push_for_a_peers_user() {
     let mut unauthenticated_relay = open_as(&w, 5, Role::Relay);
     assert_eq!(
         peer_push_error(&mut unauthenticated_relay, w.now(), code, "desk", "alice"),
+        required
+    );
+    // A peer's session that says hello as a terminal is no peer's any more.
+    send(&mut site_a, w.now(), hello(CAP_INSTANT_UPLOAD));
+    assert_eq!(drain(&mut site_a), [Reply::Welcome]);
+    assert_eq!(
+        peer_push_error(&mut site_a, w.now(), code, "desk", "alice"),
         required
     );
     assert!(w
