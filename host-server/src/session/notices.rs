@@ -458,8 +458,10 @@ impl Session {
         match encoded {
             Ok(n) => Some(n),
             Err(_) => {
-                // Account names are short; only a peer frame below the
-                // protocol's minimum could refuse one.
+                // Only a peer frame near the protocol's minimum (64
+                // bytes) refuses one: a `Notice` from a long sender name
+                // (an account's 32 bytes, a peer's user's `user@relay` up
+                // to 65) takes up to about 100 bytes.
                 tracing::warn!(
                     session = self.id,
                     "a notices reply does not fit the peer's frame"

@@ -166,6 +166,14 @@ fn a_peers_push_to_an_allowing_owners_terminal_is_noticed_as_from_user_at_peer()
     );
     let stored = w.store.delivery_by_push("alice@site-a", 41).unwrap();
     assert_eq!(stored.map(|d| d.terminal), Some("desk".to_owned()));
+    // Counted as pushes are.
+    let text = w.relay.metrics().encode();
+    for line in [
+        "pickup_pushes_total{result=\"queued\"} 1",
+        "pickup_pushes_total{result=\"retried\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
 }
 
 #[test]
@@ -219,7 +227,7 @@ fn without_the_owners_grant_for_that_relays_user_the_terminal_is_unknown() {
 #[test]
 fn only_a_peer_relays_session_may_push_for_a_peers_user() {
     let mut w = world(Default::default());
-    let (_, code) = forwarded(&mut w, 1, "site-a", SITE_A, b"asked by the wrong side");
+    let (mut site_a, code) = forwarded(&mut w, 1, "site-a", SITE_A, b"asked by the wrong side");
     let mut ada = user(&w, 2, "ada");
     assert_eq!(allow(&mut ada, w.now(), "alice@site-a", true), ALLOWED);
     let required = (ErrorCode::AuthRequired, PEER_PUSH);
@@ -240,6 +248,13 @@ fn only_a_peer_relays_session_may_push_for_a_peers_user() {
     let mut unauthenticated_relay = open_as(&w, 5, Role::Relay);
     assert_eq!(
         peer_push_error(&mut unauthenticated_relay, w.now(), code, "desk", "alice"),
+        required
+    );
+    // A peer's session that says hello as a terminal is no peer's any more.
+    send(&mut site_a, w.now(), hello(CAP_INSTANT_UPLOAD));
+    assert_eq!(drain(&mut site_a), [Reply::Welcome]);
+    assert_eq!(
+        peer_push_error(&mut site_a, w.now(), code, "desk", "alice"),
         required
     );
     assert!(w
@@ -335,6 +350,9 @@ fn a_peers_users_have_caps_of_their_own() {
         peer_push_error(&mut site_a, w.now(), code, "desk", "alice"),
         (ErrorCode::QueueFull, PEER_PUSH)
     );
+    let text = w.relay.metrics().encode();
+    let full = "pickup_pushes_total{result=\"queue_full\"} 1";
+    assert!(text.contains(full), "{full} missing from\n{text}");
     // Another user of the same peer is another sender.
     let replies = peer_push(&mut site_a, w.now(), 0, code, "desk", "bob");
     assert!(
