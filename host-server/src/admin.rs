@@ -86,7 +86,9 @@ enum UserCommand {
     Allow {
         /// The user whose terminals receive.
         owner: String,
-        /// The user who may push to them.
+        /// The user who may push to them: a user of this relay, or
+        /// `USER@PAIR` for a user of the peer relay `[[peers]]` lists as
+        /// PAIR.
         sender: Option<String>,
         /// Withdraw the permission instead.
         #[arg(long)]
@@ -287,6 +289,9 @@ fn run_user(args: UserArgs) -> Result<(), String> {
                     "user {owner:?} may always push to its own terminals"
                 ));
             }
+            if !remove {
+                listed_peer_of(&args.place, &sender)?;
+            }
             dir.allow_sender(&owner, &sender, !remove)
                 .map_err(|e| e.to_string())?;
             if remove {
@@ -297,6 +302,22 @@ fn run_user(args: UserArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// For a peer relay's user (`user@pair`, PROTOCOL.md §12.1): that the
+/// pair is one the configuration's `[[peers]]` lists, as the session
+/// checks an `AllowSender`. Withdrawing is not checked.
+fn listed_peer_of(place: &Place, sender: &str) -> Result<(), String> {
+    let Some((_, pair)) = sender.split_once('@') else {
+        return Ok(());
+    };
+    let config = crate::load_config(place.config.as_deref(), place.data.as_deref())?;
+    if config.peers.iter().any(|p| p.name == pair) {
+        return Ok(());
+    }
+    Err(format!(
+        "no peer relay {pair:?} in [[peers]]: a remote sender is USER@PAIR, with PAIR a name of [[peers]]"
+    ))
 }
 
 fn existing_user(dir: &dyn Directory, name: &str) -> Result<UserRecord, String> {

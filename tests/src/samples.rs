@@ -18,7 +18,8 @@ use pickup_proto::message::{
     RemoveNamed, ShareNamed, TerminalAuth,
 };
 use pickup_proto::message::{
-    ForwardAccepted, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
+    ForwardAccepted, ForwardPush, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus,
+    ForwardWatch, PeerPush,
 };
 use pickup_proto::ErrorCode;
 
@@ -236,6 +237,18 @@ pub fn every_kind() -> Vec<Message<'static>> {
             peer_expires_at: 1_790_086_400,
         }),
         Message::ForwardRetry(ForwardRetry { id: 300 }),
+        Message::ForwardPush(ForwardPush {
+            code,
+            peer: "r1",
+            terminal: "t1",
+            push_id: 300,
+        }),
+        Message::PeerPush(PeerPush {
+            push_id: 300,
+            code,
+            terminal: "t1",
+            sender: "ada",
+        }),
     ]
 }
 

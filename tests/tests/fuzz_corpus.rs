@@ -236,6 +236,20 @@ fn relay_seeds_are_committed_and_reach_their_goal() {
                 (2, 3, 3, 5),
                 "{name}: {summary:?}"
             ),
+            // ada's login, r1 and t1 authenticate; alice@r1's push and
+            // its retry are answered, bob@r1's refused (ada allowed her
+            // relay's bob); t1 is noticed once and confirms.
+            "peer-authenticates-uploads-then-pushes" => assert_eq!(
+                (
+                    summary.authenticated,
+                    summary.deliveries,
+                    summary.inboxes,
+                    summary.notices,
+                    summary.settled
+                ),
+                (3, 2, 1, 1, 1),
+                "{name}: {summary:?}"
+            ),
             "offline-then-expired" => assert_eq!(
                 (
                     summary.inboxes,

@@ -313,3 +313,46 @@ fn admin_commands_work_while_the_relay_serves_and_no_secret_reaches_its_log() {
         );
     }
 }
+
+#[test]
+fn a_peer_relays_user_is_allowed_only_under_a_pair_the_config_lists() {
+    let scratch = TempDir::new("accounts-remote-sender");
+    let data = scratch.path().join("data");
+    let config = scratch.path().join("relay.toml");
+    // Nothing reads the key file here: the admin commands check names only.
+    std::fs::write(
+        &config,
+        "[[peers]]\nname = \"site-b\"\naddr = \"tcp://127.0.0.1:7425\"\nkey_file = \"site-b.key\"\n",
+    )
+    .unwrap();
+    let with_config = |args: &[&str], input: &str| {
+        run_with_input(
+            Command::new(relay_bin())
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .arg("--data")
+                .arg(&data),
+            input,
+        )
+    };
+    let added = with_config(&["user", "add", "ada", "--password-stdin"], "pw\n");
+    assert!(added.status.success(), "{}", stderr(&added));
+    let allowed = with_config(&["user", "allow", "ada", "bob@site-b"], "");
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let unlisted = with_config(&["user", "allow", "ada", "bob@site-x"], "");
+    assert_eq!(unlisted.status.code(), Some(1), "{unlisted:?}");
+    assert!(
+        stderr(&unlisted).contains("no peer relay \"site-x\" in [[peers]]"),
+        "{}",
+        stderr(&unlisted)
+    );
+    let listed = with_config(&["user", "allow", "ada"], "");
+    assert_eq!(stdout(&listed), "bob@site-b\n", "{listed:?}");
+    // Withdrawing needs no listed pair.
+    let withdrawn = with_config(&["user", "allow", "ada", "bob@site-x", "--remove"], "");
+    assert!(withdrawn.status.success(), "{}", stderr(&withdrawn));
+    let withdrawn = with_config(&["user", "allow", "ada", "bob@site-b", "--remove"], "");
+    assert!(withdrawn.status.success(), "{}", stderr(&withdrawn));
+    assert_eq!(stdout(&with_config(&["user", "allow", "ada"], "")), "");
+}

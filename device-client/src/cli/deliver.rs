@@ -2,7 +2,15 @@
 //! send --to TERMINAL` pushes the batch it just sent, `--wait` follows the
 //! delivery to its end, `pickup status CODE` shows where each delivery
 //! stands, and `pickup allow USER` lets another user push to one's own
-//! terminals.
+//! terminals (`USER@PAIR`: a user of a peer relay, PROTOCOL.md §12.1).
+//!
+//! `--to TERMINAL@PEER` names a terminal at a peer relay (PROTOCOL.md
+//! §12.1): [`push_across`] asks this relay to forward the batch there and
+//! have the peer queue the push (`ForwardPush`), and [`follow_across`]
+//! follows each such forward as `pickup forward` does, until the peer
+//! queued the notice (`Done`) or the forward failed. The receipt of a
+//! notice at a peer is the peer's: this relay, and so `--wait`, cannot
+//! see it.
 //!
 //! Each request runs over a fresh authenticated [`Exchange`]. A push is
 //! identified by [`push_id`], derived from the code and the terminal: a
@@ -15,13 +23,16 @@ use std::time::Duration;
 
 use clap::Args;
 use pickup_proto::hash::Sha1Hasher;
-use pickup_proto::message::{AllowSender, DeliveryState, DeliveryStatus, Message, Push};
+use pickup_proto::message::{
+    AllowSender, DeliveryState, DeliveryStatus, ForwardPush, ForwardState, ForwardStatus, Message,
+    Push,
+};
 use pickup_proto::Code;
 use serde_json::{json, Value};
 
 use super::account::{Delivered, Exchange, Reply};
 use super::out::outln;
-use super::show::{escape, size, utc};
+use super::show::{escape, size, utc, Ui};
 use super::{Common, Exit, Failure};
 use crate::clock::{Clock, StdClock};
 use crate::retransfer::{Decision, Retransfer};
@@ -102,6 +113,141 @@ pub(crate) fn push(
         }
         Ok(answers)
     })
+}
+
+/// A `--to` target at a peer relay: `TERMINAL@PEER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Remote {
+    /// The terminal's registered name at the peer.
+    pub terminal: String,
+    /// The peer relay, as this relay's `[[peers]]` names it.
+    pub peer: String,
+}
+
+impl Remote {
+    /// As given: `TERMINAL@PEER`.
+    pub fn spec(&self) -> String {
+        format!("{}@{}", self.terminal, self.peer)
+    }
+}
+
+/// Splits `--to` values into this relay's terminals (no `@`) and
+/// terminals at peer relays (`TERMINAL@PEER`, split at the last `@`).
+pub(crate) fn targets(to: &[String]) -> Result<(Vec<String>, Vec<Remote>), Failure> {
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for t in to {
+        match t.rsplit_once('@') {
+            None => local.push(t.clone()),
+            Some((terminal, peer)) if !terminal.is_empty() && !peer.is_empty() => {
+                remote.push(Remote {
+                    terminal: terminal.to_owned(),
+                    peer: peer.to_owned(),
+                })
+            }
+            Some(_) => {
+                return Err(Failure::new(
+                    Exit::Usage,
+                    format!("--to {}: give TERMINAL or TERMINAL@PEER", escape(t)),
+                ))
+            }
+        }
+    }
+    Ok((local, remote))
+}
+
+/// Asks the relay to forward `code` to each remote target's peer and push
+/// it there (`ForwardPush`); the forward's id for each. A retry (after a
+/// lost answer, or a second send of the same batch) gets the forward the
+/// relay made, by the push id of `code` and `TERMINAL@PEER`.
+pub(crate) fn push_across(
+    common: &Common,
+    code: Code,
+    remotes: &[Remote],
+) -> Result<Vec<u64>, Failure> {
+    with_retries(common, |ex| {
+        let mut ids = Vec::with_capacity(remotes.len());
+        for r in remotes {
+            let reply = ex
+                .request(&Message::ForwardPush(ForwardPush {
+                    code,
+                    peer: &r.peer,
+                    terminal: &r.terminal,
+                    push_id: push_id(&code, &r.spec()),
+                }))
+                .map_err(|f| {
+                    Failure::new(f.exit, format!("{}: {}", escape(&r.spec()), f.message))
+                })?;
+            let Reply::ForwardAccepted(id) = reply else {
+                return Err(Failure::new(
+                    Exit::Refused,
+                    "the relay did not take the forward",
+                ));
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    })
+}
+
+/// Follows each forward of [`push_across`] to its end, as `pickup
+/// forward` shows one; the final statuses, or the failure of the first
+/// that failed (the others are still followed, so each is reported).
+pub(crate) fn follow_across(
+    common: &Common,
+    ui: &Ui,
+    remotes: &[Remote],
+    ids: &[u64],
+) -> Result<Vec<ForwardStatus>, Failure> {
+    let mut finals = Vec::with_capacity(ids.len());
+    let mut failed = None;
+    for (r, id) in remotes.iter().zip(ids) {
+        let s = super::forward::follow(common, *id, ui)?;
+        let line = across_line(r, &s);
+        if s.state == ForwardState::Done {
+            super::show::say(&ui.bar, ui.tty, &line);
+        } else if failed.is_none() {
+            failed = Some(Failure::new(Exit::Refused, line));
+        }
+        finals.push(s);
+    }
+    ui.bar.finish_and_clear();
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(finals),
+    }
+}
+
+/// Where the copy and the notice for `r` went, from its forward's final
+/// status: `phone@site-b: notice queued at site-b (code … there)`.
+pub(crate) fn across_line(r: &Remote, s: &ForwardStatus) -> String {
+    let (who, peer) = (escape(&r.spec()), escape(&r.peer));
+    let there = |c: Code| format!("code {c} there");
+    match (s.state, s.peer_code) {
+        (ForwardState::Done, Some(c)) => {
+            format!("{who}: notice queued at {peer} ({})", there(c))
+        }
+        (ForwardState::Done, None) => format!("{who}: notice queued at {peer}"),
+        (_, code) => {
+            let reason = s.reason.map_or_else(
+                || "no reason given".to_string(),
+                |e| super::account::refusal(e, &r.peer).message,
+            );
+            match code {
+                Some(c) => format!(
+                    "{who}: copied to {peer} ({}), but the notice failed: {reason}",
+                    there(c)
+                ),
+                None => format!("{who}: forward {} to {peer} failed: {reason}", s.id),
+            }
+        }
+    }
+}
+
+/// A remote target's final forward status for `--json`.
+pub(crate) fn across_json(r: &Remote, s: &ForwardStatus) -> Value {
+    let mut doc = super::forward::to_json(s);
+    doc["target"] = json!(r.spec());
+    doc
 }
 
 /// The deliveries of `code` that this user pushed.
@@ -242,7 +388,8 @@ pub(crate) struct AllowArgs {
     /// The global options, copied in by `cli::main` (not parsed here).
     #[arg(skip)]
     pub(crate) common: Common,
-    /// The user who may send to your terminals
+    /// The user who may send to your terminals: a user of this relay, or
+    /// USER@PAIR for a user of the peer relay both list as PAIR
     user: String,
     /// Withdraw the permission instead
     #[arg(long)]
@@ -274,6 +421,7 @@ pub(crate) fn allow(args: AllowArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pickup_proto::ErrorCode;
 
     #[test]
     fn push_ids_are_stable_and_tell_code_and_terminal_apart() {
@@ -284,6 +432,60 @@ mod tests {
         assert_ne!(push_id(&a, "sensor-1"), push_id(&a, "sensor-2"));
         // No ambiguity between the code and the name.
         assert_ne!(push_id(&a, "1"), push_id(&a, "11"));
+    }
+
+    #[test]
+    fn targets_split_at_the_last_at_and_lines_say_where_the_notice_went() {
+        let to = |v: &[&str]| targets(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let (local, remote) = to(&["sensor-1", "phone@site-b", "a@b@site-c"]).unwrap();
+        assert_eq!(local, ["sensor-1"]);
+        assert_eq!(
+            remote,
+            [
+                Remote {
+                    terminal: "phone".into(),
+                    peer: "site-b".into()
+                },
+                Remote {
+                    terminal: "a@b".into(),
+                    peer: "site-c".into()
+                }
+            ]
+        );
+        for bad in ["phone@", "@site-b", "@"] {
+            assert_eq!(to(&[bad]).unwrap_err().exit, Exit::Usage, "{bad}");
+        }
+        let code = Code::parse("7KQ4-M2XD-9RTA").unwrap();
+        let s = |state, reason| ForwardStatus {
+            id: 3,
+            state,
+            sent: 10,
+            total: 10,
+            rate: 0,
+            attempts: 1,
+            reason,
+            peer_code: Some(code),
+            peer_expires_at: 1_790_000_000,
+        };
+        let r = &remote[0];
+        assert_eq!(
+            across_line(r, &s(ForwardState::Done, None)),
+            "phone@site-b: notice queued at site-b (code 7KQ4-M2XD-9RTA there)"
+        );
+        let failed = across_line(
+            r,
+            &s(ForwardState::Failed, Some(ErrorCode::UnknownTerminal)),
+        );
+        assert!(
+            failed.starts_with("phone@site-b: copied to site-b (code 7KQ4-M2XD-9RTA there), but the notice failed: unknown terminal"),
+            "{failed}"
+        );
+        assert_eq!(
+            across_json(r, &s(ForwardState::Done, None))["target"],
+            "phone@site-b"
+        );
+        // The push id names the target with its peer.
+        assert_ne!(push_id(&code, "phone@site-b"), push_id(&code, "phone"));
     }
 
     #[test]

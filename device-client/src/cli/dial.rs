@@ -8,13 +8,22 @@
 //!   RelayDial::new("tls://b.example:7426", PeerTrust::Pin(..))
 //!     ── dial() ──► Dialled (a Connector whose first link is up) ──► Uploader::run
 //!     ── upload_config() ─► upload::Config (frame size, length-prefixed framing)
+//!     ── peer_session(RelayIdentity) ──► PeerSession (Hello{role: Relay}, authenticated)
+//!          ── peer_push(PeerPush) ──► Delivery state | the peer's ErrorCode
 //! ```
+//!
+//! A [`PeerSession`] is the CLI's request exchange (the one `pickup
+//! login` and `pickup send --to` talk over) opened in the relay role: one
+//! request at a time, each answer awaited at most 20 s.
 
 use std::io;
 use std::path::PathBuf;
 
-use pickup_proto::upload;
+use pickup_proto::identity::RelayIdentity;
+use pickup_proto::message::{DeliveryState, Message, PeerPush, Role};
+use pickup_proto::{upload, ErrorCode};
 
+use super::account::{Credential, Exchange, Reply};
 use super::addr::{RelayConnector, Relays};
 use super::io::StdLink;
 use super::tls::{Pin, Trust};
@@ -75,6 +84,76 @@ impl RelayDial {
     /// The address as `pickup` spells it in messages.
     pub fn canonical(&self) -> String {
         self.relays.canonical()
+    }
+
+    /// Dials the relay and authenticates as its peer relay `me`.
+    pub fn peer_session(&self, me: RelayIdentity<'_>) -> Result<PeerSession, PeerError> {
+        let mut ex = Exchange::open_as(&self.relays, Role::Relay).map_err(PeerError::link)?;
+        let who = Credential::Relay {
+            name: me.name.to_owned(),
+            key: me.key,
+        };
+        match ex.try_authenticate(&who).map_err(PeerError::link)? {
+            Ok(_) => Ok(PeerSession(ex)),
+            Err(code) => Err(PeerError::Refused(code)),
+        }
+    }
+}
+
+/// Why a request to a peer relay got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerError {
+    /// The peer could not be reached, the link failed, or it did not
+    /// answer in time: one line saying which.
+    Link(String),
+    /// The peer refused (authentication or the request): its code.
+    Refused(ErrorCode),
+}
+
+impl PeerError {
+    fn link(f: super::Failure) -> PeerError {
+        PeerError::Link(f.message)
+    }
+}
+
+impl core::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PeerError::Link(why) => f.write_str(why),
+            PeerError::Refused(code) => write!(f, "refused: {code}"),
+        }
+    }
+}
+
+/// An authenticated session with a peer relay, in the relay role
+/// ([`RelayDial::peer_session`]).
+pub struct PeerSession(Exchange);
+
+impl PeerSession {
+    /// Asks the peer to push its batch to one of its terminals; the
+    /// delivery's state there (a retry with the same push id answers the
+    /// same delivery).
+    pub fn peer_push(&mut self, push: &PeerPush<'_>) -> Result<DeliveryState, PeerError> {
+        match self
+            .0
+            .ask(&Message::PeerPush(*push))
+            .map_err(PeerError::link)?
+        {
+            Ok(Reply::Delivery(d)) => Ok(d.state),
+            Ok(_) => Err(PeerError::Link("the peer sent no delivery".into())),
+            Err(code) => Err(PeerError::Refused(code)),
+        }
+    }
+
+    /// Ends the session politely.
+    pub fn close(self) {
+        self.0.close();
+    }
+}
+
+impl core::fmt::Debug for PeerSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PeerSession")
     }
 }
 

@@ -70,7 +70,7 @@ fn state_name(state: ForwardState) -> &'static str {
 }
 
 /// `s` for `--json`.
-fn to_json(s: &ForwardStatus) -> Value {
+pub(crate) fn to_json(s: &ForwardStatus) -> Value {
     json!({
         "id": s.id,
         "state": state_name(s.state),
@@ -109,9 +109,15 @@ fn line(s: &ForwardStatus) -> String {
                 s.attempts
             )
         }
-        ForwardState::Failed => {
-            format!("forward {id}: failed after {} attempts{reason}", s.attempts)
-        }
+        ForwardState::Failed => match s.peer_code {
+            // A push forward that failed at the push: the copy is there.
+            Some(code) => format!(
+                "forward {id}: failed after {} attempts{reason}; the copy is at the peer as {code} until {}",
+                s.attempts,
+                utc(s.peer_expires_at)
+            ),
+            None => format!("forward {id}: failed after {} attempts{reason}", s.attempts),
+        },
         other => format!("forward {id}: {}", state_name(other)),
     }
 }
@@ -150,8 +156,9 @@ fn show(common: &Common, ui: &Ui, s: &ForwardStatus, last: &mut Option<ForwardSt
 }
 
 /// Follows forward `id` until it is `Done` or `Failed`, dialling again
-/// after a lost link within the retransfer limits; its final status.
-fn follow(common: &Common, id: u64, ui: &Ui) -> Result<ForwardStatus, Failure> {
+/// after a lost link within the retransfer limits; its final status
+/// (also what `pickup send --to TERMINAL@PEER` shows of its forwards).
+pub(crate) fn follow(common: &Common, id: u64, ui: &Ui) -> Result<ForwardStatus, Failure> {
     let mut retransfer = Retransfer::new(common.policy());
     let clock = StdClock::new();
     let mut last = None;
@@ -293,10 +300,20 @@ mod tests {
             line(&status(ForwardState::Transferring)),
             "forward 7: transferring, 1.00 MiB of 4.00 MiB"
         );
+        let failed = ForwardStatus {
+            peer_code: None,
+            ..status(ForwardState::Failed)
+        };
         assert_eq!(
-            line(&status(ForwardState::Failed)),
+            line(&failed),
             "forward 7: failed after 2 attempts: the peer relay could not be reached"
         );
+        // Failed at the push: the copy at the peer is named.
+        let at_peer = format!(
+            "; the copy is at the peer as 7KQ4-M2XD-9RTA until {}",
+            utc(1_790_000_000)
+        );
+        assert!(line(&status(ForwardState::Failed)).ends_with(&at_peer));
         assert!(line(&status(ForwardState::Done)).contains("as 7KQ4-M2XD-9RTA until 2026-"));
         let j = to_json(&status(ForwardState::Done));
         assert_eq!(

@@ -23,6 +23,10 @@ pub struct ForwardSettings {
     /// logged in here; a list, only these users (an empty list: nobody).
     /// Forwards spend this relay's bandwidth and the peer's storage.
     pub users: Option<Vec<String>>,
+    /// Forwards one user may have that are not `Done` or `Failed`; a
+    /// request past it is refused with `Error{QueueFull}`, so one user
+    /// cannot fill the queue every user's forwards wait in.
+    pub max_open_per_user: u32,
 }
 
 impl Default for ForwardSettings {
@@ -33,6 +37,7 @@ impl Default for ForwardSettings {
             backoff_cap_secs: 300,
             lease_secs: 60,
             users: None,
+            max_open_per_user: 64,
         }
     }
 }
@@ -53,6 +58,9 @@ impl ForwardSettings {
             return Err(
                 "forward.lease_secs must be at least 4 (it is renewed every quarter)".into(),
             );
+        }
+        if self.max_open_per_user == 0 {
+            return Err("forward.max_open_per_user must be at least 1".into());
         }
         for user in self.users.iter().flatten() {
             crate::directory::validate_account_name(user)

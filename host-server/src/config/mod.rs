@@ -113,6 +113,7 @@
 //! max_attempts = 8           # then Failed
 //! backoff_cap_secs = 300     # the n-th failure waits 2^n s, at most this
 //! lease_secs = 60            # a dead instance's forward is taken up after this
+//! max_open_per_user = 64     # a user's forwards not Done/Failed; past it Error{QueueFull}
 //!
 //! [[peers]]                  # a relay this one forwards to and accepts forwards from
 //! name = "relay-b"           # its name here, and this relay's name in its [[peers]]: terminal-name rules

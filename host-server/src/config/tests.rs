@@ -227,8 +227,8 @@ fn the_forward_section_parses_over_its_defaults_and_is_checked() {
     let f = c.settings().forward.clone();
     assert_eq!((f.max_active, f.backoff_cap_secs), (2, 10));
     assert_eq!(
-        (f.max_attempts, f.lease_secs),
-        (8, 60),
+        (f.max_attempts, f.lease_secs, f.max_open_per_user),
+        (8, 60, 64),
         "the rest keep their defaults"
     );
     assert!(c.validate().is_ok());
@@ -242,6 +242,7 @@ fn the_forward_section_parses_over_its_defaults_and_is_checked() {
         "[forward]\nmax_attempts = 256",
         "[forward]\nbackoff_cap_secs = 0",
         "[forward]\nlease_secs = 3",
+        "[forward]\nmax_open_per_user = 0",
     ] {
         let c: Config = toml::from_str(bad).unwrap();
         assert!(c.validate().is_err(), "{bad}");

@@ -10,8 +10,8 @@ use pickup_proto::message::AuthToken;
 
 use super::password::{self, DummyHash, PasswordParams};
 use super::{
-    terminal_named, token_key, user_named, validate_account_name, Directory, DirectoryError,
-    TerminalRecord, TokenInfo, UserRecord,
+    terminal_named, token_key, user_named, validate_account_name, validate_sender_name, Directory,
+    DirectoryError, TerminalRecord, TokenInfo, UserRecord,
 };
 
 #[derive(Debug, Default)]
@@ -257,14 +257,16 @@ impl Directory for MemoryDirectory {
 
     fn allow_sender(&self, owner: &str, sender: &str, allow: bool) -> Result<(), DirectoryError> {
         validate_account_name(owner)?;
-        validate_account_name(sender)?;
+        validate_sender_name(sender)?;
         let mut state = self.state();
         let pair = (owner.to_owned(), sender.to_owned());
         if !allow {
             state.allowed.remove(&pair);
             return Ok(());
         }
-        for name in [owner, sender] {
+        // A peer relay's user is nobody here to look up.
+        let local = [owner, sender].into_iter().filter(|n| !n.contains('@'));
+        for name in local {
             if !state.users.contains_key(name) {
                 return Err(DirectoryError::NotFound(user_named(name)));
             }

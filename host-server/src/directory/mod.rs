@@ -9,7 +9,7 @@
 //!   │ users        name, argon2id hash (PHC string), quota, created   │
 //!   │ auth_tokens  SHA-256(token) → user, expires_at                  │
 //!   │ terminals    name → owner (a user), device key, created         │
-//!   │ allowed_senders  owner → a user who may push to its terminals   │
+//!   │ allowed_senders  owner → a user (or `user@relay`) who may push  │
 //!   ├─────────────────────┬──────────────────────┬────────────────────┤
 //!   │ sqlite::            │ postgres::           │ memory::           │
 //!   │ SqliteDirectory     │ PgDirectory          │ MemoryDirectory    │
@@ -136,6 +136,41 @@ pub fn validate_account_name(name: &str) -> Result<(), DirectoryError> {
     )))
 }
 
+/// The name a user of a peer relay pushes under: `user@relay`, with
+/// `relay` the peer's `[[peers]]` name (PROTOCOL.md §12.1). Account names
+/// hold no `@`, so it is never a local user's.
+pub fn remote_sender(user: &str, relay: &str) -> String {
+    format!("{user}@{relay}")
+}
+
+/// A sender name's parts if it names a user of a peer relay (`user@relay`,
+/// both valid account names); `None` for anything else.
+pub fn split_remote_sender(name: &str) -> Option<(&str, &str)> {
+    let (user, relay) = name.split_once('@')?;
+    let valid = validate_account_name(user).is_ok() && validate_account_name(relay).is_ok();
+    valid.then_some((user, relay))
+}
+
+/// Checks a sender name for [`Directory::allow_sender`]: an account name,
+/// or a peer relay's user as [`remote_sender`] writes it.
+pub fn validate_sender_name(name: &str) -> Result<(), DirectoryError> {
+    if name.contains('@') {
+        return match split_remote_sender(name) {
+            Some(_) => Ok(()),
+            None => {
+                let shown: String = name.chars().take(40).collect();
+                let cut = if shown.len() < name.len() { "…" } else { "" };
+                Err(DirectoryError::InvalidName(format!(
+                    "{shown:?}{cut}: a remote sender is USER@RELAY, each 1 to \
+                     {MAX_ACCOUNT_NAME_LEN} of a-z, 0-9, '.', '_', '-', starting with a letter \
+                     or a digit"
+                )))
+            }
+        };
+    }
+    validate_account_name(name)
+}
+
 /// The accounts, tokens and terminals of a relay. Every method is one
 /// atomic step: a concurrent reader sees it whole or not at all.
 pub trait Directory: Send + Sync {
@@ -208,11 +243,18 @@ pub trait Directory: Send + Sync {
     /// is not a user when allowing: a grant to a name nobody holds would
     /// pass to whoever registers it later. Withdrawing always works.
     /// Removing either user drops the grant.
+    ///
+    /// `sender` may also name a user of a peer relay, `user@relay`
+    /// ([`remote_sender`], PROTOCOL.md §12.1): it is stored as it is,
+    /// since this relay cannot know the peer's users (the session checks
+    /// that `relay` is listed); removing the owner drops it. `InvalidName`
+    /// for a name that is neither ([`validate_sender_name`]).
     fn allow_sender(&self, owner: &str, sender: &str, allow: bool) -> Result<(), DirectoryError>;
     /// Whether `owner` allows `sender` to push to its terminals (a user
     /// always may push to its own: the caller checks that first).
     fn allows_sender(&self, owner: &str, sender: &str) -> Result<bool, DirectoryError>;
-    /// The users `owner` allows to push to its terminals, by name.
+    /// The senders `owner` allows to push to its terminals, by name: users,
+    /// and users of peer relays (`user@relay`).
     fn allowed_senders(&self, owner: &str) -> Result<Vec<String>, DirectoryError>;
 }
 

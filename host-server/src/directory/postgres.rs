@@ -49,8 +49,8 @@ use self::queries::{
 };
 use super::password::{self, DummyHash, PasswordParams};
 use super::{
-    terminal_named, token_key, user_named, validate_account_name, Directory, DirectoryError,
-    TerminalRecord, TokenInfo, UserRecord,
+    terminal_named, token_key, user_named, validate_account_name, validate_sender_name, Directory,
+    DirectoryError, TerminalRecord, TokenInfo, UserRecord,
 };
 use crate::store::postgres::db::{Db, DbError};
 use crate::store::postgres::migrations::{check_durability, migrate, MIGRATIONS};
@@ -478,7 +478,7 @@ impl Directory for PgDirectory {
 
     fn allow_sender(&self, owner: &str, sender: &str, allow: bool) -> Result<(), DirectoryError> {
         validate_account_name(owner)?;
-        validate_account_name(sender)?;
+        validate_sender_name(sender)?;
         self.run(async |tx, _| {
             if !allow {
                 tx.execute(
@@ -488,7 +488,9 @@ impl Directory for PgDirectory {
                 .await?;
                 return Ok(Ok(()));
             }
-            for name in [owner, sender] {
+            // A peer relay's user is nobody here to look up (migration 6
+            // dropped the sender's reference to users for it).
+            for name in [owner, sender].into_iter().filter(|n| !n.contains('@')) {
                 if let Err(e) = require_user(tx, name).await? {
                     return Ok(Err(e));
                 }

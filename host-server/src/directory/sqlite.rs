@@ -25,8 +25,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use super::password::{self, DummyHash, PasswordParams};
 use super::{
-    terminal_named, token_key, user_named, validate_account_name, Directory, DirectoryError,
-    TerminalRecord, TokenInfo, UserRecord,
+    terminal_named, token_key, user_named, validate_account_name, validate_sender_name, Directory,
+    DirectoryError, TerminalRecord, TokenInfo, UserRecord,
 };
 use crate::store::sqlite::{connect, db_file, prepare_db_file};
 
@@ -492,7 +492,7 @@ impl Directory for SqliteDirectory {
 
     fn allow_sender(&self, owner: &str, sender: &str, allow: bool) -> Result<(), DirectoryError> {
         validate_account_name(owner)?;
-        validate_account_name(sender)?;
+        validate_sender_name(sender)?;
         self.write(|tx| {
             if !allow {
                 tx.execute(
@@ -502,7 +502,8 @@ impl Directory for SqliteDirectory {
                 .map_err(storage)?;
                 return Ok(());
             }
-            for name in [owner, sender] {
+            // A peer relay's user is nobody here to look up.
+            for name in [owner, sender].into_iter().filter(|n| !n.contains('@')) {
                 let exists: bool = tx
                     .query_row(
                         "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",

@@ -361,6 +361,53 @@ fn allowed_senders_are_granted_withdrawn_and_go_with_either_user() {
     });
 }
 
+#[test]
+fn a_peer_relays_user_is_allowed_by_name_and_goes_with_the_owner() {
+    each(|d| {
+        d.add_user("ada", "pw-a", 1).unwrap();
+        d.add_user("alice", "pw-l", 1).unwrap();
+        // Nobody here holds the name: it is stored all the same.
+        d.allow_sender("ada", "alice@site-a", true).unwrap();
+        d.allow_sender("ada", "alice@site-a", true).unwrap();
+        d.allow_sender("ada", "bob@site-b", true).unwrap();
+        d.allow_sender("ada", "alice", true).unwrap();
+        assert!(d.allows_sender("ada", "alice@site-a").unwrap());
+        assert_eq!(
+            d.allowed_senders("ada").unwrap(),
+            ["alice", "alice@site-a", "bob@site-b"]
+        );
+        // The local user and the remote one are two senders.
+        d.allow_sender("ada", "alice", false).unwrap();
+        assert!(!d.allows_sender("ada", "alice").unwrap());
+        assert!(d.allows_sender("ada", "alice@site-a").unwrap());
+        assert!(!d.allows_sender("ada", "alice@site-b").unwrap());
+        // Removing the local alice leaves the remote one's grant.
+        d.remove_user("alice").unwrap();
+        assert!(d.allows_sender("ada", "alice@site-a").unwrap());
+        d.allow_sender("ada", "bob@site-b", false).unwrap();
+        assert_eq!(d.allowed_senders("ada").unwrap(), ["alice@site-a"]);
+        // Only USER@RELAY, each an account name.
+        for bad in ["@site-a", "alice@", "a@b@c", "Alice@site-a", "alice@site a"] {
+            assert!(
+                matches!(
+                    d.allow_sender("ada", bad, true),
+                    Err(DirectoryError::InvalidName(_))
+                ),
+                "{bad}"
+            );
+            assert!(!d.allows_sender("ada", bad).unwrap(), "{bad}");
+        }
+        // The owner must still be a user.
+        assert!(matches!(
+            d.allow_sender("nobody", "alice@site-a", true),
+            Err(DirectoryError::NotFound(_))
+        ));
+        d.remove_user("ada").unwrap();
+        assert!(!d.allows_sender("ada", "alice@site-a").unwrap());
+        assert!(d.allowed_senders("ada").unwrap().is_empty());
+    });
+}
+
 /// Two handles on one database, as two relay instances (or a relay and
 /// an admin command) hold them.
 fn two_handles(test: &str) -> Option<(PgDirectory, PgDirectory)> {

@@ -167,7 +167,10 @@ impl Board {
             None => (r.state, r.sent, 0),
         };
         let failed = matches!(state, ForwardState::Retrying | ForwardState::Failed);
+        // A push forward that failed at the push keeps the peer's copy:
+        // its code shows, so the requester can still hand it on.
         let done = state == ForwardState::Done;
+        let copied = done || state == ForwardState::Failed;
         ForwardStatus {
             id: r.id,
             state,
@@ -176,8 +179,12 @@ impl Board {
             rate,
             attempts: u8::try_from(r.attempts).unwrap_or(u8::MAX),
             reason: r.last_error.filter(|_| failed),
-            peer_code: r.peer_code.filter(|_| done),
-            peer_expires_at: if done { r.peer_expires_at } else { 0 },
+            peer_code: r.peer_code.filter(|_| copied),
+            peer_expires_at: if copied && r.peer_code.is_some() {
+                r.peer_expires_at
+            } else {
+                0
+            },
         }
     }
 }
@@ -204,6 +211,7 @@ mod tests {
             peer_token: None,
             peer_code: None,
             peer_expires_at: 0,
+            push: None,
             claim: 1,
             lease_until: 0,
             created_at: 0,

@@ -29,11 +29,16 @@
 //! is the store's ([`crate::store::forwards`]); [`service`] claims and runs
 //! it, and [`board`] keeps the live progress that sessions report.
 //!
+//! A push forward (`ForwardPush`) asks the peer for one more thing once
+//! the copy is verified: a push of it to one of the peer's terminals
+//! ([`push`], over a relay-role request session of its own).
+//!
 //! The peer authenticates this relay under the name of the `[[peers]]`
 //! entry (`PeerConfig::name`): each relay of a pair lists the other under
 //! the pair's one name, with the pair's one key.
 
 pub mod board;
+pub mod push;
 pub mod service;
 mod source;
 #[cfg(test)]
@@ -146,6 +151,15 @@ pub enum ForwardError {
         reason: String,
         /// The peer's token, if it granted the batch.
         token: Option<ResumeToken>,
+    },
+    /// The peer verified the copy but the push to its terminal failed
+    /// (a push forward's last step, [`push`]).
+    #[error("peer {peer}: the push failed: {error}")]
+    Push {
+        /// The peer's name.
+        peer: String,
+        /// The link's failure or the peer's refusal.
+        error: pickup_device::cli::dial::PeerError,
     },
     /// This relay's store failed.
     #[error("{0}")]

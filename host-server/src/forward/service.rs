@@ -9,6 +9,9 @@
 //!            run(Forward{code, peer, resume: stored peer_token}) ── progress ──► Board::update (watchers wake)
 //!              │  state or token changed, or a second passed ──► advance_forward(Progress{sent, token, lease})
 //!              ├ Ok ─────────────────────────────► advance_forward(Done{peer code})
+//!              ├ Ok, a push forward ─────────────► advance_forward(Pushed{peer code}) (still Verifying)
+//!              │    └► push::push(PeerPush) ── Delivery ──► advance_forward(Done{peer code})
+//!              │        (a later attempt that finds the peer code recorded and live starts here)
 //!              └ Err: may pass, attempts left ───► advance_forward(Retry{reason, now + 2^attempts s (capped)})
 //!                     the peer lost its copy ───► advance_forward(Restart: no token, from zero)
 //!                     will not pass, or the last ► advance_forward(Fail{reason})
@@ -34,8 +37,10 @@ use pickup_proto::upload;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::push::{self, Push};
 use super::source::unix_now;
-use super::{run, Forward, ForwardError, Progress, RetransferPolicy};
+use super::{run, Forward, ForwardError, Forwarded, Progress, RetransferPolicy};
+use crate::config::peers::PeerRelay;
 use crate::config::ForwardSettings;
 use crate::relay::{lock, Relay};
 use crate::store::forwards::{ForwardChange, ForwardRecord};
@@ -73,6 +78,7 @@ pub fn reason(e: &ForwardError) -> (ErrorCode, bool) {
             (ErrorCode::PeerUnreachable, true)
         }
         ForwardError::Source(_) | ForwardError::Thread(_) => (ErrorCode::Internal, true),
+        ForwardError::Push { error, .. } => super::push::reason(error),
         ForwardError::Refused { error, .. } => match *error {
             upload::Error::Auth(_) => (ErrorCode::AuthFailed, false),
             upload::Error::Relay(code) => (
@@ -192,6 +198,111 @@ fn to_write(r: &ForwardRecord, p: &Progress) -> (ForwardState, u64, Option<Resum
     (p.state, sent, p.token)
 }
 
+/// The copy of a claimed forward: run to the peer's verification, or,
+/// for a push forward whose copy an earlier attempt recorded and which
+/// has not expired there, the recorded one without running.
+fn copy(relay: &Relay, a: &Attempt, peer: &PeerRelay) -> Result<Forwarded, ForwardError> {
+    let r = &a.record;
+    let s = &relay.settings.forward;
+    let board = relay.forward_board();
+    let now = unix_now;
+    if let (Some(_), Some(code), Some(token)) = (&r.push, r.verified_copy(now()), r.peer_token) {
+        board.update(r.id, ForwardState::Verifying, r.total, Instant::now());
+        return Ok(Forwarded {
+            code,
+            expires_at: r.peer_expires_at,
+            token,
+            total: r.total,
+        });
+    }
+    let job = Forward {
+        store: &*relay.store,
+        code: r.code,
+        peer,
+        resume: r.peer_token,
+        policy: link_policy(),
+        stop: Some(&a.stop),
+    };
+    let mut last_write = Instant::now();
+    run(&job, |p: &Progress| {
+        // A push forward is done only once the peer took the push.
+        let shown = match p.state {
+            ForwardState::Done if r.push.is_some() => ForwardState::Verifying,
+            state => state,
+        };
+        board.update(r.id, shown, p.sent, Instant::now());
+        if p.state == ForwardState::Done {
+            return;
+        }
+        let mut written = lock(&a.written);
+        let next = to_write(r, p);
+        let due = next.0 != written.0 || next.2 != written.2;
+        if next != *written && (due || last_write.elapsed() >= WRITE_EVERY) {
+            *written = next;
+            a.write(relay, next, now() + s.lease_secs);
+            last_write = Instant::now();
+        }
+    })
+}
+
+/// The push step of a push forward whose copy `f` the peer verified:
+/// records the copy (`Pushed`, unless recorded already), then asks the
+/// peer to queue the push. `Err(Stopped)` if the claim is gone.
+fn push_copy(
+    relay: &Relay,
+    a: &Attempt,
+    peer: &PeerRelay,
+    f: &Forwarded,
+) -> Result<(), ForwardError> {
+    let r = &a.record;
+    let Some(target) = &r.push else {
+        return Ok(());
+    };
+    if r.peer_code != Some(f.code) {
+        let lease_until = unix_now() + relay.settings.forward.lease_secs;
+        let change = ForwardChange::Pushed {
+            peer_code: f.code,
+            peer_expires_at: f.expires_at,
+            peer_token: f.token,
+            lease_until,
+        };
+        // Under the lock: a renewal after this writes the copy's bytes.
+        let mut written = lock(&a.written);
+        *written = (ForwardState::Verifying, r.total, Some(f.token));
+        match relay
+            .store
+            .advance_forward(r.id, r.claim, &change, unix_now())
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(
+                    forward = r.id,
+                    "forward taken over by another claim; stopping"
+                );
+                return Err(ForwardError::Stopped {
+                    token: Some(f.token),
+                });
+            }
+            Err(e) => return Err(ForwardError::Source(e.into())),
+        }
+    }
+    // The relay stops: the copy is recorded, the push is the next attempt's.
+    if a.stop.load(Ordering::Acquire) {
+        return Err(ForwardError::Stopped {
+            token: Some(f.token),
+        });
+    }
+    let state = push::push(&Push {
+        peer,
+        push_id: target.push_id,
+        code: f.code,
+        terminal: &target.terminal,
+        sender: &r.requester,
+    })?;
+    tracing::info!(forward = r.id, peer = %peer.name, terminal = %target.terminal, ?state, "push queued at the peer");
+    Ok(())
+}
+
 /// Runs one claimed forward to the end of this attempt and settles it.
 fn attempt(relay: &Relay, a: &Attempt) {
     let r = &a.record;
@@ -204,31 +315,7 @@ fn attempt(relay: &Relay, a: &Attempt) {
             peer: r.peer.clone(),
             reason: "no such peer in [[peers]]".into(),
         }),
-        Some(peer) => {
-            let job = Forward {
-                store: &*relay.store,
-                code: r.code,
-                peer,
-                resume: r.peer_token,
-                policy: link_policy(),
-                stop: Some(&a.stop),
-            };
-            let mut last_write = Instant::now();
-            run(&job, |p: &Progress| {
-                board.update(r.id, p.state, p.sent, Instant::now());
-                if p.state == ForwardState::Done {
-                    return;
-                }
-                let mut written = lock(&a.written);
-                let next = to_write(r, p);
-                let due = next.0 != written.0 || next.2 != written.2;
-                if next != *written && (due || last_write.elapsed() >= WRITE_EVERY) {
-                    *written = next;
-                    a.write(relay, next, now() + s.lease_secs);
-                    last_write = Instant::now();
-                }
-            })
-        }
+        Some(peer) => copy(relay, a, peer).and_then(|f| push_copy(relay, a, peer, &f).map(|()| f)),
     };
     let change = match &outcome {
         Ok(f) => ForwardChange::Done {
@@ -350,203 +437,5 @@ pub async fn serve(relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Peers;
-    use crate::random::SeededRandom;
-    use crate::store::forwards::NewForward;
-    use crate::store::memory::MemoryStore;
-    use crate::store::{Forwards, Store};
-    use pickup_proto::identity::AuthError;
-
-    /// A relay over a memory store that lists the peer of the runner's
-    /// tests (nothing listens there).
-    fn relay(store: &Arc<MemoryStore>) -> Arc<Relay> {
-        let settings = crate::settings::Settings {
-            peers: Peers::new([super::super::tests::peer()]).unwrap(),
-            ..Default::default()
-        };
-        Relay::new(
-            settings,
-            store.clone(),
-            Box::new(SeededRandom::new(1)),
-            pickup_proto::Instant::from_millis(unix_now() * 1000),
-        )
-    }
-
-    /// Claims the one forward due and runs its attempt, as `serve` does.
-    fn attempt_once(relay: &Relay) -> ForwardRecord {
-        let now = unix_now();
-        let mut claimed = relay.store.claim_forwards(now, now + 60, 4).unwrap();
-        assert_eq!(claimed.len(), 1);
-        let record = claimed.remove(0);
-        let a = Attempt {
-            written: Mutex::new((record.state, record.sent, record.peer_token)),
-            record,
-            stop: AtomicBool::new(false),
-        };
-        attempt(relay, &a);
-        relay.store.forward(a.record.id).unwrap().unwrap()
-    }
-
-    #[test]
-    fn a_batch_no_longer_live_or_a_peer_no_longer_listed_fails_the_forward() {
-        let store = Arc::new(MemoryStore::new());
-        let relay = relay(&store);
-        let b = super::super::tests::batch(&store, 1, true);
-        let new = |peer| NewForward {
-            batch: b.id,
-            code: b.code,
-            requester: "ada",
-            peer,
-            total: b.total_size(),
-            now: unix_now(),
-        };
-        // The owner ended the batch after the request.
-        let f = store.create_forward(&new("pair-ab")).unwrap();
-        store.end_batch(b.id, unix_now()).unwrap();
-        let r = attempt_once(&relay);
-        assert_eq!(r.id, f.id);
-        assert_eq!(
-            (r.state, r.last_error),
-            (ForwardState::Failed, Some(ErrorCode::Expired))
-        );
-        // A peer removed from [[peers]] since the request.
-        let live = super::super::tests::batch(&store, 2, true);
-        let f = store
-            .create_forward(&NewForward {
-                batch: live.id,
-                code: live.code,
-                ..new("site-gone")
-            })
-            .unwrap();
-        let r = attempt_once(&relay);
-        assert_eq!(r.id, f.id);
-        assert_eq!(
-            (r.state, r.last_error),
-            (ForwardState::Failed, Some(ErrorCode::UnknownPeer))
-        );
-        // Nothing is left running on the board.
-        assert_eq!(relay.forward_board().status(&r).rate, 0);
-    }
-
-    #[test]
-    fn a_resumed_run_never_writes_fewer_bytes_than_the_peer_held_under_its_token() {
-        let store = Arc::new(MemoryStore::new());
-        let b = super::super::tests::batch(&store, 1, true);
-        let token = ResumeToken([3; 16]);
-        let mut r = store
-            .create_forward(&NewForward {
-                batch: b.id,
-                code: b.code,
-                requester: "ada",
-                peer: "pair-ab",
-                total: 1_000_000,
-                now: unix_now(),
-            })
-            .unwrap();
-        r.sent = 660_000;
-        r.peer_token = Some(token);
-        let p = |sent, token| Progress {
-            state: ForwardState::Transferring,
-            sent,
-            total: 1_000_000,
-            token,
-        };
-        // Before the peer's offsets arrive, and after them.
-        assert_eq!(to_write(&r, &p(0, Some(token))).1, 660_000);
-        assert_eq!(to_write(&r, &p(940_000, Some(token))).1, 940_000);
-        // Another grant is another copy at the peer: its own bytes.
-        let other = Some(ResumeToken([4; 16]));
-        assert_eq!(
-            to_write(&r, &p(0, other)),
-            (ForwardState::Transferring, 0, other)
-        );
-        r.peer_token = None;
-        assert_eq!(to_write(&r, &p(0, None)).1, 0);
-    }
-
-    #[test]
-    fn failures_that_may_pass_retry_with_capped_backoff_until_the_last_attempt() {
-        let s = ForwardSettings {
-            max_attempts: 4,
-            backoff_cap_secs: 5,
-            ..ForwardSettings::default()
-        };
-        let lost = ForwardError::LinkLost {
-            peer: "b".into(),
-            reason: "reset".into(),
-            token: Some(ResumeToken([1; 16])),
-        };
-        let waits: Vec<ForwardChange> = (1..=4).map(|n| settle(&lost, n, &s, 100)).collect();
-        let at = |c: &ForwardChange| match c {
-            ForwardChange::Retry {
-                next_attempt_at,
-                peer_token,
-                reason,
-            } => {
-                assert_eq!(
-                    (*peer_token, *reason),
-                    (Some(ResumeToken([1; 16])), ErrorCode::PeerUnreachable)
-                );
-                Some(*next_attempt_at)
-            }
-            _ => None,
-        };
-        assert_eq!(
-            waits.iter().map(at).collect::<Vec<_>>(),
-            [Some(102), Some(104), Some(105), None]
-        );
-        assert_eq!(
-            waits[3],
-            ForwardChange::Fail {
-                reason: ErrorCode::PeerUnreachable,
-                peer_token: Some(ResumeToken([1; 16]))
-            }
-        );
-    }
-
-    #[test]
-    fn a_wrong_key_or_an_expired_batch_fails_at_once_and_a_stop_is_due_again_now() {
-        let s = ForwardSettings::default();
-        let refused = ForwardError::Refused {
-            peer: "b".into(),
-            error: upload::Error::Auth(AuthError::Refused),
-        };
-        assert_eq!(
-            settle(&refused, 1, &s, 100),
-            ForwardChange::Fail {
-                reason: ErrorCode::AuthFailed,
-                peer_token: None
-            }
-        );
-        let expired = ForwardError::SourceExpired { token: None };
-        assert!(matches!(
-            settle(&expired, 1, &s, 100),
-            ForwardChange::Fail {
-                reason: ErrorCode::Expired,
-                ..
-            }
-        ));
-        // A peer that lost the partial copy: the next attempt starts over.
-        let forgotten = ForwardError::Refused {
-            peer: "b".into(),
-            error: upload::Error::Relay(ErrorCode::UnknownToken),
-        };
-        assert_eq!(
-            settle(&forgotten, 1, &s, 100),
-            ForwardChange::Restart {
-                reason: ErrorCode::UnknownToken,
-                next_attempt_at: 102
-            }
-        );
-        let stopped = ForwardError::Stopped { token: None };
-        assert!(matches!(
-            settle(&stopped, 8, &s, 100),
-            ForwardChange::Retry {
-                next_attempt_at: 100,
-                ..
-            }
-        ));
-    }
-}
+#[path = "service_tests.rs"]
+mod tests;

@@ -1,14 +1,15 @@
-//! Forwarding work (PROTOCOL.md §12): storing a user's forward request,
+//! Forwarding work (PROTOCOL.md §12): storing a user's forward request
+//! (a `ForwardPush` is one with a push target, §12.1),
 //! reading a forward's status (the stored record with the live progress
 //! of [`crate::forward::board`]), and retrying a failed one, against the
 //! store's [`Forwards`](crate::store::Forwards).
 
-use pickup_proto::message::ForwardStatus;
+use pickup_proto::message::{ForwardStatus, Kind};
 use pickup_proto::{Code, ErrorCode};
 
 use crate::codes::code_key;
 use crate::relay::Relay;
-use crate::store::forwards::NewForward;
+use crate::store::forwards::{Created, NewForward, PushTarget};
 use crate::store::{Lookup, StoreError};
 
 /// Why a status is read.
@@ -25,11 +26,15 @@ pub(crate) enum Look {
 /// Store work about forwards.
 #[derive(Debug)]
 pub(crate) enum ForwardWork {
-    /// `ForwardRequest` by `requester` (the peer is one of `[[peers]]`).
+    /// `ForwardRequest` by `requester` (the peer is one of `[[peers]]`),
+    /// or `ForwardPush` with its `push` target.
     Request {
         requester: String,
+        /// `ForwardRequest` or `ForwardPush`: what an error answers.
+        kind: Kind,
         code: Code,
         peer: String,
+        push: Option<PushTarget>,
         now_secs: u64,
     },
     /// The status of forward `id`, if it is `requester`'s.
@@ -82,8 +87,12 @@ impl ForwardWork {
 /// What a [`ForwardWork`] found or did.
 #[derive(Debug)]
 pub(crate) enum ForwardDone {
-    /// The new forward's id, or why the request was refused.
-    Requested(Result<Result<u64, ErrorCode>, StoreError>),
+    /// The new forward's id (or, for a retried push, the one it made), or
+    /// why the request (of `kind`) was refused.
+    Requested {
+        kind: Kind,
+        result: Result<Result<u64, ErrorCode>, StoreError>,
+    },
     /// The forward's status; `None`: no forward of the requester's has
     /// this id.
     Status {
@@ -101,31 +110,52 @@ pub(super) fn run(relay: &Relay, w: ForwardWork) -> ForwardDone {
     match w {
         ForwardWork::Request {
             requester,
+            kind,
             code,
             peer,
+            push,
             now_secs,
-        } => ForwardDone::Requested((|| {
-            let batch = match store.find_by_code(&code_key(&code), now_secs)? {
-                Lookup::Live(b) => b,
-                Lookup::Expired => return Ok(Err(ErrorCode::Expired)),
-                Lookup::Unknown => return Ok(Err(ErrorCode::UnknownCode)),
-            };
-            if !batch.ready() {
-                return Ok(Err(ErrorCode::NotReady));
-            }
-            let f = store.create_forward(&NewForward {
-                batch: batch.id,
-                code,
-                requester: &requester,
-                peer: &peer,
-                total: batch.total_size(),
-                now: now_secs,
-            })?;
-            tracing::info!(forward = f.id, batch = batch.id.0, %requester, %peer, "forward queued");
-            // Committed: the forwarder claims it now, not at its next poll.
-            board.kick();
-            Ok(Ok(f.id))
-        })()),
+        } => ForwardDone::Requested {
+            kind,
+            result: (|| {
+                // A retried push: the forward it made, whatever its batch
+                // became since (create_forward checks again, atomically).
+                if let Some(p) = &push {
+                    if let Some(f) = store.forward_by_push(&requester, p.push_id)? {
+                        return Ok(Ok(f.id));
+                    }
+                }
+                let batch = match store.find_by_code(&code_key(&code), now_secs)? {
+                    Lookup::Live(b) => b,
+                    Lookup::Expired => return Ok(Err(ErrorCode::Expired)),
+                    Lookup::Unknown => return Ok(Err(ErrorCode::UnknownCode)),
+                };
+                if !batch.ready() {
+                    return Ok(Err(ErrorCode::NotReady));
+                }
+                let created = store.create_forward(&NewForward {
+                    batch: batch.id,
+                    code,
+                    requester: &requester,
+                    peer: &peer,
+                    total: batch.total_size(),
+                    now: now_secs,
+                    push,
+                    max_open: relay.settings.forward.max_open_per_user,
+                })?;
+                let f = match created {
+                    Created::New(f) => f,
+                    // A retried ForwardPush: the forward it made, as it stands.
+                    Created::Again(f) => return Ok(Ok(f.id)),
+                    Created::Full => return Ok(Err(ErrorCode::QueueFull)),
+                };
+                let terminal = f.push.as_ref().map(|p| p.terminal.as_str());
+                tracing::info!(forward = f.id, batch = batch.id.0, %requester, %peer, ?terminal, "forward queued");
+                // Committed: the forwarder claims it now, not at its next poll.
+                board.kick();
+                Ok(Ok(f.id))
+            })(),
+        },
         ForwardWork::Status {
             requester,
             id,

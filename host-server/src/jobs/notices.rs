@@ -2,6 +2,7 @@
 //! notices, receipts, the target's progress and sender grants, against
 //! the store's [`Mailbox`](crate::mailbox::Mailbox) and the directory.
 
+use pickup_proto::message::Kind;
 use pickup_proto::Code;
 
 use crate::directory::DirectoryError;
@@ -12,6 +13,10 @@ use crate::store::{BatchId, StoreError};
 /// Store a push of `code` to `terminal` by `sender`.
 #[derive(Debug)]
 pub(crate) struct PushWork {
+    /// The request it answers: a user's `Push`, or a peer relay's
+    /// `PeerPush` (whose `sender` is `user@relay`, never a terminal's
+    /// owner: only a grant lets it through).
+    pub(crate) kind: Kind,
     pub(crate) sender: String,
     pub(crate) push_id: u64,
     pub(crate) code: Code,

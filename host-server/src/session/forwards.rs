@@ -1,8 +1,11 @@
-//! Forwarding on a session (PROTOCOL.md §12): `ForwardRequest`,
-//! `ForwardWatch` and the statuses that follow it, `ForwardRetry`.
+//! Forwarding on a session (PROTOCOL.md §12): `ForwardRequest` and
+//! `ForwardPush` (§12.1), `ForwardWatch` and the statuses that follow it,
+//! `ForwardRetry`.
 //!
 //! ```text
 //!   ForwardRequest ──(user? may forward? peer listed? limiter?)──► job: batch live and ready? store ──► ForwardAccepted | Error
+//!   ForwardPush ──(the same, and a terminal name?)──► job: the same, with the push target; the same push id: that forward
+//!                                                     more than forward.max_open_per_user open: Error{QueueFull}
 //!   ForwardWatch{once} ──(user?)──► job ──► ForwardStatus | Error{UnknownCode}
 //!   ForwardWatch ──► Board::watch(id, bell); job ──► ForwardStatus
 //!   doorbell (the forward changed) ──► handle_wake ──(≥ 250 ms since the last status, else a timer)──►
@@ -14,12 +17,15 @@
 //! session shares its one doorbell between notices and the watch: a ring
 //! for either wakes both, and each loads only what it follows.
 
-use pickup_proto::message::{ForwardRequest, ForwardRetry, ForwardStatus, ForwardWatch, Kind};
+use pickup_proto::message::{
+    ForwardPush, ForwardRequest, ForwardRetry, ForwardStatus, ForwardWatch, Kind,
+};
 use pickup_proto::{Duration, ErrorCode, Instant};
 
 use super::{Out, Session};
 use crate::jobs::{ForwardDone, ForwardWork, Look, Work};
 use crate::relay::unix_secs;
+use crate::store::forwards::PushTarget;
 use crate::store::StoreError;
 
 /// The least time between two statuses of a watch.
@@ -61,25 +67,58 @@ impl Session {
     }
 
     pub(super) fn on_forward_request(&mut self, now: Instant, r: ForwardRequest<'_>) {
-        let Some(requester) = self.forward_user(Kind::ForwardRequest) else {
+        self.request_forward(now, Kind::ForwardRequest, r.code, r.peer, None);
+    }
+
+    pub(super) fn on_forward_push(&mut self, now: Instant, p: ForwardPush<'_>) {
+        self.request_forward(
+            now,
+            Kind::ForwardPush,
+            p.code,
+            p.peer,
+            Some((p.terminal, p.push_id)),
+        );
+    }
+
+    /// A `ForwardRequest`, or with `push` (terminal, push id) a
+    /// `ForwardPush`: the checks both take, then the store's job.
+    fn request_forward(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        code: pickup_proto::Code,
+        peer: &str,
+        push: Option<(&str, u64)>,
+    ) {
+        let Some(requester) = self.forward_user(kind) else {
             return;
         };
         if !self.relay.settings.forward.may_forward(&requester) {
-            return self.out.error(ErrorCode::NotAllowed, Kind::ForwardRequest);
+            return self.out.error(ErrorCode::NotAllowed, kind);
         }
-        if self.relay.settings.peers.get(r.peer).is_none() {
-            return self.out.error(ErrorCode::UnknownPeer, Kind::ForwardRequest);
+        if self.relay.settings.peers.get(peer).is_none() {
+            return self.out.error(ErrorCode::UnknownPeer, kind);
+        }
+        // The peer judges who the terminal is; a name no terminal can
+        // have is refused here, before any byte crosses.
+        if let Some((terminal, _)) = push {
+            if crate::directory::validate_account_name(terminal).is_err() {
+                return self.out.error(ErrorCode::UnknownTerminal, kind);
+            }
         }
         // The code is looked up: a request is one more way to guess codes.
         if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
-            return self
-                .out
-                .error_retry(ErrorCode::RateLimited, Kind::ForwardRequest, wait);
+            return self.out.error_retry(ErrorCode::RateLimited, kind, wait);
         }
         self.work.push(Work::Forward(ForwardWork::Request {
             requester,
-            code: r.code,
-            peer: r.peer.to_owned(),
+            kind,
+            code,
+            peer: peer.to_owned(),
+            push: push.map(|(terminal, push_id)| PushTarget {
+                terminal: terminal.to_owned(),
+                push_id,
+            }),
             now_secs: unix_secs(now),
         }));
     }
@@ -194,14 +233,22 @@ impl Session {
                 result,
             } => self.on_reloaded(open, id, result),
             _ if !open => {}
-            ForwardDone::Requested(Ok(Ok(id))) => self.out.push(Out::ForwardAccepted(id)),
-            ForwardDone::Requested(Ok(Err(code))) => {
+            ForwardDone::Requested {
+                result: Ok(Ok(id)), ..
+            } => self.out.push(Out::ForwardAccepted(id)),
+            ForwardDone::Requested {
+                kind,
+                result: Ok(Err(code)),
+            } => {
                 if matches!(code, ErrorCode::UnknownCode | ErrorCode::Expired) {
                     self.relay.failed_lookup(&self.peer, self.clock);
                 }
-                self.out.error(code, Kind::ForwardRequest);
+                self.out.error(code, kind);
             }
-            ForwardDone::Requested(Err(e)) => self.forward_failed(Kind::ForwardRequest, &e),
+            ForwardDone::Requested {
+                kind,
+                result: Err(e),
+            } => self.forward_failed(kind, &e),
             ForwardDone::Status {
                 look: Look::Once,
                 result,

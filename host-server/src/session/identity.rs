@@ -17,7 +17,8 @@
 //! gets a challenge that never verifies, as an unknown terminal does.
 //! Until it has authenticated, a relay-role session is answered
 //! `AuthRequired` to everything but the session's own messages and the
-//! challenge; after, it may upload (what forwarding needs) and nothing
+//! challenge; after, it may upload (what forwarding needs) and push to a
+//! terminal for one of its users (`PeerPush`, `peer_push.rs`), and nothing
 //! else a user or terminal does ([`Session::relay_refusal`]).
 //!
 //! Every failure is charged to the account and the peer
@@ -140,8 +141,9 @@ fn may_carry_passwords(peer: &Peer, encrypted: bool) -> bool {
 impl Session {
     /// Why a relay-role session may not send `msg` now, if it may not: a
     /// peer relay authenticates before anything else (`AuthRequired`), and
-    /// then uploads only (`UnexpectedMessage` for the rest: a peer is no
-    /// user, and `Login` or `Authenticate` would make it one).
+    /// then uploads and pushes for its users only (`UnexpectedMessage` for
+    /// the rest: a peer is no user, and `Login` or `Authenticate` would
+    /// make it one).
     pub(super) fn relay_refusal(&self, msg: &Message<'_>) -> Option<ErrorCode> {
         let authenticated = self.identity.as_ref().is_some_and(|i| i.peer.is_some());
         match msg {
@@ -159,6 +161,7 @@ impl Session {
             | Message::Resume(_)
             | Message::Join(_)
             | Message::FileAttrs(_)
+            | Message::PeerPush(_)
             | Message::Logout => None,
             _ => Some(ErrorCode::UnexpectedMessage),
         }

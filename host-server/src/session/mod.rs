@@ -65,6 +65,7 @@ pub(crate) mod named;
 mod notices;
 mod oplog;
 mod outbox;
+mod peer_push;
 mod progress;
 mod render;
 mod upload;
@@ -399,6 +400,8 @@ impl Session {
             Message::ForwardRequest(r) => self.on_forward_request(now, r),
             Message::ForwardWatch(w) => self.on_forward_watch(w),
             Message::ForwardRetry(r) => self.on_forward_retry(now, r),
+            Message::ForwardPush(p) => self.on_forward_push(now, p),
+            Message::PeerPush(p) => self.on_peer_push(now, p),
             // Relay-to-terminal kinds make no sense here.
             _ => self.out.error(ErrorCode::UnexpectedMessage, kind),
         }

@@ -1,10 +1,12 @@
 //! Addressed delivery on a session (PROTOCOL.md §11): `Push`,
 //! `DeliveryStatus`, `Listen` and the notices that follow it, `NoticeAck`,
 //! `Receipt`, `NoticeRefuse`, `AllowSender`, and the target's download
-//! progress.
+//! progress. A peer relay's `PeerPush` (PROTOCOL.md §12.1) is decided in
+//! `peer_push.rs` and then runs as a `Push`.
 //!
 //! ```text
 //!   Push ──(user? name? limiter?)──► job: retry? directory? batch? caps? store ──► Delivery | Error
+//!   PeerPush ──(peer relay? sender?)──► as Push, from `user@relay` (peer_push.rs)
 //!   DeliveryStatus ──► job ──► Delivery ×n, Done
 //!   Listen ──(terminal?)──► register as the terminal's listener; job ──► Inbox{n}, Notice ×n
 //!   doorbell (a push committed) ──► handle_wake ──► job: notices above the last sent ──► Notice ×k
@@ -119,41 +121,65 @@ impl Session {
         }
     }
 
-    fn push_refused(&mut self, r: PushResult, code: ErrorCode) {
+    /// Refuses a push (`kind`: `Push` or `PeerPush`), counted as `r`.
+    pub(super) fn push_refused(&mut self, kind: Kind, r: PushResult, code: ErrorCode) {
         self.relay.metrics().push(r);
-        self.out.error(code, Kind::Push);
+        self.out.error(code, kind);
     }
 
     pub(super) fn on_push(&mut self, now: Instant, p: Push<'_>) {
         let Some(sender) = self.identity.as_ref().map(|i| i.user.clone()) else {
             return self.out.error(ErrorCode::AuthRequired, Kind::Push);
         };
-        if validate_account_name(p.terminal).is_err() {
-            return self.push_refused(PushResult::UnknownTerminal, ErrorCode::UnknownTerminal);
+        self.start_push(now, Kind::Push, sender, p.push_id, p.code, p.terminal);
+    }
+
+    /// A push of `code` to `terminal` by `sender`, answered as `kind`:
+    /// what `Push` and a peer relay's `PeerPush` (`peer_push.rs`) share
+    /// once the sender is known.
+    pub(super) fn start_push(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        sender: String,
+        push_id: u64,
+        code: pickup_proto::Code,
+        terminal: &str,
+    ) {
+        if validate_account_name(terminal).is_err() {
+            return self.push_refused(
+                kind,
+                PushResult::UnknownTerminal,
+                ErrorCode::UnknownTerminal,
+            );
         }
         // The code is looked up: a push is one more way to guess codes.
         if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
-            return self
-                .out
-                .error_retry(ErrorCode::RateLimited, Kind::Push, wait);
+            return self.out.error_retry(ErrorCode::RateLimited, kind, wait);
         }
         self.work.push(Work::Push(PushWork {
+            kind,
             sender,
-            push_id: p.push_id,
-            code: p.code,
-            terminal: p.terminal.to_owned(),
+            push_id,
+            code,
+            terminal: terminal.to_owned(),
             now_secs: unix_secs(now),
         }));
     }
 
     pub(super) fn on_pushed(&mut self, push: &PushWork, answer: PushAnswer) {
+        let kind = push.kind;
         let pushed = match answer {
             PushAnswer::Stored(p) => p,
             PushAnswer::UnknownTerminal => {
-                return self.push_refused(PushResult::UnknownTerminal, ErrorCode::UnknownTerminal)
+                return self.push_refused(
+                    kind,
+                    PushResult::UnknownTerminal,
+                    ErrorCode::UnknownTerminal,
+                )
             }
             PushAnswer::Failed => {
-                return self.push_refused(PushResult::Failed, ErrorCode::Internal)
+                return self.push_refused(kind, PushResult::Failed, ErrorCode::Internal)
             }
         };
         let (d, result) = match pushed {
@@ -172,7 +198,7 @@ impl Session {
                 if matches!(why, PushRefusal::UnknownCode | PushRefusal::Expired) {
                     self.relay.failed_lookup(&self.peer, self.clock);
                 }
-                return self.push_refused(r, code);
+                return self.push_refused(kind, r, code);
             }
         };
         self.relay.metrics().push(result);
@@ -249,9 +275,14 @@ impl Session {
         let Some(owner) = self.identity.as_ref().map(|i| i.user.clone()) else {
             return self.out.error(ErrorCode::AuthRequired, Kind::AllowSender);
         };
-        // A name that cannot be a user's, or the owner's own (always
-        // allowed), changes nothing and is answered alike.
-        if validate_account_name(a.sender).is_err() || a.sender == owner {
+        if a.sender.contains('@') {
+            // A peer relay's user (PROTOCOL.md §12.1).
+            if a.allow && !self.names_a_peer_user(a.sender) {
+                return self.out.error(ErrorCode::UnknownPeer, Kind::AllowSender);
+            }
+        } else if validate_account_name(a.sender).is_err() || a.sender == owner {
+            // A name that cannot be a user's, or the owner's own (always
+            // allowed), changes nothing and is answered alike.
             return self.out.push(Out::Done(Kind::AllowSender));
         }
         self.work.push(Work::Notice(NoticeWork::Allow {
@@ -427,8 +458,10 @@ impl Session {
         match encoded {
             Ok(n) => Some(n),
             Err(_) => {
-                // Account names are short; only a peer frame below the
-                // protocol's minimum could refuse one.
+                // Only a peer frame near the protocol's minimum (64
+                // bytes) refuses one: a `Notice` from a long sender name
+                // (an account's 32 bytes, a peer's user's `user@relay` up
+                // to 65) takes up to about 100 bytes.
                 tracing::warn!(
                     session = self.id,
                     "a notices reply does not fit the peer's frame"

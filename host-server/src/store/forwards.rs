@@ -7,7 +7,19 @@
 //!                       ▲                          │ (claim n, lease)                  │            │
 //!                       │ retry_forward            ├─advance(Retry)─► Retrying ─(due)─► claimed again
 //!                       └─────────── Failed ◄──────┴─advance(Fail)                      advance(Done) ─► Done
+//!                                                                  with a push target: advance(Pushed) ─► Verifying
+//!                                                                  (peer code kept) ─► the push ─► advance(Done) ─► Done
 //! ```
+//!
+//! A forward may carry a [`PushTarget`] (`ForwardPush`, PROTOCOL.md
+//! §12.1): once the peer verified the copy, the runner records the peer's
+//! code with [`ForwardChange::Pushed`] (still `Verifying`) and asks the
+//! peer to queue the push; `Done` only once the peer took it. A later
+//! attempt that finds the peer's code recorded skips the copy. A requester
+//! has at most one forward per push id (a retried `ForwardPush` gets the
+//! one it made, [`Created::Again`]), and at most
+//! [`NewForward::max_open`] forwards not yet `Done` or `Failed`
+//! ([`Created::Full`]); both are checked in the transaction that stores.
 //!
 //! Every transition is one transaction, durable when the method returns
 //! (the [`Store`](super::Store)'s contract). A claim bumps the row's
@@ -26,8 +38,19 @@ use pickup_proto::Code;
 
 use super::{BatchId, Result};
 
+/// Where a forward's copy is pushed once the peer verified it: a
+/// terminal registered at the peer, and the requester's id for the push
+/// (a retry repeats it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushTarget {
+    /// The terminal's registered name at the peer.
+    pub terminal: String,
+    /// The requester's id for the push: unique per requester.
+    pub push_id: u64,
+}
+
 /// A forward to store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NewForward<'a> {
     /// The source batch.
     pub batch: BatchId,
@@ -41,6 +64,33 @@ pub struct NewForward<'a> {
     pub total: u64,
     /// Now, Unix seconds.
     pub now: u64,
+    /// The push after the copy, if the request was a `ForwardPush`.
+    pub push: Option<PushTarget>,
+    /// The requester may have at most this many forwards that are not
+    /// `Done` or `Failed` (`[forward] max_open_per_user`).
+    pub max_open: u32,
+}
+
+/// What [`Forwards::create_forward`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored a new forward.
+    New(ForwardRecord),
+    /// The requester already has a forward with this push id: that one,
+    /// unchanged.
+    Again(ForwardRecord),
+    /// The requester has `max_open` open forwards already: nothing stored.
+    Full,
+}
+
+impl Created {
+    /// The forward made or found, if any.
+    pub fn record(&self) -> Option<&ForwardRecord> {
+        match self {
+            Created::New(r) | Created::Again(r) => Some(r),
+            Created::Full => None,
+        }
+    }
 }
 
 /// One forward, as stored.
@@ -72,10 +122,13 @@ pub struct ForwardRecord {
     /// The peer's resume token, once it granted the batch (a capability
     /// for the partial copy: kept as the database is, private).
     pub peer_token: Option<ResumeToken>,
-    /// The peer's code for the copy, once `Done`.
+    /// The peer's code for the copy, once the peer verified it (`Done`,
+    /// or a push forward still pushing or failed at the push).
     pub peer_code: Option<Code>,
-    /// When the peer's copy expires (Unix seconds; 0 until `Done`).
+    /// When the peer's copy expires (Unix seconds; 0 until verified).
     pub peer_expires_at: u64,
+    /// The push after the copy, if any.
+    pub push: Option<PushTarget>,
     /// The number of the latest claim (0: never claimed).
     pub claim: u64,
     /// A running forward whose lease passed is due again (Unix seconds).
@@ -87,6 +140,17 @@ pub struct ForwardRecord {
 }
 
 impl ForwardRecord {
+    /// Whether it counts against its requester's open forwards.
+    pub fn is_open(&self) -> bool {
+        !self.state.is_final()
+    }
+
+    /// The peer's verified copy, if recorded and not expired at `now`:
+    /// a push forward's next attempt only pushes it.
+    pub fn verified_copy(&self, now: u64) -> Option<Code> {
+        self.peer_code.filter(|_| self.peer_expires_at > now)
+    }
+
     /// Whether `claim_forwards` at `now` would take it.
     pub fn is_due(&self, now: u64) -> bool {
         match self.state {
@@ -113,7 +177,21 @@ pub enum ForwardChange {
         /// The new end of the lease.
         lease_until: u64,
     },
-    /// The peer verified every file.
+    /// The peer verified every file of a forward with a push target:
+    /// the copy is recorded, the forward stays `Verifying` (lease to
+    /// `lease_until`) until the peer took the push.
+    Pushed {
+        /// The peer's code for the copy.
+        peer_code: Code,
+        /// When the copy expires there.
+        peer_expires_at: u64,
+        /// The peer's token of the copy.
+        peer_token: ResumeToken,
+        /// The new end of the lease.
+        lease_until: u64,
+    },
+    /// The peer verified every file (and, for a push forward, took the
+    /// push).
     Done {
         /// The peer's code for the copy.
         peer_code: Code,
@@ -165,6 +243,19 @@ impl ForwardChange {
                 r.peer_token = peer_token.or(r.peer_token);
                 r.lease_until = lease_until;
             }
+            ForwardChange::Pushed {
+                peer_code,
+                peer_expires_at,
+                peer_token,
+                lease_until,
+            } => {
+                r.state = ForwardState::Verifying;
+                r.sent = r.total;
+                r.peer_code = Some(peer_code);
+                r.peer_expires_at = peer_expires_at;
+                r.peer_token = Some(peer_token);
+                r.lease_until = lease_until;
+            }
             ForwardChange::Done {
                 peer_code,
                 peer_expires_at,
@@ -196,6 +287,8 @@ impl ForwardChange {
                 r.state = ForwardState::Retrying;
                 r.last_error = Some(reason);
                 r.peer_token = None;
+                r.peer_code = None;
+                r.peer_expires_at = 0;
                 r.sent = 0;
                 r.next_attempt_at = next_attempt_at;
                 r.lease_until = 0;
@@ -238,10 +331,17 @@ pub fn apply_retry(r: &mut ForwardRecord, now: u64) -> bool {
 /// The durable queue of forwards; every store implements it under the
 /// [`Store`](super::Store)'s durability contract.
 pub trait Forwards {
-    /// Stores a new forward, `Queued` and due at once.
-    fn create_forward(&self, new: &NewForward<'_>) -> Result<ForwardRecord>;
+    /// Stores a new forward, `Queued` and due at once; or, in the same
+    /// transaction, finds the requester's forward with the same push id
+    /// ([`Created::Again`]) or finds the requester at
+    /// [`NewForward::max_open`] ([`Created::Full`]).
+    fn create_forward(&self, new: &NewForward<'_>) -> Result<Created>;
     /// The forward `id`, if there is one.
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>>;
+    /// The forward `requester` made with push id `push_id`, if any: a
+    /// retried `ForwardPush` is answered with it before its batch is
+    /// looked up (the batch may have ended since).
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>>;
     /// Claims at most `limit` forwards due at `now`
     /// ([`ForwardRecord::is_due`]), oldest due first: each becomes
     /// `Connecting` under a new claim with a lease to `lease_until`, one

@@ -6,7 +6,7 @@
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
 
-use super::forwards::{ForwardChange, ForwardRecord, NewForward};
+use super::forwards::{Created, ForwardChange, ForwardRecord, NewForward, PushTarget};
 use super::memory::MemoryStore;
 use super::postgres::PgStore;
 use super::tests::reopen;
@@ -24,6 +24,16 @@ fn new_forward(n: u8, requester: &str, now: u64) -> NewForward<'_> {
         peer: "site-b",
         total: 1000 + u64::from(n),
         now,
+        push: None,
+        max_open: 64,
+    }
+}
+
+/// A new forward the test expects stored.
+fn create<S: Store>(store: &S, new: &NewForward<'_>) -> ForwardRecord {
+    match store.create_forward(new).unwrap() {
+        Created::New(r) => r,
+        other => panic!("not stored: {other:?}"),
     }
 }
 
@@ -45,10 +55,10 @@ fn claim_one<S: Store>(store: &S, now: u64) -> ForwardRecord {
 /// Request, claim, progress, a failed attempt, a fenced runner, the next
 /// claim, done; `crash` between steps keeps every change.
 fn lifecycle<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
-    let f = store.create_forward(&new_forward(1, "ada", 100)).unwrap();
+    let f = create(&store, &new_forward(1, "ada", 100));
     assert_eq!((f.state, f.attempts, f.claim), (ForwardState::Queued, 0, 0));
     assert_eq!((f.sent, f.total, f.requester.as_str()), (0, 1001, "ada"));
-    let second = store.create_forward(&new_forward(2, "bob", 100)).unwrap();
+    let second = create(&store, &new_forward(2, "bob", 100));
     assert!(second.id > f.id);
     store = crash(store);
     assert_eq!(store.forward(f.id).unwrap(), Some(f.clone()));
@@ -155,7 +165,7 @@ fn lifecycle<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
 /// A running forward whose lease ran out is due again (its instance
 /// crashed); failures and retries by command, by the requester only.
 fn leases_and_retries<S: Store>(store: &S) {
-    let f = store.create_forward(&new_forward(3, "ada", 100)).unwrap();
+    let f = create(store, &new_forward(3, "ada", 100));
     let c = claim_one(store, 100);
     assert_eq!(c.id, f.id);
     assert!(
@@ -210,6 +220,152 @@ fn leases_and_retries<S: Store>(store: &S) {
     assert_eq!(store.forward(f.id).unwrap().unwrap(), r);
 }
 
+/// Push forwards: one per requester and push id (a retry finds it, also
+/// when the requester is at the cap), the copy recorded while the push
+/// runs and kept when the push fails; at most `max_open` open forwards
+/// per requester, a final one no longer counting.
+fn pushes_and_caps<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
+    let push = |n: u8, requester, push_id, max_open| NewForward {
+        push: Some(PushTarget {
+            terminal: "phone".into(),
+            push_id,
+        }),
+        max_open,
+        ..new_forward(n, requester, 100)
+    };
+    let p = create(&store, &push(1, "ada", 7, 2));
+    assert_eq!(
+        p.push,
+        Some(PushTarget {
+            terminal: "phone".into(),
+            push_id: 7
+        })
+    );
+    assert_eq!(
+        store.create_forward(&push(1, "ada", 7, 2)).unwrap(),
+        Created::Again(p.clone())
+    );
+    // Push ids are the requester's own.
+    let theirs = create(&store, &push(1, "bob", 7, 2));
+    assert_ne!(theirs.id, p.id);
+    assert_eq!(store.forward_by_push("ada", 7).unwrap(), Some(p.clone()));
+    assert_eq!(
+        store.forward_by_push("bob", 7).unwrap(),
+        Some(theirs.clone())
+    );
+    assert_eq!(store.forward_by_push("ada", 8).unwrap(), None);
+    assert_eq!(store.forward_by_push("carl", 7).unwrap(), None);
+    store = crash(store);
+    assert_eq!(store.forward(p.id).unwrap(), Some(p.clone()));
+
+    // The peer verified the copy: recorded, still running.
+    let claimed = store.claim_forwards(100, 130, 5).unwrap();
+    assert_eq!(claimed.len(), 2);
+    let token = ResumeToken([5; 16]);
+    let pushed = ForwardChange::Pushed {
+        peer_code: code(50),
+        peer_expires_at: 5000,
+        peer_token: token,
+        lease_until: 160,
+    };
+    let r = store
+        .advance_forward(p.id, 1, &pushed, 101)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            r.state,
+            r.sent,
+            r.peer_code,
+            r.peer_expires_at,
+            r.lease_until
+        ),
+        (ForwardState::Verifying, 1001, Some(code(50)), 5000, 160)
+    );
+    store = crash(store);
+    assert_eq!(store.forward(p.id).unwrap(), Some(r));
+    // The peer refused the push: failed, the copy still named.
+    let fail = ForwardChange::Fail {
+        reason: ErrorCode::UnknownTerminal,
+        peer_token: None,
+    };
+    let r = store.advance_forward(p.id, 1, &fail, 102).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.last_error, r.peer_code, r.peer_token),
+        (
+            ForwardState::Failed,
+            Some(ErrorCode::UnknownTerminal),
+            Some(code(50)),
+            Some(token)
+        )
+    );
+    assert_eq!(r.verified_copy(4999), Some(code(50)));
+    assert_eq!(r.verified_copy(5000), None, "expired at the peer");
+
+    // Failed is not open: ada has none, bob one (claimed, running).
+    let a2 = create(
+        &store,
+        &NewForward {
+            max_open: 2,
+            ..new_forward(2, "ada", 110)
+        },
+    );
+    let _a3 = create(
+        &store,
+        &NewForward {
+            max_open: 2,
+            ..new_forward(3, "ada", 110)
+        },
+    );
+    let full = NewForward {
+        max_open: 2,
+        ..new_forward(4, "ada", 110)
+    };
+    assert_eq!(store.create_forward(&full).unwrap(), Created::Full);
+    // A retried push is found at the cap; another requester has room.
+    assert!(matches!(
+        store.create_forward(&push(1, "ada", 7, 2)).unwrap(),
+        Created::Again(f) if f.id == p.id
+    ));
+    create(
+        &store,
+        &NewForward {
+            max_open: 2,
+            ..new_forward(4, "bob", 110)
+        },
+    );
+    assert_eq!(
+        store.create_forward(&push(5, "bob", 8, 2)).unwrap(),
+        Created::Full,
+        "a push counts as any forward"
+    );
+    store = crash(store);
+    assert_eq!(store.create_forward(&full).unwrap(), Created::Full);
+    // One of ada's done: room for one more.
+    let claimed = store.claim_forwards(130, 160, 10).unwrap();
+    let c = claimed.iter().find(|c| c.id == a2.id).unwrap();
+    let done = ForwardChange::Done {
+        peer_code: code(60),
+        peer_expires_at: 6000,
+        peer_token: token,
+    };
+    store
+        .advance_forward(a2.id, c.claim, &done, 131)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.create_forward(&full).unwrap(),
+        Created::New(f) if f.requester == "ada"
+    ));
+    // The retry by command queues the failed push again, copy kept.
+    let r = store.retry_forward(p.id, "ada", 140).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.peer_code, r.peer_token),
+        (ForwardState::Queued, Some(code(50)), Some(token))
+    );
+    store
+}
+
 #[test]
 fn memory_store_keeps_forwards_through_a_crash() {
     lifecycle(MemoryStore::new(), |s| {
@@ -217,6 +373,10 @@ fn memory_store_keeps_forwards_through_a_crash() {
         s
     });
     leases_and_retries(&MemoryStore::new());
+    pushes_and_caps(MemoryStore::new(), |s| {
+        s.crash();
+        s
+    });
 }
 
 #[test]
@@ -229,6 +389,12 @@ fn sqlite_store_keeps_forwards_across_a_reopen() {
     }));
     let dir = tempfile::tempdir().unwrap();
     leases_and_retries(&reopen(dir.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    drop(pushes_and_caps(reopen(&path), |s| {
+        drop(s);
+        reopen(&path)
+    }));
 }
 
 #[test]
@@ -245,6 +411,13 @@ fn pg_store_keeps_forwards_across_a_reopen() {
         return;
     };
     leases_and_retries::<PgStore>(&fx.open());
+    let Some(fx) = Fx::new("pg_forward_pushes_and_caps") else {
+        return;
+    };
+    drop(pushes_and_caps(fx.open(), |s| {
+        drop(s);
+        fx.open()
+    }));
 }
 
 /// Two instances claiming at once never take the same forward.
@@ -258,7 +431,7 @@ fn pg_instances_claim_disjoint_forwards() {
     let other_dir = tempfile::tempdir().unwrap();
     let second = fx.open_in(other_dir.path());
     for n in 0..40 {
-        first.create_forward(&new_forward(n, "ada", 100)).unwrap();
+        create(&first, &new_forward(n, "ada", 100));
     }
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {

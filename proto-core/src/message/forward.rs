@@ -128,9 +128,12 @@ pub struct ForwardStatus {
     pub attempts: u8,
     /// Why the last attempt failed (`Retrying`, `Failed`), else `None`.
     pub reason: Option<ErrorCode>,
-    /// The peer's code for the copy, once `Done`.
+    /// The peer's code for the copy, once `Done`; also on `Failed` when
+    /// the copy was made and only the push of a [`ForwardPush`] failed
+    /// (the copy exists at the peer, the notice does not).
     pub peer_code: Option<Code>,
-    /// When the peer's copy expires, Unix seconds (0 until `Done`).
+    /// When the peer's copy expires, Unix seconds (0 while `peer_code`
+    /// is `None`).
     pub peer_expires_at: u64,
 }
 

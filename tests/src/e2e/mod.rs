@@ -4,6 +4,7 @@
 //!   pickup send/get ──TCP──► faulty::Proxy (seeded flips, drops, dups, cuts) ──TCP──► pickup-relay
 //!   pickup send/get ──pty──► faulty::Cable (the same faults, serial)          ──pty──► pickup-relay --serial
 //!   push:: users, terminals, `send --to`, `status`, `listen` (addressed delivery)
+//!   relay_pair:: two relays listing each other as peers (forwarding)
 //! ```
 //!
 //! The binaries are built once per test process with the same profile as
@@ -13,6 +14,7 @@
 
 pub mod faulty;
 pub mod push;
+pub mod relay_pair;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -214,6 +214,8 @@ impl Terminal {
         }
         identity::note_sent(&mut self.id, ids, msg);
         self.notices.may_be_terminal |= self.id.answered_as_terminal();
+        self.notices.may_be_peer |= self.id.answered_as_peer();
+        self.notices.users.extend(self.id.users().iter().cloned());
         notices::note_sent(&mut self.notices, book, now.as_millis() / 1000, msg);
         forwards::note_sent(&mut self.forwards, msg);
     }

@@ -21,7 +21,7 @@
 //!   one whose SHA-1 the handle's manifest named, and only on the
 //!   connection that was given the handle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use pickup_proto::code::Code;
@@ -141,6 +141,11 @@ pub(super) struct Conn {
     handles: BTreeMap<Code, BTreeMap<u16, Sha1Digest>>,
     /// A right challenge answer of t1's went out.
     terminal_answer: bool,
+    /// A right challenge answer of r1's went out (as a relay).
+    peer_answer: bool,
+    /// The users a credential the connection sent could authenticate as
+    /// (a login's, a token's, t1's owner), ever.
+    users: BTreeSet<String>,
     /// The last `Hello` said `Role::Relay`.
     relay_role: bool,
 }
@@ -150,6 +155,17 @@ impl Conn {
     /// one of t1's challenges).
     pub(super) fn answered_as_terminal(&self) -> bool {
         self.terminal_answer
+    }
+
+    /// Whether the connection may act as the peer r1 (it sent a right
+    /// answer to one of r1's challenges as a relay).
+    pub(super) fn answered_as_peer(&self) -> bool {
+        self.peer_answer
+    }
+
+    /// The users the connection may act for.
+    pub(super) fn users(&self) -> &BTreeSet<String> {
+        &self.users
     }
 }
 
@@ -214,6 +230,10 @@ pub(super) fn note_sent(conn: &mut Conn, run: &Run, msg: &Message<'_>) {
     };
     if let Some(e) = expected {
         conn.terminal_answer |= e.via == Via::Terminal;
+        conn.peer_answer |= e.via == Via::Peer;
+        if e.via != Via::Peer {
+            conn.users.insert(e.user.clone());
+        }
         conn.maybe_authenticated = true;
         conn.expected.push(e);
     }

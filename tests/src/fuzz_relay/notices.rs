@@ -1,7 +1,8 @@
 //! Addressed delivery in the `relay_session` harness (PROTOCOL.md §11):
 //! plausible `Push`, `DeliveryStatus`, `Listen`, `NoticeAck`, `Receipt`,
 //! `NoticeRefuse` and `AllowSender` (ids the relay gave or forged ones),
-//! doorbell wakes, and the checks on what the relay answers and stores.
+//! a peer relay's `PeerPush` (PROTOCOL.md §12.1) for its users, doorbell
+//! wakes, and the checks on what the relay answers and stores.
 //!
 //! The run's relay has short push deadlines and small caps (see
 //! [`push_settings`]), so a few operations reach `Offline`, `Expired` and
@@ -9,8 +10,12 @@
 //!
 //! Invariants:
 //! - the store (read after every operation) holds deliveries only to the
-//!   registered terminal t1, from ada or bob (bob only after an
-//!   `AllowSender` for him was sent); a delivery is `Delivered` only after
+//!   registered terminal t1, from ada, or from a sender an `AllowSender`
+//!   named: bob, or a user of the peer r1 (`alice@r1`, and then only after
+//!   a connection that answered r1's challenge sent a `PeerPush` for
+//!   alice; a grant to the local bob or to `alice@r9` lets no user of r1
+//!   through), and from a local user only after a connection that may act
+//!   for that user sent a `Push`; a delivery is `Delivered` only after
 //!   a `Receipt` of its id from a connection that answered t1's
 //!   challenge, `Refused` only after such a `NoticeRefuse`, and a final
 //!   state never changes;
@@ -21,15 +26,15 @@
 //!   t1's challenge, and says what the store says of its delivery (t1's,
 //!   same code, sender, files and size);
 //! - `Settled` answers a `Receipt` or `NoticeRefuse` of that id sent on
-//!   the connection; `Delivery` answers a `Push` or `DeliveryStatus` and
-//!   names t1.
+//!   the connection; `Delivery` answers a `Push`, `PeerPush` or
+//!   `DeliveryStatus` and names t1.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use pickup_proto::code::Code;
 use pickup_proto::message::{
-    AllowSender, DeliveryState, DeliveryStatus, Message, NoticeAck, NoticeRefuse, Push, Receipt,
-    RefuseReason,
+    AllowSender, DeliveryState, DeliveryStatus, Message, NoticeAck, NoticeRefuse, PeerPush, Push,
+    Receipt, RefuseReason,
 };
 use pickup_relay::codes::code_key;
 use pickup_relay::mailbox::{DeliveryRecord, Mailbox, PushSettings};
@@ -38,10 +43,15 @@ use super::{Fuzz, Input, RelaySummary};
 
 /// Whom a `Push` names: the terminal, an unknown one, a user, a hostile name.
 const PUSH_TARGETS: [&str; 4] = ["t1", "t9", "ada", "../t1"];
-/// Whom `AllowSender` names: a user, the owner, an unknown one, a hostile name.
-const SENDERS: [&str; 4] = ["bob", "ada", "carol", "../bob"];
-/// The users who may push (the senders the store is read for).
-const PUSHERS: [&str; 2] = ["ada", "bob"];
+/// Whom `AllowSender` names: a user, the owner, an unknown one, a hostile
+/// name, a user of the peer r1, one of a relay not listed.
+const SENDERS: [&str; 6] = ["bob", "ada", "carol", "../bob", "alice@r1", "alice@r9"];
+/// Whom r1's `PeerPush` names as its sender: a user it may be allowed
+/// for, users named as local ones are, a hostile name.
+const REMOTE_USERS: [&str; 4] = ["alice", "bob", "ada", "../alice"];
+/// The senders the store is read for: the users, and r1's users as the
+/// relay names them.
+const PUSHERS: [&str; 5] = ["ada", "bob", "alice@r1", "bob@r1", "ada@r1"];
 const REASONS: [RefuseReason; 4] = [
     RefuseReason::TooLarge,
     RefuseReason::Sender,
@@ -80,11 +90,15 @@ pub(super) struct Conn {
     listened: bool,
     /// It sent a right challenge answer of t1's.
     pub(super) may_be_terminal: bool,
+    /// It sent a right challenge answer of r1's (as a relay).
+    pub(super) may_be_peer: bool,
+    /// The users it may act for (identity's `Conn::users`).
+    pub(super) users: BTreeSet<String>,
     /// Notice ids it was sent, in order.
     seen: Vec<u64>,
     /// Ids of the `Receipt`s and `NoticeRefuse`s it sent.
     verdicts: BTreeSet<u64>,
-    /// It sent a `Push` or `DeliveryStatus`.
+    /// It sent a `Push`, `PeerPush` or `DeliveryStatus`.
     asked: bool,
 }
 
@@ -98,8 +112,13 @@ pub(super) struct Book {
     finals: BTreeMap<u64, DeliveryState>,
     /// Every delivery id seen in the store or in a notice.
     ids: BTreeSet<u64>,
-    /// An `AllowSender` of bob was sent.
-    bob_allowed: bool,
+    /// Senders an `AllowSender` (allowing) was sent for.
+    allowed: BTreeSet<String>,
+    /// Users a connection that may act for them sent a `Push` as.
+    pushed_as: BTreeSet<String>,
+    /// r1's users a connection that may be r1 sent a `PeerPush` for, as
+    /// the relay names them (`alice@r1`).
+    peer_pushed: BTreeSet<String>,
 }
 
 /// Notes what a connection sends.
@@ -122,8 +141,20 @@ pub(super) fn note_sent(conn: &mut Conn, book: &mut Book, now_secs: u64, msg: &M
                 book.refusals.insert(r.id);
             }
         }
-        Message::Push(_) | Message::DeliveryStatus(_) => conn.asked = true,
-        Message::AllowSender(a) if a.sender == "bob" && a.allow => book.bob_allowed = true,
+        Message::Push(_) => {
+            conn.asked = true;
+            book.pushed_as.extend(conn.users.iter().cloned());
+        }
+        Message::DeliveryStatus(_) => conn.asked = true,
+        Message::PeerPush(p) => {
+            conn.asked = true;
+            if conn.may_be_peer {
+                book.peer_pushed.insert(format!("{}@r1", p.sender));
+            }
+        }
+        Message::AllowSender(a) if a.allow => {
+            book.allowed.insert(a.sender.to_owned());
+        }
         _ => {}
     }
 }
@@ -139,6 +170,13 @@ impl Fuzz {
         input: &mut Input<'_>,
     ) -> Option<()> {
         let msg: Message<'static> = match (sel - 224) % 10 {
+            // 234: the one selector past the ten below.
+            0 if sel == 234 => Message::PeerPush(PeerPush {
+                push_id: u64::from(input.byte()? % 8),
+                code,
+                terminal: PUSH_TARGETS[usize::from(arg >> 5) % PUSH_TARGETS.len()],
+                sender: REMOTE_USERS[usize::from(input.byte()?) % REMOTE_USERS.len()],
+            }),
             0 => Message::Push(Push {
                 push_id: u64::from(input.byte()? % 8),
                 code,
@@ -157,7 +195,7 @@ impl Fuzz {
                 reason: REASONS[usize::from(input.byte()?) % REASONS.len()],
             }),
             6 => Message::AllowSender(AllowSender {
-                sender: SENDERS[usize::from(arg) % SENDERS.len()],
+                sender: SENDERS[usize::from(arg & 0x7f) % SENDERS.len()],
                 allow: arg & 0x80 == 0,
             }),
             k => {
@@ -229,8 +267,18 @@ impl Fuzz {
         for d in self.deliveries() {
             assert_eq!(d.terminal, "t1", "a delivery to {:?}: {d:?}", d.terminal);
             assert!(
-                d.sender == "ada" || self.book.bob_allowed,
+                d.sender == "ada" || self.book.allowed.contains(&d.sender),
                 "a delivery from {} whom ada never allowed: {d:?}",
+                d.sender
+            );
+            let (pushed, by) = if d.sender.contains('@') {
+                (&self.book.peer_pushed, "r1")
+            } else {
+                (&self.book.pushed_as, "a connection that may act for them")
+            };
+            assert!(
+                pushed.contains(&d.sender),
+                "a delivery from {}, for whom {by} never pushed: {d:?}",
                 d.sender
             );
             match d.state {
@@ -337,7 +385,7 @@ impl Fuzz {
             Message::Delivery(d) => {
                 assert!(
                     conn.asked,
-                    "a Delivery to terminal {t}, which sent no Push or DeliveryStatus"
+                    "a Delivery to terminal {t}, which sent no Push, PeerPush or DeliveryStatus"
                 );
                 assert_eq!(d.terminal, "t1", "a delivery to {:?}", d.terminal);
                 summary.deliveries += 1;
@@ -384,16 +432,26 @@ impl super::RelayScript {
         self.say(t, 229, id, &[3])
     }
 
-    /// Terminal `t`'s user lets bob (`who` 0), itself (1), carol (2) or a
-    /// hostile name (3) push to its terminals, or stops letting them.
+    /// Terminal `t`'s user lets bob (`who` 0), itself (1), carol (2), a
+    /// hostile name (3), r1's alice (4, `alice@r1`) or alice of the
+    /// unlisted r9 (5) push to its terminals, or stops letting them.
     pub fn allow_sender(&mut self, t: u8, who: u8, allow: bool) -> &mut Self {
         let revoke = if allow { 0 } else { 0x80 };
-        self.say(t, 230, (who % 4) | revoke, &[])
+        self.say(t, 230, (who % 6) | revoke, &[])
     }
 
     /// Terminal `t`'s driver checks its session's doorbell and wakes it if it rang.
     pub fn wake(&mut self, t: u8) -> &mut Self {
         self.say(t, 231, 0, &[])
+    }
+
+    /// Terminal `t` (a peer relay's connection) pushes the first batch
+    /// the relay granted (`known`), or a code nobody was given, to a
+    /// target as in [`push`](Self::push), for r1's user alice (`who` 0),
+    /// bob (1), ada (2) or a hostile name (3), as push `push_id` (below 8).
+    pub fn peer_push(&mut self, t: u8, known: bool, target: u8, who: u8, push_id: u8) -> &mut Self {
+        let code = if known { 0 } else { 7 };
+        self.say(t, 234, ((target % 4) << 5) | code, &[push_id % 8, who % 4])
     }
 }
 
@@ -450,6 +508,49 @@ mod tests {
         );
     }
 
+    /// ada lets r1's alice push to her terminals; r1 authenticates,
+    /// uploads and pushes for alice (and for bob, whom ada allowed only
+    /// as her relay's bob); t1 listens.
+    pub(crate) fn peer_push_listen(allow_alice: bool) -> RelayScript {
+        let mut s = RelayScript::new(3);
+        s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+        s.allow_sender(1, 0, true).transmit(1);
+        if allow_alice {
+            s.allow_sender(1, 4, true).transmit(1);
+        }
+        s.connect(0).hello_as_relay(0, 2).transmit(0);
+        s.peer_auth(0)
+            .transmit(0)
+            .challenge_answer(0, true)
+            .transmit(0);
+        s.upload_small(0);
+        s.peer_push(0, true, 0, 0, 1)
+            .peer_push(0, true, 0, 0, 1)
+            .peer_push(0, true, 0, 1, 2)
+            .transmit(0);
+        s.connect_as_t1(2).listen(2).transmit(2);
+        s
+    }
+
+    #[test]
+    fn a_peers_push_reaches_t1_only_for_a_user_the_owner_allowed() {
+        let allowed = drive_relay(peer_push_listen(true).bytes());
+        // ada's login, r1 and t1 authenticated; alice's push and its
+        // retry answered, bob@r1 refused; one notice.
+        assert_eq!(
+            (
+                allowed.authenticated,
+                allowed.deliveries,
+                allowed.inboxes,
+                allowed.notices
+            ),
+            (3, 2, 1, 1),
+            "{allowed:?}"
+        );
+        let refused = drive_relay(peer_push_listen(false).bytes());
+        assert_eq!((refused.deliveries, refused.notices), (0, 0), "{refused:?}");
+    }
+
     #[test]
     fn forged_receipts_deliver_nothing() {
         let mut s = RelayScript::new(3);
@@ -499,14 +600,15 @@ mod tests {
     #[test]
     fn mutated_notice_seeds_do_not_break_the_relay() {
         let mut rng = crate::sim::rng::SimRng::new(79);
-        let base = push_listen_receipt();
-        for _ in 0..300 {
-            let mut m = base.bytes().to_vec();
-            for _ in 0..1 + rng.below(3) {
-                let i = rng.below(m.len() as u64) as usize;
-                m[i] = rng.next_u64() as u8;
+        for base in [push_listen_receipt(), peer_push_listen(true)] {
+            for _ in 0..300 {
+                let mut m = base.bytes().to_vec();
+                for _ in 0..1 + rng.below(3) {
+                    let i = rng.below(m.len() as u64) as usize;
+                    m[i] = rng.next_u64() as u8;
+                }
+                drive_relay(&m);
             }
-            drive_relay(&m);
         }
     }
 }

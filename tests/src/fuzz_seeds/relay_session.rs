@@ -289,6 +289,33 @@ pub(super) fn notice_seeds() -> Vec<Seed> {
         s.bytes().to_vec(),
     ));
 
+    // ada lets r1's alice push to her terminals (and alice of the
+    // unlisted r9); r1 authenticates, uploads, pushes for alice twice
+    // (one id) and for bob; t1 listens and confirms.
+    let mut s = RelayScript::new(3);
+    s.connect(1).hello(1, 2).login(1, 0, true).transmit(1);
+    s.allow_sender(1, 4, true)
+        .allow_sender(1, 5, true)
+        .allow_sender(1, 0, true)
+        .transmit(1);
+    s.connect(0).hello_as_relay(0, 2).transmit(0);
+    s.peer_auth(0)
+        .transmit(0)
+        .challenge_answer(0, true)
+        .transmit(0);
+    s.upload_small(0);
+    s.peer_push(0, true, 0, 0, 1)
+        .peer_push(0, true, 0, 0, 1)
+        .peer_push(0, true, 0, 1, 2)
+        .transmit(0);
+    s.connect_as_t1(2).listen(2).transmit(2);
+    s.receipt(2, 0).transmit(2);
+    seeds.push(seed(
+        "relay_session",
+        "peer-authenticates-uploads-then-pushes",
+        s.bytes().to_vec(),
+    ));
+
     // A 60-second code pushed and never confirmed: past the confirm
     // deadline the sweep makes it Offline (kept 900 s), then Expired.
     let mut s = RelayScript::new(0x10 | 3);

@@ -1,9 +1,10 @@
 //! One request at a time over a fresh link: what the account and
 //! named-file commands need (a login, a listing, a removal), which have
-//! no bytes to move and nothing to resume.
+//! no bytes to move and nothing to resume; and what a relay asks a peer
+//! relay beyond uploads (`PeerPush`, through `cli::dial::PeerSession`).
 //!
 //! ```text
-//!   dial ──Hello──► Welcome ──[authenticate]──► request ──► reply | Error
+//!   dial ──Hello{role}──► Welcome ──[authenticate]──► request ──► reply | Error
 //! ```
 //!
 //! Every wait is bounded ([`REPLY_TIMEOUT`]); a relay that does not answer
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use embedded_io::{Read, Write};
 use pickup_proto::frame::Decoder;
-use pickup_proto::identity::{terminal_mac, TerminalIdentity};
+use pickup_proto::identity::{relay_mac, terminal_mac, RelayIdentity, TerminalIdentity};
 use pickup_proto::message::{
     AuthToken, Authenticate, ChallengeAnswer, DeliveryState, ForwardStatus, Hello, Kind, Message,
     Role, TerminalAuth,
@@ -45,7 +46,7 @@ pub(crate) enum Reply {
     Done,
     /// A manifest and its entries.
     Listing(Vec<Listed>),
-    /// Where one delivery stands (the answer to a `Push`).
+    /// Where one delivery stands (the answer to a `Push` or a `PeerPush`).
     Delivery(Delivered),
     /// The deliveries of a code (the answer to a `DeliveryStatus`).
     Deliveries(Vec<Delivered>),
@@ -99,8 +100,15 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    /// Dials `addr` and opens a session (Hello, Welcome).
+    /// Dials `addr` and opens a terminal's session (Hello, Welcome).
     pub fn open(addr: &Relays) -> Result<Exchange, Failure> {
+        Exchange::open_as(addr, Role::Terminal)
+    }
+
+    /// Dials `addr` and opens a session whose `Hello` says `role`: a
+    /// relay's session to a peer says [`Role::Relay`] and authenticates
+    /// with [`Credential::Relay`].
+    pub fn open_as(addr: &Relays, role: Role) -> Result<Exchange, Failure> {
         let mut connector: RelayConnector = addr.dial()?;
         let link = connector
             .connect()
@@ -116,7 +124,7 @@ impl Exchange {
         };
         ex.send(&Message::Hello(Hello {
             version: PROTOCOL_VERSION,
-            role: Role::Terminal,
+            role,
             max_frame: RX as u32,
             window: 0,
             caps: 0,
@@ -153,19 +161,30 @@ impl Exchange {
         kind: Kind,
         pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
     ) -> Result<T, Failure> {
+        self.await_answer(kind, pick)?
+            .map_err(|code| refusal(code, &self.relay))
+    }
+
+    /// [`await_reply`](Self::await_reply) with the relay's refusal as
+    /// its code.
+    fn await_answer<T>(
+        &mut self,
+        kind: Kind,
+        pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
+    ) -> Result<Result<T, ErrorCode>, Failure> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         self.await_until(kind, deadline, pick)?
             .ok_or_else(|| self.lost("no answer"))
     }
 
-    /// [`await_reply`](Self::await_reply) until `deadline`: `None` if
+    /// [`await_answer`](Self::await_answer) until `deadline`: `None` if
     /// nothing came by then.
     fn await_until<T>(
         &mut self,
         kind: Kind,
         deadline: Instant,
         mut pick: impl FnMut(Message<'_>) -> Option<Result<T, ErrorCode>>,
-    ) -> Result<Option<T>, Failure> {
+    ) -> Result<Option<Result<T, ErrorCode>>, Failure> {
         loop {
             // Decode what is buffered first.
             let mut input: &[u8] = &self.pending;
@@ -186,7 +205,7 @@ impl Exchange {
             let used = self.pending.len() - input.len();
             self.pending.drain(..used);
             if let Some(v) = verdict {
-                return v.map(Some).map_err(|code| refusal(code, &self.relay));
+                return Ok(Some(v));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -202,12 +221,18 @@ impl Exchange {
 
     /// Sends `msg` and waits for its reply.
     pub fn request(&mut self, msg: &Message<'_>) -> Result<Reply, Failure> {
+        self.ask(msg)?.map_err(|code| refusal(code, &self.relay))
+    }
+
+    /// Sends `msg` and waits for its reply, or the relay's refusal as its
+    /// code (a failed link is the `Err`).
+    pub fn ask(&mut self, msg: &Message<'_>) -> Result<Result<Reply, ErrorCode>, Failure> {
         let kind = msg.kind();
         self.send(msg)?;
         let mut listing: Option<(usize, Vec<Listed>)> = None;
         let mut deliveries = Vec::new();
-        self.await_reply(kind, |m| match m {
-            Message::Delivery(d) if kind == Kind::Push => {
+        self.await_answer(kind, |m| match m {
+            Message::Delivery(d) if matches!(kind, Kind::Push | Kind::PeerPush) => {
                 Some(Ok(Reply::Delivery(Delivered::of(&d))))
             }
             Message::Delivery(d) if kind == Kind::DeliveryStatus => {
@@ -227,7 +252,9 @@ impl Exchange {
                 expires_at: a.expires_at,
             })),
             Message::Challenge(c) => Some(Ok(Reply::Challenge(c.nonce))),
-            Message::ForwardAccepted(a) if kind == Kind::ForwardRequest => {
+            Message::ForwardAccepted(a)
+                if matches!(kind, Kind::ForwardRequest | Kind::ForwardPush) =>
+            {
                 Some(Ok(Reply::ForwardAccepted(a.id)))
             }
             Message::ForwardStatus(s)
@@ -254,40 +281,59 @@ impl Exchange {
     /// `once`, answered already), if one comes within `wait`. A quiet
     /// relay is asked with a `Keepalive` so the session stays open.
     pub fn next_status(&mut self, wait: Duration) -> Result<Option<ForwardStatus>, Failure> {
-        let status = self.await_until(Kind::ForwardWatch, Instant::now() + wait, |m| match m {
-            Message::ForwardStatus(s) => Some(Ok(s)),
-            _ => None,
-        })?;
+        let status = self
+            .await_until(Kind::ForwardWatch, Instant::now() + wait, |m| match m {
+                Message::ForwardStatus(s) => Some(Ok(s)),
+                _ => None,
+            })?
+            .transpose()
+            .map_err(|code| refusal(code, &self.relay))?;
         if status.is_none() {
             self.send(&Message::Keepalive)?;
         }
         Ok(status)
     }
 
-    /// Authenticates the session as a terminal or with a kept token; the
-    /// user the session now acts for.
+    /// Authenticates the session as a terminal, a peer relay or with a
+    /// kept token; the user the session now acts for.
     pub fn authenticate(&mut self, who: &Credential) -> Result<String, Failure> {
+        self.try_authenticate(who)?
+            .map_err(|code| refusal(code, &self.relay))
+    }
+
+    /// [`authenticate`](Self::authenticate), with the relay's refusal as
+    /// its code.
+    pub fn try_authenticate(
+        &mut self,
+        who: &Credential,
+    ) -> Result<Result<String, ErrorCode>, Failure> {
         let reply = match who {
             Credential::Token(token) => {
-                self.request(&Message::Authenticate(Authenticate { token: *token }))?
+                self.ask(&Message::Authenticate(Authenticate { token: *token }))?
             }
-            Credential::Terminal { name, key } => {
-                let id = TerminalIdentity { name, key: *key };
-                let Reply::Challenge(nonce) =
-                    self.request(&Message::TerminalAuth(TerminalAuth { terminal: name }))?
-                else {
-                    return Err(Failure::new(Exit::Refused, "the relay sent no challenge"));
+            Credential::Terminal { name, key } | Credential::Relay { name, key } => {
+                let nonce =
+                    match self.ask(&Message::TerminalAuth(TerminalAuth { terminal: name }))? {
+                        Ok(Reply::Challenge(nonce)) => nonce,
+                        Ok(_) => {
+                            return Err(Failure::new(Exit::Refused, "the relay sent no challenge"))
+                        }
+                        Err(code) => return Ok(Err(code)),
+                    };
+                let mac = match who {
+                    Credential::Relay { .. } => relay_mac(key, &nonce, name),
+                    _ => terminal_mac(key, &nonce, name),
                 };
-                let mac = terminal_mac(&id.key, &nonce, id.name);
-                self.request(&Message::ChallengeAnswer(ChallengeAnswer { mac }))?
+                self.ask(&Message::ChallengeAnswer(ChallengeAnswer { mac }))?
             }
         };
         match reply {
-            Reply::Authenticated { user, .. } => Ok(user),
-            _ => Err(Failure::new(
+            Ok(Reply::Authenticated { user, .. }) => Ok(Ok(user)),
+            Ok(_) => Err(Failure::new(
                 Exit::Refused,
                 "the relay did not authenticate",
             )),
+            Err(code) => Ok(Err(code)),
         }
     }
 
@@ -307,6 +353,12 @@ pub(crate) enum Credential {
         name: String,
         key: pickup_proto::identity::DeviceKey,
     },
+    /// A relay towards its peer: the name the peer lists it under and
+    /// the key the two share (the session's `Hello` says `Role::Relay`).
+    Relay {
+        name: String,
+        key: pickup_proto::identity::DeviceKey,
+    },
 }
 
 impl Credential {
@@ -316,6 +368,9 @@ impl Credential {
             Credential::Token(token) => pickup_proto::identity::Credential::Token(*token),
             Credential::Terminal { name, key } => {
                 pickup_proto::identity::Credential::Terminal(TerminalIdentity { name, key: *key })
+            }
+            Credential::Relay { name, key } => {
+                pickup_proto::identity::Credential::Relay(RelayIdentity { name, key: *key })
             }
         }
     }

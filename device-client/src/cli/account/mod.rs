@@ -15,7 +15,7 @@ use pickup_proto::identity::DeviceKey;
 use pickup_proto::message::{Login as LoginMsg, Message, RemoveNamed, ShareNamed};
 use serde_json::json;
 
-pub(crate) use exchange::{Credential, Delivered, Exchange, Reply};
+pub(crate) use exchange::{refusal, Credential, Delivered, Exchange, Reply};
 
 use super::addr::Relays;
 use super::state::{Login, LoginFile};

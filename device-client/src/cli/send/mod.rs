@@ -43,11 +43,16 @@ pub(crate) struct SendArgs {
     name: Option<String>,
     /// Also deliver the batch to this registered terminal (repeatable):
     /// it is told at once if connected, else when it next connects
-    /// (needs `pickup login` or --terminal)
-    #[arg(long = "to", value_name = "TERMINAL")]
+    /// (needs `pickup login` or --terminal). TERMINAL@PEER is a terminal
+    /// at the peer relay PEER: the relay copies the batch there and the
+    /// peer queues the notice; send follows the copy until the notice is
+    /// queued (exit 0) or the forward failed (exit 2)
+    #[arg(long = "to", value_name = "TERMINAL[@PEER]")]
     to: Vec<String>,
-    /// With --to: wait until every terminal confirmed the files (exit 0),
-    /// refused them (exit 6) or let them expire (exit 7)
+    /// With --to: wait until every terminal of this relay confirmed the
+    /// files (exit 0), refused them (exit 6) or let them expire (exit 7).
+    /// A TERMINAL@PEER's receipt is the peer's and not seen here: for
+    /// those, send waits only until the peer queued the notice
     #[arg(long, requires = "to")]
     wait: bool,
 }
@@ -95,6 +100,8 @@ pub(crate) fn put(args: PutArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn run(args: SendArgs) -> Result<(), Failure> {
+    // Before any byte is sent: a malformed target is a usage error.
+    deliver::targets(&args.to)?;
     // A kept login or --terminal authenticates plain sends too, so that a
     // relay that admits only its users accepts them.
     let credential = if args.to.is_empty() {
@@ -426,19 +433,27 @@ fn run_mode(
                     return Ok(());
                 }
                 // The code is out already: a push that fails leaves it usable.
-                let deliveries = if args.to.is_empty() {
+                let (local, remote) = deliver::targets(&args.to)?;
+                let deliveries = if local.is_empty() {
                     Vec::new()
                 } else {
                     let say_line = |line: &str| say(&ui.bar, ui.tty, line);
-                    let pushed = deliver::push(&args.common, code, &args.to)?;
+                    let pushed = deliver::push(&args.common, code, &local)?;
                     if args.wait {
-                        deliver::wait(&args.common, code, &args.to, &say_line)?
+                        deliver::wait(&args.common, code, &local, &say_line)?
                     } else {
                         for d in &pushed {
                             say_line(&deliver::line(d));
                         }
                         pushed
                     }
+                };
+                // Terminals at peer relays: forwarded, then pushed there.
+                let across = if remote.is_empty() {
+                    Vec::new()
+                } else {
+                    let ids = deliver::push_across(&args.common, code, &remote)?;
+                    deliver::follow_across(&args.common, &ui, &remote, &ids)?
                 };
                 if args.common.json {
                     let files: Vec<_> = locals
@@ -459,6 +474,14 @@ fn run_mode(
                     if !deliveries.is_empty() {
                         let list: Vec<_> = deliveries.iter().map(deliver::to_json).collect();
                         doc["deliveries"] = json!(list);
+                    }
+                    if !across.is_empty() {
+                        let list: Vec<_> = remote
+                            .iter()
+                            .zip(&across)
+                            .map(|(r, s)| deliver::across_json(r, s))
+                            .collect();
+                        doc["forwards"] = json!(list);
                     }
                     outln!("{doc}");
                 } else if stdout_tty {

@@ -1,10 +1,11 @@
 //! Forwarding on sessions (PROTOCOL.md §12): requests and their
 //! refusals, who sees a forward, a watch woken by the board with statuses
-//! spaced 250 ms apart and ended by a final one, and retries. The
-//! forwarder is played by hand against the store and the board.
+//! spaced 250 ms apart and ended by a final one, and retries; push
+//! forwards (§12.1) and the cap on a user's open forwards. The forwarder
+//! is played by hand against the store and the board.
 
 use pickup_proto::message::{
-    ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
+    ForwardPush, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
 };
 
 use super::*;
@@ -50,6 +51,27 @@ fn request(s: &mut Session, now: Instant, code: Code, peer: &str) -> Vec<Reply> 
         s,
         now,
         Message::ForwardRequest(ForwardRequest { code, peer }),
+    );
+    drain(s)
+}
+
+fn push(
+    s: &mut Session,
+    now: Instant,
+    code: Code,
+    peer: &str,
+    terminal: &str,
+    push_id: u64,
+) -> Vec<Reply> {
+    send(
+        s,
+        now,
+        Message::ForwardPush(ForwardPush {
+            code,
+            peer,
+            terminal,
+            push_id,
+        }),
     );
     drain(s)
 }
@@ -270,4 +292,157 @@ fn only_the_users_forward_users_lists_may_request_or_retry() {
         request(&mut ada, w.now(), code, "site-b")[..],
         [Reply::ForwardAccepted(_)]
     ));
+}
+
+#[test]
+fn a_push_is_checked_as_a_request_and_its_retry_answers_the_same_forward() {
+    let mut w = world_with(crate::config::ForwardSettings {
+        users: Some(vec!["ada".into()]),
+        ..crate::config::ForwardSettings::default()
+    });
+    let code = uploaded(&mut w, 1, b"push me across");
+    let mut anon = open(&w, 2);
+    assert_eq!(
+        push(&mut anon, w.now(), code, "site-b", "phone", 1),
+        [Reply::Error(ErrorCode::AuthRequired, 0)]
+    );
+    let mut bob = user(&w, 3, "bob");
+    assert_eq!(
+        push(&mut bob, w.now(), code, "site-b", "phone", 1),
+        [Reply::Error(ErrorCode::NotAllowed, 0)]
+    );
+    let mut ada = user(&w, 4, "ada");
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-c", "phone", 1),
+        [Reply::Error(ErrorCode::UnknownPeer, 0)]
+    );
+    for bad in ["Phone", "", "a b", "phone@site-b"] {
+        assert_eq!(
+            push(&mut ada, w.now(), code, "site-b", bad, 1),
+            [Reply::Error(ErrorCode::UnknownTerminal, 0)],
+            "{bad:?}"
+        );
+    }
+    let unknown = Code::from_parts(code.len(), 1).unwrap();
+    assert_eq!(
+        push(&mut ada, w.now(), unknown, "site-b", "phone", 1),
+        [Reply::Error(ErrorCode::UnknownCode, 0)]
+    );
+    let [Reply::ForwardAccepted(id)] = push(&mut ada, w.now(), code, "site-b", "phone", 1)[..]
+    else {
+        panic!("not accepted");
+    };
+    // A retry (the same push id) is the same forward; another push another.
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "phone", 1),
+        [Reply::ForwardAccepted(id)]
+    );
+    let [Reply::ForwardAccepted(other)] = push(&mut ada, w.now(), code, "site-b", "tablet", 2)[..]
+    else {
+        panic!("not accepted");
+    };
+    assert_ne!(other, id);
+    let stored = w.store.forward(id).unwrap().unwrap();
+    assert_eq!(
+        stored.push,
+        Some(crate::store::forwards::PushTarget {
+            terminal: "phone".into(),
+            push_id: 1
+        })
+    );
+    assert_eq!(
+        status_of(&watch(&mut ada, w.now(), id, true)).state,
+        ForwardState::Queued
+    );
+    // The batch ended since: a retry still gets the forward it made.
+    let key = crate::codes::code_key(&code);
+    let crate::store::Lookup::Live(batch) = w.store.find_by_code(&key, w.now / 1000).unwrap()
+    else {
+        panic!("the batch is live");
+    };
+    w.store.end_batch(batch.id, w.now / 1000).unwrap();
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "phone", 1),
+        [Reply::ForwardAccepted(id)]
+    );
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "phone", 3),
+        [Reply::Error(ErrorCode::Expired, 0)]
+    );
+}
+
+#[test]
+fn past_max_open_per_user_requests_and_pushes_are_refused_with_queue_full() {
+    let mut w = world_with(crate::config::ForwardSettings {
+        max_open_per_user: 1,
+        ..crate::config::ForwardSettings::default()
+    });
+    let code = uploaded(&mut w, 1, b"one at a time");
+    let mut ada = user(&w, 2, "ada");
+    let [Reply::ForwardAccepted(id)] = push(&mut ada, w.now(), code, "site-b", "phone", 1)[..]
+    else {
+        panic!("not accepted");
+    };
+    assert_eq!(
+        request(&mut ada, w.now(), code, "site-b"),
+        [Reply::Error(ErrorCode::QueueFull, 0)]
+    );
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "tablet", 2),
+        [Reply::Error(ErrorCode::QueueFull, 0)]
+    );
+    // The retry of the open push is still answered; another user has room.
+    assert_eq!(
+        push(&mut ada, w.now(), code, "site-b", "phone", 1),
+        [Reply::ForwardAccepted(id)]
+    );
+    let mut bob = user(&w, 3, "bob");
+    assert!(matches!(
+        request(&mut bob, w.now(), code, "site-b")[..],
+        [Reply::ForwardAccepted(_)]
+    ));
+}
+
+#[test]
+fn a_push_the_peer_refused_fails_with_the_reason_and_names_the_copy() {
+    let mut w = world();
+    let code = uploaded(&mut w, 1, b"copied, not pushed");
+    let mut ada = user(&w, 2, "ada");
+    let [Reply::ForwardAccepted(id)] = push(&mut ada, w.now(), code, "site-b", "phone", 1)[..]
+    else {
+        panic!("not accepted");
+    };
+    let now_secs = w.now / 1000;
+    let claim = w.store.claim_forwards(now_secs, now_secs + 60, 4).unwrap()[0].claim;
+    let peer_code = Code::from_parts(code.len(), 99).unwrap();
+    let pushed = ForwardChange::Pushed {
+        peer_code,
+        peer_expires_at: 1_800_000_000,
+        peer_token: ResumeToken([3; 16]),
+        lease_until: now_secs + 60,
+    };
+    w.store
+        .advance_forward(id, claim, &pushed, now_secs)
+        .unwrap();
+    // Copied and pushing: not done yet, no code shown.
+    let s = status_of(&watch(&mut ada, w.now(), id, true));
+    assert_eq!(
+        (s.state, s.sent, s.peer_code),
+        (ForwardState::Verifying, 18, None)
+    );
+    let fail = ForwardChange::Fail {
+        reason: ErrorCode::UnknownTerminal,
+        peer_token: None,
+    };
+    w.store.advance_forward(id, claim, &fail, now_secs).unwrap();
+    let s = status_of(&watch(&mut ada, w.now(), id, true));
+    assert_eq!(
+        (s.state, s.reason, s.peer_code, s.peer_expires_at),
+        (
+            ForwardState::Failed,
+            Some(ErrorCode::UnknownTerminal),
+            Some(peer_code),
+            1_800_000_000
+        )
+    );
 }

@@ -598,6 +598,7 @@ mod limits;
 mod lookups;
 mod notices;
 mod page_link;
+mod peer_push;
 mod peers;
 mod proofs;
 mod quota;

@@ -29,7 +29,7 @@ fn world(settings: Settings) -> World {
     World::with_directory(settings, dir)
 }
 
-fn terminal(w: &World, peer: u64, name: &str, key: DeviceKey) -> Session {
+pub(super) fn terminal(w: &World, peer: u64, name: &str, key: DeviceKey) -> Session {
     let mut s = open(w, peer);
     send(
         &mut s,

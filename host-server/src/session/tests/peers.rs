@@ -44,7 +44,7 @@ fn hello_as(role: Role) -> Message<'static> {
     })
 }
 
-fn open_as(w: &World, peer: u64, role: Role) -> Session {
+pub(super) fn open_as(w: &World, peer: u64, role: Role) -> Session {
     let mut s = w.session(peer, Link::TCP);
     send(&mut s, w.now(), hello_as(role));
     assert_eq!(drain(&mut s), [Reply::Welcome]);
@@ -53,7 +53,7 @@ fn open_as(w: &World, peer: u64, role: Role) -> Session {
 
 /// `TerminalAuth{name}` and an answer made by `mac` from the challenge;
 /// the replies to the answer (the challenge itself is checked).
-fn answer(
+pub(super) fn answer(
     s: &mut Session,
     now: Instant,
     name: &str,
@@ -76,7 +76,7 @@ fn answer(
     drain(s)
 }
 
-fn as_relay(key: DeviceKey, name: &str) -> impl Fn(&[u8; 16]) -> Sha1Digest + '_ {
+pub(super) fn as_relay(key: DeviceKey, name: &str) -> impl Fn(&[u8; 16]) -> Sha1Digest + '_ {
     move |n| relay_mac(&key, n, name)
 }
 

@@ -7,7 +7,7 @@ use pickup_proto::message::ForwardState;
 
 use super::MemoryStore;
 use crate::store::forwards::{
-    apply_claim, apply_retry, ForwardChange, ForwardRecord, Forwards, NewForward,
+    apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward,
 };
 use crate::store::Result;
 
@@ -19,9 +19,19 @@ pub(super) struct Queue {
 }
 
 impl Forwards for MemoryStore {
-    fn create_forward(&self, new: &NewForward<'_>) -> Result<ForwardRecord> {
+    fn create_forward(&self, new: &NewForward<'_>) -> Result<Created> {
         let mut inner = self.lock();
         let q = &mut inner.forwards;
+        let mine = || q.by_id.values().filter(|r| r.requester == new.requester);
+        if let Some(push) = &new.push {
+            let again = mine().find(|r| r.push.as_ref().map(|p| p.push_id) == Some(push.push_id));
+            if let Some(r) = again {
+                return Ok(Created::Again(r.clone()));
+            }
+        }
+        if mine().filter(|r| r.is_open()).count() >= new.max_open as usize {
+            return Ok(Created::Full);
+        }
         q.next_id += 1;
         let record = ForwardRecord {
             id: q.next_id,
@@ -38,17 +48,30 @@ impl Forwards for MemoryStore {
             peer_token: None,
             peer_code: None,
             peer_expires_at: 0,
+            push: new.push.clone(),
             claim: 0,
             lease_until: 0,
             created_at: new.now,
             updated_at: new.now,
         };
         q.by_id.insert(record.id, record.clone());
-        Ok(record)
+        Ok(Created::New(record))
     }
 
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
         Ok(self.lock().forwards.by_id.get(&id).cloned())
+    }
+
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+        let inner = self.lock();
+        Ok(inner
+            .forwards
+            .by_id
+            .values()
+            .find(|r| {
+                r.requester == requester && r.push.as_ref().map(|p| p.push_id) == Some(push_id)
+            })
+            .cloned())
     }
 
     fn claim_forwards(

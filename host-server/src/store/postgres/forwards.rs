@@ -4,7 +4,9 @@
 //! instances claiming at once take disjoint rows, and each later change
 //! holds its row `FOR UPDATE` and checks the claim number, so an instance
 //! whose lease ran out and whose forward another took over changes
-//! nothing.
+//! nothing. Creates of one requester take turns (an advisory lock on
+//! the requester's name), so the cap on open forwards and the push id
+//! checked before the insert hold across instances.
 
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
@@ -14,7 +16,8 @@ use super::db::DbError;
 use super::rows::{code, corrupt, int, nat};
 use super::store::PgStore;
 use crate::store::forwards::{
-    apply_claim, apply_retry, ForwardChange, ForwardRecord, Forwards, NewForward,
+    apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward,
+    PushTarget,
 };
 use crate::store::{BatchId, Result};
 
@@ -24,7 +27,7 @@ type Step<T> = std::result::Result<T, DbError>;
 const COLUMNS: &str = "id, batch, code_len, code_value, requester, peer, state, sent, total, \
                        attempts, next_attempt_at, last_error, peer_token, peer_code_len, \
                        peer_code_value, peer_expires_at, claim, lease_until, created_at, \
-                       updated_at";
+                       updated_at, push_terminal, push_id";
 
 fn record(r: &Row) -> Step<ForwardRecord> {
     let state = u8::try_from(r.get::<_, i64>(6))
@@ -49,6 +52,14 @@ fn record(r: &Row) -> Step<ForwardRecord> {
         (Some(len), Some(value)) => Some(code(len, value)?),
         _ => None,
     };
+    let push = match (r.get::<_, Option<String>>(20), r.get::<_, Option<i64>>(21)) {
+        (Some(terminal), Some(id)) => Some(PushTarget {
+            terminal,
+            push_id: id as u64,
+        }),
+        (None, None) => None,
+        _ => return Err(corrupt("forward push target")),
+    };
     Ok(ForwardRecord {
         id: nat(r.get(0)),
         batch: BatchId(nat(r.get(1))),
@@ -64,6 +75,7 @@ fn record(r: &Row) -> Step<ForwardRecord> {
         peer_token,
         peer_code,
         peer_expires_at: nat(r.get(15)),
+        push,
         claim: nat(r.get(16)),
         lease_until: nat(r.get(17)),
         created_at: nat(r.get(18)),
@@ -79,6 +91,20 @@ async fn by_id(tx: &Transaction<'_>, id: u64, lock: bool) -> Step<Option<Forward
     let lock = if lock { " FOR UPDATE" } else { "" };
     let sql = format!("SELECT {COLUMNS} FROM forwards WHERE id = $1{lock}");
     tx.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(record)
+        .transpose()
+}
+
+/// The forward `requester` made with push id `push_id`.
+async fn by_push(
+    tx: &Transaction<'_>,
+    requester: &str,
+    push_id: u64,
+) -> Step<Option<ForwardRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM forwards WHERE requester = $1 AND push_id = $2");
+    tx.query_opt(&sql, &[&requester, &(push_id as i64)])
         .await?
         .as_ref()
         .map(record)
@@ -113,16 +139,43 @@ async fn save(tx: &Transaction<'_>, r: &ForwardRecord) -> Step<()> {
 }
 
 impl Forwards for PgStore {
-    fn create_forward(&self, new: &NewForward<'_>) -> Result<ForwardRecord> {
+    fn create_forward(&self, new: &NewForward<'_>) -> Result<Created> {
         let now = int(new.now)?;
         let code_value = new.code.value().to_le_bytes();
+        let push_terminal = new.push.as_ref().map(|p| p.terminal.as_str());
+        let push_id = new.push.as_ref().map(|p| p.push_id as i64);
+        let max_open = i64::from(new.max_open);
         self.run(async |tx| {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('forward-requester:' || $1, 0))",
+                &[&new.requester],
+            )
+            .await?;
+            if let Some(push_id) = new.push.as_ref().map(|p| p.push_id) {
+                if let Some(r) = by_push(tx, new.requester, push_id).await? {
+                    return Ok(Created::Again(r));
+                }
+            }
+            let open: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM forwards WHERE requester = $1 AND state NOT IN ($2, $3)",
+                    &[
+                        &new.requester,
+                        &i64::from(ForwardState::Done.number()),
+                        &i64::from(ForwardState::Failed.number()),
+                    ],
+                )
+                .await?
+                .get(0);
+            if open >= max_open {
+                return Ok(Created::Full);
+            }
             let row = tx
                 .query_one(
                     "INSERT INTO forwards(batch, code_len, code_value, requester, peer, state,
                          sent, total, attempts, next_attempt_at, peer_expires_at, claim,
-                         lease_until, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, $8, 0, 0, 0, $8, $8)
+                         lease_until, created_at, updated_at, push_terminal, push_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, $8, 0, 0, 0, $8, $8, $9, $10)
                      RETURNING id",
                     &[
                         &int(new.batch.0)?,
@@ -133,17 +186,24 @@ impl Forwards for PgStore {
                         &i64::from(ForwardState::Queued.number()),
                         &int(new.total)?,
                         &now,
+                        &push_terminal,
+                        &push_id,
                     ],
                 )
                 .await?;
             by_id(tx, nat(row.get(0)), false)
                 .await?
+                .map(Created::New)
                 .ok_or_else(|| corrupt("a forward just stored"))
         })
     }
 
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
         self.run(async |tx| by_id(tx, id, false).await)
+    }
+
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+        self.run(async |tx| by_push(tx, requester, push_id).await)
     }
 
     fn claim_forwards(

@@ -25,7 +25,15 @@ pub(crate) struct Migration {
 }
 
 /// The relay's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[STORE, DIRECTORY, SHARED_LIMITS, OBJECTS, FORWARDS];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    STORE,
+    DIRECTORY,
+    SHARED_LIMITS,
+    OBJECTS,
+    FORWARDS,
+    REMOTE_SENDERS,
+    FORWARD_PUSH,
+];
 
 /// Version 1: batches, files, partials, blobs, names, deliveries
 /// ([`super::PgStore`]).
@@ -65,6 +73,22 @@ pub(crate) const FORWARDS: Migration = Migration {
     version: 5,
     name: "forwards",
     sql: include_str!("migrations/0005_forwards.sql"),
+};
+
+/// Version 6: an allowed sender may be a peer relay's user, `user@relay`
+/// ([`crate::directory::remote_sender`]), so it no longer refers to users.
+pub(crate) const REMOTE_SENDERS: Migration = Migration {
+    version: 6,
+    name: "remote_senders",
+    sql: include_str!("migrations/0006_remote_senders.sql"),
+};
+
+/// Version 7: a forward's push target, unique push ids per requester
+/// (`store/postgres/forwards.rs`).
+pub(crate) const FORWARD_PUSH: Migration = Migration {
+    version: 7,
+    name: "forward_push",
+    sql: include_str!("migrations/0007_forward_push.sql"),
 };
 
 /// The advisory lock migrations run under ("pickup" in ASCII).

@@ -5,7 +5,10 @@
 //!
 //! `state` is [`ForwardState::number`], `last_error` the [`ErrorCode`]'s
 //! number (NULL: none); codes are stored as the batches' are (length and
-//! value), `peer_token` as its 16 bytes.
+//! value), `peer_token` as its 16 bytes. A push forward's target is
+//! `push_terminal` and `push_id` (the id's 64 bits as a signed integer;
+//! both NULL for a plain forward), added by [`migrate_push`];
+//! `forwards_by_push` makes a requester's push ids unique.
 
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
@@ -15,7 +18,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::rows::{exec, to_i64, to_u64};
 use super::{BatchId, Delta, Result, SqliteStore, StoreError};
 use crate::store::forwards::{
-    apply_claim, apply_retry, ForwardChange, ForwardRecord, Forwards, NewForward,
+    apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward,
+    PushTarget,
 };
 
 /// The table, created by the migration that brought forwards.
@@ -45,11 +49,34 @@ CREATE TABLE IF NOT EXISTS forwards(
 CREATE INDEX IF NOT EXISTS forwards_by_state ON forwards(state, next_attempt_at);
 ";
 
+/// Brings the table of [`SCHEMA`] to push forwards (PROTOCOL.md §12.1):
+/// the target's columns, NULL for every forward stored before, the unique
+/// push ids, and the index the cap on open forwards counts by.
+pub(super) fn migrate_push(db: &Connection) -> Result<()> {
+    let has: bool = db.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('forwards') WHERE name = 'push_id')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        db.execute_batch(
+            "ALTER TABLE forwards ADD COLUMN push_terminal TEXT;
+             ALTER TABLE forwards ADD COLUMN push_id INTEGER;",
+        )?;
+    }
+    db.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS forwards_by_push ON forwards(requester, push_id)
+             WHERE push_id IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS forwards_by_requester ON forwards(requester, state);",
+    )?;
+    Ok(())
+}
+
 /// Columns a [`ForwardRecord`] is read from, in [`record`]'s order.
 const COLUMNS: &str = "id, batch, code_len, code_value, requester, peer, state, sent, total, \
                        attempts, next_attempt_at, last_error, peer_token, peer_code_len, \
                        peer_code_value, peer_expires_at, claim, lease_until, created_at, \
-                       updated_at";
+                       updated_at, push_terminal, push_id";
 
 fn code_of(len: i64, value: Vec<u8>) -> Option<Code> {
     let value = <[u8; 16]>::try_from(value).ok()?;
@@ -88,6 +115,17 @@ fn record(r: &Row<'_>) -> rusqlite::Result<Result<ForwardRecord>> {
         },
         _ => None,
     };
+    let push = match (
+        r.get::<_, Option<String>>(20)?,
+        r.get::<_, Option<i64>>(21)?,
+    ) {
+        (Some(terminal), Some(id)) => Some(PushTarget {
+            terminal,
+            push_id: id as u64,
+        }),
+        (None, None) => None,
+        _ => return corrupt("push target"),
+    };
     Ok(Ok(ForwardRecord {
         id: to_u64(r.get(0)?),
         batch: BatchId(to_u64(r.get(1)?)),
@@ -103,6 +141,7 @@ fn record(r: &Row<'_>) -> rusqlite::Result<Result<ForwardRecord>> {
         peer_token,
         peer_code,
         peer_expires_at: to_u64(r.get(15)?),
+        push,
         claim: to_u64(r.get(16)?),
         lease_until: to_u64(r.get(17)?),
         created_at: to_u64(r.get(18)?),
@@ -117,6 +156,14 @@ fn by_id(db: &Connection, id: u64) -> Result<Option<ForwardRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM forwards WHERE id = ?1");
     db.prepare_cached(&sql)?
         .query_row([id], record)
+        .optional()?
+        .transpose()
+}
+
+fn by_push(db: &Connection, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM forwards WHERE requester = ?1 AND push_id = ?2");
+    db.prepare_cached(&sql)?
+        .query_row(params![requester, push_id as i64], record)
         .optional()?
         .transpose()
 }
@@ -163,16 +210,41 @@ pub(crate) fn due_sql() -> String {
 }
 
 impl Forwards for SqliteStore {
-    fn create_forward(&self, new: &NewForward<'_>) -> Result<ForwardRecord> {
+    fn create_forward(&self, new: &NewForward<'_>) -> Result<Created> {
         let (requester, peer) = (new.requester.to_owned(), new.peer.to_owned());
         let (batch, code, total, now) = (new.batch, new.code, to_i64(new.total)?, to_i64(new.now)?);
+        let (push, max_open) = (new.push.clone(), i64::from(new.max_open));
         self.write(move |db| {
+            if let Some(p) = &push {
+                let sql =
+                    format!("SELECT {COLUMNS} FROM forwards WHERE requester = ?1 AND push_id = ?2");
+                let again = db
+                    .prepare_cached(&sql)?
+                    .query_row(params![requester, p.push_id as i64], record)
+                    .optional()?
+                    .transpose()?;
+                if let Some(r) = again {
+                    return Ok((Created::Again(r), Delta::default()));
+                }
+            }
+            let open: i64 = db.query_row(
+                "SELECT COUNT(*) FROM forwards WHERE requester = ?1 AND state NOT IN (?2, ?3)",
+                params![
+                    requester,
+                    i64::from(ForwardState::Done.number()),
+                    i64::from(ForwardState::Failed.number()),
+                ],
+                |r| r.get(0),
+            )?;
+            if open >= max_open {
+                return Ok((Created::Full, Delta::default()));
+            }
             exec(
                 db,
                 "INSERT INTO forwards(batch, code_len, code_value, requester, peer, state, sent,
                      total, attempts, next_attempt_at, peer_expires_at, claim, lease_until,
-                     created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, 0, ?8, 0, 0, 0, ?8, ?8)",
+                     created_at, updated_at, push_terminal, push_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, 0, ?8, 0, 0, 0, ?8, ?8, ?9, ?10)",
                 params![
                     to_i64(batch.0)?,
                     code.len() as i64,
@@ -182,16 +254,22 @@ impl Forwards for SqliteStore {
                     i64::from(ForwardState::Queued.number()),
                     total,
                     now,
+                    push.as_ref().map(|p| p.terminal.clone()),
+                    push.as_ref().map(|p| p.push_id as i64),
                 ],
             )?;
             let id = to_u64(db.last_insert_rowid());
             let r = by_id(db, id)?.ok_or(StoreError::NotFound)?;
-            Ok((r, Delta::default()))
+            Ok((Created::New(r), Delta::default()))
         })
     }
 
     fn forward(&self, id: u64) -> Result<Option<ForwardRecord>> {
         by_id(&self.db(), id)
+    }
+
+    fn forward_by_push(&self, requester: &str, push_id: u64) -> Result<Option<ForwardRecord>> {
+        by_push(&self.db(), requester, push_id)
     }
 
     fn claim_forwards(

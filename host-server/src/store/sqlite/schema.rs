@@ -205,6 +205,8 @@ fn migrate(db: &Connection) -> Result<()> {
     // Forwarding to peer relays (docs/design/forwarding.md) came with a
     // table of its own, `forwards` (see `forwards.rs`).
     db.execute_batch(super::forwards::SCHEMA)?;
+    // Forwards gained a push target (PROTOCOL.md §12.1).
+    super::forwards::migrate_push(db)?;
     Ok(())
 }
 
