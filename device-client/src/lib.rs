@@ -65,9 +65,10 @@
 //! `NoticeListener` 2056 B with a ledger of 4 ids, 2632 B with 8 (144 B
 //! per id: its ledger slot and a slot for a notice waiting to be
 //! returned); the protocol machine `notice::Listener<4>` takes 1152 B of
-//! it, most of which is its queue of six events (a notice is 128 B, 66 of
-//! them its sender's name: up to 65 bytes, for `user@pair`).
-//! `NoticeSender` takes 1008 B, its machine `notice::Sender` 656 B.
+//! it, most of which is its queue of six events (a notice is 128 B, over
+//! half of it room for the sender's name: up to 65 bytes, for
+//! `user@pair`).
+//! `NoticeSender` takes 1016 B, its machine `notice::Sender` 664 B.
 //!
 //! # Features
 //!

@@ -261,7 +261,14 @@ fn refusals_come_back_per_request_and_a_wrong_key_fails_the_listener() {
     ));
     push.allow_sender(&mut connector, &clock, "bob", true, None, |_| {})
         .unwrap();
-    assert_eq!(_relay.borrow().desk.allowed, [("bob".to_string(), true)]);
+    // A user of a peer relay, at the longest a relay names.
+    let remote = format!("{}@{}", "u".repeat(32), "p".repeat(32));
+    push.allow_sender(&mut connector, &clock, &remote, true, None, |_| {})
+        .unwrap();
+    assert_eq!(
+        _relay.borrow().desk.allowed,
+        [("bob".to_string(), true), (remote, true)]
+    );
 
     let wrong = TerminalIdentity {
         name: TERMINAL,
