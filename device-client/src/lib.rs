@@ -62,11 +62,13 @@
 //! [`Connector`] and link.
 //!
 //! With `notices`, measured the same way (32-bit, 128-byte frames):
-//! `NoticeListener` 1656 B with a ledger of 4 ids, 2072 B with 8 (104 B
+//! `NoticeListener` 2056 B with a ledger of 4 ids, 2632 B with 8 (144 B
 //! per id: its ledger slot and a slot for a notice waiting to be
-//! returned); the protocol machine `notice::Listener<4>` takes 912 B of
-//! it, most of which is its queue of six events (a notice is 88 B).
-//! `NoticeSender` takes 1000 B, its machine `notice::Sender` 648 B.
+//! returned); the protocol machine `notice::Listener<4>` takes 1152 B of
+//! it, most of which is its queue of six events (a notice is 128 B, over
+//! half of it room for the sender's name: up to 65 bytes, for
+//! `user@pair`).
+//! `NoticeSender` takes 1016 B, its machine `notice::Sender` 664 B.
 //!
 //! # Features
 //!

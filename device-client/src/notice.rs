@@ -68,11 +68,13 @@ pub type ListenRunError = RunError<ListenError, Infallible>;
 /// [`Connector`]; see the module docs for the loop around it.
 ///
 /// `RX` and `TX` are the frame buffers as for a
-/// [`Downloader`](crate::Downloader) (`RX >= 64`, `TX >= 66`; a notice is
-/// under 100 bytes, so 128 and 130 are plenty). Notices handed out by the
+/// [`Downloader`](crate::Downloader) (`RX >= 64`, `TX >= 66`; a notice
+/// from the longest sender a relay names, a 65-byte `user@pair`, is at
+/// most 124 bytes, so 128 and 130 are enough). Notices handed out by the
 /// machine but not yet returned by [`listen`](Self::listen) wait in a
-/// queue of `N` (a notice takes about 90 bytes): never more than the
-/// ledger holds open, so none is lost.
+/// queue of `N` (a notice takes 128 bytes on 32-bit targets, most of it
+/// the sender's name): never more than the ledger holds open, so none is
+/// lost.
 #[derive(Debug)]
 pub struct NoticeListener<'a, const N: usize, const RX: usize, const TX: usize> {
     listener: Listener<'a, N>,

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use pickup_proto::identity::TerminalIdentity;
 use pickup_proto::message::RefuseReason;
-use pickup_proto::notice::{AcceptFrom, ListenConfig, ListenEvent, NoticeInfo, Policy, Verdict};
+use pickup_proto::notice::{
+    AcceptFrom, ListenConfig, ListenEvent, NoticeInfo, Policy, Verdict, MAX_SENDER_NAME_LEN,
+};
 use serde_json::json;
 
 use super::account::Credential;
@@ -48,8 +50,8 @@ pub(crate) struct ListenArgs {
     /// Directory to receive into (created if missing)
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Accept batches only from these users (comma-separated); others are
-    /// refused
+    /// Accept batches only from these users (comma-separated; USER@PAIR
+    /// for a user of a peer relay); others are refused
     #[arg(long, value_name = "USER,...", value_delimiter = ',')]
     accept_from: Vec<String>,
     /// Refuse batches larger than this many bytes
@@ -240,13 +242,16 @@ impl Listening<'_> {
             // Answered by the machine already; kept so a restart answers
             // the same, and reported like any delivery.
             self.verdicts.keep(id, Verdict::Refused(reason))?;
-            report_refused(
-                common.json,
-                id,
-                None,
-                reason,
-                "outside --max-size or --accept-from",
-            );
+            let why = match reason {
+                RefuseReason::TooLarge => "larger than --max-size".to_string(),
+                // The listener also refuses a sender longer than any a
+                // relay names (`user@pair`), with or without --accept-from.
+                _ => format!(
+                    "a sender outside --accept-from, or a name longer than \
+                     {MAX_SENDER_NAME_LEN} bytes"
+                ),
+            };
+            report_refused(common.json, id, None, reason, &why);
         }
         Ok((got, count))
     }

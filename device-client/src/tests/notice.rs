@@ -6,7 +6,10 @@ use std::vec::Vec;
 
 use pickup_proto::identity::{DeviceKey, TerminalIdentity};
 use pickup_proto::message::{AuthToken, DeliveryState, RefuseReason};
-use pickup_proto::notice::{ListenConfig, ListenEvent, SendConfig, SendEvent, Verdict};
+use pickup_proto::notice::{
+    ListenConfig, ListenEvent, SendConfig, SendEvent, Verdict, MAX_ACCOUNT_NAME_LEN,
+    MAX_PAIR_NAME_LEN, MAX_SENDER_NAME_LEN,
+};
 use pickup_proto::{download, Code, Duration, ErrorCode, Instant};
 
 use super::relay::{MemConnector, TestClock};
@@ -258,7 +261,14 @@ fn refusals_come_back_per_request_and_a_wrong_key_fails_the_listener() {
     ));
     push.allow_sender(&mut connector, &clock, "bob", true, None, |_| {})
         .unwrap();
-    assert_eq!(_relay.borrow().desk.allowed, [("bob".to_string(), true)]);
+    // A user of a peer relay, at the longest a relay names.
+    let remote = format!("{}@{}", "u".repeat(32), "p".repeat(32));
+    push.allow_sender(&mut connector, &clock, &remote, true, None, |_| {})
+        .unwrap();
+    assert_eq!(
+        _relay.borrow().desk.allowed,
+        [("bob".to_string(), true), (remote, true)]
+    );
 
     let wrong = TerminalIdentity {
         name: TERMINAL,
@@ -343,6 +353,33 @@ fn exactly_once_over_links_cut_anywhere() {
             "cut every {cut}"
         );
     }
+}
+
+#[test]
+fn a_notice_from_a_peer_relays_longest_user_name_reaches_the_device_whole() {
+    // `user@pair` with both at their longest (PROTOCOL.md §12.1): the
+    // notice fits 128-byte frames and its sender is returned whole.
+    let user = "u".repeat(MAX_ACCOUNT_NAME_LEN);
+    let pair = "p".repeat(MAX_PAIR_NAME_LEN);
+    let sender = format!("{user}@{pair}");
+    assert_eq!(sender.len(), MAX_SENDER_NAME_LEN);
+    let (relay, mut connector, clock, _, code) = relay_with_batch();
+    relay.borrow_mut().desk.notice_sender = Some(sender.clone());
+    pusher()
+        .push(&mut connector, &clock, 9, code, TERMINAL, None, |_| {})
+        .unwrap();
+    let mut inbox = listener();
+    let notice = inbox
+        .listen(&mut connector, &clock, later(&clock, 600_000), |_| {})
+        .unwrap()
+        .expect("a notice");
+    assert_eq!(notice.sender.as_str(), sender);
+    inbox.confirm(notice.id).unwrap();
+    assert_eq!(inbox.settle(&mut connector, &clock, None, |_| {}), Ok(true));
+    assert_eq!(
+        relay.borrow().desk.deliveries[0].state,
+        DeliveryState::Delivered
+    );
 }
 
 #[test]

@@ -33,7 +33,9 @@ use crate::directory::validate_account_name;
 pub struct PeerConfig {
     /// The peer's name: the name this relay authenticates it under, and the
     /// name it authenticates this relay under in its own `[[peers]]`. The
-    /// rules of terminal names (`validate_account_name`).
+    /// rules of terminal names (`validate_account_name`), 32 bytes at
+    /// most: terminals hold a remote sender `user@pair` in 65 bytes
+    /// (pickup-proto's `MAX_SENDER_NAME_LEN`).
     pub name: String,
     /// Where the peer listens: `tcp://HOST:PORT` or `tls://HOST:PORT`.
     pub addr: String,
@@ -357,6 +359,11 @@ mod tests {
         for bad in ["", "B", "-b", "peer:b", "b/c"] {
             assert!(check(&[entry(bad, "tcp://b:1")]).is_err(), "{bad:?}");
         }
+        // As long as an account name and no longer, so that `user@pair`
+        // fits the 65 bytes a terminal holds a sender in.
+        assert_eq!(check(&[entry(&"p".repeat(32), "tcp://b:1")]), Ok(()));
+        let long = check(&[entry(&"p".repeat(33), "tcp://b:1")]);
+        assert!(long.unwrap_err().contains("1 to 32"));
         let twice = check(&[entry("b", "tcp://b:1"), entry("b", "tcp://c:1")]);
         assert!(twice.unwrap_err().contains("listed twice"));
     }

@@ -8,7 +8,9 @@ use crate::time::Duration;
 pub enum AcceptFrom<'a> {
     /// Every sender the relay lets push here.
     Any,
-    /// Only these user names; a notice from anyone else is refused with
+    /// Only these senders, as a notice names them (`alice`, or
+    /// `ada@site-b` for a user of a peer relay); a notice from anyone else
+    /// is refused with
     /// [`RefuseReason::Sender`](crate::message::RefuseReason::Sender).
     Only(&'a [&'a str]),
 }

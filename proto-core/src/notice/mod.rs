@@ -25,7 +25,8 @@
 //! time through the [`Machine`](crate::drive::Machine) contract (call order
 //! in [`crate::drive`]); they touch no files, so any `Files` type will do.
 //! Both keep bounded state: fixed queues, a fixed-capacity record of ids
-//! ([`Listener`]'s `N`), account names in a [`AccountName`] of 32 bytes.
+//! ([`Listener`]'s `N`), account names in an [`AccountName`] of 32 bytes,
+//! a notice's sender in a [`SenderName`] of 65 (`user@pair`).
 //!
 //! With the feature `notices` only.
 
@@ -47,10 +48,34 @@ pub const MAX_ACCOUNT_NAME_LEN: usize = 32;
 /// it.
 pub type AccountName = heapless::String<MAX_ACCOUNT_NAME_LEN>;
 
+/// The longest name a relay lists a peer relay (a pair) under in its
+/// `[[peers]]`, in bytes: the rules of account names apply to it.
+pub const MAX_PAIR_NAME_LEN: usize = MAX_ACCOUNT_NAME_LEN;
+
+/// The longest sender a notice names, in bytes: a user of this relay (an
+/// account name), or `user@pair` for a user of a peer relay (PROTOCOL.md
+/// §12.1): what a [`SenderName`] holds.
+pub const MAX_SENDER_NAME_LEN: usize = MAX_ACCOUNT_NAME_LEN + 1 + MAX_PAIR_NAME_LEN;
+
+/// Who pushed a notice, copied out of its frame: an account name, or
+/// `user@pair`.
+pub type SenderName = heapless::String<MAX_SENDER_NAME_LEN>;
+
 /// `name` as an [`AccountName`], or `None` if it is longer than any
 /// account name.
 pub(crate) fn account_name(name: &str) -> Option<AccountName> {
-    let mut s = AccountName::new();
+    bounded(name)
+}
+
+/// `name` as a [`SenderName`], or `None` if it is longer than any sender
+/// a relay names.
+pub(crate) fn sender_name(name: &str) -> Option<SenderName> {
+    bounded(name)
+}
+
+/// `name` whole in a string of `N` bytes, or `None`.
+fn bounded<const N: usize>(name: &str) -> Option<heapless::String<N>> {
+    let mut s = heapless::String::new();
     s.push_str(name).ok()?;
     Some(s)
 }

@@ -36,6 +36,9 @@ pub struct Desk {
     pub notices_sent: u32,
     /// `(sender, allow)` of every `AllowSender`.
     pub allowed: Vec<(String, bool)>,
+    /// The sender notices name, if not the pushing user `owner`: a user
+    /// of a peer relay (`user@pair`, PROTOCOL.md §12.1).
+    pub notice_sender: Option<String>,
 }
 
 impl Relay {
@@ -44,6 +47,8 @@ impl Relay {
         match *msg {
             Message::Listen => match self.link_terminal.clone() {
                 Some(t) => {
+                    let sender = self.desk.notice_sender.clone();
+                    let sender = sender.as_deref().unwrap_or("owner");
                     let open: Vec<Stored> = self
                         .desk
                         .deliveries
@@ -63,7 +68,7 @@ impl Relay {
                         self.send(Message::Notice(Notice {
                             id: d.id,
                             code: d.code,
-                            sender: "owner",
+                            sender,
                             files: self.batch_files(d.code),
                             total_size: self.batch_size(d.code),
                             expires_at: 1_900_000_000,

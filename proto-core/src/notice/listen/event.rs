@@ -5,7 +5,7 @@ use crate::code::Code;
 use crate::error::ErrorCode;
 use crate::identity::AuthError;
 use crate::message::RefuseReason;
-use crate::notice::AccountName;
+use crate::notice::SenderName;
 
 /// A notice as the application sees it: a batch pushed to this terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +18,9 @@ pub struct NoticeInfo {
     pub id: u64,
     /// The batch, to download like any code (as this terminal).
     pub code: Code,
-    /// The user who pushed it.
-    pub sender: AccountName,
+    /// The user who pushed it: a user of the relay, or `user@pair` for a
+    /// user of a peer relay (PROTOCOL.md §12.1).
+    pub sender: SenderName,
     /// Files in the batch.
     pub files: u16,
     /// The batch's total size in bytes.

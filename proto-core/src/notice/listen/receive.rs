@@ -6,9 +6,9 @@ use crate::auth::Outcome;
 use crate::error::ErrorCode;
 use crate::frame::{self, Frame};
 use crate::message::{self, Kind, Message, Notice, RefuseReason};
-use crate::notice::account_name;
 use crate::notice::config::AcceptFrom;
 use crate::notice::ledger::{Mark, Verdict};
+use crate::notice::sender_name;
 use crate::time::{Duration, Instant};
 use crate::PROTOCOL_VERSION;
 
@@ -113,9 +113,10 @@ impl<const N: usize> Listener<'_, N> {
     }
 
     fn on_new_notice(&mut self, n: Notice<'_>) {
-        let sender = account_name(n.sender);
+        let sender = sender_name(n.sender);
         let refusal = match (&sender, self.config.policy.accept_from) {
-            // Longer than any account name: no sender it may come from.
+            // Longer than any sender a relay names (`user@pair` with both
+            // at their longest): no one it may come from.
             (None, _) => Some(RefuseReason::Sender),
             (Some(_), AcceptFrom::Only(list)) if !list.contains(&n.sender) => {
                 Some(RefuseReason::Sender)

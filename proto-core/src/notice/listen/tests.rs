@@ -2,6 +2,7 @@
 //! inboxes and notices, duplicates, settled ids answered again, the
 //! policy, relay restarts and the timers.
 
+use std::string::String;
 use std::vec::Vec;
 
 use super::*;
@@ -14,6 +15,7 @@ use crate::frame::Decoder;
 use crate::identity::AuthError;
 use crate::message::{Inbox, Kind, Message, Notice, Settled, Welcome};
 use crate::notice::config::{AcceptFrom, Policy};
+use crate::notice::{MAX_ACCOUNT_NAME_LEN, MAX_PAIR_NAME_LEN};
 
 const T0: Instant = Instant::from_millis(1_000);
 const RTO: Duration = Duration::from_millis(2_000);
@@ -236,7 +238,7 @@ fn notices_outside_the_policy_are_refused_without_the_application() {
     };
     let mut l = Listener::<8>::new(config, identity());
     link_up(&mut l, T0);
-    let long = "m".repeat(40);
+    let long = too_long_sender();
     l.handle_message(T0, inbox(4));
     l.handle_message(T0, notice(1, "mallory", 10));
     l.handle_message(T0, notice(2, "alice", 1_001));
@@ -270,6 +272,78 @@ fn notices_outside_the_policy_are_refused_without_the_application() {
     l.handle_message(T0, notice(2, "alice", 1_001));
     assert!(shown(&events(&mut l)).is_empty());
     assert_eq!(drain(&mut l, T0), [Out::Refuse(2, RefuseReason::TooLarge)]);
+}
+
+/// The longest sender a relay names: `user@pair` with both names at
+/// their longest (PROTOCOL.md §12.1), 65 bytes.
+fn longest_remote_sender() -> String {
+    let user = "u".repeat(MAX_ACCOUNT_NAME_LEN);
+    let pair = "p".repeat(MAX_PAIR_NAME_LEN);
+    format!("{user}@{pair}")
+}
+
+/// One byte longer than any sender a relay names.
+fn too_long_sender() -> String {
+    longest_remote_sender() + "x"
+}
+
+#[test]
+fn a_notice_from_the_longest_remote_sender_reaches_the_application_whole() {
+    let remote = longest_remote_sender();
+    assert_eq!(remote.len(), 65);
+    // The policy names it as the notice does.
+    let senders = [remote.as_str()];
+    let config = ListenConfig {
+        policy: Policy {
+            max_size: u64::MAX,
+            accept_from: AcceptFrom::Only(&senders),
+        },
+        ..ListenConfig::default()
+    };
+    let mut l = Listener::<8>::new(config, identity());
+    link_up(&mut l, T0);
+    l.handle_message(T0, inbox(1));
+    l.handle_message(T0, notice(1, &remote, 10));
+    let evs = events(&mut l);
+    let Some(ListenEvent::Notice(n)) = evs.get(1) else {
+        panic!("{evs:?}")
+    };
+    assert_eq!((n.id, n.sender.as_str()), (1, remote.as_str()));
+    assert_eq!(drain(&mut l, T0), [Out::Ack(1)]);
+    l.confirm(1).unwrap();
+    assert_eq!(drain(&mut l, T0), [Out::Receipt(1)]);
+
+    // Such a notice fits the 128-byte frames a device listens with
+    // (pickup-device's `NoticeListener`), every field at its widest.
+    let widest = Message::Notice(Notice {
+        id: u64::MAX,
+        code: Code::from_parts(Code::MAX_LEN, (1 << 120) - 1).unwrap(),
+        sender: &remote,
+        files: u16::MAX,
+        total_size: u64::MAX,
+        expires_at: u64::MAX,
+    });
+    let mut buf = [0u8; 200];
+    assert!(widest.encode(128, &mut buf).is_ok());
+}
+
+#[test]
+fn a_sender_longer_than_any_user_at_pair_is_refused_without_the_application() {
+    let long = too_long_sender();
+    let mut l = listener();
+    link_up(&mut l, T0);
+    l.handle_message(T0, inbox(1));
+    l.handle_message(T0, notice(1, &long, 10));
+    let evs = events(&mut l);
+    assert!(shown(&evs).is_empty(), "{evs:?}");
+    assert!(evs.contains(&ListenEvent::AutoRefused {
+        id: 1,
+        reason: RefuseReason::Sender
+    }));
+    assert_eq!(drain(&mut l, T0), [Out::Refuse(1, RefuseReason::Sender)]);
+    l.handle_message(T0, settled(1));
+    assert_eq!(events(&mut l), [ListenEvent::Settled { id: 1 }]);
+    assert_eq!(l.verdict(1), Some(Verdict::Refused(RefuseReason::Sender)));
 }
 
 #[test]
@@ -515,7 +589,8 @@ fn random_input_never_panics_nor_leaves_a_deadline_behind() {
         x ^= x << 17;
         x
     };
-    let long = "z".repeat(50);
+    let long = too_long_sender();
+    let remote = longest_remote_sender();
     for _ in 0..200 {
         let mut l = Listener::<4>::new(ListenConfig::default(), identity());
         let mut now = T0;
@@ -530,6 +605,7 @@ fn random_input_never_panics_nor_leaves_a_deadline_behind() {
                 3 => inbox((rand() % 4) as u16),
                 4 | 5 => notice(id, "alice", rand() % 2_000),
                 6 => notice(id, &long, 1),
+                11 => notice(id, &remote, 1),
                 7 => settled(id),
                 8 => refusal(ErrorCode::UnknownNotice, Kind::Receipt, 0),
                 9 => refusal(

@@ -57,7 +57,9 @@ pub enum SendEvent {
     Done(RequestKind),
     /// The relay refused the request (`UnknownTerminal`, `QueueFull`,
     /// `NotReady`, `UnknownCode`, `Expired`, `AuthRequired`…); a new
-    /// request may be made.
+    /// request may be made. `TooLarge` without asking the relay: the
+    /// request does not fit a frame (the relay's, or the driver's buffer),
+    /// as an `AllowSender` of a long `user@pair` may not fit 64-byte ones.
     Refused {
         /// The request.
         request: RequestKind,
@@ -111,7 +113,10 @@ impl core::error::Error for SendError {}
 pub enum RequestError {
     /// Another request is in progress: wait for its `Done` or `Refused`.
     Busy,
-    /// The name is longer than any account name (32 bytes).
+    /// The name is longer than any a relay gives: a terminal's 32 bytes
+    /// ([`MAX_ACCOUNT_NAME_LEN`](crate::notice::MAX_ACCOUNT_NAME_LEN)),
+    /// a sender's 65
+    /// ([`MAX_SENDER_NAME_LEN`](crate::notice::MAX_SENDER_NAME_LEN)).
     NameTooLong,
     /// The sender failed for good.
     Failed,
@@ -121,7 +126,7 @@ impl core::fmt::Display for RequestError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             RequestError::Busy => "another request is in progress",
-            RequestError::NameTooLong => "the name is longer than 32 bytes",
+            RequestError::NameTooLong => "the name is longer than any a relay gives",
             RequestError::Failed => "the session failed",
         })
     }

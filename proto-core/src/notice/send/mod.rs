@@ -32,7 +32,7 @@
 use heapless::Deque;
 
 use super::config::{at_least_1ms, SendConfig};
-use super::{account_name, AccountName};
+use super::{account_name, sender_name, AccountName, SenderName};
 use crate::auth::Handshake;
 use crate::code::Code;
 use crate::drive::{Machine, Progress};
@@ -69,7 +69,7 @@ enum Request {
         code: Code,
     },
     AllowSender {
-        sender: AccountName,
+        sender: SenderName,
         allow: bool,
     },
 }
@@ -179,9 +179,11 @@ impl<'a> Sender<'a> {
 
     /// Lets the user `sender` push to this user's terminals (`allow`), or
     /// no longer: [`SendEvent::Done`] (also for a user that does not
-    /// exist: the relay does not tell).
+    /// exist: the relay does not tell). `sender` is a user of the relay,
+    /// or `user@pair` for a user of a peer relay (PROTOCOL.md §12.1); the
+    /// relay answers `UnknownPeer` for a pair it does not list.
     pub fn allow_sender(&mut self, sender: &str, allow: bool) -> Result<(), RequestError> {
-        let sender = account_name(sender).ok_or(RequestError::NameTooLong)?;
+        let sender = sender_name(sender).ok_or(RequestError::NameTooLong)?;
         self.start(Request::AllowSender { sender, allow })
     }
 

@@ -77,6 +77,11 @@ fn delivery(push_id: u64, code: Code, state: DeliveryState) -> Message<'static> 
 }
 
 fn link_up(s: &mut Sender<'_>, now: Instant) {
+    link_up_with_frames(s, now, 4096);
+}
+
+/// Connects to a relay that takes frames of up to `max_frame` bytes.
+fn link_up_with_frames(s: &mut Sender<'_>, now: Instant, max_frame: u32) {
     s.handle_connected(now);
     assert_eq!(drain(s, now), [Out::Hello]);
     s.handle_message(
@@ -84,7 +89,7 @@ fn link_up(s: &mut Sender<'_>, now: Instant) {
         Message::Welcome(Welcome {
             version: 1,
             role: Role::Relay,
-            max_frame: 4096,
+            max_frame,
             window: 0,
             caps: crate::message::CAP_PUSH_NOTICE,
         }),
@@ -166,8 +171,13 @@ fn a_status_reports_each_line_once_then_done() {
 fn allow_sender_is_done_and_refusals_end_the_request_only() {
     let mut s = sender();
     link_up(&mut s, T0);
+    // Terminals are account names; senders may be `user@pair`.
     assert_eq!(
-        s.allow_sender(&"x".repeat(33), true),
+        s.push(1, code(1), &"t".repeat(33)),
+        Err(RequestError::NameTooLong)
+    );
+    assert_eq!(
+        s.allow_sender(&(longest_remote_sender() + "x"), true),
         Err(RequestError::NameTooLong)
     );
     s.allow_sender("bob", true).unwrap();
@@ -204,6 +214,51 @@ fn allow_sender_is_done_and_refusals_end_the_request_only() {
         );
         assert!(!s.is_busy() && !s.is_finished());
     }
+}
+
+/// `user@pair` with both names at their longest (PROTOCOL.md §12.1).
+fn longest_remote_sender() -> String {
+    let user = "u".repeat(crate::notice::MAX_ACCOUNT_NAME_LEN);
+    let pair = "p".repeat(crate::notice::MAX_PAIR_NAME_LEN);
+    std::format!("{user}@{pair}")
+}
+
+#[test]
+fn the_longest_user_at_pair_is_allowed_or_refused_as_too_large_for_small_frames() {
+    let remote = longest_remote_sender();
+    let mut s = sender();
+    link_up(&mut s, T0);
+    s.allow_sender(&remote, true).unwrap();
+    assert_eq!(drain(&mut s, T0), [Out::Allow(remote.clone(), true)]);
+
+    // 73 bytes in a frame: more than a relay of 64-byte frames takes. The
+    // request ends at once instead of waiting for an answer that cannot
+    // come.
+    let mut s = sender();
+    link_up_with_frames(&mut s, T0, 64);
+    events(&mut s);
+    s.allow_sender(&remote, true).unwrap();
+    assert_eq!(drain(&mut s, T0), []);
+    assert_eq!(
+        events(&mut s),
+        [SendEvent::Refused {
+            request: RequestKind::AllowSender,
+            code: ErrorCode::TooLarge,
+            retry_after_ms: 0
+        }]
+    );
+    assert!(!s.is_busy() && !s.is_finished());
+    // Nothing of it goes out later either; a shorter name does.
+    let later = T0 + RTO + RTO;
+    s.handle_timeout(later);
+    assert!(!drain(&mut s, later)
+        .iter()
+        .any(|o| matches!(o, Out::Allow(..))));
+    s.allow_sender("ada@site-b", true).unwrap();
+    assert_eq!(
+        drain(&mut s, later),
+        [Out::Allow("ada@site-b".into(), true)]
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! What a sender writes: hello, the handshake, the request, keepalives.
 
-use super::{Control, Phase, Request, SendError, Sender};
+use super::{Control, Phase, Request, SendError, SendEvent, Sender};
+use crate::error::ErrorCode;
 use crate::frame;
 use crate::message::{self, AllowSender, DeliveryStatus, Hello, Kind, Push};
 use crate::time::Instant;
@@ -83,8 +84,25 @@ impl Sender<'_> {
                 out,
             ),
         };
-        self.retry_at = Some(now + self.rto());
-        // A 32-byte name fits every relay's frames (64 bytes at least).
-        encoded.ok()
+        match encoded {
+            Ok(n) => {
+                self.retry_at = Some(now + self.rto());
+                Some(n)
+            }
+            // A 32-byte terminal fits every frame (64 bytes at least) and
+            // a buffer of its encoded form; a sender of up to 65 bytes
+            // (`user@pair`) may not. Sent again it would not fit either.
+            Err(_) => {
+                let request = p.request.kind();
+                self.pending = None;
+                self.retry_at = None;
+                self.push_event(SendEvent::Refused {
+                    request,
+                    code: ErrorCode::TooLarge,
+                    retry_after_ms: 0,
+                });
+                None
+            }
+        }
     }
 }
