@@ -53,7 +53,7 @@ use pickup_device::{Connector, Event, RunError, Uploader};
 use pickup_proto::identity::{Credential, RelayIdentity};
 use pickup_proto::message::ResumeToken;
 use pickup_proto::upload::{self, FileMeta};
-use pickup_proto::Code;
+use pickup_proto::{Code, ErrorCode};
 
 use crate::codes::code_key;
 use crate::config::peers::{PeerAddr, PeerRelay, PeerTrust as ConfigTrust};
@@ -167,6 +167,21 @@ pub enum ForwardError {
     /// The forward's thread could not be started.
     #[error("cannot start the forward's thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Whether a peer's refusal `code` is about its state rather than the
+/// request (busy, failing, stopping, limiting, or the link idle), so that
+/// a later attempt may pass; the copy and the push each add the refusals
+/// of their own that pass.
+fn peer_state_may_pass(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Busy
+            | ErrorCode::Internal
+            | ErrorCode::ShuttingDown
+            | ErrorCode::RateLimited
+            | ErrorCode::IdleTimeout
+    )
 }
 
 /// One forward to run: which batch, to which peer, from where.

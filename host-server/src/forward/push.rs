@@ -68,15 +68,7 @@ pub fn reason(e: &PeerError) -> (ErrorCode, bool) {
         PeerError::Link(_) => (ErrorCode::PeerUnreachable, true),
         PeerError::Refused(code) => (
             *code,
-            matches!(
-                code,
-                ErrorCode::Busy
-                    | ErrorCode::Internal
-                    | ErrorCode::ShuttingDown
-                    | ErrorCode::RateLimited
-                    | ErrorCode::IdleTimeout
-                    | ErrorCode::NotReady
-            ),
+            super::peer_state_may_pass(*code) || *code == ErrorCode::NotReady,
         ),
     }
 }

@@ -44,6 +44,7 @@ use crate::config::peers::PeerRelay;
 use crate::config::ForwardSettings;
 use crate::relay::{lock, Relay};
 use crate::store::forwards::{ForwardChange, ForwardRecord};
+use crate::store::StoreError;
 
 /// How often the forwarder looks for due forwards without being kicked
 /// (a retry's time came, another instance's lease ran out).
@@ -83,17 +84,11 @@ pub fn reason(e: &ForwardError) -> (ErrorCode, bool) {
             upload::Error::Auth(_) => (ErrorCode::AuthFailed, false),
             upload::Error::Relay(code) => (
                 code,
-                matches!(
-                    code,
-                    ErrorCode::Busy
-                        | ErrorCode::Internal
-                        | ErrorCode::ShuttingDown
-                        | ErrorCode::RateLimited
-                        | ErrorCode::IdleTimeout
-                        | ErrorCode::TooManyIncomplete
-                        | ErrorCode::PeerQuota
-                        | ErrorCode::BadFrame
-                ),
+                super::peer_state_may_pass(code)
+                    || matches!(
+                        code,
+                        ErrorCode::TooManyIncomplete | ErrorCode::PeerQuota | ErrorCode::BadFrame
+                    ),
             ),
             upload::Error::Rejected { reason, .. } => (reason, false),
             upload::Error::TooManyFiles => (ErrorCode::TooManyFiles, false),
@@ -165,21 +160,31 @@ impl Attempt {
             peer_token: w.2,
             lease_until,
         };
-        let r = &self.record;
-        match relay
-            .store
-            .advance_forward(r.id, r.claim, &change, unix_now())
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!(
-                    forward = r.id,
-                    "forward taken over by another claim; stopping"
-                );
-                self.stop.store(true, Ordering::Release);
-            }
-            Err(e) => tracing::error!(forward = r.id, "forward progress not written: {e}"),
+        match self.advance(relay, &change) {
+            Ok(true) => {}
+            Ok(false) => self.stop.store(true, Ordering::Release),
+            Err(e) => tracing::error!(
+                forward = self.record.id,
+                "forward progress not written: {e}"
+            ),
         }
+    }
+
+    /// Applies `change` under this attempt's claim; `Ok(false)` (and
+    /// nothing changed) if another claim took the forward over.
+    fn advance(&self, relay: &Relay, change: &ForwardChange) -> Result<bool, StoreError> {
+        let r = &self.record;
+        let still_ours = relay
+            .store
+            .advance_forward(r.id, r.claim, change, unix_now())?
+            .is_some();
+        if !still_ours {
+            tracing::warn!(
+                forward = r.id,
+                "forward taken over by another claim; stopping"
+            );
+        }
+        Ok(still_ours)
     }
 }
 
@@ -269,19 +274,12 @@ fn push_copy(
         // Under the lock: a renewal after this writes the copy's bytes.
         let mut written = lock(&a.written);
         *written = (ForwardState::Verifying, r.total, Some(f.token));
-        match relay
-            .store
-            .advance_forward(r.id, r.claim, &change, unix_now())
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!(
-                    forward = r.id,
-                    "forward taken over by another claim; stopping"
-                );
+        match a.advance(relay, &change) {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(ForwardError::Stopped {
                     token: Some(f.token),
-                });
+                })
             }
             Err(e) => return Err(ForwardError::Source(e.into())),
         }

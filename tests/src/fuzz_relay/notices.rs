@@ -518,11 +518,7 @@ mod tests {
         if allow_alice {
             s.allow_sender(1, 4, true).transmit(1);
         }
-        s.connect(0).hello_as_relay(0, 2).transmit(0);
-        s.peer_auth(0)
-            .transmit(0)
-            .challenge_answer(0, true)
-            .transmit(0);
+        s.peer_signs_in(0);
         s.upload_small(0);
         s.peer_push(0, true, 0, 0, 1)
             .peer_push(0, true, 0, 0, 1)

@@ -52,6 +52,16 @@ impl RelayScript {
         self.say(t, 0, (size % 4) | 0x20, &[])
     }
 
+    /// Connection `t` opens as peer relay r1 and authenticates with r1's
+    /// key, each step transmitted.
+    pub fn peer_signs_in(&mut self, t: u8) -> &mut Self {
+        self.connect(t).hello_as_relay(t, 2).transmit(t);
+        self.peer_auth(t)
+            .transmit(t)
+            .challenge_answer(t, true)
+            .transmit(t)
+    }
+
     /// Terminal `t` opens a batch of `files` (below 4) totalling `total` bytes.
     pub fn batch_open(&mut self, t: u8, files: u8, total: u16) -> &mut Self {
         self.say(t, 1, files % 4, &total.to_le_bytes())

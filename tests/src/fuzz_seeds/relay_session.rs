@@ -298,11 +298,7 @@ pub(super) fn notice_seeds() -> Vec<Seed> {
         .allow_sender(1, 5, true)
         .allow_sender(1, 0, true)
         .transmit(1);
-    s.connect(0).hello_as_relay(0, 2).transmit(0);
-    s.peer_auth(0)
-        .transmit(0)
-        .challenge_answer(0, true)
-        .transmit(0);
+    s.peer_signs_in(0);
     s.upload_small(0);
     s.peer_push(0, true, 0, 0, 1)
         .peer_push(0, true, 0, 0, 1)
