@@ -216,14 +216,7 @@ impl Forwards for SqliteStore {
         let (push, max_open) = (new.push.clone(), i64::from(new.max_open));
         self.write(move |db| {
             if let Some(p) = &push {
-                let sql =
-                    format!("SELECT {COLUMNS} FROM forwards WHERE requester = ?1 AND push_id = ?2");
-                let again = db
-                    .prepare_cached(&sql)?
-                    .query_row(params![requester, p.push_id as i64], record)
-                    .optional()?
-                    .transpose()?;
-                if let Some(r) = again {
+                if let Some(r) = by_push(db, &requester, p.push_id)? {
                     return Ok((Created::Again(r), Delta::default()));
                 }
             }
