@@ -399,6 +399,17 @@ struct Measured {
     relay_cpu: f64,
 }
 
+impl Measured {
+    /// The report's object for it.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "secs": self.secs,
+            "client_cpu_secs": self.client_cpu,
+            "relay_cpu_secs": self.relay_cpu,
+        })
+    }
+}
+
 fn measure<T>(
     relay: &relay::Relay,
     f: impl FnOnce() -> io::Result<T>,

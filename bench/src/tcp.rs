@@ -264,13 +264,6 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     // download: reading the file, the socket writes.
     let relay_up_floor = sha1_secs + disk_8.cpu_secs + raw.read_cpu_secs;
     let relay_down_floor = read_back_cpu + raw.write_cpu_secs;
-    let cpu = |m: &Measured| {
-        json!({
-            "secs": m.secs,
-            "client_cpu_secs": m.client_cpu,
-            "relay_cpu_secs": m.relay_cpu,
-        })
-    };
     Ok(json!({
         "tcp": {
             "bytes": len,
@@ -305,16 +298,16 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "download_vs_raw_tcp": download_rate / raw.mib_per_sec,
             "announce_hash_secs": announce_hash_secs,
             "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (up_m.secs + announce_hash_secs),
-            "upload": cpu(&up_m),
+            "upload": up_m.to_json(),
             "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
             "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
             "upload_ack_latency_p50_ms": percentile_ms(&up.ack_latencies, 0.5),
             "upload_ack_latency_p99_ms": percentile_ms(&up.ack_latencies, 0.99),
-            "download": cpu(&down_m),
+            "download": down_m.to_json(),
             "http_download_mib_per_sec": http_rate,
             "http_download_vs_sha1": http_rate / sha1_rate,
             "http_download_vs_wire_download": http_rate / download_rate,
-            "http_download": cpu(&http_m),
+            "http_download": http_m.to_json(),
         },
         "instant_upload": {
             "bytes": len,
@@ -327,7 +320,7 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             // hash is given, as a hash cache gives it).
             "proof_hash_secs": sha1_secs,
             "ratio_to_proof_hash": instant_m.secs / sha1_secs,
-            "cpu": cpu(&instant_m),
+            "cpu": instant_m.to_json(),
         },
     }))
 }

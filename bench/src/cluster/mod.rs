@@ -148,19 +148,12 @@ fn transfer(servers: &Servers, a: &Relay, settings: &Settings) -> io::Result<Val
     let download_costs = servers.between(&before, &downloaded)?;
 
     let rate = |bytes: usize, m: &Measured| bytes as f64 / MIB / m.secs;
-    let cpu = |m: &Measured| {
-        json!({
-            "secs": m.secs,
-            "client_cpu_secs": m.client_cpu,
-            "relay_cpu_secs": m.relay_cpu,
-        })
-    };
     Ok(json!({
         "sha1_mib_per_sec": sha1_rate,
         "bytes": settings.upload_bytes,
         "upload_mib_per_sec": rate(settings.upload_bytes, &up_m),
         "upload_vs_sha1": rate(settings.upload_bytes, &up_m) / sha1_rate,
-        "upload": cpu(&up_m),
+        "upload": up_m.to_json(),
         "upload_costs": upload_costs,
         "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
         "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
@@ -171,7 +164,7 @@ fn transfer(servers: &Servers, a: &Relay, settings: &Settings) -> io::Result<Val
         "download_bytes": down_len,
         "download_mib_per_sec": rate(down_len, &down_m),
         "download_vs_sha1": rate(down_len, &down_m) / sha1_rate,
-        "download": cpu(&down_m),
+        "download": down_m.to_json(),
         "download_costs": download_costs,
     }))
 }

@@ -23,6 +23,22 @@ use crate::mem_files::MemFiles;
 /// Frames (or timer firings) a phase may take before it counts as stuck.
 pub(super) const MAX_ROUNDS: usize = 200_000;
 
+/// Names of the files (a batch has at most this many).
+pub(super) const NAMES: [&str; 3] = ["a.bin", "b.bin", "c.bin"];
+
+/// What the terminal announces for `files` (at most [`NAMES`] of them).
+pub(super) fn metas(files: &[Vec<u8>]) -> Vec<upload::FileMeta<'static>> {
+    files
+        .iter()
+        .zip(NAMES)
+        .map(|(data, name)| upload::FileMeta {
+            name,
+            size: data.len() as u64,
+            sha1: pickup_proto::Sha1Digest::of(data),
+        })
+        .collect()
+}
+
 /// One relay instance's session for the terminal.
 pub(super) struct Side {
     pub(super) relay: Arc<Relay>,

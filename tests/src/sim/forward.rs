@@ -35,7 +35,9 @@ use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::store::FileRecord;
 use pickup_relay::{Link, Relay, Settings};
 
-use super::direct::{deliver, download, durable_state, run_until, Side, Uploader, MAX_ROUNDS};
+use super::direct::{
+    deliver, download, durable_state, metas, run_until, Side, Uploader, MAX_ROUNDS,
+};
 use super::pair::START;
 use super::rng::SimRng;
 use super::seeds::run_seeds;
@@ -44,8 +46,6 @@ use super::seeds::run_seeds;
 const PEER: &str = "pair";
 /// The key they share.
 const KEY: DeviceKey = DeviceKey([0x5a; 16]);
-/// Names of the files (a batch has at most this many).
-const NAMES: [&str; 3] = ["a.bin", "b.bin", "c.bin"];
 
 /// What a seed's forward did.
 #[derive(Debug, Clone, Default)]
@@ -165,15 +165,7 @@ pub fn run_forward(seed: u64) -> ForwardReport {
         Box::new(SeededRandom::new(rng.next_u64())),
         now,
     );
-    let metas: Vec<FileMeta<'_>> = files
-        .iter()
-        .zip(NAMES)
-        .map(|(data, name)| FileMeta {
-            name,
-            size: data.len() as u64,
-            sha1: pickup_proto::Sha1Digest::of(data),
-        })
-        .collect();
+    let metas = metas(&files);
     let mut terminal = Uploader::new(
         upload::Session::new(config, &metas).expect("a valid batch"),
         &files,

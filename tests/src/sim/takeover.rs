@@ -28,9 +28,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pickup_proto::frame::{self, Decoder};
-use pickup_proto::hash::Sha1Digest;
 use pickup_proto::message::Message;
-use pickup_proto::upload::{self, FileMeta};
+use pickup_proto::upload;
 use pickup_proto::Duration;
 use pickup_relay::directory::{MemoryDirectory, PasswordParams};
 use pickup_relay::random::SeededRandom;
@@ -38,14 +37,12 @@ use pickup_relay::store::memory::MemoryStore;
 use pickup_relay::{Link, Relay, Settings};
 
 use super::direct::{
-    deliver, download, durable_state, exchange, run_until, Side, Uploader, MAX_ROUNDS,
+    deliver, download, durable_state, exchange, metas, run_until, Side, Uploader, MAX_ROUNDS,
 };
 use super::pair::START;
 use super::rng::SimRng;
 use super::seeds::run_seeds;
 
-/// Names of the files (a batch has at most this many).
-const NAMES: [&str; 3] = ["a.bin", "b.bin", "c.bin"];
 /// Jobs that make an upload's state durable (or would, unfenced).
 const DURABLE_JOBS: [&str; 5] = ["write", "sync", "complete", "reset", "check-proof"];
 
@@ -99,15 +96,7 @@ pub fn run_takeover(seed: u64) -> TakeoverReport {
         })
         .collect();
     let size: u64 = files.iter().map(|f| f.len() as u64).sum();
-    let metas: Vec<FileMeta<'_>> = files
-        .iter()
-        .zip(NAMES)
-        .map(|(data, name)| FileMeta {
-            name,
-            size: data.len() as u64,
-            sha1: Sha1Digest::of(data),
-        })
-        .collect();
+    let metas = metas(&files);
     let settings = Settings {
         ack_delay: Duration::from_millis(rng.range(0, 300)),
         ..Settings::default()
