@@ -10,8 +10,8 @@ use pickup_proto::message::AuthToken;
 
 use super::password::{self, DummyHash, PasswordParams};
 use super::{
-    terminal_named, token_key, user_named, validate_account_name, validate_sender_name, Directory,
-    DirectoryError, TerminalRecord, TokenInfo, UserRecord,
+    check_remote_room, terminal_named, token_key, user_named, validate_account_name,
+    validate_sender_name, Directory, DirectoryError, TerminalRecord, TokenInfo, UserRecord,
 };
 
 #[derive(Debug, Default)]
@@ -270,6 +270,14 @@ impl Directory for MemoryDirectory {
             if !state.users.contains_key(name) {
                 return Err(DirectoryError::NotFound(user_named(name)));
             }
+        }
+        if sender.contains('@') && !state.allowed.contains(&pair) {
+            let held = state
+                .allowed
+                .iter()
+                .filter(|(o, s)| o == owner && s.contains('@'))
+                .count();
+            check_remote_room(held as u64)?;
         }
         state.allowed.insert(pair);
         Ok(())

@@ -108,6 +108,9 @@ pub enum DirectoryError {
     /// The database failed, or a stored row is damaged.
     #[error("storage: {0}")]
     Storage(String),
+    /// A cap is reached; the text says which.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// The longest user or terminal name.
@@ -149,6 +152,24 @@ pub fn split_remote_sender(name: &str) -> Option<(&str, &str)> {
     let (user, relay) = name.split_once('@')?;
     let valid = validate_account_name(user).is_ok() && validate_account_name(relay).is_ok();
     valid.then_some((user, relay))
+}
+
+/// Most users of peer relays one owner may allow to push
+/// ([`Directory::allow_sender`]). Local senders are bounded by the users
+/// there are; remote names are whatever the owner sends, so without a cap
+/// one account could grow the table without end.
+pub const MAX_REMOTE_SENDERS: u64 = 256;
+
+/// Whether an owner that allows `held` users of peer relays may allow one
+/// more (`Full` if not).
+pub(crate) fn check_remote_room(held: u64) -> Result<(), DirectoryError> {
+    if held < MAX_REMOTE_SENDERS {
+        return Ok(());
+    }
+    Err(DirectoryError::Full(format!(
+        "already {held} users of peer relays allowed (at most {MAX_REMOTE_SENDERS}): \
+         withdraw one first"
+    )))
 }
 
 /// Checks a sender name for [`Directory::allow_sender`]: an account name,
@@ -239,7 +260,8 @@ pub trait Directory: Send + Sync {
     /// Removes a terminal: its next `TerminalAuth` fails.
     fn remove_terminal(&self, name: &str) -> Result<(), DirectoryError>;
     /// Lets user `sender` push batches to `owner`'s terminals (`allow`),
-    /// or no longer (PROTOCOL.md §11, `AllowSender`). `NotFound` if either
+    /// or no longer (PROTOCOL.md §11, `AllowSender`). `Full` for a new
+    /// user of a peer relay past [`MAX_REMOTE_SENDERS`]. `NotFound` if either
     /// is not a user when allowing: a grant to a name nobody holds would
     /// pass to whoever registers it later. Withdrawing always works.
     /// Removing either user drops the grant.

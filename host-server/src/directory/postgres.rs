@@ -49,8 +49,8 @@ use self::queries::{
 };
 use super::password::{self, DummyHash, PasswordParams};
 use super::{
-    terminal_named, token_key, user_named, validate_account_name, validate_sender_name, Directory,
-    DirectoryError, TerminalRecord, TokenInfo, UserRecord,
+    check_remote_room, terminal_named, token_key, user_named, validate_account_name,
+    validate_sender_name, Directory, DirectoryError, TerminalRecord, TokenInfo, UserRecord,
 };
 use crate::store::postgres::db::{Db, DbError};
 use crate::store::postgres::migrations::{check_durability, migrate, MIGRATIONS};
@@ -493,6 +493,25 @@ impl Directory for PgDirectory {
             for name in [owner, sender].into_iter().filter(|n| !n.contains('@')) {
                 if let Err(e) = require_user(tx, name).await? {
                     return Ok(Err(e));
+                }
+            }
+            if sender.contains('@') {
+                // The owner's row is locked: concurrent grants of one owner
+                // count one after another.
+                tx.execute("SELECT 1 FROM users WHERE name = $1 FOR UPDATE", &[&owner])
+                    .await?;
+                let row = tx
+                    .query_one(
+                        "SELECT COUNT(*), COALESCE(BOOL_OR(sender = $2), false) \
+                         FROM allowed_senders WHERE owner = $1 AND sender LIKE '%@%'",
+                        &[&owner, &sender],
+                    )
+                    .await?;
+                let (held, granted): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+                if !granted {
+                    if let Err(e) = check_remote_room(u64::try_from(held).unwrap_or(0)) {
+                        return Ok(Err(e));
+                    }
                 }
             }
             tx.execute(

@@ -25,8 +25,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use super::password::{self, DummyHash, PasswordParams};
 use super::{
-    terminal_named, token_key, user_named, validate_account_name, validate_sender_name, Directory,
-    DirectoryError, TerminalRecord, TokenInfo, UserRecord,
+    check_remote_room, terminal_named, token_key, user_named, validate_account_name,
+    validate_sender_name, Directory, DirectoryError, TerminalRecord, TokenInfo, UserRecord,
 };
 use crate::store::sqlite::{connect, db_file, prepare_db_file};
 
@@ -513,6 +513,19 @@ impl Directory for SqliteDirectory {
                     .map_err(storage)?;
                 if !exists {
                     return Err(DirectoryError::NotFound(user_named(name)));
+                }
+            }
+            if sender.contains('@') {
+                let (held, granted): (u64, bool) = tx
+                    .query_row(
+                        "SELECT COUNT(*), COALESCE(SUM(sender = ?2), 0) FROM allowed_senders \
+                         WHERE owner = ?1 AND sender LIKE '%@%'",
+                        [owner, sender],
+                        |r| Ok((r.get(0)?, r.get::<_, i64>(1)? > 0)),
+                    )
+                    .map_err(storage)?;
+                if !granted {
+                    check_remote_room(held)?;
                 }
             }
             tx.execute(

@@ -408,6 +408,38 @@ fn a_peer_relays_user_is_allowed_by_name_and_goes_with_the_owner() {
     });
 }
 
+/// Remote sender names cost the owner nothing to invent: a cap keeps one
+/// account from growing the table without end. Local senders, a granted
+/// name again and withdrawals do not count against it.
+#[test]
+fn an_owner_allows_at_most_max_remote_senders_users_of_peer_relays() {
+    each(|d| {
+        d.add_user("ada", "pw-a", 1).unwrap();
+        d.add_user("bob", "pw-b", 1).unwrap();
+        for i in 0..MAX_REMOTE_SENDERS {
+            d.allow_sender("ada", &format!("u{i}@site-a"), true)
+                .unwrap();
+        }
+        assert!(matches!(
+            d.allow_sender("ada", "one-more@site-a", true),
+            Err(DirectoryError::Full(_))
+        ));
+        assert!(!d.allows_sender("ada", "one-more@site-a").unwrap());
+        // Already granted, or local: taken.
+        d.allow_sender("ada", "u0@site-a", true).unwrap();
+        d.allow_sender("ada", "bob", true).unwrap();
+        // Another owner has its own room.
+        d.allow_sender("bob", "one-more@site-a", true).unwrap();
+        // A withdrawal makes room.
+        d.allow_sender("ada", "u0@site-a", false).unwrap();
+        d.allow_sender("ada", "one-more@site-a", true).unwrap();
+        assert_eq!(
+            d.allowed_senders("ada").unwrap().len() as u64,
+            MAX_REMOTE_SENDERS + 1
+        );
+    });
+}
+
 /// Two handles on one database, as two relay instances (or a relay and
 /// an admin command) hold them.
 fn two_handles(test: &str) -> Option<(PgDirectory, PgDirectory)> {

@@ -27,7 +27,7 @@ use pickup_proto::{ErrorCode, Instant};
 
 use super::progress::Progress;
 use super::{Out, Phase, Session};
-use crate::directory::validate_account_name;
+use crate::directory::{validate_account_name, DirectoryError};
 use crate::jobs::{NoticeDone, NoticeWork, PushAnswer, PushWork, Work};
 use crate::mailbox::{DeliveryRecord, Doorbell, PushRefusal, Pushed, Settle, Settled};
 use crate::metrics::{DeliveryOutcome, PushResult};
@@ -355,6 +355,9 @@ impl Session {
                 }
             }
             NoticeDone::Allowed(Ok(())) => self.out.push(Out::Done(Kind::AllowSender)),
+            NoticeDone::Allowed(Err(DirectoryError::Full(_))) => {
+                self.out.error(ErrorCode::QueueFull, Kind::AllowSender)
+            }
             NoticeDone::Allowed(Err(e)) => self.notice_failed(Kind::AllowSender, &e),
         }
     }

@@ -183,7 +183,9 @@ pub struct Receipt {
 /// terminals (`allow`), or no longer. Needs an authenticated session; a
 /// user can always push to their own terminals. Answered by
 /// `Done{kind: 0x3A}`, also for a user that does not exist (so that names
-/// cannot be probed: such a user can never push).
+/// cannot be probed: such a user can never push). A user of a peer relay
+/// (`user@relay`) past the relay's cap on such grants gets
+/// `Error{QueueFull}` (PROTOCOL.md §12.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AllowSender<'a> {

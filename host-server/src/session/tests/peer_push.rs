@@ -298,6 +298,37 @@ fn only_a_user_of_a_listed_peer_may_be_allowed() {
     );
 }
 
+/// Past the cap on remote grants, a new one is refused as a full queue,
+/// not as a failure of the relay.
+#[test]
+fn a_grant_past_the_cap_on_peers_users_is_refused_as_full() {
+    let w = world(Default::default());
+    for i in 0..crate::directory::MAX_REMOTE_SENDERS {
+        w.relay
+            .directory
+            .allow_sender("ada", &format!("u{i}@site-a"), true)
+            .unwrap();
+    }
+    let mut ada = user(&w, 1, "ada");
+    send(
+        &mut ada,
+        w.now(),
+        Message::AllowSender(AllowSender {
+            sender: "alice@site-a",
+            allow: true,
+        }),
+    );
+    assert_eq!(
+        error_with_kind(&mut ada),
+        (ErrorCode::QueueFull, Kind::AllowSender as u8)
+    );
+    assert!(!w
+        .relay
+        .directory
+        .allows_sender("ada", "alice@site-a")
+        .unwrap());
+}
+
 #[test]
 fn a_grant_to_a_peers_user_lets_no_local_user_push() {
     let mut w = world(Default::default());
