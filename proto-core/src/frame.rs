@@ -139,7 +139,8 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
 
-/// A decoded, CRC-checked frame: a view into the decoder's buffer.
+/// A decoded, CRC-checked frame: a view into the decoder's buffer, or
+/// into the input it was fed (see [`Decoder::feed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     /// Protocol version of the sender.
@@ -304,16 +305,23 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// Consumes bytes from the front of `input` until a frame completes or
     /// is dropped, or `input` is empty (`None`). Call it again with the same
     /// `input` until it returns `None`.
-    pub fn feed(&mut self, input: &mut &[u8]) -> Option<Result<Frame<'_>, Dropped>> {
+    ///
+    /// The frame is a view into the decoder's buffer, or, for a
+    /// length-prefixed frame that `input` holds whole, into `input` itself:
+    /// such a frame is checked where it lies and never copied.
+    pub fn feed<'f, 'i: 'f>(
+        &'f mut self,
+        input: &mut &'i [u8],
+    ) -> Option<Result<Frame<'f>, Dropped>> {
         #[cfg(any(test, feature = "length-prefixed"))]
-        let found = if self.prefixed.is_some() {
-            self.feed_prefixed(input)
-        } else {
-            self.feed_cobs(input)
-        };
-        #[cfg(not(any(test, feature = "length-prefixed")))]
-        let found = self.feed_cobs(input);
-        Some(found?.map(|len| self.view(len)))
+        if self.prefixed.is_some() {
+            return Some(match self.feed_prefixed(input)? {
+                Ok(length_prefixed::Found::Buffered(len)) => Ok(self.view(len)),
+                Ok(length_prefixed::Found::InPlace(raw)) => Ok(Frame::of_checked(raw)),
+                Err(dropped) => Err(dropped),
+            });
+        }
+        Some(self.feed_cobs(input)?.map(|len| self.view(len)))
     }
 
     /// [`Decoder::feed`] in COBS; a frame is returned as its raw length,
@@ -430,30 +438,50 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     /// drops it.
     fn finish(&mut self) -> Result<usize, Dropped> {
         let len = self.len;
-        if len < OVERHEAD {
-            return Err(self.drop_frame(Dropped::TooShort, false));
-        }
-        let raw = &self.buf.as_ref()[..len];
-        let (covered, trailer) = raw.split_at(len - CRC_LEN);
-        let mut crc = [0u8; CRC_LEN];
-        crc.copy_from_slice(trailer);
-        if crc32c(covered) != u32::from_le_bytes(crc) {
-            return Err(self.drop_frame(Dropped::BadCrc, false));
+        let sound = check(&self.buf.as_ref()[..len]);
+        self.checked(sound).map(|()| len)
+    }
+
+    /// Counts a raw frame that [`check`] passed (`Ok`), or drops it.
+    fn checked(&mut self, sound: Result<(), Dropped>) -> Result<(), Dropped> {
+        if let Err(why) = sound {
+            return Err(self.drop_frame(why, false));
         }
         self.stats.frames += 1;
         self.len = 0;
         self.consumed = 0;
-        Ok(len)
+        Ok(())
     }
 
     /// The frame [`Decoder::finish`] checked, `len` bytes at the front of
     /// the buffer.
     fn view(&self, len: usize) -> Frame<'_> {
-        let raw = &self.buf.as_ref()[..len];
+        Frame::of_checked(&self.buf.as_ref()[..len])
+    }
+}
+
+/// Whether a raw frame is long enough to be one and its CRC matches.
+fn check(raw: &[u8]) -> Result<(), Dropped> {
+    if raw.len() < OVERHEAD {
+        return Err(Dropped::TooShort);
+    }
+    let (covered, trailer) = raw.split_at(raw.len() - CRC_LEN);
+    let mut crc = [0u8; CRC_LEN];
+    crc.copy_from_slice(trailer);
+    if crc32c(covered) != u32::from_le_bytes(crc) {
+        return Err(Dropped::BadCrc);
+    }
+    Ok(())
+}
+
+impl<'a> Frame<'a> {
+    /// The frame in `raw`, which [`check`] passed (so it is at least
+    /// [`OVERHEAD`] bytes).
+    fn of_checked(raw: &'a [u8]) -> Frame<'a> {
         Frame {
             version: raw[0],
             kind: raw[1],
-            body: &raw[HEADER_LEN..len - CRC_LEN],
+            body: &raw[HEADER_LEN..raw.len() - CRC_LEN],
         }
     }
 }

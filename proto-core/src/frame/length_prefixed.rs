@@ -10,8 +10,9 @@
 //!
 //! COBS costs a pass over every byte on each side to buy resynchronisation,
 //! which TCP and TLS never need: they lose no bytes and reorder none. Here
-//! the raw frame travels as it is, so a data frame's payload is copied once
-//! into the decoder's buffer and its CRC-32C is the only pass over it.
+//! the raw frame travels as it is: a frame that arrives whole in one read
+//! is checked where it lies (its CRC-32C is the only pass over it), and
+//! only one split across reads is gathered in the decoder's buffer.
 //!
 //! The marker is 0x00 because no COBS frame can start with it (a zero is
 //! only ever a COBS delimiter): a decoder expecting this framing that gets
@@ -69,6 +70,14 @@ impl State {
     }
 }
 
+/// A frame [`Decoder::feed_prefixed`] found and checked.
+pub(super) enum Found<'i> {
+    /// `len` bytes at the front of the decoder's buffer.
+    Buffered(usize),
+    /// A frame the input held whole, where it lies.
+    InPlace(&'i [u8]),
+}
+
 /// Writes the prefix of a `raw_len`-byte raw frame already at
 /// `out[PREFIX_LEN..]` and returns the frame's length on the wire. The
 /// caller keeps `raw_len` within `MAX_RAW_LEN` and `out`.
@@ -107,9 +116,13 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
     }
 
     /// [`Decoder::feed`] in the length-prefixed framing (or COBS before
-    /// the marker, see [`Decoder::switch_at_marker`]); a frame is returned
-    /// as its raw length.
-    pub(super) fn feed_prefixed(&mut self, input: &mut &[u8]) -> Option<Result<usize, Dropped>> {
+    /// the marker, see [`Decoder::switch_at_marker`]). A frame that
+    /// arrives whole in one `input` is checked there: a data frame's
+    /// payload then costs no copy, only its CRC-32C.
+    pub(super) fn feed_prefixed<'i>(
+        &mut self,
+        input: &mut &'i [u8],
+    ) -> Option<Result<Found<'i>, Dropped>> {
         let capacity = self.buf.as_ref().len();
         loop {
             let state = self.prefixed.as_mut()?;
@@ -130,7 +143,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
                 let found = self.feed_cobs(&mut head);
                 *input = &whole[end - head.len()..];
                 match found {
-                    Some(found) => return Some(found),
+                    Some(found) => return Some(found.map(Found::Buffered)),
                     None => continue,
                 }
             }
@@ -188,6 +201,15 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
                 };
                 return Some(Err(self.drop_frame(why, false)));
             }
+            if self.len == 0 && input.len() >= state.want {
+                let whole: &'i [u8] = input;
+                let (raw, rest) = whole.split_at(state.want);
+                *state = State::default();
+                *input = rest;
+                self.consumed += raw.len() as u64;
+                let sound = super::check(raw);
+                return Some(self.checked(sound).map(|()| Found::InPlace(raw)));
+            }
             let n = (state.want - self.len).min(input.len());
             let done = self.len + n == state.want;
             if done {
@@ -199,7 +221,7 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> Decoder<B> {
             self.consumed += n as u64;
             *input = rest;
             if done {
-                return Some(self.finish());
+                return Some(self.finish().map(Found::Buffered));
             }
         }
     }

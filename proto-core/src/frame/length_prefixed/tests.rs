@@ -121,6 +121,28 @@ fn any_split_of_the_input_gives_the_same_frames() {
 }
 
 #[test]
+fn a_frame_fed_whole_is_viewed_where_it_lies_and_a_split_one_is_gathered() {
+    let wire = encode_vec(0x21, &[7u8; 1000]);
+    let within = |body: &[u8], input: &[u8]| input.as_ptr_range().contains(&body.as_ptr());
+
+    let mut dec = decoder(2048);
+    let mut input = &wire[..];
+    let frame = dec.feed(&mut input).unwrap().unwrap();
+    assert_eq!((frame.kind, frame.body), (0x21, &[7u8; 1000][..]));
+    assert!(within(frame.body, &wire), "a whole frame is not copied");
+    assert!(input.is_empty());
+
+    let (head, tail) = wire.split_at(600);
+    let mut input = head;
+    assert!(dec.feed(&mut input).is_none());
+    let mut input = tail;
+    let frame = dec.feed(&mut input).unwrap().unwrap();
+    assert_eq!(frame.body, &[7u8; 1000][..]);
+    assert!(!within(frame.body, tail), "a split frame is gathered");
+    assert_eq!(dec.stats().frames, 2);
+}
+
+#[test]
 fn a_bad_crc_drops_that_frame_only() {
     let mut wire = encode_vec(1, b"payload");
     let last = wire.len() - 1;
