@@ -38,6 +38,7 @@
 //! the pair's one name, with the pair's one key.
 
 pub mod board;
+mod link;
 pub mod push;
 pub mod service;
 mod source;
@@ -264,10 +265,10 @@ struct LiveConnector<'a, S: ?Sized> {
     stopped: bool,
 }
 
-impl<S: Store + ?Sized> Connector for LiveConnector<'_, S> {
+impl<'a, S: Store + ?Sized> Connector for LiveConnector<'a, S> {
     type IoError = std::io::Error;
     type Link<'l>
-        = <Dialled as Connector>::Link<'l>
+        = link::StopLink<'a, <Dialled as Connector>::Link<'l>>
     where
         Self: 'l;
     type ConnectError = ();
@@ -281,7 +282,11 @@ impl<S: Store + ?Sized> Connector for LiveConnector<'_, S> {
             self.expired = true;
             return Err(());
         }
-        self.inner.connect()
+        let inner = self.inner.connect()?;
+        Ok(link::StopLink {
+            inner,
+            stop: self.stop,
+        })
     }
 }
 
