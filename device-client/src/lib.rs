@@ -42,21 +42,25 @@
 //! (the largest frame accepted, announced to the relay) and `TX` the encode
 //! buffer (`frame::max_encoded_len(RX)` is the natural choice; link reads
 //! land there too). `F` is the number of files a session can hold.
-//! Measured with `core::mem::size_of` (the `ram_cost` unit test prints the
-//! host figures; the 32-bit figures come from the same types built for
-//! `thumbv7em-none-eabihf` and `thumbv6m-none-eabi`, which agree):
+//! Measured with `core::mem::size_of` on 2026-12-05 (the `ram_cost` unit
+//! test prints the host figures, built with `std` and so every feature;
+//! the 32-bit figures come from the same types built for
+//! `thumbv7em-none-eabihf` and `thumbv6m-none-eabi` with the features
+//! `upload` and `download` only, and the two targets agree):
 //!
 //! | frame (`RX`, `TX`)    | `Uploader`, 1 file | `Uploader`, 8 files | `Downloader`, 1 file | `Downloader`, 8 files |
 //! |-----------------------|-------------------:|--------------------:|---------------------:|----------------------:|
-//! | 128, 130 (32-bit)     |             1112 B |              1784 B |               1064 B |                1344 B |
-//! | 256, 258 (32-bit)     |             1368 B |                     |               1320 B |                       |
-//! | 1024, 1030 (32-bit)   |             2904 B |                     |               2856 B |                       |
-//! | 128, 130 (64-bit)     |             1248 B |              1984 B |               1120 B |                1408 B |
-//! | 16384, 16450 (64-bit) |            33824 B |             34560 B |              33696 B |               33984 B |
+//! | 128, 130 (32-bit)     |             1128 B |              1800 B |               1096 B |                1376 B |
+//! | 256, 258 (32-bit)     |             1384 B |                     |               1352 B |                       |
+//! | 1024, 1030 (32-bit)   |             2920 B |                     |               2888 B |                       |
+//! | 128, 130 (64-bit)     |             1568 B |              2400 B |               1280 B |                1568 B |
+//! | 16384, 16450 (64-bit) |            34144 B |             34976 B |              33856 B |               34144 B |
 //!
-//! Of the 32-bit figures, the protocol sessions themselves take 760 B
-//! (upload, 1 file) and 712 B (download, 1 file); each further file costs
-//! 96 B (upload) or 40 B (download). The rest is the two buffers plus a few
+//! Of the 32-bit figures, the protocol sessions themselves take 776 B
+//! (upload, 1 file) and 744 B (download, 1 file); each further file costs
+//! 96 B (upload) or 40 B (download). `auth` and `notices` together add
+//! 56 B to each 32-bit `Uploader` figure and 64 B to each `Downloader`
+//! one, all of it in the sessions. The rest is the two buffers plus a few
 //! words. On top of the struct, `run` uses stack for its own frames (a
 //! decoded message, hashing state; not measured here) and the caller's
 //! [`Connector`] and link.
