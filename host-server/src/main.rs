@@ -465,6 +465,7 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
                         blobs = stats.blobs,
                         partials = stats.partials,
                         forgotten = stats.forgotten,
+                        forwards = stats.forwards,
                         "expired batches swept"
                     ),
                     Ok(Ok(_)) => {}

@@ -217,9 +217,10 @@ impl Relay {
     }
 
     /// Deletes expired batches and incomplete ones without progress,
-    /// collects unreferenced blobs, releases the reservations of stalled
-    /// uploads and forgets rate-limit state that has refilled. Call it
-    /// periodically.
+    /// collects unreferenced blobs, deletes forwards finished more than
+    /// `[forward] keep_finished_secs` ago, releases the reservations of
+    /// stalled uploads and forgets rate-limit state that has refilled.
+    /// Call it periodically.
     pub fn sweep(&self, now: Instant) -> Result<SweepStats, StoreError> {
         lock(&self.limiter).prune(now);
         lock(&self.proofs).prune(now);
@@ -249,6 +250,18 @@ impl Relay {
                 self.metrics.deliveries_swept(&stats);
                 stats
             });
+        // A failed forward sweep leaves the rest for the next sweep, as
+        // a failed delivery sweep does.
+        let forwards = self
+            .store
+            .sweep_finished(self.settings.forward.finished_before(secs));
+        if let Err(e) = &forwards {
+            tracing::error!("sweeping finished forwards failed: {e}");
+        }
+        let swept = swept.map(|mut stats| {
+            stats.forwards = forwards.unwrap_or(0);
+            stats
+        });
         // After the sweep, so the gauges leave out what it removed.
         match self.store.usage() {
             Ok(usage) => self.metrics.store_usage(usage),

@@ -396,6 +396,46 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
     );
 }
 
+/// A failed forward is kept `forward.keep_finished_secs` after it ended,
+/// then A's sweep deletes it: `--status` and `--retry` then say it is not
+/// found (exit 2), as of an id that never existed.
+#[test]
+fn a_finished_forward_is_forgotten_after_keep_finished_secs() {
+    let pair = Pair::start_keyed(
+        LinkFaults::default(),
+        &[],
+        DeviceKey([0x11; 16]),
+        "sweep_interval_secs = 1\n[forward]\nkeep_finished_secs = 3\n",
+    );
+    let state = ada_at_a(&pair);
+    let (_, code) = pair.send_to_a([1000, 2000, 3000]);
+    let (statuses, out) = forward_cli(&pair, &state, &code);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let last = statuses.last().unwrap();
+    assert_eq!(last["state"], "failed", "{statuses:?}");
+    let id = last["id"].as_u64().unwrap().to_string();
+    // Gone within a few sweeps (bounded: 20 s).
+    let status = || run(&mut forward_cmd(&pair, &state, &["--status", &id]));
+    let gone = (0..200)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            status()
+        })
+        .find(|out| !out.status.success())
+        .expect("the failed forward was never swept");
+    let not_found = format!("forward {id}: not found");
+    assert_eq!(gone.status.code(), Some(2), "{}", stderr(&gone));
+    assert!(stderr(&gone).contains(&not_found), "{}", stderr(&gone));
+    assert!(
+        stderr(&gone).contains("keep_finished_secs"),
+        "{}",
+        stderr(&gone)
+    );
+    let retry = run(&mut forward_cmd(&pair, &state, &["--retry", &id]));
+    assert_eq!(retry.status.code(), Some(2), "{}", stderr(&retry));
+    assert!(stderr(&retry).contains(&not_found), "{}", stderr(&retry));
+}
+
 /// A loopback port nothing listens on (one we bound and closed).
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

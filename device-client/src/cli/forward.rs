@@ -23,10 +23,10 @@ use clap::Args;
 use pickup_proto::message::{
     ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch, Message,
 };
-use pickup_proto::Code;
+use pickup_proto::{Code, ErrorCode};
 use serde_json::{json, Value};
 
-use super::account::{required_credential, Exchange, Reply};
+use super::account::{refusal, required_credential, Exchange, Reply};
 use super::out::outln;
 use super::show::{escape, size, utc, Ui};
 use super::{Common, Exit, Failure};
@@ -130,6 +130,38 @@ fn open(common: &Common) -> Result<Exchange, Failure> {
     Ok(ex)
 }
 
+/// The line for the relay's refusal of a request about forward `id`
+/// (`None`: a new forward). An unknown forward is named, with why it may
+/// be gone (the relay forgets finished forwards); a full queue says it
+/// is the user's own open forwards; the rest as every command says them.
+fn refused(common: &Common, id: Option<u64>, code: ErrorCode) -> Failure {
+    const FULL: &str = "you have as many forwards open as the relay allows \
+                        (forward.max_open_per_user)";
+    let text = match (code, id) {
+        (ErrorCode::UnknownCode, Some(id)) => format!(
+            "forward {id}: not found (none of your forwards has this id; the relay forgets a \
+             done or failed forward after its forward.keep_finished_secs, a week by default)"
+        ),
+        (ErrorCode::QueueFull, Some(id)) => {
+            format!("forward {id}: not retried: {FULL}; retry once one of them is done or failed")
+        }
+        (ErrorCode::QueueFull, None) => {
+            format!("{FULL}; forward again once one of them is done or failed")
+        }
+        _ => return refusal(code, &common.relay),
+    };
+    Failure::new(Exit::Refused, text)
+}
+
+/// Sends `msg` about forward `id` (`None`: a new forward) on a new
+/// exchange and returns its reply, or the refusal as [`refused`] says it.
+fn ask(common: &Common, id: Option<u64>, msg: &Message<'_>) -> Result<Reply, Failure> {
+    let mut ex = open(common)?;
+    let reply = ex.ask(msg)?;
+    ex.close();
+    reply.map_err(|code| refused(common, id, code))
+}
+
 /// The status a request answered, or a refusal.
 fn status_of(reply: Reply) -> Result<ForwardStatus, Failure> {
     match reply {
@@ -217,11 +249,8 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), Failure> {
     let common = &args.common;
     let ui = Ui::new(common.verbose);
     if let Some(id) = args.status {
-        let s = open(common).and_then(|mut ex| {
-            let s = status_of(ex.request(&Message::ForwardWatch(ForwardWatch { id, once: true }))?);
-            ex.close();
-            s
-        })?;
+        let watch = Message::ForwardWatch(ForwardWatch { id, once: true });
+        let s = status_of(ask(common, Some(id), &watch)?)?;
         if common.json {
             outln!("{}", to_json(&s));
         } else {
@@ -231,11 +260,8 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), Failure> {
     }
     let id = match (args.retry, &args.code, &args.to) {
         (Some(id), _, _) => {
-            let s = open(common).and_then(|mut ex| {
-                let s = status_of(ex.request(&Message::ForwardRetry(ForwardRetry { id }))?);
-                ex.close();
-                s
-            })?;
+            let retry = Message::ForwardRetry(ForwardRetry { id });
+            let s = status_of(ask(common, Some(id), &retry)?)?;
             let mut last = None;
             if show(common, &ui, &s, &mut last) {
                 return finish(common, &ui, &s);
@@ -245,17 +271,16 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), Failure> {
         (None, Some(code), Some(peer)) => {
             let code = Code::parse(code)
                 .map_err(|e| Failure::new(Exit::Usage, format!("{code:?}: {e}")))?;
-            let id = open(common).and_then(|mut ex| {
-                let reply = ex.request(&Message::ForwardRequest(ForwardRequest { code, peer }))?;
-                ex.close();
-                match reply {
-                    Reply::ForwardAccepted(id) => Ok(id),
-                    _ => Err(Failure::new(
+            let request = Message::ForwardRequest(ForwardRequest { code, peer });
+            let id = match ask(common, None, &request)? {
+                Reply::ForwardAccepted(id) => id,
+                _ => {
+                    return Err(Failure::new(
                         Exit::Refused,
                         "the relay did not take the forward",
-                    )),
+                    ))
                 }
-            })?;
+            };
             if !common.json {
                 ui.note(&format!("forward {id}: {code} to {}", escape(peer)));
                 if !ui.tty {
@@ -278,7 +303,6 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pickup_proto::ErrorCode;
 
     fn status(state: ForwardState) -> ForwardStatus {
         ForwardStatus {
@@ -319,6 +343,36 @@ mod tests {
         assert_eq!(
             (j["state"].as_str(), j["peer_code"].as_str()),
             (Some("done"), Some("7KQ4-M2XD-9RTA"))
+        );
+    }
+
+    /// An unknown forward (never made, another user's, or forgotten
+    /// after keep_finished_secs) and a full queue are said of forwards;
+    /// an unknown batch code stays the common `not found`.
+    #[test]
+    fn refusals_about_a_forward_name_it() {
+        let common = Common::default();
+        let unknown = refused(&common, Some(9), ErrorCode::UnknownCode);
+        assert_eq!(unknown.exit, Exit::Refused);
+        assert!(
+            unknown.message.starts_with("forward 9: not found")
+                && unknown.message.contains("forward.keep_finished_secs"),
+            "{}",
+            unknown.message
+        );
+        let full = refused(&common, Some(9), ErrorCode::QueueFull);
+        assert!(
+            full.message.starts_with("forward 9: not retried")
+                && full.message.contains("forward.max_open_per_user"),
+            "{}",
+            full.message
+        );
+        assert!(refused(&common, None, ErrorCode::QueueFull)
+            .message
+            .contains("forward.max_open_per_user"));
+        assert_eq!(
+            refused(&common, None, ErrorCode::UnknownCode).message,
+            "not found"
         );
     }
 }

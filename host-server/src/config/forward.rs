@@ -27,6 +27,12 @@ pub struct ForwardSettings {
     /// request past it is refused with `Error{QueueFull}`, so one user
     /// cannot fill the queue every user's forwards wait in.
     pub max_open_per_user: u32,
+    /// How long a `Done` or `Failed` forward is kept after it finished,
+    /// in seconds: its status (`pickup forward --status`) and, for a
+    /// failed one, its retry by command. The relay's sweep then deletes
+    /// it, and its id reads as unknown (`UnknownCode`). At least 1:
+    /// keeping none would end a forward's status the moment it is final.
+    pub keep_finished_secs: u64,
 }
 
 impl Default for ForwardSettings {
@@ -38,6 +44,7 @@ impl Default for ForwardSettings {
             lease_secs: 60,
             users: None,
             max_open_per_user: 64,
+            keep_finished_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -62,6 +69,9 @@ impl ForwardSettings {
         if self.max_open_per_user == 0 {
             return Err("forward.max_open_per_user must be at least 1".into());
         }
+        if self.keep_finished_secs == 0 {
+            return Err("forward.keep_finished_secs must be at least 1".into());
+        }
         for user in self.users.iter().flatten() {
             crate::directory::validate_account_name(user)
                 .map_err(|e| format!("forward.users: {user:?}: {e}"))?;
@@ -74,6 +84,12 @@ impl ForwardSettings {
         self.users
             .as_ref()
             .is_none_or(|users| users.iter().any(|u| u == user))
+    }
+
+    /// The forwards a sweep at `now` (Unix seconds) deletes: those
+    /// finished before this time.
+    pub fn finished_before(&self, now: u64) -> u64 {
+        now.saturating_sub(self.keep_finished_secs)
     }
 
     /// The wait after the `attempts`-th failed attempt: 2^attempts

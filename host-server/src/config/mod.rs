@@ -114,6 +114,7 @@
 //! backoff_cap_secs = 300     # the n-th failure waits 2^n s, at most this
 //! lease_secs = 60            # a dead instance's forward is taken up after this
 //! max_open_per_user = 64     # a user's forwards not Done/Failed; past it Error{QueueFull}
+//! keep_finished_secs = 604800  # a Done/Failed forward is kept this long, then swept (at least 1)
 //!
 //! [[peers]]                  # a relay this one forwards to and accepts forwards from
 //! name = "relay-b"           # its name here, and this relay's name in its [[peers]]: terminal-name rules

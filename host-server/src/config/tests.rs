@@ -243,10 +243,31 @@ fn the_forward_section_parses_over_its_defaults_and_is_checked() {
         "[forward]\nbackoff_cap_secs = 0",
         "[forward]\nlease_secs = 3",
         "[forward]\nmax_open_per_user = 0",
+        "[forward]\nkeep_finished_secs = 0",
     ] {
         let c: Config = toml::from_str(bad).unwrap();
         assert!(c.validate().is_err(), "{bad}");
     }
+}
+
+/// Finished forwards are kept a week unless set; the sweep's cut-off is
+/// that long before now, and never before 0.
+#[test]
+fn finished_forwards_are_kept_for_keep_finished_secs() {
+    let f = Config::default().settings().forward.clone();
+    assert_eq!(f.keep_finished_secs, 604_800);
+    assert_eq!(f.finished_before(1_000_000), 1_000_000 - 604_800);
+    let c: Config = toml::from_str("[forward]\nkeep_finished_secs = 60\n").unwrap();
+    assert!(c.validate().is_ok());
+    let f = c.settings().forward.clone();
+    assert_eq!(f.finished_before(1_000), 940);
+    assert_eq!(f.finished_before(59), 0, "nothing finished before 0");
+    let mut c = Config::default();
+    c.forward.keep_finished_secs = 0;
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .contains("forward.keep_finished_secs"));
 }
 
 /// The README's defaults block is what the relay does with no config.

@@ -9,7 +9,7 @@ use pickup_proto::{Code, ErrorCode};
 
 use crate::codes::code_key;
 use crate::relay::Relay;
-use crate::store::forwards::{Created, NewForward, PushTarget};
+use crate::store::forwards::{Created, NewForward, PushTarget, Retried};
 use crate::store::{Lookup, StoreError};
 
 /// Why a status is read.
@@ -100,8 +100,10 @@ pub(crate) enum ForwardDone {
         look: Look,
         result: Result<Option<ForwardStatus>, StoreError>,
     },
-    /// As `Status`, after a retry.
-    Retried(Result<Option<ForwardStatus>, StoreError>),
+    /// The status after a retry, or why it was refused: `UnknownCode`
+    /// (no forward of the requester's has this id), `QueueFull` (a failed
+    /// forward, and the requester at `[forward] max_open_per_user`).
+    Retried(Result<Result<ForwardStatus, ErrorCode>, StoreError>),
 }
 
 pub(super) fn run(relay: &Relay, w: ForwardWork) -> ForwardDone {
@@ -172,12 +174,23 @@ pub(super) fn run(relay: &Relay, w: ForwardWork) -> ForwardDone {
             requester,
             id,
             now_secs,
-        } => ForwardDone::Retried(store.retry_forward(id, &requester, now_secs).map(|r| {
-            r.map(|r| {
-                board.kick();
-                board.ring(r.id);
-                board.status(&r)
-            })
-        })),
+        } => ForwardDone::Retried(
+            store
+                .retry_forward(
+                    id,
+                    &requester,
+                    now_secs,
+                    relay.settings.forward.max_open_per_user,
+                )
+                .map(|r| match r {
+                    Some(Retried::Record(r)) => {
+                        board.kick();
+                        board.ring(r.id);
+                        Ok(board.status(&r))
+                    }
+                    Some(Retried::Full(_)) => Err(ErrorCode::QueueFull),
+                    None => Err(ErrorCode::UnknownCode),
+                }),
+        ),
     }
 }

@@ -10,7 +10,8 @@
 //!   ForwardWatch ──► Board::watch(id, bell); job ──► ForwardStatus
 //!   doorbell (the forward changed) ──► handle_wake ──(≥ 250 ms since the last status, else a timer)──►
 //!       job (reload) ──► ForwardStatus if state, bytes, attempts or reason changed; a final one ends the watch
-//!   ForwardRetry ──► job: queue again ──► ForwardStatus
+//!   ForwardRetry ──► job: queue again ──► ForwardStatus | Error{UnknownCode}
+//!                    a failed one past forward.max_open_per_user open: Error{QueueFull}
 //! ```
 //!
 //! Every store access is a job; this file only decides and answers. The
@@ -259,10 +260,8 @@ impl Session {
                 Err(e) => self.forward_failed(Kind::ForwardWatch, &e),
             },
             ForwardDone::Status { id, result, .. } => self.on_reloaded(true, id, result),
-            ForwardDone::Retried(Ok(Some(s))) => self.out.push(Out::ForwardStatus(s)),
-            ForwardDone::Retried(Ok(None)) => {
-                self.out.error(ErrorCode::UnknownCode, Kind::ForwardRetry)
-            }
+            ForwardDone::Retried(Ok(Ok(s))) => self.out.push(Out::ForwardStatus(s)),
+            ForwardDone::Retried(Ok(Err(code))) => self.out.error(code, Kind::ForwardRetry),
             ForwardDone::Retried(Err(e)) => self.forward_failed(Kind::ForwardRetry, &e),
         }
     }

@@ -21,6 +21,17 @@
 //! [`NewForward::max_open`] forwards not yet `Done` or `Failed`
 //! ([`Created::Full`]); both are checked in the transaction that stores.
 //!
+//! A retry by command of a `Failed` forward makes it open again, so it
+//! counts against the same cap in its own transaction
+//! ([`Retried::Full`]).
+//!
+//! Finished forwards (`Done`, `Failed`) are kept for `[forward]
+//! keep_finished_secs` after they finished, then the relay's sweep
+//! deletes them ([`Forwards::sweep_finished`]), a bounded chunk per
+//! transaction. A final forward changes no more (only a retry by command
+//! makes it open again), so its `updated_at` is when it finished: the
+//! sweep reads that, and no column of its own is needed.
+//!
 //! Every transition is one transaction, durable when the method returns
 //! (the [`Store`](super::Store)'s contract). A claim bumps the row's
 //! `claim` and gives it a lease: the runner passes its claim number with
@@ -30,7 +41,9 @@
 //! whose lease ran out (its instance crashed) is due again, and the next
 //! claim resumes it from the peer's token kept in the row.
 //!
-//! Ids are never reused (SQLite `AUTOINCREMENT`, PostgreSQL identity).
+//! Ids are never reused (SQLite `AUTOINCREMENT`, PostgreSQL identity),
+//! also after a sweep deleted the highest: a stale id names no other
+//! forward, it is unknown.
 
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
@@ -93,6 +106,22 @@ impl Created {
     }
 }
 
+/// What [`Forwards::retry_forward`] did to a forward of the requester.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// The forward as it stands after the retry: queued again if its
+    /// state allowed one ([`apply_retry`]), else unchanged.
+    Record(ForwardRecord),
+    /// The forward is `Failed` and its requester has `max_open` open
+    /// forwards already: the forward, unchanged.
+    Full(ForwardRecord),
+}
+
+/// Forwards one transaction of [`Forwards::sweep_finished`] deletes at
+/// most, so a sweep holds the queue (the memory store's lock, SQLite's
+/// writer, PostgreSQL's rows) only briefly at a time.
+pub const SWEEP_CHUNK: usize = 256;
+
 /// One forward, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardRecord {
@@ -135,7 +164,8 @@ pub struct ForwardRecord {
     pub lease_until: u64,
     /// When the forward was requested.
     pub created_at: u64,
-    /// When it last changed.
+    /// When it last changed; for a `Done` or `Failed` forward, when it
+    /// finished (a final forward does not change).
     pub updated_at: u64,
 }
 
@@ -149,6 +179,18 @@ impl ForwardRecord {
     /// a push forward's next attempt only pushes it.
     pub fn verified_copy(&self, now: u64) -> Option<Code> {
         self.peer_code.filter(|_| self.peer_expires_at > now)
+    }
+
+    /// Whether a retry by command would make it open again: it is
+    /// `Failed`, so it counts against the cap once queued (a `Retrying`
+    /// forward counts already).
+    pub fn retry_reopens(&self) -> bool {
+        self.state == ForwardState::Failed
+    }
+
+    /// Whether the sweep deletes it: finished before `finished_before`.
+    pub fn is_swept(&self, finished_before: u64) -> bool {
+        self.state.is_final() && self.updated_at < finished_before
     }
 
     /// Whether `claim_forwards` at `now` would take it.
@@ -365,6 +407,34 @@ pub trait Forwards {
     ) -> Result<Option<ForwardRecord>>;
     /// Queues forward `id` of `requester` again ([`apply_retry`]); the
     /// record as it stands after (changed or not), `None` if there is no
-    /// such forward of `requester`.
-    fn retry_forward(&self, id: u64, requester: &str, now: u64) -> Result<Option<ForwardRecord>>;
+    /// such forward of `requester`. A `Failed` forward is queued only if
+    /// `requester` has fewer than `max_open` open forwards
+    /// ([`Retried::Full`] otherwise), checked in the same transaction as
+    /// [`create_forward`](Self::create_forward) checks it.
+    fn retry_forward(
+        &self,
+        id: u64,
+        requester: &str,
+        now: u64,
+        max_open: u32,
+    ) -> Result<Option<Retried>>;
+    /// Deletes, in one transaction, at most `limit` forwards that are
+    /// `Done` or `Failed` and finished before `finished_before`
+    /// ([`ForwardRecord::is_swept`]); how many it deleted. Open forwards
+    /// are never deleted. Instances sweeping at once delete disjoint rows.
+    fn sweep_forwards(&self, finished_before: u64, limit: usize) -> Result<u64>;
+    /// Deletes every forward finished before `finished_before`, in
+    /// transactions of at most [`SWEEP_CHUNK`]; how many it deleted.
+    fn sweep_finished(&self, finished_before: u64) -> Result<u64> {
+        let mut swept = 0;
+        loop {
+            let n = self.sweep_forwards(finished_before, SWEEP_CHUNK)?;
+            swept += n;
+            // A short chunk took the last: forwards finishing now finish
+            // after `finished_before`, so the loop ends.
+            if n < SWEEP_CHUNK as u64 {
+                return Ok(swept);
+            }
+        }
+    }
 }

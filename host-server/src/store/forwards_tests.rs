@@ -1,22 +1,23 @@
 //! The queue of forwards ([`crate::store::forwards`]) checked against
 //! every store: a forward's whole life across a crash (for SQLite and
 //! PostgreSQL a close and reopen), claims and their fences, due times and
-//! leases, and who may retry what.
+//! leases, and who may retry what (the cap on retries and the sweep of
+//! finished forwards: forwards_retention_tests.rs).
 
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
 
-use super::forwards::{Created, ForwardChange, ForwardRecord, NewForward, PushTarget};
+use super::forwards::{Created, ForwardChange, ForwardRecord, NewForward, PushTarget, Retried};
 use super::memory::MemoryStore;
 use super::postgres::PgStore;
 use super::tests::reopen;
 use super::*;
 
-fn code(n: u8) -> Code {
+pub(super) fn code(n: u8) -> Code {
     Code::from_parts(13, u128::from(n)).unwrap()
 }
 
-fn new_forward(n: u8, requester: &str, now: u64) -> NewForward<'_> {
+pub(super) fn new_forward(n: u8, requester: &str, now: u64) -> NewForward<'_> {
     NewForward {
         batch: BatchId(u64::from(n)),
         code: code(n),
@@ -30,14 +31,28 @@ fn new_forward(n: u8, requester: &str, now: u64) -> NewForward<'_> {
 }
 
 /// A new forward the test expects stored.
-fn create<S: Store>(store: &S, new: &NewForward<'_>) -> ForwardRecord {
+pub(super) fn create<S: Store>(store: &S, new: &NewForward<'_>) -> ForwardRecord {
     match store.create_forward(new).unwrap() {
         Created::New(r) => r,
         other => panic!("not stored: {other:?}"),
     }
 }
 
-fn progress(state: ForwardState, sent: u64, token: Option<ResumeToken>) -> ForwardChange {
+/// A retry by command with room under the cap: the forward as it stands
+/// after, `None` if it is not `requester`'s.
+fn retry_by<S: Store>(store: &S, id: u64, requester: &str, now: u64) -> Option<ForwardRecord> {
+    match store.retry_forward(id, requester, now, 64).unwrap() {
+        Some(Retried::Record(r)) => Some(r),
+        Some(Retried::Full(_)) => panic!("forward {id}: full under the cap"),
+        None => None,
+    }
+}
+
+pub(super) fn progress(
+    state: ForwardState,
+    sent: u64,
+    token: Option<ResumeToken>,
+) -> ForwardChange {
     ForwardChange::Progress {
         state,
         sent,
@@ -46,7 +61,7 @@ fn progress(state: ForwardState, sent: u64, token: Option<ResumeToken>) -> Forwa
     }
 }
 
-fn claim_one<S: Store>(store: &S, now: u64) -> ForwardRecord {
+pub(super) fn claim_one<S: Store>(store: &S, now: u64) -> ForwardRecord {
     let mut claimed = store.claim_forwards(now, now + 30, 1).unwrap();
     assert_eq!(claimed.len(), 1, "one forward due at {now}");
     claimed.remove(0)
@@ -156,7 +171,7 @@ fn lifecycle<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
     assert_eq!(store.forward(f.id).unwrap(), Some(d));
     // Done and Failed are final: no claim; no retry of a done forward.
     assert!(store.claim_forwards(10_000, 10_030, 5).unwrap().is_empty());
-    let r = store.retry_forward(f.id, "ada", 300).unwrap().unwrap();
+    let r = retry_by(&store, f.id, "ada", 300).unwrap();
     assert_eq!(r.state, ForwardState::Done);
     assert_eq!(store.forward(999).unwrap(), None);
     store
@@ -188,18 +203,18 @@ fn leases_and_retries<S: Store>(store: &S) {
     );
     assert!(store.claim_forwards(10_000, 10_030, 5).unwrap().is_empty());
     // Another user sees nothing, and changes nothing.
-    assert_eq!(store.retry_forward(f.id, "bob", 140).unwrap(), None);
+    assert_eq!(retry_by(store, f.id, "bob", 140), None);
     assert_eq!(
         store.forward(f.id).unwrap().unwrap().state,
         ForwardState::Failed
     );
-    let r = store.retry_forward(f.id, "ada", 140).unwrap().unwrap();
+    let r = retry_by(store, f.id, "ada", 140).unwrap();
     assert_eq!(
         (r.state, r.attempts, r.last_error, r.next_attempt_at),
         (ForwardState::Queued, 0, None, 140)
     );
     // A queued forward is reported as it is.
-    assert_eq!(store.retry_forward(f.id, "ada", 141).unwrap(), Some(r));
+    assert_eq!(retry_by(store, f.id, "ada", 141), Some(r));
     let c = claim_one(store, 141);
     assert_eq!((c.id, c.attempts, c.claim), (f.id, 1, 3));
     // The peer lost its partial copy: the token and bytes go.
@@ -358,7 +373,7 @@ fn pushes_and_caps<S: Store>(mut store: S, crash: impl Fn(S) -> S) -> S {
         Created::New(f) if f.requester == "ada"
     ));
     // The retry by command queues the failed push again, copy kept.
-    let r = store.retry_forward(p.id, "ada", 140).unwrap().unwrap();
+    let r = retry_by(&store, p.id, "ada", 140).unwrap();
     assert_eq!(
         (r.state, r.peer_code, r.peer_token),
         (ForwardState::Queued, Some(code(50)), Some(token))

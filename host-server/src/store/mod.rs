@@ -74,6 +74,8 @@ mod attrs_tests;
 #[cfg(test)]
 mod deliveries_tests;
 #[cfg(test)]
+mod forwards_retention_tests;
+#[cfg(test)]
 mod forwards_tests;
 #[cfg(test)]
 mod names_tests;
@@ -385,6 +387,11 @@ pub struct SweepStats {
     pub deliveries_expired: u64,
     /// Deliveries of batches gone long enough ago to be forgotten.
     pub deliveries_forgotten: u64,
+    /// `Done` or `Failed` forwards deleted `[forward] keep_finished_secs`
+    /// after they finished (their ids now read as unknown; counted by
+    /// [`Relay::sweep`](crate::relay::Relay::sweep), which sweeps them
+    /// after the store's sweep).
+    pub forwards: u64,
 }
 
 /// A user's named file: what `FetchNamed` and `ListNamed` show

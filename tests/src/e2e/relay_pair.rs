@@ -61,7 +61,8 @@ impl Pair {
     }
 
     /// [`Pair::start_with`], A's entry for B holding `a_key` (B's holds
-    /// [`KEY`]) and A's configuration ending with `a_toml`.
+    /// [`KEY`]) and A's configuration starting with `a_toml` (so it may
+    /// set top-level keys before its tables).
     pub fn start_keyed(
         faults: LinkFaults,
         b_args: &[&str],
@@ -81,7 +82,7 @@ impl Pair {
         proxy.set_faults(false);
         let a = RelayProcess::builder()
             .config(&format!(
-                "{}{a_toml}",
+                "{a_toml}\n{}",
                 peer_toml(&proxy.addr(), &a_key_file)
             ))
             .start();

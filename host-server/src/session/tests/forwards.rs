@@ -1,8 +1,9 @@
 //! Forwarding on sessions (PROTOCOL.md §12): requests and their
 //! refusals, who sees a forward, a watch woken by the board with statuses
 //! spaced 250 ms apart and ended by a final one, and retries; push
-//! forwards (§12.1) and the cap on a user's open forwards. The forwarder
-//! is played by hand against the store and the board.
+//! forwards (§12.1) and the cap on a user's open forwards, also on a
+//! retry; a forward swept after `keep_finished_secs` reads as unknown.
+//! The forwarder is played by hand against the store and the board.
 
 use pickup_proto::message::{
     ForwardPush, ForwardRequest, ForwardRetry, ForwardState, ForwardStatus, ForwardWatch,
@@ -401,6 +402,111 @@ fn past_max_open_per_user_requests_and_pushes_are_refused_with_queue_full() {
         request(&mut bob, w.now(), code, "site-b")[..],
         [Reply::ForwardAccepted(_)]
     ));
+}
+
+/// The forwarder, by hand: claims `id` (due now) and ends it with
+/// `change`.
+fn finish(w: &World, id: u64, change: &ForwardChange) {
+    let now_secs = w.now / 1000;
+    let claimed = w.store.claim_forwards(now_secs, now_secs + 60, 4).unwrap();
+    let c = claimed.iter().find(|c| c.id == id).expect("claimed");
+    w.store
+        .advance_forward(id, c.claim, change, now_secs)
+        .unwrap()
+        .unwrap();
+}
+
+const FAIL: ForwardChange = ForwardChange::Fail {
+    reason: ErrorCode::PeerUnreachable,
+    peer_token: None,
+};
+
+#[test]
+fn a_retry_that_would_pass_max_open_per_user_is_refused_with_queue_full() {
+    let mut w = world_with(crate::config::ForwardSettings {
+        max_open_per_user: 1,
+        ..crate::config::ForwardSettings::default()
+    });
+    let code = uploaded(&mut w, 1, b"one at a time, also retried");
+    let mut ada = user(&w, 2, "ada");
+    let [Reply::ForwardAccepted(failed)] = request(&mut ada, w.now(), code, "site-b")[..] else {
+        panic!("not accepted");
+    };
+    finish(&w, failed, &FAIL);
+    // A failed forward is not open: room for another, which fills the cap.
+    let [Reply::ForwardAccepted(open)] = request(&mut ada, w.now(), code, "site-b")[..] else {
+        panic!("not accepted");
+    };
+    send(
+        &mut ada,
+        w.now(),
+        Message::ForwardRetry(ForwardRetry { id: failed }),
+    );
+    assert_eq!(drain(&mut ada), [Reply::Error(ErrorCode::QueueFull, 0)]);
+    assert_eq!(
+        status_of(&watch(&mut ada, w.now(), failed, true)).state,
+        ForwardState::Failed,
+        "a refused retry changes nothing"
+    );
+    // The open one ends: the retry has room.
+    let done = ForwardChange::Done {
+        peer_code: code,
+        peer_expires_at: 1_800_000_000,
+        peer_token: ResumeToken([3; 16]),
+    };
+    finish(&w, open, &done);
+    send(
+        &mut ada,
+        w.now(),
+        Message::ForwardRetry(ForwardRetry { id: failed }),
+    );
+    assert_eq!(status_of(&drain(&mut ada)).state, ForwardState::Queued);
+}
+
+#[test]
+fn a_forward_swept_after_keep_finished_secs_reads_as_unknown() {
+    let mut w = world_with(crate::config::ForwardSettings {
+        keep_finished_secs: 60,
+        ..crate::config::ForwardSettings::default()
+    });
+    let code = uploaded(&mut w, 1, b"kept a minute once failed");
+    let mut ada = user(&w, 2, "ada");
+    let [Reply::ForwardAccepted(failed)] = request(&mut ada, w.now(), code, "site-b")[..] else {
+        panic!("not accepted");
+    };
+    let [Reply::ForwardAccepted(open)] = request(&mut ada, w.now(), code, "site-b")[..] else {
+        panic!("not accepted");
+    };
+    finish(&w, failed, &FAIL);
+    // 60 s after it failed: still kept.
+    w.now += 60_000;
+    assert_eq!(w.relay.sweep(w.now()).unwrap().forwards, 0);
+    assert_eq!(
+        status_of(&watch(&mut ada, w.now(), failed, true)).state,
+        ForwardState::Failed
+    );
+    w.now += 1000;
+    assert_eq!(w.relay.sweep(w.now()).unwrap().forwards, 1);
+    // Its status and its retry answer as an id that never existed.
+    assert_eq!(
+        watch(&mut ada, w.now(), failed, true),
+        [Reply::Error(ErrorCode::UnknownCode, 0)]
+    );
+    assert_eq!(
+        watch(&mut ada, w.now(), failed, false),
+        [Reply::Error(ErrorCode::UnknownCode, 0)]
+    );
+    send(
+        &mut ada,
+        w.now(),
+        Message::ForwardRetry(ForwardRetry { id: failed }),
+    );
+    assert_eq!(drain(&mut ada), [Reply::Error(ErrorCode::UnknownCode, 0)]);
+    // The other, claimed with it and never ended, is open: kept.
+    assert_eq!(
+        status_of(&watch(&mut ada, w.now(), open, true)).state,
+        ForwardState::Connecting
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use pickup_proto::message::ForwardState;
 
 use super::MemoryStore;
 use crate::store::forwards::{
-    apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward,
+    apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward, Retried,
 };
 use crate::store::Result;
 
@@ -22,14 +22,16 @@ impl Forwards for MemoryStore {
     fn create_forward(&self, new: &NewForward<'_>) -> Result<Created> {
         let mut inner = self.lock();
         let q = &mut inner.forwards;
-        let mine = || q.by_id.values().filter(|r| r.requester == new.requester);
         if let Some(push) = &new.push {
-            let again = mine().find(|r| r.push.as_ref().map(|p| p.push_id) == Some(push.push_id));
+            let again = q.by_id.values().find(|r| {
+                r.requester == new.requester
+                    && r.push.as_ref().map(|p| p.push_id) == Some(push.push_id)
+            });
             if let Some(r) = again {
                 return Ok(Created::Again(r.clone()));
             }
         }
-        if mine().filter(|r| r.is_open()).count() >= new.max_open as usize {
+        if q.open_of(new.requester) >= new.max_open as usize {
             return Ok(Created::Full);
         }
         q.next_id += 1;
@@ -116,15 +118,51 @@ impl Forwards for MemoryStore {
         }
     }
 
-    fn retry_forward(&self, id: u64, requester: &str, now: u64) -> Result<Option<ForwardRecord>> {
+    fn retry_forward(
+        &self,
+        id: u64,
+        requester: &str,
+        now: u64,
+        max_open: u32,
+    ) -> Result<Option<Retried>> {
         let mut inner = self.lock();
-        match inner.forwards.by_id.get_mut(&id) {
-            Some(r) if r.requester == requester => {
-                apply_retry(r, now);
-                Ok(Some(r.clone()))
-            }
-            _ => Ok(None),
+        let q = &mut inner.forwards;
+        let Some(r) = q.by_id.get(&id).filter(|r| r.requester == requester) else {
+            return Ok(None);
+        };
+        if r.retry_reopens() && q.open_of(requester) >= max_open as usize {
+            return Ok(Some(Retried::Full(r.clone())));
         }
+        Ok(q.by_id.get_mut(&id).map(|r| {
+            apply_retry(r, now);
+            Retried::Record(r.clone())
+        }))
+    }
+
+    fn sweep_forwards(&self, finished_before: u64, limit: usize) -> Result<u64> {
+        let mut inner = self.lock();
+        let q = &mut inner.forwards;
+        let swept: Vec<u64> = q
+            .by_id
+            .values()
+            .filter(|r| r.is_swept(finished_before))
+            .map(|r| r.id)
+            .take(limit)
+            .collect();
+        for id in &swept {
+            q.by_id.remove(id);
+        }
+        Ok(swept.len() as u64)
+    }
+}
+
+impl Queue {
+    /// The forwards of `requester` that are not `Done` or `Failed`.
+    fn open_of(&self, requester: &str) -> usize {
+        self.by_id
+            .values()
+            .filter(|r| r.requester == requester && r.is_open())
+            .count()
     }
 }
 

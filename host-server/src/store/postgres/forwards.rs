@@ -6,7 +6,12 @@
 //! whose lease ran out and whose forward another took over changes
 //! nothing. Creates of one requester take turns (an advisory lock on
 //! the requester's name), so the cap on open forwards and the push id
-//! checked before the insert hold across instances.
+//! checked before the insert hold across instances; a retry by command
+//! takes the same turn, as it may reopen a failed forward. The sweep of
+//! finished forwards deletes rows it locks `FOR UPDATE SKIP LOCKED`
+//! (migrations/0008_forward_retention.sql indexes them), so it never
+//! waits for a row a change holds, and instances sweeping at once delete
+//! disjoint rows.
 
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
@@ -17,7 +22,7 @@ use super::rows::{code, corrupt, int, nat};
 use super::store::PgStore;
 use crate::store::forwards::{
     apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward,
-    PushTarget,
+    PushTarget, Retried,
 };
 use crate::store::{BatchId, Result};
 
@@ -138,6 +143,33 @@ async fn save(tx: &Transaction<'_>, r: &ForwardRecord) -> Step<()> {
     Ok(())
 }
 
+/// Takes `requester`'s turn to the end of the transaction: creates and
+/// retries of one requester, which the cap on open forwards counts, run
+/// one at a time across instances.
+async fn lock_requester(tx: &Transaction<'_>, requester: &str) -> Step<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('forward-requester:' || $1, 0))",
+        &[&requester],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The forwards of `requester` that are not `Done` or `Failed`.
+async fn open_of(tx: &Transaction<'_>, requester: &str) -> Step<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM forwards WHERE requester = $1 AND state NOT IN ($2, $3)",
+            &[
+                &requester,
+                &i64::from(ForwardState::Done.number()),
+                &i64::from(ForwardState::Failed.number()),
+            ],
+        )
+        .await?
+        .get(0))
+}
+
 impl Forwards for PgStore {
     fn create_forward(&self, new: &NewForward<'_>) -> Result<Created> {
         let now = int(new.now)?;
@@ -146,28 +178,13 @@ impl Forwards for PgStore {
         let push_id = new.push.as_ref().map(|p| p.push_id as i64);
         let max_open = i64::from(new.max_open);
         self.run(async |tx| {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('forward-requester:' || $1, 0))",
-                &[&new.requester],
-            )
-            .await?;
+            lock_requester(tx, new.requester).await?;
             if let Some(push_id) = new.push.as_ref().map(|p| p.push_id) {
                 if let Some(r) = by_push(tx, new.requester, push_id).await? {
                     return Ok(Created::Again(r));
                 }
             }
-            let open: i64 = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM forwards WHERE requester = $1 AND state NOT IN ($2, $3)",
-                    &[
-                        &new.requester,
-                        &i64::from(ForwardState::Done.number()),
-                        &i64::from(ForwardState::Failed.number()),
-                    ],
-                )
-                .await?
-                .get(0);
-            if open >= max_open {
+            if open_of(tx, new.requester).await? >= max_open {
                 return Ok(Created::Full);
             }
             let row = tx
@@ -259,18 +276,59 @@ impl Forwards for PgStore {
         })
     }
 
-    fn retry_forward(&self, id: u64, requester: &str, now: u64) -> Result<Option<ForwardRecord>> {
+    fn retry_forward(
+        &self,
+        id: u64,
+        requester: &str,
+        now: u64,
+        max_open: u32,
+    ) -> Result<Option<Retried>> {
         self.run(async |tx| {
+            // The turn before the row, as a create takes it: the count
+            // below then sees every create and retry of this requester
+            // that went before.
+            lock_requester(tx, requester).await?;
             let Some(mut r) = by_id(tx, id, true)
                 .await?
                 .filter(|r| r.requester == requester)
             else {
                 return Ok(None);
             };
+            if r.retry_reopens() && open_of(tx, requester).await? >= i64::from(max_open) {
+                return Ok(Some(Retried::Full(r)));
+            }
             if apply_retry(&mut r, now) {
                 save(tx, &r).await?;
             }
-            Ok(Some(r))
+            Ok(Some(Retried::Record(r)))
+        })
+    }
+
+    fn sweep_forwards(&self, finished_before: u64, limit: usize) -> Result<u64> {
+        let before = int(finished_before)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (done, failed) = (
+            i64::from(ForwardState::Done.number()),
+            i64::from(ForwardState::Failed.number()),
+        );
+        self.run(async |tx| {
+            // Locked first, deleted by id: a `DELETE … WHERE id IN
+            // (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` may run its
+            // subquery again per row and, passing over the rows it just
+            // deleted, delete more than `limit` (seen in the tests).
+            let ids: Vec<i64> = tx
+                .query(
+                    "SELECT id FROM forwards WHERE state IN ($1, $2) AND updated_at < $3
+                     LIMIT $4 FOR UPDATE SKIP LOCKED",
+                    &[&done, &failed, &before, &limit],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(tx
+                .execute("DELETE FROM forwards WHERE id = ANY($1)", &[&ids])
+                .await?)
         })
     }
 }

@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     FORWARDS,
     REMOTE_SENDERS,
     FORWARD_PUSH,
+    FORWARD_RETENTION,
 ];
 
 /// Version 1: batches, files, partials, blobs, names, deliveries
@@ -89,6 +90,14 @@ pub(crate) const FORWARD_PUSH: Migration = Migration {
     version: 7,
     name: "forward_push",
     sql: include_str!("migrations/0007_forward_push.sql"),
+};
+
+/// Version 8: the index the sweep of finished forwards reads
+/// (`[forward] keep_finished_secs`, `store/postgres/forwards.rs`).
+pub(crate) const FORWARD_RETENTION: Migration = Migration {
+    version: 8,
+    name: "forward_retention",
+    sql: include_str!("migrations/0008_forward_retention.sql"),
 };
 
 /// The advisory lock migrations run under ("pickup" in ASCII).

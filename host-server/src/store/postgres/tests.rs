@@ -42,6 +42,11 @@ impl Fixture {
         })
     }
 
+    /// The fixture's database, for a test's own connection.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A store on the fixture's database, bucket and data directory,
     /// deleting doomed objects at its next sweep.
     pub(crate) fn open(&self) -> PgStore {

@@ -9,6 +9,8 @@
 //! `push_terminal` and `push_id` (the id's 64 bits as a signed integer;
 //! both NULL for a plain forward), added by [`migrate_push`];
 //! `forwards_by_push` makes a requester's push ids unique.
+//! `forwards_finished`, added by [`migrate_finished`], is what the sweep
+//! of finished forwards reads (their `updated_at` is when they finished).
 
 use pickup_proto::error::ErrorCode;
 use pickup_proto::message::{ForwardState, ResumeToken};
@@ -19,7 +21,7 @@ use super::rows::{exec, to_i64, to_u64};
 use super::{BatchId, Delta, Result, SqliteStore, StoreError};
 use crate::store::forwards::{
     apply_claim, apply_retry, Created, ForwardChange, ForwardRecord, Forwards, NewForward,
-    PushTarget,
+    PushTarget, Retried,
 };
 
 /// The table, created by the migration that brought forwards.
@@ -68,6 +70,16 @@ pub(super) fn migrate_push(db: &Connection) -> Result<()> {
         "CREATE UNIQUE INDEX IF NOT EXISTS forwards_by_push ON forwards(requester, push_id)
              WHERE push_id IS NOT NULL;
          CREATE INDEX IF NOT EXISTS forwards_by_requester ON forwards(requester, state);",
+    )?;
+    Ok(())
+}
+
+/// Brings the table to the sweep of finished forwards: an index on their
+/// finish time, so a sweep reads only the forwards it deletes. No column
+/// changes (a final forward's `updated_at` is its finish time).
+pub(super) fn migrate_finished(db: &Connection) -> Result<()> {
+    db.execute_batch(
+        "CREATE INDEX IF NOT EXISTS forwards_finished ON forwards(state, updated_at);",
     )?;
     Ok(())
 }
@@ -195,6 +207,19 @@ fn save(db: &Connection, r: &ForwardRecord) -> Result<()> {
     Ok(())
 }
 
+/// The forwards of `requester` that are not `Done` or `Failed`.
+fn open_of(db: &Connection, requester: &str) -> Result<i64> {
+    Ok(db.query_row(
+        "SELECT COUNT(*) FROM forwards WHERE requester = ?1 AND state NOT IN (?2, ?3)",
+        params![
+            requester,
+            i64::from(ForwardState::Done.number()),
+            i64::from(ForwardState::Failed.number()),
+        ],
+        |r| r.get(0),
+    )?)
+}
+
 /// `(state IN running AND lease_until <= now) OR (state IN waiting AND
 /// next_attempt_at <= now)`, with the states' numbers written in.
 pub(crate) fn due_sql() -> String {
@@ -220,16 +245,7 @@ impl Forwards for SqliteStore {
                     return Ok((Created::Again(r), Delta::default()));
                 }
             }
-            let open: i64 = db.query_row(
-                "SELECT COUNT(*) FROM forwards WHERE requester = ?1 AND state NOT IN (?2, ?3)",
-                params![
-                    requester,
-                    i64::from(ForwardState::Done.number()),
-                    i64::from(ForwardState::Failed.number()),
-                ],
-                |r| r.get(0),
-            )?;
-            if open >= max_open {
+            if open_of(db, &requester)? >= max_open {
                 return Ok((Created::Full, Delta::default()));
             }
             exec(
@@ -317,16 +333,45 @@ impl Forwards for SqliteStore {
         })
     }
 
-    fn retry_forward(&self, id: u64, requester: &str, now: u64) -> Result<Option<ForwardRecord>> {
+    fn retry_forward(
+        &self,
+        id: u64,
+        requester: &str,
+        now: u64,
+        max_open: u32,
+    ) -> Result<Option<Retried>> {
         let requester = requester.to_owned();
         self.write(move |db| {
             let Some(mut r) = by_id(db, id)?.filter(|r| r.requester == requester) else {
                 return Ok((None, Delta::default()));
             };
+            if r.retry_reopens() && open_of(db, &requester)? >= i64::from(max_open) {
+                return Ok((Some(Retried::Full(r)), Delta::default()));
+            }
             if apply_retry(&mut r, now) {
                 save(db, &r)?;
             }
-            Ok((Some(r), Delta::default()))
+            Ok((Some(Retried::Record(r)), Delta::default()))
+        })
+    }
+
+    fn sweep_forwards(&self, finished_before: u64, limit: usize) -> Result<u64> {
+        let before = to_i64(finished_before)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |db| {
+            let n = exec(
+                db,
+                "DELETE FROM forwards WHERE id IN
+                     (SELECT id FROM forwards WHERE state IN (?1, ?2) AND updated_at < ?3
+                      LIMIT ?4)",
+                params![
+                    i64::from(ForwardState::Done.number()),
+                    i64::from(ForwardState::Failed.number()),
+                    before,
+                    limit,
+                ],
+            )?;
+            Ok((n as u64, Delta::default()))
         })
     }
 }

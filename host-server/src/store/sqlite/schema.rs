@@ -207,6 +207,8 @@ fn migrate(db: &Connection) -> Result<()> {
     db.execute_batch(super::forwards::SCHEMA)?;
     // Forwards gained a push target (PROTOCOL.md §12.1).
     super::forwards::migrate_push(db)?;
+    // Finished forwards are swept after `[forward] keep_finished_secs`.
+    super::forwards::migrate_finished(db)?;
     Ok(())
 }
 
