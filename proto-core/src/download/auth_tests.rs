@@ -240,3 +240,56 @@ fn reads_under_a_handle_a_later_fetch_replaced_fetch_again() {
     assert!(s.is_finished() && s.error().is_none(), "{:?}", s.error());
     assert_eq!(sink.files[0], new);
 }
+
+/// The link duplicated `TerminalAuth`: two challenges came back, the
+/// terminal answered each as it arrived, the first answer authenticated
+/// the link and used both up, and the relay refuses the second answer as
+/// unexpected (PROTOCOL.md §8). That refusal says nothing about the link:
+/// the download fetches and reads on it instead of dropping it (simulator
+/// seed 273090135179919, whose named download lost a fifth of the links
+/// it had authenticated this way on a link cut every three seconds).
+#[test]
+fn a_surplus_answers_refusal_keeps_the_authenticated_link() {
+    let content = std::vec![7u8; 300];
+    let mut sink = MemSink::default();
+    let mut s = Session::<4>::named(Config::default(), OWNER, FILE);
+    s.authenticate(terminal());
+    s.handle_connected(T0);
+    s.handle_message(T0, welcome(), &mut sink).unwrap();
+    assert_eq!(
+        drain(&mut s, T0, &mut sink),
+        [Sent::Hello, Sent::TerminalAuth(NAME.into())]
+    );
+    s.handle_message(T0, challenge(3), &mut sink).unwrap();
+    assert_eq!(drain(&mut s, T0, &mut sink), [expected_answer(3)]);
+    s.handle_message(T0, challenge(4), &mut sink).unwrap();
+    assert_eq!(drain(&mut s, T0, &mut sink), [expected_answer(4)]);
+    s.handle_message(T0, authenticated(), &mut sink).unwrap();
+    assert_eq!(
+        drain(&mut s, T0, &mut sink),
+        [Sent::FetchNamed(OWNER.into(), FILE.into())]
+    );
+    events(&mut s);
+    s.handle_message(
+        T0,
+        refusal(ErrorCode::UnexpectedMessage, Kind::ChallengeAnswer, 0),
+        &mut sink,
+    )
+    .unwrap();
+    assert!(!events(&mut s).contains(&Event::LinkLost));
+    assert!(!s.is_idle(), "the link is still up");
+    manifest(&mut s, &mut sink, handle(1), &content);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(1), 0, 0)]);
+    // Mid-file too: the refusal may come after the reads began.
+    data(&mut s, &mut sink, &content, 0, 100);
+    s.handle_message(
+        T0,
+        refusal(ErrorCode::UnexpectedMessage, Kind::ChallengeAnswer, 0),
+        &mut sink,
+    )
+    .unwrap();
+    assert!(!s.is_idle(), "the link is still up");
+    data(&mut s, &mut sink, &content, 100, 300);
+    assert!(s.is_finished() && s.error().is_none(), "{:?}", s.error());
+    assert_eq!(sink.files[0], content);
+}

@@ -164,7 +164,7 @@ impl<const F: usize> Session<'_, F> {
     }
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
-        if crate::drive::noise(&e) {
+        if crate::drive::noise(&e) || crate::drive::surplus_answer(&e) {
             return;
         }
         match e.code {

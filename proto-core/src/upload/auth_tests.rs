@@ -196,6 +196,35 @@ fn every_new_link_authenticates_again_before_resuming() {
     assert_eq!(drain(&mut s, T0, &files), [Sent::NamedPut, Sent::Resume]);
 }
 
+/// Two challenges (a duplicated `TerminalAuth`), two answers: the relay
+/// refuses the second as unexpected once the first authenticated the link.
+/// In the transfer that refusal used to end the link like a `Data` the
+/// relay had no upload for; it names `ChallengeAnswer`, and the upload goes
+/// on (PROTOCOL.md §8).
+#[test]
+fn a_surplus_answers_refusal_keeps_the_upload_on_its_link() {
+    let files = std::vec![std::vec![1u8; 10]];
+    let metas = metas(&files);
+    let mut s = welcomed(&metas, terminal());
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, challenge(7));
+    assert_eq!(drain(&mut s, T0, &files), [expected_answer(7)]);
+    s.handle_message(T0, challenge(8));
+    assert_eq!(drain(&mut s, T0, &files), [expected_answer(8)]);
+    s.handle_message(T0, authenticated());
+    drain(&mut s, T0, &files);
+    s.handle_message(T0, grant(1));
+    s.handle_message(T0, plan(0, Plan::Upload { offset: 0 }));
+    events(&mut s);
+    s.handle_message(
+        T0,
+        refusal(ErrorCode::UnexpectedMessage, Kind::ChallengeAnswer, 0),
+    );
+    assert!(!events(&mut s).contains(&Event::LinkLost));
+    assert!(!s.is_idle(), "the link is still up");
+    assert!(s.error().is_none());
+}
+
 #[test]
 fn an_anonymous_unnamed_upload_sends_nothing_new() {
     let files = std::vec![std::vec![1u8; 10]];

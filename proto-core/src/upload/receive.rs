@@ -2,7 +2,7 @@
 //! verdicts and errors, each moving the session's state.
 
 use super::{Control, Error, Event, FileState, Phase, Session};
-use crate::drive::noise;
+use crate::drive::{noise, surplus_answer};
 use crate::error::ErrorCode;
 use crate::frame::{self, Frame};
 use crate::message::{self, Ack, FilePlan, Grant, Message, Plan, Rewind, CAP_INSTANT_UPLOAD};
@@ -167,7 +167,7 @@ impl<'n, const F: usize> Session<'n, F> {
     }
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
-        if noise(&e) {
+        if noise(&e) || surplus_answer(&e) {
             return;
         }
         match e.code {

@@ -140,6 +140,13 @@ pub const REGRESSIONS: &[u64] = &[
     // handle, which the second had replaced, and the relay's UnknownCode
     // failed the download (same range). Such reads now fetch again.
     128_477_521_259_313,
+    // A named download left alone on a 64-byte-frame, 1 byte/ms link cut
+    // every 3 s missed the 6 h bound (CI's random range of f85fc07): after
+    // a duplicated TerminalAuth the relay refused the second answer as
+    // unexpected, and the download dropped one in nine of the links it had
+    // just authenticated. That refusal is now ignored. (Since 6e12eea's
+    // relay keepalives the seed runs another course and passed anyway.)
+    273_090_135_179_919,
 ];
 
 /// Most files in a simulated batch (the client machines' capacity).

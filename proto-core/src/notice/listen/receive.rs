@@ -184,7 +184,7 @@ impl<const N: usize> Listener<'_, N> {
     }
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
-        if crate::drive::noise(&e) {
+        if crate::drive::noise(&e) || crate::drive::surplus_answer(&e) {
             return;
         }
         let verdict_kind = e.kind == Kind::Receipt as u8 || e.kind == Kind::NoticeRefuse as u8;

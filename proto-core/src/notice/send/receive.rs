@@ -122,7 +122,7 @@ impl Sender<'_> {
     }
 
     fn on_error(&mut self, now: Instant, e: message::Error) {
-        if crate::drive::noise(&e) {
+        if crate::drive::noise(&e) || crate::drive::surplus_answer(&e) {
             return;
         }
         let ours = self
