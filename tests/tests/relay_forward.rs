@@ -23,8 +23,8 @@ use pickup_relay::forward::{self, ForwardError, ForwardState, Progress, Retransf
 use pickup_relay::store::sqlite::SqliteStore;
 use pickup_relay::store::{Lookup, Store};
 use pickup_tests::e2e::faulty::LinkFaults;
-use pickup_tests::e2e::relay_pair::{ada_at_a, user_at_a, Pair, KEY, PAIR};
-use pickup_tests::e2e::{pickup, relay_bin, run, run_json, stderr, stdout, TempDir};
+use pickup_tests::e2e::relay_pair::{ada_at_a, user_at_a, Pair, Setup, PAIR};
+use pickup_tests::e2e::{relay_bin, run, run_json, stderr, stdout, TempDir};
 
 /// Runs one forward; every progress report, in order, beside the result.
 fn forward_once(
@@ -259,13 +259,6 @@ fn a_source_batch_ended_mid_forward_ends_it_with_source_expired() {
     );
 }
 
-/// `pickup --relay A forward ARGS…` as the user of `state`.
-fn forward_cmd(pair: &Pair, state: &Path, args: &[&str]) -> Command {
-    let mut cmd = pickup(state);
-    cmd.args(["--relay", &pair.a.tcp(), "forward"]).args(args);
-    cmd
-}
-
 /// `pickup forward CODE --to PAIR --json` at A as ada: the statuses it
 /// printed (one JSON object a line), and the process's output.
 fn forward_cli(
@@ -273,11 +266,7 @@ fn forward_cli(
     state: &Path,
     code: &Code,
 ) -> (Vec<serde_json::Value>, std::process::Output) {
-    let out = run(&mut forward_cmd(
-        pair,
-        state,
-        &[&code.to_string(), "--to", PAIR, "--json"],
-    ));
+    let out = run(&mut pair.forward_cmd(state, &[&code.to_string(), "--to", PAIR, "--json"]));
     // A failure's error object follows the statuses.
     let statuses = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -344,29 +333,25 @@ fn pickup_forward_copies_a_batch_to_the_peer_and_the_same_content_crosses_as_pro
     pair.get_from_b(&second, &paths, "cli-second");
 
     // Later, from another process: the first forward as it ended.
-    let shown = run_json(&mut forward_cmd(
-        &pair,
-        &state,
-        &["--status", &id.to_string(), "--json"],
-    ));
+    let shown = run_json(&mut pair.forward_cmd(&state, &["--status", &id.to_string(), "--json"]));
     assert_eq!(
         (shown["state"].as_str(), shown["peer_code"].as_str()),
         (Some("done"), Some(first.to_string().as_str()))
     );
     // Another user of A is told nothing about it.
     let bob = user_at_a(&pair, "bob", "state-bob");
-    let out = run(&mut forward_cmd(
-        &pair,
-        &bob,
-        &["--status", &id.to_string()],
-    ));
+    let out = run(&mut pair.forward_cmd(&bob, &["--status", &id.to_string()]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 
 #[test]
 fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
-    let pair = Pair::start_keyed(LinkFaults::default(), &[], DeviceKey([0x11; 16]), "");
+    let pair = Setup {
+        a_key: DeviceKey([0x11; 16]),
+        ..Setup::default()
+    }
+    .start();
     let state = ada_at_a(&pair);
     let (_, code) = pair.send_to_a([1000, 2000, 3000]);
     let (statuses, out) = forward_cli(&pair, &state, &code);
@@ -383,11 +368,7 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
     );
     let id = last["id"].as_u64().unwrap();
     // Retried by command: queued again, and it fails the same way.
-    let out = run(&mut forward_cmd(
-        &pair,
-        &state,
-        &["--retry", &id.to_string()],
-    ));
+    let out = run(&mut pair.forward_cmd(&state, &["--retry", &id.to_string()]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("authentication failed"),
@@ -401,12 +382,12 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
 /// found (exit 2), as of an id that never existed.
 #[test]
 fn a_finished_forward_is_forgotten_after_keep_finished_secs() {
-    let pair = Pair::start_keyed(
-        LinkFaults::default(),
-        &[],
-        DeviceKey([0x11; 16]),
-        "sweep_interval_secs = 1\n[forward]\nkeep_finished_secs = 3\n",
-    );
+    let pair = Setup {
+        a_key: DeviceKey([0x11; 16]),
+        a_toml: "sweep_interval_secs = 1\n[forward]\nkeep_finished_secs = 3\n",
+        ..Setup::default()
+    }
+    .start();
     let state = ada_at_a(&pair);
     let (_, code) = pair.send_to_a([1000, 2000, 3000]);
     let (statuses, out) = forward_cli(&pair, &state, &code);
@@ -415,7 +396,7 @@ fn a_finished_forward_is_forgotten_after_keep_finished_secs() {
     assert_eq!(last["state"], "failed", "{statuses:?}");
     let id = last["id"].as_u64().unwrap().to_string();
     // Gone within a few sweeps (bounded: 20 s).
-    let status = || run(&mut forward_cmd(&pair, &state, &["--status", &id]));
+    let status = || run(&mut pair.forward_cmd(&state, &["--status", &id]));
     let gone = (0..200)
         .map(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -431,7 +412,7 @@ fn a_finished_forward_is_forgotten_after_keep_finished_secs() {
         "{}",
         stderr(&gone)
     );
-    let retry = run(&mut forward_cmd(&pair, &state, &["--retry", &id]));
+    let retry = run(&mut pair.forward_cmd(&state, &["--retry", &id]));
     assert_eq!(retry.status.code(), Some(2), "{}", stderr(&retry));
     assert!(stderr(&retry).contains(&not_found), "{}", stderr(&retry));
 }
@@ -445,11 +426,7 @@ fn closed_port() -> u16 {
 /// `pickup forward --status ID --json` at A as the user of `state`;
 /// `None` while A knows no such forward (not requested yet).
 fn status_json(pair: &Pair, state: &Path, id: u64) -> Option<serde_json::Value> {
-    let out = run(&mut forward_cmd(
-        pair,
-        state,
-        &["--status", &id.to_string(), "--json"],
-    ));
+    let out = run(&mut pair.forward_cmd(state, &["--status", &id.to_string(), "--json"]));
     out.status.success().then(|| pickup_tests::e2e::json(&out))
 }
 
@@ -497,12 +474,11 @@ fn a_forward_to_a_peer_that_is_down_retries_and_completes_once_it_is_back() {
 /// is stored; ada, listed, forwards.
 #[test]
 fn only_the_users_the_relay_lets_forward_may() {
-    let pair = Pair::start_keyed(
-        LinkFaults::default(),
-        &[],
-        KEY,
-        "\n[forward]\nusers = [\"ada\"]\n",
-    );
+    let pair = Setup {
+        a_toml: "[forward]\nusers = [\"ada\"]\n",
+        ..Setup::default()
+    }
+    .start();
     let ada = ada_at_a(&pair);
     let (_, code) = pair.send_to_a([1000, 2000, 3000]);
     let bob = user_at_a(&pair, "bob", "state-bob");

@@ -1,7 +1,9 @@
 //! Faults of forwarding between two relay processes (issue 17, "Faults"):
 //! each test starts relay A (the source, holding the batch) and relay B
 //! (the peer), listing each other as `[[peers]]` under one name and key,
-//! with every byte from A to B through a counting [`Proxy`]. The forward
+//! with every byte from A to B through a counting proxy (the shared
+//! [`relay_pair`] harness, which also kills and restarts either relay on
+//! its data directory and port). The forward
 //! is asked for and followed with the real CLI (`pickup forward CODE --to
 //! PEER --json`, `pickup forward --status ID --json`) by a user logged in
 //! at A, and a finished copy is checked byte for byte with `pickup get` at
@@ -25,29 +27,21 @@
 //!   refused by its code, then swept.
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pickup_proto::identity::DeviceKey;
+use pickup_proto::Code;
 use pickup_relay::codes::token_key;
 use pickup_relay::store::forwards::Forwards;
 use pickup_relay::store::sqlite::SqliteStore;
 use pickup_relay::store::{Lookup, Store};
-use pickup_tests::e2e::faulty::{LinkFaults, Proxy};
-use pickup_tests::e2e::push::{add_user, login, unix_now};
-use pickup_tests::e2e::{
-    pickup, run, run_json, same_file, stderr, wait_for, write_random, Running, TempDir, PATIENCE,
-};
-use pickup_tests::relay_process::RelayProcess;
+use pickup_tests::e2e::push::unix_now;
+use pickup_tests::e2e::relay_pair::{self, user_at_a, Pair, Setup, PAIR};
+use pickup_tests::e2e::{run, run_json, stderr, wait_for, Running, PATIENCE};
 use serde_json::Value;
 
-/// The pair's name: each relay lists the other under it.
-const PAIR: &str = "pair-ab";
-/// The pair's shared key.
-const KEY: DeviceKey = DeviceKey([0x5a; 16]);
 /// The user who asks for the forwards, logged in at A.
 const USER: &str = "ada";
 /// The window B offers (`[tcp] window`): at most this many bytes are in
@@ -68,158 +62,38 @@ const MAX_LINES: usize = 100_000;
 const FORWARD: &str = "[forward]\nmax_active = 2\nmax_attempts = 30\n\
                        backoff_cap_secs = 8\nlease_secs = 4\n";
 
-/// A 16-byte key file as `[[peers]] key_file` wants it (hex, 0600).
-fn key_file(dir: &Path, name: &str, key: DeviceKey) -> PathBuf {
-    let path = dir.join(name);
-    let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, format!("{hex}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-/// A `[[peers]]` entry for the pair (last in a config: later keys would
-/// belong to it).
-fn peer_toml(addr: &str, key_file: &Path) -> String {
-    format!(
-        "[[peers]]\nname = \"{PAIR}\"\naddr = \"tcp://{addr}\"\nkey_file = {:?}\n",
-        key_file.display().to_string()
-    )
-}
-
-/// How a test sets the pair up.
-#[derive(Debug, Clone, Copy)]
-struct Setup {
-    /// The key A's entry for B holds (B's is always [`KEY`]).
-    a_key: DeviceKey,
-    /// A's `[codes] ttl_secs`, if not the default.
-    a_ttl_secs: Option<u64>,
-    /// B's `[limits] incomplete_ttl_secs`, if not the default (B then
-    /// sweeps every second).
-    b_incomplete_ttl_secs: Option<u64>,
-}
-
-impl Default for Setup {
-    fn default() -> Self {
-        Setup {
-            a_key: KEY,
-            a_ttl_secs: None,
-            b_incomplete_ttl_secs: None,
-        }
-    }
-}
-
-/// Two relays listing each other, B behind a counting proxy, and a user
+/// The pair with A's [`FORWARD`] after `a_toml` and B's [`WINDOW`] after
+/// `b_toml`, A's entry for B holding `a_key`; and [`USER`]'s state,
 /// logged in at A.
-struct Pair {
-    a: RelayProcess,
-    b: RelayProcess,
-    proxy: Proxy,
-    work: TempDir,
-    /// The requester's `pickup` state (its login token).
-    state: PathBuf,
+fn start(a_key: DeviceKey, a_toml: &str, b_toml: &str) -> (Pair, PathBuf) {
+    let pair = Setup {
+        a_key,
+        a_toml: &format!("{a_toml}{FORWARD}"),
+        b_toml: &format!("{b_toml}[tcp]\nwindow = {WINDOW}\n"),
+        ..Setup::default()
+    }
+    .start();
+    let state = user_at_a(&pair, USER, "state-ada");
+    (pair, state)
 }
 
-impl Pair {
-    fn start(setup: Setup) -> Pair {
-        let work = TempDir::new("forward-faults");
-        let a_key = key_file(work.path(), "a.key", setup.a_key);
-        let b_key = key_file(work.path(), "b.key", KEY);
-        // B's port is known once B runs: the proxy is retargeted then.
-        let proxy = Proxy::start(1, LinkFaults::default(), 17);
-        proxy.set_faults(false);
-        let mut a_config = String::new();
-        if let Some(ttl) = setup.a_ttl_secs {
-            a_config += &format!("[codes]\nttl_secs = {ttl}\n");
-        }
-        a_config += FORWARD;
-        a_config += &peer_toml(&proxy.addr(), &a_key);
-        let a = RelayProcess::builder().config(&a_config).start();
-        let mut b_config = String::new();
-        if let Some(ttl) = setup.b_incomplete_ttl_secs {
-            b_config +=
-                &format!("sweep_interval_secs = 1\n[limits]\nincomplete_ttl_secs = {ttl}\n");
-        }
-        b_config += &format!("[tcp]\nwindow = {WINDOW}\n");
-        b_config += &peer_toml(&a.addr().to_string(), &b_key);
-        let b = RelayProcess::builder().config(&b_config).start();
-        proxy.retarget(b.port());
-        add_user(a.data(), USER);
-        let state = work.path().join("state-ada");
-        login(&state, &a.tcp(), USER);
-        Pair {
-            a,
-            b,
-            proxy,
-            work,
-            state,
-        }
-    }
+/// [`start`] with the pair's own key and nothing else set.
+fn start_plain() -> (Pair, PathBuf) {
+    start(relay_pair::KEY, "", "")
+}
 
-    /// Bytes that crossed towards B so far.
-    fn up(&self) -> u64 {
-        self.proxy.stats.up.load(Ordering::SeqCst)
+/// `pickup forward CODE --to PAIR --json` as `state`, followed as it runs.
+fn forward(pair: &Pair, state: &Path, code: &Code) -> Watch {
+    let mut cmd = pair.forward_cmd(state, &[&code.to_string(), "--to", PAIR, "--json"]);
+    Watch {
+        run: Running::spawn(&mut cmd),
+        seen: Vec::new(),
     }
+}
 
-    /// Files of `sizes` (seeded by `seed`) sent to A with `pickup send`:
-    /// their paths and A's code.
-    fn send_to_a(&self, sizes: &[usize], seed: u64) -> (Vec<PathBuf>, String) {
-        let src = self.work.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        let paths: Vec<PathBuf> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| {
-                let path = src.join(format!("file-{i}.bin"));
-                write_random(&path, len, seed + i as u64);
-                path
-            })
-            .collect();
-        let sent = run_json(
-            pickup(&self.work.path().join("state-sender"))
-                .args(["send", "--json", "--relay", &self.a.tcp()])
-                .args(&paths),
-        );
-        (paths, sent["code"].as_str().unwrap().to_owned())
-    }
-
-    /// `pickup forward ARGS…` as the requester, at A.
-    fn forward_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = pickup(&self.state);
-        cmd.args(["--relay", &self.a.tcp(), "forward"]).args(args);
-        cmd
-    }
-
-    /// `pickup forward CODE --to PAIR --json`, followed as it runs.
-    fn forward(&self, code: &str) -> Watch {
-        Watch {
-            run: Running::spawn(&mut self.forward_cmd(&[code, "--to", PAIR, "--json"])),
-            seen: Vec::new(),
-        }
-    }
-
-    /// `pickup forward --status ID --json`: where forward `id` stands.
-    fn status(&self, id: u64) -> Value {
-        run_json(&mut self.forward_cmd(&["--status", &id.to_string(), "--json"]))
-    }
-
-    /// `pickup get` of B's `code` into a fresh directory `label`.
-    fn get_from_b(&self, code: &str, label: &str) -> (Output, PathBuf) {
-        let dest = self.work.path().join(label);
-        let out = run(pickup(&self.work.path().join("state-getter"))
-            .args(["get", "--relay", &self.b.tcp(), code, "-o"])
-            .arg(&dest));
-        (out, dest)
-    }
-
-    /// [`Pair::get_from_b`] that must succeed, each file the same as its source.
-    fn check_at_b(&self, code: &str, sources: &[PathBuf], label: &str) {
-        let (out, dest) = self.get_from_b(code, label);
-        assert!(out.status.success(), "get at B: {}", stderr(&out));
-        for src in sources {
-            let got = dest.join(src.file_name().unwrap());
-            assert!(same_file(src, &got), "{} differs", got.display());
-        }
-    }
+/// `pickup forward --status ID --json` as `state`: where forward `id` stands.
+fn status(pair: &Pair, state: &Path, id: u64) -> Value {
+    run_json(&mut pair.forward_cmd(state, &["--status", &id.to_string(), "--json"]))
 }
 
 /// A running `pickup forward … --json` and every status it printed.
@@ -333,12 +207,12 @@ enum Victim {
 /// kill -9 of `victim` once 30% of a 256 MiB forward crossed to B, a
 /// restart, and the forward completing from B's durable offsets.
 fn killed_at_30_percent(victim: Victim, seed: u64) {
-    let mut pair = Pair::start(Setup::default());
-    let (paths, code) = pair.send_to_a(&[BIG], seed);
+    let (mut pair, ada) = start_plain();
+    let (paths, code) = pair.send_seeded(&[BIG], seed);
     let total = BIG as u64;
     pair.proxy.rate.store(THROTTLE, Ordering::SeqCst);
     let started = Instant::now();
-    let mut watch = pair.forward(&code);
+    let mut watch = forward(&pair, &ada, &code);
     let id = watch.id();
 
     wait_for("30% of the file at B", || {
@@ -360,7 +234,7 @@ fn killed_at_30_percent(victim: Victim, seed: u64) {
         Victim::Peer => pair.b.restart(),
     }
     let resumed = wait_for("the forward moving on after the restart", || {
-        let s = pair.status(id);
+        let s = status(&pair, &ada, id);
         (s["sent"].as_u64() > Some(at_kill) || state(&s) == "done").then_some(s)
     });
     eprintln!("after the restart: {resumed}");
@@ -385,9 +259,9 @@ fn killed_at_30_percent(victim: Victim, seed: u64) {
         crossed <= total + WINDOW + overhead_margin(total),
         "{crossed} bytes crossed for {total}: more than one window ({WINDOW}) again"
     );
-    let peer_code = last["peer_code"].as_str().unwrap();
+    let peer_code = Code::parse(last["peer_code"].as_str().unwrap()).unwrap();
     assert_ne!(peer_code, code, "B issues its own code");
-    pair.check_at_b(peer_code, &paths, "got");
+    pair.get_from_b(&peer_code, &paths, "got");
 }
 
 #[test]
@@ -402,14 +276,12 @@ fn the_receiving_relay_killed_at_30_percent_resumes_from_the_durable_offset() {
 
 #[test]
 fn a_peer_with_another_key_fails_the_forward_with_a_clear_reason() {
-    let pair = Pair::start(Setup {
-        a_key: DeviceKey([0x11; 16]),
-        ..Setup::default()
-    });
-    let (_, code) = pair.send_to_a(&[100_000, 20], 3000);
+    let (pair, ada) = start(DeviceKey([0x11; 16]), "", "");
+    let (_, code) = pair.send_seeded(&[100_000, 20], 3000);
+    let code = code.to_string();
 
     // As a person runs it: the reason on stderr, exit code 2.
-    let out = run(&mut pair.forward_cmd(&[&code, "--to", PAIR]));
+    let out = run(&mut pair.forward_cmd(&ada, &[&code, "--to", PAIR]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -424,7 +296,7 @@ fn a_peer_with_another_key_fails_the_forward_with_a_clear_reason() {
         .unwrap_or_else(|| panic!("no forward id in {err}"));
 
     // Later, by id: failed after one attempt (a refused key is not retried).
-    let s = pair.status(id);
+    let s = status(&pair, &ada, id);
     assert_eq!(
         (state(&s), s["reason"].as_str(), s["attempts"].as_u64()),
         ("failed", Some("authentication failed"), Some(1)),
@@ -440,7 +312,7 @@ fn a_peer_with_another_key_fails_the_forward_with_a_clear_reason() {
 
     // With --json: the statuses end in `failed` with the reason, then
     // the error object.
-    let out = run(&mut pair.forward_cmd(&[&code, "--to", PAIR, "--json"]));
+    let out = run(&mut pair.forward_cmd(&ada, &[&code, "--to", PAIR, "--json"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<Value> = text
@@ -467,14 +339,14 @@ const OUTAGE: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes() {
-    let mut pair = Pair::start(Setup::default());
+    let (mut pair, ada) = start_plain();
     let sizes = [3_000_000, 1_000_000, 17];
     let total: u64 = sizes.iter().map(|&s| s as u64).sum();
-    let (paths, code) = pair.send_to_a(&sizes, 4000);
+    let (paths, code) = pair.send_seeded(&sizes, 4000);
     assert!(pair.b.terminate().success());
     let down = Instant::now();
 
-    let mut watch = pair.forward(&code);
+    let mut watch = forward(&pair, &ada, &code);
     let id = watch.id();
     let retrying = watch.until("retrying", |s| state(s) == "retrying");
     assert_eq!(
@@ -483,7 +355,7 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
         "{retrying}"
     );
     // Also seen from another command, by id.
-    let s = pair.status(id);
+    let s = status(&pair, &ada, id);
     assert!(
         matches!(state(&s), "retrying" | "connecting"),
         "{s} while the peer is down"
@@ -495,7 +367,7 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
 
     // The rest of the minute, reading statuses as they come.
     watch.read_until(down + OUTAGE);
-    let before = pair.status(id);
+    let before = status(&pair, &ada, id);
     eprintln!("B back after {:?}; last status {before}", down.elapsed());
     pair.b.restart();
 
@@ -511,22 +383,23 @@ fn a_peer_down_for_a_minute_is_retried_with_backoff_then_the_forward_completes()
         "{attempts} attempts in a minute's outage: {before}"
     );
     eprintln!("done after {:?}: {last}", down.elapsed());
-    pair.check_at_b(last["peer_code"].as_str().unwrap(), &paths, "got");
+    let peer_code = Code::parse(last["peer_code"].as_str().unwrap()).unwrap();
+    pair.get_from_b(&peer_code, &paths, "got");
 }
 
 #[test]
 fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_code() {
     // A's codes last 20 s; 24 MiB at 512 KiB/s take 48 s: the batch
     // expires about 20 s into the forward.
-    let mut pair = Pair::start(Setup {
-        a_ttl_secs: Some(20),
-        b_incomplete_ttl_secs: Some(10),
-        ..Setup::default()
-    });
+    let (mut pair, ada) = start(
+        relay_pair::KEY,
+        "[codes]\nttl_secs = 20\n",
+        "sweep_interval_secs = 1\n[limits]\nincomplete_ttl_secs = 10\n",
+    );
     let sent_at = Instant::now();
-    let (_, code) = pair.send_to_a(&[24 << 20], 5000);
+    let (_, code) = pair.send_seeded(&[24 << 20], 5000);
     pair.proxy.rate.store(512 << 10, Ordering::SeqCst);
-    let mut watch = pair.forward(&code);
+    let mut watch = forward(&pair, &ada, &code);
     let id = watch.id();
     watch.until("transferring", |s| {
         state(s) == "transferring" && s["sent"].as_u64() > Some(0)
@@ -538,7 +411,7 @@ fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_co
         "{last}"
     );
     assert!(last["peer_code"].is_null(), "{last}");
-    let s = pair.status(id);
+    let s = status(&pair, &ada, id);
     assert_eq!(
         (state(&s), s["attempts"].as_u64()),
         ("failed", Some(1)),
@@ -572,8 +445,8 @@ fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_co
     assert!(!partial.ready(), "B holds a complete copy: {partial:?}");
     drop(b_store);
     pair.b.restart();
-    let peer_code = partial.code.to_string();
-    let (out, dest) = pair.get_from_b(&peer_code, "partial");
+    let peer_code = partial.code;
+    let (out, dest) = pair.get_at_b(&peer_code, "partial");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(!dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none());
@@ -581,7 +454,7 @@ fn a_batch_expiring_at_the_source_mid_forward_fails_it_and_b_keeps_nothing_by_co
 
     // B sweeps the stale partial copy: then its code is gone there.
     let gone = wait_for("B sweeping the partial copy", || {
-        let (out, _) = pair.get_from_b(&peer_code, "swept");
+        let (out, _) = pair.get_at_b(&peer_code, "swept");
         let err = stderr(&out);
         (out.status.code() == Some(2) && !err.contains("still being uploaded")).then_some(err)
     });

@@ -1,5 +1,8 @@
 //! Two relay processes listing each other as peers (issue 17), for the
-//! forwarding tests (`relay_forward`, `relay_forward_push`).
+//! forwarding tests (`relay_forward`, `relay_forward_push`,
+//! `relay_forward_faults`). Either relay may be killed (`kill9`,
+//! `terminate`) and restarted on its data directory and port
+//! ([`RelayProcess::restart`]); B's port stays the proxy's target.
 //!
 //! ```text
 //!   pickup ──► A ──[[peers]] PAIR──► faulty::Proxy (counts bytes towards B) ──► B ──[[peers]] PAIR──► A
@@ -10,6 +13,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
 use pickup_proto::identity::DeviceKey;
@@ -48,48 +52,64 @@ fn peer_toml(addr: &str, key_file: &Path) -> String {
     )
 }
 
-impl Pair {
-    /// A and B started, B behind a proxy with `faults` (off until
-    /// `proxy.set_faults(true)`).
-    pub fn start(faults: LinkFaults) -> Pair {
-        Pair::start_with(faults, &[])
-    }
+/// How a pair is set up; [`Setup::default`] is [`Pair::start`]'s.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    /// The proxy's faults (off until `proxy.set_faults(true)`).
+    pub faults: LinkFaults,
+    /// B's arguments after `serve`'s own.
+    pub b_args: &'a [&'a str],
+    /// The key A's entry for B holds (B's holds [`KEY`]).
+    pub a_key: DeviceKey,
+    /// The start of A's configuration, before its `[[peers]]` table (so
+    /// it may set top-level keys and tables of its own).
+    pub a_toml: &'a str,
+    /// The start of B's configuration, as `a_toml` for A.
+    pub b_toml: &'a str,
+}
 
-    /// [`Pair::start`], B started with `b_args` after `serve`'s own.
-    pub fn start_with(faults: LinkFaults, b_args: &[&str]) -> Pair {
-        Pair::start_keyed(faults, b_args, KEY, "")
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            faults: LinkFaults::default(),
+            b_args: &[],
+            a_key: KEY,
+            a_toml: "",
+            b_toml: "",
+        }
     }
+}
 
-    /// [`Pair::start_with`], A's entry for B holding `a_key` (B's holds
-    /// [`KEY`]) and A's configuration starting with `a_toml` (so it may
-    /// set top-level keys before its tables).
-    pub fn start_keyed(
-        faults: LinkFaults,
-        b_args: &[&str],
-        a_key: DeviceKey,
-        a_toml: &str,
-    ) -> Pair {
+impl Setup<'_> {
+    /// A and B started so.
+    pub fn start(self) -> Pair {
         let work = TempDir::new("forward");
         let key_file = work.path().join("pair.key");
         let a_key_file = work.path().join("a-pair.key");
-        for (path, key) in [(&key_file, KEY), (&a_key_file, a_key)] {
+        for (path, key) in [(&key_file, KEY), (&a_key_file, self.a_key)] {
             let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
             std::fs::write(path, format!("{hex}\n")).unwrap();
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         // B's port is known once B runs: the proxy is retargeted then.
-        let proxy = Proxy::start(1, faults, 17);
+        let proxy = Proxy::start(1, self.faults, 17);
         proxy.set_faults(false);
         let a = RelayProcess::builder()
             .config(&format!(
-                "{a_toml}\n{}",
+                "{}\n{}",
+                self.a_toml,
                 peer_toml(&proxy.addr(), &a_key_file)
             ))
             .start();
-        let b = b_args
+        let b = self
+            .b_args
             .iter()
             .fold(RelayProcess::builder(), |b, arg| b.arg(arg))
-            .config(&peer_toml(&a.addr().to_string(), &key_file))
+            .config(&format!(
+                "{}\n{}",
+                self.b_toml,
+                peer_toml(&a.addr().to_string(), &key_file)
+            ))
             .start();
         proxy.retarget(b.port());
         let peer = PeerConfig {
@@ -109,6 +129,24 @@ impl Pair {
             work,
         }
     }
+}
+
+impl Pair {
+    /// A and B started, B behind a proxy with `faults` (off until
+    /// `proxy.set_faults(true)`).
+    pub fn start(faults: LinkFaults) -> Pair {
+        Pair::start_with(faults, &[])
+    }
+
+    /// [`Pair::start`], B started with `b_args` after `serve`'s own.
+    pub fn start_with(faults: LinkFaults, b_args: &[&str]) -> Pair {
+        Setup {
+            faults,
+            b_args,
+            ..Setup::default()
+        }
+        .start()
+    }
 
     /// Bytes that crossed towards B so far.
     pub fn up(&self) -> u64 {
@@ -117,6 +155,12 @@ impl Pair {
 
     /// Three files of `sizes` sent to A with `pickup send`: their paths and A's code.
     pub fn send_to_a(&self, sizes: [usize; 3]) -> (Vec<PathBuf>, Code) {
+        self.send_seeded(&sizes, 100)
+    }
+
+    /// Files of `sizes` (contents seeded by `seed`) sent to A with `pickup
+    /// send` (state `state-a`): their paths and A's code.
+    pub fn send_seeded(&self, sizes: &[usize], seed: u64) -> (Vec<PathBuf>, Code) {
         let src = self.work.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         let paths: Vec<PathBuf> = sizes
@@ -124,7 +168,7 @@ impl Pair {
             .enumerate()
             .map(|(i, &len)| {
                 let path = src.join(format!("file-{i}.bin"));
-                write_random(&path, len, 100 + i as u64);
+                write_random(&path, len, seed + i as u64);
                 path
             })
             .collect();
@@ -137,14 +181,27 @@ impl Pair {
         (paths, code)
     }
 
-    /// `pickup get` of B's `code` into a fresh directory; each file is
-    /// compared with its source.
-    pub fn get_from_b(&self, code: &Code, sources: &[PathBuf], label: &str) {
+    /// `pickup --relay A forward ARGS…` as the user of `state`.
+    pub fn forward_cmd(&self, state: &Path, args: &[&str]) -> Command {
+        let mut cmd = pickup(state);
+        cmd.args(["--relay", &self.a.tcp(), "forward"]).args(args);
+        cmd
+    }
+
+    /// `pickup get` of B's `code` into a fresh directory `label`, as it
+    /// ended, and the directory.
+    pub fn get_at_b(&self, code: &Code, label: &str) -> (Output, PathBuf) {
         let dest = self.work.path().join(label);
-        std::fs::create_dir_all(&dest).unwrap();
         let out = run(pickup(&self.work.path().join("state-b"))
             .args(["get", "--relay", &self.b.tcp(), &code.to_string(), "-o"])
             .arg(&dest));
+        (out, dest)
+    }
+
+    /// `pickup get` of B's `code` into a fresh directory; each file is
+    /// compared with its source.
+    pub fn get_from_b(&self, code: &Code, sources: &[PathBuf], label: &str) {
+        let (out, dest) = self.get_at_b(code, label);
         assert!(out.status.success(), "{}", stderr(&out));
         for src in sources {
             let got = dest.join(src.file_name().unwrap());

@@ -37,7 +37,7 @@ impl PgStore {
         let mut stats = SweepStats::default();
         let now = int(now)?;
         loop {
-            let chunk = self.run(async |tx| self.sweep_chunk(tx, now).await)?;
+            let chunk = self.run(async |tx| self.sweep_chunk(tx, now, SWEEP_CHUNK).await)?;
             add(&mut stats, &chunk.stats);
             // After the commit, so a line means the batch is gone.
             for id in &chunk.batches {
@@ -81,13 +81,15 @@ fn add(total: &mut SweepStats, s: &SweepStats) {
 }
 
 impl PgStore {
-    /// One sweep transaction: at most [`SWEEP_CHUNK`] expired or stale
-    /// batches, as many kept blobs whose time passed, as many blobs nothing
-    /// holds, each skipping rows another sweep holds; their objects doomed.
+    /// One sweep transaction: at most `limit` ([`SWEEP_CHUNK`] but in
+    /// tests) expired or stale batches, as many kept blobs whose time
+    /// passed, as many blobs nothing holds, each skipping rows another
+    /// sweep holds; their objects doomed.
     async fn sweep_chunk(
         &self,
         tx: &Transaction<'_>,
         now: i64,
+        limit: i64,
     ) -> std::result::Result<Chunk, DbError> {
         let mut chunk = Chunk::default();
         let expired = tx
@@ -99,7 +101,7 @@ impl PgStore {
                          OR EXISTS(SELECT 1 FROM files
                                    WHERE batch = batches.id AND partial IS NOT NULL)))
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&now, &SWEEP_CHUNK],
+                &[&now, &limit],
             )
             .await?;
         for row in &expired {
@@ -149,36 +151,34 @@ impl PgStore {
             chunk.batches.push(id);
         }
         // Kept blobs of replaced or removed names: their readers have had
-        // their time.
-        let released = tx
-            .query(
-                "DELETE FROM kept_blobs WHERE blob IN
-                 (SELECT blob FROM kept_blobs WHERE until <= $1
-                  LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING blob",
-                &[&now, &SWEEP_CHUNK],
-            )
+        // their time. Locked first, deleted by id, here and below: a
+        // `DELETE … WHERE blob IN (SELECT … LIMIT n FOR UPDATE SKIP
+        // LOCKED)` may run its subquery again and delete more than `limit`
+        // (seen in a test of the forwards sweep, store/postgres/forwards.rs).
+        let released = locked_ids(
+            tx,
+            "SELECT blob FROM kept_blobs WHERE until <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&now, &limit],
+        )
+        .await?;
+        tx.execute("DELETE FROM kept_blobs WHERE blob = ANY($1)", &[&released])
             .await?;
-        for row in &released {
-            tx.execute(
-                "UPDATE blobs SET refs = refs - 1 WHERE id = $1",
-                &[&row.get::<_, i64>(0)],
-            )
-            .await?;
-        }
+        // `blob` is the key of `kept_blobs`: one reference each.
+        tx.execute(
+            "UPDATE blobs SET refs = refs - 1 WHERE id = ANY($1)",
+            &[&released],
+        )
+        .await?;
         // A blob at zero never gains a reference again (a share needs
         // `refs > 0`), so collecting it races with nothing.
-        let collected: Vec<i64> = tx
-            .query(
-                "DELETE FROM blobs WHERE id IN
-                 (SELECT id FROM blobs WHERE refs <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id",
-                &[&SWEEP_CHUNK],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let collected = locked_ids(
+            tx,
+            "SELECT id FROM blobs WHERE refs <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&limit],
+        )
+        .await?;
+        tx.execute("DELETE FROM blobs WHERE id = ANY($1)", &[&collected])
+            .await?;
         tx.execute(
             "DELETE FROM blob_owners WHERE blob = ANY($1)",
             &[&collected],
@@ -189,13 +189,27 @@ impl PgStore {
         }
         chunk.more = [expired.len(), released.len(), collected.len()]
             .iter()
-            .any(|&n| n as i64 == SWEEP_CHUNK);
+            .any(|&n| n as i64 == limit);
         chunk.stats.batches = expired.len() as u64;
         chunk.stats.released = released.len() as u64;
         chunk.stats.partials = chunk.partials.len() as u64;
         chunk.stats.blobs = collected.len() as u64;
         Ok(chunk)
     }
+}
+
+/// The ids (first column) of the rows `sql` selects and locks.
+async fn locked_ids(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<Vec<i64>, DbError> {
+    Ok(tx
+        .query(sql, params)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// Forgets deliveries whose batch is gone and whose expiry is older than
@@ -219,4 +233,68 @@ async fn forget_deliveries(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::Fixture;
+    use crate::store::Store;
+
+    /// Counts of kept blobs due at 100, kept blobs, blobs, blobs at zero.
+    const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM kept_blobs WHERE until <= 100),
+                                 (SELECT COUNT(*) FROM kept_blobs),
+                                 (SELECT COUNT(*) FROM blobs),
+                                 (SELECT COUNT(*) FROM blobs WHERE refs <= 0)";
+
+    /// More kept blobs due and more blobs at zero than a chunk: one chunk
+    /// releases and collects exactly its limit of each, and the rest
+    /// waits for the next.
+    #[test]
+    fn a_chunk_releases_and_collects_at_most_its_limit() {
+        let Some(fx) = Fixture::new("a_chunk_releases_and_collects_at_most_its_limit") else {
+            return;
+        };
+        let store = fx.open();
+        let counts = |store: &super::PgStore| -> [i64; 4] {
+            store
+                .run(async |tx| {
+                    let row = tx.query_one(COUNTS, &[]).await?;
+                    Ok([row.get(0), row.get(1), row.get(2), row.get(3)])
+                })
+                .unwrap()
+        };
+        // Blobs 1-5 held only by kept rows due at 50, 6-8 held by nothing,
+        // 9 kept until 500.
+        store
+            .run(async |tx| {
+                tx.batch_execute(
+                    "INSERT INTO blobs(id, size, sha1, refs)
+                     SELECT i, 1, '\\x00', CASE WHEN i BETWEEN 6 AND 8 THEN 0 ELSE 1 END
+                     FROM generate_series(1, 9) AS i;
+                     INSERT INTO kept_blobs(blob, until)
+                     SELECT i, CASE WHEN i = 9 THEN 500 ELSE 50 END
+                     FROM generate_series(1, 9) AS i WHERE i NOT BETWEEN 6 AND 8;",
+                )
+                .await?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(counts(&store), [5, 6, 9, 3]);
+
+        let chunk = store
+            .run(async |tx| store.sweep_chunk(tx, 100, 2).await)
+            .unwrap();
+        assert_eq!((chunk.stats.released, chunk.stats.blobs), (2, 2));
+        assert!(chunk.more, "a full chunk says more may wait");
+        // Two released (their blobs at zero), two of the five at zero
+        // collected.
+        assert_eq!(counts(&store), [3, 4, 7, 3]);
+        assert!(fx.miscounted_blobs().is_empty());
+
+        // The whole sweep takes the rest; the kept blob not due stays.
+        let all = store.sweep(100, 0).unwrap();
+        assert_eq!((all.released, all.blobs), (3, 6));
+        assert_eq!(counts(&store), [0, 1, 1, 0]);
+        assert!(fx.miscounted_blobs().is_empty());
+    }
 }
