@@ -208,7 +208,13 @@ where
         };
         observer(machine, Event::Link(LinkEvent::Lost(loss)));
         let now = clock.now();
-        match retransfer.on_loss(now) {
+        let decision = if loss == LinkLoss::Connect && connector.given_up() {
+            // Dialling again would only wait out backoffs for nothing.
+            Decision::GiveUp { attempts: attempt }
+        } else {
+            retransfer.on_loss(now)
+        };
+        match decision {
             Decision::GiveUp { attempts } => {
                 observer(
                     machine,

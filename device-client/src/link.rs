@@ -40,6 +40,16 @@ pub trait Connector {
     /// Establishes a new link. Called before the first exchange and after
     /// every loss, after the retransfer backoff.
     fn connect(&mut self) -> Result<Self::Link<'_>, Self::ConnectError>;
+
+    /// Whether the connector makes no more links: asked after a connect
+    /// failed. A connector whose owner stops it (a relay shutting down
+    /// under its forwards) says so, and the driver ends at once with
+    /// [`RunError::GaveUp`](crate::RunError::GaveUp) instead of dialling
+    /// again until its [`RetransferPolicy`](crate::RetransferPolicy) gives
+    /// up. By default, never.
+    fn given_up(&self) -> bool {
+        false
+    }
 }
 
 /// Why a link was given up on.

@@ -345,10 +345,21 @@ fn pickup_forward_copies_a_batch_to_the_peer_and_the_same_content_crosses_as_pro
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 
-#[test]
-fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
+/// A pair whose A holds a key B does not share (`a_toml` leads A's
+/// configuration), and a three-file forward ada asked A for with the CLI,
+/// failed: the pair, ada's state at A, the statuses the CLI printed and
+/// its output.
+fn a_failed_forward(
+    a_toml: &str,
+) -> (
+    Pair,
+    std::path::PathBuf,
+    Vec<serde_json::Value>,
+    std::process::Output,
+) {
     let pair = Setup {
         a_key: DeviceKey([0x11; 16]),
+        a_toml,
         ..Setup::default()
     }
     .start();
@@ -358,6 +369,13 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let last = statuses.last().unwrap();
     assert_eq!(last["state"], "failed", "{statuses:?}");
+    (pair, state, statuses, out)
+}
+
+#[test]
+fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
+    let (pair, state, statuses, out) = a_failed_forward("");
+    let last = statuses.last().unwrap();
     assert_eq!(last["reason"], "authentication failed", "{statuses:?}");
     assert_eq!(last["attempts"], 1, "a wrong key is not retried");
     // The failure is one JSON error object after the statuses.
@@ -382,19 +400,9 @@ fn a_peer_that_does_not_share_the_key_fails_the_forward_with_a_clear_reason() {
 /// found (exit 2), as of an id that never existed.
 #[test]
 fn a_finished_forward_is_forgotten_after_keep_finished_secs() {
-    let pair = Setup {
-        a_key: DeviceKey([0x11; 16]),
-        a_toml: "sweep_interval_secs = 1\n[forward]\nkeep_finished_secs = 3\n",
-        ..Setup::default()
-    }
-    .start();
-    let state = ada_at_a(&pair);
-    let (_, code) = pair.send_to_a([1000, 2000, 3000]);
-    let (statuses, out) = forward_cli(&pair, &state, &code);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let last = statuses.last().unwrap();
-    assert_eq!(last["state"], "failed", "{statuses:?}");
-    let id = last["id"].as_u64().unwrap().to_string();
+    let (pair, state, statuses, _) =
+        a_failed_forward("sweep_interval_secs = 1\n[forward]\nkeep_finished_secs = 3\n");
+    let id = statuses.last().unwrap()["id"].as_u64().unwrap().to_string();
     // Gone within a few sweeps (bounded: 20 s).
     let status = || run(&mut pair.forward_cmd(&state, &["--status", &id]));
     let gone = (0..200)

@@ -353,6 +353,29 @@ fn failed_connects_back_off_and_give_up_per_policy() {
 }
 
 #[test]
+fn a_connector_that_has_given_up_ends_the_run_at_its_first_failed_connect() {
+    let (relay, mut connector, clock) = setup(128);
+    relay.borrow_mut().refuse_connects = u32::MAX;
+    relay.borrow_mut().connector_given_up = true;
+    let (result, events) = upload(&mut connector, &clock, &Batch::new(), quick_policy());
+    assert_eq!(
+        result,
+        Err(RunError::GaveUp {
+            attempts: 0,
+            last: LinkLoss::Connect
+        })
+    );
+    let lost = Event::Link(LinkEvent::Lost(LinkLoss::Connect));
+    assert_eq!(
+        events.iter().filter(|e| **e == lost).count(),
+        1,
+        "{events:?}"
+    );
+    // One failed dial (1 ms on the test clock), no backoff waited.
+    assert_eq!(clock.0.get(), 1);
+}
+
+#[test]
 fn a_relay_that_only_says_welcome_runs_out_of_attempts() {
     let (relay, mut connector, clock) = setup(128);
     relay.borrow_mut().mute_after_welcome = true;

@@ -59,6 +59,8 @@ pub struct Relay {
     pub cut_every: Option<usize>,
     /// Refuse this many upcoming connection attempts.
     pub refuse_connects: u32,
+    /// What the test connector answers to `given_up`.
+    pub connector_given_up: bool,
     /// Answer hellos, ignore everything else.
     pub mute_after_welcome: bool,
     pub connects: u32,
@@ -105,6 +107,7 @@ impl Relay {
             batches: Vec::new(),
             cut_every: None,
             refuse_connects: 0,
+            connector_given_up: false,
             mute_after_welcome: false,
             connects: 0,
             terminal_key: None,
@@ -555,6 +558,10 @@ impl Connector for MemConnector {
             clock: &self.clock,
             generation: r.generation,
         })
+    }
+
+    fn given_up(&self) -> bool {
+        self.relay.borrow().connector_given_up
     }
 }
 

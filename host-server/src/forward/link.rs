@@ -5,8 +5,10 @@
 //! The driver reads with a short timeout (the CLI's 50 ms) while it waits
 //! for acknowledgements, so a read that finds the stop flag set comes soon
 //! after the flag: it fails as an aborted link, the driver dials again
-//! after its backoff, and the connector, which checks the same flag, ends
-//! the run as stopped.
+//! after its first backoff, and the connector, which checks the same
+//! flag, dials nothing and says it has given up
+//! ([`Connector::given_up`](pickup_device::Connector::given_up)): the run
+//! ends as stopped, without the policy's further attempts.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -288,6 +288,10 @@ impl<'a, S: Store + ?Sized> Connector for LiveConnector<'a, S> {
             stop: self.stop,
         })
     }
+
+    fn given_up(&self) -> bool {
+        self.stopped || self.expired
+    }
 }
 
 /// The stack of the thread a forward runs on (see the module docs).
