@@ -12,7 +12,9 @@
 //! 2. Serial wire efficiency: payload bytes / bytes on the wire over a
 //!    pseudo-terminal pair at the relay's default serial frame size, and the
 //!    same file through lrzsz (`sz`/`rz`) when installed.
-//! 3. Concurrency: many simultaneous two-file uploads of 64 KiB each.
+//! 3. Concurrency: many simultaneous two-file uploads of 64 KiB each, in
+//!    rounds against one relay (`--rounds N`, default 5; the median round
+//!    is the figure, every round is printed).
 //! 4. Memory: relay RSS with many idle TCP sessions.
 //! 5. Instant upload: announce to completion for content the relay holds.
 //! 6. tus (`--only tus`, issue 15): the same file uploaded with
@@ -78,6 +80,8 @@ struct Sizes {
     pg_download_bytes: Option<usize>,
     serial_bytes: usize,
     concurrent: usize,
+    /// Rounds of the concurrent uploads (the median round is reported).
+    rounds: usize,
     idle_sessions: usize,
     tus_bytes: usize,
 }
@@ -268,7 +272,7 @@ fn usage() -> io::Error {
     io::Error::other(
         "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory,tus,attack] \
          [--backend sqlite|postgres|both] [--tcp-mib N] [--pg-mib N] [--pg-download-mib N] \
-         [--serial-mib N] [--concurrent N] [--idle N] [--tus-mib N] [--attack-config FILE]",
+         [--serial-mib N] [--concurrent N] [--rounds N] [--idle N] [--tus-mib N] [--attack-config FILE]",
     )
 }
 
@@ -304,7 +308,7 @@ fn options() -> io::Result<Options> {
                     .collect()
             }
             "--tcp-mib" | "--pg-mib" | "--pg-download-mib" | "--serial-mib" | "--concurrent"
-            | "--idle" | "--tus-mib" => {
+            | "--rounds" | "--idle" | "--tus-mib" => {
                 let n = args
                     .next()
                     .and_then(|v| v.parse::<usize>().ok())
@@ -321,6 +325,7 @@ fn options() -> io::Result<Options> {
             pg_download_bytes: None,
             serial_bytes: 2 << 20,
             concurrent: 100,
+            rounds: 2,
             idle_sessions: 1_000,
             tus_bytes: 128 << 20,
         }
@@ -331,6 +336,7 @@ fn options() -> io::Result<Options> {
             pg_download_bytes: None,
             serial_bytes: 16 << 20,
             concurrent: 1_000,
+            rounds: 5,
             idle_sessions: 10_000,
             tus_bytes: 1 << 30,
         }
@@ -342,6 +348,7 @@ fn options() -> io::Result<Options> {
             "--pg-download-mib" => sizes.pg_download_bytes = Some(n << 20),
             "--serial-mib" => sizes.serial_bytes = n << 20,
             "--concurrent" => sizes.concurrent = n,
+            "--rounds" => sizes.rounds = n.max(1),
             "--tus-mib" => sizes.tus_bytes = n << 20,
             _ => sizes.idle_sessions = n,
         }
@@ -453,9 +460,12 @@ fn main() -> io::Result<()> {
         report["serial"] = serial(&binary, sizes.serial_bytes)?;
     }
     if run("concurrency") && opts.backend.sqlite() {
-        eprintln!("3/6 {} concurrent two-file uploads…", sizes.concurrent);
+        eprintln!(
+            "3/6 {} concurrent two-file uploads, {} rounds…",
+            sizes.concurrent, sizes.rounds
+        );
         let relay = relay::Relay::start(&binary, None)?;
-        report["concurrency"] = concurrency::run(&[&relay], sizes.concurrent)?;
+        report["concurrency"] = concurrency::rounds(&[&relay], sizes.concurrent, sizes.rounds)?;
     }
     if (run("tcp") || run("concurrency")) && opts.backend.postgres() {
         eprintln!("3b/6 the same on the postgres backend (PostgreSQL + S3)…");

@@ -150,6 +150,22 @@ pub fn print_table(r: &Value) {
             f(&c["relay_cpu_secs"]),
             f(&c["clients_cpu_secs"]),
         );
+        if let Some(rounds) = c["rounds"].as_array().filter(|r| r.len() > 1) {
+            let each: Vec<String> = rounds
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:.0}/s {:.2} s",
+                        f(&r["completions_per_sec"]),
+                        f(&r["p99_ms"]) / 1000.0
+                    )
+                })
+                .collect();
+            println!(
+                "| … every round (rate, p99), the median one above | {} | |",
+                each.join("; ")
+            );
+        }
     }
     if !r["postgres"].is_null() {
         print_postgres(r);
