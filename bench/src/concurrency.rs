@@ -31,6 +31,13 @@ pub fn rounds(relays: &[&Relay], uploads: usize, rounds: usize) -> io::Result<Va
     for round in 0..rounds.max(1) {
         all.push(run_round(relays, uploads, round)?);
     }
+    median_round(all).ok_or_else(|| io::Error::other("no round ran"))
+}
+
+/// The round with the median rate (of an even number, the faster of the
+/// middle two), with every round's summary, in the order they ran, under
+/// `rounds`.
+fn median_round(mut all: Vec<Value>) -> Option<Value> {
     let rate = |v: &Value| v["completions_per_sec"].as_f64().unwrap_or(0.0);
     let summary: Vec<Value> = all
         .iter()
@@ -46,9 +53,9 @@ pub fn rounds(relays: &[&Relay], uploads: usize, rounds: usize) -> io::Result<Va
         .collect();
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.sort_by(|&a, &b| rate(&all[a]).total_cmp(&rate(&all[b])));
-    let mut median = all.swap_remove(order[order.len() / 2]);
+    let mut median = all.swap_remove(*order.get(order.len() / 2)?);
     median["rounds"] = json!(summary);
-    Ok(median)
+    Some(median)
 }
 
 /// `uploads` clients, client `i` on `relays[i % relays.len()]`, all
@@ -168,4 +175,41 @@ fn sample_rss(relays: &[&Relay], stop: &AtomicBool) -> (Vec<u64>, Vec<u64>) {
     }
     sample(&mut rss, &mut threads);
     (rss, threads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(rate: f64, p99: f64) -> Value {
+        json!({ "completions_per_sec": rate, "p99_ms": p99, "failures": 0 })
+    }
+
+    #[test]
+    fn the_median_round_by_rate_is_reported_with_every_round_in_order() {
+        let all = vec![
+            round(500.0, 2000.0),
+            round(1000.0, 900.0),
+            round(800.0, 1200.0),
+        ];
+        let median = median_round(all).unwrap();
+        assert_eq!(median["completions_per_sec"], 800.0);
+        assert_eq!(median["p99_ms"], 1200.0);
+        let rates: Vec<f64> = median["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["completions_per_sec"].as_f64().unwrap())
+            .collect();
+        assert_eq!(rates, [500.0, 1000.0, 800.0]);
+        // Of an even number, the faster of the middle two.
+        let even = vec![
+            round(300.0, 0.0),
+            round(900.0, 0.0),
+            round(600.0, 0.0),
+            round(100.0, 0.0),
+        ];
+        assert_eq!(median_round(even).unwrap()["completions_per_sec"], 600.0);
+        assert!(median_round(Vec::new()).is_none());
+    }
 }
