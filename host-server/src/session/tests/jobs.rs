@@ -386,3 +386,50 @@ fn a_session_waiting_for_the_store_keeps_the_link_alive_and_does_not_idle_out() 
     assert!(!s.is_closed());
     assert_eq!(drain_only(&mut s), []);
 }
+
+#[test]
+fn a_resume_of_the_sessions_own_upload_is_answered_without_taking_it_again() {
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(100_000, 9);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", data.len() as u64, Sha1Digest::of(&data))],
+    ));
+    // Bytes in, and a sync of them running beside when the terminal's
+    // retransmit timeout asks for the upload again on the same link.
+    send_only(&mut s, w.now(), data_msg(0, &data[..40_000]));
+    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).collect();
+    run_all(&w, &mut s, jobs);
+    let beside: Vec<Job> = std::iter::from_fn(|| s.poll_job()).collect();
+    assert!(
+        beside.iter().any(|j| j.name() == "sync"),
+        "a sync runs beside"
+    );
+    send_only(&mut s, w.now(), Message::Resume(Resume { token: g.token }));
+    // No lookup: on a shared store it would take the upload over again,
+    // and the sync beside it could be refused as taken over.
+    let after: Vec<Job> = std::iter::from_fn(|| s.poll_job()).collect();
+    assert!(
+        after.iter().all(|j| j.name() != "find-token"),
+        "{:?}",
+        after.iter().map(Job::name).collect::<Vec<_>>()
+    );
+    run_all(&w, &mut s, beside.into_iter().chain(after).collect());
+    let replies = drain(&mut s);
+    assert!(
+        replies.iter().any(|r| matches!(r, Reply::Grant(_))),
+        "{replies:?}"
+    );
+    assert!(
+        !replies.contains(&Reply::Error(ErrorCode::TakenOver, 0)),
+        "{replies:?}"
+    );
+    // The upload goes on from where it was.
+    for (i, chunk) in data[40_000..].chunks(20_000).enumerate() {
+        send(&mut s, w.now(), data_msg(40_000 + i * 20_000, chunk));
+    }
+    let replies = drain(&mut s);
+    assert!(replies.contains(&Reply::Complete), "{replies:?}");
+}

@@ -236,6 +236,27 @@ impl Session {
     }
 
     pub(in crate::session) fn on_resume(&mut self, now: Instant, r: Resume) {
+        if self
+            .upload
+            .as_deref()
+            .is_some_and(|u| u.token == r.token && unix_secs(now) < u.expires_at)
+        {
+            // This session's own live upload, asked for again on the same
+            // link (a terminal whose retransmit timeout passed): answered
+            // from here. A lookup would take the upload over in the store
+            // again, and on a shared store a step of this upload running
+            // beside that take could be refused as taken over, telling
+            // this very terminal `TakenOver` (found by tests/cluster.rs
+            // with acks slowed by the object store).
+            self.announcing = None;
+            self.with_upload(|up, cx| {
+                up.regrant(cx);
+                Ok(())
+            });
+            if self.upload.is_some() {
+                return;
+            }
+        }
         if let Err(wait) = self.relay.check_lookup(&self.peer, now) {
             return self
                 .out
