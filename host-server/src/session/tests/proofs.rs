@@ -149,9 +149,12 @@ fn wrong_proofs_count_as_failed_lookups() {
         );
         assert_eq!(plan_of(&drain(&mut s)), Plan::Upload { offset: 0 });
     }
-    // Two wrong proofs spent the peer's failed-lookup burst.
+    // Two wrong proofs spent the peer's failed-lookup burst: the peer's
+    // next lookup (from another connection: this one's own upload is
+    // answered without one) is refused.
+    let mut other = open(&w, 3);
     assert!(matches!(
-        resume(&mut s, &w, token.unwrap()).as_slice(),
+        resume(&mut other, &w, token.unwrap()).as_slice(),
         [Reply::Error(ErrorCode::RateLimited, _)]
     ));
 }
