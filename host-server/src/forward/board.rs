@@ -163,6 +163,12 @@ impl Board {
         let live = lock(&self.live);
         let running = live.get(&r.id).filter(|_| r.state.is_running());
         let (state, sent, rate) = match running {
+            // The copy is done, but not yet recorded with the peer's code
+            // (`ForwardChange::Done`): a watcher reading `done` now would
+            // find no code (relay_forward_faults.rs saw `peer_code: null`).
+            Some(l) if l.state == ForwardState::Done => {
+                (ForwardState::Verifying, l.sent.max(r.sent), l.rate())
+            }
             Some(l) => (l.state, l.sent.max(r.sent), l.rate()),
             None => (r.state, r.sent, 0),
         };
@@ -254,6 +260,19 @@ mod tests {
     /// A resumed attempt's first report jumps to the peer's durable
     /// offsets: those bytes crossed in an earlier attempt, not at the rate
     /// of a jump.
+    #[test]
+    fn a_copy_done_but_not_yet_recorded_shows_as_verifying_and_then_done_with_its_code() {
+        let board = Board::default();
+        board.update(7, ForwardState::Done, 5000, Instant::now());
+        let s = board.status(&record(ForwardState::Transferring));
+        assert_eq!((s.state, s.peer_code), (ForwardState::Verifying, None));
+        let mut done = record(ForwardState::Done);
+        done.peer_code = Some(Code::from_parts(13, 9).unwrap());
+        let s = board.status(&done);
+        assert_eq!(s.state, ForwardState::Done);
+        assert!(s.peer_code.is_some());
+    }
+
     #[test]
     fn the_rate_after_a_resume_counts_only_the_bytes_this_attempt_sent() {
         let board = Board::default();
