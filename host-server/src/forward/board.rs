@@ -257,9 +257,8 @@ mod tests {
         assert!(!bell.rung(), "no longer watching");
     }
 
-    /// A resumed attempt's first report jumps to the peer's durable
-    /// offsets: those bytes crossed in an earlier attempt, not at the rate
-    /// of a jump.
+    /// The runner puts the copy's `Done` on the board before it records
+    /// the peer's code: a status read in between shows `Verifying`.
     #[test]
     fn a_copy_done_but_not_yet_recorded_shows_as_verifying_and_then_done_with_its_code() {
         let board = Board::default();
@@ -273,6 +272,9 @@ mod tests {
         assert!(s.peer_code.is_some());
     }
 
+    /// A resumed attempt's first report jumps to the peer's durable
+    /// offsets: those bytes crossed in an earlier attempt, not at the rate
+    /// of a jump.
     #[test]
     fn the_rate_after_a_resume_counts_only_the_bytes_this_attempt_sent() {
         let board = Board::default();
