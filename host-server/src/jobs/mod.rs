@@ -11,8 +11,7 @@
 //! result before it gives out the next, so the store sees a session's work
 //! in the order the session decided it (a file's last write and sync before
 //! its completion, a flush before a resume's lookup). Beside that ordered
-//! work, one sync and one hash of written bytes may run. The TCP driver runs jobs on tokio's
-//! blocking pool, the serial driver on its port's thread, and the simulator
+//! work, one sync may run. The TCP driver runs jobs on tokio's blocking pool, the serial driver on its port's thread, and the simulator
 //! and fuzzers whenever their seed says, including never (a relay crash
 //! between a job's start and its completion).
 //!
@@ -54,8 +53,8 @@ pub(crate) use notices::{NoticeDone, NoticeWork, PushAnswer, PushWork};
 pub(crate) use proof::{CheckProof, ExpectProof, Expected, Proved};
 pub(crate) use read::{BlobRead, ReadBlob};
 pub(crate) use receive::{
-    BytesHashed, Complete, Completed, HashBytes, HashPrefix, Hashed, Reset, ResetDone, Sync,
-    Synced, Verdict, Write, Written,
+    Complete, Completed, HashPrefix, Hashed, Reset, ResetDone, Sync, Synced, Verdict, Write,
+    Written,
 };
 
 /// Bytes read per store call when hashing stored bytes.
@@ -95,7 +94,6 @@ impl Job {
                 }),
             },
             Work::Write(w) => Outcome::Written(receive::write(&*relay.store, w)),
-            Work::HashBytes(w) => Outcome::BytesHashed(receive::hash_bytes(w)),
             Work::Sync(w) => Outcome::Synced(receive::sync(&*relay.store, w)),
             Work::HashPrefix(w) => Outcome::Hashed(receive::hash_prefix(&*relay.store, w)),
             Work::Complete(w) => {
@@ -156,7 +154,6 @@ impl Job {
             Work::FindToken { .. } => "find-token",
             Work::FindCode { .. } => "find-code",
             Work::Write(_) => "write",
-            Work::HashBytes(_) => "hash-bytes",
             Work::Sync(_) => "sync",
             Work::HashPrefix(_) => "hash-prefix",
             Work::Complete(_) => "complete",
@@ -193,7 +190,6 @@ pub(crate) enum Work {
         to: LookupFor,
     },
     Write(Write),
-    HashBytes(HashBytes),
     Sync(Sync),
     HashPrefix(HashPrefix),
     Complete(Complete),
@@ -253,7 +249,6 @@ pub(crate) enum Outcome {
         found: Result<Found, StoreError>,
     },
     Written(Written),
-    BytesHashed(BytesHashed),
     Synced(Synced),
     Hashed(Hashed),
     Completed(Completed),

@@ -1,5 +1,13 @@
 //! Receiving: writing bytes and hashing them, syncs, re-hashing a prefix,
 //! and a file's verdict or reset.
+//!
+//! A write that carries its file's hasher hashes its bytes right after
+//! writing them, on the same thread, while they are still in the CPU's
+//! cache. Hashed later, after the megabytes that the socket, the page
+//! cache and the other writes move meanwhile, they come from memory: on the
+//! bench's machine, SHA-1 over one buffer hashed again and again ran at
+//! 1,750–1,910 MiB/s for buffers of 8 MiB or less and at 1,100–1,130 MiB/s
+//! for 16 MiB or more.
 
 use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::{ErrorCode, Sha1Digest};
@@ -7,7 +15,8 @@ use pickup_proto::{ErrorCode, Sha1Digest};
 use super::{Held, LeaseLost, READ_CHUNK};
 use crate::store::{BatchId, BlobId, Content, FileRef, PartialId, Store, StoreError};
 
-/// Write received bytes of a file.
+/// Write received bytes of a file, and hash them into the file's running
+/// SHA-1 when the session gave the write its hasher.
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) held: Held,
@@ -16,6 +25,10 @@ pub(crate) struct Write {
     pub(crate) partial: PartialId,
     pub(crate) offset: u64,
     pub(crate) bytes: Vec<u8>,
+    /// The file's running SHA-1 and how many of its bytes it covers
+    /// (`offset..offset + bytes.len()` holds that count): the job hashes
+    /// the bytes past it once they are written.
+    pub(crate) hasher: Option<(Box<RunningSha1>, u64)>,
 }
 
 /// What a [`Write`] did.
@@ -27,8 +40,11 @@ pub(crate) struct Written {
     /// The bytes asked to be written: `offset..end`.
     pub(crate) offset: u64,
     pub(crate) end: u64,
-    /// The write's buffer, with its bytes (they are hashed next).
+    /// The write's buffer, to be filled again.
     pub(crate) bytes: Vec<u8>,
+    /// The hasher the write carried and how many of the file's bytes it
+    /// covers now: `end` if the bytes were written, else as it came.
+    pub(crate) hasher: Option<(Box<RunningSha1>, u64)>,
     /// `Err` if the session no longer held the lease: nothing was done.
     pub(crate) result: Result<(), LeaseLost>,
     /// The store's answer.
@@ -47,6 +63,17 @@ pub(super) fn write(store: &dyn Store, w: Write) -> Written {
         Ok(done) => (Ok(()), done),
         Err(lost) => (Err(lost), Ok(())),
     };
+    // Only written bytes are hashed: what the hash covers is on disk.
+    let hasher = w.hasher.map(|(mut hasher, at)| {
+        let skip = usize::try_from(at.saturating_sub(w.offset)).unwrap_or(usize::MAX);
+        match w.bytes.get(skip..) {
+            Some(rest) if result.is_ok() && store.is_ok() => {
+                hasher.update(rest);
+                (hasher, end)
+            }
+            _ => (hasher, at),
+        }
+    });
     Written {
         epoch: w.epoch,
         file: w.file,
@@ -54,59 +81,9 @@ pub(super) fn write(store: &dyn Store, w: Write) -> Written {
         offset: w.offset,
         end,
         bytes: w.bytes,
+        hasher,
         result,
         store,
-    }
-}
-
-/// Hash written bytes of a file into its running SHA-1: the buffers in
-/// `bufs` hold the file's bytes from `offset` on, one after another, and
-/// `bufs[0][skip..]` starts at the hasher's position. It runs beside the
-/// ordered work (the next write), so hashing and writing share the cores;
-/// it takes every written buffer that waits, so a hasher that falls
-/// behind catches up without a round trip through the session per buffer.
-#[derive(Debug)]
-pub(crate) struct HashBytes {
-    pub(crate) epoch: u64,
-    pub(crate) file: u16,
-    pub(crate) partial: PartialId,
-    /// The file offset of `bufs[0][0]`.
-    pub(crate) offset: u64,
-    pub(crate) skip: usize,
-    pub(crate) bufs: Vec<Vec<u8>>,
-    pub(crate) hasher: Box<RunningSha1>,
-}
-
-/// What a [`HashBytes`] did.
-#[derive(Debug)]
-pub(crate) struct BytesHashed {
-    pub(crate) epoch: u64,
-    pub(crate) file: u16,
-    pub(crate) partial: PartialId,
-    /// The hasher now covers the file's first `end` bytes.
-    pub(crate) end: u64,
-    pub(crate) hasher: Box<RunningSha1>,
-    /// The buffers, with the bytes the job was given: they stop waiting
-    /// when the session releases them.
-    pub(crate) bufs: Vec<Vec<u8>>,
-}
-
-pub(super) fn hash_bytes(mut w: HashBytes) -> BytesHashed {
-    let mut end = w.offset;
-    for (i, buf) in w.bufs.iter().enumerate() {
-        let skip = if i == 0 { w.skip } else { 0 };
-        if let Some(bytes) = buf.get(skip..) {
-            w.hasher.update(bytes);
-        }
-        end += buf.len() as u64;
-    }
-    BytesHashed {
-        epoch: w.epoch,
-        file: w.file,
-        partial: w.partial,
-        end,
-        hasher: w.hasher,
-        bufs: w.bufs,
     }
 }
 

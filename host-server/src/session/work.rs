@@ -5,8 +5,6 @@
 //! Beside that ordered work, one sync of a live upload may run at a time
 //! (its writes have finished when it is given out); work that changes a
 //! file's place in the store (a verdict, a reset, a link) waits for it.
-//! And one hash of written bytes may run (it touches no store); a verdict
-//! waits for its file's bytes to be hashed.
 //! Work that only moves bytes (writes and syncs, re-hashing a prefix, reading
 //! a blob ahead) lets the session go on taking frames while it runs; any
 //! other entry *blocks* it: until that entry is done the session asks for
@@ -53,8 +51,6 @@ pub(super) struct WorkQueue {
     running_asks: bool,
     /// A sync runs beside the ordered work.
     syncing: bool,
-    /// A hash of written bytes runs beside the ordered work.
-    hashing: bool,
     /// Blocking entries queued (not counting the running job).
     blocking: usize,
 }
@@ -117,7 +113,7 @@ impl WorkQueue {
 
     /// Nothing queued, nothing running.
     pub(super) fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.running.is_none() && !self.syncing && !self.hashing
+        self.queue.is_empty() && self.running.is_none() && !self.syncing
     }
 
     /// A sync runs beside the ordered work.
@@ -133,21 +129,6 @@ impl WorkQueue {
     /// The sync beside the ordered work has finished.
     pub(super) fn sync_finished(&mut self) {
         self.syncing = false;
-    }
-
-    /// A hash of written bytes runs beside the ordered work.
-    pub(super) fn is_hashing(&self) -> bool {
-        self.hashing
-    }
-
-    /// A hash of written bytes is given out beside the ordered work.
-    pub(super) fn hash_started(&mut self) {
-        self.hashing = true;
-    }
-
-    /// The hash beside the ordered work has finished.
-    pub(super) fn hash_finished(&mut self) {
-        self.hashing = false;
     }
 
     /// The step at the head, if it is a step and no job runs: it is due.
@@ -242,12 +223,12 @@ impl WorkQueue {
 }
 
 impl Session {
-    /// The next job for the driver to run, if any. At most three jobs are
+    /// The next job for the driver to run, if any. At most two jobs are
     /// out at once, and they may run at the same time: the session's store
     /// work in order (the next comes only after
     /// [`handle_job_done`](Self::handle_job_done) of the one before), and
-    /// beside it one sync and one hash of written bytes. Call it until it
-    /// returns `None` after every call into the session.
+    /// beside it one sync. Call it until it returns `None` after every call
+    /// into the session.
     #[must_use]
     pub fn poll_job(&mut self) -> Option<Job> {
         self.run_due_steps();
@@ -266,14 +247,6 @@ impl Session {
                 });
             }
         }
-        if !self.work.is_hashing() {
-            if let Some(hash) = self.upload.as_deref_mut().and_then(|u| u.next_hash()) {
-                self.work.hash_started();
-                return Some(Job {
-                    work: Work::HashBytes(hash),
-                });
-            }
-        }
         loop {
             self.run_due_steps();
             let mut work = self.work.next_work()?;
@@ -286,15 +259,15 @@ impl Session {
                     };
                     match up.arm_complete(c) {
                         Armed::Ready => {}
-                        Armed::Wait => {
-                            // Given out once the hash beside it is done.
-                            self.work.unpop(work);
-                            return None;
-                        }
                         Armed::Rehash(rehash) => {
                             self.work.unpop(work);
                             work = Work::HashPrefix(rehash);
                         }
+                    }
+                }
+                Work::Write(w) => {
+                    if let Some(up) = self.upload.as_deref_mut() {
+                        up.arm_write(w);
                     }
                 }
                 Work::HashPrefix(h) if Some(h.epoch) != epoch => continue,
@@ -328,10 +301,6 @@ impl Session {
         let wanted = match &done.outcome {
             Outcome::Synced(s) if s.beside => {
                 self.work.sync_finished();
-                true
-            }
-            Outcome::BytesHashed(_) => {
-                self.work.hash_finished();
                 true
             }
             _ => self.work.finished(),
@@ -373,7 +342,6 @@ impl Session {
             upload => {
                 let epoch = match &upload {
                     Outcome::Written(w) => w.epoch,
-                    Outcome::BytesHashed(h) => h.epoch,
                     Outcome::Synced(s) => s.epoch,
                     Outcome::Hashed(h) => h.epoch,
                     Outcome::Completed(c) => c.epoch,

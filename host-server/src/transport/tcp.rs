@@ -9,10 +9,10 @@
 //! while a frame is partly received, and the write buffer only while
 //! something waits to be sent.
 //!
-//! The session's jobs (writes, hashes and syncs, lookups, verdicts, blob
-//! reads; see [`crate::jobs`]) run on tokio's blocking pool, as many at once
-//! as the session gives out (its ordered work, and a sync and a hash beside
-//! it), while the connection keeps reading and writing: a slow disk
+//! The session's jobs (writes that hash what they write, syncs, lookups,
+//! verdicts, blob reads; see [`crate::jobs`]) run on tokio's blocking pool,
+//! as many at once as the session gives out (its ordered work, and a sync
+//! beside it), while the connection keeps reading and writing: a slow disk
 //! never stalls the other connections of a worker, and a fast uploader's
 //! window stays open while its bytes are written and made durable. While
 //! the session asks for no input the socket is not read, so a peer that
@@ -225,9 +225,9 @@ impl Outgoing {
     }
 }
 
-/// The session's running jobs (at most three: its ordered work, and a sync
-/// and a hash beside it): their results are handed over as they come in, and the next
-/// ones started.
+/// The session's running jobs (at most two: its ordered work, and a sync
+/// beside it): their results are handed over as they come in, and the
+/// next ones started.
 struct Jobs {
     relay: Arc<Relay>,
     running: Vec<JoinHandle<JobDone>>,

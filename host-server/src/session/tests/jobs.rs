@@ -1,6 +1,6 @@
 //! Store work given out as jobs to a driver that runs them late: nothing is
 //! acknowledged or verified before the jobs it depends on ran, a stale
-//! session's job records nothing, and hashing runs beside the next write.
+//! session's job records nothing, and each write hashes what it wrote.
 
 use super::*;
 
@@ -292,8 +292,17 @@ fn a_whole_upload_with_late_jobs_round_trips() {
     assert_eq!(download(&mut w, &mut d, code).unwrap().files, [data]);
 }
 
+/// How many of the file's bytes the hasher a write carries covers, if it
+/// carries one.
+fn hasher_at(job: &Job) -> Option<u64> {
+    match &job.work {
+        crate::jobs::Work::Write(w) => w.hasher.as_ref().map(|(_, at)| *at),
+        _ => None,
+    }
+}
+
 #[test]
-fn written_bytes_are_hashed_beside_the_next_write() {
+fn each_write_carries_the_hasher_and_hashes_what_it_wrote() {
     let w = World::new(Settings::default());
     let mut s = deferred(&w, 1);
     let data = bytes(900_000, 5);
@@ -306,10 +315,14 @@ fn written_bytes_are_hashed_beside_the_next_write() {
     send_only(&mut s, w.now(), data_msg(0, &data[..60_000]));
     let write = s.poll_job().expect("a write");
     assert_eq!(write.name(), "write");
-    assert!(s.poll_job().is_none(), "nothing to hash before the write");
+    assert_eq!(hasher_at(&write), Some(0), "the hasher goes with the write");
+    assert!(
+        s.poll_job().is_none(),
+        "nothing else before the write is done"
+    );
     run_all(&w, &mut s, vec![write]);
-    // A chunk's worth more: written while the first bytes are hashed and
-    // synced, three jobs out at once.
+    // A chunk's worth more: written (the hasher with it, back from the
+    // first write) while the first bytes are synced; no other job.
     for offset in (60_000..600_000).step_by(60_000) {
         send_only(
             &mut s,
@@ -317,10 +330,12 @@ fn written_bytes_are_hashed_beside_the_next_write() {
             data_msg(offset, &data[offset..offset + 60_000]),
         );
     }
-    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).take(4).collect();
+    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).take(3).collect();
     let mut names: Vec<&str> = jobs.iter().map(Job::name).collect();
     names.sort_unstable();
-    assert_eq!(names, ["hash-bytes", "sync", "write"]);
+    assert_eq!(names, ["sync", "write"]);
+    let write = jobs.iter().find(|j| j.name() == "write").expect("a write");
+    assert_eq!(hasher_at(write), Some(60_000));
     run_all(&w, &mut s, jobs);
     for (i, chunk) in data[600_000..].chunks(60_000).enumerate() {
         send(&mut s, w.now(), data_msg(600_000 + i * 60_000, chunk));
@@ -333,6 +348,34 @@ fn written_bytes_are_hashed_beside_the_next_write() {
     let mut d = w.session(2, Link::TCP);
     let mut w = w;
     assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+}
+
+#[test]
+fn bytes_changed_on_the_wire_after_a_write_are_caught_by_the_verdict() {
+    // The hash covers what was written, not what was announced: bytes
+    // other than the announced ones are refused, whatever write carried
+    // them.
+    let w = World::new(Settings::default());
+    let mut s = deferred(&w, 1);
+    let data = bytes(200_000, 6);
+    let mut sent = data.clone();
+    sent[150_000] ^= 1;
+    announce(
+        &mut s,
+        w.now(),
+        &[("f", data.len() as u64, Sha1Digest::of(&data))],
+    );
+    for (i, chunk) in sent.chunks(50_000).enumerate() {
+        send(&mut s, w.now(), data_msg(i * 50_000, chunk));
+    }
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Rejected(FileRejected {
+            index: 0,
+            reason: ErrorCode::HashMismatch
+        })) && !replies.contains(&Reply::Verified(0)),
+        "{replies:?}"
+    );
 }
 
 #[test]

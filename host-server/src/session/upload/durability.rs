@@ -11,10 +11,9 @@
 //! jobs of up to [`WRITE_CHUNK`] bytes, in order. A sync is wanted up to an
 //! offset; it is given out, beside the ordered work, once the writes before
 //! that offset have finished, so the disk flushes while later bytes are
-//! written and hashed (one sync per session at a time). A written buffer
-//! is hashed next, beside the following write (`hashing`). The session
-//! keeps taking frames meanwhile, until [`MAX_PENDING`] bytes wait to be
-//! written or hashed.
+//! written and hashed (one sync per session at a time). A write hashes
+//! its own bytes (`hashing`). The session keeps taking frames meanwhile,
+//! until [`MAX_PENDING`] bytes wait to be written.
 
 use pickup_proto::message::Kind;
 use pickup_proto::Duration;
@@ -26,7 +25,7 @@ use crate::jobs::{LeaseLost, Sync, Synced, Work, Write, Written};
 /// Bytes a write job carries at most (fewer when a sync is due).
 pub(super) const WRITE_CHUNK: usize = 512 * 1024;
 
-/// Bytes taken and not yet written and hashed at which a session stops reading from
+/// Bytes taken and not yet written at which a session stops reading from
 /// its peer until a write finishes: enough for the writes to go on while
 /// the disk flushes a sync (at 500 MiB/s, 8 MiB is 16 ms) without the
 /// peer's bytes waiting in the socket.
@@ -113,6 +112,8 @@ impl Upload {
             partial: r.partial,
             offset: r.received - bytes.len() as u64,
             bytes,
+            // Given when the write is given out (`arm_write`).
+            hasher: None,
         }));
     }
 
@@ -235,8 +236,11 @@ impl Upload {
         }
     }
 
-    /// A write has finished: its bytes are hashed next.
-    pub(super) fn on_written(&mut self, cx: &mut Ctx<'_>, w: Written) -> Result<(), LeaseLost> {
+    /// A write has finished, its bytes hashed if it carried the hasher.
+    pub(super) fn on_written(&mut self, cx: &mut Ctx<'_>, mut w: Written) -> Result<(), LeaseLost> {
+        if let Some((hasher, at)) = w.hasher.take() {
+            self.hasher_home(w.file, w.partial, hasher, at);
+        }
         if w.result.is_err() {
             self.release(w.bytes);
             return w.result;
@@ -252,7 +256,6 @@ impl Upload {
                     if w.offset <= r.written {
                         r.written = r.written.max(w.end);
                     }
-                    self.queue_hash(w.file, w.partial, w.offset, w.bytes);
                 }
                 Err(e) => {
                     tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
@@ -266,20 +269,15 @@ impl Upload {
                     r.written = r.acked;
                     r.sync_wanted = r.sync_wanted.min(r.acked);
                     r.syncing_to = r.syncing_to.min(r.acked);
-                    if !matches!(r.hash, Hashing::Away) {
-                        r.hash = Hashing::Unknown;
-                    }
+                    r.hash = Hashing::Unknown;
                     let (epoch, file) = (self.epoch, w.file);
                     self.pending_bytes = self
                         .pending_bytes
                         .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
-                    self.release(w.bytes);
-                    self.forget_hashes(file);
                 }
             },
-            FileState::Verifying { partial, acked, .. } if *partial == w.partial => match w.store {
-                Ok(()) => self.queue_hash(w.file, w.partial, w.offset, w.bytes),
-                Err(e) => {
+            FileState::Verifying { partial, acked, .. } if *partial == w.partial => {
+                if let Err(e) = w.store {
                     tracing::error!(batch = self.batch.0, file = index, "write failed: {e}");
                     cx.out.error(failure_code(&e), Kind::Data);
                     // Not every byte is in: no verdict, take again from
@@ -289,12 +287,11 @@ impl Upload {
                         |q| matches!(q, Work::Complete(c) if c.epoch == epoch && c.file.index == file),
                     );
                     f.state = FileState::Receiving(Receiving::resumed(*partial, *acked));
-                    self.release(w.bytes);
-                    self.forget_hashes(file);
                 }
-            },
-            _ => self.release(w.bytes),
+            }
+            _ => {}
         }
+        self.release(w.bytes);
         Ok(())
     }
 

@@ -1,19 +1,17 @@
-//! Where each receiving file's SHA-1 is, and hashing what was written.
+//! Where each receiving file's SHA-1 is, and how written bytes get hashed.
 //!
 //! A file's running SHA-1 covers its bytes in order, and knows how many
-//! ([`Hashing::Home`]). Bytes are hashed after their write has finished:
-//! the write hands its buffer back to the upload's hash queue, and one job
-//! at a time, beside the ordered work, takes a file's hasher and every
-//! written buffer of it that follows on, and brings them back. So one
-//! chunk is hashed while the next is written, and a hasher that fell
-//! behind takes all that waits in one job (a round trip through the
-//! session per buffer left the hashing thread idle between buffers). A buffer the hasher already covers (a re-hash from the
-//! store overtook it) is skipped; one past it (bytes dropped after a
-//! failure) makes the hash unknown. A resumed upload's durable prefix is
-//! re-hashed from the store by a job before more bytes count, and so is a
-//! file whose hash was lost to a failure.
-
-use std::collections::VecDeque;
+//! ([`Hashing::Home`]). When a write of the file is given out and the
+//! hasher is here covering the bytes before the write's (or some of the
+//! write's), the write takes it and hashes its bytes right after writing
+//! them, while they are still in the CPU's cache (`jobs::receive`); its
+//! result brings the hasher back. A file's writes run one at a time, in
+//! order, so the hasher is here again when the next one is given out. A
+//! write given out while the hash is not here (being rebuilt, or lost to a
+//! failure) leaves its bytes unhashed, and the hash is then rebuilt from the
+//! store: a resumed upload's durable prefix is re-hashed by a job before
+//! more bytes count, and so is a file whose hash was lost, before its
+//! verdict.
 
 use crate::running_sha1::RunningSha1;
 use pickup_proto::message::Kind;
@@ -22,32 +20,20 @@ use pickup_proto::ErrorCode;
 use super::durability::{MAX_SPARE, WRITE_CHUNK};
 use super::file::{FileState, Hashing, Receiving};
 use super::{Ctx, Reply, Upload};
-use crate::jobs::{BytesHashed, Complete, HashBytes, HashPrefix, Hashed, Work};
+use crate::jobs::{Complete, HashPrefix, Hashed, Work, Write};
 use crate::store::PartialId;
-
-/// Written bytes of a file, waiting to be hashed.
-#[derive(Debug)]
-pub(super) struct ToHash {
-    file: u16,
-    partial: PartialId,
-    /// The file offset of `bytes[0]`.
-    offset: u64,
-    bytes: Vec<u8>,
-}
 
 /// Whether a verdict job can start ([`Upload::arm_complete`]).
 pub(in crate::session) enum Armed {
     /// It carries the file's hasher (or none, if the file is no longer
     /// being verified: the verdict is then a mismatch).
     Ready,
-    /// The file's last bytes are still being hashed.
-    Wait,
     /// The hash is not here: re-hash the whole file first.
     Rehash(HashPrefix),
 }
 
-/// Queues a re-hash of the bytes of `r` given to writes so far; written
-/// bytes it covers are then skipped by the hash queue.
+/// Queues a re-hash of the bytes of `r` given to writes so far (the writes
+/// queued before it run first; the later ones find the hasher here).
 pub(super) fn rehash(cx: &mut Ctx<'_>, epoch: u64, index: usize, r: &mut Receiving) {
     cx.work.push(Work::HashPrefix(HashPrefix {
         epoch,
@@ -58,182 +44,72 @@ pub(super) fn rehash(cx: &mut Ctx<'_>, epoch: u64, index: usize, r: &mut Receivi
     r.hash = Hashing::Rehashing;
 }
 
-/// Gives a buffer back: its bytes no longer wait, and it may be filled again.
-fn release(pending: &mut usize, spare: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
-    *pending = pending.saturating_sub(buf.len());
-    buf.clear();
-    if spare.len() < MAX_SPARE && buf.capacity() >= WRITE_CHUNK {
-        spare.push(buf);
-    }
-}
-
-/// What to do with the first written bytes of a file in the hash queue.
-enum Next {
-    /// Hash them: the file's hasher is here.
-    Hash,
-    /// Wait: the hasher is with a job.
-    Wait,
-    /// Drop them: already covered, or no longer wanted.
-    Drop,
-}
-
 impl Upload {
-    /// A write has finished: its bytes wait to be hashed.
-    pub(super) fn queue_hash(
+    /// Gives back a buffer whose bytes are no longer wanted: they no longer
+    /// count as pending, and it may be filled again.
+    pub(super) fn release(&mut self, mut buf: Vec<u8>) {
+        self.pending_bytes = self.pending_bytes.saturating_sub(buf.len());
+        buf.clear();
+        if self.spare.len() < MAX_SPARE && buf.capacity() >= WRITE_CHUNK {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Gives a write that is being given out the file's hasher, if it is
+    /// here and covers the bytes before the write's, or some of them.
+    /// A hasher short of the write's first byte can no longer cover the
+    /// file (bytes before it were dropped): the hash is rebuilt before the
+    /// verdict. One already past the write's bytes stays here.
+    pub(in crate::session) fn arm_write(&mut self, w: &mut Write) {
+        if w.epoch != self.epoch || w.bytes.is_empty() {
+            return;
+        }
+        let hash = match self
+            .files
+            .get_mut(usize::from(w.file))
+            .map(|f| &mut f.state)
+        {
+            Some(FileState::Receiving(r)) if r.partial == w.partial => &mut r.hash,
+            Some(FileState::Verifying { partial, hash, .. }) if *partial == w.partial => hash,
+            _ => return,
+        };
+        let end = w.offset + w.bytes.len() as u64;
+        match hash {
+            Hashing::Home { at, .. } if *at < w.offset => *hash = Hashing::Unknown,
+            Hashing::Home { at, .. } if *at < end => {
+                let at = *at;
+                if let Hashing::Home { hasher, .. } = core::mem::replace(hash, Hashing::Away) {
+                    w.hasher = Some((hasher, at));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A write brings back `file`'s hasher, covering the first `end` bytes.
+    pub(super) fn hasher_home(
         &mut self,
         file: u16,
         partial: PartialId,
-        offset: u64,
-        bytes: Vec<u8>,
+        hasher: Box<RunningSha1>,
+        end: u64,
     ) {
-        self.to_hash.push_back(ToHash {
-            file,
-            partial,
-            offset,
-            bytes,
-        });
-    }
-
-    /// Gives back a buffer whose bytes are no longer wanted.
-    pub(super) fn release(&mut self, buf: Vec<u8>) {
-        release(&mut self.pending_bytes, &mut self.spare, buf);
-    }
-
-    /// Drops the written bytes of `file` waiting to be hashed (the file
-    /// takes its bytes again from an earlier offset).
-    pub(super) fn forget_hashes(&mut self, file: u16) {
-        let (pending, spare) = (&mut self.pending_bytes, &mut self.spare);
-        let queue = core::mem::take(&mut self.to_hash);
-        self.to_hash = queue
-            .into_iter()
-            .filter_map(|t| {
-                if t.file == file {
-                    release(pending, spare, t.bytes);
-                    None
-                } else {
-                    Some(t)
+        let (hash, taken, midstate) =
+            match self.files.get_mut(usize::from(file)).map(|f| &mut f.state) {
+                Some(FileState::Receiving(r)) if r.partial == partial => {
+                    (&mut r.hash, r.received, Some(&mut r.midstate))
                 }
-            })
-            .collect::<VecDeque<_>>();
-    }
-
-    /// Whether written bytes of `file` wait to be hashed.
-    fn hash_queued(&self, file: u16) -> bool {
-        self.to_hash.iter().any(|t| t.file == file)
-    }
-
-    /// The next hash job: the first written bytes of a file whose hasher is
-    /// here (a file whose hasher is away keeps its later bytes waiting).
-    pub(in crate::session) fn next_hash(&mut self) -> Option<HashBytes> {
-        let mut waiting: Vec<u16> = Vec::new();
-        let mut i = 0;
-        while let Some(t) = self.to_hash.get(i) {
-            if waiting.contains(&t.file) {
-                i += 1;
-                continue;
-            }
-            let (file, offset) = (t.file, t.offset);
-            let end = offset + t.bytes.len() as u64;
-            let hash = match self.files.get_mut(usize::from(file)).map(|f| &mut f.state) {
-                Some(FileState::Receiving(r)) if r.partial == t.partial => Some(&mut r.hash),
-                Some(FileState::Verifying { partial, hash, .. }) if *partial == t.partial => {
-                    Some(hash)
-                }
-                _ => None,
+                Some(FileState::Verifying {
+                    partial: p, hash, ..
+                }) if *p == partial => (hash, u64::MAX, None),
+                _ => return,
             };
-            let next = match hash {
-                None | Some(Hashing::Unknown) => Next::Drop,
-                Some(Hashing::Away | Hashing::Rehashing) => Next::Wait,
-                Some(Hashing::Home { at, .. }) if *at >= end => Next::Drop,
-                Some(h @ Hashing::Home { .. }) => {
-                    if matches!(h, Hashing::Home { at, .. } if *at < offset) {
-                        // Bytes before these were dropped: hash anew.
-                        *h = Hashing::Unknown;
-                        Next::Drop
-                    } else {
-                        Next::Hash
-                    }
-                }
-            };
-            match next {
-                Next::Wait => {
-                    waiting.push(file);
-                    i += 1;
-                }
-                Next::Drop => {
-                    let t = self.to_hash.remove(i)?;
-                    self.release(t.bytes);
-                }
-                Next::Hash => {
-                    let t = self.to_hash.remove(i)?;
-                    let (partial, mut bufs) = (t.partial, vec![t.bytes]);
-                    let mut next_at = end;
-                    // The file's later buffers that follow on, in order:
-                    // hashed by the same job.
-                    let mut j = i;
-                    while let Some(u) = self.to_hash.get(j) {
-                        if u.file != file {
-                            j += 1;
-                            continue;
-                        }
-                        if u.partial != partial || u.offset != next_at {
-                            break;
-                        }
-                        let u = self.to_hash.remove(j)?;
-                        next_at += u.bytes.len() as u64;
-                        bufs.push(u.bytes);
-                    }
-                    let hash = match &mut self.files[usize::from(file)].state {
-                        FileState::Receiving(r) => &mut r.hash,
-                        FileState::Verifying { hash, .. } => hash,
-                        _ => return None,
-                    };
-                    let Hashing::Home { hasher, at } = core::mem::replace(hash, Hashing::Away)
-                    else {
-                        return None;
-                    };
-                    return Some(HashBytes {
-                        epoch: self.epoch,
-                        file,
-                        partial,
-                        offset,
-                        skip: (at - offset) as usize,
-                        bufs,
-                        hasher,
-                    });
-                }
-            }
-        }
-        None
-    }
-
-    /// Written bytes are hashed: the hasher comes home, the buffers are free.
-    pub(super) fn on_bytes_hashed(&mut self, mut h: BytesHashed) {
-        for buf in h.bufs.drain(..) {
-            release(&mut self.pending_bytes, &mut self.spare, buf);
-        }
-        let (hash, taken, midstate) = match self
-            .files
-            .get_mut(usize::from(h.file))
-            .map(|f| &mut f.state)
-        {
-            Some(FileState::Receiving(r)) if r.partial == h.partial => {
-                (&mut r.hash, r.received, Some(&mut r.midstate))
-            }
-            Some(FileState::Verifying { partial, hash, .. }) if *partial == h.partial => {
-                (hash, u64::MAX, None)
-            }
-            _ => return,
-        };
         if matches!(hash, Hashing::Away) {
-            *hash = if h.end <= taken {
+            *hash = if end <= taken {
                 if let Some(m) = midstate {
-                    *m = h.hasher.midstate();
+                    *m = hasher.midstate();
                 }
-                Hashing::Home {
-                    hasher: h.hasher,
-                    at: h.end,
-                }
+                Hashing::Home { hasher, at: end }
             } else {
                 // The file went back to an earlier offset (a failed write)
                 // while these bytes were hashed: they may be sent anew.
@@ -245,7 +121,6 @@ impl Upload {
     /// Gives a verdict job its hasher once the file's every byte is hashed,
     /// or says what must happen first.
     pub(in crate::session) fn arm_complete(&mut self, c: &mut Complete) -> Armed {
-        let queued = self.hash_queued(c.file.index);
         let Some(f) = self.files.get_mut(usize::from(c.file.index)) else {
             return Armed::Ready;
         };
@@ -253,17 +128,14 @@ impl Upload {
         let FileState::Verifying { hash, .. } = &mut f.state else {
             return Armed::Ready;
         };
-        match hash {
-            Hashing::Away => return Armed::Wait,
-            Hashing::Home { .. } if queued => return Armed::Wait,
-            Hashing::Home { at, .. } if *at == size => {
-                if let Hashing::Home { hasher, .. } = core::mem::replace(hash, Hashing::Away) {
-                    c.hasher = Some(hasher);
-                }
-                return Armed::Ready;
+        if matches!(hash, Hashing::Home { at, .. } if *at == size) {
+            if let Hashing::Home { hasher, .. } = core::mem::replace(hash, Hashing::Away) {
+                c.hasher = Some(hasher);
             }
-            _ => {}
+            return Armed::Ready;
         }
+        // Not here, or not over every byte (the file's writes, which run
+        // before the verdict, brought back what they had).
         *hash = Hashing::Rehashing;
         Armed::Rehash(HashPrefix {
             epoch: c.epoch,
@@ -310,7 +182,6 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 up.pending_bytes = up
                     .pending_bytes
                     .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
-                up.forget_hashes(file);
                 cx.out.upload(Reply::Rewind {
                     file: h.file,
                     offset: found,
@@ -331,7 +202,6 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 up.pending_bytes = up
                     .pending_bytes
                     .saturating_sub(cx.work.forget(|q| super::is_write_of(q, epoch, file)));
-                up.forget_hashes(file);
             }
         },
         FileState::Verifying {
@@ -356,7 +226,6 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                     |q| matches!(q, Work::Complete(c) if c.epoch == epoch && c.file.index == file),
                 );
                 f.state = FileState::Receiving(Receiving::resumed(*partial, *acked));
-                up.forget_hashes(file);
             }
         },
         _ => {}

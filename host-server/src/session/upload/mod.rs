@@ -14,7 +14,6 @@
 //! ([`crate::jobs`]) and its outcome comes back through
 //! [`Upload::on_outcome`].
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pickup_proto::message::{Data, Kind, Plan, Proof, ResumeToken};
@@ -89,8 +88,6 @@ pub(super) struct Upload {
     syncing: bool,
     /// Emptied write buffers, to fill again.
     spare: Vec<Vec<u8>>,
-    /// Written bytes waiting to be hashed, in the order they were written.
-    to_hash: VecDeque<hashing::ToHash>,
     /// The store keeps the batch from going stale until this time (Unix
     /// seconds) at least; 0 when not known (it is pushed on by the next sync).
     kept_until: u64,
@@ -165,7 +162,6 @@ impl Upload {
             pending_bytes: 0,
             syncing: false,
             spare: Vec::new(),
-            to_hash: VecDeque::new(),
             kept_until: 0,
         }
     }
@@ -372,7 +368,6 @@ impl Upload {
         self.pending_bytes = self
             .pending_bytes
             .saturating_sub(cx.work.forget(|w| is_write_of(w, epoch, file)));
-        self.forget_hashes(file);
         self.files[index].state = FileState::Resetting { partial };
         cx.work.push(Work::Reset(Reset {
             held,
@@ -492,10 +487,6 @@ impl Upload {
     ) -> Result<(), LeaseLost> {
         match outcome {
             Outcome::Written(w) => self.on_written(cx, w),
-            Outcome::BytesHashed(h) => {
-                self.on_bytes_hashed(h);
-                Ok(())
-            }
             Outcome::Synced(s) => self.on_synced(cx, s),
             Outcome::Hashed(h) => {
                 hashing::on_hashed(self, cx, h);
