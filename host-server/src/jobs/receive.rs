@@ -23,12 +23,28 @@ pub(crate) struct Write {
     pub(crate) epoch: u64,
     pub(crate) file: u16,
     pub(crate) partial: PartialId,
+    /// The file offset of `bufs[0][0]`.
     pub(crate) offset: u64,
-    pub(crate) bytes: Vec<u8>,
-    /// The file's running SHA-1 and how many of its bytes it covers
-    /// (`offset..offset + bytes.len()` holds that count): the job hashes
-    /// the bytes past it once they are written.
+    /// The file's bytes from `offset` on, one buffer after another: each is
+    /// written and then hashed before the next, so the hash reads what the
+    /// write just read.
+    pub(crate) bufs: Vec<Vec<u8>>,
+    /// The file's running SHA-1 and how many of its bytes it covers (at
+    /// least `offset`, less than the end of `bufs`): the job hashes the
+    /// bytes past it once they are written.
     pub(crate) hasher: Option<(Box<RunningSha1>, u64)>,
+}
+
+impl Write {
+    /// The offset just past the write's last byte.
+    pub(crate) fn end(&self) -> u64 {
+        self.offset + self.len() as u64
+    }
+
+    /// The bytes the write carries.
+    pub(crate) fn len(&self) -> usize {
+        self.bufs.iter().map(Vec::len).sum()
+    }
 }
 
 /// What a [`Write`] did.
@@ -40,10 +56,10 @@ pub(crate) struct Written {
     /// The bytes asked to be written: `offset..end`.
     pub(crate) offset: u64,
     pub(crate) end: u64,
-    /// The write's buffer, to be filled again.
-    pub(crate) bytes: Vec<u8>,
+    /// The write's buffers, to be filled again.
+    pub(crate) bufs: Vec<Vec<u8>>,
     /// The hasher the write carried and how many of the file's bytes it
-    /// covers now: `end` if the bytes were written, else as it came.
+    /// covers now: `end` if every byte was written, less if a write failed.
     pub(crate) hasher: Option<(Box<RunningSha1>, u64)>,
     /// `Err` if the session no longer held the lease: nothing was done.
     pub(crate) result: Result<(), LeaseLost>,
@@ -52,35 +68,35 @@ pub(crate) struct Written {
 }
 
 pub(super) fn write(store: &dyn Store, w: Write) -> Written {
-    let end = w.offset + w.bytes.len() as u64;
+    let end = w.end();
+    let mut hasher = w.hasher;
     let outcome = w.held.step(|| {
-        if w.bytes.is_empty() {
-            return Ok(());
+        let mut at = w.offset;
+        for buf in w.bufs.iter().filter(|b| !b.is_empty()) {
+            store.write_partial(w.partial, at, buf)?;
+            // Only written bytes are hashed: what the hash covers is on disk.
+            if let Some((hasher, hashed)) = hasher.as_mut() {
+                let skip = usize::try_from(hashed.saturating_sub(at)).unwrap_or(usize::MAX);
+                if let Some(rest) = buf.get(skip..) {
+                    hasher.update(rest);
+                    *hashed = at + buf.len() as u64;
+                }
+            }
+            at += buf.len() as u64;
         }
-        store.write_partial(w.partial, w.offset, &w.bytes)
+        Ok(())
     });
     let (result, store) = match outcome {
         Ok(done) => (Ok(()), done),
         Err(lost) => (Err(lost), Ok(())),
     };
-    // Only written bytes are hashed: what the hash covers is on disk.
-    let hasher = w.hasher.map(|(mut hasher, at)| {
-        let skip = usize::try_from(at.saturating_sub(w.offset)).unwrap_or(usize::MAX);
-        match w.bytes.get(skip..) {
-            Some(rest) if result.is_ok() && store.is_ok() => {
-                hasher.update(rest);
-                (hasher, end)
-            }
-            _ => (hasher, at),
-        }
-    });
     Written {
         epoch: w.epoch,
         file: w.file,
         partial: w.partial,
         offset: w.offset,
         end,
-        bytes: w.bytes,
+        bufs: w.bufs,
         hasher,
         result,
         store,

@@ -16,10 +16,11 @@ use std::collections::VecDeque;
 use pickup_proto::message::Kind;
 use pickup_proto::{ErrorCode, Instant};
 
-use super::upload::{Armed, Ctx};
+use super::upload::{Armed, Ctx, MAX_WRITE_BUFS};
 use super::{Phase, Session, Upload};
 use crate::jobs::{Found, Job, JobDone, LeaseLost, Outcome, Work};
 use crate::relay::unix_secs;
+use crate::store::PartialId;
 
 /// A session step that runs once everything queued before it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,31 @@ impl WorkQueue {
             self.blocking += 1;
         }
         self.queue.push_back(Entry::Work(work));
+    }
+
+    /// Adds `bytes`, bytes of a file from `offset` on, to the write at the
+    /// back of the queue if it is one of the same file (`epoch`, `file`,
+    /// `partial`) that ends at `offset` and takes more buffers; gives them
+    /// back otherwise.
+    pub(super) fn append_write(
+        &mut self,
+        (epoch, file, partial): (u64, u16, PartialId),
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
+        match self.queue.back_mut() {
+            Some(Entry::Work(Work::Write(w)))
+                if w.epoch == epoch
+                    && w.file == file
+                    && w.partial == partial
+                    && w.end() == offset
+                    && w.bufs.len() < MAX_WRITE_BUFS =>
+            {
+                w.bufs.push(bytes);
+                Ok(())
+            }
+            _ => Err(bytes),
+        }
     }
 
     /// Queues a step for when everything before it is done.
@@ -204,7 +230,7 @@ impl WorkQueue {
         self.queue.retain(|e| match e {
             Entry::Work(w) if stale(w) => {
                 if let Work::Write(w) = w {
-                    freed += w.bytes.len();
+                    freed += w.len();
                 }
                 false
             }

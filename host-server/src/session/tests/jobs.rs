@@ -3,6 +3,7 @@
 //! session's job records nothing, and each write hashes what it wrote.
 
 use super::*;
+use crate::session::upload::MAX_WRITE_BUFS;
 
 /// A session whose driver runs syncs itself (as the TCP transport does),
 /// with a small window so a few KiB start a sync.
@@ -339,6 +340,89 @@ fn each_write_carries_the_hasher_and_hashes_what_it_wrote() {
     run_all(&w, &mut s, jobs);
     for (i, chunk) in data[600_000..].chunks(60_000).enumerate() {
         send(&mut s, w.now(), data_msg(600_000 + i * 60_000, chunk));
+    }
+    let replies = drain(&mut s);
+    assert!(
+        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
+        "{replies:?}"
+    );
+    let mut d = w.session(2, Link::TCP);
+    let mut w = w;
+    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+}
+
+/// The write a job carries: its offset, its buffers' lengths and its end.
+fn write_of(job: &Job) -> (u64, Vec<usize>, u64) {
+    match &job.work {
+        crate::jobs::Work::Write(w) => (w.offset, w.bufs.iter().map(Vec::len).collect(), w.end()),
+        other => panic!("not a write: {other:?}"),
+    }
+}
+
+#[test]
+fn queued_buffers_of_a_file_join_one_write_until_it_is_full_or_a_sync_waits_for_it() {
+    let w = World::new(Settings::default());
+    let mut s = w.session(1, Link::TCP);
+    // A stated window of 32 MiB: a sync every 8 MiB.
+    send(
+        &mut s,
+        w.now(),
+        Message::Hello(Hello {
+            version: 1,
+            role: Role::Terminal,
+            max_frame: 65_536,
+            window: 32 << 20,
+            caps: 0,
+        }),
+    );
+    assert_eq!(drain(&mut s), [Reply::Welcome]);
+    let data = bytes(9_000_000, 7);
+    let g = grant_of(&announce(
+        &mut s,
+        w.now(),
+        &[("f", data.len() as u64, Sha1Digest::of(&data))],
+    ));
+    // 140 frames of 60,000 bytes, no job run meanwhile: fifteen full
+    // buffers (nine frames, 540,000 bytes, each), then the frame that
+    // crosses 8 MiB wants a sync of everything so far.
+    for offset in (0..8_400_000).step_by(60_000) {
+        send_only(
+            &mut s,
+            w.now(),
+            data_msg(offset, &data[offset..offset + 60_000]),
+        );
+    }
+    let first = s.poll_job().expect("a write");
+    assert_eq!(
+        write_of(&first),
+        (0, vec![540_000; MAX_WRITE_BUFS], 4_320_000),
+        "eight buffers, then a write of its own"
+    );
+    assert_eq!(hasher_at(&first), Some(0));
+    assert!(s.poll_job().is_none(), "one write at a time");
+    run_all(&w, &mut s, vec![first]);
+    let second = s.poll_job().expect("the next write");
+    let mut lens = vec![540_000; 7];
+    lens.push(300_000);
+    assert_eq!(
+        write_of(&second),
+        (4_320_000, lens, 8_400_000),
+        "the bytes the sync waits for end the write"
+    );
+    assert_eq!(hasher_at(&second), Some(4_320_000));
+    run_all(&w, &mut s, vec![second]);
+    // The sync is given out at once; the bytes after it start a write.
+    send_only(
+        &mut s,
+        w.now(),
+        data_msg(8_400_000, &data[8_400_000..8_460_000]),
+    );
+    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).take(3).collect();
+    assert_eq!(jobs.iter().map(Job::name).collect::<Vec<_>>(), ["sync"]);
+    run_all(&w, &mut s, jobs);
+    assert_eq!(durable(&w, &g.code), 8_400_000);
+    for (i, chunk) in data[8_460_000..].chunks(60_000).enumerate() {
+        send(&mut s, w.now(), data_msg(8_460_000 + i * 60_000, chunk));
     }
     let replies = drain(&mut s);
     assert!(

@@ -22,8 +22,16 @@ use super::file::{FileState, Hashing, Receiving, UpFile};
 use super::{failure_code, Ctx, Upload};
 use crate::jobs::{LeaseLost, Sync, Synced, Work, Write, Written};
 
-/// Bytes a write job carries at most (fewer when a sync is due).
+/// Bytes a write buffer holds at most (fewer when a sync is due).
 pub(super) const WRITE_CHUNK: usize = 512 * 1024;
+
+/// Buffers one write job takes at most: the file's buffers queued one after
+/// another join the write before them, so a session whose writes fall
+/// behind hands the blocking pool fewer, longer jobs. Each job is a round
+/// trip through the session (about 0.2 ms on the bench's machine, against
+/// 0.4 ms to write and hash 512 KiB) during which no write runs. Half of
+/// [`MAX_PENDING`], so the session keeps taking frames while one runs.
+pub(in crate::session) const MAX_WRITE_BUFS: usize = 8;
 
 /// Bytes taken and not yet written at which a session stops reading from
 /// its peer until a write finishes: enough for the writes to go on while
@@ -105,13 +113,27 @@ impl Upload {
         // The next bytes get a buffer when they arrive (`buffer_for`): a
         // file that receives nothing more holds none.
         let bytes = core::mem::take(&mut r.buf);
+        let offset = r.received - bytes.len() as u64;
+        // Bytes a sync waits for end their write, so the sync starts as
+        // soon as they are written.
+        let bytes = if r.sync_wanted == offset {
+            bytes
+        } else {
+            match cx
+                .work
+                .append_write((self.epoch, index as u16, r.partial), offset, bytes)
+            {
+                Ok(()) => return,
+                Err(bytes) => bytes,
+            }
+        };
         cx.work.push(Work::Write(Write {
             held,
             epoch: self.epoch,
             file: index as u16,
             partial: r.partial,
-            offset: r.received - bytes.len() as u64,
-            bytes,
+            offset,
+            bufs: vec![bytes],
             // Given when the write is given out (`arm_write`).
             hasher: None,
         }));
@@ -241,13 +263,15 @@ impl Upload {
         if let Some((hasher, at)) = w.hasher.take() {
             self.hasher_home(w.file, w.partial, hasher, at);
         }
+        let bufs = core::mem::take(&mut w.bufs);
+        for buf in bufs {
+            self.release(buf);
+        }
         if w.result.is_err() {
-            self.release(w.bytes);
             return w.result;
         }
         let index = usize::from(w.file);
         let Some(f) = self.files.get_mut(index) else {
-            self.release(w.bytes);
             return Ok(());
         };
         match &mut f.state {
@@ -291,7 +315,6 @@ impl Upload {
             }
             _ => {}
         }
-        self.release(w.bytes);
         Ok(())
     }
 

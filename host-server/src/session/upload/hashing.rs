@@ -61,7 +61,7 @@ impl Upload {
     /// file (bytes before it were dropped): the hash is rebuilt before the
     /// verdict. One already past the write's bytes stays here.
     pub(in crate::session) fn arm_write(&mut self, w: &mut Write) {
-        if w.epoch != self.epoch || w.bytes.is_empty() {
+        if w.epoch != self.epoch || w.len() == 0 {
             return;
         }
         let hash = match self
@@ -73,7 +73,7 @@ impl Upload {
             Some(FileState::Verifying { partial, hash, .. }) if *partial == w.partial => hash,
             _ => return,
         };
-        let end = w.offset + w.bytes.len() as u64;
+        let end = w.end();
         match hash {
             Hashing::Home { at, .. } if *at < w.offset => *hash = Hashing::Unknown,
             Hashing::Home { at, .. } if *at < end => {

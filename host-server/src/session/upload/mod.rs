@@ -34,7 +34,7 @@ use durability::{buffer_for, ACK_AGE_MAX};
 use file::{FileState, Hashing, Receiving, UpFile};
 
 pub(super) use announce::Announcing;
-pub(super) use durability::MAX_PENDING;
+pub(super) use durability::{MAX_PENDING, MAX_WRITE_BUFS};
 pub(super) use hashing::Armed;
 pub(super) use reply::Reply;
 
