@@ -11,8 +11,9 @@
 //! result before it gives out the next, so the store sees a session's work
 //! in the order the session decided it (a file's last write and sync before
 //! its completion, a flush before a resume's lookup). Beside that ordered
-//! work, one sync may run. The TCP driver runs jobs on tokio's blocking pool, the serial driver on its port's thread, and the simulator
-//! and fuzzers whenever their seed says, including never (a relay crash
+//! work, one sync may run. The TCP driver runs jobs on tokio's blocking
+//! pool, the serial driver on its port's thread, and the simulator and
+//! fuzzers whenever their seed says, including never (a relay crash
 //! between a job's start and its completion).
 //!
 //! Running a job is the only place the relay blocks: its durability contract
