@@ -42,6 +42,8 @@ mod notices;
 mod proof;
 mod read;
 mod receive;
+#[cfg(test)]
+mod receive_tests;
 
 pub(crate) use announce::{
     check_batch, check_file, create_batch, reserve_again, Announced, CreateBatch, Created, Refused,
