@@ -293,6 +293,18 @@ fn a_whole_upload_with_late_jobs_round_trips() {
     assert_eq!(download(&mut w, &mut d, code).unwrap().files, [data]);
 }
 
+/// The one-file upload on `s` ends verified and complete, and another
+/// session downloads `data` by `code`.
+fn verified_and_downloaded(mut w: World, s: &mut Session, code: Code, data: Vec<u8>) {
+    let replies = drain(s);
+    assert!(
+        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
+        "{replies:?}"
+    );
+    let mut d = w.session(2, Link::TCP);
+    assert_eq!(download(&mut w, &mut d, code).unwrap().files, [data]);
+}
+
 /// How many of the file's bytes the hasher a write carries covers, if it
 /// carries one.
 fn hasher_at(job: &Job) -> Option<u64> {
@@ -341,14 +353,7 @@ fn each_write_carries_the_hasher_and_hashes_what_it_wrote() {
     for (i, chunk) in data[600_000..].chunks(60_000).enumerate() {
         send(&mut s, w.now(), data_msg(600_000 + i * 60_000, chunk));
     }
-    let replies = drain(&mut s);
-    assert!(
-        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
-        "{replies:?}"
-    );
-    let mut d = w.session(2, Link::TCP);
-    let mut w = w;
-    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+    verified_and_downloaded(w, &mut s, g.code, data);
 }
 
 /// The write a job carries: its offset, its buffers' lengths and its end.
@@ -424,14 +429,7 @@ fn queued_buffers_of_a_file_join_one_write_until_it_is_full_or_a_sync_waits_for_
     for (i, chunk) in data[8_460_000..].chunks(60_000).enumerate() {
         send(&mut s, w.now(), data_msg(8_460_000 + i * 60_000, chunk));
     }
-    let replies = drain(&mut s);
-    assert!(
-        replies.contains(&Reply::Verified(0)) && replies.contains(&Reply::Complete),
-        "{replies:?}"
-    );
-    let mut d = w.session(2, Link::TCP);
-    let mut w = w;
-    assert_eq!(download(&mut w, &mut d, g.code).unwrap().files, [data]);
+    verified_and_downloaded(w, &mut s, g.code, data);
 }
 
 #[test]
