@@ -20,7 +20,8 @@ use crate::store::{BlobId, PartialId};
 pub(super) enum Hashing {
     /// Here: the SHA-1 of the file's first `at` bytes.
     Home { hasher: Box<RunningSha1>, at: u64 },
-    /// With a job hashing written bytes, which brings it back.
+    /// With a write that hashes what it writes and brings it back, or with
+    /// a verdict.
     Away,
     /// Unknown (a resumed upload, or after a failure): the durable prefix
     /// is re-hashed from the store before more bytes count.
