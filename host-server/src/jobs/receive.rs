@@ -6,7 +6,7 @@
 //! cache. Hashed later, after the megabytes that the socket, the page
 //! cache and the other writes move meanwhile, they come from memory: on the
 //! bench's machine, SHA-1 over one buffer hashed again and again ran at
-//! 1,750–1,910 MiB/s for buffers of 8 MiB or less and at 1,100–1,130 MiB/s
+//! 1,750–1,910 MiB/s for buffers of 8 MiB or less and at 1,080–1,130 MiB/s
 //! for 16 MiB or more.
 
 use crate::running_sha1::{Midstate, RunningSha1};
