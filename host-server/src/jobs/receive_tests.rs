@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pickup_proto::{Code, Instant, Sha1Digest};
+use pickup_proto::{Instant, Sha1Digest};
 
 use super::receive::{write, Write};
 use super::Held;
@@ -12,7 +12,8 @@ use crate::relay::Relay;
 use crate::running_sha1::RunningSha1;
 use crate::settings::Settings;
 use crate::store::memory::MemoryStore;
-use crate::store::{FileContent, LookupKey, NewBatch, NewFile, OwnerId, PartialId, Store};
+use crate::store::tests::{new_batch, partial_of};
+use crate::store::{NewFile, PartialId, Store};
 
 /// A relay over a memory store holding one batch of one `size`-byte file,
 /// and the file's partial upload.
@@ -30,22 +31,8 @@ fn one_file(size: u64) -> (Arc<Relay>, Held, PartialId) {
         sha1: Sha1Digest([0; 20]),
         attrs: None,
     }];
-    let batch = store
-        .create_batch(&NewBatch {
-            code: Code::from_parts(13, 1).unwrap(),
-            code_key: LookupKey([1; 32]),
-            token_key: LookupKey([2; 32]),
-            owner: OwnerId([3; 32]),
-            created_at: 0,
-            expires_at: 1_000,
-            stale_at: 1_000,
-            files: &files,
-            open: false,
-        })
-        .unwrap();
-    let FileContent::Partial { id, .. } = batch.files[0].content else {
-        panic!("a new file is partial");
-    };
+    let batch = store.create_batch(&new_batch(1, &files, 1_000)).unwrap();
+    let id = partial_of(&batch, 0);
     let held = Held {
         lease: relay.take_lease(batch.id, 1),
         session: 1,

@@ -82,7 +82,7 @@ mod names_tests;
 #[cfg(test)]
 mod owner_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tus_tests;
 

@@ -15,7 +15,7 @@ pub(super) fn key(n: u8) -> LookupKey {
 }
 
 /// Batch `n`: code key `n`, token key `100 + n`, owner `n`.
-pub(super) fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) -> NewBatch<'a> {
+pub(crate) fn new_batch<'a>(n: u8, files: &'a [NewFile<'a>], expires_at: u64) -> NewBatch<'a> {
     NewBatch {
         code: Code::from_parts(13, u128::from(n)).unwrap(),
         code_key: key(n),
@@ -37,7 +37,7 @@ pub(super) fn live(l: Lookup) -> Batch {
     }
 }
 
-pub(super) fn partial_of(b: &Batch, i: usize) -> PartialId {
+pub(crate) fn partial_of(b: &Batch, i: usize) -> PartialId {
     match b.files[i].content {
         FileContent::Partial { id, .. } => id,
         FileContent::Blob(_) => panic!("file {i} is complete"),
