@@ -1,13 +1,15 @@
 //! Receiving: writing bytes and hashing them, syncs, re-hashing a prefix,
 //! and a file's verdict or reset.
 //!
-//! A write that carries its file's hasher hashes its bytes right after
-//! writing them, on the same thread, while they are still in the CPU's
-//! cache. Hashed later, after the megabytes that the socket, the page
-//! cache and the other writes move meanwhile, they come from memory: on the
-//! bench's machine, SHA-1 over one buffer hashed again and again ran at
-//! 1,750–1,910 MiB/s for buffers of 8 MiB or less and at 1,080–1,130 MiB/s
-//! for 16 MiB or more.
+//! The session hashes a frame's bytes as it takes them
+//! (`session::upload::hashing`). A write that carries its file's hasher,
+//! after a re-hash while the hasher catches up, hashes its bytes right
+//! after writing them, on the same thread, while they are still in the
+//! CPU's cache. Hashed later, after the megabytes that the socket, the
+//! page cache and the other writes move meanwhile, they come from memory:
+//! on the bench's machine, SHA-1 over one buffer hashed again and again ran
+//! at 1,750–1,910 MiB/s for buffers of 8 MiB or less and at 1,080–1,130
+//! MiB/s for 16 MiB or more.
 
 use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::{ErrorCode, Sha1Digest};

@@ -1,6 +1,7 @@
 //! Store work given out as jobs to a driver that runs them late: nothing is
 //! acknowledged or verified before the jobs it depends on ran, a stale
-//! session's job records nothing, and each write hashes what it wrote.
+//! session's job records nothing, and each byte is hashed once: as it is
+//! taken, or by a write while the hasher catches up after a re-hash.
 
 use super::*;
 use crate::session::upload::MAX_WRITE_BUFS;
@@ -314,8 +315,41 @@ fn hasher_at(job: &Job) -> Option<u64> {
     }
 }
 
+/// Runs the session's jobs as they come, as `pump` does, and says which
+/// ran: each one's name and, for a write, how many of the file's bytes the
+/// hasher it carried covered.
+fn run_jobs(w: &World, s: &mut Session) -> Vec<(&'static str, Option<u64>)> {
+    let mut ran = Vec::new();
+    for _ in 0..10_000 {
+        let Some(job) = s.poll_job() else {
+            return ran;
+        };
+        ran.push((job.name(), hasher_at(&job)));
+        let done = job.run(&w.relay);
+        s.handle_job_done(w.now(), done);
+    }
+    panic!("the session never stops giving out jobs");
+}
+
+/// `data[from..]` sent in frames of `frame` bytes, each frame's jobs run
+/// before the next: the jobs that ran.
+fn send_rest(
+    w: &World,
+    s: &mut Session,
+    data: &[u8],
+    from: usize,
+    frame: usize,
+) -> Vec<(&'static str, Option<u64>)> {
+    let mut ran = Vec::new();
+    for (i, chunk) in data[from..].chunks(frame).enumerate() {
+        send_only(s, w.now(), data_msg(from + i * frame, chunk));
+        ran.extend(run_jobs(w, s));
+    }
+    ran
+}
+
 #[test]
-fn each_write_carries_the_hasher_and_hashes_what_it_wrote() {
+fn bytes_are_hashed_as_they_are_taken_and_writes_only_write() {
     let w = World::new(Settings::default());
     let mut s = deferred(&w, 1);
     let data = bytes(900_000, 5);
@@ -324,35 +358,60 @@ fn each_write_carries_the_hasher_and_hashes_what_it_wrote() {
         w.now(),
         &[("f", data.len() as u64, Sha1Digest::of(&data))],
     ));
-    // A quarter window's worth: written (and a sync wanted) at once.
-    send_only(&mut s, w.now(), data_msg(0, &data[..60_000]));
-    let write = s.poll_job().expect("a write");
-    assert_eq!(write.name(), "write");
-    assert_eq!(hasher_at(&write), Some(0), "the hasher goes with the write");
+    let ran = send_rest(&w, &mut s, &data, 0, 60_000);
     assert!(
-        s.poll_job().is_none(),
-        "nothing else before the write is done"
+        ran.iter().filter(|(name, _)| *name == "write").count() > 4
+            && ran.contains(&("complete", None)),
+        "{ran:?}"
     );
+    assert!(
+        ran.iter()
+            .all(|&(name, hasher)| hasher.is_none() && name != "hash-prefix"),
+        "no write carries the hasher, and nothing is hashed again: {ran:?}"
+    );
+    verified_and_downloaded(w, &mut s, g.code, data);
+}
+
+#[test]
+fn after_a_resume_the_writes_carry_the_hasher_until_it_catches_up() {
+    let w = World::new(Settings::default());
+    let mut old = deferred(&w, 1);
+    let data = bytes(100_000, 8);
+    let g = grant_of(&announce(
+        &mut old,
+        w.now(),
+        &[("f", data.len() as u64, Sha1Digest::of(&data))],
+    ));
+    send(&mut old, w.now(), data_msg(0, &data[..20_000]));
+    assert_eq!(durable(&w, &g.code), 20_000);
+    drop(old);
+    let mut s = deferred(&w, 1);
+    send(&mut s, w.now(), Message::Resume(Resume { token: g.token }));
+    assert!(drain(&mut s).contains(&Reply::Plan(FilePlan {
+        index: 0,
+        plan: Plan::Upload { offset: 20_000 }
+    })));
+    // Bytes taken while the durable prefix is re-hashed: a step's worth,
+    // so a write of them is queued behind the re-hash.
+    send_only(&mut s, w.now(), data_msg(20_000, &data[20_000..40_000]));
+    let rehash = s.poll_job().expect("the prefix re-hashed");
+    assert_eq!(rehash.name(), "hash-prefix");
+    assert!(s.poll_job().is_none(), "the write waits for the re-hash");
+    run_all(&w, &mut s, vec![rehash]);
+    let write = s.poll_job().expect("the write");
+    assert_eq!(hasher_at(&write), Some(20_000), "it takes the hasher along");
+    // Less than a step more, buffered while that write runs: the hasher
+    // hashes it when it comes back.
+    send_only(&mut s, w.now(), data_msg(40_000, &data[40_000..50_000]));
     run_all(&w, &mut s, vec![write]);
-    // A chunk's worth more: written (the hasher with it, back from the
-    // first write) while the first bytes are synced; no other job.
-    for offset in (60_000..600_000).step_by(60_000) {
-        send_only(
-            &mut s,
-            w.now(),
-            data_msg(offset, &data[offset..offset + 60_000]),
-        );
-    }
-    let jobs: Vec<Job> = std::iter::from_fn(|| s.poll_job()).take(3).collect();
-    let mut names: Vec<&str> = jobs.iter().map(Job::name).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["sync", "write"]);
-    let write = jobs.iter().find(|j| j.name() == "write").expect("a write");
-    assert_eq!(hasher_at(write), Some(60_000));
-    run_all(&w, &mut s, jobs);
-    for (i, chunk) in data[600_000..].chunks(60_000).enumerate() {
-        send(&mut s, w.now(), data_msg(600_000 + i * 60_000, chunk));
-    }
+    let ran = send_rest(&w, &mut s, &data, 50_000, 10_000);
+    assert!(
+        ran.iter().any(|(name, _)| *name == "write")
+            && ran
+                .iter()
+                .all(|&(name, hasher)| hasher.is_none() && name != "hash-prefix"),
+        "caught up: the session hashes the rest as it takes it: {ran:?}"
+    );
     verified_and_downloaded(w, &mut s, g.code, data);
 }
 
@@ -403,7 +462,7 @@ fn queued_buffers_of_a_file_join_one_write_until_it_is_full_or_a_sync_waits_for_
         (0, vec![540_000; MAX_WRITE_BUFS], 4_320_000),
         "eight buffers, then a write of its own"
     );
-    assert_eq!(hasher_at(&first), Some(0));
+    assert_eq!(hasher_at(&first), None, "the session hashed the bytes");
     assert!(s.poll_job().is_none(), "one write at a time");
     run_all(&w, &mut s, vec![first]);
     let second = s.poll_job().expect("the next write");
@@ -414,7 +473,6 @@ fn queued_buffers_of_a_file_join_one_write_until_it_is_full_or_a_sync_waits_for_
         (4_320_000, lens, 8_400_000),
         "the bytes the sync waits for end the write"
     );
-    assert_eq!(hasher_at(&second), Some(4_320_000));
     run_all(&w, &mut s, vec![second]);
     // The sync is given out at once; the bytes after it start a write.
     send_only(

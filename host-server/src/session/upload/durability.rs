@@ -11,8 +11,8 @@
 //! jobs of up to [`WRITE_CHUNK`] bytes, in order. A sync is wanted up to an
 //! offset; it is given out, beside the ordered work, once the writes before
 //! that offset have finished, so the disk flushes while later bytes are
-//! written and hashed (one sync per session at a time). A write hashes
-//! its own bytes (`hashing`). The session keeps taking frames meanwhile,
+//! written (one sync per session at a time). The session hashes bytes as
+//! it takes them (`hashing`). The session keeps taking frames meanwhile,
 //! until [`MAX_PENDING`] bytes wait to be written.
 
 use pickup_proto::message::Kind;
@@ -106,6 +106,12 @@ impl Upload {
         };
         if sync {
             r.sync_wanted = r.sync_wanted.max(r.received);
+            // The SHA-1 state the sync records, taken now: the session
+            // hashes bytes as it takes them, so by the time the sync runs
+            // the hasher is past its offset.
+            if let Hashing::Home { hasher, .. } = &r.hash {
+                r.midstate = hasher.midstate();
+            }
         }
         if r.buf.is_empty() {
             return;

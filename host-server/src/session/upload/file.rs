@@ -20,8 +20,8 @@ use crate::store::{BlobId, PartialId};
 pub(super) enum Hashing {
     /// Here: the SHA-1 of the file's first `at` bytes.
     Home { hasher: Box<RunningSha1>, at: u64 },
-    /// With a write that hashes what it writes and brings it back, or with
-    /// a verdict.
+    /// With a write that hashes what it writes and brings it back (while it
+    /// catches up after a re-hash), or with a verdict.
     Away,
     /// Unknown (a resumed upload, or after a failure): the durable prefix
     /// is re-hashed from the store before more bytes count.
@@ -46,11 +46,12 @@ pub(super) struct Receiving {
     pub(super) syncing_to: u64,
     /// Bytes taken but not yet given to a write: `received - buf.len()..received`.
     pub(super) buf: Vec<u8>,
-    /// The SHA-1 of the bytes written so far (hashed after their write).
+    /// The SHA-1 of the bytes taken so far (hashed as they are taken, or
+    /// by the writes while it catches up after a re-hash).
     pub(super) hash: Hashing,
-    /// The state of that SHA-1 when it was last here: a sync covering
-    /// `midstate.len` bytes records it, so a resume hashes only what
-    /// follows.
+    /// The state of that SHA-1 when a sync was last wanted, or a write
+    /// last brought it back: a sync covering `midstate.len` bytes records
+    /// it, so a resume hashes only what follows.
     pub(super) midstate: Midstate,
     /// The offset a `Rewind` was last sent for, so a burst of frames past a
     /// gap draws one rewind, not one per frame.

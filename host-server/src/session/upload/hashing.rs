@@ -1,16 +1,22 @@
-//! Where each receiving file's SHA-1 is, and how written bytes get hashed.
+//! Where each receiving file's SHA-1 is, and how received bytes get hashed.
 //!
 //! A file's running SHA-1 covers its bytes in order, and knows how many
-//! ([`Hashing::Home`]). When a write of the file is given out and the
-//! hasher is here covering the bytes before the write's (or some of the
-//! write's), the write takes it and hashes its bytes right after writing
-//! them, while they are still in the CPU's cache (`jobs::receive`); its
-//! result brings the hasher back. A file's writes run one at a time, in
-//! order, so the hasher is here again when the next one is given out. A
-//! write given out while the hash is not here (being rebuilt, or lost to a
-//! failure) leaves its bytes unhashed, and the hash is then rebuilt from the
-//! store: a resumed upload's durable prefix is re-hashed by a job before
-//! more bytes count, and so is a file whose hash was lost, before its
+//! ([`Hashing::Home`]). While it is here and covers every byte taken, the
+//! session hashes each frame's bytes as it takes them, while they are in
+//! the CPU's cache from the socket, and the writes only write. A sync
+//! records the hasher's state when it is wanted.
+//!
+//! When the hash is not here, bytes taken meanwhile wait: a resumed
+//! upload's durable prefix is re-hashed by a job before more bytes count,
+//! and so is a file whose hash was lost, before its verdict. A write given
+//! out while the hasher is here covering the bytes before the write's (or
+//! some of the write's) takes it and hashes its bytes right after writing
+//! them (`jobs::receive`); its result brings the hasher back. A file's
+//! writes run one at a time, in order, so the writes after a re-hash carry
+//! the hasher until it has caught up with the bytes given to writes; it
+//! then hashes what is buffered, and the session takes over again. A write
+//! given out while the hash is being rebuilt, or lost to a failure, leaves
+//! its bytes unhashed, and the hash is rebuilt from the store before the
 //! verdict.
 
 use crate::running_sha1::RunningSha1;
@@ -94,27 +100,27 @@ impl Upload {
         hasher: Box<RunningSha1>,
         end: u64,
     ) {
-        let (hash, taken, midstate) =
-            match self.files.get_mut(usize::from(file)).map(|f| &mut f.state) {
-                Some(FileState::Receiving(r)) if r.partial == partial => {
-                    (&mut r.hash, r.received, Some(&mut r.midstate))
-                }
-                Some(FileState::Verifying {
-                    partial: p, hash, ..
-                }) if *p == partial => (hash, u64::MAX, None),
-                _ => return,
-            };
-        if matches!(hash, Hashing::Away) {
-            *hash = if end <= taken {
-                if let Some(m) = midstate {
-                    *m = hasher.midstate();
-                }
-                Hashing::Home { hasher, at: end }
-            } else {
-                // The file went back to an earlier offset (a failed write)
-                // while these bytes were hashed: they may be sent anew.
-                Hashing::Unknown
-            };
+        match self.files.get_mut(usize::from(file)).map(|f| &mut f.state) {
+            Some(FileState::Receiving(r))
+                if r.partial == partial && matches!(r.hash, Hashing::Away) =>
+            {
+                r.hash = if end <= r.received {
+                    r.midstate = hasher.midstate();
+                    Hashing::Home { hasher, at: end }
+                } else {
+                    // The file went back to an earlier offset (a failed
+                    // write) while these bytes were hashed: they may be
+                    // sent anew.
+                    Hashing::Unknown
+                };
+                catch_up(r);
+            }
+            Some(FileState::Verifying {
+                partial: p, hash, ..
+            }) if *p == partial && matches!(hash, Hashing::Away) => {
+                *hash = Hashing::Home { hasher, at: end };
+            }
+            _ => {}
         }
     }
 
@@ -146,6 +152,18 @@ impl Upload {
     }
 }
 
+/// A hasher here that covers every byte given to writes hashes the bytes
+/// still buffered, so the session hashes the next ones as it takes them
+/// (until then, the writes that follow carry it).
+fn catch_up(r: &mut Receiving) {
+    if let Hashing::Home { hasher, at } = &mut r.hash {
+        if !r.buf.is_empty() && *at == r.received - r.buf.len() as u64 {
+            hasher.update(&r.buf);
+            *at = r.received;
+        }
+    }
+}
+
 /// A re-hash has finished.
 pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
     let index = usize::from(h.file);
@@ -157,6 +175,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
             Ok((hasher, found)) if found == h.len => {
                 r.midstate = hasher.midstate();
                 r.hash = Hashing::Home { hasher, at: found };
+                catch_up(r);
             }
             Ok((hasher, found)) => {
                 tracing::error!(

@@ -290,6 +290,14 @@ impl Upload {
             r.buf = buffer_for(spare, left);
         }
         r.buf.extend_from_slice(bytes);
+        // Hashed now, while they are in the cache from the socket: the
+        // writes then only write (`hashing`).
+        if let Hashing::Home { hasher, at } = &mut r.hash {
+            if *at == r.received {
+                hasher.update(bytes);
+                *at += bytes.len() as u64;
+            }
+        }
         r.received += bytes.len() as u64;
         r.rewound_at = None;
         self.pending_bytes += bytes.len();
