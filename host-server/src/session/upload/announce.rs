@@ -115,11 +115,7 @@ impl Session {
     fn create_batch(&mut self, now: Instant, files: Vec<Announced>, total: u64) {
         if self.upload.as_ref().is_some_and(|u| u.same_files(&files)) {
             // Our Grant was lost and the terminal announced again.
-            self.with_upload(|up, cx| {
-                up.regrant(cx);
-                Ok(())
-            });
-            if self.upload.is_some() {
+            if self.regrant_own() {
                 return;
             }
         }
@@ -235,6 +231,17 @@ impl Session {
         self.out.error(ErrorCode::Internal, kind);
     }
 
+    /// Grants the session's own upload again, its progress with it (the
+    /// terminal lost the `Grant`, or asked again on the same link); `false`
+    /// if the upload ended meanwhile (its lease lost).
+    fn regrant_own(&mut self) -> bool {
+        self.with_upload(|up, cx| {
+            up.regrant(cx);
+            Ok(())
+        });
+        self.upload.is_some()
+    }
+
     pub(in crate::session) fn on_resume(&mut self, now: Instant, r: Resume) {
         if self
             .upload
@@ -249,11 +256,7 @@ impl Session {
             // this very terminal `TakenOver` (found by tests/cluster.rs
             // with acks slowed by the object store).
             self.announcing = None;
-            self.with_upload(|up, cx| {
-                up.regrant(cx);
-                Ok(())
-            });
-            if self.upload.is_some() {
+            if self.regrant_own() {
                 return;
             }
         }
@@ -294,14 +297,8 @@ impl Session {
             Err(e) => return self.internal(Kind::Resume, &e),
         };
         self.announcing = None;
-        if self.upload.as_ref().is_some_and(|u| u.batch() == batch.id) {
-            self.with_upload(|up, cx| {
-                up.regrant(cx);
-                Ok(())
-            });
-            if self.upload.is_some() {
-                return;
-            }
+        if self.upload.as_ref().is_some_and(|u| u.batch() == batch.id) && self.regrant_own() {
+            return;
         }
         let now = self.clock;
         // A stalled upload's reservation was released (or the relay
