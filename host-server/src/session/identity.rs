@@ -415,7 +415,7 @@ impl Session {
         // for its terminal stop.
         self.stop_listening();
         self.stop_watching();
-        self.named_read = None;
+        self.named_reads.clear();
         self.named_put = false;
         match identity.token {
             Some(token) => self.work.push(Work::RevokeToken { token }),

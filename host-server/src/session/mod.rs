@@ -162,8 +162,8 @@ pub struct Session {
     pending_token: Option<pickup_proto::message::AuthToken>,
     /// A `NamedPut` came: the next batch created or resumed binds names.
     named_put: bool,
-    /// The named files last fetched or listed, under their read handle.
-    named_read: Option<Arc<crate::store::Batch>>,
+    /// The named files fetched or listed lately, under their read handles.
+    named_reads: named::NamedReads,
     /// Listening for notices, and the progress of deliveries read.
     notices: notices::Notices,
     /// The forward this session reports (`ForwardWatch`).
@@ -233,7 +233,7 @@ impl Session {
             challenge: None,
             pending_token: None,
             named_put: false,
-            named_read: None,
+            named_reads: named::NamedReads::default(),
             notices: notices::Notices::new(),
             watching: None,
         })
@@ -374,9 +374,7 @@ impl Session {
             Message::Join(j) => self.on_join(j),
             Message::FileAttrs(a) => self.on_file_attrs(a),
             Message::Fetch(f) => self.on_fetch(now, f),
-            Message::Read(r) if self.named_read.as_ref().is_some_and(|b| b.code == r.code) => {
-                self.on_read_named(r)
-            }
+            Message::Read(r) if self.named_reads.get(&r.code).is_some() => self.on_read_named(r),
             Message::Read(r) if self.found_code == Some(r.code) => self.on_read_in_found(now, r),
             Message::Read(r) => self.on_read(now, r),
             Message::Ack(a) => self.on_download_ack(a),
@@ -461,7 +459,7 @@ impl Session {
             self.challenge = None;
             self.pending_token = None;
             self.named_put = false;
-            self.named_read = None;
+            self.named_reads.clear();
             // Lookups and creations for the old conversation would answer
             // questions nobody asks any more; so would a watch's statuses.
             self.work.forget_conversation();

@@ -20,6 +20,40 @@ use crate::jobs::{named_batch, Bound, FindNamed, NameChange, Work};
 use crate::relay::{lock, unix_secs};
 use crate::store::{Batch, FileContent, NamedFile, StoreError};
 
+/// Read handles a session holds at most ([`NamedReads`]).
+const MAX_NAMED_READS: usize = 4;
+
+/// The named files a session fetched or listed lately, each under its read
+/// handle, newest last. More than the last one: a `FetchNamed` repeated
+/// while its manifest was on its way (the terminal's timer) may find the
+/// name replaced meanwhile, and the terminal reads with the first manifest
+/// it gets, so the handle of that one must still read (found by the
+/// simulator, seed 134173591361500).
+#[derive(Debug, Default)]
+pub(super) struct NamedReads(Vec<Arc<Batch>>);
+
+impl NamedReads {
+    /// The snapshot read under `code`.
+    pub(super) fn get(&self, code: &Code) -> Option<&Arc<Batch>> {
+        self.0.iter().find(|b| b.code == *code)
+    }
+
+    /// Keeps `batch` under its handle, forgetting the oldest past
+    /// [`MAX_NAMED_READS`].
+    fn keep(&mut self, batch: Arc<Batch>) {
+        self.0.retain(|b| b.code != batch.code);
+        if self.0.len() == MAX_NAMED_READS {
+            self.0.remove(0);
+        }
+        self.0.push(batch);
+    }
+
+    /// Forgets every handle (a new conversation, or a logout).
+    pub(super) fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
 /// Whether `name` may name a named file: a valid file name of one
 /// component (a namespace is flat).
 pub(crate) fn valid_stored_name(name: &str) -> bool {
@@ -108,7 +142,7 @@ impl Session {
                 // finds the same content: answer with the same handle. The
                 // terminal reads with the first manifest it gets, and a
                 // fresh handle would have made that one unknown.
-                let same = self.named_read.as_ref().filter(|b| {
+                let same = self.named_reads.0.iter().rev().find(|b| {
                     matches!(&b.files[..], [f] if f.name == file.name
                         && f.content == FileContent::Blob(file.blob)
                         && f.sha1 == file.sha1)
@@ -125,10 +159,10 @@ impl Session {
         }
     }
 
-    /// Sends `batch`'s manifest and keeps it as the session's read handle.
+    /// Sends `batch`'s manifest and keeps it under its read handle.
     fn serve_named(&mut self, batch: Arc<Batch>) {
         self.started = true;
-        self.named_read = Some(batch.clone());
+        self.named_reads.keep(batch.clone());
         self.out.push(Out::Manifest {
             batch,
             next: 0,
@@ -136,11 +170,11 @@ impl Session {
         });
     }
 
-    /// A `Read` of the session's read handle: served from the snapshot
-    /// taken when the name was fetched, with no lookup.
+    /// A `Read` of one of the session's read handles: served from the
+    /// snapshot taken when the name was fetched, with no lookup.
     pub(super) fn on_read_named(&mut self, r: Read) {
         self.stream = None;
-        if let Some(batch) = self.named_read.clone() {
+        if let Some(batch) = self.named_reads.get(&r.code).cloned() {
             self.start_stream(&batch, r);
             // Not a stored batch: no delivery's progress to follow.
             if let Some(s) = self.stream.as_mut() {

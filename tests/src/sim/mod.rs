@@ -147,6 +147,12 @@ pub const REGRESSIONS: &[u64] = &[
     // just authenticated. That refusal is now ignored. (Since 6e12eea's
     // relay keepalives the seed runs another course and passed anyway.)
     273_090_135_179_919,
+    // The same race as 128_477_521_259_313 (the rotating range of
+    // 7a07b93): the terminal read under the first of two manifests'
+    // handles, which the second had replaced, and the relay's UnknownCode
+    // failed the download. The relay now keeps a session's last four read
+    // handles, so the first still reads.
+    134_173_591_361_500,
 ];
 
 /// Most files in a simulated batch (the client machines' capacity).
@@ -259,9 +265,10 @@ struct Conn {
     unfed: Vec<u8>,
     /// The batch of the last grant the relay sent on this connection.
     code: Option<Code>,
-    /// The SHA-1 of the named file the relay last described on this
-    /// connection (a download by name reads that content).
-    named_sha1: Option<Sha1Digest>,
+    /// The SHA-1s of the named files the relay described on this
+    /// connection (a download by name reads one of those contents: a
+    /// repeated fetch may describe the name's newer content too).
+    named_sha1s: Vec<Sha1Digest>,
 }
 
 /// A terminal's protocol machine with its files: the upload reads its

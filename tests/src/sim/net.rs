@@ -356,7 +356,7 @@ impl<'a> World<'a> {
             tap: Decoder::new(vec![0; frame::MAX_FRAME_LEN]),
             relay_done: false,
             code: None,
-            named_sha1: None,
+            named_sha1s: Vec::new(),
             job: None,
             unfed: Vec::new(),
         };

@@ -378,41 +378,62 @@ fn a_replaced_name_serves_new_readers_the_new_content_and_old_readers_the_old() 
     // A reader fetches the name (its handle pins the content)...
     let (mut reader, _) = logged_in(&w, 2, "ada");
     let now = w.now();
-    send(
-        &mut reader,
-        now,
-        Message::FetchNamed(FetchNamed {
-            owner: "ada",
-            name: "cfg",
-        }),
-    );
-    let handle = match &drain(&mut reader)[..] {
-        [Reply::Manifest(m), Reply::Entry(..)] => m.code,
-        other => panic!("{other:?}"),
-    };
+    let handle = fetch_handle(&mut reader, now, "ada", "cfg");
     // ...the name is replaced...
     assert!(completed(&put(&mut w, &mut ada, ada_token, "cfg", &new)));
     // ...and the reader still reads what it fetched.
     let now = w.now();
+    assert_eq!(read_handle(&mut reader, now, handle, 40_000), old);
+    assert_eq!(get_named(&mut reader, now, "ada", "cfg"), Ok(new));
+}
+
+/// `FetchNamed` of `owner/name`: the read handle of the manifest.
+fn fetch_handle(s: &mut Session, now: Instant, owner: &str, name: &str) -> Code {
+    send(s, now, Message::FetchNamed(FetchNamed { owner, name }));
+    match &drain(s)[..] {
+        [Reply::Manifest(m), Reply::Entry(..)] => m.code,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Reads the first `len` bytes of the one file under `handle`.
+fn read_handle(s: &mut Session, now: Instant, handle: Code, len: u32) -> Vec<u8> {
     send(
-        &mut reader,
+        s,
         now,
         Message::Read(Read {
             code: handle,
             file: 0,
             offset: 0,
-            len: 40_000,
+            len,
         }),
     );
-    let got: Vec<u8> = drain(&mut reader)
+    drain(s)
         .into_iter()
         .flat_map(|r| match r {
             Reply::Data(_, _, d) => d,
             other => panic!("{other:?}"),
         })
-        .collect();
-    assert_eq!(got, old);
-    assert_eq!(get_named(&mut reader, now, "ada", "cfg"), Ok(new));
+        .collect()
+}
+
+#[test]
+fn a_fetch_repeated_after_the_name_was_replaced_leaves_the_first_handle_readable() {
+    // The terminal's timer repeats a FetchNamed whose manifest is on its
+    // way; between the two the name gets new content. The terminal reads
+    // with the first manifest it gets (found by the simulator).
+    let mut w = accounts(Settings::default());
+    let (old, new) = (bytes(40_000, 1), bytes(30_000, 2));
+    let (mut ada, ada_token) = logged_in(&w, 1, "ada");
+    assert!(completed(&put(&mut w, &mut ada, ada_token, "cfg", &old)));
+    let (mut reader, _) = logged_in(&w, 2, "ada");
+    let first = fetch_handle(&mut reader, w.now(), "ada", "cfg");
+    assert!(completed(&put(&mut w, &mut ada, ada_token, "cfg", &new)));
+    let now = w.now();
+    let second = fetch_handle(&mut reader, now, "ada", "cfg");
+    assert_ne!(first, second, "other content, another handle");
+    assert_eq!(read_handle(&mut reader, now, first, 40_000), old);
+    assert_eq!(read_handle(&mut reader, now, second, 30_000), new);
 }
 
 #[test]
