@@ -353,11 +353,7 @@ fn bytes_are_hashed_as_they_are_taken_and_writes_only_write() {
     let w = World::new(Settings::default());
     let mut s = deferred(&w, 1);
     let data = bytes(900_000, 5);
-    let g = grant_of(&announce(
-        &mut s,
-        w.now(),
-        &[("f", data.len() as u64, Sha1Digest::of(&data))],
-    ));
+    let g = grant_one(&mut s, w.now(), "f", &data);
     let ran = send_rest(&w, &mut s, &data, 0, 60_000);
     assert!(
         ran.iter().filter(|(name, _)| *name == "write").count() > 4
@@ -377,11 +373,7 @@ fn after_a_resume_the_writes_carry_the_hasher_until_it_catches_up() {
     let w = World::new(Settings::default());
     let mut old = deferred(&w, 1);
     let data = bytes(100_000, 8);
-    let g = grant_of(&announce(
-        &mut old,
-        w.now(),
-        &[("f", data.len() as u64, Sha1Digest::of(&data))],
-    ));
+    let g = grant_one(&mut old, w.now(), "f", &data);
     send(&mut old, w.now(), data_msg(0, &data[..20_000]));
     assert_eq!(durable(&w, &g.code), 20_000);
     drop(old);
@@ -441,11 +433,7 @@ fn queued_buffers_of_a_file_join_one_write_until_it_is_full_or_a_sync_waits_for_
     );
     assert_eq!(drain(&mut s), [Reply::Welcome]);
     let data = bytes(9_000_000, 7);
-    let g = grant_of(&announce(
-        &mut s,
-        w.now(),
-        &[("f", data.len() as u64, Sha1Digest::of(&data))],
-    ));
+    let g = grant_one(&mut s, w.now(), "f", &data);
     // 140 frames of 60,000 bytes, no job run meanwhile: fifteen full
     // buffers (nine frames, 540,000 bytes, each), then the frame that
     // crosses 8 MiB wants a sync of everything so far.
@@ -575,11 +563,7 @@ fn a_resume_of_the_sessions_own_upload_is_answered_without_taking_it_again() {
     let w = World::new(Settings::default());
     let mut s = deferred(&w, 1);
     let data = bytes(100_000, 9);
-    let g = grant_of(&announce(
-        &mut s,
-        w.now(),
-        &[("f", data.len() as u64, Sha1Digest::of(&data))],
-    ));
+    let g = grant_one(&mut s, w.now(), "f", &data);
     // Bytes in, and a sync of them running beside when the terminal's
     // retransmit timeout asks for the upload again on the same link.
     send_only(&mut s, w.now(), data_msg(0, &data[..40_000]));

@@ -295,6 +295,15 @@ fn announce(s: &mut Session, now: Instant, files: &[(&str, u64, Sha1Digest)]) ->
     drain(s)
 }
 
+/// Announces one file, `name` holding `data`: the grant.
+fn grant_one(s: &mut Session, now: Instant, name: &str, data: &[u8]) -> Grant {
+    grant_of(&announce(
+        s,
+        now,
+        &[(name, data.len() as u64, Sha1Digest::of(data))],
+    ))
+}
+
 fn grant_of(replies: &[Reply]) -> Grant {
     replies
         .iter()
