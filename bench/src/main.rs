@@ -7,8 +7,11 @@
 //!
 //! 1. TCP loopback: upload and download of fresh random content through the
 //!    real relay (release build, on-disk store), beside a raw TCP copy and the
-//!    single-core SHA-1 rate; the same file downloaded over HTTP
-//!    (`GET /c/{CODE}/0`, hashed as it arrives like the wire download).
+//!    single-core SHA-1 rate, in rounds (`--tcp-rounds N`, default 3; each
+//!    transfer set against SHA-1 passes made right before and after it, the
+//!    median round the figure: see the `rounds` module); the same file
+//!    downloaded over HTTP (`GET /c/{CODE}/0`, hashed as it arrives like the
+//!    wire download).
 //! 2. Serial wire efficiency: payload bytes / bytes on the wire over a
 //!    pseudo-terminal pair at the relay's default serial frame size, and the
 //!    same file through lrzsz (`sz`/`rz`) when installed.
@@ -16,7 +19,8 @@
 //!    rounds against one relay (`--rounds N`, default 5; the median round
 //!    is the figure, every round is printed).
 //! 4. Memory: relay RSS with many idle TCP sessions.
-//! 5. Instant upload: announce to completion for content the relay holds.
+//! 5. Instant upload: announce to completion for content the relay holds
+//!    (in each round of part 1).
 //! 6. tus (`--only tus`, issue 15): the same file uploaded with
 //!    tus-js-client to Pickup's `/tus/` and to `@tus/server` +
 //!    `@tus/file-store` (see the `tus` module; needs `npm ci` in `bench/tus`,
@@ -54,6 +58,7 @@ mod client;
 mod cluster;
 mod concurrency;
 mod relay;
+mod rounds;
 mod serial;
 mod table;
 mod tcp;
@@ -82,6 +87,8 @@ struct Sizes {
     concurrent: usize,
     /// Rounds of the concurrent uploads (the median round is reported).
     rounds: usize,
+    /// Rounds of the TCP transfers (the median round is reported).
+    tcp_rounds: usize,
     idle_sessions: usize,
     tus_bytes: usize,
 }
@@ -272,7 +279,7 @@ fn usage() -> io::Error {
     io::Error::other(
         "usage: pickup-bench [--quick] [--json PATH] [--only tcp,serial,concurrency,memory,tus,attack] \
          [--backend sqlite|postgres|both] [--tcp-mib N] [--pg-mib N] [--pg-download-mib N] \
-         [--serial-mib N] [--concurrent N] [--rounds N] [--idle N] [--tus-mib N] [--attack-config FILE]",
+         [--serial-mib N] [--concurrent N] [--rounds N] [--tcp-rounds N] [--idle N] [--tus-mib N] [--attack-config FILE]",
     )
 }
 
@@ -308,7 +315,7 @@ fn options() -> io::Result<Options> {
                     .collect()
             }
             "--tcp-mib" | "--pg-mib" | "--pg-download-mib" | "--serial-mib" | "--concurrent"
-            | "--rounds" | "--idle" | "--tus-mib" => {
+            | "--rounds" | "--tcp-rounds" | "--idle" | "--tus-mib" => {
                 let n = args
                     .next()
                     .and_then(|v| v.parse::<usize>().ok())
@@ -326,6 +333,7 @@ fn options() -> io::Result<Options> {
             serial_bytes: 2 << 20,
             concurrent: 100,
             rounds: 2,
+            tcp_rounds: 1,
             idle_sessions: 1_000,
             tus_bytes: 128 << 20,
         }
@@ -337,6 +345,7 @@ fn options() -> io::Result<Options> {
             serial_bytes: 16 << 20,
             concurrent: 1_000,
             rounds: 5,
+            tcp_rounds: 3,
             idle_sessions: 10_000,
             tus_bytes: 1 << 30,
         }
@@ -349,6 +358,7 @@ fn options() -> io::Result<Options> {
             "--serial-mib" => sizes.serial_bytes = n << 20,
             "--concurrent" => sizes.concurrent = n,
             "--rounds" => sizes.rounds = n.max(1),
+            "--tcp-rounds" => sizes.tcp_rounds = n.max(1),
             "--tus-mib" => sizes.tus_bytes = n << 20,
             _ => sizes.idle_sessions = n,
         }
@@ -447,8 +457,12 @@ fn main() -> io::Result<()> {
     let mut report = json!({ "quick": opts.quick });
 
     if run("tcp") && opts.backend.sqlite() {
-        eprintln!("1/6 TCP loopback with {} MiB…", sizes.tcp_bytes >> 20);
-        let tcp = tcp::run(&binary, sizes.tcp_bytes)?;
+        eprintln!(
+            "1/6 TCP loopback with {} MiB, {} rounds…",
+            sizes.tcp_bytes >> 20,
+            sizes.tcp_rounds
+        );
+        let tcp = tcp::run(&binary, sizes.tcp_bytes, sizes.tcp_rounds)?;
         report["tcp"] = tcp["tcp"].clone();
         report["instant_upload"] = tcp["instant_upload"].clone();
     }

@@ -11,6 +11,7 @@ use pickup_proto::message::Message;
 use pickup_proto::{Code, Sha1Digest};
 use serde_json::{json, Value};
 
+use crate::rounds::{median_by, Floors};
 use crate::{
     client, measure, percentile_ms, random_bytes, rate, relay, sha1_fast, tcp_download_config,
     tcp_link, tcp_upload_config, thread_cpu_secs, Measured, MIB,
@@ -204,36 +205,30 @@ pub fn download(relay: &relay::Relay, code: Code, len: usize) -> io::Result<Meas
     Ok(m)
 }
 
-pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
-    let data = random_bytes(len, 1);
+/// Row 1 and the instant upload: `rounds` rounds of `len` bytes (see the
+/// `rounds` module), beside the machine's floors.
+pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Value> {
+    let mut data = random_bytes(len, 1);
     let (sha1_rate, sha1_smol_rate) = sha1_rates(&data);
     let raw = raw_tcp(&data)?;
     // TCP frames are length-prefixed after the `Welcome` (PROTOCOL.md §2.1).
     let (encode_secs, decode_secs) = frame_codec(&data, Framing::LengthPrefixed)?;
-    // What a terminal does before it announces: not in the upload's time.
-    let t = Instant::now();
-    let sha1 = sha1_fast(&data);
-    let announce_hash_secs = t.elapsed().as_secs_f64();
     let relay = relay::Relay::start(binary, None)?;
-    let (up, up_m) = upload(&relay, std::slice::from_ref(&data), sha1)?;
-    let down_m = download(&relay, up.code, data.len())?;
-    eprintln!("    HTTP download of the same file…");
-    let (http_sha1, http_m) = measure(&relay, || http_download(relay.http, &up.code.to_string()))?;
-    if http_sha1 != sha1 {
+    let mut done = Vec::with_capacity(rounds);
+    for i in 0..rounds.max(1) {
+        if rounds > 1 {
+            eprintln!("    round {} of {rounds}…", i + 1);
+        }
+        done.push(crate::rounds::run(&relay, &mut data, i as u64)?);
+    }
+    let last = &done[done.len() - 1];
+    eprintln!("    HTTP download of the last round's file…");
+    let (http_sha1, http_m) = measure(&relay, || {
+        http_download(relay.http, &last.up.code.to_string())
+    })?;
+    if http_sha1 != sha1_fast(&data) {
         return Err(io::Error::other("the HTTP download's SHA-1 differs"));
     }
-
-    eprintln!("    instant upload of the same content…");
-    let (again, instant_m) = measure(&relay, || {
-        let mut link = tcp_link(relay.addr)?;
-        client::upload(
-            &mut link,
-            tcp_upload_config(),
-            &["again.bin".into()],
-            std::slice::from_ref(&data),
-            &[sha1],
-        )
-    })?;
     drop(relay);
     // After the relay's runs: deleting these files makes the disk busy
     // (discards), which must not land on the relay's measurements.
@@ -242,9 +237,6 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     let (disk_2, read_back_cpu) = durable_write(&data, 2 << 20)?;
     let (disk_8, _) = durable_write(&data, 8 << 20)?;
     let (disk_end, _) = durable_write(&data, usize::MAX)?;
-    let upload_rate = len as f64 / MIB / up_m.secs;
-    let download_rate = len as f64 / MIB / down_m.secs;
-    let http_rate = len as f64 / MIB / http_m.secs;
     // The floor: CPU no transfer through a verifying, durable relay can
     // avoid, measured piece by piece above. Both directions: both ends of
     // a TCP copy, encoding and decoding the frames, one SHA-1 (the relay's
@@ -262,11 +254,25 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
     // Issue 19's relay-side floors: what the relay alone cannot avoid.
     // Upload: one SHA-1 pass, the durable write, the socket reads;
     // download: reading the file, the socket writes.
-    let relay_up_floor = sha1_secs + disk_8.cpu_secs + raw.read_cpu_secs;
-    let relay_down_floor = read_back_cpu + raw.write_cpu_secs;
+    let floors = Floors {
+        len,
+        relay_up_rest: disk_8.cpu_secs + raw.read_cpu_secs,
+        relay_down: read_back_cpu + raw.write_cpu_secs,
+    };
+    let up = median_by(&done, |r| floors.upload_vs_sha1(r));
+    let down = median_by(&done, |r| floors.download_vs_sha1(r));
+    let relay_up = median_by(&done, |r| floors.relay_upload_vs_floor(r));
+    let relay_down = median_by(&done, |r| floors.relay_download_vs_floor(r));
+    let instant = median_by(&done, |r| floors.instant_vs_sha1_pass(r));
+    let secs_at = |mib_per_sec: f64| len as f64 / MIB / mib_per_sec;
+    let upload_rate = len as f64 / MIB / up.round.up_m.secs;
+    let download_rate = len as f64 / MIB / down.round.down_m.secs;
+    let http_rate = len as f64 / MIB / http_m.secs;
+    let u = up.round;
     Ok(json!({
         "tcp": {
             "bytes": len,
+            "rounds": floors.each(&done),
             "sha1_mib_per_sec": sha1_rate,
             "sha1_smol_mib_per_sec": sha1_smol_rate,
             "raw_tcp_mib_per_sec": raw.mib_per_sec,
@@ -285,42 +291,51 @@ pub fn run(binary: &std::path::Path, len: usize) -> io::Result<Value> {
             "upload_floor_cpu_secs": up_floor,
             "download_floor_cpu_secs": down_floor,
             "upload_ceiling_vs_sha1": ceiling(up_floor) / sha1_rate,
-            "relay_upload_floor_cpu_secs": relay_up_floor,
-            "relay_download_floor_cpu_secs": relay_down_floor,
-            "relay_upload_cpu_vs_floor": up_m.relay_cpu / relay_up_floor,
-            "relay_download_cpu_vs_floor": down_m.relay_cpu / relay_down_floor,
+            "relay_upload_floor_cpu_secs": secs_at(relay_up.round.beside_upload()) + floors.relay_up_rest,
+            "relay_upload_floor_sha1_secs": secs_at(relay_up.round.beside_upload()),
+            "relay_download_floor_cpu_secs": floors.relay_down,
+            "relay_upload_cpu_vs_floor": relay_up.value,
+            "relay_upload_cpu_vs_floor_spread": relay_up.spread(),
+            "relay_download_cpu_vs_floor": relay_down.value,
+            "relay_download_cpu_vs_floor_spread": relay_down.spread(),
             "download_ceiling_vs_sha1": ceiling(down_floor) / sha1_rate,
             "upload_mib_per_sec": upload_rate,
             "download_mib_per_sec": download_rate,
-            "upload_vs_sha1": upload_rate / sha1_rate,
-            "download_vs_sha1": download_rate / sha1_rate,
+            "upload_vs_sha1": up.value,
+            "upload_vs_sha1_spread": up.spread(),
+            "upload_vs_best_sha1": upload_rate / sha1_rate,
+            "download_vs_sha1": down.value,
+            "download_vs_sha1_spread": down.spread(),
+            "download_vs_best_sha1": download_rate / sha1_rate,
             "upload_vs_raw_tcp": upload_rate / raw.mib_per_sec,
             "download_vs_raw_tcp": download_rate / raw.mib_per_sec,
-            "announce_hash_secs": announce_hash_secs,
-            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (up_m.secs + announce_hash_secs),
-            "upload": up_m.to_json(),
-            "upload_client_blocked_writing_secs": up.blocked_writing.as_secs_f64(),
-            "upload_client_waiting_for_relay_secs": up.waiting.as_secs_f64(),
-            "upload_ack_latency_p50_ms": percentile_ms(&up.ack_latencies, 0.5),
-            "upload_ack_latency_p99_ms": percentile_ms(&up.ack_latencies, 0.99),
-            "download": down_m.to_json(),
+            "announce_hash_secs": u.announce_hash_secs,
+            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (u.up_m.secs + u.announce_hash_secs),
+            "upload": u.up_m.to_json(),
+            "upload_client_blocked_writing_secs": u.up.blocked_writing.as_secs_f64(),
+            "upload_client_waiting_for_relay_secs": u.up.waiting.as_secs_f64(),
+            "upload_ack_latency_p50_ms": percentile_ms(&u.up.ack_latencies, 0.5),
+            "upload_ack_latency_p99_ms": percentile_ms(&u.up.ack_latencies, 0.99),
+            "download": down.round.down_m.to_json(),
             "http_download_mib_per_sec": http_rate,
             "http_download_vs_sha1": http_rate / sha1_rate,
-            "http_download_vs_wire_download": http_rate / download_rate,
+            "http_download_vs_wire_download": http_rate / (len as f64 / MIB / last.down_m.secs),
             "http_download": http_m.to_json(),
         },
         "instant_upload": {
             "bytes": len,
-            "linked": again.all_linked,
-            "announce_to_complete_secs": instant_m.secs,
-            "upload_secs": up_m.secs,
-            "ratio_to_upload": instant_m.secs / up_m.secs,
+            "linked": done.iter().all(|r| r.linked),
+            "announce_to_complete_secs": instant.round.instant_m.secs,
+            "upload_secs": instant.round.up_m.secs,
+            "ratio_to_upload": instant.round.instant_m.secs / instant.round.up_m.secs,
             // Issue 19's target: the hashing instant upload needs is the
             // client's proof pass, one SHA-1 over the file (the announce
             // hash is given, as a hash cache gives it).
-            "proof_hash_secs": sha1_secs,
-            "ratio_to_proof_hash": instant_m.secs / sha1_secs,
-            "cpu": instant_m.to_json(),
+            "proof_hash_secs": secs_at(instant.round.beside_instant()),
+            "ratio_to_proof_hash": instant.value,
+            "ratio_to_proof_hash_spread": instant.spread(),
+            "ratio_to_best_proof_hash": instant.round.instant_m.secs / sha1_secs,
+            "cpu": instant.round.instant_m.to_json(),
         },
     }))
 }
