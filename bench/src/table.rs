@@ -14,7 +14,7 @@ fn rounds_note(t: &Value) -> String {
 }
 
 /// A median ratio and its spread over the rounds (`[median, low, high]`):
-/// "0.78x what (rounds 0.71–0.80x)".
+/// "0.78x what, rounds 0.71–0.80x".
 fn beside(spread: &Value, what: &str) -> String {
     let v: Vec<f64> = spread
         .as_array()
@@ -26,7 +26,7 @@ fn beside(spread: &Value, what: &str) -> String {
         format!(" {what}")
     };
     match v.as_slice() {
-        [m, lo, hi] if lo < hi => format!("{m:.2}x{what} (rounds {lo:.2}–{hi:.2}x)"),
+        [m, lo, hi] if lo < hi => format!("{m:.2}x{what}, rounds {lo:.2}–{hi:.2}x"),
         [m, ..] => format!("{m:.2}x{what}"),
         _ => "n/a".into(),
     }
@@ -213,12 +213,17 @@ pub fn print_table(r: &Value) {
     let i = &r["instant_upload"];
     if !i.is_null() {
         println!(
-            "| instant upload of held content (proof included){} | {:.2} s, {:.2}x of uploading it; {} ({:.2} s); {:.2}x the best pass | ≤ 1.1x of the SHA-1 pass |",
+            "| instant upload of held content (proof included){} | {:.2} s, {:.2}x of uploading it; {}; {:.2}x the best pass | ≤ 1.1x of the SHA-1 pass |",
             rounds_note(t),
             f(&i["announce_to_complete_secs"]),
             f(&i["ratio_to_upload"]),
-            beside(&i["ratio_to_proof_hash_spread"], "of one SHA-1 pass beside it"),
-            f(&i["proof_hash_secs"]),
+            beside(
+                &i["ratio_to_proof_hash_spread"],
+                &format!(
+                    "of one SHA-1 pass beside it ({:.2} s)",
+                    f(&i["proof_hash_secs"])
+                )
+            ),
             f(&i["ratio_to_best_proof_hash"]),
         );
     }
