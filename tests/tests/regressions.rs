@@ -358,3 +358,34 @@ fn a_download_does_not_go_on_after_its_code_expired() {
     let summary = drive_relay(s.bytes());
     assert_eq!(summary.served, 100, "{summary:?}");
 }
+
+/// Found by the `relay_session` fuzzer (25-minute run). Terminal 0 uploads
+/// 510 bytes of a 700-byte file (acknowledged). Terminal 1 resumes the
+/// token, and its session queues the plan "send from 510". Before terminal
+/// 1 reads it, terminal 0 reconnects and resumes, which takes the upload
+/// over, and sends data past the file's size, so the relay throws the
+/// file's bytes away. Terminal 1 then read a plan saying 510 bytes were
+/// durable when none were: its session rendered the upload as it last
+/// knew it.
+///
+/// Fixed in the relay: before a frame goes out, a session whose upload's
+/// lease a newer session took drops the upload and what it queued about
+/// it, and says `TakenOver` (PROTOCOL.md §5.2).
+#[test]
+fn a_session_whose_upload_was_taken_over_does_not_send_what_it_last_knew() {
+    let mut s = RelayScript::new(0);
+    s.connect(0).hello(0, 0);
+    s.batch_open(0, 1, 700).announce(0, 0, 0);
+    s.data(0, 0, 0, 255).data(0, 0, 255, 255);
+    s.transmit(0);
+    s.connect(1).hello(1, 2).resume(1);
+    s.connect(0).hello(0, 0).resume(0).transmit(0);
+    s.data(0, 0, 34_438, 0);
+    // The driver checks every plan against the store and panics on a stale one.
+    s.transmit(1);
+    let summary = drive_relay(s.bytes());
+    assert_eq!(
+        summary.grants, 2,
+        "terminal 0's two grants, none for terminal 1: {summary:?}"
+    );
+}

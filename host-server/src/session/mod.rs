@@ -608,6 +608,7 @@ impl Session {
     }
 
     fn next_frame(&mut self, out: &mut [u8]) -> Option<usize> {
+        self.notice_taken_over();
         while let Some(item) = self.out.pop() {
             if let Some(n) = self.render(item, out) {
                 return Some(n);

@@ -487,13 +487,37 @@ impl Session {
             window_stated: self.peer_window != 0,
         };
         if f(up, &mut cx).is_err() {
-            tracing::info!(session = self.id, "upload taken over by a newer session");
-            if let Some(up) = self.upload.take() {
-                // Still ours if another instance took the upload: given
-                // back, as after any upload, once its queued work is done.
-                self.retired.push(up.lease().clone());
-            }
-            self.out.error(ErrorCode::TakenOver, Kind::Data);
+            self.upload_taken_over();
         }
+    }
+
+    /// Drops the active upload if a newer session of this relay took its
+    /// lease since this session's last step of it. Called before each
+    /// frame goes out: the queued replies describe the upload as this
+    /// session last knew it (a resume offset, an ack), and the newer
+    /// session may since have thrown bytes away (found by the
+    /// relay_session fuzzer). Another instance's takeover shows at the
+    /// next store step (`with_upload`).
+    pub(super) fn notice_taken_over(&mut self) {
+        let lost = self
+            .upload
+            .as_deref()
+            .is_some_and(|up| up.lease().run(self.id, || ()).is_none());
+        if lost {
+            self.upload_taken_over();
+        }
+    }
+
+    /// The upload is no longer this session's: forget it and what was
+    /// queued about it, and tell the terminal (`TakenOver`).
+    fn upload_taken_over(&mut self) {
+        tracing::info!(session = self.id, "upload taken over by a newer session");
+        if let Some(up) = self.upload.take() {
+            // Still ours if another instance took the upload: given
+            // back, as after any upload, once its queued work is done.
+            self.retired.push(up.lease().clone());
+        }
+        self.out.forget_upload_replies();
+        self.out.error(ErrorCode::TakenOver, Kind::Data);
     }
 }
