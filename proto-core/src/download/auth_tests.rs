@@ -241,6 +241,40 @@ fn reads_under_a_handle_a_later_fetch_replaced_fetch_again() {
     assert_eq!(sink.files[0], new);
 }
 
+/// As above, with the relay's refusal of the stale read duplicated by the
+/// link: the second copy arrives while the fetch it set off is on its way.
+/// It answers the same stale read, not the fetch, so it changes nothing
+/// (on a relay that kept one handle per session, simulator seed
+/// 134173591361500 failed its named download this way).
+#[test]
+fn a_repeated_refusal_of_a_stale_read_does_not_end_the_fetch_it_set_off() {
+    let old = std::vec![1u8; 1000];
+    let new = std::vec![2u8; 700];
+    let mut sink = MemSink::default();
+    let mut s = named_session();
+    link_up(&mut s, &mut sink);
+    manifest(&mut s, &mut sink, handle(1), &old);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(1), 0, 0)]);
+    for _ in 0..2 {
+        s.handle_message(
+            T0,
+            refusal(ErrorCode::UnknownCode, Kind::Read, 0),
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!(s.error(), None);
+    }
+    assert_eq!(
+        drain(&mut s, T0, &mut sink),
+        [Sent::FetchNamed(OWNER.into(), FILE.into())]
+    );
+    manifest(&mut s, &mut sink, handle(2), &new);
+    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(2), 0, 0)]);
+    data(&mut s, &mut sink, &new, 0, 700);
+    assert!(s.is_finished() && s.error().is_none(), "{:?}", s.error());
+    assert_eq!(sink.files[0], new);
+}
+
 /// The link duplicated `TerminalAuth`: two challenges came back, the
 /// terminal answered each as it arrived, the first answer authenticated
 /// the link and used both up, and the relay refuses the second answer as

@@ -205,6 +205,13 @@ impl<const F: usize> Session<'_, F> {
                 self.push_control(Control::Fetch);
                 self.retry_at = Some(now + self.config.retransmit_timeout);
             }
+            // Another refusal of a read under the stale handle (the link
+            // repeated it, or more reads were out) while that fetch is on
+            // its way: it answers the reads, not the fetch.
+            ErrorCode::UnknownCode
+                if self.is_named()
+                    && self.phase == Phase::AwaitManifest
+                    && e.kind == message::Kind::Read as u8 => {}
             code => self.fail(Error::Relay(code)),
         }
     }
