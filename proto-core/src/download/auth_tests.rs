@@ -216,29 +216,7 @@ fn an_unknown_or_unreadable_name_fails_like_an_unknown_code() {
 /// UnknownCode for them means "fetch again", not "no such file".
 #[test]
 fn reads_under_a_handle_a_later_fetch_replaced_fetch_again() {
-    let old = std::vec![1u8; 1000];
-    let new = std::vec![2u8; 700];
-    let mut sink = MemSink::default();
-    let mut s = named_session();
-    link_up(&mut s, &mut sink);
-    manifest(&mut s, &mut sink, handle(1), &old);
-    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(1), 0, 0)]);
-    s.handle_message(
-        T0,
-        refusal(ErrorCode::UnknownCode, Kind::Read, 0),
-        &mut sink,
-    )
-    .unwrap();
-    assert_eq!(s.error(), None);
-    assert_eq!(
-        drain(&mut s, T0, &mut sink),
-        [Sent::FetchNamed(OWNER.into(), FILE.into())]
-    );
-    manifest(&mut s, &mut sink, handle(2), &new);
-    assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(2), 0, 0)]);
-    data(&mut s, &mut sink, &new, 0, 700);
-    assert!(s.is_finished() && s.error().is_none(), "{:?}", s.error());
-    assert_eq!(sink.files[0], new);
+    stale_reads_refused(1);
 }
 
 /// As above, with the relay's refusal of the stale read duplicated by the
@@ -248,6 +226,13 @@ fn reads_under_a_handle_a_later_fetch_replaced_fetch_again() {
 /// 134173591361500 failed its named download this way).
 #[test]
 fn a_repeated_refusal_of_a_stale_read_does_not_end_the_fetch_it_set_off() {
+    stale_reads_refused(2);
+}
+
+/// A named download reads under handle 1; the relay refuses that read
+/// `refusals` times (UnknownCode naming `Read`). The download fetches the
+/// name once and reads the new content under the handle that fetch gives.
+fn stale_reads_refused(refusals: usize) {
     let old = std::vec![1u8; 1000];
     let new = std::vec![2u8; 700];
     let mut sink = MemSink::default();
@@ -255,7 +240,7 @@ fn a_repeated_refusal_of_a_stale_read_does_not_end_the_fetch_it_set_off() {
     link_up(&mut s, &mut sink);
     manifest(&mut s, &mut sink, handle(1), &old);
     assert_eq!(drain(&mut s, T0, &mut sink), [Sent::Read(handle(1), 0, 0)]);
-    for _ in 0..2 {
+    for _ in 0..refusals {
         s.handle_message(
             T0,
             refusal(ErrorCode::UnknownCode, Kind::Read, 0),
