@@ -239,6 +239,7 @@ fn the_readme_names_every_option_and_invents_none() {
         "--profile",
         "--quick",
         "--release",
+        "--tcp-rounds",
         "--test",
         "--workspace",
     ];
