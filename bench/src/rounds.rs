@@ -24,8 +24,9 @@ pub struct Round {
     /// terminal's hash before announcing), after it, after the download
     /// and after the instant upload.
     pub sha1: [f64; 4],
-    /// Seconds of the first pass: what a terminal hashes before it announces.
-    pub announce_hash_secs: f64,
+    /// The content's SHA-1 (the first pass: what a terminal hashes before
+    /// it announces).
+    pub digest: Sha1Digest,
     /// The upload: what the client saw, and its time and CPU.
     pub up: client::Uploaded,
     pub up_m: Measured,
@@ -37,12 +38,11 @@ pub struct Round {
     pub linked: bool,
 }
 
-/// One SHA-1 pass over `data`: its digest, rate (MiB/s) and seconds.
-fn sha1_pass(data: &[u8]) -> (Sha1Digest, f64, f64) {
+/// One SHA-1 pass over `data`: its digest and rate (MiB/s).
+fn sha1_pass(data: &[u8]) -> (Sha1Digest, f64) {
     let t = Instant::now();
     let digest = sha1_fast(data);
-    let elapsed = t.elapsed();
-    (digest, rate(data.len(), elapsed), elapsed.as_secs_f64())
+    (digest, rate(data.len(), t.elapsed()))
 }
 
 /// Runs round `index` through `relay`. Its first eight bytes make `data`
@@ -50,11 +50,11 @@ fn sha1_pass(data: &[u8]) -> (Sha1Digest, f64, f64) {
 pub fn run(relay: &relay::Relay, data: &mut Vec<u8>, index: u64) -> io::Result<Round> {
     data[..8].copy_from_slice(&index.to_le_bytes());
     let data: &Vec<u8> = data;
-    let (sha1, before, announce_hash_secs) = sha1_pass(data);
+    let (sha1, before) = sha1_pass(data);
     let (up, up_m) = tcp::upload(relay, std::slice::from_ref(data), sha1)?;
-    let (_, after_up, _) = sha1_pass(data);
+    let (_, after_up) = sha1_pass(data);
     let down_m = tcp::download(relay, up.code, data.len())?;
-    let (_, after_down, _) = sha1_pass(data);
+    let (_, after_down) = sha1_pass(data);
     let (again, instant_m) = measure(relay, || {
         let mut link = tcp_link(relay.addr)?;
         client::upload(
@@ -65,10 +65,10 @@ pub fn run(relay: &relay::Relay, data: &mut Vec<u8>, index: u64) -> io::Result<R
             &[sha1],
         )
     })?;
-    let (_, after_instant, _) = sha1_pass(data);
+    let (_, after_instant) = sha1_pass(data);
     Ok(Round {
         sha1: [before, after_up, after_down, after_instant],
-        announce_hash_secs,
+        digest: sha1,
         up,
         up_m,
         down_m,
@@ -107,7 +107,8 @@ pub struct Floors {
 }
 
 impl Floors {
-    fn secs(&self, mib_per_sec: f64) -> f64 {
+    /// Seconds to move `len` bytes at `mib_per_sec`.
+    pub fn secs(&self, mib_per_sec: f64) -> f64 {
         self.len as f64 / MIB / mib_per_sec
     }
 

@@ -226,7 +226,7 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
     let (http_sha1, http_m) = measure(&relay, || {
         http_download(relay.http, &last.up.code.to_string())
     })?;
-    if http_sha1 != sha1_fast(&data) {
+    if http_sha1 != last.digest {
         return Err(io::Error::other("the HTTP download's SHA-1 differs"));
     }
     drop(relay);
@@ -264,7 +264,6 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
     let relay_up = median_by(&done, |r| floors.relay_upload_vs_floor(r));
     let relay_down = median_by(&done, |r| floors.relay_download_vs_floor(r));
     let instant = median_by(&done, |r| floors.instant_vs_sha1_pass(r));
-    let secs_at = |mib_per_sec: f64| len as f64 / MIB / mib_per_sec;
     let upload_rate = len as f64 / MIB / up.round.up_m.secs;
     let download_rate = len as f64 / MIB / down.round.down_m.secs;
     let http_rate = len as f64 / MIB / http_m.secs;
@@ -291,8 +290,8 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
             "upload_floor_cpu_secs": up_floor,
             "download_floor_cpu_secs": down_floor,
             "upload_ceiling_vs_sha1": ceiling(up_floor) / sha1_rate,
-            "relay_upload_floor_cpu_secs": secs_at(relay_up.round.beside_upload()) + floors.relay_up_rest,
-            "relay_upload_floor_sha1_secs": secs_at(relay_up.round.beside_upload()),
+            "relay_upload_floor_cpu_secs": floors.secs(relay_up.round.beside_upload()) + floors.relay_up_rest,
+            "relay_upload_floor_sha1_secs": floors.secs(relay_up.round.beside_upload()),
             "relay_download_floor_cpu_secs": floors.relay_down,
             "relay_upload_cpu_vs_floor": relay_up.value,
             "relay_upload_cpu_vs_floor_spread": relay_up.spread(),
@@ -309,8 +308,8 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
             "download_vs_best_sha1": download_rate / sha1_rate,
             "upload_vs_raw_tcp": upload_rate / raw.mib_per_sec,
             "download_vs_raw_tcp": download_rate / raw.mib_per_sec,
-            "announce_hash_secs": u.announce_hash_secs,
-            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (u.up_m.secs + u.announce_hash_secs),
+            "announce_hash_secs": floors.secs(u.sha1[0]),
+            "upload_with_announce_hash_mib_per_sec": len as f64 / MIB / (u.up_m.secs + floors.secs(u.sha1[0])),
             "upload": u.up_m.to_json(),
             "upload_client_blocked_writing_secs": u.up.blocked_writing.as_secs_f64(),
             "upload_client_waiting_for_relay_secs": u.up.waiting.as_secs_f64(),
@@ -331,7 +330,7 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
             // Issue 19's target: the hashing instant upload needs is the
             // client's proof pass, one SHA-1 over the file (the announce
             // hash is given, as a hash cache gives it).
-            "proof_hash_secs": secs_at(instant.round.beside_instant()),
+            "proof_hash_secs": floors.secs(instant.round.beside_instant()),
             "ratio_to_proof_hash": instant.value,
             "ratio_to_proof_hash_spread": instant.spread(),
             "ratio_to_best_proof_hash": instant.round.instant_m.secs / sha1_secs,

@@ -359,12 +359,12 @@ fn a_download_does_not_go_on_after_its_code_expired() {
     assert_eq!(summary.served, 100, "{summary:?}");
 }
 
-/// Found by the `relay_session` fuzzer (14 minutes into a run). Terminal 0 uploads
-/// 510 bytes of a 700-byte file (acknowledged). Terminal 1 resumes the
-/// token, and its session queues the plan "send from 510". Before terminal
-/// 1 reads it, terminal 0 reconnects and resumes, which takes the upload
-/// over, and sends data past the file's size, so the relay throws the
-/// file's bytes away. Terminal 1 then read a plan saying 510 bytes were
+/// Found by the `relay_session` fuzzer (14 minutes into a run). Terminal 0
+/// uploads 510 bytes of a 700-byte file (acknowledged). Terminal 1 resumes
+/// the token, and its session queues the plan "send from 510". Before
+/// terminal 1 reads it, terminal 0 reconnects and resumes, which takes the
+/// upload over, and sends data past the file's size, so the relay throws
+/// the file's bytes away. Terminal 1 then read a plan saying 510 bytes were
 /// durable when none were: its session rendered the upload as it last
 /// knew it.
 ///
