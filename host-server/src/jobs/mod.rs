@@ -39,6 +39,7 @@ mod announce;
 mod forwards;
 mod identity;
 mod notices;
+mod pieces;
 mod proof;
 mod read;
 mod receive;
@@ -53,6 +54,7 @@ pub(crate) use identity::{
     named_batch, within_quota, BindNames, Bound, FindNamed, LoggedIn, Login, NameChange, Reader,
 };
 pub(crate) use notices::{NoticeDone, NoticeWork, PushAnswer, PushWork};
+pub(crate) use pieces::{Piece, Pieces};
 pub(crate) use proof::{CheckProof, ExpectProof, Expected, Proved};
 pub(crate) use read::{BlobRead, ReadBlob};
 pub(crate) use receive::{

@@ -14,6 +14,7 @@
 use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::{ErrorCode, Sha1Digest};
 
+use super::pieces::Pieces;
 use super::{Held, LeaseLost, READ_CHUNK};
 use crate::store::{BatchId, BlobId, Content, FileRef, PartialId, Store, StoreError};
 
@@ -25,12 +26,12 @@ pub(crate) struct Write {
     pub(crate) epoch: u64,
     pub(crate) file: u16,
     pub(crate) partial: PartialId,
-    /// The file offset of `bufs[0][0]`.
+    /// The file offset of the first byte of `bufs`.
     pub(crate) offset: u64,
-    /// The file's bytes from `offset` on, one buffer after another: each is
-    /// written and then hashed before the next, so the hash reads what the
-    /// write just read.
-    pub(crate) bufs: Vec<Vec<u8>>,
+    /// The file's bytes from `offset` on, one piece after another, written
+    /// with one call; with a hasher, each is written and then hashed before
+    /// the next, so the hash reads what the write just read.
+    pub(crate) bufs: Pieces,
     /// The file's running SHA-1 and how many of its bytes it covers (at
     /// least `offset`, less than the end of `bufs`): the job hashes the
     /// bytes past it once they are written.
@@ -45,7 +46,7 @@ impl Write {
 
     /// The bytes the write carries.
     pub(crate) fn len(&self) -> usize {
-        self.bufs.iter().map(Vec::len).sum()
+        self.bufs.len()
     }
 }
 
@@ -58,8 +59,8 @@ pub(crate) struct Written {
     /// The bytes asked to be written: `offset..end`.
     pub(crate) offset: u64,
     pub(crate) end: u64,
-    /// The write's buffers, to be filled again.
-    pub(crate) bufs: Vec<Vec<u8>>,
+    /// The write's pieces: their copies' buffers are filled again.
+    pub(crate) bufs: Pieces,
     /// The hasher the write carried and how many of the file's bytes it
     /// covers now: `end` if every byte was written, less if a write failed.
     pub(crate) hasher: Option<(Box<RunningSha1>, u64)>,
@@ -73,6 +74,10 @@ pub(super) fn write(store: &dyn Store, w: Write) -> Written {
     let end = w.end();
     let mut hasher = w.hasher;
     let outcome = w.held.step(|| {
+        if hasher.is_none() {
+            let pieces: Vec<&[u8]> = w.bufs.iter().collect();
+            return store.write_partial_pieces(w.partial, w.offset, &pieces);
+        }
         let mut at = w.offset;
         for buf in w.bufs.iter().filter(|b| !b.is_empty()) {
             store.write_partial(w.partial, at, buf)?;

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use pickup_proto::{Instant, Sha1Digest};
 
+use bytes::Bytes;
+
+use super::pieces::Pieces;
 use super::receive::{write, Write};
 use super::Held;
 use crate::random::SeededRandom;
@@ -40,7 +43,7 @@ fn one_file(size: u64) -> (Arc<Relay>, Held, PartialId) {
     (relay, held, id)
 }
 
-/// Writes `data[offset..]` as `bufs` buffers of at most `chunk` bytes, with
+/// Writes `data[offset..]` as pieces of at most `chunk` bytes, with
 /// a hasher that already covers `data[..hashed]`; returns what the hasher
 /// then covers and its digest.
 fn write_hashing(data: &[u8], offset: usize, hashed: usize, chunk: usize) -> (u64, Sha1Digest) {
@@ -55,7 +58,19 @@ fn write_hashing(data: &[u8], offset: usize, hashed: usize, chunk: usize) -> (u6
             file: 0,
             partial,
             offset: offset as u64,
-            bufs: data[offset..].chunks(chunk).map(<[u8]>::to_vec).collect(),
+            bufs: {
+                // Copied and shared pieces in turn, as a stream switching
+                // between its read buffers and the decoder's gives them.
+                let mut bufs = Pieces::default();
+                for (i, piece) in data[offset..].chunks(chunk).enumerate() {
+                    if i % 2 == 0 {
+                        bufs.append(Pieces::copied(piece.to_vec()));
+                    } else {
+                        bufs.push_shared(Bytes::copy_from_slice(piece));
+                    }
+                }
+                bufs
+            },
             hasher: Some((hasher, hashed as u64)),
         },
     );

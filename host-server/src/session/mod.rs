@@ -46,6 +46,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pickup_proto::frame::{self, Dropped, Frame, Framing};
 use pickup_proto::message::{
     self, Kind, Message, ResumeToken, Role, CAP_INSTANT_UPLOAD, CAP_PAGE_LINK, CAP_RELAY_LIMITS,
@@ -317,6 +318,19 @@ impl Session {
 
     /// Handles one CRC-checked frame from the terminal.
     pub fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
+        self.take_frame(now, frame, None);
+    }
+
+    /// Handles one CRC-checked frame from the terminal that lies in
+    /// `backing`, a read buffer the driver gives up: a `Data` frame's bytes
+    /// are kept as a slice of it until they are written, not copied.
+    /// (A frame that does not lie in `backing` is copied as by
+    /// [`handle_frame`](Self::handle_frame).)
+    pub fn handle_frame_in(&mut self, now: Instant, frame: Frame<'_>, backing: &Bytes) {
+        self.take_frame(now, frame, Some(backing));
+    }
+
+    fn take_frame(&mut self, now: Instant, frame: Frame<'_>, backing: Option<&Bytes>) {
         self.clock = self.clock.max(now);
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
@@ -369,7 +383,7 @@ impl Session {
             Message::BatchOpen(b) => self.on_batch_open(b),
             Message::FileAnnounce(a) => self.on_file_announce(now, a),
             Message::Proof(p) => self.on_proof(p),
-            Message::Data(d) => self.on_data(now, d),
+            Message::Data(d) => self.on_data(now, d, backing),
             Message::Resume(r) => self.on_resume(now, r),
             Message::Join(j) => self.on_join(j),
             Message::FileAttrs(a) => self.on_file_attrs(a),

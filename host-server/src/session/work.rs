@@ -16,9 +16,9 @@ use std::collections::VecDeque;
 use pickup_proto::message::Kind;
 use pickup_proto::{ErrorCode, Instant};
 
-use super::upload::{Armed, Ctx, MAX_WRITE_BUFS};
+use super::upload::{Armed, Ctx, MAX_WRITE_LEN};
 use super::{Phase, Session, Upload};
-use crate::jobs::{Found, Job, JobDone, LeaseLost, Outcome, Work};
+use crate::jobs::{Found, Job, JobDone, LeaseLost, Outcome, Pieces, Work};
 use crate::relay::unix_secs;
 use crate::store::PartialId;
 
@@ -103,23 +103,23 @@ impl WorkQueue {
 
     /// Adds `bytes`, bytes of a file from `offset` on, to the write at the
     /// back of the queue if it is one of the same file (`epoch`, `file`,
-    /// `partial`) that ends at `offset` and takes more buffers; gives them
+    /// `partial`) that ends at `offset` and takes more bytes; gives them
     /// back otherwise.
     pub(super) fn append_write(
         &mut self,
         (epoch, file, partial): (u64, u16, PartialId),
         offset: u64,
-        bytes: Vec<u8>,
-    ) -> Result<(), Vec<u8>> {
+        bytes: Pieces,
+    ) -> Result<(), Pieces> {
         match self.queue.back_mut() {
             Some(Entry::Work(Work::Write(w)))
                 if w.epoch == epoch
                     && w.file == file
                     && w.partial == partial
                     && w.end() == offset
-                    && w.bufs.len() < MAX_WRITE_BUFS =>
+                    && w.len() < MAX_WRITE_LEN =>
             {
-                w.bufs.push(bytes);
+                w.bufs.append(bytes);
                 Ok(())
             }
             _ => Err(bytes),

@@ -470,6 +470,18 @@ pub trait Store: Mailbox + Forwards + Send + Sync {
 
     /// Writes bytes of a partial upload (not yet durable).
     fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()>;
+    /// Writes `pieces`, one after another, from `offset`: what
+    /// [`write_partial`](Self::write_partial) of each does, in one system
+    /// call where the backend has one (a write job's pieces are the frames
+    /// as they were read, 64 KiB each from the CLI).
+    fn write_partial_pieces(&self, id: PartialId, offset: u64, pieces: &[&[u8]]) -> Result<()> {
+        let mut at = offset;
+        for piece in pieces {
+            self.write_partial(id, at, piece)?;
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes the first `durable` bytes durable and records that offset,
     /// and with it `hashed`, the SHA-1 state of the first `hashed.len <=
     /// durable` bytes, if given (else the one recorded before stays: it

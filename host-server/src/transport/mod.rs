@@ -6,6 +6,7 @@
 use pickup_proto::Instant;
 
 pub mod counted;
+mod rx;
 pub mod serial;
 pub mod tcp;
 pub mod tls;

@@ -26,13 +26,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use pickup_proto::frame::{Decoder, Framing};
+use bytes::Bytes;
+use pickup_proto::frame::{length_prefixed, Decoder, Framing};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::counted::Counted;
+use super::rx::{self, Bulk};
 use super::Clock;
 use crate::jobs::JobDone;
 use crate::metrics::Transport;
@@ -82,13 +84,15 @@ pub async fn serve(
 
 type FrameDecoder = Decoder<Box<[u8]>>;
 
-/// The decoder, allocated only while a frame is partly read, and whether
-/// the terminal's frames have turned length-prefixed (which outlives the
-/// decoder).
+/// The decoder, allocated only while a frame is partly read; whether the
+/// terminal's frames have turned length-prefixed (which outlives the
+/// decoder); and the connection's own read buffers while frames stream in
+/// ([`Bulk`]).
 #[derive(Default)]
 struct Inbound {
     decoder: Option<FrameDecoder>,
     prefixed: bool,
+    bulk: Option<Bulk>,
 }
 
 enum ReadOutcome {
@@ -102,7 +106,19 @@ enum ReadOutcome {
 /// Feeds bytes to the session, while it asks for input, through a decoder
 /// allocated on demand and released between frames. Returns how many bytes
 /// at the end it did not take.
-fn feed(session: &mut Session, inbound: &mut Inbound, mut input: &[u8], clock: &Clock) -> usize {
+///
+/// Frames lie in `backing`, if given, which the session may keep slices
+/// of. With `whole_only`, a length-prefixed frame that `input` does not
+/// hold whole is not started: its bytes are left over, for a read to
+/// complete in place.
+fn feed(
+    session: &mut Session,
+    inbound: &mut Inbound,
+    mut input: &[u8],
+    backing: Option<&Bytes>,
+    whole_only: bool,
+    clock: &Clock,
+) -> usize {
     let now = clock.now();
     let max_frame = session.max_frame();
     let dec = inbound
@@ -115,9 +131,31 @@ fn feed(session: &mut Session, inbound: &mut Inbound, mut input: &[u8], clock: &
         // length-prefixed at its first marker (PROTOCOL.md §2.1).
         dec.switch_at_marker();
     }
+    // How many bytes of `input` to offer: found once the decoder is
+    // between frames, and good until `input` is used up.
+    let mut offer = (!whole_only).then_some(input.len());
     while session.wants_input() {
-        match dec.feed(&mut input) {
-            Some(Ok(frame)) => session.handle_frame(now, frame),
+        let prefixed = dec.framing() == Framing::LengthPrefixed && !dec.awaiting_marker();
+        if offer.is_none() && (!prefixed || !dec.in_frame()) {
+            offer = Some(if prefixed {
+                length_prefixed::whole_frames(input, max_frame)
+            } else {
+                input.len()
+            });
+        }
+        let mut part = &input[..offer.map_or(input.len(), |o| o.min(input.len()))];
+        let offered = part.len();
+        let found = dec.feed(&mut part);
+        let used = offered - part.len();
+        input = &input[used..];
+        if let Some(o) = offer.as_mut() {
+            *o -= used.min(*o);
+        }
+        match found {
+            Some(Ok(frame)) => match backing {
+                Some(b) => session.handle_frame_in(now, frame, b),
+                None => session.handle_frame(now, frame),
+            },
             Some(Err(dropped)) => session.handle_dropped(now, dropped),
             None => break,
         }
@@ -149,10 +187,23 @@ fn poll_read_buf<R: AsyncRead + Unpin>(
     })
 }
 
-/// Handles the `first` bytes a read left in [`READ_BUF`], then reads on
-/// while more has arrived, until the session has something to say, asks
-/// for no more input, or its job has finished (so its result goes out at
-/// once). Bytes read and not taken are kept in `unfed`.
+/// Reads once: into the connection's [`Bulk`] buffer while frames stream
+/// in, else into the worker thread's buffer ([`poll_read_buf`]).
+fn poll_read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    inbound: &mut Inbound,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    match inbound.bulk.as_mut() {
+        Some(bulk) => bulk.poll_read(reader, cx),
+        None => poll_read_buf(reader, cx),
+    }
+}
+
+/// Handles the `first` bytes a read brought, then reads on while more has
+/// arrived, until the session has something to say, asks for no more
+/// input, or its job has finished (so its result goes out at once). Bytes
+/// read and not taken are kept in `unfed`.
 ///
 /// The reads after the first poll with a no-op waker: they only take what
 /// is there already; the next `select!` poll registers the real waker.
@@ -161,7 +212,7 @@ fn read_burst<R: AsyncRead + Unpin>(
     first: usize,
     session: &mut Session,
     inbound: &mut Inbound,
-    unfed: &mut Vec<u8>,
+    unfed: &mut Bytes,
     clock: &Clock,
     jobs: &Jobs,
 ) -> ReadOutcome {
@@ -169,7 +220,7 @@ fn read_burst<R: AsyncRead + Unpin>(
     let mut n = first;
     for turn in 0..READS_PER_TURN {
         if turn > 0 {
-            match poll_read_buf(reader, &mut cx) {
+            match poll_read_into(reader, inbound, &mut cx) {
                 Poll::Ready(Ok(read)) => n = read,
                 Poll::Ready(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
                 Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
@@ -179,15 +230,77 @@ fn read_burst<R: AsyncRead + Unpin>(
         if n == 0 {
             return ReadOutcome::Eof;
         }
-        READ_BUF.with_borrow(|buf| {
-            let rest = feed(session, inbound, &buf[..n], clock);
-            unfed.extend_from_slice(&buf[n - rest..n]);
-        });
+        if inbound.bulk.is_some() {
+            feed_bulk(session, inbound, unfed, n, clock);
+        } else {
+            feed_read(session, inbound, unfed, n, clock);
+        }
         if !unfed.is_empty() || session.wants_transmit() || jobs.any_finished() {
             break;
         }
     }
     ReadOutcome::Drained
+}
+
+/// Feeds the `n` bytes a read left in [`READ_BUF`]. A large read of a
+/// length-prefixed stream switches the connection to a [`Bulk`] buffer,
+/// which the frame it read in part then starts.
+fn feed_read(
+    session: &mut Session,
+    inbound: &mut Inbound,
+    unfed: &mut Bytes,
+    n: usize,
+    clock: &Clock,
+) {
+    READ_BUF.with_borrow(|buf| {
+        let input = &buf[..n];
+        let streaming = inbound.prefixed && n >= rx::BULK_ENTER;
+        let rest = feed(session, inbound, input, None, streaming, clock);
+        let tail = &input[n - rest..];
+        if streaming && session.wants_input() && inbound.decoder.is_none() {
+            inbound.bulk = Some(Bulk::starting_with(tail));
+        } else if rest > 0 {
+            *unfed = Bytes::copy_from_slice(tail);
+        }
+    });
+}
+
+/// Feeds the whole frames in the [`Bulk`] buffer, which a read of `n`
+/// bytes just added to, as a buffer the session may keep slices of; the
+/// incomplete frame at the end stays for the next read to complete. A
+/// short read ends bulk reading: what was not fed moves to `unfed`.
+fn feed_bulk(
+    session: &mut Session,
+    inbound: &mut Inbound,
+    unfed: &mut Bytes,
+    n: usize,
+    clock: &Clock,
+) {
+    let Some(bulk) = inbound.bulk.as_mut() else {
+        return;
+    };
+    // A decoder that holds part of a frame (a frame dropped for its
+    // length is being skipped) takes what it needs of everything read.
+    let len = match inbound.decoder {
+        Some(_) => bulk.unread().len(),
+        None => length_prefixed::whole_frames(bulk.unread(), session.max_frame()),
+    };
+    let chunk = bulk.take(len);
+    let shared = bulk.shareable().then_some(&chunk);
+    let rest = feed(session, inbound, &chunk, shared, true, clock);
+    let Some(bulk) = inbound.bulk.as_mut() else {
+        return;
+    };
+    if rest > 0 && session.wants_input() {
+        // The decoder finished its frame, and the next is not whole.
+        bulk.put_back(&chunk[len - rest..]);
+    } else if rest > 0 {
+        *unfed = chunk.slice(len - rest..);
+    }
+    if n < rx::BULK_LEAVE && unfed.is_empty() {
+        *unfed = Bytes::copy_from_slice(bulk.unread());
+        inbound.bulk = None;
+    }
 }
 
 /// Encoded frames waiting for the socket: `buf[written..end]`. The buffer
@@ -336,7 +449,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
     };
     let mut inbound = Inbound::default();
     // Bytes read that the session did not take yet (it asked for no input).
-    let mut unfed: Vec<u8> = Vec::new();
+    let mut unfed = Bytes::new();
     let mut out = Outgoing::default();
     // Bytes handed to the stream may wait in it (TLS records), so a flush
     // follows the last write of a burst.
@@ -354,11 +467,12 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
         }
         jobs.start(&mut session);
         if !unfed.is_empty() && session.wants_input() {
-            let rest = feed(&mut session, &mut inbound, &unfed, &clock);
-            unfed.drain(..unfed.len() - rest);
-            if unfed.is_empty() {
-                unfed = Vec::new();
-            }
+            // Frames in `unfed` may be kept where they lie, unless the
+            // connection's bulk buffers are already kept to their bound.
+            let shared = inbound.bulk.as_mut().is_none_or(Bulk::shareable);
+            let backing = shared.then_some(&unfed);
+            let rest = feed(&mut session, &mut inbound, &unfed, backing, false, &clock);
+            unfed = unfed.slice(unfed.len() - rest..);
             continue;
         }
         if out.pending().is_empty() {
@@ -379,7 +493,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
             .map(|t| tokio::time::Instant::from_std(clock.deadline(t)));
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         tokio::select! {
-            read = std::future::poll_fn(|cx| poll_read_buf(&mut reader, cx)), if reading => {
+            read = std::future::poll_fn(|cx| poll_read_into(&mut reader, &mut inbound, cx)), if reading => {
                 let outcome = match read {
                     Ok(n) => read_burst(&mut reader, n, &mut session, &mut inbound, &mut unfed, &clock, &jobs),
                     Err(e) if e.kind() == ErrorKind::Interrupted => ReadOutcome::Drained,
@@ -457,3 +571,6 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
         writer.write(pending).await
     }
 }
+
+#[cfg(test)]
+mod bulk_tests;

@@ -32,6 +32,30 @@ pub const PREFIX_LEN: usize = 4;
 /// The largest raw frame the 3-byte length can describe.
 pub const MAX_RAW_LEN: usize = 0xff_ffff;
 
+/// How many leading bytes of `input` a [`Decoder`] between frames can be
+/// fed without holding part of a frame: the whole length-prefixed frames
+/// at its front, and everything if a frame that is not well-formed
+/// follows them (a wrong marker, or a length out of `OVERHEAD..=max_frame`:
+/// the decoder drops it, and says so).
+///
+/// For a driver that reads into buffers of its own: it feeds whole frames,
+/// which the decoder checks where they lie, and keeps the incomplete one
+/// at the end for the next read to complete in place.
+pub fn whole_frames(input: &[u8], max_frame: usize) -> usize {
+    let mut at = 0;
+    while let Some(head) = input.get(at..at + PREFIX_LEN) {
+        let want = u32::from_le_bytes([head[1], head[2], head[3], 0]) as usize;
+        if head[0] != MARKER || !(OVERHEAD..=max_frame).contains(&want) {
+            return input.len();
+        }
+        if input.len() - at - PREFIX_LEN < want {
+            break;
+        }
+        at += PREFIX_LEN + want;
+    }
+    at
+}
+
 /// Where a length-prefixed frame stands in a [`Decoder`].
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct State {

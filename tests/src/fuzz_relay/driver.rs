@@ -300,7 +300,7 @@ impl Fuzz {
             }
             term.wait_for_input(&self.relay, now);
             term.last_input = now;
-            term.session.handle_frame(now, f);
+            crate::sim::hand_frame(&mut term.session, now, f);
         }
     }
 

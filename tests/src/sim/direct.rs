@@ -63,7 +63,7 @@ impl Side {
     pub(super) fn feed(&mut self, now: Instant, mut wire: &[u8]) {
         while let Some(r) = self.decoder.feed(&mut wire) {
             match r {
-                Ok(f) => self.session.handle_frame(now, f),
+                Ok(f) => super::hand_frame(&mut self.session, now, f),
                 Err(why) => self.session.handle_dropped(now, why),
             }
         }

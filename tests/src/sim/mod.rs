@@ -82,6 +82,7 @@ use rng::SimRng;
 use traffic::Traffic;
 
 pub use batches::{batches_for, run_many, BatchSpec};
+pub(crate) use wire::hand_frame;
 use wire::{feed_relay, trace_client_frame, Ev, OwnedMsg, ToOwnedMsg};
 
 /// Seeds that once failed, run by every simulator test besides its range.

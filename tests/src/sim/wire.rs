@@ -1,6 +1,9 @@
 //! Frames as the checks see them: the relay's messages owned (the frame is
 //! gone by the time a check runs), tracing, and feeding a relay session.
 
+use bytes::Bytes;
+use pickup_proto::frame::Frame;
+
 use super::*;
 
 /// Traces what a terminal sends, but for its data.
@@ -32,13 +35,32 @@ pub(super) fn feed_relay(
     let mut input = &unfed[..];
     while relay.wants_input() {
         match decoder.feed(&mut input) {
-            Some(Ok(f)) => relay.handle_frame(now, f),
+            Some(Ok(f)) => hand_frame(relay, now, f),
             Some(Err(why)) => relay.handle_dropped(now, why),
             None => break,
         }
     }
     let taken = unfed.len() - input.len();
     unfed.drain(..taken);
+}
+
+/// Hands a frame to a relay session: half of them (by the parity of their
+/// length) in a buffer of their own that the session may keep slices of,
+/// as a TCP connection's bulk reads do, and the rest to be copied.
+pub(crate) fn hand_frame(relay: &mut Session, now: Instant, f: Frame<'_>) {
+    if f.body.len() % 2 == 0 {
+        let backing = Bytes::copy_from_slice(f.body);
+        relay.handle_frame_in(
+            now,
+            Frame {
+                body: &backing,
+                ..f
+            },
+            &backing,
+        );
+    } else {
+        relay.handle_frame(now, f);
+    }
 }
 
 /// An event of either client machine.

@@ -4,7 +4,6 @@
 //! taken, or by a write while the hasher catches up after a re-hash.
 
 use super::*;
-use crate::session::upload::MAX_WRITE_BUFS;
 
 /// A session whose driver runs syncs itself (as the TCP transport does),
 /// with a small window so a few KiB start a sync.
@@ -410,7 +409,9 @@ fn after_a_resume_the_writes_carry_the_hasher_until_it_catches_up() {
 /// The write a job carries: its offset, its buffers' lengths and its end.
 fn write_of(job: &Job) -> (u64, Vec<usize>, u64) {
     match &job.work {
-        crate::jobs::Work::Write(w) => (w.offset, w.bufs.iter().map(Vec::len).collect(), w.end()),
+        crate::jobs::Work::Write(w) => {
+            (w.offset, w.bufs.iter().map(<[u8]>::len).collect(), w.end())
+        }
         other => panic!("not a write: {other:?}"),
     }
 }
@@ -447,8 +448,8 @@ fn queued_buffers_of_a_file_join_one_write_until_it_is_full_or_a_sync_waits_for_
     let first = s.poll_job().expect("a write");
     assert_eq!(
         write_of(&first),
-        (0, vec![540_000; MAX_WRITE_BUFS], 4_320_000),
-        "eight buffers, then a write of its own"
+        (0, vec![540_000; 8], 4_320_000),
+        "eight buffers (past MAX_WRITE_LEN), then a write of its own"
     );
     assert_eq!(hasher_at(&first), None, "the session hashed the bytes");
     assert!(s.poll_job().is_none(), "one write at a time");

@@ -20,18 +20,19 @@ use pickup_proto::Duration;
 
 use super::file::{FileState, Hashing, Receiving, UpFile};
 use super::{failure_code, Ctx, Upload};
-use crate::jobs::{LeaseLost, Sync, Synced, Work, Write, Written};
+use crate::jobs::{LeaseLost, Pieces, Sync, Synced, Work, Write, Written};
 
 /// Bytes a write buffer holds at most (fewer when a sync is due).
 pub(super) const WRITE_CHUNK: usize = 512 * 1024;
 
-/// Buffers one write job takes at most: the file's buffers queued one after
-/// another join the write before them, so a session whose writes fall
-/// behind hands the blocking pool fewer, longer jobs. Each job is a round
-/// trip through the session (about 0.2 ms on the bench's machine, against
-/// 0.4 ms to write and hash 512 KiB) during which no write runs. Half of
-/// [`MAX_PENDING`], so the session keeps taking frames while one runs.
-pub(in crate::session) const MAX_WRITE_BUFS: usize = 8;
+/// Bytes past which a write job takes no more: the file's buffers queued
+/// one after another join the write before them until it holds this many,
+/// so a session whose writes fall behind hands the blocking pool fewer,
+/// longer jobs. Each job is a round trip through the session (about 0.2 ms
+/// on the bench's machine, against 0.4 ms to write and hash 512 KiB)
+/// during which no write runs. Half of [`MAX_PENDING`], so the session
+/// keeps taking frames while one runs.
+pub(in crate::session) const MAX_WRITE_LEN: usize = 8 * WRITE_CHUNK;
 
 /// Bytes taken and not yet written at which a session stops reading from
 /// its peer until a write finishes: enough for the writes to go on while
@@ -96,6 +97,18 @@ pub(super) fn buffer_for(spare: &mut Vec<Vec<u8>>, left: u64) -> Vec<u8> {
     Vec::with_capacity(cap)
 }
 
+/// Gives back bytes that are no longer wanted (written, or thrown away):
+/// they no longer count as `pending`, and the buffers they were copied
+/// into go to `spare`, to be filled again.
+pub(super) fn release(pending: &mut usize, spare: &mut Vec<Vec<u8>>, taken: &mut Pieces) {
+    *pending = pending.saturating_sub(taken.len());
+    for buf in taken.drain_buffers() {
+        if spare.len() < MAX_SPARE && buf.capacity() >= WRITE_CHUNK {
+            spare.push(buf);
+        }
+    }
+}
+
 impl Upload {
     /// Queues a write of file `index`'s buffer, and with `sync` wants a sync
     /// of everything received so far.
@@ -113,12 +126,12 @@ impl Upload {
                 r.midstate = hasher.midstate();
             }
         }
-        if r.buf.is_empty() {
+        if r.taken.is_empty() {
             return;
         }
         // The next bytes get a buffer when they arrive (`buffer_for`): a
         // file that receives nothing more holds none.
-        let bytes = core::mem::take(&mut r.buf);
+        let bytes = core::mem::take(&mut r.taken);
         let offset = r.received - bytes.len() as u64;
         // Bytes a sync waits for end their write, so the sync starts as
         // soon as they are written.
@@ -139,7 +152,7 @@ impl Upload {
             file: index as u16,
             partial: r.partial,
             offset,
-            bufs: vec![bytes],
+            bufs: bytes,
             // Given when the write is given out (`arm_write`).
             hasher: None,
         }));
@@ -269,10 +282,7 @@ impl Upload {
         if let Some((hasher, at)) = w.hasher.take() {
             self.hasher_home(w.file, w.partial, hasher, at);
         }
-        let bufs = core::mem::take(&mut w.bufs);
-        for buf in bufs {
-            self.release(buf);
-        }
+        release(&mut self.pending_bytes, &mut self.spare, &mut w.bufs);
         if w.result.is_err() {
             return w.result;
         }
@@ -292,8 +302,7 @@ impl Upload {
                     cx.out.error(failure_code(&e), Kind::Data);
                     // Take again from what is durable: forget what is
                     // buffered or queued for this file, and hash anew.
-                    self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
-                    r.buf.clear();
+                    release(&mut self.pending_bytes, &mut self.spare, &mut r.taken);
                     r.received = r.acked;
                     r.forget_midstate_past_received();
                     r.written = r.acked;

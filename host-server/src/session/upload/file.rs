@@ -13,6 +13,7 @@ use pickup_proto::hash::Nonce;
 use crate::running_sha1::{Midstate, RunningSha1};
 use pickup_proto::Sha1Digest;
 
+use crate::jobs::Pieces;
 use crate::store::{BlobId, PartialId};
 
 /// Where the SHA-1 of a receiving file's bytes is.
@@ -44,8 +45,8 @@ pub(super) struct Receiving {
     pub(super) sync_wanted: u64,
     /// The highest prefix a sync was given out for.
     pub(super) syncing_to: u64,
-    /// Bytes taken but not yet given to a write: `received - buf.len()..received`.
-    pub(super) buf: Vec<u8>,
+    /// Bytes taken but not yet given to a write: `received - taken.len()..received`.
+    pub(super) taken: Pieces,
     /// The SHA-1 of the bytes taken so far (hashed as they are taken, or
     /// by the writes while it catches up after a re-hash).
     pub(super) hash: Hashing,
@@ -73,7 +74,7 @@ impl Receiving {
             written: durable,
             sync_wanted: durable,
             syncing_to: durable,
-            buf: Vec::new(),
+            taken: Pieces::default(),
             hash: if durable == 0 {
                 Hashing::Home {
                     hasher: Box::default(),

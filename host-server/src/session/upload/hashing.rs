@@ -23,7 +23,7 @@ use crate::running_sha1::RunningSha1;
 use pickup_proto::message::Kind;
 use pickup_proto::ErrorCode;
 
-use super::durability::{MAX_SPARE, WRITE_CHUNK};
+use super::durability::release;
 use super::file::{FileState, Hashing, Receiving};
 use super::{Ctx, Reply, Upload};
 use crate::jobs::{Complete, HashPrefix, Hashed, Work, Write};
@@ -45,22 +45,12 @@ pub(super) fn rehash(cx: &mut Ctx<'_>, epoch: u64, index: usize, r: &mut Receivi
         epoch,
         file: index as u16,
         partial: r.partial,
-        len: r.received - r.buf.len() as u64,
+        len: r.received - r.taken.len() as u64,
     }));
     r.hash = Hashing::Rehashing;
 }
 
 impl Upload {
-    /// Gives back a buffer whose bytes are no longer wanted: they no longer
-    /// count as pending, and it may be filled again.
-    pub(super) fn release(&mut self, mut buf: Vec<u8>) {
-        self.pending_bytes = self.pending_bytes.saturating_sub(buf.len());
-        buf.clear();
-        if self.spare.len() < MAX_SPARE && buf.capacity() >= WRITE_CHUNK {
-            self.spare.push(buf);
-        }
-    }
-
     /// Gives a write that is being given out the file's hasher, if it is
     /// here and covers the bytes before the write's, or some of them.
     /// A hasher short of the write's first byte can no longer cover the
@@ -157,8 +147,10 @@ impl Upload {
 /// (until then, the writes that follow carry it).
 fn catch_up(r: &mut Receiving) {
     if let Hashing::Home { hasher, at } = &mut r.hash {
-        if !r.buf.is_empty() && *at == r.received - r.buf.len() as u64 {
-            hasher.update(&r.buf);
+        if !r.taken.is_empty() && *at == r.received - r.taken.len() as u64 {
+            for piece in r.taken.iter() {
+                hasher.update(piece);
+            }
             *at = r.received;
         }
     }
@@ -186,8 +178,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
                 );
                 // Continue from what is there; what was taken after it is
                 // no longer contiguous.
-                up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
-                r.buf.clear();
+                release(&mut up.pending_bytes, &mut up.spare, &mut r.taken);
                 r.midstate = hasher.midstate();
                 r.hash = Hashing::Home { hasher, at: found };
                 r.received = found;
@@ -209,8 +200,7 @@ pub(super) fn on_hashed(up: &mut Upload, cx: &mut Ctx<'_>, h: Hashed) {
             Err(e) => {
                 tracing::error!(file = index, "re-hashing failed: {e}");
                 cx.out.error(ErrorCode::Internal, Kind::Data);
-                up.pending_bytes = up.pending_bytes.saturating_sub(r.buf.len());
-                r.buf.clear();
+                release(&mut up.pending_bytes, &mut up.spare, &mut r.taken);
                 r.received = r.acked.min(h.len);
                 r.forget_midstate_past_received();
                 r.written = r.written.min(r.received);

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pickup_proto::message::{Data, Kind, Plan, Proof, ResumeToken};
 use pickup_proto::{Code, Duration, ErrorCode, Instant};
 
@@ -23,18 +24,18 @@ use super::outbox::Outbox;
 use super::work::WorkQueue;
 use super::Session;
 use crate::jobs::{
-    Announced, BindNames, Complete, Completed, Held, LeaseLost, Outcome, Reset, ResetDone, Verdict,
-    Work,
+    Announced, BindNames, Complete, Completed, Held, LeaseLost, Outcome, Piece, Reset, ResetDone,
+    Verdict, Work,
 };
 use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Lease, Relay};
 use crate::store::{BatchId, BlobId, FileContent, FileRef, StoreError};
 
-use durability::{buffer_for, ACK_AGE_MAX};
+use durability::{buffer_for, release, ACK_AGE_MAX};
 use file::{FileState, Hashing, Receiving, UpFile};
 
 pub(super) use announce::Announcing;
-pub(super) use durability::{MAX_PENDING, MAX_WRITE_BUFS};
+pub(super) use durability::{MAX_PENDING, MAX_WRITE_LEN};
 pub(super) use hashing::Armed;
 pub(super) use reply::Reply;
 
@@ -247,7 +248,9 @@ impl Upload {
         })
     }
 
-    fn on_data(&mut self, cx: &mut Ctx<'_>, now: Instant, d: Data<'_>) {
+    /// Takes a `Data` frame's bytes; `backing`, if given, is the read
+    /// buffer the frame lies in, which the bytes may share (`Pieces`).
+    fn on_data(&mut self, cx: &mut Ctx<'_>, now: Instant, d: Data<'_>, backing: Option<&Bytes>) {
         let index = usize::from(d.file);
         let Some(f) = self.files.get_mut(index) else {
             return cx.out.error(ErrorCode::OutOfRange, Kind::Data);
@@ -284,12 +287,21 @@ impl Upload {
         if matches!(r.hash, Hashing::Unknown) {
             hashing::rehash(cx, self.epoch, index, r);
         }
-        if r.buf.capacity() == 0 {
-            let left = size - r.received;
-            let spare = &mut self.spare;
-            r.buf = buffer_for(spare, left);
+        match backing.and_then(|b| Piece::share(b, bytes)) {
+            Some(shared) => r.taken.push_shared(shared),
+            None => {
+                let (left, first) = (size - r.received, r.taken.is_empty());
+                let spare = &mut self.spare;
+                r.taken.push_copy(bytes, |need| {
+                    if first {
+                        buffer_for(spare, left)
+                    } else {
+                        // Between shared pieces: no more than is needed.
+                        Vec::with_capacity(need)
+                    }
+                });
+            }
         }
-        r.buf.extend_from_slice(bytes);
         // Hashed now, while they are in the cache from the socket: the
         // writes then only write (`hashing`).
         if let Hashing::Home { hasher, at } = &mut r.hash {
@@ -301,7 +313,7 @@ impl Upload {
         r.received += bytes.len() as u64;
         r.rewound_at = None;
         self.pending_bytes += bytes.len();
-        let (received, full) = (r.received, r.buf.len() >= durability::WRITE_CHUNK);
+        let (received, full) = (r.received, r.taken.len() >= durability::WRITE_CHUNK);
         self.last_data = Some(now);
         let overdue = now >= *self.unsynced_since.get_or_insert(now) + ACK_AGE_MAX;
         if received == size {
@@ -369,8 +381,7 @@ impl Upload {
             return;
         };
         // Bytes about to go need no writing.
-        self.pending_bytes = self.pending_bytes.saturating_sub(r.buf.len());
-        r.buf.clear();
+        release(&mut self.pending_bytes, &mut self.spare, &mut r.taken);
         let partial = r.partial;
         let file = index as u16;
         self.pending_bytes = self
@@ -608,7 +619,7 @@ impl Session {
         });
     }
 
-    pub(super) fn on_data(&mut self, now: Instant, d: Data<'_>) {
+    pub(super) fn on_data(&mut self, now: Instant, d: Data<'_>, backing: Option<&Bytes>) {
         let Some(up) = self.upload.as_deref() else {
             return self.out.error(ErrorCode::UnexpectedMessage, Kind::Data);
         };
@@ -636,7 +647,7 @@ impl Session {
             }
         }
         self.with_upload(|up, cx| {
-            up.on_data(cx, now, d);
+            up.on_data(cx, now, d, backing);
             Ok(())
         });
     }

@@ -26,7 +26,7 @@ mod private;
 mod recovery;
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -88,6 +88,39 @@ impl Contents {
     pub(crate) fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
         let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
         h.file.write_all_at(data, offset)?;
+        Ok(())
+    }
+
+    /// Writes `pieces` of a partial upload one after another from
+    /// `offset`, with one `pwritev` for as many as it takes.
+    pub(crate) fn write_partial_pieces(
+        &self,
+        id: PartialId,
+        offset: u64,
+        pieces: &[&[u8]],
+    ) -> Result<()> {
+        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
+        let mut at = offset;
+        // Linux takes at most 1,024 buffers a call (IOV_MAX).
+        for group in pieces.chunks(256) {
+            let mut slices: Vec<IoSlice<'_>> = group
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| IoSlice::new(p))
+                .collect();
+            let mut left = &mut slices[..];
+            while !left.is_empty() {
+                match rustix::io::pwritev(&h.file, left, at) {
+                    Ok(0) => return Err(std::io::Error::from(ErrorKind::WriteZero).into()),
+                    Ok(n) => {
+                        at += n as u64;
+                        IoSlice::advance_slices(&mut left, n);
+                    }
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(std::io::Error::from(e).into()),
+                }
+            }
+        }
         Ok(())
     }
 

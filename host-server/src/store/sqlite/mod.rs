@@ -330,6 +330,10 @@ impl Store for SqliteStore {
         self.files.write_partial(id, offset, data)
     }
 
+    fn write_partial_pieces(&self, id: PartialId, offset: u64, pieces: &[&[u8]]) -> Result<()> {
+        self.files.write_partial_pieces(id, offset, pieces)
+    }
+
     fn sync_partial(&self, id: PartialId, durable: u64, hashed: Option<&Midstate>) -> Result<()> {
         self.files.sync_partial(id)?;
         if hashed.is_some_and(|h| h.len > durable) {

@@ -3,7 +3,7 @@
 
 use super::super::tests::{assert_every_split_gives, drain};
 use super::super::*;
-use super::PREFIX_LEN;
+use super::{whole_frames, PREFIX_LEN};
 use std::vec::Vec;
 
 const PREFIXED: Framing = Framing::LengthPrefixed;
@@ -140,6 +140,60 @@ fn a_frame_fed_whole_is_viewed_where_it_lies_and_a_split_one_is_gathered() {
     assert_eq!(frame.body, &[7u8; 1000][..]);
     assert!(!within(frame.body, tail), "a split frame is gathered");
     assert_eq!(dec.stats().frames, 2);
+}
+
+#[test]
+fn whole_frames_ends_at_the_last_whole_frame_of_any_cut() {
+    let frames = [
+        encode_vec(1, &[1u8; 300]),
+        encode_vec(2, b""),
+        encode_vec(3, &[3u8; 70]),
+    ];
+    let wire = frames.concat();
+    let ends: Vec<usize> = frames
+        .iter()
+        .scan(0, |end, f| {
+            *end += f.len();
+            Some(*end)
+        })
+        .collect();
+    for cut in 0..=wire.len() {
+        let whole = whole_frames(&wire[..cut], 512);
+        let expected = ends
+            .iter()
+            .copied()
+            .filter(|&e| e <= cut)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(whole, expected, "cut at {cut}");
+        // Fed that much, a decoder sees every frame where it lies and
+        // holds nothing.
+        let mut dec = decoder(512);
+        let mut input = &wire[..whole];
+        let mut seen = 0;
+        while let Some(found) = dec.feed(&mut input) {
+            let frame = found.unwrap();
+            assert!(wire.as_ptr_range().contains(&frame.body.as_ptr()) || frame.body.is_empty());
+            seen += 1;
+        }
+        assert_eq!(seen, ends.iter().filter(|&&e| e <= cut).count());
+        assert!(!dec.in_frame(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn whole_frames_gives_a_malformed_frame_to_the_decoder() {
+    let good = encode_vec(1, b"ok");
+    let mut wrong_marker = good.clone();
+    wrong_marker.extend_from_slice(&[0x07, 0x10, 0x00, 0x00]);
+    assert_eq!(whole_frames(&wrong_marker, 512), wrong_marker.len());
+    let too_short = [good.clone(), hex("00050000")].concat();
+    assert_eq!(whole_frames(&too_short, 512), too_short.len());
+    let oversize = [good.clone(), encode_vec(2, &[0u8; 600])[..20].to_vec()].concat();
+    assert_eq!(whole_frames(&oversize, 512), oversize.len());
+    // A prefix not yet whole is not judged.
+    let short_prefix = [good.clone(), std::vec![0x00, 0x10]].concat();
+    assert_eq!(whole_frames(&short_prefix, 512), good.len());
 }
 
 #[test]
