@@ -7,7 +7,10 @@
 //! arrive. The read buffer is one per worker thread (bytes are fed to the
 //! decoder before the next `await`), the 64 KiB decoder buffer exists only
 //! while a frame is partly received, and the write buffer only while
-//! something waits to be sent.
+//! something waits to be sent. A connection that streams length-prefixed
+//! frames in large reads reads into buffers of its own instead
+//! (`transport::rx`), so the session can keep its data frames' bytes where
+//! they were read until they are written.
 //!
 //! The session's jobs (writes that hash what they write, syncs, lookups,
 //! verdicts, blob reads; see [`crate::jobs`]) run on tokio's blocking pool,
@@ -235,7 +238,11 @@ fn read_burst<R: AsyncRead + Unpin>(
         } else {
             feed_read(session, inbound, unfed, n, clock);
         }
-        if !unfed.is_empty() || session.wants_transmit() || jobs.any_finished() {
+        if !unfed.is_empty()
+            || !session.wants_input()
+            || session.wants_transmit()
+            || jobs.any_finished()
+        {
             break;
         }
     }

@@ -7,8 +7,9 @@
 //! cadence is stated once, in PROTOCOL.md §5.4 ("When the relay
 //! acknowledges"); the constants below implement it.
 //!
-//! Received bytes collect in the file's buffer and go to the store as write
-//! jobs of up to [`WRITE_CHUNK`] bytes, in order. A sync is wanted up to an
+//! Received bytes collect in the file's pieces (copied, or kept where the
+//! connection read them: `jobs::Pieces`) and go to the store as write jobs
+//! of about [`WRITE_CHUNK`] bytes, in order. A sync is wanted up to an
 //! offset; it is given out, beside the ordered work, once the writes before
 //! that offset have finished, so the disk flushes while later bytes are
 //! written (one sync per session at a time). The session hashes bytes as
