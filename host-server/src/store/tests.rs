@@ -114,10 +114,14 @@ fn contract<S: Store>(mut store: S, crash: impl Fn(S) -> S) {
     assert_eq!(store.read_partial(p, 0, &mut buf).unwrap(), 3);
     assert_eq!(&buf[..3], b"abc");
 
-    // Reset throws everything away.
+    // Reset throws everything away. Pieces are written one after another
+    // (an empty one is nothing).
     store.reset_partial(p).unwrap();
     assert_eq!(store.read_partial(p, 0, &mut buf).unwrap(), 0);
-    store.write_partial(p, 0, b"abcdef").unwrap();
+    store
+        .write_partial_pieces(p, 0, &[b"ab", b"", b"cde"])
+        .unwrap();
+    store.write_partial_pieces(p, 5, &[b"f"]).unwrap();
     let blob_a = store
         .complete_file(
             FileRef {
