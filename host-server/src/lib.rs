@@ -75,5 +75,5 @@ pub mod transport;
 pub use config::Config;
 pub use jobs::{Job, JobDone};
 pub use relay::Relay;
-pub use session::Session;
+pub use session::{Session, Transmit};
 pub use settings::{Link, Settings};

@@ -139,6 +139,22 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
 
+/// The CRC-32C of bytes that follow bytes whose CRC-32C is `crc`.
+#[cfg(all(any(test, feature = "length-prefixed"), not(feature = "fast-crc")))]
+fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    // The register is the CRC before its final xor (CRC-32C's `xorout`
+    // is all ones); the digest reflects the initial value it is given.
+    let mut digest = CASTAGNOLI.digest_with_initial((crc ^ !0).reverse_bits());
+    digest.update(data);
+    digest.finalize()
+}
+
+/// The CRC-32C of bytes that follow bytes whose CRC-32C is `crc`.
+#[cfg(all(any(test, feature = "length-prefixed"), feature = "fast-crc"))]
+fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, data)
+}
+
 /// A decoded, CRC-checked frame: a view into the decoder's buffer, or
 /// into the input it was fed (see [`Decoder::feed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

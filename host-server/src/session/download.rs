@@ -9,13 +9,18 @@
 //! limiter all the same, so a limited guesser learns nothing from it).
 //! A stream's bytes are read ahead of its frames by jobs, at most
 //! [`READ_AHEAD`] bytes at a time, whatever credit the terminal grants.
+//! On a length-prefixed link the driver may take each `Data` frame as a
+//! [`Transmit::Split`]: its payload a slice of the read-ahead buffer, so
+//! the bytes go from there to the socket with no copy into a frame.
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+use pickup_proto::frame::Framing;
 use pickup_proto::message::{self, Ack, Fetch, Kind, Read};
 use pickup_proto::{Code, ErrorCode, Instant};
 
-use super::{Out, Session};
+use super::{Out, Session, Transmit};
 use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, Work};
 use crate::metrics::Lookup;
 use crate::relay::unix_secs;
@@ -24,6 +29,11 @@ use crate::store::{Batch, BatchId, BlobId, FileContent, StoreError};
 /// Bytes of a stream read ahead of its frames (per read job, and at most
 /// this much waits in memory per stream beyond the chunk being sent).
 const READ_AHEAD: usize = 1024 * 1024;
+
+/// Sent read-ahead buffers kept to read into again once the driver has
+/// written their last split frame (a buffer read into again costs no
+/// zeroing; see `jobs::read`).
+const RETIRED: usize = 2;
 
 /// A download stream: `Data` frames of one blob from `next` up to the credit.
 #[derive(Debug)]
@@ -41,13 +51,14 @@ pub(super) struct Stream {
     /// progress on a delivery is recorded against.
     pub(super) batch: Option<BatchId>,
     /// Bytes read ahead, in order from `next`: (offset, bytes).
-    chunks: VecDeque<(u64, Vec<u8>)>,
+    chunks: VecDeque<(u64, Bytes)>,
     /// The end of what is read or being read.
     read_end: u64,
     /// A read job is queued or running.
     reading: bool,
-    /// A sent chunk's buffer, to read into again.
-    spare: Vec<u8>,
+    /// Sent chunks, oldest first: read into again once nothing else
+    /// holds them (split frames the driver has not written yet may).
+    retired: VecDeque<Bytes>,
 }
 
 impl Stream {
@@ -191,7 +202,7 @@ impl Session {
             chunks: VecDeque::new(),
             read_end: r.offset,
             reading: false,
-            spare: Vec::new(),
+            retired: VecDeque::new(),
         });
         self.read_ahead();
     }
@@ -226,12 +237,13 @@ impl Session {
             .unwrap_or(usize::MAX)
             .min(READ_AHEAD);
         s.reading = true;
+        let buf = s.reclaim();
         self.work.push(Work::ReadBlob(ReadBlob {
             stream: s.id,
             blob: s.blob,
             offset: s.read_end,
             len,
-            buf: core::mem::take(&mut s.spare),
+            buf,
         }));
         s.read_end += len as u64;
     }
@@ -255,13 +267,15 @@ impl Session {
             return self.out.error(code, Kind::Read);
         }
         if !read.bytes.is_empty() {
-            s.chunks.push_back((read.offset, read.bytes));
+            s.chunks.push_back((read.offset, Bytes::from(read.bytes)));
         }
         self.read_ahead();
     }
 
-    /// The next `Data` frame of the stream, from the bytes read ahead.
-    pub(super) fn poll_data(&mut self, out: &mut [u8]) -> Option<usize> {
+    /// The next `Data` frame of the stream, from the bytes read ahead:
+    /// encoded into `out` whole, or, with `split` on a length-prefixed
+    /// link, as a head in `out` around a slice of the read-ahead buffer.
+    pub(super) fn poll_data(&mut self, out: &mut [u8], split: bool) -> Option<Transmit> {
         let format = self.format();
         let s = self.stream.as_mut()?;
         let end = s.credit_end.min(s.size);
@@ -274,7 +288,7 @@ impl Session {
             // serve until the sweeper takes the blob.
             self.stream = None;
             self.out.error(ErrorCode::Expired, Kind::Read);
-            return self.poll_transmit(out);
+            return self.transmit(out, split);
         }
         let (at, chunk) = s.chunks.front()?;
         let from = usize::try_from(s.next - at).ok()?;
@@ -282,36 +296,79 @@ impl Session {
         let want = usize::try_from(end - s.next)
             .unwrap_or(usize::MAX)
             .min(avail.len());
-        let mut sent = 0;
-        let encoded = message::encode_data_with(s.file, s.next, want, format, out, |room| {
-            room.copy_from_slice(&avail[..room.len()]);
-            sent = room.len();
-            Some(sent)
-        });
+        let encoded = if split && format.framing == Framing::LengthPrefixed {
+            message::encode_data_split(s.file, s.next, &avail[..want], format.max_frame, out).map(
+                |f| {
+                    let payload = chunk.slice(from..from + f.payload_len);
+                    let frame = Transmit::Split {
+                        head_len: f.head_len,
+                        payload,
+                        trailer: f.trailer,
+                    };
+                    (f.payload_len, frame)
+                },
+            )
+        } else {
+            let mut sent = 0;
+            message::encode_data_with(s.file, s.next, want, format, out, |room| {
+                room.copy_from_slice(&avail[..room.len()]);
+                sent = room.len();
+                Some(sent)
+            })
+            .map(|n| (sent, Transmit::Whole(n)))
+        };
         match encoded {
-            Ok(n) => {
+            Ok((sent, frame)) => {
+                let chunk_done = from + sent == chunk.len();
                 s.next += sent as u64;
                 let progress = s.batch.map(|b| (b, s.file, s.next));
                 if s.next == s.size {
                     self.relay.metrics().file_downloaded();
                 }
-                if from + sent == chunk.len() {
-                    if let Some((_, buf)) = s.chunks.pop_front() {
-                        s.spare = buf;
-                    }
+                if chunk_done {
+                    s.retire_front();
                 }
                 if let Some((batch, file, end)) = progress {
                     self.note_progress(batch, file, end);
                 }
                 self.read_ahead();
-                Some(n)
+                Some(frame)
             }
             Err(_) => {
                 self.stream = None;
                 self.out.error(ErrorCode::Internal, Kind::Read);
-                self.poll_transmit(out)
+                self.transmit(out, split)
             }
         }
+    }
+}
+
+impl Stream {
+    /// The front chunk is sent: keep its buffer to read into again.
+    fn retire_front(&mut self) {
+        if let Some((_, buf)) = self.chunks.pop_front() {
+            if self.retired.len() == RETIRED {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(buf);
+        }
+    }
+
+    /// A retired buffer nothing else holds any more, to read into again;
+    /// an empty one (the read job allocates) if every one is still held.
+    fn reclaim(&mut self) -> Vec<u8> {
+        for _ in 0..self.retired.len() {
+            let Some(buf) = self.retired.pop_front() else {
+                break;
+            };
+            match buf.try_into_mut() {
+                // A chunk is never split off: its bytes begin where its
+                // allocation does, and all its room comes back.
+                Ok(buf) => return Vec::from(buf),
+                Err(held) => self.retired.push_back(held),
+            }
+        }
+        Vec::new()
     }
 }
 

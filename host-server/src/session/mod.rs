@@ -614,23 +614,74 @@ impl Session {
     /// its length, or `None` when there is nothing to send now.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<usize> {
-        let n = self.next_frame(out);
-        if n.is_some() {
-            self.last_said = self.clock;
-        }
-        n
+        self.transmit(out, false)?.assemble(out)
     }
 
-    fn next_frame(&mut self, out: &mut [u8]) -> Option<usize> {
+    /// As [`poll_transmit`](Self::poll_transmit), but on a length-prefixed
+    /// link a `Data` frame comes as a [`Transmit::Split`] whose payload is
+    /// a slice of the buffer the file was read into: a driver that writes
+    /// it with one vectored write copies no download byte itself.
+    #[must_use]
+    pub fn poll_transmit_split(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        self.transmit(out, true)
+    }
+
+    fn transmit(&mut self, out: &mut [u8], split: bool) -> Option<Transmit> {
+        let t = self.next_frame(out, split);
+        if t.is_some() {
+            self.last_said = self.clock;
+        }
+        t
+    }
+
+    fn next_frame(&mut self, out: &mut [u8], split: bool) -> Option<Transmit> {
         self.notice_taken_over();
         while let Some(item) = self.out.pop() {
             if let Some(n) = self.render(item, out) {
-                return Some(n);
+                return Some(Transmit::Whole(n));
             }
         }
         if self.phase == Phase::Open {
-            return self.poll_data(out);
+            return self.poll_data(out, split);
         }
         None
+    }
+}
+
+/// A frame [`Session::poll_transmit_split`] gives out.
+#[derive(Debug)]
+pub enum Transmit {
+    /// A whole frame: `out[..n]`.
+    Whole(usize),
+    /// A `Data` frame whose payload stays where the file was read into:
+    /// on the wire it is `out[..head_len]`, `payload`, then `trailer`.
+    Split {
+        /// Bytes of `out` before the payload.
+        head_len: usize,
+        /// The frame's payload.
+        payload: Bytes,
+        /// The bytes after the payload (the frame's CRC).
+        trailer: [u8; frame::CRC_LEN],
+    },
+}
+
+impl Transmit {
+    /// The whole frame in `out` (a split frame's payload and trailer copied
+    /// after its head), returning its length; `None` if it does not fit.
+    pub fn assemble(self, out: &mut [u8]) -> Option<usize> {
+        match self {
+            Transmit::Whole(n) => Some(n),
+            Transmit::Split {
+                head_len,
+                payload,
+                trailer,
+            } => {
+                let end = head_len + payload.len();
+                out.get_mut(head_len..end)?.copy_from_slice(&payload);
+                out.get_mut(end..end + trailer.len())?
+                    .copy_from_slice(&trailer);
+                Some(end + trailer.len())
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ mod rx;
 pub mod serial;
 pub mod tcp;
 pub mod tls;
+mod tx;
 
 #[cfg(test)]
 mod framing_tests;

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use super::counted::Counted;
 use super::rx::{self, Bulk};
+use super::tx::{self, Outgoing};
 use super::Clock;
 use crate::jobs::JobDone;
 use crate::metrics::Transport;
@@ -49,8 +50,6 @@ use crate::settings::Link;
 /// Bytes read per `read` call (one buffer per worker thread, not per
 /// connection).
 const READ_CHUNK: usize = 256 * 1024;
-/// Encoded frames buffered before the connection waits for the socket.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Read calls per wake-up before pending writes get their turn.
 const READS_PER_TURN: usize = 4;
 
@@ -310,41 +309,6 @@ fn feed_bulk(
     }
 }
 
-/// Encoded frames waiting for the socket: `buf[written..end]`. The buffer
-/// keeps its length while frames flow (the bytes past `end` are scratch
-/// the next frame is encoded over), so a frame of a few hundred bytes does
-/// not cost zeroing the frame-sized room it is encoded into.
-#[derive(Default)]
-struct Outgoing {
-    buf: Vec<u8>,
-    end: usize,
-    written: usize,
-}
-
-impl Outgoing {
-    /// Bytes encoded and not yet written to the socket.
-    fn pending(&self) -> &[u8] {
-        &self.buf[self.written..self.end]
-    }
-
-    /// Encodes frames until [`WRITE_HIGH_WATER`] bytes wait or the session
-    /// has nothing more to say (call it once everything was written).
-    fn fill(&mut self, session: &mut Session) {
-        self.end = 0;
-        self.written = 0;
-        while self.end < WRITE_HIGH_WATER && session.wants_transmit() {
-            let room = self.end + session.transmit_buffer_len();
-            if self.buf.len() < room {
-                self.buf.resize(room, 0);
-            }
-            match session.poll_transmit(&mut self.buf[self.end..room]) {
-                Some(n) => self.end += n,
-                None => break,
-            }
-        }
-    }
-}
-
 /// The session's running jobs (at most two: its ordered work, and a sync
 /// beside it): their results are handed over as they come in, and the
 /// next ones started.
@@ -458,6 +422,9 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
     // Bytes read that the session did not take yet (it asked for no input).
     let mut unfed = Bytes::new();
     let mut out = Outgoing::default();
+    // Download payloads go from the read-ahead buffers to the socket in
+    // vectored writes where the stream takes them whole (TCP, TLS).
+    let split = writer.is_write_vectored();
     // Bytes handed to the stream may wait in it (TLS records), so a flush
     // follows the last write of a burst.
     let mut unflushed = false;
@@ -482,11 +449,11 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
             unfed = unfed.slice(unfed.len() - rest..);
             continue;
         }
-        if out.pending().is_empty() {
+        if out.is_empty() {
             if session.wants_transmit() {
-                out.fill(&mut session);
+                out.fill(&mut session, split);
             }
-            if out.pending().is_empty() && !unflushed {
+            if out.is_empty() && !unflushed {
                 if session.is_closed() {
                     break;
                 }
@@ -520,15 +487,15 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
                     }
                 }
             }
-            written = write_or_flush(&mut writer, out.pending()), if !out.pending().is_empty() || unflushed => {
+            written = tx::write_or_flush(&mut writer, &out), if !out.is_empty() || unflushed => {
                 match written {
-                    Ok(0) if !out.pending().is_empty() => {
+                    Ok(0) if !out.is_empty() => {
                         tracing::debug!(session = id, "write failed: the stream takes no more bytes");
                         session.handle_disconnected(clock.now());
                         break;
                     }
                     Ok(n) => {
-                        out.written += n;
+                        out.advance(n);
                         unflushed = n > 0;
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -563,20 +530,6 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Send + Unpin>(
     // A clean end for TLS (close_notify); bounded, the peer may be gone.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.shutdown()).await;
     tracing::debug!(session = id, "closed");
-}
-
-/// Writes what is pending, or, with nothing pending, flushes what the
-/// stream holds; `Ok(0)` after a flush. Both are cancel-safe, as `select!`
-/// needs: a write that did not complete took nothing.
-async fn write_or_flush<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    pending: &[u8],
-) -> std::io::Result<usize> {
-    if pending.is_empty() {
-        writer.flush().await.map(|()| 0)
-    } else {
-        writer.write(pending).await
-    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! decoder reports [`Dropped::WrongFraming`] once and drops (counting the
 //! bytes) the rest of the stream until [`Decoder::reset`].
 
-use super::{Decoder, Dropped, OVERHEAD};
+use super::{crc32c_append, Decoder, Dropped, EncodeError, CRC_LEN, HEADER_LEN, OVERHEAD};
 
 /// The byte every length-prefixed frame starts with.
 pub const MARKER: u8 = 0x00;
@@ -54,6 +54,55 @@ pub fn whole_frames(input: &[u8], max_frame: usize) -> usize {
         at += PREFIX_LEN + want;
     }
     at
+}
+
+/// A frame [`encode_split`] laid out around a payload that stays where it
+/// lies: on the wire it is `head[..head_len]`, then the first
+/// `payload_len` bytes of the payload, then `trailer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitFrame {
+    /// Bytes of `head` written: the prefix, the header and the body's
+    /// bytes before the payload.
+    pub head_len: usize,
+    /// Bytes of the payload the frame carries (as many as fit the frame).
+    pub payload_len: usize,
+    /// The frame's CRC-32C, which follows the payload.
+    pub trailer: [u8; CRC_LEN],
+}
+
+/// Encodes a frame whose body is a short part that `write_body_head`
+/// writes, then as much of `payload` as fits a raw frame of `max_frame`
+/// bytes, without copying the payload: a sender hands the three parts of
+/// the [`SplitFrame`] to one vectored write. The bytes are those
+/// [`encode_with`](super::encode_with) gives for the same body. `head`
+/// needs room for the prefix, the header and the body's head.
+pub fn encode_split(
+    version: u8,
+    kind: u8,
+    max_frame: usize,
+    head: &mut [u8],
+    write_body_head: impl FnOnce(&mut [u8]) -> Option<usize>,
+    payload: &[u8],
+) -> Result<SplitFrame, EncodeError> {
+    let raw_cap = max_frame.min(MAX_RAW_LEN);
+    let body = head
+        .get_mut(PREFIX_LEN + HEADER_LEN..)
+        .ok_or(EncodeError::TooLarge)?;
+    let body_head = write_body_head(body).ok_or(EncodeError::TooLarge)?;
+    let room = raw_cap
+        .checked_sub(OVERHEAD + body_head)
+        .ok_or(EncodeError::TooLarge)?;
+    let payload = &payload[..payload.len().min(room)];
+    let head_len = PREFIX_LEN + HEADER_LEN + body_head;
+    head[PREFIX_LEN] = version;
+    head[PREFIX_LEN + 1] = kind;
+    let crc = crc32c_append(super::crc32c(&head[PREFIX_LEN..head_len]), payload);
+    write_prefix(head, HEADER_LEN + body_head + payload.len() + CRC_LEN);
+    Ok(SplitFrame {
+        head_len,
+        payload_len: payload.len(),
+        trailer: crc.to_le_bytes(),
+    })
 }
 
 /// Where a length-prefixed frame stands in a [`Decoder`].

@@ -250,3 +250,14 @@ fn encode_refuses_what_does_not_fit() {
         Err(EncodeError::TooLarge)
     );
 }
+
+/// The CRC of two parts, the second appended to the first's, is the CRC of
+/// both at once (split frames are sealed this way).
+#[test]
+fn crc_appended_across_parts_is_the_crc_of_the_whole() {
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 + 1) as u8).collect();
+    for cut in [0, 1, 7, 8, 500, 999, 1000] {
+        let (a, b) = data.split_at(cut);
+        assert_eq!(crc32c_append(crc32c(a), b), crc32c(&data), "cut at {cut}");
+    }
+}

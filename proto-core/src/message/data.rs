@@ -3,6 +3,8 @@
 //! payload from the frame's body).
 
 use super::Kind;
+#[cfg(any(test, feature = "length-prefixed"))]
+use crate::frame::length_prefixed::{self, SplitFrame};
 use crate::frame::{self, EncodeError};
 use crate::PROTOCOL_VERSION;
 
@@ -47,4 +49,33 @@ pub fn encode_data_with(
         let written = fill(buf.get_mut(n..n + room)?)?;
         (written <= room).then_some(n + written)
     })
+}
+
+/// Room [`encode_data_split`] needs for a frame's head: the length prefix,
+/// the header and the largest `(file, offset)` prefix.
+#[cfg(any(test, feature = "length-prefixed"))]
+pub const DATA_SPLIT_HEAD_LEN: usize =
+    length_prefixed::PREFIX_LEN + frame::HEADER_LEN + DATA_PREFIX_MAX;
+
+/// Encodes a length-prefixed [`Data`] frame around `bytes` without copying
+/// them: its head goes to `head` ([`DATA_SPLIT_HEAD_LEN`] bytes suffice),
+/// and the frame carries as many of `bytes` as a raw frame of `max_frame`
+/// bytes holds. A sender writes the head, those bytes and the trailer with
+/// one vectored write; the wire bytes are [`encode_data_with`]'s.
+#[cfg(any(test, feature = "length-prefixed"))]
+pub fn encode_data_split(
+    file: u16,
+    offset: u64,
+    bytes: &[u8],
+    max_frame: usize,
+    head: &mut [u8],
+) -> Result<SplitFrame, EncodeError> {
+    length_prefixed::encode_split(
+        PROTOCOL_VERSION,
+        Kind::Data as u8,
+        max_frame,
+        head,
+        |buf| Some(postcard::to_slice(&(file, offset), buf).ok()?.len()),
+        bytes,
+    )
 }

@@ -42,6 +42,8 @@ mod page_url;
 mod session;
 mod upload;
 
+#[cfg(any(test, feature = "length-prefixed"))]
+pub use data::{encode_data_split, DATA_SPLIT_HEAD_LEN};
 pub use data::{encode_data_with, Data, DATA_PREFIX_MAX};
 pub use decode::DecodeError;
 pub use download::{Fetch, Manifest, ManifestEntry, Read};

@@ -496,6 +496,43 @@ fn data_fills_in_place_and_respects_limits() {
     assert!(encode_data_with(0, 0, 10, 128, &mut out, |_| Some(11)).is_err());
 }
 
+/// A relay sends download data from its read-ahead buffers as split
+/// frames: the same wire bytes as `encode_data_with` filling as much room,
+/// for the smallest and largest `(file, offset)` prefixes.
+#[test]
+fn a_split_data_frame_has_the_wire_bytes_of_a_filled_one() {
+    use crate::frame::{Format, Framing};
+    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    for (file, offset) in [(0u16, 0u64), (3, 1 << 40), (u16::MAX, u64::MAX)] {
+        for (len, max_frame) in [(0, 64), (10, 64), (70_000, 65_536), (1000, 1000)] {
+            let mut head = [0u8; DATA_SPLIT_HEAD_LEN];
+            let split =
+                encode_data_split(file, offset, &bytes[..len], max_frame, &mut head).unwrap();
+            let mut wire = head[..split.head_len].to_vec();
+            wire.extend_from_slice(&bytes[..split.payload_len]);
+            wire.extend_from_slice(&split.trailer);
+
+            let format = Format {
+                framing: Framing::LengthPrefixed,
+                max_frame,
+            };
+            let mut out = std::vec![0u8; crate::frame::max_encoded_len(max_frame)];
+            let mut filled = 0;
+            let n = encode_data_with(file, offset, len, format, &mut out, |room| {
+                room.copy_from_slice(&bytes[..room.len()]);
+                filled = room.len();
+                Some(filled)
+            })
+            .unwrap();
+            assert_eq!(
+                split.payload_len, filled,
+                "file {file}, offset {offset}, {len} bytes"
+            );
+            assert_eq!(wire, out[..n]);
+        }
+    }
+}
+
 #[test]
 fn messages_refuse_frames_larger_than_the_peer_accepts() {
     let name = "n".repeat(200);

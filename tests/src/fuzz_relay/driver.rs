@@ -366,7 +366,7 @@ impl Fuzz {
             if self.out.len() < need {
                 self.out.resize(need, 0);
             }
-            let Some(n) = term.session.poll_transmit(&mut self.out) else {
+            let Some(n) = crate::sim::take_frame(&mut term.session, &mut self.out) else {
                 if term.session.is_closed() {
                     self.terminals[t] = None;
                 }

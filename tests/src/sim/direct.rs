@@ -172,7 +172,7 @@ pub(super) fn deliver(
     out: &mut [u8],
 ) -> bool {
     let mut moved = false;
-    while let Some(n) = side.session.poll_transmit(out) {
+    while let Some(n) = super::take_frame(&mut side.session, out) {
         moved = true;
         up.receive(now, &out[..n]);
     }

@@ -82,8 +82,8 @@ use rng::SimRng;
 use traffic::Traffic;
 
 pub use batches::{batches_for, run_many, BatchSpec};
-pub(crate) use wire::hand_frame;
 use wire::{feed_relay, trace_client_frame, Ev, OwnedMsg, ToOwnedMsg};
+pub(crate) use wire::{hand_frame, take_frame};
 
 /// Seeds that once failed, run by every simulator test besides its range.
 /// Each line says what the seed found; the commit that added it fixed it.

@@ -65,7 +65,7 @@ impl<'a> World<'a> {
                 relay_buf.resize(relay.transmit_buffer_len(), 0);
             }
             for _ in 0..100_000 {
-                let Some(n) = relay.poll_transmit(relay_buf) else {
+                let Some(n) = super::take_frame(relay, relay_buf) else {
                     break;
                 };
                 moved = true;

@@ -193,7 +193,7 @@ impl<'a> Pair<'a> {
             let mut noise = None;
             while let Some(n) = self.session.as_mut().and_then(|s| {
                 run_jobs(s, &self.relay, self.now);
-                s.poll_transmit(&mut self.buf)
+                super::take_frame(s, &mut self.buf)
             }) {
                 moved = true;
                 let mut input = &self.buf[..n];

@@ -73,7 +73,7 @@ struct Said {
 
 fn drain(side: &mut Side, out: &mut [u8], said: &mut Said) {
     let mut decoder = Decoder::new(vec![0; frame::MAX_FRAME_LEN]);
-    while let Some(n) = side.session.poll_transmit(out) {
+    while let Some(n) = super::take_frame(&mut side.session, out) {
         let mut input = &out[..n];
         while let Some(Ok(f)) = decoder.feed(&mut input) {
             match Message::decode(f) {

@@ -63,6 +63,23 @@ pub(crate) fn hand_frame(relay: &mut Session, now: Instant, f: Frame<'_>) {
     }
 }
 
+/// Takes the relay session's next frame into `out` as a driver would:
+/// sessions with an even id as a TCP connection with vectored writes does
+/// (a download's data frames split around their read-ahead buffer, then
+/// put together here), the rest whole.
+pub(crate) fn take_frame(relay: &mut Session, out: &mut [u8]) -> Option<usize> {
+    if relay.id() % 2 == 0 {
+        let frame = relay.poll_transmit_split(out)?;
+        Some(
+            frame
+                .assemble(out)
+                .expect("a split frame fits the transmit buffer"),
+        )
+    } else {
+        relay.poll_transmit(out)
+    }
+}
+
 /// An event of either client machine.
 #[derive(Debug)]
 pub(super) enum Ev {

@@ -3,7 +3,7 @@
 
 use super::super::tests::{assert_every_split_gives, drain};
 use super::super::*;
-use super::{whole_frames, PREFIX_LEN};
+use super::{encode_split, whole_frames, SplitFrame, MAX_RAW_LEN, PREFIX_LEN};
 use std::vec::Vec;
 
 const PREFIXED: Framing = Framing::LengthPrefixed;
@@ -355,4 +355,72 @@ fn an_oversize_cobs_frame_before_the_marker_does_not_eat_it() {
     let n = encode_raw(1, 0x03, b"", &mut cobs).unwrap();
     let (frames, _) = drain(&mut dec, &cobs[..n]);
     assert_eq!(frames, [], "already switched: the marker came");
+}
+
+/// A split frame's head, payload and trailer, end to end, are the bytes
+/// `encode_with` gives for the same body, for payloads that fit and
+/// payloads cut at the frame's end; the CRC is appended across the parts.
+#[test]
+fn a_split_frame_is_the_whole_frame_in_three_parts() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 3) as u8).collect();
+    for max_frame in [OVERHEAD + 3, OVERHEAD + 4, 64, 1000, 2999, 4096] {
+        for len in [0, 1, 2, 999, 3000] {
+            let body_head = [0x11u8, 0x22, 0x33];
+            let mut head = [0u8; 32];
+            let split = encode_split(
+                1,
+                0x15,
+                max_frame,
+                &mut head,
+                |room| {
+                    room.get_mut(..3)?.copy_from_slice(&body_head);
+                    Some(3)
+                },
+                &payload[..len],
+            )
+            .unwrap();
+            let carried = &payload[..split.payload_len];
+            assert_eq!(split.payload_len, len.min(max_frame - OVERHEAD - 3));
+            let mut wire = head[..split.head_len].to_vec();
+            wire.extend_from_slice(carried);
+            wire.extend_from_slice(&split.trailer);
+
+            let mut body = body_head.to_vec();
+            body.extend_from_slice(carried);
+            let mut out = std::vec![0u8; max_encoded_len(max_frame)];
+            let n = encode_with(1, 0x15, format(max_frame), &mut out, |room| {
+                room.get_mut(..body.len())?.copy_from_slice(&body);
+                Some(body.len())
+            })
+            .unwrap();
+            assert_eq!(wire, out[..n], "max_frame {max_frame}, payload {len}");
+        }
+    }
+}
+
+/// No room for the header and the body's head is an error, not a panic,
+/// and so is a body head that does not fit `head`.
+#[test]
+fn a_split_frame_without_room_is_refused() {
+    let mut head = [0u8; 32];
+    let three = |room: &mut [u8]| room.get_mut(..3).map(|_| 3);
+    assert_eq!(
+        encode_split(1, 0x15, OVERHEAD + 2, &mut head, three, b"x"),
+        Err(EncodeError::TooLarge)
+    );
+    let mut short = [0u8; PREFIX_LEN + HEADER_LEN + 2];
+    assert_eq!(
+        encode_split(1, 0x15, 4096, &mut short, three, b"x"),
+        Err(EncodeError::TooLarge)
+    );
+    let mut tiny = [0u8; 3];
+    assert_eq!(
+        encode_split(1, 0x15, 4096, &mut tiny, three, b"x"),
+        Err(EncodeError::TooLarge)
+    );
+    // The largest raw frame the prefix can describe bounds the payload.
+    let big = std::vec![0u8; MAX_RAW_LEN + 10];
+    let SplitFrame { payload_len, .. } =
+        encode_split(1, 0x15, usize::MAX, &mut head, three, &big).unwrap();
+    assert_eq!(payload_len, MAX_RAW_LEN - OVERHEAD - 3);
 }
