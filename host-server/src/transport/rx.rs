@@ -36,7 +36,8 @@ const MIN_ROOM: usize = MAX_FRAME_LEN + PREFIX_LEN;
 /// longer shared. A session keeps at most 8 MiB of bytes not yet written
 /// (`MAX_PENDING`), 16 buffers' worth; a few more cover the ones whose
 /// writes are running. A peer whose small frames each keep a buffer alive
-/// cannot make a connection hold more than this many.
+/// cannot make a connection hold more than this many, besides the one it
+/// reads into and one let go of, kept in hand to read into next.
 const MAX_KEPT: usize = 20;
 
 /// Reads at least this long switch a connection to a [`Bulk`] buffer.
@@ -82,6 +83,10 @@ impl Bulk {
     /// Puts bytes taken and not used back in front of those not yet taken
     /// (they are copied: only the rare frame a decoder finished is).
     pub(super) fn put_back(&mut self, bytes: &[u8]) {
+        if self.current.is_empty() {
+            self.current.extend_from_slice(bytes);
+            return;
+        }
         let mut joined = BytesMut::with_capacity(bytes.len() + self.current.len());
         joined.extend_from_slice(bytes);
         joined.extend_from_slice(&self.current);

@@ -23,8 +23,15 @@ use super::file::{FileState, Hashing, Receiving, UpFile};
 use super::{failure_code, Ctx, Upload};
 use crate::jobs::{LeaseLost, Pieces, Sync, Synced, Work, Write, Written};
 
-/// Bytes a write buffer holds at most (fewer when a sync is due).
+/// Bytes of a file taken before they are given to a write (fewer when a
+/// sync is due): one copy buffer's capacity, or shared pieces of about
+/// this many bytes.
 pub(super) const WRITE_CHUNK: usize = 512 * 1024;
+
+/// Room of a copy buffer started between shared pieces (frames of less
+/// than 4 KiB, or ones the decoder gathered, in a bulk-read stream): a run
+/// of them fills one buffer, not one allocation each.
+pub(super) const COPY_ROOM_BETWEEN_SHARED: usize = 16 * 1024;
 
 /// Bytes past which a write job takes no more: the file's buffers queued
 /// one after another join the write before them until it holds this many,

@@ -31,7 +31,7 @@ use crate::rate_limit::Peer;
 use crate::relay::{unix_secs, Lease, Relay};
 use crate::store::{BatchId, BlobId, FileContent, FileRef, StoreError};
 
-use durability::{buffer_for, release, ACK_AGE_MAX};
+use durability::{buffer_for, release, ACK_AGE_MAX, COPY_ROOM_BETWEEN_SHARED};
 use file::{FileState, Hashing, Receiving, UpFile};
 
 pub(super) use announce::Announcing;
@@ -296,8 +296,12 @@ impl Upload {
                     if first {
                         buffer_for(spare, left)
                     } else {
-                        // Between shared pieces: no more than is needed.
-                        Vec::with_capacity(need)
+                        // Between shared pieces: room for a run of small
+                        // frames, not a whole write buffer.
+                        let room = usize::try_from(left).map_or(COPY_ROOM_BETWEEN_SHARED, |l| {
+                            l.min(COPY_ROOM_BETWEEN_SHARED)
+                        });
+                        Vec::with_capacity(need.max(room))
                     }
                 });
             }
