@@ -14,6 +14,9 @@ use pickup_proto::Sha1Digest;
 
 use super::show::escape;
 use crate::hash_thread::{read_at as read_retrying, HashThread};
+use writeback::Writeback;
+
+mod writeback;
 
 #[cfg(unix)]
 fn pwrite_all(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -105,6 +108,8 @@ pub(crate) struct DirSink {
     /// The relay's attributes for each file, by index, applied when the
     /// file is finished.
     attrs: Vec<Option<FileAttrs>>,
+    /// Sends written bytes on to the disk while the rest arrive.
+    writeback: Writeback,
 }
 
 fn other(kind: ErrorKind, msg: String) -> io::Error {
@@ -126,6 +131,7 @@ impl DirSink {
             hashed: None,
             on_resume: None,
             attrs: Vec::new(),
+            writeback: Writeback::default(),
         })
     }
 
@@ -340,8 +346,9 @@ impl WriteAt for DirSink {
                 ),
             ));
         }
-        let written = pwrite_all(t.temp()?, offset, data);
-        written.map_err(|e| with_path(e, &t.temp_path))?;
+        let temp = Arc::clone(t.temp()?);
+        pwrite_all(&temp, offset, data).map_err(|e| with_path(e, &t.temp_path))?;
+        self.writeback.wrote(&temp, data.len() as u64);
         match self.hashed {
             // Only bytes after those handed over changed: keep going.
             Some((f, end)) if f == file && end <= offset => {}
@@ -546,6 +553,10 @@ impl Sink for DirSink {
     }
 
     fn finish(&mut self, file: u16) -> io::Result<()> {
+        // An error a sync beside the transfer met is this file's (or an
+        // earlier one's, which was synced again since): its final sync
+        // would not be told.
+        let settled = self.writeback.settle();
         let force = self.force;
         let attrs = self.attrs.get(usize::from(file)).copied().flatten();
         let dir = self.dir.clone();
@@ -554,6 +565,7 @@ impl Sink for DirSink {
             // Not a file this run made: its mode and time are not ours to change.
             return Ok(());
         }
+        settled.map_err(|e| with_path(e, &t.temp_path))?;
         // An empty file has had no write: create it now.
         let temp = t.temp()?;
         if let Some(attrs) = &attrs {
