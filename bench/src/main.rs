@@ -57,6 +57,7 @@ mod attack;
 mod client;
 mod cluster;
 mod concurrency;
+mod host;
 mod relay;
 mod rounds;
 mod serial;
@@ -455,8 +456,11 @@ fn main() -> io::Result<()> {
     eprintln!("building pickup-relay (release)…");
     let binary = relay::build()?;
     let mut report = json!({ "quick": opts.quick });
+    // The share of CPU time the hypervisor gave to others during each part.
+    let mut steal = json!({});
 
     if run("tcp") && opts.backend.sqlite() {
+        let stolen = host::Steal::start();
         eprintln!(
             "1/6 TCP loopback with {} MiB, {} rounds…",
             sizes.tcp_bytes >> 20,
@@ -465,23 +469,29 @@ fn main() -> io::Result<()> {
         let tcp = tcp::run(&binary, sizes.tcp_bytes, sizes.tcp_rounds)?;
         report["tcp"] = tcp["tcp"].clone();
         report["instant_upload"] = tcp["instant_upload"].clone();
+        steal["tcp"] = json!(stolen.share());
     }
     if run("serial") {
+        let stolen = host::Steal::start();
         eprintln!(
             "2/6 serial wire efficiency with {} MiB…",
             sizes.serial_bytes >> 20
         );
         report["serial"] = serial(&binary, sizes.serial_bytes)?;
+        steal["serial"] = json!(stolen.share());
     }
     if run("concurrency") && opts.backend.sqlite() {
+        let stolen = host::Steal::start();
         eprintln!(
             "3/6 {} concurrent two-file uploads, {} rounds…",
             sizes.concurrent, sizes.rounds
         );
         let relay = relay::Relay::start(&binary, None)?;
         report["concurrency"] = concurrency::rounds(&[&relay], sizes.concurrent, sizes.rounds)?;
+        steal["concurrency"] = json!(stolen.share());
     }
     if (run("tcp") || run("concurrency")) && opts.backend.postgres() {
+        let stolen = host::Steal::start();
         eprintln!("3b/6 the same on the postgres backend (PostgreSQL + S3)…");
         let upload_bytes = sizes.pg_upload_bytes.unwrap_or(sizes.tcp_bytes);
         let settings = cluster::Settings {
@@ -494,28 +504,36 @@ fn main() -> io::Result<()> {
             sha1_mib_per_sec: report["tcp"]["sha1_mib_per_sec"].as_f64(),
         };
         report["postgres"] = cluster::run(&binary, &settings)?;
+        steal["postgres"] = json!(stolen.share());
     }
     if run("memory") {
+        let stolen = host::Steal::start();
         eprintln!(
             "4/6 relay memory with {} idle sessions…",
             sizes.idle_sessions
         );
         report["memory"] = memory(&binary, sizes.idle_sessions)?;
+        steal["memory"] = json!(stolen.share());
     }
     if run("tus") {
+        let stolen = host::Steal::start();
         eprintln!(
             "5/6 {} MiB with tus-js-client to Pickup /tus/ and to @tus/server…",
             sizes.tus_bytes >> 20
         );
         report["tus"] = tus::run(&binary, sizes.tus_bytes)?;
+        steal["tus"] = json!(stolen.share());
     }
     if run("attack") {
+        let stolen = host::Steal::start();
         eprintln!(
             "6/6 honest {} MiB send+get, alone and under attack…",
             opts.attack.honest_bytes >> 20
         );
         report["attack"] = attack::run(&binary, &opts.attack)?;
+        steal["attack"] = json!(stolen.share());
     }
+    report["host_steal"] = steal;
     table::print_table(&report);
     if let Some(parent) = opts.json_path.parent() {
         std::fs::create_dir_all(parent)?;

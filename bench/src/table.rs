@@ -37,6 +37,19 @@ pub fn print_table(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!("| measure | figure | target |");
     println!("|---|---:|---|");
+    if let Some(parts) = r["host_steal"].as_object().filter(|p| !p.is_empty()) {
+        let shares: Vec<String> = parts
+            .iter()
+            .map(|(part, share)| match share.as_f64() {
+                Some(s) => format!("{part} {:.0}%", s * 100.0),
+                None => format!("{part} unknown"),
+            })
+            .collect();
+        println!(
+            "| host CPU time stolen by the hypervisor, per part (load beside the run) | {} | |",
+            shares.join(", ")
+        );
+    }
     let t = &r["tcp"];
     if !t.is_null() {
         println!(
