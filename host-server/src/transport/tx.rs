@@ -16,7 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::session::{Session, Transmit};
 
 /// Bytes of frames queued before the connection waits for the socket.
-pub(super) const WRITE_HIGH_WATER: usize = 256 * 1024;
+const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// Parts handed to one vectored write at most (Linux takes 1,024; a
 /// high-water mark of 64 KiB frames needs about ten).

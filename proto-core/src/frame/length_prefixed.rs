@@ -88,7 +88,11 @@ pub fn encode_split(
     let body = head
         .get_mut(PREFIX_LEN + HEADER_LEN..)
         .ok_or(EncodeError::TooLarge)?;
-    let body_head = write_body_head(body).ok_or(EncodeError::TooLarge)?;
+    let room_for_head = body.len();
+    // A writer that claims more than its room is refused, not trusted.
+    let body_head = write_body_head(body)
+        .filter(|&n| n <= room_for_head)
+        .ok_or(EncodeError::TooLarge)?;
     let room = raw_cap
         .checked_sub(OVERHEAD + body_head)
         .ok_or(EncodeError::TooLarge)?;

@@ -418,6 +418,11 @@ fn a_split_frame_without_room_is_refused() {
         encode_split(1, 0x15, 4096, &mut tiny, three, b"x"),
         Err(EncodeError::TooLarge)
     );
+    // A body head that claims more than its room is refused.
+    assert_eq!(
+        encode_split(1, 0x15, 4096, &mut head, |room| Some(room.len() + 1), b"x"),
+        Err(EncodeError::TooLarge)
+    );
     // The largest raw frame the prefix can describe bounds the payload.
     let big = std::vec![0u8; MAX_RAW_LEN + 10];
     let SplitFrame { payload_len, .. } =
