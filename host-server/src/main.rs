@@ -32,7 +32,7 @@ use pickup_relay::config::{Listeners, Peers, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY};
 use pickup_relay::descriptors;
 use pickup_relay::http;
 use pickup_relay::random::OsRandom;
-use pickup_relay::transport::{self, serial, tls, Clock};
+use pickup_relay::transport::{self, listen, serial, tls, Clock};
 use pickup_relay::{Config, Relay};
 use tokio::sync::watch;
 
@@ -314,8 +314,7 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     let mut tcp_names = Vec::new();
     let mut serial_names = Vec::new();
     for addr in &config.tcp.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen::bind(*addr, config.limits.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tcp_names.push(local.to_string());
@@ -337,8 +336,7 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     let mut tls_listeners = Vec::new();
     let mut tls_names = Vec::new();
     for addr in &config.tls.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen::bind(*addr, config.limits.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tls_names.push(local.to_string());
@@ -349,8 +347,7 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     let mut https_names = Vec::new();
     let plain = config.http.listen.iter().map(|a| (a, false));
     for (addr, secure) in plain.chain(config.http.https.iter().map(|a| (a, true))) {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen::bind(*addr, config.limits.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let tls = if secure {
@@ -422,8 +419,7 @@ async fn serve(config: Config, peers: Peers) -> Result<(), String> {
     }
     let mut metrics_name = None;
     if let Some(addr) = config.metrics.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen::bind(addr, config.limits.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         metrics_name = Some(tracing::field::display(local));

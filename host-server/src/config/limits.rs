@@ -44,6 +44,10 @@ pub struct Limits {
     /// Received bytes not yet acknowledged are made durable and acknowledged
     /// after this long without more data.
     pub ack_delay_ms: u64,
+    /// Connections the kernel queues for each TCP listener before the
+    /// relay accepts them ([`crate::transport::listen`]); Linux caps it at
+    /// `net.core.somaxconn`.
+    pub listen_backlog: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +69,7 @@ impl Default for Limits {
             idle_timeout_secs: 120,
             idle_timeout_before_transfer_secs: 30,
             ack_delay_ms: 200,
+            listen_backlog: crate::transport::listen::DEFAULT_BACKLOG,
         }
     }
 }

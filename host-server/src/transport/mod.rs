@@ -6,6 +6,7 @@
 use pickup_proto::Instant;
 
 pub mod counted;
+pub mod listen;
 mod rx;
 pub mod serial;
 pub mod tcp;
