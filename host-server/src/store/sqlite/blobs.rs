@@ -86,21 +86,21 @@ impl SqliteStore {
         Ok(BlobId(partial.0))
     }
 
-    /// At most `limit` blobs with this size and SHA-1 (the limit is the
-    /// query's: rows past it are never read).
+    /// At most `limit` blobs with this size and SHA-1 (rows past the limit
+    /// are never stepped to).
     pub(super) fn candidate_ids(
         db: &Connection,
         size: u64,
         sha1: &Sha1Digest,
         limit: usize,
     ) -> Result<Vec<BlobId>> {
-        let mut stmt =
-            db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2 LIMIT ?3")?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..], limit], |r| {
-            r.get::<_, i64>(0)
-        })?;
-        rows.map(|r| Ok(BlobId(to_u64(r?)))).collect()
+        // The limit is the iterator's, not a bound `LIMIT ?`: SQLite plans
+        // with a bound limit's value and so prepares such a statement again
+        // whenever it is bound anew, which was most of the store's parsing
+        // under many small uploads. Stepping stops at the limit all the same.
+        let mut stmt = db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2")?;
+        let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..]], |r| r.get::<_, i64>(0))?;
+        rows.take(limit).map(|r| Ok(BlobId(to_u64(r?)))).collect()
     }
 
     /// An empty upload (of a relay that kept empty files as partials)
@@ -195,11 +195,8 @@ impl SqliteStore {
             return Err(StoreError::NotFound);
         }
         let durable: i64 = db
-            .query_row(
-                "SELECT durable FROM partials WHERE id = ?1",
-                params![partial],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT durable FROM partials WHERE id = ?1")?
+            .query_row(params![partial], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
         exec(db, "DELETE FROM partials WHERE id = ?1", params![partial])?;

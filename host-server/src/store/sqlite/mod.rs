@@ -214,12 +214,13 @@ impl Store for SqliteStore {
     }
 
     fn code_taken(&self, code: &LookupKey) -> Result<bool> {
-        Ok(self.db().query_row(
-            "SELECT EXISTS(SELECT 1 FROM batches WHERE code_key = ?1)
+        Ok(self
+            .db()
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM batches WHERE code_key = ?1)
                  OR EXISTS(SELECT 1 FROM expired WHERE code_key = ?1)",
-            params![&code.0[..]],
-            |r| r.get(0),
-        )?)
+            )?
+            .query_row(params![&code.0[..]], |r| r.get(0))?)
     }
 
     fn find_by_code(&self, code: &LookupKey, now: u64) -> Result<Lookup> {
@@ -238,11 +239,8 @@ impl Store for SqliteStore {
     fn take_upload(&self, batch: BatchId) -> Result<Batch> {
         let db = self.db();
         let key: Option<Vec<u8>> = db
-            .query_row(
-                "SELECT token_key FROM batches WHERE id = ?1",
-                params![to_i64(batch.0)?],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT token_key FROM batches WHERE id = ?1")?
+            .query_row(params![to_i64(batch.0)?], |r| r.get(0))
             .optional()?;
         let key: [u8; 32] = key
             .ok_or(StoreError::NotFound)?
@@ -269,18 +267,15 @@ impl Store for SqliteStore {
         );
         self.write(move |db| {
             let open: Option<bool> = db
-                .query_row("SELECT open FROM batches WHERE id = ?1", params![id], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT open FROM batches WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
                 .optional()?;
             if open != Some(true) {
                 return Err(StoreError::NotFound);
             }
-            let next: i64 = db.query_row(
-                "SELECT COALESCE(MAX(idx) + 1, 0) FROM files WHERE batch = ?1",
-                params![id],
-                |r| r.get(0),
-            )?;
+            let next: i64 = db
+                .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM files WHERE batch = ?1")?
+                .query_row(params![id], |r| r.get(0))?;
             let index =
                 u16::try_from(next).map_err(|_| StoreError::Corrupt("too many files".into()))?;
             insert_file(db, id, next, file)?;
@@ -345,11 +340,8 @@ impl Store for SqliteStore {
         let hashed = hashed.map(|h| h.to_bytes().to_vec());
         self.write(move |db| {
             let before: i64 = db
-                .query_row(
-                    "SELECT durable FROM partials WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT durable FROM partials WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
             exec(
@@ -370,11 +362,8 @@ impl Store for SqliteStore {
     fn partial_hash_state(&self, id: PartialId) -> Result<Option<Midstate>> {
         let stored: Option<Option<Vec<u8>>> = self
             .db()
-            .query_row(
-                "SELECT hashed FROM partials WHERE id = ?1",
-                params![to_i64(id.0)?],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT hashed FROM partials WHERE id = ?1")?
+            .query_row(params![to_i64(id.0)?], |r| r.get(0))
             .optional()?;
         let stored = stored.ok_or(StoreError::NotFound)?;
         Ok(stored.and_then(|b| Midstate::from_bytes(&b)))

@@ -40,13 +40,13 @@ pub(super) fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) ->
 /// Counts what [`Store::usage`](crate::store::Store::usage) reports, from
 /// the tables.
 pub(super) fn count_usage(db: &Connection) -> Result<Usage> {
-    let (bytes, batches): (i64, i64) = db.query_row(
-        "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
+    let (bytes, batches): (i64, i64) = db
+        .prepare_cached(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
               + (SELECT COALESCE(SUM(durable), 0) FROM partials),
                 (SELECT COUNT(*) FROM batches)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(Usage {
         bytes: to_u64(bytes),
         batches: to_u64(batches),
@@ -79,11 +79,9 @@ impl SqliteStore {
             .optional()?;
         let Some((id, code_len, code_value, created_at, expires_at, owner, open)) = row else {
             if key_column == "code_key" {
-                let expired: bool = db.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM expired WHERE code_key = ?1)",
-                    params![&key.0[..]],
-                    |r| r.get(0),
-                )?;
+                let expired: bool = db
+                    .prepare_cached("SELECT EXISTS(SELECT 1 FROM expired WHERE code_key = ?1)")?
+                    .query_row(params![&key.0[..]], |r| r.get(0))?;
                 if expired {
                     return Ok(Lookup::Expired);
                 }

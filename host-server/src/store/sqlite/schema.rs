@@ -127,8 +127,14 @@ pub(crate) fn connect(path: &Path) -> rusqlite::Result<Connection> {
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
     db.busy_timeout(Duration::from_secs(30))?;
+    db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(db)
 }
+
+/// Prepared statements a connection keeps: more than the store prepares
+/// (its SQL sites number over 60), so none is parsed again for want of
+/// room. rusqlite keeps 16 by default, fewer than one upload's statements.
+const STATEMENT_CACHE: usize = 256;
 
 /// Opens (or creates) the database at `path` ([`connect`]) with every
 /// table of [`SCHEMA`].
