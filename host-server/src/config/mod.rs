@@ -306,6 +306,9 @@ impl Config {
         if self.limits.max_files_per_batch == 0 || self.limits.max_sessions == 0 {
             return Err("limits must allow at least one file and one session".into());
         }
+        if self.limits.listen_backlog == 0 {
+            return Err("limits.listen_backlog must be at least 1".into());
+        }
         if self.dedup_threshold_max < 2 {
             return Err("dedup_threshold_max must be at least 2".into());
         }

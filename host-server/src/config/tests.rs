@@ -300,6 +300,9 @@ fn validation_catches_bad_ranges() {
     let mut c = Config::default();
     c.serial.ports = vec!["/dev/x@fast".into()];
     assert!(c.validate().is_err());
+    let mut c = Config::default();
+    c.limits.listen_backlog = 0;
+    assert!(c.validate().unwrap_err().contains("listen_backlog"));
 }
 
 #[test]
