@@ -94,9 +94,9 @@ impl SqliteStore {
         sha1: &Sha1Digest,
         limit: usize,
     ) -> Result<Vec<BlobId>> {
-        // The limit is the iterator's, not a bound `LIMIT ?`: SQLite plans
-        // with a bound limit's value and so prepares such a statement again
-        // whenever it is bound anew, which was most of the store's parsing
+        // The limit is the iterator's, not a bound `LIMIT ?`: with one,
+        // SQLite prepared this statement again on every call (perf showed
+        // `sqlite3Reprepare` under it), the most of the store's parsing
         // under many small uploads. Stepping stops at the limit all the same.
         let mut stmt = db.prepare_cached("SELECT id FROM blobs WHERE size = ?1 AND sha1 = ?2")?;
         let rows = stmt.query_map(params![to_i64(size)?, &sha1.0[..]], |r| r.get::<_, i64>(0))?;
