@@ -159,8 +159,8 @@ impl GroupCommit {
 
 /// One transaction over `group`, each change in its own savepoint.
 fn run_group(db: &Connection, group: &mut [Box<dyn Op>]) -> std::result::Result<(), String> {
-    // Cached: these run around every change, and parsing them again each
-    // time was a few percent of the relay's CPU under many small uploads.
+    // Cached: these run around every change, so each is parsed once per
+    // connection rather than once per change.
     let sql = |db: &Connection, s: &str| {
         db.prepare_cached(s)
             .and_then(|mut st| st.execute([]))
