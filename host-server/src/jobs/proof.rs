@@ -5,7 +5,7 @@
 use pickup_proto::hash::{Nonce, ProofHasher};
 use pickup_proto::Sha1Digest;
 
-use super::{Held, LeaseLost, READ_CHUNK};
+use super::{Held, LeaseLost};
 use crate::store::{BlobId, FileRef, Store, StoreError};
 
 /// Compute the proof each candidate blob gives for a challenge's nonce,
@@ -136,18 +136,6 @@ pub(super) fn blob_proof(
     nonce: &Nonce,
 ) -> Result<Sha1Digest, StoreError> {
     let mut hasher = ProofHasher::new(nonce);
-    let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(size).unwrap_or(READ_CHUNK))];
-    let mut offset = 0u64;
-    while offset < size {
-        let want = usize::try_from(size - offset)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = store.read_blob(blob, offset, &mut buf[..want])?;
-        if n == 0 {
-            return Err(StoreError::Corrupt(format!("blob {} is short", blob.0)));
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
+    store.scan_blob(blob, size, &mut |bytes| hasher.update(bytes))?;
     Ok(hasher.finish())
 }

@@ -82,9 +82,14 @@ mod names_tests;
 #[cfg(test)]
 mod owner_tests;
 #[cfg(test)]
+mod scan_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod tus_tests;
+
+/// Bytes read at a time by [`Store::scan_blob`]'s default.
+const SCAN_CHUNK: usize = 256 * 1024;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -502,6 +507,27 @@ pub trait Store: Mailbox + Forwards + Send + Sync {
     /// Reads bytes of a blob; 0 only at its end ([`BlobId::EMPTY`] reads
     /// nothing).
     fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// Hands the first `len` bytes of a blob to `sink`, in order and in
+    /// pieces, for a pass over all of them (a proof of ownership's hash).
+    /// An error if the blob holds fewer. By default read through
+    /// [`read_blob`](Store::read_blob); a store with the bytes on a local
+    /// disk hands them over without copying them out of the page cache.
+    fn scan_blob(&self, id: BlobId, len: u64, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
+        let mut buf = vec![0u8; SCAN_CHUNK.min(usize::try_from(len).unwrap_or(SCAN_CHUNK))];
+        let mut offset = 0u64;
+        while offset < len {
+            let want = usize::try_from(len - offset)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = self.read_blob(id, offset, &mut buf[..want])?;
+            if n == 0 {
+                return Err(StoreError::Corrupt(format!("blob {} is short", id.0)));
+            }
+            sink(&buf[..n]);
+            offset += n as u64;
+        }
+        Ok(())
+    }
     /// A partial upload is complete and verified: link the file to an
     /// existing blob with the same size and SHA-1 *and byte-for-byte equal
     /// content*, or make the partial's bytes a new blob (fsync, rename, fsync

@@ -22,6 +22,7 @@
 
 mod dir_sync;
 mod handles;
+mod mapped;
 mod private;
 mod recovery;
 
@@ -49,6 +50,11 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// A blob that holds fewer bytes than its row says.
+fn short_blob(id: BlobId) -> StoreError {
+    StoreError::Corrupt(format!("blob {} is short", id.0))
 }
 
 /// The partial and blob files of one data directory, with their open
@@ -159,6 +165,40 @@ impl Contents {
             return Ok(0);
         }
         Ok(self.blob_handle(id)?.read_at(buf, offset)?)
+    }
+
+    /// Hands the first `len` bytes of a blob to `sink`, in order: mapped
+    /// ([`mapped`]) if it is long enough to gain by it, else read. An error
+    /// if the blob holds fewer bytes.
+    pub(crate) fn scan_blob(
+        &self,
+        id: BlobId,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if id == BlobId::EMPTY {
+            return Err(short_blob(id));
+        }
+        let file = self.blob_handle(id)?;
+        if len >= mapped::MIN_MAPPED {
+            return mapped::scan(&file, len, mapped::WINDOW, sink).map_err(|e| match e.kind() {
+                ErrorKind::UnexpectedEof => short_blob(id),
+                _ => e.into(),
+            });
+        }
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(COMPARE_CHUNK)];
+        let mut offset = 0u64;
+        while offset < len {
+            match file.read_at(&mut buf[offset as usize..], offset)? {
+                0 => return Err(short_blob(id)),
+                n => offset += n as u64,
+            }
+        }
+        sink(&buf);
+        Ok(())
     }
 
     /// Whether the first `size` bytes of a partial upload equal a blob,

@@ -386,6 +386,10 @@ impl Store for SqliteStore {
         self.files.read_blob(id, offset, buf)
     }
 
+    fn scan_blob(&self, id: BlobId, len: u64, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
+        self.files.scan_blob(id, len, sink)
+    }
+
     fn complete_file(
         &self,
         file: FileRef,
