@@ -71,6 +71,9 @@ impl ReadAt for Source<'_> {
         }
         Ok(n)
     }
+    fn in_place(&self, file: u16) -> Option<&[u8]> {
+        self.files.in_place(file)
+    }
 }
 
 /// Uploads `files` (kept in memory) and returns the code once every file is

@@ -16,6 +16,16 @@ pub trait ReadAt {
     /// Reads up to `buf.len()` bytes of `file` at `offset`; returns how many
     /// were read, 0 only at the end of the file.
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error>;
+
+    /// All of `file`'s bytes where they lie, for a source that holds its
+    /// files in memory (RAM, memory-mapped flash): a pass over a whole file
+    /// (its SHA-1, a proof of ownership) then hashes them in place instead
+    /// of copying each piece into a buffer first. `None`, the default, has
+    /// them read with [`read_at`](ReadAt::read_at).
+    fn in_place(&self, file: u16) -> Option<&[u8]> {
+        let _ = file;
+        None
+    }
 }
 
 /// Random-access writes to the files of a batch, by index.
@@ -45,6 +55,14 @@ fn read_all<R: ReadAt + ?Sized>(
     buf: &mut [u8],
     mut sink: impl FnMut(&[u8]),
 ) -> Result<(), ReadError<R::Error>> {
+    if let Some(bytes) = source.in_place(file) {
+        let whole = usize::try_from(size)
+            .ok()
+            .and_then(|size| bytes.get(..size))
+            .ok_or(ReadError::ShortFile)?;
+        sink(whole);
+        return Ok(());
+    }
     let mut offset = 0u64;
     while offset < size {
         let want = usize::try_from(size - offset)
@@ -94,12 +112,18 @@ impl<T: AsRef<[u8]>, const N: usize> ReadAt for [T; N] {
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
         Ok(read_slice(self.as_slice(), file, offset, buf))
     }
+    fn in_place(&self, file: u16) -> Option<&[u8]> {
+        self.get(usize::from(file)).map(AsRef::as_ref)
+    }
 }
 
 impl<T: AsRef<[u8]>> ReadAt for &[T] {
     type Error = core::convert::Infallible;
     fn read_at(&mut self, file: u16, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
         Ok(read_slice(self, file, offset, buf))
+    }
+    fn in_place(&self, file: u16) -> Option<&[u8]> {
+        self.get(usize::from(file)).map(AsRef::as_ref)
     }
 }
 
@@ -145,6 +169,52 @@ mod tests {
         assert_eq!(
             proof_of(&mut files, 0, 11, &nonce, &mut buf).unwrap(),
             p.finish()
+        );
+    }
+
+    /// A source that hands out at most two bytes a read, and no bytes in
+    /// place.
+    struct Trickle<'a>(&'a [&'a [u8]]);
+
+    impl ReadAt for Trickle<'_> {
+        type Error = core::convert::Infallible;
+        fn read_at(
+            &mut self,
+            file: u16,
+            offset: u64,
+            buf: &mut [u8],
+        ) -> Result<usize, Self::Error> {
+            let n = buf.len().min(2);
+            Ok(read_slice(self.0, file, offset, &mut buf[..n]))
+        }
+    }
+
+    #[test]
+    fn bytes_in_place_and_bytes_read_give_the_same_answers() {
+        let files = [b"hello world".as_slice(), b"".as_slice()];
+        let mut buf = [0u8; 8];
+        let nonce = [7; 32];
+        for (file, size) in [(0, 11), (0, 4), (1, 0), (0, 12), (1, 1), (5, 1)] {
+            assert!(files.as_slice().in_place(file).is_some() || file == 5);
+            assert!(Trickle(&files).in_place(file).is_none());
+            assert_eq!(
+                sha1_of(&mut files.as_slice(), file, size, &mut buf),
+                sha1_of(&mut Trickle(&files), file, size, &mut buf),
+                "file {file}, {size} bytes"
+            );
+            assert_eq!(
+                proof_of(&mut files.as_slice(), file, size, &nonce, &mut buf),
+                proof_of(&mut Trickle(&files), file, size, &nonce, &mut buf),
+                "file {file}, {size} bytes"
+            );
+        }
+        assert_eq!(
+            sha1_of(&mut files.as_slice(), 0, 4, &mut buf).unwrap(),
+            Sha1Digest::of(b"hell")
+        );
+        assert_eq!(
+            proof_of(&mut Trickle(&files), 0, 12, &nonce, &mut buf),
+            Err(ReadError::ShortFile)
         );
     }
 }
