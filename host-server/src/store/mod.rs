@@ -91,6 +91,11 @@ mod tus_tests;
 /// Bytes read at a time by [`Store::scan_blob`]'s default.
 const SCAN_CHUNK: usize = 256 * 1024;
 
+/// A blob that holds fewer bytes than its record says.
+fn short_blob(id: BlobId) -> StoreError {
+    StoreError::Corrupt(format!("blob {} is short", id.0))
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -521,7 +526,7 @@ pub trait Store: Mailbox + Forwards + Send + Sync {
                 .min(buf.len());
             let n = self.read_blob(id, offset, &mut buf[..want])?;
             if n == 0 {
-                return Err(StoreError::Corrupt(format!("blob {} is short", id.0)));
+                return Err(short_blob(id));
             }
             sink(&buf[..n]);
             offset += n as u64;

@@ -39,7 +39,7 @@ pub use self::handles::OPEN_FILES_PER_KIND;
 pub(crate) use self::private::{create_dir_all, touch};
 pub use self::private::{DIR_MODE, FILE_MODE};
 pub use self::recovery::Recovery;
-use super::{BlobId, PartialId, Result, StoreError};
+use super::{short_blob, BlobId, PartialId, Result, StoreError};
 
 /// Bytes compared per read when checking an upload against a blob.
 const COMPARE_CHUNK: usize = 256 * 1024;
@@ -50,11 +50,6 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
-}
-
-/// A blob that holds fewer bytes than its row says.
-fn short_blob(id: BlobId) -> StoreError {
-    StoreError::Corrupt(format!("blob {} is short", id.0))
 }
 
 /// The partial and blob files of one data directory, with their open
@@ -189,12 +184,13 @@ impl Contents {
                 _ => e.into(),
             });
         }
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(COMPARE_CHUNK)];
-        let mut offset = 0u64;
-        while offset < len {
-            match file.read_at(&mut buf[offset as usize..], offset)? {
+        // Under MIN_MAPPED: read whole, in one buffer.
+        let mut buf = vec![0u8; len as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], filled as u64)? {
                 0 => return Err(short_blob(id)),
-                n => offset += n as u64,
+                n => filled += n,
             }
         }
         sink(&buf);
