@@ -10,8 +10,10 @@
 //! past a new end raises `SIGBUS`. The relay never shrinks a blob:
 //! [`Contents::promote`](super::Contents::promote) renames a finished,
 //! fsynced partial into `blobs/`, and from then on its file is only read,
-//! or unlinked, which leaves a mapping valid. Partial files, which a reset
-//! or a recovery does cut, are never mapped. What the relay cannot rule
+//! or unlinked, which leaves a mapping valid. (A blob whose row then fails
+//! to commit goes back to `partial/`, but no proof has mapped it: a proof
+//! hashes only blobs that a committed row names.) Partial files, which a
+//! reset or a recovery does cut, are never mapped. What the relay cannot rule
 //! out is another process cutting a blob file in its data directory while
 //! it is hashed; that ends the relay as it would end any program reading
 //! a mapped file, and no stored byte is lost by it. The length is checked
