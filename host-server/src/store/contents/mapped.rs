@@ -1,9 +1,10 @@
 //! Held blobs hashed where they lie in the page cache: a proof of ownership
 //! reads a whole blob (PROTOCOL.md §7) while its terminal hashes the same
 //! bytes, and a `pread` would first copy each of them out of the page
-//! cache, which on the bench's machine costs the relay's pass about a
-//! tenth of the hash's time (bench/RESULTS.md, session 22). Mapped, the
-//! hash reads the page cache itself.
+//! cache. Mapped, the hash reads the page cache itself: on the bench's
+//! machine a pass over 1 GiB in the page cache took 1.03–1.15x an
+//! in-memory SHA-1 pass through 256 KiB reads and 0.93–1.02x through a
+//! populated map (bench/RESULTS.md, session 22).
 //!
 //! This is the relay's one use of `unsafe` (`memmap2`'s map call): a
 //! mapping stays sound only while nobody shrinks the file under it; a page

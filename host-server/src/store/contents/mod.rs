@@ -178,23 +178,17 @@ impl Contents {
             return Err(short_blob(id));
         }
         let file = self.blob_handle(id)?;
-        if len >= mapped::MIN_MAPPED {
-            return mapped::scan(&file, len, mapped::WINDOW, sink).map_err(|e| match e.kind() {
-                ErrorKind::UnexpectedEof => short_blob(id),
-                _ => e.into(),
-            });
-        }
-        // Under MIN_MAPPED: read whole, in one buffer.
-        let mut buf = vec![0u8; len as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], filled as u64)? {
-                0 => return Err(short_blob(id)),
-                n => filled += n,
-            }
-        }
-        sink(&buf);
-        Ok(())
+        let scanned = if len >= mapped::MIN_MAPPED {
+            mapped::scan(&file, len, mapped::WINDOW, sink)
+        } else {
+            // Under MIN_MAPPED: read whole, in one buffer.
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, 0).map(|()| sink(&buf))
+        };
+        scanned.map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => short_blob(id),
+            _ => e.into(),
+        })
     }
 
     /// Whether the first `size` bytes of a partial upload equal a blob,
