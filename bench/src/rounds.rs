@@ -98,11 +98,12 @@ impl Round {
 pub struct Floors {
     /// Bytes per transfer.
     pub len: usize,
-    /// CPU seconds of the durable write (an fdatasync every 8 MiB) and of
-    /// the socket reads: the relay's upload floor besides its SHA-1.
+    /// CPU seconds of the durable write (an fdatasync every 8 MiB, the
+    /// cheaper of through the page cache and past it) and of the socket
+    /// reads: the relay's upload floor besides its SHA-1.
     pub relay_up_rest: f64,
-    /// CPU seconds of reading the file back and the socket writes: the
-    /// relay's download floor.
+    /// CPU seconds of reading the file back (the cheaper way) and the
+    /// socket writes: the relay's download floor.
     pub relay_down: f64,
 }
 

@@ -91,6 +91,80 @@ fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
     Ok((written, thread_cpu_secs() - cpu))
 }
 
+/// Bytes per direct write or read, as the relay's store does them
+/// (`store::contents::direct`).
+const DIRECT_CHUNK: usize = 2 << 20;
+
+/// The alignment of a direct write or read.
+const DIRECT_ALIGN: usize = 4096;
+
+/// A buffer of `DIRECT_CHUNK` bytes at an aligned address, in `backing`.
+fn aligned(backing: &mut [u8]) -> &mut [u8] {
+    let skip = backing
+        .as_ptr()
+        .align_offset(DIRECT_ALIGN)
+        .min(DIRECT_ALIGN);
+    &mut backing[skip..][..DIRECT_CHUNK]
+}
+
+/// Writing `data` past the page cache as the relay does (copied into an
+/// aligned buffer, 2 MiB per `O_DIRECT` write), with an fdatasync every
+/// `every` bytes and once at the end; then the CPU it takes to read the
+/// file back that way (2 MiB direct reads, each copied out). `None` where
+/// the file system refuses direct I/O.
+fn direct_durable_write(data: &[u8], every: usize) -> io::Result<Option<(Costed, f64)>> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let dir = tempfile::tempdir()?;
+    let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(direct)
+        .open(dir.path().join("direct.bin"))
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut backing = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+    let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    let cpu = thread_cpu_secs();
+    let t = Instant::now();
+    let mut unsynced = 0;
+    for (i, chunk) in data[..whole].chunks(DIRECT_CHUNK).enumerate() {
+        let buf = aligned(&mut backing);
+        buf[..chunk.len()].copy_from_slice(chunk);
+        file.write_all_at(&buf[..chunk.len()], (i * DIRECT_CHUNK) as u64)?;
+        unsynced += chunk.len();
+        if unsynced >= every {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+    }
+    file.sync_data()?;
+    let written = Costed {
+        mib_per_sec: rate(whole, t.elapsed()),
+        cpu_secs: thread_cpu_secs() - cpu,
+    };
+    let mut out = vec![0u8; DIRECT_CHUNK];
+    let cpu = thread_cpu_secs();
+    let mut offset = 0;
+    while offset < whole {
+        let buf = aligned(&mut backing);
+        match file.read_at(buf, offset as u64)? {
+            0 => break,
+            n => {
+                out[..n].copy_from_slice(&buf[..n]);
+                offset += n;
+            }
+        }
+    }
+    Ok(Some((written, thread_cpu_secs() - cpu)))
+}
+
 /// Seconds to encode `data` into 64 KiB `Data` frames (CRC-32C, and COBS
 /// unless `framing` is length-prefixed, as a sender must) and to decode
 /// them again (as a receiver must), on one core. The frames go through
@@ -237,6 +311,16 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
     let (disk_2, read_back_cpu) = durable_write(&data, 2 << 20)?;
     let (disk_8, _) = durable_write(&data, 8 << 20)?;
     let (disk_end, _) = durable_write(&data, usize::MAX)?;
+    let direct_8 = direct_durable_write(&data, 8 << 20)?;
+    // The floors take the cheaper way to write durably and to read back:
+    // through the page cache or past it (the relay's store writes and
+    // reads long runs past it).
+    let write_floor = direct_8
+        .as_ref()
+        .map_or(disk_8.cpu_secs, |(w, _)| w.cpu_secs.min(disk_8.cpu_secs));
+    let read_floor = direct_8
+        .as_ref()
+        .map_or(read_back_cpu, |(_, r)| r.min(read_back_cpu));
     // The floor: CPU no transfer through a verifying, durable relay can
     // avoid, measured piece by piece above. Both directions: both ends of
     // a TCP copy, encoding and decoding the frames, one SHA-1 (the relay's
@@ -248,16 +332,16 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let tcp_cpu = raw.write_cpu_secs + raw.read_cpu_secs;
     let common = tcp_cpu + encode_secs + decode_secs + sha1_secs;
-    let up_floor = common + disk_8.cpu_secs;
-    let down_floor = common + read_back_cpu;
+    let up_floor = common + write_floor;
+    let down_floor = common + read_floor;
     let ceiling = |floor: f64| len as f64 / MIB / (floor / cores);
     // Issue 19's relay-side floors: what the relay alone cannot avoid.
     // Upload: one SHA-1 pass, the durable write, the socket reads;
     // download: reading the file, the socket writes.
     let floors = Floors {
         len,
-        relay_up_rest: disk_8.cpu_secs + raw.read_cpu_secs,
-        relay_down: read_back_cpu + raw.write_cpu_secs,
+        relay_up_rest: write_floor + raw.read_cpu_secs,
+        relay_down: read_floor + raw.write_cpu_secs,
     };
     let up = median_by(&done, |r| floors.upload_vs_sha1(r));
     let down = median_by(&done, |r| floors.download_vs_sha1(r));
@@ -284,6 +368,11 @@ pub fn run(binary: &std::path::Path, len: usize, rounds: usize) -> io::Result<Va
             "disk_fdatasync_every_8mib_cpu_secs": disk_8.cpu_secs,
             "disk_one_fdatasync_mib_per_sec": disk_end.mib_per_sec,
             "read_back_cpu_secs": read_back_cpu,
+            "disk_direct_every_8mib_mib_per_sec": direct_8.as_ref().map(|(w, _)| w.mib_per_sec),
+            "disk_direct_every_8mib_cpu_secs": direct_8.as_ref().map(|(w, _)| w.cpu_secs),
+            "direct_read_back_cpu_secs": direct_8.as_ref().map(|(_, r)| *r),
+            "durable_write_floor_cpu_secs": write_floor,
+            "read_floor_cpu_secs": read_floor,
             "frame_encode_secs": encode_secs,
             "frame_decode_secs": decode_secs,
             "cores": cores,

@@ -8,7 +8,8 @@
 //!   ├── SPARE                    files opened later: directory fsyncs, SQLite's own,
 //!   │                            a connection between accept and its Busy, signals
 //!   ├── listeners + serial ports
-//!   ├── store file cache         2 × per_kind (partial and blob handles), a quarter of the rest
+//!   ├── store file cache         4 × per_kind: partial and blob handles, each with a
+//!   │                            second descriptor for direct I/O; a quarter of the rest
 //!   └── sessions                 one socket each: the rest, at most limits.max_sessions
 //! ```
 //!
@@ -26,6 +27,10 @@ pub const SPARE: u64 = 64;
 
 /// Fewest store file handles cached per kind.
 const MIN_STORE_FILES_PER_KIND: usize = 4;
+
+/// Descriptors a cached store file handle may hold: the file, and the
+/// same file opened for direct I/O (`store::contents::direct`).
+const DESCRIPTORS_PER_HANDLE: u64 = 2;
 
 /// The open-file limit, before and after [`raise_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,14 +108,15 @@ pub fn budget(
         });
     };
     let free = limit.saturating_sub(reserved);
-    let per_kind = usize::try_from(free / 8)
+    let per_kind = usize::try_from(free / (8 * DESCRIPTORS_PER_HANDLE))
         .unwrap_or(usize::MAX)
         .clamp(MIN_STORE_FILES_PER_KIND, OPEN_FILES_PER_KIND);
-    let for_sessions = free.saturating_sub(2 * per_kind as u64);
+    let store_files = 2 * DESCRIPTORS_PER_HANDLE * per_kind as u64;
+    let for_sessions = free.saturating_sub(store_files);
     if for_sessions == 0 {
         return Err(format!(
             "{limit} open files allowed, {} needed for one session: raise `ulimit -n`",
-            reserved + 2 * per_kind as u64 + 1
+            reserved + store_files + 1
         ));
     }
     Ok(Budget {
@@ -133,7 +139,7 @@ pub fn plan(endpoints: u64, configured: usize) -> io::Result<Budget> {
         nofile_hard = limit.hard,
         open,
         spare = SPARE,
-        store_open_files = 2 * budget.store_files_per_kind,
+        store_open_files = 2 * DESCRIPTORS_PER_HANDLE * budget.store_files_per_kind as u64,
         max_sessions = budget.sessions,
         configured_max_sessions = configured,
         "descriptors: up to {} sessions ({} configured)",
@@ -164,20 +170,21 @@ mod tests {
             })
         );
         assert_eq!(budget(None, 10, 1, 100).unwrap().sessions, 100);
-        // ulimit -n 1024: 1024 - 10 - 64 - 1 = 949 free, 118 per kind.
+        // ulimit -n 1024: 1024 - 10 - 64 - 1 = 949 free, 59 per kind (of
+        // up to two descriptors each).
         assert_eq!(
             budget(Some(1024), 10, 1, 16_384),
             Ok(Budget {
-                sessions: 949 - 236,
-                store_files_per_kind: 118
+                sessions: 949 - 4 * 59,
+                store_files_per_kind: 59
             })
         );
-        // ulimit -n 256: 181 free, 22 per kind, 137 sessions.
+        // ulimit -n 256: 181 free, 11 per kind, 137 sessions.
         assert_eq!(
             budget(Some(256), 10, 1, 16_384),
             Ok(Budget {
                 sessions: 137,
-                store_files_per_kind: 22
+                store_files_per_kind: 11
             })
         );
         // Too few for one session.

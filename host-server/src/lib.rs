@@ -48,9 +48,7 @@
 //!   password hashes), `rate_limit::Peer::Sim` and `store::memory::MemoryStore::crash`,
 //!   which the simulator, the fuzzers and unit tests drive the relay with.
 //!   The `pickup-tests` crate turns it on; no relay build should.
-// One module maps files (`store::contents::mapped`, which says why it is
-// sound); everything else stays free of `unsafe`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod auth_limit;
 pub mod codes;

@@ -67,7 +67,7 @@ pub mod upload_page;
 mod zip;
 
 /// Bytes read from the store per step of a download.
-pub const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
 
 /// Most response bytes a connection queues ahead of its socket before it
 /// stops reading the body (hyper's `max_buf_size`; its default, ~400 KiB,

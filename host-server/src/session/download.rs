@@ -26,9 +26,12 @@ use crate::metrics::Lookup;
 use crate::relay::unix_secs;
 use crate::store::{Batch, BatchId, BlobId, FileContent, StoreError};
 
-/// Bytes of a stream read ahead of its frames (per read job, and at most
-/// this much waits in memory per stream beyond the chunk being sent).
-const READ_AHEAD: usize = 1024 * 1024;
+/// Bytes of a stream read ahead of its frames: a new read is queued while
+/// less than this waits in memory beyond the frame being sent.
+const READ_AHEAD: usize = 8 * 1024 * 1024;
+
+/// Bytes read per read job.
+const READ_LEN: usize = 4 * 1024 * 1024;
 
 /// Sent read-ahead buffers kept to read into again once the driver has
 /// written their last split frame (a buffer read into again costs no
@@ -235,7 +238,7 @@ impl Session {
         }
         let len = usize::try_from(s.size - s.read_end)
             .unwrap_or(usize::MAX)
-            .min(READ_AHEAD);
+            .min(READ_LEN);
         s.reading = true;
         let buf = s.reclaim();
         self.work.push(Work::ReadBlob(ReadBlob {

@@ -7,9 +7,9 @@ use super::memory::MemoryStore;
 use super::tests::{content, new_batch, partial_of, reopen};
 use super::*;
 
-/// Long enough for the SQLite store to map it (`contents::mapped`), and
-/// not a whole number of pages.
-const MAPPED_LEN: usize = (1 << 20) + 4321;
+/// Long enough for the SQLite store to read it past the page cache
+/// (`contents::direct`), and not a whole number of pages.
+const DIRECT_LEN: usize = (1 << 20) + 4321;
 
 /// Completes a one-file batch `n` holding `data`; its blob.
 fn blob_of<S: Store>(store: &S, n: u8, data: &[u8]) -> BlobId {
@@ -37,7 +37,7 @@ fn scanned<S: Store>(store: &S, blob: BlobId, len: u64) -> Result<Vec<u8>> {
 }
 
 fn scans<S: Store>(store: &S) {
-    let long: Vec<u8> = (0..MAPPED_LEN as u32)
+    let long: Vec<u8> = (0..DIRECT_LEN as u32)
         .map(|i| (i * 31 % 253) as u8)
         .collect();
     let short = b"a blob under a page".to_vec();
@@ -65,7 +65,7 @@ fn memory_store_scans_blobs() {
 }
 
 #[test]
-fn sqlite_store_scans_blobs_mapped_and_read() {
+fn sqlite_store_scans_blobs_direct_and_read() {
     let dir = tempfile::tempdir().unwrap();
     scans(&reopen(dir.path()));
 }

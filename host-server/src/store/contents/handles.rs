@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, OnceLock};
 
 use super::{remove_if_present, BlobId, Contents, PartialId, Result, StoreError};
 
@@ -21,11 +21,22 @@ pub(crate) struct PartialHandle {
     pub(crate) file: File,
     /// The file's directory entry has been made durable.
     pub(crate) dir_synced: AtomicBool,
+    /// The same file opened for direct writes, once a write wants it
+    /// (`None` inside: its file system refused).
+    pub(crate) direct: OnceLock<Option<File>>,
+}
+
+/// A blob file, open.
+pub(crate) struct BlobHandle {
+    pub(crate) file: File,
+    /// The same file opened for direct reads, once a read wants it
+    /// (`None` inside: its file system refused).
+    pub(crate) direct: OnceLock<Option<File>>,
 }
 
 pub(super) struct Handles {
     partials: HashMap<u64, Arc<PartialHandle>>,
-    blobs: HashMap<u64, Arc<File>>,
+    blobs: HashMap<u64, Arc<BlobHandle>>,
     /// Handles kept per kind at most.
     capacity: usize,
 }
@@ -95,6 +106,7 @@ impl Contents {
         let h = Arc::new(PartialHandle {
             file,
             dir_synced: AtomicBool::new(!create),
+            direct: OnceLock::new(),
         });
         let mut handles = self.handles();
         let capacity = handles.capacity;
@@ -103,12 +115,15 @@ impl Contents {
     }
 
     /// A blob file's handle; `NotFound` if it has no file.
-    pub(crate) fn blob_handle(&self, id: BlobId) -> Result<Arc<File>> {
+    pub(crate) fn blob_handle(&self, id: BlobId) -> Result<Arc<BlobHandle>> {
         if let Some(h) = self.handles().blobs.get(&id.0) {
             return Ok(h.clone());
         }
         let file = match File::open(self.blob_path(id.0)) {
-            Ok(f) => Arc::new(f),
+            Ok(file) => Arc::new(BlobHandle {
+                file,
+                direct: OnceLock::new(),
+            }),
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
             Err(e) => return Err(e.into()),
         };

@@ -21,28 +21,48 @@
 //!    and [`Contents::demote`] when that commit failed.
 
 mod dir_sync;
+mod direct;
 mod handles;
-mod mapped;
 mod private;
 mod recovery;
 
-use std::fs;
-use std::io::{ErrorKind, IoSlice};
+use std::fs::{self, File};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(crate) use self::dir_sync::sync_dir;
 use self::dir_sync::DirSync;
-use self::handles::Handles;
 pub use self::handles::OPEN_FILES_PER_KIND;
+use self::handles::{BlobHandle, Handles, PartialHandle};
 pub(crate) use self::private::{create_dir_all, touch};
 pub use self::private::{DIR_MODE, FILE_MODE};
 pub use self::recovery::Recovery;
-use super::{short_blob, BlobId, PartialId, Result, StoreError};
+use super::{short_blob, BlobId, PartialId, Result, StoreError, SCAN_CHUNK};
 
 /// Bytes compared per read when checking an upload against a blob.
 const COMPARE_CHUNK: usize = 256 * 1024;
+
+/// Blobs shorter than this are scanned with one read through the page
+/// cache: a helper thread and its buffers cost more than they save.
+const SCAN_DIRECT: u64 = 1024 * 1024;
+
+/// Hands the first `len` bytes of `file` to `sink`, read whole into one
+/// buffer. An `UnexpectedEof` error if the file holds fewer.
+fn scan_cached(file: &File, len: u64, sink: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+    let mut offset = 0;
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(SCAN_CHUNK)];
+    while offset < len {
+        let n = usize::try_from(len - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        file.read_exact_at(&mut buf[..n], offset)?;
+        sink(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(())
+}
 
 /// Removes a file; one already gone is not an error.
 pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
@@ -59,6 +79,11 @@ pub(crate) struct Contents {
     blob_dir: PathBuf,
     handles: std::sync::Mutex<Handles>,
     blob_dir_sync: DirSync,
+    /// Aligned buffers for writes past the page cache ([`direct`]).
+    direct_buffers: direct::Buffers,
+    /// The data directory's file system refused a direct write: every
+    /// write goes through the page cache from then on.
+    direct_refused: AtomicBool,
 }
 
 impl Contents {
@@ -74,6 +99,8 @@ impl Contents {
             blob_dir_sync: DirSync::new(blob_dir.clone()),
             blob_dir,
             handles: Default::default(),
+            direct_buffers: Default::default(),
+            direct_refused: AtomicBool::new(false),
         })
     }
 
@@ -87,13 +114,12 @@ impl Contents {
 
     /// Writes bytes of a partial upload (creating its file), not durable.
     pub(crate) fn write_partial(&self, id: PartialId, offset: u64, data: &[u8]) -> Result<()> {
-        let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
-        h.file.write_all_at(data, offset)?;
-        Ok(())
+        self.write_partial_pieces(id, offset, &[data])
     }
 
     /// Writes `pieces` of a partial upload one after another from
-    /// `offset`, with one `pwritev` for as many as it takes.
+    /// `offset`: past the page cache where the write is long enough
+    /// ([`direct`]), else with one `pwritev` for as many as it takes.
     pub(crate) fn write_partial_pieces(
         &self,
         id: PartialId,
@@ -101,28 +127,63 @@ impl Contents {
         pieces: &[&[u8]],
     ) -> Result<()> {
         let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
-        let mut at = offset;
-        // Linux takes at most 1,024 buffers a call (IOV_MAX).
-        for group in pieces.chunks(256) {
-            let mut slices: Vec<IoSlice<'_>> = group
-                .iter()
-                .filter(|p| !p.is_empty())
-                .map(|p| IoSlice::new(p))
-                .collect();
-            let mut left = &mut slices[..];
-            while !left.is_empty() {
-                match rustix::io::pwritev(&h.file, left, at) {
-                    Ok(0) => return Err(std::io::Error::from(ErrorKind::WriteZero).into()),
-                    Ok(n) => {
-                        at += n as u64;
-                        IoSlice::advance_slices(&mut left, n);
-                    }
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => return Err(std::io::Error::from(e).into()),
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        if len >= direct::MIN_DIRECT {
+            if let Some(file) = self.direct_file(id, &h)? {
+                match direct::write(&h.file, file, &self.direct_buffers, offset, pieces) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if direct::refused(&e) => self.refuse_direct(&e),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
-        Ok(())
+        Ok(direct::write_cached(&h.file, offset, pieces)?)
+    }
+
+    /// The partial file opened for direct writes, once per handle; `None`
+    /// where the file system refuses them.
+    fn direct_file<'h>(&self, id: PartialId, h: &'h PartialHandle) -> Result<Option<&'h File>> {
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if let Some(opened) = h.direct.get() {
+            return Ok(opened.as_ref());
+        }
+        let opened = direct::open(&self.partial_path(id.0))?;
+        if opened.is_none() {
+            self.refuse_direct(&std::io::Error::from_raw_os_error(
+                rustix::io::Errno::INVAL.raw_os_error(),
+            ));
+        }
+        Ok(h.direct.get_or_init(|| opened).as_ref())
+    }
+
+    /// The blob file opened for direct reads, once per handle; `None`
+    /// where the file system refuses them.
+    fn direct_blob<'h>(&self, id: BlobId, h: &'h BlobHandle) -> Result<Option<&'h File>> {
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if let Some(opened) = h.direct.get() {
+            return Ok(opened.as_ref());
+        }
+        let opened = direct::open_read(&self.blob_path(id.0))?;
+        if opened.is_none() {
+            self.refuse_direct(&std::io::Error::from_raw_os_error(
+                rustix::io::Errno::INVAL.raw_os_error(),
+            ));
+        }
+        Ok(h.direct.get_or_init(|| opened).as_ref())
+    }
+
+    /// Turns direct writes off for good (the file system or disk refused
+    /// one), saying so once.
+    fn refuse_direct(&self, e: &std::io::Error) {
+        if !self.direct_refused.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "the data directory takes no direct writes ({e}); writing through the page cache"
+            );
+        }
     }
 
     /// Makes every byte written to the partial file durable, and its
@@ -154,17 +215,28 @@ impl Contents {
     }
 
     /// Reads bytes of a blob; 0 only at its end ([`BlobId::EMPTY`] reads
-    /// nothing).
+    /// nothing). Long reads go past the page cache ([`direct`]).
     pub(crate) fn read_blob(&self, id: BlobId, offset: u64, buf: &mut [u8]) -> Result<usize> {
         if id == BlobId::EMPTY {
             return Ok(0);
         }
-        Ok(self.blob_handle(id)?.read_at(buf, offset)?)
+        let h = self.blob_handle(id)?;
+        if buf.len() >= direct::MIN_DIRECT {
+            if let Some(file) = self.direct_blob(id, &h)? {
+                match direct::read(&h.file, file, &self.direct_buffers, offset, buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if direct::refused(&e) => self.refuse_direct(&e),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(h.file.read_at(buf, offset)?)
     }
 
-    /// Hands the first `len` bytes of a blob to `sink`, in order: mapped
-    /// ([`mapped`]) if it is long enough to gain by it, else read. An error
-    /// if the blob holds fewer bytes.
+    /// Hands the first `len` bytes of a blob to `sink`, in order: past the
+    /// page cache with the next bytes read while `sink` takes the last
+    /// ([`direct::scan`]) if it is long enough to gain by it, else read.
+    /// An error if the blob holds fewer bytes.
     pub(crate) fn scan_blob(
         &self,
         id: BlobId,
@@ -177,13 +249,20 @@ impl Contents {
         if id == BlobId::EMPTY {
             return Err(short_blob(id));
         }
-        let file = self.blob_handle(id)?;
-        let scanned = if len >= mapped::MIN_MAPPED {
-            mapped::scan(&file, len, mapped::WINDOW, sink)
-        } else {
-            // Under MIN_MAPPED: read whole, in one buffer.
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, 0).map(|()| sink(&buf))
+        let h = self.blob_handle(id)?;
+        let direct = match len >= SCAN_DIRECT {
+            true => self.direct_blob(id, &h)?,
+            false => None,
+        };
+        let scanned = match direct {
+            Some(file) => match direct::scan(file, len, sink) {
+                Err(e) if direct::refused(&e) => {
+                    self.refuse_direct(&e);
+                    scan_cached(&h.file, len, sink)
+                }
+                other => other,
+            },
+            None => scan_cached(&h.file, len, sink),
         };
         scanned.map_err(|e| match e.kind() {
             ErrorKind::UnexpectedEof => short_blob(id),
@@ -206,7 +285,7 @@ impl Contents {
                 .unwrap_or(usize::MAX)
                 .min(COMPARE_CHUNK);
             p.file.read_exact_at(&mut left[..n], offset)?;
-            match b.read_exact_at(&mut right[..n], offset) {
+            match b.file.read_exact_at(&mut right[..n], offset) {
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
                 other => other?,
             }
@@ -216,7 +295,7 @@ impl Contents {
             offset += n as u64;
         }
         // Same prefix: the blob must also end here.
-        Ok(b.read_at(&mut right[..1], size)? == 0)
+        Ok(b.file.read_at(&mut right[..1], size)? == 0)
     }
 
     /// Makes the partial file the blob of the same id: fsync, rename into
