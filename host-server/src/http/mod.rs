@@ -66,7 +66,8 @@ mod tus;
 pub mod upload_page;
 mod zip;
 
-/// Bytes read from the store per step of a download.
+/// Bytes read from the store per step of a download: long enough that the
+/// store reads them past the page cache (`store::contents::direct`).
 pub const CHUNK: usize = 1024 * 1024;
 
 /// Most response bytes a connection queues ahead of its socket before it

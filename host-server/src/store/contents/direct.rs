@@ -1,9 +1,13 @@
-//! Uploads written past the page cache (`O_DIRECT`, Linux).
+//! Long writes and reads past the page cache (`O_DIRECT`, Linux).
 //!
 //! A write through the page cache copies every byte into a page the kernel
-//! allocates, dirties and later writes back; on the bench's machine that
-//! copy was the relay's largest cost after SHA-1 (bench/RESULTS.md,
-//! session 23). A direct write hands the disk the relay's own buffer. It
+//! allocates, dirties and later writes back; on the bench's machine, a
+//! virtual one whose host takes back the memory of freed pages, that copy
+//! took 66% of the relay's CPU during an upload (bench/RESULTS.md,
+//! session 23). A blob is written once and read a few times, soon or
+//! much later: caching it buys little. So uploads are written past the
+//! page cache, and downloads and proofs read past it ([`read`], [`scan`]).
+//! A direct write hands the disk the relay's own buffer. It
 //! wants the file offset, the length and the buffer's address aligned to
 //! the disk's block ([`ALIGN`]), and the bytes of an upload arrive in
 //! pieces of any length at any offset. So a long write is split:
@@ -292,6 +296,9 @@ pub(super) fn scan(direct: &File, len: u64, sink: &mut dyn FnMut(&[u8])) -> io::
                 offset += want as u64;
             }
         });
+        // Owned here: a return before the end drops it, which ends the
+        // reader if it waits for a buffer.
+        let free_tx = free_tx;
         let mut handed = 0u64;
         while handed < len {
             let (mut buf, n) = full_rx

@@ -19,6 +19,9 @@
 //! 3. [`Contents::promote`] (fsync, rename into `blobs/`, fsync that
 //!    directory) before the commit of the row that says the blob exists,
 //!    and [`Contents::demote`] when that commit failed.
+//!
+//! Long writes and reads go past the page cache ([`direct`]); the rules
+//! above hold for them alike (an `fdatasync` covers both kinds of write).
 
 mod dir_sync;
 mod direct;
@@ -81,8 +84,8 @@ pub(crate) struct Contents {
     blob_dir_sync: DirSync,
     /// Aligned buffers for writes past the page cache ([`direct`]).
     direct_buffers: direct::Buffers,
-    /// The data directory's file system refused a direct write: every
-    /// write goes through the page cache from then on.
+    /// The data directory's file system refused direct I/O: every read
+    /// and write goes through the page cache from then on.
     direct_refused: AtomicBool,
 }
 
@@ -129,7 +132,7 @@ impl Contents {
         let h = self.partial_handle(id, true)?.ok_or(StoreError::NotFound)?;
         let len: usize = pieces.iter().map(|p| p.len()).sum();
         if len >= direct::MIN_DIRECT {
-            if let Some(file) = self.direct_file(id, &h)? {
+            if let Some(file) = self.direct_file(id, &h) {
                 match direct::write(&h.file, file, &self.direct_buffers, offset, pieces) {
                     Ok(()) => return Ok(()),
                     Err(e) if direct::refused(&e) => self.refuse_direct(&e),
@@ -142,46 +145,57 @@ impl Contents {
 
     /// The partial file opened for direct writes, once per handle; `None`
     /// where the file system refuses them.
-    fn direct_file<'h>(&self, id: PartialId, h: &'h PartialHandle) -> Result<Option<&'h File>> {
+    fn direct_file<'h>(&self, id: PartialId, h: &'h PartialHandle) -> Option<&'h File> {
         if self.direct_refused.load(Ordering::Relaxed) {
-            return Ok(None);
+            return None;
         }
         if let Some(opened) = h.direct.get() {
-            return Ok(opened.as_ref());
+            return opened.as_ref();
         }
-        let opened = direct::open(&self.partial_path(id.0))?;
-        if opened.is_none() {
-            self.refuse_direct(&std::io::Error::from_raw_os_error(
-                rustix::io::Errno::INVAL.raw_os_error(),
-            ));
+        let opened = self.open_direct(direct::open(&self.partial_path(id.0)));
+        opened.and_then(|o| h.direct.get_or_init(|| o).as_ref())
+    }
+
+    /// What opening a file for direct I/O gave: `Some(None)` (kept with
+    /// the handle) if the file system refuses direct I/O, which then stays
+    /// off; `None` (not kept: the next call tries again) if the open
+    /// failed otherwise (the file went away, no descriptor was free), so
+    /// the call goes through the page cache.
+    fn open_direct(&self, opened: std::io::Result<Option<File>>) -> Option<Option<File>> {
+        match opened {
+            Ok(Some(file)) => Some(Some(file)),
+            Ok(None) => {
+                self.refuse_direct(&std::io::Error::from_raw_os_error(
+                    rustix::io::Errno::INVAL.raw_os_error(),
+                ));
+                Some(None)
+            }
+            Err(e) => {
+                tracing::debug!("cannot open a file for direct I/O: {e}");
+                None
+            }
         }
-        Ok(h.direct.get_or_init(|| opened).as_ref())
     }
 
     /// The blob file opened for direct reads, once per handle; `None`
     /// where the file system refuses them.
-    fn direct_blob<'h>(&self, id: BlobId, h: &'h BlobHandle) -> Result<Option<&'h File>> {
+    fn direct_blob<'h>(&self, id: BlobId, h: &'h BlobHandle) -> Option<&'h File> {
         if self.direct_refused.load(Ordering::Relaxed) {
-            return Ok(None);
+            return None;
         }
         if let Some(opened) = h.direct.get() {
-            return Ok(opened.as_ref());
+            return opened.as_ref();
         }
-        let opened = direct::open_read(&self.blob_path(id.0))?;
-        if opened.is_none() {
-            self.refuse_direct(&std::io::Error::from_raw_os_error(
-                rustix::io::Errno::INVAL.raw_os_error(),
-            ));
-        }
-        Ok(h.direct.get_or_init(|| opened).as_ref())
+        let opened = self.open_direct(direct::open_read(&self.blob_path(id.0)));
+        opened.and_then(|o| h.direct.get_or_init(|| o).as_ref())
     }
 
-    /// Turns direct writes off for good (the file system or disk refused
-    /// one), saying so once.
+    /// Turns direct I/O off for good (the file system or disk refused
+    /// it), saying so once.
     fn refuse_direct(&self, e: &std::io::Error) {
         if !self.direct_refused.swap(true, Ordering::Relaxed) {
             tracing::info!(
-                "the data directory takes no direct writes ({e}); writing through the page cache"
+                "the data directory takes no direct I/O ({e}); reading and writing through the page cache"
             );
         }
     }
@@ -222,7 +236,7 @@ impl Contents {
         }
         let h = self.blob_handle(id)?;
         if buf.len() >= direct::MIN_DIRECT {
-            if let Some(file) = self.direct_blob(id, &h)? {
+            if let Some(file) = self.direct_blob(id, &h) {
                 match direct::read(&h.file, file, &self.direct_buffers, offset, buf) {
                     Ok(n) => return Ok(n),
                     Err(e) if direct::refused(&e) => self.refuse_direct(&e),
@@ -251,7 +265,7 @@ impl Contents {
         }
         let h = self.blob_handle(id)?;
         let direct = match len >= SCAN_DIRECT {
-            true => self.direct_blob(id, &h)?,
+            true => self.direct_blob(id, &h),
             false => None,
         };
         let scanned = match direct {
