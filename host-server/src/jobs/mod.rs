@@ -56,7 +56,7 @@ pub(crate) use identity::{
 pub(crate) use notices::{NoticeDone, NoticeWork, PushAnswer, PushWork};
 pub(crate) use pieces::{Piece, Pieces};
 pub(crate) use proof::{CheckProof, ExpectProof, Expected, Proved};
-pub(crate) use read::{BlobRead, ReadBlob};
+pub(crate) use read::{BlobRead, ReadBlob, ReadBuf};
 pub(crate) use receive::{
     Complete, Completed, HashPrefix, Hashed, Reset, ResetDone, Sync, Synced, Verdict, Write,
     Written,

@@ -21,17 +21,22 @@ use pickup_proto::message::{self, Ack, Fetch, Kind, Read};
 use pickup_proto::{Code, ErrorCode, Instant};
 
 use super::{Out, Session, Transmit};
-use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, Work};
+use std::sync::Arc;
+
+use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, ReadBuf, Work};
 use crate::metrics::Lookup;
 use crate::relay::unix_secs;
 use crate::store::{Batch, BatchId, BlobId, FileContent, StoreError};
 
 /// Bytes of a stream read ahead of its frames: a new read is queued while
 /// less than this waits in memory beyond the frame being sent.
-const READ_AHEAD: usize = 8 * 1024 * 1024;
+const READ_AHEAD: usize = 4 * 1024 * 1024;
 
 /// Bytes read per read job.
-const READ_LEN: usize = 4 * 1024 * 1024;
+const READ_LEN: usize = 2 * 1024 * 1024;
+
+/// The file offsets reads end at a multiple of.
+const READ_ALIGN: u64 = 4096;
 
 /// Sent read-ahead buffers kept to read into again once the driver has
 /// written their last split frame (a buffer read into again costs no
@@ -59,9 +64,11 @@ pub(super) struct Stream {
     read_end: u64,
     /// A read job is queued or running.
     reading: bool,
-    /// Sent chunks, oldest first: read into again once nothing else
-    /// holds them (split frames the driver has not written yet may).
-    retired: VecDeque<Bytes>,
+    /// The buffers of `chunks`, in the same order.
+    bufs: VecDeque<Arc<ReadBuf>>,
+    /// Sent chunks' buffers, oldest first: read into again once nothing
+    /// else holds them (split frames the driver has not written yet may).
+    retired: VecDeque<Arc<ReadBuf>>,
 }
 
 impl Stream {
@@ -203,6 +210,7 @@ impl Session {
             expires_at: batch.expires_at,
             batch: Some(batch.id),
             chunks: VecDeque::new(),
+            bufs: VecDeque::new(),
             read_end: r.offset,
             reading: false,
             retired: VecDeque::new(),
@@ -236,9 +244,12 @@ impl Session {
         if s.reading || s.read_end >= s.size || s.ready() >= READ_AHEAD as u64 {
             return;
         }
+        // Reads end on a 4 KiB boundary of the file (a stream resumed at
+        // any offset reads up to the next one first), so a store that reads
+        // past the page cache reads the rest straight into the buffers.
         let len = usize::try_from(s.size - s.read_end)
             .unwrap_or(usize::MAX)
-            .min(READ_LEN);
+            .min(READ_LEN - (s.read_end % READ_ALIGN) as usize);
         s.reading = true;
         let buf = s.reclaim();
         self.work.push(Work::ReadBlob(ReadBlob {
@@ -269,8 +280,10 @@ impl Session {
             };
             return self.out.error(code, Kind::Read);
         }
-        if !read.bytes.is_empty() {
-            s.chunks.push_back((read.offset, Bytes::from(read.bytes)));
+        if !read.bytes.bytes().is_empty() {
+            let (bytes, buf) = read.bytes.share();
+            s.chunks.push_back((read.offset, bytes));
+            s.bufs.push_back(buf);
         }
         self.read_ahead();
     }
@@ -349,7 +362,8 @@ impl Session {
 impl Stream {
     /// The front chunk is sent: keep its buffer to read into again.
     fn retire_front(&mut self) {
-        if let Some((_, buf)) = self.chunks.pop_front() {
+        self.chunks.pop_front();
+        if let Some(buf) = self.bufs.pop_front() {
             if self.retired.len() == RETIRED {
                 self.retired.pop_front();
             }
@@ -359,19 +373,17 @@ impl Stream {
 
     /// A retired buffer nothing else holds any more, to read into again;
     /// an empty one (the read job allocates) if every one is still held.
-    fn reclaim(&mut self) -> Vec<u8> {
+    fn reclaim(&mut self) -> ReadBuf {
         for _ in 0..self.retired.len() {
             let Some(buf) = self.retired.pop_front() else {
                 break;
             };
-            match buf.try_into_mut() {
-                // A chunk is never split off: its bytes begin where its
-                // allocation does, and all its room comes back.
-                Ok(buf) => return Vec::from(buf),
+            match Arc::try_unwrap(buf) {
+                Ok(buf) => return buf,
                 Err(held) => self.retired.push_back(held),
             }
         }
-        Vec::new()
+        ReadBuf::default()
     }
 }
 

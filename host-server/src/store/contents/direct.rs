@@ -215,6 +215,22 @@ pub(super) fn read(
             return Ok(done);
         }
     }
+    let rest = &mut buf[done..];
+    if rest.as_ptr().align_offset(ALIGN) == 0 {
+        // An aligned buffer (a download's read-ahead) is read into as it
+        // is: its whole blocks directly, the last few bytes through the
+        // page cache.
+        let whole = rest.len() / ALIGN * ALIGN;
+        let got = match whole {
+            0 => 0,
+            _ => direct.read_at(&mut rest[..whole], offset + done as u64)?,
+        };
+        if got < whole {
+            return Ok(done + got);
+        }
+        let tail = read_full(cached, &mut rest[whole..], offset + (done + whole) as u64)?;
+        return Ok(done + whole + tail);
+    }
     let mut scratch = buffers.take();
     let result = (|| -> io::Result<usize> {
         let chunk = aligned(&mut scratch);
@@ -443,6 +459,27 @@ mod tests {
             read(&cached, &direct, &buffers, data.len() as u64, &mut got).unwrap(),
             0
         );
+        // Into an aligned buffer: read where it lies, whole blocks and a tail.
+        let mut room = vec![0u8; 2 * CHUNK + 2 * ALIGN];
+        for offset in [0, 4096, 100, CHUNK as u64 + 4096, data.len() as u64 - 5000] {
+            for len in [MIN_DIRECT, MIN_DIRECT + 77, CHUNK + 1, 2 * CHUNK] {
+                // Aligned where the direct part begins (past a head).
+                let head = ((ALIGN as u64 - offset % ALIGN as u64) % ALIGN as u64) as usize;
+                let start = room.as_ptr().align_offset(ALIGN) + ALIGN - head;
+                let got = &mut room[start..start + len];
+                let n = read(&cached, &direct, &buffers, offset, got).unwrap();
+                let end = (offset as usize + len).min(data.len());
+                assert_eq!(
+                    n,
+                    end - offset as usize,
+                    "aligned, offset {offset}, {len} bytes"
+                );
+                assert!(
+                    got[..n] == data[offset as usize..end],
+                    "aligned, offset {offset}, {len} bytes"
+                );
+            }
+        }
     }
 
     #[test]
