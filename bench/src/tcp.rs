@@ -51,6 +51,34 @@ struct Copied {
     read_cpu_secs: f64,
 }
 
+/// Writes `data` in pieces of `piece` bytes with `write(piece, offset)`,
+/// with an fdatasync of `file` every `every` bytes and once at the end:
+/// the rate and the CPU it took.
+fn synced_writes(
+    file: &std::fs::File,
+    data: &[u8],
+    piece: usize,
+    every: usize,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<Costed> {
+    let cpu = thread_cpu_secs();
+    let t = Instant::now();
+    let mut unsynced = 0;
+    for (i, chunk) in data.chunks(piece).enumerate() {
+        write(chunk, (i * piece) as u64)?;
+        unsynced += chunk.len();
+        if unsynced >= every {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+    }
+    file.sync_data()?;
+    Ok(Costed {
+        mib_per_sec: rate(data.len(), t.elapsed()),
+        cpu_secs: thread_cpu_secs() - cpu,
+    })
+}
+
 /// Writing `data` to a file in 64 KiB writes (the relay's frame size) with
 /// an fdatasync every `every` bytes, and once at the end: what the disk
 /// takes durably at the cadence of the relay's acknowledgements. Then the
@@ -63,22 +91,9 @@ fn durable_write(data: &[u8], every: usize) -> io::Result<(Costed, f64)> {
         .write(true)
         .create_new(true)
         .open(dir.path().join("durable.bin"))?;
-    let cpu = thread_cpu_secs();
-    let t = Instant::now();
-    let mut unsynced = 0;
-    for (i, chunk) in data.chunks(64 * 1024).enumerate() {
-        file.write_all_at(chunk, (i * 64 * 1024) as u64)?;
-        unsynced += chunk.len();
-        if unsynced >= every {
-            file.sync_data()?;
-            unsynced = 0;
-        }
-    }
-    file.sync_data()?;
-    let written = Costed {
-        mib_per_sec: rate(data.len(), t.elapsed()),
-        cpu_secs: thread_cpu_secs() - cpu,
-    };
+    let written = synced_writes(&file, data, 64 * 1024, every, |chunk, at| {
+        file.write_all_at(chunk, at)
+    })?;
     let cpu = thread_cpu_secs();
     let mut buf = vec![0u8; 256 * 1024];
     let mut offset = 0;
@@ -131,24 +146,11 @@ fn direct_durable_write(data: &[u8], every: usize) -> io::Result<Option<(Costed,
     };
     let mut backing = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
     let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-    let cpu = thread_cpu_secs();
-    let t = Instant::now();
-    let mut unsynced = 0;
-    for (i, chunk) in data[..whole].chunks(DIRECT_CHUNK).enumerate() {
+    let written = synced_writes(&file, &data[..whole], DIRECT_CHUNK, every, |chunk, at| {
         let buf = aligned(&mut backing);
         buf[..chunk.len()].copy_from_slice(chunk);
-        file.write_all_at(&buf[..chunk.len()], (i * DIRECT_CHUNK) as u64)?;
-        unsynced += chunk.len();
-        if unsynced >= every {
-            file.sync_data()?;
-            unsynced = 0;
-        }
-    }
-    file.sync_data()?;
-    let written = Costed {
-        mib_per_sec: rate(whole, t.elapsed()),
-        cpu_secs: thread_cpu_secs() - cpu,
-    };
+        file.write_all_at(&buf[..chunk.len()], at)
+    })?;
     let mut out = vec![0u8; DIRECT_CHUNK];
     let cpu = thread_cpu_secs();
     let mut offset = 0;

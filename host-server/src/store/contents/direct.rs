@@ -50,25 +50,12 @@ pub(super) const MIN_DIRECT: usize = 128 * 1024;
 /// Aligned buffers kept for reuse between writes.
 const KEPT_BUFFERS: usize = 4;
 
-/// Opens `path` (which exists) for direct writes. `Ok(None)` if its file
-/// system takes none.
-pub(super) fn open(path: &Path) -> io::Result<Option<File>> {
+/// Opens `path` (which exists) for direct writes (`write`) or reads.
+/// `Ok(None)` if its file system takes none.
+pub(super) fn open(path: &Path, write: bool) -> io::Result<Option<File>> {
     match OpenOptions::new()
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(path)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Opens `path` (which exists) for direct reads. `Ok(None)` if its file
-/// system takes none.
-pub(super) fn open_read(path: &Path) -> io::Result<Option<File>> {
-    match OpenOptions::new()
-        .read(true)
+        .read(!write)
+        .write(write)
         .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
         .open(path)
     {
@@ -355,8 +342,8 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
-        let w = open(&path).unwrap();
-        let r = open_read(&path).unwrap();
+        let w = open(&path, true).unwrap();
+        let r = open(&path, false).unwrap();
         if w.is_none() {
             eprintln!(
                 "{}: no direct I/O here, only the page-cache path is checked",

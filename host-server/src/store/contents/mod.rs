@@ -34,6 +34,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 pub(crate) use self::dir_sync::sync_dir;
 use self::dir_sync::DirSync;
@@ -146,14 +147,25 @@ impl Contents {
     /// The partial file opened for direct writes, once per handle; `None`
     /// where the file system refuses them.
     fn direct_file<'h>(&self, id: PartialId, h: &'h PartialHandle) -> Option<&'h File> {
+        self.direct_of(&h.direct, &self.partial_path(id.0), true)
+    }
+
+    /// The file at `path` opened for direct writes (`write`) or reads,
+    /// once: kept in `slot`.
+    fn direct_of<'h>(
+        &self,
+        slot: &'h OnceLock<Option<File>>,
+        path: &Path,
+        write: bool,
+    ) -> Option<&'h File> {
         if self.direct_refused.load(Ordering::Relaxed) {
             return None;
         }
-        if let Some(opened) = h.direct.get() {
+        if let Some(opened) = slot.get() {
             return opened.as_ref();
         }
-        let opened = self.open_direct(direct::open(&self.partial_path(id.0)));
-        opened.and_then(|o| h.direct.get_or_init(|| o).as_ref())
+        let opened = self.open_direct(direct::open(path, write));
+        opened.and_then(|o| slot.get_or_init(|| o).as_ref())
     }
 
     /// What opening a file for direct I/O gave: `Some(None)` (kept with
@@ -180,14 +192,7 @@ impl Contents {
     /// The blob file opened for direct reads, once per handle; `None`
     /// where the file system refuses them.
     fn direct_blob<'h>(&self, id: BlobId, h: &'h BlobHandle) -> Option<&'h File> {
-        if self.direct_refused.load(Ordering::Relaxed) {
-            return None;
-        }
-        if let Some(opened) = h.direct.get() {
-            return opened.as_ref();
-        }
-        let opened = self.open_direct(direct::open_read(&self.blob_path(id.0)));
-        opened.and_then(|o| h.direct.get_or_init(|| o).as_ref())
+        self.direct_of(&h.direct, &self.blob_path(id.0), false)
     }
 
     /// Turns direct I/O off for good (the file system or disk refused
