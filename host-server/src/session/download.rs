@@ -7,13 +7,15 @@
 //! A `Fetch` of a ready batch whose manifest some session is sending is
 //! answered with that shared manifest instead of a store lookup (after the
 //! limiter all the same, so a limited guesser learns nothing from it).
-//! A stream's bytes are read ahead of its frames by jobs, at most
-//! [`READ_AHEAD`] bytes at a time, whatever credit the terminal grants.
+//! A stream's bytes are read ahead of its frames by jobs, [`READ_LEN`]
+//! bytes per job while less than [`READ_AHEAD`] bytes wait, whatever
+//! credit the terminal grants.
 //! On a length-prefixed link the driver may take each `Data` frame as a
 //! [`Transmit::Split`]: its payload a slice of the read-ahead buffer, so
 //! the bytes go from there to the socket with no copy into a frame.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pickup_proto::frame::Framing;
@@ -21,8 +23,6 @@ use pickup_proto::message::{self, Ack, Fetch, Kind, Read};
 use pickup_proto::{Code, ErrorCode, Instant};
 
 use super::{Out, Session, Transmit};
-use std::sync::Arc;
-
 use crate::jobs::{BlobRead, Found, LookupFor, ReadBlob, ReadBuf, Work};
 use crate::metrics::Lookup;
 use crate::relay::unix_secs;

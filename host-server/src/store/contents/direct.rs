@@ -7,10 +7,11 @@
 //! session 23). A blob is written once and read a few times, soon or
 //! much later: caching it buys little. So uploads are written past the
 //! page cache, and downloads and proofs read past it ([`read`], [`scan`]).
-//! A direct write hands the disk the relay's own buffer. It
-//! wants the file offset, the length and the buffer's address aligned to
-//! the disk's block ([`ALIGN`]), and the bytes of an upload arrive in
-//! pieces of any length at any offset. So a long write is split:
+//!
+//! A direct write hands the disk the relay's own buffer. It wants the file
+//! offset, the length and the buffer's address aligned to the disk's block
+//! ([`ALIGN`]), and the bytes of an upload arrive in pieces of any length
+//! at any offset. So a long write is split:
 //!
 //! ```text
 //!   offset        up to ALIGN            down to ALIGN          end
@@ -20,10 +21,11 @@
 //!
 //! The head and the tail, under a block each, go through the page cache;
 //! the middle is copied into an aligned buffer and written directly, a
-//! [`CHUNK`] at a time. The three never share a block, so a direct write
-//! never lands on a page the page cache holds dirty (which the kernel would
-//! first write back, one small synchronous write per call). The head of
-//! the next write completes the block the tail began. Every byte is in
+//! [`CHUNK`] at a time. The three never share a block, and the head of
+//! the next write completes the block the tail began, so a stream of
+//! writes never puts a direct write on a page it left dirty in the page
+//! cache (the kernel would first write that page back: correct, but one
+//! small synchronous write per call). Every byte is in
 //! the file when [`write`] returns, whichever way it went, and the
 //! `fdatasync` before an acknowledgement makes both kinds durable: no
 //! byte is held back in memory, and reads see what was written.

@@ -48,12 +48,13 @@ use super::{short_blob, BlobId, PartialId, Result, StoreError, SCAN_CHUNK};
 /// Bytes compared per read when checking an upload against a blob.
 const COMPARE_CHUNK: usize = 256 * 1024;
 
-/// Blobs shorter than this are scanned with one read through the page
-/// cache: a helper thread and its buffers cost more than they save.
+/// Blobs shorter than this are scanned through the page cache: a helper
+/// thread and its buffers cost more than they save.
 const SCAN_DIRECT: u64 = 1024 * 1024;
 
-/// Hands the first `len` bytes of `file` to `sink`, read whole into one
-/// buffer. An `UnexpectedEof` error if the file holds fewer.
+/// Hands the first `len` bytes of `file` to `sink`, read through the page
+/// cache [`SCAN_CHUNK`] bytes at a time. An `UnexpectedEof` error if the
+/// file holds fewer.
 fn scan_cached(file: &File, len: u64, sink: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
     let mut offset = 0;
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(SCAN_CHUNK)];
@@ -274,13 +275,23 @@ impl Contents {
             false => None,
         };
         let scanned = match direct {
-            Some(file) => match direct::scan(file, len, sink) {
-                Err(e) if direct::refused(&e) => {
-                    self.refuse_direct(&e);
-                    scan_cached(&h.file, len, sink)
+            Some(file) => {
+                let mut handed = 0u64;
+                let scanned = direct::scan(file, len, &mut |b| {
+                    handed += b.len() as u64;
+                    sink(b)
+                });
+                match scanned {
+                    // Refused before any byte went to `sink`: the page
+                    // cache starts over. (After, `sink` has taken bytes
+                    // that it must not take twice: the error stands.)
+                    Err(e) if direct::refused(&e) && handed == 0 => {
+                        self.refuse_direct(&e);
+                        scan_cached(&h.file, len, sink)
+                    }
+                    other => other,
                 }
-                other => other,
-            },
+            }
             None => scan_cached(&h.file, len, sink),
         };
         scanned.map_err(|e| match e.kind() {
