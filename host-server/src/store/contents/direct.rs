@@ -2,9 +2,8 @@
 //!
 //! A write through the page cache copies every byte into a page the kernel
 //! allocates, dirties and later writes back; on the bench's machine, a
-//! virtual one whose host takes back the memory of freed pages, that copy
-//! took 66% of the relay's CPU during an upload (bench/RESULTS.md,
-//! session 23). A blob is written once and read a few times, soon or
+//! virtual one, that copy took 66% of the relay's CPU during an upload
+//! (bench/RESULTS.md, session 23). A blob is written once and read a few times, soon or
 //! much later: caching it buys little. So uploads are written past the
 //! page cache, and downloads and proofs read past it ([`read`], [`scan`]).
 //!
