@@ -66,9 +66,11 @@ mod tus;
 pub mod upload_page;
 mod zip;
 
-/// Bytes read from the store per step of a download: long enough that the
-/// store reads them past the page cache (`store::contents::direct`).
-pub const CHUNK: usize = 1024 * 1024;
+/// Bytes read from the store per step of a download. A connection holds
+/// one chunk while its client is slow to read, so it stays small (a
+/// thousand slow readers hold 1 GiB at 1 MiB, `tests/http_large.rs`); it
+/// is under the length the store reads past the page cache.
+pub const CHUNK: usize = 64 * 1024;
 
 /// Most response bytes a connection queues ahead of its socket before it
 /// stops reading the body (hyper's `max_buf_size`; its default, ~400 KiB,
